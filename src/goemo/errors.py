@@ -1,0 +1,58 @@
+"""One family of exceptions, so the CLI can turn any of them into a single clear line.
+
+Library code raises these instead of printing; `goemo.cli` catches `GoemoError`
+and exits 1 with ``str(error)`` on stderr (no traceback unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GoemoError(Exception):
+    """Base class: a problem the user can fix, explained in one line."""
+
+
+class DataError(GoemoError):
+    """Malformed input data, located precisely so the user can open the file and fix it.
+
+    >>> str(DataError("bad label id 99", path="train.tsv", line=12, field="labels"))
+    'train.tsv:12: labels: bad label id 99'
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.field = field
+        self.problem = message
+        where = ""
+        if self.path is not None:
+            where = self.path + (f":{line}" if line is not None else "") + ": "
+        elif line is not None:
+            where = f"line {line}: "
+        if field:
+            where += f"{field}: "
+        super().__init__(where + message)
+
+
+class DownloadError(GoemoError):
+    """A file could not be fetched or failed its checksum."""
+
+
+class ConfigError(GoemoError):
+    """An option or config file value is invalid."""
+
+
+class ModelError(GoemoError):
+    """A model cannot be found, loaded or does not fit the data."""
+
+
+class RunFolderError(GoemoError):
+    """The output folder holds something that would be overwritten or cannot be resumed."""
