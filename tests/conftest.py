@@ -17,3 +17,42 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "train.tsv").is_file():
         pytest.fail(f"GoEmotions data not found at {SHARED_DATA}; set GOEMO_SHARED_DATA")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def goemotions_splits(shared_data: Path):
+    """The three official splits, read once per test session."""
+    from goemo.data.io import load_goemotions
+
+    return load_goemotions(shared_data)
+
+
+@pytest.fixture()
+def small_splits(goemotions_splits):
+    """2,000 training and 300 dev/test texts: enough for a tiny model to learn something."""
+    return {
+        "train": goemotions_splits["train"].sample(2000, seed=1),
+        "dev": goemotions_splits["dev"].sample(300, seed=1),
+        "test": goemotions_splits["test"].sample(300, seed=1),
+    }
+
+
+@pytest.fixture()
+def tiny_config(tmp_path: Path, shared_data: Path):
+    """A TrainConfig for the tiny random BERT on a data sample; tests override what they need."""
+    from goemo.config import TrainConfig
+
+    return TrainConfig(
+        data_dir=str(shared_data),
+        model="tiny-random-bert",
+        epochs=2,
+        lr=1e-3,
+        batch_size=16,
+        max_length=48,
+        max_train_samples=2000,
+        max_eval_samples=300,
+        output=str(tmp_path / "run"),
+        cache_dir=str(tmp_path / "cache"),
+        log_every=10,
+        precision="fp32",
+    )

@@ -1,13 +1,18 @@
 """goemo: multi-label emotion classification of text with transformers.
 
-The public API is imported lazily so that `goemo --help` stays fast; importing the
-package registers goemo's model heads with transformers' Auto classes (see
-`goemo.modeling`), so `transformers.pipeline` can load goemo model folders after a plain
-``import goemo``.
+The public API is imported lazily so that `goemo --help` stays fast. goemo's model heads
+are registered with transformers' Auto classes (see `goemo.modeling`) as soon as
+transformers is imported, so after a plain ``import goemo``, ``transformers.pipeline``
+loads goemo model folders; without that hook ``import goemo`` would cost seconds of
+torch + transformers import even for ``goemo download``.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -32,3 +37,29 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'goemo' has no attribute {name!r}")
+
+
+class _RegisterHeadsAfterTransformers(importlib.abc.MetaPathFinder):
+    """Import `goemo.modeling` (which registers the heads) right after transformers loads."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "transformers":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        run_module = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run_module(module)
+            importlib.import_module("goemo.modeling")
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+if "transformers" in sys.modules:
+    importlib.import_module("goemo.modeling")
+elif not any(isinstance(f, _RegisterHeadsAfterTransformers) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterHeadsAfterTransformers())

