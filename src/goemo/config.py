@@ -79,6 +79,7 @@ class TrainConfig:
     cache_dir: str | None = None
     preset: str | None = None
     trust_remote_code: bool = False
+    trackers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -110,6 +111,9 @@ class TrainConfig:
         need(self.select_metric in SELECT_METRICS, "select_metric", "one of " + ", ".join(SELECT_METRICS))
         need(self.log_every >= 1, "log_every", "an integer >= 1")
         need(self.save_every is None or self.save_every >= 1, "save_every", "an integer >= 1 or null")
+        if isinstance(self.trackers, str):
+            self.trackers = [t for t in self.trackers.split(",") if t]
+        need(isinstance(self.trackers, list), "trackers", "a list of jsonl|tensorboard|mlflow|wandb")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed (validated)."""

@@ -152,6 +152,28 @@ def _better(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric in _LOWER_IS_BETTER else value > best
 
 
+def grad_norms(model: nn.Module) -> dict[str, float]:
+    """L2 norm of the gradients per layer group (embeddings, layer_i, head), as wandb.watch logs.
+
+    Vanishing gradients in the lower layers or an exploding head show up here first.
+    """
+    from goemo.modeling import _layer_index
+
+    base = getattr(model, "base_model_prefix", "") + "."
+    num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None) or 0
+    sums: dict[str, float] = {}
+    for name, p in model.named_parameters():
+        if p.grad is None:
+            continue
+        if name.startswith(base) and ".pooler." not in name:
+            depth = _layer_index(name[len(base):], num_layers or 10**6)
+            key = "embeddings" if depth == 0 else f"layer_{depth - 1}" if depth <= (num_layers or 10**6) else "encoder_top"
+        else:
+            key = "head"
+        sums[key] = sums.get(key, 0.0) + float(p.grad.detach().float().pow(2).sum())
+    return {f"grad_norm/{k}": v**0.5 for k, v in sums.items()}
+
+
 # ---------------------------------------------------------------- evaluation
 
 
@@ -226,14 +248,31 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _model_meta(config: TrainConfig, label_names: list[str], data_checksums: dict[str, str], metrics: dict) -> dict:
+def _model_meta(
+    config: TrainConfig,
+    label_names: list[str],
+    data_checksums: dict[str, str],
+    metrics: dict,
+    tuned: dict[str, Any] | None = None,
+) -> dict:
+    """``goemo.json``: what prediction, evaluation and reports need beside the weights.
+
+    ``thresholds.global`` is the fixed threshold (the paper's 0.3 by default);
+    ``thresholds.per_label`` are tuned on ``thresholds.tuned_on`` (always a dev split) and
+    ``thresholds.tuning`` keeps the provenance (`goemo.metrics.TunedThresholds.to_dict`).
+    """
     return {
         "goemo_version": __import__("goemo").__version__,
         "label_names": label_names,
         "taxonomy": config.taxonomy,
         "max_length": config.max_length,
         "pooling": config.pooling,
-        "thresholds": {"global": config.threshold, "per_label": None, "tuned_on": None},
+        "thresholds": {
+            "global": config.threshold,
+            "per_label": tuned["per_label"] if tuned else None,
+            "tuned_on": tuned["split"] if tuned else None,
+            "tuning": tuned,
+        },
         "training_config": config.to_dict(),
         "data_checksums": data_checksums,
         "metrics": metrics,
@@ -375,8 +414,23 @@ def train(
     if resume_from is not None:
         state = _load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
         log.info("resuming %s at epoch %d, batch %d (step %d)", run.path, state.epoch + 1, state.batch_in_epoch, state.global_step)
-        if main:
-            append_jsonl(run.metrics_path, {"event": "resume", "epoch": state.epoch, "global_step": state.global_step})
+        emit({"event": "resume", "epoch": state.epoch, "global_step": state.global_step})
+
+    trackers = []
+    if main and [t for t in config.trackers if t != "jsonl"]:
+        from goemo.tracking import build_trackers
+
+        trackers = build_trackers(config.trackers, run.path, config.to_dict())
+
+    def emit(record: dict[str, Any]) -> None:
+        """One event to metrics.jsonl, the trackers and the callbacks (main process only)."""
+        if not main:
+            return
+        append_jsonl(run.metrics_path, record)
+        for tracker in trackers:
+            tracker.log(record)
+        for cb in callbacks:
+            cb(record)
 
     def checkpoint(folder: Path, with_state: bool, metrics: dict[str, Any]) -> None:
         meta = _model_meta(config, label_names, checksums, metrics)
@@ -426,6 +480,9 @@ def train(
             bar.update(1)
             if not sync:
                 continue
+            if main and (state.global_step + 1) % config.log_every == 0:
+                emit({"event": "grad_norms", "epoch": epoch + 1, "global_step": state.global_step + 1,
+                      **grad_norms(accelerator.unwrap_model(model))})
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -435,11 +492,8 @@ def train(
             if state.global_step % config.log_every == 0:
                 running = state.loss_sum / state.loss_count
                 bar.set_postfix(loss=f"{running:.4f}")
-                if main:
-                    append_jsonl(run.metrics_path, {
-                        "event": "step", "epoch": epoch + 1, "global_step": state.global_step,
-                        "train_loss": running, "lr": scheduler.get_last_lr()[0],
-                    })
+                emit({"event": "step", "epoch": epoch + 1, "global_step": state.global_step,
+                      "train_loss": running, "lr": scheduler.get_last_lr()[0]})
             if config.save_every and state.global_step % config.save_every == 0 and state.batch_in_epoch < epoch_batches:
                 checkpoint(run.last_dir, True, {})
         bar.close()
@@ -465,7 +519,6 @@ def train(
         state.history.append(record)
         state.epoch, state.batch_in_epoch = epoch + 1, 0
         if main:
-            append_jsonl(run.metrics_path, record)
             log.info(
                 "epoch %d: train_loss %.4f val_loss %.4f f1_macro %.4f auc_macro %.4f (%.0fs)%s",
                 epoch + 1, train_loss, metrics["val_loss"], metrics["f1_macro"], metrics["auc_macro"],
@@ -474,18 +527,25 @@ def train(
         if improved:
             checkpoint(run.best_dir, False, {"dev": metrics, "epoch": epoch + 1})
         checkpoint(run.last_dir, True, {"dev": metrics, "epoch": epoch + 1})
-        for cb in callbacks:
-            cb(record)
+        emit(record)  # after the checkpoints: a callback that stops the run (pruning) loses nothing
 
     # ---- final evaluation of the best weights
     from safetensors.torch import load_file
 
     accelerator.unwrap_model(model).load_state_dict(load_file(str(run.best_dir / "model.safetensors")))
+    from goemo.metrics import summary as metric_summary
+    from goemo.metrics import tune_thresholds
+
     final: dict[str, Any] = {}
+    tuned = None
     for key in ("dev", "test"):
         if key in encoded and (key == "dev" or config.eval_test):
             logits = predict_logits(model, encoded[key], config.eval_batch_size, accelerator)
             final[key] = evaluate_logits(logits, encoded[key].labels, config.threshold)
+            probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+            if key == "dev":  # per-label thresholds come from dev only, never from test
+                tuned = tune_thresholds(encoded["dev"].labels, probs, split_name="dev", label_names=label_names)
+            final[key]["f1_macro_tuned"] = metric_summary(encoded[key].labels, probs, tuned)["f1_macro"]
     summary = {
         "run_dir": str(run.path),
         "model": config.model,
@@ -513,7 +573,13 @@ def train(
     if main:
         atomic_write_json(run.summary_path, summary)
         # best/goemo.json gets the final headline numbers for `goemo predict` and the report.
-        meta = _model_meta(config, label_names, checksums, {"best_epoch": state.best_epoch, **final})
+        meta = _model_meta(
+            config, label_names, checksums, {"best_epoch": state.best_epoch, **final},
+            tuned.to_dict() if tuned is not None else None,
+        )
         atomic_write_json(run.best_dir / "goemo.json", meta)
+        for tracker in trackers:
+            tracker.log({"event": "summary", **{f"{k}/{m}": v for k, d in final.items() for m, v in d.items()}})
+            tracker.close()
     accelerator.wait_for_everyone()
     return TrainResult(run.path, run.best_dir, summary)
