@@ -246,6 +246,11 @@ def build_model(
     maps = _label_maps(label_names)
     kwargs = _from_pretrained_kwargs(path, trust_remote_code)
     try:
+        existing = AutoConfig.from_pretrained(path, **kwargs)
+        _check_label_count(path, existing, label_names)
+        if existing.model_type == GoemoConfig.model_type:  # continue from a goemo mean-pool checkpoint
+            with _quiet_transformers():
+                return GoemoForSequenceClassification.from_pretrained(path, classifier_dropout=dropout, **maps, **kwargs)
         if pooling == "mean":
             with _quiet_transformers():
                 encoder = AutoModel.from_pretrained(path, **kwargs)
@@ -262,6 +267,23 @@ def build_model(
             return AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
     except (OSError, ValueError) as e:
         raise _not_available(name, e) from None
+
+
+def _check_label_count(path: str, existing: PretrainedConfig, label_names: list[str]) -> None:
+    """Continuing from a classifier checkpoint needs the same label count as the data.
+
+    Without this check transformers fails deep inside weight loading with a tensor-shape
+    message that does not say which labels disagree.
+    """
+    archs = getattr(existing, "architectures", None) or []
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
+    if is_classifier and existing.num_labels != len(label_names):
+        have = [existing.id2label[i] for i in range(min(3, existing.num_labels))]
+        raise ModelError(
+            f"checkpoint {path} has {existing.num_labels} labels ({', '.join(map(str, have))}, …) but the data has "
+            f"{len(label_names)} ({', '.join(label_names[:3])}, …); use a checkpoint trained on these labels "
+            f"or start from its base encoder"
+        )
 
 
 def build_tiny_model(label_names: list[str], pooling: str = "cls", dropout: float = 0.1) -> PreTrainedModel:

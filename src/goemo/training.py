@@ -60,6 +60,7 @@ class TrainResult:
     run_dir: Path
     best_dir: Path
     summary: dict[str, Any]
+    is_main_process: bool = True
 
 
 # ---------------------------------------------------------------- set-up helpers
@@ -410,12 +411,6 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     loss_fn = _loss_function(config, splits["train"].labels, accelerator.device)
 
-    state = TrainState()
-    if resume_from is not None:
-        state = _load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
-        log.info("resuming %s at epoch %d, batch %d (step %d)", run.path, state.epoch + 1, state.batch_in_epoch, state.global_step)
-        emit({"event": "resume", "epoch": state.epoch, "global_step": state.global_step})
-
     trackers = []
     if main and [t for t in config.trackers if t != "jsonl"]:
         from goemo.tracking import build_trackers
@@ -437,6 +432,12 @@ def train(
         training = {"optimizer": optimizer, "scheduler": scheduler, "state": state} if with_state else None
         with watch("save"):
             _save_checkpoint(folder, accelerator, model, tokenizer, meta, training)
+
+    state = TrainState()
+    if resume_from is not None:
+        state = _load_checkpoint(resume_from, accelerator, model, optimizer, scheduler)
+        log.info("resuming %s at epoch %d, batch %d (step %d)", run.path, state.epoch + 1, state.batch_in_epoch, state.global_step)
+        emit({"event": "resume", "epoch": state.epoch, "global_step": state.global_step})
 
     if main:
         log.info(
@@ -582,4 +583,4 @@ def train(
             tracker.log({"event": "summary", **{f"{k}/{m}": v for k, d in final.items() for m, v in d.items()}})
             tracker.close()
     accelerator.wait_for_everyone()
-    return TrainResult(run.path, run.best_dir, summary)
+    return TrainResult(run.path, run.best_dir, summary, main)

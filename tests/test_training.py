@@ -1,0 +1,264 @@
+"""Training engine: a tiny random BERT learns on a GoEmotions sample, checkpoints, resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from goemo.config import TrainConfig
+from goemo.errors import ConfigError, ModelError, RunFolderError
+from goemo.modeling import load_model
+from goemo.training import train
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _epochs(run_dir: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["event"] == "epoch"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shared_data):
+    """One 3-epoch run of the tiny model, shared by the checks below."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    cfg = TrainConfig(
+        data_dir=str(shared_data), model="tiny-random-bert", epochs=3, lr=1e-3, batch_size=16, max_length=48,
+        max_train_samples=2000, max_eval_samples=300, output=str(out), log_every=20, precision="fp32",
+        cache_dir=str(out.parent / "cache"),
+    )
+    return train(cfg)
+
+
+def test_dev_loss_falls_and_records_are_complete(trained) -> None:
+    epochs = _epochs(trained.run_dir)
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert epochs[-1]["val_loss"] < epochs[0]["val_loss"]
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    for e in epochs:
+        assert {"auc_micro", "auc_macro", "f1_micro", "f1_macro", "epoch_time_s", "examples_per_s", "lr"} <= e.keys()
+        assert e["examples_per_s"] > 0
+    steps = [json.loads(x) for x in (trained.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["event"] == "step" for r in steps) and any(r["event"] == "grad_norms" for r in steps)
+
+
+def test_run_folder_and_summary(trained) -> None:
+    run = trained.run_dir
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "best/model.safetensors", "last/training_state.pt"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch"] in (1, 2, 3)
+    res = summary["resources"]
+    assert res["peak_rss_mb"] > 100 and res["wall_time_s"] > 0 and len(res["epoch_time_s"]) == 3
+    assert res["hardware"]["cpu_cores"] >= 1 and res["hardware"]["torch"] == torch.__version__
+    assert set(summary["test"]) >= {"f1_macro", "auc_macro", "f1_macro_tuned", "val_loss"}
+    # best/ is the epoch with the best dev macro-F1
+    best = max(_epochs(run), key=lambda e: e["f1_macro"])
+    assert summary["best_epoch"] == best["epoch"]
+
+
+def test_best_reloads_with_thresholds_tuned_on_dev(trained) -> None:
+    loaded = load_model(trained.best_dir)
+    assert len(loaded.label_names) == 28 and loaded.label_names[0] == "admiration"
+    assert loaded.model.config.problem_type == "multi_label_classification"
+    th = loaded.meta["thresholds"]
+    assert th["global"] == 0.3 and th["tuned_on"] == "dev" and len(th["per_label"]) == 28
+    # the reloaded weights are the best epoch's: same logits as the training-time evaluation
+    assert loaded.meta["metrics"]["best_epoch"] == json.loads((trained.run_dir / "summary.json").read_text())["best_epoch"]
+
+
+def test_pipeline_loads_best_without_goemo(trained) -> None:
+    """The standard head needs no goemo code: a fresh interpreter with only transformers."""
+    code = (
+        "import sys; from transformers import pipeline;"
+        f"p = pipeline('text-classification', model={str(trained.best_dir)!r}, top_k=None);"
+        "out = p('thank you so much')[0];"
+        "assert len(out) == 28 and all(0 < r['score'] < 1 for r in out), out;"
+        "assert 'goemo' not in sys.modules; print('ok')"
+    )
+    done = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_mean_pool_head_loads_in_pipeline_after_import_goemo(tmp_path, tiny_config) -> None:
+    result = train(tiny_config.replace(pooling="mean", epochs=1, max_train_samples=300, max_eval_samples=100))
+    code = (
+        "import goemo; from transformers import pipeline;"
+        f"p = pipeline('text-classification', model={str(result.best_dir)!r}, top_k=None);"
+        "out = p('so happy for you')[0]; assert len(out) == 28, out; print('ok')"
+    )
+    done = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+    config = json.loads((result.best_dir / "config.json").read_text())
+    assert config["model_type"] == "goemo-mean-pool" and config["problem_type"] == "multi_label_classification"
+
+
+def _train_cmd(shared_data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        PY, "-m", "goemo", "train", "--data-dir", str(shared_data), "--model", "tiny-random-bert",
+        "--epochs", "2", "--lr", "1e-3", "--batch-size", "8", "--max-length", "48",
+        "--max-train-samples", "1500", "--max-eval-samples", "200", "--precision", "fp32",
+        "--save-every", "20", "--log-every", "10", "--num-threads", "1",
+        "--output", str(out), "--cache-dir", str(cache), *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_reaches_the_same_weights(tmp_path, shared_data) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cache = tmp_path / "cache"
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(shared_data, ref, cache), check=True, capture_output=True, timeout=600, env=env)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(shared_data, run, cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    state = run / "last" / "trainer_state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["global_step"] >= 40:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())
+    assert killed_at["global_step"] < 2 * 188  # really interrupted before the end
+
+    # without --resume the folder is protected
+    refused = subprocess.run(_train_cmd(shared_data, run, cache), capture_output=True, text=True, env=env)
+    assert refused.returncode == 1 and "--resume" in refused.stderr
+    subprocess.run(_train_cmd(shared_data, run, cache, "--resume"), check=True, capture_output=True, timeout=600, env=env)
+
+    for folder in ("last", "best"):
+        a = load_file(str(ref / folder / "model.safetensors"))
+        b = load_file(str(run / folder / "model.safetensors"))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{folder}/{key} differs after resume"
+    assert json.loads((run / "summary.json").read_text())["best_epoch"] == json.loads(
+        (ref / "summary.json").read_text()
+    )["best_epoch"]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_data_parallel(tmp_path, shared_data) -> None:
+    """torchrun with 2 gloo processes: half the steps each, every dev example evaluated once."""
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous (0 is not accepted there)
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    out = tmp_path / "ddp"
+    cmd = [
+        PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", port, "-m", "goemo", "train",
+        "--data-dir", str(shared_data), "--model", "tiny-random-bert", "--epochs", "1", "--lr", "1e-3",
+        "--batch-size", "16", "--max-train-samples", "800", "--max-eval-samples", "301", "--precision", "fp32",
+        "--device", "cpu", "--num-threads", "1", "--log-every", "5", "--output", str(out), "--cache-dir", str(tmp_path / "c"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    epochs = _epochs(out)
+    assert len(epochs) == 1  # one set of records: only the main process writes
+    batches = -(-800 // 16)  # 50 global batches, split over 2 processes -> 25 steps
+    assert epochs[0]["global_step"] == -(-batches // 2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resources"]["num_processes"] == 2
+    assert done.stdout.count("goemo train:") == 1  # the summary is printed once, by the main process
+    # dev metrics gathered from both processes equal a single-process evaluation of best/
+    from goemo.data.batching import encode_split
+    from goemo.data.io import load_goemotions
+    from goemo.training import evaluate_logits, predict_logits
+
+    loaded = load_model(out / "best")
+    dev = load_goemotions(shared_data)["dev"].sample(301, seed=42)
+    enc = encode_split(dev, loaded.tokenizer, 128, tmp_path / "c")
+    single = evaluate_logits(predict_logits(loaded.model, enc, 64), enc.labels, 0.3)
+    assert summary["dev"]["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
+    assert summary["dev"]["f1_macro"] == pytest.approx(single["f1_macro"], abs=1e-6)
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["best", "config.yaml", "last", "metrics.jsonl", "summary.json"]
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_output_folder_of_another_run_is_protected(trained, tiny_config) -> None:
+    with pytest.raises(RunFolderError, match="--resume .* --overwrite"):
+        train(tiny_config.replace(output=str(trained.run_dir)))
+
+
+def test_resume_with_other_settings_is_refused(trained) -> None:
+    from goemo.config import resolve_config
+
+    cfg = resolve_config(config_file=trained.run_dir / "config.yaml", overrides={"lr": 0.5, "resume": True})
+    with pytest.raises(RunFolderError, match=r"lr: 0.001 -> 0.5"):
+        train(cfg)
+
+
+def test_unknown_model_offline_says_how_to_fetch(tiny_config, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="goemo fetch-model bert-base-cased"):
+        train(tiny_config.replace(model="bert-base-cased"))
+
+
+def test_cuda_asked_for_but_missing(tiny_config) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        train(tiny_config.replace(device="cuda"))
+
+
+def test_label_count_mismatch_with_checkpoint(trained, tiny_config) -> None:
+    """A 28-label checkpoint cannot continue on the 7-label Ekman data."""
+    with pytest.raises(ModelError, match="has 28 labels .* the data has 7"):
+        train(tiny_config.replace(model=str(trained.best_dir), taxonomy="ekman"))
+
+
+def test_continue_from_checkpoint_with_same_labels(trained, tiny_config) -> None:
+    result = train(tiny_config.replace(model=str(trained.best_dir), epochs=1, max_train_samples=200, max_eval_samples=50))
+    assert (result.best_dir / "model.safetensors").is_file()
+
+
+def test_callbacks_see_every_epoch_and_can_stop(tiny_config) -> None:
+    seen: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def cb(record: dict) -> None:
+        if record["event"] == "epoch":
+            seen.append(record["epoch"])
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(tiny_config.replace(epochs=3, max_train_samples=200, max_eval_samples=50), callbacks=[cb])
+    assert seen == [1]
+    # the epoch's checkpoints were written before the callback stopped the run
+    assert (Path(tiny_config.output) / "last" / "training_state.pt").is_file()
+
+
+def test_grouped_taxonomy_trains_natively(tiny_config) -> None:
+    result = train(tiny_config.replace(taxonomy="sentiment", epochs=1, max_train_samples=300, max_eval_samples=80))
+    meta = json.loads((result.best_dir / "goemo.json").read_text())
+    assert meta["label_names"] == ["positive", "negative", "ambiguous", "neutral"]
+    assert meta["taxonomy"] == "sentiment"
+
+
+def test_splits_from_python_and_pos_weight_focal(small_splits, tiny_config) -> None:
+    cfg = tiny_config.replace(data_dir=None, epochs=1, pos_weight="auto", loss="focal", label_smoothing=0.05)
+    result = train(cfg, splits=dict(small_splits))
+    losses = [e["train_loss"] for e in _epochs(result.run_dir)]
+    assert np.isfinite(losses).all()
