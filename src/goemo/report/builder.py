@@ -1,0 +1,622 @@
+"""`goemo report`: a run folder's results as ``report.md``, ``report.html`` and ``plots/*.png``.
+
+The report answers, in order: how does the model compare with the paper (Tables 4 and 5),
+which labels are problematic and why (F1 and ROC-AUC worst-first, precision-recall curves,
+threshold sweep), what does it say when it misses a label (label confusion with example
+texts), how did training go (curves, time, memory), and what exactly was run (config).
+
+Numbers are computed from cached test-set predictions (`goemo.evaluation.predict_split`),
+so building a report a second time does not run the model. Two sets of thresholds are shown
+side by side: the paper's single 0.3, which is what makes the comparison with the paper
+fair, and the per-label thresholds tuned on the dev split during training. Nothing is ever
+tuned on the split being reported.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from goemo.data.split import Split
+from goemo.evaluation import (
+    EvaluationError,
+    EvaluationResult,
+    Predictions,
+    load_eval_split,
+    model_taxonomy,
+    open_model_folder,
+    predict_split,
+    resolve_data_dir,
+    score_predictions,
+)
+from goemo.fileio import atomic_write_bytes, atomic_write_text
+from goemo.metrics import PAPER_THRESHOLD, THRESHOLD_CONVENTION, MetricsReport, binarize
+from goemo.report import plots
+from goemo.report.confusion import label_confusion, pair_examples
+from goemo.report.reference import PaperTable, citation, paper_table
+from goemo.report.render import (
+    Bullets,
+    Code,
+    Document,
+    Image,
+    Link,
+    Paragraph,
+    Section,
+    Table,
+    to_html,
+    to_markdown,
+)
+from goemo.report.run_data import RunData
+
+log = logging.getLogger(__name__)
+
+GROUPINGS = ("ekman", "sentiment")
+DATA_ANALYSIS_DIR = "data-analysis"
+EXAMPLE_CHARS = 200
+
+
+@dataclass
+class ScoredRun:
+    """One run's predictions on the report's split, scored at 0.3 and at its dev-tuned thresholds."""
+
+    run: RunData
+    meta: dict[str, Any]
+    data: Split
+    predictions: Predictions
+    fixed: EvaluationResult
+    tuned: EvaluationResult | None
+    tuned_note: str | None
+    groups: dict[str, tuple[EvaluationResult, EvaluationResult | None]] = field(default_factory=dict)
+    sampled_from: int | None = None  # the split's size when a subset was scored
+
+    @property
+    def taxonomy(self) -> str:
+        return model_taxonomy(self.meta)
+
+    def macro_f1(self, taxonomy: str, tuned: bool = False) -> float | None:
+        if taxonomy == self.taxonomy:
+            result = self.tuned if tuned else self.fixed
+        elif taxonomy in self.groups:
+            result = self.groups[taxonomy][1 if tuned else 0]
+        else:
+            return None
+        return None if result is None else result.report.macro.f1
+
+
+@dataclass
+class ReportResult:
+    """Where the report went, and the evaluations it was built from."""
+
+    markdown: Path
+    html: Path
+    plots: dict[str, Path]
+    scored: ScoredRun
+    compared: list[ScoredRun]
+    model_ran: bool
+
+
+def score_run(
+    run: RunData,
+    split: str | Path,
+    data_dir: str | Path | None,
+    *,
+    max_samples: int | None = None,
+    seed: int = 0,
+    cache: bool = True,
+    device: str = "auto",
+    batch_size: int = 128,
+    token_cache_dir: str | Path | None = None,
+) -> ScoredRun:
+    """Predict (or read cached predictions) and score at 0.3, dev-tuned, and on the groupings."""
+    model_dir, meta = open_model_folder(run.model_dir)
+    native = model_taxonomy(meta)
+    data = load_eval_split(split, resolve_data_dir(meta, data_dir), native, meta.get("label_names"))
+    full = len(data)
+    if max_samples:
+        data = data.sample(max_samples, seed=seed)
+    preds = predict_split(model_dir, data, use_cache=cache, device=device, batch_size=batch_size,
+                          token_cache_dir=token_cache_dir)
+
+    def score(thresholds: Any, taxonomy: str, sweep: bool) -> EvaluationResult:
+        kwargs = {} if sweep else {"sweep": None}
+        return score_predictions(preds, data, meta, model_dir, thresholds=thresholds, taxonomy=taxonomy, **kwargs)
+
+    fixed = score(PAPER_THRESHOLD, native, True)
+    tuned, note = None, None
+    try:
+        tuned = score("tuned", native, False)
+    except EvaluationError as e:  # no tuned thresholds, or they were tuned on this very split
+        note = str(e)
+    scored = ScoredRun(run, meta, data, preds, fixed, tuned, note, sampled_from=full if len(data) < full else None)
+    if native == "goemotions" and data.label_names == _goemotions_labels():
+        for tax in GROUPINGS:
+            scored.groups[tax] = (score(PAPER_THRESHOLD, tax, False),
+                                  score("tuned", tax, False) if tuned is not None else None)
+    return scored
+
+
+def _goemotions_labels() -> list[str]:
+    from goemo.data.taxonomy import load_taxonomy
+
+    return list(load_taxonomy("goemotions").labels)
+
+
+def build_report(
+    run_dir: str | Path,
+    *,
+    split: str | Path = "test",
+    data_dir: str | Path | None = None,
+    compare: Sequence[str | Path] = (),
+    data_analysis: str | Path | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+    cache: bool = True,
+    device: str = "auto",
+    batch_size: int = 128,
+    token_cache_dir: str | Path | None = None,
+    examples: int = 2,
+) -> ReportResult:
+    """Write ``report.md``, ``report.html`` (self-contained) and ``plots/*.png`` into ``run_dir``.
+
+    ``compare`` adds a side-by-side table of other runs scored on the same split.
+    ``data_analysis`` is the folder of ``goemo stats --out`` (default: ``data-analysis``
+    beside the run folder); its plots and sample page are included when it exists.
+    ``max_samples`` reports on a seeded random subset of the split (quick looks only).
+
+    >>> result = build_report("runs/minilm", compare=["runs/tiny"])  # doctest: +SKIP
+    >>> result.html  # doctest: +SKIP
+    PosixPath('runs/minilm/report.html')
+    """
+    run = RunData.load(run_dir)
+    common = dict(max_samples=max_samples, seed=seed, cache=cache, device=device, batch_size=batch_size,
+                  token_cache_dir=token_cache_dir)
+    scored = score_run(run, split, data_dir, **common)
+    compared = [score_run(RunData.load(other), split, data_dir, **common) for other in compare]
+    analysis = Path(data_analysis) if data_analysis is not None else run.path.parent / DATA_ANALYSIS_DIR
+
+    figures = _figures(scored)
+    plot_dir = run.path / "plots"
+    images: dict[str, Image] = {}
+    paths: dict[str, Path] = {}
+    for name, (fig, alt, caption) in figures.items():
+        png = plots.png_bytes(fig)
+        paths[name] = atomic_write_bytes(plot_dir / f"{name}.png", png)
+        images[name] = Image(f"plots/{name}.png", png, alt, caption)
+
+    doc = Document(
+        title=f"goemo report: {run.name}",
+        intro=_intro(scored),
+        sections=[
+            _summary_section(scored),
+            *_paper_sections(scored),
+            _problem_section(scored, images),
+            _threshold_section(scored, images),
+            _confusion_section(scored, images, examples),
+            _training_section(run, images),
+            _resources_section(run),
+            _config_section(run),
+            _data_section(analysis, run.path),
+            *([_comparison_section(scored, compared)] if compared else []),
+            _notes_section(scored),
+        ],
+    )
+    md = atomic_write_text(run.path / "report.md", to_markdown(doc))
+    page = atomic_write_text(run.path / "report.html", to_html(doc))
+    model_ran = not all(s.predictions.from_cache for s in [scored, *compared])
+    return ReportResult(md, page, paths, scored, compared, model_ran)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _figures(s: ScoredRun) -> dict[str, tuple[Any, str, str]]:
+    paper = paper_table(s.taxonomy)
+    paper_f1 = {k: v[2] for k, v in paper.labels.items()} if paper else None
+    fixed = s.fixed.report
+    tuned = s.tuned.report if s.tuned else None
+    y, p, names = s.data.labels, s.predictions.probs, s.predictions.label_names
+    out: dict[str, tuple[Any, str, str]] = {
+        "per_label_f1": (
+            plots.f1_bars_figure(fixed, tuned, paper_f1),
+            "Per-label F1, worst first",
+            "Bars: F1 at the paper's threshold 0.3. Diamonds: F1 at the per-label thresholds tuned on dev."
+            + (" Red ticks: the paper's BERT-base F1." if paper_f1 else ""),
+        ),
+        "per_label_auc": (
+            plots.auc_bars_figure(fixed),
+            "Per-label ROC-AUC, worst first",
+            "ROC-AUC does not depend on a threshold: a label near 0.5 is one the model cannot rank at all.",
+        ),
+        "pr_curves": (
+            plots.pr_curves_figure(y, p, names, k=4, threshold=PAPER_THRESHOLD),
+            "Precision-recall curves of the worst and best labels",
+            "Dots: where the threshold 0.3 puts each label on its curve.",
+        ),
+        "threshold_sweep": (
+            plots.threshold_sweep_figure(fixed, tuned.macro.f1 if tuned else None, PAPER_THRESHOLD),
+            "Scores at each threshold of the paper's sweep",
+            "One global threshold for all labels; the dash-dotted line is the macro F1 of the dev-tuned per-label thresholds.",
+        ),
+    }
+    conf = label_confusion(y, binarize(p, _decision(s).thresholds.value), names)
+    out["label_confusion"] = (
+        plots.confusion_figure(conf),
+        "Label confusion heat map",
+        f"Rows: true labels the model missed; columns: the wrong labels it predicted instead "
+        f"(decisions: {_decision(s).thresholds.description}). Values: % of the row label's texts.",
+    )
+    if s.run.epochs:
+        out["training_curves"] = (
+            plots.training_curves_figure(s.run.epochs, s.run.best_epoch),
+            "Training curves",
+            "Per epoch, from metrics.jsonl (dev metrics at the training threshold).",
+        )
+    return out
+
+
+def _decision(s: ScoredRun) -> EvaluationResult:
+    """The thresholds for confusion analysis: the dev-tuned ones when available (what prediction uses)."""
+    return s.tuned or s.fixed
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _intro(s: ScoredRun) -> list[Any]:
+    cfg = s.meta.get("training_config") or s.run.config
+    model = cfg.get("model", "?")
+    pooling = s.meta.get("pooling") or cfg.get("pooling", "?")
+    sample = f" (a seeded random sample of its {s.sampled_from:,})" if s.sampled_from else ""
+    thresholds = [
+        f"Thresholds: the paper's single threshold {PAPER_THRESHOLD:g} ({THRESHOLD_CONVENTION}) wherever the "
+        f"paper is compared"
+    ]
+    if s.tuned is not None:
+        thresholds.append(
+            f", and {s.tuned.thresholds.description} during training (stored in best/goemo.json). "
+            f"They were tuned on {s.tuned.thresholds.tuned_on}, never on {s.data.name}."
+        )
+    else:
+        thresholds.append(f". Dev-tuned per-label thresholds are not shown: {s.tuned_note}")
+    return [
+        Paragraph([f"Model {s.run.model_dir} ({model}, {pooling} pooling, taxonomy {s.taxonomy}), "
+                   f"evaluated on the {s.data.name} split, {len(s.data):,} texts{sample}. "
+                   f"Generated by goemo {_version()} on {_dt.date.today().isoformat()}."]),
+        Paragraph(["".join(thresholds)]),
+    ]
+
+
+def _summary_section(s: ScoredRun) -> Section:
+    f, t = s.fixed.report, (s.tuned.report if s.tuned else None)
+    paper = paper_table(s.taxonomy)
+    pm = paper.macro if paper else (None, None, None)
+    rows: list[list[Any]] = [
+        ["macro precision", f.macro.precision, t.macro.precision if t else None, pm[0]],
+        ["macro recall", f.macro.recall, t.macro.recall if t else None, pm[1]],
+        ["macro F1", f.macro.f1, t.macro.f1 if t else None, pm[2]],
+        ["micro F1", f.micro.f1, t.micro.f1 if t else None, None],
+        ["weighted F1", f.weighted.f1, t.weighted.f1 if t else None, None],
+        ["samples F1", f.samples.f1, t.samples.f1 if t else None, None],
+        ["exact match", f.exact_match, t.exact_match if t else None, None],
+        ["macro ROC-AUC (no threshold)", f.macro.auc, f.macro.auc if t else None, None],
+        ["micro ROC-AUC (no threshold)", f.micro.auc, f.micro.auc if t else None, None],
+        ["macro average precision (no threshold)", f.macro.ap, f.macro.ap if t else None, None],
+    ]
+    for tax in GROUPINGS:
+        if tax in s.groups:
+            ref = paper_table(tax)
+            rows.append([f"{tax} macro F1 (projected)", s.macro_f1(tax), s.macro_f1(tax, tuned=True),
+                         ref.macro[2] if ref else None])
+    headers = ["metric", f"threshold {PAPER_THRESHOLD:g}", "dev-tuned thresholds", "paper (BERT-base, 0.3)"]
+    return Section("Summary", [
+        Table(headers, rows, caption=f"{s.data.name} split, {len(s.data):,} texts, taxonomy {s.taxonomy}. "
+                                     f"Paper: {citation()}."),
+    ])
+
+
+def _paper_sections(s: ScoredRun) -> list[Section]:
+    native = paper_table(s.taxonomy)
+    title = {
+        "goemotions": "Per-emotion results beside the paper (Table 4)",
+        "ekman": "Ekman groups beside the paper (Table 5)",
+        "sentiment": "Sentiment groups beside the paper (Table 5)",
+    }.get(s.taxonomy, "Per-label results")
+    sections = [Section(title, [_paper_table_block(s.fixed.report, s.tuned, native)])]
+    if native is not None:
+        sections[0].blocks.append(Paragraph([native.verification], note=True))
+    if s.groups:
+        blocks: list[Any] = [Paragraph([
+            "The 28-label model scored on the paper's coarser groupings without retraining: a group's "
+            "probability is the max of its members' (so a group is predicted exactly when one of its "
+            "members is), as in Table 5."
+        ])]
+        for tax, (fixed, tuned) in s.groups.items():
+            ref = paper_table(tax)
+            blocks.append(Paragraph([f"{tax.capitalize()} grouping:"]))
+            blocks.append(_paper_table_block(fixed.report, tuned, ref))
+            if ref is not None:
+                blocks.append(Paragraph([ref.verification], note=True))
+        sections.append(Section("Ekman and sentiment groupings beside the paper (Table 5)", blocks))
+    return sections
+
+
+def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, paper: PaperTable | None) -> Table:
+    tuned_by = {m.name: m for m in tuned.report.per_label} if tuned else {}
+    per_label_t: dict[str, float] = {}
+    if tuned is not None and not tuned.projected:
+        per_label_t = tuned.thresholds.value.by_label()  # type: ignore[union-attr]
+    headers = ["label", "n"]
+    if paper:
+        headers += ["paper P", "paper R", "paper F1"]
+    headers += ["P @0.3", "R @0.3", "F1 @0.3"]
+    if paper:
+        headers += ["ΔF1 vs paper"]
+    if tuned:
+        headers += (["tuned t"] if per_label_t else []) + ["F1 tuned"]
+    headers += ["ROC-AUC"]
+    rows: list[list[Any]] = []
+    for m in fixed.per_label:
+        row: list[Any] = [m.name, m.support]
+        ref = paper.labels.get(m.name) if paper else None
+        if paper:
+            row += list(ref) if ref else [None, None, None]
+        row += [m.precision, m.recall, m.f1]
+        if paper:
+            row += [_signed(m.f1 - ref[2]) if ref and m.f1 is not None else None]
+        if tuned:
+            if per_label_t:
+                row += [per_label_t.get(m.name)]
+            row += [tuned_by[m.name].f1 if m.name in tuned_by else None]
+        row += [m.auc]
+        rows.append(row)
+    defined = [m for m in fixed.per_label if m.defined]
+    macro: list[Any] = ["macro average", fixed.macro.support]
+    std: list[Any] = ["std across labels", None]
+    if paper:
+        macro += list(paper.macro)
+        std += list(paper.std)
+    macro += [fixed.macro.precision, fixed.macro.recall, fixed.macro.f1]
+    std += [_std([m.precision for m in defined]), _std([m.recall for m in defined]), _std([m.f1 for m in defined])]
+    if paper:
+        macro += [_signed(fixed.macro.f1 - paper.macro[2]) if fixed.macro.f1 is not None else None]
+        std += [None]
+    if tuned:
+        if per_label_t:
+            macro += [None]
+            std += [None]
+        macro += [tuned.report.macro.f1]
+        std += [_std([m.f1 for m in tuned.report.per_label if m.defined])]
+    macro += [fixed.macro.auc]
+    std += [_std([m.auc for m in defined if m.auc is not None])]
+    rows += [macro, std]
+    caption = (f"n: positive examples in the split. @0.3: predicted when prob > 0.3, the paper's setting."
+               + (" Tuned: per-label thresholds tuned on dev." if tuned else "")
+               + (f" Paper: {paper.table} of {paper.citation}, BERT-base on the test split." if paper else ""))
+    return Table(headers, rows, caption=caption, bold_rows=frozenset({len(rows) - 2}))
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+def _std(values: Sequence[float | None]) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+
+
+def _problem_section(s: ScoredRun, images: dict[str, Image]) -> Section:
+    defined = [m for m in s.fixed.report.per_label if m.defined]
+    worst = sorted(defined, key=lambda m: (m.f1, m.name))[:5]
+    never = [m.name for m in defined if m.predicted == 0]
+    items: list[str] = [
+        f"Lowest F1 at 0.3: " + ", ".join(f"{m.name} {m.f1:.2f} (n={m.support})" for m in worst) + "."
+    ]
+    if never:
+        items.append(f"Never predicted at 0.3: {', '.join(never)}.")
+    low_auc = sorted((m for m in defined if m.auc is not None), key=lambda m: m.auc)[:3]
+    if low_auc:
+        items.append("Lowest ROC-AUC: " + ", ".join(f"{m.name} {m.auc:.2f}" for m in low_auc) + ".")
+    return Section("Problematic classes", [
+        Bullets(items), images["per_label_f1"], images["per_label_auc"], images["pr_curves"],
+    ])
+
+
+def _threshold_section(s: ScoredRun, images: dict[str, Image]) -> Section:
+    rows = [[r.threshold, r.macro_precision, r.macro_recall, r.macro_f1, r.micro_precision, r.micro_recall,
+             r.micro_f1, r.exact_match] for r in s.fixed.report.at_thresholds]
+    headers = ["threshold", "macro P", "macro R", "macro F1", "micro P", "micro R", "micro F1", "exact match"]
+    table = Table(headers, [[f"{r[0]:g}", *r[1:]] for r in rows],
+                  caption="One global threshold for every label, the paper's list of thresholds.")
+    blocks: list[Any] = [images["threshold_sweep"], table]
+    if s.tuned is not None:
+        blocks.insert(0, Paragraph([
+            f"Macro F1 with the dev-tuned per-label thresholds: {s.tuned.report.macro.f1:.3f} "
+            f"(at 0.3: {s.fixed.report.macro.f1:.3f})."
+        ]))
+    return Section("Threshold sweep", blocks)
+
+
+def _confusion_section(s: ScoredRun, images: dict[str, Image], examples: int) -> Section:
+    decision = _decision(s)
+    y, p, names = s.data.labels, s.predictions.probs, s.predictions.label_names
+    pred = binarize(p, decision.thresholds.value)
+    conf = label_confusion(y, pred, names)
+    pairs = conf.top_pairs(10)
+    rows = [[a, b, n, rate * 100] for a, b, n, rate in pairs]
+    table = Table(["true label (missed)", "predicted instead", "texts", "% of true label's texts"], rows,
+                  digits=1, caption=f"Decisions: {decision.thresholds.description}.")
+    items: list[str] = []
+    index = {n: j for j, n in enumerate(names)}
+    for a, b, _, _ in pairs[:5]:
+        for i in pair_examples(y, pred, index[a], index[b], k=examples, probs=p):
+            true = ", ".join(n for n, v in zip(names, y[i]) if v)
+            said = ", ".join(n for n, v in zip(names, pred[i]) if v)
+            text = s.data.texts[i]
+            text = text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "…"
+            items.append(f"{a} → {b}: “{text}” (true: {true}; predicted: {said}; p({b}) = {p[i, index[b]]:.2f})")
+    blocks: list[Any] = [
+        Paragraph(["For each true label the model missed, the labels it predicted instead (labels the text "
+                   "does not carry); the last column counts misses with no wrong label at all."]),
+        images["label_confusion"], table,
+    ]
+    if items:
+        blocks += [Paragraph(["Examples of the most frequent confusions (most confident first):"]), Bullets(items)]
+    elif not pairs:
+        blocks.append(Paragraph(["No confusions: the model never predicted a wrong label for a missed one."]))
+    return Section("Label confusion", blocks)
+
+
+def _training_section(run: RunData, images: dict[str, Image]) -> Section:
+    if not run.epochs:
+        return Section("Training", [Paragraph([f"No per-epoch records in {run.path / 'metrics.jsonl'}."])])
+    keys = ["train_loss", "val_loss", "auc_micro", "auc_macro", "f1_micro", "f1_macro", "epoch_time_s",
+            "examples_per_s"]
+    rows = [[str(r["epoch"]) + (" *" if r["epoch"] == run.best_epoch else ""),
+             *(_num(r.get(k)) for k in keys)] for r in run.epochs]
+    table = Table(["epoch", *keys], rows, digits=4,
+                  caption=f"* best epoch by {run.summary.get('select_metric', 'the selection metric')} on dev "
+                          f"(weights kept in best/). Dev metrics at the training threshold "
+                          f"{run.summary.get('threshold', run.config.get('threshold', '?'))}.")
+    return Section("Training", [images["training_curves"], table])
+
+
+def _num(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _resources_section(run: RunData) -> Section:
+    res = run.summary.get("resources") or {}
+    if not res:
+        return Section("Resources", [Paragraph([f"No resource summary in {run.path / 'summary.json'}."])])
+    epochs = res.get("epoch_time_s") or []
+    speed = [r.get("examples_per_s") for r in run.epochs if r.get("examples_per_s")]
+    rows: list[list[Any]] = [
+        ["wall time", _seconds(res.get("wall_time_s"))],
+        ["time per epoch", ", ".join(_seconds(t) for t in epochs) if epochs else None],
+        ["training speed", f"{np.mean(speed):,.0f} examples/s (mean over epochs)" if speed else None],
+        ["evaluation time (dev, all epochs)", _seconds(res.get("eval_time_s"))],
+        ["checkpoint saving", _seconds(res.get("time_to_save_s"))],
+        ["peak host memory (RSS)", f"{res['peak_rss_mb']:,.0f} MiB" if res.get("peak_rss_mb") else None],
+        ["precision", res.get("precision")],
+        ["processes", res.get("num_processes")],
+    ]
+    for gpu in res.get("gpu_memory") or []:
+        rows.append([f"GPU {gpu.get('device', '')} {gpu.get('name', '')}".strip(),
+                     f"peak allocated {gpu.get('peak_allocated_mb', 0):,.0f} MiB, "
+                     f"reserved {gpu.get('peak_reserved_mb', 0):,.0f} MiB"])
+    for key, value in (res.get("hardware") or {}).items():
+        rows.append([f"hardware: {key}", str(value)])
+    return Section("Resources", [Table(["", "value"], rows, align="ll")])
+
+
+def _seconds(value: Any) -> str | None:
+    if value is None:
+        return None
+    value = float(value)
+    return f"{value:,.1f} s" if value < 120 else f"{value / 60:,.1f} min"
+
+
+def _config_section(run: RunData) -> Section:
+    if not run.config_text:
+        return Section("Run configuration", [Paragraph([f"No config.yaml in {run.path}."])])
+    keys = ["model", "pooling", "taxonomy", "epochs", "lr", "head_lr", "batch_size", "max_length", "loss",
+            "pos_weight", "threshold", "select_metric", "seed", "max_train_samples"]
+    rows = [[k, _cfg(run.config.get(k))] for k in keys if k in run.config]
+    return Section("Run configuration", [
+        Table(["option", "value"], rows, align="ll"),
+        Code(run.config_text, summary="config.yaml (all options)"),
+    ])
+
+
+def _cfg(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def _data_section(analysis: Path, run_dir: Path) -> Section:
+    title = "Data exploration"
+    if not analysis.is_dir():
+        return Section(title, [Paragraph([
+            f"No data analysis found in {analysis}; `goemo stats --out {analysis}` writes one "
+            f"(label frequencies, co-occurrence, a 1,000-record sample page)."
+        ], note=True)])
+    blocks: list[Any] = [Paragraph([f"From `goemo stats --out {analysis}`."])]
+    for name, alt in (("label_frequency.png", "Label frequency per split"),
+                      ("cooccurrence.png", "Label co-occurrence on the training split")):
+        path = analysis / name
+        if path.is_file():
+            blocks.append(Image(_rel(path, run_dir), path.read_bytes(), alt, alt + "."))
+    samples = sorted(analysis.glob("sample_*.html"))
+    if samples:
+        blocks.append(Paragraph(["Browse a random sample of the data (with a filter box): ",
+                                 *_join_links([Link(p.name, _rel(p, run_dir)) for p in samples])]))
+    return Section(title, blocks)
+
+
+def _join_links(links: list[Link]) -> list[Any]:
+    out: list[Any] = []
+    for i, link in enumerate(links):
+        out += ([", "] if i else []) + [link]
+    return out
+
+
+def _rel(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+
+
+def _comparison_section(s: ScoredRun, others: list[ScoredRun]) -> Section:
+    headers = ["run", "model", "taxonomy", "best epoch", "macro P @0.3", "macro R @0.3", "macro F1 @0.3",
+               "macro F1 tuned", "micro F1 @0.3", "macro ROC-AUC", "exact match @0.3", "ekman F1 @0.3",
+               "sentiment F1 @0.3", "wall time"]
+    rows: list[list[Any]] = []
+    for r in [s, *others]:
+        f = r.fixed.report
+        cfg = r.meta.get("training_config") or r.run.config
+        rows.append([
+            r.run.name, cfg.get("model"), r.taxonomy, r.run.best_epoch, f.macro.precision, f.macro.recall,
+            f.macro.f1, r.tuned.report.macro.f1 if r.tuned else None, f.micro.f1, f.macro.auc, f.exact_match,
+            r.macro_f1("ekman"), r.macro_f1("sentiment"),
+            _seconds((r.run.summary.get("resources") or {}).get("wall_time_s")),
+        ])
+    paper = paper_table("goemotions")
+    ek, se = paper_table("ekman"), paper_table("sentiment")
+    rows.append(["paper", "BERT-base", "goemotions", None, *(paper.macro if paper else (None,) * 3), None, None,
+                 None, None, ek.macro[2] if ek else None, se.macro[2] if se else None, None])
+    return Section("Comparison of runs", [
+        Table(headers, rows, align="lll" + "r" * (len(headers) - 3),
+              caption=f"All runs scored on the same {s.data.name} texts ({len(s.data):,}). Macro values of a run's "
+                      f"own taxonomy; ekman/sentiment by projection for 28-label models."),
+    ])
+
+
+def _notes_section(s: ScoredRun) -> Section:
+    items: list[Any] = [
+        f"Threshold convention: {THRESHOLD_CONVENTION} (strict), as in the paper's code.",
+        f"Thresholds compared with the paper: {PAPER_THRESHOLD:g} for every label.",
+    ]
+    if s.tuned is not None:
+        items.append(f"Tuned thresholds: {s.tuned.thresholds.description}; never tuned on {s.data.name}.")
+    elif s.tuned_note:
+        items.append(f"No tuned thresholds: {s.tuned_note}")
+    items += [n for n in s.fixed.report.notes if not n.startswith("Threshold convention")]
+    ref = paper_table(s.taxonomy)
+    if ref is not None:
+        items.append(["Paper numbers: ", Link(citation(), ref.url),
+                      f", stored in goemo/report/paper_reference.json with how each table was checked."])
+    cache = s.predictions.cache_path
+    items.append(f"Predictions: {'read from the cache' if s.predictions.from_cache else 'computed by running the model'}"
+                 + (f" ({cache})" if cache else "") + ".")
+    return Section("About these numbers", [Bullets(items)])
+
+
+def _version() -> str:
+    import goemo
+
+    return goemo.__version__
