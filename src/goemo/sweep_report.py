@@ -1,0 +1,478 @@
+"""`goemo sweep-report`: what a sweep found, as ``sweep_report.md``, ``sweep_report.html`` and plots.
+
+It answers the questions of W&B's sweep panels, from the Optuna study and the trials' run
+folders alone (no account, no network): which trial is best and where its model is; how every
+trial did (sorted by the metric, failures with their errors); which hyperparameters matter
+(Optuna's fANOVA importance, and each parameter's linear correlation with the metric, as W&B's
+parameter-importance panel shows); how the metric moves with each parameter (one scatter plot
+per parameter); and, for the best few trials side by side, the dev ROC-AUC of every class, worst
+first (the W&B report's "problematic classes by AUC"). The per-class numbers come from each
+trial's ``dev_metrics.json``, written by the sweep worker from the trial's best model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from goemo.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+_STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}
+
+
+@dataclass
+class TrialRow:
+    """One trial as the report shows it."""
+
+    number: int
+    state: str
+    value: float | None  # the objective; for a pruned trial, its last reported value
+    params: dict[str, Any]
+    run_dir: str | None
+    error: str | None = None
+    retry_of: int | None = None
+    best_epoch: int | None = None
+    epochs_reported: int = 0
+    duration_s: float | None = None
+    dev: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepAnalysis:
+    """Everything in the report, as data (``goemo sweep-report --format json`` prints it)."""
+
+    sweep_dir: Path
+    study_name: str
+    storage: str
+    method: str
+    metric: str
+    metric_name: str
+    direction: str
+    param_names: list[str]
+    log_params: list[str]
+    rows: list[TrialRow]
+    counts: dict[str, int]
+    importance: dict[str, float] | None
+    importance_note: str | None
+    correlation: dict[str, float | None]
+    label_auc: dict[int, dict[str, float | None]]
+    label_auc_note: str | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> TrialRow | None:
+        complete = [r for r in self.rows if r.state == "COMPLETE"]
+        return complete[0] if complete else None
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        out = asdict(self)
+        out["sweep_dir"] = str(self.sweep_dir)
+        out["best"] = self.best.number if self.best else None
+        return out
+
+
+# ---------------------------------------------------------------- analysis
+
+
+def _row(t: "optuna.trial.FrozenTrial") -> TrialRow:
+    value = t.value
+    if t.state.name == "PRUNED" and t.intermediate_values:
+        value = t.intermediate_values[max(t.intermediate_values)]
+    duration = None
+    if t.datetime_start and t.datetime_complete:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds()
+    return TrialRow(
+        number=t.number, state=t.state.name, value=value, params=dict(t.params),
+        run_dir=t.user_attrs.get("run_dir"), error=t.user_attrs.get("error"),
+        retry_of=t.user_attrs.get("retry_of"), best_epoch=t.user_attrs.get("best_epoch"),
+        epochs_reported=len(t.intermediate_values), duration_s=duration,
+        dev=t.user_attrs.get("dev") or {}, test=t.user_attrs.get("test") or {},
+    )
+
+
+def _sort_key(row: TrialRow, maximize: bool) -> tuple:
+    value = row.value if row.value is not None and math.isfinite(row.value) else None
+    rank = _STATE_ORDER.get(row.state, 5)
+    if rank > 1 or value is None:
+        return (rank, 1, 0.0, row.number)
+    return (rank, 0, -value if maximize else value, row.number)
+
+
+def _importance(study: "optuna.Study", complete: int) -> tuple[dict[str, float] | None, str | None]:
+    """fANOVA importances, or why there are none."""
+    import optuna
+
+    if complete < 2:
+        return None, f"importance needs at least 2 completed trials ({complete} so far)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            )
+    except (ValueError, RuntimeError) as e:
+        return None, f"importance could not be computed: {e}"
+    if not found:
+        return None, "importance could not be computed: no parameter took more than one value"
+    return {name: float(v) for name, v in found.items()}, None
+
+
+def _correlation(rows: list[TrialRow], name: str) -> float | None:
+    """Pearson correlation of a parameter's raw value with the metric over completed trials."""
+    import numpy as np
+
+    pairs = [
+        (float(r.params[name]), r.value) for r in rows
+        if r.state == "COMPLETE" and r.value is not None and math.isfinite(r.value)
+        and isinstance(r.params.get(name), (int, float))
+    ]
+    if len(pairs) < 3:
+        return None
+    x, y = np.array(pairs, dtype=np.float64).T
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _trial_folder(sweep_dir: Path, row: TrialRow) -> Path | None:
+    """The trial's run folder on this machine (the recorded path, or the same name in this sweep)."""
+    if row.run_dir and Path(row.run_dir).is_dir():
+        return Path(row.run_dir)
+    local = sweep_dir / "trials" / (Path(row.run_dir).name if row.run_dir else str(row.number))
+    return local if local.is_dir() else None
+
+
+def _label_auc(sweep_dir: Path, rows: list[TrialRow], top: int) -> tuple[dict[int, dict[str, float | None]], str | None]:
+    out: dict[int, dict[str, float | None]] = {}
+    missing = []
+    for row in [r for r in rows if r.state == "COMPLETE"][:top]:
+        folder = _trial_folder(sweep_dir, row)
+        path = folder / "dev_metrics.json" if folder else None
+        if path is None or not path.is_file():
+            missing.append(row.number)
+            continue
+        per_label = json.loads(path.read_text(encoding="utf-8")).get("per_label", [])
+        out[row.number] = {m["name"]: m.get("auc") for m in per_label}
+    note = None
+    if missing:
+        note = f"no dev_metrics.json on this machine for trial(s) {', '.join(map(str, missing))}"
+    return out, note
+
+
+def analyse_sweep(
+    sweep_dir: str | Path, storage: str | None = None, study_name: str | None = None, top: int = 3
+) -> SweepAnalysis:
+    """Read a sweep's study and trial folders into a `SweepAnalysis`.
+
+    >>> a = analyse_sweep("runs/sweeps/wandb_report_sweep")  # doctest: +SKIP
+    >>> a.best.number, a.best.params, a.importance  # doctest: +SKIP
+    (4, {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}, {'lr': 0.71, 'dropout': 0.2, 'batch_size': 0.09})
+    """
+    from goemo.sweeps import load_sweep
+
+    sweep_dir = Path(sweep_dir)
+    meta, study = load_sweep(sweep_dir, storage, study_name)
+    trials = study.get_trials(deepcopy=False)
+    maximize = study.direction.name == "MAXIMIZE"
+    rows = sorted((_row(t) for t in trials), key=lambda r: _sort_key(r, maximize))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    param_names = list(meta.get("parameters", {})) or sorted({p for r in rows for p in r.params})
+    log_params = sorted({
+        name for t in trials for name, d in t.distributions.items() if getattr(d, "log", False)
+    })
+    importance, importance_note = _importance(study, counts.get("COMPLETE", 0))
+    label_auc, label_note = _label_auc(sweep_dir, rows, top)
+    return SweepAnalysis(
+        sweep_dir=sweep_dir, study_name=study.study_name, storage=meta.get("storage", storage or ""),
+        method=meta.get("method", "?"), metric=meta.get("metric", "value"),
+        metric_name=meta.get("metric_name", meta.get("metric", "value")),
+        direction="maximize" if maximize else "minimize", param_names=param_names, log_params=log_params,
+        rows=rows, counts=counts, importance=importance, importance_note=importance_note,
+        correlation={p: _correlation(rows, p) for p in param_names}, label_auc=label_auc,
+        label_auc_note=label_note, notes=list(meta.get("notes", [])),
+    )
+
+
+# ---------------------------------------------------------------- plots
+
+
+def params_figure(analysis: SweepAnalysis) -> Any:
+    """Metric against each parameter: completed trials, pruned ones hollow, the best a red star."""
+    from goemo.report.plots import COLORS, GREY, PAPER, new_figure
+
+    names = analysis.param_names or ["(none)"]
+    ncols = min(3, len(names))
+    nrows = math.ceil(len(names) / ncols)
+    fig = new_figure(4.0 * ncols, 3.2 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    best = analysis.best
+    for ax, name in zip(axes, names):
+        rows = [r for r in analysis.rows if r.state in ("COMPLETE", "PRUNED") and r.value is not None and name in r.params]
+        values = [r.params[name] for r in rows]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numeric:
+            xs = [float(v) for v in values]
+            positive = [x for x in xs if x > 0]
+            if name in analysis.log_params or (positive and len(positive) == len(xs) and max(xs) / min(xs) >= 10):
+                ax.set_xscale("log")
+        else:
+            cats = sorted({str(v) for v in values})
+            xs = [cats.index(str(v)) for v in values]
+            ax.set_xticks(range(len(cats)), cats)
+        for state, style in (("COMPLETE", {"color": COLORS[0]}), ("PRUNED", {"facecolors": "none", "edgecolors": GREY})):
+            pts = [(x, r.value) for x, r in zip(xs, rows) if r.state == state]
+            if pts:
+                ax.scatter(*zip(*pts), s=28, label=state.lower(), **style)
+        if best is not None and name in best.params:
+            bx = float(best.params[name]) if numeric else cats.index(str(best.params[name]))
+            ax.scatter([bx], [best.value], marker="*", s=160, color=PAPER, zorder=3, label=f"best (#{best.number})")
+        ax.set_xlabel(name)
+        ax.set_ylabel(analysis.metric)
+        ax.grid(alpha=0.3)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{analysis.study_name}: dev {analysis.metric} by parameter")
+    return fig
+
+
+def history_figure(analysis: SweepAnalysis) -> Any:
+    """The metric of every completed trial in order, and the best so far."""
+    from goemo.report.plots import COLORS, PAPER, new_figure
+
+    fig = new_figure(6.5, 3.2)
+    ax = fig.add_subplot()
+    done = sorted((r for r in analysis.rows if r.state == "COMPLETE" and r.value is not None), key=lambda r: r.number)
+    if done:
+        xs = [r.number for r in done]
+        ys = [r.value for r in done]
+        pick = max if analysis.direction == "maximize" else min
+        best_so_far = [pick(ys[: i + 1]) for i in range(len(ys))]
+        ax.scatter(xs, ys, s=24, color=COLORS[0], label="trial")
+        ax.step(xs, best_so_far, where="post", color=PAPER, label="best so far")
+        ax.legend(frameon=False, fontsize=8)
+    ax.set_xlabel("trial")
+    ax.set_ylabel(analysis.metric)
+    ax.grid(alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return fig
+
+
+def label_auc_figure(analysis: SweepAnalysis) -> Any:
+    """Per-class dev ROC-AUC of the best trials side by side, worst class (of the best trial) on top."""
+    import numpy as np
+
+    from goemo.report.plots import COLORS, new_figure
+
+    trials = list(analysis.label_auc)
+    labels = _labels_worst_first(analysis)
+    fig = new_figure(7.0, 1.5 + 0.24 * len(labels) * max(1, len(trials)) ** 0.5)
+    ax = fig.add_subplot()
+    height = 0.8 / max(1, len(trials))
+    y = np.arange(len(labels))
+    for i, number in enumerate(trials):
+        aucs = [analysis.label_auc[number].get(name) for name in labels]
+        vals = [a if a is not None else 0.0 for a in aucs]
+        ax.barh(y + i * height, vals, height=height, color=COLORS[i % len(COLORS)], label=f"trial {number}")
+        if i == 0:
+            for j, auc in enumerate(aucs):
+                if auc is None:
+                    ax.text(0.01, j + height * (len(trials) - 1) / 2, "n/a (no positive example)", va="center", fontsize=7, color="#666")
+    ax.set_yticks(y + height * (len(trials) - 1) / 2, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0.5, color="#999", lw=0.8, ls="--")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("dev ROC-AUC")
+    ax.legend(frameon=False, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=max(1, len(trials)))
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return fig
+
+
+def _labels_worst_first(analysis: SweepAnalysis) -> list[str]:
+    if not analysis.label_auc:
+        return []
+    first = analysis.label_auc[next(iter(analysis.label_auc))]
+    return sorted(first, key=lambda n: (first[n] is None, first[n] if first[n] is not None else 0.0))
+
+
+# ---------------------------------------------------------------- the document
+
+
+def _fmt_param(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _rel(path: str | None, base: Path) -> str | None:
+    if not path:
+        return None
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:
+        return path
+
+
+def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]], sweep_yaml: str | None):
+    """The report as a `goemo.report.render.Document` (rendered to Markdown and HTML)."""
+    from goemo.report.render import Bullets, Code, Document, Image, Link, Paragraph, Section, Table
+
+    a = analysis
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(a.counts.items(), key=lambda kv: _STATE_ORDER.get(kv[0], 9)))
+    metric_text = a.metric if a.metric_name == a.metric else f"{a.metric_name} (goemo's {a.metric})"
+    intro = [
+        Paragraph([
+            f"Study {a.study_name} ({a.method} search, storage {a.storage}): {a.direction} dev {metric_text}, "
+            f"the best value over each trial's epochs. {sum(a.counts.values())} trials: {counts}."
+        ]),
+    ]
+    if a.notes:
+        intro.append(Paragraph(["Config notes: " + "; ".join(a.notes) + "."], note=True))
+
+    sections = []
+    best = a.best
+    if best is not None:
+        rel = _rel(best.run_dir, a.sweep_dir) or f"trials/{best.number}"
+        items: list[Any] = [
+            f"trial {best.number}: {a.metric} = {best.value:.4f}" + (f" (epoch {best.best_epoch})" if best.best_epoch else ""),
+            "parameters: " + ", ".join(f"{k} = {_fmt_param(v)}" for k, v in best.params.items()),
+            ["run folder: ", Link(rel, rel), "; model: ", Link(f"{rel}/best", f"{rel}/best")],
+        ]
+        if best.dev:
+            items.append("dev: " + ", ".join(f"{k} {v:.4f}" for k, v in best.dev.items() if isinstance(v, float)))
+        if best.test:
+            items.append("test: " + ", ".join(f"{k} {v:.4f}" for k, v in best.test.items() if isinstance(v, float)))
+        sections.append(Section("Best trial", [Bullets(items)]))
+    else:
+        sections.append(Section("Best trial", [Paragraph(["No trial has completed yet."])]))
+
+    headers = ["trial", "state", a.metric, *a.param_names, "best epoch", "dev f1_macro", "dev auc_macro", "time (s)", "run folder", "note"]
+    rows = []
+    for r in a.rows:
+        note = ""
+        if r.retry_of is not None:
+            note = f"retry of {r.retry_of}"
+        if r.error:
+            note = (note + "; " if note else "") + r.error.splitlines()[0][:80]
+        if r.state == "PRUNED":
+            note = (note + "; " if note else "") + f"pruned after {r.epochs_reported} epoch(s)"
+        rows.append([
+            r.number, r.state.lower(), r.value, *[_fmt_param(r.params[p]) if p in r.params else None for p in a.param_names],
+            r.best_epoch, r.dev.get("f1_macro"), r.dev.get("auc_macro"),
+            f"{r.duration_s:.1f}" if r.duration_s is not None else None, _rel(r.run_dir, a.sweep_dir), note,
+        ])
+    bold = frozenset({0}) if best is not None else frozenset()
+    sections.append(Section("Trials", [
+        Table(headers, rows, align="rlr" + "r" * len(a.param_names) + "rrrrll", digits=4, bold_rows=bold,
+              caption=f"Sorted by {a.metric}, best first; pruned trials show their last reported value."),
+    ]))
+
+    imp_rows = [
+        [p, (a.importance or {}).get(p), a.correlation.get(p)] for p in
+        sorted(a.param_names, key=lambda p: -(a.importance or {}).get(p, -1.0))
+    ]
+    imp_blocks: list[Any] = [Table(["parameter", "importance (fANOVA)", f"correlation with {a.metric}"], imp_rows, digits=3)]
+    imp_blocks.append(Paragraph([
+        "Importance: Optuna's fANOVA evaluator (share of the metric's variance explained by each parameter, "
+        "summing to 1). Correlation: Pearson correlation of the parameter's raw value with the metric over "
+        "completed trials (n/a for text values or fewer than 3 trials), as in W&B's parameter-importance panel."
+        + (f" {a.importance_note}." if a.importance_note else "")
+    ], note=True))
+    sections.append(Section("Parameter importance", imp_blocks))
+
+    plot_blocks = []
+    for key, caption in (("params", "Each completed trial (pruned: hollow) against each searched parameter."),
+                         ("history", "The metric of each completed trial and the best so far.")):
+        if key in images:
+            src, png = images[key]
+            plot_blocks.append(Image(src, png, alt=f"sweep {key}", caption=caption))
+    sections.append(Section("Parameters and the metric", plot_blocks or [Paragraph(["No completed trial to plot."])]))
+
+    auc_blocks: list[Any] = []
+    if a.label_auc:
+        trials = list(a.label_auc)
+        labels = _labels_worst_first(a)
+        auc_rows = [[name, *[a.label_auc[t].get(name) for t in trials]] for name in labels]
+        auc_blocks.append(Table(["label", *[f"trial {t}" for t in trials]], auc_rows, digits=3,
+                                caption=f"Dev ROC-AUC per class, worst first for trial {trials[0]} (n/a: no positive example in the dev data)."))
+        if "label_auc" in images:
+            src, png = images["label_auc"]
+            auc_blocks.append(Image(src, png, alt="per-class AUC", caption="Per-class dev ROC-AUC of the best trials."))
+    if a.label_auc_note or not a.label_auc:
+        auc_blocks.append(Paragraph([a.label_auc_note or "No completed trial yet."], note=True))
+    sections.append(Section("Per-class AUC of the best trials", auc_blocks))
+
+    failed = [r for r in a.rows if r.state == "FAIL"]
+    if failed:
+        fail_rows = [[r.number, ", ".join(f"{k}={_fmt_param(v)}" for k, v in r.params.items()), (r.error or "")[:300]] for r in failed]
+        sections.append(Section("Failed trials", [
+            Table(["trial", "parameters", "error"], fail_rows, align="lll"),
+            Paragraph(["Tracebacks are in trials/N/error.txt. Interrupted trials were queued again (see the retry trials above)."], note=True),
+        ]))
+    if sweep_yaml:
+        sections.append(Section("Sweep config", [Code(sweep_yaml, summary="sweep.yaml")]))
+    return Document(f"Sweep report: {a.study_name}", intro, sections)
+
+
+@dataclass
+class SweepReport:
+    """Where `write_sweep_report` put things, and what it found."""
+
+    markdown: Path
+    html: Path
+    plots: list[Path]
+    analysis: SweepAnalysis
+
+
+def write_sweep_report(
+    sweep_dir: str | Path, storage: str | None = None, study_name: str | None = None, top: int = 3
+) -> SweepReport:
+    """Analyse a sweep and write ``sweep_report.md``, ``sweep_report.html`` and ``plots/sweep_*.png``.
+
+    >>> report = write_sweep_report("runs/sweeps/wandb_report_sweep")  # doctest: +SKIP
+    >>> report.html  # doctest: +SKIP
+    PosixPath('runs/sweeps/wandb_report_sweep/sweep_report.html')
+    """
+    from goemo.report.plots import png_bytes
+    from goemo.report.render import to_html, to_markdown
+    from goemo.fileio import atomic_write_bytes
+
+    sweep_dir = Path(sweep_dir)
+    analysis = analyse_sweep(sweep_dir, storage, study_name, top)
+    figures = {}
+    if analysis.counts.get("COMPLETE", 0) + analysis.counts.get("PRUNED", 0):
+        figures["params"] = params_figure(analysis)
+        figures["history"] = history_figure(analysis)
+    if analysis.label_auc:
+        figures["label_auc"] = label_auc_figure(analysis)
+    images: dict[str, tuple[str, bytes]] = {}
+    plots = []
+    for key, fig in figures.items():
+        src = f"plots/sweep_{key}.png"
+        png = png_bytes(fig)
+        plots.append(atomic_write_bytes(sweep_dir / src, png))
+        images[key] = (src, png)
+    yaml_path = sweep_dir / "sweep.yaml"
+    doc = build_document(analysis, images, yaml_path.read_text(encoding="utf-8") if yaml_path.is_file() else None)
+    md = atomic_write_text(sweep_dir / "sweep_report.md", to_markdown(doc))
+    page = atomic_write_text(sweep_dir / "sweep_report.html", to_html(doc))
+    return SweepReport(md, page, plots, analysis)

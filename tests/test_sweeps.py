@@ -1,0 +1,371 @@
+"""Sweeps: W&B config parsing, the Optuna study, crash survival, resume after kill, shared studies, report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from goemo.errors import ConfigError
+from goemo.sweeps import load_sweep, load_sweep_config, parse_sweep_config, prepare_sweep, run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+WANDB_REPORT = REPO / "examples" / "wandb_report_sweep.yaml"
+
+
+def _cfg(**parameters) -> dict:
+    return {"method": "random", "metric": {"name": "f1_macro", "goal": "maximize"}, "parameters": parameters}
+
+
+@pytest.fixture(scope="module")
+def base(shared_data: Path, tmp_path_factory) -> dict:
+    """Tiny trials: random 2-layer BERT, 64 texts, 1 epoch (a few seconds each)."""
+    return {
+        "data_dir": str(shared_data),
+        "model": "tiny-random-bert",
+        "epochs": 1,
+        "max_train_samples": 64,
+        "max_eval_samples": 64,
+        "cache_dir": str(tmp_path_factory.mktemp("token-cache")),
+        "precision": "fp32",
+        "eval_test": False,
+        "num_threads": 1,
+    }
+
+
+def _trials(sweep_dir: Path) -> list[optuna.trial.FrozenTrial]:
+    return load_sweep(sweep_dir)[1].get_trials()
+
+
+def _cli(sweep_dir: Path, config: Path, base: dict, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "goemo", "sweep", "--config", str(config), "--output", str(sweep_dir)]
+    for key, value in base.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            args += [flag, str(value)]
+    return args + list(extra)
+
+
+# ---------------------------------------------------------------- config parsing (no training)
+
+
+def test_wandb_report_config_maps_names_metric_and_values():
+    spec = load_sweep_config(WANDB_REPORT)
+    assert (spec.method, spec.metric_name, spec.metric, spec.direction) == ("random", "auc_score", "auc_micro", "maximize")
+    assert spec.fixed == {"epochs": 10, "max_length": 40}
+    assert list(spec.params) == ["lr", "batch_size", "dropout"]
+    assert spec.params["lr"].values == (5e-5, 3e-5)  # "5e-5" is a string to YAML 1.1; read as a float
+    assert spec.params["lr"].source == "learning_rate"
+    assert spec.params["dropout"].values == (0.3, 0.4, 0.5)
+    assert any("tokenizer_max_len is goemo's max_length" in n for n in spec.notes)
+    # 2 x 2 x 3 points: a random sweep over them draws without repeats, the same way for a seed
+    slots = spec.slot_params(12, seed=7)
+    assert len({tuple(sorted(s.items())) for s in slots}) == 12
+    assert slots == spec.slot_params(12, seed=7) != spec.slot_params(12, seed=8)
+    assert spec.slot_params(13, seed=7)[12] == {}  # past the 12 points the sampler draws freely
+
+
+def test_distributions_become_the_right_optuna_suggestions():
+    spec = parse_sweep_config(_cfg(
+        learning_rate={"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-3},
+        dropout={"distribution": "uniform", "min": 0.0, "max": 0.5},
+        batch_size={"min": 8, "max": 64},  # two integers: W&B's int_uniform
+        warmup_ratio={"distribution": "q_uniform", "min": 0.0, "max": 0.2, "q": 0.05},
+        weight_decay={"distribution": "log_uniform", "min": -9.2, "max": -2.3},  # exponents of e
+    ))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        values = {n: p.suggest(trial) for n, p in spec.params.items()}
+        assert 1e-5 <= values["lr"] <= 1e-3 and 0 <= values["dropout"] <= 0.5
+        assert isinstance(values["batch_size"], int) and 8 <= values["batch_size"] <= 64
+        assert abs(values["warmup_ratio"] / 0.05 - round(values["warmup_ratio"] / 0.05)) < 1e-9
+        assert 1.0e-4 < values["weight_decay"] < 0.101
+        study.tell(trial, 0.0)
+    dists = study.trials[0].distributions
+    assert dists["lr"].log and not dists["dropout"].log and dists["weight_decay"].log
+    assert isinstance(dists["batch_size"], optuna.distributions.IntDistribution)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (_cfg(lr={"distribution": "normal", "mu": 0, "sigma": 1, "min": 0, "max": 1}), "distribution 'normal' is not supported"),
+        (_cfg(learning_rat={"values": [1e-4]}), "unknown option 'learning_rat'"),
+        (_cfg(output={"values": ["a", "b"]}), "output is set by the sweep itself"),
+        (_cfg(lr={"values": [1e-4]}, learning_rate={"values": [2e-4]}), "lr is given twice"),
+        (_cfg(epochs={"value": 2}), "nothing to search"),
+        ({**_cfg(lr={"min": 1e-5, "max": 1e-3}), "method": "grid"}, "a grid needs a list of values"),
+        ({**_cfg(lr={"values": [1e-4, 2e-4]}), "metric": {"name": "accuracy"}}, "metric.name 'accuracy'"),
+        ({**_cfg(lr={"values": [1e-4, 2e-4]}), "method": "hyperopt"}, "method 'hyperopt'"),
+        ({**_cfg(lr={"values": [1e-4, 2e-4]}), "early_terminate": {"type": "envelope"}}, "only type: hyperband"),
+    ],
+)
+def test_bad_configs_are_refused_with_the_reason(config, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_sweep_config(config, "sweep.yaml")
+
+
+def test_program_and_command_keys_are_ignored_with_a_note_and_hyperband_maps():
+    spec = parse_sweep_config({
+        **_cfg(lr={"values": [1e-4, 2e-4]}), "program": "train.py", "command": ["${program}"],
+        "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2, "max_iter": 8},
+    })
+    assert any("program, command" in n for n in spec.notes)
+    pruner = spec.pruner()
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+    assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (2, 8, 2)
+
+
+def test_searched_parameter_cannot_also_be_a_command_line_option(tmp_path):
+    with pytest.raises(ConfigError, match="lr searched by .* and also given as an option"):
+        prepare_sweep(WANDB_REPORT, output=tmp_path / "s", count=1, overrides={"learning_rate": 1e-4})
+    with pytest.raises(ConfigError, match="random sweep needs --count"):
+        prepare_sweep(WANDB_REPORT, output=tmp_path / "s")
+
+
+# ---------------------------------------------------------------- the W&B report's sweep, and its report
+
+
+@pytest.fixture(scope="module")
+def wandb_sweep(base, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweeps") / "wandb"
+    trackers = ["tensorboard"] if importlib.util.find_spec("tensorboard") else []  # the track extra
+    sweep = prepare_sweep(WANDB_REPORT, output=out, count=3, overrides=base, trackers=trackers)
+    return sweep, run_sweep(sweep)
+
+
+def test_wandb_report_config_runs_three_trials_and_picks_the_best(wandb_sweep):
+    sweep, result = wandb_sweep
+    trials = _trials(sweep.sweep_dir)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3 and result.counts == {"COMPLETE": 3}
+    seen = set()
+    for t in trials:
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert run_dir == sweep.sweep_dir / "trials" / str(t.number)
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+        # each trial is a normal run: the sampled values, the config's fixed ones, our overrides
+        assert t.params["lr"] in (5e-5, 3e-5) and t.params["batch_size"] in (32, 64) and t.params["dropout"] in (0.3, 0.4, 0.5)
+        assert (config["lr"], config["batch_size"], config["dropout"]) == (t.params["lr"], t.params["batch_size"], t.params["dropout"])
+        assert (config["max_length"], config["epochs"], config["select_metric"]) == (40, 1, "auc_micro")
+        assert t.value == pytest.approx(summary["best_metric"]) == pytest.approx(summary["dev"]["auc_micro"])
+        assert (run_dir / "best" / "model.safetensors").is_file()
+        if sweep.trackers:  # each trial has its own event files (opened after train() set up the folder)
+            assert list((run_dir / "tensorboard").iterdir())
+        seen.add(tuple(t.params.values()))
+    assert len(seen) == 3  # a random sweep over 12 points does not repeat one
+    best = max(trials, key=lambda t: t.value)
+    assert (result.best_number, result.best_value, result.best_params) == (best.number, best.value, best.params)
+    assert result.best_run_dir == best.user_attrs["run_dir"]
+
+
+def test_sweep_report_lists_trials_best_importance_and_per_class_auc(wandb_sweep):
+    from goemo.sweep_report import write_sweep_report
+
+    sweep, result = wandb_sweep
+    report = write_sweep_report(sweep.sweep_dir, top=2)
+    a = report.analysis
+    assert [r.number for r in a.rows][0] == result.best_number
+    assert [r.value for r in a.rows] == sorted((r.value for r in a.rows), reverse=True)
+    assert a.importance is None or set(a.importance) <= {"lr", "batch_size", "dropout"}
+    if a.importance:
+        assert sum(a.importance.values()) == pytest.approx(1.0)
+    # per-class AUC of the 2 best trials: read from each trial's dev_metrics.json
+    assert list(a.label_auc) == [r.number for r in a.rows[:2]]
+    dev = json.loads((sweep.sweep_dir / "trials" / str(result.best_number) / "dev_metrics.json").read_text())
+    assert a.label_auc[result.best_number] == {m["name"]: m["auc"] for m in dev["per_label"]}
+    assert len(a.label_auc[result.best_number]) == 28
+    md = report.markdown.read_text()
+    assert f"trial {result.best_number}: auc_micro = {result.best_value:.4f}" in md
+    assert "## Per-class AUC of the best trials" in md and "| label | trial" in md
+    html = report.html.read_text()
+    assert "data:image/png;base64," in html and 'src="plots/' not in html  # self-contained
+    assert {p.name for p in report.plots} == {"sweep_params.png", "sweep_history.png", "sweep_label_auc.png"}
+    for p in report.plots:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_report_cli_prints_the_best_trial(wandb_sweep):
+    from typer.testing import CliRunner
+
+    from goemo.cli import app
+
+    sweep, result = wandb_sweep
+    out = CliRunner().invoke(app, ["sweep-report", str(sweep.sweep_dir)])
+    assert out.exit_code == 0, out.output
+    assert f"best: trial {result.best_number}" in out.output
+    out = CliRunner().invoke(app, ["sweep-report", str(sweep.sweep_dir.parent)])
+    assert out.exit_code == 1 and "not a sweep folder" in out.output
+
+
+# ---------------------------------------------------------------- grid coverage and crashing trials
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(base, tmp_path_factory, shared_data):
+    """A 2 x 2 grid where three points crash: dropout 1.5 is refused by TrainConfig, and
+    (dropout 0.1, lr 2e-3) runs out of memory in training (a patched train)."""
+    import torch
+
+    import goemo.training
+
+    path = tmp_path_factory.mktemp("configs") / "grid.yaml"
+    path.write_text(yaml.safe_dump({
+        "method": "grid", "metric": {"name": "auc_macro", "goal": "maximize"},
+        "parameters": {"dropout": {"values": [1.5, 0.1]}, "lr": {"values": [2e-3, 1e-3]}},
+    }))
+    real_train = goemo.training.train
+
+    def train(config, splits=None, callbacks=()):
+        if config.lr == 2e-3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_train(config, splits=splits, callbacks=callbacks)
+
+    sweep = prepare_sweep(path, output=tmp_path_factory.mktemp("sweeps") / "grid", overrides=base)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(goemo.training, "train", train)
+        result = run_sweep(sweep)
+    return sweep, result
+
+
+def test_grid_covers_its_grid_exactly(grid_sweep, base):
+    sweep, result = grid_sweep
+    trials = _trials(sweep.sweep_dir)
+    assert sweep.count == 4  # --count defaults to the grid size
+    points = [(t.params["dropout"], t.params["lr"]) for t in trials]
+    assert points == [(1.5, 2e-3), (1.5, 1e-3), (0.1, 2e-3), (0.1, 1e-3)]  # each once, in grid order
+    # run again from the folder's own copy of the config: the study is found, nothing is left to do
+    again = run_sweep(prepare_sweep(sweep.sweep_dir / "sweep.yaml", output=sweep.sweep_dir, overrides=base))
+    assert again.study_name == "grid" and again.outcomes == [] and len(_trials(sweep.sweep_dir)) == 4
+
+
+def test_crashing_trials_are_recorded_and_the_sweep_goes_on(grid_sweep):
+    sweep, result = grid_sweep
+    trials = _trials(sweep.sweep_dir)
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "FAIL", "COMPLETE"]
+    assert trials[0].user_attrs["error"] == "ConfigError: dropout=1.5: expected a number in [0, 1)"
+    assert trials[2].user_attrs["error"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert "Traceback" in (sweep.sweep_dir / "trials" / "2" / "error.txt").read_text()
+    summary = json.loads((sweep.sweep_dir / "trials" / "3" / "summary.json").read_text())
+    assert trials[3].value == pytest.approx(summary["best_metric"]) and result.best_number == 3
+    from goemo.sweep_report import write_sweep_report
+
+    md = write_sweep_report(sweep.sweep_dir).markdown.read_text()
+    assert "## Failed trials" in md and "OutOfMemoryError: CUDA out of memory" in md
+    assert "importance needs at least 2 completed trials (1 so far)" in md
+
+
+def test_pruning_reports_every_epoch_and_stops_the_trial(base, tmp_path):
+    """The W&B hyperband path without its randomness: a pruner that prunes any value at epoch 1."""
+    path = tmp_path / "prune.yaml"
+    path.write_text(yaml.safe_dump({
+        "method": "grid", "metric": {"name": "auc_micro", "goal": "maximize"},
+        "parameters": {"lr": {"values": [1e-3]}, "epochs": {"value": 3}},
+        "early_terminate": {"type": "hyperband", "min_iter": 1},
+    }))
+    sweep = prepare_sweep(path, output=tmp_path / "sweep", overrides={**base, "epochs": None})
+    assert sweep.base.epochs == 3 and isinstance(sweep.spec.pruner(), optuna.pruners.HyperbandPruner)
+    sweep.spec.pruner = lambda: optuna.pruners.ThresholdPruner(lower=1.1)  # every AUC is below 1.1
+    result = run_sweep(sweep)
+    (trial,) = _trials(sweep.sweep_dir)
+    assert trial.state.name == "PRUNED" and result.counts == {"PRUNED": 1}
+    epochs = [json.loads(line) for line in (sweep.sweep_dir / "trials" / "0" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in epochs if r["event"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1]  # stopped after the first of 3 epochs
+    assert trial.intermediate_values == {1: pytest.approx(epochs[0]["auc_micro"])}
+    assert (sweep.sweep_dir / "trials" / "0" / "last" / "model.safetensors").is_file()  # checkpoints kept
+
+
+# ---------------------------------------------------------------- processes: kill and resume, two workers
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_with_the_same_command(base, tmp_path):
+    out = tmp_path / "sweep"
+    cmd = _cli(out, WANDB_REPORT, base, "--count", "2")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while not (out / "trials" / "1" / "config.yaml").is_file():  # trial 1 has started training
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline, "trial 1 never started"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _trials(out)
+    assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "trial 1 was interrupted" in done.stderr
+    trials = _trials(out)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]  # 2 done, as asked
+    killed, retry = trials[1], trials[2]
+    assert killed.user_attrs["error"].startswith("interrupted: worker process")
+    assert retry.user_attrs["retry_of"] == 1 and retry.params == killed.params
+    assert retry.user_attrs["run_dir"] == killed.user_attrs["run_dir"]  # the retry reuses the folder
+    assert json.loads((out / "trials" / "1" / "summary.json").read_text())["best_metric"] == pytest.approx(retry.value)
+    assert trials[0].value == before[0].value  # finished trials are kept, not run again
+
+
+def _two_workers(cmd: list[str]) -> None:
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+
+
+def _check_shared(trials: list[optuna.trial.FrozenTrial], count: int) -> None:
+    assert len(trials) == count and [t.number for t in trials] == list(range(count))
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert len({tuple(t.params.values()) for t in trials}) == count  # no point run twice
+    assert len({t.user_attrs["run_dir"] for t in trials}) == count
+    for t in trials:
+        summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
+        assert t.value == pytest.approx(summary["best_metric"])
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # both workers trained
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(base, tmp_path):
+    out = tmp_path / "sweep"
+    _two_workers(_cli(out, WANDB_REPORT, base, "--count", "4"))
+    _check_shared(_trials(out), 4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("GOEMO_TEST_POSTGRES_URL"), reason="GOEMO_TEST_POSTGRES_URL not set (.ci/run sets it)")
+def test_two_workers_share_one_postgresql_study(base, tmp_path):
+    url = os.environ["GOEMO_TEST_POSTGRES_URL"]
+    study = f"goemo-test-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "sweep"
+    _two_workers(_cli(out, WANDB_REPORT, base, "--count", "4", "--storage", url, "--study", study))
+    trials = optuna.load_study(study_name=study, storage=url).get_trials()
+    _check_shared(trials, 4)
+    assert json.loads((out / "sweep.json").read_text())["storage"].startswith("postgresql+psycopg2://goemo@127.0.0.1")
+    optuna.delete_study(study_name=study, storage=url)
+
+
+def test_sweep_cli_reports_config_errors_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from goemo.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: random\nmetric: {name: auc_score}\nparameters:\n  learning_rate: {values: [1e-4, 2e-4]\n")
+    out = CliRunner().invoke(app, ["sweep", "--config", str(bad), "--count", "1", "--output", str(tmp_path / "s")])
+    assert out.exit_code == 1
+    assert out.output.strip().startswith(f"goemo: error: {bad}:") and "invalid YAML" in out.output
+    assert len(out.output.strip().splitlines()) == 1

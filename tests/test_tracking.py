@@ -1,0 +1,162 @@
+"""Trackers: names and checks, and TensorBoard / MLflow / W&B (offline) logs read back after a real run."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from goemo.errors import ConfigError
+from goemo.tracking import check_trackers, metric_items, mlflow_uri, sweep_folder
+
+EPOCH_KEYS = ("train_loss", "val_loss", "auc_micro", "auc_macro", "f1_micro", "f1_macro", "lr")
+
+
+def test_metric_names_are_the_same_for_every_tracker():
+    assert metric_items({"event": "epoch", "epoch": 2, "global_step": 8, "val_loss": 0.5, "f1_macro": 0.1, "best": True}) == {
+        "epoch": 2.0, "val_loss": 0.5, "f1_macro": 0.1,
+    }
+    assert metric_items({"event": "step", "epoch": 1, "global_step": 3, "train_loss": 0.7, "lr": 1e-3}) == {
+        "step/train_loss": 0.7, "step/lr": 1e-3,
+    }
+    assert metric_items({"event": "grad_norms", "epoch": 1, "global_step": 3, "grad_norm/head": 0.2}) == {"grad_norm/head": 0.2}
+    assert metric_items({"event": "resume", "epoch": 1, "global_step": 3}) == {}
+
+
+def test_unknown_and_missing_trackers_fail_fast_with_the_extra_to_install(monkeypatch):
+    assert check_trackers(["jsonl", "JSONL"]) == []
+    with pytest.raises(ConfigError, match="unknown tracker 'neptune' \\(available: jsonl, tensorboard, mlflow, wandb\\)"):
+        check_trackers(["neptune"])
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"tracker 'mlflow' needs the mlflow package: pip install 'goemo\[track\]'"):
+        check_trackers(["mlflow"])
+
+
+def test_mlflow_store_is_beside_the_run_or_in_its_sweep(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert mlflow_uri(tmp_path / "runs" / "a") == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    sweep = tmp_path / "sweeps" / "s"
+    (sweep / "trials" / "3").mkdir(parents=True)
+    (sweep / "sweep.yaml").write_text("method: grid\n")
+    assert sweep_folder(sweep / "trials" / "3") == sweep
+    assert mlflow_uri(sweep / "trials" / "3") == f"sqlite:///{sweep / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert mlflow_uri(tmp_path / "runs" / "a") == "http://mlflow.example:5000"
+
+
+@pytest.fixture(scope="module")
+def tracked_run(shared_data, tmp_path_factory):
+    """One tiny training run with all three trackers (W&B offline)."""
+    for package in ("tensorboard", "mlflow", "wandb"):
+        pytest.importorskip(package, reason="the track extra is not installed: pip install 'goemo[track]'")
+    from goemo.config import TrainConfig
+    from goemo.training import train
+
+    root = tmp_path_factory.mktemp("tracked")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setenv("WANDB_SILENT", "true")
+        config = TrainConfig(
+            data_dir=str(shared_data), model="tiny-random-bert", epochs=2, lr=1e-3, batch_size=16,
+            max_length=32, max_train_samples=64, max_eval_samples=64, output=str(root / "runs" / "tracked"),
+            cache_dir=str(root / "cache"), log_every=2, precision="fp32", eval_test=False,
+            trackers=["jsonl", "tensorboard", "mlflow", "wandb"],
+        )
+        result = train(config)
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    return result, records
+
+
+def _epochs(records):
+    return [r for r in records if r["event"] == "epoch"]
+
+
+def test_tensorboard_event_files_hold_the_logged_values(tracked_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result, records = tracked_run
+    acc = EventAccumulator(str(result.run_dir / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {*EPOCH_KEYS, "step/train_loss", "step/lr", "grad_norm/head", "grad_norm/embeddings", "dev/f1_macro"} <= tags
+    epochs = _epochs(records)
+    assert len(epochs) == 2
+    for key in EPOCH_KEYS:
+        logged = [(s.step, s.value) for s in acc.Scalars(key)]
+        assert [step for step, _ in logged] == [r["global_step"] for r in epochs]
+        assert [v for _, v in logged] == pytest.approx([r[key] for r in epochs], rel=1e-5)
+    grads = [r for r in records if r["event"] == "grad_norms"]
+    assert [s.value for s in acc.Scalars("grad_norm/head")] == pytest.approx([r["grad_norm/head"] for r in grads], rel=1e-5)
+    assert acc.Scalars("dev/f1_macro")[0].value == pytest.approx(result.summary["dev"]["f1_macro"], rel=1e-5)
+
+
+def test_mlflow_run_holds_the_logged_values(tracked_run):
+    from mlflow.tracking import MlflowClient
+
+    result, records = tracked_run
+    store = result.run_dir.parent / "mlflow.db"
+    assert store.is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    runs = client.search_runs([client.get_experiment_by_name("goemo").experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_name == "tracked" and run.info.status == "FINISHED"
+    assert run.data.params["lr"] == "0.001" and run.data.params["trackers"] == "jsonl,tensorboard,mlflow,wandb"
+    epochs = _epochs(records)
+    for key in EPOCH_KEYS:
+        history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        assert [m.step for m in history] == [r["global_step"] for r in epochs]
+        assert [m.value for m in history] == pytest.approx([r[key] for r in epochs])
+    assert run.data.metrics["dev/auc_macro"] == pytest.approx(result.summary["dev"]["auc_macro"])
+    assert not (Path.cwd() / "mlruns").exists()
+
+
+def _wandb_records(path: Path):
+    """Records of a W&B offline run file: LevelDB-log framing (32 KiB blocks, 7-byte headers)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, buf = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk  # full/first start a record; middle/last extend it
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(buf)
+            yield record
+
+
+def test_wandb_offline_writes_a_run_with_the_logged_values(tracked_run):
+    result, records = tracked_run
+    run_files = list((result.run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1
+    history, exit_code, name = [], None, None
+    for record in _wandb_records(run_files[0]):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+        elif kind == "run":
+            name = record.run.display_name
+        elif kind == "exit":
+            exit_code = record.exit.exit_code
+    assert name == "tracked" and exit_code == 0
+    epoch_rows = [h for h in history if "val_loss" in h]
+    epochs = _epochs(records)
+    assert [h["_step"] for h in epoch_rows] == [r["global_step"] for r in epochs]
+    for key in EPOCH_KEYS:
+        assert [h[key] for h in epoch_rows] == pytest.approx([r[key] for r in epochs])
+    assert any("grad_norm/layer_0" in h for h in history)
