@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 
 def _umask() -> int:
@@ -22,26 +22,36 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so readers see either the old file or the whole new one.
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """A stream whose file appears at ``path`` only when the block succeeds.
 
-    The file gets the mode a plain ``open()`` would give (0666 less the umask), not
-    mkstemp's private 0600, so reports and models stay readable by a web server or a group.
+    For output written piece by piece (predictions over a large file); the whole-content
+    writers below use it too. The file gets the mode a plain ``open()`` would give (0666
+    less the umask), not mkstemp's private 0600, so reports and models stay readable by a
+    web server or a group.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        text = "b" not in mode
+        with os.fdopen(fd, mode, encoding=encoding if text else None, newline="" if text else None) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so readers see either the old file or the whole new one."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -70,7 +70,8 @@ class EncodedSplit:
         return self.flat_ids[self.offsets[i] : self.offsets[i + 1]]
 
 
-def _tokenize(texts: Sequence[str], tokenizer, max_length: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def tokenize_texts(texts: Sequence[str], tokenizer, max_length: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of ``texts`` as (flat int32 ids, int64 offsets), truncated, unpadded."""
     pieces: list[np.ndarray] = []
     lengths: list[int] = []
     for start in range(0, len(texts), chunk):
@@ -101,7 +102,7 @@ def encode_split(
     """
     labels = split.labels.astype(np.float32)
     if not use_cache:
-        flat, offsets = _tokenize(split.texts, tokenizer, max_length)
+        flat, offsets = tokenize_texts(split.texts, tokenizer, max_length)
         return EncodedSplit(flat, offsets, labels)
     key = hashlib.sha256(
         f"{tokenizer_fingerprint(tokenizer)}|{max_length}|{split.checksum()}".encode()
@@ -114,7 +115,7 @@ def encode_split(
                     return EncodedSplit(z["flat_ids"], z["offsets"], labels)
         except (OSError, ValueError, KeyError):
             log.warning("token cache %s unreadable; tokenising again", path)
-    flat, offsets = _tokenize(split.texts, tokenizer, max_length)
+    flat, offsets = tokenize_texts(split.texts, tokenizer, max_length)
     import io
 
     buf = io.BytesIO()

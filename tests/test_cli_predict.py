@@ -1,0 +1,174 @@
+"""`goemo predict`: texts as arguments, stdin, .txt/.csv/.jsonl files, order, ids, outputs, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from goemo.cli import app
+from goemo.errors import DataError
+from goemo.inference import EmotionClassifier, predict_file
+
+TEXTS = [
+    "Thank you, that is so kind of you!",
+    "what",
+    "I hate waiting in line for hours, it drives me crazy and ruins the whole day.",
+    "",
+    "So sad to hear that.",
+    "Haha, that's hilarious",
+]
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_model_dir: Path) -> EmotionClassifier:
+    return EmotionClassifier.load(tiny_model_dir, backend="torch", device="cpu")
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(app, ["predict", *args], input=input)
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def check_labels(records: list[dict], texts: list[str], clf: EmotionClassifier, **options) -> None:
+    """Each record's labels are exactly what the Python API gives for its own text."""
+    expected = clf.predict(texts, **options)
+    assert len(records) == len(texts)
+    for record, text, exp in zip(records, texts, expected):
+        assert [d["label"] for d in record["labels"]] == [d["label"] for d in exp]
+        assert [d["score"] for d in record["labels"]] == pytest.approx([d["score"] for d in exp], abs=1e-5)
+
+
+def test_texts_as_arguments(tiny_model_dir: Path, clf: EmotionClassifier) -> None:
+    result = run("--model", str(tiny_model_dir), "--top-k", "3", *TEXTS)
+    assert result.exit_code == 0, result.output
+    records = jsonl(result.stdout)
+    assert [r["id"] for r in records] == [str(i) for i in range(1, 7)]
+    assert [r["text"] for r in records] == TEXTS
+    check_labels(records, TEXTS, clf, top_k=3)
+    assert all(len(r["labels"]) == 3 for r in records)
+
+
+def test_stdin_one_text_per_line_keeps_empty_lines(tiny_model_dir: Path, clf: EmotionClassifier) -> None:
+    result = run("--model", str(tiny_model_dir), "--threshold", "0.05", input="\n".join(TEXTS) + "\n")
+    assert result.exit_code == 0, result.output
+    records = jsonl(result.stdout)
+    assert [r["text"] for r in records] == TEXTS and records[3]["id"] == "4"
+    check_labels(records, TEXTS, clf, threshold=0.05)
+
+
+def test_txt_file_to_jsonl_file(tiny_model_dir: Path, clf: EmotionClassifier, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("\r\n".join(TEXTS) + "\r\n", encoding="utf-8")  # Windows line ends too
+    out = tmp_path / "out" / "pred.jsonl"
+    result = run("--model", str(tiny_model_dir), "--input", str(src), "--output", str(out), "--all-scores", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "6 texts labelled" in result.stderr and str(out) in result.stderr
+    records = jsonl(out.read_text(encoding="utf-8"))
+    assert [r["text"] for r in records] == TEXTS and [r["id"] for r in records] == ["1", "2", "3", "4", "5", "6"]
+    probs = clf.predict_proba(TEXTS)
+    got = np.array([[r["scores"][n] for n in clf.label_names] for r in records])
+    np.testing.assert_allclose(got, probs, atol=1e-5)
+    check_labels(records, TEXTS, clf)
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_csv_with_ids_quotes_and_newlines_to_csv(tiny_model_dir: Path, clf: EmotionClassifier, tmp_path: Path) -> None:
+    texts = ['He said "no", then left.', "line one\nline two", "plain", "commas, commas, commas"]
+    ids = ["z9", "a1", "m5", "b2"]  # not sorted: order must follow the file
+    src = tmp_path / "in.csv"
+    with open(src, "w", encoding="utf-8-sig", newline="") as f:  # with a BOM, as Excel writes
+        w = csv.writer(f)
+        w.writerow(["id", "body", "other"])
+        for i, t in zip(ids, texts):
+            w.writerow([i, t, "x"])
+    out = tmp_path / "pred.csv"
+    result = run(
+        "--model", str(tiny_model_dir), "--input", str(src), "--text-column", "body", "--id-column", "id",
+        "--output", str(out), "--top-k", "2",
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert [r["id"] for r in rows] == ids and [r["text"] for r in rows] == texts
+    expected = clf.predict(texts, top_k=2)
+    for row, exp in zip(rows, expected):
+        assert row["labels"].split(",") == [d["label"] for d in exp]
+        assert [float(s) for s in row["scores"].split(",")] == pytest.approx([d["score"] for d in exp], abs=1e-5)
+
+
+def test_jsonl_with_id_column_and_taxonomy(tiny_model_dir: Path, clf: EmotionClassifier, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({"text": t, "key": 100 + i}) for i, t in enumerate(TEXTS)]
+    lines.insert(2, "")  # blank lines are skipped
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run("--model", str(tiny_model_dir), "--input", str(src), "--id-column", "key", "--taxonomy", "ekman", "--top-k", "2", "--no-text")
+    assert result.exit_code == 0, result.output
+    records = jsonl(result.stdout)
+    assert [r["id"] for r in records] == [str(100 + i) for i in range(6)]
+    assert all("text" not in r for r in records)
+    check_labels(records, TEXTS, clf, top_k=2, taxonomy="ekman")
+    assert {d["label"] for r in records for d in r["labels"]} <= {"anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"}
+
+
+def test_streaming_in_small_chunks_gives_the_same_output(clf: EmotionClassifier, tmp_path: Path) -> None:
+    texts = [f"text number {i} " + "word " * (i % 13) for i in range(50)]
+    src = tmp_path / "many.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    small, whole = tmp_path / "small.jsonl", tmp_path / "whole.jsonl"
+    assert predict_file(clf, src, small, chunk_size=7, all_scores=True) == 50
+    assert predict_file(clf, src, whole, all_scores=True) == 50
+    a, b = jsonl(small.read_text()), jsonl(whole.read_text())
+    assert [r["id"] for r in a] == [str(i) for i in range(1, 51)] and [r["text"] for r in a] == texts
+    for ra, rb in zip(a, b):
+        assert ra["scores"] == pytest.approx(rb["scores"], abs=1e-5)
+
+
+def test_a_bad_row_midway_leaves_no_output_file(clf: EmotionClassifier, tmp_path: Path) -> None:
+    src = tmp_path / "bad.jsonl"
+    good = [json.dumps({"text": f"fine {i}"}) for i in range(6)]
+    src.write_text("\n".join(good + ["{not json"]) + "\n", encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    with pytest.raises(DataError, match=r"bad.jsonl:7: invalid JSON"):
+        predict_file(clf, src, out, chunk_size=2)  # three chunks were written before the error
+    assert list(tmp_path.iterdir()) == [src]
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "extra", "message"),
+    [
+        ("id,body\n1,hi\n", "in.csv", [], "in.csv:1: no column 'text' in the header (id, body)"),
+        ('{"body": "hi"}\n', "in.jsonl", [], "in.jsonl:1: text: missing"),
+        ('{"text": 5}\n', "in.jsonl", [], "in.jsonl:1: text: expected a string, got int"),
+        ("hi\n", "in.xml", [], "unsupported input type .xml"),
+        ("hi\n", "in.txt", ["--output", "out.txt"], "expected a .jsonl or .csv file name"),
+        ("hi\n", "in.txt", ["also a text"], "not both"),
+    ],
+)
+def test_errors_are_one_line_exit_1(tiny_model_dir: Path, tmp_path: Path, content: str, name: str, extra: list[str], message: str) -> None:
+    src = tmp_path / name
+    src.write_text(content, encoding="utf-8")
+    result = run("--model", str(tiny_model_dir), "--input", str(src), *extra)
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_usage_errors_exit_2(tiny_model_dir: Path) -> None:
+    assert run("--model", str(tiny_model_dir), "--top-k", "0", "x").exit_code == 2
+    assert run("--model", str(tiny_model_dir), "--threshold", "2", "x").exit_code == 2
+    assert run("x").exit_code == 2  # --model is required
+    missing = run("--model", "/nonexistent/model", "x")
+    assert missing.exit_code == 1 and "not found" in missing.stderr
+
+
+def test_help_has_an_example() -> None:
+    result = CliRunner().invoke(app, ["predict", "--help"])
+    assert result.exit_code == 0 and "Example: goemo predict --model" in result.output

