@@ -262,3 +262,11 @@ def test_splits_from_python_and_pos_weight_focal(small_splits, tiny_config) -> N
     result = train(cfg, splits=dict(small_splits))
     losses = [e["train_loss"] for e in _epochs(result.run_dir)]
     assert np.isfinite(losses).all()
+
+
+def test_two_runs_in_one_process_may_use_different_precisions(tiny_config) -> None:
+    """Sweeps and notebooks train many times in one process; Accelerate's state must not stick."""
+    small = dict(epochs=1, max_train_samples=100, max_eval_samples=50)
+    train(tiny_config.replace(precision="fp32", output=tiny_config.output + "-a", **small))
+    second = train(tiny_config.replace(precision="bf16", output=tiny_config.output + "-b", **small))
+    assert second.summary["resources"]["precision"] == "bf16"

@@ -23,6 +23,7 @@ _LAZY = {
     "load_goemotions": "goemo.data.io",
     "load_taxonomy": "goemo.data.taxonomy",
     "TrainConfig": "goemo.config",
+    "resolve_config": "goemo.config",
     "train": "goemo.training",
     "evaluate": "goemo.evaluation",
     "EmotionClassifier": "goemo.inference",

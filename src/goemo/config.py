@@ -25,6 +25,8 @@ SELECT_METRICS = ("f1_macro", "val_loss", "auc_micro", "auc_macro", "f1_micro")
 class TrainConfig:
     """Everything that defines a training run.
 
+    ``preset`` only records a name here; `resolve_config` applies a preset's values.
+
     >>> cfg = TrainConfig(model="minilm", epochs=1)
     >>> cfg.replace(lr=1e-4).lr
     0.0001

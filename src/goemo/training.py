@@ -95,6 +95,12 @@ def make_accelerator(config: TrainConfig):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and config.precision == "fp16":
         raise ConfigError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+    # Accelerate keeps one AcceleratorState per process; a second run in the same process
+    # (a sweep, a notebook, the test suite) may ask for another precision or device, so the
+    # per-run part is reset. The distributed part (PartialState) stays as it is.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
     return Accelerator(
         cpu=device == "cpu",
         mixed_precision=_resolve_precision(config, device),
