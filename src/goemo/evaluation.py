@@ -90,6 +90,10 @@ def model_fingerprint(model_dir: str | Path) -> str:
     """
     folder = Path(model_dir)
     weights = sorted(folder.glob("*.safetensors"))
+    if not weights:  # a TF-IDF baseline keeps its weights as plain arrays (goemo.baseline)
+        from goemo.baseline import weight_files
+
+        weights = weight_files(folder)
     if not weights:
         raise ModelError(f"{folder}: no *.safetensors weights; expected a model folder written by `goemo train`")
     h = hashlib.sha256(f"goemo-predictions-{PREDICTIONS_VERSION}".encode())
@@ -202,6 +206,10 @@ def _run_model(
     token_cache_dir: str | Path | None,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Load the model and return sigmoid probabilities (the only place the model runs)."""
+    from goemo import baseline
+
+    if baseline.is_tfidf_folder(model_dir):
+        return baseline.predict_split_proba(model_dir, split)
     import torch
 
     from goemo import training
