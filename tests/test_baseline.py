@@ -207,3 +207,4 @@ def test_cli_fits_predicts_and_evaluates(tmp_path, shared_data):
     assert payload["metrics"]["macro"]["f1"] == pytest.approx(s["test"]["f1_macro_tuned"], abs=1e-9)
     bad = runner.invoke(app, ["baseline", "tfidf", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and bad.output.startswith("goemo: error:")
+    assert not (tmp_path / "x").exists()  # nothing written before the data is read
