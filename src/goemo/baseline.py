@@ -48,7 +48,7 @@ import numpy as np
 from goemo.data.split import Split
 from goemo.errors import ConfigError, ModelError, RunFolderError
 from goemo.fileio import append_jsonl, atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text
-from goemo.inference import EmotionClassifier
+from goemo.inference import EmotionClassifier, check_texts
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class TfidfModel:
         """The sparse ``(n, V)`` TF-IDF matrix the scorers read."""
         import scipy.sparse as sp
 
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         return sp.hstack([v.transform(texts) for v in self.vectorizers.values()], format="csr")
 
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
@@ -301,16 +301,6 @@ def _fit_label(X: Any, y: np.ndarray, params: dict[str, Any], name: str) -> tupl
         return np.zeros(X.shape[1]), (_ABSENT_LOGIT if positives == 0 else -_ABSENT_LOGIT)
     clf = LogisticRegression(**params).fit(X, y)
     return clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise ConfigError("texts must be a list of strings, got one string; wrap it: [text]")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise ConfigError(f"texts[{i}] is {type(t).__name__}, expected str")
-    return out
 
 
 # ----------------------------------------------------------------------------- folder dispatch

@@ -353,7 +353,7 @@ class EmotionClassifier:
         """Raw logits ``(n, L)`` float32, in input order (length-sorted batches inside)."""
         from goemo.data.batching import collate, eval_batches
 
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         out = np.zeros((len(texts), self.num_labels), dtype=np.float32)
         if not texts:
             return out
@@ -478,7 +478,7 @@ class EmotionClassifier:
         return tax
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def check_texts(texts: Sequence[str]) -> list[str]:
     """Validate at the boundary: a bare string would otherwise be read as a list of characters."""
     if isinstance(texts, str):
         raise ConfigError("texts must be a list of strings, got one string; wrap it: [text]")
