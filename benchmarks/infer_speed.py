@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 NAIVE_LENGTH = 40
 NAIVE_BATCH = 32
+
+
+from docs_section import write_section  # noqa: E402  (sibling module: scripts run as files)
 
 
 def build_default_model(folder: Path) -> Path:
@@ -210,22 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             ]
         )
-        write_docs(args.write_docs, section)
+        write_section(args.write_docs, section)
         print(f"written to {args.write_docs}", file=sys.stderr)
     return 0
-
-
-def write_docs(path: Path, section: str) -> None:
-    """Put ``section`` (starting with ``## Inference speed``) into ``path``, replacing an older one."""
-    from goemo.fileio import atomic_write_text
-
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Inference speed\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(path, text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

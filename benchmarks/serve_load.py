@@ -22,7 +22,6 @@ import asyncio
 import datetime as dt
 import os
 import platform
-import re
 import signal
 import socket
 import subprocess
@@ -76,6 +75,9 @@ class ModeResult:
     def mean_batch(self) -> float:
         b = self.server.get("batches", 0)
         return self.server.get("texts", 0) / b if b else float("nan")
+
+
+from docs_section import write_section  # noqa: E402  (sibling module: scripts run as files)
 
 
 def build_default_model(folder: Path) -> Path:
@@ -250,19 +252,6 @@ def table(results: list[ModeResult]) -> str:
     return "\n".join(rows)
 
 
-def write_docs(path: Path, section: str) -> None:
-    """Put ``section`` (starting with ``## Serving``) into ``path``, replacing an older one."""
-    from goemo.fileio import atomic_write_text
-
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(path, text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="Model folder (default: an untrained MiniLM mean-pool classifier).")
@@ -336,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             f"core to the event loop by default (`--num-threads`).\n\n"
             f"Reproduce: `{cmd.strip()}`\n"
         )
-        write_docs(args.write_docs, section)
+        write_section(args.write_docs, section)
         print(f"written to {args.write_docs}", file=sys.stderr)
     if errors:
         print(f"{len(errors)} failed requests", file=sys.stderr)
