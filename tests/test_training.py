@@ -270,3 +270,19 @@ def test_two_runs_in_one_process_may_use_different_precisions(tiny_config) -> No
     train(tiny_config.replace(precision="fp32", output=tiny_config.output + "-a", **small))
     second = train(tiny_config.replace(precision="bf16", output=tiny_config.output + "-b", **small))
     assert second.summary["resources"]["precision"] == "bf16"
+
+
+def test_cli_train_prints_the_one_screen_summary(tmp_path, shared_data) -> None:
+    from typer.testing import CliRunner
+
+    from goemo.cli import app
+
+    args = ["train", "--data-dir", str(shared_data), "--model", "tiny-random-bert", "--epochs", "1",
+            "--max-train-samples", "200", "--max-eval-samples", "50", "--precision", "fp32",
+            "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for needle in ("f1_macro", "best epoch 1", "train examples/s", "peak", "RSS", "hardware:", "cores", "model:"):
+        assert needle in result.output, needle
+    again = CliRunner().invoke(app, args)  # the same folder again: one line, exit 1
+    assert again.exit_code == 1 and "already holds a run" in again.output

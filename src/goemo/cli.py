@@ -240,6 +240,13 @@ def _print_train_summary(summary: dict) -> None:
         f"wall {res['wall_time_s']:.0f}s, {speed:.0f} train examples/s, peak RSS {res['peak_rss_mb']:.0f} MiB, "
         f"save {res['time_to_save_s']:.1f}s, precision {res['precision']}"
     )
+    hw = res["hardware"]
+    gpus = ", ".join(hw.get("gpus", [])) or "no GPU"
+    console.print(
+        f"hardware: {hw['cpu']} ({hw['cpu_cores']} cores), {gpus}; torch {hw['torch']}"
+        + (f", CUDA {hw['cuda']}" if hw.get("cuda") else "")
+        + f"; epochs took {', '.join(f'{t:.0f}s' for t in res['epoch_time_s'])}"
+    )
     for gpu in res["gpu_memory"]:
         console.print(f"GPU {gpu['device']} {gpu['name']}: peak allocated {gpu['peak_allocated_mb']:.0f} MiB, reserved {gpu['peak_reserved_mb']:.0f} MiB")
     console.print(f"model: {summary['run_dir']}/best")
