@@ -183,7 +183,7 @@ def train_command(
     loss: Optional[str] = Opt(None, help="bce | focal"),
     pos_weight: Optional[str] = Opt(None, help="'auto': weight positives by sqrt(neg/pos) per label."),
     threshold: Optional[float] = Opt(None, help="Decision threshold for dev/test F1."),
-    select_metric: Optional[str] = Opt(None, help="f1_macro | val_loss | auc_micro | auc_macro | f1_micro"),
+    select_metric: Optional[str] = Opt(None, help="f1_macro | f1_macro_xtuned | val_loss | auc_micro | auc_macro | f1_micro"),
     seed: Optional[int] = Opt(None),
     precision: Optional[str] = Opt(None, help="auto | fp32 | bf16 | fp16"),
     device: Optional[str] = Opt(None, help="auto | cpu | cuda | mps"),
@@ -523,6 +523,37 @@ def _print_evaluation(result) -> None:
             sweep.add_row(f"{row.threshold:g}", *(cell(v) for v in (
                 row.macro_precision, row.macro_recall, row.macro_f1, row.micro_f1, row.exact_match)))
         console.print(sweep)
+
+
+@command(
+    "ensemble",
+    epilog="Example: goemo ensemble runs/seed1/best runs/seed2/best runs/seed3/best --out runs/ensemble",
+)
+def ensemble_command(
+    models: list[Path] = typer.Argument(..., help="Model folders written by goemo train (same labels)."),
+    data_dir: Optional[Path] = Opt(
+        None, "--data-dir", help="GoEmotions folder (default: the first model's training data, else data/goemotions)."
+    ),
+    split: str = Opt("test", help="The split to score (never the one thresholds are tuned on)."),
+    tune_split: str = Opt("dev", help="The split the per-label thresholds are tuned on."),
+    threshold: float = Opt(0.3, min=0.0, max=1.0, help="The fixed threshold of the first column (the paper's 0.3)."),
+    out: Optional[Path] = Opt(None, "--out", help="Also write ensemble.json and ensemble.md into this folder."),
+    batch_size: int = Opt(128, min=1, help="Texts per inference batch."),
+    device: str = Opt("auto", help="auto | cpu | cuda | mps"),
+) -> None:
+    """Each model alone (mean ± sd over the members: the seed spread) and the average of their probabilities.
+
+    Thresholds are tuned per label on --tune-split for every member and for the ensemble;
+    predictions come from each run's cache when present.
+    """
+    from goemo.ensemble import evaluate_ensemble, write_ensemble
+
+    result = evaluate_ensemble(models, data_dir=data_dir, tune_split=tune_split, eval_split=split,
+                               threshold=threshold, device=device, batch_size=batch_size)
+    typer.echo(result.to_markdown(), nl=False)
+    if out is not None:
+        write_ensemble(result, out)
+        typer.echo(f"ensemble.json and ensemble.md written to {out}", err=True)
 
 
 @command(

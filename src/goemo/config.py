@@ -18,7 +18,7 @@ from goemo.errors import ConfigError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
-SELECT_METRICS = ("f1_macro", "val_loss", "auc_micro", "auc_macro", "f1_micro")
+SELECT_METRICS = ("f1_macro", "val_loss", "auc_micro", "auc_macro", "f1_micro", "f1_macro_xtuned")
 
 
 @dataclass
