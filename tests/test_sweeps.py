@@ -136,6 +136,13 @@ def test_searched_parameter_cannot_also_be_a_command_line_option(tmp_path):
         prepare_sweep(WANDB_REPORT, output=tmp_path / "s")
 
 
+def test_trials_skip_the_test_split_unless_asked(tmp_path):
+    """A sweep chooses on dev: its trials score test only when --eval-test is given."""
+    assert prepare_sweep(WANDB_REPORT, output=tmp_path / "a", count=1).base.eval_test is False
+    asked = prepare_sweep(WANDB_REPORT, output=tmp_path / "b", count=1, overrides={"eval_test": True})
+    assert asked.base.eval_test is True
+
+
 # ---------------------------------------------------------------- the W&B report's sweep, and its report
 
 

@@ -224,19 +224,22 @@ def _print_train_summary(summary: dict) -> None:
 
     table = Table(title=f"goemo train: {summary['run_dir']}", show_header=True)
     table.add_column("split")
-    for col in ("f1_macro", "f1_micro", "auc_macro", "auc_micro", "val_loss"):
+    cols = ("f1_macro", "f1_macro_tuned", "f1_macro_xtuned", "f1_micro", "auc_macro", "auc_micro", "val_loss")
+    for col in cols:
         table.add_column(col, justify="right")
     for split in ("dev", "test"):
         if split in summary:
             m = summary[split]
-            table.add_row(split, *(f"{m[c]:.4f}" for c in ("f1_macro", "f1_micro", "auc_macro", "auc_micro", "val_loss")))
+            table.add_row(split, *(f"{m[c]:.4f}" if isinstance(m.get(c), float) else "" for c in cols))
     res = summary["resources"]
     console = Console()
     console.print(table)
     epochs = summary["epochs"]
     speed = epochs[-1]["examples_per_s"] if epochs else float("nan")
     console.print(
-        f"best epoch {summary['best_epoch']} by {summary['select_metric']} (threshold {summary['threshold']}); "
+        f"f1_macro at threshold {summary['threshold']}; f1_macro_tuned with per-label thresholds tuned on dev "
+        f"(optimistic on dev itself; f1_macro_xtuned tunes on half of dev and scores the other half)\n"
+        f"best epoch {summary['best_epoch']} by {summary['select_metric']}; "
         f"wall {res['wall_time_s']:.0f}s, {speed:.0f} train examples/s, peak RSS {res['peak_rss_mb']:.0f} MiB, "
         f"save {res['time_to_save_s']:.1f}s, precision {res['precision']}"
     )
@@ -642,7 +645,7 @@ def sweep_command(
     num_threads: Optional[int] = Opt(None, help="CPU threads per worker."),
     cache_dir: Optional[Path] = Opt(None, help="Token cache folder."),
     seed: Optional[int] = Opt(None, help="Seed of the trials and of the sampler."),
-    eval_test: Optional[bool] = Opt(None, "--eval-test/--no-eval-test", help="Also evaluate each trial's best model on test."),
+    eval_test: Optional[bool] = Opt(None, "--eval-test/--no-eval-test", help="Also evaluate each trial's best model on test (off by default: a sweep chooses on dev)."),
     set_: Optional[list[str]] = Opt(None, "--set", help="Any other training option, KEY=VALUE (repeatable)."),
 ) -> None:
     """Run a hyperparameter sweep: each trial is a training run folder in SWEEP/trials/N.

@@ -330,7 +330,10 @@ def prepare_sweep(
     if blocked:
         raise ConfigError(f"{', '.join(blocked)}: set by the sweep for each trial, not as a base option")
     base = resolve_config(preset, base_config, {**spec.fixed, **overrides})
-    base = base.replace(select_metric=spec.metric, trackers=[], overwrite=False, resume=False)
+    # A sweep chooses on dev; test scores beside every trial only invite choosing on test, so
+    # trials skip test unless the command line asks for it (--eval-test).
+    base = base.replace(select_metric=spec.metric, trackers=[], overwrite=False, resume=False,
+                        eval_test=bool(overrides.get("eval_test", False)))
     tracker_names = check_trackers(list(trackers))
 
     saved_meta = Path(output) / "sweep.json" if output else None
