@@ -181,6 +181,8 @@ def train_command(
     weight_decay: Optional[float] = Opt(None),
     grad_accum: Optional[int] = Opt(None, help="Gradient accumulation steps."),
     loss: Optional[str] = Opt(None, help="bce | focal"),
+    focal_gamma: Optional[float] = Opt(None, help="Focal loss exponent γ (2 by default)."),
+    label_smoothing: Optional[float] = Opt(None, help="Smooth 0/1 targets towards 0.5 by this amount."),
     pos_weight: Optional[str] = Opt(None, help="'auto': weight positives by sqrt(neg/pos) per label."),
     threshold: Optional[float] = Opt(None, help="Decision threshold for dev/test F1."),
     select_metric: Optional[str] = Opt(None, help="f1_macro | f1_macro_xtuned | val_loss | auc_micro | auc_macro | f1_micro"),

@@ -630,11 +630,7 @@ def cross_tuned_f1_macro(
     halves = (order[: len(order) // 2], order[len(order) // 2 :])
     scores = []
     for tune_idx, score_idx in (halves, halves[::-1]):
-        f1_tune = _f1_curves(y[tune_idx], p[tune_idx], g)
-        thresholds = np.full(y.shape[1], DEFAULT_THRESHOLD)
-        for j in range(y.shape[1]):
-            if not np.all(np.isnan(f1_tune[j])):
-                thresholds[j] = g[_pick(f1_tune[j], g)]
+        thresholds = tune_thresholds(y[tune_idx], p[tune_idx], g, split_name=split_name).values
         y_s = y[score_idx]
         defined = y_s.sum(axis=0) > 0
         if not defined.any():
