@@ -74,6 +74,14 @@ def test_ensemble_averages_probabilities_and_tunes_on_dev(members, data_dir):
     assert result.ensemble["f1_macro"] == pytest.approx(_macro_f1(test.labels, binarize(mean_test, 0.3)))
     assert result.ensemble["f1_macro_tuned"] == pytest.approx(_macro_f1(test.labels, binarize(mean_test, tuned)))
     assert 0.0 <= result.ensemble["ekman_f1_macro"] <= 1.0 and 0.0 <= result.ensemble["sentiment_f1_macro"] <= 1.0
+    # Ekman with tuned thresholds: decide per fine label, then a group is on when any member is.
+    mapping = json.loads((data_dir / "ekman_mapping.json").read_text())
+    groups = [*mapping, "neutral"]
+    members_of = {g: [names.index(m) for m in mapping.get(g, ["neutral"])] for g in groups}
+    decided = binarize(mean_test, tuned)
+    y_g = np.stack([test.labels[:, members_of[g]].max(axis=1) for g in groups], axis=1)
+    pred_g = np.stack([decided[:, members_of[g]].max(axis=1) for g in groups], axis=1)
+    assert result.ensemble["ekman_f1_macro_tuned"] == pytest.approx(_macro_f1(y_g, pred_g))
     spread = result.spread["f1_macro_tuned"]
     values = [m["f1_macro_tuned"] for m in result.members]
     assert spread["mean"] == pytest.approx(np.mean(values)) and spread["sd"] == pytest.approx(np.std(values, ddof=1))
