@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--pooling", default="cls", help="goemo side's head (cls matches the naive loop)")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--max-length", type=int, default=128,
+                    help="goemo side's truncation (the naive loop pads and truncates to 40); 40 = the same tokens")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
 
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_goemotions(args.data_dir)
     train_split = data["train"].sample(args.texts, seed=0)
     splits = {"train": train_split, "dev": data["dev"].sample(64, seed=0)}
-    extra = {"pooling": args.pooling, "precision": args.precision, "max_length": 128}
+    extra = {"pooling": args.pooling, "precision": args.precision, "max_length": args.max_length}
     naive, ours = [], []
     for r in range(args.repeats):
         naive.append(naive_examples_per_s(args.model, train_split, args.batch_size, 40, seed=r))

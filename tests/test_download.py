@@ -61,7 +61,10 @@ def failing_once(fail: str, target: str = "/dev.tsv") -> tuple[type[SimpleHTTPRe
                 self.close_connection = True
             elif fail == "slow":  # answer after the client has given up
                 time.sleep(0.5)
-                self.send_error(504, "too late")
+                try:
+                    self.send_error(504, "too late")
+                except (BrokenPipeError, ConnectionResetError):  # expected: the client has gone
+                    pass
 
     return Handler, seen
 
