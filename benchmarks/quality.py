@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--seeds", default=None, help="comma-separated seeds: one run each, then the spread and the ensemble")
     ap.add_argument("--epochs", type=float, default=None)
+    ap.add_argument("--num-threads", type=int, default=None, help="CPU threads (e.g. 1 each for two runs side by side)")
     args = ap.parse_args(argv)
 
     if args.seeds:
@@ -48,7 +49,7 @@ def _one(args: argparse.Namespace, seed: int | None, out: str) -> dict:
     from goemo.reproduce import reproduce
 
     start = time.perf_counter()
-    result = reproduce(args.preset, out, args.data_dir, args.source, {"seed": seed, "epochs": args.epochs})
+    result = reproduce(args.preset, out, args.data_dir, args.source, {"seed": seed, "epochs": args.epochs, "num_threads": args.num_threads})
     wall = time.perf_counter() - start
     rows = {(r["taxonomy"], "dev" in r["thresholds"]): r["macro_f1"] for r in result.rows}
     ours_tuned, ours_fixed = rows[("goemotions", True)], rows[("goemotions", False)]

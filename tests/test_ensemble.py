@@ -87,6 +87,18 @@ def test_ensemble_averages_probabilities_and_tunes_on_dev(members, data_dir):
     assert spread["mean"] == pytest.approx(np.mean(values)) and spread["sd"] == pytest.approx(np.std(values, ddof=1))
 
 
+def test_shrink_comes_from_the_members_training_unless_given(members, data_dir):
+    names = json.loads((members[0] / "goemo.json").read_text())["label_names"]
+    dev, test = (load_eval_split(s, data_dir, "goemotions", names) for s in ("dev", "test"))
+    p_dev, p_test = (predict_split(members[0], s).probs.astype(np.float64) for s in (dev, test))
+    default = evaluate_ensemble(members[:1], data_dir=data_dir)
+    assert default.shrink == 0.0  # the tiny members were trained without shrink
+    result = evaluate_ensemble(members[:1], data_dir=data_dir, shrink=1.0)
+    tuned = tune_thresholds(dev.labels, p_dev, split_name="dev", shrink=1.0)
+    assert result.shrink == 1.0 and result.to_dict()["shrink"] == 1.0 and "shrunk 1" in result.to_markdown()
+    assert result.members[0]["f1_macro_tuned"] == pytest.approx(_macro_f1(test.labels, binarize(p_test, tuned)))
+
+
 def test_one_model_twice_is_that_model(members, data_dir):
     result = evaluate_ensemble([members[0], members[0]], data_dir=data_dir)
     for key in ("f1_macro", "f1_macro_tuned", "auc_macro"):

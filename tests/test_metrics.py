@@ -259,6 +259,29 @@ def test_tune_thresholds_finds_the_known_best_per_label():
         assert f1_score(Y_TUNE[:, j], pred[:, j]) == pytest.approx(t.scores[j])
 
 
+def test_shrink_pulls_each_tuned_threshold_towards_the_best_global_one():
+    names = ["t1", "t2", "t3"]
+    own = tune_thresholds(Y_TUNE, P_TUNE, split_name="dev", label_names=names, fallback=0.42)
+    pooled = best_global_threshold(Y_TUNE, P_TUNE, split_name="dev").global_value  # 0.39
+    half = tune_thresholds(Y_TUNE, P_TUNE, split_name="dev", label_names=names, fallback=0.42, shrink=0.5)
+    # t1: (0.34 + 0.39) / 2, t3: (0.5 + 0.39) / 2; t2 has no positive and keeps the fallback
+    assert half.values.tolist() == pytest.approx([0.365, 0.42, 0.445])
+    assert half.values[0] == pytest.approx((own.values[0] + pooled) / 2)
+    assert half.shrink == 0.5 and own.shrink == 0.0
+    # the recorded scores are the F1s at the shrunk values, not at the unshrunk ones
+    pred = binarize(P_TUNE, half)
+    for j in (0, 2):
+        assert f1_score(Y_TUNE[:, j], pred[:, j]) == pytest.approx(half.scores[j])
+    full = tune_thresholds(Y_TUNE, P_TUNE, split_name="dev", label_names=names, fallback=0.42, shrink=1.0)
+    assert full.values.tolist() == pytest.approx([pooled, 0.42, pooled])
+    back = TunedThresholds.from_dict(json.loads(json.dumps(half.to_dict())))
+    assert back.shrink == 0.5 and np.asarray(back).tolist() == pytest.approx(half.values.tolist())
+    with pytest.raises(ValueError, match="shrink"):
+        tune_thresholds(Y_TUNE, P_TUNE, split_name="dev", shrink=1.5)
+    with pytest.raises(ThresholdLeakError):
+        tune_thresholds(Y_TUNE, P_TUNE, split_name="test", shrink=0.5)
+
+
 def test_tie_break_rule_closest_to_half_then_smaller():
     y, p = np.array([[1], [0]]), np.array([[0.9], [0.7]])
     assert tune_thresholds(y, p, split_name="dev").values[0] == pytest.approx(0.70)  # plateau .70-.89
@@ -430,6 +453,15 @@ def test_cross_tuned_f1_tunes_on_one_half_and_scores_the_other():
     assert cross_tuned_f1_macro(y, p, split_name="dev", seed=11) == pytest.approx(np.mean(expected))
     # Scoring on the tuning texts themselves can only flatter: the honest number is lower here.
     assert cross_tuned_f1_macro(y, p, split_name="dev", seed=11) < tune_thresholds(y, p, split_name="dev").score
+    # with shrink, the halves are tuned by the same (shrunk) rule
+    shrunk = []
+    for tune, score in ((a, b), (b, a)):
+        t = tune_thresholds(y[tune], p[tune], split_name="dev", shrink=0.5).values
+        keep = y[score].sum(axis=0) > 0
+        pred = (p[score] > t).astype(int)
+        shrunk.append(f1_score(y[score][:, keep], pred[:, keep], average="macro", zero_division=0))
+    assert cross_tuned_f1_macro(y, p, split_name="dev", seed=11, shrink=0.5) == pytest.approx(np.mean(shrunk))
+    assert np.mean(shrunk) != pytest.approx(np.mean(expected))
 
 
 def test_cross_tuned_f1_is_perfect_for_separable_scores_and_refuses_test():

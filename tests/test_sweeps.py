@@ -16,6 +16,7 @@ import optuna
 import pytest
 import yaml
 
+from goemo.config import TrainConfig
 from goemo.errors import ConfigError
 from goemo.sweeps import load_sweep, load_sweep_config, parse_sweep_config, prepare_sweep, run_sweep
 
@@ -75,6 +76,22 @@ def test_wandb_report_config_maps_names_metric_and_values():
     assert len({tuple(sorted(s.items())) for s in slots}) == 12
     assert slots == spec.slot_params(12, seed=7) != spec.slot_params(12, seed=8)
     assert spec.slot_params(13, seed=7)[12] == {}  # past the 12 points the sampler draws freely
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("sweep_*.yaml")), ids=lambda p: p.name)
+def test_every_example_sweep_config_loads_and_names_real_options(path):
+    spec = load_sweep_config(path)
+    for name in spec.params:
+        assert name in TrainConfig.__dataclass_fields__, name
+    if spec.method == "grid":  # every point is a valid training config
+        for point in spec.grid():
+            TrainConfig(**{**spec.fixed, **point})
+
+
+def test_fast_recipe_stages_are_graded_on_dev_only():
+    for name in ("sweep_fast_recipe.yaml", "sweep_fast_stage2.yaml"):
+        spec = load_sweep_config(REPO / "examples" / name)
+        assert (spec.metric, spec.direction) == ("f1_macro_xtuned", "maximize")
 
 
 def test_distributions_become_the_right_optuna_suggestions():

@@ -185,6 +185,9 @@ def train_command(
     label_smoothing: Optional[float] = Opt(None, help="Smooth 0/1 targets towards 0.5 by this amount."),
     pos_weight: Optional[str] = Opt(None, help="'auto': weight positives by sqrt(neg/pos) per label."),
     threshold: Optional[float] = Opt(None, help="Decision threshold for dev/test F1."),
+    threshold_shrink: Optional[float] = Opt(
+        None, help="Pull each dev-tuned per-label threshold this far (0-1) towards the best global one."
+    ),
     select_metric: Optional[str] = Opt(None, help="f1_macro | f1_macro_xtuned | val_loss | auc_micro | auc_macro | f1_micro"),
     seed: Optional[int] = Opt(None),
     precision: Optional[str] = Opt(None, help="auto | fp32 | bf16 | fp16"),
@@ -542,6 +545,10 @@ def ensemble_command(
     split: str = Opt("test", help="The split to score (never the one thresholds are tuned on)."),
     tune_split: str = Opt("dev", help="The split the per-label thresholds are tuned on."),
     threshold: float = Opt(0.3, min=0.0, max=1.0, help="The fixed threshold of the first column (the paper's 0.3)."),
+    threshold_shrink: Optional[float] = Opt(
+        None, min=0.0, max=1.0,
+        help="Pull tuned per-label thresholds this far towards the best global one (default: as the first model was trained).",
+    ),
     out: Optional[Path] = Opt(None, "--out", help="Also write ensemble.json and ensemble.md into this folder."),
     batch_size: int = Opt(128, min=1, help="Texts per inference batch."),
     device: str = Opt("auto", help="auto | cpu | cuda | mps"),
@@ -554,7 +561,7 @@ def ensemble_command(
     from goemo.ensemble import evaluate_ensemble, write_ensemble
 
     result = evaluate_ensemble(models, data_dir=data_dir, tune_split=tune_split, eval_split=split,
-                               threshold=threshold, device=device, batch_size=batch_size)
+                               threshold=threshold, device=device, batch_size=batch_size, shrink=threshold_shrink)
     typer.echo(result.to_markdown(), nl=False)
     if out is not None:
         write_ensemble(result, out)

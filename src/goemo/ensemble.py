@@ -9,7 +9,9 @@ averaged dev probabilities). Every probability comes from `goemo.evaluation.pred
 so members already evaluated are read from their prediction caches, not run again.
 
 Thresholds are tuned on ``tune_split`` (dev) and never on ``eval_split``: the same leakage
-guard as everywhere else (`goemo.metrics.tune_thresholds` refuses a test split).
+guard as everywhere else (`goemo.metrics.tune_thresholds` refuses a test split). They are
+shrunk towards the best global threshold as the members were trained to (``threshold_shrink``
+in their ``goemo.json``), unless ``shrink`` says otherwise.
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ class EnsembleResult:
     eval_split: str
     threshold: float
     spread: dict[str, dict[str, float]] = field(default_factory=dict)
+    shrink: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "tune_split": self.tune_split,
             "eval_split": self.eval_split,
             "threshold": self.threshold,
+            "shrink": self.shrink,
             "members": self.members,
             "spread": self.spread,
             "ensemble": self.ensemble,
@@ -56,7 +60,8 @@ class EnsembleResult:
         cols = ("f1_macro", "f1_macro_tuned", "auc_macro", "ekman_f1_macro", "ekman_f1_macro_tuned",
                 "sentiment_f1_macro", "sentiment_f1_macro_tuned")
         at, tuned = f"@{self.threshold:g}", f"{self.tune_split}-tuned"
-        head = (f"| model | {self.eval_split} macro-F1 {at} | with thresholds tuned on {self.tune_split} | macro ROC-AUC "
+        how = f"tuned on {self.tune_split}" + (f", shrunk {self.shrink:g} to global" if self.shrink else "")
+        head = (f"| model | {self.eval_split} macro-F1 {at} | with thresholds {how} | macro ROC-AUC "
                 f"| Ekman F1 {at} | Ekman F1 {tuned} | sentiment F1 {at} | sentiment F1 {tuned} |")
         lines = [head, "|---|" + "---:|" * len(cols)]
 
@@ -79,9 +84,9 @@ def _fmt(value: Any) -> str:
 
 def _scores(
     y_dev: np.ndarray, p_dev: np.ndarray, y_eval: np.ndarray, p_eval: np.ndarray,
-    label_names: Sequence[str], tune_split: str, threshold: float, project: bool,
+    label_names: Sequence[str], tune_split: str, threshold: float, project: bool, shrink: float,
 ) -> dict[str, Any]:
-    tuned = tune_thresholds(y_dev, p_dev, split_name=tune_split, label_names=label_names)
+    tuned = tune_thresholds(y_dev, p_dev, split_name=tune_split, label_names=label_names, shrink=shrink)
     fixed = summary(y_eval, p_eval, threshold)
     out: dict[str, Any] = {
         "f1_macro": fixed["f1_macro"],
@@ -108,8 +113,12 @@ def evaluate_ensemble(
     threshold: float = PAPER_THRESHOLD,
     device: str = "auto",
     batch_size: int = 128,
+    shrink: float | None = None,
 ) -> EnsembleResult:
     """Score each model folder alone and the average of their probabilities.
+
+    ``shrink`` (see `goemo.metrics.tune_thresholds`) defaults to the first member's training
+    ``threshold_shrink``, so a member scores here as it did at the end of its training.
 
     >>> result = evaluate_ensemble(["runs/s1/best", "runs/s2/best", "runs/s3/best"])  # doctest: +SKIP
     >>> result.ensemble["f1_macro_tuned"], result.spread["f1_macro_tuned"]["sd"]  # doctest: +SKIP
@@ -128,6 +137,8 @@ def evaluate_ensemble(
     taxonomy = first_meta.get("taxonomy") or "goemotions"
     splits = {s: load_eval_split(s, data, taxonomy, label_names) for s in (tune_split, eval_split)}
     project = taxonomy == "goemotions"
+    if shrink is None:
+        shrink = float((first_meta.get("training_config") or {}).get("threshold_shrink") or 0.0)
 
     members: list[dict[str, Any]] = []
     sums = {s: np.zeros(splits[s].labels.shape, dtype=np.float64) for s in splits}
@@ -140,11 +151,11 @@ def evaluate_ensemble(
             probs[s] = preds.probs.astype(np.float64)
             sums[s] += probs[s]
         scores = _scores(splits[tune_split].labels, probs[tune_split], splits[eval_split].labels,
-                         probs[eval_split], label_names, tune_split, threshold, project)
+                         probs[eval_split], label_names, tune_split, threshold, project, shrink)
         members.append({"model": str(model_dir), **scores})
     n = len(folders)
     ensemble = _scores(splits[tune_split].labels, sums[tune_split] / n, splits[eval_split].labels,
-                       sums[eval_split] / n, label_names, tune_split, threshold, project)
+                       sums[eval_split] / n, label_names, tune_split, threshold, project, shrink)
     spread: dict[str, dict[str, float]] = {}
     if n > 1:
         for key in members[0]:
@@ -152,7 +163,7 @@ def evaluate_ensemble(
             if key != "model" and len(values) == n:
                 spread[key] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values),
                                "min": min(values), "max": max(values)}
-    return EnsembleResult(members, ensemble, tune_split, eval_split, threshold, spread)
+    return EnsembleResult(members, ensemble, tune_split, eval_split, threshold, spread, shrink)
 
 
 def write_ensemble(result: EnsembleResult, out_dir: str | Path) -> dict[str, Path]:

@@ -296,9 +296,12 @@ def resolve_thresholds(
         _guard_tuning_split(tuned.split, split, meta)
     forced = " (FORCED on a test split: scores are optimistic)" if tuned.forced else ""
     lo, hi = float(np.min(tuned.values)), float(np.max(tuned.values))
+    rule = "each label's F1-maximising value"
+    if tuned.shrink:
+        rule += f", shrunk {tuned.shrink:g} of the way to the best global threshold"
     return ThresholdChoice(
         "tuned", tuned,
-        f"per-label thresholds tuned on {tuned.split} ({lo:g}–{hi:g}, each label's F1-maximising value){forced}",
+        f"per-label thresholds tuned on {tuned.split} ({lo:g}–{hi:g}, {rule}){forced}",
         tuned_on=tuned.split,
     )
 

@@ -236,10 +236,13 @@ def predict_logits(model: nn.Module, encoded: EncodedSplit, batch_size: int, acc
     return logits
 
 
-def evaluate_logits(logits: np.ndarray, labels: np.ndarray, threshold: float, split: str = "dev") -> dict[str, float]:
+def evaluate_logits(
+    logits: np.ndarray, labels: np.ndarray, threshold: float, split: str = "dev", shrink: float = 0.0
+) -> dict[str, float]:
     """Loss and the per-epoch headline metrics from logits (cheap: no threshold sweep).
 
-    The cross-tuned F1 tunes thresholds on part of ``split``, so it is left out for a test split.
+    The cross-tuned F1 tunes thresholds on part of ``split`` (with ``shrink``, as the final
+    tuning will), so it is left out for a test split.
     """
     from goemo.metrics import cross_tuned_f1_macro, is_test_split, summary
 
@@ -251,7 +254,7 @@ def evaluate_logits(logits: np.ndarray, labels: np.ndarray, threshold: float, sp
     # What dev-tuned per-label thresholds will give on unseen text, estimated on dev alone
     # (tuned on one half, scored on the other): the number the `fast` recipe is chosen by.
     if not is_test_split(split):
-        values["f1_macro_xtuned"] = cross_tuned_f1_macro(labels, probs, split_name=split)
+        values["f1_macro_xtuned"] = cross_tuned_f1_macro(labels, probs, split_name=split, shrink=shrink)
     # An undefined average (no label with positives in a tiny sample) becomes NaN, never a number.
     return {"val_loss": loss, **{k: float("nan") if v is None else v for k, v in values.items()}}
 
@@ -532,7 +535,9 @@ def train(
             # ---- evaluate on dev, select, checkpoint
             with watch("eval"):
                 dev_logits = predict_logits(model, encoded["dev"], config.eval_batch_size, accelerator)
-            metrics = evaluate_logits(dev_logits, encoded["dev"].labels, config.threshold)
+            metrics = evaluate_logits(
+                dev_logits, encoded["dev"].labels, config.threshold, shrink=config.threshold_shrink
+            )
             train_loss = state.loss_sum / max(1, state.loss_count)
             if accelerator.num_processes > 1:
                 train_loss = float(accelerator.reduce(torch.tensor(train_loss, device=accelerator.device), "mean"))
@@ -571,10 +576,15 @@ def train(
         for key in ("dev", "test"):
             if key in encoded and (key == "dev" or config.eval_test):
                 logits = predict_logits(model, encoded[key], config.eval_batch_size, accelerator)
-                final[key] = evaluate_logits(logits, encoded[key].labels, config.threshold, split=key)
+                final[key] = evaluate_logits(
+                    logits, encoded[key].labels, config.threshold, split=key, shrink=config.threshold_shrink
+                )
                 probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
                 if key == "dev":  # per-label thresholds come from dev only, never from test
-                    tuned = tune_thresholds(encoded["dev"].labels, probs, split_name="dev", label_names=label_names)
+                    tuned = tune_thresholds(
+                        encoded["dev"].labels, probs, split_name="dev", label_names=label_names,
+                        shrink=config.threshold_shrink,
+                    )
                 final[key]["f1_macro_tuned"] = metric_summary(encoded[key].labels, probs, tuned)["f1_macro"]
         summary = {
             "run_dir": str(run.path),
