@@ -330,6 +330,11 @@ def test_a_killed_sweep_resumes_with_the_same_command(base, tmp_path):
     proc.wait()
     before = _trials(out)
     assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
+    from goemo.sweep_report import write_sweep_report
+
+    stalled = write_sweep_report(out, top=1)  # the report says the running trial has no worker
+    assert [r.worker_gone for r in sorted(stalled.analysis.rows, key=lambda r: r.number)] == [False, True]
+    assert "worker ended: the same sweep command resumes it" in stalled.markdown.read_text()
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -115,7 +115,7 @@ def _train_cmd(shared_data: Path, out: Path, cache: Path, *extra: str) -> list[s
         "--epochs", "2", "--lr", "1e-3", "--batch-size", "8", "--max-length", "48",
         "--max-train-samples", "800", "--max-eval-samples", "100", "--precision", "fp32",
         "--save-every", "20", "--log-every", "10", "--num-threads", "1",
-        "--output", str(out), "--cache-dir", str(cache), *extra,
+        "--ema-decay", "0.9", "--output", str(out), "--cache-dir", str(cache), *extra,
     ]
 
 
@@ -145,9 +145,10 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path, shared_data) -> No
     assert refused.returncode == 1 and "--resume" in refused.stderr
     subprocess.run(_train_cmd(shared_data, run, cache, "--resume"), check=True, capture_output=True, timeout=600, env=env)
 
-    for folder in ("last", "best"):
-        a = load_file(str(ref / folder / "model.safetensors"))
-        b = load_file(str(run / folder / "model.safetensors"))
+    # the weight average (--ema-decay) resumes too: last/ema.safetensors, and best/ holds it
+    for folder, weights in (("last", "model.safetensors"), ("last", "ema.safetensors"), ("best", "model.safetensors")):
+        a = load_file(str(ref / folder / weights))
+        b = load_file(str(run / folder / weights))
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), f"{folder}/{key} differs after resume"
@@ -267,6 +268,36 @@ def test_splits_from_python_and_pos_weight_focal(small_splits, tiny_config) -> N
     result = train(cfg, splits=dict(small_splits))
     losses = [e["train_loss"] for e in _epochs(result.run_dir)]
     assert np.isfinite(losses).all()
+
+
+def test_weight_average_is_what_gets_evaluated_and_saved(tiny_config) -> None:
+    result = train(tiny_config.replace(epochs=1, max_train_samples=300, max_eval_samples=80, ema_decay=0.9))
+    (record,) = _epochs(result.run_dir)
+    assert {"raw_f1_macro", "raw_f1_macro_xtuned", "raw_val_loss", "raw_auc_macro"} <= record.keys()
+    assert record["raw_val_loss"] != record["val_loss"]  # two different sets of weights were scored
+    best = load_file(str(result.best_dir / "model.safetensors"))
+    average = load_file(str(result.run_dir / "last" / "ema.safetensors"))
+    raw = load_file(str(result.run_dir / "last" / "model.safetensors"))
+    key = next(k for k in best if k.endswith("classifier.weight"))
+    assert torch.equal(best[key], average[key]) and not torch.equal(best[key], raw[key])
+
+
+def test_weight_average_ramps_up_from_the_first_steps() -> None:
+    from goemo.training import _ema_update
+
+    update = _ema_update(0.99)
+    avg, new = [torch.zeros(3)], [torch.ones(3)]
+    update(avg, new, torch.tensor(0))  # decay min(0.99, 1/10): the average moves 90% at once
+    assert torch.allclose(avg[0], torch.full((3,), 0.9))
+    update(avg, new, torch.tensor(10**6))  # later the full decay: 1% of the way
+    assert torch.allclose(avg[0], torch.full((3,), 0.901))
+
+
+def test_an_average_cannot_be_added_on_resume(tiny_config) -> None:
+    small = dict(epochs=1, max_train_samples=100, max_eval_samples=50)
+    train(tiny_config.replace(**small))
+    with pytest.raises(RunFolderError, match="ema_decay: None -> 0.9"):
+        train(tiny_config.replace(**small, ema_decay=0.9, resume=True))
 
 
 def test_two_runs_in_one_process_may_use_different_precisions(tiny_config) -> None:

@@ -184,6 +184,9 @@ def train_command(
     focal_gamma: Optional[float] = Opt(None, help="Focal loss exponent γ (2 by default)."),
     label_smoothing: Optional[float] = Opt(None, help="Smooth 0/1 targets towards 0.5 by this amount."),
     pos_weight: Optional[str] = Opt(None, help="'auto': weight positives by sqrt(neg/pos) per label."),
+    ema_decay: Optional[float] = Opt(
+        None, help="Keep an exponential moving average of the weights (e.g. 0.999); it is evaluated and saved."
+    ),
     threshold: Optional[float] = Opt(None, help="Decision threshold for dev/test F1."),
     threshold_shrink: Optional[float] = Opt(
         None, help="Pull each dev-tuned per-label threshold this far (0-1) towards the best global one."

@@ -63,6 +63,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     pos_weight: str | None = None
     label_smoothing: float = 0.0
+    ema_decay: float | None = None
     seed: int = 42
     # evaluation and selection
     threshold: float = 0.3
@@ -106,6 +107,7 @@ class TrainConfig:
         need(0 <= self.threshold <= 1, "threshold", "a number in [0, 1]")
         need(0 <= self.threshold_shrink <= 1, "threshold_shrink", "a number in [0, 1]")
         need(0 <= self.label_smoothing < 0.5, "label_smoothing", "a number in [0, 0.5)")
+        need(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", "a number in (0, 1) or null")
         need(2 <= self.max_length <= 8192, "max_length", "an integer in [2, 8192]")
         need(self.pooling in ("cls", "mean"), "pooling", "'cls' or 'mean'")
         need(self.loss in ("bce", "focal"), "loss", "'bce' or 'focal'")

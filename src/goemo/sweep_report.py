@@ -47,6 +47,7 @@ class TrialRow:
     duration_s: float | None = None
     dev: dict[str, Any] = field(default_factory=dict)
     test: dict[str, Any] = field(default_factory=dict)
+    worker_gone: bool = False  # RUNNING, but its worker process on this host has ended
 
 
 @dataclass
@@ -95,8 +96,11 @@ def _row(t: "optuna.trial.FrozenTrial") -> TrialRow:
     duration = None
     if t.datetime_start and t.datetime_complete:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
+    from goemo.sweeps import worker_gone
+
     return TrialRow(
         number=t.number, state=t.state.name, value=value, params=dict(t.params),
+        worker_gone=t.state.name == "RUNNING" and worker_gone(t),
         run_dir=t.user_attrs.get("run_dir"), error=t.user_attrs.get("error"),
         retry_of=t.user_attrs.get("retry_of"), best_epoch=t.user_attrs.get("best_epoch"),
         epochs_reported=len(t.intermediate_values), duration_s=duration,
@@ -375,6 +379,8 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
             note = (note + "; " if note else "") + r.error.splitlines()[0][:80]
         if r.state == "PRUNED":
             note = (note + "; " if note else "") + f"pruned after {r.epochs_reported} epoch(s)"
+        if r.worker_gone:
+            note = (note + "; " if note else "") + "worker ended: the same sweep command resumes it"
         rows.append([
             r.number, r.state.lower(), r.value, *[_fmt_param(r.params[p]) if p in r.params else None for p in a.param_names],
             r.best_epoch, r.dev.get("f1_macro"), r.dev.get("auc_macro"),

@@ -207,6 +207,14 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def worker_gone(trial: "optuna.trial.FrozenTrial") -> bool:
+    """True when a RUNNING trial was taken by a process on this host that no longer exists
+    (killed, or stopped with SIGTERM): nothing will finish it until a worker starts again."""
+    pid = trial.user_attrs.get("pid")
+    here = trial.user_attrs.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
+    return here and not _process_alive(pid)
+
+
 def recover_interrupted(study: "optuna.Study") -> list[int]:
     """Mark RUNNING trials whose worker is gone as FAIL and queue them again; call under the lock.
 
@@ -221,8 +229,7 @@ def recover_interrupted(study: "optuna.Study") -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
         started = t.datetime_start.timestamp() if t.datetime_start else time.time()
-        here = t.user_attrs.get("host") == host and isinstance(pid, int) and pid != os.getpid()
-        dead = here and not _process_alive(pid)
+        dead = worker_gone(t)
         orphan = pid is None and time.time() - started > GRACE_S  # died between taking and labelling it
         if not (dead or orphan):
             continue

@@ -528,7 +528,7 @@ def _config_section(run: RunData) -> Section:
     if not run.config_text:
         return Section("Run configuration", [Paragraph([f"No config.yaml in {run.path}."])])
     keys = ["model", "pooling", "taxonomy", "epochs", "lr", "head_lr", "batch_size", "max_length", "loss",
-            "pos_weight", "threshold", "select_metric", "seed", "max_train_samples"]
+            "pos_weight", "ema_decay", "threshold", "select_metric", "seed", "max_train_samples"]
     rows = [[k, _cfg(run.config.get(k))] for k in keys if k in run.config]
     return Section("Run configuration", [
         Table(["option", "value"], rows, align="ll"),
