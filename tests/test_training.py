@@ -300,6 +300,16 @@ def test_an_average_cannot_be_added_on_resume(tiny_config) -> None:
         train(tiny_config.replace(**small, ema_decay=0.9, resume=True))
 
 
+def test_a_folder_from_before_ema_decay_cannot_resume_an_average(tiny_config) -> None:
+    """A run folder written before the option existed has no ema_decay in config.yaml."""
+    small = dict(epochs=1, max_train_samples=100, max_eval_samples=50)
+    train(tiny_config.replace(**small))
+    saved = Path(tiny_config.output) / "config.yaml"
+    saved.write_text("".join(line for line in saved.read_text().splitlines(True) if not line.startswith("ema_decay:")))
+    with pytest.raises(ConfigError, match="no ema.safetensors to resume the weight average from"):
+        train(tiny_config.replace(**small, ema_decay=0.9, resume=True))
+
+
 def test_two_runs_in_one_process_may_use_different_precisions(tiny_config) -> None:
     """Sweeps and notebooks train many times in one process; Accelerate's state must not stick."""
     small = dict(epochs=1, max_train_samples=100, max_eval_samples=50)
