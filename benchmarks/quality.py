@@ -8,6 +8,8 @@ probabilities; `goemo.ensemble`).
 
     python benchmarks/quality.py --preset fast --data-dir data/goemotions --from ../shared/goemotions
     python benchmarks/quality.py --preset fast --seeds 42,43,44 --out runs/quality
+    python benchmarks/quality.py --seeds 42,43,44 --out runs/distill \
+        --teacher runs/q3-seed42/best --teacher runs/q3-seed43/best --teacher runs/q3-seed44/best
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=None, help="comma-separated seeds: one run each, then the spread and the ensemble")
     ap.add_argument("--epochs", type=float, default=None)
     ap.add_argument("--num-threads", type=int, default=None, help="CPU threads (e.g. 1 each for two runs side by side)")
+    ap.add_argument("--teacher", action="append", default=None, help="distil from this model folder (repeatable)")
+    ap.add_argument("--distill-alpha", type=float, default=None, help="weight of the teachers' probabilities")
     args = ap.parse_args(argv)
 
     if args.seeds:
@@ -49,7 +53,10 @@ def _one(args: argparse.Namespace, seed: int | None, out: str) -> dict:
     from goemo.reproduce import reproduce
 
     start = time.perf_counter()
-    result = reproduce(args.preset, out, args.data_dir, args.source, {"seed": seed, "epochs": args.epochs, "num_threads": args.num_threads})
+    result = reproduce(args.preset, out, args.data_dir, args.source, {
+        "seed": seed, "epochs": args.epochs, "num_threads": args.num_threads, "teachers": args.teacher,
+        "distill_alpha": args.distill_alpha,
+    })
     wall = time.perf_counter() - start
     rows = {(r["taxonomy"], "dev" in r["thresholds"]): r["macro_f1"] for r in result.rows}
     ours_tuned, ours_fixed = rows[("goemotions", True)], rows[("goemotions", False)]

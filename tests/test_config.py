@@ -35,7 +35,8 @@ def test_wandb_names_are_aliases(tmp_path: Path) -> None:
     [({"lr": 0}, "lr"), ({"dropout": 1.0}, "dropout"), ({"pooling": "max"}, "pooling"),
      ({"select_metric": "accuracy"}, "select_metric"), ({"precision": "fp8"}, "precision"),
      ({"threshold_shrink": 1.5}, "threshold_shrink"), ({"ema_decay": 1.0}, "ema_decay"),
-     ({"ema_decay": 0}, "ema_decay")],
+     ({"ema_decay": 0}, "ema_decay"), ({"distill_alpha": 1.5}, "distill_alpha"),
+     ({"teachers": 3}, "teachers")],
 )
 def test_invalid_values_name_the_field(changes: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from goemo.errors import DownloadError
 from goemo.reproduce import PAPER_MACRO_F1, ensure_data, reproduce
@@ -30,3 +31,17 @@ def test_reproduce_end_to_end_with_a_tiny_model(tmp_path, shared_data) -> None:
 def test_missing_data_says_how_to_point_at_a_copy(tmp_path) -> None:
     with pytest.raises(DownloadError, match="--from"):
         ensure_data(tmp_path / "d", source=tmp_path / "nowhere")
+
+
+def test_reproduce_passes_teachers_to_training(tmp_path, shared_data) -> None:
+    from typer.testing import CliRunner
+
+    from goemo.cli import app
+
+    args = ["reproduce", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"), "--from",
+            str(shared_data), "--teacher", str(tmp_path / "absent"), "--distill-alpha", "0.6", "--num-threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "absent: no such model folder" in result.output
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["teachers"] == [str(tmp_path / "absent")] and saved["distill_alpha"] == 0.6
+    assert saved["num_threads"] == 1

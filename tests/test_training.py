@@ -335,3 +335,58 @@ def test_cli_train_prints_the_one_screen_summary(tmp_path, shared_data) -> None:
         assert needle in result.output, needle
     again = CliRunner().invoke(app, args)  # the same folder again: one line, exit 1
     assert again.exit_code == 1 and "already holds a run" in again.output
+
+
+def test_teachers_probabilities_are_their_mean_on_the_train_split(trained, tiny_config) -> None:
+    from goemo.data.io import load_goemotions
+    from goemo.evaluation import predict_split
+    from goemo.training import teacher_probabilities
+
+    train_split = load_goemotions(tiny_config.data_dir, splits=["train"])["train"].sample(300, seed=1)
+    other = train(tiny_config.replace(epochs=1, max_train_samples=200, max_eval_samples=50))
+    teachers = [str(trained.best_dir), str(other.best_dir)]
+    soft = teacher_probabilities(tiny_config.replace(teachers=teachers), train_split)
+    each = [predict_split(t, train_split).probs for t in teachers]
+    assert soft.shape == (300, 28) and np.allclose(soft, (each[0] + each[1]) / 2, atol=1e-6)
+    assert not np.allclose(each[0], each[1])  # two different teachers, so the mean is not trivial
+    assert teacher_probabilities(tiny_config, train_split) is None
+
+
+def test_distillation_trains_towards_the_teachers(trained, tiny_config) -> None:
+    """alpha 0 ignores the teacher (same weights as no teacher); alpha 1 learns from it alone."""
+    small = dict(epochs=1, max_train_samples=200, max_eval_samples=50)
+
+    def weights(**changes) -> dict[str, torch.Tensor]:
+        out = tiny_config.output + "-" + "-".join(f"{k}{v}" for k, v in changes.items() if k != "teachers")
+        result = train(tiny_config.replace(**small, output=out, **changes))
+        return load_file(str(result.run_dir / "last" / "model.safetensors"))
+
+    plain = weights()
+    ignored = weights(teachers=[str(trained.best_dir)], distill_alpha=0.0)
+    distilled = weights(teachers=[str(trained.best_dir)], distill_alpha=1.0)
+    key = next(k for k in plain if k.endswith("classifier.weight"))
+    assert torch.equal(plain[key], ignored[key])
+    assert not torch.equal(plain[key], distilled[key])
+    saved = yaml.safe_load((Path(tiny_config.output + "-distill_alpha1.0") / "config.yaml").read_text())
+    assert saved["teachers"] == [str(trained.best_dir)] and saved["distill_alpha"] == 1.0
+
+
+def test_a_teacher_with_other_labels_is_refused(trained, tiny_config) -> None:
+    with pytest.raises(ConfigError, match="teacher .* labels"):
+        train(tiny_config.replace(taxonomy="sentiment", teachers=[str(trained.best_dir)], epochs=1,
+                                  max_train_samples=100, max_eval_samples=50))
+
+
+def test_cli_teachers_reach_the_config_and_a_missing_one_is_named(tmp_path, shared_data) -> None:
+    from typer.testing import CliRunner
+
+    from goemo.cli import app
+
+    args = ["train", "--data-dir", str(shared_data), "--model", "tiny-random-bert", "--epochs", "1",
+            "--max-train-samples", "100", "--max-eval-samples", "50", "--output", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "c"), "--teacher", str(tmp_path / "t1"), "--teacher", str(tmp_path / "t2"),
+            "--distill-alpha", "0.7"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and f"{tmp_path / 't1'}: no such model folder" in result.output
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["teachers"] == [str(tmp_path / "t1"), str(tmp_path / "t2")] and saved["distill_alpha"] == 0.7

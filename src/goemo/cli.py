@@ -187,6 +187,12 @@ def train_command(
     ema_decay: Optional[float] = Opt(
         None, help="Keep an exponential moving average of the weights (e.g. 0.999); it is evaluated and saved."
     ),
+    teachers: Optional[list[Path]] = Opt(
+        None, "--teacher", help="Distil from this trained model folder (repeatable: the mean of several)."
+    ),
+    distill_alpha: Optional[float] = Opt(
+        None, help="Weight of the teachers' probabilities in the targets (0-1, 0.5 by default)."
+    ),
     threshold: Optional[float] = Opt(None, help="Decision threshold for dev/test F1."),
     threshold_shrink: Optional[float] = Opt(
         None, help="Pull each dev-tuned per-label threshold this far (0-1) towards the best global one."
@@ -219,6 +225,8 @@ def train_command(
 
     overrides = {k: v for k, v in given.items() if k not in ("preset", "config_file")}
     overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
+    if teachers:
+        overrides["teachers"] = [str(t) for t in teachers]
     config = resolve_config(preset, config_file, overrides)
     result = train(config)
     if result.is_main_process:
@@ -841,6 +849,11 @@ def reproduce_command(
     source: Optional[str] = typer.Option(None, "--from", help="Local folder or mirror URL of the data."),
     epochs: Optional[float] = typer.Option(None, help="Override the preset's epochs."),
     seed: Optional[int] = typer.Option(None, help="Override the seed."),
+    teachers: Optional[list[Path]] = typer.Option(
+        None, "--teacher", help="Distil from this trained model folder (repeatable), as goemo train --teacher."
+    ),
+    distill_alpha: Optional[float] = typer.Option(None, help="Weight of the teachers' probabilities (0-1)."),
+    num_threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
 ) -> None:
     """Paper protocol in one command: data check, train, select and tune thresholds on dev, test, report."""
     from rich.console import Console
@@ -848,7 +861,9 @@ def reproduce_command(
 
     from goemo.reproduce import reproduce
 
-    result = reproduce(preset, out, data_dir, source, {"epochs": epochs, "seed": seed})
+    overrides = {"epochs": epochs, "seed": seed, "distill_alpha": distill_alpha, "num_threads": num_threads,
+                 "teachers": [str(t) for t in teachers] if teachers else None}
+    result = reproduce(preset, out, data_dir, source, overrides)
     table = Table(title=f"goemo reproduce --preset {preset}: test split, macro averages")
     for col in ("taxonomy", "thresholds", "P", "R", "F1", "paper F1"):
         table.add_column(col, justify="left" if col in ("taxonomy", "thresholds") else "right")

@@ -64,6 +64,8 @@ class TrainConfig:
     pos_weight: str | None = None
     label_smoothing: float = 0.0
     ema_decay: float | None = None
+    teachers: list[str] = field(default_factory=list)
+    distill_alpha: float = 0.5
     seed: int = 42
     # evaluation and selection
     threshold: float = 0.3
@@ -108,6 +110,10 @@ class TrainConfig:
         need(0 <= self.threshold_shrink <= 1, "threshold_shrink", "a number in [0, 1]")
         need(0 <= self.label_smoothing < 0.5, "label_smoothing", "a number in [0, 0.5)")
         need(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", "a number in (0, 1) or null")
+        need(0 <= self.distill_alpha <= 1, "distill_alpha", "a number in [0, 1]")
+        if isinstance(self.teachers, str):
+            self.teachers = [t for t in self.teachers.split(",") if t]
+        need(isinstance(self.teachers, list), "teachers", "a list of model folders")
         need(2 <= self.max_length <= 8192, "max_length", "an integer in [2, 8192]")
         need(self.pooling in ("cls", "mean"), "pooling", "'cls' or 'mean'")
         need(self.loss in ("bce", "focal"), "loss", "'bce' or 'focal'")

@@ -154,6 +154,39 @@ def _loss_function(config: TrainConfig, train_labels: np.ndarray, device: torch.
     return loss_fn
 
 
+def teacher_probabilities(config: TrainConfig, train_split: Split) -> np.ndarray | None:
+    """The mean probability of ``config.teachers`` on every training text, or None without teachers.
+
+    Distillation: a seed ensemble scores better than any of its members, and its averaged
+    probabilities carry what the members agree on (how likely "annoyance" is beside "anger")
+    that the 0/1 labels, a few raters' picks, do not. A student trained towards them
+    keeps part of the ensemble's gain at the cost of one model. The teachers' predictions go
+    through `goemo.evaluation.predict_split`, so they are cached in each teacher's folder and a
+    resumed or repeated run does not recompute them. Only the train split is ever predicted.
+    """
+    if not config.teachers:
+        return None
+    from goemo.evaluation import open_model_folder, predict_split
+
+    wanted = list(train_split.label_names)
+    for teacher in config.teachers:  # every teacher is checked before any of them runs
+        names = open_model_folder(teacher)[1].get("label_names")
+        if names is not None and list(names) != wanted:
+            raise ConfigError(
+                f"teacher {teacher}: its {len(names)} labels ({', '.join(names[:3])}, …) are not the "
+                f"{len(wanted)} of the training data ({', '.join(wanted[:3])}, …)"
+            )
+    total: np.ndarray | None = None
+    for teacher in config.teachers:
+        probs = predict_split(
+            teacher, train_split, batch_size=config.eval_batch_size, device=config.device,
+            token_cache_dir=config.cache_dir,
+        ).probs.astype(np.float32)
+        total = probs if total is None else total + probs
+    assert total is not None
+    return total / len(config.teachers)
+
+
 def _adamw(groups: list[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.Optimizer:
     """AdamW, fused into one kernel where PyTorch has it (CPU and CUDA): on a 2-core CPU the
     unfused update of MiniLM's 22M parameters costs as much as a third of a training step."""
@@ -443,6 +476,13 @@ def train(
         if split.label_names != label_names:
             raise ConfigError(f"split {key!r} has labels {split.label_names[:3]}…, not those of train")
     checksums = {k: s.checksum() for k, s in splits.items()}
+    with accelerator.main_process_first():  # one process predicts, the others read its cache
+        soft = teacher_probabilities(config, splits["train"])
+    if soft is not None:
+        # BCE is linear in its target, so one loss on the mixed target is the weighted sum of
+        # the loss on the labels and the loss on the teachers' probabilities (with focal loss
+        # nearly so: the modulating factor is computed from the same mixed target).
+        soft_targets = torch.from_numpy(soft)
 
     tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     with accelerator.main_process_first():  # one process fills the token cache, the others read it
@@ -551,7 +591,11 @@ def train(
                         input_ids=batch["input_ids"].to(accelerator.device),
                         attention_mask=batch["attention_mask"].to(accelerator.device),
                     ).logits
-                    loss = loss_fn(logits, batch["labels"].to(accelerator.device))
+                    targets = batch["labels"]
+                    if soft is not None:
+                        mix = config.distill_alpha
+                        targets = (1 - mix) * targets + mix * soft_targets[batch["index"]]
+                    loss = loss_fn(logits, targets.to(accelerator.device))
                     accelerator.backward(loss / config.grad_accum)
                 state.loss_sum += float(loss.detach())
                 state.loss_count += 1
