@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 # Test-split macro-F1 over the 28 labels, as reported (sources in docs/benchmarks.md / issue 8).
 REFERENCES = [
@@ -54,32 +53,27 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.teacher_seeds:
-        args.teacher = (args.teacher or []) + _train_teachers(args, [int(s) for s in args.teacher_seeds.split(",") if s.strip()])
+        args.teacher = (args.teacher or []) + _train_teachers(args, _seed_list(args.teacher_seeds))
 
     if args.seeds:
-        return _seeds(args, [int(s) for s in args.seeds.split(",") if s.strip()])
+        return _seeds(args, _seed_list(args.seeds))
     _one(args, args.seed, args.out)
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
 
 
 def _train_teachers(args: argparse.Namespace, seeds: list[int]) -> list[str]:
     """Train (or finish) one plain model per seed and return their best/ folders.
 
-    The teachers go through `reproduce` like any run, so an interrupted recipe resumes where
-    it stopped and a finished teacher costs nothing the second time.
+    Each teacher is an ordinary run of this script (no teachers of its own, --teacher-epochs),
+    so an interrupted recipe resumes where it stopped and a finished teacher costs nothing the
+    second time.
     """
-    from goemo.reproduce import reproduce
-
-    folders = []
-    for seed in seeds:
-        start = time.perf_counter()
-        result = reproduce(args.preset, f"{args.out}-teacher-seed{seed}", args.data_dir, args.source, {
-            "seed": seed, "epochs": args.teacher_epochs, "num_threads": args.num_threads,
-        })
-        tuned = next(r["macro_f1"] for r in result.rows if r["taxonomy"] == "goemotions" and "dev" in r["thresholds"])
-        print(f"teacher seed {seed}: test macro-F1 {tuned:.3f} (dev-tuned); wall {(time.perf_counter() - start) / 60:.1f} min")
-        folders.append(str(Path(result.run_dir) / "best"))
-    return folders
+    plain = argparse.Namespace(**{**vars(args), "epochs": args.teacher_epochs, "teacher": None, "distill_alpha": None})
+    return [f"{_one(plain, seed, f'{args.out}-teacher-seed{seed}')['run_dir']}/best" for seed in seeds]
 
 
 def _one(args: argparse.Namespace, seed: int | None, out: str) -> dict:

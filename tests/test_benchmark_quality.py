@@ -47,7 +47,7 @@ def test_teacher_seeds_train_teachers_first_then_distil_from_all(quality, calls,
     student = calls[2][1]
     assert student["seed"] == 7 and student["distill_alpha"] == 0.4
     assert student["teachers"] == [f"{out}-teacher-seed1/best", f"{out}-teacher-seed2/best"]
-    assert "teacher seed 2: test macro-F1 0.500" in capsys.readouterr().out
+    assert f'"run_dir": "{out}-teacher-seed2"' in capsys.readouterr().out
 
 
 def test_without_teacher_seeds_no_teacher_is_trained(quality, calls, tmp_path):
