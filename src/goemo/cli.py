@@ -224,9 +224,8 @@ def train_command(
     from goemo.training import train
 
     overrides = {k: v for k, v in given.items() if k not in ("preset", "config_file")}
-    overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
-    if teachers:
-        overrides["teachers"] = [str(t) for t in teachers]
+    as_text = lambda v: str(v) if isinstance(v, Path) else v  # noqa: E731 - config fields hold plain strings
+    overrides = {k: ([as_text(x) for x in v] if isinstance(v, list) else as_text(v)) for k, v in overrides.items()}
     config = resolve_config(preset, config_file, overrides)
     result = train(config)
     if result.is_main_process:

@@ -478,11 +478,10 @@ def train(
     checksums = {k: s.checksum() for k, s in splits.items()}
     with accelerator.main_process_first():  # one process predicts, the others read its cache
         soft = teacher_probabilities(config, splits["train"])
-    if soft is not None:
-        # BCE is linear in its target, so one loss on the mixed target is the weighted sum of
-        # the loss on the labels and the loss on the teachers' probabilities (with focal loss
-        # nearly so: the modulating factor is computed from the same mixed target).
-        soft_targets = torch.from_numpy(soft)
+    # BCE is linear in its target, so one loss on the mixed target is the weighted sum of the
+    # loss on the labels and the loss on the teachers' probabilities (with focal loss nearly so:
+    # the modulating factor is computed from the same mixed target).
+    soft_targets = None if soft is None else torch.from_numpy(soft)
 
     tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     with accelerator.main_process_first():  # one process fills the token cache, the others read it
@@ -592,7 +591,7 @@ def train(
                         attention_mask=batch["attention_mask"].to(accelerator.device),
                     ).logits
                     targets = batch["labels"]
-                    if soft is not None:
+                    if soft_targets is not None:
                         mix = config.distill_alpha
                         targets = (1 - mix) * targets + mix * soft_targets[batch["index"]]
                     loss = loss_fn(logits, targets.to(accelerator.device))
