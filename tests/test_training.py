@@ -326,11 +326,13 @@ def test_cli_train_prints_the_one_screen_summary(tmp_path, shared_data) -> None:
     args = ["train", "--data-dir", str(shared_data), "--model", "tiny-random-bert", "--epochs", "1",
             "--max-train-samples", "200", "--max-eval-samples", "50", "--precision", "fp32",
             "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c"),
-            "--loss", "focal", "--focal-gamma", "1.5", "--label-smoothing", "0.05"]
+            "--loss", "focal", "--focal-gamma", "1.5", "--label-smoothing", "0.05",
+            "--sentiment-reg", "0.5", "--correlation-reg", "0.25"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (saved["loss"], saved["focal_gamma"], saved["label_smoothing"]) == ("focal", 1.5, 0.05)
+    assert (saved["sentiment_reg"], saved["correlation_reg"]) == (0.5, 0.25)
     for needle in ("f1_macro", "best epoch 1", "train examples/s", "peak", "RSS", "hardware:", "cores", "model:"):
         assert needle in result.output, needle
     again = CliRunner().invoke(app, args)  # the same folder again: one line, exit 1

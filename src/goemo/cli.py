@@ -183,6 +183,12 @@ def train_command(
     loss: Optional[str] = Opt(None, help="bce | focal"),
     focal_gamma: Optional[float] = Opt(None, help="Focal loss exponent γ (2 by default)."),
     label_smoothing: Optional[float] = Opt(None, help="Smooth 0/1 targets towards 0.5 by this amount."),
+    sentiment_reg: Optional[float] = Opt(
+        None, help="Weight of the paper's sentiment-relation regulariser (0 = off; GoEmotions labels)."
+    ),
+    correlation_reg: Optional[float] = Opt(
+        None, help="Weight of the paper's label-correlation regulariser (0 = off)."
+    ),
     pos_weight: Optional[str] = Opt(None, help="'auto': weight positives by sqrt(neg/pos) per label."),
     ema_decay: Optional[float] = Opt(
         None, help="Keep an exponential moving average of the weights (e.g. 0.999); it is evaluated and saved."

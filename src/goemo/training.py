@@ -28,6 +28,7 @@ from goemo.data.batching import EncodedSplit, LengthBucketBatches, collate, enco
 from goemo.data.split import Split
 from goemo.errors import ConfigError, ModelError
 from goemo.fileio import append_jsonl, atomic_directory, atomic_write_json
+from goemo.label_relations import correlation_relations, relation_penalty, sentiment_relations
 from goemo.modeling import build_model, load_tokenizer, parameter_groups, save_model
 from goemo.resources import Stopwatch, gpu_memory, hardware, peak_rss_mb
 from goemo.run_folder import RunFolder
@@ -130,8 +131,18 @@ def load_training_data(config: TrainConfig) -> dict[str, Split]:
     return load_goemotions(config.data_dir, taxonomy=config.taxonomy)
 
 
-def _loss_function(config: TrainConfig, train_labels: np.ndarray, device: torch.device) -> Callable:
-    """BCE on logits, optionally with per-label positive weights, focal modulation, smoothing."""
+def _loss_function(
+    config: TrainConfig, train_labels: np.ndarray, label_names: Sequence[str], device: torch.device
+) -> Callable:
+    """BCE on logits, optionally with per-label positive weights, focal modulation, smoothing,
+    and the paper's label-relation regularisers (goemo.label_relations)."""
+    relations = []
+    if config.sentiment_reg:
+        rel = sentiment_relations(list(label_names), config.data_dir)
+        relations.append((config.sentiment_reg, torch.from_numpy(rel).to(device)))
+    if config.correlation_reg:
+        rel = correlation_relations(train_labels, list(label_names))
+        relations.append((config.correlation_reg, torch.from_numpy(rel).to(device)))
     pos_weight = None
     if config.pos_weight == "auto":
         pos = train_labels.sum(axis=0).clip(min=1)
@@ -149,7 +160,12 @@ def _loss_function(config: TrainConfig, train_labels: np.ndarray, device: torch.
             p = torch.sigmoid(logits)
             p_t = p * targets + (1 - p) * (1 - targets)
             loss = loss * (1 - p_t).pow(config.focal_gamma)
-        return loss.mean()
+        total = loss.mean()
+        if relations:
+            probs = torch.sigmoid(logits)
+            for weight, rel in relations:
+                total = total + weight * relation_penalty(probs, rel)
+        return total
 
     return loss_fn
 
@@ -513,7 +529,7 @@ def train(
     if config.compile:
         model = torch.compile(model, dynamic=True)
     model, optimizer = accelerator.prepare(model, optimizer)
-    loss_fn = _loss_function(config, splits["train"].labels, accelerator.device)
+    loss_fn = _loss_function(config, splits["train"].labels, label_names, accelerator.device)
     # The weight average (EMA) is what gets evaluated, selected and saved as best/; the raw
     # weights keep training and are still scored each epoch (raw_* metrics), so one run shows
     # what the average adds. Buffers are not averaged: BERT's are integer position ids.
