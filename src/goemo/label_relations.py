@@ -55,12 +55,9 @@ def correlation_relations(train_labels: np.ndarray, label_names: list[str] | tup
     the others, so its negative correlation with everything would only push it away from all).
     A label that never (or always) occurs has no correlation and gets 0.
     """
-    y = np.asarray(train_labels, dtype=np.float64)
-    centred = y - y.mean(axis=0)
-    norms = np.sqrt((centred**2).sum(axis=0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corr = (centred.T @ centred) / np.outer(norms, norms)
-    corr = np.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant column's correlation is NaN
+        corr = np.corrcoef(np.asarray(train_labels, dtype=np.float64), rowvar=False)
+    corr = np.nan_to_num(corr, nan=0.0)
     np.fill_diagonal(corr, 0.0)
     for i, name in enumerate(label_names):
         if name == NEUTRAL:
