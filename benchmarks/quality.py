@@ -16,6 +16,9 @@ seed (runs OUT-teacher-seedN, ``--teacher-epochs`` epochs, resumable like every 
 every student learns from all of them:
 
     python benchmarks/quality.py --seeds 42,43,44 --teacher-seeds 42,43,44 --teacher-epochs 3 --out runs/distill
+
+With ``--teacher-folds 3`` the teachers are cross-fitted: each holds one third of the training
+texts out, and every text is distilled from the teacher that never saw it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-seeds", default=None,
                     help="comma-separated seeds: train these teachers first (OUT-teacher-seedN), then distil from them")
     ap.add_argument("--teacher-epochs", type=float, default=3.0, help="epochs for each --teacher-seeds teacher")
+    ap.add_argument("--teacher-folds", type=int, default=None,
+                    help="cross-fit the --teacher-seeds teachers: the i-th holds out fold i mod N of the training "
+                         "texts (OUT-teacher-seedS-foldK), and each text is distilled only from those that never saw it")
     args = ap.parse_args(argv)
 
     if args.teacher_seeds:
@@ -73,16 +79,23 @@ def _train_teachers(args: argparse.Namespace, seeds: list[int]) -> list[str]:
     second time.
     """
     plain = argparse.Namespace(**{**vars(args), "epochs": args.teacher_epochs, "teacher": None, "distill_alpha": None})
-    return [f"{_one(plain, seed, f'{args.out}-teacher-seed{seed}')['run_dir']}/best" for seed in seeds]
+    folds = args.teacher_folds
+    if not folds:
+        return [f"{_one(plain, seed, f'{args.out}-teacher-seed{seed}')['run_dir']}/best" for seed in seeds]
+    if len(seeds) < folds:
+        raise SystemExit(f"--teacher-folds {folds} needs at least {folds} --teacher-seeds, one per fold")
+    return [f"{_one(plain, seed, f'{args.out}-teacher-seed{seed}-fold{i % folds}', (i % folds, folds))['run_dir']}/best"
+            for i, seed in enumerate(seeds)]
 
 
-def _one(args: argparse.Namespace, seed: int | None, out: str) -> dict:
+def _one(args: argparse.Namespace, seed: int | None, out: str, holdout: tuple[int, int] | None = None) -> dict:
     from goemo.reproduce import reproduce
 
     start = time.perf_counter()
     result = reproduce(args.preset, out, args.data_dir, args.source, {
         "seed": seed, "epochs": args.epochs, "num_threads": args.num_threads, "teachers": args.teacher,
         "distill_alpha": args.distill_alpha,
+        **({"holdout_fold": holdout[0], "num_folds": holdout[1]} if holdout else {}),
     })
     wall = time.perf_counter() - start
     rows = {(r["taxonomy"], "dev" in r["thresholds"]): r["macro_f1"] for r in result.rows}

@@ -50,6 +50,17 @@ def test_teacher_seeds_train_teachers_first_then_distil_from_all(quality, calls,
     assert f'"run_dir": "{out}-teacher-seed2"' in capsys.readouterr().out
 
 
+def test_teacher_folds_cross_fit_the_teachers(quality, calls, tmp_path):
+    out = str(tmp_path / "x")
+    assert quality.main(["--teacher-seeds", "1,2,3", "--teacher-folds", "3", "--seed", "7", "--out", out]) == 0
+    assert [c[0] for c in calls] == [f"{out}-teacher-seed{s}-fold{k}" for s, k in ((1, 0), (2, 1), (3, 2))] + [out]
+    assert [(c[1]["holdout_fold"], c[1]["num_folds"]) for c in calls[:3]] == [(0, 3), (1, 3), (2, 3)]
+    assert "holdout_fold" not in calls[3][1]  # the student learns from every fold
+    assert calls[3][1]["teachers"] == [f"{c[0]}/best" for c in calls[:3]]
+    with pytest.raises(SystemExit, match="one per fold"):
+        quality.main(["--teacher-seeds", "1,2", "--teacher-folds", "3", "--out", out])
+
+
 def test_without_teacher_seeds_no_teacher_is_trained(quality, calls, tmp_path):
     quality.main(["--seed", "7", "--out", str(tmp_path / "plain")])
     assert len(calls) == 1 and calls[0][1]["teachers"] is None

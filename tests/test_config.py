@@ -36,7 +36,8 @@ def test_wandb_names_are_aliases(tmp_path: Path) -> None:
      ({"select_metric": "accuracy"}, "select_metric"), ({"precision": "fp8"}, "precision"),
      ({"threshold_shrink": 1.5}, "threshold_shrink"), ({"ema_decay": 1.0}, "ema_decay"),
      ({"ema_decay": 0}, "ema_decay"), ({"distill_alpha": 1.5}, "distill_alpha"),
-     ({"teachers": 3}, "teachers")],
+     ({"teachers": 3}, "teachers"), ({"num_folds": 1}, "num_folds"), ({"holdout_fold": 3}, "holdout_fold"),
+     ({"holdout_fold": -1}, "holdout_fold")],
 )
 def test_invalid_values_name_the_field(changes: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):

@@ -373,6 +373,47 @@ def test_distillation_trains_towards_the_teachers(trained, tiny_config) -> None:
     assert saved["teachers"] == [str(trained.best_dir)] and saved["distill_alpha"] == 1.0
 
 
+def test_a_holdout_fold_is_never_trained_on(tiny_config) -> None:
+    from goemo.data.folds import fold_of
+    from goemo.data.io import load_goemotions
+
+    result = train(tiny_config.replace(epochs=1, max_train_samples=150, max_eval_samples=50, holdout_fold=1,
+                                       num_folds=2, output=tiny_config.output + "-fold1"))
+    full = load_goemotions(tiny_config.data_dir, splits=["train"])["train"]
+    kept = full.subset(np.flatnonzero(fold_of(full.ids, 2) != 1)).sample(150, seed=tiny_config.seed)
+    meta = json.loads((result.best_dir / "goemo.json").read_text())
+    assert meta["data_checksums"]["train"] == kept.checksum()
+    assert meta["training_config"]["holdout_fold"] == 1 and meta["training_config"]["num_folds"] == 2
+    assert not set(kept.ids) & {i for i, f in zip(full.ids, fold_of(full.ids, 2)) if f == 1}
+
+
+def test_cross_fitted_teachers_predict_only_the_fold_they_never_saw(tiny_config) -> None:
+    from goemo.data.folds import fold_of
+    from goemo.data.io import load_goemotions
+    from goemo.evaluation import predict_split
+    from goemo.training import teacher_probabilities
+
+    small = dict(epochs=1, max_train_samples=150, max_eval_samples=50, num_folds=2)
+    fold_teachers = [
+        str(train(tiny_config.replace(**small, holdout_fold=k, output=f"{tiny_config.output}-t{k}")).best_dir)
+        for k in (0, 1)
+    ]
+    split = load_goemotions(tiny_config.data_dir, splits=["train"])["train"].sample(300, seed=1)
+    folds = fold_of(split.ids, 2)
+    soft = teacher_probabilities(tiny_config.replace(teachers=fold_teachers), split)
+    own = [predict_split(t, split).probs for t in fold_teachers]  # each teacher on every text
+    assert np.allclose(soft[folds == 0], own[0][folds == 0], atol=1e-6)
+    assert np.allclose(soft[folds == 1], own[1][folds == 1], atol=1e-6)
+    assert not np.allclose(own[0][folds == 1], own[1][folds == 1])  # so the choice of teacher matters
+
+    with pytest.raises(ConfigError, match="no teacher held out fold.*1 of 2"):
+        teacher_probabilities(tiny_config.replace(teachers=fold_teachers[:1]), split)
+    everything = str(train(tiny_config.replace(epochs=1, max_train_samples=150, max_eval_samples=50,
+                                               output=f"{tiny_config.output}-all")).best_dir)
+    with pytest.raises(ConfigError, match="trained on every fold"):
+        teacher_probabilities(tiny_config.replace(teachers=[*fold_teachers, everything]), split)
+
+
 def test_a_teacher_with_other_labels_is_refused(trained, tiny_config) -> None:
     with pytest.raises(ConfigError, match="teacher .* labels"):
         train(tiny_config.replace(taxonomy="sentiment", teachers=[str(trained.best_dir)], epochs=1,
@@ -387,8 +428,9 @@ def test_cli_teachers_reach_the_config_and_a_missing_one_is_named(tmp_path, shar
     args = ["train", "--data-dir", str(shared_data), "--model", "tiny-random-bert", "--epochs", "1",
             "--max-train-samples", "100", "--max-eval-samples", "50", "--output", str(tmp_path / "run"),
             "--cache-dir", str(tmp_path / "c"), "--teacher", str(tmp_path / "t1"), "--teacher", str(tmp_path / "t2"),
-            "--distill-alpha", "0.7"]
+            "--distill-alpha", "0.7", "--holdout-fold", "2", "--num-folds", "5"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and f"{tmp_path / 't1'}: no such model folder" in result.output
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["teachers"] == [str(tmp_path / "t1"), str(tmp_path / "t2")] and saved["distill_alpha"] == 0.7
+    assert (saved["holdout_fold"], saved["num_folds"]) == (2, 5)

@@ -199,6 +199,10 @@ def train_command(
     distill_alpha: Optional[float] = Opt(
         None, help="Weight of the teachers' probabilities in the targets (0-1, 0.5 by default)."
     ),
+    holdout_fold: Optional[int] = Opt(
+        None, help="Train on every fold of the training texts but this one (0-based): a cross-fitted teacher."
+    ),
+    num_folds: Optional[int] = Opt(None, help="How many folds --holdout-fold splits the training texts into (3)."),
     threshold: Optional[float] = Opt(None, help="Decision threshold for dev/test F1."),
     threshold_shrink: Optional[float] = Opt(
         None, help="Pull each dev-tuned per-label threshold this far (0-1) towards the best global one."
@@ -858,6 +862,8 @@ def reproduce_command(
         None, "--teacher", help="Distil from this trained model folder (repeatable), as goemo train --teacher."
     ),
     distill_alpha: Optional[float] = typer.Option(None, help="Weight of the teachers' probabilities (0-1)."),
+    holdout_fold: Optional[int] = typer.Option(None, help="Leave this fold of the training texts out, as goemo train."),
+    num_folds: Optional[int] = typer.Option(None, help="Folds for --holdout-fold (3)."),
     num_threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
 ) -> None:
     """Paper protocol in one command: data check, train, select and tune thresholds on dev, test, report."""
@@ -867,6 +873,7 @@ def reproduce_command(
     from goemo.reproduce import reproduce
 
     overrides = {"epochs": epochs, "seed": seed, "distill_alpha": distill_alpha, "num_threads": num_threads,
+                 "holdout_fold": holdout_fold, "num_folds": num_folds,
                  "teachers": [str(t) for t in teachers] if teachers else None}
     result = reproduce(preset, out, data_dir, source, overrides)
     table = Table(title=f"goemo reproduce --preset {preset}: test split, macro averages")

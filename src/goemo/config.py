@@ -68,6 +68,8 @@ class TrainConfig:
     ema_decay: float | None = None
     teachers: list[str] = field(default_factory=list)
     distill_alpha: float = 0.5
+    holdout_fold: int | None = None
+    num_folds: int = 3
     seed: int = 42
     # evaluation and selection
     threshold: float = 0.3
@@ -115,6 +117,9 @@ class TrainConfig:
         need(self.correlation_reg >= 0, "correlation_reg", "a number >= 0")
         need(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", "a number in (0, 1) or null")
         need(0 <= self.distill_alpha <= 1, "distill_alpha", "a number in [0, 1]")
+        need(isinstance(self.num_folds, int) and self.num_folds >= 2, "num_folds", "an integer >= 2")
+        need(self.holdout_fold is None or (isinstance(self.holdout_fold, int) and 0 <= self.holdout_fold < self.num_folds),
+             "holdout_fold", f"null or an integer in [0, num_folds - 1 = {self.num_folds - 1}]")
         if isinstance(self.teachers, str):
             self.teachers = [t for t in self.teachers.split(",") if t]
         need(isinstance(self.teachers, list), "teachers", "a list of model folders")

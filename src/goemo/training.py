@@ -192,6 +192,9 @@ def teacher_probabilities(config: TrainConfig, train_split: Split) -> np.ndarray
                 f"teacher {teacher}: its {len(names)} labels ({', '.join(names[:3])}, …) are not the "
                 f"{len(wanted)} of the training data ({', '.join(wanted[:3])}, …)"
             )
+    folds = {t: _holdout(t) for t in config.teachers}
+    if any(f is not None for f in folds.values()):
+        return _cross_fitted_probabilities(config, train_split, folds)
     total: np.ndarray | None = None
     for teacher in config.teachers:
         probs = predict_split(
@@ -201,6 +204,54 @@ def teacher_probabilities(config: TrainConfig, train_split: Split) -> np.ndarray
         total = probs if total is None else total + probs
     assert total is not None
     return total / len(config.teachers)
+
+
+def _holdout(teacher: str) -> tuple[int, int] | None:
+    """(fold, num_folds) a teacher left out of its training texts (its goemo.json), or None."""
+    from goemo.evaluation import open_model_folder
+
+    saved = open_model_folder(teacher)[1].get("training_config") or {}
+    fold = saved.get("holdout_fold")
+    return None if fold is None else (int(fold), int(saved.get("num_folds", 3)))
+
+
+def _cross_fitted_probabilities(
+    config: TrainConfig, train_split: Split, folds: dict[str, tuple[int, int] | None]
+) -> np.ndarray:
+    """Each training text's mean probability over the teachers that never saw it.
+
+    Mixing in a teacher that trained on every text would bring back the in-sample predictions
+    cross-fitting is there to avoid, so either every teacher held a fold out or none did, and
+    every fold needs at least one teacher. Each teacher predicts only its own fold.
+    """
+    from goemo.data.folds import fold_of
+    from goemo.evaluation import predict_split
+
+    full = sorted(t for t, f in folds.items() if f is None)
+    if full:
+        raise ConfigError(f"teachers {', '.join(full)} trained on every fold; mix cross-fitted teachers "
+                          f"(--holdout-fold) only with other cross-fitted ones")
+    counts = {f[1] for f in folds.values() if f is not None}
+    if len(counts) != 1:
+        raise ConfigError(f"the teachers held out folds of different splittings (num_folds {sorted(counts)})")
+    num_folds = counts.pop()
+    text_fold = fold_of(train_split.ids, num_folds)
+    total = np.zeros(train_split.labels.shape, dtype=np.float32)
+    count = np.zeros(len(train_split), dtype=np.float32)
+    for teacher, (fold, _) in folds.items():  # type: ignore[misc]
+        rows = np.flatnonzero(text_fold == fold)
+        if rows.size:
+            part = train_split.subset(rows, name=f"{train_split.name}-fold{fold}of{num_folds}")
+            total[rows] += predict_split(
+                teacher, part, batch_size=config.eval_batch_size, device=config.device,
+                token_cache_dir=config.cache_dir,
+            ).probs.astype(np.float32)
+            count[rows] += 1
+    missing = sorted({int(f) for f in text_fold[count == 0]})
+    if missing:
+        raise ConfigError(f"no teacher held out fold(s) {', '.join(map(str, missing))} of {num_folds}: "
+                          f"those training texts have no out-of-sample prediction")
+    return total / count[:, None]
 
 
 def _adamw(groups: list[dict[str, Any]], lr: float, device: torch.device) -> torch.optim.Optimizer:
@@ -481,6 +532,11 @@ def train(
         splits = load_training_data(config)
     if "train" not in splits or "dev" not in splits:
         raise ConfigError("training needs a 'train' and a 'dev' split")
+    if config.holdout_fold is not None:  # a cross-fitted teacher: its predictions on this fold are out of sample
+        from goemo.data.folds import fold_of
+
+        keep = np.flatnonzero(fold_of(splits["train"].ids, config.num_folds) != config.holdout_fold)
+        splits["train"] = splits["train"].subset(keep, name=splits["train"].name)
     if config.max_train_samples:
         splits["train"] = splits["train"].sample(config.max_train_samples, seed=config.seed)
     if config.max_eval_samples:
