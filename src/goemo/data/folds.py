@@ -1,8 +1,7 @@
 """Which fold of the training texts each text belongs to, for cross-fitted teachers.
 
-A teacher's probabilities on texts it was trained on are close to their 0/1 labels (after
-three epochs the train loss is a seventh of the dev loss), so distilling from them passes on
-little beyond the labels. A teacher that held one fold out predicts that fold the way it
+A teacher's probabilities on texts it was trained on are closer to their 0/1 labels than its
+probabilities on unseen texts, so distilling from them passes on less beyond the labels. A teacher that held one fold out predicts that fold the way it
 predicts dev: with the doubt the raters' disagreement deserves. With one teacher per fold every
 training text gets an out-of-sample prediction.
 
