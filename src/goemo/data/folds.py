@@ -1,9 +1,10 @@
 """Which fold of the training texts each text belongs to, for cross-fitted teachers.
 
-A teacher's probabilities on texts it was trained on are closer to their 0/1 labels than its
-probabilities on unseen texts, so distilling from them passes on less beyond the labels. A teacher that held one fold out predicts that fold the way it
-predicts dev: with the doubt the raters' disagreement deserves. With one teacher per fold every
-training text gets an out-of-sample prediction.
+A teacher that memorised its training texts predicts them close to their 0/1 labels, so
+distilling from it passes on little beyond the labels. A teacher that held one fold out
+predicts that fold the way it predicts dev. With one teacher per fold every training text gets
+an out-of-sample prediction. (On the focal-loss `fast` recipe the teachers memorise little and
+this does not help; docs/benchmarks.md has the measurement.)
 
 Folds come from a hash of each text's id rather than its position, so every run (teachers
 and students, any seed, any ``max_train_samples``) puts a text in the same fold.
