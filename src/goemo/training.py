@@ -185,14 +185,15 @@ def teacher_probabilities(config: TrainConfig, train_split: Split) -> np.ndarray
     from goemo.evaluation import open_model_folder, predict_split
 
     wanted = list(train_split.label_names)
-    for teacher in config.teachers:  # every teacher is checked before any of them runs
-        names = open_model_folder(teacher)[1].get("label_names")
+    metas = {teacher: open_model_folder(teacher)[1] for teacher in config.teachers}
+    for teacher, meta in metas.items():  # every teacher is checked before any of them runs
+        names = meta.get("label_names")
         if names is not None and list(names) != wanted:
             raise ConfigError(
                 f"teacher {teacher}: its {len(names)} labels ({', '.join(names[:3])}, …) are not the "
                 f"{len(wanted)} of the training data ({', '.join(wanted[:3])}, …)"
             )
-    folds = {t: _holdout(t) for t in config.teachers}
+    folds = {t: _holdout(meta) for t, meta in metas.items()}
     if any(f is not None for f in folds.values()):
         return _cross_fitted_probabilities(config, train_split, folds)
     total: np.ndarray | None = None
@@ -206,11 +207,9 @@ def teacher_probabilities(config: TrainConfig, train_split: Split) -> np.ndarray
     return total / len(config.teachers)
 
 
-def _holdout(teacher: str) -> tuple[int, int] | None:
-    """(fold, num_folds) a teacher left out of its training texts (its goemo.json), or None."""
-    from goemo.evaluation import open_model_folder
-
-    saved = open_model_folder(teacher)[1].get("training_config") or {}
+def _holdout(meta: dict[str, Any]) -> tuple[int, int] | None:
+    """(fold, num_folds) a teacher left out of its training texts, from its goemo.json, or None."""
+    saved = meta.get("training_config") or {}
     fold = saved.get("holdout_fold")
     return None if fold is None else (int(fold), int(saved.get("num_folds", 3)))
 
@@ -536,7 +535,7 @@ def train(
         from goemo.data.folds import fold_of
 
         keep = np.flatnonzero(fold_of(splits["train"].ids, config.num_folds) != config.holdout_fold)
-        splits["train"] = splits["train"].subset(keep, name=splits["train"].name)
+        splits["train"] = splits["train"].subset(keep)
     if config.max_train_samples:
         splits["train"] = splits["train"].sample(config.max_train_samples, seed=config.seed)
     if config.max_eval_samples:
