@@ -211,7 +211,7 @@ def _holdout(meta: dict[str, Any]) -> tuple[int, int] | None:
     """(fold, num_folds) a teacher left out of its training texts, from its goemo.json, or None."""
     saved = meta.get("training_config") or {}
     fold = saved.get("holdout_fold")
-    return None if fold is None else (int(fold), int(saved.get("num_folds", 3)))
+    return None if fold is None else (int(fold), int(saved.get("num_folds", TrainConfig.num_folds)))
 
 
 def _cross_fitted_probabilities(
