@@ -318,6 +318,33 @@ def test_two_runs_in_one_process_may_use_different_precisions(tiny_config) -> No
     assert second.summary["resources"]["precision"] == "bf16"
 
 
+def test_evaluation_scores_the_probabilities_training_reported(tiny_config) -> None:
+    """`goemo evaluate`/`ensemble` read the dev and test probabilities training scored (bf16
+    here), not an fp32 re-run: the same model must not get two scores from two commands."""
+    from goemo.evaluation import evaluate, predict_split
+    from goemo.metrics import tune_thresholds
+
+    config = tiny_config.replace(precision="bf16", epochs=1, max_train_samples=300, max_eval_samples=None)
+    result = train(config)
+    meta = json.loads((result.best_dir / "goemo.json").read_text())
+    test = evaluate(result.best_dir, "test", data_dir=config.data_dir, thresholds="tuned")  # the CLI's loading path
+    assert test.predictions.from_cache
+    assert test.report.macro.f1 == pytest.approx(result.summary["test"]["f1_macro_tuned"], abs=1e-12)
+
+    from goemo.data.io import load_goemotions
+
+    dev = load_goemotions(config.data_dir, splits=["dev"])["dev"]
+    cached = predict_split(result.best_dir, dev)
+    assert cached.from_cache
+    retuned = tune_thresholds(dev.labels, cached.probs, split_name="dev", label_names=dev.label_names,
+                              shrink=config.threshold_shrink)
+    assert retuned.to_dict() == meta["thresholds"]["tuning"]  # re-tuning on dev gives back the saved thresholds
+    rerun = predict_split(result.best_dir, dev, use_cache=False)  # fp32 on a CPU: close, not equal
+    assert not rerun.from_cache
+    np.testing.assert_allclose(rerun.probs, cached.probs, atol=0.05)
+    assert not np.array_equal(rerun.probs, cached.probs)
+
+
 def test_cli_train_prints_the_one_screen_summary(tmp_path, shared_data) -> None:
     from typer.testing import CliRunner
 

@@ -747,6 +747,7 @@ def train(
         from goemo.metrics import tune_thresholds
 
         final: dict[str, Any] = {}
+        final_probs: dict[str, np.ndarray] = {}
         tuned = None
         for key in ("dev", "test"):
             if key in encoded and (key == "dev" or config.eval_test):
@@ -754,7 +755,7 @@ def train(
                 final[key] = evaluate_logits(
                     logits, encoded[key].labels, config.threshold, split=key, shrink=config.threshold_shrink
                 )
-                probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+                probs = final_probs[key] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
                 if key == "dev":  # per-label thresholds come from dev only, never from test
                     tuned = tune_thresholds(
                         encoded["dev"].labels, probs, split_name="dev", label_names=label_names,
@@ -793,6 +794,12 @@ def train(
                 tuned.to_dict() if tuned is not None else None,
             )
             atomic_write_json(run.best_dir / "goemo.json", meta)
+            # The probabilities the report and the thresholds come from become the cached
+            # predictions, so `goemo evaluate` / `ensemble` / `report` score these very numbers.
+            from goemo.evaluation import store_predictions
+
+            for key, probs in final_probs.items():
+                store_predictions(run.best_dir, splits[key], probs)
             for tracker in trackers:
                 tracker.log({"event": "summary", **{f"{k}/{m}": v for k, d in final.items() for m, v in d.items()}})
     except BaseException:
