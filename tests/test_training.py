@@ -461,3 +461,18 @@ def test_cli_teachers_reach_the_config_and_a_missing_one_is_named(tmp_path, shar
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["teachers"] == [str(tmp_path / "t1"), str(tmp_path / "t2")] and saved["distill_alpha"] == 0.7
     assert (saved["holdout_fold"], saved["num_folds"]) == (2, 5)
+
+
+def test_focal_loss_is_the_textbook_formula() -> None:
+    """Focal loss (Lin et al. 2017), written out per class of target: y(1-p)^γ·(-log p) + (1-y)p^γ·(-log(1-p))."""
+    from goemo.training import _loss_function
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 5, generator=gen) * 3
+    targets = (torch.rand(8, 5, generator=gen) > 0.6).float()
+    labels = targets.numpy()
+    for gamma in (0.0, 2.0):
+        loss = _loss_function(TrainConfig(loss="focal", focal_gamma=gamma), labels, list("abcde"), torch.device("cpu"))
+        p = torch.sigmoid(logits.double())
+        expected = -(targets * (1 - p) ** gamma * torch.log(p) + (1 - targets) * p**gamma * torch.log(1 - p)).mean()
+        assert loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-5)

@@ -156,13 +156,12 @@ def _loss_function(
         if eps:
             targets = targets * (1 - eps) + eps / 2
         loss = nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
+        probs = torch.sigmoid(logits) if config.loss == "focal" or relations else None
         if config.loss == "focal":
-            p = torch.sigmoid(logits)
-            p_t = p * targets + (1 - p) * (1 - targets)
+            p_t = probs * targets + (1 - probs) * (1 - targets)
             loss = loss * (1 - p_t).pow(config.focal_gamma)
         total = loss.mean()
         if relations:
-            probs = torch.sigmoid(logits)
             for weight, rel in relations:
                 total = total + weight * relation_penalty(probs, rel)
         return total
