@@ -195,7 +195,8 @@ def test_two_cpu_processes_train_data_parallel(tmp_path, shared_data) -> None:
     assert summary["dev"]["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
     assert summary["dev"]["f1_macro"] == pytest.approx(single["f1_macro"], abs=1e-6)
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["best", "config.yaml", "last", "metrics.jsonl", "summary.json"]
+    assert files == ["best", "config.yaml", "last", "metrics.jsonl", "predictions", "summary.json"]
+    assert sorted(p.name.split("-")[0] for p in (out / "predictions").iterdir()) == ["dev", "test"]
 
 
 # ---------------------------------------------------------------- errors
