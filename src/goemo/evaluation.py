@@ -154,7 +154,7 @@ def predict_split(
     fingerprint = model_fingerprint(model_dir)
     checksum = split.checksum()
     folder = Path(cache_dir) if cache_dir is not None else default_predictions_dir(model_dir)
-    path = _cache_path(model_dir, meta, split, fingerprint, folder)
+    path = _cache_path(folder, split.name, checksum, fingerprint, max_length)
     if use_cache:
         cached = _read_cache(path, len(split), fingerprint, checksum)
         if cached is not None:
@@ -167,9 +167,9 @@ def predict_split(
     return Predictions(probs, names, checksum, fingerprint, path if use_cache else None, False)
 
 
-def _cache_path(model_dir: Path, meta: dict[str, Any], split: Split, fingerprint: str, folder: Path) -> Path:
-    key = hashlib.sha256(f"{fingerprint}|{split.checksum()}|{_model_max_length(meta)}".encode()).hexdigest()[:20]
-    return folder / f"{_safe_name(split.name)}-{key}.npz"
+def _cache_path(folder: Path, split_name: str, checksum: str, fingerprint: str, max_length: int) -> Path:
+    key = hashlib.sha256(f"{fingerprint}|{checksum}|{max_length}".encode()).hexdigest()[:20]
+    return folder / f"{_safe_name(split_name)}-{key}.npz"
 
 
 def _write_cache(
@@ -191,8 +191,8 @@ def _write_cache(
     return path
 
 
-def store_predictions(model_dir: str | Path, split: Split, probs: np.ndarray) -> Path | None:
-    """Cache ``probs`` as ``model_dir``'s predictions on ``split``, as `predict_split` would.
+def store_predictions(model_dir: str | Path, predictions: Sequence[tuple[Split, np.ndarray]]) -> None:
+    """Cache each ``(split, probs)`` as ``model_dir``'s predictions on it, as `predict_split` would.
 
     Training calls this with the dev and test probabilities its report and per-label
     thresholds come from. Later evaluations then read those very numbers instead of running
@@ -203,11 +203,14 @@ def store_predictions(model_dir: str | Path, split: Split, probs: np.ndarray) ->
     """
     model_dir, meta = open_model_folder(model_dir)
     fingerprint = model_fingerprint(model_dir)
-    names = tuple(split.label_names)
-    if probs.shape != (len(split), len(names)):
-        raise ValueError(f"probabilities of shape {probs.shape} for {len(split)} texts and {len(names)} labels")
-    path = _cache_path(model_dir, meta, split, fingerprint, default_predictions_dir(model_dir))
-    return _write_cache(path, np.asarray(probs, dtype=np.float64), names, fingerprint, split.checksum())
+    folder, max_length = default_predictions_dir(model_dir), _model_max_length(meta)
+    for split, probs in predictions:
+        names = tuple(split.label_names)
+        if probs.shape != (len(split), len(names)):
+            raise ValueError(f"probabilities of shape {probs.shape} for {len(split)} texts and {len(names)} labels")
+        checksum = split.checksum()
+        path = _cache_path(folder, split.name, checksum, fingerprint, max_length)
+        _write_cache(path, np.asarray(probs, dtype=np.float64), names, fingerprint, checksum)
 
 
 def _read_cache(path: Path, n: int, fingerprint: str, checksum: str) -> tuple[np.ndarray, tuple[str, ...]] | None:

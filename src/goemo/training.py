@@ -797,8 +797,7 @@ def train(
             # predictions, so `goemo evaluate` / `ensemble` / `report` score these very numbers.
             from goemo.evaluation import store_predictions
 
-            for key, probs in final_probs.items():
-                store_predictions(run.best_dir, splits[key], probs)
+            store_predictions(run.best_dir, [(splits[key], probs) for key, probs in final_probs.items()])
             for tracker in trackers:
                 tracker.log({"event": "summary", **{f"{k}/{m}": v for k, d in final.items() for m, v in d.items()}})
     except BaseException:
