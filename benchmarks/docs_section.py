@@ -12,7 +12,7 @@ from pathlib import Path
 
 def write_section(path: Path, section: str) -> None:
     """Replace the section whose first line matches ``section``'s, or append it."""
-    from goemo.fileio import atomic_write_text
+    from goemo.core.fileio import atomic_write_text
 
     heading = section.splitlines()[0]
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"

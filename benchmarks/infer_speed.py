@@ -46,7 +46,7 @@ from docs_section import write_section  # noqa: E402  (sibling module: scripts r
 def build_default_model(folder: Path) -> Path:
     """An untrained MiniLM classifier with goemo's mean-pool head, saved as a model folder."""
     from goemo.data.taxonomy import load_taxonomy
-    from goemo.modeling import build_model, load_tokenizer, save_model
+    from goemo.models.modeling import build_model, load_tokenizer, save_model
 
     names = list(load_taxonomy("goemotions").labels)
     torch.manual_seed(0)
@@ -58,7 +58,7 @@ def build_default_model(folder: Path) -> Path:
 
 def naive_predictor(model_dir: Path) -> Callable[[list[str]], np.ndarray]:
     """(a): fixed padding to 40, fp32, batches of 32 in input order, ``torch.no_grad``."""
-    from goemo.modeling import load_model
+    from goemo.models.modeling import load_model
 
     loaded = load_model(model_dir, device="cpu")
     model, tokenizer = loaded.model.float().eval(), loaded.tokenizer
@@ -86,7 +86,7 @@ def cpu_has_bf16() -> bool:
 
 
 def machine() -> str:
-    from goemo.resources import hardware
+    from goemo.train.resources import hardware
 
     hw = hardware()
     ort = ""
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from goemo.data.io import load_goemotions
     from goemo.export import export_onnx
-    from goemo.inference import EmotionClassifier
+    from goemo.predict.classifier import EmotionClassifier
 
     texts = load_goemotions(args.data_dir)["test"].texts
     if args.limit:

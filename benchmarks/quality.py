@@ -4,7 +4,7 @@ Runs `goemo reproduce` (train, select and tune on dev, evaluate on test once) an
 its test macro-F1 beside published GoEmotions results, with the wall time. With ``--seeds``
 it does so once per seed (runs OUT-seedN), then prints the spread over the seeds and the
 seed ensemble (mean probabilities, per-label thresholds tuned on the averaged dev
-probabilities; `goemo.ensemble`).
+probabilities; `goemo.evaluate.ensemble`).
 
     python benchmarks/quality.py --preset fast --data-dir data/goemotions --from ../shared/goemotions
     python benchmarks/quality.py --preset fast --seeds 42,43,44 --out runs/quality
@@ -113,7 +113,7 @@ def _one(args: argparse.Namespace, seed: int | None, out: str, holdout: tuple[in
 
 
 def _seeds(args: argparse.Namespace, seeds: list[int]) -> int:
-    from goemo.ensemble import evaluate_ensemble, write_ensemble
+    from goemo.evaluate.ensemble import evaluate_ensemble, write_ensemble
 
     records = [_one(args, seed, f"{args.out}-seed{seed}") for seed in seeds]
     result = evaluate_ensemble([f"{r['run_dir']}/best" for r in records], data_dir=args.data_dir)

@@ -83,7 +83,7 @@ from docs_section import write_section  # noqa: E402  (sibling module: scripts r
 def build_default_model(folder: Path) -> Path:
     """An untrained MiniLM mean-pool classifier with GoEmotions labels, saved like a trained one."""
     from goemo.data.taxonomy import load_taxonomy
-    from goemo.modeling import build_model, load_tokenizer, save_model
+    from goemo.models.modeling import build_model, load_tokenizer, save_model
 
     labels = list(load_taxonomy("goemotions").labels)
     model = build_model("minilm", labels, pooling="mean")
@@ -108,7 +108,7 @@ def model_cost(model: Path, texts: list[str], backend: str, seconds: float = 3.0
     The ceiling of what micro-batching can gain on this machine: how much cheaper a text is
     inside a batch than alone.
     """
-    from goemo.inference import EmotionClassifier
+    from goemo.predict.classifier import EmotionClassifier
 
     clf = EmotionClassifier.load(model, backend=backend, device="cpu", num_threads=1)
     clf.predict_proba(texts[:2])

@@ -2,7 +2,7 @@
 
 A rare label's F1-maximising threshold on dev rests on a handful of positives, so it is
 partly noise. This script scores each ``shrink`` value (0 = each label's own value, 1 = one
-global threshold; `goemo.metrics.tune_thresholds`) for each model folder given, and for
+global threshold; `goemo.scoring.metrics.tune_thresholds`) for each model folder given, and for
 their mean probability:
 
 - on dev alone, by the cross-tuned macro-F1 (tune on one random half, score on the other,
@@ -25,8 +25,8 @@ SHRINKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from goemo.evaluation import load_eval_split, open_model_folder, predict_split
-    from goemo.metrics import cross_tuned_f1_macro, summary, tune_thresholds
+    from goemo.evaluate.evaluation import load_eval_split, open_model_folder, predict_split
+    from goemo.scoring.metrics import cross_tuned_f1_macro, summary, tune_thresholds
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="model folders (best/) trained on the same labels")

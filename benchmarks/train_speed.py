@@ -2,7 +2,7 @@
 
 The naive loop is written like the W&B report's ``trainer()``: every text padded to a fixed
 length of 40, fp32, random batches, the architecture's standard head, plain AdamW.
-goemo's side is the real `goemo.training.train` on the same texts for one epoch (length
+goemo's side is the real `goemo.train.loop.train` on the same texts for one epoch (length
 buckets, dynamic padding, bf16 autocast where the CPU has it), and its examples/s is read
 from the epoch record. Runs alternate (naive, goemo, naive, goemo, …) so that a noisy
 neighbour slows both equally; the median of each is reported.
@@ -26,7 +26,7 @@ import torch
 
 def naive_examples_per_s(model_name: str, split, batch_size: int, max_length: int, seed: int) -> float:
     """The baseline: fixed padding to ``max_length``, fp32, shuffled batches."""
-    from goemo.modeling import build_model, load_tokenizer
+    from goemo.models.modeling import build_model, load_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(model_name)
@@ -50,8 +50,8 @@ def naive_examples_per_s(model_name: str, split, batch_size: int, max_length: in
 
 def goemo_examples_per_s(model_name: str, splits: dict, batch_size: int, extra: dict) -> float:
     """One epoch of the real training loop; examples/s as it records it."""
-    from goemo.config import TrainConfig
-    from goemo.training import train
+    from goemo.core.config import TrainConfig
+    from goemo.train.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     from goemo.data.io import load_goemotions
-    from goemo.resources import hardware
+    from goemo.train.resources import hardware
 
     data = load_goemotions(args.data_dir)
     train_split = data["train"].sample(args.texts, seed=0)

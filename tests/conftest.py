@@ -40,8 +40,8 @@ def small_splits(goemotions_splits):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """``best/`` of a tiny run trained once per session (~10 s): for predict, serve and export tests."""
-    from goemo.config import TrainConfig
-    from goemo.training import train
+    from goemo.core.config import TrainConfig
+    from goemo.train.loop import train
 
     root = tmp_path_factory.mktemp("tiny-model")
     config = TrainConfig(
@@ -55,7 +55,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) 
 @pytest.fixture()
 def tiny_config(tmp_path: Path, shared_data: Path):
     """A TrainConfig for the tiny random BERT on a data sample; tests override what they need."""
-    from goemo.config import TrainConfig
+    from goemo.core.config import TrainConfig
 
     return TrainConfig(
         data_dir=str(shared_data),

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from goemo.baseline import (
+from goemo.train.tfidf import (
     ARRAYS_FILE,
     VOCAB_FILE,
     TfidfConfig,
@@ -18,8 +18,8 @@ from goemo.baseline import (
     is_tfidf_folder,
 )
 from goemo.data.split import Split
-from goemo.errors import ConfigError, RunFolderError
-from goemo.metrics import summary, tune_thresholds
+from goemo.core.errors import ConfigError, RunFolderError
+from goemo.scoring.metrics import summary, tune_thresholds
 
 ODD_TEXTS = ["", "zzqx unseen words only", "I LOVE it!!! Thanks 😊", "Ça va? naïve café", "thank you " * 50]
 
@@ -125,7 +125,7 @@ def test_run_folder_and_summary(fitted, splits):
 
 
 def test_emotion_classifier_uses_the_tfidf_backend(fitted, splits):
-    from goemo.inference import EmotionClassifier
+    from goemo.predict.classifier import EmotionClassifier
 
     assert is_tfidf_folder(fitted.best_dir) and not is_tfidf_folder(fitted.run_dir)
     clf = EmotionClassifier.load(fitted.best_dir)
@@ -147,7 +147,7 @@ def test_emotion_classifier_uses_the_tfidf_backend(fitted, splits):
 
 
 def test_evaluate_and_report(fitted, splits, shared_data):
-    from goemo.evaluation import ThresholdLeakError, evaluate
+    from goemo.evaluate.evaluation import ThresholdLeakError, evaluate
     from goemo.report import build_report
 
     test = splits["test"]

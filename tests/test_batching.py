@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from goemo.data.batching import LengthBucketBatches, collate, encode_split, eval_batches
-from goemo.modeling import load_tokenizer
+from goemo.models.modeling import load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from goemo.cli import app
-from goemo.errors import DataError
-from goemo.inference import EmotionClassifier, predict_file
+from goemo.core.errors import DataError
+from goemo.predict.classifier import EmotionClassifier, predict_file
 
 TEXTS = [
     "Thank you, that is so kind of you!",

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from goemo.cli import app
 from goemo.cluster import STAGES, JobSpec, render_job, shell_path, write_job
-from goemo.errors import ConfigError
+from goemo.core.errors import ConfigError
 
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None, reason="bash is needed to check the scripts")

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from goemo.config import PRESETS, TrainConfig, load_yaml, resolve_config, save_config
-from goemo.errors import ConfigError
+from goemo.core.config import PRESETS, TrainConfig, load_yaml, resolve_config, save_config
+from goemo.core.errors import ConfigError
 
 
 def test_precedence_defaults_preset_yaml_cli(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from goemo.data import download as dl
-from goemo.errors import DownloadError
+from goemo.core.errors import DownloadError
 
 FAST = {"retries": 2, "timeout": 5, "backoff": 0.001}
 

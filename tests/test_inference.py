@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from goemo.errors import ConfigError, ModelError
-from goemo.inference import EmotionClassifier, sigmoid, thresholds_from_meta
+from goemo.core.errors import ConfigError, ModelError
+from goemo.predict.classifier import EmotionClassifier, sigmoid, thresholds_from_meta
 
 # Deliberately mixed lengths (1 to ~120 word pieces), so length-sorted batches reorder them.
 TEXTS = [
@@ -38,7 +38,7 @@ def mean_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     barely depend on the text, its outputs differ clearly from text to text, so a mix-up of
     rows cannot pass the order tests.
     """
-    from goemo.modeling import build_tiny_model, load_tokenizer, save_model
+    from goemo.models.modeling import build_tiny_model, load_tokenizer, save_model
 
     meta = json.loads((tiny_model_dir / "goemo.json").read_text())
     torch.manual_seed(0)

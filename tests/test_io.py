@@ -16,7 +16,7 @@ from goemo.data.io import (
     read_jsonl,
     read_label_names,
 )
-from goemo.errors import ConfigError, DataError
+from goemo.core.errors import ConfigError, DataError
 
 NAMES = ["joy", "anger", "fear"]
 EXPECTED_ROWS = {"train": 43410, "dev": 5426, "test": 5427}

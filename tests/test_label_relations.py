@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from goemo.config import TrainConfig
+from goemo.core.config import TrainConfig
 from goemo.data.taxonomy import load_taxonomy
-from goemo.errors import ConfigError
-from goemo.label_relations import correlation_relations, relation_penalty, sentiment_relations
-from goemo.training import _loss_function
+from goemo.core.errors import ConfigError
+from goemo.train.label_relations import correlation_relations, relation_penalty, sentiment_relations
+from goemo.train.loop import _loss_function
 
 LABELS = load_taxonomy("goemotions").labels
 

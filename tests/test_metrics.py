@@ -20,8 +20,8 @@ import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from goemo.data.taxonomy import load_taxonomy
-from goemo.errors import GoemoError
-from goemo.metrics import (
+from goemo.core.errors import GoemoError
+from goemo.scoring.metrics import (
     NO_POSITIVES,
     PAPER_THRESHOLDS,
     MetricsInputError,
@@ -50,7 +50,7 @@ NAMES = ["a", "b", "c"]
 
 @pytest.fixture(autouse=True)
 def _warnings_are_errors():
-    """No UndefinedMetricWarning (or any other) may leak out of goemo.metrics."""
+    """No UndefinedMetricWarning (or any other) may leak out of goemo.scoring.metrics."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         yield
@@ -437,7 +437,7 @@ def test_projection_applies_per_label_thresholds_before_grouping():
 
 
 def test_cross_tuned_f1_tunes_on_one_half_and_scores_the_other():
-    from goemo.metrics import cross_tuned_f1_macro, tune_thresholds
+    from goemo.scoring.metrics import cross_tuned_f1_macro, tune_thresholds
 
     rng = np.random.default_rng(3)
     y = (rng.random((400, 4)) < [0.4, 0.2, 0.1, 0.05]).astype(int)
@@ -465,7 +465,7 @@ def test_cross_tuned_f1_tunes_on_one_half_and_scores_the_other():
 
 
 def test_cross_tuned_f1_is_perfect_for_separable_scores_and_refuses_test():
-    from goemo.metrics import ThresholdLeakError, cross_tuned_f1_macro
+    from goemo.scoring.metrics import ThresholdLeakError, cross_tuned_f1_macro
 
     y = np.tile(np.array([[1, 0], [0, 1], [1, 1], [0, 0]]), (25, 1))
     p = np.where(y == 1, 0.8, 0.2)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from goemo.cli import app
 from goemo.data.taxonomy import load_taxonomy
-from goemo.evaluation import evaluate
+from goemo.evaluate.evaluation import evaluate
 from goemo.report import build_report
 from goemo.report import plots as P
 from goemo.report.confusion import NOTHING, label_confusion, pair_examples
@@ -227,7 +227,7 @@ def test_comparison_mode(run, analysis, shared_data, tmp_path):
 
 
 def test_cli_report_reuses_cached_predictions(built, run, shared_data, tmp_path, monkeypatch):
-    from goemo import training
+    from goemo.train import loop as training
 
     def boom(*args, **kwargs):
         raise AssertionError("a second report must read the cached predictions")
@@ -319,7 +319,7 @@ def _inside(fig, artists, renderer) -> None:
 
 @pytest.fixture(scope="module")
 def synthetic_report():
-    from goemo.metrics import compute_metrics
+    from goemo.scoring.metrics import compute_metrics
 
     rng = np.random.default_rng(0)
     y = (rng.random((400, 28)) < 0.08).astype(np.uint8)

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from goemo.errors import DownloadError
+from goemo.core.errors import DownloadError
 from goemo.reproduce import PAPER_MACRO_F1, ensure_data, reproduce
 
 

@@ -35,7 +35,7 @@ TEXTS = [
 
 def load_classifier(folder: Path):
     """The real `EmotionClassifier` (torch backend, CPU)."""
-    from goemo.inference import EmotionClassifier
+    from goemo.predict.classifier import EmotionClassifier
 
     return EmotionClassifier.load(folder, backend="torch", device="cpu")
 
@@ -243,7 +243,7 @@ def test_model_failure_is_500_and_server_recovers(classifier):
 
 
 def test_limits_are_validated():
-    from goemo.errors import ConfigError
+    from goemo.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="max_texts must be a positive integer"):
         ServeLimits(max_texts=0)

@@ -25,7 +25,7 @@ from goemo.data.stats import (
     token_lengths,
     word_lengths,
 )
-from goemo.errors import ConfigError, DataError
+from goemo.core.errors import ConfigError, DataError
 
 NAMES = ["joy", "anger", "neutral"]
 

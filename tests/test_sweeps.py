@@ -16,9 +16,9 @@ import optuna
 import pytest
 import yaml
 
-from goemo.config import TrainConfig
-from goemo.errors import ConfigError
-from goemo.sweeps import load_sweep, load_sweep_config, parse_sweep_config, prepare_sweep, run_sweep
+from goemo.core.config import TrainConfig
+from goemo.core.errors import ConfigError
+from goemo.sweeps.runner import load_sweep, load_sweep_config, parse_sweep_config, prepare_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 WANDB_REPORT = REPO / "examples" / "wandb_report_sweep.yaml"
@@ -197,7 +197,7 @@ def test_wandb_report_config_runs_three_trials_and_picks_the_best(wandb_sweep):
 
 
 def test_sweep_report_lists_trials_best_importance_and_per_class_auc(wandb_sweep):
-    from goemo.sweep_report import write_sweep_report
+    from goemo.sweeps.report import write_sweep_report
 
     sweep, result = wandb_sweep
     report = write_sweep_report(sweep.sweep_dir, top=2)
@@ -244,14 +244,14 @@ def grid_sweep(base, tmp_path_factory, shared_data):
     (dropout 0.1, lr 2e-3) runs out of memory in training (a patched train)."""
     import torch
 
-    import goemo.training
+    import goemo.train.loop
 
     path = tmp_path_factory.mktemp("configs") / "grid.yaml"
     path.write_text(yaml.safe_dump({
         "method": "grid", "metric": {"name": "auc_macro", "goal": "maximize"},
         "parameters": {"dropout": {"values": [1.5, 0.1]}, "lr": {"values": [2e-3, 1e-3]}},
     }))
-    real_train = goemo.training.train
+    real_train = goemo.train.loop.train
 
     def train(config, splits=None, callbacks=()):
         if config.lr == 2e-3:
@@ -260,7 +260,7 @@ def grid_sweep(base, tmp_path_factory, shared_data):
 
     sweep = prepare_sweep(path, output=tmp_path_factory.mktemp("sweeps") / "grid", overrides=base)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(goemo.training, "train", train)
+        mp.setattr(goemo.train.loop, "train", train)
         result = run_sweep(sweep)
     return sweep, result
 
@@ -285,7 +285,7 @@ def test_crashing_trials_are_recorded_and_the_sweep_goes_on(grid_sweep):
     assert "Traceback" in (sweep.sweep_dir / "trials" / "2" / "error.txt").read_text()
     summary = json.loads((sweep.sweep_dir / "trials" / "3" / "summary.json").read_text())
     assert trials[3].value == pytest.approx(summary["best_metric"]) and result.best_number == 3
-    from goemo.sweep_report import write_sweep_report
+    from goemo.sweeps.report import write_sweep_report
 
     md = write_sweep_report(sweep.sweep_dir).markdown.read_text()
     assert "## Failed trials" in md and "OutOfMemoryError: CUDA out of memory" in md
@@ -330,7 +330,7 @@ def test_a_killed_sweep_resumes_with_the_same_command(base, tmp_path):
     proc.wait()
     before = _trials(out)
     assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
-    from goemo.sweep_report import write_sweep_report
+    from goemo.sweeps.report import write_sweep_report
 
     stalled = write_sweep_report(out, top=1)  # the report says the running trial has no worker
     assert [r.worker_gone for r in sorted(stalled.analysis.rows, key=lambda r: r.number)] == [False, True]

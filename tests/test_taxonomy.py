@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels, project_probs
-from goemo.errors import ConfigError, DataError
+from goemo.core.errors import ConfigError, DataError
 
 FINE = list(load_taxonomy("goemotions").labels)
 

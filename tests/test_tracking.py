@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from goemo.errors import ConfigError
-from goemo.tracking import check_trackers, metric_items, mlflow_uri, sweep_folder
+from goemo.core.errors import ConfigError
+from goemo.train.tracking import check_trackers, metric_items, mlflow_uri, sweep_folder
 
 EPOCH_KEYS = ("train_loss", "val_loss", "auc_micro", "auc_macro", "f1_micro", "f1_macro", "lr")
 
@@ -54,8 +54,8 @@ def tracked_run(shared_data, tmp_path_factory):
     """One tiny training run with all three trackers (W&B offline)."""
     for package in ("tensorboard", "mlflow", "wandb"):
         pytest.importorskip(package, reason="the track extra is not installed: pip install 'goemo[track]'")
-    from goemo.config import TrainConfig
-    from goemo.training import train
+    from goemo.core.config import TrainConfig
+    from goemo.train.loop import train
 
     root = tmp_path_factory.mktemp("tracked")
     with pytest.MonkeyPatch.context() as mp:

@@ -16,10 +16,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from goemo.config import TrainConfig
-from goemo.errors import ConfigError, ModelError, RunFolderError
-from goemo.modeling import load_model
-from goemo.training import train
+from goemo.core.config import TrainConfig
+from goemo.core.errors import ConfigError, ModelError, RunFolderError
+from goemo.models.modeling import load_model
+from goemo.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -186,7 +186,7 @@ def test_two_cpu_processes_train_data_parallel(tmp_path, shared_data) -> None:
     # dev metrics gathered from both processes equal a single-process evaluation of best/
     from goemo.data.batching import encode_split
     from goemo.data.io import load_goemotions
-    from goemo.training import evaluate_logits, predict_logits
+    from goemo.train.loop import evaluate_logits, predict_logits
 
     loaded = load_model(out / "best")
     dev = load_goemotions(shared_data)["dev"].sample(301, seed=42)
@@ -208,7 +208,7 @@ def test_output_folder_of_another_run_is_protected(trained, tiny_config) -> None
 
 
 def test_resume_with_other_settings_is_refused(trained) -> None:
-    from goemo.config import resolve_config
+    from goemo.core.config import resolve_config
 
     cfg = resolve_config(config_file=trained.run_dir / "config.yaml", overrides={"lr": 0.5, "resume": True})
     with pytest.raises(RunFolderError, match=r"lr: 0.001 -> 0.5"):
@@ -284,7 +284,7 @@ def test_weight_average_is_what_gets_evaluated_and_saved(tiny_config) -> None:
 
 
 def test_weight_average_ramps_up_from_the_first_steps() -> None:
-    from goemo.training import _ema_update
+    from goemo.train.loop import _ema_update
 
     update = _ema_update(0.99)
     avg, new = [torch.zeros(3)], [torch.ones(3)]
@@ -322,8 +322,8 @@ def test_two_runs_in_one_process_may_use_different_precisions(tiny_config) -> No
 def test_evaluation_scores_the_probabilities_training_reported(tiny_config) -> None:
     """`goemo evaluate`/`ensemble` read the dev and test probabilities training scored (bf16
     here), not an fp32 re-run: the same model must not get two scores from two commands."""
-    from goemo.evaluation import evaluate, predict_split
-    from goemo.metrics import tune_thresholds
+    from goemo.evaluate.evaluation import evaluate, predict_split
+    from goemo.scoring.metrics import tune_thresholds
 
     config = tiny_config.replace(precision="bf16", epochs=1, max_train_samples=300, max_eval_samples=None)
     result = train(config)
@@ -369,8 +369,8 @@ def test_cli_train_prints_the_one_screen_summary(tmp_path, shared_data) -> None:
 
 def test_teachers_probabilities_are_their_mean_on_the_train_split(trained, tiny_config) -> None:
     from goemo.data.io import load_goemotions
-    from goemo.evaluation import predict_split
-    from goemo.training import teacher_probabilities
+    from goemo.evaluate.evaluation import predict_split
+    from goemo.train.loop import teacher_probabilities
 
     train_split = load_goemotions(tiny_config.data_dir, splits=["train"])["train"].sample(300, seed=1)
     other = train(tiny_config.replace(epochs=1, max_train_samples=200, max_eval_samples=50))
@@ -418,8 +418,8 @@ def test_a_holdout_fold_is_never_trained_on(tiny_config) -> None:
 def test_cross_fitted_teachers_predict_only_the_fold_they_never_saw(tiny_config) -> None:
     from goemo.data.folds import fold_of
     from goemo.data.io import load_goemotions
-    from goemo.evaluation import predict_split
-    from goemo.training import teacher_probabilities
+    from goemo.evaluate.evaluation import predict_split
+    from goemo.train.loop import teacher_probabilities
 
     small = dict(epochs=1, max_train_samples=150, max_eval_samples=50, num_folds=2)
     fold_teachers = [
@@ -466,7 +466,7 @@ def test_cli_teachers_reach_the_config_and_a_missing_one_is_named(tmp_path, shar
 
 def test_focal_loss_is_the_textbook_formula() -> None:
     """Focal loss (Lin et al. 2017), written out per class of target: y(1-p)^γ·(-log p) + (1-y)p^γ·(-log(1-p))."""
-    from goemo.training import _loss_function
+    from goemo.train.loop import _loss_function
 
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(8, 5, generator=gen) * 3

@@ -45,7 +45,7 @@ def classifier(tiny_model_dir: Path):
     A tiny model trained for seconds puts no label over its tuned threshold; moving the
     thresholds is how the test gets a known number of highlighted bars.
     """
-    from goemo.inference import EmotionClassifier
+    from goemo.predict.classifier import EmotionClassifier
 
     clf = EmotionClassifier.load(tiny_model_dir, backend="torch", device="cpu")
     probs = np.sort(clf.predict_proba([SENTENCE])[0])[::-1]

@@ -1,7 +1,7 @@
 """goemo: multi-label emotion classification of text with transformers.
 
 The public API is imported lazily so that `goemo --help` stays fast. goemo's model heads
-are registered with transformers' Auto classes (see `goemo.modeling`) as soon as
+are registered with transformers' Auto classes (see `goemo.models.modeling`) as soon as
 transformers is imported, so after a plain ``import goemo``, ``transformers.pipeline``
 loads goemo model folders; without that hook ``import goemo`` would cost seconds of
 torch + transformers import even for ``goemo download``.
@@ -22,11 +22,11 @@ _LAZY = {
     "load_split": "goemo.data.io",
     "load_goemotions": "goemo.data.io",
     "load_taxonomy": "goemo.data.taxonomy",
-    "TrainConfig": "goemo.config",
-    "resolve_config": "goemo.config",
-    "train": "goemo.training",
-    "evaluate": "goemo.evaluation",
-    "EmotionClassifier": "goemo.inference",
+    "TrainConfig": "goemo.core.config",
+    "resolve_config": "goemo.core.config",
+    "train": "goemo.train.loop",
+    "evaluate": "goemo.evaluate.evaluation",
+    "EmotionClassifier": "goemo.predict.classifier",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -41,7 +41,7 @@ def __getattr__(name: str) -> Any:
 
 
 class _RegisterHeadsAfterTransformers(importlib.abc.MetaPathFinder):
-    """Import `goemo.modeling` (which registers the heads) right after transformers loads."""
+    """Import `goemo.models.modeling` (which registers the heads) right after transformers loads."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if name != "transformers":
@@ -54,13 +54,13 @@ class _RegisterHeadsAfterTransformers(importlib.abc.MetaPathFinder):
 
         def exec_module(module: Any) -> None:
             run_module(module)
-            importlib.import_module("goemo.modeling")
+            importlib.import_module("goemo.models.modeling")
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
 
 
 if "transformers" in sys.modules:
-    importlib.import_module("goemo.modeling")
+    importlib.import_module("goemo.models.modeling")
 elif not any(isinstance(f, _RegisterHeadsAfterTransformers) for f in sys.meta_path):
     sys.meta_path.insert(0, _RegisterHeadsAfterTransformers())

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import typer
 
-from goemo.errors import GoemoError
+from goemo.core.errors import GoemoError
 
 app = typer.Typer(
     name="goemo",
@@ -230,8 +230,8 @@ def train_command(
     folder gets config.yaml, metrics.jsonl, best/, last/ and summary.json.
     """
     given = dict(locals())  # first statement: exactly the options, nothing else
-    from goemo.config import resolve_config
-    from goemo.training import train
+    from goemo.core.config import resolve_config
+    from goemo.train.loop import train
 
     overrides = {k: v for k, v in given.items() if k not in ("preset", "config_file")}
     as_text = lambda v: str(v) if isinstance(v, Path) else v  # noqa: E731 - config fields hold plain strings
@@ -286,7 +286,7 @@ def fetch_model_command(
     cache_dir: Optional[Path] = Opt(None, help="Cache folder (default: the HF cache, honouring HF_HOME)."),
 ) -> None:
     """Download a model into the Hugging Face cache, for GPU nodes without network."""
-    from goemo.modeling import fetch_model
+    from goemo.models.modeling import fetch_model
 
     path = fetch_model(name, cache_dir)
     typer.echo(f"{name}: {path}")
@@ -492,7 +492,7 @@ def evaluate_command(
     Predictions are cached in the run's predictions/ folder, so a second evaluation (another
     threshold or taxonomy) does not run the model again.
     """
-    from goemo.evaluation import evaluate, rows_to_csv
+    from goemo.evaluate.evaluation import evaluate, rows_to_csv
 
     if threshold is not None and thresholds is ThresholdMode.tuned:
         raise typer.BadParameter("give --threshold or --thresholds tuned, not both", param_hint="--threshold")
@@ -578,7 +578,7 @@ def ensemble_command(
     Thresholds are tuned per label on --tune-split for every member and for the ensemble;
     predictions come from each run's cache when present.
     """
-    from goemo.ensemble import evaluate_ensemble, write_ensemble
+    from goemo.evaluate.ensemble import evaluate_ensemble, write_ensemble
 
     result = evaluate_ensemble(models, data_dir=data_dir, tune_split=tune_split, eval_split=split,
                                threshold=threshold, device=device, batch_size=batch_size, shrink=threshold_shrink)
@@ -636,7 +636,7 @@ def _parse_sets(items: list[str] | None) -> dict:
     """``--set key=value`` pairs; values are read as YAML (numbers, booleans, null, lists)."""
     import yaml
 
-    from goemo.errors import ConfigError
+    from goemo.core.errors import ConfigError
 
     out = {}
     for item in items or ():
@@ -683,7 +683,7 @@ def sweep_command(
     adds workers to it. Parameter names may be W&B's (learning_rate, tokenizer_max_len, ...)
     or goemo's; metric auc_score is goemo's auc_micro.
     """
-    from goemo.sweeps import prepare_sweep, route_optuna_logging, run_sweep
+    from goemo.sweeps.runner import prepare_sweep, route_optuna_logging, run_sweep
 
     route_optuna_logging()
     overrides = {
@@ -720,7 +720,7 @@ def sweep_report_command(
     from rich.console import Console
     from rich.table import Table
 
-    from goemo.sweep_report import write_sweep_report
+    from goemo.sweeps.report import write_sweep_report
 
     report = write_sweep_report(sweep_dir, storage=storage, study_name=study, top=top)
     a = report.analysis
@@ -780,8 +780,8 @@ def predict_command(
     """
     import time
 
-    from goemo.errors import ConfigError
-    from goemo.inference import EmotionClassifier, Record, predict_file, predict_records, PredictionWriter, output_format
+    from goemo.core.errors import ConfigError
+    from goemo.predict.classifier import EmotionClassifier, Record, predict_file, predict_records, PredictionWriter, output_format
 
     if texts and input_file is not None:
         raise ConfigError("give texts as arguments or --input FILE, not both")
@@ -800,7 +800,7 @@ def predict_command(
         if output is None:
             count = predict_records(clf, records, PredictionWriter(sys.stdout, fmt, names, all_scores, not no_text), **options)
         else:
-            from goemo.fileio import atomic_open
+            from goemo.core.fileio import atomic_open
 
             with atomic_open(output) as f:
                 count = predict_records(clf, records, PredictionWriter(f, fmt, names, all_scores, not no_text), **options)
@@ -925,7 +925,7 @@ def baseline_tfidf_command(
     The model folder OUT/best works with goemo evaluate, report, predict and serve. Saved as
     plain arrays and JSON (no pickle).
     """
-    from goemo.baseline import TfidfConfig, fit_tfidf_baseline
+    from goemo.train.tfidf import TfidfConfig, fit_tfidf_baseline
 
     try:
         config = TfidfConfig(

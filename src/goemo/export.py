@@ -10,7 +10,7 @@ and goemo's mean-pooling head.
 stored as int8, activations quantised on the fly), which needs no calibration data and
 roughly halves CPU latency for BERT-sized encoders (figures in docs/benchmarks.md).
 
-The exported folder is a complete model folder for `goemo.inference.EmotionClassifier`:
+The exported folder is a complete model folder for `goemo.predict.classifier.EmotionClassifier`:
 ``model.onnx``, tokenizer files, ``config.json`` (labels) and ``goemo.json`` (labels,
 thresholds, max length, plus an ``onnx`` entry: opset, quantisation, and the measured
 largest probability difference from the PyTorch model on a few probe texts).
@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from goemo.errors import ConfigError, ModelError, RunFolderError
+from goemo.core.errors import ConfigError, ModelError, RunFolderError
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,8 @@ def export_onnx(
     """
     import time
 
-    from goemo.fileio import atomic_directory, atomic_write_json
-    from goemo.modeling import load_model
+    from goemo.core.fileio import atomic_directory, atomic_write_json
+    from goemo.models.modeling import load_model
 
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE_CHOICES)} or none")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from goemo.errors import DownloadError
+from goemo.core.errors import DownloadError
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,10 @@ def reproduce(
     >>> result = reproduce("fast", "runs/reproduce", source="../shared/goemotions")  # doctest: +SKIP
     >>> result.rows[0]["macro_f1"]  # doctest: +SKIP
     """
-    from goemo.config import resolve_config
-    from goemo.evaluation import evaluate
+    from goemo.core.config import resolve_config
+    from goemo.evaluate.evaluation import evaluate
     from goemo.report.builder import build_report
-    from goemo.training import train
+    from goemo.train.loop import train
 
     data = ensure_data(data_dir, source)
     config = resolve_config(preset, overrides={**(overrides or {}), "data_dir": str(data), "output": str(out), "resume": True})

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from goemo.errors import ConfigError
-from goemo.fileio import atomic_write_text
+from goemo.core.errors import ConfigError
+from goemo.core.fileio import atomic_write_text
 
 SCHEDULERS = ("sge", "slurm")
 STAGES = ("setup", "fetch", "train", "sweep", "evaluate")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from goemo.data.split import Split
-from goemo.fileio import atomic_write_bytes
+from goemo.core.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = "1"

@@ -21,8 +21,8 @@ from typing import BinaryIO, Callable
 
 from tqdm.auto import tqdm
 
-from goemo.errors import DownloadError
-from goemo.fileio import atomic_write_bytes
+from goemo.core.errors import DownloadError
+from goemo.core.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

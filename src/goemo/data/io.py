@@ -28,7 +28,7 @@ import numpy as np
 
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels
-from goemo.errors import ConfigError, DataError
+from goemo.core.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 
 from goemo.data.split import Split
-from goemo.errors import ConfigError, DataError, ModelError
+from goemo.core.errors import ConfigError, DataError, ModelError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Plots use matplotlib's object API with the Agg canvas (never ``pyplot``), so no global
 backend is switched and nothing needs a display. Every file goes through
-`goemo.fileio`'s atomic writes: a report folder is never left with a half-written PNG.
+`goemo.core.fileio`'s atomic writes: a report folder is never left with a half-written PNG.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 
 from goemo.data.split import Split
 from goemo.data.stats import DataStats, LengthStats, compute_stats, cooccurrence, load_default_tokenizer
-from goemo.errors import DataError
-from goemo.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from goemo.core.errors import DataError
+from goemo.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 

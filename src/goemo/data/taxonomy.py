@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from goemo.errors import ConfigError, DataError
+from goemo.core.errors import ConfigError, DataError
 
 BUILTIN = ("goemotions", "ekman", "sentiment")
 NEUTRAL = "neutral"

@@ -5,7 +5,7 @@ which labels are problematic and why (F1 and ROC-AUC worst-first, precision-reca
 threshold sweep), what does it say when it misses a label (label confusion with example
 texts), how did training go (curves, time, memory), and what exactly was run (config).
 
-Numbers are computed from cached test-set predictions (`goemo.evaluation.predict_split`),
+Numbers are computed from cached test-set predictions (`goemo.evaluate.evaluation.predict_split`),
 so building a report a second time does not run the model. Two sets of thresholds are shown
 side by side: the paper's single 0.3, which is what makes the comparison with the paper
 fair, and the per-label thresholds tuned on the dev split during training. Nothing is ever
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from goemo.data.split import Split
-from goemo.evaluation import (
+from goemo.evaluate.evaluation import (
     EvaluationError,
     EvaluationResult,
     Predictions,
@@ -35,8 +35,8 @@ from goemo.evaluation import (
     resolve_data_dir,
     score_predictions,
 )
-from goemo.fileio import atomic_write_bytes, atomic_write_text
-from goemo.metrics import PAPER_THRESHOLD, THRESHOLD_CONVENTION, MetricsReport, binarize
+from goemo.core.fileio import atomic_write_bytes, atomic_write_text
+from goemo.scoring.metrics import PAPER_THRESHOLD, THRESHOLD_CONVENTION, MetricsReport, binarize
 from goemo.report import plots
 from goemo.report.confusion import label_confusion, pair_examples
 from goemo.report.reference import PaperTable, citation, paper_table

@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from goemo.fileio import atomic_write_bytes
-from goemo.metrics import MetricsReport, binarize
+from goemo.core.fileio import atomic_write_bytes
+from goemo.scoring.metrics import MetricsReport, binarize
 from goemo.report.confusion import LabelConfusion
 
 BAR = "#4C78A8"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from goemo.errors import RunFolderError
+from goemo.core.errors import RunFolderError
 
 log = logging.getLogger(__name__)
 

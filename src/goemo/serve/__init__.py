@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from goemo.errors import GoemoError
+from goemo.core.errors import GoemoError
 from goemo.serve.batcher import BatcherStats, MicroBatcher, QueueFullError
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def run_server(
     limits = limits or ServeLimits()
     sock = bind_socket(host, port)
     try:
-        from goemo.inference import EmotionClassifier
+        from goemo.predict.classifier import EmotionClassifier
 
         if num_threads is None:
             num_threads = default_num_threads()

@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol, Sequence
 
 import numpy as np
 
-from goemo.errors import ConfigError, GoemoError
+from goemo.core.errors import ConfigError, GoemoError
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -46,7 +46,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 class Classifier(Protocol):
-    """What the server needs from a model: `goemo.inference.EmotionClassifier` fits."""
+    """What the server needs from a model: `goemo.predict.classifier.EmotionClassifier` fits."""
 
     label_names: list[str]
     thresholds: np.ndarray

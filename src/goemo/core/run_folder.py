@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from goemo.errors import RunFolderError
+from goemo.core.errors import RunFolderError
 
 if TYPE_CHECKING:
-    from goemo.config import TrainConfig
+    from goemo.core.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class RunFolder:
     predictions_dir = property(lambda self: self.path / "predictions")
 
     def has_checkpoint(self) -> bool:
-        from goemo.training import STATE_FILE
+        from goemo.train.loop import STATE_FILE
 
         return (self.last_dir / STATE_FILE).is_file()
 

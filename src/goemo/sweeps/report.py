@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from goemo.fileio import atomic_write_text
+from goemo.core.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     import optuna
@@ -96,7 +96,7 @@ def _row(t: "optuna.trial.FrozenTrial") -> TrialRow:
     duration = None
     if t.datetime_start and t.datetime_complete:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
-    from goemo.sweeps import worker_gone
+    from goemo.sweeps.runner import worker_gone
 
     return TrialRow(
         number=t.number, state=t.state.name, value=value, params=dict(t.params),
@@ -186,7 +186,7 @@ def analyse_sweep(
     >>> a.best.number, a.best.params, a.importance  # doctest: +SKIP
     (4, {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}, {'lr': 0.71, 'dropout': 0.2, 'batch_size': 0.09})
     """
-    from goemo.sweeps import load_sweep
+    from goemo.sweeps.runner import load_sweep
 
     sweep_dir = Path(sweep_dir)
     meta, study = load_sweep(sweep_dir, storage, study_name)
@@ -460,7 +460,7 @@ def write_sweep_report(
     """
     from goemo.report.plots import png_bytes
     from goemo.report.render import to_html, to_markdown
-    from goemo.fileio import atomic_write_bytes
+    from goemo.core.fileio import atomic_write_bytes
 
     sweep_dir = Path(sweep_dir)
     analysis = analyse_sweep(sweep_dir, storage, study_name, top)

@@ -51,7 +51,7 @@ from sklearn.metrics import (
 )
 
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels, project_probs
-from goemo.errors import GoemoError
+from goemo.core.errors import GoemoError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ the longest comment in the file; outputs are put back in input order. PyTorch ru
 
 Decisions use the thresholds stored in the model folder's ``goemo.json`` (per label, tuned
 on dev, when present; else its global threshold; else 0.5) and goemo's strict convention
-``probability > threshold`` (`goemo.metrics.binarize`).
+``probability > threshold`` (`goemo.scoring.metrics.binarize`).
 
 Bulk prediction over files (``goemo predict --input``) streams: `predict_file` reads a
 ``.txt``/``.csv``/``.jsonl`` file in chunks, so a file larger than memory is fine, and writes
@@ -33,8 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, TextIO
 
 import numpy as np
 
-from goemo.errors import ConfigError, DataError, ModelError
-from goemo.fileio import atomic_open
+from goemo.core.errors import ConfigError, DataError, ModelError
+from goemo.core.fileio import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +183,12 @@ def thresholds_from_meta(meta: dict[str, Any], label_names: Sequence[str]) -> np
     """Per-label decision thresholds: tuned ones where ``goemo.json`` has them, else its global one.
 
     A folder without goemo's metadata (a plain transformers checkpoint) gets 0.5, the point
-    where a sigmoid is undecided (`goemo.metrics.DEFAULT_THRESHOLD`).
+    where a sigmoid is undecided (`goemo.scoring.metrics.DEFAULT_THRESHOLD`).
 
     >>> thresholds_from_meta({"thresholds": {"global": 0.3, "per_label": {"joy": 0.2}}}, ["joy", "fear"]).tolist()
     [0.2, 0.3]
     """
-    from goemo.metrics import DEFAULT_THRESHOLD
+    from goemo.scoring.metrics import DEFAULT_THRESHOLD
 
     info = meta.get("thresholds") or {}
     default = info.get("global", DEFAULT_THRESHOLD)
@@ -272,12 +272,12 @@ class EmotionClassifier:
         >>> clf.backend
         'onnx'
         """
-        from goemo.modeling import read_meta
+        from goemo.models.modeling import read_meta
 
         folder = Path(path)
         if not folder.is_dir():
             raise ModelError(f"model folder {folder} not found")
-        from goemo import baseline
+        from goemo.train import tfidf as baseline
 
         if baseline.is_tfidf_folder(folder):  # `goemo baseline tfidf`: no tokenizer, no torch
             return baseline.load_classifier(folder, backend=backend, device=device, batch_size=batch_size)
@@ -287,7 +287,7 @@ class EmotionClassifier:
         if chosen == "torch":
             import torch
 
-            from goemo.modeling import load_model
+            from goemo.models.modeling import load_model
 
             if num_threads:
                 torch.set_num_threads(num_threads)
@@ -444,7 +444,7 @@ class EmotionClassifier:
 
         >>> names, scores, on = clf.decide(clf.predict_proba(["yay"]), taxonomy="ekman")  # doctest: +SKIP
         """
-        from goemo.metrics import binarize
+        from goemo.scoring.metrics import binarize
 
         # Compared in float32, the probabilities' own precision: a probability printed as 0.3
         # is float32(0.3) > 0.3 in float64, and must not count as above a threshold of 0.3.

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from goemo.errors import ConfigError
+from goemo.core.errors import ConfigError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -273,6 +273,6 @@ def resolve_config(
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    from goemo.fileio import atomic_write_text
+    from goemo.core.fileio import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

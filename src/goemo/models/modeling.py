@@ -40,7 +40,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from goemo.errors import ModelError
+from goemo.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +348,7 @@ def save_model(
 ) -> None:
     """Write weights (safetensors), config, tokenizer and `goemo.json` into ``folder``.
 
-    The caller makes the folder atomic (`goemo.fileio.atomic_directory`).
+    The caller makes the folder atomic (`goemo.core.fileio.atomic_directory`).
     """
     folder = Path(folder)
     with _quiet_transformers():

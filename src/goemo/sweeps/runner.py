@@ -1,8 +1,8 @@
 """Hyperparameter sweeps: a W&B sweep config run by Optuna, from one laptop to many machines.
 
-The config file (read by `goemo.sweep_config`) is the one W&B users already have
+The config file (read by `goemo.sweeps.config`) is the one W&B users already have
 (``method``, ``metric``, ``parameters``, ``early_terminate``); parameter names may be W&B's
-or goemo's (`goemo.config.ALIASES`: ``learning_rate`` -> ``lr``, ``tokenizer_max_len`` ->
+or goemo's (`goemo.core.config.ALIASES`: ``learning_rate`` -> ``lr``, ``tokenizer_max_len`` ->
 ``max_length``, …) and the metric names map to the keys of goemo's per-epoch record
 (`METRIC_ALIASES`: ``auc_score`` -> ``auc_micro``). Optuna is the engine: ``grid`` -> `GridSampler`, ``random`` ->
 `RandomSampler`, ``bayes`` -> `TPESampler`, ``early_terminate: hyperband`` ->
@@ -50,10 +50,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from goemo.config import TrainConfig, normalize_keys
-from goemo.errors import ConfigError
-from goemo.fileio import atomic_write_json, atomic_write_text
-from goemo.sweep_config import (  # noqa: F401  (re-exported: the sweep API in one place)
+from goemo.core.config import TrainConfig, normalize_keys
+from goemo.core.errors import ConfigError
+from goemo.core.fileio import atomic_write_json, atomic_write_text
+from goemo.sweeps.config import (  # noqa: F401  (re-exported: the sweep API in one place)
     METRIC_ALIASES,
     ParamSpec,
     SweepSpec,
@@ -322,8 +322,8 @@ def prepare_sweep(
     parameter cannot also be given in ``overrides``. Running again on an existing folder checks
     that it is the same sweep (so the same command resumes it).
     """
-    from goemo.config import resolve_config
-    from goemo.tracking import check_trackers
+    from goemo.core.config import resolve_config
+    from goemo.train.tracking import check_trackers
 
     config_path = Path(config_path)
     spec = load_sweep_config(config_path)
@@ -481,7 +481,7 @@ class Worker:
         return self.outcomes
 
     def _splits(self, config: TrainConfig) -> dict:
-        from goemo.training import load_training_data
+        from goemo.train.loop import load_training_data
 
         key = tuple(getattr(config, f) for f in _DATA_FIELDS)
         if key not in self._data:
@@ -530,7 +530,7 @@ class Worker:
             except Exception as e:
                 outcome = self._failed(trial, frozen.number, run_dir, e)
             finally:
-                from goemo.tracking import close_trackers
+                from goemo.train.tracking import close_trackers
 
                 close_trackers(trackers, failed=outcome is None or outcome.state != "COMPLETE")
         return outcome
@@ -538,10 +538,10 @@ class Worker:
     def _train(self, trial: "optuna.Trial", params: dict[str, Any], run_dir: Path, trackers: list) -> tuple[float | None, dict]:
         import optuna
 
-        from goemo.errors import RunFolderError
-        from goemo.run_folder import RunFolder
-        from goemo.tracking import build_trackers
-        from goemo.training import train
+        from goemo.core.errors import RunFolderError
+        from goemo.core.run_folder import RunFolder
+        from goemo.train.tracking import build_trackers
+        from goemo.train.loop import train
 
         config = self.sweep.base.replace(**params, output=str(run_dir))
         resume = RunFolder(run_dir).has_checkpoint()
@@ -607,11 +607,11 @@ def write_dev_metrics(best_dir: Path, dev, config: TrainConfig, path: Path) -> d
     """Per-label dev scores of a trial's best model, for the sweep report's per-class AUC.
 
     ``dev`` is the exact dev sample the trial was evaluated on (as `train` left it). The
-    probabilities go through `goemo.evaluation.predict_split`, so they are also cached in the
+    probabilities go through `goemo.evaluate.evaluation.predict_split`, so they are also cached in the
     trial's ``predictions/`` for a later ``goemo report`` of that trial.
     """
-    from goemo.evaluation import predict_split
-    from goemo.metrics import compute_metrics
+    from goemo.evaluate.evaluation import predict_split
+    from goemo.scoring.metrics import compute_metrics
 
     device = config.device if config.device in ("cpu", "cuda", "mps") else "auto"
     preds = predict_split(best_dir, dev, batch_size=config.eval_batch_size, device=device, token_cache_dir=config.cache_dir)

@@ -1,7 +1,7 @@
 """Experiment trackers: TensorBoard, MLflow and Weights & Biases, all optional.
 
 Training always writes ``metrics.jsonl`` itself (the ``jsonl`` tracker); the others receive
-the same event dicts (`goemo.training.train` calls `build_trackers` and then ``log`` for every
+the same event dicts (`goemo.train.loop.train` calls `build_trackers` and then ``log`` for every
 event and ``close`` at the end) and store them under the same metric names, so a curve is
 called ``val_loss`` in every dashboard:
 
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from goemo.errors import ConfigError
+from goemo.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ _STEP_KEYS = {"train_loss": "step/train_loss", "lr": "step/lr"}
 
 
 class Tracker(Protocol):
-    """What `goemo.training.train` needs from a tracker."""
+    """What `goemo.train.loop.train` needs from a tracker."""
 
     def log(self, record: dict[str, Any]) -> None: ...
 
@@ -67,7 +67,7 @@ def check_trackers(names: list[str] | tuple[str, ...]) -> list[str]:
     >>> check_trackers(["tensorbord"])
     Traceback (most recent call last):
     ...
-    goemo.errors.ConfigError: unknown tracker 'tensorbord' (available: jsonl, tensorboard, mlflow, wandb)
+    goemo.core.errors.ConfigError: unknown tracker 'tensorbord' (available: jsonl, tensorboard, mlflow, wandb)
     """
     wanted: list[str] = []
     for raw in names:

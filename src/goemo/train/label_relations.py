@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from goemo.data.taxonomy import NEUTRAL, load_taxonomy
-from goemo.errors import ConfigError
+from goemo.core.errors import ConfigError
 
 
 def sentiment_relations(label_names: list[str] | tuple[str, ...], data_dir: str | Path | None = None) -> np.ndarray:

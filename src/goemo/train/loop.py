@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from goemo.config import TrainConfig, save_config
+from goemo.core.config import TrainConfig, save_config
 from goemo.data.batching import EncodedSplit, LengthBucketBatches, collate, encode_split, eval_batches
 from goemo.data.split import Split
-from goemo.errors import ConfigError, ModelError
-from goemo.fileio import append_jsonl, atomic_directory, atomic_write_json
-from goemo.label_relations import correlation_relations, relation_penalty, sentiment_relations
-from goemo.modeling import build_model, load_tokenizer, parameter_groups, save_model
-from goemo.resources import Stopwatch, gpu_memory, hardware, peak_rss_mb
-from goemo.run_folder import RunFolder
+from goemo.core.errors import ConfigError, ModelError
+from goemo.core.fileio import append_jsonl, atomic_directory, atomic_write_json
+from goemo.train.label_relations import correlation_relations, relation_penalty, sentiment_relations
+from goemo.models.modeling import build_model, load_tokenizer, parameter_groups, save_model
+from goemo.train.resources import Stopwatch, gpu_memory, hardware, peak_rss_mb
+from goemo.core.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def _loss_function(
     config: TrainConfig, train_labels: np.ndarray, label_names: Sequence[str], device: torch.device
 ) -> Callable:
     """BCE on logits, optionally with per-label positive weights, focal modulation, smoothing,
-    and the paper's label-relation regularisers (goemo.label_relations)."""
+    and the paper's label-relation regularisers (goemo.train.label_relations)."""
     relations = []
     if config.sentiment_reg:
         rel = sentiment_relations(list(label_names), config.data_dir)
@@ -176,12 +176,12 @@ def teacher_probabilities(config: TrainConfig, train_split: Split) -> np.ndarray
     probabilities carry what the members agree on (how likely "annoyance" is beside "anger")
     that the 0/1 labels, a few raters' picks, do not. A student trained towards them
     keeps part of the ensemble's gain at the cost of one model. The teachers' predictions go
-    through `goemo.evaluation.predict_split`, so they are cached in each teacher's folder and a
+    through `goemo.evaluate.evaluation.predict_split`, so they are cached in each teacher's folder and a
     resumed or repeated run does not recompute them. Only the train split is ever predicted.
     """
     if not config.teachers:
         return None
-    from goemo.evaluation import open_model_folder, predict_split
+    from goemo.evaluate.evaluation import open_model_folder, predict_split
 
     wanted = list(train_split.label_names)
     metas = {teacher: open_model_folder(teacher)[1] for teacher in config.teachers}
@@ -223,7 +223,7 @@ def _cross_fitted_probabilities(
     every fold needs at least one teacher. Each teacher predicts only its own fold.
     """
     from goemo.data.folds import fold_of
-    from goemo.evaluation import predict_split
+    from goemo.evaluate.evaluation import predict_split
 
     full = sorted(t for t, f in folds.items() if f is None)
     if full:
@@ -295,7 +295,7 @@ def grad_norms(model: nn.Module) -> dict[str, float]:
 
     Vanishing gradients in the lower layers or an exploding head show up here first.
     """
-    from goemo.modeling import _layer_index
+    from goemo.models.modeling import _layer_index
 
     base = getattr(model, "base_model_prefix", "") + "."
     num_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None) or 0
@@ -366,7 +366,7 @@ def evaluate_logits(
     The cross-tuned F1 tunes thresholds on part of ``split`` (with ``shrink``, as the final
     tuning will), so it is left out for a test split.
     """
-    from goemo.metrics import cross_tuned_f1_macro, is_test_split, summary
+    from goemo.scoring.metrics import cross_tuned_f1_macro, is_test_split, summary
 
     probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     loss = float(
@@ -408,7 +408,7 @@ def _model_meta(
 
     ``thresholds.global`` is the fixed threshold (the paper's 0.3 by default);
     ``thresholds.per_label`` are tuned on ``thresholds.tuned_on`` (always a dev split) and
-    ``thresholds.tuning`` keeps the provenance (`goemo.metrics.TunedThresholds.to_dict`).
+    ``thresholds.tuning`` keeps the provenance (`goemo.scoring.metrics.TunedThresholds.to_dict`).
     """
     return {
         "goemo_version": __import__("goemo").__version__,
@@ -516,7 +516,7 @@ def train(
     accelerator = make_accelerator(config)
     main = accelerator.is_main_process
     if [t for t in config.trackers if t != "jsonl"]:
-        from goemo.tracking import check_trackers
+        from goemo.train.tracking import check_trackers
 
         check_trackers(config.trackers)  # a typo or missing package fails before the run folder is touched
     run = RunFolder(config.output)
@@ -596,7 +596,7 @@ def train(
 
     trackers = []
     if main and [t for t in config.trackers if t != "jsonl"]:
-        from goemo.tracking import build_trackers
+        from goemo.train.tracking import build_trackers
 
         trackers = build_trackers(config.trackers, run.path, config.to_dict())
 
@@ -742,8 +742,8 @@ def train(
         from safetensors.torch import load_file
 
         accelerator.unwrap_model(model).load_state_dict(load_file(str(run.best_dir / "model.safetensors")))
-        from goemo.metrics import summary as metric_summary
-        from goemo.metrics import tune_thresholds
+        from goemo.scoring.metrics import summary as metric_summary
+        from goemo.scoring.metrics import tune_thresholds
 
         final: dict[str, Any] = {}
         final_probs: dict[str, np.ndarray] = {}
@@ -795,19 +795,19 @@ def train(
             atomic_write_json(run.best_dir / "goemo.json", meta)
             # The probabilities the report and the thresholds come from become the cached
             # predictions, so `goemo evaluate` / `ensemble` / `report` score these very numbers.
-            from goemo.evaluation import store_predictions
+            from goemo.evaluate.evaluation import store_predictions
 
             store_predictions(run.best_dir, [(splits[key], probs) for key, probs in final_probs.items()])
             for tracker in trackers:
                 tracker.log({"event": "summary", **{f"{k}/{m}": v for k, d in final.items() for m, v in d.items()}})
     except BaseException:
         if trackers:
-            from goemo.tracking import close_trackers
+            from goemo.train.tracking import close_trackers
 
             close_trackers(trackers, failed=True)
         raise
     if trackers:
-        from goemo.tracking import close_trackers
+        from goemo.train.tracking import close_trackers
 
         close_trackers(trackers)
     accelerator.wait_for_everyone()

@@ -5,11 +5,11 @@ mostly on the rare labels (the `fast` preset: test macro-F1 0.528-0.536 over thr
 one number says little about a recipe. This module answers the two questions that follow: how wide is the spread over
 seeds (each member scored alone, with its own thresholds tuned on dev), and how much does
 averaging the members' probabilities gain (one set of per-label thresholds tuned on the
-averaged dev probabilities). Every probability comes from `goemo.evaluation.predict_split`,
+averaged dev probabilities). Every probability comes from `goemo.evaluate.evaluation.predict_split`,
 so members already evaluated are read from their prediction caches, not run again.
 
 Thresholds are tuned on ``tune_split`` (dev) and never on ``eval_split``: the same leakage
-guard as everywhere else (`goemo.metrics.tune_thresholds` refuses a test split). They are
+guard as everywhere else (`goemo.scoring.metrics.tune_thresholds` refuses a test split). They are
 shrunk towards the best global threshold as the members were trained to (``threshold_shrink``
 in their ``goemo.json``), unless ``shrink`` says otherwise.
 """
@@ -24,10 +24,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from goemo.data.taxonomy import load_taxonomy, project_labels
-from goemo.errors import ConfigError
-from goemo.evaluation import load_eval_split, open_model_folder, predict_split, resolve_data_dir
-from goemo.fileio import atomic_write_json, atomic_write_text
-from goemo.metrics import PAPER_THRESHOLD, binarize, project_to_taxonomy, summary, tune_thresholds
+from goemo.core.errors import ConfigError
+from goemo.evaluate.evaluation import load_eval_split, open_model_folder, predict_split, resolve_data_dir
+from goemo.core.fileio import atomic_write_json, atomic_write_text
+from goemo.scoring.metrics import PAPER_THRESHOLD, binarize, project_to_taxonomy, summary, tune_thresholds
 
 PROJECTIONS = ("ekman", "sentiment")
 
@@ -117,7 +117,7 @@ def evaluate_ensemble(
 ) -> EnsembleResult:
     """Score each model folder alone and the average of their probabilities.
 
-    ``shrink`` (see `goemo.metrics.tune_thresholds`) defaults to the first member's training
+    ``shrink`` (see `goemo.scoring.metrics.tune_thresholds`) defaults to the first member's training
     ``threshold_shrink``, so a member scores here as it did at the end of its training.
 
     >>> result = evaluate_ensemble(["runs/s1/best", "runs/s2/best", "runs/s3/best"])  # doctest: +SKIP

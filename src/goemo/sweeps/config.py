@@ -3,7 +3,7 @@
 A W&B sweep config (``method``, ``metric``, ``parameters``, ``early_terminate``, ``run_cap``)
 becomes a `SweepSpec`: each searched parameter a `ParamSpec` that knows its Optuna
 suggestion and its grid points; ``value:`` entries become fixed training options. W&B's
-parameter names are goemo's aliases (`goemo.config.ALIASES`: ``learning_rate`` -> ``lr``,
+parameter names are goemo's aliases (`goemo.core.config.ALIASES`: ``learning_rate`` -> ``lr``,
 ``tokenizer_max_len`` -> ``max_length``); W&B's metric names map to the keys of goemo's
 per-epoch record (`METRIC_ALIASES`: ``auc_score`` -> ``auc_micro``). Everything W&B accepts
 that goemo cannot honour is refused with the reason, or ignored with a note.
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from goemo.config import SELECT_METRICS, normalize_keys
-from goemo.errors import ConfigError
+from goemo.core.config import SELECT_METRICS, normalize_keys
+from goemo.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import optuna

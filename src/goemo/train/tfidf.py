@@ -5,12 +5,12 @@ thresholds protocol and the same report. This module fits one: TF-IDF of word 1-
 character 2-5-grams within words (sublinear tf; the character block catches misspellings,
 elongations and word pieces such as "lol"/"loool"), and one L2 logistic regression per label
 (liblinear, ``class_weight="balanced"`` so rare labels such as grief are not drowned by their
-negatives), with per-label thresholds tuned on dev exactly as `goemo.training` does. It fits
+negatives), with per-label thresholds tuned on dev exactly as `goemo.train.loop` does. It fits
 the full training split in about a minute on two CPU cores, five seconds without the
 character block (``char_ngrams=False``).
 
 The result is a model folder like a fine-tuned model's, so ``goemo evaluate``, ``goemo
-report``, ``goemo predict``, ``goemo serve`` and `goemo.inference.EmotionClassifier` take it
+report``, ``goemo predict``, ``goemo serve`` and `goemo.predict.classifier.EmotionClassifier` take it
 unchanged (they dispatch on ``goemo.json``'s ``"kind": "tfidf"``). It holds no pickle:
 
 - ``goemo.json``: label names, taxonomy, thresholds (global and dev-tuned per label), the
@@ -46,9 +46,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from goemo.data.split import Split
-from goemo.errors import ConfigError, ModelError, RunFolderError
-from goemo.fileio import append_jsonl, atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text
-from goemo.inference import EmotionClassifier, check_texts
+from goemo.core.errors import ConfigError, ModelError, RunFolderError
+from goemo.core.fileio import append_jsonl, atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text
+from goemo.predict.classifier import EmotionClassifier, check_texts
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def is_tfidf_folder(folder: str | Path) -> bool:
 
 
 def weight_files(folder: str | Path) -> list[Path]:
-    """The files that determine a TF-IDF model's scores (for `goemo.evaluation.model_fingerprint`); [] otherwise."""
+    """The files that determine a TF-IDF model's scores (for `goemo.evaluate.evaluation.model_fingerprint`); [] otherwise."""
     folder = Path(folder)
     if not is_tfidf_folder(folder):
         return []
@@ -335,8 +335,8 @@ def weight_files(folder: str | Path) -> list[Path]:
 
 
 def predict_split_proba(model_dir: str | Path, split: Split) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Float64 probabilities of a TF-IDF model folder on ``split``: `goemo.evaluation`'s model run."""
-    from goemo.evaluation import EvaluationError
+    """Float64 probabilities of a TF-IDF model folder on ``split``: `goemo.evaluate.evaluation`'s model run."""
+    from goemo.evaluate.evaluation import EvaluationError
 
     model = TfidfModel.load(model_dir)
     if list(model.label_names) != list(split.label_names):
@@ -381,7 +381,7 @@ class TfidfEmotionClassifier(EmotionClassifier):
 def load_classifier(folder: str | Path, *, backend: str = "auto", device: str = "auto",
                     batch_size: int = 64) -> TfidfEmotionClassifier:
     """`EmotionClassifier.load` for a TF-IDF folder: CPU, backend ``"tfidf"``."""
-    from goemo.inference import thresholds_from_meta
+    from goemo.predict.classifier import thresholds_from_meta
 
     folder = Path(folder)
     if backend not in ("auto", KIND):
@@ -411,8 +411,8 @@ class BaselineResult:
 
 
 def _scores(y: np.ndarray, logits: np.ndarray, threshold: Any) -> dict[str, float]:
-    """The per-epoch record's numbers: BCE on the logits and `goemo.metrics.summary`."""
-    from goemo.metrics import summary
+    """The per-epoch record's numbers: BCE on the logits and `goemo.scoring.metrics.summary`."""
+    from goemo.scoring.metrics import summary
 
     probs = 1.0 / (1.0 + np.exp(-logits))
     loss = float(np.mean(np.logaddexp(0.0, logits) - y * logits))  # BCE with logits, mean over entries
@@ -433,7 +433,7 @@ def fit_tfidf_baseline(config: TfidfConfig, splits: dict[str, Split] | None = No
     """Fit on train, tune per-label thresholds on dev, score dev and test, write the run folder.
 
     ``splits`` (``{"train", "dev", "test"?}``) replaces reading ``config.data_dir``. Nothing
-    is chosen on test: thresholds come from dev (`goemo.metrics.tune_thresholds`, which
+    is chosen on test: thresholds come from dev (`goemo.scoring.metrics.tune_thresholds`, which
     refuses a test split) and test is only scored. Writes ``config.yaml``, ``metrics.jsonl``
     (one epoch record, so ``goemo report`` draws its training table), ``summary.json`` and
     ``best/`` (the model folder) under ``config.output``.
@@ -443,9 +443,9 @@ def fit_tfidf_baseline(config: TfidfConfig, splits: dict[str, Split] | None = No
     """
     import yaml
 
-    from goemo.metrics import summary as metric_summary
-    from goemo.metrics import tune_thresholds
-    from goemo.resources import hardware, peak_rss_mb
+    from goemo.scoring.metrics import summary as metric_summary
+    from goemo.scoring.metrics import tune_thresholds
+    from goemo.train.resources import hardware, peak_rss_mb
 
     started = time.perf_counter()
     if splits is None:

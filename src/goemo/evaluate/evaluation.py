@@ -31,9 +31,9 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from goemo.data.split import Split
-from goemo.errors import ConfigError, GoemoError, ModelError
-from goemo.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from goemo.metrics import (
+from goemo.core.errors import ConfigError, GoemoError, ModelError
+from goemo.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from goemo.scoring.metrics import (
     PAPER_THRESHOLD,
     PAPER_THRESHOLDS,
     THRESHOLD_CONVENTION,
@@ -90,8 +90,8 @@ def model_fingerprint(model_dir: str | Path) -> str:
     """
     folder = Path(model_dir)
     weights = sorted(folder.glob("*.safetensors"))
-    if not weights:  # a TF-IDF baseline keeps its weights as plain arrays (goemo.baseline)
-        from goemo.baseline import weight_files
+    if not weights:  # a TF-IDF baseline keeps its weights as plain arrays (goemo.train.tfidf)
+        from goemo.train.tfidf import weight_files
 
         weights = weight_files(folder)
     if not weights:
@@ -141,7 +141,7 @@ def predict_split(
     """Probabilities of the model in ``model_dir`` for every text of ``split`` (cached).
 
     On a cache hit the model is not even loaded. On a miss the model runs through
-    `goemo.training.predict_logits` on `goemo.data.batching.encode_split` (length-sorted
+    `goemo.train.loop.predict_logits` on `goemo.data.batching.encode_split` (length-sorted
     batches, dynamic padding, the token cache), and the result is stored atomically.
 
     >>> from goemo.data.io import load_goemotions
@@ -239,15 +239,15 @@ def _run_model(
     token_cache_dir: str | Path | None,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Load the model and return sigmoid probabilities (the only place the model runs)."""
-    from goemo import baseline
+    from goemo.train import tfidf as baseline
 
     if baseline.is_tfidf_folder(model_dir):
         return baseline.predict_split_proba(model_dir, split)
     import torch
 
-    from goemo import training
+    from goemo.train import loop as training
     from goemo.data.batching import encode_split
-    from goemo.modeling import load_model
+    from goemo.models.modeling import load_model
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -533,7 +533,7 @@ def score_predictions(
 def open_model_folder(model: str | Path) -> tuple[Path, dict[str, Any]]:
     """The folder as a Path and its ``goemo.json`` ({} for a plain transformers folder).
 
-    Read here rather than with `goemo.modeling.read_meta`, whose module imports torch and
+    Read here rather than with `goemo.models.modeling.read_meta`, whose module imports torch and
     transformers: a cache hit should cost milliseconds, not seconds of imports.
     """
     import json
