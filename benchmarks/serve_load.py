@@ -133,9 +133,25 @@ def start_server(
     model: Path, port: int, max_batch: int, max_wait_ms: float, backend: str, num_threads: int | None
 ) -> subprocess.Popen:
     cmd = [
-        sys.executable, "-m", "goemo.cli", "serve", "--model", str(model), "--host", HOST, "--port", str(port),
-        "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--backend", backend,
-        "--max-texts", "64", "--no-access-log",
+        sys.executable,
+        "-m",
+        "goemo.cli",
+        "serve",
+        "--model",
+        str(model),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        str(max_wait_ms),
+        "--backend",
+        backend,
+        "--max-texts",
+        "64",
+        "--no-access-log",
     ] + (["--num-threads", str(num_threads)] if num_threads else [])
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -240,14 +256,34 @@ def machine() -> str:
 
 
 def table(results: list[ModeResult]) -> str:
-    head = ["mode", "model threads", "clients", "requests", "requests/s", "texts/s", "p50 ms", "p99 ms",
-            "texts per model call", "errors"]
+    head = [
+        "mode",
+        "model threads",
+        "clients",
+        "requests",
+        "requests/s",
+        "texts/s",
+        "p50 ms",
+        "p99 ms",
+        "texts per model call",
+        "errors",
+    ]
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     default_threads = f"{max(1, (os.cpu_count() or 1) - 1)} (default)"
     for r in results:
         mode = "no batching (`--max-batch 1`)" if r.max_batch == 1 else f"micro-batching (`--max-batch {r.max_batch}`)"
-        cells = [mode, str(r.num_threads or default_threads), str(r.clients), f"{r.requests:,}", f"{r.rps:.1f}",
-                 f"{r.tps:.1f}", f"{r.pct(50):.0f}", f"{r.pct(99):.0f}", f"{r.mean_batch:.1f}", str(len(r.errors))]
+        cells = [
+            mode,
+            str(r.num_threads or default_threads),
+            str(r.clients),
+            f"{r.requests:,}",
+            f"{r.rps:.1f}",
+            f"{r.tps:.1f}",
+            f"{r.pct(50):.0f}",
+            f"{r.pct(99):.0f}",
+            f"{r.mean_batch:.1f}",
+            str(len(r.errors)),
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -263,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, nargs="+", default=[1, 64], help="Modes to compare.")
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument(
-        "--num-threads", type=int, nargs="+",
+        "--num-threads",
+        type=int,
+        nargs="+",
         help="Server's model threads to compare (goemo serve --num-threads; 0: its default, all cores but one). "
         "Default: 0 and all cores.",
     )
@@ -281,13 +319,17 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model or build_default_model(Path(tmp) / "minilm-untrained")
         model_desc = str(args.model) if args.model else "untrained all-MiniLM-L6-v2 mean-pool classifier (28 labels)"
         cost = model_cost(model, texts, args.backend)
-        print(f"model alone, 1 thread: {cost[1]:.1f} ms per text at batch 1, {cost[32]:.1f} at batch 32",
-              file=sys.stderr)
+        print(
+            f"model alone, 1 thread: {cost[1]:.1f} ms per text at batch 1, {cost[32]:.1f} at batch 32", file=sys.stderr
+        )
         results = []
         for threads in args.num_threads:
             for max_batch in args.max_batch:
-                print(f"threads={threads or 'default'} max_batch={max_batch}: {args.clients} clients for "
-                      f"{args.duration:.0f} s ...", file=sys.stderr)
+                print(
+                    f"threads={threads or 'default'} max_batch={max_batch}: {args.clients} clients for "
+                    f"{args.duration:.0f} s ...",
+                    file=sys.stderr,
+                )
                 results.append(run_mode(model, texts, max_batch, threads, args))
 
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -316,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             f"load average was {load_before:.1f} before the run and {os.getloadavg()[0]:.1f} after it (other "
             f"jobs on the machine make the figures noisy).\n\n"
             f"{out}\n\n{summary}. Latency is measured by the client (request sent to answer read).\n\n"
-            f"Reading the table: \"texts per model call\" is how many concurrent requests shared one forward "
+            f'Reading the table: "texts per model call" is how many concurrent requests shared one forward '
             f"pass. On a CPU the gain of micro-batching is bounded by how much cheaper a text is inside a batch "
             f"than alone: here the model alone (one thread, same texts) took {cost[1]:.1f} ms for one text and "
             f"{cost[32]:.1f} ms per text in batches of 32, at most {cost[1] / cost[32]:.1f}x; on a GPU the "

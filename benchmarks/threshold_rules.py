@@ -25,7 +25,9 @@ SHRINKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from goemo.evaluate.evaluation import load_eval_split, open_model_folder, predict_split
+    from goemo.core.folder import ModelFolder
+    from goemo.evaluation.evaluate import load_eval_split
+    from goemo.predict.cache import predict_split
     from goemo.scoring.metrics import cross_tuned_f1_macro, summary, tune_thresholds
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,11 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     shrinks = [float(s) for s in args.shrinks.split(",")]
 
-    _, meta = open_model_folder(args.models[0])
-    names = list(meta["label_names"])
+    names = ModelFolder.open(args.models[0]).label_names
     dev, test = (load_eval_split(s, args.data_dir, "goemotions", names) for s in ("dev", "test"))
-    probs = {m: {s: predict_split(m, split).probs.astype(np.float64) for s, split in (("dev", dev), ("test", test))}
-             for m in args.models}
+    probs = {
+        m: {s: predict_split(m, split).probs.astype(np.float64) for s, split in (("dev", dev), ("test", test))}
+        for m in args.models
+    }
     if len(args.models) > 1:
         probs["mean probability"] = {s: np.mean([p[s] for p in probs.values()], axis=0) for s in ("dev", "test")}
 
@@ -48,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, p in probs.items():
         table[name] = {}
         for shrink in shrinks:
-            xtuned = np.mean([cross_tuned_f1_macro(dev.labels, p["dev"], split_name="dev", seed=k, shrink=shrink)
-                              for k in range(args.halvings)])
+            xtuned = np.mean(
+                [
+                    cross_tuned_f1_macro(dev.labels, p["dev"], split_name="dev", seed=k, shrink=shrink)
+                    for k in range(args.halvings)
+                ]
+            )
             tuned = tune_thresholds(dev.labels, p["dev"], split_name="dev", shrink=shrink)
             on_test = summary(test.labels, p["test"], tuned.values)["f1_macro"]
             table[name][shrink] = (float(xtuned), float(on_test))
@@ -62,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     singles = [n for n in table if n != "mean probability"]
     best = max(shrinks, key=lambda s: np.mean([table[n][s][0] for n in singles]))
     print(f"chosen on dev (best mean cross-tuned F1 over the single models): shrink {best:g}")
-    print(json.dumps({"chosen_shrink": best, "table": {n: {str(s): v for s, v in r.items()} for n, r in table.items()}}))
+    print(
+        json.dumps({"chosen_shrink": best, "table": {n: {str(s): v for s, v in r.items()} for n, r in table.items()}})
+    )
     return 0
 
 

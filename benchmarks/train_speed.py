@@ -2,7 +2,7 @@
 
 The naive loop is written like the W&B report's ``trainer()``: every text padded to a fixed
 length of 40, fp32, random batches, the architecture's standard head, plain AdamW.
-goemo's side is the real `goemo.train.loop.train` on the same texts for one epoch (length
+goemo's side is the real `goemo.training.loop.train` on the same texts for one epoch (length
 buckets, dynamic padding, bf16 autocast where the CPU has it), and its examples/s is read
 from the epoch record. Runs alternate (naive, goemo, naive, goemo, …) so that a noisy
 neighbour slows both equally; the median of each is reported.
@@ -51,12 +51,19 @@ def naive_examples_per_s(model_name: str, split, batch_size: int, max_length: in
 def goemo_examples_per_s(model_name: str, splits: dict, batch_size: int, extra: dict) -> float:
     """One epoch of the real training loop; examples/s as it records it."""
     from goemo.core.config import TrainConfig
-    from goemo.train.loop import train
+    from goemo.training.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(
-            model=model_name, data_dir=None, epochs=1, batch_size=batch_size, output=f"{tmp}/run",
-            cache_dir=f"{tmp}/cache", eval_test=False, log_every=10**6, **extra,
+            model=model_name,
+            data_dir=None,
+            epochs=1,
+            batch_size=batch_size,
+            output=f"{tmp}/run",
+            cache_dir=f"{tmp}/cache",
+            eval_test=False,
+            log_every=10**6,
+            **extra,
         )
         result = train(cfg, splits=splits)
         return float(result.summary["epochs"][-1]["examples_per_s"])
@@ -71,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--pooling", default="cls", help="goemo side's head (cls matches the naive loop)")
     ap.add_argument("--precision", default="auto")
-    ap.add_argument("--max-length", type=int, default=128,
-                    help="goemo side's truncation (the naive loop pads and truncates to 40); 40 = the same tokens")
+    ap.add_argument(
+        "--max-length",
+        type=int,
+        default=128,
+        help="goemo side's truncation (the naive loop pads and truncates to 40); 40 = the same tokens",
+    )
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
 
@@ -80,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     from goemo.data.io import load_goemotions
-    from goemo.train.resources import hardware
+    from goemo.training.resources import hardware
 
     data = load_goemotions(args.data_dir)
     train_split = data["train"].sample(args.texts, seed=0)
@@ -94,12 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     a, b = statistics.median(naive), statistics.median(ours)
     hw = hardware()
     result = {
-        "model": args.model, "batch_size": args.batch_size, "texts": args.texts, "repeats": args.repeats,
-        "naive_examples_per_s": round(a, 1), "goemo_examples_per_s": round(b, 1), "ratio": round(b / a, 2),
-        "goemo_settings": extra, "cpu": hw["cpu"], "cores": hw["cpu_cores"], "torch": hw["torch"],
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "texts": args.texts,
+        "repeats": args.repeats,
+        "naive_examples_per_s": round(a, 1),
+        "goemo_examples_per_s": round(b, 1),
+        "ratio": round(b / a, 2),
+        "goemo_settings": extra,
+        "cpu": hw["cpu"],
+        "cores": hw["cpu_cores"],
+        "torch": hw["torch"],
     }
     print(json.dumps(result))
-    print(f"train speed ratio (goemo / naive): {b / a:.2f}x  ({b:.1f} vs {a:.1f} examples/s, {hw['cpu']}, {hw['cpu_cores']} cores)")
+    print(
+        f"train speed ratio (goemo / naive): {b / a:.2f}x  ({b:.1f} vs {a:.1f} examples/s, {hw['cpu']}, {hw['cpu_cores']} cores)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

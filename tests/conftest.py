@@ -41,12 +41,20 @@ def small_splits(goemotions_splits):
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """``best/`` of a tiny run trained once per session (~10 s): for predict, serve and export tests."""
     from goemo.core.config import TrainConfig
-    from goemo.train.loop import train
+    from goemo.training.loop import train
 
     root = tmp_path_factory.mktemp("tiny-model")
     config = TrainConfig(
-        data_dir=str(shared_data), model="tiny-random-bert", epochs=1, lr=1e-3, batch_size=32, max_length=48,
-        max_train_samples=400, max_eval_samples=100, output=str(root / "run"), cache_dir=str(root / "cache"),
+        data_dir=str(shared_data),
+        model="tiny-random-bert",
+        epochs=1,
+        lr=1e-3,
+        batch_size=32,
+        max_length=48,
+        max_train_samples=400,
+        max_eval_samples=100,
+        output=str(root / "run"),
+        cache_dir=str(root / "cache"),
         precision="fp32",
     )
     return Path(train(config).best_dir)

@@ -9,17 +9,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from goemo.train.tfidf import (
-    ARRAYS_FILE,
-    VOCAB_FILE,
-    TfidfConfig,
-    TfidfModel,
-    fit_tfidf_baseline,
-    is_tfidf_folder,
-)
-from goemo.data.split import Split
 from goemo.core.errors import ConfigError, RunFolderError
+from goemo.core.folder import ModelFolder
+from goemo.data.split import Split
+from goemo.models.tfidf import ARRAYS_FILE, VOCAB_FILE, TfidfModel
 from goemo.scoring.metrics import summary, tune_thresholds
+from goemo.training.tfidf import (
+    TfidfConfig,
+    fit_tfidf_baseline,
+)
 
 ODD_TEXTS = ["", "zzqx unseen words only", "I LOVE it!!! Thanks 😊", "Ça va? naïve café", "thank you " * 50]
 
@@ -58,17 +56,24 @@ def test_each_label_is_sklearns_tfidf_logistic_regression(fitted, splits):
     from sklearn.pipeline import FeatureUnion, make_pipeline
 
     train = splits["train"]
-    features = FeatureUnion([
-        ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, strip_accents="unicode")),
-        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2,
-                                 strip_accents="unicode")),
-    ])
+    features = FeatureUnion(
+        [
+            ("word", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, strip_accents="unicode")),
+            (
+                "char",
+                TfidfVectorizer(
+                    analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, strip_accents="unicode"
+                ),
+            ),
+        ]
+    )
     j = train.label_names.index("gratitude")
     lr = LogisticRegression(C=2.0, class_weight="balanced", solver="liblinear", max_iter=1000, random_state=0)
     pipe = make_pipeline(features, lr).fit(train.texts, train.labels[:, j])
     texts = splits["dev"].texts[:200]
-    np.testing.assert_allclose(fitted.model.predict_proba(texts)[:, j], pipe.predict_proba(texts)[:, 1],
-                               rtol=0, atol=1e-8)
+    np.testing.assert_allclose(
+        fitted.model.predict_proba(texts)[:, j], pipe.predict_proba(texts)[:, 1], rtol=0, atol=1e-8
+    )
     assert fitted.model.terms() == {name: len(v.vocabulary_) for name, v in features.transformer_list}
 
 
@@ -79,16 +84,18 @@ def test_thresholds_are_tuned_on_dev_only(fitted, splits, tmp_path, shared_data)
     assert info["global"] == 0.3 and info["tuned_on"] == "dev"
     assert info["tuning"]["split"] == "dev" and info["tuning"]["forced"] is False
     dev = splits["dev"]
-    expected = tune_thresholds(dev.labels, fitted.model.predict_proba(dev.texts), split_name="dev",
-                               label_names=dev.label_names)
+    expected = tune_thresholds(
+        dev.labels, fitted.model.predict_proba(dev.texts), split_name="dev", label_names=dev.label_names
+    )
     assert info["per_label"] == pytest.approx(expected.by_label())
     assert len(set(info["per_label"].values())) > 3  # really per label
     assert meta["data_checksums"]["dev"] == dev.checksum()
     # Test labels cannot move a threshold: refit with test labels scrambled, same thresholds.
     test = splits["test"]
     scrambled = Split(test.texts, test.ids, test.labels[::-1].copy(), test.label_names, "test")
-    again = fit_tfidf_baseline(TfidfConfig(data_dir=str(shared_data), output=str(tmp_path / "again")),
-                               {**splits, "test": scrambled})
+    again = fit_tfidf_baseline(
+        TfidfConfig(data_dir=str(shared_data), output=str(tmp_path / "again")), {**splits, "test": scrambled}
+    )
     meta2 = json.loads((again.best_dir / "goemo.json").read_text())
     assert meta2["thresholds"]["per_label"] == info["per_label"]
     assert meta2["metrics"]["test"]["f1_macro"] != meta["metrics"]["test"]["f1_macro"]
@@ -118,8 +125,11 @@ def test_run_folder_and_summary(fitted, splits):
     records = [json.loads(line) for line in (fitted.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["event"] == "epoch" and records[0]["f1_macro"] == s["dev"]["f1_macro"]
     config = yaml.safe_load((fitted.run_dir / "config.yaml").read_text())
-    assert config["c"] == 2.0 and config["char_ngram_range"] == [2, 5] and TfidfConfig(**{
-        k: v for k, v in config.items() if k != "model"}).to_dict() == config  # config.yaml reads back
+    assert (
+        config["c"] == 2.0
+        and config["char_ngram_range"] == [2, 5]
+        and TfidfConfig(**{k: v for k, v in config.items() if k != "model"}).to_dict() == config
+    )  # config.yaml reads back
     with pytest.raises(RunFolderError, match="--overwrite"):
         fit_tfidf_baseline(TfidfConfig(output=str(fitted.run_dir)), dict(splits))
 
@@ -127,7 +137,7 @@ def test_run_folder_and_summary(fitted, splits):
 def test_emotion_classifier_uses_the_tfidf_backend(fitted, splits):
     from goemo.predict.classifier import EmotionClassifier
 
-    assert is_tfidf_folder(fitted.best_dir) and not is_tfidf_folder(fitted.run_dir)
+    assert ModelFolder.open(fitted.best_dir).kind == "tfidf" and ModelFolder.open(fitted.run_dir).meta == {}
     clf = EmotionClassifier.load(fitted.best_dir)
     assert clf.backend == "tfidf" and clf.device == "cpu"
     texts = splits["test"].texts[:50] + ODD_TEXTS
@@ -147,7 +157,8 @@ def test_emotion_classifier_uses_the_tfidf_backend(fitted, splits):
 
 
 def test_evaluate_and_report(fitted, splits, shared_data):
-    from goemo.evaluate.evaluation import ThresholdLeakError, evaluate
+    from goemo.core.errors import ThresholdLeakError
+    from goemo.evaluation.evaluate import evaluate
     from goemo.report import build_report
 
     test = splits["test"]
@@ -187,24 +198,53 @@ def test_cli_fits_predicts_and_evaluates(tmp_path, shared_data):
 
     runner = CliRunner()
     out = tmp_path / "cli-run"
-    args = ["baseline", "tfidf", "--data-dir", str(shared_data), "--out", str(out), "--max-train-samples", "1500",
-            "--no-char", "--c", "4"]
+    args = [
+        "baseline",
+        "tfidf",
+        "--data-dir",
+        str(shared_data),
+        "--out",
+        str(out),
+        "--max-train-samples",
+        "1500",
+        "--no-char",
+        "--c",
+        "4",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "test macro-F1" in res.output and str(out / "best") in res.output
     s = json.loads((out / "summary.json").read_text())
     assert f"{s['test']['f1_macro_tuned']:.4f} with dev-tuned" in res.output
-    assert list(s["terms"]) == ["word"] and json.loads((out / "best" / "goemo.json").read_text())["classifier"]["C"] == 4.0
+    assert (
+        list(s["terms"]) == ["word"] and json.loads((out / "best" / "goemo.json").read_text())["classifier"]["C"] == 4.0
+    )
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "already holds a run" in again.output and "Traceback" not in again.output
     pred = runner.invoke(app, ["predict", "--model", str(out / "best"), "thanks so much!", "--top-k", "1"])
     assert pred.exit_code == 0, pred.output
     assert json.loads(pred.output.splitlines()[0])["labels"][0]["label"] == "gratitude"
-    ev = runner.invoke(app, ["evaluate", "--model", str(out / "best"), "--split", "test", "--thresholds", "tuned",
-                             "--data-dir", str(shared_data), "--format", "json"])
+    ev = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(out / "best"),
+            "--split",
+            "test",
+            "--thresholds",
+            "tuned",
+            "--data-dir",
+            str(shared_data),
+            "--format",
+            "json",
+        ],
+    )
     assert ev.exit_code == 0, ev.output
-    payload = json.loads(ev.output[ev.output.index("{"):])
+    payload = json.loads(ev.output[ev.output.index("{") :])
     assert payload["metrics"]["macro"]["f1"] == pytest.approx(s["test"]["f1_macro_tuned"], abs=1e-9)
-    bad = runner.invoke(app, ["baseline", "tfidf", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
+    bad = runner.invoke(
+        app, ["baseline", "tfidf", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]
+    )
     assert bad.exit_code == 1 and bad.output.startswith("goemo: error:")
     assert not (tmp_path / "x").exists()  # nothing written before the data is read

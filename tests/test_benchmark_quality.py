@@ -28,9 +28,18 @@ def calls(monkeypatch):
 
     def fake(preset, out, data_dir, source, overrides):
         seen.append((str(out), dict(overrides)))
-        rows = [{"taxonomy": t, "thresholds": th, "macro_f1": 0.5, "macro_precision": 0.5, "macro_recall": 0.5,
-                 "paper_macro_f1": 0.46}
-                for t in ("goemotions", "ekman", "sentiment") for th in ("fixed 0.3", "per-label, tuned on dev")]
+        rows = [
+            {
+                "taxonomy": t,
+                "thresholds": th,
+                "macro_f1": 0.5,
+                "macro_precision": 0.5,
+                "macro_recall": 0.5,
+                "paper_macro_f1": 0.46,
+            }
+            for t in ("goemotions", "ekman", "sentiment")
+            for th in ("fixed 0.3", "per-label, tuned on dev")
+        ]
         return ReproduceResult(Path(out), rows, Path(out) / "report.html", {"resources": {"wall_time_s": 1.0}})
 
     monkeypatch.setattr(goemo.reproduce, "reproduce", fake)
@@ -39,8 +48,12 @@ def calls(monkeypatch):
 
 def test_teacher_seeds_train_teachers_first_then_distil_from_all(quality, calls, tmp_path, capsys):
     out = str(tmp_path / "d")
-    assert quality.main(["--teacher-seeds", "1,2", "--teacher-epochs", "3", "--seed", "7", "--out", out,
-                         "--distill-alpha", "0.4"]) == 0
+    assert (
+        quality.main(
+            ["--teacher-seeds", "1,2", "--teacher-epochs", "3", "--seed", "7", "--out", out, "--distill-alpha", "0.4"]
+        )
+        == 0
+    )
     assert [c[0] for c in calls] == [f"{out}-teacher-seed1", f"{out}-teacher-seed2", out]
     for _, overrides in calls[:2]:
         assert overrides["epochs"] == 3 and not overrides.get("teachers")

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from goemo.cli import app
 from goemo.core.errors import DataError
-from goemo.predict.classifier import EmotionClassifier, predict_file
+from goemo.predict.classifier import EmotionClassifier
+from goemo.predict.files import predict_file
 
 TEXTS = [
     "Thank you, that is so kind of you!",
@@ -42,7 +43,7 @@ def check_labels(records: list[dict], texts: list[str], clf: EmotionClassifier, 
     """Each record's labels are exactly what the Python API gives for its own text."""
     expected = clf.predict(texts, **options)
     assert len(records) == len(texts)
-    for record, text, exp in zip(records, texts, expected):
+    for record, exp in zip(records, expected):
         assert [d["label"] for d in record["labels"]] == [d["label"] for d in exp]
         assert [d["score"] for d in record["labels"]] == pytest.approx([d["score"] for d in exp], abs=1e-5)
 
@@ -69,7 +70,9 @@ def test_txt_file_to_jsonl_file(tiny_model_dir: Path, clf: EmotionClassifier, tm
     src = tmp_path / "in.txt"
     src.write_text("\r\n".join(TEXTS) + "\r\n", encoding="utf-8")  # Windows line ends too
     out = tmp_path / "out" / "pred.jsonl"
-    result = run("--model", str(tiny_model_dir), "--input", str(src), "--output", str(out), "--all-scores", "--batch-size", "2")
+    result = run(
+        "--model", str(tiny_model_dir), "--input", str(src), "--output", str(out), "--all-scores", "--batch-size", "2"
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert "6 texts labelled" in result.stderr and str(out) in result.stderr
@@ -93,8 +96,18 @@ def test_csv_with_ids_quotes_and_newlines_to_csv(tiny_model_dir: Path, clf: Emot
             w.writerow([i, t, "x"])
     out = tmp_path / "pred.csv"
     result = run(
-        "--model", str(tiny_model_dir), "--input", str(src), "--text-column", "body", "--id-column", "id",
-        "--output", str(out), "--top-k", "2",
+        "--model",
+        str(tiny_model_dir),
+        "--input",
+        str(src),
+        "--text-column",
+        "body",
+        "--id-column",
+        "id",
+        "--output",
+        str(out),
+        "--top-k",
+        "2",
     )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
@@ -110,13 +123,33 @@ def test_jsonl_with_id_column_and_taxonomy(tiny_model_dir: Path, clf: EmotionCla
     lines = [json.dumps({"text": t, "key": 100 + i}) for i, t in enumerate(TEXTS)]
     lines.insert(2, "")  # blank lines are skipped
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    result = run("--model", str(tiny_model_dir), "--input", str(src), "--id-column", "key", "--taxonomy", "ekman", "--top-k", "2", "--no-text")
+    result = run(
+        "--model",
+        str(tiny_model_dir),
+        "--input",
+        str(src),
+        "--id-column",
+        "key",
+        "--taxonomy",
+        "ekman",
+        "--top-k",
+        "2",
+        "--no-text",
+    )
     assert result.exit_code == 0, result.output
     records = jsonl(result.stdout)
     assert [r["id"] for r in records] == [str(100 + i) for i in range(6)]
     assert all("text" not in r for r in records)
     check_labels(records, TEXTS, clf, top_k=2, taxonomy="ekman")
-    assert {d["label"] for r in records for d in r["labels"]} <= {"anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"}
+    assert {d["label"] for r in records for d in r["labels"]} <= {
+        "anger",
+        "disgust",
+        "fear",
+        "joy",
+        "sadness",
+        "surprise",
+        "neutral",
+    }
 
 
 def test_streaming_in_small_chunks_gives_the_same_output(clf: EmotionClassifier, tmp_path: Path) -> None:
@@ -153,7 +186,9 @@ def test_a_bad_row_midway_leaves_no_output_file(clf: EmotionClassifier, tmp_path
         ("hi\n", "in.txt", ["also a text"], "not both"),
     ],
 )
-def test_errors_are_one_line_exit_1(tiny_model_dir: Path, tmp_path: Path, content: str, name: str, extra: list[str], message: str) -> None:
+def test_errors_are_one_line_exit_1(
+    tiny_model_dir: Path, tmp_path: Path, content: str, name: str, extra: list[str], message: str
+) -> None:
     src = tmp_path / name
     src.write_text(content, encoding="utf-8")
     result = run("--model", str(tiny_model_dir), "--input", str(src), *extra)

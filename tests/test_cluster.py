@@ -84,13 +84,32 @@ def test_every_stage_renders_valid_bash_with_directives(scheduler: str, stage: s
 
 
 def test_directive_values_sge(tmp_path: Path) -> None:
-    job = render_job(JobSpec("sge", "train", TRAIN_ARGS, gpus=2, cpus=8, mem="32G", time="12:00:00",
-                             queue="gpu.q", directives=("-l h=gpu07", "-P myproject"),
-                             sge_gpu_resource="coproc_v100", job_name="bert-run"))
+    job = render_job(
+        JobSpec(
+            "sge",
+            "train",
+            TRAIN_ARGS,
+            gpus=2,
+            cpus=8,
+            mem="32G",
+            time="12:00:00",
+            queue="gpu.q",
+            directives=("-l h=gpu07", "-P myproject"),
+            sge_gpu_resource="coproc_v100",
+            job_name="bert-run",
+        )
+    )
     lines = [line for line in job.text.splitlines() if line.startswith("#$ ")]
     assert lines[:3] == ["#$ -N bert-run", "#$ -S /bin/bash", "#$ -cwd"]
-    for want in ("#$ -l h_rt=12:00:00", "#$ -l h_vmem=4G", "#$ -pe smp 8", "#$ -l coproc_v100=2",
-                 "#$ -q gpu.q", "#$ -l h=gpu07", "#$ -P myproject"):
+    for want in (
+        "#$ -l h_rt=12:00:00",
+        "#$ -l h_vmem=4G",
+        "#$ -pe smp 8",
+        "#$ -l coproc_v100=2",
+        "#$ -q gpu.q",
+        "#$ -l h=gpu07",
+        "#$ -P myproject",
+    ):
         assert want in lines
     # memory per slot rounds up: 10 GiB over 3 slots
     uneven = render_job(JobSpec("sge", "fetch", mem="10G", cpus=3))
@@ -103,8 +122,14 @@ def test_directive_values_slurm_array_and_nodes() -> None:
     sweep = render_job(spec_for("slurm", "sweep", array=6))
     assert "#SBATCH --array=1-6\n" in sweep.text and "#SBATCH --output=logs/%x-%A_%a.out\n" in sweep.text
     train = render_job(JobSpec("slurm", "train", TRAIN_ARGS, gpus=4, nodes=3, cpus=32, mem="200G"))
-    for want in ("--nodes=3", "--ntasks-per-node=1", "--cpus-per-task=32", "--mem=200G", "--gres=gpu:4",
-                 "--output=logs/%x-%j.out"):
+    for want in (
+        "--nodes=3",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=32",
+        "--mem=200G",
+        "--gres=gpu:4",
+        "--output=logs/%x-%j.out",
+    ):
         assert f"#SBATCH {want}\n" in train.text
     sge_sweep = render_job(spec_for("sge", "sweep", array=6))
     assert "#$ -t 1-6\n" in sge_sweep.text
@@ -139,7 +164,8 @@ STUBS = {
     "nvidia-smi": RECORD + 'echo "0, NVIDIA H100 80GB HBM3, 81559 MiB, 550.54"\n',
     "scontrol": RECORD + '[ "$1 $2" = "show hostnames" ] && printf "gpu-a01\\ngpu-a02\\n"\n',
     # srun: run the command once per node, sequentially, with that node's SLURM_NODEID
-    "srun": RECORD + r"""n=1
+    "srun": RECORD
+    + r"""n=1
 while [ $# -gt 0 ]; do
   case "$1" in --nodes=*) n="${1#--nodes=}"; shift;; -*) shift;; *) break;; esac
 done
@@ -178,8 +204,9 @@ class Stubs:
     def run(self, text: str, **env: str) -> subprocess.CompletedProcess:
         script = self.work / "job.sh"
         script.write_text(text)
-        return subprocess.run([BASH, str(script)], cwd=self.work, env={**self.env, **env},
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [BASH, str(script)], cwd=self.work, env={**self.env, **env}, capture_output=True, text=True, timeout=60
+        )
 
     def calls(self, name: str) -> list[tuple[list[str], dict[str, str], str]]:
         """(argv, environment, cwd) of every call of one stub, in call order."""
@@ -201,14 +228,24 @@ def _flag(argv: list[str], name: str) -> str:
 
 
 def test_slurm_multi_node_launch_line(stubs: Stubs) -> None:
-    spec = JobSpec("slurm", "train", TRAIN_ARGS, gpus=4, nodes=2, cpus=16, env=f"venv:{stubs.bin.parent}/venv",
-                   cache_dir="$SCRATCH/hf", data_dir="$SCRATCH/goemotions")
+    spec = JobSpec(
+        "slurm",
+        "train",
+        TRAIN_ARGS,
+        gpus=4,
+        nodes=2,
+        cpus=16,
+        env=f"venv:{stubs.bin.parent}/venv",
+        cache_dir="$SCRATCH/hf",
+        data_dir="$SCRATCH/goemotions",
+    )
     venv_bin = stubs.bin.parent / "venv" / "bin"
     venv_bin.mkdir(parents=True)
     for tool in ("python", "accelerate", "goemo"):  # the venv's tools, found first on PATH
         shutil.move(stubs.bin / tool, venv_bin / tool)
-    result = stubs.run(render_job(spec).text, SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="gpu-a[01-02]",
-                       SLURM_CPUS_PER_TASK="16")
+    result = stubs.run(
+        render_job(spec).text, SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="gpu-a[01-02]", SLURM_CPUS_PER_TASK="16"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "launching 8 processes on 2 nodes (gpu-a01 gpu-a02), rendezvous gpu-a01:24242" in result.stdout
     assert "NVIDIA H100" in result.stdout  # host/GPU info at the top
@@ -231,7 +268,7 @@ def test_slurm_multi_node_launch_line(stubs: Stubs) -> None:
         assert _flag(argv, "--main_process_port") == "24242"
         assert _flag(argv, "--num_cpu_threads_per_process") == "4"
         # the goemo arguments arrive verbatim ($HOME not expanded), plus the shared data folder
-        assert argv[argv.index("-m"):] == ["-m", "goemo", "train", *TRAIN_ARGS, "--data-dir", f"{scratch}/goemotions"]
+        assert argv[argv.index("-m") :] == ["-m", "goemo", "train", *TRAIN_ARGS, "--data-dir", f"{scratch}/goemotions"]
         assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == f"{scratch}/hf"
         assert env["VIRTUAL_ENV"] == f"{stubs.bin.parent}/venv"
         assert cwd == str(stubs.work)
@@ -253,7 +290,7 @@ def test_sge_multi_node_launch_line_from_pe_hostfile(stubs: Stubs) -> None:
     for argv, env, _ in launches:
         assert _flag(argv, "--num_machines") == "2" and _flag(argv, "--num_processes") == "4"
         assert _flag(argv, "--main_process_ip") == "node07" and _flag(argv, "--main_process_port") == "29123"
-        assert argv[argv.index("-m"):] == ["-m", "goemo", "train", *TRAIN_ARGS]
+        assert argv[argv.index("-m") :] == ["-m", "goemo", "train", *TRAIN_ARGS]
         assert env["HF_HUB_OFFLINE"] == "1"
     assert [c[0] for c in stubs.calls("module")] == [["load", "cuda/12.4"]] * 3  # batch host + two nodes
     assert "qacct -j 777" in result.stdout
@@ -281,8 +318,9 @@ def test_single_gpu_runs_plain_goemo_offline(stubs: Stubs) -> None:
 
 
 def test_no_visible_gpu_stops_before_training(stubs: Stubs) -> None:
-    result = stubs.run(render_job(JobSpec("slurm", "train", TRAIN_ARGS, gpus=1)).text,
-                       SLURM_JOB_ID="10", STUB_PYTHON_RC="1")
+    result = stubs.run(
+        render_job(JobSpec("slurm", "train", TRAIN_ARGS, gpus=1)).text, SLURM_JOB_ID="10", STUB_PYTHON_RC="1"
+    )
     assert result.returncode == 1
     assert stubs.calls("goemo") == []
     assert "job 10 ended with exit status 1" in result.stdout  # the footer still runs
@@ -296,8 +334,13 @@ def test_setup_creates_venv_and_installs_torch_goemo_minilm(stubs: Stubs) -> Non
     python3 = stubs.bin / "python3"  # `python3 -m venv DIR` makes DIR/bin with the stub python and goemo
     python3.write_text(RECORD + f'mkdir -p "$3/bin" && cp {spare}/python {stubs.bin}/goemo "$3/bin/"\n')
     python3.chmod(0o755)
-    spec = JobSpec("sge", "setup", env="venv:~/envs/goemo", packages=("~/src/goemo[track]", "psycopg2-binary"),
-                   torch_index="https://download.pytorch.org/whl/cu126")
+    spec = JobSpec(
+        "sge",
+        "setup",
+        env="venv:~/envs/goemo",
+        packages=("~/src/goemo[track]", "psycopg2-binary"),
+        torch_index="https://download.pytorch.org/whl/cu126",
+    )
     result = stubs.run(render_job(spec).text, JOB_ID="1")
     assert result.returncode == 0, result.stderr
     venv = Path(stubs.env["HOME"]) / "envs" / "goemo"
@@ -334,8 +377,9 @@ def test_evaluate_then_report_on_the_run_folder(stubs: Stubs) -> None:
 
 
 def test_sweep_task_runs_a_worker(stubs: Stubs) -> None:
-    result = stubs.run(render_job(spec_for("slurm", "sweep", env=None)).text,
-                       SLURM_JOB_ID="13", SLURM_ARRAY_TASK_ID="3")
+    result = stubs.run(
+        render_job(spec_for("slurm", "sweep", env=None)).text, SLURM_JOB_ID="13", SLURM_ARRAY_TASK_ID="3"
+    )
     assert result.returncode == 0, result.stderr
     assert "sweep worker 3 of 4" in result.stdout
     [(argv, env, _)] = stubs.calls("goemo")
@@ -381,11 +425,19 @@ def test_bad_requests_are_one_line_errors(kw: dict, message: str) -> None:
 
 def test_shell_path_expands_variables_on_the_node_only(tmp_path: Path) -> None:
     quoted = shell_path('$FOO/a b"c`x`$(id)/${BAR}')
-    out = subprocess.run([BASH, "-c", f"printf %s {quoted}"], capture_output=True, text=True,
-                         env={"FOO": "/f", "BAR": "z", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [BASH, "-c", f"printf %s {quoted}"],
+        capture_output=True,
+        text=True,
+        env={"FOO": "/f", "BAR": "z", "PATH": "/usr/bin:/bin"},
+    )
     assert out.stdout == '/f/a b"c`x`$(id)/z'
-    home = subprocess.run([BASH, "-c", f"printf %s {shell_path('~/x y')}"], capture_output=True, text=True,
-                          env={"HOME": "/h", "PATH": "/usr/bin:/bin"})
+    home = subprocess.run(
+        [BASH, "-c", f"printf %s {shell_path('~/x y')}"],
+        capture_output=True,
+        text=True,
+        env={"HOME": "/h", "PATH": "/usr/bin:/bin"},
+    )
     assert home.stdout == "/h/x y"
 
 
@@ -394,9 +446,30 @@ def test_shell_path_expands_variables_on_the_node_only(tmp_path: Path) -> None:
 
 def test_cli_render_writes_an_executable_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["cluster", "render", "--scheduler", "slurm", "--stage", "train", "--gpus", "2",
-                                 "--partition", "a100", "--time", "08:00:00", "--out", "train.sh",
-                                 "--", "--model", "roberta-base", "--epochs", "4"])
+    result = runner.invoke(
+        app,
+        [
+            "cluster",
+            "render",
+            "--scheduler",
+            "slurm",
+            "--stage",
+            "train",
+            "--gpus",
+            "2",
+            "--partition",
+            "a100",
+            "--time",
+            "08:00:00",
+            "--out",
+            "train.sh",
+            "--",
+            "--model",
+            "roberta-base",
+            "--epochs",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     script = tmp_path / "train.sh"
     assert script.stat().st_mode & stat.S_IXUSR and (tmp_path / "logs").is_dir()
@@ -408,8 +481,26 @@ def test_cli_render_writes_an_executable_script(tmp_path: Path, monkeypatch: pyt
 
 
 def test_cli_prints_to_stdout_and_warns_on_stderr() -> None:
-    result = runner.invoke(app, ["cluster", "render", "--scheduler", "sge", "--stage", "sweep", "--array", "3",
-                                 "--", "--config", "s.yaml", "--storage", "sqlite:///s.db", "--study", "a"])
+    result = runner.invoke(
+        app,
+        [
+            "cluster",
+            "render",
+            "--scheduler",
+            "sge",
+            "--stage",
+            "sweep",
+            "--array",
+            "3",
+            "--",
+            "--config",
+            "s.yaml",
+            "--storage",
+            "sqlite:///s.db",
+            "--study",
+            "a",
+        ],
+    )
     assert result.exit_code == 0
     assert result.stdout.startswith("#!/bin/bash\n#$ -N goemo-sweep") and "#$ -t 1-3" in result.stdout
     assert result.stderr.startswith("goemo: warning: 3 array tasks share SQLite")
@@ -417,8 +508,11 @@ def test_cli_prints_to_stdout_and_warns_on_stderr() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--scheduler", "pbs", "--stage", "train"], ["--scheduler", "slurm", "--stage", "deploy"],
-     ["--scheduler", "slurm", "--stage", "train", "--model-x"]],
+    [
+        ["--scheduler", "pbs", "--stage", "train"],
+        ["--scheduler", "slurm", "--stage", "deploy"],
+        ["--scheduler", "slurm", "--stage", "train", "--model-x"],
+    ],
 )
 def test_cli_usage_errors_exit_2(argv: list[str]) -> None:
     assert runner.invoke(app, ["cluster", "render", *argv]).exit_code == 2
@@ -427,7 +521,9 @@ def test_cli_usage_errors_exit_2(argv: list[str]) -> None:
 def test_cli_bad_time_is_one_line_exit_1() -> None:
     result = runner.invoke(app, ["cluster", "render", "--scheduler", "sge", "--stage", "train", "--time", "90min"])
     assert result.exit_code == 1
-    assert result.stderr == "goemo: error: --time '90min': expected HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00 or 1-12:00:00\n"
+    assert (
+        result.stderr == "goemo: error: --time '90min': expected HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00 or 1-12:00:00\n"
+    )
 
 
 def test_write_job_is_atomic_and_replaces(tmp_path: Path) -> None:

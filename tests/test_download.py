@@ -7,16 +7,16 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from goemo.data import download as dl
 from goemo.core.errors import DownloadError
+from goemo.data import download as dl
 
 FAST = {"retries": 2, "timeout": 5, "backoff": 0.001}
 

@@ -1,4 +1,4 @@
-"""`goemo.evaluate.ensemble` and `goemo ensemble`: members scored alone, their spread, and the average.
+"""`goemo.evaluation.ensemble` and `goemo ensemble`: members scored alone, their spread, and the average.
 
 Expected values are recomputed here from each member's own probabilities (a plain
 `predict_split` per member) with scikit-learn and `tune_thresholds` on dev, so the test
@@ -18,11 +18,13 @@ from typer.testing import CliRunner
 
 from goemo.cli import app
 from goemo.core.config import TrainConfig
-from goemo.evaluate.ensemble import evaluate_ensemble, write_ensemble
-from goemo.core.errors import ConfigError
-from goemo.evaluate.evaluation import load_eval_split, predict_split
-from goemo.scoring.metrics import ThresholdLeakError, binarize, tune_thresholds
-from goemo.train.loop import train
+from goemo.core.errors import ConfigError, ThresholdLeakError
+from goemo.core.thresholds import binarize
+from goemo.evaluation.ensemble import evaluate_ensemble, write_ensemble
+from goemo.evaluation.evaluate import load_eval_split
+from goemo.predict.cache import predict_split
+from goemo.scoring.metrics import tune_thresholds
+from goemo.training.loop import train
 
 N = 300
 
@@ -47,9 +49,18 @@ def members(tiny_model_dir: Path, shared_data: Path, tmp_path_factory: pytest.Te
     first = root / "a"
     shutil.copytree(tiny_model_dir.parent, first, ignore=shutil.ignore_patterns("last", "predictions"))
     config = TrainConfig(
-        data_dir=str(shared_data), model="tiny-random-bert", epochs=1, lr=1e-3, batch_size=32, max_length=48,
-        max_train_samples=400, max_eval_samples=100, output=str(root / "b"), cache_dir=str(root / "cache"),
-        precision="fp32", seed=7,
+        data_dir=str(shared_data),
+        model="tiny-random-bert",
+        epochs=1,
+        lr=1e-3,
+        batch_size=32,
+        max_length=48,
+        max_train_samples=400,
+        max_eval_samples=100,
+        output=str(root / "b"),
+        cache_dir=str(root / "cache"),
+        precision="fp32",
+        seed=7,
     )
     return [first / "best", Path(train(config).best_dir)]
 
@@ -63,8 +74,10 @@ def test_ensemble_averages_probabilities_and_tunes_on_dev(members, data_dir):
     result = evaluate_ensemble(members, data_dir=data_dir)
     names = json.loads((members[0] / "goemo.json").read_text())["label_names"]
     dev, test = (load_eval_split(s, data_dir, "goemotions", names) for s in ("dev", "test"))
-    probs = {s: [predict_split(m, split).probs.astype(np.float64) for m in members]
-             for s, split in (("dev", dev), ("test", test))}
+    probs = {
+        s: [predict_split(m, split).probs.astype(np.float64) for m in members]
+        for s, split in (("dev", dev), ("test", test))
+    }
     for i, member in enumerate(result.members):
         tuned = tune_thresholds(dev.labels, probs["dev"][i], split_name="dev")
         assert member["f1_macro"] == pytest.approx(_macro_f1(test.labels, binarize(probs["test"][i], 0.3)))
@@ -119,6 +132,10 @@ def test_models_with_other_labels_are_refused(members, tmp_path):
     meta = json.loads((other / "goemo.json").read_text())
     meta["label_names"] = meta["label_names"][::-1]
     (other / "goemo.json").write_text(json.dumps(meta))
+    config = json.loads((other / "config.json").read_text())  # a model of the same labels in another order
+    config["id2label"] = {str(i): n for i, n in enumerate(meta["label_names"])}
+    config["label2id"] = {n: i for i, n in enumerate(meta["label_names"])}
+    (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="label set"):
         evaluate_ensemble([members[0], other])
 

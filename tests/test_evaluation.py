@@ -1,4 +1,4 @@
-"""`goemo.evaluate.evaluation` and `goemo evaluate` on a tiny trained run.
+"""`goemo.evaluation.evaluate` and `goemo evaluate` on a tiny trained run.
 
 Expected values are computed independently of goemo's code path: probabilities by a plain
 tokenizer + model forward pass (no length bucketing, no token cache), scores with
@@ -18,17 +18,14 @@ import pytest
 from sklearn.metrics import f1_score, precision_score, roc_auc_score
 from typer.testing import CliRunner
 
-from goemo.evaluate import evaluation
 from goemo.cli import app
+from goemo.core.errors import EvaluationError, ThresholdLeakError
 from goemo.data.io import load_goemotions
 from goemo.data.split import Split
-from goemo.evaluate.evaluation import (
-    EvaluationError,
-    ThresholdLeakError,
-    evaluate,
-    model_fingerprint,
-    predict_split,
-)
+from goemo.evaluation import evaluate as evaluation
+from goemo.evaluation.evaluate import evaluate
+from goemo.predict.cache import model_fingerprint, predict_split
+from goemo.predict.classifier import EmotionClassifier
 
 N = 200  # test texts scored per evaluation: enough labels with positives, fast on a CPU
 
@@ -55,8 +52,9 @@ def reference_probs(run: Path, test_sample: Split) -> np.ndarray:
 
     loaded = load_model(run / "best")
     meta = json.loads((run / "best" / "goemo.json").read_text())
-    enc = loaded.tokenizer(test_sample.texts, truncation=True, max_length=meta["max_length"], padding=True,
-                           return_tensors="pt")
+    enc = loaded.tokenizer(
+        test_sample.texts, truncation=True, max_length=meta["max_length"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         logits = loaded.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
     return torch.sigmoid(logits.double()).numpy()
@@ -91,8 +89,20 @@ def test_fixed_threshold_metrics_match_sklearn(run, test_sample, shared_data, tm
     assert result.report.micro.precision == pytest.approx(precision_score(y, pred, average="micro", zero_division=0))
     j = int(np.argmax(y.sum(axis=0)))  # the most frequent label has both classes
     assert result.report.per_label[j].auc == pytest.approx(roc_auc_score(y[:, j], probs[:, j]), abs=1e-9)
-    assert [r.threshold for r in result.report.at_thresholds] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
-                                                                   0.9, 0.95, 0.99]
+    assert [r.threshold for r in result.report.at_thresholds] == [
+        0.0,
+        0.1,
+        0.2,
+        0.3,
+        0.4,
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+        0.95,
+        0.99,
+    ]
     assert result.thresholds.mode == "fixed" and "0.3" in result.thresholds.description
     assert result.split == "test" and result.report.n_examples == N
 
@@ -103,8 +113,7 @@ def test_default_threshold_is_the_models_global_one(run, shared_data, tmp_path):
 
 
 def test_tuned_thresholds_are_read_from_goemo_json_and_applied(run, test_sample, shared_data, tmp_path):
-    result = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, thresholds="tuned",
-                      cache_dir=tmp_path)
+    result = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, thresholds="tuned", cache_dir=tmp_path)
     stored = _meta(run)["thresholds"]["per_label"]
     assert result.thresholds.value.by_label() == stored
     assert result.thresholds.tuned_on == "dev" and "tuned on dev" in result.thresholds.description
@@ -158,10 +167,16 @@ def test_ekman_projection_takes_the_max_over_group_members(run, test_sample, sha
             assert m.f1 == pytest.approx(f1_score(y, p > 0.3, zero_division=0), abs=1e-6)
 
 
-def test_sentiment_projection_with_tuned_thresholds_decides_before_projecting(run, test_sample, shared_data,
-                                                                              tmp_path):
-    result = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, taxonomy="sentiment",
-                      thresholds="tuned", cache_dir=tmp_path)
+def test_sentiment_projection_with_tuned_thresholds_decides_before_projecting(run, test_sample, shared_data, tmp_path):
+    result = evaluate(
+        run / "best",
+        "test",
+        data_dir=shared_data,
+        max_samples=N,
+        taxonomy="sentiment",
+        thresholds="tuned",
+        cache_dir=tmp_path,
+    )
     stored = _meta(run)["thresholds"]["per_label"]
     fine = result.predictions.probs > np.array([stored[n] for n in test_sample.label_names])
     groups = json.loads((shared_data / "sentiment_dict.json").read_text())
@@ -178,8 +193,12 @@ def test_model_trained_on_a_grouping_is_evaluated_natively(run, shared_data, tmp
 
     ekman = list(load_taxonomy("ekman").labels)
     folder = tmp_path / "ekman-model"
-    save_model(build_tiny_model(ekman), load_tokenizer("tiny-random-bert"), folder,
-               {"label_names": ekman, "taxonomy": "ekman", "max_length": 32, "thresholds": {"global": 0.3}})
+    save_model(
+        build_tiny_model(ekman),
+        load_tokenizer("tiny-random-bert"),
+        folder,
+        {"label_names": ekman, "taxonomy": "ekman", "max_length": 32, "thresholds": {"global": 0.3}},
+    )
     result = evaluate(folder, "test", data_dir=shared_data, max_samples=50, cache_dir=tmp_path)
     assert result.taxonomy == result.model_taxonomy == "ekman" and not result.projected
     assert [m.name for m in result.report.per_label] == ekman
@@ -191,16 +210,15 @@ def test_model_trained_on_a_grouping_is_evaluated_natively(run, shared_data, tmp
 
 
 def _counting(monkeypatch) -> list[int]:
-    from goemo.train import loop as training
-
+    """Counts the predictor's runs over a split (the one place a model runs for evaluation)."""
     calls: list[int] = []
-    original = training.predict_logits
+    original = EmotionClassifier.split_logits
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(training, "predict_logits", counted)
+    monkeypatch.setattr(EmotionClassifier, "split_logits", counted)
     return calls
 
 
@@ -212,11 +230,8 @@ def test_second_evaluation_reads_the_cache_and_never_loads_the_model(run, shared
     def boom(*args, **kwargs):
         raise AssertionError("the model must not run on a cache hit")
 
-    import goemo.models.modeling
-    from goemo.train import loop as training
-
-    monkeypatch.setattr(training, "predict_logits", boom)
-    monkeypatch.setattr(goemo.models.modeling, "load_model", boom)
+    monkeypatch.setattr(EmotionClassifier, "load", boom)
+    monkeypatch.setattr(EmotionClassifier, "split_logits", boom)
     again = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, thresholds="tuned", taxonomy="ekman")
     assert again.predictions.from_cache
     np.testing.assert_array_equal(again.predictions.probs, first.predictions.probs)
@@ -244,8 +259,13 @@ def test_changed_weights_or_data_invalidate_the_cache(run, test_sample, tmp_path
     assert not after.from_cache and len(calls) == 2
     assert (after.probs > before.probs).all()  # a larger bias raises every probability
 
-    edited = Split(["something else entirely", *test_sample.texts[1:]], test_sample.ids, test_sample.labels,
-                   test_sample.label_names, "test")
+    edited = Split(
+        ["something else entirely", *test_sample.texts[1:]],
+        test_sample.ids,
+        test_sample.labels,
+        test_sample.label_names,
+        "test",
+    )
     assert not predict_split(model, edited, cache_dir=cache).from_cache and len(calls) == 3
     assert len(list(cache.glob("test-*.npz"))) == 3
 
@@ -297,8 +317,16 @@ def test_cli_formats(run, shared_data, tmp_path):
     res = _cli(*base, "--format", "csv", "--taxonomy", "sentiment")
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
-    assert [r["label"] for r in rows] == ["positive", "negative", "ambiguous", "neutral", "macro", "micro",
-                                          "weighted", "samples"]
+    assert [r["label"] for r in rows] == [
+        "positive",
+        "negative",
+        "ambiguous",
+        "neutral",
+        "macro",
+        "micro",
+        "weighted",
+        "samples",
+    ]
 
     res = _cli(*base, "--format", "markdown", "--threshold", "0.5")
     assert res.exit_code == 0, res.output

@@ -37,7 +37,12 @@ def mean_head_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     names = list(load_taxonomy("goemotions").labels)
     folder = tmp_path_factory.mktemp("mean-head") / "best"
-    meta = {"label_names": names, "max_length": 128, "pooling": "mean", "thresholds": {"global": 0.3, "per_label": None}}
+    meta = {
+        "label_names": names,
+        "max_length": 128,
+        "pooling": "mean",
+        "thresholds": {"global": 0.3, "per_label": None},
+    }
     save_model(build_tiny_model(names, "mean").eval(), load_tokenizer("minilm"), folder, meta)
     return folder
 
@@ -195,7 +200,9 @@ def test_minilm_fp32_parity_and_int8_keeps_macro_f1(minilm_probe: Path, goemotio
 
     f1 = {}
     for name, clf in (("fp32", fp32), ("int8", int8)):
-        report = compute_metrics(dev.labels, clf.predict_proba(dev.texts), dev.label_names, thresholds=clf.thresholds, sweep=None)
+        report = compute_metrics(
+            dev.labels, clf.predict_proba(dev.texts), dev.label_names, thresholds=clf.thresholds, sweep=None
+        )
         f1[name] = report.macro.f1
     assert f1["fp32"] > 0.1, f"the probe must be a real classifier for the check to mean anything: {f1}"
     assert abs(f1["int8"] - f1["fp32"]) <= 0.01, f1

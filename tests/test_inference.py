@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from goemo.core.errors import ConfigError, ModelError
-from goemo.predict.classifier import EmotionClassifier, sigmoid, thresholds_from_meta
+from goemo.core.folder import ModelFolder
+from goemo.core.thresholds import sigmoid
+from goemo.predict.classifier import EmotionClassifier
 
 # Deliberately mixed lengths (1 to ~120 word pieces), so length-sorted batches reorder them.
 TEXTS = [
@@ -149,7 +151,11 @@ def test_ekman_projection_takes_the_max_and_any_member(clf: EmotionClassifier) -
     ekman = load_taxonomy("ekman")
     probs = clf.predict_proba(TEXTS)
     grouped = clf.predict_proba(TEXTS, taxonomy="ekman")
-    assert clf.label_names_for("ekman") == list(ekman.labels) == ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
+    assert (
+        clf.label_names_for("ekman")
+        == list(ekman.labels)
+        == ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
+    )
     for j, group in enumerate(ekman.labels):
         members = [clf.label_names.index(m) for m in ekman.groups[group]]
         np.testing.assert_array_equal(grouped[:, j], probs[:, members].max(axis=1))
@@ -167,7 +173,10 @@ def test_ekman_projection_takes_the_max_and_any_member(clf: EmotionClassifier) -
     out = custom.predict_from_proba(crafted, taxonomy="ekman")[0]
     assert out == [{"label": "anger", "score": pytest.approx(0.6)}]
     # With one threshold for all, the group is on exactly when its max is above it.
-    assert [d["label"] for d in custom.predict_from_proba(crafted, threshold=0.4, taxonomy="ekman")[0]] == ["anger", "joy"]
+    assert [d["label"] for d in custom.predict_from_proba(crafted, threshold=0.4, taxonomy="ekman")[0]] == [
+        "anger",
+        "joy",
+    ]
     assert clf.predict_from_proba(crafted * 0, taxonomy="ekman") == [[]]
     top = clf.predict(TEXTS[:2], taxonomy="ekman", top_k=7)
     assert all(len(r) == 7 and {d["label"] for d in r} == set(ekman.labels) for r in top)
@@ -210,7 +219,8 @@ def test_a_plain_transformers_folder_gets_labels_from_config_and_threshold_half(
     assert clf.thresholds.tolist() == [0.5] * 28
     assert clf.label_names[0] == "admiration" and clf.label_names[-1] == "neutral"
     assert clf.max_length == 512  # the tokenizer's limit, capped
-    assert thresholds_from_meta({"thresholds": {"global": 0.3, "per_label": None}}, ["a", "b"]).tolist() == pytest.approx([0.3, 0.3])
+    (plain / "goemo.json").write_text('{"thresholds": {"global": 0.3, "per_label": null}}')
+    assert ModelFolder.open(plain).thresholds().tolist() == pytest.approx([0.3] * 28)
 
 
 def test_concurrent_calls_each_get_their_own_answer(clf: EmotionClassifier) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from goemo.core.errors import ConfigError, DataError
 from goemo.data.io import (
     load_goemotions,
     load_split,
@@ -16,7 +17,6 @@ from goemo.data.io import (
     read_jsonl,
     read_label_names,
 )
-from goemo.core.errors import ConfigError, DataError
 
 NAMES = ["joy", "anger", "fear"]
 EXPECTED_ROWS = {"train": 43410, "dev": 5426, "test": 5427}
@@ -196,12 +196,12 @@ def test_label_names_duplicate_and_empty(tmp_path: Path) -> None:
 def test_csv_label_list_as_names_ids_and_json(tmp_path: Path) -> None:
     p = write(
         tmp_path / "x.csv",
-        'id,comment,emotions\n'
+        "id,comment,emotions\n"
         'c1,"Hello, world",joy\n'
         'c2,"two, labels","joy,fear"\n'
         'c3,ids,"1,2"\n'
         'c4,json,"[""anger""]"\n'
-        'c5,,\n',
+        "c5,,\n",
     )
     s = read_csv(p, text_column="comment", label_column="emotions", label_names=NAMES, id_column="id")
     assert s.texts == ["Hello, world", "two, labels", "ids", "json", ""]
@@ -211,7 +211,7 @@ def test_csv_label_list_as_names_ids_and_json(tmp_path: Path) -> None:
 
 
 def test_csv_names_default_to_sorted_names_seen_and_ids_to_row_numbers(tmp_path: Path) -> None:
-    p = write(tmp_path / "x.csv", "text,labels\na,zeal\nb,\"awe,zeal\"\n")
+    p = write(tmp_path / "x.csv", 'text,labels\na,zeal\nb,"awe,zeal"\n')
     s = read_csv(p, text_column="text")  # label column defaults to "labels"
     assert s.label_names == ["awe", "zeal"]
     assert s.labels.tolist() == [[0, 1], [1, 1]]
@@ -248,7 +248,7 @@ def test_csv_bom_and_crlf(tmp_path: Path) -> None:
         ("text,labels\nhi,joy\nhey\n", {}, 3, "columns", "expected 2 columns as in the header, got 1"),
         ("text,labels\nhi,joy\nyo,glee\n", {"label_names": NAMES}, 3, "labels", "unknown label name 'glee'"),
         ("text,labels\nhi,7\n", {"label_names": NAMES}, 2, "labels", "label id 7 out of range"),
-        ("text,labels\nhi,\"[1,\"\n", {"label_names": NAMES}, 2, "labels", "invalid JSON list"),
+        ('text,labels\nhi,"[1,"\n', {"label_names": NAMES}, 2, "labels", "invalid JSON list"),
         ("text,joy\nhi,yes\n", {"label_columns": ["joy"]}, 2, "joy", "expected 0 or 1, got 'yes'"),
         ("text,labels\nhi,joy\n", {"id_column": "id"}, 1, "id", "no column 'id'"),
     ],

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from goemo.core.config import TrainConfig
-from goemo.data.taxonomy import load_taxonomy
 from goemo.core.errors import ConfigError
-from goemo.train.label_relations import correlation_relations, relation_penalty, sentiment_relations
-from goemo.train.loop import _loss_function
+from goemo.data.taxonomy import load_taxonomy
+from goemo.training.label_relations import correlation_relations, relation_penalty, sentiment_relations
+from goemo.training.losses import loss_function
 
 LABELS = load_taxonomy("goemotions").labels
 
@@ -76,8 +76,8 @@ def test_loss_adds_the_weighted_penalty(field) -> None:
     train_labels = (rng.random((200, len(LABELS))) < 0.1).astype(np.uint8)
     logits = torch.tensor(rng.normal(size=(8, len(LABELS))), dtype=torch.float32)
     targets = torch.tensor(rng.random((8, len(LABELS))) < 0.1, dtype=torch.float32)
-    plain = _loss_function(TrainConfig(loss="focal"), train_labels, LABELS, torch.device("cpu"))
-    regularised = _loss_function(TrainConfig(loss="focal", **{field: 0.5}), train_labels, LABELS, torch.device("cpu"))
+    plain = loss_function(TrainConfig(loss="focal"), train_labels, LABELS, torch.device("cpu"))
+    regularised = loss_function(TrainConfig(loss="focal", **{field: 0.5}), train_labels, LABELS, torch.device("cpu"))
     rel = sentiment_relations(LABELS) if field == "sentiment_reg" else correlation_relations(train_labels, LABELS)
     penalty = relation_penalty(torch.sigmoid(logits), torch.from_numpy(rel))
     assert float(regularised(logits, targets)) == pytest.approx(float(plain(logits, targets) + 0.5 * penalty), rel=1e-5)

@@ -19,18 +19,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
+from goemo.core.errors import GoemoError, MetricsInputError, ThresholdLeakError
+from goemo.core.thresholds import PAPER_THRESHOLDS, TunedThresholds, binarize, is_test_split
 from goemo.data.taxonomy import load_taxonomy
-from goemo.core.errors import GoemoError
 from goemo.scoring.metrics import (
     NO_POSITIVES,
-    PAPER_THRESHOLDS,
-    MetricsInputError,
-    ThresholdLeakError,
-    TunedThresholds,
     best_global_threshold,
-    binarize,
     compute_metrics,
-    is_test_split,
     summary,
     threshold_table,
     tune_thresholds,
@@ -396,8 +391,14 @@ def _ekman_case() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     p = np.full((3, len(names)), 0.05)
     for row, label in enumerate(("annoyance", "joy", "neutral")):
         y[row, ix[label]] = 1
-    for row, label, prob in [(0, "annoyance", 0.8), (0, "joy", 0.3), (1, "amusement", 0.7), (1, "joy", 0.2),
-                             (2, "neutral", 0.9), (2, "fear", 0.6)]:
+    for row, label, prob in [
+        (0, "annoyance", 0.8),
+        (0, "joy", 0.3),
+        (1, "amusement", 0.7),
+        (1, "joy", 0.2),
+        (2, "neutral", 0.9),
+        (2, "fear", 0.6),
+    ]:
         p[row, ix[label]] = prob
     return y, p, names
 
@@ -465,7 +466,8 @@ def test_cross_tuned_f1_tunes_on_one_half_and_scores_the_other():
 
 
 def test_cross_tuned_f1_is_perfect_for_separable_scores_and_refuses_test():
-    from goemo.scoring.metrics import ThresholdLeakError, cross_tuned_f1_macro
+    from goemo.core.errors import ThresholdLeakError
+    from goemo.scoring.metrics import cross_tuned_f1_macro
 
     y = np.tile(np.array([[1, 0], [0, 1], [1, 1], [0, 0]]), (25, 1))
     p = np.where(y == 1, 0.8, 0.2)

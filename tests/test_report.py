@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from goemo.cli import app
 from goemo.data.taxonomy import load_taxonomy
-from goemo.evaluate.evaluation import evaluate
+from goemo.evaluation.evaluate import evaluate
 from goemo.report import build_report
 from goemo.report import plots as P
 from goemo.report.confusion import NOTHING, label_confusion, pair_examples
@@ -136,8 +136,14 @@ def test_report_has_every_section_and_writes_its_files(built, run):
     for name, path in result.plots.items():
         assert path == run / "plots" / f"{name}.png" and path.read_bytes()[:8] == PNG_MAGIC
         assert f"](plots/{name}.png)" in md
-    assert set(result.plots) == {"per_label_f1", "per_label_auc", "pr_curves", "threshold_sweep",
-                                 "label_confusion", "training_curves"}
+    assert set(result.plots) == {
+        "per_label_f1",
+        "per_label_auc",
+        "pr_curves",
+        "threshold_sweep",
+        "label_confusion",
+        "training_curves",
+    }
 
 
 def test_html_is_self_contained_with_embedded_pngs(built):
@@ -227,14 +233,22 @@ def test_comparison_mode(run, analysis, shared_data, tmp_path):
 
 
 def test_cli_report_reuses_cached_predictions(built, run, shared_data, tmp_path, monkeypatch):
-    from goemo.train import loop as training
+    from goemo.predict.classifier import EmotionClassifier
 
     def boom(*args, **kwargs):
         raise AssertionError("a second report must read the cached predictions")
 
-    monkeypatch.setattr(training, "predict_logits", boom)
-    args = ["report", str(run), "--data-dir", str(shared_data), "--max-samples", str(N),
-            "--data-analysis", str(tmp_path / "none")]
+    monkeypatch.setattr(EmotionClassifier, "split_logits", boom)
+    args = [
+        "report",
+        str(run),
+        "--data-dir",
+        str(shared_data),
+        "--max-samples",
+        str(N),
+        "--data-analysis",
+        str(tmp_path / "none"),
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "report:" in res.stdout and "report.html" in res.stdout and "from the cache" in res.stdout
@@ -268,7 +282,7 @@ def test_epoch_records_keep_the_last_record_of_each_epoch(tmp_path):
         {"event": "resume", "epoch": 1},
         {"event": "epoch", "epoch": 2, "train_loss": 0.6},
     ]
-    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n{\"event\": \"epo")  # torn last line
+    path.write_text("\n".join(json.dumps(r) for r in lines) + '\n{"event": "epo')  # torn last line
     assert [(r["epoch"], r["train_loss"]) for r in epoch_records(path)] == [(1, 0.9), (2, 0.6)]
 
 
@@ -290,11 +304,13 @@ def test_paper_reference_is_consistent():
 
 def test_html_escapes_every_text():
     evil = '<img src=x onerror="alert(1)">'
-    doc = Document("t <b>", [Paragraph([evil, Link("x", 'a" onclick="y')])],
-                   [Section("s", [Bullets([evil]), Table(["h<"], [[evil]]),
-                                  Image("p.png", PNG_MAGIC, 'a"b', evil)])])
+    doc = Document(
+        "t <b>",
+        [Paragraph([evil, Link("x", 'a" onclick="y')])],
+        [Section("s", [Bullets([evil]), Table(["h<"], [[evil]]), Image("p.png", PNG_MAGIC, 'a"b', evil)])],
+    )
     page = to_html(doc)
-    assert "<img src=x" not in page and "onclick=\"y" not in page and "<b>" not in page
+    assert "<img src=x" not in page and 'onclick="y' not in page and "<b>" not in page
     assert page.count("&lt;img src=x") == 4
     assert "| &lt;" not in to_markdown(doc)  # Markdown keeps text as is
 
@@ -305,7 +321,7 @@ def test_html_escapes_every_text():
 def _no_overlap(texts, renderer) -> None:
     boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_text() and t.get_visible()]
     for i, (a, box_a) in enumerate(boxes):
-        for b, box_b in boxes[i + 1:]:
+        for b, box_b in boxes[i + 1 :]:
             assert not box_a.overlaps(box_b), f"{a!r} and {b!r} overlap"
 
 
@@ -313,8 +329,9 @@ def _inside(fig, artists, renderer) -> None:
     frame = fig.bbox
     for t in artists:
         box = t.get_window_extent(renderer)
-        assert box.x0 >= frame.x0 - 1 and box.x1 <= frame.x1 + 1 and box.y0 >= frame.y0 - 1 \
-            and box.y1 <= frame.y1 + 1, f"{t} is cut off"
+        assert (
+            box.x0 >= frame.x0 - 1 and box.x1 <= frame.x1 + 1 and box.y0 >= frame.y0 - 1 and box.y1 <= frame.y1 + 1
+        ), f"{t} is cut off"
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +361,9 @@ def test_bar_plots_keep_labels_and_legend_apart(synthetic_report):
     fig = P.f1_bars_figure(report)
     fig.canvas.draw()
     names = [t.get_text().split(" (")[0] for t in fig.axes[0].get_yticklabels()]
-    assert f1s[names[-1]] == min(f1s.values()) and f1s[names[0]] == max(f1s.values())  # ticks run bottom-up: worst on top
+    assert f1s[names[-1]] == min(f1s.values()) and f1s[names[0]] == max(
+        f1s.values()
+    )  # ticks run bottom-up: worst on top
 
 
 def test_confusion_heat_map_labels_are_readable(synthetic_report):
@@ -364,10 +383,23 @@ def test_confusion_heat_map_labels_are_readable(synthetic_report):
 
 def test_curves_have_legends_outside_the_data(synthetic_report):
     y, probs, report = synthetic_report
-    epochs = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "auc_micro": 0.8, "auc_macro": 0.7,
-               "f1_micro": 0.5, "f1_macro": 0.4} for e in (1, 2, 3)]
-    for fig in (P.pr_curves_figure(y, probs, LABELS), P.training_curves_figure(epochs, best_epoch=2),
-                P.threshold_sweep_figure(report, 0.5)):
+    epochs = [
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "val_loss": 1.1 / e,
+            "auc_micro": 0.8,
+            "auc_macro": 0.7,
+            "f1_micro": 0.5,
+            "f1_macro": 0.4,
+        }
+        for e in (1, 2, 3)
+    ]
+    for fig in (
+        P.pr_curves_figure(y, probs, LABELS),
+        P.training_curves_figure(epochs, best_epoch=2),
+        P.threshold_sweep_figure(report, 0.5),
+    ):
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
         for ax in fig.axes:

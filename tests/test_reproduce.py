@@ -11,8 +11,15 @@ from goemo.reproduce import PAPER_MACRO_F1, ensure_data, reproduce
 
 @pytest.mark.slow
 def test_reproduce_end_to_end_with_a_tiny_model(tmp_path, shared_data) -> None:
-    overrides = {"model": "tiny-random-bert", "pooling": "cls", "epochs": 1, "lr": 1e-3,
-                 "max_train_samples": 400, "max_eval_samples": 200, "cache_dir": str(tmp_path / "cache")}
+    overrides = {
+        "model": "tiny-random-bert",
+        "pooling": "cls",
+        "epochs": 1,
+        "lr": 1e-3,
+        "max_train_samples": 400,
+        "max_eval_samples": 200,
+        "cache_dir": str(tmp_path / "cache"),
+    }
     result = reproduce("fast", tmp_path / "run", tmp_path / "data", source=shared_data, overrides=overrides)
     assert sorted({(r["taxonomy"], r["paper_macro_f1"]) for r in result.rows}) == sorted(PAPER_MACRO_F1.items())
     assert len(result.rows) == 6
@@ -22,7 +29,11 @@ def test_reproduce_end_to_end_with_a_tiny_model(tmp_path, shared_data) -> None:
     assert meta["thresholds"]["tuned_on"] == "dev"
     assert result.report_html.is_file() and "Table 4" in result.report_html.read_text()
     # the data were fetched and verified into the data folder
-    assert sorted(p.name for p in (tmp_path / "data").iterdir())[:3] == ["dev.tsv", "ekman_mapping.json", "emotions.txt"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir())[:3] == [
+        "dev.tsv",
+        "ekman_mapping.json",
+        "emotions.txt",
+    ]
     # running it again continues the finished run instead of refusing the folder
     again = reproduce("fast", tmp_path / "run", tmp_path / "data", source=shared_data, overrides=overrides)
     assert again.rows == result.rows
@@ -38,8 +49,21 @@ def test_reproduce_passes_teachers_to_training(tmp_path, shared_data) -> None:
 
     from goemo.cli import app
 
-    args = ["reproduce", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"), "--from",
-            str(shared_data), "--teacher", str(tmp_path / "absent"), "--distill-alpha", "0.6", "--num-threads", "1"]
+    args = [
+        "reproduce",
+        "--out",
+        str(tmp_path / "run"),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--from",
+        str(shared_data),
+        "--teacher",
+        str(tmp_path / "absent"),
+        "--distill-alpha",
+        "0.6",
+        "--num-threads",
+        "1",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and "absent: no such model folder" in result.output
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())

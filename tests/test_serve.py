@@ -11,8 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -359,8 +359,19 @@ def test_batcher_queue_full_and_survives_errors():
 @pytest.mark.slow
 def test_cli_serve_starts_answers_and_stops(tiny_model_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "goemo.cli", "serve", "--model", str(tiny_model_dir), "--port", "0",
-           "--max-texts", "2", "--no-access-log"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "goemo.cli",
+        "serve",
+        "--model",
+        str(tiny_model_dir),
+        "--port",
+        "0",
+        "--max-texts",
+        "2",
+        "--no-access-log",
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines: list[str] = []

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from goemo.core.errors import ConfigError, DataError
 from goemo.data.split import Split
 from goemo.data.stats import (
     CSV_FIELDS,
@@ -25,7 +26,6 @@ from goemo.data.stats import (
     token_lengths,
     word_lengths,
 )
-from goemo.core.errors import ConfigError, DataError
 
 NAMES = ["joy", "anger", "neutral"]
 
@@ -156,7 +156,10 @@ def test_json_and_csv_views_hold_the_same_numbers():
     assert d["label_names"] == NAMES
     assert d["splits"]["dev"]["texts"] == 2
     assert d["splits"]["train"]["labels"][1] == {
-        "label": "anger", "count": 2, "pct_texts": 40.0, "cooccurrence_pct": 100.0,
+        "label": "anger",
+        "count": 2,
+        "pct_texts": 40.0,
+        "cooccurrence_pct": 100.0,
     }
     rows = list(csv.DictReader(stats.to_csv().splitlines()))
     assert list(rows[0]) == CSV_FIELDS
@@ -250,4 +253,3 @@ def test_real_row_cooccurrence_is_conditional_probability(real):
     with_grief = [set(ids) for _, ids in rows["train"] if grief in ids]
     assert p[grief, sadness] == pytest.approx(sum(sadness in ids for ids in with_grief) / len(with_grief))
     assert np.allclose(np.diag(p), 1.0)
-

@@ -222,8 +222,12 @@ def test_cli_out_writes_valid_files(cli_out, shared_data):
     _, out = cli_out
     names = {p.name for p in out.iterdir()}
     assert names == {
-        "stats.json", "stats.csv", "label_frequency.png", "cooccurrence.png",
-        "sample_train.csv", "sample_train.html",
+        "stats.json",
+        "stats.csv",
+        "label_frequency.png",
+        "cooccurrence.png",
+        "sample_train.csv",
+        "sample_train.html",
     }  # and no temporary files left behind
     for png in ("label_frequency.png", "cooccurrence.png"):
         width, height = png_size(out / png)

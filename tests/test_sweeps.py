@@ -18,7 +18,14 @@ import yaml
 
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError
-from goemo.sweeps.runner import load_sweep, load_sweep_config, parse_sweep_config, prepare_sweep, run_sweep
+from goemo.sweeps.runner import (
+    load_sweep,
+    load_sweep_config,
+    parse_sweep_config,
+    prepare_sweep,
+    retried_trial,
+    run_sweep,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 WANDB_REPORT = REPO / "examples" / "wandb_report_sweep.yaml"
@@ -64,7 +71,12 @@ def _cli(sweep_dir: Path, config: Path, base: dict, *extra: str) -> list[str]:
 
 def test_wandb_report_config_maps_names_metric_and_values():
     spec = load_sweep_config(WANDB_REPORT)
-    assert (spec.method, spec.metric_name, spec.metric, spec.direction) == ("random", "auc_score", "auc_micro", "maximize")
+    assert (spec.method, spec.metric_name, spec.metric, spec.direction) == (
+        "random",
+        "auc_score",
+        "auc_micro",
+        "maximize",
+    )
     assert spec.fixed == {"epochs": 10, "max_length": 40}
     assert list(spec.params) == ["lr", "batch_size", "dropout"]
     assert spec.params["lr"].values == (5e-5, 3e-5)  # "5e-5" is a string to YAML 1.1; read as a float
@@ -95,13 +107,15 @@ def test_fast_recipe_stages_are_graded_on_dev_only():
 
 
 def test_distributions_become_the_right_optuna_suggestions():
-    spec = parse_sweep_config(_cfg(
-        learning_rate={"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-3},
-        dropout={"distribution": "uniform", "min": 0.0, "max": 0.5},
-        batch_size={"min": 8, "max": 64},  # two integers: W&B's int_uniform
-        warmup_ratio={"distribution": "q_uniform", "min": 0.0, "max": 0.2, "q": 0.05},
-        weight_decay={"distribution": "log_uniform", "min": -9.2, "max": -2.3},  # exponents of e
-    ))
+    spec = parse_sweep_config(
+        _cfg(
+            learning_rate={"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-3},
+            dropout={"distribution": "uniform", "min": 0.0, "max": 0.5},
+            batch_size={"min": 8, "max": 64},  # two integers: W&B's int_uniform
+            warmup_ratio={"distribution": "q_uniform", "min": 0.0, "max": 0.2, "q": 0.05},
+            weight_decay={"distribution": "log_uniform", "min": -9.2, "max": -2.3},  # exponents of e
+        )
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(30):
         trial = study.ask()
@@ -119,7 +133,10 @@ def test_distributions_become_the_right_optuna_suggestions():
 @pytest.mark.parametrize(
     "config, message",
     [
-        (_cfg(lr={"distribution": "normal", "mu": 0, "sigma": 1, "min": 0, "max": 1}), "distribution 'normal' is not supported"),
+        (
+            _cfg(lr={"distribution": "normal", "mu": 0, "sigma": 1, "min": 0, "max": 1}),
+            "distribution 'normal' is not supported",
+        ),
         (_cfg(learning_rat={"values": [1e-4]}), "unknown option 'learning_rat'"),
         (_cfg(output={"values": ["a", "b"]}), "output is set by the sweep itself"),
         (_cfg(lr={"values": [1e-4]}, learning_rate={"values": [2e-4]}), "lr is given twice"),
@@ -136,10 +153,14 @@ def test_bad_configs_are_refused_with_the_reason(config, message):
 
 
 def test_program_and_command_keys_are_ignored_with_a_note_and_hyperband_maps():
-    spec = parse_sweep_config({
-        **_cfg(lr={"values": [1e-4, 2e-4]}), "program": "train.py", "command": ["${program}"],
-        "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2, "max_iter": 8},
-    })
+    spec = parse_sweep_config(
+        {
+            **_cfg(lr={"values": [1e-4, 2e-4]}),
+            "program": "train.py",
+            "command": ["${program}"],
+            "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2, "max_iter": 8},
+        }
+    )
     assert any("program, command" in n for n in spec.notes)
     pruner = spec.pruner()
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
@@ -182,8 +203,16 @@ def test_wandb_report_config_runs_three_trials_and_picks_the_best(wandb_sweep):
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         summary = json.loads((run_dir / "summary.json").read_text())
         # each trial is a normal run: the sampled values, the config's fixed ones, our overrides
-        assert t.params["lr"] in (5e-5, 3e-5) and t.params["batch_size"] in (32, 64) and t.params["dropout"] in (0.3, 0.4, 0.5)
-        assert (config["lr"], config["batch_size"], config["dropout"]) == (t.params["lr"], t.params["batch_size"], t.params["dropout"])
+        assert (
+            t.params["lr"] in (5e-5, 3e-5)
+            and t.params["batch_size"] in (32, 64)
+            and t.params["dropout"] in (0.3, 0.4, 0.5)
+        )
+        assert (config["lr"], config["batch_size"], config["dropout"]) == (
+            t.params["lr"],
+            t.params["batch_size"],
+            t.params["dropout"],
+        )
         assert (config["max_length"], config["epochs"], config["select_metric"]) == (40, 1, "auc_micro")
         assert t.value == pytest.approx(summary["best_metric"]) == pytest.approx(summary["dev"]["auc_micro"])
         assert (run_dir / "best" / "model.safetensors").is_file()
@@ -244,14 +273,19 @@ def grid_sweep(base, tmp_path_factory, shared_data):
     (dropout 0.1, lr 2e-3) runs out of memory in training (a patched train)."""
     import torch
 
-    import goemo.train.loop
+    import goemo.training.loop
 
     path = tmp_path_factory.mktemp("configs") / "grid.yaml"
-    path.write_text(yaml.safe_dump({
-        "method": "grid", "metric": {"name": "auc_macro", "goal": "maximize"},
-        "parameters": {"dropout": {"values": [1.5, 0.1]}, "lr": {"values": [2e-3, 1e-3]}},
-    }))
-    real_train = goemo.train.loop.train
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "method": "grid",
+                "metric": {"name": "auc_macro", "goal": "maximize"},
+                "parameters": {"dropout": {"values": [1.5, 0.1]}, "lr": {"values": [2e-3, 1e-3]}},
+            }
+        )
+    )
+    real_train = goemo.training.loop.train
 
     def train(config, splits=None, callbacks=()):
         if config.lr == 2e-3:
@@ -260,7 +294,7 @@ def grid_sweep(base, tmp_path_factory, shared_data):
 
     sweep = prepare_sweep(path, output=tmp_path_factory.mktemp("sweeps") / "grid", overrides=base)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(goemo.train.loop, "train", train)
+        mp.setattr(goemo.training.loop, "train", train)
         result = run_sweep(sweep)
     return sweep, result
 
@@ -295,22 +329,110 @@ def test_crashing_trials_are_recorded_and_the_sweep_goes_on(grid_sweep):
 def test_pruning_reports_every_epoch_and_stops_the_trial(base, tmp_path):
     """The W&B hyperband path without its randomness: a pruner that prunes any value at epoch 1."""
     path = tmp_path / "prune.yaml"
-    path.write_text(yaml.safe_dump({
-        "method": "grid", "metric": {"name": "auc_micro", "goal": "maximize"},
-        "parameters": {"lr": {"values": [1e-3]}, "epochs": {"value": 3}},
-        "early_terminate": {"type": "hyperband", "min_iter": 1},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "method": "grid",
+                "metric": {"name": "auc_micro", "goal": "maximize"},
+                "parameters": {"lr": {"values": [1e-3]}, "epochs": {"value": 3}},
+                "early_terminate": {"type": "hyperband", "min_iter": 1},
+            }
+        )
+    )
     sweep = prepare_sweep(path, output=tmp_path / "sweep", overrides={**base, "epochs": None})
     assert sweep.base.epochs == 3 and isinstance(sweep.spec.pruner(), optuna.pruners.HyperbandPruner)
     sweep.spec.pruner = lambda: optuna.pruners.ThresholdPruner(lower=1.1)  # every AUC is below 1.1
     result = run_sweep(sweep)
     (trial,) = _trials(sweep.sweep_dir)
     assert trial.state.name == "PRUNED" and result.counts == {"PRUNED": 1}
-    epochs = [json.loads(line) for line in (sweep.sweep_dir / "trials" / "0" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(line) for line in (sweep.sweep_dir / "trials" / "0" / "metrics.jsonl").read_text().splitlines()
+    ]
     epochs = [r for r in epochs if r["event"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1]  # stopped after the first of 3 epochs
     assert trial.intermediate_values == {1: pytest.approx(epochs[0]["auc_micro"])}
     assert (sweep.sweep_dir / "trials" / "0" / "last" / "model.safetensors").is_file()  # checkpoints kept
+
+
+# ---------------------------------------------------------------- interrupted trials are queued again
+
+
+def _one_point(tmp_path: Path) -> Path:
+    path = tmp_path / "one.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "method": "grid",
+                "metric": {"name": "auc_micro", "goal": "maximize"},
+                "parameters": {"lr": {"values": [1e-3]}, "dropout": {"values": [0.2]}},
+            }
+        )
+    )
+    return path
+
+
+def test_ctrl_c_fails_the_trial_and_queues_it_again(base, tmp_path, monkeypatch):
+    import goemo.training.loop
+
+    sweep = prepare_sweep(_one_point(tmp_path), output=tmp_path / "sweep", overrides=base)
+    real_train = goemo.training.loop.train
+
+    def interrupted(config, splits=None, callbacks=()):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(goemo.training.loop, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep)
+    stopped, queued = _trials(sweep.sweep_dir)
+    assert (stopped.state.name, stopped.user_attrs["error"]) == ("FAIL", "interrupted: Ctrl-C")
+    assert queued.state.name == "WAITING" and queued.params == stopped.params == {"lr": 1e-3, "dropout": 0.2}
+    assert retried_trial(queued) == 0  # Optuna's record of the retry series
+
+    monkeypatch.setattr(goemo.training.loop, "train", real_train)
+    result = run_sweep(prepare_sweep(_one_point(tmp_path), output=tmp_path / "sweep", overrides=base))
+    stopped, retry = _trials(sweep.sweep_dir)
+    assert [o.number for o in result.outcomes] == [1] and result.counts == {"FAIL": 1, "COMPLETE": 1}
+    assert retry.state.name == "COMPLETE" and retry.params == stopped.params
+    assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs.get("error") is None  # this attempt's own record
+    assert retry.user_attrs["run_dir"] == stopped.user_attrs["run_dir"] == str(sweep.sweep_dir / "trials" / "0")
+    assert retry.user_attrs["pid"] == os.getpid()
+
+
+def test_a_trial_whose_heartbeat_stopped_elsewhere_is_failed_and_retried(base, tmp_path, monkeypatch, caplog):
+    """A worker on another host stops beating (power cut): Optuna's heartbeat check fails its
+    trial after the grace period, and the retry callback queues it for the next worker."""
+    from goemo.sweeps import runner
+
+    monkeypatch.setattr(runner, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(runner, "GRACE_S", 2)
+    sweep = prepare_sweep(_one_point(tmp_path), output=tmp_path / "sweep", overrides=base)
+    storage = runner.open_storage(sweep.storage_url)
+    study = runner.open_study(sweep, storage)
+
+    def lost_worker(trial):  # takes the slot, beats, then vanishes without telling the study
+        trial.set_user_attr("host", "another-host")
+        trial.set_user_attr("pid", 4242)
+        trial.set_user_attr("run_dir", str(sweep.trials_dir / str(trial.number)))
+        for p in sweep.spec.params.values():
+            p.suggest(trial)
+        time.sleep(1.5)
+        raise SystemExit
+
+    with pytest.raises(SystemExit):
+        study.optimize(lost_worker, n_trials=1)
+    (lost,) = _trials(sweep.sweep_dir)
+    assert lost.state.name == "RUNNING"
+    time.sleep(4)  # past the grace period (the database clock counts whole seconds)
+
+    with caplog.at_level("WARNING", logger="goemo.sweeps.runner"):
+        result = run_sweep(sweep)
+    assert "trial 0 lost its heartbeat (worker gone); its parameters are queued again" in caplog.text
+    lost, retry = _trials(sweep.sweep_dir)
+    assert lost.state.name == "FAIL" and result.counts == {"FAIL": 1, "COMPLETE": 1}
+    assert retry.state.name == "COMPLETE" and retry.params == lost.params and retry.user_attrs["retry_of"] == 0
+    assert retry.user_attrs["host"] != "another-host" and retry.user_attrs["run_dir"] == str(
+        sweep.sweep_dir / "trials" / "0"
+    )
 
 
 # ---------------------------------------------------------------- processes: kill and resume, two workers
@@ -375,7 +497,9 @@ def test_two_workers_share_one_sqlite_study(base, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("GOEMO_TEST_POSTGRES_URL"), reason="GOEMO_TEST_POSTGRES_URL not set (.ci/run sets it)")
+@pytest.mark.skipif(
+    not os.environ.get("GOEMO_TEST_POSTGRES_URL"), reason="GOEMO_TEST_POSTGRES_URL not set (.ci/run sets it)"
+)
 def test_two_workers_share_one_postgresql_study(base, tmp_path):
     url = os.environ["GOEMO_TEST_POSTGRES_URL"]
     study = f"goemo-test-{uuid.uuid4().hex[:8]}"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels, project_probs
 from goemo.core.errors import ConfigError, DataError
+from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels, project_probs
 
 FINE = list(load_taxonomy("goemotions").labels)
 

@@ -1,33 +1,54 @@
-"""Trackers: names and checks, and TensorBoard / MLflow / W&B (offline) logs read back after a real run."""
+"""Trackers: names and checks, TensorBoard / MLflow / W&B (offline) logs read back after a real run, and
+what goemo adds to Accelerate's trackers (a failing one is dropped, sweep trials grouped, failed runs marked).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
 import pytest
+from accelerate.tracking import GeneralTracker
 
 from goemo.core.errors import ConfigError
-from goemo.train.tracking import check_trackers, metric_items, mlflow_uri, sweep_folder
+from goemo.training.tracking import (
+    GoemoTracker,
+    build_trackers,
+    check_trackers,
+    close_trackers,
+    metric_items,
+    mlflow_uri,
+    sweep_folder,
+)
 
 EPOCH_KEYS = ("train_loss", "val_loss", "auc_micro", "auc_macro", "f1_micro", "f1_macro", "lr")
 
 
 def test_metric_names_are_the_same_for_every_tracker():
-    assert metric_items({"event": "epoch", "epoch": 2, "global_step": 8, "val_loss": 0.5, "f1_macro": 0.1, "best": True}) == {
-        "epoch": 2.0, "val_loss": 0.5, "f1_macro": 0.1,
+    assert metric_items(
+        {"event": "epoch", "epoch": 2, "global_step": 8, "val_loss": 0.5, "f1_macro": 0.1, "best": True}
+    ) == {
+        "epoch": 2.0,
+        "val_loss": 0.5,
+        "f1_macro": 0.1,
     }
     assert metric_items({"event": "step", "epoch": 1, "global_step": 3, "train_loss": 0.7, "lr": 1e-3}) == {
-        "step/train_loss": 0.7, "step/lr": 1e-3,
+        "step/train_loss": 0.7,
+        "step/lr": 1e-3,
     }
-    assert metric_items({"event": "grad_norms", "epoch": 1, "global_step": 3, "grad_norm/head": 0.2}) == {"grad_norm/head": 0.2}
+    assert metric_items({"event": "grad_norms", "epoch": 1, "global_step": 3, "grad_norm/head": 0.2}) == {
+        "grad_norm/head": 0.2
+    }
     assert metric_items({"event": "resume", "epoch": 1, "global_step": 3}) == {}
 
 
 def test_unknown_and_missing_trackers_fail_fast_with_the_extra_to_install(monkeypatch):
     assert check_trackers(["jsonl", "JSONL"]) == []
-    with pytest.raises(ConfigError, match="unknown tracker 'neptune' \\(available: jsonl, tensorboard, mlflow, wandb\\)"):
+    with pytest.raises(
+        ConfigError, match="unknown tracker 'neptune' \\(available: jsonl, tensorboard, mlflow, wandb\\)"
+    ):
         check_trackers(["neptune"])
     import importlib.util
 
@@ -55,7 +76,7 @@ def tracked_run(shared_data, tmp_path_factory):
     for package in ("tensorboard", "mlflow", "wandb"):
         pytest.importorskip(package, reason="the track extra is not installed: pip install 'goemo[track]'")
     from goemo.core.config import TrainConfig
-    from goemo.train.loop import train
+    from goemo.training.loop import train
 
     root = tmp_path_factory.mktemp("tracked")
     with pytest.MonkeyPatch.context() as mp:
@@ -63,9 +84,19 @@ def tracked_run(shared_data, tmp_path_factory):
         mp.setenv("WANDB_MODE", "offline")
         mp.setenv("WANDB_SILENT", "true")
         config = TrainConfig(
-            data_dir=str(shared_data), model="tiny-random-bert", epochs=2, lr=1e-3, batch_size=16,
-            max_length=32, max_train_samples=64, max_eval_samples=64, output=str(root / "runs" / "tracked"),
-            cache_dir=str(root / "cache"), log_every=2, precision="fp32", eval_test=False,
+            data_dir=str(shared_data),
+            model="tiny-random-bert",
+            epochs=2,
+            lr=1e-3,
+            batch_size=16,
+            max_length=32,
+            max_train_samples=64,
+            max_eval_samples=64,
+            output=str(root / "runs" / "tracked"),
+            cache_dir=str(root / "cache"),
+            log_every=2,
+            precision="fp32",
+            eval_test=False,
             trackers=["jsonl", "tensorboard", "mlflow", "wandb"],
         )
         result = train(config)
@@ -92,7 +123,9 @@ def test_tensorboard_event_files_hold_the_logged_values(tracked_run):
         assert [step for step, _ in logged] == [r["global_step"] for r in epochs]
         assert [v for _, v in logged] == pytest.approx([r[key] for r in epochs], rel=1e-5)
     grads = [r for r in records if r["event"] == "grad_norms"]
-    assert [s.value for s in acc.Scalars("grad_norm/head")] == pytest.approx([r["grad_norm/head"] for r in grads], rel=1e-5)
+    assert [s.value for s in acc.Scalars("grad_norm/head")] == pytest.approx(
+        [r["grad_norm/head"] for r in grads], rel=1e-5
+    )
     assert acc.Scalars("dev/f1_macro")[0].value == pytest.approx(result.summary["dev"]["f1_macro"], rel=1e-5)
 
 
@@ -128,10 +161,10 @@ def _wandb_records(path: Path):
         if block - pos % block < 7:  # block trailer
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0 and length == 0:
             break
-        chunk = data[pos + 7:pos + 7 + length]
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         buf = chunk if kind in (1, 2) else buf + chunk  # full/first start a record; middle/last extend it
         if kind in (1, 4):
@@ -148,7 +181,9 @@ def test_wandb_offline_writes_a_run_with_the_logged_values(tracked_run):
     for record in _wandb_records(run_files[0]):
         kind = record.WhichOneof("record_type")
         if kind == "history":
-            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+            history.append(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            )
         elif kind == "run":
             name = record.run.display_name
         elif kind == "exit":
@@ -160,3 +195,130 @@ def test_wandb_offline_writes_a_run_with_the_logged_values(tracked_run):
     for key in EPOCH_KEYS:
         assert [h[key] for h in epoch_rows] == pytest.approx([r[key] for r in epochs])
     assert any("grad_norm/layer_0" in h for h in history)
+
+
+# ---------------------------------------------------------------- what goemo adds to Accelerate's trackers
+
+
+class _Flaky(GeneralTracker):
+    """A tracker whose backend fails at ``fail_at`` ("start", "log" or None)."""
+
+    name = "flaky"
+    requires_logging_directory = False
+
+    def __init__(self, fail_at=None):
+        super().__init__()
+        self.fail_at, self.logged, self.config, self.finished = fail_at, [], None, False
+
+    @property
+    def tracker(self):
+        return self
+
+    def start(self):
+        if self.fail_at == "start":
+            raise ImportError("No module named 'flaky_backend'")
+
+    def store_init_configuration(self, values):
+        self.config = values
+
+    def log(self, values, step=None, **kwargs):
+        if self.fail_at == "log":
+            raise ConnectionError("the tracking server went away")
+        self.logged.append((values, step))
+
+    def finish(self):
+        self.finished = True
+
+
+def test_a_failing_tracker_is_dropped_with_one_warning_and_the_others_go_on(caplog):
+    """Through Accelerate's own interface: ``Accelerator(log_with=...)``, ``init_trackers``, ``log``."""
+    from goemo.core.config import TrainConfig
+    from goemo.training.accelerator import make_accelerator
+
+    good, bad_log, bad_start = GoemoTracker(_Flaky()), GoemoTracker(_Flaky("log")), GoemoTracker(_Flaky("start"))
+    accelerator = make_accelerator(TrainConfig(device="cpu", precision="fp32"), [bad_start, bad_log, good])
+    with caplog.at_level("WARNING", logger="goemo.training.tracking"):
+        accelerator.init_trackers("goemo", config={"lr": 1e-3, "trackers": ["jsonl", "wandb"]})
+        accelerator.log({"event": "epoch", "epoch": 1, "global_step": 4, "val_loss": 0.5, "best": True})
+        accelerator.log({"event": "epoch", "epoch": 2, "global_step": 8, "val_loss": 0.4, "best": True})
+        accelerator.log({"event": "summary", "dev/f1_macro": 0.3})
+        assert accelerator.get_tracker("flaky") is bad_start  # Accelerate's look-up finds goemo's wrapper
+        close_trackers(accelerator.trackers)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2, warnings  # one line per broken tracker, however many events follow
+    assert "flaky tracker failed to start and is dropped" in warnings[0] and "flaky_backend" in warnings[0]
+    assert "flaky tracker failed to log and is dropped" in warnings[1] and "went away" in warnings[1]
+    # the healthy tracker got every event, under goemo's names, at the event's step (the summary at the last one)
+    assert good.inner.logged == [
+        ({"epoch": 1.0, "val_loss": 0.5}, 4),
+        ({"epoch": 2.0, "val_loss": 0.4}, 8),
+        ({"dev/f1_macro": 0.3}, 8),
+    ]
+    assert good.inner.config == {"lr": "0.001", "trackers": "jsonl,wandb"} and good.inner.finished
+    assert not bad_start.inner.finished  # never started, so never finished
+
+
+def test_a_tracker_failing_in_a_real_run_never_stops_training(tiny_config, monkeypatch, caplog):
+    pytest.importorskip("tensorboard", reason="the track extra is not installed: pip install 'goemo[track]'")
+    import accelerate.tracking
+
+    from goemo.training.loop import train
+
+    def broken(self, values, step=None, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(accelerate.tracking.TensorBoardTracker, "log", broken)
+    config = tiny_config.replace(
+        epochs=2, max_train_samples=100, max_eval_samples=50, log_every=2, trackers=["jsonl", "tensorboard"]
+    )
+    with caplog.at_level("WARNING", logger="goemo.training.tracking"):
+        result = train(config)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "goemo.training.tracking"]
+    assert len(warnings) == 1 and "tensorboard tracker failed to log" in warnings[0], warnings
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in _epochs(records)] == [1, 2]  # metrics.jsonl, goemo's own tracker, is complete
+    assert (result.best_dir / "model.safetensors").is_file() and "dev" in result.summary
+
+
+def test_unknown_tracker_fails_before_the_run_folder_is_touched(tiny_config):
+    from goemo.training.loop import train
+
+    with pytest.raises(ConfigError, match="unknown tracker 'neptune'"):
+        train(tiny_config.replace(trackers=["jsonl", "neptune"]))
+    assert not Path(tiny_config.output).exists()
+
+
+def test_sweep_trials_group_under_the_sweep_and_a_failed_trial_is_marked_failed(tmp_path, monkeypatch):
+    """What the sweep runner does, without an Accelerator: `build_trackers`, ``log(record)``, `close_trackers`."""
+    for package in ("mlflow", "wandb"):
+        pytest.importorskip(package, reason="the track extra is not installed: pip install 'goemo[track]'")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    sweep = tmp_path / "sweeps" / "s"
+    trial = sweep / "trials" / "3"
+    trial.mkdir(parents=True)
+    (sweep / "sweep.yaml").write_text("method: grid\n")
+    (sweep / "sweep.json").write_text(json.dumps({"study": "lr-grid"}))
+
+    trackers = build_trackers(["jsonl", "mlflow", "wandb"], trial, {"lr": 0.001, "teachers": []})
+    assert [t.name for t in trackers] == ["mlflow", "wandb"]
+    for tracker in trackers:
+        tracker.log({"event": "epoch", "epoch": 1, "global_step": 5, "val_loss": 0.25})
+    close_trackers(trackers, failed=True)
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # the next run in this process picks its own store
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{sweep / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("lr-grid").experiment_id])
+    assert run.info.run_name == "trial-3" and run.info.status == "FAILED"
+    assert run.data.tags["goemo.run_dir"] == str(trial.resolve())
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] == [(5, 0.25)]
+    assert not (Path.cwd() / "mlruns").exists()
+
+    (run_file,) = (trial / "wandb").glob("offline-run-*/run-*.wandb")
+    runs = [r.run for r in _wandb_records(run_file) if r.WhichOneof("record_type") == "run"]
+    exits = [r.exit.exit_code for r in _wandb_records(run_file) if r.WhichOneof("record_type") == "exit"]
+    assert (runs[0].display_name, runs[0].run_group, exits) == ("trial-3", "lr-grid", [1])

@@ -18,8 +18,9 @@ from safetensors.torch import load_file
 
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError, ModelError, RunFolderError
+from goemo.core.folder import ModelFolder
 from goemo.models.modeling import load_model
-from goemo.train.loop import train
+from goemo.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -35,8 +36,17 @@ def trained(tmp_path_factory, shared_data):
     """One 3-epoch run of the tiny model, shared by the checks below."""
     out = tmp_path_factory.mktemp("trained") / "run"
     cfg = TrainConfig(
-        data_dir=str(shared_data), model="tiny-random-bert", epochs=3, lr=1e-3, batch_size=16, max_length=48,
-        max_train_samples=2000, max_eval_samples=300, output=str(out), log_every=20, precision="fp32",
+        data_dir=str(shared_data),
+        model="tiny-random-bert",
+        epochs=3,
+        lr=1e-3,
+        batch_size=16,
+        max_length=48,
+        max_train_samples=2000,
+        max_eval_samples=300,
+        output=str(out),
+        log_every=20,
+        precision="fp32",
         cache_dir=str(out.parent / "cache"),
     )
     return train(cfg)
@@ -48,8 +58,16 @@ def test_dev_loss_falls_and_records_are_complete(trained) -> None:
     assert epochs[-1]["val_loss"] < epochs[0]["val_loss"]
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     for e in epochs:
-        assert {"auc_micro", "auc_macro", "f1_micro", "f1_macro", "f1_macro_xtuned", "epoch_time_s", "examples_per_s",
-                "lr"} <= e.keys()
+        assert {
+            "auc_micro",
+            "auc_macro",
+            "f1_micro",
+            "f1_macro",
+            "f1_macro_xtuned",
+            "epoch_time_s",
+            "examples_per_s",
+            "lr",
+        } <= e.keys()
         assert 0.0 <= e["f1_macro_xtuned"] <= 1.0
         assert e["examples_per_s"] > 0
     steps = [json.loads(x) for x in (trained.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -77,10 +95,11 @@ def test_best_reloads_with_thresholds_tuned_on_dev(trained) -> None:
     loaded = load_model(trained.best_dir)
     assert len(loaded.label_names) == 28 and loaded.label_names[0] == "admiration"
     assert loaded.model.config.problem_type == "multi_label_classification"
-    th = loaded.meta["thresholds"]
+    meta = ModelFolder.open(trained.best_dir).meta
+    th = meta["thresholds"]
     assert th["global"] == 0.3 and th["tuned_on"] == "dev" and len(th["per_label"]) == 28
     # the reloaded weights are the best epoch's: same logits as the training-time evaluation
-    assert loaded.meta["metrics"]["best_epoch"] == json.loads((trained.run_dir / "summary.json").read_text())["best_epoch"]
+    assert meta["metrics"]["best_epoch"] == json.loads((trained.run_dir / "summary.json").read_text())["best_epoch"]
 
 
 def test_pipeline_loads_best_without_goemo(trained) -> None:
@@ -98,8 +117,8 @@ def test_pipeline_loads_best_without_goemo(trained) -> None:
 
 def test_mean_pool_head_loads_in_pipeline_after_import_goemo(tmp_path, tiny_config) -> None:
     result = train(tiny_config.replace(pooling="mean", epochs=1, max_train_samples=300, max_eval_samples=100))
-    code = (
-        "import goemo; from transformers import pipeline;"
+    code = (  # importing goemo's modeling code registers the head with the Auto classes
+        "import goemo.models.modeling; from transformers import pipeline;"
         f"p = pipeline('text-classification', model={str(result.best_dir)!r}, top_k=None);"
         "out = p('so happy for you')[0]; assert len(out) == 28, out; print('ok')"
     )
@@ -111,11 +130,41 @@ def test_mean_pool_head_loads_in_pipeline_after_import_goemo(tmp_path, tiny_conf
 
 def _train_cmd(shared_data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
     return [
-        PY, "-m", "goemo", "train", "--data-dir", str(shared_data), "--model", "tiny-random-bert",
-        "--epochs", "2", "--lr", "1e-3", "--batch-size", "8", "--max-length", "48",
-        "--max-train-samples", "800", "--max-eval-samples", "100", "--precision", "fp32",
-        "--save-every", "20", "--log-every", "10", "--num-threads", "1",
-        "--ema-decay", "0.9", "--output", str(out), "--cache-dir", str(cache), *extra,
+        PY,
+        "-m",
+        "goemo",
+        "train",
+        "--data-dir",
+        str(shared_data),
+        "--model",
+        "tiny-random-bert",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "48",
+        "--max-train-samples",
+        "800",
+        "--max-eval-samples",
+        "100",
+        "--precision",
+        "fp32",
+        "--save-every",
+        "20",
+        "--log-every",
+        "10",
+        "--num-threads",
+        "1",
+        "--ema-decay",
+        "0.9",
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        *extra,
     ]
 
 
@@ -127,7 +176,9 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path, shared_data) -> No
     subprocess.run(_train_cmd(shared_data, ref, cache), check=True, capture_output=True, timeout=600, env=env)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(shared_data, run, cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        _train_cmd(shared_data, run, cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     state = run / "last" / "trainer_state.json"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -143,7 +194,9 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path, shared_data) -> No
     # without --resume the folder is protected
     refused = subprocess.run(_train_cmd(shared_data, run, cache), capture_output=True, text=True, env=env)
     assert refused.returncode == 1 and "--resume" in refused.stderr
-    subprocess.run(_train_cmd(shared_data, run, cache, "--resume"), check=True, capture_output=True, timeout=600, env=env)
+    subprocess.run(
+        _train_cmd(shared_data, run, cache, "--resume"), check=True, capture_output=True, timeout=600, env=env
+    )
 
     # the weight average (--ema-decay) resumes too: last/ema.safetensors, and best/ holds it
     for folder, weights in (("last", "model.safetensors"), ("last", "ema.safetensors"), ("best", "model.safetensors")):
@@ -152,9 +205,10 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path, shared_data) -> No
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), f"{folder}/{key} differs after resume"
-    assert json.loads((run / "summary.json").read_text())["best_epoch"] == json.loads(
-        (ref / "summary.json").read_text()
-    )["best_epoch"]
+    assert (
+        json.loads((run / "summary.json").read_text())["best_epoch"]
+        == json.loads((ref / "summary.json").read_text())["best_epoch"]
+    )
 
 
 @pytest.mark.slow
@@ -167,11 +221,44 @@ def test_two_cpu_processes_train_data_parallel(tmp_path, shared_data) -> None:
         port = str(sock.getsockname()[1])
     out = tmp_path / "ddp"
     cmd = [
-        PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", port, "-m", "goemo", "train",
-        "--data-dir", str(shared_data), "--model", "tiny-random-bert", "--epochs", "1", "--lr", "1e-3",
-        "--batch-size", "16", "--max-train-samples", "800", "--max-eval-samples", "301", "--precision", "fp32",
-        "--device", "cpu", "--num-threads", "1", "--log-every", "5", "--output", str(out), "--cache-dir", str(tmp_path / "c"),
+        PY,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        port,
+        "-m",
+        "goemo",
+        "train",
+        "--data-dir",
+        str(shared_data),
+        "--model",
+        "tiny-random-bert",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "16",
+        "--max-train-samples",
+        "800",
+        "--max-eval-samples",
+        "301",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--num-threads",
+        "1",
+        "--log-every",
+        "5",
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "c"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -186,12 +273,13 @@ def test_two_cpu_processes_train_data_parallel(tmp_path, shared_data) -> None:
     # dev metrics gathered from both processes equal a single-process evaluation of best/
     from goemo.data.batching import encode_split
     from goemo.data.io import load_goemotions
-    from goemo.train.loop import evaluate_logits, predict_logits
+    from goemo.predict.classifier import EmotionClassifier
+    from goemo.training.epoch_metrics import evaluate_logits
 
-    loaded = load_model(out / "best")
+    clf = EmotionClassifier.load(out / "best", batch_size=64, precision="fp32")
     dev = load_goemotions(shared_data)["dev"].sample(301, seed=42)
-    enc = encode_split(dev, loaded.tokenizer, 128, tmp_path / "c")
-    single = evaluate_logits(predict_logits(loaded.model, enc, 64), enc.labels, 0.3)
+    enc = encode_split(dev, clf.tokenizer, 128, tmp_path / "c")
+    single = evaluate_logits(clf.logits_for_encoded(enc), enc.labels, 0.3)
     assert summary["dev"]["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
     assert summary["dev"]["f1_macro"] == pytest.approx(single["f1_macro"], abs=1e-6)
     files = sorted(p.name for p in out.iterdir())
@@ -235,7 +323,9 @@ def test_label_count_mismatch_with_checkpoint(trained, tiny_config) -> None:
 
 
 def test_continue_from_checkpoint_with_same_labels(trained, tiny_config) -> None:
-    result = train(tiny_config.replace(model=str(trained.best_dir), epochs=1, max_train_samples=200, max_eval_samples=50))
+    result = train(
+        tiny_config.replace(model=str(trained.best_dir), epochs=1, max_train_samples=200, max_eval_samples=50)
+    )
     assert (result.best_dir / "model.safetensors").is_file()
 
 
@@ -284,9 +374,9 @@ def test_weight_average_is_what_gets_evaluated_and_saved(tiny_config) -> None:
 
 
 def test_weight_average_ramps_up_from_the_first_steps() -> None:
-    from goemo.train.loop import _ema_update
+    from goemo.training.ema import ema_update
 
-    update = _ema_update(0.99)
+    update = ema_update(0.99)
     avg, new = [torch.zeros(3)], [torch.ones(3)]
     update(avg, new, torch.tensor(0))  # decay min(0.99, 1/10): the average moves 90% at once
     assert torch.allclose(avg[0], torch.full((3,), 0.9))
@@ -322,7 +412,8 @@ def test_two_runs_in_one_process_may_use_different_precisions(tiny_config) -> No
 def test_evaluation_scores_the_probabilities_training_reported(tiny_config) -> None:
     """`goemo evaluate`/`ensemble` read the dev and test probabilities training scored (bf16
     here), not an fp32 re-run: the same model must not get two scores from two commands."""
-    from goemo.evaluate.evaluation import evaluate, predict_split
+    from goemo.evaluation.evaluate import evaluate
+    from goemo.predict.cache import predict_split
     from goemo.scoring.metrics import tune_thresholds
 
     config = tiny_config.replace(precision="bf16", epochs=1, max_train_samples=300, max_eval_samples=None)
@@ -337,8 +428,9 @@ def test_evaluation_scores_the_probabilities_training_reported(tiny_config) -> N
     dev = load_goemotions(config.data_dir, splits=["dev"])["dev"]
     cached = predict_split(result.best_dir, dev)
     assert cached.from_cache
-    retuned = tune_thresholds(dev.labels, cached.probs, split_name="dev", label_names=dev.label_names,
-                              shrink=config.threshold_shrink)
+    retuned = tune_thresholds(
+        dev.labels, cached.probs, split_name="dev", label_names=dev.label_names, shrink=config.threshold_shrink
+    )
     assert retuned.to_dict() == meta["thresholds"]["tuning"]  # re-tuning on dev gives back the saved thresholds
     rerun = predict_split(result.best_dir, dev, use_cache=False)  # fp32 on a CPU: close, not equal
     assert not rerun.from_cache
@@ -351,11 +443,35 @@ def test_cli_train_prints_the_one_screen_summary(tmp_path, shared_data) -> None:
 
     from goemo.cli import app
 
-    args = ["train", "--data-dir", str(shared_data), "--model", "tiny-random-bert", "--epochs", "1",
-            "--max-train-samples", "200", "--max-eval-samples", "50", "--precision", "fp32",
-            "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c"),
-            "--loss", "focal", "--focal-gamma", "1.5", "--label-smoothing", "0.05",
-            "--sentiment-reg", "0.5", "--correlation-reg", "0.25"]
+    args = [
+        "train",
+        "--data-dir",
+        str(shared_data),
+        "--model",
+        "tiny-random-bert",
+        "--epochs",
+        "1",
+        "--max-train-samples",
+        "200",
+        "--max-eval-samples",
+        "50",
+        "--precision",
+        "fp32",
+        "--output",
+        str(tmp_path / "run"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--loss",
+        "focal",
+        "--focal-gamma",
+        "1.5",
+        "--label-smoothing",
+        "0.05",
+        "--sentiment-reg",
+        "0.5",
+        "--correlation-reg",
+        "0.25",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
@@ -369,8 +485,8 @@ def test_cli_train_prints_the_one_screen_summary(tmp_path, shared_data) -> None:
 
 def test_teachers_probabilities_are_their_mean_on_the_train_split(trained, tiny_config) -> None:
     from goemo.data.io import load_goemotions
-    from goemo.evaluate.evaluation import predict_split
-    from goemo.train.loop import teacher_probabilities
+    from goemo.predict.cache import predict_split
+    from goemo.training.distill import teacher_probabilities
 
     train_split = load_goemotions(tiny_config.data_dir, splits=["train"])["train"].sample(300, seed=1)
     other = train(tiny_config.replace(epochs=1, max_train_samples=200, max_eval_samples=50))
@@ -405,21 +521,29 @@ def test_a_holdout_fold_is_never_trained_on(tiny_config) -> None:
     from goemo.data.folds import fold_of
     from goemo.data.io import load_goemotions
 
-    result = train(tiny_config.replace(epochs=1, max_train_samples=150, max_eval_samples=50, holdout_fold=1,
-                                       num_folds=2, output=tiny_config.output + "-fold1"))
+    result = train(
+        tiny_config.replace(
+            epochs=1,
+            max_train_samples=150,
+            max_eval_samples=50,
+            holdout_fold=1,
+            num_folds=2,
+            output=tiny_config.output + "-fold1",
+        )
+    )
     full = load_goemotions(tiny_config.data_dir, splits=["train"])["train"]
     kept = full.subset(np.flatnonzero(fold_of(full.ids, 2) != 1)).sample(150, seed=tiny_config.seed)
     meta = json.loads((result.best_dir / "goemo.json").read_text())
     assert meta["data_checksums"]["train"] == kept.checksum()
     assert meta["training_config"]["holdout_fold"] == 1 and meta["training_config"]["num_folds"] == 2
-    assert not set(kept.ids) & {i for i, f in zip(full.ids, fold_of(full.ids, 2)) if f == 1}
+    assert not set(kept.ids) & {i for i, f in zip(full.ids, fold_of(full.ids, 2), strict=True) if f == 1}
 
 
 def test_cross_fitted_teachers_predict_only_the_fold_they_never_saw(tiny_config) -> None:
     from goemo.data.folds import fold_of
     from goemo.data.io import load_goemotions
-    from goemo.evaluate.evaluation import predict_split
-    from goemo.train.loop import teacher_probabilities
+    from goemo.predict.cache import predict_split
+    from goemo.training.distill import teacher_probabilities
 
     small = dict(epochs=1, max_train_samples=150, max_eval_samples=50, num_folds=2)
     fold_teachers = [
@@ -436,16 +560,28 @@ def test_cross_fitted_teachers_predict_only_the_fold_they_never_saw(tiny_config)
 
     with pytest.raises(ConfigError, match="no teacher held out fold.*1 of 2"):
         teacher_probabilities(tiny_config.replace(teachers=fold_teachers[:1]), split)
-    everything = str(train(tiny_config.replace(epochs=1, max_train_samples=150, max_eval_samples=50,
-                                               output=f"{tiny_config.output}-all")).best_dir)
+    everything = str(
+        train(
+            tiny_config.replace(
+                epochs=1, max_train_samples=150, max_eval_samples=50, output=f"{tiny_config.output}-all"
+            )
+        ).best_dir
+    )
     with pytest.raises(ConfigError, match="trained on every fold"):
         teacher_probabilities(tiny_config.replace(teachers=[*fold_teachers, everything]), split)
 
 
 def test_a_teacher_with_other_labels_is_refused(trained, tiny_config) -> None:
     with pytest.raises(ConfigError, match="teacher .* labels"):
-        train(tiny_config.replace(taxonomy="sentiment", teachers=[str(trained.best_dir)], epochs=1,
-                                  max_train_samples=100, max_eval_samples=50))
+        train(
+            tiny_config.replace(
+                taxonomy="sentiment",
+                teachers=[str(trained.best_dir)],
+                epochs=1,
+                max_train_samples=100,
+                max_eval_samples=50,
+            )
+        )
 
 
 def test_cli_teachers_reach_the_config_and_a_missing_one_is_named(tmp_path, shared_data) -> None:
@@ -453,10 +589,33 @@ def test_cli_teachers_reach_the_config_and_a_missing_one_is_named(tmp_path, shar
 
     from goemo.cli import app
 
-    args = ["train", "--data-dir", str(shared_data), "--model", "tiny-random-bert", "--epochs", "1",
-            "--max-train-samples", "100", "--max-eval-samples", "50", "--output", str(tmp_path / "run"),
-            "--cache-dir", str(tmp_path / "c"), "--teacher", str(tmp_path / "t1"), "--teacher", str(tmp_path / "t2"),
-            "--distill-alpha", "0.7", "--holdout-fold", "2", "--num-folds", "5"]
+    args = [
+        "train",
+        "--data-dir",
+        str(shared_data),
+        "--model",
+        "tiny-random-bert",
+        "--epochs",
+        "1",
+        "--max-train-samples",
+        "100",
+        "--max-eval-samples",
+        "50",
+        "--output",
+        str(tmp_path / "run"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--teacher",
+        str(tmp_path / "t1"),
+        "--teacher",
+        str(tmp_path / "t2"),
+        "--distill-alpha",
+        "0.7",
+        "--holdout-fold",
+        "2",
+        "--num-folds",
+        "5",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and f"{tmp_path / 't1'}: no such model folder" in result.output
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
@@ -466,14 +625,14 @@ def test_cli_teachers_reach_the_config_and_a_missing_one_is_named(tmp_path, shar
 
 def test_focal_loss_is_the_textbook_formula() -> None:
     """Focal loss (Lin et al. 2017), written out per class of target: y(1-p)^γ·(-log p) + (1-y)p^γ·(-log(1-p))."""
-    from goemo.train.loop import _loss_function
+    from goemo.training.losses import loss_function
 
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(8, 5, generator=gen) * 3
     targets = (torch.rand(8, 5, generator=gen) > 0.6).float()
     labels = targets.numpy()
     for gamma in (0.0, 2.0):
-        loss = _loss_function(TrainConfig(loss="focal", focal_gamma=gamma), labels, list("abcde"), torch.device("cpu"))
+        loss = loss_function(TrainConfig(loss="focal", focal_gamma=gamma), labels, list("abcde"), torch.device("cpu"))
         p = torch.sigmoid(logits.double())
         expected = -(targets * (1 - p) ** gamma * torch.log(p) + (1 - targets) * p**gamma * torch.log(1 - p)).mean()
         assert loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-5)

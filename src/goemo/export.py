@@ -26,19 +26,26 @@ import contextlib
 import logging
 import shutil
 import tempfile
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from goemo.core.errors import ConfigError, ModelError, RunFolderError
+from goemo.core.fileio import atomic_directory
+from goemo.core.folder import ONNX_FILE, ModelFolder, write_meta
+from goemo.models.modeling import load_model
+from goemo.predict.classifier import EmotionClassifier
+from goemo.predict.onnx_backend import OnnxBackend
+from goemo.predict.torch_backend import TorchBackend
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 QUANTIZE_CHOICES = ("int8",)
 # Varied lengths and content: the parity check must cover padding inside a batch.
 PROBE_TEXTS = (
@@ -123,6 +130,8 @@ def _export_graph(model: Any, tokenizer: Any, path: Path, opset: int | None) -> 
                 external_data=False,
                 verbose=False,
             )
+            if program is None:  # only the legacy exporter (dynamo=False) returns None
+                raise RuntimeError("torch.onnx.export returned no ONNX program")
             program.save(str(path), external_data=False)
     except Exception as e:  # the exporter raises many types; the user needs the model and the reason
         raise ModelError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: {e}") from None
@@ -139,8 +148,8 @@ def _quantize_int8(src: Path, dst: Path) -> None:
     slicing, so it is skipped; the remaining pre-processing (graph optimisation, ONNX shape
     inference) still runs, and quantisation falls back to the raw graph if it fails.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415  (optional extra: onnx)
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415  (optional extra: onnx)
 
     pre = src.with_name("pre.onnx")
     with _quiet_exporter():
@@ -160,16 +169,17 @@ def _quantize_int8(src: Path, dst: Path) -> None:
 
 
 def _max_prob_diff(model: Any, tokenizer: Any, onnx_path: Path) -> float:
-    """Largest |p_onnx - p_torch| over the probe texts, batched together (so padded)."""
-    import onnxruntime as ort
-
-    enc = tokenizer(list(PROBE_TEXTS), padding=True, truncation=True, max_length=128, return_tensors="pt")
-    with torch.inference_mode():
-        ref = torch.sigmoid(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits).numpy()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    logits = session.run(["logits"], {"input_ids": enc["input_ids"].numpy(), "attention_mask": enc["attention_mask"].numpy()})[0]
-    got = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    return float(np.abs(got - ref).max())
+    """Largest |p_onnx - p_torch| over the probe texts, batched together (so padded), through the one predictor."""
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    thresholds = np.full(len(names), 0.5, dtype=np.float32)
+    size = len(PROBE_TEXTS)
+    ref = EmotionClassifier(
+        TorchBackend(model, "cpu", "fp32"), tokenizer, names, thresholds, max_length=128, batch_size=size
+    )
+    got = EmotionClassifier(
+        OnnxBackend(onnx_path, "cpu", None, "fp32"), tokenizer, names, thresholds, max_length=128, batch_size=size
+    )
+    return float(np.abs(got.predict_proba(PROBE_TEXTS) - ref.predict_proba(PROBE_TEXTS)).max())
 
 
 def default_output(model_dir: str | Path, quantize: str | None = None) -> Path:
@@ -196,11 +206,6 @@ def export_onnx(
     >>> export_onnx("runs/goemo/best", "models/goemo-onnx")            # doctest: +SKIP
     ExportResult(path=PosixPath('models/goemo-onnx'), ..., max_abs_prob_diff=3.1e-07, ...)
     """
-    import time
-
-    from goemo.core.fileio import atomic_directory, atomic_write_json
-    from goemo.models.modeling import load_model
-
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE_CHOICES)} or none")
     _import_onnx_tools()
@@ -217,7 +222,7 @@ def export_onnx(
     start = time.perf_counter()
     loaded = load_model(model_dir, device="cpu")
     model, tokenizer = loaded.model.float().eval(), loaded.tokenizer
-    meta = dict(loaded.meta)
+    meta = dict(ModelFolder.open(model_dir).meta)
     meta.setdefault("label_names", loaded.label_names)
     with atomic_directory(out) as tmp:
         work = Path(tempfile.mkdtemp(prefix="goemo-export-"))
@@ -240,10 +245,14 @@ def export_onnx(
         diff = diff32 if quantize is None else _max_prob_diff(model, tokenizer, tmp / ONNX_FILE)
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        import onnx
+        import onnx  # noqa: PLC0415  (optional extra: onnx)
 
         opset_used = next(
-            (o.version for o in onnx.load(str(tmp / ONNX_FILE), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")),
+            (
+                o.version
+                for o in onnx.load(str(tmp / ONNX_FILE), load_external_data=False).opset_import
+                if o.domain in ("", "ai.onnx")
+            ),
             None,
         )
         meta["onnx"] = {
@@ -255,6 +264,6 @@ def export_onnx(
             "max_abs_prob_diff_vs_torch": diff,
             "probe_texts": len(PROBE_TEXTS),
         }
-        atomic_write_json(tmp / "goemo.json", meta)
+        write_meta(tmp, meta)
     onnx_path = out / ONNX_FILE
     return ExportResult(out, onnx_path, quantize, onnx_path.stat().st_size, diff, time.perf_counter() - start)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from goemo.core.config import resolve_config
 from goemo.core.errors import DownloadError
+from goemo.data.download import fetch
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,6 @@ class ReproduceResult:
 
 def ensure_data(data_dir: str | Path, source: str | Path | None = None) -> Path:
     """Make sure ``data_dir`` holds the six verified files; fetch them when it does not."""
-    from goemo.data.download import fetch
-
     try:
         fetch(data_dir, source)
     except DownloadError as e:
@@ -55,27 +55,36 @@ def reproduce(
     >>> result = reproduce("fast", "runs/reproduce", source="../shared/goemotions")  # doctest: +SKIP
     >>> result.rows[0]["macro_f1"]  # doctest: +SKIP
     """
-    from goemo.core.config import resolve_config
-    from goemo.evaluate.evaluation import evaluate
-    from goemo.report.builder import build_report
-    from goemo.train.loop import train
+    # `goemo.cli` imports this module for `goemo --help`, which must not load torch or the extras.
+    from goemo.evaluation.evaluate import evaluate  # noqa: PLC0415  (optional extra: train)
+    from goemo.report.builder import build_report  # noqa: PLC0415  (optional extra: report)
+    from goemo.training.loop import train  # noqa: PLC0415  (optional extra: train)
 
     data = ensure_data(data_dir, source)
-    config = resolve_config(preset, overrides={**(overrides or {}), "data_dir": str(data), "output": str(out), "resume": True})
+    config = resolve_config(
+        preset, overrides={**(overrides or {}), "data_dir": str(data), "output": str(out), "resume": True}
+    )
     result = train(config)
     rows: list[dict[str, Any]] = []
     for taxonomy in ("goemotions", "ekman", "sentiment"):
         for thresholds in ("fixed", "tuned"):
-            scored = evaluate(result.best_dir, "test", data_dir=data, thresholds=thresholds,
-                              taxonomy=None if taxonomy == "goemotions" else taxonomy)
+            scored = evaluate(
+                result.best_dir,
+                "test",
+                data_dir=data,
+                thresholds=thresholds,
+                taxonomy=None if taxonomy == "goemotions" else taxonomy,
+            )
             macro = scored.report.macro
-            rows.append({
-                "taxonomy": taxonomy,
-                "thresholds": scored.thresholds.description,
-                "macro_precision": macro.precision,
-                "macro_recall": macro.recall,
-                "macro_f1": macro.f1,
-                "paper_macro_f1": PAPER_MACRO_F1[taxonomy],
-            })
+            rows.append(
+                {
+                    "taxonomy": taxonomy,
+                    "thresholds": scored.thresholds.description,
+                    "macro_precision": macro.precision,
+                    "macro_recall": macro.recall,
+                    "macro_f1": macro.f1,
+                    "paper_macro_f1": PAPER_MACRO_F1[taxonomy],
+                }
+            )
     report = build_report(result.run_dir, split="test", data_dir=data)
     return ReproduceResult(result.run_dir, rows, report.html, result.summary)

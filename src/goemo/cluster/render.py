@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from goemo.core.errors import ConfigError
 from goemo.core.fileio import atomic_write_text
 
@@ -82,7 +84,7 @@ class JobSpec:
     sge_gpu_resource: str = "gpu"
     sge_mem_resource: str | None = "h_vmem"
 
-    def resolved(self) -> "JobSpec":
+    def resolved(self) -> JobSpec:
         """This spec validated, with the stage's defaults filled in."""
         _validate(self)
         gpu_stage = self.stage in GPU_STAGES
@@ -166,13 +168,17 @@ def _validate(spec: JobSpec) -> None:
         for value in values:
             if not _WORD.match(value):
                 raise ConfigError(f"{name} {value!r}: expected a name without spaces or shell characters")
-    for word, opt in ((spec.sge_pe, "--sge-pe"), (spec.sge_gpu_resource, "--sge-gpu-resource"),
-                      (spec.sge_mem_resource, "--sge-mem-resource")):
+    for word, opt in (
+        (spec.sge_pe, "--sge-pe"),
+        (spec.sge_gpu_resource, "--sge-gpu-resource"),
+        (spec.sge_mem_resource, "--sge-mem-resource"),
+    ):
         if word is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", word):
             raise ConfigError(f"{opt} {word!r}: expected a resource name such as h_vmem or gpu")
-    singles = [("--directive", d) for d in spec.directives] + [("--" + k.replace("_", "-"), getattr(spec, k))
-                                                               for k in ("cache_dir", "data_dir", "torch_index",
-                                                                         "report_run", "env")]
+    singles = [("--directive", d) for d in spec.directives] + [
+        ("--" + k.replace("_", "-"), getattr(spec, k))
+        for k in ("cache_dir", "data_dir", "torch_index", "report_run", "env")
+    ]
     singles += [("--package", p) for p in spec.packages]
     singles += [("goemo argument", a) for a in spec.goemo_args]
     for opt, value in singles:
@@ -225,7 +231,7 @@ def shell_path(path: str) -> str:
         path = "$HOME" + path[1:]
     out, pos = [], 0
     for m in _VAR.finditer(path):
-        out.append(_escape_dq(path[pos:m.start()]))
+        out.append(_escape_dq(path[pos : m.start()]))
         out.append("${" + m.group(0).strip("${}") + "}")
         pos = m.end()
     out.append(_escape_dq(path[pos:]))
@@ -246,7 +252,7 @@ def _option_value(args: tuple[str, ...], name: str) -> str | None:
         if a == name and i + 1 < len(args):
             return args[i + 1]
         if a.startswith(name + "="):
-            return a[len(name) + 1:]
+            return a[len(name) + 1 :]
     return None
 
 
@@ -254,7 +260,15 @@ def _option_value(args: tuple[str, ...], name: str) -> str | None:
 
 
 def _torch_requirement() -> str:
-    """The torch pin goemo was built against (so setup installs the same version for CUDA)."""
+    """``torch==`` the version goemo runs with here (less a local tag such as ``+cpu``).
+
+    So the cluster's set-up installs, from the CUDA index, the torch release this install was
+    tested with; the library itself only asks for a range. Without torch: the range.
+    """
+    try:
+        return "torch==" + importlib.metadata.version("torch").split("+", 1)[0]
+    except importlib.metadata.PackageNotFoundError:
+        pass
     try:
         for req in importlib.metadata.requires("goemo") or []:
             name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
@@ -315,8 +329,6 @@ def render_job(spec: JobSpec) -> RenderedJob:
     >>> "#SBATCH --gres=gpu:1" in job.text, "HF_HUB_OFFLINE=1" in job.text
     (True, True)
     """
-    import jinja2
-
     spec = spec.resolved()
     warnings: list[str] = []
     if spec.stage in ("setup", "fetch") and spec.gpus:

@@ -3,29 +3,93 @@
 Precedence, lowest to highest: dataclass defaults < preset < YAML file < command line.
 Keeping the config flat (no nesting) means every field is also a CLI option and a sweep
 parameter with the same name, and `config.yaml` in a run folder is readable at a glance.
+
+Each field is declared with `opt`, whose metadata is the one definition of that option:
+``goemo train`` builds its options from it (`goemo.cli.train`), and the groups of fields
+other modules need (`DATA_FIELDS`, `RUNTIME_FIELDS`, `RESUMABLE_FIELDS`,
+`NOT_SWEEPABLE_FIELDS`, or any `fields_where`) are read from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import yaml
 
 from goemo.core.errors import ConfigError
+from goemo.core.fileio import atomic_write_text
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 SELECT_METRICS = ("f1_macro", "val_loss", "auc_micro", "auc_macro", "f1_micro", "f1_macro_xtuned")
 
 
+# What `opt` records about each field (`fields_where` reads it).
+FIELD_METADATA_KEYS = ("help", "cli", "path", "data", "runtime", "resumable", "sweepable", "no_cli")
+
+
+def opt(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    default_factory: Any = dataclasses.MISSING,
+    cli: str | None = None,
+    path: bool = False,
+    data: bool = False,
+    runtime: bool = False,
+    resumable: bool = False,
+    sweepable: bool = True,
+    no_cli: str | None = None,
+) -> Any:
+    """A `TrainConfig` field with its metadata: the one place that defines an option.
+
+    - ``help``: the text of ``goemo train --help`` (required).
+    - ``cli``: the option's declaration when it is not ``--field-name`` (``--field-name/--no-field-name``
+      for booleans), e.g. ``"--train"``, ``"--teacher"`` (a list field: repeatable), ``"--resume"``
+      (a flag with no ``--no-`` form).
+    - ``path``: the command line reads a file or folder path (the field still holds a string).
+    - ``data``: it picks which texts are read (`DATA_FIELDS`).
+    - ``runtime``: how a run executes, not what it trains; sweep workers may differ in it
+      (`RUNTIME_FIELDS`).
+    - ``resumable``: it may change between an interrupted run and ``--resume`` (`RESUMABLE_FIELDS`).
+    - ``sweepable``: ``False`` when a sweep sets it itself or it would break the run folder
+      layout (`NOT_SWEEPABLE_FIELDS`).
+    - ``no_cli``: the reason a field is kept off the command line (none is, today).
+
+    >>> f = next(f for f in dataclasses.fields(TrainConfig) if f.name == "lr")
+    >>> f.metadata["help"]
+    'Encoder learning rate.'
+    """
+    if not help or not help.strip():
+        raise TypeError("every TrainConfig field needs help text")
+    metadata = {
+        "help": help,
+        "cli": cli,
+        "path": path,
+        "data": data,
+        "runtime": runtime,
+        "resumable": resumable,
+        "sweepable": sweepable,
+        "no_cli": no_cli,
+    }
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run.
 
-    ``preset`` only records a name here; `resolve_config` applies a preset's values.
+    ``preset`` only records a name here; `resolve_config` applies a preset's values. Each
+    field's metadata (see `opt`) is the one definition of its ``goemo train`` option (name,
+    type, help), of whether ``--resume`` and sweeps accept a change to it, and of the groups
+    `DATA_FIELDS` and `RUNTIME_FIELDS`.
 
     >>> cfg = TrainConfig(model="minilm", epochs=1)
     >>> cfg.replace(lr=1e-4).lr
@@ -33,63 +97,116 @@ class TrainConfig:
     """
 
     # data
-    data_dir: str | None = "data/goemotions"
-    train_file: str | None = None
-    dev_file: str | None = None
-    test_file: str | None = None
-    labels_file: str | None = None
-    text_column: str = "text"
-    label_column: str | None = None
-    taxonomy: str = "goemotions"
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
+    data_dir: str | None = opt(
+        "data/goemotions",
+        path=True,
+        data=True,
+        resumable=True,
+        help="GoEmotions folder (train/dev/test.tsv, emotions.txt).",
+    )
+    train_file: str | None = opt(
+        None,
+        cli="--train",
+        path=True,
+        data=True,
+        resumable=True,
+        help="Training file (.tsv official format, .csv, .jsonl).",
+    )
+    dev_file: str | None = opt(
+        None, cli="--dev", path=True, data=True, resumable=True, help="Dev file, used for model selection."
+    )
+    test_file: str | None = opt(
+        None, cli="--test", path=True, data=True, resumable=True, help="Test file, evaluated once at the end."
+    )
+    labels_file: str | None = opt(
+        None, cli="--labels", path=True, data=True, resumable=True, help="Label names, one per line (id order)."
+    )
+    text_column: str = opt("text", data=True, help="Text column of CSV/JSONL files.")
+    label_column: str | None = opt(None, data=True, help="Label-list column of CSV/JSONL files.")
+    taxonomy: str = opt("goemotions", data=True, help="goemotions | ekman | sentiment | grouping.json")
+    max_train_samples: int | None = opt(None, help="Train on a random sample (quick runs).")
+    max_eval_samples: int | None = opt(None, help="Evaluate on a random sample (quick runs).")
     # model
-    model: str = "minilm"
-    pooling: Literal["cls", "mean"] = "cls"
-    dropout: float = 0.1
-    max_length: int = 128
+    model: str = opt("minilm", help="Hub id, local folder, or 'minilm' (offline default).")
+    pooling: Literal["cls", "mean"] = opt("cls", help="cls (the architecture's own head) | mean")
+    dropout: float = opt(0.1, help="Dropout before the classifier.")
+    max_length: int = opt(128, help="Truncate texts to this many tokens.")
     # optimisation
-    epochs: float = 4
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float = 5e-5
-    head_lr: float | None = None
-    layer_decay: float = 1.0
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_accum: int = 1
-    max_grad_norm: float | None = 1.0
-    loss: Literal["bce", "focal"] = "bce"
-    focal_gamma: float = 2.0
-    pos_weight: str | None = None
-    label_smoothing: float = 0.0
-    sentiment_reg: float = 0.0
-    correlation_reg: float = 0.0
-    ema_decay: float | None = None
-    teachers: list[str] = field(default_factory=list)
-    distill_alpha: float = 0.5
-    holdout_fold: int | None = None
-    num_folds: int = 3
-    seed: int = 42
+    epochs: float = opt(4, help="Passes over the training texts (a fraction ends part way through one).")
+    batch_size: int = opt(32, help="Training texts per batch (length-bucketed, padded per batch).")
+    eval_batch_size: int = opt(
+        128, runtime=True, resumable=True, help="Texts per batch when scoring dev, test and teachers."
+    )
+    lr: float = opt(5e-5, help="Encoder learning rate.")
+    head_lr: float | None = opt(None, help="Learning rate of the new classification head (default: --lr).")
+    layer_decay: float = opt(1.0, help="Layer-wise lr decay (1 = none).")
+    weight_decay: float = opt(0.01, help="AdamW weight decay.")
+    warmup_ratio: float = opt(
+        0.1, help="Share of the optimiser steps with a linear lr warm-up (then linear decay to 0)."
+    )
+    grad_accum: int = opt(1, help="Gradient accumulation steps.")
+    max_grad_norm: float | None = opt(1.0, help="Clip the gradients' global L2 norm to this (0 or null: no clipping).")
+    loss: Literal["bce", "focal"] = opt("bce", help="bce | focal")
+    focal_gamma: float = opt(2.0, help="Focal loss exponent γ.")
+    pos_weight: str | None = opt(None, help="'auto': weight positives by sqrt(neg/pos) per label.")
+    label_smoothing: float = opt(0.0, help="Smooth 0/1 targets towards 0.5 by this amount.")
+    sentiment_reg: float = opt(
+        0.0, help="Weight of the paper's sentiment-relation regulariser (0 = off; GoEmotions labels)."
+    )
+    correlation_reg: float = opt(0.0, help="Weight of the paper's label-correlation regulariser (0 = off).")
+    ema_decay: float | None = opt(
+        None, help="Keep an exponential moving average of the weights (e.g. 0.999); it is evaluated and saved."
+    )
+    teachers: list[str] = opt(
+        default_factory=list,
+        cli="--teacher",
+        path=True,
+        help="Distil from this trained model folder (repeatable: the mean of several).",
+    )
+    distill_alpha: float = opt(0.5, help="Weight of the teachers' probabilities in the targets (0-1).")
+    holdout_fold: int | None = opt(
+        None, help="Train on every fold of the training texts but this one (0-based): a cross-fitted teacher."
+    )
+    num_folds: int = opt(3, help="How many folds --holdout-fold splits the training texts into.")
+    seed: int = opt(42, help="Seed of the run: sampling, initialisation, batch order, dropout.")
     # evaluation and selection
-    threshold: float = 0.3
-    threshold_shrink: float = 0.0
-    select_metric: str = "f1_macro"
-    eval_test: bool = True
+    threshold: float = opt(0.3, help="Decision threshold for dev/test F1.")
+    threshold_shrink: float = opt(
+        0.0, help="Pull each dev-tuned per-label threshold this far (0-1) towards the best global one."
+    )
+    select_metric: str = opt(
+        "f1_macro", sweepable=False, help=" | ".join(SELECT_METRICS) + ": the dev metric that picks the best epoch."
+    )
+    eval_test: bool = opt(
+        True, resumable=True, help="Evaluate the best model on the test split at the end (--no-eval-test: dev only)."
+    )
     # runtime
-    precision: Precision = "auto"
-    device: Device = "auto"
-    compile: bool = False
-    num_threads: int | None = None
-    log_every: int = 100
-    save_every: int | None = None
-    output: str = "runs/goemo"
-    overwrite: bool = False
-    resume: bool = False
-    cache_dir: str | None = None
-    preset: str | None = None
-    trust_remote_code: bool = False
-    trackers: list[str] = field(default_factory=list)
+    precision: Precision = opt("auto", runtime=True, resumable=True, help="auto | fp32 | bf16 | fp16")
+    device: Device = opt("auto", runtime=True, resumable=True, help="auto | cpu | cuda | mps")
+    compile: bool = opt(False, runtime=True, resumable=True, help="torch.compile the model.")
+    num_threads: int | None = opt(None, runtime=True, resumable=True, help="CPU threads for PyTorch.")
+    log_every: int = opt(100, runtime=True, resumable=True, help="Log the running loss every N steps.")
+    save_every: int | None = opt(
+        None, runtime=True, resumable=True, help="Also checkpoint last/ every N optimiser steps."
+    )
+    output: str = opt("runs/goemo", path=True, resumable=True, sweepable=False, help="Run folder.")
+    overwrite: bool = opt(
+        False, cli="--overwrite", resumable=True, sweepable=False, help="Replace the run in --output."
+    )
+    resume: bool = opt(
+        False, cli="--resume", resumable=True, sweepable=False, help="Continue the run in --output from last/."
+    )
+    cache_dir: str | None = opt(
+        None, path=True, runtime=True, resumable=True, help="Token cache folder (default ~/.cache/goemo)."
+    )
+    preset: str | None = opt(None, sweepable=False, help="paper | wandb-report | fast")
+    trust_remote_code: bool = opt(False, cli="--trust-remote-code", help="Allow model code from the hub.")
+    trackers: list[str] = opt(
+        default_factory=list,
+        cli="--tracker",
+        sweepable=False,
+        help="jsonl | tensorboard | mlflow | wandb (repeatable; jsonl is always on).",
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -118,8 +235,12 @@ class TrainConfig:
         need(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", "a number in (0, 1) or null")
         need(0 <= self.distill_alpha <= 1, "distill_alpha", "a number in [0, 1]")
         need(isinstance(self.num_folds, int) and self.num_folds >= 2, "num_folds", "an integer >= 2")
-        need(self.holdout_fold is None or (isinstance(self.holdout_fold, int) and 0 <= self.holdout_fold < self.num_folds),
-             "holdout_fold", f"null or an integer in [0, num_folds - 1 = {self.num_folds - 1}]")
+        need(
+            self.holdout_fold is None
+            or (isinstance(self.holdout_fold, int) and 0 <= self.holdout_fold < self.num_folds),
+            "holdout_fold",
+            f"null or an integer in [0, num_folds - 1 = {self.num_folds - 1}]",
+        )
         if isinstance(self.teachers, str):
             self.teachers = [t for t in self.teachers.split(",") if t]
         need(isinstance(self.teachers, list), "teachers", "a list of model folders")
@@ -136,7 +257,7 @@ class TrainConfig:
             self.trackers = [t for t in self.trackers.split(",") if t]
         need(isinstance(self.trackers, list), "trackers", "a list of jsonl|tensorboard|mlflow|wandb")
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
 
@@ -198,6 +319,35 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@functools.cache
+def field_types() -> Mapping[str, Any]:
+    """Each `TrainConfig` field's type, resolved (the annotations are strings in this module).
+
+    >>> field_types()["max_grad_norm"]
+    float | None
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    return MappingProxyType({f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)})
+
+
+def fields_where(key: str, value: Any = True) -> tuple[str, ...]:
+    """Names of the `TrainConfig` fields whose metadata ``key`` (see `opt`) equals ``value``, in field order.
+
+    >>> fields_where("sweepable", False)
+    ('select_metric', 'output', 'overwrite', 'resume', 'preset', 'trackers')
+    """
+    if key not in FIELD_METADATA_KEYS:
+        raise KeyError(f"unknown field metadata {key!r} (known: {', '.join(FIELD_METADATA_KEYS)})")
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get(key) == value)
+
+
+# Groups of fields, each defined by the fields' own metadata.
+DATA_FIELDS = fields_where("data")  # which texts are read: runs that agree on these share one loaded data set
+RUNTIME_FIELDS = fields_where("runtime")  # how a run executes, not what it trains: sweep workers may differ
+RESUMABLE_FIELDS = fields_where("resumable")  # may change between an interrupted run and --resume
+NOT_SWEEPABLE_FIELDS = fields_where("sweepable", False)  # set by a sweep itself, or would break its layout
 # Names other tools use for the same thing (the W&B report's sweep config among them).
 ALIASES = {
     "learning_rate": "lr",
@@ -265,6 +415,8 @@ def resolve_config(
         values["preset"] = name
     values.update(file_values)
     values.update(given)
+    if name:
+        values["preset"] = name  # the preset applied, even when the file names another
     try:
         return TrainConfig(**values)
     except TypeError as e:
@@ -273,6 +425,4 @@ def resolve_config(
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    from goemo.core.fileio import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -56,3 +56,19 @@ class ModelError(GoemoError):
 
 class RunFolderError(GoemoError):
     """The output folder holds something that would be overwritten or cannot be resumed."""
+
+
+class MetricsInputError(GoemoError, ValueError):
+    """Labels, probabilities, names or thresholds that do not fit together."""
+
+
+class EvaluationError(GoemoError):
+    """A model, split and option combination that cannot be evaluated as asked."""
+
+
+class ThresholdLeakError(EvaluationError):
+    """Thresholds were about to be tuned, or tuned ones scored, on the split they would flatter.
+
+    Raised when per-label thresholds would be tuned on a test split, and when thresholds
+    tuned on dev would be reported on dev itself: either would overstate every score.
+    """

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from goemo.core.config import RESUMABLE_FIELDS
 from goemo.core.errors import RunFolderError
 
 if TYPE_CHECKING:
@@ -20,13 +21,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STATE_FILE = "training_state.pt"  # in last/: optimizer, scheduler and RNG state (torch.save, loaded weights_only)
+
 # Fields that may change between an interrupted run and its resumption (a different machine,
-# more threads, …) without changing what is trained.
-_RESUMABLE_CHANGES = {
-    "resume", "overwrite", "output", "device", "precision", "compile", "num_threads", "log_every",
-    "save_every", "cache_dir", "eval_batch_size", "data_dir", "train_file", "dev_file", "test_file",
-    "labels_file", "eval_test",
-}
+# more threads, …) without changing what is trained: those marked ``resumable`` in TrainConfig.
+_RESUMABLE_CHANGES = frozenset(RESUMABLE_FIELDS)
 
 
 class RunFolder:
@@ -47,11 +46,9 @@ class RunFolder:
     predictions_dir = property(lambda self: self.path / "predictions")
 
     def has_checkpoint(self) -> bool:
-        from goemo.train.loop import STATE_FILE
-
         return (self.last_dir / STATE_FILE).is_file()
 
-    def prepare(self, config: "TrainConfig", is_main: bool = True) -> Path | None:
+    def prepare(self, config: TrainConfig, is_main: bool = True) -> Path | None:
         """Check the folder against --resume/--overwrite; return ``last/`` when resuming.
 
         Raises `RunFolderError` when the folder holds another run and neither flag is given,
@@ -80,7 +77,7 @@ class RunFolder:
             f"--overwrite to replace it, or choose another --output"
         )
 
-    def _check_same_run(self, config: "TrainConfig") -> None:
+    def _check_same_run(self, config: TrainConfig) -> None:
         if not self.config_path.is_file():
             return
         saved = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}

@@ -8,18 +8,19 @@ keeps batches near-uniform in length while training order stays random.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
-import torch
 
-from goemo.data.split import Split
 from goemo.core.fileio import atomic_write_bytes
+from goemo.data.split import Split
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = "1"
@@ -37,8 +38,6 @@ def tokenizer_fingerprint(tokenizer) -> str:
     h = hashlib.sha256(CACHE_VERSION.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        import json
-
         # Calling the tokenizer stores its last truncation/padding settings in the backend;
         # they are not part of its identity (max_length is keyed separately).
         state = json.loads(backend.to_str())
@@ -70,7 +69,9 @@ class EncodedSplit:
         return self.flat_ids[self.offsets[i] : self.offsets[i + 1]]
 
 
-def tokenize_texts(texts: Sequence[str], tokenizer, max_length: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def tokenize_texts(
+    texts: Sequence[str], tokenizer, max_length: int, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of ``texts`` as (flat int32 ids, int64 offsets), truncated, unpadded."""
     pieces: list[np.ndarray] = []
     lengths: list[int] = []
@@ -104,9 +105,9 @@ def encode_split(
     if not use_cache:
         flat, offsets = tokenize_texts(split.texts, tokenizer, max_length)
         return EncodedSplit(flat, offsets, labels)
-    key = hashlib.sha256(
-        f"{tokenizer_fingerprint(tokenizer)}|{max_length}|{split.checksum()}".encode()
-    ).hexdigest()[:32]
+    key = hashlib.sha256(f"{tokenizer_fingerprint(tokenizer)}|{max_length}|{split.checksum()}".encode()).hexdigest()[
+        :32
+    ]
     path = Path(cache_dir or default_cache_dir()) / "tokens" / f"{key}.npz"
     if path.is_file():
         try:
@@ -116,8 +117,6 @@ def encode_split(
         except (OSError, ValueError, KeyError):
             log.warning("token cache %s unreadable; tokenising again", path)
     flat, offsets = tokenize_texts(split.texts, tokenizer, max_length)
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, flat_ids=flat, offsets=offsets)
     try:
@@ -200,8 +199,14 @@ class LengthBucketBatches:
         yield from self._my_batches()[self.start :]
 
 
-def collate(encoded: EncodedSplit, indices: np.ndarray, pad_id: int = 0, pad_to_multiple: int = 1) -> dict[str, torch.Tensor]:
-    """Pad the chosen texts to their own longest length (optionally rounded up for tensor cores)."""
+def collate(
+    encoded: EncodedSplit, indices: np.ndarray, pad_id: int = 0, pad_to_multiple: int = 1
+) -> dict[str, np.ndarray]:
+    """Pad the chosen texts to their own longest length (optionally rounded up for tensor cores).
+
+    Plain numpy arrays, so the ONNX and TF-IDF paths need no torch; the torch backend and the
+    training loop wrap them with ``torch.from_numpy`` (no copy).
+    """
     lens = encoded.lengths[indices]
     width = int(lens.max()) if len(lens) else 1
     if pad_to_multiple > 1:
@@ -213,10 +218,10 @@ def collate(encoded: EncodedSplit, indices: np.ndarray, pad_id: int = 0, pad_to_
         ids[row, : len(seq)] = seq
         mask[row, : len(seq)] = 1
     return {
-        "input_ids": torch.from_numpy(ids),
-        "attention_mask": torch.from_numpy(mask),
-        "labels": torch.from_numpy(encoded.labels[indices]),
-        "index": torch.from_numpy(np.asarray(indices, dtype=np.int64)),
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": encoded.labels[indices],
+        "index": np.asarray(indices, dtype=np.int64),
     }
 
 

@@ -15,9 +15,10 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
@@ -145,8 +146,7 @@ def _verify(name: str, data: bytes, expected: str, where: str) -> None:
     got = hashlib.sha256(data).hexdigest()
     if got != expected:
         raise DownloadError(
-            f"{name} from {where}: checksum mismatch: expected sha256 {expected}, got {got}; "
-            "the file was not saved"
+            f"{name} from {where}: checksum mismatch: expected sha256 {expected}, got {got}; the file was not saved"
         )
 
 

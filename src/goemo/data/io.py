@@ -21,14 +21,15 @@ import io
 import json
 import logging
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from goemo.core.errors import ConfigError, DataError
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels
-from goemo.core.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -535,8 +536,10 @@ def load_split(
     suffix = path.suffix.lower()
     if suffix == ".tsv":
         if text_column != "text" or label_column or label_columns or id_column:
-            raise ConfigError(f"{path}: the official .tsv format has fixed columns (text, label ids, id); "
-                              "column options apply to .csv and .jsonl only")
+            raise ConfigError(
+                f"{path}: the official .tsv format has fixed columns (text, label ids, id); "
+                "column options apply to .csv and .jsonl only"
+            )
         return read_goemotions_tsv(path, label_names or _default_label_names(path))
     options: dict[str, Any] = dict(
         text_column=text_column,

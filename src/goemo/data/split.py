@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -34,9 +34,7 @@ class Split:
         if len(self.ids) != n:
             raise ValueError(f"{n} texts but {len(self.ids)} ids")
         if self.labels.ndim != 2 or self.labels.shape != (n, len(self.label_names)):
-            raise ValueError(
-                f"labels must have shape ({n}, {len(self.label_names)}), got {self.labels.shape}"
-            )
+            raise ValueError(f"labels must have shape ({n}, {len(self.label_names)}), got {self.labels.shape}")
         if self.labels.dtype != np.uint8:
             object.__setattr__(self, "labels", self.labels.astype(np.uint8))
 
@@ -47,7 +45,7 @@ class Split:
     def num_labels(self) -> int:
         return len(self.label_names)
 
-    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> "Split":
+    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> Split:
         """A new split holding the rows at ``indices`` (in that order)."""
         idx = np.asarray(indices, dtype=np.int64)
         return Split(
@@ -59,7 +57,7 @@ class Split:
             self.source,
         )
 
-    def sample(self, n: int, seed: int = 0, name: str | None = None) -> "Split":
+    def sample(self, n: int, seed: int = 0, name: str | None = None) -> Split:
         """A reproducible random subset of at most ``n`` rows, for quick experiments and tests."""
         if n >= len(self):
             return self

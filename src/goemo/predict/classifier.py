@@ -1,18 +1,24 @@
-"""Put a trained model to work: `EmotionClassifier` labels texts with a PyTorch or ONNX backend.
+"""The one predictor: `EmotionClassifier` turns texts into probabilities and decisions.
 
-Speed comes from the shape of the work rather than from tuning knobs: texts are tokenised
-once without padding, sorted by length and cut into batches padded only to their own
-longest text (`goemo.data.batching`), so a batch of short Reddit comments is not padded to
-the longest comment in the file; outputs are put back in input order. PyTorch runs under
-``torch.inference_mode``; ONNX Runtime runs the graph written by `goemo.export`.
+Every command that runs a model goes through it: training's per-epoch scoring (around its
+live model), ``goemo evaluate``, ``report`` and ``ensemble`` (through the prediction cache,
+`goemo.predict.cache`), ``goemo predict`` and ``goemo serve``. Its backend follows the
+folder's kind (`goemo.core.folder.ModelFolder.kind`):
 
-Decisions use the thresholds stored in the model folder's ``goemo.json`` (per label, tuned
-on dev, when present; else its global threshold; else 0.5) and goemo's strict convention
-``probability > threshold`` (`goemo.scoring.metrics.binarize`).
+* ``torch``: the transformers model (`goemo.predict.torch_backend`), fp32 or bf16/fp16 autocast;
+* ``onnx``: an export's ``model.onnx`` under ONNX Runtime (`goemo.predict.onnx_backend`), no torch;
+* ``tfidf``: the TF-IDF baseline (`goemo.predict.tfidf_backend`), no tokenizer, no torch.
 
-Bulk prediction over files (``goemo predict --input``) streams: `predict_file` reads a
-``.txt``/``.csv``/``.jsonl`` file in chunks, so a file larger than memory is fine, and writes
-the result atomically.
+Precision, batch size and max length are explicit settings (`settings`), part of the
+prediction-cache key, so two commands with the same settings give identical probabilities.
+
+Speed comes from the shape of the work: texts are tokenised once without padding, sorted by
+length and cut into batches padded only to their own longest text
+(`goemo.data.batching.eval_batches`); outputs are put back in input order.
+
+Decisions use the folder's thresholds (per label, tuned on dev, when present; else its
+global threshold; else 0.5) and goemo's strict convention ``probability > threshold``
+(`goemo.core.thresholds.binarize`).
 
 >>> clf = EmotionClassifier.load("runs/goemo/best")              # doctest: +SKIP
 >>> clf.predict(["I love it, thank you!"])                        # doctest: +SKIP
@@ -21,192 +27,70 @@ the result atomically.
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
 import logging
-import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, TextIO
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from goemo.core.errors import ConfigError, DataError, ModelError
-from goemo.core.fileio import atomic_open
+from goemo.core.errors import ConfigError, ModelError
+from goemo.core.folder import ONNX_FILE, ModelFolder
+from goemo.core.thresholds import binarize, sigmoid
+from goemo.data.batching import EncodedSplit, collate, encode_split, eval_batches, tokenize_texts
+from goemo.data.records import check_texts
+from goemo.data.split import Split
+from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels, project_probs
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-Backend = Literal["auto", "torch", "onnx"]
+Backend = Literal["auto", "torch", "onnx", "tfidf"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-# A chunk of a streamed file: large enough that length sorting has something to sort,
-# small enough that memory stays flat whatever the file size.
-DEFAULT_CHUNK = 2048
-_MAX_LENGTH_CAP = 512
+# Where neither the folder nor the tokenizer says: BERT-family position limit.
+MAX_LENGTH_CAP = 512
+DEFAULT_BATCH_SIZE = 128
+# Gathers one picklable object per process (accelerate.utils.gather_object in training).
+Gather = Callable[[list[Any]], list[Any]]
 
 
-# ----------------------------------------------------------------------------- backends
+class TokenBackend(Protocol):
+    """Logits ``(b, L)`` float32 for a padded batch of token ids (torch, ONNX)."""
+
+    name: str
+    device: str
+    precision: str
+    takes_tokens: bool
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
 
-class _TorchRunner:
-    """Logits from a PyTorch model: inference mode, optional bf16/fp16 autocast."""
-
-    def __init__(self, model: Any, device: str, precision: str) -> None:
-        import torch
-
-        self.torch = torch
-        self.model = model.to(device).eval()
-        self.device = device
-        self.precision = precision
-
-    def __call__(self, input_ids: Any, attention_mask: Any) -> np.ndarray:
-        torch = self.torch
-        if self.precision == "fp32":
-            autocast: Any = contextlib.nullcontext()
-        else:
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            autocast = torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
-        with torch.inference_mode(), autocast:
-            logits = self.model(
-                input_ids=input_ids.to(self.device, non_blocking=True),
-                attention_mask=attention_mask.to(self.device, non_blocking=True),
-            ).logits
-        return logits.float().cpu().numpy()
-
-
-class _OnnxRunner:
-    """Logits from an ONNX Runtime session over ``model.onnx`` (inputs input_ids, attention_mask)."""
-
-    def __init__(self, path: Path, device: str, num_threads: int | None) -> None:
-        ort = _import_onnxruntime()
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-        options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's business
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ConfigError(
-                    "device 'cuda' with the onnx backend needs onnxruntime-gpu "
-                    "(this onnxruntime has only " + ", ".join(ort.get_available_providers()) + ")"
-                )
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-        except Exception as e:  # onnxruntime raises its own exception types for bad files
-            raise ModelError(f"cannot load ONNX model {path}: {e}") from None
-        self.input_names = {i.name for i in self.session.get_inputs()}
-        missing = {"input_ids", "attention_mask"} - self.input_names
-        if missing:
-            raise ModelError(f"{path}: ONNX model lacks input(s) {sorted(missing)}; export it with `goemo export`")
-
-    def __call__(self, input_ids: Any, attention_mask: Any) -> np.ndarray:
-        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        if "token_type_ids" in self.input_names:
-            feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
-        return np.asarray(self.session.run(["logits"], feeds)[0], dtype=np.float32)
-
-
-def _import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ModelError("the onnx backend needs onnxruntime: pip install 'goemo[onnx]'") from None
-    return onnxruntime
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' asked for, but CUDA is not available (CPU-only PyTorch build or no GPU)")
-    if device != "cpu" and not device.startswith(("cuda", "mps")):
-        raise ConfigError(f"device={device!r}: expected auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def _resolve_precision(precision: str, device: str) -> str:
-    """'auto' is bf16 (fp16 on GPUs without bf16) on CUDA, fp32 elsewhere.
-
-    On CPUs, bf16 autocast was measured *slower* than fp32 for MiniLM at inference, even
-    with AVX512-BF16 (docs/benchmarks.md, "Inference speed"): the per-call casts of the
-    weights cost more than the matrix products save at these sizes. ``precision="bf16"``
-    still asks for it.
-    """
-    import torch
-
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"precision={precision!r}: expected auto, fp32, bf16 or fp16")
-    if precision != "auto":
-        if precision == "fp16" and not device.startswith("cuda"):
-            raise ConfigError("precision 'fp16' needs a CUDA device; use bf16 or fp32 on CPU")
-        return precision
-    if device.startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
-
-
-def _choose_backend(path: Path, backend: str) -> str:
-    if backend not in ("auto", "torch", "onnx"):
-        raise ConfigError(f"backend={backend!r}: expected auto, torch or onnx")
-    has_onnx = (path / ONNX_FILE).is_file()
-    has_torch = any((path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json"))
-    if backend == "onnx" and not has_onnx:
-        raise ModelError(f"{path} has no {ONNX_FILE}; make one with `goemo export {path} --format onnx`")
-    if backend == "torch" and not has_torch:
-        hint = " (it is an ONNX export: use --backend onnx)" if has_onnx else ""
-        raise ModelError(f"{path} has no model.safetensors{hint}")
+def choose_backend(folder: ModelFolder, backend: str) -> str:
+    """The backend ``backend`` asks for, checked against what the folder holds (``auto``: its kind)."""
+    if backend not in ("auto", "torch", "onnx", "tfidf"):
+        raise ConfigError(f"backend={backend!r}: expected auto, torch, onnx or tfidf")
+    kind = folder.kind
+    if kind == "tfidf":
+        if backend not in ("auto", "tfidf"):
+            raise ConfigError(
+                f"{folder.path} is a TF-IDF model (goemo.json kind 'tfidf'): backend {backend!r} does "
+                f"not apply; use --backend auto"
+            )
+        return "tfidf"
+    if backend == "onnx" and not folder.has_onnx:
+        raise ModelError(f"{folder.path} has no {ONNX_FILE}; make one with `goemo export {folder.path} --format onnx`")
+    if backend == "torch" and not folder.has_torch_weights:
+        hint = " (it is an ONNX export: use --backend onnx)" if folder.has_onnx else ""
+        raise ModelError(f"{folder.path} has no model.safetensors{hint}")
+    if backend == "tfidf":
+        raise ConfigError(f"{folder.path} is not a TF-IDF model; use --backend auto")
     if backend != "auto":
         return backend
-    if has_onnx:
-        return "onnx"
-    if has_torch:
-        return "torch"
-    raise ModelError(f"{path} holds neither {ONNX_FILE} nor model.safetensors: not a goemo model folder")
-
-
-def _label_names_from_config(path: Path) -> list[str]:
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        id2label = config["id2label"]
-        return [id2label[str(i)] for i in range(len(id2label))]
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelError(f"{path / 'config.json'}: cannot read the label names (id2label): {e}") from None
-
-
-def thresholds_from_meta(meta: dict[str, Any], label_names: Sequence[str]) -> np.ndarray:
-    """Per-label decision thresholds: tuned ones where ``goemo.json`` has them, else its global one.
-
-    A folder without goemo's metadata (a plain transformers checkpoint) gets 0.5, the point
-    where a sigmoid is undecided (`goemo.scoring.metrics.DEFAULT_THRESHOLD`).
-
-    >>> thresholds_from_meta({"thresholds": {"global": 0.3, "per_label": {"joy": 0.2}}}, ["joy", "fear"]).tolist()
-    [0.2, 0.3]
-    """
-    from goemo.scoring.metrics import DEFAULT_THRESHOLD
-
-    info = meta.get("thresholds") or {}
-    default = info.get("global", DEFAULT_THRESHOLD)
-    per_label = info.get("per_label") or {}
-    return np.array([float(per_label.get(n, default)) for n in label_names], dtype=np.float32)
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Logistic function without overflow warnings for large negative logits."""
-    x = np.asarray(logits, dtype=np.float32)
-    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- the classifier
+    return "onnx" if kind == "onnx" else "torch"
 
 
 class EmotionClassifier:
-    """A model folder ready to label texts: tokenizer, backend, label names and thresholds.
+    """A model ready to label texts: backend, tokenizer, label names, thresholds and settings.
 
     Thread-safe: concurrent calls (a web server's workers) share the model; tokenisation,
     whose fast tokenizer keeps per-call state, is serialised.
@@ -218,121 +102,123 @@ class EmotionClassifier:
 
     def __init__(
         self,
-        runner: Callable[[Any, Any], np.ndarray],
+        backend: Any,
         tokenizer: Any,
         label_names: Sequence[str],
         thresholds: np.ndarray,
         *,
         max_length: int,
-        batch_size: int = 64,
-        meta: dict[str, Any] | None = None,
-        path: Path | None = None,
-        backend: str = "torch",
-        device: str = "cpu",
-        precision: str = "fp32",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        folder: ModelFolder | None = None,
     ) -> None:
-        self._runner = runner
+        self._backend = backend
         self.tokenizer = tokenizer
         self.label_names = list(label_names)
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
         if self.thresholds.shape != (len(self.label_names),):
             raise ModelError(f"{len(self.label_names)} labels but {self.thresholds.shape} thresholds")
-        if batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size}: expected an integer >= 1")
+        if backend.takes_tokens and max_length < 2:
+            raise ConfigError(f"max_length={max_length}: expected an integer >= 2")
         self.max_length = max_length
         self.batch_size = batch_size
-        self.meta = meta or {}
-        self.path = path
-        self.backend = backend
-        self.device = device
-        self.precision = precision
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.folder = folder
+        self._pad_id = 0
+        if tokenizer is not None and tokenizer.pad_token_id is not None:
+            self._pad_id = tokenizer.pad_token_id
         self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def load(
         cls,
-        path: str | Path,
+        path: str | Path | ModelFolder,
         backend: Backend = "auto",
         device: str = "auto",
-        batch_size: int = 64,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_length: int | None = None,
         *,
         precision: Precision = "auto",
         num_threads: int | None = None,
-    ) -> "EmotionClassifier":
-        """Open a model folder (``runs/X/best``, or an ONNX export of one).
+    ) -> EmotionClassifier:
+        """Open a model folder (``runs/X/best``, an ONNX export of one, or a TF-IDF baseline).
 
-        ``backend="auto"`` takes ``model.onnx`` when the folder has one (an export) and the
-        PyTorch weights otherwise. ``max_length`` defaults to the length the model was trained
-        with. ``precision="auto"`` is bf16 on CUDA and fp32 on CPU (see `_resolve_precision`);
-        ``num_threads`` sets the CPU threads of the backend (default: all cores).
+        ``backend="auto"`` follows the folder: ``model.onnx`` for an export, the PyTorch weights
+        otherwise, the TF-IDF model for a baseline. ``max_length`` defaults to the length the
+        model was trained with. ``precision="auto"`` is bf16 on CUDA and fp32 on CPU
+        (`goemo.predict.device.resolve_precision`); an ONNX graph runs in the precision it was
+        exported with. ``num_threads`` sets the CPU threads of the backend (default: all cores).
 
         >>> clf = EmotionClassifier.load("runs/goemo/best-onnx-int8")   # doctest: +SKIP
-        >>> clf.backend
-        'onnx'
+        >>> clf.backend, clf.precision
+        ('onnx', 'int8')
         """
-        from goemo.models.modeling import read_meta
+        folder = path if isinstance(path, ModelFolder) else ModelFolder.open(path)
+        chosen = choose_backend(folder, backend)
+        names = folder.label_names
+        if chosen == "tfidf":
+            from goemo.predict.tfidf_backend import TfidfBackend  # noqa: PLC0415  (optional extra: scikit-learn, only for this kind)
 
-        folder = Path(path)
-        if not folder.is_dir():
-            raise ModelError(f"model folder {folder} not found")
-        from goemo.train import tfidf as baseline
-
-        if baseline.is_tfidf_folder(folder):  # `goemo baseline tfidf`: no tokenizer, no torch
-            return baseline.load_classifier(folder, backend=backend, device=device, batch_size=batch_size)
-        chosen = _choose_backend(folder, backend)
-        dev = _resolve_device(device)
-        meta = read_meta(folder)
+            if device not in ("auto", "cpu"):
+                log.warning("%s is a TF-IDF model: it runs on the CPU, not %s", folder.path, device)
+            tfidf = TfidfBackend(folder)
+            return cls(tfidf, None, names, folder.thresholds(), max_length=0, batch_size=batch_size, folder=folder)
+        runner: TokenBackend
+        tokenizer: Any
         if chosen == "torch":
-            import torch
+            from goemo.predict.torch_backend import load_torch_backend  # noqa: PLC0415  (optional extra: torch, only for this backend)
 
-            from goemo.models.modeling import load_model
-
-            if num_threads:
-                torch.set_num_threads(num_threads)
-            loaded = load_model(folder, device=dev)
-            tokenizer, names = loaded.tokenizer, loaded.label_names
-            prec = _resolve_precision(precision, dev)
-            runner: Callable[[Any, Any], np.ndarray] = _TorchRunner(loaded.model, dev, prec)
+            runner, tokenizer = load_torch_backend(folder, device, precision, num_threads)
         else:
-            from transformers import AutoTokenizer
+            from goemo.predict.onnx_backend import load_onnx_backend  # noqa: PLC0415  (optional extra: onnx, onnxruntime)
 
-            if precision not in ("auto", "fp32"):
-                raise ConfigError(
-                    f"precision={precision!r} applies to the torch backend; an ONNX graph runs in the precision "
-                    f"it was exported with (goemo export --quantize int8 for a smaller, faster one)"
-                )
-            runner = _OnnxRunner(folder / ONNX_FILE, dev, num_threads)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            except (OSError, ValueError) as e:
-                raise ModelError(f"cannot load the tokenizer of {folder}: {e}") from None
-            names = list(meta.get("label_names") or _label_names_from_config(folder))
-            prec = (meta.get("onnx") or {}).get("quantize") or "fp32"  # what the graph holds
-        if meta.get("label_names") and list(meta["label_names"]) != names:
-            raise ModelError(f"{folder}: goemo.json label_names disagree with config.json id2label")
+            runner, tokenizer = load_onnx_backend(folder, device, precision, num_threads)
         if max_length is None:
-            max_length = int(meta.get("max_length") or min(tokenizer.model_max_length, _MAX_LENGTH_CAP))
-        if max_length < 2:
-            raise ConfigError(f"max_length={max_length}: expected an integer >= 2")
+            max_length = folder.max_length or min(int(tokenizer.model_max_length), MAX_LENGTH_CAP)
         return cls(
-            runner,
-            tokenizer,
-            names,
-            thresholds_from_meta(meta, names),
-            max_length=max_length,
-            batch_size=batch_size,
-            meta=meta,
-            path=folder,
-            backend=chosen,
-            device=dev,
-            precision=prec,
+            runner, tokenizer, names, folder.thresholds(), max_length=max_length, batch_size=batch_size, folder=folder
         )
+
+    # ------------------------------------------------------------------ what it is
+
+    @property
+    def backend(self) -> str:
+        return str(self._backend.name)
+
+    @property
+    def device(self) -> str:
+        return str(self._backend.device)
+
+    @property
+    def precision(self) -> str:
+        return str(self._backend.precision)
+
+    @property
+    def path(self) -> Path | None:
+        return self.folder.path if self.folder is not None else None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.folder.meta if self.folder is not None else {}
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What decides the probabilities besides the weights and the texts: the cache key's part.
+
+        >>> EmotionClassifier.load("runs/x/best", precision="bf16").settings   # doctest: +SKIP
+        {'backend': 'torch', 'device': 'cpu', 'precision': 'bf16', 'batch_size': 128, 'max_length': 128}
+        """
+        return {
+            "backend": self.backend,
+            "device": self.device.split(":")[0],
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+        }
 
     def __repr__(self) -> str:
         return (
@@ -342,26 +228,54 @@ class EmotionClassifier:
 
     # ------------------------------------------------------------------ scores
 
-    def _encode(self, texts: Sequence[str]) -> Any:
-        from goemo.data.batching import EncodedSplit, tokenize_texts
-
+    def encode(self, texts: Sequence[str]) -> EncodedSplit:
+        """Token ids of ``texts`` (truncated to ``max_length``, unpadded)."""
         with self._tokenizer_lock:  # fast tokenizers are not safe to share across threads
             flat, offsets = tokenize_texts(texts, self.tokenizer, self.max_length)
         return EncodedSplit(flat, offsets, np.zeros((len(offsets) - 1, 0), np.float32))
 
+    def logits_for_encoded(
+        self, encoded: EncodedSplit, *, rank: int = 0, world_size: int = 1, gather: Gather | None = None
+    ) -> np.ndarray:
+        """Logits ``(n, L)`` float32 of already tokenised texts, in input order.
+
+        With ``world_size > 1`` (training on several processes) each process runs a disjoint
+        share of the length-sorted batches and ``gather`` collects the (index, logits) pairs,
+        which are put back by index, so no example is duplicated or dropped.
+        """
+        parts_idx, parts_out = [], []
+        for idx in eval_batches(encoded.lengths, self.batch_size, rank, world_size):
+            batch = collate(encoded, idx, pad_id=self._pad_id)
+            parts_idx.append(idx)
+            parts_out.append(self._backend(batch["input_ids"], batch["attention_mask"]))
+        mine = (
+            np.concatenate(parts_idx) if parts_idx else np.zeros(0, np.int64),
+            np.concatenate(parts_out) if parts_out else np.zeros((0, self.num_labels), np.float32),
+        )
+        parts = gather([mine]) if world_size > 1 and gather is not None else [mine]
+        out = np.zeros((len(encoded), self.num_labels), dtype=np.float32)
+        seen = np.zeros(len(encoded), dtype=bool)
+        for idx, logits in parts:
+            out[idx] = logits
+            seen[idx] = True
+        if not seen.all():  # a sharding bug would silently bias every metric
+            raise RuntimeError(f"{int((~seen).sum())} examples were not scored")
+        return out
+
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw logits ``(n, L)`` float32, in input order (length-sorted batches inside)."""
-        from goemo.data.batching import collate, eval_batches
-
         texts = check_texts(texts)
-        out = np.zeros((len(texts), self.num_labels), dtype=np.float32)
+        if not self._backend.takes_tokens:
+            return self._backend.logits(texts)
         if not texts:
-            return out
-        encoded = self._encode(texts)
-        for idx in eval_batches(encoded.lengths, self.batch_size):
-            batch = collate(encoded, idx, pad_id=self._pad_id)
-            out[idx] = self._runner(batch["input_ids"], batch["attention_mask"])
-        return out
+            return np.zeros((0, self.num_labels), dtype=np.float32)
+        return self.logits_for_encoded(self.encode(texts))
+
+    def split_logits(self, split: Split, token_cache_dir: str | Path | None = None) -> np.ndarray:
+        """`predict_logits` for a labelled split, reading token ids from the token cache."""
+        if not self._backend.takes_tokens:
+            return self._backend.logits(split.texts)
+        return self.logits_for_encoded(encode_split(split, self.tokenizer, self.max_length, token_cache_dir))
 
     def predict_proba(self, texts: Sequence[str], taxonomy: str | None = None) -> np.ndarray:
         """Probabilities ``(n, L)`` float32, one column per label of `label_names`, in input order.
@@ -372,12 +286,8 @@ class EmotionClassifier:
         >>> clf.predict_proba(["I love it"])[0, clf.label_names.index("love")]   # doctest: +SKIP
         0.87
         """
-        probs = sigmoid(self.predict_logits(texts))
-        if taxonomy is None:
-            return probs
-        from goemo.data.taxonomy import project_probs
-
-        tax = self._taxonomy(taxonomy)
+        probs = sigmoid(self.predict_logits(texts)).astype(np.float32)
+        tax = self._taxonomy(taxonomy) if taxonomy is not None else None
         return probs if tax is None else project_probs(probs, self.label_names, tax)
 
     # ------------------------------------------------------------------ decisions
@@ -444,8 +354,6 @@ class EmotionClassifier:
 
         >>> names, scores, on = clf.decide(clf.predict_proba(["yay"]), taxonomy="ekman")  # doctest: +SKIP
         """
-        from goemo.scoring.metrics import binarize
-
         # Compared in float32, the probabilities' own precision: a probability printed as 0.3
         # is float32(0.3) > 0.3 in float64, and must not count as above a threshold of 0.3.
         t = self.thresholds if threshold is None else np.float32(threshold)
@@ -453,8 +361,6 @@ class EmotionClassifier:
         tax = self._taxonomy(taxonomy) if taxonomy is not None else None
         if tax is None:
             return list(self.label_names), probs, on
-        from goemo.data.taxonomy import project_labels, project_probs
-
         return list(tax.labels), project_probs(probs, self.label_names, tax), project_labels(on, self.label_names, tax)
 
     def label_names_for(self, taxonomy: str | None = None) -> list[str]:
@@ -462,10 +368,8 @@ class EmotionClassifier:
         tax = self._taxonomy(taxonomy) if taxonomy is not None else None
         return list(self.label_names) if tax is None else list(tax.labels)
 
-    def _taxonomy(self, taxonomy: str) -> Any:
+    def _taxonomy(self, taxonomy: str) -> Taxonomy | None:
         """The target taxonomy, or None when the model already predicts exactly its labels."""
-        from goemo.data.taxonomy import load_taxonomy
-
         tax = load_taxonomy(taxonomy)
         if list(tax.labels) == self.label_names:
             return None
@@ -476,276 +380,3 @@ class EmotionClassifier:
                 f"({', '.join(self.label_names[:5])}{', ...' if self.num_labels > 5 else ''})"
             )
         return tax
-
-
-def check_texts(texts: Sequence[str]) -> list[str]:
-    """Validate at the boundary: a bare string would otherwise be read as a list of characters."""
-    if isinstance(texts, str):
-        raise ConfigError("texts must be a list of strings, got one string; wrap it: [text]")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise ConfigError(f"texts[{i}] is {type(t).__name__}, expected str")
-    return out
-
-
-# ----------------------------------------------------------------------------- files
-
-
-@dataclass
-class Record:
-    """One text to label, with the id that comes back beside its prediction."""
-
-    id: str
-    text: str
-
-
-def _open_text(path: Path) -> TextIO:
-    if not path.is_file():
-        raise DataError("file not found", path=path)
-    return open(path, encoding="utf-8-sig", newline="")
-
-
-def read_records(
-    path: str | Path | None,
-    text_column: str = "text",
-    id_column: str | None = None,
-    stream: TextIO | None = None,
-) -> Iterator[Record]:
-    """Stream texts from ``.txt`` (one per line), ``.csv`` (header row) or ``.jsonl``, lazily.
-
-    Ids come from ``id_column`` when given, else they are line numbers (``.txt``, stdin) or
-    row numbers counted from 1 (``.csv``, ``.jsonl``). Empty lines of a ``.txt`` file are
-    empty texts, so ids stay equal to line numbers; blank lines of a ``.jsonl`` are skipped.
-    ``path=None`` reads ``stream`` (stdin) as text lines.
-
-    >>> next(read_records("texts.csv", text_column="body", id_column="id"))   # doctest: +SKIP
-    Record(id='a1', text='I love it')
-    """
-    if path is None:
-        yield from _txt_records(stream if stream is not None else sys.stdin)
-        return
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".txt", ".csv", ".jsonl", ".json"):
-        raise DataError(f"unsupported input type {suffix or '(none)'}: expected .txt, .csv or .jsonl", path=path)
-    with _open_text(path) as f:
-        try:
-            if suffix == ".txt":
-                if id_column:
-                    raise ConfigError("--id-column applies to .csv and .jsonl inputs; .txt ids are line numbers")
-                yield from _txt_records(f)
-            elif suffix == ".csv":
-                yield from _csv_records(f, path, text_column, id_column)
-            else:
-                yield from _jsonl_records(f, path, text_column, id_column)
-        except UnicodeDecodeError as e:
-            raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start} of a read block)", path=path) from None
-
-
-def _txt_records(f: TextIO) -> Iterator[Record]:
-    for number, line in enumerate(f, start=1):
-        yield Record(str(number), line.rstrip("\r\n"))
-
-
-def _csv_records(f: TextIO, path: Path, text_column: str, id_column: str | None) -> Iterator[Record]:
-    reader = csv.reader(f)
-    header = next(reader, None)
-    if header is None:
-        return
-    for column in (text_column, id_column):
-        if column is not None and column not in header:
-            raise DataError(f"no column {column!r} in the header ({', '.join(header)})", path=path, line=1)
-    ti = header.index(text_column)
-    ii = header.index(id_column) if id_column else None
-    for row_number, row in enumerate(reader, start=1):
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise DataError(
-                f"{len(row)} fields, the header has {len(header)}", path=path, line=reader.line_num
-            )
-        yield Record(row[ii] if ii is not None else str(row_number), row[ti])
-
-
-def _jsonl_records(f: TextIO, path: Path, text_column: str, id_column: str | None) -> Iterator[Record]:
-    row_number = 0
-    for line_number, line in enumerate(f, start=1):
-        if not line.strip():
-            continue
-        row_number += 1
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=line_number) from None
-        if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=line_number)
-        if text_column not in obj:
-            raise DataError("missing", path=path, line=line_number, field=text_column)
-        text = obj[text_column]
-        if not isinstance(text, str):
-            raise DataError(f"expected a string, got {type(text).__name__}", path=path, line=line_number, field=text_column)
-        if id_column is not None:
-            if id_column not in obj or obj[id_column] is None:
-                raise DataError("missing", path=path, line=line_number, field=id_column)
-            rid = str(obj[id_column])
-        else:
-            rid = str(row_number)
-        yield Record(rid, text)
-
-
-def _count_lines(path: Path) -> int | None:
-    """Line count for a progress bar's total (a cheap binary pass); None for CSV, whose rows may span lines."""
-    if path.suffix.lower() == ".csv":
-        return None
-    count, last = 0, b"\n"
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            count += block.count(b"\n")
-            last = block[-1:]
-    return count + (last != b"\n")
-
-
-class PredictionWriter:
-    """Writes predictions as JSON Lines or CSV, one row per text, in the order given."""
-
-    def __init__(
-        self,
-        stream: TextIO,
-        fmt: Literal["jsonl", "csv"],
-        label_names: Sequence[str],
-        all_scores: bool = False,
-        with_text: bool = True,
-    ) -> None:
-        self.stream = stream
-        self.fmt = fmt
-        self.label_names = list(label_names)
-        self.all_scores = all_scores
-        self.with_text = with_text
-        self._csv = None
-        if fmt == "csv":
-            self._csv = csv.writer(stream, lineterminator="\n")
-            header = ["id"] + (["text"] if with_text else []) + ["labels", "scores"]
-            self._csv.writerow(header + (self.label_names if all_scores else []))
-
-    def write(self, record: Record, labels: list[dict[str, Any]], probs: np.ndarray) -> None:
-        if self._csv is not None:
-            row = [record.id] + ([record.text] if self.with_text else [])
-            row += [",".join(d["label"] for d in labels), ",".join(f"{d['score']:.6f}" for d in labels)]
-            if self.all_scores:
-                row += [f"{p:.6f}" for p in probs]
-            self._csv.writerow(row)
-            return
-        obj: dict[str, Any] = {"id": record.id}
-        if self.with_text:
-            obj["text"] = record.text
-        obj["labels"] = [{"label": d["label"], "score": round(d["score"], 6)} for d in labels]
-        if self.all_scores:
-            obj["scores"] = {n: round(float(p), 6) for n, p in zip(self.label_names, probs)}
-        self.stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
-
-
-def output_format(path: str | Path | None) -> Literal["jsonl", "csv"]:
-    """The format an output file's name asks for (stdout: JSON Lines)."""
-    if path is None:
-        return "jsonl"
-    suffix = Path(path).suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".jsonl", ".json"):
-        return "jsonl"
-    raise ConfigError(f"output {path}: expected a .jsonl or .csv file name")
-
-
-def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
-    chunk: list[Record] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def predict_records(
-    clf: EmotionClassifier,
-    records: Iterable[Record],
-    writer: PredictionWriter,
-    *,
-    top_k: int | None = None,
-    threshold: float | None = None,
-    taxonomy: str | None = None,
-    chunk_size: int = DEFAULT_CHUNK,
-    progress: Any = None,
-) -> int:
-    """Label a stream of records chunk by chunk, writing each result in input order; returns the count.
-
-    >>> n = predict_records(clf, read_records("in.txt"), PredictionWriter(sys.stdout, "jsonl", clf.label_names))  # doctest: +SKIP
-    """
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size={chunk_size}: expected an integer >= 1")
-    count = 0
-    for chunk in _chunks(records, chunk_size):
-        probs = clf.predict_proba([r.text for r in chunk])
-        labels = clf.predict_from_proba(probs, top_k=top_k, threshold=threshold, taxonomy=taxonomy)
-        if taxonomy is not None:  # the written scores are those of the groups
-            probs = clf.decide(probs, taxonomy=taxonomy)[1]
-        for record, row_labels, row_probs in zip(chunk, labels, probs):
-            writer.write(record, row_labels, row_probs)
-        count += len(chunk)
-        if progress is not None:
-            progress.update(len(chunk))
-    return count
-
-
-def predict_file(
-    clf: EmotionClassifier,
-    input_path: str | Path | None,
-    output_path: str | Path | None = None,
-    *,
-    text_column: str = "text",
-    id_column: str | None = None,
-    top_k: int | None = None,
-    threshold: float | None = None,
-    taxonomy: str | None = None,
-    all_scores: bool = False,
-    with_text: bool = True,
-    chunk_size: int = DEFAULT_CHUNK,
-    progress: bool = True,
-    stdin: TextIO | None = None,
-    stdout: TextIO | None = None,
-) -> int:
-    """Label every text of a file (or stdin) and write JSON Lines or CSV (or to stdout); returns the count.
-
-    Reads and predicts ``chunk_size`` texts at a time, so memory does not grow with the file.
-    The output file is written atomically: it appears whole, or not at all. A tqdm bar on
-    stderr shows progress for files (disabled when stderr is not a terminal).
-
-    >>> predict_file(clf, "comments.csv", "labels.jsonl", text_column="body", id_column="id")  # doctest: +SKIP
-    10000
-    """
-    from tqdm import tqdm
-
-    fmt = output_format(output_path)
-    names = clf.label_names_for(taxonomy)
-    records = read_records(input_path, text_column, id_column, stream=stdin)
-    total = _count_lines(Path(input_path)) if input_path is not None and Path(input_path).is_file() else None
-    bar = tqdm(
-        total=total,
-        unit="texts",
-        desc="predict",
-        file=sys.stderr,
-        # None: tqdm shows itself only on a terminal, so logs and pipes stay clean.
-        disable=True if (not progress or input_path is None) else None,
-        dynamic_ncols=True,
-    )
-    kwargs = dict(top_k=top_k, threshold=threshold, taxonomy=taxonomy, chunk_size=chunk_size, progress=bar)
-    try:
-        if output_path is None:
-            out = stdout if stdout is not None else sys.stdout
-            return predict_records(clf, records, PredictionWriter(out, fmt, names, all_scores, with_text), **kwargs)
-        with atomic_open(output_path) as f:
-            return predict_records(clf, records, PredictionWriter(f, fmt, names, all_scores, with_text), **kwargs)
-    finally:
-        bar.close()

@@ -5,7 +5,7 @@ which labels are problematic and why (F1 and ROC-AUC worst-first, precision-reca
 threshold sweep), what does it say when it misses a label (label confusion with example
 texts), how did training go (curves, time, memory), and what exactly was run (config).
 
-Numbers are computed from cached test-set predictions (`goemo.evaluate.evaluation.predict_split`),
+Numbers are computed from cached test-set predictions (`goemo.predict.cache.predict_split`),
 so building a report a second time does not run the model. Two sets of thresholds are shown
 side by side: the paper's single 0.3, which is what makes the comparison with the paper
 fair, and the per-label thresholds tuned on the dev split during training. Nothing is ever
@@ -17,26 +17,22 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from goemo.data.split import Split
-from goemo.evaluate.evaluation import (
-    EvaluationError,
-    EvaluationResult,
-    Predictions,
-    load_eval_split,
-    model_taxonomy,
-    open_model_folder,
-    predict_split,
-    resolve_data_dir,
-    score_predictions,
-)
+import goemo
+from goemo.core.errors import EvaluationError
 from goemo.core.fileio import atomic_write_bytes, atomic_write_text
-from goemo.scoring.metrics import PAPER_THRESHOLD, THRESHOLD_CONVENTION, MetricsReport, binarize
+from goemo.core.folder import ModelFolder
+from goemo.core.thresholds import PAPER_THRESHOLD, THRESHOLD_CONVENTION, binarize
+from goemo.data.split import Split
+from goemo.data.taxonomy import load_taxonomy
+from goemo.evaluation.evaluate import EvaluationResult, load_eval_split, resolve_data_dir, score_predictions
+from goemo.predict.cache import Predictions, predict_split
 from goemo.report import plots
 from goemo.report.confusion import label_confusion, pair_examples
 from goemo.report.reference import PaperTable, citation, paper_table
@@ -53,6 +49,7 @@ from goemo.report.render import (
     to_markdown,
 )
 from goemo.report.run_data import RunData
+from goemo.scoring.metrics import MetricsReport
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +63,7 @@ class ScoredRun:
     """One run's predictions on the report's split, scored at 0.3 and at its dev-tuned thresholds."""
 
     run: RunData
-    meta: dict[str, Any]
+    folder: ModelFolder
     data: Split
     predictions: Predictions
     fixed: EvaluationResult
@@ -77,7 +74,7 @@ class ScoredRun:
 
     @property
     def taxonomy(self) -> str:
-        return model_taxonomy(self.meta)
+        return self.folder.taxonomy
 
     def macro_f1(self, taxonomy: str, tuned: bool = False) -> float | None:
         if taxonomy == self.taxonomy:
@@ -110,22 +107,23 @@ def score_run(
     seed: int = 0,
     cache: bool = True,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | None = None,
     token_cache_dir: str | Path | None = None,
 ) -> ScoredRun:
     """Predict (or read cached predictions) and score at 0.3, dev-tuned, and on the groupings."""
-    model_dir, meta = open_model_folder(run.model_dir)
-    native = model_taxonomy(meta)
-    data = load_eval_split(split, resolve_data_dir(meta, data_dir), native, meta.get("label_names"))
+    folder = ModelFolder.open(run.model_dir)
+    native = folder.taxonomy
+    data = load_eval_split(split, resolve_data_dir(folder, data_dir), native, folder.label_names)
     full = len(data)
     if max_samples:
         data = data.sample(max_samples, seed=seed)
-    preds = predict_split(model_dir, data, use_cache=cache, device=device, batch_size=batch_size,
-                          token_cache_dir=token_cache_dir)
+    preds = predict_split(
+        folder, data, use_cache=cache, device=device, batch_size=batch_size, token_cache_dir=token_cache_dir
+    )
 
     def score(thresholds: Any, taxonomy: str, sweep: bool) -> EvaluationResult:
         kwargs = {} if sweep else {"sweep": None}
-        return score_predictions(preds, data, meta, model_dir, thresholds=thresholds, taxonomy=taxonomy, **kwargs)
+        return score_predictions(preds, data, folder, thresholds=thresholds, taxonomy=taxonomy, **kwargs)
 
     fixed = score(PAPER_THRESHOLD, native, True)
     tuned, note = None, None
@@ -133,17 +131,17 @@ def score_run(
         tuned = score("tuned", native, False)
     except EvaluationError as e:  # no tuned thresholds, or they were tuned on this very split
         note = str(e)
-    scored = ScoredRun(run, meta, data, preds, fixed, tuned, note, sampled_from=full if len(data) < full else None)
+    scored = ScoredRun(run, folder, data, preds, fixed, tuned, note, sampled_from=full if len(data) < full else None)
     if native == "goemotions" and data.label_names == _goemotions_labels():
         for tax in GROUPINGS:
-            scored.groups[tax] = (score(PAPER_THRESHOLD, tax, False),
-                                  score("tuned", tax, False) if tuned is not None else None)
+            scored.groups[tax] = (
+                score(PAPER_THRESHOLD, tax, False),
+                score("tuned", tax, False) if tuned is not None else None,
+            )
     return scored
 
 
 def _goemotions_labels() -> list[str]:
-    from goemo.data.taxonomy import load_taxonomy
-
     return list(load_taxonomy("goemotions").labels)
 
 
@@ -158,7 +156,7 @@ def build_report(
     seed: int = 0,
     cache: bool = True,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | None = 128,
     token_cache_dir: str | Path | None = None,
     examples: int = 2,
 ) -> ReportResult:
@@ -168,16 +166,29 @@ def build_report(
     ``data_analysis`` is the folder of ``goemo stats --out`` (default: ``data-analysis``
     beside the run folder); its plots and sample page are included when it exists.
     ``max_samples`` reports on a seeded random subset of the split (quick looks only).
+    ``batch_size=None`` means the batch size of the predictions training cached (else 128).
 
     >>> result = build_report("runs/minilm", compare=["runs/tiny"])  # doctest: +SKIP
     >>> result.html  # doctest: +SKIP
     PosixPath('runs/minilm/report.html')
     """
     run = RunData.load(run_dir)
-    common = dict(max_samples=max_samples, seed=seed, cache=cache, device=device, batch_size=batch_size,
-                  token_cache_dir=token_cache_dir)
-    scored = score_run(run, split, data_dir, **common)
-    compared = [score_run(RunData.load(other), split, data_dir, **common) for other in compare]
+
+    def score_one(r: RunData) -> ScoredRun:
+        return score_run(
+            r,
+            split,
+            data_dir,
+            max_samples=max_samples,
+            seed=seed,
+            cache=cache,
+            device=device,
+            batch_size=batch_size,
+            token_cache_dir=token_cache_dir,
+        )
+
+    scored = score_one(run)
+    compared = [score_one(RunData.load(other)) for other in compare]
     analysis = Path(data_analysis) if data_analysis is not None else run.path.parent / DATA_ANALYSIS_DIR
 
     figures = _figures(scored)
@@ -269,9 +280,9 @@ def _decision(s: ScoredRun) -> EvaluationResult:
 
 
 def _intro(s: ScoredRun) -> list[Any]:
-    cfg = s.meta.get("training_config") or s.run.config
+    cfg = s.folder.meta.get("training_config") or s.run.config
     model = cfg.get("model", "?")
-    pooling = s.meta.get("pooling") or cfg.get("pooling", "?")
+    pooling = s.folder.meta.get("pooling") or cfg.get("pooling", "?")
     sample = f" (a seeded random sample of its {s.sampled_from:,})" if s.sampled_from else ""
     thresholds = [
         f"Thresholds: the paper's single threshold {PAPER_THRESHOLD:g} ({THRESHOLD_CONVENTION}) wherever the "
@@ -285,9 +296,13 @@ def _intro(s: ScoredRun) -> list[Any]:
     else:
         thresholds.append(f". Dev-tuned per-label thresholds are not shown: {s.tuned_note}")
     return [
-        Paragraph([f"Model {s.run.model_dir} ({model}, {pooling} pooling, taxonomy {s.taxonomy}), "
-                   f"evaluated on the {s.data.name} split, {len(s.data):,} texts{sample}. "
-                   f"Generated by goemo {_version()} on {_dt.date.today().isoformat()}."]),
+        Paragraph(
+            [
+                f"Model {s.run.model_dir} ({model}, {pooling} pooling, taxonomy {s.taxonomy}), "
+                f"evaluated on the {s.data.name} split, {len(s.data):,} texts{sample}. "
+                f"Generated by goemo {_version()} on {_dt.date.today().isoformat()}."
+            ]
+        ),
         Paragraph(["".join(thresholds)]),
     ]
 
@@ -311,13 +326,25 @@ def _summary_section(s: ScoredRun) -> Section:
     for tax in GROUPINGS:
         if tax in s.groups:
             ref = paper_table(tax)
-            rows.append([f"{tax} macro F1 (projected)", s.macro_f1(tax), s.macro_f1(tax, tuned=True),
-                         ref.macro[2] if ref else None])
+            rows.append(
+                [
+                    f"{tax} macro F1 (projected)",
+                    s.macro_f1(tax),
+                    s.macro_f1(tax, tuned=True),
+                    ref.macro[2] if ref else None,
+                ]
+            )
     headers = ["metric", f"threshold {PAPER_THRESHOLD:g}", "dev-tuned thresholds", "paper (BERT-base, 0.3)"]
-    return Section("Summary", [
-        Table(headers, rows, caption=f"{s.data.name} split, {len(s.data):,} texts, taxonomy {s.taxonomy}. "
-                                     f"Paper: {citation()}."),
-    ])
+    return Section(
+        "Summary",
+        [
+            Table(
+                headers,
+                rows,
+                caption=f"{s.data.name} split, {len(s.data):,} texts, taxonomy {s.taxonomy}. Paper: {citation()}.",
+            ),
+        ],
+    )
 
 
 def _paper_sections(s: ScoredRun) -> list[Section]:
@@ -331,11 +358,15 @@ def _paper_sections(s: ScoredRun) -> list[Section]:
     if native is not None:
         sections[0].blocks.append(Paragraph([native.verification], note=True))
     if s.groups:
-        blocks: list[Any] = [Paragraph([
-            "The 28-label model scored on the paper's coarser groupings without retraining: a group's "
-            "probability is the max of its members' (so a group is predicted exactly when one of its "
-            "members is), as in Table 5."
-        ])]
+        blocks: list[Any] = [
+            Paragraph(
+                [
+                    "The 28-label model scored on the paper's coarser groupings without retraining: a group's "
+                    "probability is the max of its members' (so a group is predicted exactly when one of its "
+                    "members is), as in Table 5."
+                ]
+            )
+        ]
         for tax, (fixed, tuned) in s.groups.items():
             ref = paper_table(tax)
             blocks.append(Paragraph([f"{tax.capitalize()} grouping:"]))
@@ -395,9 +426,11 @@ def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, pap
     macro += [fixed.macro.auc]
     std += [_std([m.auc for m in defined if m.auc is not None])]
     rows += [macro, std]
-    caption = (f"n: positive examples in the split. @0.3: predicted when prob > 0.3, the paper's setting."
-               + (" Tuned: per-label thresholds tuned on dev." if tuned else "")
-               + (f" Paper: {paper.table} of {paper.citation}, BERT-base on the test split." if paper else ""))
+    caption = (
+        "n: positive examples in the split. @0.3: predicted when prob > 0.3, the paper's setting."
+        + (" Tuned: per-label thresholds tuned on dev." if tuned else "")
+        + (f" Paper: {paper.table} of {paper.citation}, BERT-base on the test split." if paper else "")
+    )
     return Table(headers, rows, caption=caption, bold_rows=frozenset({len(rows) - 2}))
 
 
@@ -414,31 +447,55 @@ def _problem_section(s: ScoredRun, images: dict[str, Image]) -> Section:
     defined = [m for m in s.fixed.report.per_label if m.defined]
     worst = sorted(defined, key=lambda m: (m.f1, m.name))[:5]
     never = [m.name for m in defined if m.predicted == 0]
-    items: list[str] = [
-        f"Lowest F1 at 0.3: " + ", ".join(f"{m.name} {m.f1:.2f} (n={m.support})" for m in worst) + "."
-    ]
+    items: list[str] = ["Lowest F1 at 0.3: " + ", ".join(f"{m.name} {m.f1:.2f} (n={m.support})" for m in worst) + "."]
     if never:
         items.append(f"Never predicted at 0.3: {', '.join(never)}.")
-    low_auc = sorted((m for m in defined if m.auc is not None), key=lambda m: m.auc)[:3]
+    with_auc = [(m.auc, m) for m in defined if m.auc is not None]
+    low_auc = [m for _, m in sorted(with_auc, key=lambda pair: pair[0])[:3]]
     if low_auc:
         items.append("Lowest ROC-AUC: " + ", ".join(f"{m.name} {m.auc:.2f}" for m in low_auc) + ".")
-    return Section("Problematic classes", [
-        Bullets(items), images["per_label_f1"], images["per_label_auc"], images["pr_curves"],
-    ])
+    return Section(
+        "Problematic classes",
+        [
+            Bullets(items),
+            images["per_label_f1"],
+            images["per_label_auc"],
+            images["pr_curves"],
+        ],
+    )
 
 
 def _threshold_section(s: ScoredRun, images: dict[str, Image]) -> Section:
-    rows = [[r.threshold, r.macro_precision, r.macro_recall, r.macro_f1, r.micro_precision, r.micro_recall,
-             r.micro_f1, r.exact_match] for r in s.fixed.report.at_thresholds]
+    rows = [
+        [
+            r.threshold,
+            r.macro_precision,
+            r.macro_recall,
+            r.macro_f1,
+            r.micro_precision,
+            r.micro_recall,
+            r.micro_f1,
+            r.exact_match,
+        ]
+        for r in s.fixed.report.at_thresholds
+    ]
     headers = ["threshold", "macro P", "macro R", "macro F1", "micro P", "micro R", "micro F1", "exact match"]
-    table = Table(headers, [[f"{r[0]:g}", *r[1:]] for r in rows],
-                  caption="One global threshold for every label, the paper's list of thresholds.")
+    table = Table(
+        headers,
+        [[f"{r[0]:g}", *r[1:]] for r in rows],
+        caption="One global threshold for every label, the paper's list of thresholds.",
+    )
     blocks: list[Any] = [images["threshold_sweep"], table]
     if s.tuned is not None:
-        blocks.insert(0, Paragraph([
-            f"Macro F1 with the dev-tuned per-label thresholds: {s.tuned.report.macro.f1:.3f} "
-            f"(at 0.3: {s.fixed.report.macro.f1:.3f})."
-        ]))
+        blocks.insert(
+            0,
+            Paragraph(
+                [
+                    f"Macro F1 with the dev-tuned per-label thresholds: {s.tuned.report.macro.f1:.3f} "
+                    f"(at 0.3: {s.fixed.report.macro.f1:.3f})."
+                ]
+            ),
+        )
     return Section("Threshold sweep", blocks)
 
 
@@ -449,8 +506,12 @@ def _confusion_section(s: ScoredRun, images: dict[str, Image], examples: int) ->
     conf = label_confusion(y, pred, names)
     pairs = conf.top_pairs(10)
     rows = [[a, b, n, rate * 100] for a, b, n, rate in pairs]
-    table = Table(["true label (missed)", "predicted instead", "texts", "% of true label's texts"], rows,
-                  digits=1, caption=f"Decisions: {decision.thresholds.description}.")
+    table = Table(
+        ["true label (missed)", "predicted instead", "texts", "% of true label's texts"],
+        rows,
+        digits=1,
+        caption=f"Decisions: {decision.thresholds.description}.",
+    )
     items: list[str] = []
     index = {n: j for j, n in enumerate(names)}
     for a, b, _, _ in pairs[:5]:
@@ -461,9 +522,14 @@ def _confusion_section(s: ScoredRun, images: dict[str, Image], examples: int) ->
             text = text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "…"
             items.append(f"{a} → {b}: “{text}” (true: {true}; predicted: {said}; p({b}) = {p[i, index[b]]:.2f})")
     blocks: list[Any] = [
-        Paragraph(["For each true label the model missed, the labels it predicted instead (labels the text "
-                   "does not carry); the last column counts misses with no wrong label at all."]),
-        images["label_confusion"], table,
+        Paragraph(
+            [
+                "For each true label the model missed, the labels it predicted instead (labels the text "
+                "does not carry); the last column counts misses with no wrong label at all."
+            ]
+        ),
+        images["label_confusion"],
+        table,
     ]
     if items:
         blocks += [Paragraph(["Examples of the most frequent confusions (most confident first):"]), Bullets(items)]
@@ -475,14 +541,28 @@ def _confusion_section(s: ScoredRun, images: dict[str, Image], examples: int) ->
 def _training_section(run: RunData, images: dict[str, Image]) -> Section:
     if not run.epochs:
         return Section("Training", [Paragraph([f"No per-epoch records in {run.path / 'metrics.jsonl'}."])])
-    keys = ["train_loss", "val_loss", "auc_micro", "auc_macro", "f1_micro", "f1_macro", "epoch_time_s",
-            "examples_per_s"]
-    rows = [[str(r["epoch"]) + (" *" if r["epoch"] == run.best_epoch else ""),
-             *(_num(r.get(k)) for k in keys)] for r in run.epochs]
-    table = Table(["epoch", *keys], rows, digits=4,
-                  caption=f"* best epoch by {run.summary.get('select_metric', 'the selection metric')} on dev "
-                          f"(weights kept in best/). Dev metrics at the training threshold "
-                          f"{run.summary.get('threshold', run.config.get('threshold', '?'))}.")
+    keys = [
+        "train_loss",
+        "val_loss",
+        "auc_micro",
+        "auc_macro",
+        "f1_micro",
+        "f1_macro",
+        "epoch_time_s",
+        "examples_per_s",
+    ]
+    rows = [
+        [str(r["epoch"]) + (" *" if r["epoch"] == run.best_epoch else ""), *(_num(r.get(k)) for k in keys)]
+        for r in run.epochs
+    ]
+    table = Table(
+        ["epoch", *keys],
+        rows,
+        digits=4,
+        caption=f"* best epoch by {run.summary.get('select_metric', 'the selection metric')} on dev "
+        f"(weights kept in best/). Dev metrics at the training threshold "
+        f"{run.summary.get('threshold', run.config.get('threshold', '?'))}.",
+    )
     return Section("Training", [images["training_curves"], table])
 
 
@@ -497,10 +577,10 @@ def _resources_section(run: RunData) -> Section:
     if not res:
         return Section("Resources", [Paragraph([f"No resource summary in {run.path / 'summary.json'}."])])
     epochs = res.get("epoch_time_s") or []
-    speed = [r.get("examples_per_s") for r in run.epochs if r.get("examples_per_s")]
+    speed = [v for r in run.epochs if (v := r.get("examples_per_s"))]
     rows: list[list[Any]] = [
         ["wall time", _seconds(res.get("wall_time_s"))],
-        ["time per epoch", ", ".join(_seconds(t) for t in epochs) if epochs else None],
+        ["time per epoch", ", ".join(_duration(float(t)) for t in epochs) if epochs else None],
         ["training speed", f"{np.mean(speed):,.0f} examples/s (mean over epochs)" if speed else None],
         ["evaluation time (dev, all epochs)", _seconds(res.get("eval_time_s"))],
         ["checkpoint saving", _seconds(res.get("time_to_save_s"))],
@@ -509,31 +589,54 @@ def _resources_section(run: RunData) -> Section:
         ["processes", res.get("num_processes")],
     ]
     for gpu in res.get("gpu_memory") or []:
-        rows.append([f"GPU {gpu.get('device', '')} {gpu.get('name', '')}".strip(),
-                     f"peak allocated {gpu.get('peak_allocated_mb', 0):,.0f} MiB, "
-                     f"reserved {gpu.get('peak_reserved_mb', 0):,.0f} MiB"])
+        rows.append(
+            [
+                f"GPU {gpu.get('device', '')} {gpu.get('name', '')}".strip(),
+                f"peak allocated {gpu.get('peak_allocated_mb', 0):,.0f} MiB, "
+                f"reserved {gpu.get('peak_reserved_mb', 0):,.0f} MiB",
+            ]
+        )
     for key, value in (res.get("hardware") or {}).items():
         rows.append([f"hardware: {key}", str(value)])
     return Section("Resources", [Table(["", "value"], rows, align="ll")])
 
 
 def _seconds(value: Any) -> str | None:
-    if value is None:
-        return None
-    value = float(value)
-    return f"{value:,.1f} s" if value < 120 else f"{value / 60:,.1f} min"
+    return None if value is None else _duration(float(value))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:,.1f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
 
 
 def _config_section(run: RunData) -> Section:
     if not run.config_text:
         return Section("Run configuration", [Paragraph([f"No config.yaml in {run.path}."])])
-    keys = ["model", "pooling", "taxonomy", "epochs", "lr", "head_lr", "batch_size", "max_length", "loss",
-            "pos_weight", "ema_decay", "threshold", "select_metric", "seed", "max_train_samples"]
+    keys = [
+        "model",
+        "pooling",
+        "taxonomy",
+        "epochs",
+        "lr",
+        "head_lr",
+        "batch_size",
+        "max_length",
+        "loss",
+        "pos_weight",
+        "ema_decay",
+        "threshold",
+        "select_metric",
+        "seed",
+        "max_train_samples",
+    ]
     rows = [[k, _cfg(run.config.get(k))] for k in keys if k in run.config]
-    return Section("Run configuration", [
-        Table(["option", "value"], rows, align="ll"),
-        Code(run.config_text, summary="config.yaml (all options)"),
-    ])
+    return Section(
+        "Run configuration",
+        [
+            Table(["option", "value"], rows, align="ll"),
+            Code(run.config_text, summary="config.yaml (all options)"),
+        ],
+    )
 
 
 def _cfg(value: Any) -> str:
@@ -543,20 +646,36 @@ def _cfg(value: Any) -> str:
 def _data_section(analysis: Path, run_dir: Path) -> Section:
     title = "Data exploration"
     if not analysis.is_dir():
-        return Section(title, [Paragraph([
-            f"No data analysis found in {analysis}; `goemo stats --out {analysis}` writes one "
-            f"(label frequencies, co-occurrence, a 1,000-record sample page)."
-        ], note=True)])
+        return Section(
+            title,
+            [
+                Paragraph(
+                    [
+                        f"No data analysis found in {analysis}; `goemo stats --out {analysis}` writes one "
+                        f"(label frequencies, co-occurrence, a 1,000-record sample page)."
+                    ],
+                    note=True,
+                )
+            ],
+        )
     blocks: list[Any] = [Paragraph([f"From `goemo stats --out {analysis}`."])]
-    for name, alt in (("label_frequency.png", "Label frequency per split"),
-                      ("cooccurrence.png", "Label co-occurrence on the training split")):
+    for name, alt in (
+        ("label_frequency.png", "Label frequency per split"),
+        ("cooccurrence.png", "Label co-occurrence on the training split"),
+    ):
         path = analysis / name
         if path.is_file():
             blocks.append(Image(_rel(path, run_dir), path.read_bytes(), alt, alt + "."))
     samples = sorted(analysis.glob("sample_*.html"))
     if samples:
-        blocks.append(Paragraph(["Browse a random sample of the data (with a filter box): ",
-                                 *_join_links([Link(p.name, _rel(p, run_dir)) for p in samples])]))
+        blocks.append(
+            Paragraph(
+                [
+                    "Browse a random sample of the data (with a filter box): ",
+                    *_join_links([Link(p.name, _rel(p, run_dir)) for p in samples]),
+                ]
+            )
+        )
     return Section(title, blocks)
 
 
@@ -572,28 +691,74 @@ def _rel(path: Path, start: Path) -> str:
 
 
 def _comparison_section(s: ScoredRun, others: list[ScoredRun]) -> Section:
-    headers = ["run", "model", "taxonomy", "best epoch", "macro P @0.3", "macro R @0.3", "macro F1 @0.3",
-               "macro F1 tuned", "micro F1 @0.3", "macro ROC-AUC", "exact match @0.3", "ekman F1 @0.3",
-               "sentiment F1 @0.3", "wall time"]
+    headers = [
+        "run",
+        "model",
+        "taxonomy",
+        "best epoch",
+        "macro P @0.3",
+        "macro R @0.3",
+        "macro F1 @0.3",
+        "macro F1 tuned",
+        "micro F1 @0.3",
+        "macro ROC-AUC",
+        "exact match @0.3",
+        "ekman F1 @0.3",
+        "sentiment F1 @0.3",
+        "wall time",
+    ]
     rows: list[list[Any]] = []
     for r in [s, *others]:
         f = r.fixed.report
-        cfg = r.meta.get("training_config") or r.run.config
-        rows.append([
-            r.run.name, cfg.get("model"), r.taxonomy, r.run.best_epoch, f.macro.precision, f.macro.recall,
-            f.macro.f1, r.tuned.report.macro.f1 if r.tuned else None, f.micro.f1, f.macro.auc, f.exact_match,
-            r.macro_f1("ekman"), r.macro_f1("sentiment"),
-            _seconds((r.run.summary.get("resources") or {}).get("wall_time_s")),
-        ])
+        cfg = r.folder.meta.get("training_config") or r.run.config
+        rows.append(
+            [
+                r.run.name,
+                cfg.get("model"),
+                r.taxonomy,
+                r.run.best_epoch,
+                f.macro.precision,
+                f.macro.recall,
+                f.macro.f1,
+                r.tuned.report.macro.f1 if r.tuned else None,
+                f.micro.f1,
+                f.macro.auc,
+                f.exact_match,
+                r.macro_f1("ekman"),
+                r.macro_f1("sentiment"),
+                _seconds((r.run.summary.get("resources") or {}).get("wall_time_s")),
+            ]
+        )
     paper = paper_table("goemotions")
     ek, se = paper_table("ekman"), paper_table("sentiment")
-    rows.append(["paper", "BERT-base", "goemotions", None, *(paper.macro if paper else (None,) * 3), None, None,
-                 None, None, ek.macro[2] if ek else None, se.macro[2] if se else None, None])
-    return Section("Comparison of runs", [
-        Table(headers, rows, align="lll" + "r" * (len(headers) - 3),
-              caption=f"All runs scored on the same {s.data.name} texts ({len(s.data):,}). Macro values of a run's "
-                      f"own taxonomy; ekman/sentiment by projection for 28-label models."),
-    ])
+    rows.append(
+        [
+            "paper",
+            "BERT-base",
+            "goemotions",
+            None,
+            *(paper.macro if paper else (None,) * 3),
+            None,
+            None,
+            None,
+            None,
+            ek.macro[2] if ek else None,
+            se.macro[2] if se else None,
+            None,
+        ]
+    )
+    return Section(
+        "Comparison of runs",
+        [
+            Table(
+                headers,
+                rows,
+                align="lll" + "r" * (len(headers) - 3),
+                caption=f"All runs scored on the same {s.data.name} texts ({len(s.data):,}). Macro values of a run's "
+                f"own taxonomy; ekman/sentiment by projection for 28-label models.",
+            ),
+        ],
+    )
 
 
 def _notes_section(s: ScoredRun) -> Section:
@@ -608,15 +773,21 @@ def _notes_section(s: ScoredRun) -> Section:
     items += [n for n in s.fixed.report.notes if not n.startswith("Threshold convention")]
     ref = paper_table(s.taxonomy)
     if ref is not None:
-        items.append(["Paper numbers: ", Link(citation(), ref.url),
-                      f", stored in goemo/report/paper_reference.json with how each table was checked."])
+        items.append(
+            [
+                "Paper numbers: ",
+                Link(citation(), ref.url),
+                ", stored in goemo/report/paper_reference.json with how each table was checked.",
+            ]
+        )
     cache = s.predictions.cache_path
-    items.append(f"Predictions: {'read from the cache' if s.predictions.from_cache else 'computed by running the model'}"
-                 + (f" ({cache})" if cache else "") + ".")
+    items.append(
+        f"Predictions: {'read from the cache' if s.predictions.from_cache else 'computed by running the model'}"
+        + (f" ({cache})" if cache else "")
+        + "."
+    )
     return Section("About these numbers", [Bullets(items)])
 
 
 def _version() -> str:
-    import goemo
-
     return goemo.__version__

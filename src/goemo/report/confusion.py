@@ -11,8 +11,8 @@ that carry i, so a cell reads "share of i-texts where i was missed and j predict
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class LabelConfusion:
         L = len(self.label_names)
         c = self.counts[:, :L]
         order = np.argsort(-c, axis=None, kind="stable")
-        out = []
+        out: list[tuple[str, str, int, float]] = []
         rates = self.rates
         for flat in order:
             i, j = divmod(int(flat), L)

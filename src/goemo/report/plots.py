@@ -8,14 +8,20 @@ heights grow with the number of labels so that tick labels never overlap.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from goemo.core.fileio import atomic_write_bytes
-from goemo.scoring.metrics import MetricsReport, binarize
+from goemo.core.thresholds import binarize
 from goemo.report.confusion import LabelConfusion
+from goemo.scoring.metrics import MetricsReport
 
 BAR = "#4C78A8"
 TUNED = "#222222"
@@ -27,9 +33,6 @@ DPI = 110
 
 def new_figure(width: float, height: float) -> Any:
     """A Figure on an Agg canvas with constrained layout (keeps labels inside the frame)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -62,13 +65,22 @@ def _legend_outside(ax: Any, where: str = "below", ncol: int = 1) -> None:
     if not handles:
         return
     if where == "above":
-        ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=ncol, fontsize=8,
-                  frameon=False, borderaxespad=0.0)
+        ax.legend(
+            handles,
+            labels,
+            loc="lower left",
+            bbox_to_anchor=(0.0, 1.01),
+            ncol=ncol,
+            fontsize=8,
+            frameon=False,
+            borderaxespad=0.0,
+        )
     elif where == "right":
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     else:
-        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, fontsize=8,
-                  frameon=False)
+        ax.legend(
+            handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, fontsize=8, frameon=False
+        )
 
 
 # --------------------------------------------------------------------------- per-label bars
@@ -98,15 +110,32 @@ def f1_bars_figure(
     ax.barh(y, [m.f1 for m in rows], height=0.7, color=BAR, label=fixed_label)
     if tuned is not None:
         by_name = {m.name: m for m in tuned.per_label}
-        ty = [(i, by_name[m.name].f1) for i, m in enumerate(rows) if m.name in by_name and by_name[m.name].f1 is not None]
+        ty = [
+            (i, by_name[m.name].f1) for i, m in enumerate(rows) if m.name in by_name and by_name[m.name].f1 is not None
+        ]
         if ty:
-            ax.scatter([v for _, v in ty], [i for i, _ in ty], marker="D", s=22, color=TUNED, zorder=3,
-                       label="F1 at dev-tuned per-label thresholds")
+            ax.scatter(
+                [v for _, v in ty],
+                [i for i, _ in ty],
+                marker="D",
+                s=22,
+                color=TUNED,
+                zorder=3,
+                label="F1 at dev-tuned per-label thresholds",
+            )
     if paper_f1:
         py = [(i, paper_f1[m.name]) for i, m in enumerate(rows) if m.name in paper_f1]
         if py:
-            ax.scatter([v for _, v in py], [i for i, _ in py], marker="|", s=160, linewidths=2.2, color=PAPER,
-                       zorder=4, label="paper (BERT-base, threshold 0.3)")
+            ax.scatter(
+                [v for _, v in py],
+                [i for i, _ in py],
+                marker="|",
+                s=160,
+                linewidths=2.2,
+                color=PAPER,
+                zorder=4,
+                label="paper (BERT-base, threshold 0.3)",
+            )
     ax.set_yticks(y, [f"{m.name} ({m.support:,})" for m in rows], fontsize=8.5)
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlim(0, 1)
@@ -116,8 +145,10 @@ def f1_bars_figure(
     _legend_outside(ax, "above", ncol=3)
     excluded = len(fixed.per_label) - n
     note = f"; {excluded} label(s) without positives left out" if excluded else ""
-    fig.suptitle(title or f"Per-label F1, worst first ({fixed.split or 'split'}, {fixed.n_examples:,} texts{note})",
-                 fontsize=10.5)
+    fig.suptitle(
+        title or f"Per-label F1, worst first ({fixed.split or 'split'}, {fixed.n_examples:,} texts{note})",
+        fontsize=10.5,
+    )
     return fig
 
 
@@ -133,7 +164,7 @@ def auc_bars_figure(report: MetricsReport, title: str = "") -> Any:
     fig = new_figure(8.5, _label_height(n))
     ax = fig.subplots()
     y = np.arange(n)
-    values = [m.auc for m in rows]
+    values = [m.auc for m in rows if m.auc is not None]  # all of them: rows hold only labels with an AUC
     ax.barh(y, values, height=0.7, color=BAR)
     for yy, v in zip(y, values):
         ax.text(v + 0.006, yy, f"{v:.3f}", va="center", fontsize=7, color="#333333")
@@ -166,8 +197,6 @@ def pr_curves_figure(
     A dot marks where the fixed threshold puts each label, so the reader sees how much
     better a per-label operating point on the same curve could do.
     """
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
     y = np.asarray(y_true)
     p = np.asarray(probs, dtype=np.float64)
     defined = [j for j in range(y.shape[1]) if 0 < y[:, j].sum()]
@@ -182,8 +211,13 @@ def pr_curves_figure(
         for c, j in enumerate(labels):
             precision, recall, _ = precision_recall_curve(y[:, j], p[:, j])
             color = COLORS[c % len(COLORS)]
-            ax.plot(recall, precision, color=color, linewidth=1.6,
-                    label=f"{label_names[j]} (AP {ap[j]:.2f}, n={int(y[:, j].sum())})")
+            ax.plot(
+                recall,
+                precision,
+                color=color,
+                linewidth=1.6,
+                label=f"{label_names[j]} (AP {ap[j]:.2f}, n={int(y[:, j].sum())})",
+            )
             tp = int((pred[:, j] & (y[:, j] == 1)).sum())
             npred = int(pred[:, j].sum())
             r_op = tp / max(int(y[:, j].sum()), 1)
@@ -210,8 +244,6 @@ def confusion_figure(conf: LabelConfusion, title: str = "") -> Any:
     Cells of at least 3% carry their value in percent; the last column is "missed, and no
     wrong label predicted either". The diagonal is impossible by construction and is grey.
     """
-    import matplotlib
-
     rates = conf.rates * 100
     L = len(conf.label_names)
     shown = rates.copy().astype(float)
@@ -228,8 +260,15 @@ def confusion_figure(conf: LabelConfusion, title: str = "") -> Any:
         for j in range(L + 1):
             v = shown[i, j]
             if np.isfinite(v) and v >= 3.0:
-                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6.5,
-                        color="white" if v > 0.6 * vmax else "#222222")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="white" if v > 0.6 * vmax else "#222222",
+                )
     ax.set_xticks(range(L + 1), conf.columns, rotation=55, ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_yticks(range(L), [f"{n} ({s:,})" for n, s in zip(conf.label_names, conf.support)], fontsize=8)
     ax.axvline(L - 0.5, color="#555555", linewidth=0.8)
@@ -272,24 +311,41 @@ def training_curves_figure(epochs: Sequence[Mapping[str, Any]], best_epoch: int 
     return fig
 
 
-def threshold_sweep_figure(report: MetricsReport, tuned_macro_f1: float | None = None,
-                           paper_threshold: float = 0.3) -> Any:
+def threshold_sweep_figure(
+    report: MetricsReport, tuned_macro_f1: float | None = None, paper_threshold: float = 0.3
+) -> Any:
     """Macro and micro F1, macro precision and recall at each of the paper's thresholds."""
     rows = list(report.at_thresholds)
     fig = new_figure(9.5, 4.2)
     ax = fig.subplots()
     t = [r.threshold for r in rows]
-    series = [("macro_f1", "macro F1"), ("micro_f1", "micro F1"), ("macro_precision", "macro precision"),
-              ("macro_recall", "macro recall")]
+    series = [
+        ("macro_f1", "macro F1"),
+        ("micro_f1", "micro F1"),
+        ("macro_precision", "macro precision"),
+        ("macro_recall", "macro recall"),
+    ]
     for c, (key, name) in enumerate(series):
         values = [getattr(r, key) for r in rows]
         pts = [(a, b) for a, b in zip(t, values) if b is not None]
-        ax.plot([a for a, _ in pts], [b for _, b in pts], marker="o", markersize=4, color=COLORS[c], label=name,
-                linestyle="-" if "f1" in key else ":")
+        ax.plot(
+            [a for a, _ in pts],
+            [b for _, b in pts],
+            marker="o",
+            markersize=4,
+            color=COLORS[c],
+            label=name,
+            linestyle="-" if "f1" in key else ":",
+        )
     ax.axvline(paper_threshold, color=GREY, linestyle="--", linewidth=1, label=f"paper's threshold {paper_threshold:g}")
     if tuned_macro_f1 is not None:
-        ax.axhline(tuned_macro_f1, color=TUNED, linestyle="-.", linewidth=1,
-                   label=f"macro F1, dev-tuned thresholds ({tuned_macro_f1:.3f})")
+        ax.axhline(
+            tuned_macro_f1,
+            color=TUNED,
+            linestyle="-.",
+            linewidth=1,
+            label=f"macro F1, dev-tuned thresholds ({tuned_macro_f1:.3f})",
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("global threshold (predicted when prob > threshold)")

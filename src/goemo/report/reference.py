@@ -66,9 +66,9 @@ def paper_table(taxonomy: str) -> PaperTable | None:
         taxonomy=str(taxonomy),
         table=raw["table"],
         caption=raw["caption"],
-        labels={k: tuple(v) for k, v in raw["labels"].items()},  # type: ignore[misc]
-        macro=tuple(raw["macro"]),  # type: ignore[arg-type]
-        std=tuple(raw["std"]),  # type: ignore[arg-type]
+        labels={k: tuple(v) for k, v in raw["labels"].items()},
+        macro=tuple(raw["macro"]),
+        std=tuple(raw["std"]),
         verification=raw["verification"],
         threshold=float(data["threshold"]),
         citation=citation(),

@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,10 @@ def _md_block(block: Any) -> str:
         return "\n".join(f"- {_md_inline(item)}" for item in block.items)
     if isinstance(block, Table):
         aligns = block.aligns()
-        lines = ["| " + " | ".join(_md_cell(h) for h in block.headers) + " |",
-                 "|" + "|".join("---:" if a == "r" else "---" for a in aligns) + "|"]
+        lines = [
+            "| " + " | ".join(_md_cell(h) for h in block.headers) + " |",
+            "|" + "|".join("---:" if a == "r" else "---" for a in aligns) + "|",
+        ]
         for i, row in enumerate(block.rows):
             cells = [_md_cell(block.cell(v)) for v in row]
             if i in block.bold_rows:

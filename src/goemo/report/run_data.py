@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from goemo.core.errors import RunFolderError
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class RunData:
         return None if value is None else int(value)
 
     @classmethod
-    def load(cls, path: str | Path, model: str = "best") -> "RunData":
+    def load(cls, path: str | Path, model: str = "best") -> RunData:
         """Open ``path`` (a run folder) and its model sub-folder ``model`` (best or last).
 
         >>> run = RunData.load("runs/tiny")  # doctest: +SKIP
@@ -50,12 +52,12 @@ class RunData:
             raise RunFolderError(f"{run}: no such run folder")
         model_dir = run / model
         if not (model_dir / "config.json").is_file():
-            raise RunFolderError(f"{run}: no trained model in {model}/ (expected a run folder written by `goemo train`)")
+            raise RunFolderError(
+                f"{run}: no trained model in {model}/ (expected a run folder written by `goemo train`)"
+            )
         out = cls(run, model_dir)
         config_path = run / "config.yaml"
         if config_path.is_file():
-            import yaml
-
             out.config_text = config_path.read_text(encoding="utf-8")
             try:
                 out.config = yaml.safe_load(out.config_text) or {}

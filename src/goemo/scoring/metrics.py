@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
@@ -50,39 +49,29 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from goemo.core.errors import MetricsInputError, ThresholdLeakError
+from goemo.core.thresholds import (
+    DEFAULT_GRID,
+    DEFAULT_THRESHOLD,
+    PAPER_THRESHOLDS,
+    THRESHOLD_CONVENTION,
+    Thresholds,
+    TunedThresholds,
+    as_probs,
+    as_thresholds,
+    binarize,
+    is_test_split,
+    json_float,
+)
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels, project_probs
-from goemo.core.errors import GoemoError
 
 logger = logging.getLogger(__name__)
 
-PAPER_THRESHOLDS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
-"""The thresholds of the paper's per-threshold evaluation (``--eval_thresholds`` in its code)."""
-
-PAPER_THRESHOLD = 0.3
-"""The single threshold behind the paper's reported test results (``calculate_metrics.py``)."""
-
-DEFAULT_THRESHOLD = 0.5
-"""Used when nothing better is known: the point where a sigmoid output is undecided."""
-
-DEFAULT_GRID: np.ndarray = np.arange(1, 100) / 100.0
-"""0.01 .. 0.99 in steps of 0.01; ``i / 100`` so that 0.3 is the float literal 0.3."""
-
-THRESHOLD_CONVENTION = "predicted when prob > threshold"
 NO_POSITIVES = "no positive examples"
 NO_NEGATIVES = "no negative examples"
 NEVER_PREDICTED = "never predicted: precision set to 0 (zero_division=0)"
 
 _TIE_TOLERANCE = 1e-12
-
-Thresholds = Union[float, Sequence[float], np.ndarray, "TunedThresholds"]
-
-
-class MetricsInputError(GoemoError, ValueError):
-    """Labels, probabilities, names or thresholds that do not fit together."""
-
-
-class ThresholdLeakError(GoemoError):
-    """Thresholds were about to be tuned on the test split, which would inflate test scores."""
 
 
 # --------------------------------------------------------------------------- result objects
@@ -113,13 +102,13 @@ class LabelMetrics:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "precision": _json_float(self.precision),
-            "recall": _json_float(self.recall),
-            "f1": _json_float(self.f1),
+            "precision": json_float(self.precision),
+            "recall": json_float(self.recall),
+            "f1": json_float(self.f1),
             "support": int(self.support),
             "predicted": int(self.predicted),
-            "auc": _json_float(self.auc),
-            "ap": _json_float(self.ap),
+            "auc": json_float(self.auc),
+            "ap": json_float(self.ap),
             "note": self.note,
         }
 
@@ -146,12 +135,12 @@ class Average:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "precision": _json_float(self.precision),
-            "recall": _json_float(self.recall),
-            "f1": _json_float(self.f1),
+            "precision": json_float(self.precision),
+            "recall": json_float(self.recall),
+            "f1": json_float(self.f1),
             "support": int(self.support),
-            "auc": _json_float(self.auc),
-            "ap": _json_float(self.ap),
+            "auc": json_float(self.auc),
+            "ap": json_float(self.ap),
             "n_labels": self.n_labels,
             "n_excluded": self.n_excluded,
             "n_labels_auc": self.n_labels_auc,
@@ -172,81 +161,7 @@ class ThresholdMetrics:
     exact_match: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _json_float(v) for k, v in self.__dict__.items()}
-
-
-@dataclass(frozen=True, eq=False)
-class TunedThresholds:
-    """Thresholds chosen on a labelled split, with where they came from.
-
-    Behaves as the ``(L,)`` array of thresholds (``np.asarray(t)``, ``binarize(p, t)``), and
-    carries its provenance so that a model folder or report can say which split the
-    thresholds were tuned on, and whether tuning on the test split was forced.
-
-    >>> t = TunedThresholds(np.array([0.3, 0.5]), ("joy", "anger"), "per_label", "dev")
-    >>> np.asarray(t).tolist(), t.by_label()["anger"], t.forced
-    ([0.3, 0.5], 0.5, False)
-    """
-
-    values: np.ndarray
-    label_names: tuple[str, ...]
-    kind: str  # "per_label" (each label's F1) or "global" (one threshold, macro F1)
-    split: str
-    forced: bool = False
-    score: float | None = None  # macro F1 over defined labels on the tuning split
-    scores: tuple[float | None, ...] = ()  # each label's F1 there; None when undefined
-    fallback: float = DEFAULT_THRESHOLD
-    fallback_labels: tuple[str, ...] = ()
-    grid: tuple[float, float, int] = (0.01, 0.99, 99)
-    shrink: float = 0.0  # how far per-label values were pulled to the best global one
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        return np.array(self.values, dtype=dtype, copy=True)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    @property
-    def global_value(self) -> float | None:
-        """The single threshold when ``kind == "global"``, else None."""
-        return float(self.values[0]) if self.kind == "global" and len(self.values) else None
-
-    def by_label(self) -> dict[str, float]:
-        return {name: float(v) for name, v in zip(self.label_names, self.values)}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe record, e.g. for ``goemo.json`` (`from_dict` reads it back)."""
-        return {
-            "kind": self.kind,
-            "convention": THRESHOLD_CONVENTION,
-            "split": self.split,
-            "forced": self.forced,
-            "global": self.global_value,
-            "per_label": self.by_label(),
-            "score": _json_float(self.score),
-            "scores": [_json_float(s) for s in self.scores],
-            "fallback": float(self.fallback),
-            "fallback_labels": list(self.fallback_labels),
-            "grid": list(self.grid),
-            "shrink": float(self.shrink),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TunedThresholds":
-        per_label = data["per_label"]
-        return cls(
-            values=np.array(list(per_label.values()), dtype=np.float64),
-            label_names=tuple(per_label),
-            kind=data["kind"],
-            split=data["split"],
-            forced=bool(data.get("forced", False)),
-            score=data.get("score"),
-            scores=tuple(data.get("scores", ())),
-            fallback=float(data.get("fallback", DEFAULT_THRESHOLD)),
-            fallback_labels=tuple(data.get("fallback_labels", ())),
-            grid=tuple(data.get("grid", (0.01, 0.99, 99))),  # type: ignore[arg-type]
-            shrink=float(data.get("shrink", 0.0)),
-        )
+        return {k: json_float(v) for k, v in self.__dict__.items()}
 
 
 @dataclass(frozen=True)
@@ -286,9 +201,7 @@ class MetricsReport:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types only; undefined values are ``None``, floats are not rounded."""
         threshold = (
-            float(self.threshold)
-            if isinstance(self.threshold, (int, float))
-            else [float(t) for t in self.threshold]
+            float(self.threshold) if isinstance(self.threshold, (int, float)) else [float(t) for t in self.threshold]
         )
         return {
             "split": self.split,
@@ -298,7 +211,7 @@ class MetricsReport:
             "threshold": threshold,
             "threshold_convention": THRESHOLD_CONVENTION,
             "threshold_tuning": self.threshold_tuning,
-            "exact_match": _json_float(self.exact_match),
+            "exact_match": json_float(self.exact_match),
             "macro": self.macro.to_dict(),
             "micro": self.micro.to_dict(),
             "weighted": self.weighted.to_dict(),
@@ -318,13 +231,13 @@ class MetricsReport:
             rows.append(
                 {
                     "label": avg.name,
-                    "precision": _json_float(avg.precision),
-                    "recall": _json_float(avg.recall),
-                    "f1": _json_float(avg.f1),
+                    "precision": json_float(avg.precision),
+                    "recall": json_float(avg.recall),
+                    "f1": json_float(avg.f1),
                     "support": int(avg.support),
                     "predicted": None,
-                    "auc": _json_float(avg.auc),
-                    "ap": _json_float(avg.ap),
+                    "auc": json_float(avg.auc),
+                    "ap": json_float(avg.ap),
                     "note": _average_note(avg),
                 }
             )
@@ -342,12 +255,14 @@ class MetricsReport:
             lines.append(f"| {name} | " + " | ".join(_fmt(c, digits) for c in cells) + " |")
         for avg in (self.macro, self.micro, self.weighted, self.samples):
             label = f"**{avg.name}**"
-            if avg.name == "macro" and avg.n_excluded:
+            if avg.name == "macro" and avg.n_excluded and avg.n_labels is not None:
                 label += f" ({avg.n_labels} of {avg.n_labels + avg.n_excluded} labels)"
             cells = (avg.precision, avg.recall, avg.f1, avg.support, avg.auc, avg.ap)
             lines.append(f"| {label} | " + " | ".join(_fmt(c, digits) for c in cells) + " |")
-        lines += ["", f"Exact match: {_fmt(self.exact_match, digits)} · {self._threshold_text()} · "
-                  f"{self.n_examples} examples"]
+        lines += [
+            "",
+            f"Exact match: {_fmt(self.exact_match, digits)} · {self._threshold_text()} · {self.n_examples} examples",
+        ]
         if self.undefined_labels:
             listed = ", ".join(f"{k} ({v})" for k, v in self.undefined_labels.items())
             lines.append(f"† undefined, excluded from macro averages: {listed}")
@@ -374,36 +289,6 @@ _ROW_KEYS = ("label", "precision", "recall", "f1", "support", "predicted", "auc"
 
 
 # --------------------------------------------------------------------------- thresholds
-
-
-def binarize(probs: np.ndarray, thresholds: Thresholds) -> np.ndarray:
-    """0/1 decisions: label j of example i is on when ``probs[i, j] > thresholds[j]`` (strict).
-
-    ``thresholds`` is one float for all labels or one per label (an array or
-    `TunedThresholds`). Every part of goemo binarizes through here, so a probability that
-    equals its threshold is treated the same everywhere: *not* predicted.
-
-    >>> binarize(np.array([[0.3, 0.31], [0.9, 0.2]]), 0.3).tolist()
-    [[0, 1], [1, 0]]
-    >>> binarize(np.array([[0.3, 0.31]]), [0.2, 0.5]).tolist()
-    [[1, 0]]
-    """
-    p = _as_probs(probs)
-    t = _as_thresholds(thresholds, p.shape[1])
-    return (p > t).astype(np.uint8)
-
-
-def is_test_split(split_name: str) -> bool:
-    """Whether a split name designates test data: "test", "test.tsv", "goemotions-test", ...
-
-    Any word of the name equal to "test" counts, so renamed or sampled test files are caught;
-    "latest" or "contest" are not.
-
-    >>> is_test_split("test"), is_test_split("data/test.tsv"), is_test_split("dev")
-    (True, True, False)
-    """
-    words = re.split(r"[^a-z0-9]+", Path(str(split_name)).name.lower())
-    return "test" in words
 
 
 def tune_thresholds(
@@ -542,7 +427,7 @@ def compute_metrics(
             f"thresholds were tuned for labels {list(thresholds.label_names)[:3]}..., "
             f"not for {list(names)[:3]}...: pass the same label names, in the same order"
         )
-    t = _as_thresholds(thresholds, p.shape[1])
+    t = as_thresholds(thresholds, p.shape[1])
     pred = binarize(p, t)
     tax_name = None
     if taxonomy is not None:
@@ -686,9 +571,7 @@ def project_to_taxonomy(
 # --------------------------------------------------------------------------- internals: metrics
 
 
-def _per_label(
-    y: np.ndarray, p: np.ndarray, pred: np.ndarray, names: Sequence[str]
-) -> tuple[LabelMetrics, ...]:
+def _per_label(y: np.ndarray, p: np.ndarray, pred: np.ndarray, names: Sequence[str]) -> tuple[LabelMetrics, ...]:
     n = y.shape[0]
     precision, recall, f1, support = _prfs_per_label(y, pred)
     defined = support > 0
@@ -699,8 +582,19 @@ def _per_label(
     out = []
     for j, name in enumerate(names):
         if not defined[j]:
-            out.append(LabelMetrics(name, None, None, None, 0, int(predicted[j]), None, None,
-                                    f"{NO_POSITIVES}: precision, recall, F1, AUC and AP undefined"))
+            out.append(
+                LabelMetrics(
+                    name,
+                    None,
+                    None,
+                    None,
+                    0,
+                    int(predicted[j]),
+                    None,
+                    None,
+                    f"{NO_POSITIVES}: precision, recall, F1, AUC and AP undefined",
+                )
+            )
             continue
         notes = []
         if predicted[j] == 0:
@@ -764,9 +658,7 @@ def _weighted(y: np.ndarray, pred: np.ndarray) -> Average:
     positives = int(y.sum())
     yy, pp = _pad_single_column(y, pred)
     with _quiet():
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            yy, pp, average="weighted", zero_division=0
-        )
+        precision, recall, f1, _ = precision_recall_fscore_support(yy, pp, average="weighted", zero_division=0)
     if not positives:
         return Average("weighted", None, None, None, support=0)
     return Average("weighted", float(precision), float(recall), float(f1), support=positives)
@@ -816,9 +708,7 @@ def _micro_prf(y: np.ndarray, pred: np.ndarray) -> tuple[float, float | None, fl
 def _prfs_per_label(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     yy, pp = _pad_single_column(y, pred)
     with _quiet():
-        precision, recall, f1, support = precision_recall_fscore_support(
-            yy, pp, average=None, zero_division=0
-        )
+        precision, recall, f1, support = precision_recall_fscore_support(yy, pp, average=None, zero_division=0)
     L = y.shape[1]
     return precision[:L], recall[:L], f1[:L], support[:L]
 
@@ -848,9 +738,7 @@ def _pad_single_column(*mats: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.hstack([m, np.zeros_like(m)]) for m in mats)
 
 
-def _notes(
-    y: np.ndarray, pred: np.ndarray, per_label: Sequence[LabelMetrics], projected_per_label: bool
-) -> list[str]:
+def _notes(y: np.ndarray, pred: np.ndarray, per_label: Sequence[LabelMetrics], projected_per_label: bool) -> list[str]:
     """Plain-language caveats for reports, so no convention that moves a number is hidden."""
     notes = [f"Threshold convention: {THRESHOLD_CONVENTION} (strict), as in the GoEmotions paper's code."]
     undefined = [m.name for m in per_label if not m.defined]
@@ -863,12 +751,14 @@ def _notes(
         )
     never = [m.name for m in per_label if m.defined and m.predicted == 0]
     if never:
-        notes.append(f"{len(never)} label(s) never predicted ({', '.join(never)}): precision set to 0 "
-                     f"(zero_division=0).")
+        notes.append(
+            f"{len(never)} label(s) never predicted ({', '.join(never)}): precision set to 0 (zero_division=0)."
+        )
     no_neg = [m.name for m in per_label if m.defined and m.auc is None]
     if no_neg:
-        notes.append(f"{len(no_neg)} label(s) with {NO_NEGATIVES} ({', '.join(no_neg)}): AUC undefined, "
-                     f"excluded from macro AUC.")
+        notes.append(
+            f"{len(no_neg)} label(s) with {NO_NEGATIVES} ({', '.join(no_neg)}): AUC undefined, excluded from macro AUC."
+        )
     truthless = int((y.sum(axis=1) == 0).sum())
     if truthless:
         notes.append(f"{truthless} example(s) with no true label excluded from samples averages.")
@@ -919,8 +809,7 @@ def _guard_split(split_name: str, allow_test: bool, what: str) -> None:
             f"refusing to tune {what} on split {split_name!r}: that leaks test labels into test "
             f"scores; tune on the dev split, or pass allow_test=True (the result is marked forced)"
         )
-    logger.warning("tuning %s on test split %r (allow_test=True): test scores will be optimistic",
-                   what, split_name)
+    logger.warning("tuning %s on test split %r (allow_test=True): test scores will be optimistic", what, split_name)
 
 
 def _as_grid(grid: Sequence[float] | np.ndarray | None) -> np.ndarray:
@@ -941,7 +830,7 @@ def _check_inputs(
     y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str] | None
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     y = np.asarray(y_true)
-    p = _as_probs(probs)
+    p = as_probs(probs)
     if y.ndim != 2:
         raise MetricsInputError(f"y_true must be a 2-D (examples, labels) 0/1 matrix, got shape {y.shape}")
     if y.shape != p.shape:
@@ -955,29 +844,6 @@ def _check_inputs(
     if len(names) != y.shape[1]:
         raise MetricsInputError(f"{len(names)} label names for {y.shape[1]} label columns")
     return y.astype(np.uint8), p, tuple(str(n) for n in names)
-
-
-def _as_probs(probs: np.ndarray) -> np.ndarray:
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2:
-        raise MetricsInputError(f"probs must be a 2-D (examples, labels) matrix, got shape {p.shape}")
-    if p.size and (not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0):
-        raise MetricsInputError(
-            f"probs must be probabilities in [0, 1] (range found: {np.nanmin(p):.3g}..{np.nanmax(p):.3g}"
-            f"{', with NaN/inf' if not np.all(np.isfinite(p)) else ''}); logits need a sigmoid first"
-        )
-    return p
-
-
-def _as_thresholds(thresholds: Thresholds, n_labels: int) -> np.ndarray:
-    t = np.asarray(thresholds, dtype=np.float64)
-    if t.ndim == 0:
-        t = np.full(n_labels, float(t))
-    if t.shape != (n_labels,):
-        raise MetricsInputError(f"expected one threshold or {n_labels} (one per label), got shape {t.shape}")
-    if not np.all(np.isfinite(t)):
-        raise MetricsInputError("thresholds must be finite numbers")
-    return t
 
 
 def _is_per_label(thresholds: Thresholds) -> bool:
@@ -1010,13 +876,6 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _json_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else value
-
-
 def _fmt(value: Any, digits: int) -> str:
     if value is None:
         return "n/a"
@@ -1037,7 +896,14 @@ def _threshold_table_markdown(rows: Sequence[ThresholdMetrics], digits: int) -> 
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        cells = (r.macro_precision, r.macro_recall, r.macro_f1, r.micro_precision, r.micro_recall,
-                 r.micro_f1, r.exact_match)
+        cells = (
+            r.macro_precision,
+            r.macro_recall,
+            r.macro_f1,
+            r.micro_precision,
+            r.micro_recall,
+            r.micro_f1,
+            r.exact_match,
+        )
         lines.append(f"| {r.threshold:g} | " + " | ".join(_fmt(c, digits) for c in cells) + " |")
     return "\n".join(lines)

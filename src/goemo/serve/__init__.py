@@ -16,11 +16,13 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from goemo.core.errors import GoemoError
+from goemo.predict.classifier import Backend, EmotionClassifier
 from goemo.serve.batcher import BatcherStats, MicroBatcher, QueueFullError
 
 if TYPE_CHECKING:
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 def __getattr__(name: str) -> Any:
     """`create_app` and `ServeLimits` import FastAPI only when asked for."""
     if name in ("create_app", "ServeLimits"):
-        from goemo.serve import app
+        from goemo.serve import app  # noqa: PLC0415  (optional extra: serve, FastAPI)
 
         return getattr(app, name)
     raise AttributeError(f"module 'goemo.serve' has no attribute {name!r}")
@@ -77,7 +79,7 @@ def background_server(app: Any, host: str = "127.0.0.1", port: int = 0, timeout:
     >>> with background_server(create_app(clf)) as url:                     # doctest: +SKIP
     ...     httpx.post(f"{url}/predict", json={"texts": ["yay"]}).json()
     """
-    import uvicorn
+    import uvicorn  # noqa: PLC0415  (optional extra: serve)
 
     sock = bind_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
@@ -107,10 +109,10 @@ def run_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
-    backend: str = "auto",
+    backend: Backend = "auto",
     device: str = "auto",
     num_threads: int | None = None,
-    limits: "ServeLimits | None" = None,
+    limits: ServeLimits | None = None,
     access_log: bool = True,
 ) -> None:
     """Load ``model`` and serve it until interrupted (Ctrl-C or SIGTERM stop it cleanly).
@@ -122,16 +124,14 @@ def run_server(
     times slower (see docs/benchmarks.md, "Serving").
     """
     try:
-        import uvicorn
+        import uvicorn  # noqa: PLC0415  (optional extra: serve)
     except ImportError:
         raise GoemoError("serving needs the serve extra (uvicorn is missing): pip install 'goemo[serve]'") from None
-    from goemo.serve.app import ServeLimits, create_app
+    from goemo.serve.app import ServeLimits, create_app  # noqa: PLC0415  (optional extra: serve, FastAPI)
 
     limits = limits or ServeLimits()
     sock = bind_socket(host, port)
     try:
-        from goemo.predict.classifier import EmotionClassifier
-
         if num_threads is None:
             num_threads = default_num_threads()
         classifier = EmotionClassifier.load(model, backend=backend, device=device, num_threads=num_threads)
@@ -140,7 +140,12 @@ def run_server(
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         log.info(
             "serving %s (%d labels, %s backend, %d model threads) on http://%s:%d  (web page /, API docs /docs)",
-            model, len(classifier.label_names), getattr(classifier, "backend", backend), num_threads, shown, bound_port,
+            model,
+            len(classifier.label_names),
+            getattr(classifier, "backend", backend),
+            num_threads,
+            shown,
+            bound_port,
         )
         config = uvicorn.Config(app, log_level="info", access_log=access_log, log_config=None)
         uvicorn.Server(config).run(sockets=[sock])

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -284,8 +285,9 @@ def create_app(
     >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)          # doctest: +SKIP
     """
     limits = limits or ServeLimits()
-    if model_name is None and getattr(classifier, "path", None) is not None:
-        model_name = str(classifier.path)
+    path = getattr(classifier, "path", None)
+    if model_name is None and path is not None:
+        model_name = str(path)
     label_names = list(classifier.label_names)
     thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
     if thresholds.shape != (len(label_names),):
@@ -353,8 +355,7 @@ def create_app(
         scores = classifier.decide(probs, taxonomy=body.taxonomy)[1] if body.taxonomy else probs
         return {
             "results": [
-                {"labels": labels, "scores": dict(zip(names, map(float, row)))}
-                for labels, row in zip(chosen, scores)
+                {"labels": labels, "scores": dict(zip(names, map(float, row)))} for labels, row in zip(chosen, scores)
             ]
         }
 

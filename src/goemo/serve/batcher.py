@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -157,7 +157,7 @@ class MicroBatcher:
                     break
                 try:
                     item = await asyncio.wait_for(queue.get(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             if size + len(item[0]) > self.max_batch:
                 return batch, item  # does not fit: it opens the next batch

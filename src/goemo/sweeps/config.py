@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from goemo.core.config import SELECT_METRICS, normalize_keys
+from goemo.core.config import NOT_SWEEPABLE_FIELDS, SELECT_METRICS, normalize_keys
 from goemo.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -46,8 +47,9 @@ METRIC_ALIASES = {
 }
 # Top-level keys of a W&B sweep config that only mean something to W&B's own agent.
 IGNORED_KEYS = ("program", "command", "project", "entity", "description", "controller", "job", "image_uri")
-# Training options a sweep sets itself, or that would break the run folder layout.
-NOT_SWEEPABLE = ("output", "overwrite", "resume", "trackers", "select_metric", "preset")
+# Training options a sweep sets itself, or that would break the run folder layout: those
+# marked ``sweepable=False`` in TrainConfig.
+NOT_SWEEPABLE = NOT_SWEEPABLE_FIELDS
 
 # ---------------------------------------------------------------- the sweep config
 
@@ -70,23 +72,31 @@ class ParamSpec:
     log: bool = False
     step: float | None = None
 
-    def suggest(self, trial: "optuna.Trial") -> Any:
+    def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.values))
+        low, high = self._range()
         if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1))
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+            return trial.suggest_int(self.name, int(low), int(high), step=int(self.step or 1))
+        return trial.suggest_float(self.name, low, high, log=self.log, step=self.step)
 
     def grid_values(self) -> list[Any]:
         """The points a grid sweep visits (W&B grids take ``values`` and ``int_uniform`` ranges)."""
         if self.kind == "categorical":
             return list(self.values)
         if self.kind == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            low, high = self._range()
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
         raise ConfigError(
             f"parameters.{self.source}: a grid needs a list of values, not a continuous range; "
             f"use values: [...] or method: random|bayes"
         )
+
+    def _range(self) -> tuple[float, float]:
+        """``(low, high)`` of an "int" or "float" parameter (the parser always sets both)."""
+        if self.low is None or self.high is None:
+            raise ConfigError(f"parameters.{self.source}: a {self.kind} range needs both min and max")
+        return self.low, self.high
 
     def describe(self) -> str:
         if self.kind == "categorical":
@@ -103,7 +113,7 @@ class SweepSpec:
     method: str
     metric_name: str
     metric: str
-    direction: str
+    direction: Literal["maximize", "minimize"]
     params: dict[str, ParamSpec]
     fixed: dict[str, Any]
     early_terminate: dict[str, Any] | None = None
@@ -133,8 +143,6 @@ class SweepSpec:
         if self.method == "random" and self.is_discrete():
             size = math.prod(len(p.grid_values()) for p in self.params.values())
             if size <= 100_000:
-                import random
-
                 points = self.grid()
                 random.Random(seed).shuffle(points)
                 return [points[i] if i < len(points) else {} for i in range(count)]
@@ -147,8 +155,8 @@ class SweepSpec:
             raise ConfigError(f"a {self.method} sweep needs --count N (or run_cap: N in the sweep config)")
         return self.run_cap
 
-    def sampler(self, seed: int | None = None) -> "optuna.samplers.BaseSampler":
-        import optuna
+    def sampler(self, seed: int | None = None) -> optuna.samplers.BaseSampler:
+        import optuna  # noqa: PLC0415  (optional extra: sweep; `goemo --help` imports this module)
 
         if self.method == "grid":
             return _grid_sampler({n: p.grid_values() for n, p in self.params.items()}, seed)
@@ -156,8 +164,8 @@ class SweepSpec:
             return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(seed=seed)
 
-    def pruner(self) -> "optuna.pruners.BasePruner":
-        import optuna
+    def pruner(self) -> optuna.pruners.BasePruner:
+        import optuna  # noqa: PLC0415  (optional extra: sweep; `goemo --help` imports this module)
 
         if not self.early_terminate:
             return optuna.pruners.NopPruner()
@@ -169,10 +177,10 @@ class SweepSpec:
         )
 
 
-def _grid_sampler(search_space: dict[str, list[Any]], seed: int | None) -> "optuna.samplers.GridSampler":
+def _grid_sampler(search_space: dict[str, list[Any]], seed: int | None) -> optuna.samplers.GridSampler:
     """A `GridSampler` without its end-of-grid `Study.stop`: the sweep's slots hold the grid
     points and decide when it is done (and `Study.stop` only works inside `Study.optimize`)."""
-    import optuna
+    import optuna  # noqa: PLC0415  (optional extra: sweep; `goemo --help` imports this module)
 
     class SlotGridSampler(optuna.samplers.GridSampler):
         def after_trial(self, study, trial, state, values) -> None:  # noqa: D102
@@ -201,7 +209,9 @@ def _number(value: Any, where: str) -> float:
 def _parse_param(source: str, name: str, entry: Any, where: str, notes: list[str]) -> ParamSpec | tuple[str, Any]:
     """A `ParamSpec`, or ``("fixed", value)`` for ``value:`` entries."""
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a mapping such as {{values: [...]}} or {{min: .., max: ..}}, got {entry!r}")
+        raise ConfigError(
+            f"{where}: expected a mapping such as {{values: [...]}} or {{min: .., max: ..}}, got {entry!r}"
+        )
     if "parameters" in entry:
         raise ConfigError(f"{where}: nested parameters are not supported; goemo's options are flat")
     dist = entry.get("distribution")
@@ -278,13 +288,16 @@ def parse_sweep_config(raw: dict[str, Any], origin: str = "sweep config") -> Swe
     metric = METRIC_ALIASES.get(metric_name, metric_name)
     if metric not in SELECT_METRICS:
         valid = sorted(set(SELECT_METRICS) | set(METRIC_ALIASES))
-        raise ConfigError(f"{origin}: metric.name {metric_name!r} is not a dev metric goemo records (valid: {', '.join(valid)})")
+        raise ConfigError(
+            f"{origin}: metric.name {metric_name!r} is not a dev metric goemo records (valid: {', '.join(valid)})"
+        )
     goal = metric_cfg.get("goal")
     if goal is None:
         goal = "minimize" if metric == "val_loss" else "maximize"
         notes.append(f"metric.goal not given: {goal} {metric}")
     if goal not in ("maximize", "minimize"):
         raise ConfigError(f"{origin}: metric.goal {goal!r}: expected maximize or minimize")
+    direction: Literal["maximize", "minimize"] = "maximize" if goal == "maximize" else "minimize"
     if "target" in metric_cfg:
         notes.append("metric.target ignored: the sweep runs its full count")
     if metric_name != metric:
@@ -317,13 +330,24 @@ def parse_sweep_config(raw: dict[str, Any], origin: str = "sweep config") -> Swe
         if not isinstance(et, dict) or et.get("type") != "hyperband":
             raise ConfigError(f"{origin}: early_terminate: only type: hyperband is supported")
         if "s" in et:
-            notes.append("early_terminate.s ignored: Optuna's Hyperband sets its brackets from min_iter, max_iter and eta")
+            notes.append(
+                "early_terminate.s ignored: Optuna's Hyperband sets its brackets from min_iter, max_iter and eta"
+            )
     run_cap = raw.get("run_cap")
     if run_cap is not None and (not isinstance(run_cap, int) or run_cap < 1):
         raise ConfigError(f"{origin}: run_cap: expected an integer >= 1, got {run_cap!r}")
     spec = SweepSpec(
-        method=method, metric_name=metric_name, metric=metric, direction=goal, params=params, fixed=fixed,
-        early_terminate=et, run_cap=run_cap, name=raw.get("name"), notes=notes, raw=raw,
+        method=method,
+        metric_name=metric_name,
+        metric=metric,
+        direction=direction,
+        params=params,
+        fixed=fixed,
+        early_terminate=et,
+        run_cap=run_cap,
+        name=raw.get("name"),
+        notes=notes,
+        raw=raw,
     )
     if method == "grid":
         spec.grid()  # raises for continuous ranges

@@ -17,14 +17,18 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from goemo.core.fileio import atomic_write_text
+from goemo.core.fileio import atomic_write_bytes, atomic_write_text
+from goemo.report.render import Bullets, Code, Document, Image, Link, Paragraph, Section, Table, to_html, to_markdown
 
 if TYPE_CHECKING:
     import optuna
+
+# `goemo.cli` imports this module, and `goemo --help` must not wait for numpy, Optuna or
+# matplotlib: those (and the runner, which needs Optuna and training) are imported where used.
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +82,6 @@ class SweepAnalysis:
         return complete[0] if complete else None
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         out = asdict(self)
         out["sweep_dir"] = str(self.sweep_dir)
         out["best"] = self.best.number if self.best else None
@@ -89,22 +91,29 @@ class SweepAnalysis:
 # ---------------------------------------------------------------- analysis
 
 
-def _row(t: "optuna.trial.FrozenTrial") -> TrialRow:
+def _row(t: optuna.trial.FrozenTrial) -> TrialRow:
     value = t.value
     if t.state.name == "PRUNED" and t.intermediate_values:
         value = t.intermediate_values[max(t.intermediate_values)]
     duration = None
     if t.datetime_start and t.datetime_complete:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
-    from goemo.sweeps.runner import worker_gone
+    from goemo.sweeps.runner import worker_gone  # noqa: PLC0415  (optional extra: sweep)
 
     return TrialRow(
-        number=t.number, state=t.state.name, value=value, params=dict(t.params),
+        number=t.number,
+        state=t.state.name,
+        value=value,
+        params=dict(t.params),
         worker_gone=t.state.name == "RUNNING" and worker_gone(t),
-        run_dir=t.user_attrs.get("run_dir"), error=t.user_attrs.get("error"),
-        retry_of=t.user_attrs.get("retry_of"), best_epoch=t.user_attrs.get("best_epoch"),
-        epochs_reported=len(t.intermediate_values), duration_s=duration,
-        dev=t.user_attrs.get("dev") or {}, test=t.user_attrs.get("test") or {},
+        run_dir=t.user_attrs.get("run_dir"),
+        error=t.user_attrs.get("error"),
+        retry_of=t.user_attrs.get("retry_of"),
+        best_epoch=t.user_attrs.get("best_epoch"),
+        epochs_reported=len(t.intermediate_values),
+        duration_s=duration,
+        dev=t.user_attrs.get("dev") or {},
+        test=t.user_attrs.get("test") or {},
     )
 
 
@@ -116,9 +125,9 @@ def _sort_key(row: TrialRow, maximize: bool) -> tuple:
     return (rank, 0, -value if maximize else value, row.number)
 
 
-def _importance(study: "optuna.Study", complete: int) -> tuple[dict[str, float] | None, str | None]:
+def _importance(study: optuna.Study, complete: int) -> tuple[dict[str, float] | None, str | None]:
     """fANOVA importances, or why there are none."""
-    import optuna
+    import optuna  # noqa: PLC0415  (optional extra: sweep)
 
     if complete < 2:
         return None, f"importance needs at least 2 completed trials ({complete} so far)"
@@ -137,11 +146,14 @@ def _importance(study: "optuna.Study", complete: int) -> tuple[dict[str, float] 
 
 def _correlation(rows: list[TrialRow], name: str) -> float | None:
     """Pearson correlation of a parameter's raw value with the metric over completed trials."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415  (not at import: `goemo --help` imports this module)
 
     pairs = [
-        (float(r.params[name]), r.value) for r in rows
-        if r.state == "COMPLETE" and r.value is not None and math.isfinite(r.value)
+        (float(r.params[name]), r.value)
+        for r in rows
+        if r.state == "COMPLETE"
+        and r.value is not None
+        and math.isfinite(r.value)
         and isinstance(r.params.get(name), (int, float))
     ]
     if len(pairs) < 3:
@@ -160,7 +172,9 @@ def _trial_folder(sweep_dir: Path, row: TrialRow) -> Path | None:
     return local if local.is_dir() else None
 
 
-def _label_auc(sweep_dir: Path, rows: list[TrialRow], top: int) -> tuple[dict[int, dict[str, float | None]], str | None]:
+def _label_auc(
+    sweep_dir: Path, rows: list[TrialRow], top: int
+) -> tuple[dict[int, dict[str, float | None]], str | None]:
     out: dict[int, dict[str, float | None]] = {}
     missing = []
     for row in [r for r in rows if r.state == "COMPLETE"][:top]:
@@ -186,7 +200,7 @@ def analyse_sweep(
     >>> a.best.number, a.best.params, a.importance  # doctest: +SKIP
     (4, {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}, {'lr': 0.71, 'dropout': 0.2, 'batch_size': 0.09})
     """
-    from goemo.sweeps.runner import load_sweep
+    from goemo.sweeps.runner import load_sweep  # noqa: PLC0415  (optional extra: sweep)
 
     sweep_dir = Path(sweep_dir)
     meta, study = load_sweep(sweep_dir, storage, study_name)
@@ -197,19 +211,27 @@ def analyse_sweep(
     for r in rows:
         counts[r.state] = counts.get(r.state, 0) + 1
     param_names = list(meta.get("parameters", {})) or sorted({p for r in rows for p in r.params})
-    log_params = sorted({
-        name for t in trials for name, d in t.distributions.items() if getattr(d, "log", False)
-    })
+    log_params = sorted({name for t in trials for name, d in t.distributions.items() if getattr(d, "log", False)})
     importance, importance_note = _importance(study, counts.get("COMPLETE", 0))
     label_auc, label_note = _label_auc(sweep_dir, rows, top)
     return SweepAnalysis(
-        sweep_dir=sweep_dir, study_name=study.study_name, storage=meta.get("storage", storage or ""),
-        method=meta.get("method", "?"), metric=meta.get("metric", "value"),
+        sweep_dir=sweep_dir,
+        study_name=study.study_name,
+        storage=meta.get("storage", storage or ""),
+        method=meta.get("method", "?"),
+        metric=meta.get("metric", "value"),
         metric_name=meta.get("metric_name", meta.get("metric", "value")),
-        direction="maximize" if maximize else "minimize", param_names=param_names, log_params=log_params,
-        rows=rows, counts=counts, importance=importance, importance_note=importance_note,
-        correlation={p: _correlation(rows, p) for p in param_names}, label_auc=label_auc,
-        label_auc_note=label_note, notes=list(meta.get("notes", [])),
+        direction="maximize" if maximize else "minimize",
+        param_names=param_names,
+        log_params=log_params,
+        rows=rows,
+        counts=counts,
+        importance=importance,
+        importance_note=importance_note,
+        correlation={p: _correlation(rows, p) for p in param_names},
+        label_auc=label_auc,
+        label_auc_note=label_note,
+        notes=list(meta.get("notes", [])),
     )
 
 
@@ -218,7 +240,7 @@ def analyse_sweep(
 
 def params_figure(analysis: SweepAnalysis) -> Any:
     """Metric against each parameter: completed trials, pruned ones hollow, the best a red star."""
-    from goemo.report.plots import COLORS, GREY, PAPER, new_figure
+    from goemo.report.plots import COLORS, GREY, PAPER, new_figure  # noqa: PLC0415  (optional extra: report)
 
     names = analysis.param_names or ["(none)"]
     ncols = min(3, len(names))
@@ -227,7 +249,9 @@ def params_figure(analysis: SweepAnalysis) -> Any:
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     best = analysis.best
     for ax, name in zip(axes, names):
-        rows = [r for r in analysis.rows if r.state in ("COMPLETE", "PRUNED") and r.value is not None and name in r.params]
+        rows = [
+            r for r in analysis.rows if r.state in ("COMPLETE", "PRUNED") and r.value is not None and name in r.params
+        ]
         values = [r.params[name] for r in rows]
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         if numeric:
@@ -239,7 +263,10 @@ def params_figure(analysis: SweepAnalysis) -> Any:
             cats = sorted({str(v) for v in values})
             xs = [cats.index(str(v)) for v in values]
             ax.set_xticks(range(len(cats)), cats)
-        for state, style in (("COMPLETE", {"color": COLORS[0]}), ("PRUNED", {"facecolors": "none", "edgecolors": GREY})):
+        for state, style in (
+            ("COMPLETE", {"color": COLORS[0]}),
+            ("PRUNED", {"facecolors": "none", "edgecolors": GREY}),
+        ):
             pts = [(x, r.value) for x, r in zip(xs, rows) if r.state == state]
             if pts:
                 ax.scatter(*zip(*pts), s=28, label=state.lower(), **style)
@@ -251,7 +278,7 @@ def params_figure(analysis: SweepAnalysis) -> Any:
         ax.grid(alpha=0.3)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-    for ax in axes[len(names):]:
+    for ax in axes[len(names) :]:
         ax.set_visible(False)
     fig.suptitle(f"{analysis.study_name}: dev {analysis.metric} by parameter")
     return fig
@@ -259,14 +286,17 @@ def params_figure(analysis: SweepAnalysis) -> Any:
 
 def history_figure(analysis: SweepAnalysis) -> Any:
     """The metric of every completed trial in order, and the best so far."""
-    from goemo.report.plots import COLORS, PAPER, new_figure
+    from goemo.report.plots import COLORS, PAPER, new_figure  # noqa: PLC0415  (optional extra: report)
 
     fig = new_figure(6.5, 3.2)
     ax = fig.add_subplot()
-    done = sorted((r for r in analysis.rows if r.state == "COMPLETE" and r.value is not None), key=lambda r: r.number)
+    done = sorted(
+        ((r.number, r.value) for r in analysis.rows if r.state == "COMPLETE" and r.value is not None),
+        key=lambda point: point[0],
+    )
     if done:
-        xs = [r.number for r in done]
-        ys = [r.value for r in done]
+        xs = [number for number, _ in done]
+        ys = [value for _, value in done]
         pick = max if analysis.direction == "maximize" else min
         best_so_far = [pick(ys[: i + 1]) for i in range(len(ys))]
         ax.scatter(xs, ys, s=24, color=COLORS[0], label="trial")
@@ -282,9 +312,9 @@ def history_figure(analysis: SweepAnalysis) -> Any:
 
 def label_auc_figure(analysis: SweepAnalysis) -> Any:
     """Per-class dev ROC-AUC of the best trials side by side, worst class (of the best trial) on top."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415  (not at import: `goemo --help` imports this module)
 
-    from goemo.report.plots import COLORS, new_figure
+    from goemo.report.plots import COLORS, new_figure  # noqa: PLC0415  (optional extra: report)
 
     trials = list(analysis.label_auc)
     labels = _labels_worst_first(analysis)
@@ -299,7 +329,14 @@ def label_auc_figure(analysis: SweepAnalysis) -> Any:
         if i == 0:
             for j, auc in enumerate(aucs):
                 if auc is None:
-                    ax.text(0.01, j + height * (len(trials) - 1) / 2, "n/a (no positive example)", va="center", fontsize=7, color="#666")
+                    ax.text(
+                        0.01,
+                        j + height * (len(trials) - 1) / 2,
+                        "n/a (no positive example)",
+                        va="center",
+                        fontsize=7,
+                        color="#666",
+                    )
     ax.set_yticks(y + height * (len(trials) - 1) / 2, labels, fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0.5, color="#999", lw=0.8, ls="--")
@@ -338,16 +375,18 @@ def _rel(path: str | None, base: Path) -> str | None:
 
 def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]], sweep_yaml: str | None):
     """The report as a `goemo.report.render.Document` (rendered to Markdown and HTML)."""
-    from goemo.report.render import Bullets, Code, Document, Image, Link, Paragraph, Section, Table
-
     a = analysis
-    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(a.counts.items(), key=lambda kv: _STATE_ORDER.get(kv[0], 9)))
+    counts = ", ".join(
+        f"{n} {s.lower()}" for s, n in sorted(a.counts.items(), key=lambda kv: _STATE_ORDER.get(kv[0], 9))
+    )
     metric_text = a.metric if a.metric_name == a.metric else f"{a.metric_name} (goemo's {a.metric})"
     intro = [
-        Paragraph([
-            f"Study {a.study_name} ({a.method} search, storage {a.storage}): {a.direction} dev {metric_text}, "
-            f"the best value over each trial's epochs. {sum(a.counts.values())} trials: {counts}."
-        ]),
+        Paragraph(
+            [
+                f"Study {a.study_name} ({a.method} search, storage {a.storage}): {a.direction} dev {metric_text}, "
+                f"the best value over each trial's epochs. {sum(a.counts.values())} trials: {counts}."
+            ]
+        ),
     ]
     if a.notes:
         intro.append(Paragraph(["Config notes: " + "; ".join(a.notes) + "."], note=True))
@@ -357,7 +396,8 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
     if best is not None:
         rel = _rel(best.run_dir, a.sweep_dir) or f"trials/{best.number}"
         items: list[Any] = [
-            f"trial {best.number}: {a.metric} = {best.value:.4f}" + (f" (epoch {best.best_epoch})" if best.best_epoch else ""),
+            f"trial {best.number}: {a.metric} = {best.value:.4f}"
+            + (f" (epoch {best.best_epoch})" if best.best_epoch else ""),
             "parameters: " + ", ".join(f"{k} = {_fmt_param(v)}" for k, v in best.params.items()),
             ["run folder: ", Link(rel, rel), "; model: ", Link(f"{rel}/best", f"{rel}/best")],
         ]
@@ -369,7 +409,18 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
     else:
         sections.append(Section("Best trial", [Paragraph(["No trial has completed yet."])]))
 
-    headers = ["trial", "state", a.metric, *a.param_names, "best epoch", "dev f1_macro", "dev auc_macro", "time (s)", "run folder", "note"]
+    headers = [
+        "trial",
+        "state",
+        a.metric,
+        *a.param_names,
+        "best epoch",
+        "dev f1_macro",
+        "dev auc_macro",
+        "time (s)",
+        "run folder",
+        "note",
+    ]
     rows = []
     for r in a.rows:
         note = ""
@@ -381,33 +432,62 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
             note = (note + "; " if note else "") + f"pruned after {r.epochs_reported} epoch(s)"
         if r.worker_gone:
             note = (note + "; " if note else "") + "worker ended: the same sweep command resumes it"
-        rows.append([
-            r.number, r.state.lower(), r.value, *[_fmt_param(r.params[p]) if p in r.params else None for p in a.param_names],
-            r.best_epoch, r.dev.get("f1_macro"), r.dev.get("auc_macro"),
-            f"{r.duration_s:.1f}" if r.duration_s is not None else None, _rel(r.run_dir, a.sweep_dir), note,
-        ])
+        rows.append(
+            [
+                r.number,
+                r.state.lower(),
+                r.value,
+                *[_fmt_param(r.params[p]) if p in r.params else None for p in a.param_names],
+                r.best_epoch,
+                r.dev.get("f1_macro"),
+                r.dev.get("auc_macro"),
+                f"{r.duration_s:.1f}" if r.duration_s is not None else None,
+                _rel(r.run_dir, a.sweep_dir),
+                note,
+            ]
+        )
     bold = frozenset({0}) if best is not None else frozenset()
-    sections.append(Section("Trials", [
-        Table(headers, rows, align="rlr" + "r" * len(a.param_names) + "rrrrll", digits=4, bold_rows=bold,
-              caption=f"Sorted by {a.metric}, best first; pruned trials show their last reported value."),
-    ]))
+    sections.append(
+        Section(
+            "Trials",
+            [
+                Table(
+                    headers,
+                    rows,
+                    align="rlr" + "r" * len(a.param_names) + "rrrrll",
+                    digits=4,
+                    bold_rows=bold,
+                    caption=f"Sorted by {a.metric}, best first; pruned trials show their last reported value.",
+                ),
+            ],
+        )
+    )
 
     imp_rows = [
-        [p, (a.importance or {}).get(p), a.correlation.get(p)] for p in
-        sorted(a.param_names, key=lambda p: -(a.importance or {}).get(p, -1.0))
+        [p, (a.importance or {}).get(p), a.correlation.get(p)]
+        for p in sorted(a.param_names, key=lambda p: -(a.importance or {}).get(p, -1.0))
     ]
-    imp_blocks: list[Any] = [Table(["parameter", "importance (fANOVA)", f"correlation with {a.metric}"], imp_rows, digits=3)]
-    imp_blocks.append(Paragraph([
-        "Importance: Optuna's fANOVA evaluator (share of the metric's variance explained by each parameter, "
-        "summing to 1). Correlation: Pearson correlation of the parameter's raw value with the metric over "
-        "completed trials (n/a for text values or fewer than 3 trials), as in W&B's parameter-importance panel."
-        + (f" {a.importance_note}." if a.importance_note else "")
-    ], note=True))
+    imp_blocks: list[Any] = [
+        Table(["parameter", "importance (fANOVA)", f"correlation with {a.metric}"], imp_rows, digits=3)
+    ]
+    imp_blocks.append(
+        Paragraph(
+            [
+                "Importance: Optuna's fANOVA evaluator (share of the metric's variance explained by each parameter, "
+                "summing to 1). Correlation: Pearson correlation of the parameter's raw value with the metric over "
+                "completed trials (n/a for text values or fewer than 3 trials), as in W&B's parameter-importance panel."
+                + (f" {a.importance_note}." if a.importance_note else "")
+            ],
+            note=True,
+        )
+    )
     sections.append(Section("Parameter importance", imp_blocks))
 
     plot_blocks = []
-    for key, caption in (("params", "Each completed trial (pruned: hollow) against each searched parameter."),
-                         ("history", "The metric of each completed trial and the best so far.")):
+    for key, caption in (
+        ("params", "Each completed trial (pruned: hollow) against each searched parameter."),
+        ("history", "The metric of each completed trial and the best so far."),
+    ):
         if key in images:
             src, png = images[key]
             plot_blocks.append(Image(src, png, alt=f"sweep {key}", caption=caption))
@@ -418,8 +498,14 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
         trials = list(a.label_auc)
         labels = _labels_worst_first(a)
         auc_rows = [[name, *[a.label_auc[t].get(name) for t in trials]] for name in labels]
-        auc_blocks.append(Table(["label", *[f"trial {t}" for t in trials]], auc_rows, digits=3,
-                                caption=f"Dev ROC-AUC per class, worst first for trial {trials[0]} (n/a: no positive example in the dev data)."))
+        auc_blocks.append(
+            Table(
+                ["label", *[f"trial {t}" for t in trials]],
+                auc_rows,
+                digits=3,
+                caption=f"Dev ROC-AUC per class, worst first for trial {trials[0]} (n/a: no positive example in the dev data).",
+            )
+        )
         if "label_auc" in images:
             src, png = images["label_auc"]
             auc_blocks.append(Image(src, png, alt="per-class AUC", caption="Per-class dev ROC-AUC of the best trials."))
@@ -429,11 +515,24 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
 
     failed = [r for r in a.rows if r.state == "FAIL"]
     if failed:
-        fail_rows = [[r.number, ", ".join(f"{k}={_fmt_param(v)}" for k, v in r.params.items()), (r.error or "")[:300]] for r in failed]
-        sections.append(Section("Failed trials", [
-            Table(["trial", "parameters", "error"], fail_rows, align="lll"),
-            Paragraph(["Tracebacks are in trials/N/error.txt. Interrupted trials were queued again (see the retry trials above)."], note=True),
-        ]))
+        fail_rows = [
+            [r.number, ", ".join(f"{k}={_fmt_param(v)}" for k, v in r.params.items()), (r.error or "")[:300]]
+            for r in failed
+        ]
+        sections.append(
+            Section(
+                "Failed trials",
+                [
+                    Table(["trial", "parameters", "error"], fail_rows, align="lll"),
+                    Paragraph(
+                        [
+                            "Tracebacks are in trials/N/error.txt. Interrupted trials were queued again (see the retry trials above)."
+                        ],
+                        note=True,
+                    ),
+                ],
+            )
+        )
     if sweep_yaml:
         sections.append(Section("Sweep config", [Code(sweep_yaml, summary="sweep.yaml")]))
     return Document(f"Sweep report: {a.study_name}", intro, sections)
@@ -458,9 +557,7 @@ def write_sweep_report(
     >>> report.html  # doctest: +SKIP
     PosixPath('runs/sweeps/wandb_report_sweep/sweep_report.html')
     """
-    from goemo.report.plots import png_bytes
-    from goemo.report.render import to_html, to_markdown
-    from goemo.core.fileio import atomic_write_bytes
+    from goemo.report.plots import png_bytes  # noqa: PLC0415  (optional extra: report)
 
     sweep_dir = Path(sweep_dir)
     analysis = analyse_sweep(sweep_dir, storage, study_name, top)

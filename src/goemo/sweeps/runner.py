@@ -8,22 +8,29 @@ or goemo's (`goemo.core.config.ALIASES`: ``learning_rate`` -> ``lr``, ``tokenize
 `RandomSampler`, ``bayes`` -> `TPESampler`, ``early_terminate: hyperband`` ->
 `HyperbandPruner` fed one report per epoch.
 
-How the trials are shared out, and why it survives crashes:
+How the trials are shared out, and why it survives crashes (all through Optuna's public API):
 
-* When the study is created, ``count`` *slots* are put in its queue (Optuna's WAITING
-  trials; for a grid each slot holds one grid point, so the grid is covered exactly). A
-  worker takes a slot atomically, trains it as a normal run folder ``SWEEP/trials/<n>/``,
-  and records the result; it stops when the queue is empty. Any number of workers on any
-  number of machines can run the same command against one storage: they split the slots and
-  the total is exactly ``count``.
+* When the study is created, ``count`` *slots* are put in its queue with `Study.enqueue_trial`
+  (Optuna's WAITING trials; for a grid each slot holds one grid point, so the grid is covered
+  exactly). A worker runs `Study.optimize` for one trial at a time: Optuna takes the next
+  waiting trial atomically and keeps its heartbeat while it trains as a normal run folder
+  ``SWEEP/trials/<n>/``. The worker stops when the queue is empty. Any number of workers on
+  any number of machines can run the same command against one storage: they split the slots
+  and the total is exactly ``count``.
 * A trial that raises (bad hyperparameters, out of memory, …) is recorded as FAIL with its
   error (user attribute ``error``, traceback in ``trials/<n>/error.txt``); the worker goes on.
 * A trial whose worker died (SIGKILL, power cut) is found RUNNING by the next worker that
-  starts: on the same host its process id is gone, elsewhere its heartbeat stops. It is
-  marked FAIL (``interrupted``) and its parameters are queued again; the retry resumes from
-  the trial's last checkpoint. So a killed sweep finishes with the same command.
-* Taking a slot and re-queueing happen under a lock (a lock file beside a SQLite database,
-  an advisory lock on PostgreSQL and MySQL), so two workers never take the same slot.
+  looks for a slot. On the same host its process id is gone: it is marked FAIL
+  (``interrupted``) at once. Elsewhere its Optuna heartbeat stops, and after the grace period
+  `optuna.storages.fail_stale_trials` marks it FAIL. Either way Optuna's retry callback
+  (`RetryHeartbeatStaleTrialCallback`) queues its parameters again, up to ``MAX_RETRIES``
+  times, and the retry resumes from the trial's last checkpoint in the same run folder. So a
+  killed sweep finishes with the same command. Ctrl-C fails the running trial and queues it
+  again the same way.
+* Looking for a slot happens under a lock (a lock file beside a SQLite database, an advisory
+  lock on PostgreSQL and MySQL), held until Optuna has taken the waiting trial: when the
+  queue is empty `Study.optimize` would make a new trial instead, so two workers must never
+  both see the last slot free.
 
 Files: ``SWEEP/sweep.yaml`` (the config, verbatim), ``SWEEP/sweep.json`` (what was resolved:
 study, storage, metric, base training config), ``SWEEP/study.db`` (default storage),
@@ -40,19 +47,30 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import socket
-import threading
 import time
 import traceback
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any
 
-from goemo.core.config import TrainConfig, normalize_keys
-from goemo.core.errors import ConfigError
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from goemo.core.config import DATA_FIELDS, RUNTIME_FIELDS, TrainConfig, normalize_keys, resolve_config
+from goemo.core.errors import ConfigError, RunFolderError
 from goemo.core.fileio import atomic_write_json, atomic_write_text
+from goemo.core.run_folder import RunFolder
+from goemo.predict.cache import predict_split
+from goemo.scoring.metrics import compute_metrics
 from goemo.sweeps.config import (  # noqa: F401  (re-exported: the sweep API in one place)
     METRIC_ALIASES,
     ParamSpec,
@@ -60,18 +78,15 @@ from goemo.sweeps.config import (  # noqa: F401  (re-exported: the sweep API in 
     load_sweep_config,
     parse_sweep_config,
 )
-
-if TYPE_CHECKING:
-    import optuna
+from goemo.training import loop  # loop.train looked up per call: tests patch it
+from goemo.training.data import load_training_data
+from goemo.training.tracking import build_trackers, check_trackers, close_trackers
 
 log = logging.getLogger(__name__)
 
-# Options that may change between a sweep and its resumption without changing what is trained.
-RUNTIME_OPTIONS = ("device", "precision", "compile", "num_threads", "log_every", "save_every", "cache_dir", "eval_batch_size")
 HEARTBEAT_S = 30
 GRACE_S = 120
-MAX_RETRIES = 2  # a trial killed this many times (e.g. by the OOM killer) is not queued again
-_DATA_FIELDS = ("data_dir", "train_file", "dev_file", "test_file", "labels_file", "text_column", "label_column", "taxonomy")
+MAX_RETRIES = 2  # a trial whose worker died is queued again at most this many times (e.g. the OOM killer)
 
 
 # ---------------------------------------------------------------- storage, study and lock
@@ -82,22 +97,76 @@ def default_storage(sweep_dir: Path) -> str:
 
 
 def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url
 
 
-def open_storage(url: str, heartbeat: bool = True) -> "optuna.storages.RDBStorage":
+# Optuna 4.9 renamed the retry callback and the storage's keyword for it (the old names still
+# work, with a FutureWarning, until 6.0); the project allows Optuna 4.0 and up.
+_RetryCallback: type[optuna.storages.RetryHeartbeatStaleTrialCallback] | type[optuna.storages.RetryFailedTrialCallback]
+if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+    _RetryCallback = optuna.storages.RetryHeartbeatStaleTrialCallback
+    _STALE_CALLBACK_KW = "heartbeat_stale_trial_callback"
+else:  # pragma: no cover - Optuna < 4.9
+    _RetryCallback = optuna.storages.RetryFailedTrialCallback
+    _STALE_CALLBACK_KW = "failed_trial_callback"
+
+
+@contextlib.contextmanager
+def _quiet_experimental() -> Iterator[None]:
+    """Optuna's heartbeat and retry API is marked experimental; say so once in the docs, not per call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def retried_trial(trial: FrozenTrial) -> int | None:
+    """The number of the trial that ``trial`` retries (the first of its series), or None.
+
+    >>> retried_trial(optuna.trial.create_trial(value=0.5))  # a trial that is no retry
+    """
+    with _quiet_experimental():
+        return _RetryCallback.retried_trial_number(trial)
+
+
+def _retry_history(trial: FrozenTrial) -> list[int]:
+    with _quiet_experimental():
+        return list(_RetryCallback.retry_history(trial))
+
+
+def _retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+    """Queue a trial that ended without a result (FAIL) again, through Optuna's retry callback.
+
+    The callback adds a WAITING trial with the same parameters and user attributes (so the
+    same slot and run folder) and records the series (`retried_trial`). A trial already
+    retried ``MAX_RETRIES`` times is not queued again: something (e.g. the OOM killer) keeps
+    killing it.
+    """
+    attempts = len(_retry_history(trial)) + 1
+    if attempts > MAX_RETRIES:
+        log.warning("trial %d %s; not queued again (interrupted %d times)", trial.number, reason, attempts)
+        return
+    with _quiet_experimental():
+        _RetryCallback(max_retry=MAX_RETRIES)(study, trial)
+    log.warning("trial %d %s; its parameters are queued again", trial.number, reason)
+
+
+def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """The storage's heartbeat-stale callback: `fail_stale_trials` has just marked ``trial`` FAIL."""
+    _retry(study, trial, "lost its heartbeat (worker gone)")
+
+
+def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage that tolerates several worker processes.
 
+    With ``heartbeat``, Optuna records each running trial's heartbeat every ``HEARTBEAT_S``
+    seconds while `Study.optimize` runs it; a trial silent for ``GRACE_S`` seconds is failed by
+    the next worker's `optuna.storages.fail_stale_trials` and queued again (`_retry_stale`).
     SQLite waits up to 2 minutes for a lock instead of failing at once; creating the tables
     is retried, since two workers starting together may both try.
     """
-    import optuna
-
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 120}
@@ -105,14 +174,10 @@ def open_storage(url: str, heartbeat: bool = True) -> "optuna.storages.RDBStorag
         engine_kwargs["pool_pre_ping"] = True
     kwargs: dict[str, Any] = {}
     if heartbeat:
-        kwargs = {
-            "heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
-            "heartbeat_stale_trial_callback": _requeue_callback,
-        }
+        kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S, _STALE_CALLBACK_KW: _retry_stale}
     for attempt in range(5):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with _quiet_experimental():
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
         except ImportError as e:
             raise ConfigError(
@@ -133,8 +198,6 @@ def study_lock(url: str, study_name: str, timeout: float = 300.0) -> Iterator[No
     A lock file beside a SQLite database; an advisory lock for PostgreSQL and MySQL (released
     by the server if the holder dies). Other databases get no lock and a warning.
     """
-    from sqlalchemy.engine import make_url
-
     u = make_url(url)
     backend = u.get_backend_name()
     if backend == "sqlite":
@@ -153,9 +216,6 @@ def study_lock(url: str, study_name: str, timeout: float = 300.0) -> Iterator[No
         warnings.warn(f"no cross-worker lock for {backend}: start one worker before the others", stacklevel=2)
         yield
         return
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
-
     engine = create_engine(url, poolclass=NullPool)
     key = int.from_bytes(hashlib.sha256(f"goemo-sweep:{study_name}".encode()).digest()[:8], "big", signed=True)
     try:
@@ -179,24 +239,6 @@ def study_lock(url: str, study_name: str, timeout: float = 300.0) -> Iterator[No
         engine.dispose()
 
 
-def _requeue(study: "optuna.Study", trial: "optuna.trial.FrozenTrial", reason: str) -> None:
-    """Queue a dead trial's parameters again (called under the study lock)."""
-    retries = int(trial.user_attrs.get("retries", 0)) + 1
-    if retries > MAX_RETRIES:
-        log.warning("trial %d %s; not queued again (interrupted %d times)", trial.number, reason, retries)
-        return
-    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
-    attrs = {"retry_of": trial.number, "retries": retries}
-    if "run_dir" in trial.user_attrs:
-        attrs["run_dir"] = trial.user_attrs["run_dir"]
-    study.enqueue_trial(params, user_attrs=attrs)
-    log.warning("trial %d %s; its parameters are queued again", trial.number, reason)
-
-
-def _requeue_callback(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
-    _requeue(study, trial, "lost its heartbeat (worker gone)")
-
-
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -207,23 +249,24 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def worker_gone(trial: "optuna.trial.FrozenTrial") -> bool:
+def worker_gone(trial: FrozenTrial) -> bool:
     """True when a RUNNING trial was taken by a process on this host that no longer exists
     (killed, or stopped with SIGTERM): nothing will finish it until a worker starts again."""
     pid = trial.user_attrs.get("pid")
-    here = trial.user_attrs.get("host") == socket.gethostname() and isinstance(pid, int) and pid != os.getpid()
-    return here and not _process_alive(pid)
+    if trial.user_attrs.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    return not _process_alive(pid)
 
 
-def recover_interrupted(study: "optuna.Study") -> list[int]:
+def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
     """Mark RUNNING trials whose worker is gone as FAIL and queue them again; call under the lock.
 
-    Same host: the recorded process id no longer exists (found at once). Other hosts: the
-    storage heartbeat is older than the grace period (`optuna.storages.fail_stale_trials`).
+    Same host: the recorded process id no longer exists (found at once, without waiting for
+    the heartbeat's grace period). Other hosts: the Optuna heartbeat is older than the grace
+    period (`optuna.storages.fail_stale_trials`, which runs the storage's retry callback).
+    ``storage`` is the one the study was opened with: a dead worker's trial is not this
+    process's `optuna.Trial`, so its ``error`` attribute is written through the storage.
     """
-    import optuna
-    from optuna.trial import TrialState
-
     host = socket.gethostname()
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -235,33 +278,18 @@ def recover_interrupted(study: "optuna.Study") -> list[int]:
             continue
         reason = f"was interrupted (worker {pid} on {host} is gone)" if dead else "was interrupted (no worker recorded)"
         try:
-            study._storage.set_trial_user_attr(t._trial_id, "error", f"interrupted: worker process {pid} on {host} ended")
-            if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        _requeue(study, t, reason)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(study.study_name), t.number
+            )
+            storage.set_trial_user_attr(trial_id, "error", f"interrupted: worker process {pid} on {host} ended")
+            failed = study.tell(t.number, state=TrialState.FAIL)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            continue  # finished meanwhile (by its worker or another one)
+        _retry(study, failed, reason)
         recovered.append(t.number)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with _quiet_experimental():
         optuna.storages.fail_stale_trials(study)
     return recovered
-
-
-def _take_slot(study: "optuna.Study") -> int | None:
-    """Atomically move one WAITING trial to RUNNING (under the lock); its id, or None."""
-    import optuna
-    from optuna.trial import TrialState
-
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    # Interrupted trials first: the sweep picks up where it was before taking new slots.
-    for t in sorted(waiting, key=lambda t: ("retry_of" not in t.user_attrs, t.number)):
-        try:
-            if study._storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
-                return t._trial_id
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
 
 
 # ---------------------------------------------------------------- sweep folder
@@ -322,9 +350,6 @@ def prepare_sweep(
     parameter cannot also be given in ``overrides``. Running again on an existing folder checks
     that it is the same sweep (so the same command resumes it).
     """
-    from goemo.core.config import resolve_config
-    from goemo.train.tracking import check_trackers
-
     config_path = Path(config_path)
     spec = load_sweep_config(config_path)
     overrides = {k: v for k, v in normalize_keys(dict(overrides or {}), "option").items() if v is not None}
@@ -339,8 +364,13 @@ def prepare_sweep(
     base = resolve_config(preset, base_config, {**spec.fixed, **overrides})
     # A sweep chooses on dev; test scores beside every trial only invite choosing on test, so
     # trials skip test unless the command line asks for it (--eval-test).
-    base = base.replace(select_metric=spec.metric, trackers=[], overwrite=False, resume=False,
-                        eval_test=bool(overrides.get("eval_test", False)))
+    base = base.replace(
+        select_metric=spec.metric,
+        trackers=[],
+        overwrite=False,
+        resume=False,
+        eval_test=bool(overrides.get("eval_test", False)),
+    )
     tracker_names = check_trackers(list(trackers))
 
     saved_meta = Path(output) / "sweep.json" if output else None
@@ -371,9 +401,10 @@ def _check_same_sweep(saved: dict[str, Any], sweep: Sweep, path: Path) -> None:
     keys = ("study", "method", "metric", "direction", "parameters", "fixed", "early_terminate")
     diffs = [k for k in keys if saved.get(k) != now[k]]
     old_base, new_base = saved.get("base_config", {}), now["base_config"]
-    diffs += [
-        f"base {k}" for k in sorted(set(old_base) | set(new_base))
-        if k not in RUNTIME_OPTIONS and k != "output" and old_base.get(k) != new_base.get(k)
+    diffs += [  # runtime options (device, threads, ...) may change between a sweep and its resumption
+        f"base {k}"
+        for k in sorted(set(old_base) | set(new_base))
+        if k not in RUNTIME_FIELDS and k != "output" and old_base.get(k) != new_base.get(k)
     ]
     if diffs:
         raise ConfigError(
@@ -382,15 +413,21 @@ def _check_same_sweep(saved: dict[str, Any], sweep: Sweep, path: Path) -> None:
         )
 
 
-def open_study(sweep: Sweep) -> "optuna.Study":
-    """Create or load the study and top its queue up to ``sweep.count`` slots (under the lock)."""
-    import optuna
+def open_study(sweep: Sweep, storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    """Create or load the study and top its queue up to ``sweep.count`` slots (under the lock).
 
-    storage = open_storage(sweep.storage_url)
+    Each slot is a `Study.enqueue_trial` with user attribute ``slot`` (its index); a retry
+    carries its trial's ``slot`` too, so the slots already queued are the distinct indices.
+    """
+    storage = storage if storage is not None else open_storage(sweep.storage_url)
     with study_lock(sweep.storage_url, sweep.study_name):
         study = optuna.create_study(
-            storage=storage, study_name=sweep.study_name, direction=sweep.spec.direction,
-            sampler=sweep.spec.sampler(sweep.seed), pruner=sweep.spec.pruner(), load_if_exists=True,
+            storage=storage,
+            study_name=sweep.study_name,
+            direction=sweep.spec.direction,
+            sampler=sweep.spec.sampler(sweep.seed),
+            pruner=sweep.spec.pruner(),
+            load_if_exists=True,
         )
         if study.direction.name.lower() != sweep.spec.direction:
             raise ConfigError(
@@ -403,13 +440,16 @@ def open_study(sweep: Sweep) -> "optuna.Study":
             study.set_user_attr("goemo_method", sweep.spec.method)
             study.set_user_attr("goemo_sweep_dir", str(sweep.sweep_dir.resolve()))
         elif recorded != sweep.spec.metric:
-            raise ConfigError(f"study {sweep.study_name} optimises {recorded}, not {sweep.spec.metric}: use another --study")
-        slots = sum(1 for t in study.get_trials(deepcopy=False) if "slot" in t.user_attrs)
+            raise ConfigError(
+                f"study {sweep.study_name} optimises {recorded}, not {sweep.spec.metric}: use another --study"
+            )
+        queued = {t.user_attrs["slot"] for t in study.get_trials(deepcopy=False) if "slot" in t.user_attrs}
         planned = sweep.spec.slot_params(sweep.count, sweep.seed)
-        for i in range(slots, sweep.count):
+        missing = [i for i in range(sweep.count) if i not in queued]
+        for i in missing:
             study.enqueue_trial(planned[i], user_attrs={"slot": i})
-        if sweep.count > slots:
-            log.info("study %s: %d trial(s) queued (%d in all)", sweep.study_name, sweep.count - slots, sweep.count)
+        if missing:
+            log.info("study %s: %d trial(s) queued (%d in all)", sweep.study_name, len(missing), sweep.count)
     return study
 
 
@@ -428,127 +468,157 @@ class TrialOutcome:
     error: str | None = None
 
 
-class _Heartbeat:
-    """Records the trial's heartbeat in the storage so workers elsewhere see it is alive."""
+class _QueueEmpty(Exception):
+    """`Study.optimize` found no waiting trial and made a new one (a worker without the study lock took the last)."""
 
-    def __init__(self, storage, trial_id: int) -> None:
-        self.storage, self.trial_id = storage, trial_id
-        self.enabled = getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"goemo-heartbeat-{trial_id}")
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.storage.get_heartbeat_interval()):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception as e:  # a missed beat is retried; the trial goes on
-                log.debug("heartbeat of trial %d failed: %s", self.trial_id, e)
-
-    def __enter__(self) -> "_Heartbeat":
-        if self.enabled:
-            self.storage.record_heartbeat(self.trial_id)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self.enabled:
-            self._thread.join(timeout=5)
+def _frozen(study: optuna.Study, number: int) -> FrozenTrial:
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
 class Worker:
     """Takes slots from the study until none is left, training each as a run folder.
 
     The data is read once per worker and shared by its trials (unless a trial changes the
-    data options, e.g. ``taxonomy``).
+    data options, e.g. ``taxonomy``). ``storage`` is the one ``study`` was opened with
+    (`recover_interrupted` writes a dead worker's trial through it).
     """
 
-    def __init__(self, sweep: Sweep, study: "optuna.Study") -> None:
+    def __init__(self, sweep: Sweep, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
         self.sweep = sweep
         self.study = study
+        self.storage = storage
         self._data: dict[tuple, dict] = {}
         self.outcomes: list[TrialOutcome] = []
 
     def run(self, max_trials: int | None = None) -> list[TrialOutcome]:
         """Train trials until the queue is empty (or ``max_trials`` were trained here)."""
         while max_trials is None or len(self.outcomes) < max_trials:
-            with study_lock(self.sweep.storage_url, self.sweep.study_name):
-                recover_interrupted(self.study)
-                trial_id = _take_slot(self.study)
-            if trial_id is None:
+            outcome = self.run_next()
+            if outcome is None:
                 break
-            self.outcomes.append(self.run_trial(trial_id))
+            self.outcomes.append(outcome)
         return self.outcomes
 
-    def _splits(self, config: TrainConfig) -> dict:
-        from goemo.train.loop import load_training_data
+    def run_next(self) -> TrialOutcome | None:
+        """Take the next waiting trial and train it; None when the queue is empty.
 
-        key = tuple(getattr(config, f) for f in _DATA_FIELDS)
+        The study lock is held from looking at the queue until Optuna has taken the trial
+        (the objective releases it first thing), because `Study.optimize` makes a new trial
+        when none is waiting: two workers must not both see the last one. `Study.optimize`
+        keeps the trial's heartbeat while it trains, and records how it ended: the value,
+        PRUNED (`optuna.TrialPruned`) or FAIL (any other exception: the objective records it
+        in the ``error`` user attribute and `catch` lets the worker go on).
+        """
+        lock = contextlib.ExitStack()
+        lock.enter_context(study_lock(self.sweep.storage_url, self.sweep.study_name))
+        ran: list[TrialOutcome] = []
+        taken: list[int] = []
+        try:
+            recover_interrupted(self.study, self.storage)
+            if not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                return None
+
+            def objective(trial: optuna.Trial) -> float:
+                taken.append(trial.number)
+                return self._objective(trial, lock, ran)
+
+            try:
+                self.study.optimize(objective, n_trials=1, catch=(Exception,))
+            except KeyboardInterrupt:
+                lock.close()
+                if taken:
+                    with study_lock(self.sweep.storage_url, self.sweep.study_name):
+                        failed = _frozen(self.study, taken[0])
+                        if failed.state == TrialState.FAIL:
+                            _retry(self.study, failed, "was interrupted (Ctrl-C)")
+                raise
+            except Exception as e:  # recording the result failed (e.g. another worker closed the trial)
+                if not ran:
+                    raise
+                log.warning("trial %d: its result could not be recorded (%s: %s)", ran[0].number, type(e).__name__, e)
+                ran[0] = dataclasses.replace(ran[0], state=_frozen(self.study, ran[0].number).state.name)
+        finally:
+            lock.close()
+        if not ran:  # the queue was empty after all (`_QueueEmpty`)
+            return None
+        if ran[0].state == "FAIL":
+            gc.collect()  # after an out-of-memory error the next trial needs the memory back
+            with contextlib.suppress(Exception):
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        return ran[0]
+
+    def _splits(self, config: TrainConfig) -> dict:
+        key = tuple(getattr(config, f) for f in DATA_FIELDS)
         if key not in self._data:
             self._data = {key: load_training_data(config)}  # keep one data set in memory
         return dict(self._data[key])
 
-    def run_trial(self, trial_id: int) -> TrialOutcome:
-        import optuna
-
-        study = self.study
-        frozen = study._storage.get_trial(trial_id)
-        # One sampler seed per trial number: reproducible, and workers do not repeat each other.
-        study.sampler = self.sweep.spec.sampler(self.sweep.seed * 100_003 + frozen.number)
-        trial = optuna.Trial(study, trial_id)
-        run_dir = Path(frozen.user_attrs.get("run_dir") or self.sweep.trials_dir / str(frozen.number))
+    def _objective(self, trial: optuna.Trial, lock: contextlib.ExitStack, ran: list[TrialOutcome]) -> float:
+        """Train one trial taken by `Study.optimize`; its outcome goes into ``ran``."""
+        number = trial.number
+        run_dir = Path(trial.user_attrs.get("run_dir") or self.sweep.trials_dir / str(number))
+        # Label the trial before releasing the lock: `recover_interrupted` judges RUNNING trials by it.
         for key, value in {"host": socket.gethostname(), "pid": os.getpid(), "run_dir": str(run_dir)}.items():
             trial.set_user_attr(key, value)
+        if "slot" not in trial.user_attrs and "retry_of" not in trial.user_attrs:  # no slot: stop this worker
+            lock.close()
+            trial.set_user_attr("error", f"{_QueueEmpty.__name__}: {_QueueEmpty.__doc__}")
+            log.warning("trial %d: %s; this worker stops", number, _QueueEmpty.__doc__)
+            raise _QueueEmpty(_QueueEmpty.__doc__)
+        frozen = _frozen(self.study, number)
+        retry_of = retried_trial(frozen)
+        if retry_of is not None:  # user attributes come from the trial retried: this attempt's own start clean
+            trial.set_user_attr("retry_of", retry_of)
+            trial.set_user_attr("retries", len(_retry_history(frozen)))
+            if trial.user_attrs.get("error") is not None:
+                trial.set_user_attr("error", None)
+        lock.close()
+        # One sampler seed per trial number: reproducible, and workers do not repeat each other.
+        # (Optuna's samplers sample when a parameter is suggested, so this one draws this trial.)
+        self.study.sampler = self.sweep.spec.sampler(self.sweep.seed * 100_003 + number)
         started = time.perf_counter()
         trackers: list = []
         outcome: TrialOutcome | None = None
-        with _Heartbeat(study._storage, trial_id):
-            try:
-                params = {name: p.suggest(trial) for name, p in self.sweep.spec.params.items()}
-                log.info("trial %d: %s", frozen.number, _describe(params))
-                value, summary = self._train(trial, params, run_dir, trackers)
-                for key in ("dev", "test"):
-                    if key in summary:
-                        trial.set_user_attr(key, summary[key])
-                trial.set_user_attr("best_epoch", summary.get("best_epoch"))
-                trial.set_user_attr("wall_time_s", round(time.perf_counter() - started, 2))
-                if value is None or not math.isfinite(value):
-                    raise ValueError(f"{self.sweep.spec.metric} is {value} (undefined on this dev data)")
-                study.tell(trial, value)
-                outcome = TrialOutcome(frozen.number, "COMPLETE", value, params, str(run_dir))
-                log.info("trial %d: %s %.4f", frozen.number, self.sweep.spec.metric, value)
-            except optuna.TrialPruned as e:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                outcome = TrialOutcome(frozen.number, "PRUNED", None, trial.params, str(run_dir), str(e) or None)
-                log.info("trial %d pruned: %s", frozen.number, e)
-            except KeyboardInterrupt:
-                with study_lock(self.sweep.storage_url, self.sweep.study_name):
-                    trial.set_user_attr("error", "interrupted: Ctrl-C")
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    _requeue(study, study._storage.get_trial(trial_id), "was interrupted (Ctrl-C)")
-                raise
-            except Exception as e:
-                outcome = self._failed(trial, frozen.number, run_dir, e)
-            finally:
-                from goemo.train.tracking import close_trackers
+        try:
+            params = {name: p.suggest(trial) for name, p in self.sweep.spec.params.items()}
+            log.info("trial %d: %s", number, _describe(params))
+            value, summary = self._train(trial, params, run_dir, trackers)
+            for key in ("dev", "test"):
+                if key in summary:
+                    trial.set_user_attr(key, summary[key])
+            trial.set_user_attr("best_epoch", summary.get("best_epoch"))
+            trial.set_user_attr("wall_time_s", round(time.perf_counter() - started, 2))
+            if value is None or not math.isfinite(value):
+                raise ValueError(f"{self.sweep.spec.metric} is {value} (undefined on this dev data)")
+            outcome = TrialOutcome(number, "COMPLETE", value, params, str(run_dir))
+            log.info("trial %d: %s %.4f", number, self.sweep.spec.metric, value)
+            return value
+        except optuna.TrialPruned as e:
+            outcome = TrialOutcome(number, "PRUNED", None, dict(trial.params), str(run_dir), str(e) or None)
+            log.info("trial %d pruned: %s", number, e)
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("error", "interrupted: Ctrl-C")
+            raise
+        except Exception as e:
+            outcome = self._failed(trial, number, run_dir, e)
+            raise
+        finally:
+            if outcome is not None:
+                ran.append(outcome)
+            close_trackers(trackers, failed=outcome is None or outcome.state != "COMPLETE")
 
-                close_trackers(trackers, failed=outcome is None or outcome.state != "COMPLETE")
-        return outcome
-
-    def _train(self, trial: "optuna.Trial", params: dict[str, Any], run_dir: Path, trackers: list) -> tuple[float | None, dict]:
-        import optuna
-
-        from goemo.core.errors import RunFolderError
-        from goemo.core.run_folder import RunFolder
-        from goemo.train.tracking import build_trackers
-        from goemo.train.loop import train
-
+    def _train(
+        self, trial: optuna.Trial, params: dict[str, Any], run_dir: Path, trackers: list
+    ) -> tuple[float | None, dict]:
         config = self.sweep.base.replace(**params, output=str(run_dir))
         resume = RunFolder(run_dir).has_checkpoint()
         config = config.replace(resume=resume, overwrite=not resume)
         splits = self._splits(config)
         metric = self.sweep.spec.metric
-        opened = []
+        opened: list[bool] = []
 
         def report(record: dict[str, Any]) -> None:
             if not opened:  # open the trackers once train() has prepared (emptied) the run folder
@@ -565,24 +635,25 @@ class Worker:
                     raise optuna.TrialPruned(f"pruned after epoch {record['epoch']} ({metric} {value:.4f})")
 
         try:
-            result = train(config, splits=splits, callbacks=[report])
+            result = loop.train(config, splits=splits, callbacks=[report])
         except RunFolderError as e:  # the checkpoint belongs to other settings: start over
             if not resume:
                 raise
             log.warning("trial %d: cannot resume (%s); training from the start", trial.number, e)
             config = config.replace(resume=False, overwrite=True)
             splits = self._splits(config)
-            result = train(config, splits=splits, callbacks=[report])
+            result = loop.train(config, splits=splits, callbacks=[report])
         summary = result.summary
         for tracker in trackers:
             final = {f"{k}/{m}": v for k in ("dev", "test") if k in summary for m, v in summary[k].items()}
             tracker.log({"event": "summary", **final})
-        write_dev_metrics(result.best_dir, splits["dev"], config, run_dir / "dev_metrics.json")  # dev as train sampled it
+        write_dev_metrics(
+            result.best_dir, splits["dev"], config, run_dir / "dev_metrics.json"
+        )  # dev as train sampled it
         return summary.get("best_metric"), summary
 
-    def _failed(self, trial: "optuna.Trial", number: int, run_dir: Path, e: Exception) -> TrialOutcome:
-        import optuna
-
+    def _failed(self, trial: optuna.Trial, number: int, run_dir: Path, e: Exception) -> TrialOutcome:
+        """Record why a trial failed; `Study.optimize` then marks it FAIL."""
         message = f"{type(e).__name__}: {e}"[:2000]
         log.warning("trial %d failed: %s", number, message)
         try:
@@ -591,15 +662,8 @@ class Worker:
             pass
         try:
             trial.set_user_attr("error", message)
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             log.warning("trial %d was already closed by another worker", number)
-        gc.collect()  # after an out-of-memory error the next trial needs the memory back
-        with contextlib.suppress(Exception):
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
         return TrialOutcome(number, "FAIL", None, dict(trial.params), str(run_dir), message)
 
 
@@ -607,15 +671,16 @@ def write_dev_metrics(best_dir: Path, dev, config: TrainConfig, path: Path) -> d
     """Per-label dev scores of a trial's best model, for the sweep report's per-class AUC.
 
     ``dev`` is the exact dev sample the trial was evaluated on (as `train` left it). The
-    probabilities go through `goemo.evaluate.evaluation.predict_split`, so they are also cached in the
+    probabilities go through `goemo.predict.cache.predict_split`, so they are also cached in the
     trial's ``predictions/`` for a later ``goemo report`` of that trial.
     """
-    from goemo.evaluate.evaluation import predict_split
-    from goemo.scoring.metrics import compute_metrics
-
     device = config.device if config.device in ("cpu", "cuda", "mps") else "auto"
-    preds = predict_split(best_dir, dev, batch_size=config.eval_batch_size, device=device, token_cache_dir=config.cache_dir)
-    report = compute_metrics(dev.labels, preds.probs, dev.label_names, thresholds=config.threshold, sweep=None, split="dev")
+    preds = predict_split(
+        best_dir, dev, batch_size=config.eval_batch_size, device=device, token_cache_dir=config.cache_dir
+    )
+    report = compute_metrics(
+        dev.labels, preds.probs, dev.label_names, thresholds=config.threshold, sweep=None, split="dev"
+    )
     out = report.to_dict()
     atomic_write_json(path, out)
     return out
@@ -640,9 +705,14 @@ class SweepResult:
     outcomes: list[TrialOutcome]
 
 
-def summarize(sweep: Sweep, study: "optuna.Study", outcomes: list[TrialOutcome] = ()) -> SweepResult:
-    from optuna.trial import TrialState
+def _objective_value(trial: FrozenTrial) -> float:
+    """The value of a COMPLETE trial (Optuna records one for each in a single-objective study)."""
+    if trial.value is None:
+        raise RuntimeError(f"trial {trial.number} is COMPLETE but has no value (a multi-objective study?)")
+    return trial.value
 
+
+def summarize(sweep: Sweep, study: optuna.Study, outcomes: Sequence[TrialOutcome] = ()) -> SweepResult:
     trials = study.get_trials(deepcopy=False)
     counts: dict[str, int] = {}
     for t in trials:
@@ -651,18 +721,22 @@ def summarize(sweep: Sweep, study: "optuna.Study", outcomes: list[TrialOutcome] 
     best = None
     if complete:
         pick = max if sweep.spec.direction == "maximize" else min
-        best = pick(complete, key=lambda t: t.value)
+        best = pick(complete, key=_objective_value)
     return SweepResult(
-        sweep.sweep_dir, sweep.study_name, _hide_password(sweep.storage_url), counts,
-        best.number if best else None, best.value if best else None, dict(best.params) if best else {},
-        best.user_attrs.get("run_dir") if best else None, list(outcomes),
+        sweep.sweep_dir,
+        sweep.study_name,
+        _hide_password(sweep.storage_url),
+        counts,
+        best.number if best else None,
+        best.value if best else None,
+        dict(best.params) if best else {},
+        best.user_attrs.get("run_dir") if best else None,
+        list(outcomes),
     )
 
 
 def route_optuna_logging() -> None:
     """Send Optuna's messages through `logging` (warnings and up) instead of its own stderr handler."""
-    import optuna
-
     optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -673,7 +747,8 @@ def _worker_process(sweep: Sweep, env: dict[str, str]) -> None:
     os.environ.update(env)
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s worker {os.getpid()}: %(message)s")
     route_optuna_logging()
-    Worker(sweep, open_study(sweep)).run()
+    storage = open_storage(sweep.storage_url)
+    Worker(sweep, open_study(sweep, storage), storage).run()
 
 
 def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
@@ -686,11 +761,10 @@ def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
     >>> run_sweep(sweep).best_params  # doctest: +SKIP
     {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}
     """
-    import multiprocessing
-
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected an integer >= 1")
-    study = open_study(sweep)
+    storage = open_storage(sweep.storage_url)
+    study = open_study(sweep, storage)
     procs = []
     if workers > 1:
         base = sweep.base
@@ -704,13 +778,15 @@ def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
         for i in range(1, workers):  # this process is worker 0 on the first GPU; the others spread out
             env = {"CUDA_VISIBLE_DEVICES": ids[i % gpus]} if gpus > 1 else {}
             p = ctx.Process(
-                target=_worker_process, args=(dataclasses.replace(sweep, base=base), env), name=f"goemo-sweep-worker-{i}"
+                target=_worker_process,
+                args=(dataclasses.replace(sweep, base=base), env),
+                name=f"goemo-sweep-worker-{i}",
             )
             p.start()
             procs.append(p)
         sweep = dataclasses.replace(sweep, base=base)
     try:
-        outcomes = Worker(sweep, study).run()
+        outcomes = Worker(sweep, study, storage).run()
     finally:
         for p in procs:
             p.join()
@@ -722,17 +798,15 @@ def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
 
 def _gpu_count() -> int:
     try:
-        import torch
-
         return torch.cuda.device_count()
     except Exception:
         return 0
 
 
-def load_sweep(sweep_dir: str | Path, storage: str | None = None, study_name: str | None = None) -> tuple[dict[str, Any], "optuna.Study"]:
+def load_sweep(
+    sweep_dir: str | Path, storage: str | None = None, study_name: str | None = None
+) -> tuple[dict[str, Any], optuna.Study]:
     """``sweep.json`` and the study of an existing sweep folder (read-only use: reports, tests)."""
-    import optuna
-
     sweep_dir = Path(sweep_dir)
     meta_path = sweep_dir / "sweep.json"
     if not meta_path.is_file():

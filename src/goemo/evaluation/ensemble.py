@@ -5,7 +5,7 @@ mostly on the rare labels (the `fast` preset: test macro-F1 0.528-0.536 over thr
 one number says little about a recipe. This module answers the two questions that follow: how wide is the spread over
 seeds (each member scored alone, with its own thresholds tuned on dev), and how much does
 averaging the members' probabilities gain (one set of per-label thresholds tuned on the
-averaged dev probabilities). Every probability comes from `goemo.evaluate.evaluation.predict_split`,
+averaged dev probabilities). Every probability comes from `goemo.predict.cache.predict_split`,
 so members already evaluated are read from their prediction caches, not run again.
 
 Thresholds are tuned on ``tune_split`` (dev) and never on ``eval_split``: the same leakage
@@ -17,17 +17,21 @@ in their ``goemo.json``), unless ``shrink`` says otherwise.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from goemo.data.taxonomy import load_taxonomy, project_labels
 from goemo.core.errors import ConfigError
-from goemo.evaluate.evaluation import load_eval_split, open_model_folder, predict_split, resolve_data_dir
 from goemo.core.fileio import atomic_write_json, atomic_write_text
-from goemo.scoring.metrics import PAPER_THRESHOLD, binarize, project_to_taxonomy, summary, tune_thresholds
+from goemo.core.folder import ModelFolder
+from goemo.core.thresholds import PAPER_THRESHOLD, binarize
+from goemo.data.taxonomy import load_taxonomy, project_labels
+from goemo.evaluation.evaluate import load_eval_split, resolve_data_dir
+from goemo.predict.cache import predict_split
+from goemo.scoring.metrics import project_to_taxonomy, summary, tune_thresholds
 
 PROJECTIONS = ("ekman", "sentiment")
 
@@ -57,12 +61,21 @@ class EnsembleResult:
         }
 
     def to_markdown(self) -> str:
-        cols = ("f1_macro", "f1_macro_tuned", "auc_macro", "ekman_f1_macro", "ekman_f1_macro_tuned",
-                "sentiment_f1_macro", "sentiment_f1_macro_tuned")
+        cols = (
+            "f1_macro",
+            "f1_macro_tuned",
+            "auc_macro",
+            "ekman_f1_macro",
+            "ekman_f1_macro_tuned",
+            "sentiment_f1_macro",
+            "sentiment_f1_macro_tuned",
+        )
         at, tuned = f"@{self.threshold:g}", f"{self.tune_split}-tuned"
         how = f"tuned on {self.tune_split}" + (f", shrunk {self.shrink:g} to global" if self.shrink else "")
-        head = (f"| model | {self.eval_split} macro-F1 {at} | with thresholds {how} | macro ROC-AUC "
-                f"| Ekman F1 {at} | Ekman F1 {tuned} | sentiment F1 {at} | sentiment F1 {tuned} |")
+        head = (
+            f"| model | {self.eval_split} macro-F1 {at} | with thresholds {how} | macro ROC-AUC "
+            f"| Ekman F1 {at} | Ekman F1 {tuned} | sentiment F1 {at} | sentiment F1 {tuned} |"
+        )
         lines = [head, "|---|" + "---:|" * len(cols)]
 
         def row(name: str, values: dict[str, Any]) -> str:
@@ -71,9 +84,14 @@ class EnsembleResult:
         for m in self.members:
             lines.append(row(m["model"], m))
         if self.spread:
-            lines.append("| members: mean ± sd | " + " | ".join(
-                f"{self.spread[c]['mean']:.4f} ± {self.spread[c]['sd']:.4f}" if c in self.spread else "" for c in cols
-            ) + " |")
+            lines.append(
+                "| members: mean ± sd | "
+                + " | ".join(
+                    f"{self.spread[c]['mean']:.4f} ± {self.spread[c]['sd']:.4f}" if c in self.spread else ""
+                    for c in cols
+                )
+                + " |"
+            )
         lines.append(row(f"**ensemble of {len(self.members)}** (mean probability)", self.ensemble))
         return "\n".join(lines) + "\n"
 
@@ -83,8 +101,15 @@ def _fmt(value: Any) -> str:
 
 
 def _scores(
-    y_dev: np.ndarray, p_dev: np.ndarray, y_eval: np.ndarray, p_eval: np.ndarray,
-    label_names: Sequence[str], tune_split: str, threshold: float, project: bool, shrink: float,
+    y_dev: np.ndarray,
+    p_dev: np.ndarray,
+    y_eval: np.ndarray,
+    p_eval: np.ndarray,
+    label_names: Sequence[str],
+    tune_split: str,
+    threshold: float,
+    project: bool,
+    shrink: float,
 ) -> dict[str, Any]:
     tuned = tune_thresholds(y_dev, p_dev, split_name=tune_split, label_names=label_names, shrink=shrink)
     fixed = summary(y_eval, p_eval, threshold)
@@ -112,7 +137,7 @@ def evaluate_ensemble(
     eval_split: str = "test",
     threshold: float = PAPER_THRESHOLD,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | None = None,
     shrink: float | None = None,
 ) -> EnsembleResult:
     """Score each model folder alone and the average of their probabilities.
@@ -127,42 +152,64 @@ def evaluate_ensemble(
         raise ConfigError("an ensemble needs at least one model folder")
     if tune_split == eval_split:
         raise ConfigError(f"thresholds are tuned on {tune_split!r}: evaluate on another split")
-    folders = [open_model_folder(m) for m in model_dirs]
-    names = [tuple(meta.get("label_names") or ()) for _, meta in folders]
+    folders = [ModelFolder.open(m) for m in model_dirs]
+    names = [tuple(f.label_names) for f in folders]
     if len(set(names)) != 1 or not names[0]:
         raise ConfigError("the models do not share one label set (goemo.json label_names): they cannot be averaged")
     label_names = list(names[0])
-    first_dir, first_meta = folders[0]
-    data = resolve_data_dir(first_meta, data_dir)
-    taxonomy = first_meta.get("taxonomy") or "goemotions"
+    first = folders[0]
+    data = resolve_data_dir(first, data_dir)
+    taxonomy = first.taxonomy
     splits = {s: load_eval_split(s, data, taxonomy, label_names) for s in (tune_split, eval_split)}
     project = taxonomy == "goemotions"
     if shrink is None:
-        shrink = float((first_meta.get("training_config") or {}).get("threshold_shrink") or 0.0)
+        shrink = float(first.training_config.get("threshold_shrink") or 0.0)
 
     members: list[dict[str, Any]] = []
     sums = {s: np.zeros(splits[s].labels.shape, dtype=np.float64) for s in splits}
-    for model_dir, _meta in folders:
+    for folder in folders:
         probs = {}
         for s, split in splits.items():
-            preds = predict_split(model_dir, split, device=device, batch_size=batch_size)
+            preds = predict_split(folder, split, device=device, batch_size=batch_size)
             if list(preds.label_names) != label_names:
-                raise ConfigError(f"{model_dir}: predictions are in another label order than goemo.json's")
+                raise ConfigError(f"{folder.path}: predictions are in another label order than goemo.json's")
             probs[s] = preds.probs.astype(np.float64)
             sums[s] += probs[s]
-        scores = _scores(splits[tune_split].labels, probs[tune_split], splits[eval_split].labels,
-                         probs[eval_split], label_names, tune_split, threshold, project, shrink)
-        members.append({"model": str(model_dir), **scores})
+        scores = _scores(
+            splits[tune_split].labels,
+            probs[tune_split],
+            splits[eval_split].labels,
+            probs[eval_split],
+            label_names,
+            tune_split,
+            threshold,
+            project,
+            shrink,
+        )
+        members.append({"model": str(folder.path), **scores})
     n = len(folders)
-    ensemble = _scores(splits[tune_split].labels, sums[tune_split] / n, splits[eval_split].labels,
-                       sums[eval_split] / n, label_names, tune_split, threshold, project, shrink)
+    ensemble = _scores(
+        splits[tune_split].labels,
+        sums[tune_split] / n,
+        splits[eval_split].labels,
+        sums[eval_split] / n,
+        label_names,
+        tune_split,
+        threshold,
+        project,
+        shrink,
+    )
     spread: dict[str, dict[str, float]] = {}
     if n > 1:
         for key in members[0]:
             values = [m[key] for m in members if isinstance(m.get(key), float)]
             if key != "model" and len(values) == n:
-                spread[key] = {"mean": statistics.fmean(values), "sd": statistics.stdev(values),
-                               "min": min(values), "max": max(values)}
+                spread[key] = {
+                    "mean": statistics.fmean(values),
+                    "sd": statistics.stdev(values),
+                    "min": min(values),
+                    "max": max(values),
+                }
     return EnsembleResult(members, ensemble, tune_split, eval_split, threshold, spread, shrink)
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from goemo.data.taxonomy import NEUTRAL, load_taxonomy
 from goemo.core.errors import ConfigError
+from goemo.data.taxonomy import NEUTRAL, load_taxonomy
 
 
 def sentiment_relations(label_names: list[str] | tuple[str, ...], data_dir: str | Path | None = None) -> np.ndarray:
@@ -56,7 +56,7 @@ def correlation_relations(train_labels: np.ndarray, label_names: list[str] | tup
     A label that never (or always) occurs has no correlation and gets 0.
     """
     with np.errstate(divide="ignore", invalid="ignore"):  # a constant column's correlation is NaN
-        corr = np.corrcoef(np.asarray(train_labels, dtype=np.float64), rowvar=False)
+        corr = np.atleast_2d(np.corrcoef(np.asarray(train_labels, dtype=np.float64), rowvar=False))
     corr = np.nan_to_num(corr, nan=0.0)
     np.fill_diagonal(corr, 0.0)
     for i, name in enumerate(label_names):

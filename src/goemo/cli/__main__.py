@@ -1,0 +1,5 @@
+"""`python -m goemo.cli` runs the CLI, as `goemo` and `python -m goemo` do."""
+
+from goemo.cli import main
+
+main()

@@ -1,0 +1,139 @@
+"""``goemo cluster render``: SGE and Slurm job scripts for each stage of the cluster workflow.
+
+Every import here is cheap, so all are at the top.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from goemo.cli.common import Opt, app, command, sub_app
+from goemo.cluster import JobSpec, render_job, write_job
+
+cluster_app = sub_app("Job scripts for SGE and Slurm clusters: setup, fetch, train, sweep, evaluate.")
+app.add_typer(cluster_app, name="cluster")
+
+
+class ClusterScheduler(str, Enum):
+    """Batch schedulers `goemo cluster render` writes for."""
+
+    sge = "sge"
+    slurm = "slurm"
+
+
+class ClusterStage(str, Enum):
+    """The jobs of the cluster workflow, in the order they run."""
+
+    setup = "setup"
+    fetch = "fetch"
+    train = "train"
+    sweep = "sweep"
+    evaluate = "evaluate"
+
+
+@command(
+    "render",
+    group=cluster_app,
+    epilog=(
+        "Example: goemo cluster render --scheduler slurm --stage train --gpus 4 --nodes 2 "
+        "--env 'venv:~/goemo-env' --cache-dir '$SCRATCH/hf' --out train.sh -- --model bert-base-cased --epochs 4"
+    ),
+)
+def cluster_render_command(
+    scheduler: ClusterScheduler = Opt(..., help="sge (qsub, #$ lines) or slurm (sbatch, #SBATCH lines)."),
+    stage: ClusterStage = Opt(..., help="setup | fetch | train | sweep | evaluate"),
+    goemo_args: Optional[list[str]] = typer.Argument(
+        None, help="After --: arguments for the stage's goemo verb, verbatim."
+    ),
+    gpus: Optional[int] = Opt(None, help="GPUs per node (default 1 for train/sweep/evaluate, 0 otherwise)."),
+    nodes: int = Opt(1, help="Nodes (train only; >1 launches accelerate on every node)."),
+    cpus: Optional[int] = Opt(None, help="CPU cores per node (default 4 per GPU, at least 2)."),
+    time: Optional[str] = Opt(
+        None, "--time", help="Wall-clock limit HH:MM:SS or D-HH:MM:SS (default 04:00:00 train/sweep, else 01:00:00)."
+    ),
+    mem: Optional[str] = Opt(None, help="Memory per node, e.g. 32G (default 32G on GPU stages, 8G otherwise)."),
+    queue: Optional[str] = Opt(None, "--queue", "--partition", help="SGE queue or Slurm partition."),
+    env: Optional[str] = Opt(None, help="venv:PATH or conda:NAME (setup creates it; other stages activate it)."),
+    module: Optional[list[str]] = Opt(None, "--module", help="`module load` this first (repeatable), e.g. cuda/12.4."),
+    cache_dir: Optional[str] = Opt(
+        None, help="HF_HOME on shared storage (fetch fills it; GPU stages read it offline)."
+    ),
+    data_dir: Optional[str] = Opt(
+        None, help="GoEmotions folder on shared storage (fetch fills it; default data/goemotions)."
+    ),
+    array: Optional[int] = Opt(None, help="Sweep only: N array tasks, each a worker of the same study."),
+    model: Optional[list[str]] = Opt(
+        None, "--model", help="Fetch only: hub model to download into HF_HOME (repeatable)."
+    ),
+    package: Optional[list[str]] = Opt(
+        None,
+        "--package",
+        help="Setup only: what pip installs (repeatable; default goemo): a checkout's path, a git URL, goemo[track]…",
+    ),
+    torch_index: Optional[str] = Opt(
+        None, help="Setup only: PyTorch wheel index for the cluster's CUDA, e.g. https://download.pytorch.org/whl/cu126"
+    ),
+    job_name: Optional[str] = Opt(None, help="Job name (default goemo-STAGE)."),
+    log_dir: str = Opt("logs", help="Folder for the scheduler's log files (created by --out)."),
+    port: Optional[int] = Opt(None, help="Rendezvous port of multi-GPU runs (default 20000 + job id mod 20000)."),
+    report_run: Optional[str] = Opt(
+        None, help="Evaluate only: run folder to report on (default: the parent of --model RUN/best)."
+    ),
+    directive: Optional[list[str]] = Opt(
+        None, "--directive", help="Raw scheduler line after '#$ ' or '#SBATCH ' (repeatable), e.g. '-l coproc_v100=1'."
+    ),
+    sge_pe: Optional[str] = Opt(None, help="SGE parallel environment (default smp, or mpi for --nodes > 1)."),
+    sge_gpu_resource: str = Opt("gpu", help="SGE resource that counts GPUs: -l NAME=N."),
+    sge_mem_resource: str = Opt(
+        "h_vmem", help="SGE memory resource (per slot): h_vmem, mem_free, h_rss; 'none' to leave it out."
+    ),
+    out: Optional[Path] = Opt(None, "--out", help="Write the script here (default: print it)."),
+) -> None:
+    """Write a ready-to-submit SGE or Slurm job script for one stage of the cluster workflow.
+
+    setup makes the environment, fetch puts data and models on shared storage, train runs
+    offline on 1 GPU, several GPUs or several nodes, sweep is an array of Optuna workers,
+    evaluate evaluates and reports. Walk-through: docs/cluster.md
+    """
+    spec = JobSpec(
+        scheduler=scheduler.value,
+        stage=stage.value,
+        goemo_args=tuple(goemo_args or ()),
+        gpus=gpus,
+        nodes=nodes,
+        cpus=cpus,
+        time=time,
+        mem=mem,
+        queue=queue,
+        env=env,
+        modules=tuple(module or ()),
+        cache_dir=cache_dir,
+        data_dir=data_dir,
+        array=array,
+        job_name=job_name,
+        log_dir=log_dir,
+        directives=tuple(directive or ()),
+        models=tuple(model or ()),
+        packages=tuple(package or ("goemo",)),
+        torch_index=torch_index,
+        port=port,
+        report_run=report_run,
+        sge_pe=sge_pe,
+        sge_gpu_resource=sge_gpu_resource,
+        sge_mem_resource=None if sge_mem_resource.lower() == "none" else sge_mem_resource,
+    )
+    job = write_job(spec, out) if out is not None else render_job(spec)
+    for warning in job.warnings:
+        typer.echo(f"goemo: warning: {warning}", err=True)
+    if out is None:
+        typer.echo(job.text, nl=False)
+        return
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    s = job.spec
+    shape = f"{s.nodes} node(s) x {s.gpus} GPU(s), {s.cpus} cores, {s.mem}/node, {s.time}"
+    typer.echo(f"wrote {out}: {s.scheduler} {s.stage} job, {shape}; log folder {log_dir}/ is ready")
+    typer.echo(f"submit from this folder: {job.submit_command} {out}")

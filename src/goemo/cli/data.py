@@ -1,0 +1,96 @@
+"""``goemo download``, ``goemo stats`` and ``goemo fetch-model``: the data and the models to train on.
+
+Library modules that pull numpy, the HTTP stack or transformers are imported inside the
+command that needs them, so that ``goemo --help`` stays fast; everything else is imported here.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from goemo.cli.common import command
+
+
+@command(
+    "download",
+    epilog="Example: goemo download --dest data/goemotions --from ../shared/goemotions",
+)
+def download_command(
+    dest: Path = typer.Option(Path("data/goemotions"), "--dest", help="Folder to put the six files in."),
+    source: Optional[str] = typer.Option(
+        None,
+        "--from",
+        help="A local folder holding the files, or a mirror base URL (default: the official URL).",
+    ),
+    retries: int = typer.Option(3, min=0, help="Retries of a transient HTTP failure (5xx, reset, timeout)."),
+    timeout: float = typer.Option(30.0, min=0.1, help="Seconds to wait for each request."),
+) -> None:
+    """Fetch the GoEmotions data (train/dev/test TSV, label names, groupings) and verify sha256.
+
+    Files already present with the official checksum are kept, so it is safe to run again.
+    Without network, point --from at a copy of the files, e.g. goemo download --from ../shared/goemotions
+    """
+    from goemo.data.download import fetch  # the HTTP stack
+
+    result = fetch(dest, source, retries=retries, timeout=timeout)
+    typer.echo(
+        f"{len(result.paths)} files verified in {dest}: "
+        f"{len(result.fetched)} fetched, {len(result.valid)} already valid"
+    )
+
+
+class StatsFormat(str, Enum):
+    """Output formats of `goemo stats`."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@command(
+    "stats",
+    epilog="Example: goemo stats --data-dir data/goemotions --taxonomy ekman --out runs/data-analysis",
+)
+def stats_command(
+    data_dir: Path = typer.Option(Path("data/goemotions"), "--data-dir", help="Folder with the official TSV files."),
+    taxonomy: str = typer.Option("goemotions", help="goemotions, ekman, sentiment, or a grouping .json file."),
+    fmt: StatsFormat = typer.Option(StatsFormat.table, "--format", help="table (rich), csv or json on stdout."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Also write stats.json/csv, PNG plots and a sample page here."
+    ),
+    tokens: bool = typer.Option(True, "--tokens/--no-tokens", help="Count MiniLM word pieces (a few seconds)."),
+    seed: int = typer.Option(0, help="Seed of the 1,000-record sample written with --out."),
+) -> None:
+    """Per-split and per-label statistics: counts, co-occurrence, text lengths."""
+    from goemo.data.stats_report import analyse_dataset, render_tables  # numpy
+
+    result = analyse_dataset(data_dir, taxonomy=taxonomy, out_dir=out, tokens=tokens, seed=seed)
+    if fmt is StatsFormat.json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    elif fmt is StatsFormat.csv:
+        typer.echo(result.to_csv(), nl=False)
+    else:
+        console = Console()
+        for table in render_tables(result):
+            console.print(table)
+            console.print()
+        if out is not None:
+            console.print(f"plots, tables and a sample page written to {out}")
+
+
+@command("fetch-model", epilog="Example: HF_HOME=/shared/hf goemo fetch-model bert-base-cased")
+def fetch_model_command(
+    name: str = typer.Argument(..., help="Hub id, e.g. bert-base-cased or roberta-base."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default: the HF cache, honouring HF_HOME)."),
+) -> None:
+    """Download a model into the Hugging Face cache, for GPU nodes without network."""
+    from goemo.models.modeling import fetch_model  # torch, transformers
+
+    path = fetch_model(name, cache_dir)
+    typer.echo(f"{name}: {path}")

@@ -1,0 +1,213 @@
+"""``goemo predict``, ``goemo export`` and ``goemo serve``: using a trained model.
+
+The inference, export and serving modules (numpy, torch or onnxruntime, the web server) are
+imported inside the commands, so that ``goemo --help`` stays fast; everything else is imported here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, cast
+
+import typer
+
+from goemo.cli.common import Opt, command
+from goemo.core.errors import ConfigError
+from goemo.core.fileio import atomic_open
+
+if TYPE_CHECKING:
+    from goemo.predict.classifier import Backend, Precision
+
+
+@command(
+    "predict",
+    epilog=(
+        "Example: goemo predict --model runs/goemo/best 'I love it!' 'Why would you do that?'   "
+        "or: goemo predict --model runs/goemo/best --input comments.csv --text-column body --id-column id --output labels.jsonl"
+    ),
+)
+def predict_command(
+    texts: Optional[list[str]] = typer.Argument(
+        None, help="Texts to label (default: --input, else one text per stdin line)."
+    ),
+    model: Path = Opt(..., "--model", help="Model folder: runs/NAME/best, or an ONNX export of one."),
+    input_file: Optional[Path] = Opt(
+        None, "--input", help="A .txt (one text per line), .csv or .jsonl file; streamed."
+    ),
+    text_column: str = Opt("text", help="Text column of a .csv/.jsonl input."),
+    id_column: Optional[str] = Opt(None, help="Id column of a .csv/.jsonl input (default: row numbers)."),
+    output: Optional[Path] = Opt(
+        None, "--output", help="Write .jsonl or .csv here (atomically) instead of JSON Lines on stdout."
+    ),
+    top_k: Optional[int] = Opt(
+        None, min=1, help="The K highest-scoring labels per text (with --threshold: at most K above it)."
+    ),
+    threshold: Optional[float] = Opt(
+        None, min=0.0, max=1.0, help="One threshold for every label (default: the model's own, tuned on dev)."
+    ),
+    taxonomy: Optional[str] = Opt(
+        None, help="Group labels: ekman | sentiment | grouping.json (a group's score: max of its members)."
+    ),
+    all_scores: bool = Opt(False, "--all-scores", help="Also write every label's probability."),
+    no_text: bool = Opt(False, "--no-text", help="Leave the text out of the output (ids only)."),
+    batch_size: int = Opt(64, min=1, help="Texts per forward pass (length-sorted, padded per batch)."),
+    max_length: Optional[int] = Opt(None, min=2, help="Truncate texts to this many tokens (default: the model's)."),
+    backend: str = Opt("auto", help="auto | torch | onnx (auto: onnx when the folder holds model.onnx)."),
+    device: str = Opt("auto", help="auto | cpu | cuda"),
+    precision: str = Opt("auto", help="auto | fp32 | bf16 | fp16 (torch backend; auto: bf16 on CUDA, fp32 on CPU)."),
+    num_threads: Optional[int] = Opt(None, min=1, help="CPU threads (default: all cores)."),
+) -> None:
+    """Label texts with a trained model: one JSON line (or CSV row) per text, in input order, with its id.
+
+    Each text gets the emotions above their thresholds, highest score first. Files are read
+    and labelled 2,048 texts at a time, so any size fits in memory; a progress bar shows on
+    a terminal.
+    """
+    from goemo.data.records import Record
+    from goemo.predict.classifier import EmotionClassifier  # numpy, and torch or onnxruntime when loaded
+    from goemo.predict.files import PredictionWriter, output_format, predict_file, predict_records
+
+    if texts and input_file is not None:
+        raise ConfigError("give texts as arguments or --input FILE, not both")
+    if not texts and input_file is None and sys.stdin.isatty():
+        raise ConfigError("no texts: give them as arguments, with --input FILE, or on stdin (one per line)")
+    fmt = output_format(output)  # a bad --output name fails before the model loads
+    clf = EmotionClassifier.load(  # load checks --backend and --precision
+        model,
+        backend=cast("Backend", backend),
+        device=device,
+        batch_size=batch_size,
+        max_length=max_length,
+        precision=cast("Precision", precision),
+        num_threads=num_threads,
+    )
+    start = time.perf_counter()
+    if texts:
+        records = [Record(str(i), t) for i, t in enumerate(texts, start=1)]
+        names = clf.label_names_for(taxonomy)
+        if output is None:
+            writer = PredictionWriter(sys.stdout, fmt, names, all_scores, not no_text)
+            count = predict_records(clf, records, writer, top_k=top_k, threshold=threshold, taxonomy=taxonomy)
+        else:
+            with atomic_open(output) as f:
+                writer = PredictionWriter(f, fmt, names, all_scores, not no_text)
+                count = predict_records(clf, records, writer, top_k=top_k, threshold=threshold, taxonomy=taxonomy)
+    else:
+        count = predict_file(
+            clf,
+            input_file,
+            output,
+            text_column=text_column,
+            id_column=id_column,
+            all_scores=all_scores,
+            with_text=not no_text,
+            top_k=top_k,
+            threshold=threshold,
+            taxonomy=taxonomy,
+        )
+    if output is not None:
+        seconds = time.perf_counter() - start
+        typer.echo(
+            f"{count:,} texts labelled in {seconds:.1f}s ({count / max(seconds, 1e-9):,.0f} texts/s, {clf.backend} on {clf.device}): {output}",
+            err=True,
+        )
+
+
+class ExportFormat(str, Enum):
+    """Formats `goemo export` writes."""
+
+    onnx = "onnx"
+
+
+class Quantize(str, Enum):
+    """Quantisations `goemo export` applies."""
+
+    int8 = "int8"
+
+
+@command("export", epilog="Example: goemo export runs/goemo/best --format onnx --quantize int8 --out models/goemo-int8")
+def export_command(
+    model_dir: Path = typer.Argument(..., help="Model folder to export (runs/NAME/best)."),
+    fmt: ExportFormat = Opt(ExportFormat.onnx, "--format", help="Export format."),
+    quantize: Optional[Quantize] = Opt(
+        None, help="int8: dynamic int8 quantisation of the weights (smaller, faster on CPU)."
+    ),
+    out: Optional[Path] = Opt(None, "--out", help="Output folder (default: MODEL_DIR-onnx, or MODEL_DIR-onnx-int8)."),
+    opset: Optional[int] = Opt(None, help="ONNX opset (default: the exporter's recommended one)."),
+    overwrite: bool = Opt(False, "--overwrite", help="Replace a non-empty output folder."),
+) -> None:
+    """Export a model to ONNX (dynamic batch and sequence axes) for `goemo predict/serve --backend onnx`.
+
+    The output folder holds model.onnx, the tokenizer, config.json and goemo.json (labels,
+    thresholds); its fp32 probabilities are checked against PyTorch's before it is written.
+    """
+    from goemo.export import export_onnx  # torch, onnx
+
+    result = export_onnx(
+        model_dir, out, quantize=quantize.value if quantize else None, opset=opset, overwrite=overwrite
+    )
+    typer.echo(
+        f"exported {model_dir} -> {result.path} ({fmt.value}{', ' + result.quantize if result.quantize else ''}, "
+        f"{result.size_bytes / 2**20:.1f} MiB, max |Δp| vs PyTorch {result.max_abs_prob_diff:.1e}, {result.seconds:.0f}s)"
+    )
+    typer.echo(f"use: goemo predict --model {result.path} 'some text'")
+
+
+# ---------------------------------------------------------------- serving
+
+
+class ServeBackend(str, Enum):
+    """Inference backends of `goemo serve`."""
+
+    torch = "torch"
+    onnx = "onnx"
+    auto = "auto"
+
+
+@command(
+    "serve",
+    epilog="Example: goemo serve --model runs/goemo/best --port 8000   (then open http://127.0.0.1:8000/)",
+)
+def serve_command(
+    model: Path = Opt(..., "--model", help="Model folder (runs/NAME/best, or an ONNX export)."),
+    host: str = Opt("127.0.0.1", help="Address to listen on; the API has no authentication, keep it on loopback."),
+    port: int = Opt(8000, min=0, max=65535, help="Port (0: any free port, shown in the log)."),
+    backend: ServeBackend = Opt(ServeBackend.auto, help="auto (ONNX when the folder has model.onnx) | torch | onnx"),
+    device: str = Opt("auto", help="auto | cpu | cuda"),
+    num_threads: Optional[int] = Opt(
+        None, min=1, help="CPU threads for the model (default: all cores but one, left to the web server)."
+    ),
+    max_batch: int = Opt(64, min=1, help="Most texts merged into one model call (1 turns micro-batching off)."),
+    max_wait_ms: float = Opt(5.0, min=0, max=10_000, help="Longest wait for more requests before a model call."),
+    max_texts: int = Opt(64, min=1, help="Most texts in one request (422 above)."),
+    max_chars: int = Opt(2000, min=1, help="Most characters in one text (422 above)."),
+    max_body_bytes: int = Opt(1_000_000, min=1, help="Largest request body (413 above)."),
+    access_log: bool = Opt(True, "--access-log/--no-access-log", help="Log one line per request."),
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /labels, GET /health, a web page at /, docs at /docs.
+
+    Requests from concurrent clients are merged into batches (micro-batching), waiting at
+    most --max-wait-ms for company. Stop with Ctrl-C.
+    """
+    from goemo.serve import ServeLimits, run_server  # numpy, the web server
+
+    limits = ServeLimits(
+        max_texts=max_texts,
+        max_chars=max_chars,
+        max_body_bytes=max_body_bytes,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+    )
+    run_server(
+        model,
+        host,
+        port,
+        backend=backend.value,
+        device=device,
+        num_threads=num_threads,
+        limits=limits,
+        access_log=access_log,
+    )

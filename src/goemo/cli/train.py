@@ -1,0 +1,319 @@
+"""``goemo train``, ``goemo reproduce`` and ``goemo baseline tfidf``: making models.
+
+``goemo train`` has one option per `TrainConfig` field, generated from the field's metadata
+(`goemo.core.config.opt`): its name (``--field-name`` unless the metadata names it), its
+type (the field's, ``Path`` for paths, repeatable for lists, ``--x/--no-x`` for booleans),
+its help and the default shown in it. Every generated option defaults to ``None``, "not
+given", so that `resolve_config` keeps the precedence defaults < --preset < --config YAML <
+the command line. A new field is a new option; tests/test_cli_train.py fails on a field
+without help or without an option.
+
+Training, torch and numpy are imported inside the commands, so that ``goemo --help`` stays
+fast; everything else is imported here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from goemo.cli.common import Opt, app, command, sub_app
+from goemo.core.config import TrainConfig, field_types, resolve_config
+from goemo.reproduce import reproduce
+
+# ---------------------------------------------------------------- options from TrainConfig
+
+
+def option_declarations(f: dataclasses.Field) -> tuple[str, ...]:
+    """The option names of a `TrainConfig` field: ``--field-name``, ``--x/--no-x`` for booleans,
+    or what its ``cli`` metadata says.
+
+    >>> fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    >>> option_declarations(fields["eval_test"]), option_declarations(fields["teachers"])
+    (('--eval-test/--no-eval-test',), ('--teacher',))
+    """
+    if f.metadata.get("cli"):
+        return (f.metadata["cli"],)
+    name = "--" + f.name.replace("_", "-")
+    if field_types()[f.name] is bool:
+        return (f"{name}/--no-{name[2:]}",)
+    return (name,)
+
+
+def _option_type(name: str, hint: Any, path: bool) -> Any:
+    """The type Typer parses a field as: its own (Literal: the values' type), Path for paths, list[...] for lists."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(rest) != 1:
+            raise TypeError(f"TrainConfig.{name}: no command-line type for {hint}")
+        hint = rest[0]
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return list[_option_type(name, item, path)]  # type: ignore[misc]
+    if path:
+        return Path
+    if typing.get_origin(hint) is Literal:
+        kinds = {type(v) for v in typing.get_args(hint)}
+        if len(kinds) != 1:
+            raise TypeError(f"TrainConfig.{name}: no command-line type for {hint}")
+        hint = kinds.pop()
+    if hint not in (str, int, float, bool):
+        raise TypeError(f"TrainConfig.{name}: no command-line type for {hint}")
+    return hint
+
+
+def _shown_default(f: dataclasses.Field, decls: tuple[str, ...]) -> str:
+    """The field's default as ``--help`` shows it (click's style: a boolean shows its flag's name)."""
+    if f.default is dataclasses.MISSING or f.default is None:  # None, or a list factory: nothing to show
+        return ""
+    if isinstance(f.default, bool):
+        on, _, off = decls[0].partition("/")
+        return (on if f.default else off).lstrip("-") if off else ""
+    return str(f.default)
+
+
+def field_parameter(f: dataclasses.Field) -> inspect.Parameter:
+    """One ``goemo train`` option for a `TrainConfig` field, as a parameter Typer reads."""
+    decls = option_declarations(f)
+    kind = _option_type(f.name, field_types()[f.name], f.metadata.get("path", False))
+    shown = _shown_default(f, decls)
+    help_text = f.metadata.get("help", "") + (f"  [default: {shown}]" if shown else "")
+    option = typer.Option(None, *decls, help=help_text, show_default=False)
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
+
+
+# Shown first in --help: where the other options' values come from.
+_FIRST = ("preset",)
+
+
+def cli_fields() -> list[dataclasses.Field]:
+    """The `TrainConfig` fields that are ``goemo train`` options: all but those marked ``no_cli``,
+    in the dataclass's order after `_FIRST`."""
+    fields = [f for f in dataclasses.fields(TrainConfig) if not f.metadata.get("no_cli")]
+    return sorted(fields, key=lambda f: f.name not in _FIRST)  # stable: the rest keep their order
+
+
+def config_options(func: Callable) -> Callable:
+    """Give ``func(own options..., **fields)`` one more option per `TrainConfig` field.
+
+    The function's own parameters (options that are not fields, such as ``--config``) come
+    first; the fields follow (`cli_fields`). Typer reads the result through
+    ``__signature__`` and ``__annotations__``, the standard way to describe a signature.
+    """
+    own = inspect.signature(func).parameters.values()
+    hints = typing.get_type_hints(func)
+    params = [p.replace(annotation=hints[p.name]) for p in own if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    clash = {p.name for p in params} & {f.name for f in dataclasses.fields(TrainConfig)}
+    if clash:
+        raise TypeError(f"{func.__name__}: parameters {sorted(clash)} are also TrainConfig fields")
+    params += [field_parameter(f) for f in cli_fields()]
+    func.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+    func.__annotations__ = {p.name: p.annotation for p in params}
+    return func
+
+
+def _plain(value: Any) -> Any:
+    """Config fields hold plain strings: Path -> str, also inside lists."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+# ---------------------------------------------------------------- train
+
+
+@command(
+    "train",
+    epilog="Example: goemo train --preset fast --data-dir data/goemotions --output runs/fast",
+)
+@config_options
+def train_command(
+    config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of options; the command line wins."),
+    **fields: Any,
+) -> None:
+    """Fine-tune an encoder for multi-label emotion classification.
+
+    Options come from defaults < --preset < --config YAML < the command line. The run
+    folder gets config.yaml, metrics.jsonl, best/, last/ and summary.json.
+    """
+    from goemo.training.loop import train  # torch, transformers
+
+    preset = fields.pop("preset")
+    overrides = {name: _plain(value) for name, value in fields.items()}  # None: not given
+    config = resolve_config(preset, config_file, overrides)
+    result = train(config)
+    if result.is_main_process:
+        _print_train_summary(result.summary)
+
+
+def _print_train_summary(summary: dict) -> None:
+    """One screen: where the model is, dev/test headline metrics, time and memory."""
+    table = Table(title=f"goemo train: {summary['run_dir']}", show_header=True)
+    table.add_column("split")
+    cols = ("f1_macro", "f1_macro_tuned", "f1_macro_xtuned", "f1_micro", "auc_macro", "auc_micro", "val_loss")
+    for col in cols:
+        table.add_column(col, justify="right")
+    for split in ("dev", "test"):
+        if split in summary:
+            m = summary[split]
+            table.add_row(split, *(f"{m[c]:.4f}" if isinstance(m.get(c), float) else "" for c in cols))
+    res = summary["resources"]
+    console = Console()
+    console.print(table)
+    epochs = summary["epochs"]
+    speed = epochs[-1]["examples_per_s"] if epochs else float("nan")
+    console.print(
+        f"f1_macro at threshold {summary['threshold']}; f1_macro_tuned with per-label thresholds tuned on dev "
+        f"(optimistic on dev itself; f1_macro_xtuned tunes on half of dev and scores the other half)\n"
+        f"best epoch {summary['best_epoch']} by {summary['select_metric']}; "
+        f"wall {res['wall_time_s']:.0f}s, {speed:.0f} train examples/s, peak RSS {res['peak_rss_mb']:.0f} MiB, "
+        f"save {res['time_to_save_s']:.1f}s, precision {res['precision']}"
+    )
+    hw = res["hardware"]
+    gpus = ", ".join(hw.get("gpus", [])) or "no GPU"
+    console.print(
+        f"hardware: {hw['cpu']} ({hw['cpu_cores']} cores), {gpus}; torch {hw['torch']}"
+        + (f", CUDA {hw['cuda']}" if hw.get("cuda") else "")
+        + f"; epochs took {', '.join(f'{t:.0f}s' for t in res['epoch_time_s'])}"
+    )
+    for gpu in res["gpu_memory"]:
+        console.print(
+            f"GPU {gpu['device']} {gpu['name']}: peak allocated {gpu['peak_allocated_mb']:.0f} MiB, reserved {gpu['peak_reserved_mb']:.0f} MiB"
+        )
+    console.print(f"model: {summary['run_dir']}/best")
+
+
+# ---------------------------------------------------------------- reproduce
+
+
+@command("reproduce", epilog="Example: goemo reproduce --preset fast --from ../shared/goemotions --out runs/reproduce")
+def reproduce_command(
+    preset: str = typer.Option("fast", help="fast (offline MiniLM) | paper (bert-base-cased) | wandb-report"),
+    out: Path = typer.Option(Path("runs/reproduce"), "--out", help="Run folder; re-running continues it."),
+    data_dir: Path = typer.Option(Path("data/goemotions"), help="Where the verified data lives."),
+    source: Optional[str] = typer.Option(None, "--from", help="Local folder or mirror URL of the data."),
+    epochs: Optional[float] = typer.Option(None, help="Override the preset's epochs."),
+    seed: Optional[int] = typer.Option(None, help="Override the seed."),
+    teachers: Optional[list[Path]] = typer.Option(
+        None, "--teacher", help="Distil from this trained model folder (repeatable), as goemo train --teacher."
+    ),
+    distill_alpha: Optional[float] = typer.Option(None, help="Weight of the teachers' probabilities (0-1)."),
+    holdout_fold: Optional[int] = typer.Option(None, help="Leave this fold of the training texts out, as goemo train."),
+    num_folds: Optional[int] = typer.Option(None, help="Folds for --holdout-fold (3)."),
+    num_threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
+) -> None:
+    """Paper protocol in one command: data check, train, select and tune thresholds on dev, test, report."""
+    overrides = {
+        "epochs": epochs,
+        "seed": seed,
+        "distill_alpha": distill_alpha,
+        "num_threads": num_threads,
+        "holdout_fold": holdout_fold,
+        "num_folds": num_folds,
+        "teachers": [str(t) for t in teachers] if teachers else None,
+    }
+    result = reproduce(preset, out, data_dir, source, overrides)
+    table = Table(title=f"goemo reproduce --preset {preset}: test split, macro averages")
+    for col in ("taxonomy", "thresholds", "P", "R", "F1", "paper F1"):
+        table.add_column(col, justify="left" if col in ("taxonomy", "thresholds") else "right")
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    for row in result.rows:
+        table.add_row(
+            row["taxonomy"],
+            row["thresholds"],
+            fmt(row["macro_precision"]),
+            fmt(row["macro_recall"]),
+            fmt(row["macro_f1"]),
+            f"{row['paper_macro_f1']:.2f}",
+        )
+    console = Console()
+    console.print(table)
+    res = result.train_summary["resources"]
+    console.print(f"trained in {res['wall_time_s'] / 60:.1f} min ({res['precision']}); report: {result.report_html}")
+
+
+# ---------------------------------------------------------------- baselines (TF-IDF + logistic regression)
+
+baseline_app = sub_app("Fast CPU-only reference models, scored, reported and served like a fine-tuned model.")
+app.add_typer(baseline_app, name="baseline")
+
+
+@command(
+    "tfidf",
+    group=baseline_app,
+    epilog="Example: goemo baseline tfidf --data-dir data/goemotions --out runs/tfidf   then: goemo report runs/tfidf",
+)
+def baseline_tfidf_command(
+    data_dir: Path = Opt(
+        Path("data/goemotions"), "--data-dir", help="GoEmotions folder (train/dev/test.tsv, emotions.txt)."
+    ),
+    taxonomy: str = Opt("goemotions", help="goemotions | ekman | sentiment | grouping.json"),
+    out: Path = Opt(Path("runs/tfidf"), "--out", help="Run folder: config.yaml, metrics.jsonl, summary.json, best/."),
+    max_features: Optional[int] = Opt(
+        None, min=1, help="Keep the most frequent terms of each block (default: all seen in >= --min-df texts)."
+    ),
+    min_df: int = Opt(2, min=1, help="Drop terms seen in fewer training texts."),
+    ngram_max: int = Opt(2, min=1, help="Word n-grams from 1 to this."),
+    char: bool = Opt(
+        True, "--char/--no-char", help="Add character 2-5-grams within words (better; --no-char fits ~10x faster)."
+    ),
+    c: float = Opt(2.0, "--c", min=0.0, help="Inverse L2 regularisation strength of each logistic regression."),
+    balanced: bool = Opt(
+        True, "--balanced/--no-balanced", help="Weight each label's classes inversely to their frequency."
+    ),
+    threshold: float = Opt(0.3, min=0.0, max=1.0, help="Global threshold for the fixed-threshold scores."),
+    max_train_samples: Optional[int] = Opt(None, min=1, help="Fit on a random sample (quick runs)."),
+    n_jobs: int = Opt(1, help="Labels fitted in parallel (-1: all cores)."),
+    seed: int = Opt(0, help="Seed of the sample and of liblinear."),
+    overwrite: bool = Opt(False, "--overwrite", help="Replace the run in --out."),
+) -> None:
+    """TF-IDF (word 1-2-grams, char 2-5-grams) + one logistic regression per label, thresholds tuned on dev; CPU, minutes.
+
+    The model folder OUT/best works with goemo evaluate, report, predict and serve. Saved as
+    plain arrays and JSON (no pickle).
+    """
+    from goemo.training.tfidf import TfidfConfig, fit_tfidf_baseline  # numpy, scikit-learn
+
+    config = TfidfConfig(
+        data_dir=str(data_dir),
+        taxonomy=taxonomy,
+        output=str(out),
+        ngram_max=ngram_max,
+        char_ngrams=char,
+        min_df=min_df,
+        max_features=max_features,
+        c=c,
+        class_weight="balanced" if balanced else None,
+        threshold=threshold,
+        seed=seed,
+        max_train_samples=max_train_samples,
+        n_jobs=n_jobs,
+        overwrite=overwrite,
+    )
+    result = fit_tfidf_baseline(config)
+    s = result.summary
+    terms = " + ".join(f"{n:,} {name}" for name, n in s["terms"].items())
+    typer.echo(
+        f"TF-IDF + logistic regression: {terms} terms, {s['train_texts']:,} training texts, "
+        f"fitted in {s['fit_time_s']:.1f}s"
+    )
+    for key in ("dev", "test"):
+        if key in s:
+            note = " (thresholds tuned on this split: optimistic)" if key == "dev" else ""
+            typer.echo(
+                f"  {key:<4} macro-F1 {s[key]['f1_macro']:.4f} at {s['threshold']:g}, "
+                f"{s[key]['f1_macro_tuned']:.4f} with dev-tuned thresholds{note}"
+            )
+    typer.echo(
+        f"model: {result.best_dir}  (goemo evaluate --model {result.best_dir} --thresholds tuned; "
+        f"goemo report {result.run_dir})"
+    )

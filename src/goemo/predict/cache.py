@@ -1,0 +1,216 @@
+"""Probabilities of a model on a labelled split, computed by the predictor once and cached on disk.
+
+Running the model is the expensive part of evaluation; everything after it (metrics at any
+threshold, taxonomy projection, plots) is cheap numpy. So probabilities are stored as a plain
+``.npz`` (no pickle) under the run's ``predictions/`` folder, keyed by the sha256 of the
+weights and config, the split's checksum and the predictor's settings (backend, device type,
+precision, batch size, max length): retraining the model, changing one text or asking for
+another precision can never return stale numbers, and the same settings always return the
+same numbers.
+
+Training stores the dev and test probabilities its summary and per-label thresholds come
+from, with its predictor's settings recorded in ``goemo.json`` (``prediction``). A call that
+leaves the settings at their defaults reads those first, so ``goemo evaluate``, ``report`` and
+``ensemble`` score exactly the numbers training reported, without loading the model.
+
+>>> preds = predict_split("runs/tiny/best", test_split)                 # doctest: +SKIP
+>>> preds.probs.shape, preds.from_cache, preds.settings["precision"]    # doctest: +SKIP
+((5427, 28), True, 'bf16')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from goemo.core.errors import EvaluationError
+from goemo.core.fileio import atomic_write_bytes
+from goemo.core.folder import ModelFolder
+from goemo.core.thresholds import sigmoid
+from goemo.data.split import Split
+from goemo.predict.classifier import Backend, EmotionClassifier, Precision
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_VERSION = "2"  # 2: the predictor's settings are part of the key
+PREDICTIONS_DIR = "predictions"
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Sigmoid probabilities (float64) of one model on one split, in the model's label order.
+
+    ``from_cache`` tells whether the model ran; ``cache_path`` is where they are stored
+    (None when caching was off); ``settings`` are the predictor settings that made them.
+    """
+
+    probs: np.ndarray
+    label_names: tuple[str, ...]
+    split_checksum: str
+    model_fingerprint: str
+    cache_path: Path | None = None
+    from_cache: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """sha256 over the folder's weights and ``config.json`` (`goemo.core.folder.ModelFolder.fingerprint`)."""
+    return ModelFolder.open(model_dir).fingerprint
+
+
+def default_predictions_dir(model_dir: str | Path) -> Path:
+    """``RUN/predictions`` when the model sits in a run folder (``RUN/best``), else beside it.
+
+    A run folder is recognised by its ``config.yaml``, ``summary.json`` or ``metrics.jsonl``.
+    """
+    folder = Path(model_dir).resolve()
+    run = folder.parent
+    if any((run / name).is_file() for name in ("config.yaml", "summary.json", "metrics.jsonl")):
+        return run / PREDICTIONS_DIR
+    return folder.parent / f"{folder.name}-{PREDICTIONS_DIR}"
+
+
+def predict_split(
+    model: str | Path | ModelFolder | EmotionClassifier,
+    split: Split,
+    *,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    backend: Backend = "auto",
+    device: str = "auto",
+    precision: Precision | None = None,
+    batch_size: int | None = None,
+    token_cache_dir: str | Path | None = None,
+) -> Predictions:
+    """Probabilities of ``model`` for every text of ``split``, through `EmotionClassifier` (cached).
+
+    ``precision=None`` and ``batch_size=None`` mean: the settings of the predictions training
+    cached, when the folder records them and they are cached, else ``auto`` and 128. A loaded
+    `EmotionClassifier` is used as it is (its own settings).
+
+    >>> predict_split("runs/tiny/best", test, precision="fp32", use_cache=False).from_cache  # doctest: +SKIP
+    False
+    """
+    clf = model if isinstance(model, EmotionClassifier) else None
+    if isinstance(model, EmotionClassifier):
+        folder = model.folder
+    elif isinstance(model, ModelFolder):
+        folder = model
+    else:
+        folder = ModelFolder.open(model)
+    if folder is None:
+        raise EvaluationError("predict_split needs a classifier loaded from a model folder")
+    checksum = split.checksum()
+    where = Path(cache_dir) if cache_dir is not None else default_predictions_dir(folder.path)
+    recorded = folder.prediction_settings
+    if clf is None and use_cache and recorded and precision is None and batch_size is None and backend == "auto":
+        cached = _read_cache(
+            _cache_path(where, split.name, checksum, folder.fingerprint, recorded), split, folder, checksum, recorded
+        )
+        if cached is not None:
+            return cached
+    if clf is None:
+        clf = EmotionClassifier.load(
+            folder,
+            backend=backend,
+            device=device,
+            precision=precision or "auto",
+            batch_size=batch_size or int(recorded.get("batch_size") or 128),
+        )
+    settings = clf.settings
+    path = _cache_path(where, split.name, checksum, folder.fingerprint, settings)
+    if use_cache:
+        cached = _read_cache(path, split, folder, checksum, settings)
+        if cached is not None:
+            return cached
+    if list(clf.label_names) != list(split.label_names):
+        raise EvaluationError(
+            f"{folder.path} predicts {clf.num_labels} labels ({', '.join(clf.label_names[:3])}, …) but split "
+            f"{split.name!r} has {len(split.label_names)} ({', '.join(split.label_names[:3])}, …); "
+            f"evaluate it on data of the model's taxonomy"
+        )
+    log.info("running %s on %s (%d texts, %s)", folder.path, split.name, len(split), clf)
+    probs = sigmoid(clf.split_logits(split, token_cache_dir))
+    written = _write_cache(path, probs, clf.label_names, folder.fingerprint, checksum, settings) if use_cache else None
+    return Predictions(probs, tuple(clf.label_names), checksum, folder.fingerprint, written, False, settings)
+
+
+def store_predictions(
+    model_dir: str | Path, settings: dict[str, Any], predictions: Sequence[tuple[Split, np.ndarray]]
+) -> None:
+    """Cache each ``(split, probs)`` as ``model_dir``'s predictions made with ``settings``.
+
+    Training calls this with the dev and test probabilities its report and per-label
+    thresholds come from (and records ``settings`` in ``goemo.json``), so later evaluations
+    read those very numbers instead of running the model again in another precision: per-label
+    thresholds re-tuned on dev moved by up to 0.007 of test macro-F1 between bf16 (training)
+    and fp32 dev probabilities, so without this one model had two scores.
+    """
+    folder = ModelFolder.open(model_dir)
+    where = default_predictions_dir(folder.path)
+    for split, probs in predictions:
+        names = tuple(split.label_names)
+        if probs.shape != (len(split), len(names)):
+            raise ValueError(f"probabilities of shape {probs.shape} for {len(split)} texts and {len(names)} labels")
+        checksum = split.checksum()
+        path = _cache_path(where, split.name, checksum, folder.fingerprint, settings)
+        _write_cache(path, np.asarray(probs, dtype=np.float64), names, folder.fingerprint, checksum, settings)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(name)).name)[:60] or "split"
+
+
+def _cache_path(folder: Path, split_name: str, checksum: str, fingerprint: str, settings: dict[str, Any]) -> Path:
+    key_text = f"{PREDICTIONS_VERSION}|{fingerprint}|{checksum}|{json.dumps(settings, sort_keys=True)}"
+    return folder / f"{_safe_name(split_name)}-{hashlib.sha256(key_text.encode()).hexdigest()[:20]}.npz"
+
+
+def _write_cache(
+    path: Path, probs: np.ndarray, names: Sequence[str], fingerprint: str, checksum: str, settings: dict[str, Any]
+) -> Path | None:
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        probs=probs,
+        label_names=np.array(names, dtype=str),
+        model_fingerprint=np.array(fingerprint),
+        split_checksum=np.array(checksum),
+        settings=np.array(json.dumps(settings, sort_keys=True)),
+    )
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as e:  # a read-only run folder must not stop evaluation
+        log.warning("cannot write predictions cache %s: %s", path, e)
+        return None
+    return path
+
+
+def _read_cache(
+    path: Path, split: Split, folder: ModelFolder, checksum: str, settings: dict[str, Any]
+) -> Predictions | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            probs = z["probs"]
+            names = tuple(str(s) for s in z["label_names"])
+            same = str(z["model_fingerprint"]) == folder.fingerprint and str(z["split_checksum"]) == checksum
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        log.warning("predictions cache %s unreadable (%s); running the model again", path, e)
+        return None
+    if not same or probs.ndim != 2 or probs.shape != (len(split), len(names)):
+        log.warning("predictions cache %s does not match this model and split; running the model again", path)
+        return None
+    log.info("predictions for %s (%d texts) read from %s", split.name, len(split), path)
+    return Predictions(probs, names, checksum, folder.fingerprint, path, True, dict(settings))

@@ -1,0 +1,84 @@
+"""The ONNX Runtime backend: logits of a ``model.onnx`` written by ``goemo export``.
+
+Needs onnxruntime and numpy only, so an exported model predicts and serves where torch is
+not installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import PreTrainedTokenizerFast
+
+from goemo.core.errors import ConfigError, ModelError
+from goemo.core.folder import ONNX_FILE, ModelFolder
+
+try:
+    import onnxruntime as ort
+except ImportError:  # the `onnx` extra; reported when an ONNX folder is opened
+    ort = None
+
+
+class OnnxBackend:
+    """An ONNX Runtime session over ``model.onnx`` (inputs input_ids, attention_mask; output logits)."""
+
+    name = "onnx"
+    takes_tokens = True
+
+    def __init__(self, path: Path, device: str, num_threads: int | None, precision: str) -> None:
+        if ort is None:
+            raise ModelError("the onnx backend needs onnxruntime: pip install 'goemo[onnx]'")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's business
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError(
+                    "device 'cuda' with the onnx backend needs onnxruntime-gpu "
+                    "(this onnxruntime has only " + ", ".join(ort.get_available_providers()) + ")"
+                )
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise ModelError(f"cannot load ONNX model {path}: {e}") from None
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        missing = {"input_ids", "attention_mask"} - self.input_names
+        if missing:
+            raise ModelError(f"{path}: ONNX model lacks input(s) {sorted(missing)}; export it with `goemo export`")
+        self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
+        self.precision = precision
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        return np.asarray(self.session.run(["logits"], feeds)[0], dtype=np.float32)
+
+
+def load_onnx_backend(
+    folder: ModelFolder, device: str, precision: str, num_threads: int | None
+) -> tuple[OnnxBackend, Any]:
+    """The ONNX backend and tokenizer of an export folder; ``device="auto"`` is CUDA when onnxruntime-gpu has it."""
+    if precision not in ("auto", "fp32"):
+        raise ConfigError(
+            f"precision={precision!r} applies to the torch backend; an ONNX graph runs in the precision "
+            f"it was exported with (goemo export --quantize int8 for a smaller, faster one)"
+        )
+    if device == "auto":
+        available = ort.get_available_providers() if ort is not None else []
+        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    elif device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"device={device!r}: the onnx backend runs on cpu or cuda")
+    backend = OnnxBackend(folder.path / ONNX_FILE, device, num_threads, folder.onnx_quantize or "fp32")
+    try:
+        # The fast tokenizer class itself, not AutoTokenizer, which imports torch when it is installed.
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder.path))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the tokenizer of {folder.path}: {e}") from None
+    return backend, tokenizer

@@ -1,0 +1,64 @@
+"""The PyTorch backend: logits of a transformers model for padded token-id batches.
+
+Used by `EmotionClassifier` for a saved model folder and by the training loop for its
+live model, so training's per-epoch scores and ``goemo predict`` run the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from goemo.core.errors import ModelError
+from goemo.core.folder import ModelFolder
+from goemo.models.modeling import load_model
+from goemo.predict.device import autocast_dtype, resolve_device, resolve_precision
+
+
+class TorchBackend:
+    """Logits from a PyTorch model under ``torch.inference_mode`` and optional bf16/fp16 autocast.
+
+    The model must be in eval mode (a loaded folder is; the training loop switches its model
+    around each evaluation).
+    """
+
+    name = "torch"
+    takes_tokens = True
+
+    def __init__(self, model: Any, device: str, precision: str) -> None:
+        self.model = model
+        self.device = device
+        self.precision = precision
+        self._dtype = autocast_dtype(precision)
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        autocast: Any = contextlib.nullcontext()
+        if self._dtype is not None:
+            autocast = torch.autocast(device_type=self.device.split(":")[0], dtype=self._dtype)
+        with torch.inference_mode(), autocast:
+            logits = self.model(
+                input_ids=torch.from_numpy(input_ids).to(self.device, non_blocking=True),
+                attention_mask=torch.from_numpy(attention_mask).to(self.device, non_blocking=True),
+            ).logits
+        return logits.float().cpu().numpy()
+
+
+def set_threads(num_threads: int | None) -> None:
+    """CPU threads of torch's kernels (None: leave torch's default, all cores)."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+
+
+def load_torch_backend(
+    folder: ModelFolder, device: str, precision: str, num_threads: int | None
+) -> tuple[TorchBackend, Any]:
+    """The torch backend and tokenizer of a model folder, on ``device`` in eval mode."""
+    dev = resolve_device(device)
+    set_threads(num_threads)
+    loaded = load_model(folder.path, device=dev)
+    if loaded.label_names != folder.label_names:
+        raise ModelError(f"{folder.path}: goemo.json label_names disagree with the model's id2label")
+    return TorchBackend(loaded.model, dev, resolve_precision(precision, dev)), loaded.tokenizer

@@ -1,0 +1,177 @@
+"""The numbers training computes: every epoch on dev, and at the end with the best weights.
+
+The logits come from the predictor (`LiveScorer`, the same `EmotionClassifier` path as
+``goemo predict`` on a saved folder), so training reports what prediction will give. Per epoch
+the numbers must be cheap (no threshold sweep): they are logged, and the selection metric picks
+``best/``. At the end, per-label thresholds are tuned on dev (never on test) and both splits are
+scored with them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch import nn
+
+from goemo.core.config import TrainConfig
+from goemo.core.thresholds import TunedThresholds, sigmoid
+from goemo.data.batching import EncodedSplit
+from goemo.data.split import Split
+from goemo.predict.classifier import EmotionClassifier
+from goemo.predict.torch_backend import TorchBackend
+from goemo.scoring.metrics import cross_tuned_f1_macro, is_test_split, summary, tune_thresholds
+
+LOWER_IS_BETTER = {"val_loss"}
+RAW_KEYS = ("val_loss", "f1_macro", "f1_macro_xtuned", "auc_macro")  # logged for the raw weights beside an average
+
+
+class LiveScorer:
+    """The predictor around the model being trained: the same path as `goemo predict` on a saved folder.
+
+    It scores in the training precision, so the probabilities cached beside ``best/`` at the
+    end are the ones training reported; every process scores its share of a split.
+    """
+
+    def __init__(
+        self, accelerator: Accelerator, tokenizer: Any, label_names: Sequence[str], config: TrainConfig
+    ) -> None:
+        self.accelerator, self.tokenizer, self.label_names, self.config = (
+            accelerator,
+            tokenizer,
+            list(label_names),
+            config,
+        )
+        self.precision = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
+
+    def classifier(self, model: nn.Module) -> EmotionClassifier:
+        """An `EmotionClassifier` over ``model`` as it is now (its ``settings`` key the predictions cache)."""
+        backend = TorchBackend(model, str(self.accelerator.device), self.precision)
+        return EmotionClassifier(
+            backend,
+            self.tokenizer,
+            self.label_names,
+            np.full(len(self.label_names), self.config.threshold),
+            max_length=self.config.max_length,
+            batch_size=self.config.eval_batch_size,
+        )
+
+    def logits(self, model: nn.Module, split: EncodedSplit) -> np.ndarray:
+        """Logits of every text of ``split``, each process scoring its share (gathered in input order);
+        ``model`` is put in eval mode for it and back after."""
+        was_training = model.training
+        model.eval()
+        try:
+            return self.classifier(model).logits_for_encoded(
+                split,
+                rank=self.accelerator.process_index,
+                world_size=self.accelerator.num_processes,
+                gather=gather_object,
+            )
+        finally:
+            model.train(was_training)
+
+
+def evaluate_logits(
+    logits: np.ndarray, labels: np.ndarray, threshold: float, split: str = "dev", shrink: float = 0.0
+) -> dict[str, float]:
+    """Loss and the per-epoch headline metrics from logits (cheap: no threshold sweep).
+
+    The cross-tuned F1 tunes thresholds on part of ``split`` (with ``shrink``, as the final
+    tuning will), so it is left out for a test split.
+
+    >>> y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
+    >>> m = evaluate_logits(np.where(y > 0, 2.0, -2.0).astype(np.float32), y, 0.3, split="test")
+    >>> round(m["val_loss"], 4), m["f1_macro"]
+    (0.1269, 1.0)
+    """
+    probs = sigmoid(logits)
+    loss = float(
+        nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    )
+    values = summary(labels, probs, threshold)
+    # What dev-tuned per-label thresholds will give on unseen text, estimated on dev alone
+    # (tuned on one half, scored on the other): the number the `fast` recipe is chosen by.
+    if not is_test_split(split):
+        values["f1_macro_xtuned"] = cross_tuned_f1_macro(labels, probs, split_name=split, shrink=shrink)
+    # An undefined average (no label with positives in a tiny sample) becomes NaN, never a number.
+    return {"val_loss": loss, **{k: float("nan") if v is None else v for k, v in values.items()}}
+
+
+def dev_metrics(
+    scorer: LiveScorer, model: nn.Module, average: nn.Module | None, dev: EncodedSplit, config: TrainConfig
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The epoch's dev metrics of the weights that are evaluated (``average`` when one is kept),
+    and with an average the raw weights' ``raw_val_loss``, ``raw_f1_macro``, … beside them."""
+    logits = scorer.logits(model if average is None else average, dev)
+    raw: dict[str, float] = {}
+    if average is not None:
+        raw_values = evaluate_logits(
+            scorer.logits(model, dev), dev.labels, config.threshold, shrink=config.threshold_shrink
+        )
+        raw = {f"raw_{k}": raw_values[k] for k in RAW_KEYS}
+    return evaluate_logits(logits, dev.labels, config.threshold, shrink=config.threshold_shrink), raw
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    """Whether ``value`` of ``metric`` beats ``best`` (lower loss, higher anything else); NaN never wins.
+
+    >>> is_better("f1_macro", 0.4, 0.3), is_better("val_loss", 0.4, 0.3), is_better("f1_macro", float("nan"), None)
+    (True, False, False)
+    """
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value < best if metric in LOWER_IS_BETTER else value > best
+
+
+@dataclass
+class FinalScores:
+    """The best weights' scores: ``metrics`` per split, the probabilities they came from, dev-tuned thresholds."""
+
+    metrics: dict[str, dict[str, Any]]
+    probs: dict[str, np.ndarray]
+    tuned: TunedThresholds | None
+
+    def flat(self) -> dict[str, Any]:
+        """``{"dev/f1_macro": …, "test/auc_micro": …}``: the metrics as one flat dict, for the trackers."""
+        return {f"{split}/{name}": value for split, values in self.metrics.items() for name, value in values.items()}
+
+    def tuned_dict(self) -> dict[str, Any] | None:
+        """The tuned thresholds as ``goemo.json`` stores them, or None."""
+        return None if self.tuned is None else self.tuned.to_dict()
+
+    def predictions(self, splits: dict[str, Split]) -> list[tuple[Split, np.ndarray]]:
+        """``(split, probabilities)`` of every split scored, for the predictions cache."""
+        return [(splits[key], probs) for key, probs in self.probs.items()]
+
+
+def final_evaluation(
+    scorer: LiveScorer, model: nn.Module, encoded: dict[str, EncodedSplit], config: TrainConfig
+) -> FinalScores:
+    """Score dev (and test, with ``eval_test``) with ``model`` (the best weights) at the fixed
+    threshold and with per-label thresholds tuned on dev."""
+    out = FinalScores({}, {}, None)
+    for key in ("dev", "test"):
+        if key in encoded and (key == "dev" or config.eval_test):
+            logits = scorer.logits(model, encoded[key])
+            out.metrics[key] = evaluate_logits(
+                logits, encoded[key].labels, config.threshold, split=key, shrink=config.threshold_shrink
+            )
+            probs = out.probs[key] = sigmoid(logits)
+            if key == "dev":  # per-label thresholds come from dev only, never from test
+                out.tuned = tune_thresholds(
+                    encoded["dev"].labels,
+                    probs,
+                    split_name="dev",
+                    label_names=scorer.label_names,
+                    shrink=config.threshold_shrink,
+                )
+            assert out.tuned is not None  # dev comes first
+            out.metrics[key]["f1_macro_tuned"] = summary(encoded[key].labels, probs, out.tuned)["f1_macro"]
+    return out

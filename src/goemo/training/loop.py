@@ -1,0 +1,306 @@
+"""The training loop: one readable Accelerate loop for CPU, one GPU and many.
+
+Read `train` top to bottom: prepare the run folder, load and tokenise the data, build the model,
+then for each epoch train, evaluate on dev, and checkpoint (``best/`` by the selection metric,
+``last/`` with everything needed to resume). Finally evaluate the best weights on dev and test
+and write ``summary.json``. Each part it calls lives in its own module beside it, so the loop
+stays one screenful of what happens in which order: the Accelerator (`goemo.training.accelerator`),
+the splits (`.data`), the loss (`.losses`), the optimiser (`.optim`), distillation (`.distill`), the
+weight average (`.ema`), checkpoints (`.checkpoint`), gradient norms (`.grad_stats`), the
+metrics (`.epoch_metrics`), ``summary.json`` (`.summary`) and the dashboards (`.tracking`).
+
+Resuming replays exactly what an uninterrupted run would have done: batch order is a
+function of (seed, epoch), and ``last/`` holds the optimizer, scheduler, RNG and position.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from goemo.core.config import TrainConfig, save_config
+from goemo.core.errors import ModelError
+from goemo.core.fileio import append_jsonl, atomic_write_json
+from goemo.core.run_folder import RunFolder
+from goemo.data.batching import collate, encode_split
+from goemo.data.split import Split
+from goemo.models.modeling import build_model, load_tokenizer
+from goemo.training.accelerator import make_accelerator, mean_over_processes, plain_model
+from goemo.training.checkpoint import finish_best, load_best_weights, load_checkpoint, model_meta, save_checkpoint
+from goemo.training.data import load_training_data, prepare_splits, train_batches
+from goemo.training.distill import batch_targets, soft_targets
+from goemo.training.ema import weight_average
+from goemo.training.epoch_metrics import LiveScorer, dev_metrics, final_evaluation, is_better
+from goemo.training.grad_stats import grad_norms
+from goemo.training.losses import loss_function
+from goemo.training.optim import make_optimizer, optimizer_step
+from goemo.training.resources import Stopwatch
+from goemo.training.summary import resources_used, run_summary
+from goemo.training.tracking import close_trackers, make_trackers
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in ``last/trainer_state.json``."""
+
+    epoch: int = 0  # epochs fully done
+    batch_in_epoch: int = 0  # this process's batches done in the current epoch
+    global_step: int = 0  # optimiser steps
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    """What `train` hands back: where things are and the headline numbers."""
+
+    run_dir: Path
+    best_dir: Path
+    summary: dict[str, Any]
+    is_main_process: bool = True
+
+
+def train(
+    config: TrainConfig,
+    splits: dict[str, Split] | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Fine-tune ``config.model`` on the config's data and write a run folder.
+
+    ``splits`` (``{"train": …, "dev": …, "test"?: …}``) replaces reading files, for use from
+    Python (it gets the splits back as training sampled them). ``callbacks`` get every record
+    written to metrics.jsonl (sweep pruning); an exception raised by one ends training.
+
+    >>> from goemo import TrainConfig, train
+    >>> result = train(TrainConfig(data_dir="data/goemotions", epochs=1, output="runs/try"))  # doctest: +SKIP
+    >>> result.summary["test"]["f1_macro"]  # doctest: +SKIP
+    """
+    started, watch = time.perf_counter(), Stopwatch()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    # The dashboards (a typo or a missing package fails here, before the run folder is touched).
+    accelerator = make_accelerator(config, make_trackers(config.trackers, Path(config.output)))
+    main = accelerator.is_main_process
+    run = RunFolder(config.output)
+    resume_from = run.prepare(config, is_main=main)
+    accelerator.wait_for_everyone()
+    if main:
+        save_config(config, run.config_path)
+
+    # ---- data: the splits, the teachers' probabilities, the tokens
+    splits = prepare_splits(config, load_training_data(config) if splits is None else splits)
+    label_names = splits["train"].label_names
+    checksums = {k: s.checksum() for k, s in splits.items()}
+    with accelerator.main_process_first():  # one process predicts, the others read its cache
+        soft = soft_targets(config, splits["train"])
+    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+    with accelerator.main_process_first():  # one process fills the token cache, the others read it
+        encoded = {k: encode_split(s, tokenizer, config.max_length, config.cache_dir) for k, s in splits.items()}
+
+    # ---- model, batches, optimiser, loss, weight average
+    set_seed(config.seed)
+    model = build_model(config.model, label_names, config.pooling, config.dropout, config.trust_remote_code)
+    if model.config.num_labels != len(label_names):
+        raise ModelError(f"model has {model.config.num_labels} labels but the data has {len(label_names)}")
+    sampler = train_batches(encoded["train"], config, accelerator.process_index, accelerator.num_processes)
+    batches_per_epoch = len(sampler)
+    total_batches = math.ceil(config.epochs * batches_per_epoch)
+    num_epochs = math.ceil(total_batches / batches_per_epoch)
+    total_steps = math.ceil(total_batches / config.grad_accum)
+    optimizer, scheduler = make_optimizer(model, config, accelerator.device, total_steps)
+    if config.compile:
+        model = torch.compile(model, dynamic=True)  # type: ignore[assignment]  # same interface, compiled
+    model, optimizer = accelerator.prepare(model, optimizer)
+    loss_fn = loss_function(config, splits["train"].labels, label_names, accelerator.device)
+    ema = weight_average(plain_model(accelerator, model), config.ema_decay)  # evaluated and saved as best/
+    scorer = LiveScorer(accelerator, tokenizer, label_names, config)
+
+    def emit(record: dict[str, Any]) -> None:
+        """One event to metrics.jsonl, the trackers and the callbacks (main process only)."""
+        if main:
+            append_jsonl(run.metrics_path, record)
+            accelerator.log(record)
+            for cb in callbacks:
+                cb(record)
+
+    def checkpoint(folder: Path, with_state: bool, metrics: dict[str, Any]) -> None:
+        """``last/`` (with state) holds the raw weights training continues from; ``best/`` the weights evaluated."""
+        training = {"optimizer": optimizer, "scheduler": scheduler, "state": state, "ema": ema} if with_state else None
+        weights = model if with_state or ema is None else ema.module
+        with watch("save"):
+            save_checkpoint(
+                folder, accelerator, weights, tokenizer, model_meta(config, label_names, checksums, metrics), training
+            )
+
+    state = TrainState()
+    accelerator.init_trackers("goemo", config=config.to_dict())  # on the main process; see goemo.training.tracking
+    try:
+        if resume_from is not None:
+            state = TrainState(**load_checkpoint(resume_from, accelerator, model, optimizer, scheduler, ema))
+            _log_resume(run.path, state)
+            emit({"event": "resume", "epoch": state.epoch, "global_step": state.global_step})
+        if main:
+            _log_start(config, accelerator, len(splits["train"]), len(label_names), num_epochs, batches_per_epoch)
+
+        # ---- epochs
+        model.train()
+        epoch_times: list[float] = []
+        for epoch in range(state.epoch, num_epochs):
+            epoch_batches = min(batches_per_epoch, total_batches - epoch * batches_per_epoch)
+            sampler.set_epoch(epoch, start=state.batch_in_epoch)
+            if state.batch_in_epoch == 0:
+                state.loss_sum, state.loss_count = 0.0, 0
+            bar = _progress_bar(epoch, num_epochs, epoch_batches, state.batch_in_epoch, accelerator)
+            t0, seen = time.perf_counter(), 0
+            for batch_idx in sampler:
+                if state.batch_in_epoch >= epoch_batches:
+                    break
+                batch = collate(encoded["train"], batch_idx)
+                state.batch_in_epoch += 1
+                sync = state.batch_in_epoch % config.grad_accum == 0 or state.batch_in_epoch == epoch_batches
+                with nullcontext() if sync else accelerator.no_sync(model):
+                    logits = model(
+                        input_ids=torch.from_numpy(batch["input_ids"]).to(accelerator.device),
+                        attention_mask=torch.from_numpy(batch["attention_mask"]).to(accelerator.device),
+                    ).logits
+                    loss = loss_fn(logits, batch_targets(batch, soft, config.distill_alpha).to(accelerator.device))
+                    accelerator.backward(loss / config.grad_accum)
+                state.loss_sum += float(loss.detach())
+                state.loss_count += 1
+                seen += len(batch_idx)
+                bar.update(1)
+                if not sync:
+                    continue
+                if main and (state.global_step + 1) % config.log_every == 0:
+                    norms = grad_norms(accelerator.unwrap_model(model))
+                    emit({"event": "grad_norms", "epoch": epoch + 1, "global_step": state.global_step + 1, **norms})
+                optimizer_step(accelerator, model, optimizer, scheduler, config.max_grad_norm)
+                if ema is not None:
+                    ema.update_parameters(plain_model(accelerator, model))
+                state.global_step += 1
+                if state.global_step % config.log_every == 0:
+                    running = state.loss_sum / state.loss_count
+                    bar.set_postfix(loss=f"{running:.4f}")
+                    at = {"event": "step", "epoch": epoch + 1, "global_step": state.global_step}
+                    emit({**at, "train_loss": running, "lr": scheduler.get_last_lr()[0]})
+                save_now = config.save_every and state.global_step % config.save_every == 0
+                if save_now and state.batch_in_epoch < epoch_batches:  # the end of an epoch checkpoints anyway
+                    checkpoint(run.last_dir, True, {})
+            bar.close()
+            epoch_time = time.perf_counter() - t0
+            epoch_times.append(epoch_time)
+
+            # ---- evaluate on dev (the average, when one is kept), select, checkpoint
+            with watch("eval"):
+                metrics, raw = dev_metrics(scorer, model, None if ema is None else ema.module, encoded["dev"], config)
+            train_loss = mean_over_processes(accelerator, state.loss_sum / max(1, state.loss_count))
+            improved = is_better(config.select_metric, metrics[config.select_metric], state.best_metric)
+            if improved:
+                state.best_metric, state.best_epoch = metrics[config.select_metric], epoch + 1
+            record = {
+                "event": "epoch",
+                "epoch": epoch + 1,
+                "global_step": state.global_step,
+                "train_loss": train_loss,
+                **metrics,
+                **raw,
+                "lr": scheduler.get_last_lr()[0],
+                "epoch_time_s": round(epoch_time, 3),
+                "examples_per_s": round(seen * accelerator.num_processes / max(epoch_time, 1e-9), 2),
+                "best": improved,
+            }
+            state.history.append(record)
+            state.epoch, state.batch_in_epoch = epoch + 1, 0
+            if main:
+                _log_epoch(record, epoch_time)
+            if improved:
+                checkpoint(run.best_dir, False, {"dev": metrics, "epoch": epoch + 1})
+            checkpoint(run.last_dir, True, {"dev": metrics, "epoch": epoch + 1})
+            emit(record)  # after the checkpoints: a callback that stops the run (pruning) loses nothing
+
+        # ---- the best weights on dev and test, thresholds tuned on dev, summary.json
+        load_best_weights(run.best_dir, accelerator, model)
+        final = final_evaluation(scorer, model, encoded, config)
+        resources = resources_used(started, epoch_times, watch, accelerator.mixed_precision, accelerator.num_processes)
+        summary = run_summary(config, run.path, state.best_epoch, state.best_metric, state.history, final, resources)
+        if main:
+            atomic_write_json(run.summary_path, summary)
+            headline = {"best_epoch": state.best_epoch, **final.metrics}
+            meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
+            finish_best(run.best_dir, meta, scorer.classifier(model).settings, final.predictions(splits))
+            accelerator.log({"event": "summary", **final.flat()})
+    except BaseException:
+        close_trackers(accelerator.trackers, failed=True)
+        raise
+    close_trackers(accelerator.trackers)
+    accelerator.wait_for_everyone()
+    return TrainResult(run.path, run.best_dir, summary, main)
+
+
+def _progress_bar(epoch: int, num_epochs: int, batches: int, done: int, accelerator) -> tqdm:
+    return tqdm(
+        total=batches,
+        initial=done,
+        desc=f"epoch {epoch + 1}/{num_epochs}",
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
+def _log_resume(path: Path, state: TrainState) -> None:
+    log.info(
+        "resuming %s at epoch %d, batch %d (step %d)", path, state.epoch + 1, state.batch_in_epoch, state.global_step
+    )
+
+
+def _log_start(config: TrainConfig, accelerator, texts: int, labels: int, epochs: int, batches_per_epoch: int) -> None:
+    log.info(
+        "training %s on %d texts (%d labels): %d epochs x %d steps, %s, precision %s, %d process(es)",
+        config.model,
+        texts,
+        labels,
+        epochs,
+        math.ceil(batches_per_epoch / config.grad_accum),
+        accelerator.device,
+        accelerator.mixed_precision,
+        accelerator.num_processes,
+    )
+
+
+def _log_epoch(record: dict[str, Any], seconds: float) -> None:
+    log.info(
+        "epoch %d: train_loss %.4f val_loss %.4f f1_macro %.4f f1_macro_xtuned %.4f auc_macro %.4f (%.0fs)%s",
+        record["epoch"],
+        record["train_loss"],
+        record["val_loss"],
+        record["f1_macro"],
+        record["f1_macro_xtuned"],
+        record["auc_macro"],
+        seconds,
+        " *" if record["best"] else "",
+    )
+    if "raw_f1_macro" in record:
+        log.info(
+            "epoch %d, raw weights (not the average): f1_macro %.4f f1_macro_xtuned %.4f",
+            record["epoch"],
+            record["raw_f1_macro"],
+            record["raw_f1_macro_xtuned"],
+        )

@@ -1,0 +1,409 @@
+"""Experiment trackers: TensorBoard, MLflow and Weights & Biases, all optional, on Accelerate's tracker API.
+
+Training always writes ``metrics.jsonl`` itself (the ``jsonl`` tracker, goemo's own). The
+dashboards are Accelerate's own integrations (`accelerate.tracking`): the loop builds them with
+`make_trackers`, hands them to ``Accelerator(log_with=...)``, starts them with
+``accelerator.init_trackers`` once the run folder is ready, sends every event with
+``accelerator.log`` and finishes them with `close_trackers` (``accelerator.get_tracker("wandb",
+unwrap=True)`` gives the W&B run itself). What goemo adds sits in `GoemoTracker`, a
+`GeneralTracker` around each of Accelerate's:
+
+- every event under the same metric names in every dashboard, so a curve is called
+  ``val_loss`` everywhere (`metric_items`, table below);
+- where each one writes (below), with sweep trials grouped under their sweep's name;
+- a tracker that fails (to import, to start, to log) never ends a training run: it is dropped
+  with one warning line and training goes on;
+- a run that fails is marked failed where the backend records it (MLflow status, W&B exit code).
+
+=================  =======================================================  ===========
+event              metric names                                             step
+=================  =======================================================  ===========
+``epoch``          ``train_loss val_loss auc_micro auc_macro f1_micro        global step
+                   f1_macro lr epoch epoch_time_s examples_per_s``
+``step``           ``step/train_loss step/lr`` (every ``log_every`` steps)   global step
+``grad_norms``     ``grad_norm/embeddings grad_norm/layer_0 … grad_norm/head``  global step
+``summary``        ``dev/f1_macro test/auc_micro …`` (final, best weights)   last step
+=================  =======================================================  ===========
+
+Where they write, by default: TensorBoard to ``RUN/tensorboard/``; MLflow to the SQLite
+store ``runs/mlflow.db`` beside the run folder (``SWEEP/mlflow.db`` for sweep trials, in the
+experiment named after the sweep) or to ``MLFLOW_TRACKING_URI``; W&B online when logged in
+(``wandb login`` or ``WANDB_API_KEY``) and offline into ``RUN/wandb/`` otherwise or with
+``WANDB_MODE=offline``. A tracker whose package is missing is refused up front, with the extra
+to install, before the run folder is touched (`check_trackers`).
+
+The sweep runner opens trackers without an Accelerator: `build_trackers` starts them as
+``init_trackers`` would, and ``tracker.log(record)`` takes goemo's event records directly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import netrc
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker, WandBTracker
+
+from goemo.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TRACKERS = ("jsonl", "tensorboard", "mlflow", "wandb")
+INSTALL_HINT = "pip install 'goemo[track]'"
+_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+_SKIP_KEYS = {"event", "global_step", "best"}
+_STEP_KEYS = {"train_loss": "step/train_loss", "lr": "step/lr"}
+
+
+# ---------------------------------------------------------------- names and checks
+
+
+def check_trackers(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The trackers to build besides ``jsonl``, after checking names and packages.
+
+    Called before any training starts (by `goemo.training.loop.train` and by sweeps before
+    their first trial), so a typo or a missing package costs seconds, not an epoch.
+
+    >>> check_trackers(["jsonl"])
+    []
+    >>> check_trackers(["tensorbord"])
+    Traceback (most recent call last):
+    ...
+    goemo.core.errors.ConfigError: unknown tracker 'tensorbord' (available: jsonl, tensorboard, mlflow, wandb)
+    """
+    wanted: list[str] = []
+    for raw in names:
+        name = str(raw).strip().lower()
+        if name not in TRACKERS:
+            raise ConfigError(f"unknown tracker {raw!r} (available: {', '.join(TRACKERS)})")
+        if name != "jsonl" and name not in wanted:
+            wanted.append(name)
+    for name in wanted:
+        if importlib.util.find_spec(_PACKAGES[name]) is None:
+            raise ConfigError(f"tracker {name!r} needs the {_PACKAGES[name]} package: {INSTALL_HINT}")
+    return wanted
+
+
+def metric_items(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one training event, under the names every tracker uses (table above).
+
+    >>> metric_items({"event": "epoch", "epoch": 1, "global_step": 9, "val_loss": 0.2, "best": True})
+    {'epoch': 1.0, 'val_loss': 0.2}
+    >>> metric_items({"event": "step", "global_step": 9, "train_loss": 0.3, "lr": 1e-4})
+    {'step/train_loss': 0.3, 'step/lr': 0.0001}
+    """
+    event = record.get("event")
+    if event == "resume":
+        return {}
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        if key in _SKIP_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key == "epoch" and event != "epoch":  # the epoch curve comes from epoch events only
+            continue
+        if event == "step":
+            key = _STEP_KEYS.get(key, f"step/{key}")
+        out[key] = float(value)
+    return out
+
+
+def sweep_folder(run_dir: Path) -> Path | None:
+    """The sweep folder when ``run_dir`` is a sweep trial (``SWEEP/trials/N``), else None.
+
+    Trials of one sweep share one MLflow store and experiment and one W&B group.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.parent.name == "trials" and (run_dir.parent.parent / "sweep.yaml").is_file():
+        return run_dir.parent.parent
+    return None
+
+
+def sweep_name(sweep_dir: Path) -> str:
+    """The sweep's study name (from ``sweep.json``), which names its MLflow experiment and W&B group."""
+    try:
+        return json.loads((Path(sweep_dir) / "sweep.json").read_text(encoding="utf-8"))["study"]
+    except (OSError, ValueError, KeyError):
+        return Path(sweep_dir).name
+
+
+def mlflow_uri(run_dir: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else a SQLite store beside the run (or in its sweep).
+
+    One store per folder of runs means one ``mlflow ui`` shows them all side by side:
+    ``runs/a`` and ``runs/b`` both log to ``sqlite:///…/runs/mlflow.db``.
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    home = sweep_folder(run_dir) or Path(run_dir).resolve().parent
+    return f"sqlite:///{(home / 'mlflow.db').resolve()}"
+
+
+def wandb_logged_in() -> bool:
+    """Whether W&B credentials are available (``WANDB_API_KEY``, or ``wandb login``'s netrc entry)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def _flat_params(config: dict[str, Any]) -> dict[str, str]:
+    """The config as strings (lists comma-joined): what TensorBoard's hparams and MLflow's params take."""
+    return {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)) for k, v in config.items()}
+
+
+# ---------------------------------------------------------------- the fault-tolerant wrapper
+
+
+class GoemoTracker(GeneralTracker):
+    """One of Accelerate's trackers, fed goemo's events, that never ends a training run.
+
+    ``Accelerator.log`` calls each tracker in turn and lets an exception through, which would
+    end training for a dashboard's hiccup; here the first failure of the tracker (to start, to
+    store the config, to log) becomes one warning and the tracker is dropped for the run.
+    Subclasses adjust a backend where goemo needs more than Accelerate does.
+    """
+
+    requires_logging_directory = False  # each is built with its own folder
+
+    def __init__(self, inner: GeneralTracker) -> None:
+        self.name = inner.name
+        super().__init__()
+        self.inner = inner
+        self.step = 0  # the last global step seen: a summary event is logged there
+        self.started = self.broken = self.finished = False
+
+    @property
+    def tracker(self) -> Any:
+        """The backend's own object (the SummaryWriter, the W&B run, the MLflow run)."""
+        return self.inner.tracker
+
+    def start(self) -> None:
+        self.started = self._guard("start", self._start)
+
+    def store_init_configuration(self, values: dict) -> None:
+        self._guard("store the config", self._store, values)
+
+    def log(self, values: dict, step: int | None = None, **kwargs: Any) -> None:
+        """Log one goemo event record (a dict with ``event``: its `metric_items` at its
+        ``global_step``, or at the last step seen), or plain ``values`` at ``step``."""
+        event = values.get("event")
+        if event is not None:
+            if isinstance(values.get("global_step"), int):
+                self.step = values["global_step"]
+            values, step = metric_items(values), self.step
+        if values:
+            self._guard("log", self._log, event, values, step, kwargs)
+
+    def finish(self, failed: bool = False) -> None:
+        """End the run, marked failed where the backend records it; once, and never raising."""
+        if self.finished:
+            return
+        self.finished = True
+        if not self.started:
+            return
+        try:
+            self._finish(failed)
+        except Exception as e:
+            if not self.broken:  # a tracker already dropped has had its warning
+                log.warning("%s tracker could not close cleanly: %s", self.name, e)
+
+    def _guard(self, what: str, fn: Any, *args: Any) -> bool:
+        if self.broken or self.finished:
+            return False
+        try:
+            fn(*args)
+            return True
+        except Exception as e:  # ImportError included: a dashboard must not end a training run
+            self.broken = True
+            log.warning(
+                "%s tracker failed to %s and is dropped for this run (training goes on): %s", self.name, what, e
+            )
+            return False
+
+    # What subclasses may change; by default Accelerate's tracker does it.
+
+    def _start(self) -> None:
+        self.inner.start()
+
+    def _store(self, values: dict) -> None:
+        self.inner.store_init_configuration(_flat_params(values))
+
+    def _log(self, event: str | None, values: dict, step: int | None, kwargs: dict) -> None:
+        self.inner.log(values, step=step, **kwargs)
+
+    def _finish(self, failed: bool) -> None:
+        self.inner.finish()
+
+
+class _Mlflow(GoemoTracker):
+    """Accelerate's MLflow tracker, pointed at goemo's store for the run's lifetime.
+
+    Accelerate's tracker uses MLflow's process-wide tracking URI, and ``mlflow.set_tracking_uri``
+    also sets ``MLFLOW_TRACKING_URI`` in the environment: left there, the next run in the
+    process (a sweep trial, a notebook cell) would log into this run's store. So the URI is set
+    at start and unset at the end, unless the user chose one.
+    """
+
+    def __init__(self, inner: MLflowTracker, uri: str, run_dir: Path) -> None:
+        super().__init__(inner)
+        self.uri, self.run_dir = uri, run_dir
+        self.scoped = False
+
+    def _start(self) -> None:
+        import mlflow  # noqa: PLC0415  (the optional track extra, imported where it is used)
+
+        self.scoped = not os.environ.get("MLFLOW_TRACKING_URI")
+        if self.scoped:
+            mlflow.set_tracking_uri(self.uri)
+        try:
+            try:
+                self.inner.start()
+            except Exception:  # another sweep worker created the experiment between Accelerate's look-up and create
+                self.inner.start()
+            mlflow.set_tag("goemo.run_dir", str(self.run_dir.resolve()))
+        except Exception:
+            self._unscope()
+            raise
+
+    def _finish(self, failed: bool) -> None:
+        import mlflow  # noqa: PLC0415  (the optional track extra, imported where it is used)
+
+        try:
+            if failed:
+                mlflow.end_run(status="FAILED")  # Accelerate's finish() always ends it FINISHED
+            else:
+                self.inner.finish()
+        finally:
+            self._unscope()
+
+    def _unscope(self) -> None:
+        import mlflow  # noqa: PLC0415  (the optional track extra, imported where it is used)
+
+        if self.scoped:
+            mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # None unsets it (and the environment variable)
+            self.scoped = False
+
+
+class _Wandb(GoemoTracker):
+    """Accelerate's W&B tracker, writing to the run's own W&B run object.
+
+    The run is made with ``reinit="create_new"`` (other W&B runs in the process are left alone),
+    so the module-level ``wandb.config`` Accelerate would store the config in is not this run's:
+    the config goes to ``run.config``. The final scores go to the run's summary, not its history.
+    """
+
+    def __init__(self, inner: WandBTracker, offline_note: str | None) -> None:
+        super().__init__(inner)
+        self.offline_note = offline_note
+
+    def _start(self) -> None:
+        if self.offline_note:
+            log.info(self.offline_note)
+        self.inner.start()
+
+    def _store(self, values: dict) -> None:
+        self.tracker.config.update(values, allow_val_change=True)
+
+    def _log(self, event: str | None, values: dict, step: int | None, kwargs: dict) -> None:
+        if event == "summary":
+            self.tracker.summary.update({k: v for k, v in values.items() if math.isfinite(v)})
+        else:
+            self.inner.log(values, step=step, **kwargs)
+
+    def _finish(self, failed: bool) -> None:
+        self.tracker.finish(exit_code=1 if failed else 0)  # Accelerate's finish() takes no exit code
+
+
+# ---------------------------------------------------------------- building, starting, closing
+
+
+def _tensorboard(run_dir: Path, sweep: Path | None, run_name: str) -> GoemoTracker:
+    """Event files in ``RUN/tensorboard/``: ``tensorboard --logdir runs`` shows every run."""
+    return GoemoTracker(TensorBoardTracker("tensorboard", run_dir))
+
+
+def _mlflow(run_dir: Path, sweep: Path | None, run_name: str) -> GoemoTracker:
+    """One MLflow run per training run. Sweep trials go to the experiment named after the sweep,
+    other runs to ``goemo`` (``MLFLOW_EXPERIMENT_NAME``, when set, wins: Accelerate reads it).
+    View with ``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``."""
+    own_store = not os.environ.get("MLFLOW_TRACKING_URI")
+    artifacts = ((sweep or run_dir.parent) / "mlartifacts").resolve().as_uri() if own_store else None
+    experiment = sweep_name(sweep) if sweep else "goemo"
+    return _Mlflow(MLflowTracker(experiment, logging_dir=artifacts, run_name=run_name), mlflow_uri(run_dir), run_dir)
+
+
+def _wandb(run_dir: Path, sweep: Path | None, run_name: str) -> GoemoTracker:
+    """A W&B run; files in ``RUN/wandb/``. Offline runs upload later with ``wandb sync``."""
+    mode = os.environ.get("WANDB_MODE")
+    note = None
+    if not mode and not wandb_logged_in():
+        mode = "offline"
+        note = f"wandb: not logged in, logging offline to {run_dir}/wandb (upload later with `wandb sync`)"
+    inner = WandBTracker(
+        os.environ.get("WANDB_PROJECT", "goemo"),
+        name=run_name,
+        group=sweep_name(sweep) if sweep else None,
+        dir=str(run_dir),
+        mode=mode,
+        reinit="create_new",
+        settings={"console": "off", "silent": True},
+    )
+    return _Wandb(inner, note)
+
+
+_BUILDERS = {"tensorboard": _tensorboard, "mlflow": _mlflow, "wandb": _wandb}
+
+
+def make_trackers(names: Sequence[str], run_dir: Path) -> list[GoemoTracker]:
+    """The named trackers for the run in ``run_dir``, not started yet: for ``Accelerator(log_with=...)``.
+
+    Building one touches no file and imports no backend, so it may happen before the run
+    folder is prepared; ``accelerator.init_trackers`` (or `build_trackers`) starts them.
+
+    >>> make_trackers(["jsonl"], Path("runs/x"))
+    []
+    >>> [t.name for t in make_trackers(["jsonl", "tensorboard"], Path("runs/x"))]  # doctest: +SKIP
+    ['tensorboard']
+    """
+    run_dir = Path(run_dir)
+    sweep = sweep_folder(run_dir)
+    run_name = f"trial-{run_dir.name}" if sweep else run_dir.name
+    return [_BUILDERS[name](run_dir, sweep, run_name) for name in check_trackers(list(names))]
+
+
+def build_trackers(names: list[str], run_dir: Path, config: dict[str, Any]) -> list[GoemoTracker]:
+    """Open the named trackers for one run without an Accelerator (``jsonl`` needs nothing:
+    training writes it), as ``accelerator.init_trackers`` would: start each, store ``config``.
+
+    >>> trackers = build_trackers(["jsonl", "tensorboard"], Path("runs/x"), {"lr": 1e-4})  # doctest: +SKIP
+    >>> trackers[0].log({"event": "epoch", "epoch": 1, "global_step": 10, "val_loss": 0.12})  # doctest: +SKIP
+    >>> close_trackers(trackers)  # doctest: +SKIP
+    """
+    trackers = make_trackers(names, run_dir)
+    for tracker in trackers:
+        tracker.start()
+        tracker.store_init_configuration(config)
+    return trackers
+
+
+def close_trackers(trackers: Sequence[GeneralTracker], failed: bool = False) -> None:
+    """Finish every tracker, marking the runs failed where the backend records it.
+
+    Training calls this on ``accelerator.trackers`` rather than ``accelerator.end_training()``,
+    which also destroys the process group: `goemo.training.loop.train` may run again in the
+    same process, and under ``torchrun`` its processes still meet after the trackers close.
+    """
+    for tracker in trackers:
+        if isinstance(tracker, GoemoTracker):
+            tracker.finish(failed=failed)
+        else:
+            tracker.finish()
