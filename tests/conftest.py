@@ -91,3 +91,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def go_emotions_dataset(tmp_path_factory: pytest.TempPathFactory, goemotions_splits):
+    """A ``save_to_disk`` folder in the exact schema of the Hub's ``go_emotions`` / ``simplified``
+    (text, labels: Sequence(ClassLabel(28 names)), id; splits train/validation/test), built from
+    a sample of ``../shared/goemotions``; with the `Split`s `load_goemotions` read for those rows."""
+    import datasets
+    import numpy as np
+
+    rows = {
+        "train": goemotions_splits["train"].sample(400, seed=7),
+        "dev": goemotions_splits["dev"].sample(120, seed=7),
+        "test": goemotions_splits["test"].sample(120, seed=7),
+    }
+    names = rows["train"].label_names
+    features = datasets.Features(
+        {
+            "text": datasets.Value("string"),
+            "labels": datasets.Sequence(datasets.ClassLabel(names=names)),
+            "id": datasets.Value("string"),
+        }
+    )
+    parts = {}
+    for hf_name, key in (("train", "train"), ("validation", "dev"), ("test", "test")):
+        split = rows[key]
+        labels = [np.flatnonzero(row).tolist() for row in split.labels]
+        parts[hf_name] = datasets.Dataset.from_dict(
+            {"text": split.texts, "labels": labels, "id": split.ids}, features=features
+        )
+    path = tmp_path_factory.mktemp("hf-datasets") / "go_emotions_simplified"
+    datasets.DatasetDict(parts).save_to_disk(str(path))
+    return path, rows

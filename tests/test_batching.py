@@ -80,3 +80,43 @@ def test_collate_pads_to_batch_max(goemotions_splits, tokenizer, tmp_path) -> No
     assert batch["input_ids"].shape == (3, width)
     assert batch["attention_mask"].sum().item() == int(enc.lengths[idx].sum())
     assert batch["labels"].shape == (3, 28)
+
+
+def _damaged_caches(good: bytes) -> dict[str, bytes]:
+    """Ways a cache file gets damaged: cut short (a full disk, a killed copy), emptied, overwritten."""
+    import io
+
+    bad_offsets = io.BytesIO()
+    np.savez(bad_offsets, flat_ids=np.zeros(3, np.int32), offsets=np.array([0, 5, 2], np.int64))
+    return {
+        "half": good[: len(good) // 2],
+        "header only": good[:40],
+        "last byte gone": good[:-1],
+        "empty": b"",
+        "not a zip": b"garbage" * 50,
+        "offsets that cut nothing": bad_offsets.getvalue(),
+    }
+
+
+def test_damaged_token_cache_is_rebuilt_with_one_warning(tmp_path, goemotions_splits, tokenizer, caplog, monkeypatch):
+    import goemo.data.batching as batching
+
+    dev = goemotions_splits["dev"].sample(200, seed=0)
+    fresh = encode_split(dev, tokenizer, 32, tmp_path)
+    (path,) = (tmp_path / "tokens").glob("*.npz")
+    good = path.read_bytes()
+    for name, damaged in _damaged_caches(good).items():
+        path.write_bytes(damaged)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="goemo.data.batching"):
+            rebuilt = encode_split(dev, tokenizer, 32, tmp_path)
+        warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and "token cache" in warnings[0].getMessage(), name
+        assert "\n" not in warnings[0].getMessage()
+        assert np.array_equal(rebuilt.flat_ids, fresh.flat_ids) and np.array_equal(rebuilt.offsets, fresh.offsets)
+        assert path.read_bytes() == good, name  # repaired in place
+    # and the repaired file is what the next run reads: no tokenising, no warning
+    monkeypatch.setattr(batching, "tokenize_texts", lambda *a, **k: pytest.fail("the cache was not read"))
+    caplog.clear()
+    again = encode_split(dev, tokenizer, 32, tmp_path)
+    assert np.array_equal(again.flat_ids, fresh.flat_ids) and not caplog.records

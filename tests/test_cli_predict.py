@@ -207,3 +207,132 @@ def test_usage_errors_exit_2(tiny_model_dir: Path) -> None:
 def test_help_has_an_example() -> None:
     result = CliRunner().invoke(app, ["predict", "--help"])
     assert result.exit_code == 0 and "Example: goemo predict --model" in result.output
+
+
+# ----------------------------------------------------------------------------- hostile input and faults
+
+
+def test_max_length_beyond_the_models_positions_is_refused_before_anything_is_written(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text("short\n" + " ".join(["word"] * 1500) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = run("--model", str(tiny_model_dir), "--input", str(src), "--output", str(out), "--max-length", "1000")
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        "goemo: error: max_length=1000: the model takes at most 512 tokens (config.json max_position_embeddings 512)\n"
+    )
+    assert list(tmp_path.iterdir()) == [src]
+    result = run("--model", str(tiny_model_dir), "--input", str(src), "--output", str(out), "--max-length", "512")
+    assert result.exit_code == 0, result.output  # the limit itself is fine, on the long text too
+    assert len(jsonl(out.read_text())) == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"text": "a\\ud800b"}', "in.jsonl:2: text: not valid Unicode: lone surrogate \\ud800 at character 2"),
+        ('{"text": "ok", "key": "\\udfff"}', "in.jsonl:2: key: not valid Unicode: lone surrogate \\udfff"),
+        ('{"text": "ok", "key": ' + "9" * 5000 + "}", "in.jsonl:2: invalid JSON at column 1: a number of more than"),
+        ('{"text": ' + "[" * 5000 + "]" * 5000 + "}", "in.jsonl:2: invalid JSON at column 1: nested too deeply"),
+    ],
+)
+def test_jsonl_that_is_valid_json_but_not_text_is_one_line(
+    tiny_model_dir: Path, tmp_path: Path, line: str, message: str
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine", "key": 1}\n' + line + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = run("--model", str(tiny_model_dir), "--input", str(src), "--id-column", "key", "--output", str(out))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert not out.exists()
+
+
+def test_text_argument_that_is_not_utf8_is_one_line(tiny_model_dir: Path) -> None:
+    # what Python makes of a command-line argument holding the byte 0xff (os.fsdecode)
+    result = run("--model", str(tiny_model_dir), "fine", "caf\udcff")
+    assert result.exit_code == 1, result.output
+    assert (
+        result.stderr
+        == "goemo: error: texts[1]: not valid Unicode: lone surrogate \\udcff at character 4 (a \\u escape for half of a surrogate pair?)\n"
+    )
+
+
+def test_csv_field_over_the_csv_modules_limit_is_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("id,text\n1,fine\n2," + "x" * 140_000 + "\n3,after\n", encoding="utf-8")
+    result = run("--model", str(tiny_model_dir), "--input", str(src), "--id-column", "id")
+    assert result.exit_code == 1, result.output
+    assert result.stderr == f"goemo: error: {src}:3: a field is longer than 131,072 characters, the most one may hold\n"
+
+
+def test_an_unbalanced_quote_is_refused_as_training_refuses_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from goemo.data.io import load_split
+
+    # Without strict quoting the quote would swallow rows 3 and 4 into the text of row 2.
+    src = tmp_path / "in.csv"
+    src.write_text('id,text\n1,ok\n2,"broken\n3,after\n', encoding="utf-8")
+    result = run("--model", str(tiny_model_dir), "--input", str(src), "--id-column", "id")
+    assert result.exit_code == 1, result.output
+    assert result.stderr == f"goemo: error: {src}:4: malformed quoting: unexpected end of data\n"
+    labelled = tmp_path / "train.csv"
+    labelled.write_text('labels,text\njoy,ok\njoy,"broken\njoy,after\n', encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_split(labelled)
+    assert str(info.value) == f"{labelled}:4: malformed quoting: unexpected end of data"
+
+
+def test_a_dead_writers_temp_file_is_removed_and_a_live_ones_kept(clf: EmotionClassifier, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # exited and reaped: no such process any more
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    stale = tmp_path / f".out.jsonl.{dead_pid}.abc123_x.tmp"
+    live = tmp_path / f".out.jsonl.{os.getppid()}.def456.tmp"  # pytest's parent: alive, maybe writing
+    other = tmp_path / f".other.jsonl.{dead_pid}.abc123.tmp"  # another file's temp: not ours to judge
+    for p in (stale, live, other):
+        p.write_text("half-written", encoding="utf-8")
+    assert predict_file(clf, src, out) == 1
+    assert not stale.exists() and live.exists() and other.exists() and out.is_file()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_output_leaves_a_temp_file_the_next_run_removes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(f"text number {i} " + "word " * (i % 40) for i in range(200_000)) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "goemo", "predict", "--model", str(tiny_model_dir), "--input", str(src)]
+    proc = subprocess.Popen([*cmd, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        temps: list[Path] = []
+        while not temps and time.monotonic() < deadline and proc.poll() is None:
+            temps = list(tmp_path.glob(".out.jsonl.*.tmp"))
+            time.sleep(0.05)
+        assert temps, "the writer never started its temporary file"
+        time.sleep(0.5)  # well into the run: part of the output written
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert temps[0].exists() and not out.exists()  # kill -9: nothing could clean up
+    assert f".out.jsonl.{proc.pid}." in temps[0].name  # the writer's pid is in the name
+    small = tmp_path / "small.txt"
+    small.write_text("hello\nworld\n", encoding="utf-8")
+    result = run("--model", str(tiny_model_dir), "--input", str(small), "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert len(jsonl(out.read_text())) == 2
+    assert not list(tmp_path.glob(".out.jsonl.*"))

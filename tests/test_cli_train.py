@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.cli.train import option_declarations
 from goemo.core.config import PRESETS, SELECT_METRICS, TrainConfig, field_types, opt, resolve_config
+from goemo.core.errors import ConfigError
 
 runner = CliRunner()
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -137,12 +138,18 @@ def _argv(values: dict[str, Any]) -> list[str]:
     return argv
 
 
-def test_every_option_reaches_its_field(trained) -> None:
+# --dataset replaces these data sources: they cannot all be given in one command
+_DATASET_FIELDS = {"dataset", "dataset_config"}
+_FILE_SOURCES = {"data_dir", "train_file", "dev_file", "test_file"}
+
+
+@pytest.mark.parametrize("left_out", [_DATASET_FIELDS, _FILE_SOURCES], ids=["files", "dataset"])
+def test_every_option_reaches_its_field(trained, left_out: set[str]) -> None:
     types_ = field_types()
     values = {
         name: _example(name, types_[name], f.default if f.default is not dataclasses.MISSING else f.default_factory())
         for name, f in FIELDS.items()
-        if not f.metadata.get("no_cli")
+        if not f.metadata.get("no_cli") and name not in left_out
     }
     result = runner.invoke(app, ["train", *_argv(values)])
     assert result.exit_code == 0, result.output
@@ -231,3 +238,54 @@ def test_importing_the_cli_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ---------------------------------------------------------------- --dataset: a Hugging Face dataset instead of files
+
+
+def test_dataset_options_are_generated_and_reach_the_config(trained) -> None:
+    params = _train_params()
+    assert params["dataset"].opts == ["--dataset"] and params["dataset_config"].opts == ["--dataset-config"]
+    shown = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert "--dataset " in shown.stdout and "--dataset-config" in shown.stdout
+    argv = ["train", "--dataset", "go_emotions", "--dataset-config", "simplified", "--text-column", "comment"]
+    result = runner.invoke(app, [*argv, "--label-column", "emotions", "--taxonomy", "ekman"])
+    assert result.exit_code == 0, result.output
+    c = trained[-1]
+    assert (c.dataset, c.dataset_config, c.text_column, c.label_column, c.taxonomy) == (
+        "go_emotions",
+        "simplified",
+        "comment",
+        "emotions",
+        "ekman",
+    )
+    assert c.data_dir == "data/goemotions" and c.train_file is None  # the default folder is left unused
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ["--data-dir", "data/goemotions"],  # explicit, even at its default value
+        ["--data-dir", "elsewhere"],
+        ["--train", "t.csv", "--dev", "d.csv"],
+        ["--test", "t.csv"],
+    ],
+)
+def test_dataset_and_data_files_are_mutually_exclusive(trained, other: list[str]) -> None:
+    result = runner.invoke(app, ["train", "--dataset", "go_emotions", *other])
+    assert result.exit_code == 1 and not trained
+    line = result.stderr.strip()
+    assert line.startswith("goemo: error: dataset='go_emotions': give --dataset or --") and line.endswith(", not both")
+    assert other[0] in line and len(line.splitlines()) == 1
+
+
+def test_a_saved_dataset_config_resolves_again(trained, tmp_path: Path) -> None:
+    """A run folder's config.yaml holds the default data_dir beside the dataset: it is no clash."""
+    saved = TrainConfig(dataset="go_emotions", dataset_config="simplified")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved.to_dict()))
+    assert resolve_config(config_file=path) == saved
+    assert runner.invoke(app, ["train", "--config", str(path), "--epochs", "1"]).exit_code == 0
+    assert trained[-1].dataset == "go_emotions"
+    with pytest.raises(ConfigError, match="give --dataset or --data-dir, not both"):
+        TrainConfig(dataset="go_emotions", data_dir="elsewhere")

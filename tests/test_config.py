@@ -118,12 +118,15 @@ def test_groups_of_fields_are_read_from_the_metadata() -> None:
         "dev_file",
         "test_file",
         "labels_file",
+        "dataset",
+        "dataset_config",
         "text_column",
         "label_column",
         "taxonomy",
     )
     assert set(RUNTIME_FIELDS) >= {"device", "precision", "compile", "num_threads", "eval_batch_size"}
     assert set(RUNTIME_FIELDS) <= set(RESUMABLE_FIELDS)  # how a run executes may change when it resumes
+    assert {"data_dir", "train_file", "dataset", "dataset_config"} <= set(RESUMABLE_FIELDS)  # where the data lives
     assert {"resume", "overwrite", "output", "eval_test"} <= set(RESUMABLE_FIELDS)
     assert not {"lr", "model", "seed", "epochs", "teachers"} & set(RESUMABLE_FIELDS)  # what is trained may not
     assert set(NOT_SWEEPABLE_FIELDS) == {"output", "overwrite", "resume", "trackers", "select_metric", "preset"}

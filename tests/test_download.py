@@ -187,3 +187,68 @@ def test_unreachable_url_says_how_to_use_from(tmp_path: Path) -> None:
     assert "--from" in message and f"127.0.0.1:{port}" in message
     assert "\n" not in message
     assert not (tmp_path / "dest").exists()
+
+
+# ----------------------------------------------------------------------------- bounded downloads
+
+
+def test_sizes_in_the_module_match_the_official_files(shared_data: Path) -> None:
+    assert dl.SIZES == {name: (shared_data / name).stat().st_size for name in dl.FILES}
+
+
+def endless(
+    content_length: str | None = None, cap: int = 64 * 2**20
+) -> tuple[type[SimpleHTTPRequestHandler], list[int]]:
+    """A mirror whose emotions.txt never ends: it streams zeros until the client hangs up (or ``cap`` bytes)."""
+    sent = [0]
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:
+            if self.path != "/emotions.txt":
+                return super().do_GET()
+            self.send_response(200)
+            if content_length is not None:
+                self.send_header("Content-Length", content_length)
+            self.end_headers()
+            chunk = b"\0" * 65536
+            try:
+                while sent[0] < cap:  # the test's own bound, so a regression fails instead of hanging
+                    self.wfile.write(chunk)
+                    sent[0] += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):  # expected: the client stopped reading
+                pass
+            self.close_connection = True
+
+    return Handler, sent
+
+
+@pytest.mark.parametrize(
+    ("content_length", "problem"),
+    [
+        (None, "whose official file has 248 bytes; stopped reading, nothing was saved"),
+        (str(10**12), "whose official file has 248 bytes; stopped reading, nothing was saved"),
+        ("248", "checksum mismatch"),  # http.client itself reads no more than Content-Length
+    ],
+)
+def test_an_endless_body_is_refused_at_the_expected_size(
+    shared_data: Path, tmp_path: Path, content_length: str | None, problem: str
+) -> None:
+    handler, sent = endless(content_length)
+    dest = tmp_path / "dest"
+    with serve(shared_data, handler) as url, pytest.raises(DownloadError) as info:
+        dl.fetch(dest, url, **FAST)
+    message = str(info.value)
+    assert "emotions.txt" in message and problem in message and "\n" not in message
+    assert sent[0] < 16 * 2**20  # stopped near 248 bytes + the margin (socket buffers aside), not at the cap
+    assert not dest.exists() or not list(dest.iterdir())
+
+
+def test_a_local_source_larger_than_the_file_is_refused_without_reading_it_all(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with open(mirror / "emotions.txt", "wb") as f:  # a 1 GiB sparse file: costs no disk
+        f.truncate(2**30)
+    with pytest.raises(DownloadError, match=r"more than 65,784 bytes for emotions.txt"):
+        dl.fetch(tmp_path / "dest", mirror)

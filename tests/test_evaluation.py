@@ -355,3 +355,36 @@ def test_evaluate_is_public_api():
     import goemo
 
     assert goemo.evaluate is evaluation.evaluate
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "not probabilities"])
+def test_damaged_cache_costs_one_warning_line_and_is_rebuilt(run, shared_data, tmp_path, damage, monkeypatch):
+    """`goemo evaluate` on a run whose cached predictions were damaged: one warning, a model run, a repaired file."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("predictions"))
+    base = ["evaluate", "--model", str(copy / "best"), "--data-dir", str(shared_data), "--max-samples", str(N)]
+    first = _cli(*base)
+    assert first.exit_code == 0, first.output
+    (path,) = (copy / "predictions").glob("test-*.npz")
+    good = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "emptied":
+        path.write_bytes(b"")
+    else:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = dict(z)
+        arrays["probs"] = np.full_like(arrays["probs"], np.nan)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    calls = _counting(monkeypatch)
+    second = _cli(*base)
+    assert second.exit_code == 0, second.output
+    assert "Traceback" not in second.output and len(calls) == 1
+    warnings = [line for line in second.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "predictions cache" in warnings[0] and str(path) in warnings[0], second.stderr
+    assert second.stdout == first.stdout
+    with np.load(path, allow_pickle=False) as z:  # rewritten whole
+        assert np.isfinite(z["probs"]).all()
+    third = _cli(*base)  # and read back: the model does not run again
+    assert third.exit_code == 0 and len(calls) == 1 and "WARNING" not in third.stderr

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +15,12 @@ import pytest
 pytest.importorskip("onnxruntime", reason="ONNX tests need the onnx extra: pip install 'goemo[onnx]'")
 pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript (the onnx extra)")
 
+from huggingface_hub import ModelCard  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from goemo.cli import app  # noqa: E402
 from goemo.core.errors import ConfigError, ModelError, RunFolderError  # noqa: E402
+from goemo.core.folder import ModelFolder  # noqa: E402
 from goemo.export import default_output, export_onnx  # noqa: E402
 from goemo.predict.classifier import EmotionClassifier  # noqa: E402
 
@@ -108,6 +114,8 @@ def test_int8_export_is_smaller_and_close(mean_head_dir: Path, cls_export: Path,
     int8 = export_onnx(mean_head_dir, tmp_path / "int8", quantize="int8")
     meta = json.loads((int8.path / "goemo.json").read_text())
     assert meta["onnx"]["quantize"] == "int8"
+    card = ModelCard.load(int8.path / "README.md")
+    assert "**This is an ONNX export, int8" in card.text and {"onnx", "int8"} <= set(card.data.tags)
     assert meta["onnx"]["max_abs_prob_diff_vs_torch"] == pytest.approx(int8.max_abs_prob_diff)
     # int8 weights: the tiny model's largest part, the 30,522 x 32 embedding table, shrinks 4x.
     assert int8.size_bytes < 0.5 * (cls_export / "model.onnx").stat().st_size
@@ -115,6 +123,59 @@ def test_int8_export_is_smaller_and_close(mean_head_dir: Path, cls_export: Path,
     assert clf8.precision == "int8"
     ref = EmotionClassifier.load(mean_head_dir, backend="torch").predict_proba(TEXTS)
     assert np.abs(clf8.predict_proba(TEXTS) - ref).max() < 0.05  # close, though not bit-equal
+
+
+def test_export_card_says_onnx_and_carries_the_sources_numbers(cls_export: Path, tiny_model_dir: Path) -> None:
+    card = ModelCard.load(cls_export / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "onnx" and data["pipeline_tag"] == "text-classification"
+    assert {"onnx", "goemo"} <= set(data["tags"]) and "int8" not in data["tags"]
+    assert data["datasets"] == ["go_emotions"] and data["model-index"][0]["name"] == "goemo-run-onnx"
+    summary = json.loads((tiny_model_dir.parent / "summary.json").read_text())
+    splits = {"validation": "dev", "test": "test"}
+    keys = {"Macro F1 @ 0.3": "f1_macro", "Macro F1 @ dev-tuned thresholds": "f1_macro_tuned"}
+    keys |= {"Micro F1 @ 0.3": "f1_micro", "Macro ROC-AUC": "auc_macro"}
+    assert len(card.data.eval_results) == 8
+    for result in card.data.eval_results:
+        assert result.metric_value == summary[splits[result.dataset_split]][keys[result.metric_name]]
+    assert "**This is an ONNX export, fp32**" in card.text and "import onnxruntime as ort" in card.text
+    per_label = card.text.split("## Per-label results", 1)[1].split("\n## ", 1)[0]
+    assert len([line for line in per_label.splitlines() if line.startswith("| ")]) == 1 + 28  # header + labels
+    # config.json: the thresholds goemo decides by, for clients without goemo
+    source, export = ModelFolder.open(tiny_model_dir), ModelFolder.open(cls_export)
+    assert export.config["thresholds"] == source.config["thresholds"]
+    assert export.config["thresholds"] == pytest.approx(export.thresholds().tolist(), abs=1e-6)
+    assert export.config["thresholds_tuned_on"] == "dev" and export.config["threshold_convention"] == "prob > threshold"
+
+
+def test_plain_onnxruntime_client_matches_goemo_predict(cls_export: Path, tmp_path: Path) -> None:
+    """The export card's snippet (onnxruntime + tokenizers, no goemo, no torch) scores as `goemo predict --all-scores`."""
+    snippet = re.search(r"```python\n(.*?)```", (cls_export / "README.md").read_text(), re.S)
+    assert snippet is not None and "import onnxruntime" in snippet.group(1)
+    code = snippet.group(1) + (
+        f"texts = {TEXTS!r}\n"
+        "enc = tok.encode_batch(texts)\n"
+        'feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),'
+        ' "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}\n'
+        'probs = 1 / (1 + np.exp(-session.run(["logits"], feed)[0]))\n'
+        "import sys\n"
+        "assert not any(m.split('.')[0] in ('goemo', 'torch') for m in sys.modules)\n"
+        'print("RESULT " + json.dumps(probs.tolist()))\n'
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    plain = np.array(json.loads(done.stdout.rpartition("RESULT ")[2]))
+
+    src = tmp_path / "texts.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    result = CliRunner().invoke(app, ["predict", "--model", str(cls_export), "--input", str(src), "--all-scores"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    names = ModelFolder.open(cls_export).label_names
+    goemo_scores = np.array([[row["scores"][n] for n in names] for row in rows])
+    assert plain.shape == goemo_scores.shape == (len(TEXTS), 28)
+    assert np.abs(plain - goemo_scores).max() <= 1e-6
 
 
 def test_default_output_and_refusals(tiny_model_dir: Path, cls_export: Path, tmp_path: Path) -> None:

@@ -257,3 +257,78 @@ def test_sigmoid_is_stable_and_public_api_is_exported() -> None:
     assert goemo.EmotionClassifier is EmotionClassifier
     out = sigmoid(np.array([-1000.0, 0.0, 1000.0]))
     np.testing.assert_allclose(out, [0.0, 0.5, 1.0], atol=1e-7)
+
+
+# --------------------------------------------------------------------------- max length against the model
+
+
+@pytest.fixture(scope="module")
+def roberta_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random RoBERTa classifier with 34 positions: RoBERTa numbers them from pad_token_id + 1 = 2."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    from goemo.models.modeling import load_tokenizer, save_model
+
+    names = ["joy", "anger", "fear"]
+    config = RobertaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=34,
+        num_labels=3,
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        problem_type="multi_label_classification",
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("roberta") / "best"
+    save_model(
+        RobertaForSequenceClassification(config).eval(), load_tokenizer("minilm"), folder, {"label_names": names}
+    )
+    return folder
+
+
+def test_roberta_position_offset_is_taken_off_its_positions(roberta_dir: Path) -> None:
+    long_text = " ".join(["word"] * 200)
+    assert ModelFolder.open(roberta_dir).position_limit == 32  # 34 positions less the offset of 2
+    clf = EmotionClassifier.load(roberta_dir, device="cpu")
+    assert clf.max_length == 32  # the default: the most it takes
+    assert clf.predict_proba([long_text, "hi"]).shape == (2, 3)  # 32 tokens fit
+    with pytest.raises(
+        ConfigError,
+        match=r"max_length=33: the model takes at most 32 tokens \(config.json max_position_embeddings 34 less 2\)",
+    ):
+        EmotionClassifier.load(roberta_dir, device="cpu", max_length=33)
+
+
+def test_max_length_beyond_the_tokenizers_own_limit_is_refused(tmp_path: Path, mean_run: Path) -> None:
+    folder = tmp_path / "short-tokenizer"
+    shutil.copytree(mean_run, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["model_max_length"] = 64
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    assert EmotionClassifier.load(folder, device="cpu", max_length=64).max_length == 64
+    with pytest.raises(
+        ConfigError,
+        match=r"max_length=65: the model's tokenizer takes at most 64 tokens .*tokenizer_config.json model_max_length",
+    ):
+        EmotionClassifier.load(folder, device="cpu", max_length=65)
+    with pytest.raises(
+        ConfigError,
+        match=r"max_length=513: the model takes at most 512 tokens \(config.json encoder.max_position_embeddings 512\)",
+    ):
+        EmotionClassifier.load(folder, device="cpu", max_length=513)
+    (folder / "goemo.json").unlink()  # a plain checkpoint: the default is the tokenizer's limit
+    assert EmotionClassifier.load(folder, device="cpu").max_length == 64
+
+
+def test_a_tokenizer_with_more_tokens_than_embeddings_is_refused(tmp_path: Path, mean_run: Path) -> None:
+    folder = tmp_path / "small-embeddings"
+    shutil.copytree(mean_run, folder)
+    clf = EmotionClassifier.load(folder, device="cpu")
+    clf.tokenizer.add_tokens(["brandnewtoken"])  # 30523 tokens, 30522 rows of embeddings
+    clf.tokenizer.save_pretrained(folder)
+    with pytest.raises(ModelError, match=r"the tokenizer has 30523 tokens but config.json encoder.vocab_size is 30522"):
+        EmotionClassifier.load(folder, device="cpu")

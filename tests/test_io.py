@@ -367,3 +367,85 @@ def test_load_split_dispatches_on_suffix(tmp_path: Path) -> None:
         load_split(write(tmp_path / "a.txt", "hi"))
     with pytest.raises(ConfigError, match="fixed columns"):
         load_split(tmp_path / "a.tsv", text_column="comment")
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize(
+    "line, field, problem",
+    [
+        ('{"text": "a\\ud800b", "labels": []}', "text", r"lone surrogate \\ud800 at character 2"),
+        ('{"text": "a", "labels": ["jo\\udc80y"], "id": 2}', "labels", r"lone surrogate \\udc80"),
+        ('{"text": "a", "labels": [], "id": "\\udfff"}', "id", r"lone surrogate \\udfff"),
+    ],
+)
+def test_jsonl_lone_surrogate_is_a_data_error(tmp_path: Path, line: str, field: str, problem: str) -> None:
+    # Valid JSON escapes, but not text: the tokenizer and every UTF-8 writer would fail on them.
+    p = write(tmp_path / "s.jsonl", '{"text": "fine", "labels": [], "id": 1}\n' + line + "\n")
+    with pytest.raises(DataError, match=problem) as info:
+        read_jsonl(p, text_column="text", id_column="id")
+    assert (info.value.line, info.value.field) == (2, field)
+    assert "not valid Unicode" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('{"text": "a", "labels": [], "id": ' + "7" * 5000 + "}", "a number of more than 4,300 digits"),
+        ('{"text": "a", "labels": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ],
+)
+def test_jsonl_numbers_and_nesting_python_cannot_take_are_data_errors(tmp_path: Path, line: str, problem: str) -> None:
+    p = write(tmp_path / "n.jsonl", line + "\n")
+    with pytest.raises(DataError, match=problem) as info:
+        read_jsonl(p, text_column="text", id_column="id")
+    assert info.value.line == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'text,labels\nhi,"' + "9" * 5000 + '"\n',  # a 5,000-digit label id
+        "text,labels\nhi,a\nho," + "9" * 5000 + "\n",  # and as a label name among names
+    ],
+)
+def test_huge_label_ids_are_out_of_range_not_a_crash(tmp_path: Path, body: str) -> None:
+    with pytest.raises(DataError, match="out of range") as info:
+        read_csv(write(tmp_path / "h.csv", body), text_column="text", label_names=["a", "b"])
+    assert info.value.field == "labels"
+    # without label names the digits are a name like any other
+    assert len(read_csv(tmp_path / "h.csv", text_column="text").label_names) >= 1
+
+
+def test_jsonl_huge_label_id_is_out_of_range(tmp_path: Path) -> None:
+    p = write(tmp_path / "h.jsonl", '{"text": "a", "labels": [' + "9" * 4000 + "]}\n")
+    with pytest.raises(DataError, match="out of range") as info:
+        read_jsonl(p, text_column="text", label_names=NAMES)
+    assert (info.value.line, info.value.field) == (1, "labels")
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_field_over_the_csv_limit_names_its_line(tmp_path: Path, suffix: str, sep: str) -> None:
+    rows = ["hi", "0", "a"] if suffix == ".tsv" else ["hi", "joy"]
+    header = "" if suffix == ".tsv" else "text,labels\n"
+    big = ["x" * 140_000, *rows[1:]]
+    p = write(tmp_path / f"big{suffix}", header + sep.join(rows) + "\n" + sep.join(big) + "\n")
+    with pytest.raises(DataError) as info:
+        load_split(p, label_names=["joy"] if suffix == ".csv" else None)
+    assert (
+        str(info.value)
+        == f"{p}:{2 if suffix == '.tsv' else 3}: a field is longer than 131,072 characters, the most one may hold"
+    )
+
+
+def test_messages_quoting_the_file_stay_one_line(tmp_path: Path) -> None:
+    csv_path = write(tmp_path / "h.csv", '"te\nxt",labels\nhi,joy\n')
+    with pytest.raises(DataError) as info:
+        read_csv(csv_path, text_column="text")
+    assert "\n" not in str(info.value) and "te\\nxt" in str(info.value)
+    jsonl_path = write(tmp_path / "k.jsonl", '{"\\u001b[31mred": 1, "line\\nbreak": 2}\n')
+    with pytest.raises(DataError, match="text: missing") as info:
+        read_jsonl(jsonl_path, text_column="text")
+    message = str(info.value)
+    assert message.isprintable() and "\\x1b[31mred" in message and "line\\nbreak" in message

@@ -170,7 +170,7 @@ def test_an_onnx_export_predicts_and_serves_without_torch(int8_export: Path, tmp
         from goemo.predict.classifier import EmotionClassifier
         from goemo.serve.app import create_app
         clf = EmotionClassifier.load({str(int8_export)!r})
-        with TestClient(create_app(clf)) as client:
+        with TestClient(create_app(clf), base_url="http://127.0.0.1") as client:
             r = client.post("/predict", json={{"texts": {texts!r}}})
         assert r.status_code == 200, r.text
         assert "torch" not in sys.modules

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -65,11 +64,12 @@ def classifier(tiny_model_dir: Path):
 
 
 LIMITS = ServeLimits(max_texts=4, max_chars=50, max_body_bytes=2000, max_wait_ms=2.0)
+LOCAL = "http://127.0.0.1"  # the test client's default Host, "testserver", is refused (DNS rebinding guard)
 
 
 @pytest.fixture()
 def client(classifier) -> Iterator[TestClient]:
-    with TestClient(create_app(classifier, LIMITS, model_name="tiny")) as c:
+    with TestClient(create_app(classifier, LIMITS, model_name="tiny"), base_url=LOCAL) as c:
         yield c
 
 
@@ -222,7 +222,7 @@ def test_malformed_bodies_get_one_clear_line(client, body, content_type, message
     ],
 )
 def test_hostile_bodies_are_refused(classifier, body, headers, status, message):
-    with TestClient(create_app(classifier)) as client:  # default limits: a 1 MB body
+    with TestClient(create_app(classifier), base_url=LOCAL) as client:  # default limits: a 1 MB body
         r = client.post("/predict", content=body, headers={"content-type": "application/json", **headers})
         assert r.status_code == status and message in r.json()["detail"]
         assert client.get("/health").status_code == 200
@@ -235,7 +235,7 @@ def test_model_failure_is_500_and_server_recovers(classifier):
                 raise RuntimeError("kaput")
             return super().predict_proba(texts)
 
-    with TestClient(create_app(Flaky(classifier), LIMITS)) as c:
+    with TestClient(create_app(Flaky(classifier), LIMITS), base_url=LOCAL) as c:
         r = c.post("/predict", json={"texts": ["boom"]})
         assert r.status_code == 500 and r.json()["detail"] == "model failed: RuntimeError: kaput"
         assert c.post("/predict", json={"texts": ["fine"]}).status_code == 200
@@ -348,9 +348,10 @@ def test_batcher_queue_full_and_survives_errors():
 
     a, b, bad, c = asyncio.run(run())
     np.testing.assert_array_equal(a, _fake_model(["a"]))
-    assert isinstance(bad, ValueError) and isinstance(b, ValueError)  # b shared bad's batch
+    assert isinstance(bad, ValueError)
+    np.testing.assert_array_equal(b, _fake_model(["b"]))  # b shared bad's batch, and was re-run alone
     np.testing.assert_array_equal(c, _fake_model(["c"]))
-    assert batcher.stats.errors == 1
+    assert batcher.stats.errors == 1 and batcher.stats.isolated == 1
 
 
 # ---------------------------------------------------------------- the CLI verb
@@ -396,9 +397,9 @@ def test_cli_serve_starts_answers_and_stops(tiny_model_dir):
         r = httpx.post(f"{base}/predict", json={"texts": ["a", "b", "c"]}, timeout=10)
         assert r.status_code == 422 and "--max-texts" in r.json()["detail"]
     finally:
-        proc.terminate()  # SIGTERM: uvicorn shuts down gracefully, then re-raises the signal
+        proc.terminate()  # SIGTERM: a graceful shutdown, and exit 0
         rest = proc.communicate(timeout=30)[1]
-    assert proc.returncode in (0, -signal.SIGTERM)
+    assert proc.returncode == 0, rest
     assert "Application shutdown complete" in rest
 
 

@@ -522,3 +522,30 @@ def test_sweep_cli_reports_config_errors_in_one_line(tmp_path):
     assert out.exit_code == 1
     assert out.output.strip().startswith(f"goemo: error: {bad}:") and "invalid YAML" in out.output
     assert len(out.output.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- a Hugging Face dataset as the base data
+
+
+def test_a_sweep_on_a_dataset_passes_it_to_every_trial(base, go_emotions_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from goemo.cli import app
+
+    path, _ = go_emotions_dataset
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        yaml.safe_dump({"method": "grid", "metric": {"name": "f1_macro"}, "parameters": {"lr": {"values": [1e-3]}}})
+    )
+    sweep_dir = tmp_path / "sweep"
+    on_dataset = {k: v for k, v in base.items() if k != "data_dir"} | {"dataset": str(path)}
+    args = _cli(sweep_dir, config, on_dataset)[3:]  # the same options, in process
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (trial,) = _trials(sweep_dir)
+    assert trial.state.name == "COMPLETE"
+    trial_config = yaml.safe_load((sweep_dir / "trials" / "0" / "config.yaml").read_text())
+    assert trial_config["dataset"] == str(path) and trial_config["lr"] == 1e-3
+    assert json.loads((sweep_dir / "sweep.json").read_text())["base_config"]["dataset"] == str(path)
+    both = CliRunner().invoke(app, [*args, "--data-dir", "elsewhere"])
+    assert both.exit_code == 1 and "give --dataset or --data-dir, not both" in both.output

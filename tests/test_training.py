@@ -115,17 +115,25 @@ def test_pipeline_loads_best_without_goemo(trained) -> None:
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
-def test_mean_pool_head_loads_in_pipeline_after_import_goemo(tmp_path, tiny_config) -> None:
+def test_mean_pool_head_loads_in_pipeline_with_trust_remote_code_without_goemo(tmp_path, tiny_config) -> None:
+    """goemo's head ships its own code (modeling_goemo.py + auto_map): plain transformers runs it
+    with trust_remote_code=True, in a process that never imports goemo; goemo loads it without."""
     result = train(tiny_config.replace(pooling="mean", epochs=1, max_train_samples=300, max_eval_samples=100))
-    code = (  # importing goemo's modeling code registers the head with the Auto classes
-        "import goemo.models.modeling; from transformers import pipeline;"
-        f"p = pipeline('text-classification', model={str(result.best_dir)!r}, top_k=None);"
-        "out = p('so happy for you')[0]; assert len(out) == 28, out; print('ok')"
+    code = (
+        "import sys; from transformers import pipeline;"
+        f"p = pipeline('text-classification', model={str(result.best_dir)!r}, top_k=None, trust_remote_code=True);"
+        "out = p('so happy for you')[0]; assert len(out) == 28, out;"
+        "assert type(p.model).__module__.endswith('modeling_goemo'), type(p.model);"
+        "assert 'goemo' not in sys.modules; print('ok')"
     )
-    done = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf-modules")}
+    done = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
     config = json.loads((result.best_dir / "config.json").read_text())
     assert config["model_type"] == "goemo-mean-pool" and config["problem_type"] == "multi_label_classification"
+    assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_goemo.GoemoForSequenceClassification"
+    # goemo itself: its registered class, no trust_remote_code
+    assert type(load_model(result.best_dir).model).__module__ == "goemo.models.modeling_goemo"
 
 
 def _train_cmd(shared_data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
@@ -397,7 +405,7 @@ def test_a_folder_from_before_ema_decay_cannot_resume_an_average(tiny_config) ->
     train(tiny_config.replace(**small))
     saved = Path(tiny_config.output) / "config.yaml"
     saved.write_text("".join(line for line in saved.read_text().splitlines(True) if not line.startswith("ema_decay:")))
-    with pytest.raises(ConfigError, match="no ema.safetensors to resume the weight average from"):
+    with pytest.raises(RunFolderError, match=r"last/ema.safetensors: missing, so the weight average cannot resume"):
         train(tiny_config.replace(**small, ema_decay=0.9, resume=True))
 
 

@@ -11,9 +11,11 @@ stored as int8, activations quantised on the fly), which needs no calibration da
 roughly halves CPU latency for BERT-sized encoders (figures in docs/benchmarks.md).
 
 The exported folder is a complete model folder for `goemo.predict.classifier.EmotionClassifier`:
-``model.onnx``, tokenizer files, ``config.json`` (labels) and ``goemo.json`` (labels,
-thresholds, max length, plus an ``onnx`` entry: opset, quantisation, and the measured
-largest probability difference from the PyTorch model on a few probe texts).
+``model.onnx``, tokenizer files, ``config.json`` (labels and the decision thresholds, for
+clients without goemo), ``goemo.json`` (labels, thresholds, max length, plus an ``onnx`` entry:
+opset, quantisation, and the measured largest probability difference from the PyTorch model on
+a few probe texts) and ``README.md``, a model card saying it is an ONNX export (int8 or fp32),
+with an ONNX Runtime snippet (`goemo.models.card`).
 
 >>> result = export_onnx("runs/goemo/best", quantize="int8")      # doctest: +SKIP
 >>> result.path
@@ -39,7 +41,8 @@ import torch
 from goemo.core.errors import ConfigError, ModelError, RunFolderError
 from goemo.core.fileio import atomic_directory
 from goemo.core.folder import ONNX_FILE, ModelFolder, write_meta
-from goemo.models.modeling import load_model
+from goemo.models.card import ExportInfo, build_model_card, default_model_name, write_model_card
+from goemo.models.modeling import load_model, write_config_thresholds
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.onnx_backend import OnnxBackend
 from goemo.predict.torch_backend import TorchBackend
@@ -265,5 +268,9 @@ def export_onnx(
             "probe_texts": len(PROBE_TEXTS),
         }
         write_meta(tmp, meta)
+        write_config_thresholds(tmp)
+        info = ExportInfo(quantize, opset_used, diff, str(model_dir))
+        card = build_model_card(tmp, export=info, model_name=default_model_name(model_dir, info), model_ref=str(out))
+        write_model_card(tmp, card)
     onnx_path = out / ONNX_FILE
     return ExportResult(out, onnx_path, quantize, onnx_path.stat().st_size, diff, time.perf_counter() - start)

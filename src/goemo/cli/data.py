@@ -55,10 +55,28 @@ class StatsFormat(str, Enum):
 
 @command(
     "stats",
-    epilog="Example: goemo stats --data-dir data/goemotions --taxonomy ekman --out runs/data-analysis",
+    epilog=(
+        "Example: goemo stats --data-dir data/goemotions --taxonomy ekman --out runs/data-analysis   "
+        "(a Hugging Face dataset: --dataset go_emotions --dataset-config simplified)"
+    ),
 )
 def stats_command(
-    data_dir: Path = typer.Option(Path("data/goemotions"), "--data-dir", help="Folder with the official TSV files."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help="Folder with the official TSV files (default: data/goemotions)."
+    ),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="Hugging Face dataset instead of --data-dir: a Hub id or a local folder/file."
+    ),
+    dataset_config: Optional[str] = typer.Option(
+        None, "--dataset-config", help="Configuration of --dataset (simplified)."
+    ),
+    text_column: str = typer.Option("text", "--text-column", help="Text column of --dataset."),
+    label_column: Optional[str] = typer.Option(
+        None, "--label-column", help="Label column of --dataset (default: labels, else label)."
+    ),
+    labels_file: Optional[Path] = typer.Option(
+        None, "--labels", help="Label names, one per line, for a --dataset label column without ClassLabel names."
+    ),
     taxonomy: str = typer.Option("goemotions", help="goemotions, ekman, sentiment, or a grouping .json file."),
     fmt: StatsFormat = typer.Option(StatsFormat.table, "--format", help="table (rich), csv or json on stdout."),
     out: Optional[Path] = typer.Option(
@@ -68,9 +86,27 @@ def stats_command(
     seed: int = typer.Option(0, help="Seed of the 1,000-record sample written with --out."),
 ) -> None:
     """Per-split and per-label statistics: counts, co-occurrence, text lengths."""
-    from goemo.data.stats_report import analyse_dataset, render_tables  # numpy
+    from goemo.data.stats_report import analyse_dataset, analyse_splits, render_tables  # numpy
 
-    result = analyse_dataset(data_dir, taxonomy=taxonomy, out_dir=out, tokens=tokens, seed=seed)
+    if dataset:
+        if data_dir is not None:
+            raise typer.BadParameter("give --dataset or --data-dir, not both", param_hint="--dataset")
+        from goemo.data.hf_datasets import load_hf_dataset  # datasets, numpy
+        from goemo.data.io import read_label_names
+
+        splits = load_hf_dataset(
+            dataset,
+            dataset_config,
+            text_column=text_column,
+            label_column=label_column,
+            label_names=read_label_names(labels_file) if labels_file else None,
+            taxonomy=taxonomy,
+        )
+        result = analyse_splits(splits, out_dir=out, tokens=tokens, seed=seed)
+    else:
+        result = analyse_dataset(
+            data_dir or "data/goemotions", taxonomy=taxonomy, out_dir=out, tokens=tokens, seed=seed
+        )
     if fmt is StatsFormat.json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     elif fmt is StatsFormat.csv:

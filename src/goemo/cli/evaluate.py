@@ -41,13 +41,29 @@ class ThresholdMode(str, Enum):
 
 @command(
     "evaluate",
-    epilog="Example: goemo evaluate --model runs/minilm/best --split test --thresholds tuned --taxonomy ekman",
+    epilog=(
+        "Example: goemo evaluate --model runs/minilm/best --split test --thresholds tuned --taxonomy ekman   "
+        "(a Hugging Face dataset: --dataset go_emotions --dataset-config simplified)"
+    ),
 )
 def evaluate_command(
     model: Path = Opt(..., "--model", help="Model folder written by goemo train, e.g. runs/NAME/best."),
-    split: str = Opt("test", help="train | dev | test (read from --data-dir), or a .tsv/.csv/.jsonl file."),
+    split: str = Opt(
+        "test", help="train | dev | test (read from --data-dir or --dataset), or a .tsv/.csv/.jsonl file."
+    ),
     data_dir: Optional[Path] = Opt(
         None, "--data-dir", help="GoEmotions folder (default: the model's training data, else data/goemotions)."
+    ),
+    dataset: Optional[str] = Opt(
+        None,
+        "--dataset",
+        help="Hugging Face dataset instead of --data-dir: a Hub id or a local folder/file (default: the model's, "
+        "if it was trained on one).",
+    ),
+    dataset_config: Optional[str] = Opt(None, "--dataset-config", help="Configuration of --dataset (simplified)."),
+    text_column: Optional[str] = Opt(None, "--text-column", help="Text column of --dataset (default: text)."),
+    label_column: Optional[str] = Opt(
+        None, "--label-column", help="Label column of --dataset (default: labels, else label)."
     ),
     threshold: Optional[float] = Opt(
         None, "--threshold", min=0.0, max=1.0, help="One global threshold (default: goemo.json's, the paper's 0.3)."
@@ -80,6 +96,8 @@ def evaluate_command(
 
     if threshold is not None and thresholds is ThresholdMode.tuned:
         raise typer.BadParameter("give --threshold or --thresholds tuned, not both", param_hint="--threshold")
+    if dataset and data_dir is not None:
+        raise typer.BadParameter("give --dataset or --data-dir, not both", param_hint="--dataset")
     spec = threshold if threshold is not None else (thresholds.value if thresholds else None)
     result = evaluate(
         model,
@@ -94,6 +112,10 @@ def evaluate_command(
         out_dir=out,
         precision=cast("Precision | None", precision),
         backend=cast("Backend", backend),  # EmotionClassifier.load checks them
+        dataset=dataset,
+        dataset_config=dataset_config,
+        text_column=text_column,
+        label_column=label_column,
     )
     if fmt is EvalFormat.json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))

@@ -173,7 +173,10 @@ class ServeBackend(str, Enum):
 )
 def serve_command(
     model: Path = Opt(..., "--model", help="Model folder (runs/NAME/best, or an ONNX export)."),
-    host: str = Opt("127.0.0.1", help="Address to listen on; the API has no authentication, keep it on loopback."),
+    host: str = Opt(
+        "127.0.0.1",
+        help="Address to listen on; the API has no authentication, keep it on loopback (others log a warning).",
+    ),
     port: int = Opt(8000, min=0, max=65535, help="Port (0: any free port, shown in the log)."),
     backend: ServeBackend = Opt(ServeBackend.auto, help="auto (ONNX when the folder has model.onnx) | torch | onnx"),
     device: str = Opt("auto", help="auto | cpu | cuda"),
@@ -185,12 +188,40 @@ def serve_command(
     max_texts: int = Opt(64, min=1, help="Most texts in one request (422 above)."),
     max_chars: int = Opt(2000, min=1, help="Most characters in one text (422 above)."),
     max_body_bytes: int = Opt(1_000_000, min=1, help="Largest request body (413 above)."),
+    max_queue: int = Opt(4096, min=1, help="Most texts waiting for the model (503 with Retry-After above)."),
+    body_timeout: float = Opt(
+        10.0, min=0.001, max=3600, help="Seconds for a request body to arrive in full (408, connection closed)."
+    ),
+    header_timeout: float = Opt(
+        10.0, min=0.001, max=3600, help="Seconds for a request line and headers to arrive (connection closed)."
+    ),
+    max_connections: Optional[int] = Opt(
+        None,
+        min=1,
+        help="Most open connections; more get a 503 with Retry-After (default: what fits under the open-file limit).",
+    ),
+    limit_concurrency: Optional[int] = Opt(
+        None, min=1, help="Uvicorn's limit on connections and requests at once (plain 503 above; default: off)."
+    ),
+    timeout_keep_alive: int = Opt(5, min=0, help="Seconds an idle kept-alive connection stays open."),
+    backlog: Optional[int] = Opt(
+        None,
+        min=1,
+        help="Connections the kernel queues before they are accepted (default: 1/16 of the open-file limit, 16 to 2048).",
+    ),
+    allowed_host: Optional[list[str]] = Opt(
+        None,
+        "--allowed-host",
+        help="A Host name to accept besides loopback ones (repeatable; '*' accepts any). Needed with --host 0.0.0.0.",
+    ),
     access_log: bool = Opt(True, "--access-log/--no-access-log", help="Log one line per request."),
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /labels, GET /health, a web page at /, docs at /docs.
 
     Requests from concurrent clients are merged into batches (micro-batching), waiting at
-    most --max-wait-ms for company. Stop with Ctrl-C.
+    most --max-wait-ms for company. Slow, abandoned and surplus clients are cut off by the
+    timeouts and --max-connections (docs/predict-and-serve.md, "Limits and failure
+    behaviour"). Stop with Ctrl-C or SIGTERM (exit 0 after a clean shutdown).
     """
     from goemo.serve import ServeLimits, run_server  # numpy, the web server
 
@@ -200,6 +231,14 @@ def serve_command(
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        body_timeout_s=body_timeout,
+        header_timeout_s=header_timeout,
+        max_connections=max_connections,
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive_s=timeout_keep_alive,
+        backlog=backlog,
+        allowed_hosts=tuple(allowed_host or ()),
     )
     run_server(
         model,

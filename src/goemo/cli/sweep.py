@@ -57,6 +57,10 @@ def sweep_command(
     preset: Optional[str] = Opt(None, help="Base options: paper | wandb-report | fast"),
     base_config: Optional[Path] = Opt(None, help="Base options from a YAML file (as goemo train --config)."),
     data_dir: Optional[Path] = Opt(None, help="GoEmotions folder."),
+    dataset: Optional[str] = Opt(
+        None, help="Hugging Face dataset instead of --data-dir: a Hub id or a local folder/file (as goemo train)."
+    ),
+    dataset_config: Optional[str] = Opt(None, help="Configuration of --dataset, e.g. simplified."),
     model: Optional[str] = Opt(None, help="Base model (hub id, folder, minilm)."),
     epochs: Optional[float] = Opt(None, help="Epochs per trial (overrides a fixed value in the sweep config)."),
     max_train_samples: Optional[int] = Opt(None, help="Train each trial on a sample (quick sweeps)."),
@@ -84,6 +88,8 @@ def sweep_command(
     route_optuna_logging()
     overrides = {
         "data_dir": data_dir,
+        "dataset": dataset,
+        "dataset_config": dataset_config,
         "model": model,
         "epochs": epochs,
         "max_train_samples": max_train_samples,

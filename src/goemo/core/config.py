@@ -26,6 +26,7 @@ import yaml
 from goemo.core.errors import ConfigError
 from goemo.core.fileio import atomic_write_text
 
+DEFAULT_DATA_DIR = "data/goemotions"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 SELECT_METRICS = ("f1_macro", "val_loss", "auc_micro", "auc_macro", "f1_micro", "f1_macro_xtuned")
@@ -98,7 +99,7 @@ class TrainConfig:
 
     # data
     data_dir: str | None = opt(
-        "data/goemotions",
+        DEFAULT_DATA_DIR,
         path=True,
         data=True,
         resumable=True,
@@ -121,8 +122,20 @@ class TrainConfig:
     labels_file: str | None = opt(
         None, cli="--labels", path=True, data=True, resumable=True, help="Label names, one per line (id order)."
     )
-    text_column: str = opt("text", data=True, help="Text column of CSV/JSONL files.")
-    label_column: str | None = opt(None, data=True, help="Label-list column of CSV/JSONL files.")
+    dataset: str | None = opt(
+        None,
+        data=True,
+        resumable=True,
+        help="Hugging Face dataset instead of --data-dir/--train: a Hub id (go_emotions) or a local "
+        "folder or file (parquet, CSV, JSON, save_to_disk); splits train/validation/test.",
+    )
+    dataset_config: str | None = opt(
+        None, data=True, resumable=True, help="Configuration of --dataset, e.g. simplified for go_emotions."
+    )
+    text_column: str = opt("text", data=True, help="Text column of CSV/JSONL files and of --dataset.")
+    label_column: str | None = opt(
+        None, data=True, help="Label column of CSV/JSONL files and of --dataset (default: labels, else label)."
+    )
     taxonomy: str = opt("goemotions", data=True, help="goemotions | ekman | sentiment | grouping.json")
     max_train_samples: int | None = opt(None, help="Train on a random sample (quick runs).")
     max_eval_samples: int | None = opt(None, help="Evaluate on a random sample (quick runs).")
@@ -253,9 +266,30 @@ class TrainConfig:
         need(self.select_metric in SELECT_METRICS, "select_metric", "one of " + ", ".join(SELECT_METRICS))
         need(self.log_every >= 1, "log_every", "an integer >= 1")
         need(self.save_every is None or self.save_every >= 1, "save_every", "an integer >= 1 or null")
+        if self.dataset:
+            self._check_one_data_source()
         if isinstance(self.trackers, str):
             self.trackers = [t for t in self.trackers.split(",") if t]
         need(isinstance(self.trackers, list), "trackers", "a list of jsonl|tensorboard|mlflow|wandb")
+
+    def _check_one_data_source(self) -> None:
+        """``dataset`` replaces the GoEmotions folder and the data files: refuse a run that names both.
+
+        ``data_dir`` counts only when it is not its default, which every config holds (and a run
+        folder's ``config.yaml`` records); `resolve_config` also refuses an explicit ``--data-dir``.
+        """
+        given = [
+            option
+            for option, value in (
+                ("--data-dir", self.data_dir if self.data_dir != DEFAULT_DATA_DIR else None),
+                ("--train", self.train_file),
+                ("--dev", self.dev_file),
+                ("--test", self.test_file),
+            )
+            if value
+        ]
+        if given:
+            raise ConfigError(f"dataset={self.dataset!r}: give --dataset or {' / '.join(given)}, not both")
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated)."""
@@ -415,6 +449,9 @@ def resolve_config(
         values["preset"] = name
     values.update(file_values)
     values.update(given)
+    # every config holds the default data_dir (TrainConfig.validate ignores it): one given here clashes
+    if values.get("dataset") and given.get("data_dir"):
+        raise ConfigError(f"dataset={values['dataset']!r}: give --dataset or --data-dir, not both")
     if name:
         values["preset"] = name  # the preset applied, even when the file names another
     try:

@@ -9,8 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def one_line(text: str) -> str:
+    r"""``text`` with every character that would break or garble a line escaped as ``repr`` does.
+
+    Messages quote what the user's files hold (a header, a key, a label), which may hold line
+    breaks, terminal escapes or lone surrogates; escaped, the message stays one printable line.
+
+    >>> one_line("no column 'te\nxt'")
+    "no column 'te\\nxt'"
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class GoemoError(Exception):
-    """Base class: a problem the user can fix, explained in one line."""
+    """Base class: a problem the user can fix, explained in one line (`one_line` sees to that)."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class DataError(GoemoError):

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +44,44 @@ ONNX_FILE = "model.onnx"
 TFIDF_KIND = "tfidf"
 TFIDF_FILES = ("tfidf.npz", "vocabulary.json")
 CARD_FILE = "README.md"
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json")
+# A tokenizer's vocabulary, in one of the forms transformers saves (fast; WordPiece; BPE; SentencePiece).
+VOCABULARY_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+# Encoders whose position ids start after the padding index (RoBERTa's ``padding_idx + 1``):
+# they take ``max_position_embeddings - pad_token_id - 1`` tokens (514 - 2 = 512 for roberta-base).
+OFFSET_POSITION_TYPES = frozenset(
+    {
+        "roberta",
+        "roberta-prelayernorm",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "camembert",
+        "longformer",
+        "data2vec-text",
+        "mpnet",
+        "ibert",
+        "luke",
+        "markuplm",
+    }
+)
+_SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+    "U32": 4, "I32": 4, "F32": 4,
+    "U64": 8, "I64": 8, "F64": 8,
+}  # fmt: skip
+_MAX_SAFETENSORS_HEADER = 100 * 2**20  # the format's own limit
+# The classifier's output layer in the heads goemo saves and loads: BERT's and goemo's
+# ``classifier``, RoBERTa's ``classifier.out_proj``, the ``score`` of decoder heads.
+_OUTPUT_LAYER = re.compile(r"^(?:.*\.)?(?:classifier(?:\.out_proj)?|score)\.weight$")
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
 # Bumped when the way probabilities are computed changes, so old prediction caches are not reused.
 FINGERPRINT_VERSION = "1"
 
@@ -161,13 +201,85 @@ class ModelFolder:
 
     @property
     def max_length(self) -> int | None:
-        """The max length the model was trained with (None when the folder does not say)."""
-        value = self.meta.get("max_length") or self.training_config.get("max_length")
+        """The max length the model was trained with (None when the folder does not say).
+
+        Checked against what the encoder can take (`position_limit`), so a tampered or
+        mistaken ``goemo.json`` fails when the folder is opened, not on the first long text.
+        """
+        field = "max_length"
+        value = self.meta.get("max_length")
+        if value is None:
+            field, value = "training_config.max_length", self.training_config.get("max_length")
         if value is None:
             return None
+        where = f"{self.path / META_FILE}: {field}"
         if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-            raise ModelError(f"{self.path / META_FILE}: max_length: expected an integer >= 2, got {value!r}")
+            raise ModelError(f"{where}: expected an integer >= 2, got {value!r}")
+        limit = self.position_limit
+        if limit is not None and value > limit:
+            raise ModelError(
+                f"{where}: {value} is more than the {limit} tokens the model takes ({self.position_source})"
+            )
         return value
+
+    @cached_property
+    def encoder_config(self) -> dict[str, Any]:
+        """The encoder's settings: ``config.json``, or the ``encoder`` nested in it by goemo's mean-pooling head."""
+        config = self.config
+        if config.get("model_type") != "goemo-mean-pool":
+            return config
+        encoder = config.get("encoder")
+        if not isinstance(encoder, dict):
+            raise ModelError(f"{self.path / CONFIG_FILE}: encoder: expected an object (the encoder's config)")
+        return encoder
+
+    def _key(self, name: str) -> str:
+        """An encoder setting's key as written in config.json (nested under ``encoder`` for the mean head)."""
+        return f"encoder.{name}" if self.encoder_config is not self.config else name
+
+    def _config_field(self, name: str) -> str:
+        return f"{CONFIG_FILE} {self._key(name)}"
+
+    @cached_property
+    def _positions(self) -> tuple[int, int] | None:
+        """(max_position_embeddings, position offset) of the encoder, None when it has no absolute positions."""
+        enc = self.encoder_config
+        value = enc.get("max_position_embeddings")
+        if value is None or enc.get("position_biased_input") is False:  # DeBERTa-v2/3: relative positions only
+            return None
+        where = f"{self.path / CONFIG_FILE}: {self._key('max_position_embeddings')}"
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelError(f"{where}: expected a positive integer, got {value!r}")
+        offset = 0
+        if enc.get("model_type") in OFFSET_POSITION_TYPES:
+            pad = enc.get("pad_token_id", 1)
+            offset = (pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 1) + 1
+        if value - offset < 2:
+            raise ModelError(f"{where}: {value} positions leave room for no text")
+        return value, offset
+
+    @property
+    def position_limit(self) -> int | None:
+        """The most tokens the encoder takes: ``max_position_embeddings`` less the position offset.
+
+        RoBERTa-style encoders number positions from ``pad_token_id + 1``, so roberta-base's 514
+        positions take 512 tokens. None when ``config.json`` does not say (an ONNX export without
+        it, a TF-IDF model); the same ``config.json`` decides for an ONNX export as for its source.
+
+        >>> ModelFolder.open("runs/roberta/best").position_limit   # doctest: +SKIP
+        512
+        """
+        positions = self._positions
+        return None if positions is None else positions[0] - positions[1]
+
+    @property
+    def position_source(self) -> str:
+        """Where `position_limit` comes from, for messages: ``config.json max_position_embeddings 514 less 2``."""
+        positions = self._positions
+        if positions is None:
+            return "no limit in config.json"
+        value, offset = positions
+        return f"{self._config_field('max_position_embeddings')} {value}" + (f" less {offset}" if offset else "")
 
     @property
     def onnx_quantize(self) -> str | None:
@@ -178,6 +290,13 @@ class ModelFolder:
     def prediction_settings(self) -> dict[str, Any]:
         """The predictor settings of the probabilities training cached (precision, batch size), {} if none."""
         value = self.meta.get("prediction") or {}
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def card_facts(self) -> dict[str, Any]:
+        """What training measured for the model card (``goemo.json`` ``card``: per-label rows, split
+        sizes, label counts, resources; `goemo.models.card.CardFacts`), {} if none."""
+        value = self.meta.get("card") or {}
         return value if isinstance(value, dict) else {}
 
     # ------------------------------------------------------------------ thresholds
@@ -247,6 +366,78 @@ class ModelFolder:
             raise ModelError(f"{self.path / META_FILE}: thresholds: expected an object")
         return value
 
+    # ------------------------------------------------------------------ integrity
+
+    def check_weights(self) -> None:
+        """Check the safetensors files are whole and fit ``config.json``, before a backend loads them.
+
+        Reads only each file's header (no torch): a truncated or overwritten file, or a
+        ``config.json`` edited to another label count, hidden size, vocabulary, position count
+        or layer count than the weights have, fails here with one `ModelError` naming the
+        file and the field, instead of deep inside weight loading (or, for a missing layer,
+        not at all: transformers would fill it with random numbers).
+        """
+        shapes: dict[str, list[int]] = {}
+        for path in sorted(self.path.glob("*.safetensors")):
+            for name, shape in _safetensors_shapes(path).items():
+                shapes[name] = shape
+                self._check_tensor(path, name, shape)
+        self._check_layers(shapes)
+
+    def _check_tensor(self, path: Path, name: str, shape: list[int]) -> None:
+        enc = self.encoder_config
+        hidden = _int_or_none(enc.get("hidden_size"))
+        expected: list[tuple[int, int | None, str]] = []  # (axis, expected size, what says so)
+        if _OUTPUT_LAYER.match(name) and self._config_label_names() is not None:
+            expected += [(0, self.num_labels, f"{CONFIG_FILE} id2label: {self.num_labels} labels")]
+            expected += [(1, hidden, self._config_field(f"hidden_size {hidden}"))]
+        elif name.endswith("word_embeddings.weight"):
+            width = _int_or_none(enc.get("embedding_size")) or hidden
+            vocab = _int_or_none(enc.get("vocab_size"))
+            expected += [(0, vocab, self._config_field(f"vocab_size {vocab}"))]
+            expected += [
+                (1, width, self._config_field(f"{'embedding' if 'embedding_size' in enc else 'hidden'}_size {width}"))
+            ]
+        elif name.endswith(".position_embeddings.weight") and self._positions is not None:
+            n = self._positions[0]
+            expected += [(0, n, self._config_field(f"max_position_embeddings {n}"))]
+        for axis, size, source in expected:
+            if size is not None and (len(shape) <= axis or shape[axis] != size):
+                raise ModelError(
+                    f"{path}: {name}: shape {shape} does not fit {source}; the weights and config.json disagree"
+                )
+
+    def _check_layers(self, shapes: dict[str, list[int]]) -> None:
+        declared = _int_or_none(self.encoder_config.get("num_hidden_layers"))
+        found = {int(m.group(1)) for name in shapes if (m := _LAYER_INDEX.search(name))}
+        if declared is None or not found:
+            return
+        if len(found) != declared or max(found) != declared - 1:
+            raise ModelError(
+                f"{self.path}: the weights hold {len(found)} encoder layers but "
+                f"{self._config_field('num_hidden_layers')} is {declared}; the weights and config.json disagree"
+            )
+
+    def check_tokenizer(self) -> None:
+        """Check the tokenizer's files before it loads: JSON files that are objects, and a vocabulary.
+
+        Without its vocabulary file transformers quietly builds a tokenizer of the special
+        tokens alone, which turns every word into ``[UNK]``: predictions from nothing.
+        """
+        for name in TOKENIZER_FILES:
+            _read_object(self.path / name, missing_ok=True)
+        if not any((self.path / name).is_file() for name in VOCABULARY_FILES):
+            raise ModelError(f"{self.path}: no tokenizer vocabulary (expected one of {', '.join(VOCABULARY_FILES)})")
+
+    def check_vocabulary(self, size: int) -> None:
+        """Check a loaded tokenizer's ``size`` tokens all have a row in the embeddings (``config.json vocab_size``)."""
+        vocab = _int_or_none(self.encoder_config.get("vocab_size"))
+        if vocab is not None and size > vocab:
+            raise ModelError(
+                f"{self.path}: the tokenizer has {size} tokens but {self._config_field('vocab_size')} is {vocab}: "
+                "ids past the embeddings would crash on the texts that use them"
+            )
+
     # ------------------------------------------------------------------ identity
 
     def weight_files(self) -> list[Path]:
@@ -294,6 +485,60 @@ def _read_object(path: Path, missing_ok: bool) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ModelError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from a safetensors header, checking that the file holds every byte it promises.
+
+    The format: 8 bytes little-endian header length N, N bytes of JSON
+    (``{name: {"dtype", "shape", "data_offsets": [begin, end]}}``), then the tensor bytes.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ModelError(f"{path}: truncated: {size} bytes, too short for a safetensors file")
+            n = int.from_bytes(head, "little")
+            if n > min(size - 8, _MAX_SAFETENSORS_HEADER):
+                raise ModelError(
+                    f"{path}: truncated or not a safetensors file: its header length reads {n:,}, the file has {size:,} bytes"
+                )
+            header = json.loads(f.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelError(f"{path}: damaged: its header is not JSON (not a safetensors file?)") from None
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not isinstance(header, dict):
+        raise ModelError(f"{path}: damaged: its header is not a JSON object")
+    shapes: dict[str, list[int]] = {}
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, stop) = info["dtype"], list(info["shape"]), info["data_offsets"]
+            if not all(isinstance(d, int) and d >= 0 for d in shape) or not 0 <= begin <= stop:
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise ModelError(f"{path}: {name}: damaged tensor entry in the header") from None
+        width = _SAFETENSORS_DTYPE_BYTES.get(dtype)
+        if width is not None and stop - begin != math.prod(shape) * width:
+            raise ModelError(f"{path}: {name}: {stop - begin:,} bytes for a {dtype} tensor of shape {shape}")
+        shapes[name] = shape
+        end = max(end, stop)
+    if 8 + n + end != size:
+        have = size - 8 - n
+        raise ModelError(
+            f"{path}: truncated: its header promises {end:,} bytes of tensors, the file holds {have:,}"
+            if have < end
+            else f"{path}: damaged: {have - end:,} bytes after the last tensor"
+        )
+    return shapes
 
 
 def _probability(value: Any, where: str) -> float:

@@ -2,19 +2,38 @@
 
 ``runs/NAME/``: ``config.yaml`` (resolved), ``metrics.jsonl``, ``summary.json``, ``best/``
 (model folder), ``last/`` (model folder + optimizer/scheduler/RNG state for ``--resume``).
+
+While a run trains, its main process holds ``.lock`` (an exclusive advisory lock, `RunLock`), so
+a second ``goemo train`` on the same folder stops at once instead of writing every record twice.
+A folder that holds no checkpoint and no ``best/`` (a run that failed or was killed before its
+first checkpoint left only ``config.yaml``, a ``metrics.jsonl`` without an epoch record, …) has
+nothing in it worth protecting: it is reused as if it were empty.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import logging
+import os
 import shutil
+import socket
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from goemo.core.config import RESUMABLE_FIELDS
 from goemo.core.errors import RunFolderError
+from goemo.core.fileio import file_mode, remove_stale_temps_in
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are not guarded against each other there
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from goemo.core.config import TrainConfig
@@ -22,10 +41,137 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"  # in last/: optimizer, scheduler and RNG state (torch.save, loaded weights_only)
+TRAINER_STATE_FILE = "trainer_state.json"  # in last/: the loop's position (goemo.training.loop.TrainState)
+WEIGHTS_FILE = "model.safetensors"  # in best/ and last/
+LOCK_FILE = ".lock"  # held (flock) by the main process of the run training in the folder
+# What a run that failed before its first checkpoint may leave behind: nothing trained is lost
+# by starting over in a folder that holds only these (and its dashboards' folders).
+_UNTRAINED = frozenset({"config.yaml", "metrics.jsonl", LOCK_FILE, "tensorboard", "wandb"})
+CHECKPOINT_FIX = "remove last/ or use --overwrite"  # the way out of a damaged last/
 
 # Fields that may change between an interrupted run and its resumption (a different machine,
 # more threads, …) without changing what is trained: those marked ``resumable`` in TrainConfig.
 _RESUMABLE_CHANGES = frozenset(RESUMABLE_FIELDS)
+
+
+def corrupt_checkpoint(path: str | Path, problem: str) -> RunFolderError:
+    """The one-line error for a damaged file in ``last/``, saying how to get going again.
+
+    >>> str(corrupt_checkpoint("runs/x/last/training_state.pt", "truncated or not a goemo checkpoint"))
+    'runs/x/last/training_state.pt: truncated or not a goemo checkpoint; remove last/ or use --overwrite'
+    """
+    return RunFolderError(f"{path}: {problem}; {CHECKPOINT_FIX}")
+
+
+class RunLock:
+    """An exclusive, non-blocking advisory lock (``flock``) on ``RUN/.lock``, naming its holder.
+
+    The file holds the holder's pid and host, for the message the next run gets. The kernel
+    drops the lock when its holder dies (even by ``kill -9``), so a stale file never blocks a
+    run; on release the file is removed (a contender re-checks, after locking, that the file it
+    locked is still the one in the folder).
+
+    >>> import tempfile
+    >>> with RunLock(Path(tempfile.mkdtemp()) / ".lock") as lock:
+    ...     RunLock(lock.path).acquire()
+    Traceback (most recent call last):
+    goemo.core.errors.RunFolderError: ... is in use by another goemo run (pid ... on ...); ...
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise `RunFolderError` at once, naming the process that holds it."""
+        if fcntl is None:
+            return self
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise RunFolderError(f"{self.path.parent} is a file, not a run folder; choose another --output")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = _read_holder(fd)
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise RunFolderError(
+                        f"{self.path.parent} is in use by another goemo run ({holder}); "
+                        f"wait for it to finish or choose another --output"
+                    ) from None
+                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+                    log.warning("%s: this filesystem has no locks; nothing stops a second run here", self.path)
+                    return self
+                raise
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # its holder removed the file as we opened it: lock the new one
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Remove the file and drop the lock (idempotent)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    self.path.unlink()
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> RunLock:
+        return self if self._fd is not None else self.acquire()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.release()
+
+
+def read_trainer_state(last_dir: str | Path) -> dict[str, Any]:
+    """``last/trainer_state.json``, checked to be a JSON object (`RunFolderError` naming it if not)."""
+    path = Path(last_dir) / TRAINER_STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise corrupt_checkpoint(path, "missing") from None
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        raise corrupt_checkpoint(path, "truncated or not JSON") from None
+    if not isinstance(state, dict):
+        raise corrupt_checkpoint(path, f"expected a JSON object, found {type(state).__name__}")
+    return state
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        return f"pid {int(holder['pid'])} on {holder['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "held by a process that has not said who it is yet"
+
+
+def _has_epoch_record(metrics: Path) -> bool:
+    try:
+        lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return False
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line torn by a kill
+            continue
+        if isinstance(record, dict) and record.get("event") == "epoch":
+            return True
+    return False
 
 
 class RunFolder:
@@ -44,43 +190,101 @@ class RunFolder:
     best_dir = property(lambda self: self.path / "best")
     last_dir = property(lambda self: self.path / "last")
     predictions_dir = property(lambda self: self.path / "predictions")
+    lock_path = property(lambda self: self.path / LOCK_FILE)
+
+    def lock(self) -> RunLock:
+        """The folder's lock (`RunLock`), taken for the lifetime of a run with ``with run.lock():``;
+        entering raises `RunFolderError` at once when another run holds it."""
+        return RunLock(self.lock_path)
 
     def has_checkpoint(self) -> bool:
-        return (self.last_dir / STATE_FILE).is_file()
+        """Whether ``last/`` exists (written whole or not at all, so it is a checkpoint, or damaged)."""
+        return self.last_dir.is_dir()
+
+    def is_occupied(self) -> bool:
+        """Whether the folder holds anything a new run would destroy: a checkpoint, ``best/``,
+        an epoch's record, or files that are not a run's. A run that failed before its first
+        checkpoint leaves nothing that counts."""
+        if not self.path.is_dir():
+            return False
+        names = {p.name for p in self.path.iterdir()}
+        return bool(names - _UNTRAINED) or _has_epoch_record(self.metrics_path)
+
+    def rewind_metrics(self, size: int | None) -> None:
+        """Cut ``metrics.jsonl`` back to ``size`` bytes, its length when the checkpoint being
+        resumed was written: the records after it (and a line torn by a kill) are written again
+        by the resumed run, so each is in the file once."""
+        if size is None:
+            return
+        with contextlib.suppress(FileNotFoundError), open(self.metrics_path, "r+b") as f:
+            if f.seek(0, os.SEEK_END) > size:
+                f.truncate(size)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def check_checkpoint(self) -> None:
+        """Raise `RunFolderError` naming the file when ``last/`` lacks one, or its position is unreadable.
+
+        The weights and the optimizer state are checked as they are loaded
+        (`goemo.training.checkpoint.load_checkpoint`).
+        """
+        for name in (WEIGHTS_FILE, STATE_FILE, TRAINER_STATE_FILE):
+            if not (self.last_dir / name).is_file():
+                raise corrupt_checkpoint(self.last_dir / name, "missing")
+        read_trainer_state(self.last_dir)
 
     def prepare(self, config: TrainConfig, is_main: bool = True) -> Path | None:
         """Check the folder against --resume/--overwrite; return ``last/`` when resuming.
 
         Raises `RunFolderError` when the folder holds another run and neither flag is given,
-        or when ``--resume`` would continue a run trained with different settings.
+        when ``--resume`` would continue a run trained with different settings, or when
+        ``last/`` is damaged. The main process (holding `lock`) also removes what killed
+        writers left (`goemo.core.fileio.remove_stale_temps_in`) and, when starting from the
+        beginning, the records of the attempt that trained nothing; call it there first
+        (``main_process_first``) so that every process sees the same folder.
         """
         if config.resume and config.overwrite:
             raise RunFolderError("--resume and --overwrite contradict each other; choose one")
-        occupied = self.path.is_dir() and any(self.path.iterdir())
-        if not occupied:
+        if is_main:
+            remove_stale_temps_in(self.path)
+        if not self.is_occupied():
             if is_main:
+                self._forget_untrained()
                 self.path.mkdir(parents=True, exist_ok=True)
             return None
         if config.resume:
             if not self.has_checkpoint():
                 log.info("%s has no checkpoint yet: starting from the beginning", self.path)
+                if is_main:
+                    self._forget_untrained()
                 return None
             self._check_same_run(config)
+            self.check_checkpoint()
             return self.last_dir
         if config.overwrite:
             if is_main:
                 for child in self.path.iterdir():
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    if child.name != LOCK_FILE:
+                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             return None
         raise RunFolderError(
             f"output folder {self.path} already holds a run; pass --resume to continue it, "
             f"--overwrite to replace it, or choose another --output"
         )
 
+    def _forget_untrained(self) -> None:
+        """The records of an attempt that reached no checkpoint: the new start writes them again."""
+        self.metrics_path.unlink(missing_ok=True)
+
     def _check_same_run(self, config: TrainConfig) -> None:
         if not self.config_path.is_file():
             return
-        saved = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        try:
+            saved = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise RunFolderError(f"{self.config_path}: not a readable config; use --overwrite") from None
+        if not isinstance(saved, dict):
+            raise RunFolderError(f"{self.config_path}: not a goemo config; use --overwrite")
         current = config.to_dict()
         changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k, current[k]) != current[k])
         if changed:

@@ -13,12 +13,14 @@ import json
 import logging
 import math
 import os
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from goemo.core.errors import one_line
 from goemo.core.fileio import atomic_write_bytes
 from goemo.data.split import Split
 
@@ -109,13 +111,9 @@ def encode_split(
         :32
     ]
     path = Path(cache_dir or default_cache_dir()) / "tokens" / f"{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if len(z["offsets"]) == len(split) + 1:
-                    return EncodedSplit(z["flat_ids"], z["offsets"], labels)
-        except (OSError, ValueError, KeyError):
-            log.warning("token cache %s unreadable; tokenising again", path)
+    cached = _read_token_cache(path, len(split), tokenizer, max_length) if path.is_file() else None
+    if cached is not None:
+        return EncodedSplit(*cached, labels)
     flat, offsets = tokenize_texts(split.texts, tokenizer, max_length)
     buf = io.BytesIO()
     np.savez(buf, flat_ids=flat, offsets=offsets)
@@ -124,6 +122,42 @@ def encode_split(
     except OSError as e:  # a read-only cache must not stop training
         log.warning("cannot write token cache %s: %s", path, e)
     return EncodedSplit(flat, offsets, labels)
+
+
+def _read_token_cache(path: Path, n: int, tokenizer, max_length: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached ``(flat ids, offsets)`` of ``n`` texts, or None (with one warning) when the file is damaged.
+
+    A truncated or overwritten file (a full disk, a copy cut short) must cost a re-tokenisation,
+    never a crash or wrong ids: the caller tokenises again and replaces the file atomically, so
+    the next run reads the rebuilt one.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            flat, offsets = z["flat_ids"], z["offsets"]
+    except FileNotFoundError:  # removed since is_file(): another process cleaning up
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        log.warning("token cache %s unreadable (%s); tokenising again", path, one_line(str(e)) or type(e).__name__)
+        return None
+    problem = _token_cache_problem(flat, offsets, n, tokenizer, max_length)
+    if problem is not None:
+        log.warning("token cache %s is damaged (%s); tokenising again", path, problem)
+        return None
+    return flat, offsets
+
+
+def _token_cache_problem(flat: np.ndarray, offsets: np.ndarray, n: int, tokenizer, max_length: int) -> str | None:
+    """Why cached arrays cannot be the token ids of ``n`` texts, or None when they can."""
+    if flat.ndim != 1 or offsets.ndim != 1 or flat.dtype.kind not in "iu" or offsets.dtype.kind not in "iu":
+        return "expected 1-d integer arrays"
+    if len(offsets) != n + 1:
+        return f"offsets for {len(offsets) - 1} texts, the split has {n}"
+    lengths = np.diff(offsets)
+    if offsets[0] != 0 or offsets[-1] != len(flat) or (lengths < 0).any() or (lengths > max_length).any():
+        return "offsets do not cut the ids into texts"
+    if len(flat) and (flat.min() < 0 or flat.max() >= len(tokenizer)):
+        return "token ids outside the vocabulary"
+    return None
 
 
 class LengthBucketBatches:

@@ -39,6 +39,18 @@ CHECKSUMS: dict[str, str] = {
     "dev.tsv": "575489c079c9de1097062a01738f998590d6b7ead66dd1c9fd1d2ba01fd8bc62",
     "test.tsv": "0587b2dd8b27b97352adbfc3fb083d46005c8946657fdc2b1ca8b1cc7f1f8be4",
 }
+# Their sizes in bytes: a source may send at most this plus `SIZE_MARGIN`, so a mirror that
+# streams an endless body (or a local path that is a device) cannot fill memory or the disk.
+SIZES: dict[str, int] = {
+    "emotions.txt": 248,
+    "ekman_mapping.json": 396,
+    "sentiment_dict.json": 367,
+    "train.tsv": 3_519_053,
+    "dev.tsv": 439_059,
+    "test.tsv": 436_706,
+}
+# Room for a slightly different copy to reach the checksum check, whose message says more.
+SIZE_MARGIN = 64 * 1024
 FILES = tuple(CHECKSUMS)
 DEFAULT_DEST = Path("data/goemotions")
 
@@ -176,13 +188,28 @@ def _opener(
     return str(folder), lambda name: _read_local(folder, name)
 
 
+def _too_large(name: str, where: str, limit: int) -> DownloadError:
+    return DownloadError(
+        f"{where}: more than {limit:,} bytes for {name}, whose official file has {SIZES[name]:,} bytes; "
+        "stopped reading, nothing was saved"
+    )
+
+
+def _limit(name: str) -> int:
+    return SIZES[name] + SIZE_MARGIN
+
+
 def _read_local(folder: Path, name: str) -> bytes:
     try:
-        return (folder / name).read_bytes()
+        with open(folder / name, "rb") as f:  # read bounded: the path may be a huge file or a device
+            data = f.read(_limit(name) + 1)
     except FileNotFoundError:
         raise DownloadError(f"{folder}: no {name} there (expected all of {', '.join(FILES)})") from None
     except OSError as e:
         raise DownloadError(f"cannot read {folder / name}: {e.strerror or e}") from None
+    if len(data) > _limit(name):
+        raise _too_large(name, str(folder / name), _limit(name))
+    return data
 
 
 def _get_url(url: str, retries: int, timeout: float, backoff: float) -> bytes:
@@ -204,7 +231,7 @@ def _get_once(url: str, timeout: float) -> bytes:
     """One request; sorts failures into retryable (`_Transient`) and final (`DownloadError`)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return _read_body(response, url.rsplit("/", 1)[-1])
+            return _read_body(response, url.rsplit("/", 1)[-1], url)
     except urllib.error.HTTPError as e:
         if e.code >= 500 or e.code == 429:
             raise _Transient(f"HTTP {e.code} {e.reason}") from None
@@ -219,15 +246,26 @@ def _get_once(url: str, timeout: float) -> bytes:
         raise DownloadError(f"cannot reach {url} ({e}); {OFFLINE_HINT}") from None
 
 
-def _read_body(response: BinaryIO, name: str) -> bytes:
-    """Read the whole body (with a progress bar for large files) and insist on its full length."""
+def _read_body(response: BinaryIO, name: str, url: str = "") -> bytes:
+    """Read the whole body (with a progress bar for large files) and insist on its full length.
+
+    Reading stops once the body passes the file's known size plus `SIZE_MARGIN`: a server
+    that sends more (an endless stream, a wrong file) is refused, whatever its Content-Length.
+    """
+    limit = _limit(name) if name in SIZES else None
     length = response.headers.get("Content-Length")  # type: ignore[attr-defined]
     total = int(length) if length and length.isdigit() else None
+    if limit is not None and total is not None and total > limit:
+        raise _too_large(name, url or name, limit)
     quiet = total is None or total < _PROGRESS_MIN_BYTES
     chunks: list[bytes] = []
+    size = 0
     with tqdm(total=total, desc=name, unit="B", unit_scale=True, leave=False, disable=True if quiet else None) as bar:
         while chunk := response.read(1 << 16):
             chunks.append(chunk)
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise _too_large(name, url or name, limit)
             bar.update(len(chunk))
     data = b"".join(chunks)
     if total is not None and len(data) != total:

@@ -21,6 +21,8 @@ import io
 import json
 import logging
 import re
+import reprlib
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,13 @@ OFFICIAL_SPLITS = ("train", "dev", "test")
 # Bytes that are not UTF-8 survive decoding with "surrogateescape" as lone surrogates in this
 # range; valid UTF-8 can never produce them, so finding one locates the bad byte exactly.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+# A lone surrogate is not text: a JSON escape such as "\ud800" decodes to one, and neither the
+# tokenizer nor any UTF-8 writer can take it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _INT = re.compile(r"-?[0-9]+")
+# Label ids longer than this are out of range whatever the label count (and int() of a
+# 5,000-digit string raises ValueError).
+_MAX_ID_DIGITS = 18
 _TRUE = {"1", "1.0", "true"}
 _FALSE = {"0", "0.0", "false"}
 
@@ -108,9 +116,22 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"cannot read: {e.strerror}", path=path) from None
 
 
-def _delimited_rows(text: _Text, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(first line number, fields)`` per record; blank lines are skipped (as pandas does)."""
-    reader = csv.reader(io.StringIO(text.text, newline=""), delimiter=delimiter, strict=True)
+def delimited_rows(
+    lines: Iterable[str], path: PathLike, delimiter: str = ",", *, skip_blank: bool = True
+) -> Iterator[tuple[int, list[str]]]:
+    r"""Yield ``(first line number, fields)`` per record of CSV-quoted text, strictly.
+
+    The one CSV parser of goemo, for training's readers and ``goemo predict``'s alike:
+    ``strict=True`` makes an unbalanced quote an error (``file:line: malformed quoting``)
+    instead of a text that silently swallows the rows after it, and a field longer than the
+    ``csv`` module's limit is named as such. Blank records are skipped (as pandas does) unless
+    ``skip_blank=False``, which yields them as ``[]``. ``lines`` is a text stream opened with
+    ``newline=""`` (or a ``StringIO``), so quoted line breaks survive.
+
+    >>> list(delimited_rows(io.StringIO('a,b\n"x\ny",z\n'), "in.csv"))
+    [(1, ['a', 'b']), (2, ['x\ny', 'z'])]
+    """
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     start = 1
     while True:
         try:
@@ -118,10 +139,69 @@ def _delimited_rows(text: _Text, delimiter: str) -> Iterator[tuple[int, list[str
         except StopIteration:
             return
         except csv.Error as e:
-            raise DataError(f"malformed quoting: {e}", path=text.path, line=reader.line_num) from None
+            raise _csv_error(e, path, reader.line_num) from None
         line, start = start, reader.line_num + 1
-        if row:
+        if row or not skip_blank:
             yield line, row
+
+
+def _csv_error(e: csv.Error, path: PathLike, line: int) -> DataError:
+    if "field larger than field limit" in str(e):
+        limit = csv.field_size_limit()
+        return DataError(f"a field is longer than {limit:,} characters, the most one may hold", path=path, line=line)
+    return DataError(f"malformed quoting: {e}", path=path, line=line)
+
+
+def _delimited_rows(text: _Text, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    return delimited_rows(io.StringIO(text.text, newline=""), text.path, delimiter)
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def check_unicode(value: str, path: PathLike | None = None, line: int | None = None, field: str | None = None) -> str:
+    r"""``value``, refused with a `DataError` when it holds a lone surrogate (not text: no UTF-8 for it).
+
+    >>> check_unicode("a\ud800b", "in.jsonl", 3, "text")
+    Traceback (most recent call last):
+    goemo.core.errors.DataError: in.jsonl:3: text: not valid Unicode: lone surrogate \ud800 at character 2 (a \u escape for half of a surrogate pair?)
+    """
+    m = _SURROGATE.search(value)
+    if m is not None:
+        raise DataError(
+            f"not valid Unicode: lone surrogate {ascii(m.group())[1:-1]} at character {m.start() + 1} "
+            "(a \\u escape for half of a surrogate pair?)",
+            path=path,
+            line=line,
+            field=field,
+        )
+    return value
+
+
+def loads_json(text: str) -> Any:
+    """`json.loads`, with its other failures raised as `json.JSONDecodeError` too.
+
+    A number of more digits than Python converts raises ``ValueError``, and nesting deeper
+    than the recursion limit ``RecursionError``; both are just invalid input here.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except ValueError:
+        raise json.JSONDecodeError(f"a number of more than {sys.get_int_max_str_digits():,} digits", text, 0) from None
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3
+
+
+def shown(value: Any) -> str:
+    """A short ``repr`` of a value from the data, for messages (long strings and deep lists are cut)."""
+    return _REPR.repr(value)
 
 
 # ----------------------------------------------------------------------------- label names
@@ -216,8 +296,12 @@ def _parse_id_list(value: str, num_labels: int, path: Path, line: int, field: st
 
 def _parse_id(token: str, num_labels: int, path: Path, line: int, field: str) -> int:
     if not _INT.fullmatch(token):
-        problem = "empty label id" if not token else f"label id {token!r} is not an integer"
+        problem = "empty label id" if not token else f"label id {shown(token)} is not an integer"
         raise DataError(problem, path=path, line=line, field=field)
+    if len(token.lstrip("-")) > _MAX_ID_DIGITS:
+        raise DataError(
+            f"label id {shown(token)} out of range (expected 0..{num_labels - 1})", path=path, line=line, field=field
+        )
     value = int(token)
     if not 0 <= value < num_labels:
         raise DataError(
@@ -377,12 +461,13 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise _undecodable(path, number, _bad_json_key(raw), raw[e.start]) from None
-        yield number, _parse_json_object(line, path, number)
+        yield number, parse_json_object(line, path, number)
 
 
-def _parse_json_object(line: str, path: Path, number: int) -> dict[str, Any]:
+def parse_json_object(line: str, path: PathLike, number: int) -> dict[str, Any]:
+    """One line of a JSON Lines file as an object, or a `DataError` naming the file and line."""
     try:
-        obj = json.loads(line)
+        obj = loads_json(line)
     except json.JSONDecodeError as e:
         hint = " (expected one JSON object per line, not a JSON array)" if line.lstrip().startswith("[") else ""
         raise DataError(f"invalid JSON at column {e.colno}: {e.msg}{hint}", path=path, line=number) from None
@@ -395,13 +480,13 @@ def _parse_json_object(line: str, path: Path, number: int) -> dict[str, Any]:
 def _bad_json_key(raw: bytes) -> str | None:
     """The key whose value holds the undecodable byte, when the line is otherwise valid JSON."""
     try:
-        obj = json.loads(raw.decode("utf-8", errors="surrogateescape"))
-    except json.JSONDecodeError:
+        obj = loads_json(raw.decode("utf-8", errors="surrogateescape"))
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                if _ESCAPED_BYTE.search(json.dumps(value, ensure_ascii=False)) or _ESCAPED_BYTE.search(key):
+                    return key
+    except (json.JSONDecodeError, RecursionError):
         return None
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if _ESCAPED_BYTE.search(json.dumps(value, ensure_ascii=False)) or _ESCAPED_BYTE.search(key):
-                return key
     return None
 
 
@@ -429,7 +514,9 @@ def _build(path: Path, records: Iterable[tuple[int, Mapping[str, Any]]], cols: _
 
 def _get(record: Mapping[str, Any], key: str, path: Path, line: int) -> Any:
     if key not in record:
-        raise DataError(f"missing (keys on this line: {', '.join(map(str, record))})", path=path, line=line, field=key)
+        keys = [str(k) for k in record]
+        listed = ", ".join(shown(k)[1:-1] for k in keys[:8]) + (", ..." if len(keys) > 8 else "")
+        raise DataError(f"missing (keys on this line: {listed})", path=path, line=line, field=key)
     return record[key]
 
 
@@ -438,14 +525,14 @@ def _text_value(record: Mapping[str, Any], key: str, path: Path, line: int) -> s
     if not isinstance(value, str):
         got = "null" if value is None else type(value).__name__
         raise DataError(f"expected a string, got {got}", path=path, line=line, field=key)
-    return value
+    return check_unicode(value, path, line, key)
 
 
 def _id_value(record: Mapping[str, Any], key: str, path: Path, line: int) -> str:
     value = _get(record, key, path, line)
     if isinstance(value, (dict, list)) or value is None:
         raise DataError("expected a string or number as id", path=path, line=line, field=key)
-    return str(value)
+    return check_unicode(str(value), path, line, key)
 
 
 def _label_tokens(value: Any, path: Path, line: int, field: str) -> list[str]:
@@ -456,7 +543,7 @@ def _label_tokens(value: Any, path: Path, line: int, field: str) -> list[str]:
         stripped = value.strip()
         if stripped.startswith("["):
             try:
-                value = json.loads(stripped)
+                value = loads_json(stripped)
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON list: {e.msg}", path=path, line=line, field=field) from None
         elif not stripped:
@@ -470,18 +557,22 @@ def _label_tokens(value: Any, path: Path, line: int, field: str) -> list[str]:
     tokens = []
     for item in value:
         if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise DataError(f"expected a label name or id, got {item!r}", path=path, line=line, field=field)
+            raise DataError(f"expected a label name or id, got {shown(item)}", path=path, line=line, field=field)
         token = str(item).strip()
         if not token:
             raise DataError("empty label name", path=path, line=line, field=field)
-        tokens.append(token)
+        tokens.append(check_unicode(token, path, line, field))
     return tokens
 
 
 def _names_seen(tokens: Iterable[str]) -> list[str]:
     """Sorted label names; integer-looking names sort numerically so ``"10"`` follows ``"9"``."""
     seen = set(tokens)
-    return sorted(seen, key=lambda t: (0, int(t), t) if _INT.fullmatch(t) else (1, 0, t))
+    return sorted(seen, key=lambda t: (0, int(t), t) if _is_small_int(t) else (1, 0, t))
+
+
+def _is_small_int(token: str) -> bool:
+    return _INT.fullmatch(token) is not None and len(token.lstrip("-")) <= _MAX_ID_DIGITS
 
 
 def _resolve(token: str, index: dict[str, int], path: Path, line: int, field: str) -> int:
@@ -491,7 +582,7 @@ def _resolve(token: str, index: dict[str, int], path: Path, line: int, field: st
     if _INT.fullmatch(token):
         return _parse_id(token, len(index), path, line, field)
     known = ", ".join(list(index)[:8]) + (", ..." if len(index) > 8 else "")
-    raise DataError(f"unknown label name {token!r} (known: {known})", path=path, line=line, field=field)
+    raise DataError(f"unknown label name {shown(token)} (known: {known})", path=path, line=line, field=field)
 
 
 def _flag_ids(record: Mapping[str, Any], columns: list[str], path: Path, line: int) -> list[int]:
@@ -509,7 +600,7 @@ def _flag(value: Any, path: Path, line: int, field: str) -> bool:
             return True
         if key in _FALSE:
             return False
-    raise DataError(f"expected 0 or 1, got {value!r}", path=path, line=line, field=field)
+    raise DataError(f"expected 0 or 1, got {shown(value)}", path=path, line=line, field=field)
 
 
 # ----------------------------------------------------------------------------- dispatch

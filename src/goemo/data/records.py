@@ -6,8 +6,6 @@ Input is validated at the boundary: a file that is not what it claims to be ends
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,16 +13,22 @@ from pathlib import Path
 from typing import TextIO
 
 from goemo.core.errors import ConfigError, DataError
+from goemo.data.io import check_unicode, delimited_rows, parse_json_object
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:
-    """Validate at the boundary: a bare string would otherwise be read as a list of characters."""
+    r"""Validate at the boundary: a bare string would otherwise be read as a list of characters.
+
+    A text holding a lone surrogate (a command-line argument that is not UTF-8, a JSON
+    ``"\ud800"`` escape) is refused with a `DataError`: no tokenizer or UTF-8 writer takes it.
+    """
     if isinstance(texts, str):
         raise ConfigError("texts must be a list of strings, got one string; wrap it: [text]")
     out = list(texts)
     for i, t in enumerate(out):
         if not isinstance(t, str):
             raise ConfigError(f"texts[{i}] is {type(t).__name__}, expected str")
+        check_unicode(t, field=f"texts[{i}]")
     return out
 
 
@@ -85,20 +89,22 @@ def _txt_records(f: TextIO) -> Iterator[Record]:
 
 
 def _csv_records(f: TextIO, path: Path, text_column: str, id_column: str | None) -> Iterator[Record]:
-    reader = csv.reader(f)
-    header = next(reader, None)
-    if header is None:
+    # Training's parser (strict quoting): an unbalanced quote is an error, not merged rows.
+    rows = delimited_rows(f, path, skip_blank=False)
+    first = next(rows, None)
+    if first is None:
         return
+    header_line, header = first
     for column in (text_column, id_column):
         if column is not None and column not in header:
-            raise DataError(f"no column {column!r} in the header ({', '.join(header)})", path=path, line=1)
+            raise DataError(f"no column {column!r} in the header ({', '.join(header)})", path=path, line=header_line)
     ti = header.index(text_column)
     ii = header.index(id_column) if id_column else None
-    for row_number, row in enumerate(reader, start=1):
+    for row_number, (line, row) in enumerate(rows, start=1):
         if not row:
             continue
         if len(row) != len(header):
-            raise DataError(f"{len(row)} fields, the header has {len(header)}", path=path, line=reader.line_num)
+            raise DataError(f"{len(row)} fields, the header has {len(header)}", path=path, line=line)
         yield Record(row[ii] if ii is not None else str(row_number), row[ti])
 
 
@@ -108,12 +114,7 @@ def _jsonl_records(f: TextIO, path: Path, text_column: str, id_column: str | Non
         if not line.strip():
             continue
         row_number += 1
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=line_number) from None
-        if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=line_number)
+        obj = parse_json_object(line, path, line_number)
         if text_column not in obj:
             raise DataError("missing", path=path, line=line_number, field=text_column)
         text = obj[text_column]
@@ -121,10 +122,11 @@ def _jsonl_records(f: TextIO, path: Path, text_column: str, id_column: str | Non
             raise DataError(
                 f"expected a string, got {type(text).__name__}", path=path, line=line_number, field=text_column
             )
+        check_unicode(text, path, line_number, text_column)
         if id_column is not None:
             if id_column not in obj or obj[id_column] is None:
                 raise DataError("missing", path=path, line=line_number, field=id_column)
-            rid = str(obj[id_column])
+            rid = check_unicode(str(obj[id_column]), path, line_number, id_column)
         else:
             rid = str(row_number)
         yield Record(rid, text)

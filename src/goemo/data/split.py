@@ -27,7 +27,7 @@ class Split:
     labels: np.ndarray
     label_names: list[str]
     name: str = "split"
-    source: Path | None = field(default=None, compare=False)
+    source: Path | str | None = field(default=None, compare=False)  # a file, or "dataset NAME[/CONFIG]:split"
 
     def __post_init__(self) -> None:
         n = len(self.texts)

@@ -360,7 +360,20 @@ def analyse_dataset(
     data = Path(data_dir)
     if not data.is_dir():
         raise DataError(f"data folder not found: {data} (fetch it with `goemo download --dest {data}`)")
-    splits = load_goemotions(data, taxonomy=taxonomy)
+    return analyse_splits(load_goemotions(data, taxonomy=taxonomy), out_dir=out_dir, tokens=tokens, seed=seed)
+
+
+def analyse_splits(
+    splits: Mapping[str, Split],
+    out_dir: str | Path | None = None,
+    tokens: bool = True,
+    seed: int = 0,
+) -> DataStats:
+    """`analyse_dataset` for splits already read, e.g. from a Hugging Face dataset.
+
+    >>> from goemo.data.hf_datasets import load_hf_dataset
+    >>> stats = analyse_splits(load_hf_dataset("go_emotions", "simplified"))  # doctest: +SKIP
+    """
     stats = compute_stats(splits, load_default_tokenizer() if tokens else None)
     if out_dir is not None:
         write_outputs(stats, splits, out_dir, seed=seed)

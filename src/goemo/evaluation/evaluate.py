@@ -34,6 +34,7 @@ from goemo.core.errors import ConfigError, EvaluationError
 from goemo.core.fileio import atomic_write_json, atomic_write_text
 from goemo.core.folder import ModelFolder
 from goemo.core.thresholds import PAPER_THRESHOLDS, ThresholdChoice, ThresholdSpec, TunedThresholds
+from goemo.data.hf_datasets import SPLIT_NAMES, load_hf_split
 from goemo.data.io import OFFICIAL_SPLITS, load_goemotions, load_split
 from goemo.data.split import Split
 from goemo.data.taxonomy import load_taxonomy, project_labels
@@ -118,15 +119,38 @@ def load_eval_split(
     data_dir: str | Path | None,
     taxonomy: str = "goemotions",
     label_names: Sequence[str] | None = None,
+    *,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
+    text_column: str = "text",
+    label_column: str | None = None,
 ) -> Split:
-    """A split to evaluate: a `Split`, an official split name in ``data_dir``, or a data file.
+    """A split to evaluate: a `Split`, a split of a Hugging Face ``dataset``, an official split
+    name in ``data_dir``, or a data file.
 
     Files (.tsv/.csv/.jsonl) are read with `goemo.data.io.load_split`; label names default to
-    the model's, so a CSV with a label-list column needs no extra options.
+    the model's, so a CSV with a label-list column needs no extra options. With ``dataset``
+    (a Hub id or local dataset, see `goemo.data.hf_datasets`), ``split`` names one of its
+    splits (``dev`` is its ``validation``); its labels are projected to ``taxonomy`` as a
+    GoEmotions folder's are.
+
+    >>> test = load_eval_split("test", None, dataset="go_emotions", dataset_config="simplified")  # doctest: +SKIP
+    >>> test.source  # doctest: +SKIP
+    'dataset go_emotions/simplified:test'
     """
     if isinstance(split, Split):
         return split
     name = str(split)
+    if dataset:
+        return load_hf_split(
+            dataset,
+            name,
+            dataset_config,
+            text_column=text_column,
+            label_column=label_column,
+            label_names=label_names if taxonomy == "goemotions" else None,  # a grouping's names are not the data's
+            taxonomy=taxonomy,
+        )
     if name in OFFICIAL_SPLITS:
         folder = Path(data_dir) if data_dir is not None else Path(DEFAULT_DATA_DIR)
         return load_goemotions(folder, taxonomy=taxonomy, splits=[name])[name]
@@ -167,6 +191,10 @@ def evaluate(
     backend: Backend = "auto",
     token_cache_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
 ) -> EvaluationResult:
     """Score a model folder on a split: per-label and averaged metrics, plus the threshold sweep.
 
@@ -179,14 +207,18 @@ def evaluate(
     (the predictor, cached): ``precision`` / ``batch_size`` left at None score the probabilities
     training cached, in its own settings; give them to score in other settings (an ONNX export
     folder, int8 included, is evaluated through its own backend). ``out_dir`` also writes ``evaluation.json``,
-    ``evaluation.csv`` and ``evaluation.md`` there.
+    ``evaluation.csv`` and ``evaluation.md`` there. ``dataset`` (with ``dataset_config``,
+    ``text_column``, ``label_column``) reads the split from a Hugging Face dataset instead of
+    ``data_dir``; a model trained on one is evaluated on it by default (`resolve_dataset`).
 
     >>> result = evaluate("runs/tiny/best", "test", thresholds="tuned", taxonomy="ekman")  # doctest: +SKIP
     >>> result.report.macro.f1, result.thresholds.description  # doctest: +SKIP
+    >>> hub = evaluate("runs/hub/best", "test", dataset="go_emotions", dataset_config="simplified")  # doctest: +SKIP
     """
     folder = ModelFolder.open(model)
     target = check_taxonomy(folder, taxonomy)
-    data = load_eval_split(split, resolve_data_dir(folder, data_dir), folder.taxonomy, folder.label_names)
+    source = resolve_dataset(folder, split, data_dir, dataset, dataset_config, text_column, label_column)
+    data = load_eval_split(split, resolve_data_dir(folder, data_dir), folder.taxonomy, folder.label_names, **source)
     if max_samples:
         data = data.sample(max_samples, seed=seed)
     choice = folder.choose_thresholds(thresholds, data.name, data.checksum())
@@ -265,6 +297,39 @@ def resolve_data_dir(folder: ModelFolder, data_dir: str | Path | None) -> Path:
         return Path(data_dir)
     trained_on = folder.training_config.get("data_dir")
     return Path(trained_on) if trained_on and Path(trained_on).is_dir() else Path(DEFAULT_DATA_DIR)
+
+
+def resolve_dataset(
+    folder: ModelFolder,
+    split: str | Path | Split,
+    data_dir: str | Path | None = None,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> dict[str, Any]:
+    """The Hugging Face dataset options of `load_eval_split`: ``dataset`` if given, else (for a
+    split name, without ``data_dir``) the dataset the model was trained on, else none (``{}``).
+
+    A dataset taken from the training config keeps its configuration and columns too.
+
+    >>> resolve_dataset(ModelFolder.open("runs/hub/best"), "test")  # doctest: +SKIP
+    {'dataset': 'go_emotions', 'dataset_config': 'simplified', 'text_column': 'text', 'label_column': None}
+    """
+    if not dataset:
+        trained = folder.training_config
+        named = isinstance(split, str) and (split in OFFICIAL_SPLITS or split in SPLIT_NAMES)
+        if data_dir is not None or not named or not trained.get("dataset"):
+            return {}
+        dataset, dataset_config = str(trained["dataset"]), dataset_config or trained.get("dataset_config")
+        text_column = text_column or trained.get("text_column")
+        label_column = label_column or trained.get("label_column")
+    return {
+        "dataset": dataset,
+        "dataset_config": dataset_config,
+        "text_column": text_column or "text",
+        "label_column": label_column,
+    }
 
 
 def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> dict[str, Path]:

@@ -4,14 +4,19 @@ Two heads:
 
 * ``cls``: the architecture's own ``*ForSequenceClassification`` (BERT's pooler + linear,
   RoBERTa's CLS head, …). Saved folders load with plain transformers, no goemo code.
-* ``mean``: masked mean pooling + dropout + linear (`GoemoForSequenceClassification`).
-  Sentence-embedding encoders such as all-MiniLM-L6-v2 were trained with mean pooling, so
-  their CLS/pooler output is a poor starting point. The class is registered with the Auto
-  classes when `goemo` is imported, so ``import goemo`` then ``transformers.pipeline(...)``
-  loads such a folder; ``trust_remote_code`` is never needed.
+* ``mean``: masked mean pooling + dropout + linear (`GoemoForSequenceClassification`, defined in
+  the self-contained `goemo.models.modeling_goemo`). Sentence-embedding encoders such as
+  all-MiniLM-L6-v2 were trained with mean pooling, so their CLS/pooler output is a poor
+  starting point. Saving copies ``modeling_goemo.py`` into the folder and writes ``auto_map``
+  into ``config.json``, so plain transformers loads it with ``trust_remote_code=True``, as any
+  Hub model with custom code; importing this module registers the classes with the Auto
+  classes, so goemo loads the same folders with ``trust_remote_code=False`` and never runs the
+  folder's copy of the code.
 
-Both save ``problem_type="multi_label_classification"`` and ``id2label`` so that the
-text-classification pipeline applies a sigmoid per label.
+Both save ``problem_type="multi_label_classification"``, ``id2label`` and the decision
+thresholds (``thresholds`` in label order, ``thresholds_tuned_on``, ``threshold_convention``)
+in ``config.json``, so that the text-classification pipeline applies a sigmoid per label and a
+client without goemo can decide as goemo does (`write_config_thresholds`).
 """
 
 from __future__ import annotations
@@ -41,11 +46,24 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
 from goemo.core.errors import ModelError
-from goemo.core.folder import write_meta
+from goemo.core.fileio import atomic_write_json
+from goemo.core.folder import CONFIG_FILE, ModelFolder, write_meta
+from goemo.models.modeling_goemo import GoemoConfig, GoemoForSequenceClassification
+
+__all__ = [
+    "GoemoConfig",
+    "GoemoForSequenceClassification",
+    "LoadedModel",
+    "build_model",
+    "build_tiny_model",
+    "load_model",
+    "load_tokenizer",
+    "save_model",
+    "write_config_thresholds",
+]
 
 log = logging.getLogger(__name__)
 
@@ -115,77 +133,6 @@ def _not_available(name: str, err: Exception) -> ModelError:
     )
 
 
-class GoemoConfig(PretrainedConfig):
-    """Config of a mean-pooling classifier: the encoder's own config nested as a plain dict."""
-
-    model_type = "goemo-mean-pool"
-
-    def __init__(
-        self,
-        encoder: dict[str, Any] | None = None,
-        pooling: str = "mean",
-        classifier_dropout: float = 0.1,
-        **kwargs: Any,
-    ) -> None:
-        self.encoder = dict(encoder or {})
-        self.pooling = pooling
-        self.classifier_dropout = classifier_dropout
-        super().__init__(**kwargs)
-
-    def encoder_config(self) -> PretrainedConfig:
-        values = dict(self.encoder)
-        model_type = values.pop("model_type", None)
-        if model_type is None:
-            raise ModelError("goemo model config has no encoder model_type")
-        return AutoConfig.for_model(model_type, **values)
-
-
-class GoemoForSequenceClassification(PreTrainedModel):
-    """Encoder + masked mean pooling + dropout + linear, trained with BCE on logits."""
-
-    config_class = GoemoConfig
-    base_model_prefix = "encoder"
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-
-    def __init__(self, config: GoemoConfig, encoder: PreTrainedModel | None = None) -> None:
-        super().__init__(config)
-        self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder_config())
-        if getattr(self.encoder, "pooler", None) is not None:
-            # Unused by mean pooling; dropping it keeps DDP from waiting on gradients that never come.
-            self.encoder.pooler = None
-        hidden = self.encoder.config.hidden_size
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(hidden, len(_id2label(config)))
-        self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if module is getattr(self, "classifier", None):
-            module.weight.data.normal_(0.0, 0.02)
-            module.bias.data.zero_()
-
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> SequenceClassifierOutput:
-        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        if attention_mask is None:
-            pooled = hidden.mean(dim=1)
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        logits = self.classifier(self.dropout(pooled))
-        loss = None
-        if labels is not None:
-            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
-        return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """Hide transformers' load reports and progress bars for loads whose outcome we expect."""
@@ -201,13 +148,25 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+# Decisions in config.json, for clients without goemo: label j is predicted when p_j > thresholds[j].
+CONFIG_THRESHOLD_CONVENTION = "prob > threshold"
+
+
 def register_auto_classes() -> None:
-    """Make `AutoModelForSequenceClassification` (and so `pipeline`) know goemo's head."""
+    """Make the Auto classes (and so `pipeline`) know goemo's head, and have saving ship its code.
+
+    ``AutoConfig.register`` / ``AutoModelForSequenceClassification.register`` let goemo load its
+    folders without ``trust_remote_code`` (transformers prefers a registered class to a folder's
+    ``auto_map``). ``register_for_auto_class`` makes ``save_pretrained`` copy
+    ``modeling_goemo.py`` beside the weights and write ``auto_map`` into ``config.json``.
+    """
     try:
         AutoConfig.register(GoemoConfig.model_type, GoemoConfig)
         AutoModelForSequenceClassification.register(GoemoConfig, GoemoForSequenceClassification)
     except ValueError:  # already registered (module reloaded)
         pass
+    GoemoConfig.register_for_auto_class()
+    GoemoForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 
 
 register_auto_classes()
@@ -352,13 +311,53 @@ def save_model(
 ) -> None:
     """Write weights (safetensors), config, tokenizer and `goemo.json` into ``folder``.
 
-    The caller makes the folder atomic (`goemo.core.fileio.atomic_directory`).
+    ``config.json`` gets the thresholds of ``meta`` (`write_config_thresholds`); goemo's
+    mean-pooling head also gets ``modeling_goemo.py`` and ``auto_map``, so the folder loads
+    without goemo. The caller makes the folder atomic (`goemo.core.fileio.atomic_directory`).
     """
     folder = Path(folder)
+    if "label_names" not in meta:
+        labels = _id2label(model.config)
+        meta = {**meta, "label_names": [labels[i] for i in range(len(labels))]}
     with _quiet_transformers():
         model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_meta(folder, meta)
+    write_config_thresholds(folder)
+
+
+def config_thresholds(folder: ModelFolder) -> dict[str, Any]:
+    """The decision fields ``config.json`` carries for clients without goemo, from ``goemo.json``.
+
+    ``thresholds``: one per label in ``id2label`` order, the dev-tuned ones where there are any,
+    else the global threshold repeated (exactly what `ModelFolder.thresholds` gives goemo);
+    ``thresholds_tuned_on``: the split they were tuned on (``"dev"``) or None;
+    ``threshold_convention``: ``"prob > threshold"``.
+
+    >>> config_thresholds(ModelFolder.open("runs/reproduce/best"))["thresholds_tuned_on"]  # doctest: +SKIP
+    'dev'
+    """
+    tuned = folder.tuned
+    return {
+        "thresholds": [round(float(t), 6) for t in folder.thresholds()],
+        "thresholds_tuned_on": tuned.split if tuned is not None else None,
+        "threshold_convention": CONFIG_THRESHOLD_CONVENTION,
+    }
+
+
+def write_config_thresholds(folder: str | Path) -> Path:
+    """Put `config_thresholds` of ``goemo.json`` into the folder's ``config.json`` (atomically).
+
+    Called whenever goemo writes a model folder (`save_model`, the end of training, an export),
+    after ``goemo.json``: ``config.json`` then always agrees with what goemo decides by.
+    """
+    opened = ModelFolder.open(folder)
+    config = dict(opened.config)
+    if not config:
+        raise ModelError(f"{opened.path / CONFIG_FILE}: not found; save the model before its thresholds")
+    config.update(config_thresholds(opened))
+    config.setdefault("problem_type", "multi_label_classification")
+    return atomic_write_json(opened.path / CONFIG_FILE, config)
 
 
 def layer_index(name: str, num_layers: int) -> int:

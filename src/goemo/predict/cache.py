@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from goemo.core.errors import EvaluationError
+from goemo.core.errors import EvaluationError, one_line
 from goemo.core.fileio import atomic_write_bytes
 from goemo.core.folder import ModelFolder
 from goemo.core.thresholds import sigmoid
@@ -110,15 +110,17 @@ def predict_split(
         folder = ModelFolder.open(model)
     if folder is None:
         raise EvaluationError("predict_split needs a classifier loaded from a model folder")
+    _ = folder.max_length  # a malformed goemo.json fails whether or not the predictions are cached
     checksum = split.checksum()
     where = Path(cache_dir) if cache_dir is not None else default_predictions_dir(folder.path)
     recorded = folder.prediction_settings
+    tried: set[Path] = set()  # a damaged file is reported once, then replaced
     if clf is None and use_cache and recorded and precision is None and batch_size is None and backend == "auto":
-        cached = _read_cache(
-            _cache_path(where, split.name, checksum, folder.fingerprint, recorded), split, folder, checksum, recorded
-        )
+        first = _cache_path(where, split.name, checksum, folder.fingerprint, recorded)
+        cached = _read_cache(first, split, folder, checksum, recorded)
         if cached is not None:
             return cached
+        tried.add(first)
     if clf is None:
         clf = EmotionClassifier.load(
             folder,
@@ -129,7 +131,7 @@ def predict_split(
         )
     settings = clf.settings
     path = _cache_path(where, split.name, checksum, folder.fingerprint, settings)
-    if use_cache:
+    if use_cache and path not in tried:
         cached = _read_cache(path, split, folder, checksum, settings)
         if cached is not None:
             return cached
@@ -199,6 +201,11 @@ def _write_cache(
 def _read_cache(
     path: Path, split: Split, folder: ModelFolder, checksum: str, settings: dict[str, Any]
 ) -> Predictions | None:
+    """The cached predictions at ``path``, or None when absent, damaged or not this model's and split's.
+
+    A damaged file (truncated, overwritten) costs one warning and a model run, whose result
+    replaces it atomically, so the next call reads the rebuilt file.
+    """
     if not path.is_file():
         return None
     try:
@@ -206,11 +213,17 @@ def _read_cache(
             probs = z["probs"]
             names = tuple(str(s) for s in z["label_names"])
             same = str(z["model_fingerprint"]) == folder.fingerprint and str(z["split_checksum"]) == checksum
+    except FileNotFoundError:  # removed since is_file()
+        return None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        log.warning("predictions cache %s unreadable (%s); running the model again", path, e)
+        reason = one_line(str(e)) or type(e).__name__
+        log.warning("predictions cache %s unreadable (%s); running the model again", path, reason)
         return None
     if not same or probs.ndim != 2 or probs.shape != (len(split), len(names)):
         log.warning("predictions cache %s does not match this model and split; running the model again", path)
+        return None
+    if probs.dtype.kind != "f" or not np.all((probs >= 0) & (probs <= 1)):  # NaN fails too
+        log.warning("predictions cache %s holds values that are not probabilities; running the model again", path)
         return None
     log.info("predictions for %s (%d texts) read from %s", split.name, len(split), path)
     return Predictions(probs, names, checksum, folder.fingerprint, path, True, dict(settings))

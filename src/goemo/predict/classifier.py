@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from goemo.core.errors import ConfigError, ModelError
-from goemo.core.folder import ONNX_FILE, ModelFolder
+from goemo.core.folder import META_FILE, ONNX_FILE, ModelFolder
 from goemo.core.thresholds import binarize, sigmoid
 from goemo.data.batching import EncodedSplit, collate, encode_split, eval_batches, tokenize_texts
 from goemo.data.records import check_texts
@@ -49,6 +49,8 @@ Backend = Literal["auto", "torch", "onnx", "tfidf"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # Where neither the folder nor the tokenizer says: BERT-family position limit.
 MAX_LENGTH_CAP = 512
+# transformers sets a tokenizer's model_max_length to int(1e30) when its config does not say.
+_UNSET_TOKENIZER_LIMIT = 10**9
 DEFAULT_BATCH_SIZE = 128
 # Gathers one picklable object per process (accelerate.utils.gather_object in training).
 Gather = Callable[[list[Any]], list[Any]]
@@ -87,6 +89,61 @@ def choose_backend(folder: ModelFolder, backend: str) -> str:
     if backend != "auto":
         return backend
     return "onnx" if kind == "onnx" else "torch"
+
+
+def check_max_length(folder: ModelFolder, max_length: int | None) -> None:
+    """Refuse a max length the model cannot take, from ``config.json`` alone (before anything loads).
+
+    Asked for (``max_length``): at most the encoder's positions (`ModelFolder.position_limit`,
+    ``max_position_embeddings`` less RoBERTa's offset), else `ConfigError`. Saved in the
+    folder (``goemo.json``): the same limit, else `ModelError` naming the file and field. Either
+    way the first long text can no longer crash a run half-way.
+
+    >>> check_max_length(ModelFolder.open("runs/x/best"), 1000)   # doctest: +SKIP
+    Traceback (most recent call last):
+    goemo.core.errors.ConfigError: max_length=1000: the model takes at most 512 tokens (config.json max_position_embeddings 512)
+    """
+    if max_length is None:
+        _ = folder.max_length  # validated on access
+        return
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ConfigError(f"max_length={max_length!r}: expected an integer >= 2")
+    limit = folder.position_limit
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"max_length={max_length}: the model takes at most {limit} tokens ({folder.position_source})")
+
+
+def tokenizer_limit(tokenizer: Any, where: str = "tokenizer_config.json") -> int | None:
+    """The tokenizer's own ``model_max_length``, None when its config leaves it unset."""
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, bool) or not isinstance(value, int) or value >= _UNSET_TOKENIZER_LIMIT:
+        return None
+    if value < 2:
+        raise ModelError(f"{where}: model_max_length: {value} leaves room for no text")
+    return value
+
+
+def choose_max_length(folder: ModelFolder, tokenizer: Any, max_length: int | None) -> int:
+    """The max length to truncate to: the one asked for, else the folder's, else the most the model takes.
+
+    Each is checked against the tokenizer's own limit too (`check_max_length` has checked the
+    encoder's positions): asked for, a `ConfigError`; saved in ``goemo.json``, a `ModelError`.
+    """
+    check_max_length(folder, max_length)
+    limit = tokenizer_limit(tokenizer, str(folder.path / "tokenizer_config.json"))
+    source = f"{folder.path / 'tokenizer_config.json'} model_max_length"
+    if max_length is not None:
+        if limit is not None and max_length > limit:
+            raise ConfigError(f"max_length={max_length}: the model's tokenizer takes at most {limit} tokens ({source})")
+        return max_length
+    saved = folder.max_length
+    if saved is not None:
+        if limit is not None and saved > limit:
+            raise ModelError(
+                f"{folder.path / META_FILE}: max_length: {saved} is more than the {limit} tokens the tokenizer takes ({source})"
+            )
+        return saved
+    return min(n for n in (MAX_LENGTH_CAP, limit, folder.position_limit) if n is not None)
 
 
 class EmotionClassifier:
@@ -163,6 +220,7 @@ class EmotionClassifier:
                 log.warning("%s is a TF-IDF model: it runs on the CPU, not %s", folder.path, device)
             tfidf = TfidfBackend(folder)
             return cls(tfidf, None, names, folder.thresholds(), max_length=0, batch_size=batch_size, folder=folder)
+        check_max_length(folder, max_length)  # before the weights load: a bad length fails fast
         runner: TokenBackend
         tokenizer: Any
         if chosen == "torch":
@@ -173,8 +231,7 @@ class EmotionClassifier:
             from goemo.predict.onnx_backend import load_onnx_backend  # noqa: PLC0415  (optional extra: onnx, onnxruntime)
 
             runner, tokenizer = load_onnx_backend(folder, device, precision, num_threads)
-        if max_length is None:
-            max_length = folder.max_length or min(int(tokenizer.model_max_length), MAX_LENGTH_CAP)
+        max_length = choose_max_length(folder, tokenizer, max_length)
         return cls(
             runner, tokenizer, names, folder.thresholds(), max_length=max_length, batch_size=batch_size, folder=folder
         )

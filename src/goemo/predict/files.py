@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from goemo.core.errors import ConfigError
-from goemo.core.fileio import atomic_open
+from goemo.core.fileio import atomic_open, remove_stale_temps
 from goemo.data.records import Record, count_lines, read_records
 from goemo.predict.classifier import EmotionClassifier
 
@@ -140,13 +140,17 @@ def predict_file(
     """Label every text of a file (or stdin) and write JSON Lines or CSV (or to stdout); returns the count.
 
     Reads and predicts ``chunk_size`` texts at a time, so memory does not grow with the file.
-    The output file is written atomically: it appears whole, or not at all. A tqdm bar on
-    stderr shows progress for files (disabled when stderr is not a terminal).
+    The output file is written atomically: it appears whole, or not at all. The temporary
+    siblings a killed earlier run left (``.OUT.<pid>.<random>.tmp``, whose writer is gone)
+    are removed first. A tqdm bar on stderr shows progress for files (disabled when stderr is
+    not a terminal).
 
     >>> predict_file(clf, "comments.csv", "labels.jsonl", text_column="body", id_column="id")  # doctest: +SKIP
     10000
     """
     fmt = output_format(output_path)
+    if output_path is not None:
+        remove_stale_temps(output_path)  # what a `kill -9` of an earlier run left behind
     names = clf.label_names_for(taxonomy)
     records = read_records(input_path, text_column, id_column, stream=stdin)
     total = count_lines(Path(input_path)) if input_path is not None and Path(input_path).is_file() else None

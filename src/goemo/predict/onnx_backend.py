@@ -51,6 +51,12 @@ class OnnxBackend:
         missing = {"input_ids", "attention_mask"} - self.input_names
         if missing:
             raise ModelError(f"{path}: ONNX model lacks input(s) {sorted(missing)}; export it with `goemo export`")
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if "logits" not in outputs:
+            raise ModelError(f"{path}: ONNX model has no output 'logits'; export it with `goemo export`")
+        last = outputs["logits"][-1] if outputs["logits"] else None
+        # Scores per text when the graph fixes it (it does for `goemo export`), else None.
+        self.num_outputs: int | None = last if isinstance(last, int) else None
         self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
         self.precision = precision
 
@@ -76,9 +82,17 @@ def load_onnx_backend(
     elif device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"device={device!r}: the onnx backend runs on cpu or cuda")
     backend = OnnxBackend(folder.path / ONNX_FILE, device, num_threads, folder.onnx_quantize or "fp32")
+    width = backend.num_outputs
+    if width is not None and width != folder.num_labels:
+        raise ModelError(
+            f"{folder.path / ONNX_FILE}: logits: the graph gives {width} scores per text but the folder names "
+            f"{folder.num_labels} labels (config.json id2label); the export and its config.json disagree"
+        )
+    folder.check_tokenizer()
     try:
         # The fast tokenizer class itself, not AutoTokenizer, which imports torch when it is installed.
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder.path))
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load the tokenizer of {folder.path}: {e}") from None
+    except Exception as e:  # tokenizers raises a bare Exception for a tokenizer.json it cannot use
+        raise ModelError(f"cannot load the tokenizer of {folder.path}: {' '.join(str(e).split())}") from None
+    folder.check_vocabulary(len(tokenizer))
     return backend, tokenizer

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from goemo.core.errors import ModelError
+from goemo.core.errors import GoemoError, ModelError
 from goemo.core.folder import ModelFolder
 from goemo.models.modeling import load_model
 from goemo.predict.device import autocast_dtype, resolve_device, resolve_precision
@@ -58,7 +58,17 @@ def load_torch_backend(
     """The torch backend and tokenizer of a model folder, on ``device`` in eval mode."""
     dev = resolve_device(device)
     set_threads(num_threads)
-    loaded = load_model(folder.path, device=dev)
+    folder.check_weights()  # truncated files, config.json edited against the weights: one clear line
+    folder.check_tokenizer()
+    try:
+        loaded = load_model(folder.path, device=dev)
+    except GoemoError:
+        raise
+    except Exception as e:  # transformers, safetensors and torch raise their own types for bad folders
+        raise ModelError(
+            f"{folder.path}: cannot load the model: {type(e).__name__}: {' '.join(str(e).split())}"
+        ) from None
+    folder.check_vocabulary(len(loaded.tokenizer))
     if loaded.label_names != folder.label_names:
         raise ModelError(f"{folder.path}: goemo.json label_names disagree with the model's id2label")
     return TorchBackend(loaded.model, dev, resolve_precision(precision, dev)), loaded.tokenizer

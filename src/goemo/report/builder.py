@@ -27,7 +27,7 @@ import numpy as np
 import goemo
 from goemo.core.errors import EvaluationError
 from goemo.core.fileio import atomic_write_bytes, atomic_write_text
-from goemo.core.folder import ModelFolder
+from goemo.core.folder import CARD_FILE, ModelFolder
 from goemo.core.thresholds import PAPER_THRESHOLD, THRESHOLD_CONVENTION, binarize
 from goemo.data.split import Split
 from goemo.data.taxonomy import load_taxonomy
@@ -295,7 +295,7 @@ def _intro(s: ScoredRun) -> list[Any]:
         )
     else:
         thresholds.append(f". Dev-tuned per-label thresholds are not shown: {s.tuned_note}")
-    return [
+    out = [
         Paragraph(
             [
                 f"Model {s.run.model_dir} ({model}, {pooling} pooling, taxonomy {s.taxonomy}), "
@@ -305,6 +305,20 @@ def _intro(s: ScoredRun) -> list[Any]:
         ),
         Paragraph(["".join(thresholds)]),
     ]
+    card = s.run.model_dir / CARD_FILE
+    if card.is_file():
+        rel = _rel(card, s.run.path)
+        out.append(
+            Paragraph(
+                [
+                    "Model card (how to load it with plain transformers or goemo, per-label scores, data, "
+                    "limitations; the README.md `goemo push` uploads to the Hugging Face Hub): ",
+                    Link(rel, rel),
+                    ".",
+                ]
+            )
+        )
+    return out
 
 
 def _summary_section(s: ScoredRun) -> Section:

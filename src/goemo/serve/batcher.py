@@ -9,6 +9,11 @@ once in a worker thread (so the event loop keeps accepting connections meanwhile
 each caller its own rows. Under light load a request waits at most ``max_wait_ms``; under
 heavy load the queue fills while the model runs, and batches grow by themselves.
 
+One request never hurts another: a request whose caller has given up (its future cancelled,
+as the server does when the client disconnects) is skipped when a batch is formed and stops
+counting against ``max_queue`` at once; and when a batched model call raises, each request
+of that batch is run again alone, so only the one that fails gets the error.
+
 It knows nothing about HTTP: it wraps any ``predict_proba(texts) -> (n, L) array``.
 """
 
@@ -19,9 +24,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from goemo.core.errors import GoemoError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,13 @@ class QueueFullError(RuntimeError):
 
 @dataclass
 class BatcherStats:
-    """Counters since start: how many requests were merged into how many model calls."""
+    """Counters since start: how many requests were merged into how many model calls.
+
+    ``errors`` counts requests that got an error (after isolation, only the guilty ones);
+    ``isolated`` counts batched calls that failed and were re-run one request at a time;
+    ``abandoned`` counts requests whose caller gave up before the model ran them (skipped,
+    never computed).
+    """
 
     requests: int = 0
     texts: int = 0
@@ -42,9 +55,20 @@ class BatcherStats:
     largest_batch: int = 0
     model_seconds: float = 0.0
     errors: int = 0
+    isolated: int = 0
+    abandoned: int = 0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request: its texts, the caller's future, and whether it still waits in the queue."""
+
+    texts: list[str]
+    future: asyncio.Future
+    queued: bool = field(default=True)
 
 
 class MicroBatcher:
@@ -77,22 +101,24 @@ class MicroBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.stats = BatcherStats()
-        self._queue: asyncio.Queue | None = None
+        self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending = 0  # texts queued and not yet taken by the worker
-        # One thread: model calls never overlap (torch already uses every core for one call).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="goemo-model")
+        self._pending = 0  # texts of live requests queued and not yet taken by the worker
+        self._executor: ThreadPoolExecutor | None = None  # made on start, released by `close`
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _ensure_started(self) -> asyncio.Queue:
+    def _ensure_started(self) -> asyncio.Queue[_Job]:
         """Start the worker on the running loop (again, if an earlier loop has gone away).
 
         Lazy start keeps the batcher usable from test clients that open a fresh event loop
         per request, as well as from a server's lifespan hook.
         """
         loop = asyncio.get_running_loop()
+        if self._executor is None:  # first start, or again after `close` (a server's lifespan may run twice)
+            # One thread: model calls never overlap (torch already uses every core for one call).
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="goemo-model")
         if self._queue is None or self._loop is not loop or self._worker is None or self._worker.done():
             self._loop = loop
             self._queue = asyncio.Queue()
@@ -115,20 +141,29 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
         while queue is not None and not queue.empty():
-            _, future = queue.get_nowait()
-            if not future.done():
-                future.cancel()
+            job = queue.get_nowait()
+            if not job.future.done():
+                job.future.cancel()
 
     def close(self) -> None:
-        """Release the model thread (after `stop`)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Release the model thread (after `stop`); a later `start` or `submit` makes a new one."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def queued(self) -> int:
+        """Texts waiting for the model now (what ``max_queue`` bounds)."""
+        return self._pending
 
     # ------------------------------------------------------------------ requests
 
-    async def submit(self, texts: Sequence[str]) -> np.ndarray:
-        """Probabilities ``(len(texts), L)`` for these texts, computed together with other callers'.
+    def enqueue(self, texts: Sequence[str]) -> asyncio.Future:
+        """Queue ``texts`` now and return the future of their probabilities ``(len(texts), L)``.
 
-        Raises `QueueFullError` when ``max_queue`` texts are already waiting.
+        Cancel the future to give up: a request not yet taken into a batch is then skipped
+        and frees its room in the queue at once. Raises `QueueFullError` when ``max_queue``
+        texts are already waiting. Call it from the event loop.
         """
         texts = list(texts)
         if not texts:
@@ -138,15 +173,44 @@ class MicroBatcher:
             raise QueueFullError(
                 f"{self._pending} texts are waiting for the model (limit {self.max_queue}); retry later"
             )
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        job = _Job(texts, asyncio.get_running_loop().create_future())
+        job.future.add_done_callback(lambda _: self._given_up(job))
         self._pending += len(texts)
-        queue.put_nowait((texts, future))
-        return await future
+        queue.put_nowait(job)
+        return job.future
 
-    async def _collect(self, queue: asyncio.Queue, carry: tuple | None) -> tuple[list[tuple], tuple | None]:
-        """One batch: the first request, then more until ``max_batch`` texts or the wait bound."""
-        first = carry if carry is not None else await queue.get()
-        batch, size = [first], len(first[0])
+    async def submit(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities ``(len(texts), L)`` for these texts, computed together with other callers'.
+
+        Raises `QueueFullError` when ``max_queue`` texts are already waiting.
+        """
+        return await self.enqueue(texts)
+
+    def _given_up(self, job: _Job) -> None:
+        """Done callback: a request cancelled while still queued no longer counts as waiting."""
+        if job.queued and job.future.cancelled():
+            job.queued = False
+            self._pending -= len(job.texts)
+            self.stats.abandoned += 1
+
+    def _take(self, job: _Job) -> bool:
+        """The worker takes ``job`` off the queue; False when its caller has already given up."""
+        if not job.queued:
+            return False
+        job.queued = False
+        self._pending -= len(job.texts)
+        if job.future.done():  # cancelled, its done callback not run yet
+            self.stats.abandoned += 1
+            return False
+        return True
+
+    async def _collect(self, queue: asyncio.Queue[_Job], carry: _Job | None) -> tuple[list[_Job], _Job | None]:
+        """One batch: the first live request, then more until ``max_batch`` texts or the wait bound."""
+        first = carry
+        while first is None:
+            job = await queue.get()
+            first = job if self._take(job) else None
+        batch, size = [first], len(first.texts)
         deadline = time.monotonic() + self.max_wait_s
         while size < self.max_batch:
             try:
@@ -159,45 +223,80 @@ class MicroBatcher:
                     item = await asyncio.wait_for(queue.get(), remaining)
                 except TimeoutError:
                     break
-            if size + len(item[0]) > self.max_batch:
+            if not self._take(item):
+                continue  # abandoned: skipped, takes no room in the batch
+            if size + len(item.texts) > self.max_batch:
                 return batch, item  # does not fit: it opens the next batch
             batch.append(item)
-            size += len(item[0])
+            size += len(item.texts)
         return batch, None
 
-    async def _run(self, queue: asyncio.Queue) -> None:
+    async def _call(self, texts: list[str]) -> np.ndarray:
+        """One model call in the model thread, its output checked for shape."""
         loop = asyncio.get_running_loop()
+        probs = np.asarray(await loop.run_in_executor(self._executor, self.predict_proba, texts))
+        if probs.ndim != 2 or probs.shape[0] != len(texts):
+            raise RuntimeError(f"model returned an array of shape {probs.shape} for {len(texts)} texts")
+        return probs
+
+    def _fail(self, job: _Job, error: Exception) -> None:
+        """Hand ``error`` to one caller; log a bug (not a `GoemoError`) once, with its traceback."""
+        self.stats.errors += 1
+        if isinstance(error, GoemoError):
+            log.info("request of %d texts refused by the model: %s", len(job.texts), error)
+        else:
+            log.error("model call on %d texts failed", len(job.texts), exc_info=error)
+        if not job.future.done():
+            job.future.set_exception(error)
+
+    async def _run(self, queue: asyncio.Queue[_Job]) -> None:
         carry = None
         while True:
             batch, carry = await self._collect(queue, carry)
-            self._pending -= sum(len(texts) for texts, _ in batch)  # a carried request stays counted
-            live = [(texts, fut) for texts, fut in batch if not fut.done()]  # callers that gave up are skipped
+            live = [job for job in batch if not job.future.done()]  # callers that gave up meanwhile
+            self.stats.abandoned += len(batch) - len(live)
             if not live:
                 continue
-            all_texts = [t for texts, _ in live for t in texts]
+            all_texts = [t for job in live for t in job.texts]
             started = time.perf_counter()
             try:
-                probs = await loop.run_in_executor(self._executor, self.predict_proba, all_texts)
-                probs = np.asarray(probs)
-                if probs.shape[0] != len(all_texts):
-                    raise RuntimeError(f"model returned {probs.shape[0]} rows for {len(all_texts)} texts")
+                probs = await self._call(all_texts)
             except Exception as e:  # the worker must outlive a failing batch
-                log.exception("model call on %d texts failed", len(all_texts))
-                self.stats.errors += 1
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(e)
+                if len(live) == 1:
+                    self._fail(live[0], e)
+                else:
+                    await self._isolate(live, e)
                 continue
-            elapsed = time.perf_counter() - started
-            s = self.stats
-            s.requests += len(live)
-            s.texts += len(all_texts)
-            s.batches += 1
-            s.largest_batch = max(s.largest_batch, len(all_texts))
-            s.model_seconds += elapsed
+            self._record(live, len(all_texts), time.perf_counter() - started)
             start = 0
-            for texts, fut in live:
-                rows = probs[start : start + len(texts)]
-                start += len(texts)
-                if not fut.done():
-                    fut.set_result(rows)
+            for job in live:
+                rows = probs[start : start + len(job.texts)]
+                start += len(job.texts)
+                if not job.future.done():
+                    job.future.set_result(rows)
+
+    async def _isolate(self, jobs: list[_Job], error: Exception) -> None:
+        """A batched call raised: run each request alone, so that only the guilty one fails."""
+        self.stats.isolated += 1
+        log.info("a batch of %d requests failed (%s: %s); running each alone", len(jobs), type(error).__name__, error)
+        for job in jobs:
+            if job.future.done():
+                self.stats.abandoned += 1
+                continue
+            started = time.perf_counter()
+            try:
+                probs = await self._call(job.texts)
+            except Exception as e:
+                self._fail(job, e)
+                continue
+            self._record([job], len(job.texts), time.perf_counter() - started)
+            if not job.future.done():
+                job.future.set_result(probs)
+
+    def _record(self, jobs: list[_Job], texts: int, seconds: float) -> None:
+        s = self.stats
+        s.requests += len(jobs)
+        s.texts += texts
+        s.batches += 1
+        s.largest_batch = max(s.largest_batch, texts)
+        s.model_seconds += seconds

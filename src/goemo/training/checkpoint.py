@@ -9,8 +9,8 @@ folders (``goemo.json`` from `model_meta`), written atomically: a kill leaves th
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+import pickle
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import load_model as load_weights
 from safetensors.torch import save_model as save_weights
@@ -25,16 +26,27 @@ from torch import nn
 
 from goemo import __version__
 from goemo.core.config import TrainConfig
-from goemo.core.errors import ConfigError
+from goemo.core.errors import ModelError
 from goemo.core.fileio import atomic_directory, atomic_write_json
 from goemo.core.folder import write_meta
-from goemo.core.run_folder import STATE_FILE
+from goemo.core.run_folder import (
+    CHECKPOINT_FIX,
+    STATE_FILE,
+    TRAINER_STATE_FILE,
+    WEIGHTS_FILE,
+    corrupt_checkpoint,
+    read_trainer_state,
+)
 from goemo.data.split import Split
-from goemo.models.modeling import save_model
+from goemo.models.card import CardFacts, build_model_card, write_model_card
+from goemo.models.modeling import save_model, write_config_thresholds
 from goemo.predict.cache import store_predictions
 from goemo.training.ema import EMA_FILE
 
-TRAINER_STATE_FILE = "trainer_state.json"  # in last/: the loop's position (goemo.training.loop.TrainState)
+# What a damaged file raises when read: torch.load (a torn zip, EOF, a pickle it refuses with
+# weights_only), safetensors (a short header or data), and the file system.
+_UNREADABLE = (RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError, OSError, ValueError)
+_NOT_A_CHECKPOINT = "truncated or not a goemo checkpoint"
 
 
 def model_meta(
@@ -122,20 +134,59 @@ def save_checkpoint(
 
 def load_checkpoint(folder: Path, accelerator: Accelerator, model, optimizer, scheduler, ema=None) -> dict[str, Any]:
     """Restore everything `save_checkpoint` wrote into ``last/`` (safe loaders only); return the
-    loop's saved position (the fields of `goemo.training.loop.TrainState`)."""
-    weights = load_file(str(folder / "model.safetensors"))
-    accelerator.unwrap_model(model).load_state_dict(weights, strict=True)
-    blob = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    loop's saved position (the fields of `goemo.training.loop.TrainState`).
+
+    A missing, truncated or foreign file raises `RunFolderError` naming it (one line, saying how to
+    start again), never a loader's traceback; weights that do not fit the model raise `ModelError`.
+    """
+    position = read_trainer_state(folder)
+    weights_path = folder / WEIGHTS_FILE
+    weights = _read(weights_path, lambda: load_file(str(weights_path)))
+    _fit(weights_path, lambda: accelerator.unwrap_model(model).load_state_dict(weights, strict=True))
+    state_path = folder / STATE_FILE
+    blob = _read(state_path, lambda: torch.load(state_path, map_location="cpu", weights_only=True))
+    if not isinstance(blob, dict) or not {"optimizer", "scheduler", "rng"} <= blob.keys():
+        raise corrupt_checkpoint(state_path, _NOT_A_CHECKPOINT)
     if ema is not None:
-        if not (folder / EMA_FILE).is_file():
-            raise ConfigError(f"{folder}: no {EMA_FILE} to resume the weight average from (was ema_decay added?)")
-        load_weights(ema.module, str(folder / EMA_FILE), strict=True, device=str(accelerator.device))
+        ema_path = folder / EMA_FILE
+        if not ema_path.is_file() or "ema_n_averaged" not in blob:
+            raise corrupt_checkpoint(
+                ema_path, "missing, so the weight average cannot resume (a run from before ema_decay existed?)"
+            )
+        _read(ema_path, lambda: load_weights(ema.module, str(ema_path), strict=True, device=str(accelerator.device)))
         ema.n_averaged.fill_(blob["ema_n_averaged"])
-    optimizer.load_state_dict(blob["optimizer"])
-    scheduler.load_state_dict(blob["scheduler"])
+    _fit(state_path, lambda: optimizer.load_state_dict(blob["optimizer"]))
+    _fit(state_path, lambda: scheduler.load_state_dict(blob["scheduler"]))
     rngs = blob["rng"]
-    set_rng_state(rngs[accelerator.process_index % len(rngs)])
-    return json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+    _fit(state_path, lambda: set_rng_state(rngs[accelerator.process_index % len(rngs)]))
+    return position
+
+
+def _read(path: Path, load: Callable[[], Any]) -> Any:
+    """``load()``, with a damaged file turned into the one-line `RunFolderError` naming it."""
+    if not path.is_file():
+        raise corrupt_checkpoint(path, "missing")
+    try:
+        return load()
+    except RuntimeError as e:
+        if "size mismatch" in str(e) or "Missing key" in str(e) or "Unexpected key" in str(e):
+            raise ModelError(
+                f"{path}: weights do not fit the model ({str(e).splitlines()[0]}); {CHECKPOINT_FIX}"
+            ) from None
+        raise corrupt_checkpoint(path, _NOT_A_CHECKPOINT) from None
+    except _UNREADABLE:
+        raise corrupt_checkpoint(path, _NOT_A_CHECKPOINT) from None
+
+
+def _fit(path: Path, restore: Callable[[], Any]) -> None:
+    """``restore()`` of state read from ``path``, with a mismatch turned into a one-line error."""
+    try:
+        restore()
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(
+            f"{path}: does not fit this run's model or optimizer ({first[:200]}); {CHECKPOINT_FIX}"
+        ) from None
 
 
 def load_best_weights(best_dir: Path, accelerator: Accelerator, model: nn.Module) -> None:
@@ -144,10 +195,21 @@ def load_best_weights(best_dir: Path, accelerator: Accelerator, model: nn.Module
 
 
 def finish_best(
-    best_dir: Path, meta: dict[str, Any], settings: dict[str, Any], predictions: Sequence[tuple[Split, np.ndarray]]
+    best_dir: Path,
+    meta: dict[str, Any],
+    settings: dict[str, Any],
+    predictions: Sequence[tuple[Split, np.ndarray]],
+    facts: CardFacts | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> None:
     """Give ``best/`` its final ``goemo.json`` (headline numbers, tuned thresholds, the predictor
-    ``settings``) and cache the probabilities those numbers came from, keyed by ``settings``, so
+    ``settings``, the card's ``facts``), the same thresholds in ``config.json``, its model card
+    (``README.md``), and cache the probabilities those numbers came from, keyed by ``settings``, so
     `goemo evaluate` / `ensemble` / `report` score these very numbers."""
-    write_meta(best_dir, {**meta, "prediction": settings})
+    final = {**meta, "prediction": settings}
+    if facts is not None:
+        final["card"] = facts.to_dict()
+    write_meta(best_dir, final)
+    write_config_thresholds(best_dir)  # before the cache: config.json is part of the weights' fingerprint
+    write_model_card(best_dir, build_model_card(best_dir, summary, facts, model_ref=str(best_dir)))
     store_predictions(best_dir, settings, predictions)

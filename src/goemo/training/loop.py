@@ -1,8 +1,8 @@
 """The training loop: one readable Accelerate loop for CPU, one GPU and many.
 
-Read `train` top to bottom: prepare the run folder, load and tokenise the data, build the model,
-then for each epoch train, evaluate on dev, and checkpoint (``best/`` by the selection metric,
-``last/`` with everything needed to resume). Finally evaluate the best weights on dev and test
+Read `train` top to bottom (`_train`, once the run folder is locked): prepare the run folder,
+load and tokenise the data, build the model, then for each epoch train, evaluate on dev, and
+checkpoint (``best/`` by the selection metric, ``last/`` with everything needed to resume). Finally evaluate the best weights on dev and test
 and write ``summary.json``. Each part it calls lives in its own module beside it, so the loop
 stays one screenful of what happens in which order: the Accelerator (`goemo.training.accelerator`),
 the splits (`.data`), the loss (`.losses`), the optimiser (`.optim`), distillation (`.distill`), the
@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,12 @@ from tqdm.auto import tqdm
 from goemo.core.config import TrainConfig, save_config
 from goemo.core.errors import ModelError
 from goemo.core.fileio import append_jsonl, atomic_write_json
-from goemo.core.run_folder import RunFolder
+from goemo.core.run_folder import TRAINER_STATE_FILE, RunFolder, corrupt_checkpoint
 from goemo.data.batching import collate, encode_split
 from goemo.data.split import Split
 from goemo.models.modeling import build_model, load_tokenizer
 from goemo.training.accelerator import make_accelerator, mean_over_processes, plain_model
+from goemo.training.card_facts import card_facts
 from goemo.training.checkpoint import finish_best, load_best_weights, load_checkpoint, model_meta, save_checkpoint
 from goemo.training.data import load_training_data, prepare_splits, train_batches
 from goemo.training.distill import batch_targets, soft_targets
@@ -65,6 +66,19 @@ class TrainState:
     loss_sum: float = 0.0
     loss_count: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    metrics_bytes: int | None = None  # metrics.jsonl's length at this checkpoint: resuming cuts it back to this
+
+    @classmethod
+    def restore(cls, saved: dict[str, Any], folder: Path) -> TrainState:
+        """The state `save_checkpoint` wrote, checked field by field (`RunFolderError` naming the file)."""
+        known = {f.name for f in fields(cls)}
+        ints = ("epoch", "batch_in_epoch", "global_step", "loss_count")
+        unknown = sorted(set(saved) - known)
+        wrong = [k for k in ints if not isinstance(saved.get(k), int) or saved[k] < 0]
+        if unknown or wrong or not isinstance(saved.get("history", []), list):
+            what = f"unknown fields {unknown}" if unknown else f"bad or missing {wrong or ['history']}"
+            raise corrupt_checkpoint(folder / TRAINER_STATE_FILE, f"not a goemo trainer state ({what})")
+        return cls(**saved)
 
 
 @dataclass
@@ -97,10 +111,25 @@ def train(
         torch.set_num_threads(config.num_threads)
     # The dashboards (a typo or a missing package fails here, before the run folder is touched).
     accelerator = make_accelerator(config, make_trackers(config.trackers, Path(config.output)))
-    main = accelerator.is_main_process
     run = RunFolder(config.output)
-    resume_from = run.prepare(config, is_main=main)
-    accelerator.wait_for_everyone()
+    # One run per folder: the main process holds RUN/.lock until the run ends, however it ends.
+    with run.lock() if accelerator.is_main_process else nullcontext():
+        return _train(config, splits, callbacks, accelerator, run, started, watch)
+
+
+def _train(
+    config: TrainConfig,
+    splits: dict[str, Split] | None,
+    callbacks: Sequence[Callback],
+    accelerator,
+    run: RunFolder,
+    started: float,
+    watch: Stopwatch,
+) -> TrainResult:
+    """`train` once the run folder is locked."""
+    main = accelerator.is_main_process
+    with accelerator.main_process_first():  # the main process tidies the folder first; all then see the same one
+        resume_from = run.prepare(config, is_main=main)
     if main:
         save_config(config, run.config_path)
 
@@ -132,16 +161,26 @@ def train(
     ema = weight_average(plain_model(accelerator, model), config.ema_decay)  # evaluated and saved as best/
     scorer = LiveScorer(accelerator, tokenizer, label_names, config)
 
-    def emit(record: dict[str, Any]) -> None:
-        """One event to metrics.jsonl, the trackers and the callbacks (main process only)."""
+    def write(record: dict[str, Any]) -> None:
+        """One event to metrics.jsonl (main process only)."""
         if main:
             append_jsonl(run.metrics_path, record)
+
+    def notify(record: dict[str, Any]) -> None:
+        """One event to the trackers and the callbacks (main process only)."""
+        if main:
             accelerator.log(record)
             for cb in callbacks:
                 cb(record)
 
+    def emit(record: dict[str, Any]) -> None:
+        write(record)
+        notify(record)
+
     def checkpoint(folder: Path, with_state: bool, metrics: dict[str, Any]) -> None:
         """``last/`` (with state) holds the raw weights training continues from; ``best/`` the weights evaluated."""
+        if with_state and main:  # the records this checkpoint has seen; a resumed run writes the later ones again
+            state.metrics_bytes = run.metrics_path.stat().st_size if run.metrics_path.is_file() else 0
         training = {"optimizer": optimizer, "scheduler": scheduler, "state": state, "ema": ema} if with_state else None
         weights = model if with_state or ema is None else ema.module
         with watch("save"):
@@ -153,7 +192,11 @@ def train(
     accelerator.init_trackers("goemo", config=config.to_dict())  # on the main process; see goemo.training.tracking
     try:
         if resume_from is not None:
-            state = TrainState(**load_checkpoint(resume_from, accelerator, model, optimizer, scheduler, ema))
+            state = TrainState.restore(
+                load_checkpoint(resume_from, accelerator, model, optimizer, scheduler, ema), resume_from
+            )
+            if main:
+                run.rewind_metrics(state.metrics_bytes)
             _log_resume(run.path, state)
             emit({"event": "resume", "epoch": state.epoch, "global_step": state.global_step})
         if main:
@@ -230,10 +273,11 @@ def train(
             state.epoch, state.batch_in_epoch = epoch + 1, 0
             if main:
                 _log_epoch(record, epoch_time)
+            write(record)  # before last/, which then counts it as written: a kill before last/ writes it again
             if improved:
                 checkpoint(run.best_dir, False, {"dev": metrics, "epoch": epoch + 1})
             checkpoint(run.last_dir, True, {"dev": metrics, "epoch": epoch + 1})
-            emit(record)  # after the checkpoints: a callback that stops the run (pruning) loses nothing
+            notify(record)  # after the checkpoints: a callback that stops the run (pruning) loses nothing
 
         # ---- the best weights on dev and test, thresholds tuned on dev, summary.json
         load_best_weights(run.best_dir, accelerator, model)
@@ -244,7 +288,10 @@ def train(
             atomic_write_json(run.summary_path, summary)
             headline = {"best_epoch": state.best_epoch, **final.metrics}
             meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
-            finish_best(run.best_dir, meta, scorer.classifier(model).settings, final.predictions(splits))
+            facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold)
+            finish_best(
+                run.best_dir, meta, scorer.classifier(model).settings, final.predictions(splits), facts, summary
+            )
             accelerator.log({"event": "summary", **final.flat()})
     except BaseException:
         close_trackers(accelerator.trackers, failed=True)

@@ -1,0 +1,592 @@
+"""The model card: ``README.md`` of every ``best/`` and every export, a Hugging Face Hub model card.
+
+Built with huggingface_hub's public API (`ModelCardData`, `EvalResult`, `ModelCard`) and written
+atomically. The YAML metadata says what the Hub needs (``library_name``, ``pipeline_tag``,
+``base_model``, ``datasets``, ``license``, ``tags``, and a ``model-index`` with the measured dev
+and test numbers); the text says how to load the model with plain transformers (applying
+``config.thresholds``) and with goemo, the per-label precision / recall / F1 / ROC-AUC at the
+tuned thresholds, how the thresholds and the epoch were chosen, the data, the configuration,
+the hardware and time, and the limitations.
+
+The builder takes plain data: a `ModelFolder` (labels, thresholds, training config, checksums,
+headline metrics), optionally a run's ``summary.json`` (as a dict) and `CardFacts` (per-label
+rows, split sizes, training label counts, resources), which training computes
+(`goemo.training.card_facts`) and keeps in ``goemo.json`` (``card``) so that an export can
+describe its source. Nothing here computes a metric.
+
+>>> card = build_model_card(ModelFolder.open("runs/reproduce/best"), summary)   # doctest: +SKIP
+>>> write_model_card("runs/reproduce/best", card)                               # doctest: +SKIP
+PosixPath('runs/reproduce/best/README.md')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from goemo.core.errors import ModelError
+from goemo.core.fileio import atomic_write_text
+from goemo.core.folder import CARD_FILE, ModelFolder
+from goemo.core.thresholds import PAPER_THRESHOLD
+
+# The hub model each offline alias is a copy of; the tiny random model has none.
+BASE_MODELS = {
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+}
+NO_BASE_MODEL = {"tiny-random-bert"}
+GOEMOTIONS_DATASET = "go_emotions"
+DEFAULT_LICENSE = "apache-2.0"
+RARE_LABEL_EXAMPLES = 100  # labels with fewer training examples than this are listed as rare
+# (summary key, metric_type, name, config): the model-index entries, per split.
+INDEX_METRICS = (
+    ("f1_macro", "f1", "Macro F1 @ {t:g}", "macro, threshold {t:g}"),
+    ("f1_macro_tuned", "f1", "Macro F1 @ dev-tuned thresholds", "macro, per-label thresholds tuned on dev"),
+    ("f1_micro", "f1", "Micro F1 @ {t:g}", "micro, threshold {t:g}"),
+    ("auc_macro", "roc_auc", "Macro ROC-AUC", "macro"),
+)
+HUB_SPLITS = {"dev": "validation", "test": "test"}  # goemo's split names -> the Hub dataset's
+CONFIG_KEYS = (
+    "model",
+    "pooling",
+    "max_length",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "head_lr",
+    "layer_decay",
+    "weight_decay",
+    "warmup_ratio",
+    "dropout",
+    "loss",
+    "focal_gamma",
+    "pos_weight",
+    "label_smoothing",
+    "ema_decay",
+    "max_grad_norm",
+    "threshold",
+    "threshold_shrink",
+    "select_metric",
+    "precision",
+    "seed",
+    "taxonomy",
+    "max_train_samples",
+    "max_eval_samples",
+    "preset",
+)
+EXAMPLE_TEXT = "Thank you so much, this made my day!"
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One label's scores at its decision threshold on one split (None: undefined there)."""
+
+    label: str
+    threshold: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    auc: float | None
+    support: int
+
+
+@dataclass
+class CardFacts:
+    """What a card says beyond ``goemo.json``: measured by training, kept in ``goemo.json`` ``card``.
+
+    ``per_label_split`` is the split the rows were scored on (test when it was evaluated, else
+    dev) with the dev-tuned thresholds; ``selection`` holds ``best_epoch``, ``epochs_run``,
+    ``select_metric`` and ``best_metric``; ``resources`` is ``summary.json``'s.
+    """
+
+    per_label: list[LabelRow] = field(default_factory=list)
+    per_label_split: str | None = None
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    train_label_counts: dict[str, int] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CardFacts:
+        """Read back `to_dict`; malformed entries raise `ModelError`."""
+        try:
+            rows = [LabelRow(**row) for row in data.get("per_label") or []]
+            return cls(
+                per_label=rows,
+                per_label_split=data.get("per_label_split"),
+                split_sizes={str(k): int(v) for k, v in (data.get("split_sizes") or {}).items()},
+                train_label_counts={str(k): int(v) for k, v in (data.get("train_label_counts") or {}).items()},
+                selection=dict(data.get("selection") or {}),
+                resources=dict(data.get("resources") or {}),
+            )
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ModelError(f"goemo.json card: malformed ({e})") from None
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What an ONNX export's card says about the export."""
+
+    quantize: str | None
+    opset: int | None
+    max_abs_prob_diff: float
+    source: str
+
+
+def base_model(model: str | None) -> str | None:
+    """The Hub id of the encoder a run started from, or None (a local folder, the tiny test model).
+
+    >>> base_model("minilm"), base_model("roberta-base"), base_model("runs/x/best"), base_model("tiny-random-bert")
+    ('sentence-transformers/all-MiniLM-L6-v2', 'roberta-base', None, None)
+    """
+    if not model or model.lower() in NO_BASE_MODEL:
+        return None
+    if model.lower() in BASE_MODELS:
+        return BASE_MODELS[model.lower()]
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or Path(model).exists()
+    return None if looks_local else model
+
+
+def trained_on_goemotions(training_config: Mapping[str, Any]) -> bool:
+    """Whether the run read a GoEmotions folder (not its own ``--train`` files)."""
+    return bool(training_config.get("data_dir")) and not training_config.get("train_file")
+
+
+def build_model_card(
+    folder: ModelFolder | str | Path,
+    summary: Mapping[str, Any] | None = None,
+    facts: CardFacts | None = None,
+    *,
+    export: ExportInfo | None = None,
+    license: str = DEFAULT_LICENSE,  # noqa: A002 - the Hub's own name for it
+    model_name: str | None = None,
+    model_ref: str | None = None,
+) -> ModelCard:
+    """The Hub model card of a model folder, from plain data (see the module docstring).
+
+    ``summary`` (a run's ``summary.json``) gives the headline numbers, the selection and the
+    resources; without it they come from ``goemo.json`` (``metrics``, ``card``). ``facts``
+    defaults to the folder's ``goemo.json`` ``card`` entry. ``model_ref`` is the path or Hub id
+    the snippets load (default: the folder's path).
+    """
+    folder = folder if isinstance(folder, ModelFolder) else ModelFolder.open(folder)
+    if facts is None:
+        facts = CardFacts.from_dict(folder.card_facts)
+    cfg = folder.training_config
+    summary = dict(summary or {})
+    metrics: dict[str, dict[str, Any]] = {
+        k: summary[k] for k in ("dev", "test") if isinstance(summary.get(k), dict)
+    } or {k: v for k, v in folder.metrics.items() if k in ("dev", "test") and isinstance(v, dict)}
+    selection: dict[str, Any] = {
+        **facts.selection,
+        **{k: summary[k] for k in ("best_epoch", "select_metric", "best_metric") if k in summary},
+    }
+    if isinstance(summary.get("epochs"), list):
+        selection["epochs_run"] = len(summary["epochs"])
+    resources = summary.get("resources") or facts.resources
+    threshold = float(cfg.get("threshold", summary.get("threshold", folder.global_threshold)))
+    goemotions = trained_on_goemotions(cfg)
+    name = model_name or default_model_name(folder.path, export)
+    data = ModelCardData(
+        language="en" if goemotions else None,
+        license=license,
+        library_name="onnx" if export else "transformers",
+        pipeline_tag="text-classification",
+        base_model=base_model(cfg.get("model")),
+        datasets=[GOEMOTIONS_DATASET] if goemotions else None,
+        tags=_tags(folder, goemotions, export),
+        metrics=["f1", "roc_auc"],
+        model_name=name,
+        eval_results=_eval_results(metrics, threshold, goemotions, cfg) or None,
+    )
+    ref = model_ref or str(folder.path)
+    body = "\n\n".join(
+        part
+        for part in (
+            _title(name, folder, cfg, export, goemotions),
+            _usage(folder, ref, export),
+            _results(metrics, threshold),
+            _per_label(facts, folder),
+            _choices(folder, selection, threshold),
+            _data_section(folder, facts, goemotions, cfg),
+            _config_section(cfg),
+            _resources_section(resources),
+            _limitations(facts, goemotions),
+        )
+        if part
+    )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
+
+
+def write_model_card(folder: str | Path, card: ModelCard) -> Path:
+    """Write ``card`` as ``folder/README.md``, atomically."""
+    return atomic_write_text(Path(folder) / CARD_FILE, str(card))
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def default_model_name(path: str | Path, export: ExportInfo | None = None) -> str:
+    """``goemo-RUN`` for ``runs/RUN/best`` (``goemo-RUN-onnx-int8`` for its int8 export), else ``goemo-FOLDER``.
+
+    >>> default_model_name("runs/reproduce/best"), default_model_name("models/x", ExportInfo("int8", 17, 0.0, "y"))
+    ('goemo-reproduce', 'goemo-x-onnx-int8')
+    """
+    folder = Path(path).resolve()
+    stem = folder.parent.name if folder.name == "best" or folder.name.startswith("best-onnx") else folder.name
+    name = f"goemo-{stem}"
+    if export is not None:
+        name += "-onnx" + (f"-{export.quantize}" if export.quantize else "")
+    return name
+
+
+def _tags(folder: ModelFolder, goemotions: bool, export: ExportInfo | None) -> list[str]:
+    tags = ["goemo", "text-classification", "multi-label-classification", "emotion-classification"]
+    if goemotions:
+        tags.append("go_emotions")
+    if folder.config.get("model_type") == "goemo-mean-pool":
+        tags += ["custom_code", "mean-pooling"]
+    if export is not None:
+        tags += ["onnx"] + ([export.quantize] if export.quantize else [])
+    return tags
+
+
+def _eval_results(
+    metrics: Mapping[str, Mapping[str, Any]], threshold: float, goemotions: bool, cfg: Mapping[str, Any]
+) -> list[EvalResult]:
+    out = []
+    for split, values in metrics.items():
+        for key, metric_type, metric_name, metric_config in INDEX_METRICS:
+            value = values.get(key)
+            if not isinstance(value, (int, float)) or not _finite(value):
+                continue
+            out.append(
+                EvalResult(
+                    task_type="text-classification",
+                    task_name="Multi-label emotion classification",
+                    dataset_type=GOEMOTIONS_DATASET if goemotions else "custom",
+                    dataset_name="GoEmotions" if goemotions else Path(str(cfg.get("train_file") or "data")).name,
+                    dataset_config="simplified" if goemotions else None,
+                    dataset_split=HUB_SPLITS.get(split, split),
+                    metric_type=metric_type,
+                    metric_value=float(value),
+                    metric_name=metric_name.format(t=threshold),
+                    metric_config=metric_config.format(t=threshold),
+                )
+            )
+    return out
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _title(name: str, folder: ModelFolder, cfg: Mapping[str, Any], export: ExportInfo | None, goemotions: bool) -> str:
+    head = (
+        "goemo's mean-pooling head"
+        if folder.config.get("model_type") == "goemo-mean-pool"
+        else "its own classification head"
+    )
+    encoder = base_model(cfg.get("model")) or cfg.get("model") or "a transformer encoder"
+    data = "GoEmotions (58k English Reddit comments, 27 emotions + neutral)" if goemotions else "its own data"
+    lines = [
+        f"# {name}",
+        "",
+        f"A multi-label emotion classifier ({folder.num_labels} labels, taxonomy `{folder.taxonomy}`): "
+        f"`{encoder}` with {head}, fine-tuned on {data} with goemo. Each label "
+        f"gets its own sigmoid probability; a label is predicted when its probability is above its "
+        f"threshold (`config.json` `thresholds`, tuned on the dev split).",
+    ]
+    if export is not None:
+        kind = "int8 (dynamically quantised weights)" if export.quantize == "int8" else "fp32"
+        lines += [
+            "",
+            f"**This is an ONNX export, {kind}**, of `{export.source}` (opset {export.opset}): it runs with "
+            f"ONNX Runtime alone, without PyTorch. Largest probability difference from the PyTorch "
+            f"model on goemo's probe texts: {export.max_abs_prob_diff:.1e}. The numbers below were "
+            f"measured on the PyTorch model it was exported from.",
+        ]
+    return "\n".join(lines)
+
+
+def _usage(folder: ModelFolder, ref: str, export: ExportInfo | None) -> str:
+    max_length = folder.max_length or 512
+    if export is not None:
+        return "\n".join(
+            [
+                "## How to use",
+                "",
+                "With ONNX Runtime and the tokenizer (no PyTorch, no goemo):",
+                "",
+                "```python",
+                "import json",
+                "import numpy as np",
+                "import onnxruntime as ort",
+                "from tokenizers import Tokenizer",
+                "",
+                f'folder = "{ref}"',
+                'cfg = json.load(open(f"{folder}/config.json"))',
+                'tok = Tokenizer.from_file(f"{folder}/tokenizer.json")',
+                f"tok.enable_truncation({max_length})",
+                "tok.enable_padding()",
+                'session = ort.InferenceSession(f"{folder}/model.onnx")',
+                f'enc = tok.encode_batch(["{EXAMPLE_TEXT}"])',
+                'feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),',
+                '        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}',
+                'probs = 1 / (1 + np.exp(-session.run(["logits"], feed)[0]))',
+                'names = [cfg["id2label"][str(i)] for i in range(len(cfg["thresholds"]))]',
+                'print([[n for n, p, t in zip(names, row, cfg["thresholds"]) if p > t] for row in probs])',
+                "```",
+                "",
+                "With goemo (`pip install goemo`):",
+                "",
+                "```python",
+                "from goemo import EmotionClassifier",
+                "",
+                f'clf = EmotionClassifier.load("{ref}")   # picks ONNX Runtime by itself',
+                f'clf.predict(["{EXAMPLE_TEXT}"])',
+                "```",
+            ]
+        )
+    remote = folder.config.get("model_type") == "goemo-mean-pool"
+    trust = ", trust_remote_code=True" if remote else ""
+    lines = [
+        "## How to use",
+        "",
+        "With plain transformers (no goemo), applying the per-label thresholds from `config.json`:",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        f'clf = pipeline("text-classification", model="{ref}", top_k=None{trust})',
+        "cfg = clf.model.config",
+        "thresholds = {cfg.id2label[i]: t for i, t in enumerate(cfg.thresholds)}",
+        f'scores = clf(["{EXAMPLE_TEXT}"], truncation=True, max_length={max_length})[0]',
+        'print([s["label"] for s in scores if s["score"] > thresholds[s["label"]]])',
+        "```",
+        "",
+        "The pipeline applies a sigmoid per label (`problem_type: multi_label_classification`); "
+        f"`config.thresholds` are in `id2label` order and a label is predicted when its score is above "
+        f"its threshold (`threshold_convention`). Texts were truncated to {max_length} tokens in training.",
+    ]
+    if remote:
+        lines += [
+            "",
+            "The mean-pooling head is goemo's own code: `modeling_goemo.py` in this folder (torch and "
+            "transformers only), which `trust_remote_code=True` lets transformers run, as for any Hub model "
+            "with custom code. goemo itself loads the folder without it.",
+        ]
+    lines += [
+        "",
+        "With goemo (`pip install goemo`), which applies the same thresholds:",
+        "",
+        "```python",
+        "from goemo import EmotionClassifier",
+        "",
+        f'clf = EmotionClassifier.load("{ref}")  # a local folder (snapshot_download a Hub repo first)',
+        f'clf.predict(["{EXAMPLE_TEXT}"])  # labels above their thresholds, highest score first',
+        "```",
+        "",
+        f"or `goemo predict --model {ref} --all-scores 'some text'`.",
+    ]
+    return "\n".join(lines)
+
+
+def _results(metrics: Mapping[str, Mapping[str, Any]], threshold: float) -> str:
+    if not metrics:
+        return ""
+    splits = [s for s in ("test", "dev") if s in metrics]
+    header = "| metric | " + " | ".join(splits) + " |"
+    lines = ["## Results", "", header, "|---|" + "---:|" * len(splits)]
+    for key, _, metric_name, _ in INDEX_METRICS:
+        cells = [_num(metrics[s].get(key)) for s in splits]
+        lines.append(f"| {metric_name.format(t=threshold)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "On dev, the macro F1 at the dev-tuned thresholds is scored on the split they were tuned on, so it "
+        "flatters; the test numbers are the honest ones."
+        + (f" Threshold {threshold:g} is the GoEmotions paper's." if threshold == PAPER_THRESHOLD else ""),
+    ]
+    return "\n".join(lines)
+
+
+def _per_label(facts: CardFacts, folder: ModelFolder) -> str:
+    if not facts.per_label:
+        return ""
+    split = facts.per_label_split or "dev"
+    counts = facts.train_label_counts
+    lines = [
+        "## Per-label results",
+        "",
+        f"On the {split} split, at the per-label thresholds tuned on dev ({len(facts.per_label)} labels):",
+        "",
+        "| label | threshold | precision | recall | F1 | ROC-AUC | support | train examples |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in facts.per_label:
+        train = f"{counts[r.label]:,}" if r.label in counts else "–"
+        lines.append(
+            f"| {r.label} | {r.threshold:.3f} | {_num(r.precision)} | {_num(r.recall)} | {_num(r.f1)} | "
+            f"{_num(r.auc)} | {r.support:,} | {train} |"
+        )
+    lines += ["", "–: undefined on this split (no positive example)."]
+    return "\n".join(lines)
+
+
+def _choices(folder: ModelFolder, selection: Mapping[str, Any], threshold: float) -> str:
+    lines = ["## How the thresholds and the epoch were chosen", ""]
+    best, run = selection.get("best_epoch"), selection.get("epochs_run")
+    metric = selection.get("select_metric")
+    if best is not None:
+        of = f" of {run}" if run else ""
+        by = f" by `{metric}` on the dev split" if metric else " on the dev split"
+        score = f" ({_num(selection.get('best_metric'))})" if _finite(selection.get("best_metric")) else ""
+        lines.append(f"- **Epoch**: the weights of epoch {best}{of}, chosen{by}{score}; test was not looked at.")
+    tuned = folder.tuned
+    if tuned is not None:
+        lo, hi, n = tuned.grid
+        shrink = (
+            f", then pulled {tuned.shrink:.0%} of the way towards the best single threshold" if tuned.shrink else ""
+        )
+        fallback = (
+            f" Labels with too few dev examples to tune ({', '.join(tuned.fallback_labels)}) keep {tuned.fallback:g}."
+            if tuned.fallback_labels
+            else ""
+        )
+        lines.append(
+            f"- **Thresholds**: one per label, each maximising that label's F1 on the {tuned.split} split over "
+            f"{n} values from {lo:g} to {hi:g}{shrink}.{fallback} Never tuned on test."
+        )
+    else:
+        lines.append(f"- **Thresholds**: no per-label tuning; every label uses {threshold:g}.")
+    lines.append("- A label is predicted when its probability is strictly above its threshold (`prob > threshold`).")
+    return "\n".join(lines)
+
+
+def _data_section(folder: ModelFolder, facts: CardFacts, goemotions: bool, cfg: Mapping[str, Any]) -> str:
+    lines = ["## Training data", ""]
+    if goemotions:
+        lines.append(
+            "[GoEmotions](https://huggingface.co/datasets/go_emotions) (Demszky et al., 2020), the simplified "
+            "train / dev / test split: English Reddit comments, each labelled by 3 or more raters with any of "
+            "27 emotions or neutral."
+        )
+    else:
+        files = ", ".join(f"`{cfg[k]}`" for k in ("train_file", "dev_file", "test_file") if cfg.get(k))
+        lines.append(f"Files: {files or 'given from Python'}.")
+    sampled = [k for k in ("max_train_samples", "max_eval_samples") if cfg.get(k)]
+    if sampled:
+        lines.append(
+            "Sampled: " + ", ".join(f"`{k}` {cfg[k]:,}" for k in sampled) + " (a seeded random sample; a quick run)."
+        )
+    checksums = folder.data_checksums
+    splits = [s for s in ("train", "dev", "test") if s in checksums or s in facts.split_sizes]
+    if splits:
+        lines += ["", "| split | texts | sha256 of the texts and labels |", "|---|---:|---|"]
+        for s in splits:
+            size = facts.split_sizes.get(s)
+            lines.append(f"| {s} | {'' if size is None else f'{size:,}'} | `{checksums.get(s, '')}` |")
+    return "\n".join(lines)
+
+
+def _config_section(cfg: Mapping[str, Any]) -> str:
+    rows = [(k, cfg[k]) for k in CONFIG_KEYS if cfg.get(k) is not None]
+    if cfg.get("loss") != "focal":  # the focal exponent means nothing for another loss
+        rows = [(k, v) for k, v in rows if k != "focal_gamma"]
+    if not rows:
+        return ""
+    lines = ["## Training configuration", "", "| setting | value |", "|---|---|"]
+    lines += [f"| `{k}` | {_cfg(v)} |" for k, v in rows]
+    lines += ["", "The whole configuration is `training_config` in `goemo.json`."]
+    return "\n".join(lines)
+
+
+def _resources_section(resources: Mapping[str, Any]) -> str:
+    if not resources:
+        return ""
+    hw = resources.get("hardware") or {}
+    gpus = resources.get("gpu_memory") or []
+    lines = ["## Hardware and time", ""]
+    machine = [
+        f"{hw['cpu']}" if hw.get("cpu") else None,
+        f"{hw['cpu_cores']} CPU cores" if hw.get("cpu_cores") else None,
+    ]
+    if gpus:
+        names = sorted({str(g.get("name", "GPU")) for g in gpus if isinstance(g, dict)}) or ["GPU"]
+        machine.append(f"{len(gpus)} x {', '.join(names)}")
+    lines.append("- Machine: " + (", ".join(m for m in machine if m) or "unknown"))
+    if resources.get("num_processes") or resources.get("precision"):
+        precision = resources.get("precision") or "?"
+        precision = "fp32" if precision == "no" else precision  # Accelerate's name for no mixed precision
+        lines.append(f"- Processes: {resources.get('num_processes', 1)}, precision {precision}")
+    if resources.get("wall_time_s") is not None:
+        epochs = resources.get("epoch_time_s") or []
+        per_epoch = f" (epochs: {', '.join(_duration(t) for t in epochs)})" if epochs else ""
+        lines.append(f"- Wall time: {_duration(resources['wall_time_s'])}{per_epoch}")
+    if resources.get("peak_rss_mb") is not None:
+        lines.append(f"- Peak memory (RSS): {resources['peak_rss_mb']:,.0f} MB")
+    versions = [f"{k} {hw[k]}" for k in ("python", "torch", "transformers") if hw.get(k)]
+    if versions:
+        lines.append("- Software: " + ", ".join(versions))
+    return "\n".join(lines)
+
+
+def _limitations(facts: CardFacts, goemotions: bool) -> str:
+    lines = ["## Limitations", ""]
+    if goemotions:
+        lines += [
+            "- Trained on English Reddit comments (2005-2019, curated to remove offensive content): other "
+            "languages, domains and registers (news, reviews, speech transcripts) will score worse.",
+            "- GoEmotions labels are noisy: raters often disagree on which emotions a comment expresses, and "
+            "subtle or sarcastic comments are hard even for people, so F1 well below 1 partly reflects the labels.",
+        ]
+    else:
+        lines.append("- The model knows only what its training files show; check it on your own texts.")
+    rare = sorted((n, c) for n, c in facts.train_label_counts.items() if c < RARE_LABEL_EXAMPLES)
+    if rare:
+        listed = ", ".join(f"{n} ({c})" for n, c in sorted(rare, key=lambda x: x[1]))
+        lines.append(
+            f"- Rare labels, under {RARE_LABEL_EXAMPLES} training examples: {listed}. Their scores and "
+            f"thresholds rest on few examples and vary most between runs."
+        )
+    lines.append(
+        "- Predictions are probabilities from one model; do not use them to make decisions about people "
+        "without human review."
+    )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return f"{float(value):.{digits}f}" if _finite(value) else "–"
+
+
+def _cfg(value: Any) -> str:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return ", ".join(map(str, value)) or "none"
+    return str(value)
+
+
+def _duration(seconds: Any) -> str:
+    if not _finite(seconds):
+        return "?"
+    s = float(seconds)
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"

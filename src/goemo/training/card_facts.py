@@ -1,0 +1,64 @@
+"""What training measured that the model card shows (`goemo.models.card.CardFacts`).
+
+The card builder in `goemo.models.card` takes plain data and computes nothing; the per-label
+precision / recall / F1 / ROC-AUC at the dev-tuned thresholds are computed here, at the end of
+training, from the probabilities the summary came from (`goemo.scoring.metrics.compute_metrics`).
+
+>>> facts = card_facts(splits, final.probs, final.tuned, summary)   # doctest: +SKIP
+>>> facts.per_label_split, len(facts.per_label)                      # doctest: +SKIP
+('test', 28)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from goemo.core.thresholds import TunedThresholds
+from goemo.data.split import Split
+from goemo.models.card import CardFacts, LabelRow
+from goemo.scoring.metrics import compute_metrics
+
+
+def label_rows(split: Split, probs: np.ndarray, thresholds: TunedThresholds | float) -> list[LabelRow]:
+    """One `LabelRow` per label of ``split`` at ``thresholds``, in label order."""
+    report = compute_metrics(split.labels, probs, split.label_names, thresholds=thresholds, sweep=None)
+    values = (
+        np.asarray(thresholds, dtype=np.float64)
+        if isinstance(thresholds, TunedThresholds)
+        else np.full(len(split.label_names), float(thresholds))
+    )
+    return [
+        LabelRow(m.name, round(float(t), 6), m.precision, m.recall, m.f1, m.auc, int(m.support))
+        for m, t in zip(report.per_label, values)
+    ]
+
+
+def card_facts(
+    splits: Mapping[str, Split],
+    probs: Mapping[str, np.ndarray],
+    tuned: TunedThresholds | None,
+    summary: Mapping[str, Any],
+    threshold: float = 0.3,
+) -> CardFacts:
+    """Per-label rows on test when it was scored (else dev) at the dev-tuned thresholds (else
+    ``threshold``), split sizes, training label counts, the epoch selection and the resources."""
+    split = "test" if "test" in probs else "dev"
+    rows = label_rows(splits[split], probs[split], tuned if tuned is not None else threshold) if split in probs else []
+    train = splits["train"]
+    counts = np.asarray(train.labels).sum(axis=0)
+    return CardFacts(
+        per_label=rows,
+        per_label_split=split if rows else None,
+        split_sizes={k: len(s) for k, s in splits.items()},
+        train_label_counts={n: int(c) for n, c in zip(train.label_names, counts)},
+        selection={
+            "best_epoch": summary.get("best_epoch"),
+            "epochs_run": len(summary.get("epochs") or []),
+            "select_metric": summary.get("select_metric"),
+            "best_metric": summary.get("best_metric"),
+        },
+        resources=dict(summary.get("resources") or {}),
+    )

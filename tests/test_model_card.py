@@ -1,0 +1,157 @@
+"""The model card (README.md of best/ and of exports): Hub metadata, measured numbers, per-label table."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from goemo.core.folder import ModelFolder
+from goemo.models.card import (
+    BASE_MODELS,
+    CardFacts,
+    LabelRow,
+    base_model,
+    build_model_card,
+    default_model_name,
+    write_model_card,
+)
+
+# model-index metric name -> summary.json key
+INDEX_KEYS = {
+    "Macro F1 @ 0.3": "f1_macro",
+    "Macro F1 @ dev-tuned thresholds": "f1_macro_tuned",
+    "Micro F1 @ 0.3": "f1_micro",
+    "Macro ROC-AUC": "auc_macro",
+}
+SPLITS = {"validation": "dev", "test": "test"}
+
+
+def _table_rows(text: str, heading: str) -> list[list[str]]:
+    """The body rows of the first Markdown table under ``heading``."""
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def check_index_matches(card: ModelCard, metrics: dict) -> int:
+    """Every model-index value equals ``metrics[split][key]``; returns how many there are."""
+    seen = 0
+    for result in card.data.eval_results:
+        split = SPLITS[result.dataset_split]
+        assert result.metric_value == metrics[split][INDEX_KEYS[result.metric_name]], result
+        assert result.task_type == "text-classification" and result.dataset_type == "go_emotions"
+        seen += 1
+    return seen
+
+
+def test_card_after_training_parses_and_matches_summary(tiny_model_dir: Path) -> None:
+    summary = json.loads((tiny_model_dir.parent / "summary.json").read_text())
+    card = ModelCard.load(tiny_model_dir / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-classification"
+    assert data["license"] == "apache-2.0" and data["datasets"] == ["go_emotions"] and data["language"] == "en"
+    assert "base_model" not in data  # the tiny random model has none
+    assert {"goemo", "multi-label-classification", "go_emotions"} <= set(data["tags"])
+    index = data["model-index"]
+    assert len(index) == 1 and index[0]["name"] == "goemo-run"
+    assert check_index_matches(card, summary) == 8  # 4 metrics x dev and test (all finite here)
+
+    text = card.text
+    rows = _table_rows(text, "## Per-label results")
+    folder = ModelFolder.open(tiny_model_dir)
+    assert [r[0] for r in rows] == folder.label_names and len(rows) == 28
+    assert [float(r[1]) for r in rows] == pytest.approx(folder.thresholds().tolist(), abs=5e-4)
+    assert "On the test split, at the per-label thresholds tuned on dev" in text
+    for heading in (
+        "## How to use",
+        "## Results",
+        "## How the thresholds and the epoch were chosen",
+        "## Training data",
+        "## Training configuration",
+        "## Hardware and time",
+        "## Limitations",
+    ):
+        assert heading in text, heading
+    assert 'pipeline("text-classification"' in text and "cfg.thresholds" in text and "EmotionClassifier" in text
+    assert "trust_remote_code" not in text  # BERT's own head needs no custom code
+    # the data: sizes and checksums of the splits trained and scored on
+    data_rows = {r[0]: r for r in _table_rows(text, "## Training data")}
+    assert data_rows["train"][1] == "400" and data_rows["test"][1] == "100"
+    assert data_rows["dev"][2] == f"`{folder.data_checksums['dev']}`"
+    # rare labels come from the training label counts kept in goemo.json
+    counts = CardFacts.from_dict(folder.card_facts).train_label_counts
+    assert sum(counts.values()) > 0
+    rare = [n for n, c in counts.items() if c < 100]
+    assert rare and all(f"{n} ({counts[n]})" in text for n in rare)
+    assert "Reddit" in text and "disagree" in text
+
+
+def test_card_from_a_folder_and_its_summary_alone(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """What `make run`'s folder gets: the builder on best/ + summary.json, facts from goemo.json."""
+    summary = json.loads((tiny_model_dir.parent / "summary.json").read_text())
+    card = build_model_card(tiny_model_dir, summary, model_name="goemo-x", license="mit")
+    path = write_model_card(tmp_path, card)
+    again = ModelCard.load(path)
+    assert again.data.license == "mit" and again.data.model_name == "goemo-x"
+    assert check_index_matches(again, summary) == 8
+    assert len(_table_rows(again.text, "## Per-label results")) == 28
+
+
+def _folder(tmp_path: Path, model: str, **meta) -> ModelFolder:
+    names = ["joy", "anger", "grief"]
+    config = {"id2label": dict(enumerate(names)), "model_type": "goemo-mean-pool", "encoder": {}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return ModelFolder(
+        tmp_path,
+        {"label_names": names, "training_config": {"model": model, "data_dir": "data/goemotions"}, **meta},
+    )
+
+
+def test_base_model_of_aliases_hub_ids_and_local_folders(tmp_path: Path) -> None:
+    assert base_model("minilm") == BASE_MODELS["minilm"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert base_model("roberta-base") == "roberta-base"
+    assert base_model("squeezebert/squeezebert-uncased") == "squeezebert/squeezebert-uncased"
+    assert base_model(str(tmp_path)) is None and base_model("runs/x/best") is None
+    assert base_model("tiny-random-bert") is None and base_model(None) is None
+    card = build_model_card(_folder(tmp_path, "minilm"))
+    assert card.data.to_dict()["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_card_without_measurements_still_parses(tmp_path: Path) -> None:
+    """A folder no training finished (no metrics, no facts): metadata and usage, no model-index."""
+    folder = _folder(tmp_path, "roberta-base")
+    card = build_model_card(folder)
+    write_model_card(tmp_path, card)
+    again = ModelCard.load(tmp_path / "README.md")
+    data = again.data.to_dict()
+    assert data["base_model"] == "roberta-base" and "model-index" not in data
+    assert "trust_remote_code=True" in again.text and "modeling_goemo.py" in again.text
+    assert "## Per-label results" not in again.text
+
+
+def test_per_label_rows_show_undefined_scores_and_rare_labels(tmp_path: Path) -> None:
+    facts = CardFacts(
+        per_label=[
+            LabelRow("joy", 0.4, 0.5, 0.25, 0.333, 0.8, 4),
+            LabelRow("anger", 0.35, 1.0, 0.5, 0.667, 0.9, 2),
+            LabelRow("grief", 0.5, None, None, None, None, 0),
+        ],
+        per_label_split="dev",
+        train_label_counts={"joy": 1200, "anger": 300, "grief": 77},
+    )
+    text = build_model_card(_folder(tmp_path, "minilm"), facts=facts).text
+    rows = _table_rows(text, "## Per-label results")
+    assert rows[2] == ["grief", "0.500", "–", "–", "–", "–", "0", "77"]
+    assert "On the dev split" in text
+    assert re.search(r"Rare labels, under 100 training examples: grief \(77\)\.", text)
+    assert CardFacts.from_dict(facts.to_dict()) == facts
+
+
+def test_default_model_names() -> None:
+    assert default_model_name("runs/reproduce/best") == "goemo-reproduce"
+    assert default_model_name("runs/reproduce/best-onnx-int8") == "goemo-reproduce"
+    assert default_model_name("models/goemo") == "goemo-goemo"

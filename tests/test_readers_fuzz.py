@@ -1,0 +1,229 @@
+"""Property tests of every reader: hostile files give a result or exactly one one-line `GoemoError`.
+
+The training readers (`goemo.data.io.load_split` on ``.tsv`` / ``.csv`` / ``.jsonl``) and the
+predict readers (`goemo.data.records.read_records`) are fed random bytes, random Unicode
+(lone surrogates and control characters included, written as JSON escapes or as invalid
+UTF-8), random CSV quoting and random JSON values. Whatever comes in, the reader either
+returns what it parsed or raises one `GoemoError` whose message is a single line (what the
+CLI prints); any other exception is a bug. Bounded so the whole file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from goemo.core.errors import GoemoError
+from goemo.data.io import load_split
+from goemo.data.records import read_records
+
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,  # no .hypothesis/ folder in the checkout
+)
+LABELS = ["joy", "anger", "fear"]
+
+# Any code point, surrogates and controls included; biased towards the characters that matter
+# to the formats (quotes, delimiters, line ends, escapes, BOM, NUL).
+SPECIAL = st.sampled_from(
+    ['"', ",", "\t", "\n", "\r", "\\", "[", "]", "{", "}", ":", "\ufeff", "\x00", "\ud800", "\udcff"]
+)
+ANY_CHAR = st.one_of(SPECIAL, st.characters(codec=None), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF))
+TEXT = st.text(ANY_CHAR, max_size=40)
+JSON_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), TEXT)
+JSON_VALUE = st.recursive(
+    JSON_SCALAR, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4), max_leaves=12
+)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def encode(text: str, how: str) -> bytes:
+    """Text as the bytes a hostile file might hold: UTF-8 with surrogates passed through, or escaped."""
+    if how == "surrogatepass":
+        return text.encode("utf-8", "surrogatepass")
+    return text.encode("utf-8", "backslashreplace")
+
+
+def outcome(call) -> object:
+    """Run ``call``; a `GoemoError` must be one line, anything else but success fails the test."""
+    try:
+        return call()
+    except GoemoError as e:
+        message = str(e)
+        assert message and "\n" not in message and "\r" not in message, repr(message)
+        assert len(message.splitlines()) == 1, repr(message)
+        return e
+
+
+def valid_unicode(strings) -> None:
+    """What a reader returns is text the tokenizer and the writers can take: encodable as UTF-8."""
+    for s in strings:
+        s.encode("utf-8")
+
+
+def training(path: Path, **options) -> object:
+    result = outcome(lambda: load_split(path, **options))
+    if not isinstance(result, GoemoError):
+        valid_unicode([*result.texts, *result.ids, *result.label_names])
+    return result
+
+
+def predicting(path: Path, **options) -> object:
+    result = outcome(lambda: list(read_records(path, **options)))
+    if not isinstance(result, GoemoError):
+        valid_unicode([s for r in result for s in (r.id, r.text)])
+    return result
+
+
+# ----------------------------------------------------------------------------- random bytes
+
+
+@FUZZ
+@given(data=st.binary(max_size=400), suffix=st.sampled_from([".tsv", ".csv", ".jsonl", ".txt"]))
+@example(data=b'{"text": "a\\ud800b", "id": 1}\n', suffix=".jsonl")  # valid JSON, not text
+@example(data=b'id,text\n1,"\xff\n', suffix=".csv")
+def test_random_bytes(folder: Path, data: bytes, suffix: str) -> None:
+    path = folder / f"bytes{suffix}"
+    path.write_bytes(data)
+    if suffix != ".txt":
+        training(path)
+        training(path, label_names=LABELS)
+    predicting(path)
+    if suffix != ".txt":
+        predicting(path, id_column="id")
+
+
+# ----------------------------------------------------------------------------- delimited files
+
+
+def _row(fields: list[str], delimiter: str, quoting: list[int]) -> str:
+    """Fields joined with random quoting: 0 bare, 1 quoted properly, 2 opening quote only, 3 stray quote."""
+    out = []
+    for value, q in zip(fields, quoting + [0] * len(fields)):
+        if q == 1:
+            out.append('"' + value.replace('"', '""') + '"')
+        elif q == 2:
+            out.append('"' + value)
+        elif q == 3:
+            out.append(value[:1] + '"' + value[1:])
+        else:
+            out.append(value)
+    return delimiter.join(out)
+
+
+ROWS = st.lists(st.tuples(st.lists(TEXT, min_size=0, max_size=4), st.lists(st.integers(0, 3), max_size=4)), max_size=6)
+
+
+@FUZZ
+@given(
+    rows=ROWS,
+    header=st.sampled_from([["text", "labels"], ["id", "text"], ["text", "labels", "id"], ["text"]]),
+    how=st.sampled_from(["surrogatepass", "escaped"]),
+    line_end=st.sampled_from(["\n", "\r\n", "\r"]),
+    big=st.integers(0, 140_000) | st.just(0),
+)
+@example(rows=[], header=["id", "text"], how="escaped", line_end="\n", big=140_000)  # over csv's field limit
+@example(rows=[(["1", "a"], []), (["\u2028", "\x1b"], [])], header=["te\nxt"], how="escaped", line_end="\n", big=0)
+def test_random_csv_quoting(folder: Path, rows, header: list[str], how: str, line_end: str, big: int) -> None:
+    lines = [",".join(header)] + [_row(fields, ",", quoting) for fields, quoting in rows]
+    body = line_end.join(lines) + line_end
+    if big > 131_000:  # one field over the csv module's 128 KB limit
+        body += '"' + "x" * big + '",joy' + line_end
+    path = folder / "quoting.csv"
+    path.write_bytes(encode(body, how))
+    training(path)
+    training(path, label_names=LABELS, id_column="id")
+    predicting(path)
+    predicting(path, id_column="id")
+
+
+@FUZZ
+@given(rows=ROWS, how=st.sampled_from(["surrogatepass", "escaped"]), line_end=st.sampled_from(["\n", "\r\n"]))
+def test_random_tsv_quoting(folder: Path, rows, how: str, line_end: str) -> None:
+    body = line_end.join(_row(fields, "\t", quoting) for fields, quoting in rows) + line_end
+    path = folder / "quoting.tsv"
+    path.write_bytes(encode(body, how))
+    training(path)
+    training(path, label_names=LABELS)
+
+
+@FUZZ
+@given(
+    rows=st.lists(
+        st.tuples(TEXT, st.lists(st.sampled_from(LABELS + ["0", "2", "-1", "9" * 30, "9" * 5000, ""]), max_size=3))
+    ),
+    how=st.sampled_from(["surrogatepass", "escaped"]),
+)
+@example(rows=[("fine", ["9" * 5000])], how="escaped")  # int() refuses 5,000 digits
+def test_tsv_label_ids(folder: Path, rows, how: str) -> None:
+    body = "".join(_row([text, ",".join(labels), "id"], "\t", [1]) + "\n" for text, labels in rows)
+    path = folder / "labels.tsv"
+    path.write_bytes(encode(body, how))
+    training(path, label_names=LABELS)
+
+
+# ----------------------------------------------------------------------------- JSON Lines
+
+
+LABEL_LIST = st.lists(st.sampled_from(LABELS + ["9" * 40, "1", ""]), max_size=3)
+# Mostly well-formed rows (so the row checks are reached), some anything at all.
+RECORD = st.fixed_dictionaries(
+    {"text": TEXT, "labels": LABEL_LIST}, optional={"id": TEXT | st.integers(), "joy": st.sampled_from([0, 1, "1"])}
+) | st.fixed_dictionaries(
+    {}, optional={"text": TEXT | JSON_VALUE, "labels": LABEL_LIST | JSON_VALUE, "id": JSON_VALUE, "joy": JSON_VALUE}
+)
+
+
+@FUZZ
+@given(
+    records=st.lists(RECORD, max_size=5),
+    values=st.lists(JSON_VALUE, max_size=1),
+    ascii_only=st.booleans(),
+)
+@example(records=[{"text": "a\ud800b", "labels": ["joy"]}], values=[], ascii_only=True)
+@example(records=[{"te\nxt": "a", "labels": []}], values=[], ascii_only=True)
+@example(records=[{"text": "a", "labels": ["9" * 5000]}], values=[], ascii_only=True)
+def test_random_jsonl(folder: Path, records: list[dict], values: list, ascii_only: bool) -> None:
+    lines = [json.dumps(v, ensure_ascii=ascii_only) for v in [*records, *values]]
+    path = folder / "random.jsonl"
+    # ensure_ascii=False keeps lone surrogates raw, which only "surrogatepass" can write (invalid UTF-8)
+    path.write_bytes(encode("\n".join(lines) + "\n", "surrogatepass"))
+    training(path)
+    training(path, label_names=LABELS, id_column="id")
+    training(path, label_columns=["joy"])
+    predicting(path)
+    predicting(path, id_column="id")
+
+
+@FUZZ
+@given(
+    depth=st.integers(1, 100_000),
+    digits=st.integers(1, 6000),
+    kind=st.sampled_from(["nest-list", "nest-object", "long-int", "long-int-label", "text"]),
+)
+def test_json_lines_built_to_hurt(folder: Path, depth: int, digits: int, kind: str) -> None:
+    if kind == "nest-list":
+        line = '{"text": "a", "labels": ' + "[" * depth + "]" * depth + "}"
+    elif kind == "nest-object":
+        line = '{"text": "a", "id": ' + '{"a": ' * depth + "1" + "}" * depth + ', "labels": []}'
+    elif kind == "long-int":
+        line = '{"text": "a", "labels": [], "id": ' + "7" * digits + "}"
+    elif kind == "long-int-label":
+        line = '{"text": "a", "labels": ["' + "7" * digits + '"]}'
+    else:
+        line = json.dumps({"text": "a" * digits + "\ud800", "labels": []})
+    path = folder / "hurt.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    training(path)
+    training(path, label_names=LABELS, id_column="id")
+    predicting(path, id_column="id")
