@@ -472,6 +472,36 @@ def _timeout_message(timeout_s: float) -> str:
     return f"request body not received within {timeout_s:g} s (--body-timeout)"
 
 
+async def _run_guarded(
+    app: Any,
+    scope: dict,
+    receive: Any,
+    send: Any,
+    guarded_receive: Any,
+    error: type[Exception],
+    status: int,
+    detail: str,
+) -> None:
+    """Run ``app`` with ``guarded_receive``; when it raises ``error`` before the response started, answer ``status``.
+
+    The app's own HTTPException handler normally answers the error; this catches it when it
+    escapes (raised outside a route, e.g. while Starlette reads the body for validation).
+    """
+    started = False
+
+    async def tracking_send(message: dict) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, guarded_receive, tracking_send)
+    except error:
+        if started:
+            raise
+        await _error(status, detail)(scope, receive, send)
+
+
 class BodySizeLimit:
     """ASGI middleware: 413 for a body over ``max_bytes``, however it is sent.
 
@@ -503,7 +533,6 @@ class BodySizeLimit:
                 await _error(413, _too_large_message(self.max_bytes))(scope, receive, send)
                 return
         received = 0
-        started = False
 
         async def limited_receive() -> dict:
             nonlocal received
@@ -514,17 +543,9 @@ class BodySizeLimit:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:  # normally answered inside by the HTTPException handler
-            if started:
-                raise
-            await _error(413, _too_large_message(self.max_bytes))(scope, receive, send)
+        await _run_guarded(
+            self.app, scope, receive, send, limited_receive, BodyTooLarge, 413, _too_large_message(self.max_bytes)
+        )
 
 
 class BodyReadTimeout:
@@ -547,7 +568,6 @@ class BodyReadTimeout:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
         complete = False
-        started = False
 
         async def timed_receive() -> dict:
             nonlocal complete
@@ -561,17 +581,9 @@ class BodyReadTimeout:
                 complete = True
             return message
 
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, timed_receive, tracking_send)
-        except BodyTimedOut:  # normally answered inside by the HTTPException handler
-            if started:
-                raise
-            await _error(408, _timeout_message(self.timeout_s))(scope, receive, send)
+        await _run_guarded(
+            self.app, scope, receive, send, timed_receive, BodyTimedOut, 408, _timeout_message(self.timeout_s)
+        )
 
 
 async def _disconnected(request: Request) -> None:
