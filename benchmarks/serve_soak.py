@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from goemo.training.resources import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 FALLBACK_TEXTS = [
@@ -284,15 +286,7 @@ async def soak(port: int, pid: int, texts: list[str], args: argparse.Namespace) 
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def report(result: dict, args: argparse.Namespace, model_desc: str, tracebacks: int) -> tuple[str, bool]:

@@ -40,7 +40,8 @@ def gpu_memory() -> list[dict[str, Any]]:
     ]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), for figures that name their machine."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -54,7 +55,7 @@ def _cpu_model() -> str:
 def hardware() -> dict[str, Any]:
     """CPU, GPUs and library versions, so a figure can be compared with another machine's."""
     info: dict[str, Any] = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
