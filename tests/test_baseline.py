@@ -223,7 +223,7 @@ def test_cli_fits_predicts_and_evaluates(tmp_path, shared_data):
     assert again.exit_code == 1 and "already holds a run" in again.output and "Traceback" not in again.output
     pred = runner.invoke(app, ["predict", "--model", str(out / "best"), "thanks so much!", "--top-k", "1"])
     assert pred.exit_code == 0, pred.output
-    assert json.loads(pred.output.splitlines()[0])["labels"][0]["label"] == "gratitude"
+    assert json.loads(pred.stdout.splitlines()[0])["labels"][0]["label"] == "gratitude"
     ev = runner.invoke(
         app,
         [

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from goemo.cli import app
-from goemo.core.errors import DataError
+from goemo.core.errors import DataError, RunFolderError
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.files import predict_file
 
@@ -32,7 +32,10 @@ def clf(tiny_model_dir: Path) -> EmotionClassifier:
 
 
 def run(*args: str, input: str | None = None):
-    return CliRunner().invoke(app, ["predict", *args], input=input)
+    """``goemo predict ARGS`` on the folder's own torch weights (``--backend auto``) unless ARGS name a backend:
+    the default (``fastest``: an int8 export) has its own tests in tests/test_fastest_backend.py and below."""
+    backend = [] if "--backend" in args else ["--backend", "auto"]
+    return CliRunner().invoke(app, ["predict", *backend, *args], input=input)
 
 
 def jsonl(text: str) -> list[dict]:
@@ -157,22 +160,27 @@ def test_streaming_in_small_chunks_gives_the_same_output(clf: EmotionClassifier,
     src = tmp_path / "many.txt"
     src.write_text("\n".join(texts) + "\n", encoding="utf-8")
     small, whole = tmp_path / "small.jsonl", tmp_path / "whole.jsonl"
-    assert predict_file(clf, src, small, chunk_size=7, all_scores=True) == 50
-    assert predict_file(clf, src, whole, all_scores=True) == 50
+    assert predict_file(clf, src, small, chunk_size=7, all_scores=True).records == 50
+    assert predict_file(clf, src, whole, all_scores=True).records == 50
     a, b = jsonl(small.read_text()), jsonl(whole.read_text())
     assert [r["id"] for r in a] == [str(i) for i in range(1, 51)] and [r["text"] for r in a] == texts
     for ra, rb in zip(a, b):
         assert ra["scores"] == pytest.approx(rb["scores"], abs=1e-5)
 
 
-def test_a_bad_row_midway_leaves_no_output_file(clf: EmotionClassifier, tmp_path: Path) -> None:
+def test_a_bad_row_midway_leaves_the_whole_chunks_before_it(clf: EmotionClassifier, tmp_path: Path) -> None:
     src = tmp_path / "bad.jsonl"
     good = [json.dumps({"text": f"fine {i}"}) for i in range(6)]
     src.write_text("\n".join(good + ["{not json"]) + "\n", encoding="utf-8")
     out = tmp_path / "pred.jsonl"
     with pytest.raises(DataError, match=r"bad.jsonl:7: invalid JSON"):
-        predict_file(clf, src, out, chunk_size=2)  # three chunks were written before the error
-    assert list(tmp_path.iterdir()) == [src]
+        predict_file(clf, src, out, chunk_size=2)  # three chunks come before the bad row
+    assert [r["id"] for r in jsonl(out.read_text())] == ["1", "2", "3", "4", "5", "6"]
+    assert json.loads((tmp_path / "pred.jsonl.goemo-progress.json").read_text())["complete"] is False
+    src.write_text("\n".join(good + [json.dumps({"text": "fixed"})]) + "\n", encoding="utf-8")
+    with pytest.raises(RunFolderError, match="the input is not the same file, or changed since"):
+        predict_file(clf, src, out, chunk_size=2)  # a changed input is never resumed
+    assert predict_file(clf, src, out, chunk_size=2, overwrite=True).records == 7
 
 
 @pytest.mark.parametrize(
@@ -300,39 +308,39 @@ def test_a_dead_writers_temp_file_is_removed_and_a_live_ones_kept(clf: EmotionCl
     other = tmp_path / f".other.jsonl.{dead_pid}.abc123.tmp"  # another file's temp: not ours to judge
     for p in (stale, live, other):
         p.write_text("half-written", encoding="utf-8")
-    assert predict_file(clf, src, out) == 1
+    assert predict_file(clf, src, out).records == 1
     assert not stale.exists() and live.exists() and other.exists() and out.is_file()
 
 
-@pytest.mark.slow
-def test_kill_9_mid_output_leaves_a_temp_file_the_next_run_removes(tiny_model_dir: Path, tmp_path: Path) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    src = tmp_path / "in.txt"
-    src.write_text("\n".join(f"text number {i} " + "word " * (i % 40) for i in range(200_000)) + "\n", encoding="utf-8")
+def test_an_existing_output_is_replaced_only_with_overwrite(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "goemo", "predict", "--model", str(tiny_model_dir), "--input", str(src)]
-    proc = subprocess.Popen([*cmd, "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        temps: list[Path] = []
-        while not temps and time.monotonic() < deadline and proc.poll() is None:
-            temps = list(tmp_path.glob(".out.jsonl.*.tmp"))
-            time.sleep(0.05)
-        assert temps, "the writer never started its temporary file"
-        time.sleep(0.5)  # well into the run: part of the output written
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert temps[0].exists() and not out.exists()  # kill -9: nothing could clean up
-    assert f".out.jsonl.{proc.pid}." in temps[0].name  # the writer's pid is in the name
-    small = tmp_path / "small.txt"
-    small.write_text("hello\nworld\n", encoding="utf-8")
-    result = run("--model", str(tiny_model_dir), "--input", str(small), "--output", str(out))
+    out.write_text("my own notes\n", encoding="utf-8")
+    result = run("--model", str(tiny_model_dir), "--output", str(out), "hello")
+    assert result.exit_code == 1 and result.stderr == f"goemo: error: {out} exists; --overwrite to replace it\n"
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    result = run("--model", str(tiny_model_dir), "--input", str(src), "--output", str(out))
+    assert result.exit_code == 1 and "--overwrite to replace it" in result.stderr
+    assert out.read_text() == "my own notes\n"
+    result = run("--model", str(tiny_model_dir), "--input", str(src), "--output", str(out), "--overwrite")
     assert result.exit_code == 0, result.output
-    assert len(jsonl(out.read_text())) == 2
-    assert not list(tmp_path.glob(".out.jsonl.*"))
+    assert [r["text"] for r in jsonl(out.read_text())] == ["hello"]
+
+
+def test_the_default_runs_the_fastest_backend_and_says_so_first(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """No --backend: on a CPU the folder's ONNX export (made once, checked on dev), named in the first log line."""
+    import shutil
+
+    pytest.importorskip("onnxruntime", reason="the fastest CPU backend is ONNX Runtime (the onnx extra)")
+    model = tmp_path / "best"
+    shutil.copytree(tiny_model_dir, model)  # the export is cached inside the folder: keep the shared one clean
+    made = CliRunner().invoke(app, ["predict", "--model", str(model), *TEXTS[:2]])
+    assert made.exit_code == 0, made.output
+    assert "making one" in made.stderr and (model / ".onnx-cpu" / "model.onnx").is_file()
+    result = CliRunner().invoke(app, ["predict", "--model", str(model), *TEXTS[:2]])  # reuses it: no export
+    assert result.exit_code == 0 and "making one" not in result.stderr, result.output
+    first = result.stderr.splitlines()[0]
+    assert "onnx" in first and "on cpu" in first and "thread" in first, first
+    torch_run = run("--model", str(model), "--all-scores", *TEXTS[:2])
+    fast = jsonl(result.stdout)
+    assert [r["id"] for r in fast] == ["1", "2"] and len(jsonl(torch_run.stdout)) == 2

@@ -58,10 +58,11 @@ def test_every_field_has_help_and_a_train_option_or_a_reason_not_to() -> None:
         param = params[name]
         assert param.help.startswith(f.metadata["help"]), name  # the help is the field's own
         assert param.default is None, name  # unset options must not override --config / --preset
-        declared = option_declarations(f)[0].split("/")
-        assert [*param.opts, *param.secondary_opts] == declared, name
-    # nothing but the fields and --config: no hand-kept option left to drift
-    assert set(params) - set(FIELDS) == {"config_file"}
+        first, *aliases = option_declarations(f)
+        on, _, off = first.partition("/")
+        assert [*param.opts, *param.secondary_opts] == [on, *aliases, *([off] if off else [])], name
+    # nothing but the fields, --config and --cuda (a shortcut for --device cuda): no hand-kept option left to drift
+    assert set(params) - set(FIELDS) == {"config_file", "cuda"}
 
 
 def test_the_three_drifted_fields_are_options_now() -> None:
@@ -289,3 +290,29 @@ def test_a_saved_dataset_config_resolves_again(trained, tmp_path: Path) -> None:
     assert trained[-1].dataset == "go_emotions"
     with pytest.raises(ConfigError, match="give --dataset or --data-dir, not both"):
         TrainConfig(dataset="go_emotions", data_dir="elsewhere")
+
+
+def test_the_cluster_guides_option_names_work_and_show_in_help(trained) -> None:
+    """bert_model.py train ... --cuda --learning-rate --batch-size --transformer-model, as the guide types it."""
+    argv = [
+        "train",
+        "--cuda",
+        "--learning-rate",
+        "3e-5",
+        "--batch-size",
+        "16",
+        "--transformer-model",
+        "bert-base-cased",
+    ]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    (config,) = trained
+    assert (config.device, config.lr, config.batch_size, config.model) == ("cuda", 3e-5, 16, "bert-base-cased")
+    shown = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "--lr, --learning-rate" in shown and "--model, --transformer-model" in shown and "--cuda" in shown
+
+
+def test_cuda_and_another_device_clash(trained) -> None:
+    result = runner.invoke(app, ["train", "--cuda", "--device", "cpu"])
+    assert result.exit_code == 1 and not trained
+    assert result.stderr.strip() == "goemo: error: --cuda and --device cpu: give one of them"

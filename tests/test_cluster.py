@@ -7,24 +7,33 @@ tests assert the exact launch line each node would run, without a cluster.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from goemo.cli import app
-from goemo.cluster import STAGES, JobSpec, render_job, shell_path, write_job
+from goemo.cluster import STAGES, JobSpec, merge_script_path, render_job, shell_arg, shell_path, write_job
 from goemo.core.errors import ConfigError
 
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None, reason="bash is needed to check the scripts")
 runner = CliRunner()
 
-TRAIN_ARGS = ("--model", "bert-base-cased", "--lr", "3e-5", "--output", "runs/my run $HOME")
+# $SCRATCH expands on the node (the rendered line keeps it live); the space stays one argument
+TRAIN_ARGS = ("--model", "bert-base-cased", "--lr", "3e-5", "--output", "$SCRATCH/runs/my run")
+PREDICT_ARGS = ("--model", "runs/base/best", "--input", "texts.jsonl", "--output", "labels/all.jsonl")
+
+
+def train_argv(scratch: str) -> list[str]:
+    """TRAIN_ARGS as goemo receives them on a node whose $SCRATCH is ``scratch``."""
+    return [*TRAIN_ARGS[:-1], f"{scratch}/runs/my run"]
 
 
 def spec_for(scheduler: str, stage: str, **kw) -> JobSpec:
@@ -35,6 +44,7 @@ def spec_for(scheduler: str, stage: str, **kw) -> JobSpec:
         "train": TRAIN_ARGS,
         "sweep": ("--config", "sweep.yaml", "--storage", "postgresql://u:p@db/optuna", "--study", "s1"),
         "evaluate": ("--model", "runs/base/best", "--split", "test"),
+        "predict": PREDICT_ARGS,
     }[stage]
     base = dict(env="venv:~/envs/goemo", cache_dir="$SCRATCH/hf", data_dir="$SCRATCH/goemotions", queue="gpu")
     if stage == "fetch":
@@ -76,7 +86,7 @@ def test_every_stage_renders_valid_bash_with_directives(scheduler: str, stage: s
         assert "#SBATCH --partition=gpu\n" in text
         assert "sacct -j ${GOEMO_JOB_ID} --format=JobID,JobName,Elapsed,MaxRSS" in text
         assert "#$" not in text
-    gpu_stage = stage in ("train", "sweep", "evaluate")
+    gpu_stage = stage in ("train", "sweep", "evaluate", "predict")
     # GPU nodes never wait on the network; the fetch job must have it
     assert ("export HF_HUB_OFFLINE=1" in text) == gpu_stage
     assert ("#SBATCH --gres=gpu:1" in text or "#$ -l gpu=1" in text) == gpu_stage
@@ -138,7 +148,7 @@ def test_directive_values_slurm_array_and_nodes() -> None:
 @pytest.mark.parametrize("scheduler", ["sge", "slurm"])
 def test_launcher_matches_the_shape_of_the_job(scheduler: str) -> None:
     one = render_job(JobSpec(scheduler, "train", TRAIN_ARGS, gpus=1)).text
-    assert "\ngoemo train --model bert-base-cased --lr 3e-5 --output 'runs/my run $HOME'\n" in one
+    assert '\ngoemo train --model bert-base-cased --lr 3e-5 --output "${SCRATCH}/runs/my run"\n' in one
     assert "accelerate launch" not in one and "srun" not in one and "qrsh" not in one
     multi_gpu = render_job(JobSpec(scheduler, "train", TRAIN_ARGS, gpus=4)).text
     assert "accelerate launch --multi_gpu --num_machines 1 --num_processes 4" in multi_gpu
@@ -267,8 +277,15 @@ def test_slurm_multi_node_launch_line(stubs: Stubs) -> None:
         assert _flag(argv, "--main_process_ip") == "gpu-a01"
         assert _flag(argv, "--main_process_port") == "24242"
         assert _flag(argv, "--num_cpu_threads_per_process") == "4"
-        # the goemo arguments arrive verbatim ($HOME not expanded), plus the shared data folder
-        assert argv[argv.index("-m") :] == ["-m", "goemo", "train", *TRAIN_ARGS, "--data-dir", f"{scratch}/goemotions"]
+        # the goemo arguments arrive as typed, $SCRATCH expanded on the node, plus the shared data folder
+        assert argv[argv.index("-m") :] == [
+            "-m",
+            "goemo",
+            "train",
+            *train_argv(scratch),
+            "--data-dir",
+            f"{scratch}/goemotions",
+        ]
         assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == f"{scratch}/hf"
         assert env["VIRTUAL_ENV"] == f"{stubs.bin.parent}/venv"
         assert cwd == str(stubs.work)
@@ -290,7 +307,7 @@ def test_sge_multi_node_launch_line_from_pe_hostfile(stubs: Stubs) -> None:
     for argv, env, _ in launches:
         assert _flag(argv, "--num_machines") == "2" and _flag(argv, "--num_processes") == "4"
         assert _flag(argv, "--main_process_ip") == "node07" and _flag(argv, "--main_process_port") == "29123"
-        assert argv[argv.index("-m") :] == ["-m", "goemo", "train", *TRAIN_ARGS]
+        assert argv[argv.index("-m") :] == ["-m", "goemo", "train", *train_argv(stubs.env["SCRATCH"])]
         assert env["HF_HUB_OFFLINE"] == "1"
     assert [c[0] for c in stubs.calls("module")] == [["load", "cuda/12.4"]] * 3  # batch host + two nodes
     assert "qacct -j 777" in result.stdout
@@ -311,7 +328,7 @@ def test_single_gpu_runs_plain_goemo_offline(stubs: Stubs) -> None:
     result = stubs.run(render_job(spec).text, SLURM_JOB_ID="9")
     assert result.returncode == 0, result.stderr
     [(argv, env, _)] = stubs.calls("goemo")
-    assert argv == ["train", *TRAIN_ARGS, "--data-dir", "/shared/goemotions"]
+    assert argv == ["train", *train_argv(stubs.env["SCRATCH"]), "--data-dir", "/shared/goemotions"]
     assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == stubs.env["SCRATCH"] + "/hf"
     assert env["OMP_NUM_THREADS"] == "4"
     assert stubs.calls("accelerate") == [] and stubs.calls("srun") == []
@@ -407,8 +424,13 @@ def test_sqlite_sweep_array_warns_postgresql_does_not() -> None:
         ({"time": "04:61:00"}, "--time"),
         ({"mem": "32"}, "--mem '32': expected an amount with a unit"),
         ({"nodes": 2, "stage": "sweep"}, "only --stage train spans nodes"),
-        ({"array": 3}, "--array is for --stage sweep"),
-        ({"env": "docker:img"}, "expected venv:PATH or conda:NAME"),
+        ({"array": 3}, "--array is for --stage sweep (workers of one study) and --stage predict"),
+        ({"env": "docker:img"}, "expected venv:PATH, conda:NAME or conda:PATH"),
+        ({"env": "conda:my env"}, "a conda environment name is letters"),
+        ({"stage": "predict", "goemo_args": ("--model", "m", "--output", "o.jsonl")}, "needs --input in the goemo"),
+        ({"stage": "predict"}, "needs --model, --input, --output"),
+        ({"stage": "predict", "array": 2, "goemo_args": (*PREDICT_ARGS, "--shard", "1/2")}, "leave --shard out"),
+        ({"goemo_args": ("--output", "$(hostname)/x")}, "goemo argument '$(hostname)/x': only $NAME"),
         ({"stage": "setup"}, "--stage setup needs --env"),
         ({"nodes": 2, "gpus": 0}, "needs --gpus >= 1"),
         ({"goemo_args": ("--output", "a\nb")}, "must be one line"),
@@ -439,6 +461,254 @@ def test_shell_path_expands_variables_on_the_node_only(tmp_path: Path) -> None:
         env={"HOME": "/h", "PATH": "/usr/bin:/bin"},
     )
     assert home.stdout == "/h/x y"
+
+
+# ---------------------------------------------------------------- conda environments by name or by prefix
+
+
+def test_conda_prefix_is_created_with_p_once_and_activated_by_its_folder(stubs: Stubs) -> None:
+    conda = stubs.bin / "conda"  # `conda create -y -p PREFIX ...` makes PREFIX/conda-meta, as conda does
+    conda.write_text(RECORD + '[ "$1" = create ] && mkdir -p "$4/conda-meta"\nexit 0\n')
+    conda.chmod(0o755)
+    prefix = f"{stubs.env['SCRATCH']}/envs/goemo"
+    setup = render_job(JobSpec("slurm", "setup", env="conda:$SCRATCH/envs/goemo")).text
+    assert stubs.run(setup, SLURM_JOB_ID="1").returncode == 0
+    calls = [c[0] for c in stubs.calls("conda")]
+    assert ["create", "-y", "-p", prefix, "python=3.11", "pip"] in calls and ["activate", prefix] in calls
+    assert not any("-n" in c for c in calls)
+    for record in stubs.log.iterdir():
+        record.unlink()
+    assert stubs.run(setup, SLURM_JOB_ID="2").returncode == 0  # resubmitted: the prefix is there, no second create
+    assert [c[0][0] for c in stubs.calls("conda") if c[0][0] != "shell.bash"] == ["activate"]
+    for record in stubs.log.iterdir():
+        record.unlink()
+    train = render_job(JobSpec("sge", "train", TRAIN_ARGS, env="conda:$SCRATCH/envs/goemo")).text
+    assert stubs.run(train, JOB_ID="3").returncode == 0
+    assert [c[0] for c in stubs.calls("conda") if c[0][0] == "activate"] == [["activate", prefix]]
+    assert [c[0][0] for c in stubs.calls("goemo")] == ["train"]
+
+
+def test_conda_name_is_created_with_n_and_home_prefixes_expand() -> None:
+    named = render_job(JobSpec("slurm", "setup", env="conda:goemo-3.11")).text
+    assert "conda create -y -n goemo-3.11 python=3.11 pip" in named and "conda activate goemo-3.11\n" in named
+    home = render_job(JobSpec("sge", "setup", env="conda:~/envs/goemo")).text
+    assert 'conda create -y -p "${HOME}/envs/goemo" python=3.11 pip' in home
+    assert 'conda activate "${HOME}/envs/goemo"\n' in home
+    assert 'conda activate "/opt/envs/g o"\n' in render_job(JobSpec("slurm", "fetch", env="conda:/opt/envs/g o")).text
+
+
+# ---------------------------------------------------------------- $VARIABLES in the goemo arguments
+
+LITERAL = "x;y|z&w<v>*?'\"\\ ~ #{a,b}"  # shell characters that must reach goemo untouched
+
+
+def test_variables_in_goemo_arguments_expand_on_the_node_and_nothing_else_does(stubs: Stubs) -> None:
+    args = ("--data-dir", "$SCRATCH/data", "--output", "${RUNS}/a b", "--tag", LITERAL, "--note", r"costs \$5 $HOME")
+    text = render_job(JobSpec("slurm", "train", args, gpus=1)).text
+    result = stubs.run(text, SLURM_JOB_ID="5", RUNS="/r")
+    assert result.returncode == 0, result.stderr
+    [(argv, _, _)] = stubs.calls("goemo")
+    scratch, home = stubs.env["SCRATCH"], stubs.env["HOME"]
+    assert argv == [
+        "train",
+        "--data-dir",
+        f"{scratch}/data",
+        "--output",
+        "/r/a b",
+        "--tag",
+        LITERAL,
+        "--note",
+        f"costs $5 {home}",
+    ]
+    # an unset variable stops the job before goemo runs, naming it
+    for record in stubs.log.iterdir():
+        record.unlink()
+    unset = stubs.run(text, SLURM_JOB_ID="6")
+    assert unset.returncode != 0 and "RUNS: unbound variable" in unset.stderr
+    assert stubs.calls("goemo") == []
+
+
+def test_evaluate_reports_on_the_expanded_run_folder(stubs: Stubs) -> None:
+    spec = JobSpec("sge", "evaluate", ("--model", "$SCRATCH/runs/base/best"))
+    assert stubs.run(render_job(spec).text, JOB_ID="7").returncode == 0
+    scratch = stubs.env["SCRATCH"]
+    assert [c[0] for c in stubs.calls("goemo")] == [
+        ["evaluate", "--model", f"{scratch}/runs/base/best"],
+        ["report", f"{scratch}/runs/base"],
+    ]
+
+
+@pytest.mark.parametrize("arg", ["$(hostname)", "`id`", "a`b", "${X:-y}", "$1", "$$", "$((1+2))", "cost$", "$?"])
+def test_other_dollar_forms_and_backquotes_are_refused_in_one_line(arg: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        render_job(JobSpec("slurm", "train", ("--output", arg)))
+    message = str(err.value)
+    assert message.startswith(f"goemo argument {arg!r}: only $NAME and ${{NAME}} are expanded on the node")
+    assert "\n" not in message
+    result = runner.invoke(app, ["cluster", "render", "--scheduler", "sge", "--stage", "train", "--", "--output", arg])
+    assert result.exit_code == 1 and result.stderr == f"goemo: error: {message}\n"
+
+
+def test_shell_arg_leaves_plain_words_readable() -> None:
+    assert shell_arg("bert-base-cased") == "bert-base-cased"
+    assert shell_arg("my run") == "'my run'"
+    assert shell_arg("$SCRATCH/x") == '"${SCRATCH}/x"'
+
+
+# ---------------------------------------------------------------- predict: one run, or an array of shards and a merge
+
+
+@pytest.mark.parametrize("scheduler", ["sge", "slurm"])
+def test_predict_array_renders_shard_tasks_and_a_cpu_merge_job(scheduler: str, tmp_path: Path) -> None:
+    job = render_job(JobSpec(scheduler, "predict", PREDICT_ARGS, array=8, queue="gpu"))
+    assert job.merge is not None
+    syntax_ok(job.text, tmp_path)
+    syntax_ok(job.merge.text, tmp_path)
+    assert (
+        'goemo predict --model runs/base/best --input texts.jsonl --output labels/all.jsonl --shard "${GOEMO_TASK_ID}/8"'
+        in job.text
+    )
+    assert "\ngoemo merge-predictions --output labels/all.jsonl --shards 8\n" in job.merge.text
+    assert "\ngoemo predict " not in job.merge.text and "merge-predictions" not in job.text
+    assert "export HF_HUB_OFFLINE=1" in job.text and "import torch" in job.text  # a GPU stage by default
+    assert "import torch" not in job.merge.text  # the merge asks for no GPU and checks none
+    if scheduler == "sge":
+        assert "#$ -t 1-8\n" in job.text and "#$ -l gpu=1\n" in job.text and "exit 100" in job.text
+        assert "#$ -N goemo-predict-merge\n" in job.merge.text and "#$ -q gpu\n" in job.merge.text
+        assert "#$ -t" not in job.merge.text and "#$ -l gpu" not in job.merge.text and "#$ -pe" not in job.merge.text
+    else:
+        assert "#SBATCH --array=1-8\n" in job.text and "#SBATCH --output=logs/%x-%A_%a.out\n" in job.text
+        assert (
+            "#SBATCH --job-name=goemo-predict-merge\n" in job.merge.text
+            and "#SBATCH --cpus-per-task=1\n" in job.merge.text
+        )
+        assert "--array" not in job.merge.text and "--gres" not in job.merge.text
+    once = render_job(JobSpec(scheduler, "predict", PREDICT_ARGS, gpus=0))
+    assert once.merge is None and "--shard" not in once.text and "import torch" not in once.text
+    assert "\ngoemo predict --model runs/base/best --input texts.jsonl --output labels/all.jsonl\n" in once.text
+    assert once.submit_line("p.sh") == f"{once.submit_command} p.sh"
+
+
+SUBMIT_STUBS = {
+    # qsub -terse prints an array job's id as ID.FIRST-LAST:STEP
+    "qsub": RECORD + 'if [ "$1" = -terse ]; then echo "4242.1-8:1"; else echo "Your job 4243 has been submitted"; fi\n',
+    "sbatch": RECORD + 'echo "4244;cluster0"\n',
+}
+
+
+@pytest.mark.parametrize("scheduler", ["sge", "slurm"])
+def test_the_submit_line_holds_the_merge_until_the_array_succeeded(scheduler: str, stubs: Stubs) -> None:
+    for name, body in SUBMIT_STUBS.items():
+        (stubs.bin / name).write_text(body)
+        (stubs.bin / name).chmod(0o755)
+    line = render_job(JobSpec(scheduler, "predict", PREDICT_ARGS, array=8)).submit_line("jobs/p.sh", "jobs/p-merge.sh")
+    result = subprocess.run([BASH, "-c", line], cwd=stubs.work, env=stubs.env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    tool = "qsub" if scheduler == "sge" else "sbatch"
+    calls = [c[0] for c in stubs.calls(tool)]
+    if scheduler == "sge":
+        assert calls == [["-terse", "jobs/p.sh"], ["-hold_jid", "4242", "jobs/p-merge.sh"]]
+    else:
+        assert calls == [["--parsable", "jobs/p.sh"], ["--dependency=afterok:4244", "jobs/p-merge.sh"]]
+
+
+def test_cli_predict_array_writes_both_scripts_and_prints_the_submit_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = ["cluster", "render", "--scheduler", "slurm", "--stage", "predict", "--array", "4"]
+    result = runner.invoke(app, [*base, "--out", "jobs/predict.sh", "--", *PREDICT_ARGS])
+    assert result.exit_code == 0, result.output
+    merge = merge_script_path("jobs/predict.sh")
+    assert merge == Path("jobs/predict-merge.sh")
+    for path in (tmp_path / "jobs" / "predict.sh", tmp_path / merge):
+        assert os.access(path, os.X_OK)
+    assert "merge-predictions --output labels/all.jsonl --shards 4" in (tmp_path / merge).read_text()
+    assert result.stdout.splitlines()[-1] == (
+        "submit from this folder: ARRAY=$(sbatch --parsable jobs/predict.sh) && "
+        'sbatch --dependency=afterok:"${ARRAY%%;*}" jobs/predict-merge.sh'
+    )
+    printed = runner.invoke(app, [*base, "--", *PREDICT_ARGS])  # two scripts cannot both go to stdout
+    assert printed.exit_code == 1 and printed.stderr.startswith("goemo: error: --stage predict --array N writes two")
+    no_input = runner.invoke(app, [*base[:-2], "--", "--model", "m", "--output", "o.jsonl"])
+    assert no_input.exit_code == 1 and "needs --input in the goemo arguments" in no_input.stderr
+
+
+PREDICT_TEXTS = [
+    "Thank you so much, this made my day!",
+    "I can't believe they cancelled it again.",
+    "what",
+    "That is hilarious, I'm crying",
+    "I'm so sorry for your loss.",
+    "Why would anyone do that?",
+    "Wow, I did not expect that at all.",
+]
+
+
+@pytest.mark.slow
+def test_predict_array_tasks_run_locally_and_merge_to_the_unsharded_output(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every task of the rendered array runs here with its task id set, then the merge job; the
+    merged file is what one unsharded `goemo predict` writes, record for record, in input order."""
+    work, bin_dir = tmp_path / "work", tmp_path / "bin"
+    for d in (work / "logs", bin_dir, tmp_path / "home"):
+        d.mkdir(parents=True)
+    goemo = bin_dir / "goemo"  # the real goemo of this checkout
+    goemo.write_text(f'#!/bin/bash\nexec {sys.executable} -m goemo "$@"\n')
+    goemo.chmod(0o755)
+    records = [{"id": f"c{i}", "text": t} for i, t in enumerate(PREDICT_TEXTS)]
+    (work / "texts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    common = (
+        "--model",
+        str(tiny_model_dir),
+        "--input",
+        "texts.jsonl",
+        "--id-column",
+        "id",
+        "--backend",
+        "torch",
+        "--device",
+        "cpu",
+    )
+    expected_out = work / "whole.jsonl"
+    monkeypatch.chdir(work)
+    whole = runner.invoke(app, ["predict", *common, "--output", str(expected_out)])
+    assert whole.exit_code == 0, whole.output
+    expected = [json.loads(line) for line in expected_out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in expected] == [r["id"] for r in records]
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8", "OUT": "out"}
+
+    def run(text: str, **more: str) -> subprocess.CompletedProcess:
+        script = work / "job.sh"
+        script.write_text(text)
+        done = subprocess.run([BASH, str(script)], cwd=work, env={**env, **more}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    for scheduler, task_var, job_var, n in (
+        ("sge", "SGE_TASK_ID", "JOB_ID", 2),
+        ("slurm", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID", 3),
+    ):
+        output = f"$OUT/{scheduler}/labels.jsonl"  # expanded on the node
+        job = render_job(JobSpec(scheduler, "predict", (*common, "--output", output), array=n, gpus=0))
+        assert job.merge is not None
+        for task in range(1, n + 1):
+            done = run(job.text, **{task_var: str(task), job_var: "900"})
+            assert f"predict shard {task} of {n}" in done.stdout
+        for k in range(1, n + 1):  # each task wrote its own shard beside --output
+            assert (work / "out" / scheduler / f"labels.shard-{k}-of-{n}.jsonl").is_file()
+        assert not (work / "out" / scheduler / "labels.jsonl").exists()
+        run(job.merge.text, **{job_var: "901"})
+        merged = [
+            json.loads(line)
+            for line in (work / "out" / scheduler / "labels.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
+        assert [r["id"] for r in merged] == [r["id"] for r in expected]
+        assert [r["text"] for r in merged] == PREDICT_TEXTS
+        for got, want in zip(merged, expected):
+            assert [d["label"] for d in got["labels"]] == [d["label"] for d in want["labels"]]
+            assert [d["score"] for d in got["labels"]] == pytest.approx([d["score"] for d in want["labels"]], abs=1e-5)
 
 
 # ---------------------------------------------------------------- CLI

@@ -252,3 +252,20 @@ def test_a_local_source_larger_than_the_file_is_refused_without_reading_it_all(
         f.truncate(2**30)
     with pytest.raises(DownloadError, match=r"more than 65,784 bytes for emotions.txt"):
         dl.fetch(tmp_path / "dest", mirror)
+
+
+def test_the_folder_may_be_given_positionally(shared_data: Path, tmp_path: Path) -> None:
+    """The cluster guide's `download_data.py DIR` habit: `goemo download DIR` works like --dest DIR."""
+    from typer.testing import CliRunner
+
+    from goemo.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["download", str(tmp_path / "data"), "--from", str(shared_data)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "train.tsv").read_bytes() == (shared_data / "train.tsv").read_bytes()
+    clash = runner.invoke(
+        app, ["download", str(tmp_path / "a"), "--dest", str(tmp_path / "b"), "--from", str(shared_data)]
+    )
+    assert clash.exit_code == 1 and "download folder given twice" in clash.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

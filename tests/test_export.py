@@ -178,6 +178,16 @@ def test_plain_onnxruntime_client_matches_goemo_predict(cls_export: Path, tmp_pa
     assert np.abs(plain - goemo_scores).max() <= 1e-6
 
 
+def test_onnx_backend_reports_its_threads(cls_export: Path) -> None:
+    from goemo.predict.onnx_backend import physical_cores
+
+    one = EmotionClassifier.load(cls_export, num_threads=1)
+    assert one.num_threads == 1 and one.describe().startswith("onnx fp32 on cpu, 1 thread (")
+    default = EmotionClassifier.load(cls_export)
+    assert default.num_threads == physical_cores() >= 1
+    assert default._backend.session.get_session_options().intra_op_num_threads == default.num_threads
+
+
 def test_default_output_and_refusals(tiny_model_dir: Path, cls_export: Path, tmp_path: Path) -> None:
     assert default_output("runs/x/best") == Path("runs/x/best-onnx")
     assert default_output("runs/x/best", "int8") == Path("runs/x/best-onnx-int8")
@@ -267,3 +277,31 @@ def test_minilm_fp32_parity_and_int8_keeps_macro_f1(minilm_probe: Path, goemotio
         f1[name] = report.macro.f1
     assert f1["fp32"] > 0.1, f"the probe must be a real classifier for the check to mean anything: {f1}"
     assert abs(f1["int8"] - f1["fp32"]) <= 0.01, f1
+
+
+def test_goemo_cls_head_of_a_squeezebert_exports_and_matches_pytorch(tmp_path: Path) -> None:
+    """SqueezeBERT trains on goemo's cls head (its own has no classifier dropout): that head exports too."""
+    import torch
+    from transformers import AutoModel, SqueezeBertConfig
+
+    from goemo.data.taxonomy import load_taxonomy
+    from goemo.models.modeling import build_model, load_tokenizer, save_model
+
+    torch.manual_seed(0)
+    encoder = tmp_path / "squeezebert"
+    config = SqueezeBertConfig(
+        vocab_size=30522, hidden_size=32, embedding_size=32, num_hidden_layers=2, num_attention_heads=2
+    )
+    AutoModel.from_config(config).save_pretrained(encoder)
+    names = list(load_taxonomy("goemotions").labels)
+    model = build_model(str(encoder), names, pooling="cls", dropout=0.3).eval()
+    assert type(model).__name__ == "GoemoForSequenceClassification" and model.config.pooling == "cls"
+    with torch.no_grad():  # an untrained head scores every text alike: spread it so rows differ
+        model.classifier.weight.normal_(0.0, 20.0)
+    folder = tmp_path / "best"
+    meta = {"label_names": names, "max_length": 64, "pooling": "cls", "thresholds": {"global": 0.3, "per_label": None}}
+    save_model(model, load_tokenizer("minilm"), folder, meta)
+    out = export_onnx(folder, tmp_path / "onnx").path
+    ref, got = _torch_and_onnx(folder, out)
+    assert np.abs(ref - got).max() < 1e-4
+    assert np.ptp(ref, axis=0).max() > 1e-4  # rows differ: a row mix-up could not pass

@@ -65,6 +65,20 @@ def test_load_reads_labels_thresholds_and_length_from_a_trained_run(tiny_model_d
     assert "backend='torch'" in repr(clf)
 
 
+def test_auto_never_exports_and_describe_says_what_runs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """``auto`` (evaluation's default) runs the folder's own weights; only ``fastest`` makes a CPU export."""
+    from goemo.predict.fastest import EXPORT_DIR
+
+    folder = tmp_path / "best"
+    shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns(".*"))
+    clf = EmotionClassifier.load(folder, device="cpu")
+    assert clf.choice is None and not (folder / EXPORT_DIR).exists()
+    assert clf.num_threads == torch.get_num_threads()
+    assert clf.describe() == f"torch fp32 on cpu, {clf.num_threads} thread{'s' * (clf.num_threads != 1)} ({folder})"
+    with pytest.raises(ConfigError, match="fastest"):
+        EmotionClassifier.load(tiny_model_dir, backend="quickest")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("which", ["trained", "mean"])
 def test_probabilities_equal_a_direct_model_call_text_by_text(which: str, tiny_model_dir: Path, mean_run: Path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -159,9 +159,10 @@ def test_summary_handles_undefined_labels_like_the_report():
     y, p = _with_empty_label()
     s = summary(y, p, 0.5)
     r = compute_metrics(y, p, thresholds=0.5, sweep=None)
-    assert set(s) == {"auc_micro", "auc_macro", "f1_micro", "f1_macro"}
+    assert set(s) == {"auc_micro", "auc_macro", "auc_score", "f1_micro", "f1_macro"}
     assert s["f1_macro"] == pytest.approx((0.5 + 0.8 + 0) / 3) == pytest.approx(r.macro.f1)
     assert s["auc_macro"] == pytest.approx((0.75 + 1 + 2 / 3) / 3)
+    assert s["auc_score"] == s["auc_macro"] == pytest.approx(r.macro.auc)  # the W&B report's name for it
     assert s["f1_micro"] == pytest.approx(6 / 11)
     assert s["auc_micro"] == pytest.approx(r.micro.auc)
 

@@ -326,3 +326,17 @@ def test_onnx_max_length_beyond_the_positions_is_refused_at_load(onnx_dir: Path,
     result = CliRunner().invoke(app, [*args, "--max-length", "512"])  # the limit itself works
     assert result.exit_code == 0, result.output
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_cpu_export_record_is_read_and_checked(tmp_path: Path) -> None:
+    from goemo.core.errors import ModelError
+    from goemo.core.folder import ModelFolder, write_meta
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    assert ModelFolder.open(folder).cpu_export == {}
+    write_meta(folder, {"cpu_export": {"source_fingerprint": "ab", "precision": "int8"}})
+    assert ModelFolder.open(folder).cpu_export["precision"] == "int8"
+    write_meta(folder, {"cpu_export": ["not", "an", "object"]})
+    with pytest.raises(ModelError, match="cpu_export: expected an object"):
+        _ = ModelFolder.open(folder).cpu_export

@@ -87,6 +87,19 @@ def test_evaluate_and_predict_give_identical_probabilities(bf16_run: Path, share
     assert evaluate(bf16_run, dev, thresholds=0.3, precision="fp32", batch_size=16).predictions.from_cache
 
 
+def test_evaluate_keeps_the_folders_own_backend(tiny_model_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+    """Evaluation runs ``auto`` (the folder's weights), never the fastest backend's int8 export."""
+    import shutil
+
+    from goemo.predict.fastest import EXPORT_DIR
+
+    folder = tmp_path / "best"
+    shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns(".*"))
+    result = evaluate(folder, _dev_as_trained(shared_data, 40), thresholds=0.3, cache_dir=tmp_path / "predictions")
+    assert result.predictions.settings["backend"] == "torch" and result.predictions.settings["precision"] == "fp32"
+    assert not (folder / EXPORT_DIR).exists()
+
+
 def test_goemo_evaluate_scores_an_int8_export(int8_export: Path, tiny_model_dir: Path, shared_data: Path) -> None:
     folder = ModelFolder.open(int8_export)
     assert folder.kind == "onnx" and folder.onnx_quantize == "int8"

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from goemo.cli import app
-from goemo.core.config import TrainConfig
+from goemo.core.config import TrainConfig, save_config
 from goemo.core.errors import RunFolderError
 from goemo.core.run_folder import LOCK_FILE, RunFolder, RunLock
 
@@ -272,6 +272,28 @@ def test_only_a_trained_run_occupies_its_folder(tmp_path, leftovers, occupied) -
         assert not run.metrics_path.exists()  # the failed attempt's records go; the new run writes its own
 
 
+RESTART = "previous attempt stopped before its first checkpoint; starting again"
+
+
+def test_starting_over_an_untrained_attempt_says_so_and_names_changed_settings(tmp_path, caplog) -> None:
+    run = RunFolder(tmp_path / "run")
+    first = TrainConfig(output=str(run.path), lr=2e-5)
+    with caplog.at_level("INFO", logger="goemo.core.run_folder"):
+        assert run.prepare(first) is None  # a new folder: nothing to say
+        assert caplog.messages == []
+        save_config(first, run.config_path)  # what a start that failed next leaves
+        assert run.prepare(first) is None  # the same command, resubmitted
+        assert caplog.messages == [f"{run.path}: {RESTART}"]
+        caplog.clear()
+        assert run.prepare(TrainConfig(output=str(run.path), lr=3e-5, num_threads=2)) is None
+        # another config is fine (nothing was trained), but named; resumable fields such as threads are not
+        assert caplog.messages == [f"{run.path}: {RESTART} with other settings (lr: 2e-05 -> 3e-05)"]
+        caplog.clear()
+        run.config_path.write_text("{{not yaml", encoding="utf-8")
+        assert run.prepare(first) is None  # an unreadable config of an attempt that trained nothing
+        assert caplog.messages == [f"{run.path}: {RESTART}"]
+
+
 def _small_data(root: Path, shared_data: Path) -> Path:
     root.mkdir()
     for name in ("train.tsv", "dev.tsv", "test.tsv"):
@@ -291,9 +313,15 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_rerun(tmp_path, sh
     (data / "train.tsv").write_text(good, encoding="utf-8")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     other = [*args, "--model", "bert-base-cased"]  # another command: a model that was never fetched
-    assert "fetch-model" in _error_line(CliRunner().invoke(app, other))
+    changed = CliRunner().invoke(app, other)
+    assert "fetch-model" in _error_line(changed)
+    assert f"{RESTART} with other settings (model: 'tiny-random-bert' -> 'bert-base-cased')" in changed.stderr
+    same = CliRunner().invoke(app, other)  # the job resubmitted as it was: refused for the model, not the folder
+    assert "fetch-model" in _error_line(same)
+    assert f"{RESTART}\n" in same.stderr and "other settings" not in same.stderr
     result = CliRunner().invoke(app, args)  # the fixed command, no --overwrite needed
     assert result.exit_code == 0, result.output
+    assert f"{RESTART} with other settings (model: 'bert-base-cased' -> 'tiny-random-bert')" in result.stderr
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
     again = CliRunner().invoke(app, args)  # now it holds a trained run
     assert "already holds a run" in _error_line(again)

@@ -183,6 +183,7 @@ def test_sample_is_seeded_and_names_labels():
         assert r["id"] == split.ids[i]
         expected = [n for n, on in zip(["joy", "fear"], split.labels[i]) if on]
         assert r["labels"] == ", ".join(expected)
+        assert r["label_ids"] == ",".join(str(j) for j, on in enumerate(split.labels[i]) if on)
     assert len(sample_records(split, 1000)) == 50
 
 
@@ -249,9 +250,11 @@ def test_cli_sample_matches_the_source_file(cli_out, shared_data):
         text, ids, comment_id = source[int(r["row"]) - 1]
         assert (r["text"], r["id"]) == (text, comment_id)
         assert r["labels"] == ", ".join(names[int(i)] for i in sorted(map(int, ids.split(","))))
+        assert r["label_ids"] == ",".join(map(str, sorted(map(int, ids.split(",")))))  # the file's own ids
     parser = RowCounter()
-    parser.feed((out / "sample_train.html").read_text(encoding="utf-8"))
-    assert parser.rows == 1000
+    page = (out / "sample_train.html").read_text(encoding="utf-8")
+    parser.feed(page)
+    assert parser.rows == 1000 and "<th>label ids</th>" in page
 
 
 def test_cli_json_format(shared_data):
@@ -309,3 +312,56 @@ def test_write_outputs_without_train_uses_first_split(synthetic, tmp_path):
     parser = RowCounter()
     parser.feed(written["sample_dev.html"].read_text())
     assert parser.rows == 5
+
+
+# --------------------------------------------------------------------------- the sample in the trackers
+
+
+def test_cli_logs_the_sample_to_tensorboard_and_wandb(shared_data, tmp_path, monkeypatch):
+    """``--tracker``: the sample as a TensorBoard markdown table and a W&B Table (offline), the key figures as scalars."""
+    for package in ("tensorboard", "wandb"):
+        pytest.importorskip(package, reason="the track extra is not installed: pip install 'goemo[track]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "analysis"
+    args = ["stats", "--data-dir", str(shared_data), "--out", str(out), "--no-tokens", "--format", "json"]
+    result = runner.invoke(app, [*args, "--tracker", "tensorboard", "--tracker", "wandb"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["splits"]["dev"]["texts"] == 5426  # stdout stays the JSON alone
+    assert "logged to tensorboard, wandb" in result.stderr
+    with open(out / "sample_train.csv", newline="", encoding="utf-8") as f:
+        sample = [[r["text"], r["label_ids"], r["labels"]] for r in csv.DictReader(f)]
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert "data_sample/text_summary" in acc.Tags()["tensors"]
+    text = acc.Tensors("data_sample/text_summary")[0].tensor_proto.string_val[0].decode()
+    lines = text.splitlines()
+    assert lines[0] == "| text | label_ids | labels |" and len(lines) == 2 + 1000
+    first = sample[0]
+    assert (
+        lines[2]
+        == "| " + " | ".join(" ".join(c.replace("\\", "\\\\").replace("|", "\\|").split()) for c in first) + " |"
+    )
+    assert acc.Scalars("data/dev/texts")[0].value == 5426
+    assert acc.Scalars("data/train/pct_multi_label")[0].value == pytest.approx(
+        json.loads((out / "stats.json").read_text())["splits"]["train"]["pct_multi_label"], abs=1e-3
+    )
+
+    (table_file,) = out.glob("wandb/offline-run-*/files/media/table/data_sample_*.table.json")
+    table = json.loads(table_file.read_text(encoding="utf-8"))
+    assert table["columns"] == ["text", "label_ids", "labels"]
+    assert table["data"] == sample  # the same 1,000 records as the CSV
+
+
+def test_cli_tracker_needs_out_and_a_known_name(shared_data, tmp_path):
+    no_out = runner.invoke(app, ["stats", "--data-dir", str(shared_data), "--no-tokens", "--tracker", "tensorboard"])
+    assert no_out.exit_code == 2 and "--out" in no_out.output
+    out = tmp_path / "analysis"
+    typo = runner.invoke(
+        app, ["stats", "--data-dir", str(shared_data), "--out", str(out), "--no-tokens", "--tracker", "tensorbord"]
+    )
+    assert typo.exit_code == 1 and "unknown tracker 'tensorbord'" in typo.stderr
+    assert not out.exists()  # refused before anything was computed or written

@@ -18,6 +18,8 @@ import yaml
 
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError
+from goemo.report.run_data import epoch_records
+from goemo.sweeps.objective import metric_value
 from goemo.sweeps.runner import (
     load_sweep,
     load_sweep_config,
@@ -55,6 +57,13 @@ def _trials(sweep_dir: Path) -> list[optuna.trial.FrozenTrial]:
     return load_sweep(sweep_dir)[1].get_trials()
 
 
+def _kept_value(run_dir: Path, metric: str = "auc_score") -> float | None:
+    """A trial's objective from its run folder: ``metric`` at the epoch its select_metric kept."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    kept = [r for r in epoch_records(run_dir / "metrics.jsonl") if r["epoch"] == summary["best_epoch"]]
+    return metric_value(kept[-1], metric)
+
+
 def _cli(sweep_dir: Path, config: Path, base: dict, *extra: str) -> list[str]:
     args = [sys.executable, "-m", "goemo", "sweep", "--config", str(config), "--output", str(sweep_dir)]
     for key, value in base.items():
@@ -74,9 +83,10 @@ def test_wandb_report_config_maps_names_metric_and_values():
     assert (spec.method, spec.metric_name, spec.metric, spec.direction) == (
         "random",
         "auc_score",
-        "auc_micro",
+        "auc_score",  # a metric goemo records itself (macro ROC-AUC), no longer translated
         "maximize",
     )
+    assert spec.select_metric == "val_loss"  # the report kept each run's lowest-validation-loss checkpoint
     assert spec.fixed == {"epochs": 10, "max_length": 40}
     assert list(spec.params) == ["lr", "batch_size", "dropout"]
     assert spec.params["lr"].values == (5e-5, 3e-5)  # "5e-5" is a string to YAML 1.1; read as a float
@@ -167,6 +177,37 @@ def test_program_and_command_keys_are_ignored_with_a_note_and_hyperband_maps():
     assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (2, 8, 2)
 
 
+def test_auc_score_is_a_metric_of_its_own_and_bare_auc_means_the_macro_average():
+    def metric(name: str) -> str:
+        return parse_sweep_config({**_cfg(lr={"values": [1e-4, 2e-4]}), "metric": {"name": name}}).metric
+
+    assert metric("auc_score") == "auc_score"
+    assert [metric(n) for n in ("auc", "roc_auc", "val_auc", "macro_auc")] == ["auc_macro"] * 4
+    assert metric("micro_auc") == "auc_micro"
+
+
+def test_select_metric_is_a_fixed_parameter_and_cannot_be_searched():
+    spec = parse_sweep_config(_cfg(lr={"values": [1e-4, 2e-4]}, select_metric={"value": "eval_loss"}))
+    assert spec.select_metric == "val_loss" and "select_metric" not in spec.fixed and list(spec.params) == ["lr"]
+    assert parse_sweep_config(_cfg(lr={"values": [1e-4, 2e-4]})).select_metric is None
+    with pytest.raises(ConfigError, match="select_metric picks each trial's kept epoch and is fixed, not searched"):
+        parse_sweep_config(_cfg(lr={"values": [1e-4]}, select_metric={"values": ["val_loss", "f1_macro"]}))
+    with pytest.raises(ConfigError, match="select_metric 'accuracy' is not a dev metric"):
+        parse_sweep_config(_cfg(lr={"values": [1e-4]}, select_metric={"value": "accuracy"}))
+
+
+def test_select_metric_precedence_config_then_command_line_else_preset_else_the_sweep_metric(tmp_path):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(_cfg(lr={"values": [1e-4, 2e-4]})))
+    assert prepare_sweep(plain, output=tmp_path / "a", count=1).base.select_metric == "f1_macro"  # the sweep metric
+    on_preset = prepare_sweep(plain, output=tmp_path / "b", count=1, preset="wandb-report")
+    assert on_preset.base.select_metric == "val_loss"  # the preset's, when the config names none
+    assert prepare_sweep(WANDB_REPORT, output=tmp_path / "c", count=1).base.select_metric == "val_loss"
+    cli = prepare_sweep(WANDB_REPORT, output=tmp_path / "d", count=1, overrides={"select_metric": "auc_micro"})
+    assert cli.base.select_metric == "auc_micro"  # the command line (--set select_metric=...) wins
+    assert json.loads((tmp_path / "d" / "sweep.json").read_text())["select_metric"] == "auc_micro"
+
+
 def test_searched_parameter_cannot_also_be_a_command_line_option(tmp_path):
     with pytest.raises(ConfigError, match="lr searched by .* and also given as an option"):
         prepare_sweep(WANDB_REPORT, output=tmp_path / "s", count=1, overrides={"learning_rate": 1e-4})
@@ -213,8 +254,11 @@ def test_wandb_report_config_runs_three_trials_and_picks_the_best(wandb_sweep):
             t.params["batch_size"],
             t.params["dropout"],
         )
-        assert (config["max_length"], config["epochs"], config["select_metric"]) == (40, 1, "auc_micro")
-        assert t.value == pytest.approx(summary["best_metric"]) == pytest.approx(summary["dev"]["auc_micro"])
+        assert (config["max_length"], config["epochs"], config["select_metric"]) == (40, 1, "val_loss")
+        # selected by val_loss, ranked by auc_score at the epoch val_loss kept
+        assert summary["select_metric"] == "val_loss" and t.user_attrs["select_metric"] == "val_loss"
+        assert t.value == pytest.approx(_kept_value(run_dir))
+        assert t.value == pytest.approx(metric_value(summary["dev"], "auc_score"))  # the best/ model's dev score
         assert (run_dir / "best" / "model.safetensors").is_file()
         if sweep.trackers:  # each trial has its own event files (opened after train() set up the folder)
             assert list((run_dir / "tensorboard").iterdir())
@@ -242,11 +286,18 @@ def test_sweep_report_lists_trials_best_importance_and_per_class_auc(wandb_sweep
     assert a.label_auc[result.best_number] == {m["name"]: m["auc"] for m in dev["per_label"]}
     assert len(a.label_auc[result.best_number]) == 28
     md = report.markdown.read_text()
-    assert f"trial {result.best_number}: auc_micro = {result.best_value:.4f}" in md
+    assert f"trial {result.best_number}: auc_score = {result.best_value:.4f}" in md
+    assert "kept by val_loss" in md
     assert "## Per-class AUC of the best trials" in md and "| label | trial" in md
     html = report.html.read_text()
     assert "data:image/png;base64," in html and 'src="plots/' not in html  # self-contained
-    assert {p.name for p in report.plots} == {"sweep_params.png", "sweep_history.png", "sweep_label_auc.png"}
+    assert {p.name for p in report.plots} >= {
+        "sweep_params.png",
+        "sweep_history.png",
+        "sweep_label_auc.png",
+        "sweep_curves.png",  # per-trial train/val loss and AUC by epoch, from each trial's metrics.jsonl
+        "sweep_parallel.png",
+    }
     for p in report.plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -317,13 +368,16 @@ def test_crashing_trials_are_recorded_and_the_sweep_goes_on(grid_sweep):
     assert trials[0].user_attrs["error"] == "ConfigError: dropout=1.5: expected a number in [0, 1)"
     assert trials[2].user_attrs["error"].startswith("OutOfMemoryError: CUDA out of memory")
     assert "Traceback" in (sweep.sweep_dir / "trials" / "2" / "error.txt").read_text()
+    status, lines = result.verdict()  # one trial succeeded: exit 0, saying what failed
+    assert status == 0 and lines[0] == "3 of the 4 trial(s) this run took failed:"
+    assert "  1 x OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" in lines
     summary = json.loads((sweep.sweep_dir / "trials" / "3" / "summary.json").read_text())
     assert trials[3].value == pytest.approx(summary["best_metric"]) and result.best_number == 3
     from goemo.sweeps.report import write_sweep_report
 
     md = write_sweep_report(sweep.sweep_dir).markdown.read_text()
     assert "## Failed trials" in md and "OutOfMemoryError: CUDA out of memory" in md
-    assert "importance needs at least 2 completed trials (1 so far)" in md
+    assert "Importance needs at least 2 completed trials (1 so far)" in md
 
 
 def test_pruning_reports_every_epoch_and_stops_the_trial(base, tmp_path):
@@ -352,6 +406,84 @@ def test_pruning_reports_every_epoch_and_stops_the_trial(base, tmp_path):
     assert [r["epoch"] for r in epochs] == [1]  # stopped after the first of 3 epochs
     assert trial.intermediate_values == {1: pytest.approx(epochs[0]["auc_micro"])}
     assert (sweep.sweep_dir / "trials" / "0" / "last" / "model.safetensors").is_file()  # checkpoints kept
+
+
+# ---------------------------------------------------------------- select vs optimise, exit status (no training)
+
+# (epoch, val_loss, auc_score): val_loss is lowest at epoch 2, auc_score highest at epoch 3
+FAKE_EPOCHS = [(1, 0.30, 0.60), (2, 0.25, 0.65), (3, 0.28, 0.70)]
+
+
+def _fake_training(monkeypatch) -> None:
+    """``loop.train`` replaced by three made-up epochs that select by the config's select_metric."""
+    from types import SimpleNamespace
+
+    import goemo.training.loop
+    from goemo.sweeps import objective, runner
+
+    def train(config, splits=None, callbacks=()):
+        run = Path(config.output)
+        run.mkdir(parents=True, exist_ok=True)
+        epochs = [
+            {"event": "epoch", "epoch": e, "train_loss": 0.5, "val_loss": v, "auc_score": a, "auc_macro": a}
+            for e, v, a in FAKE_EPOCHS
+        ]
+        with open(run / "metrics.jsonl", "a") as f:
+            for record in epochs:
+                f.write(json.dumps(record) + "\n")
+                for cb in callbacks:
+                    cb(record)
+        kept = objective.best_epoch_by(epochs, config.select_metric)
+        summary = {"best_epoch": kept, "select_metric": config.select_metric, "dev": {"auc_score": 0.0}}
+        return SimpleNamespace(summary=summary, best_dir=run / "best", path=run)
+
+    monkeypatch.setattr(goemo.training.loop, "train", train)
+    monkeypatch.setattr(runner, "load_training_data", lambda config: {"train": None, "dev": None})
+    monkeypatch.setattr(runner, "write_dev_metrics", lambda *args, **kwargs: {})
+
+
+@pytest.mark.parametrize("select, kept, value", [("val_loss", 2, 0.65), (None, 3, 0.70)])
+def test_a_trial_is_ranked_by_the_sweep_metric_at_the_epoch_its_select_metric_kept(
+    tmp_path, monkeypatch, select, kept, value
+):
+    """Optimise auc_score across trials, keep each trial's epoch by val_loss (the W&B report's setup):
+    the objective is auc_score at epoch 2 (lowest val_loss), not its own best (epoch 3). Without
+    a select_metric the sweep metric selects, and the two coincide."""
+    _fake_training(monkeypatch)
+    parameters = {"lr": {"values": [1e-3]}, **({"select_metric": {"value": select}} if select else {})}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"method": "grid", "metric": {"name": "auc_score"}, "parameters": parameters}))
+    sweep = prepare_sweep(path, output=tmp_path / "sweep")
+    assert sweep.base.select_metric == (select or "auc_score")
+    result = run_sweep(sweep)
+    (trial,) = _trials(sweep.sweep_dir)
+    assert trial.state.name == "COMPLETE" and result.best_value == trial.value == pytest.approx(value)
+    assert trial.user_attrs["best_epoch"] == kept and trial.user_attrs["metric_best_epoch"] == 3
+    assert trial.user_attrs["select_metric"] == (select or "auc_score")
+    # the pruner sees the sweep metric every epoch, whatever selects
+    assert trial.intermediate_values == {e: pytest.approx(a) for e, _, a in FAKE_EPOCHS}
+
+
+def test_a_sweep_whose_trials_all_fail_exits_non_zero_with_the_reasons(tmp_path):
+    from typer.testing import CliRunner
+
+    from goemo.cli import app
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"method": "grid", "metric": {"name": "auc_score"}, "parameters": {"dropout": {"values": [1.5, 2.0]}}}
+        )
+    )
+    args = ["sweep", "--config", str(config), "--output", str(tmp_path / "sweep")]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 1, out.output
+    assert "goemo: error: none of the 2 trial(s) this run took succeeded" in out.output
+    assert "1 x ConfigError: dropout=1.5: expected a number in [0, 1)" in out.output
+    assert "1 x ConfigError: dropout=2.0: expected a number in [0, 1)" in out.output
+    again = CliRunner().invoke(app, args)  # the study is complete: this worker has nothing to do
+    assert again.exit_code == 0, again.output
+    assert "nothing to run" in again.output and "2 fail" in again.output
 
 
 # ---------------------------------------------------------------- interrupted trials are queued again
@@ -467,7 +599,7 @@ def test_a_killed_sweep_resumes_with_the_same_command(base, tmp_path):
     assert killed.user_attrs["error"].startswith("interrupted: worker process")
     assert retry.user_attrs["retry_of"] == 1 and retry.params == killed.params
     assert retry.user_attrs["run_dir"] == killed.user_attrs["run_dir"]  # the retry reuses the folder
-    assert json.loads((out / "trials" / "1" / "summary.json").read_text())["best_metric"] == pytest.approx(retry.value)
+    assert _kept_value(out / "trials" / "1") == pytest.approx(retry.value)
     assert trials[0].value == before[0].value  # finished trials are kept, not run again
 
 
@@ -484,8 +616,7 @@ def _check_shared(trials: list[optuna.trial.FrozenTrial], count: int) -> None:
     assert len({tuple(t.params.values()) for t in trials}) == count  # no point run twice
     assert len({t.user_attrs["run_dir"] for t in trials}) == count
     for t in trials:
-        summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
-        assert t.value == pytest.approx(summary["best_metric"])
+        assert t.value == pytest.approx(_kept_value(Path(t.user_attrs["run_dir"])))
     assert len({t.user_attrs["pid"] for t in trials}) == 2  # both workers trained
 
 

@@ -1,5 +1,6 @@
 """Trackers: names and checks, TensorBoard / MLflow / W&B (offline) logs read back after a real run, and
-what goemo adds to Accelerate's trackers (a failing one is dropped, sweep trials grouped, failed runs marked).
+what goemo adds to Accelerate's trackers (a failing one is dropped, sweep trials grouped, failed runs marked),
+``--watch`` (histograms and per-group numbers) and ``--select-metric auc_score``.
 """
 
 from __future__ import annotations
@@ -9,10 +10,14 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from accelerate.tracking import GeneralTracker
+from torch import nn
 
 from goemo.core.errors import ConfigError
+from goemo.training.grad_stats import grad_norms, watch_stats
 from goemo.training.tracking import (
     GoemoTracker,
     build_trackers,
@@ -23,7 +28,8 @@ from goemo.training.tracking import (
     sweep_folder,
 )
 
-EPOCH_KEYS = ("train_loss", "val_loss", "auc_micro", "auc_macro", "f1_micro", "f1_macro", "lr")
+EPOCH_KEYS = ("train_loss", "val_loss", "auc_micro", "auc_macro", "auc_score", "f1_micro", "f1_macro", "lr")
+WATCH_STEPS = [3, 4, 6, 8]  # 4 steps an epoch, 2 epochs, --watch-every 3: steps 3 and 6, and each epoch's last
 
 
 def test_metric_names_are_the_same_for_every_tracker():
@@ -72,7 +78,7 @@ def test_mlflow_store_is_beside_the_run_or_in_its_sweep(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tracked_run(shared_data, tmp_path_factory):
-    """One tiny training run with all three trackers (W&B offline)."""
+    """One tiny training run with all three trackers (W&B offline), ``--watch all`` and ``--select-metric auc_score``."""
     for package in ("tensorboard", "mlflow", "wandb"):
         pytest.importorskip(package, reason="the track extra is not installed: pip install 'goemo[track]'")
     from goemo.core.config import TrainConfig
@@ -95,6 +101,9 @@ def tracked_run(shared_data, tmp_path_factory):
             output=str(root / "runs" / "tracked"),
             cache_dir=str(root / "cache"),
             log_every=2,
+            watch="all",
+            watch_every=3,
+            select_metric="auc_score",
             precision="fp32",
             eval_test=False,
             trackers=["jsonl", "tensorboard", "mlflow", "wandb"],
@@ -195,6 +204,13 @@ def test_wandb_offline_writes_a_run_with_the_logged_values(tracked_run):
     for key in EPOCH_KEYS:
         assert [h[key] for h in epoch_rows] == pytest.approx([r[key] for r in epochs])
     assert any("grad_norm/layer_0" in h for h in history)
+    # --watch all: a wandb.Histogram per parameter tensor at each grad_norms step, logged to this run
+    # (a histogram's fields are stored as nested keys: gradients/<name>/_type, …/bins, …/values)
+    head = "gradients/classifier.weight"
+    rows = [h for h in history if f"{head}/_type" in h]
+    assert [h["_step"] for h in rows] == WATCH_STEPS
+    assert all(h[f"{head}/_type"] == "histogram" and len(h[f"{head}/bins"]) == 65 for h in rows)
+    assert all(h["parameters/bert.embeddings.word_embeddings.weight/_type"] == "histogram" for h in rows)
 
 
 # ---------------------------------------------------------------- what goemo adds to Accelerate's trackers
@@ -322,3 +338,97 @@ def test_sweep_trials_group_under_the_sweep_and_a_failed_trial_is_marked_failed(
     runs = [r.run for r in _wandb_records(run_file) if r.WhichOneof("record_type") == "run"]
     exits = [r.exit.exit_code for r in _wandb_records(run_file) if r.WhichOneof("record_type") == "exit"]
     assert (runs[0].display_name, runs[0].run_group, exits) == ("trial-3", "lr-grid", [1])
+
+
+# ---------------------------------------------------------------- --select-metric auc_score, --watch
+
+
+def test_auc_score_is_recorded_every_epoch_and_selects_the_best_one(tracked_run):
+    result, records = tracked_run
+    epochs = _epochs(records)
+    assert all(r["auc_score"] == r["auc_macro"] for r in epochs)  # the W&B report's name for macro ROC-AUC
+    scores = [r["auc_score"] for r in epochs]
+    best = max(range(len(scores)), key=scores.__getitem__)  # the first of equal scores: a later tie is no better
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["select_metric"] == "auc_score"
+    assert (summary["best_epoch"], summary["best_metric"]) == (best + 1, scores[best])
+    assert [r["best"] for r in epochs] == [i == 0 or scores[i] > max(scores[:i]) for i in range(len(scores))]
+    assert summary["dev"]["auc_score"] == summary["dev"]["auc_macro"]
+
+
+def test_watch_logs_numbers_to_jsonl_and_histograms_to_tensorboard(tracked_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result, records = tracked_run
+    grads = [r for r in records if r["event"] == "grad_norms"]
+    assert [r["global_step"] for r in grads] == WATCH_STEPS
+    for r in grads:
+        for group in ("embeddings", "layer_0", "layer_1", "head"):
+            assert {f"grad_stats/{group}/{k}" for k in ("min", "max", "mean", "std")} <= r.keys()
+            assert {f"param_stats/{group}/{k}" for k in ("min", "max", "mean", "std")} <= r.keys()
+            assert r[f"param_norm/{group}"] > 0 and r[f"grad_stats/{group}/std"] >= 0
+    # metrics.jsonl gets numbers only, never a histogram
+    assert not [k for r in records for k in r if k.startswith(("gradients/", "parameters/"))]
+
+    acc = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"histograms": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["histograms"])
+    expected = {
+        "gradients/classifier.weight",
+        "parameters/classifier.bias",
+        "gradients/bert.encoder.layer.1.output.dense.weight",
+    }
+    assert expected <= tags
+    assert all(t.startswith(("gradients/", "parameters/")) for t in tags)
+    weights = acc.Histograms("parameters/classifier.weight")
+    assert [e.step for e in weights] == WATCH_STEPS
+    model = json.loads((result.best_dir / "config.json").read_text())
+    # the same moments as metrics.jsonl: the head's weight histogram lies within the head group's range
+    for event, r in zip(weights, grads):
+        h = event.histogram_value
+        assert r["param_stats/head/min"] <= h.min <= h.max <= r["param_stats/head/max"]
+        assert h.num == model["hidden_size"] * len(model["id2label"]) and sum(h.bucket) == h.num
+
+
+def test_without_watch_gradient_norms_are_logged_once_an_epoch_in_a_short_run(tiny_config):
+    """3 steps an epoch and the default --log-every 100: the epochs' last steps still log the norms."""
+    from goemo.training.loop import train
+
+    config = tiny_config.replace(epochs=2, max_train_samples=48, max_eval_samples=32, log_every=100, trackers=["jsonl"])
+    result = train(config)
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    grads = [r for r in records if r["event"] == "grad_norms"]
+    assert [(r["epoch"], r["global_step"]) for r in grads] == [(1, 3), (2, 6)]
+    assert {k for r in grads for k in r} == {
+        "event",
+        "epoch",
+        "global_step",
+        "grad_norm/embeddings",
+        "grad_norm/layer_0",
+        "grad_norm/layer_1",
+        "grad_norm/head",
+    }  # without --watch: the norms only
+    assert not [r for r in records if r["event"] == "step"]  # --log-every 100 is not reached
+
+
+def test_watch_numbers_match_numpy_on_a_known_layer():
+    head = nn.Linear(3, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]]))
+        head.bias.copy_(torch.tensor([2.0, -4.0]))
+    head(torch.tensor([[1.0, 2.0, -1.0]])).sum().backward()
+    weights = np.array([1.0, -2.0, 3.0, 0.5, 0.0, -1.0, 2.0, -4.0])
+    grads = np.array([1.0, 2.0, -1.0, 1.0, 2.0, -1.0, 1.0, 1.0])
+
+    out = watch_stats(head, "all")
+    assert out.scalars["param_norm/head"] == pytest.approx(np.linalg.norm(weights))
+    for prefix, values in (("param_stats/head", weights), ("grad_stats/head", grads)):
+        got = [out.scalars[f"{prefix}/{k}"] for k in ("min", "max", "mean", "std")]
+        assert got == pytest.approx([values.min(), values.max(), values.mean(), values.std()])
+    assert grad_norms(head)["grad_norm/head"] == pytest.approx(np.linalg.norm(grads))
+    assert sorted(out.histograms) == ["gradients/bias", "gradients/weight", "parameters/bias", "parameters/weight"]
+    h = out.histograms["parameters/weight"]
+    assert (h.num, int(h.counts.sum()), len(h.edges)) == (6, 6, 65) and (h.min, h.max) == (-2.0, 3.0)
+    assert sorted(watch_stats(head, "gradients").histograms) == ["gradients/bias", "gradients/weight"]
+    assert watch_stats(head, "parameters", histograms=False).histograms == {}
+    assert watch_stats(head, None).scalars == {}

@@ -12,9 +12,10 @@ from typing import Optional
 import typer
 
 from goemo.cli.common import Opt, app, command, sub_app
-from goemo.cluster import JobSpec, render_job, write_job
+from goemo.cluster import JobSpec, merge_script_path, render_job, write_job
+from goemo.core.errors import ConfigError
 
-cluster_app = sub_app("Job scripts for SGE and Slurm clusters: setup, fetch, train, sweep, evaluate.")
+cluster_app = sub_app("Job scripts for SGE and Slurm clusters: setup, fetch, train, sweep, evaluate, predict.")
 app.add_typer(cluster_app, name="cluster")
 
 
@@ -33,6 +34,7 @@ class ClusterStage(str, Enum):
     train = "train"
     sweep = "sweep"
     evaluate = "evaluate"
+    predict = "predict"
 
 
 @command(
@@ -45,11 +47,13 @@ class ClusterStage(str, Enum):
 )
 def cluster_render_command(
     scheduler: ClusterScheduler = Opt(..., help="sge (qsub, #$ lines) or slurm (sbatch, #SBATCH lines)."),
-    stage: ClusterStage = Opt(..., help="setup | fetch | train | sweep | evaluate"),
+    stage: ClusterStage = Opt(..., help="setup | fetch | train | sweep | evaluate | predict"),
     goemo_args: Optional[list[str]] = typer.Argument(
-        None, help="After --: arguments for the stage's goemo verb, verbatim."
+        None,
+        help="After --: arguments for the stage's goemo verb, as typed; $NAME and ${NAME} expand on the node "
+        "($(...) and backquotes are refused).",
     ),
-    gpus: Optional[int] = Opt(None, help="GPUs per node (default 1 for train/sweep/evaluate, 0 otherwise)."),
+    gpus: Optional[int] = Opt(None, help="GPUs per node (default 1 for train/sweep/evaluate/predict, 0 otherwise)."),
     nodes: int = Opt(1, help="Nodes (train only; >1 launches accelerate on every node)."),
     cpus: Optional[int] = Opt(None, help="CPU cores per node (default 4 per GPU, at least 2)."),
     time: Optional[str] = Opt(
@@ -57,7 +61,9 @@ def cluster_render_command(
     ),
     mem: Optional[str] = Opt(None, help="Memory per node, e.g. 32G (default 32G on GPU stages, 8G otherwise)."),
     queue: Optional[str] = Opt(None, "--queue", "--partition", help="SGE queue or Slurm partition."),
-    env: Optional[str] = Opt(None, help="venv:PATH or conda:NAME (setup creates it; other stages activate it)."),
+    env: Optional[str] = Opt(
+        None, help="venv:PATH, conda:NAME or conda:PATH (a prefix; setup creates it, other stages activate it)."
+    ),
     module: Optional[list[str]] = Opt(None, "--module", help="`module load` this first (repeatable), e.g. cuda/12.4."),
     cache_dir: Optional[str] = Opt(
         None, help="HF_HOME on shared storage (fetch fills it; GPU stages read it offline)."
@@ -65,7 +71,11 @@ def cluster_render_command(
     data_dir: Optional[str] = Opt(
         None, help="GoEmotions folder on shared storage (fetch fills it; default data/goemotions)."
     ),
-    array: Optional[int] = Opt(None, help="Sweep only: N array tasks, each a worker of the same study."),
+    array: Optional[int] = Opt(
+        None,
+        help="N array tasks: sweep, each a worker of the same study; predict, each a shard of the input, "
+        "then a merge job (written beside --out as NAME-merge.sh).",
+    ),
     model: Optional[list[str]] = Opt(
         None, "--model", help="Fetch only: hub model to download into HF_HOME (repeatable)."
     ),
@@ -97,7 +107,8 @@ def cluster_render_command(
 
     setup makes the environment, fetch puts data and models on shared storage, train runs
     offline on 1 GPU, several GPUs or several nodes, sweep is an array of Optuna workers,
-    evaluate evaluates and reports. Walk-through: docs/cluster.md
+    evaluate evaluates and reports, predict labels a file (with --array N: N shards and a
+    merge job). Walk-through: docs/cluster.md
     """
     spec = JobSpec(
         scheduler=scheduler.value,
@@ -126,6 +137,8 @@ def cluster_render_command(
         sge_gpu_resource=sge_gpu_resource,
         sge_mem_resource=None if sge_mem_resource.lower() == "none" else sge_mem_resource,
     )
+    if out is None and stage is ClusterStage.predict and array is not None:
+        raise ConfigError("--stage predict --array N writes two scripts (the array and its merge job): give --out FILE")
     job = write_job(spec, out) if out is not None else render_job(spec)
     for warning in job.warnings:
         typer.echo(f"goemo: warning: {warning}", err=True)
@@ -136,4 +149,9 @@ def cluster_render_command(
     s = job.spec
     shape = f"{s.nodes} node(s) x {s.gpus} GPU(s), {s.cpus} cores, {s.mem}/node, {s.time}"
     typer.echo(f"wrote {out}: {s.scheduler} {s.stage} job, {shape}; log folder {log_dir}/ is ready")
+    if job.merge is not None:
+        merge = merge_script_path(out)
+        typer.echo(f"wrote {merge}: its merge job, held until all {s.array} array tasks have succeeded")
+        typer.echo(f"submit from this folder: {job.submit_line(out, merge)}")
+        return
     typer.echo(f"submit from this folder: {job.submit_command} {out}")

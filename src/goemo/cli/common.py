@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 import typer
+from rich.console import Console
 
 from goemo.core.errors import GoemoError
 
@@ -26,6 +28,28 @@ app = typer.Typer(
 
 _state = {"debug": False}
 Opt = typer.Option  # the verbs have many options; a short name keeps them one per line
+LOG_WIDTH = 400  # columns of a console that writes to a file or pipe: wide enough for every goemo table
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The rich Console every verb prints its tables with.
+
+    On a terminal it has the terminal's width. Elsewhere (a job's log file, a pipe, a test
+    runner) rich would assume 80 columns and cut table cells to ``f1_mac…``; such output is
+    read later, whole, so it gets `LOG_WIDTH` columns, or ``$COLUMNS`` when that is set.
+
+    >>> make_console().width >= 80
+    True
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        interactive = stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        interactive = False
+    columns = os.environ.get("COLUMNS", "")
+    if interactive or (columns.isdigit() and int(columns) > 0):
+        return Console(stderr=stderr)  # rich reads the terminal's size, or $COLUMNS
+    return Console(stderr=stderr, width=LOG_WIDTH)
 
 
 def sub_app(help: str) -> typer.Typer:  # noqa: A002 - Typer's own name for it

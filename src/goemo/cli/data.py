@@ -12,17 +12,20 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-from goemo.cli.common import command
+from goemo.cli.common import command, make_console
+from goemo.core.errors import ConfigError
 
 
 @command(
     "download",
-    epilog="Example: goemo download --dest data/goemotions --from ../shared/goemotions",
+    epilog="Example: goemo download data/goemotions --from ../shared/goemotions   (or --dest data/goemotions)",
 )
 def download_command(
-    dest: Path = typer.Option(Path("data/goemotions"), "--dest", help="Folder to put the six files in."),
+    folder: Optional[Path] = typer.Argument(
+        None, metavar="[DIR]", help="Folder to put the six files in (the same as --dest; default data/goemotions)."
+    ),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Folder to put the six files in (or give it as DIR)."),
     source: Optional[str] = typer.Option(
         None,
         "--from",
@@ -38,6 +41,9 @@ def download_command(
     """
     from goemo.data.download import fetch  # the HTTP stack
 
+    if folder is not None and dest is not None and folder != dest:
+        raise ConfigError(f"download folder given twice: {folder} and --dest {dest}; give one")
+    dest = folder or dest or Path("data/goemotions")
     result = fetch(dest, source, retries=retries, timeout=timeout)
     typer.echo(
         f"{len(result.paths)} files verified in {dest}: "
@@ -57,7 +63,8 @@ class StatsFormat(str, Enum):
     "stats",
     epilog=(
         "Example: goemo stats --data-dir data/goemotions --taxonomy ekman --out runs/data-analysis   "
-        "(a Hugging Face dataset: --dataset go_emotions --dataset-config simplified)"
+        "(a Hugging Face dataset: --dataset go_emotions --dataset-config simplified; "
+        "the sample to W&B / TensorBoard too: --tracker wandb --tracker tensorboard)"
     ),
 )
 def stats_command(
@@ -84,10 +91,29 @@ def stats_command(
     ),
     tokens: bool = typer.Option(True, "--tokens/--no-tokens", help="Count MiniLM word pieces (a few seconds)."),
     seed: int = typer.Option(0, help="Seed of the 1,000-record sample written with --out."),
+    trackers: Optional[list[str]] = typer.Option(
+        None,
+        "--tracker",
+        help="tensorboard | mlflow | wandb (repeatable): also log the --out sample as a table "
+        "(W&B Table, TensorBoard text) and the key figures, as one run in --out.",
+    ),
 ) -> None:
     """Per-split and per-label statistics: counts, co-occurrence, text lengths."""
-    from goemo.data.stats_report import analyse_dataset, analyse_splits, render_tables  # numpy
+    from goemo.data.stats_report import (  # numpy
+        SAMPLE_COLUMNS,
+        analyse_splits,
+        data_sample,
+        load_data_folder,
+        render_tables,
+        sample_rows,
+    )
 
+    if trackers:
+        if out is None:
+            raise typer.BadParameter("logs the --out sample: give --out DIR as well", param_hint="--tracker")
+        from goemo.training.tracking import check_trackers  # accelerate, torch
+
+        check_trackers(trackers)  # a typo or a missing package fails before the statistics are computed
     if dataset:
         if data_dir is not None:
             raise typer.BadParameter("give --dataset or --data-dir, not both", param_hint="--dataset")
@@ -102,28 +128,45 @@ def stats_command(
             label_names=read_label_names(labels_file) if labels_file else None,
             taxonomy=taxonomy,
         )
-        result = analyse_splits(splits, out_dir=out, tokens=tokens, seed=seed)
     else:
-        result = analyse_dataset(
-            data_dir or "data/goemotions", taxonomy=taxonomy, out_dir=out, tokens=tokens, seed=seed
-        )
+        splits = load_data_folder(data_dir or "data/goemotions", taxonomy)
+    result = analyse_splits(splits, out_dir=out, tokens=tokens, seed=seed)
+    logged: list[str] = []
+    if trackers and out is not None:
+        from goemo.training.tracking import log_dataset
+
+        key, records = data_sample(splits, seed=seed)
+        config = {
+            "source": dataset or str(data_dir or "data/goemotions"),
+            "taxonomy": taxonomy,
+            "sample_split": key,
+            "sample_size": len(records),
+            "seed": seed,
+        }
+        logged = log_dataset(trackers, out, SAMPLE_COLUMNS, sample_rows(records), result.key_figures(), config)
     if fmt is StatsFormat.json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     elif fmt is StatsFormat.csv:
         typer.echo(result.to_csv(), nl=False)
     else:
-        console = Console()
+        console = make_console()
         for table in render_tables(result):
             console.print(table)
             console.print()
         if out is not None:
             console.print(f"plots, tables and a sample page written to {out}")
+    if logged:
+        typer.echo(
+            f"sample and key figures logged to {', '.join(logged)} (run in {out})", err=fmt is not StatsFormat.table
+        )
 
 
 @command("fetch-model", epilog="Example: HF_HOME=/shared/hf goemo fetch-model bert-base-cased")
 def fetch_model_command(
     name: str = typer.Argument(..., help="Hub id, e.g. bert-base-cased or roberta-base."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Cache folder (default: the HF cache, honouring HF_HOME)."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, help="Cache folder (default: the HF hub cache: HF_HUB_CACHE, else TRANSFORMERS_CACHE, else $HF_HOME/hub)."
+    ),
 ) -> None:
     """Download a model into the Hugging Face cache, for GPU nodes without network."""
     from goemo.models.modeling import fetch_model  # torch, transformers

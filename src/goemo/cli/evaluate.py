@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Optional, cast
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from goemo.cli.common import Opt, command
+from goemo.cli.common import Opt, command, make_console
 
 if TYPE_CHECKING:
     from goemo.predict.classifier import Backend, Precision
@@ -163,7 +162,7 @@ def _print_evaluation(result) -> None:
             cell(avg.ap),
             style="bold" if avg.name == "macro" else None,
         )
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(
         f"exact match {cell(r.exact_match)}; {result.thresholds.description}; "

@@ -11,10 +11,9 @@ from typing import Optional
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
-from goemo.cli.common import Opt, command
+from goemo.cli.common import Opt, command, make_console
 from goemo.core.errors import ConfigError
 from goemo.sweeps.report import write_sweep_report
 
@@ -81,7 +80,9 @@ def sweep_command(
 
     The same command resumes a killed sweep and, run on more machines against one --storage,
     adds workers to it. Parameter names may be W&B's (learning_rate, tokenizer_max_len, ...)
-    or goemo's; metric auc_score is goemo's auc_micro.
+    or goemo's; metric auc_score is macro ROC-AUC. Each trial keeps its best epoch by its
+    select_metric (parameters: select_metric: {value: val_loss} in the config); its value is
+    the sweep metric at that epoch. Exits 1 when every trial this command ran failed.
     """
     from goemo.sweeps.runner import prepare_sweep, route_optuna_logging, run_sweep  # optuna, sqlalchemy
 
@@ -116,6 +117,12 @@ def sweep_command(
     )
     for note in sweep.spec.notes:
         typer.echo(f"note: {note}", err=True)
+    metric, select = sweep.spec.metric, sweep.base.select_metric
+    if select != metric:
+        typer.echo(
+            f"note: each trial keeps its best epoch by {select}; the sweep ranks trials by {metric} at that epoch",
+            err=True,
+        )
     result = run_sweep(sweep, workers=workers)
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items()))
     typer.echo(f"sweep {result.study_name} in {result.sweep_dir}: {counts}")
@@ -124,6 +131,11 @@ def sweep_command(
         typer.echo(f"best: trial {result.best_number}, {sweep.spec.metric} {result.best_value:.4f} ({params})")
         typer.echo(f"model: {result.best_run_dir}/best")
     typer.echo(f"report: goemo sweep-report {result.sweep_dir}")
+    status, lines = result.verdict()
+    for i, line in enumerate(lines):
+        typer.echo(f"goemo: error: {line}" if status and i == 0 else line, err=True)
+    if status:
+        raise typer.Exit(status)
 
 
 @command("sweep-report", epilog="Example: goemo sweep-report runs/sweeps/wandb_report_sweep")
@@ -133,7 +145,8 @@ def sweep_report_command(
     study: Optional[str] = Opt(None, help="Study name, when not the one in sweep.json."),
     top: int = Opt(3, min=1, help="How many of the best trials to compare class by class."),
 ) -> None:
-    """Write SWEEP/sweep_report.md and .html: trials by metric, the best run, parameter importance, plots, per-class AUC."""
+    """Write SWEEP/sweep_report.md and .html: trials by metric, the best run, per-trial curves, parameter
+    importance, parallel coordinates, per-class AUC; the HTML is one self-contained page, the PNGs are in plots/."""
     report = write_sweep_report(sweep_dir, storage=storage, study_name=study, top=top)
     a = report.analysis
     table = Table(title=f"{a.study_name}: {a.direction} {a.metric}")
@@ -150,12 +163,14 @@ def sweep_report_command(
                 for p in a.param_names
             ],
         )
-    console = Console()
+    console = make_console()
     console.print(table)
     if a.importance:
         console.print("importance (fANOVA): " + ", ".join(f"{k} {v:.2f}" for k, v in a.importance.items()))
     elif a.importance_note:
         console.print(a.importance_note)
+    for name, why in a.no_effect.items():
+        console.print(f"no measurable effect: {name} ({why})")
     if a.best is not None:
         console.print(f"best: trial {a.best.number} ({a.best.run_dir})")
     console.print(f"report: {report.markdown} and {report.html}")

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from goemo.cli.common import Opt, app, command, sub_app
+from goemo.cli.common import Opt, app, command, make_console, sub_app
 from goemo.core.config import TrainConfig, field_types, resolve_config
+from goemo.core.errors import ConfigError
 from goemo.reproduce import reproduce
 
 # ---------------------------------------------------------------- options from TrainConfig
@@ -35,18 +35,19 @@ from goemo.reproduce import reproduce
 
 def option_declarations(f: dataclasses.Field) -> tuple[str, ...]:
     """The option names of a `TrainConfig` field: ``--field-name``, ``--x/--no-x`` for booleans,
-    or what its ``cli`` metadata says.
+    or what its ``cli`` metadata says, then its ``aliases``.
 
     >>> fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    >>> option_declarations(fields["eval_test"]), option_declarations(fields["teachers"])
-    (('--eval-test/--no-eval-test',), ('--teacher',))
+    >>> option_declarations(fields["eval_test"]), option_declarations(fields["lr"])
+    (('--eval-test/--no-eval-test',), ('--lr', '--learning-rate'))
     """
+    aliases = tuple(f.metadata.get("aliases", ()))
     if f.metadata.get("cli"):
-        return (f.metadata["cli"],)
+        return (f.metadata["cli"], *aliases)
     name = "--" + f.name.replace("_", "-")
     if field_types()[f.name] is bool:
-        return (f"{name}/--no-{name[2:]}",)
-    return (name,)
+        return (f"{name}/--no-{name[2:]}", *aliases)
+    return (name, *aliases)
 
 
 def _option_type(name: str, hint: Any, path: bool) -> Any:
@@ -138,6 +139,7 @@ def _plain(value: Any) -> Any:
 @config_options
 def train_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of options; the command line wins."),
+    cuda: bool = typer.Option(False, "--cuda", help="Same as --device cuda (the cluster guide's flag)."),
     **fields: Any,
 ) -> None:
     """Fine-tune an encoder for multi-label emotion classification.
@@ -147,6 +149,10 @@ def train_command(
     """
     from goemo.training.loop import train  # torch, transformers
 
+    if cuda:
+        if fields.get("device") not in (None, "cuda"):
+            raise ConfigError(f"--cuda and --device {fields['device']}: give one of them")
+        fields["device"] = "cuda"
     preset = fields.pop("preset")
     overrides = {name: _plain(value) for name, value in fields.items()}  # None: not given
     config = resolve_config(preset, config_file, overrides)
@@ -167,7 +173,7 @@ def _print_train_summary(summary: dict) -> None:
             m = summary[split]
             table.add_row(split, *(f"{m[c]:.4f}" if isinstance(m.get(c), float) else "" for c in cols))
     res = summary["resources"]
-    console = Console()
+    console = make_console()
     console.print(table)
     epochs = summary["epochs"]
     speed = epochs[-1]["examples_per_s"] if epochs else float("nan")
@@ -235,7 +241,7 @@ def reproduce_command(
             fmt(row["macro_f1"]),
             f"{row['paper_macro_f1']:.2f}",
         )
-    console = Console()
+    console = make_console()
     console.print(table)
     res = result.train_summary["resources"]
     console.print(f"trained in {res['wall_time_s'] / 60:.1f} min ({res['precision']}); report: {result.report_html}")

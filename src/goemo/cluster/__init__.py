@@ -1,4 +1,4 @@
-"""Job scripts for SGE and Slurm clusters: setup, fetch, train (1 GPU to many nodes), sweep, evaluate.
+"""Job scripts for SGE and Slurm clusters: setup, fetch, train (1 GPU to many nodes), sweep, evaluate, predict.
 
 >>> from goemo.cluster import JobSpec, render_job
 >>> job = render_job(JobSpec("sge", "train", ("--model", "bert-base-cased"), gpus=1, env="venv:~/goemo-env"))
@@ -7,14 +7,29 @@ True
 """
 
 from goemo.cluster.render import (
+    ARRAY_STAGES,
     GPU_STAGES,
     SCHEDULERS,
     STAGES,
     JobSpec,
     RenderedJob,
+    merge_script_path,
     render_job,
+    shell_arg,
     shell_path,
     write_job,
 )
 
-__all__ = ["GPU_STAGES", "SCHEDULERS", "STAGES", "JobSpec", "RenderedJob", "render_job", "shell_path", "write_job"]
+__all__ = [
+    "ARRAY_STAGES",
+    "GPU_STAGES",
+    "SCHEDULERS",
+    "STAGES",
+    "JobSpec",
+    "RenderedJob",
+    "merge_script_path",
+    "render_job",
+    "shell_arg",
+    "shell_path",
+    "write_job",
+]

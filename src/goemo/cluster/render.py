@@ -10,7 +10,9 @@ site can read and adapt it.
 Stages, in the order a cluster user runs them: ``setup`` (CPU: create the environment),
 ``fetch`` (CPU node with network: data and hub models onto shared storage), ``train``
 (GPU, offline; 1 GPU, many GPUs, or many nodes), ``sweep`` (a job array of Optuna
-workers on one shared study), ``evaluate`` (evaluation and report).
+workers on one shared study), ``evaluate`` (evaluation and report), ``predict`` (label a
+file; with ``--array N`` one input is cut into N shards, one per array task, and a second
+job merges them in input order once every task has succeeded).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from goemo.core.errors import ConfigError
 from goemo.core.fileio import atomic_write_text
 
 SCHEDULERS = ("sge", "slurm")
-STAGES = ("setup", "fetch", "train", "sweep", "evaluate")
-GPU_STAGES = ("train", "sweep", "evaluate")
+STAGES = ("setup", "fetch", "train", "sweep", "evaluate", "predict")
+GPU_STAGES = ("train", "sweep", "evaluate", "predict")  # default one GPU and offline; --gpus 0 runs on CPUs
+ARRAY_STAGES = ("sweep", "predict")
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 NODE_SCRIPT_END = "GOEMO_NODE_SCRIPT_END"  # heredoc end; safe because every value is one line (validated)
 
@@ -42,6 +45,9 @@ _JOB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _QUEUE = re.compile(r"^[A-Za-z0-9_.,@*:-]+$")
 _WORD = re.compile(r"^[A-Za-z0-9_.+/:=@-]+$")
 _VAR = re.compile(r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
+# In a goemo argument: an escaped dollar, a variable, or a dollar / backquote that would be anything else.
+_ARG_TOKEN = re.compile(r"\\\$|\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)|[$`]")
+_CONDA_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _MB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
@@ -49,9 +55,11 @@ _MB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 class JobSpec:
     """What to run and what to ask the scheduler for; unset values get per-stage defaults.
 
-    ``gpus``, ``cpus`` and ``mem`` are per node; ``goemo_args`` go to the stage's goemo verb
-    verbatim (shell-quoted). Paths (``env`` venv path, ``cache_dir``, ``data_dir``) may use
-    ``~`` and ``$VARS`` such as ``$SCRATCH``, expanded on the node when the job runs.
+    ``gpus``, ``cpus`` and ``mem`` are per node; ``goemo_args`` go to the stage's goemo verb as
+    typed, except that ``$NAME`` / ``${NAME}`` expand on the node (`shell_arg`). Paths (``env``
+    venv or conda prefix, ``cache_dir``, ``data_dir``) may use ``~`` and ``$VARS`` such as
+    ``$SCRATCH``, expanded on the node when the job runs. ``env`` is ``venv:PATH``,
+    ``conda:NAME`` or ``conda:PATH`` (a prefix, as ``conda create -p`` makes).
 
     >>> spec = JobSpec("slurm", "train", ("--model", "bert-base-cased"), gpus=4, nodes=2)
     >>> spec.resolved().cpus, spec.resolved().time
@@ -102,16 +110,50 @@ class JobSpec:
 
 @dataclass
 class RenderedJob:
-    """A job script and what the user should know before submitting it."""
+    """A job script and what the user should know before submitting it.
+
+    ``merge`` is the job that must run after this one has succeeded (``predict --array N``:
+    the merge of the N shards); it is submitted with a dependency on this job, see
+    `submit_line`.
+    """
 
     spec: JobSpec
     text: str
     warnings: list[str] = field(default_factory=list)
+    merge: RenderedJob | None = None
 
     @property
     def submit_command(self) -> str:
         """``qsub FILE`` or ``sbatch FILE``."""
         return "qsub" if self.spec.scheduler == "sge" else "sbatch"
+
+    def submit_line(self, path: str | Path, merge_path: str | Path | None = None) -> str:
+        """The shell line that submits this job (and its merge job, held until it has succeeded).
+
+        The scheduler prints the array's id, which the second submission waits on: SGE's
+        ``-terse`` prints ``ID.1-N:1`` for an array, Slurm's ``--parsable`` ``ID`` or ``ID;CLUSTER``.
+
+        >>> job = render_job(JobSpec("slurm", "predict", ("--model", "m", "--input", "a", "--output", "b"), array=2))
+        >>> job.submit_line("p.sh", "p-merge.sh")
+        'ARRAY=$(sbatch --parsable p.sh) && sbatch --dependency=afterok:"${ARRAY%%;*}" p-merge.sh'
+        """
+        first = shlex.quote(str(path))
+        if self.merge is None:
+            return f"{self.submit_command} {first}"
+        second = shlex.quote(str(merge_path if merge_path is not None else merge_script_path(path)))
+        if self.spec.scheduler == "sge":
+            return f'ARRAY=$(qsub -terse {first}) && qsub -hold_jid "${{ARRAY%%.*}}" {second}'
+        return f'ARRAY=$(sbatch --parsable {first}) && sbatch --dependency=afterok:"${{ARRAY%%;*}}" {second}'
+
+
+def merge_script_path(path: str | Path) -> Path:
+    """Where `write_job` puts the merge job beside ``path``: ``jobs/predict.sh`` -> ``jobs/predict-merge.sh``.
+
+    >>> merge_script_path("jobs/predict.sh").as_posix()
+    'jobs/predict-merge.sh'
+    """
+    path = Path(path)
+    return path.with_name(f"{path.stem}-merge{path.suffix}")
 
 
 # ---------------------------------------------------------------- validation
@@ -135,8 +177,11 @@ def _validate(spec: JobSpec) -> None:
         raise ConfigError(f"--cpus {spec.cpus}: expected an integer >= 1 (cores per node)")
     if spec.array is not None and spec.array < 1:
         raise ConfigError(f"--array {spec.array}: expected an integer >= 1 (number of tasks)")
-    if spec.array is not None and spec.stage != "sweep":
-        raise ConfigError("--array is for --stage sweep (workers of one study); other stages run once")
+    if spec.array is not None and spec.stage not in ARRAY_STAGES:
+        raise ConfigError(
+            "--array is for --stage sweep (workers of one study) and --stage predict (shards of one input); "
+            "other stages run once"
+        )
     if spec.port is not None and not 1024 <= spec.port <= 65535:
         raise ConfigError(f"--port {spec.port}: expected 1024..65535")
     if spec.nodes > 1 and spec.stage != "train":
@@ -147,15 +192,22 @@ def _validate(spec: JobSpec) -> None:
         raise ConfigError(f"--gpus {spec.gpus}: a sweep worker trains on one GPU; add workers with --array instead")
     if spec.stage == "setup":
         if not spec.env:
-            raise ConfigError("--stage setup needs --env venv:PATH or conda:NAME (the environment to create)")
+            raise ConfigError(
+                "--stage setup needs --env venv:PATH, conda:NAME or conda:PATH (the environment to create)"
+            )
         if spec.goemo_args:
             raise ConfigError("--stage setup takes no goemo arguments after --; use --package to say what to install")
+    if spec.stage == "predict":
+        _validate_predict(spec)
     if spec.env is not None:
         kind, _, value = spec.env.partition(":")
         if kind not in ("venv", "conda") or not value:
-            raise ConfigError(f"--env {spec.env!r}: expected venv:PATH or conda:NAME")
-        if kind == "conda" and not _WORD.match(value):
-            raise ConfigError(f"--env {spec.env!r}: conda environment names are letters, digits and _.-")
+            raise ConfigError(f"--env {spec.env!r}: expected venv:PATH, conda:NAME or conda:PATH (a prefix)")
+        if kind == "conda" and not _is_conda_prefix(value) and not _CONDA_NAME.match(value):
+            raise ConfigError(
+                f"--env {spec.env!r}: a conda environment name is letters, digits and _.+- "
+                "(a prefix path starts with /, ~, . or $)"
+            )
     if spec.job_name is not None and not _JOB_NAME.match(spec.job_name):
         raise ConfigError(f"--job-name {spec.job_name!r}: expected a letter then letters, digits, _ . - (max 64)")
     if spec.queue is not None and not _QUEUE.match(spec.queue):
@@ -184,6 +236,25 @@ def _validate(spec: JobSpec) -> None:
     for opt, value in singles:
         if value is not None and ("\n" in value or "\r" in value or "\0" in value):
             raise ConfigError(f"{opt} {value!r}: must be one line")
+    for arg in spec.goemo_args:
+        shell_arg(arg)  # refuses command substitution and the other $ forms, naming the argument
+
+
+def _validate_predict(spec: JobSpec) -> None:
+    """A predict job labels a file into a file: the shards of an array are named after ``--output``."""
+    missing = [name for name in ("--model", "--input", "--output") if _option_value(spec.goemo_args, name) is None]
+    if missing:
+        raise ConfigError(
+            f"--stage predict needs {', '.join(missing)} in the goemo arguments after -- "
+            "(e.g. -- --model runs/NAME/best --input texts.jsonl --output labels.jsonl)"
+        )
+    if spec.array is not None and _option_value(spec.goemo_args, "--shard") is not None:
+        raise ConfigError("--stage predict --array N gives each task its --shard K/N; leave --shard out after --")
+
+
+def _is_conda_prefix(value: str) -> bool:
+    """A conda env given by its folder (``conda create -p``) rather than by name: names have no ``/``."""
+    return "/" in value or value.startswith(("~", "$", "."))
 
 
 def _normalise_mem(mem: str) -> str:
@@ -242,8 +313,38 @@ def _escape_dq(text: str) -> str:
     return re.sub(r'(["\\`$])', r"\\\1", text)
 
 
+def shell_arg(arg: str) -> str:
+    r"""Quote one goemo argument for bash: ``$NAME`` and ``${NAME}`` expand on the node, ``\$``
+    is a literal ``$``, everything else arrives as typed.
+
+    Why not plain `shlex.quote`: cluster users write ``--output '$SCRATCH/runs/x'`` and mean
+    the node's scratch. Why not leave the shell free: ``$(...)``, backquotes and the rest of
+    bash's ``$`` forms would run on the node with the job's rights; they are refused (`ConfigError`).
+
+    >>> shell_arg("$SCRATCH/runs/my run")
+    '"${SCRATCH}/runs/my run"'
+    >>> shell_arg("bert-base-cased"), shell_arg(r"costs \$5")
+    ('bert-base-cased', '"costs \\$5"')
+    """
+    if "$" not in arg and "`" not in arg:
+        return shlex.quote(arg)
+    out, pos = [], 0
+    for m in _ARG_TOKEN.finditer(arg):
+        token = m.group(0)
+        if token in ("$", "`"):
+            raise ConfigError(
+                f"goemo argument {arg!r}: only $NAME and ${{NAME}} are expanded on the node; "
+                "command substitution ($(...), backquotes) and other $ forms are refused (write \\$ for a literal $)"
+            )
+        out.append(_escape_dq(arg[pos : m.start()]))
+        out.append("\\$" if token == "\\$" else "${" + token.strip("${}") + "}")
+        pos = m.end()
+    out.append(_escape_dq(arg[pos:]))
+    return '"' + "".join(out) + '"'
+
+
 def _quote_args(args: list[str] | tuple[str, ...]) -> str:
-    return " ".join(shlex.quote(a) for a in args)
+    return " ".join(shell_arg(a) for a in args)
 
 
 def _option_value(args: tuple[str, ...], name: str) -> str | None:
@@ -306,6 +407,9 @@ def _stage_command(spec: JobSpec, warnings: list[str]) -> dict[str, Any]:
         if report is None and model is not None and Path(model).name in ("best", "last"):
             report = str(Path(model).parent)
         ctx["report_run"] = shell_path(report) if report else None
+    if spec.stage == "predict":
+        ctx["shards"] = spec.array
+        ctx["predict_output"] = shell_arg(_option_value(args, "--output") or "")
     return ctx
 
 
@@ -325,11 +429,30 @@ def _launch(spec: JobSpec) -> dict[str, Any]:
 def render_job(spec: JobSpec) -> RenderedJob:
     """Render the job script for ``spec`` (validated, defaults filled in).
 
+    ``--stage predict`` with ``array`` also renders the merge job (`RenderedJob.merge`).
+
     >>> job = render_job(JobSpec("slurm", "train", ("--model", "bert-base-cased"), gpus=1))
     >>> "#SBATCH --gres=gpu:1" in job.text, "HF_HUB_OFFLINE=1" in job.text
     (True, True)
     """
     spec = spec.resolved()
+    job = _render(spec)
+    if spec.stage == "predict" and spec.array is not None:
+        job.merge = _render(_merge_spec(spec), merge_shards=spec.array)
+    return job
+
+
+def _merge_spec(spec: JobSpec) -> JobSpec:
+    """The merge job of a predict array: one core and no GPU (it only concatenates files in order).
+
+    It keeps the queue, the directives (an account, a project) and the environment of the array."""
+    return dataclasses.replace(
+        spec, array=None, gpus=0, cpus=1, mem="4G", job_name=f"{spec.job_name}-merge"[:64]
+    ).resolved()
+
+
+def _render(spec: JobSpec, merge_shards: int | None = None) -> RenderedJob:
+    """One script from the templates, for a resolved ``spec``; ``merge_shards``: the merge job of that many shards."""
     warnings: list[str] = []
     if spec.stage in ("setup", "fetch") and spec.gpus:
         warnings.append(f"--stage {spec.stage} is CPU work; asking for {spec.gpus} GPU(s) only adds queue time")
@@ -342,8 +465,9 @@ def render_job(spec: JobSpec) -> RenderedJob:
         "slots": slots,
         "sge_mem": _per_slot(spec.mem or "", spec.cpus or 1) if spec.sge_mem_resource else None,
         "env_kind": env_kind or None,
-        "env_path": shell_path(env_value) if env_kind == "venv" else None,
-        "env_name": env_value if env_kind == "conda" else None,
+        # a venv's folder or a conda prefix (quoted, expanded on the node), else a conda env's name
+        "env_path": shell_path(env_value) if env_kind == "venv" or _is_conda_prefix(env_value) else None,
+        "env_name": env_value if env_kind == "conda" and not _is_conda_prefix(env_value) else None,
         "cache_dir": shell_path(spec.cache_dir) if spec.cache_dir else None,
         "data_dir": shell_path(spec.data_dir or "data/goemotions"),
         "gpu_stage": (spec.gpus or 0) > 0,
@@ -358,6 +482,7 @@ def render_job(spec: JobSpec) -> RenderedJob:
         "models": spec.models,
         "node_end": NODE_SCRIPT_END,
         "warnings": warnings,
+        "merge_shards": merge_shards,
     }
     ctx.update(_stage_command(spec, warnings))
     env = jinja2.Environment(
@@ -376,13 +501,15 @@ def render_job(spec: JobSpec) -> RenderedJob:
 
 
 def write_job(spec: JobSpec, path: str | Path) -> RenderedJob:
-    """Render and write the script atomically, executable by its owner.
+    """Render and write the script atomically, executable by its owner; a merge job goes
+    beside it (`merge_script_path`).
 
     >>> job = write_job(JobSpec("sge", "fetch", data_dir="$HOME/goemotions"), "/tmp/fetch.sh")  # doctest: +SKIP
     """
     job = render_job(spec)
-    out = atomic_write_text(path, job.text)
-    os.chmod(out, 0o755)
+    for text, where in ((job.text, path), (job.merge.text if job.merge else None, merge_script_path(path))):
+        if text is not None:
+            os.chmod(atomic_write_text(where, text), 0o755)
     return job
 
 

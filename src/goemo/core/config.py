@@ -29,11 +29,11 @@ from goemo.core.fileio import atomic_write_text
 DEFAULT_DATA_DIR = "data/goemotions"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
-SELECT_METRICS = ("f1_macro", "val_loss", "auc_micro", "auc_macro", "f1_micro", "f1_macro_xtuned")
+SELECT_METRICS = ("f1_macro", "val_loss", "auc_score", "auc_micro", "auc_macro", "f1_micro", "f1_macro_xtuned")
 
 
 # What `opt` records about each field (`fields_where` reads it).
-FIELD_METADATA_KEYS = ("help", "cli", "path", "data", "runtime", "resumable", "sweepable", "no_cli")
+FIELD_METADATA_KEYS = ("help", "cli", "aliases", "path", "data", "runtime", "resumable", "sweepable", "no_cli")
 
 
 def opt(
@@ -42,6 +42,7 @@ def opt(
     help: str,
     default_factory: Any = dataclasses.MISSING,
     cli: str | None = None,
+    aliases: tuple[str, ...] = (),
     path: bool = False,
     data: bool = False,
     runtime: bool = False,
@@ -55,6 +56,8 @@ def opt(
     - ``cli``: the option's declaration when it is not ``--field-name`` (``--field-name/--no-field-name``
       for booleans), e.g. ``"--train"``, ``"--teacher"`` (a list field: repeatable), ``"--resume"``
       (a flag with no ``--no-`` form).
+    - ``aliases``: more names of the same option, the ones other tools' users type (the cluster
+      guide's ``--learning-rate``, ``--transformer-model``); ``--help`` shows them beside the name.
     - ``path``: the command line reads a file or folder path (the field still holds a string).
     - ``data``: it picks which texts are read (`DATA_FIELDS`).
     - ``runtime``: how a run executes, not what it trains; sweep workers may differ in it
@@ -73,6 +76,7 @@ def opt(
     metadata = {
         "help": help,
         "cli": cli,
+        "aliases": tuple(aliases),
         "path": path,
         "data": data,
         "runtime": runtime,
@@ -140,7 +144,9 @@ class TrainConfig:
     max_train_samples: int | None = opt(None, help="Train on a random sample (quick runs).")
     max_eval_samples: int | None = opt(None, help="Evaluate on a random sample (quick runs).")
     # model
-    model: str = opt("minilm", help="Hub id, local folder, or 'minilm' (offline default).")
+    model: str = opt(
+        "minilm", aliases=("--transformer-model",), help="Hub id, local folder, or 'minilm' (offline default)."
+    )
     pooling: Literal["cls", "mean"] = opt("cls", help="cls (the architecture's own head) | mean")
     dropout: float = opt(0.1, help="Dropout before the classifier.")
     max_length: int = opt(128, help="Truncate texts to this many tokens.")
@@ -150,7 +156,7 @@ class TrainConfig:
     eval_batch_size: int = opt(
         128, runtime=True, resumable=True, help="Texts per batch when scoring dev, test and teachers."
     )
-    lr: float = opt(5e-5, help="Encoder learning rate.")
+    lr: float = opt(5e-5, aliases=("--learning-rate",), help="Encoder learning rate.")
     head_lr: float | None = opt(None, help="Learning rate of the new classification head (default: --lr).")
     layer_decay: float = opt(1.0, help="Layer-wise lr decay (1 = none).")
     weight_decay: float = opt(0.01, help="AdamW weight decay.")
@@ -199,6 +205,20 @@ class TrainConfig:
     compile: bool = opt(False, runtime=True, resumable=True, help="torch.compile the model.")
     num_threads: int | None = opt(None, runtime=True, resumable=True, help="CPU threads for PyTorch.")
     log_every: int = opt(100, runtime=True, resumable=True, help="Log the running loss every N steps.")
+    watch: Literal["gradients", "parameters", "all"] | None = opt(
+        None,
+        runtime=True,
+        resumable=True,
+        help="gradients | parameters | all: also log histograms of these to the trackers, as wandb.watch does "
+        "(gradient norms per layer group are always logged).",
+    )
+    watch_every: int | None = opt(
+        None,
+        runtime=True,
+        resumable=True,
+        help="Log --watch histograms and gradient norms every N optimiser steps (default: --log-every, "
+        "and at least once per epoch).",
+    )
     save_every: int | None = opt(
         None, runtime=True, resumable=True, help="Also checkpoint last/ every N optimiser steps."
     )
@@ -266,6 +286,8 @@ class TrainConfig:
         need(self.select_metric in SELECT_METRICS, "select_metric", "one of " + ", ".join(SELECT_METRICS))
         need(self.log_every >= 1, "log_every", "an integer >= 1")
         need(self.save_every is None or self.save_every >= 1, "save_every", "an integer >= 1 or null")
+        need(self.watch in (None, "gradients", "parameters", "all"), "watch", "null, gradients, parameters or all")
+        need(self.watch_every is None or self.watch_every >= 1, "watch_every", "an integer >= 1 or null")
         if self.dataset:
             self._check_one_data_source()
         if isinstance(self.trackers, str):
@@ -322,6 +344,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dropout": 0.3,
         "lr": 5e-5,
         "batch_size": 32,
+        "select_metric": "val_loss",  # the report kept the checkpoint with the lowest validation loss
     },
     # minilm, chosen on dev by examples/sweep_fast_recipe.yaml (docs/benchmarks.md, "Choosing
     # the fast preset"): mean pooling (it was trained as a mean-pooled sentence encoder) beat the

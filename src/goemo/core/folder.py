@@ -42,6 +42,8 @@ META_FILE = "goemo.json"
 CONFIG_FILE = "config.json"
 ONNX_FILE = "model.onnx"
 TFIDF_KIND = "tfidf"
+# goemo.json entry of a CPU export the predictor made by itself (goemo.predict.fastest).
+CPU_EXPORT_KEY = "cpu_export"
 TFIDF_FILES = ("tfidf.npz", "vocabulary.json")
 CARD_FILE = "README.md"
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json")
@@ -285,6 +287,20 @@ class ModelFolder:
     def onnx_quantize(self) -> str | None:
         """``"int8"`` for a quantised export, None otherwise."""
         return (self.meta.get("onnx") or {}).get("quantize")
+
+    @property
+    def cpu_export(self) -> dict[str, Any]:
+        """What a CPU export made by the predictor records (`goemo.predict.fastest`), {} for any other folder.
+
+        ``source_fingerprint`` (the `fingerprint` of the weights it was made from: a retrained
+        model is exported again), ``precision`` (int8 or fp32), ``verdict`` (why, in one line)
+        and ``dev_check`` (the dev macro-F1 of int8 and fp32 at the model's thresholds), so a
+        later start reuses the export and reports the same figures without measuring again.
+        """
+        value = self.meta.get(CPU_EXPORT_KEY) or {}
+        if not isinstance(value, dict):
+            raise ModelError(f"{self.path / META_FILE}: {CPU_EXPORT_KEY}: expected an object")
+        return value
 
     @property
     def prediction_settings(self) -> dict[str, Any]:

@@ -7,7 +7,9 @@ While a run trains, its main process holds ``.lock`` (an exclusive advisory lock
 a second ``goemo train`` on the same folder stops at once instead of writing every record twice.
 A folder that holds no checkpoint and no ``best/`` (a run that failed or was killed before its
 first checkpoint left only ``config.yaml``, a ``metrics.jsonl`` without an epoch record, …) has
-nothing in it worth protecting: it is reused as if it were empty.
+nothing in it worth protecting: it is reused as if it were empty, so a cluster job that failed at
+start (a model not fetched, bad data) can be resubmitted with the same command; the new start says
+so in one log line, naming the settings that differ from the failed attempt's.
 """
 
 from __future__ import annotations
@@ -249,6 +251,7 @@ class RunFolder:
             remove_stale_temps_in(self.path)
         if not self.is_occupied():
             if is_main:
+                self._note_restart(config)
                 self._forget_untrained()
                 self.path.mkdir(parents=True, exist_ok=True)
             return None
@@ -272,13 +275,38 @@ class RunFolder:
             f"--overwrite to replace it, or choose another --output"
         )
 
+    def _note_restart(self, config: TrainConfig) -> None:
+        """One log line when an attempt that trained nothing is started over (it left ``config.yaml``),
+        naming what changed: nothing of it is kept, so other settings are fine, but the user should
+        know the folder had been used."""
+        if not self.config_path.is_file():
+            return
+        note = f"{self.path}: previous attempt stopped before its first checkpoint; starting again"
+        try:
+            changed = self._changed_settings(config)
+        except RunFolderError:  # an unreadable config of an attempt that trained nothing: replaced anyway
+            changed = None
+        if changed:
+            note += f" with other settings ({changed})"
+        log.info(note)
+
     def _forget_untrained(self) -> None:
         """The records of an attempt that reached no checkpoint: the new start writes them again."""
         self.metrics_path.unlink(missing_ok=True)
 
     def _check_same_run(self, config: TrainConfig) -> None:
+        details = self._changed_settings(config)
+        if details:
+            raise RunFolderError(
+                f"cannot resume {self.path}: settings differ from the saved run ({details}); "
+                f"use the same settings or --overwrite"
+            )
+
+    def _changed_settings(self, config: TrainConfig) -> str:
+        """``"lr: 1e-05 -> 3e-05, ..."``: the saved config's settings that ``config`` changes, less the
+        resumable ones; empty when none (or no config was saved). `RunFolderError` when unreadable."""
         if not self.config_path.is_file():
-            return
+            return ""
         try:
             saved = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError):
@@ -287,9 +315,4 @@ class RunFolder:
             raise RunFolderError(f"{self.config_path}: not a goemo config; use --overwrite")
         current = config.to_dict()
         changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k, current[k]) != current[k])
-        if changed:
-            details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-            raise RunFolderError(
-                f"cannot resume {self.path}: settings differ from the saved run ({details}); "
-                f"use the same settings or --overwrite"
-            )
+        return ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)

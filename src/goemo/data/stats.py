@@ -127,6 +127,29 @@ class DataStats:
                 rows.append(row)
         return rows
 
+    def key_figures(self) -> dict[str, float]:
+        """The split table's numbers as flat ``data/<split>/<figure>`` scalars, for a tracker's run.
+
+        Texts, labels per text, % multi-label texts and the mean and p95 length in words (and
+        tokens when counted): what tells two versions of a dataset apart at a glance.
+
+        >>> lengths = LengthStats(4.0, 3.0, 9.0, 12)
+        >>> s = SplitStats("dev", 10, 1.2, 20.0, lengths, None, ())
+        >>> DataStats(("joy",), {"dev": s}).key_figures()["data/dev/words_p95"]
+        9.0
+        """
+        out: dict[str, float] = {}
+        for name, s in self.splits.items():
+            out[f"data/{name}/texts"] = float(s.texts)
+            out[f"data/{name}/label_cardinality"] = s.label_cardinality
+            out[f"data/{name}/pct_multi_label"] = s.pct_multi_label
+            for unit in ("words", "tokens"):
+                lengths: LengthStats | None = getattr(s, unit)
+                if lengths is not None:
+                    out[f"data/{name}/{unit}_mean"] = lengths.mean
+                    out[f"data/{name}/{unit}_p95"] = lengths.p95
+        return out
+
     def to_csv(self) -> str:
         """`csv_rows` as CSV text with a header line."""
         buf = io.StringIO()

@@ -1,5 +1,10 @@
 """Turn `goemo.data.stats` numbers into things people read: tables, plots, a sample page.
 
+The 1,000-record sample (`data_sample`) is what the W&B GoEmotions report showed as its data
+table: text, label ids and label names. It is written as CSV and HTML here; ``goemo stats
+--tracker`` also logs it (and `DataStats.key_figures`) to W&B / TensorBoard, through
+`goemo.training.tracking.log_dataset` (the CLI joins the two layers).
+
 Plots use matplotlib's object API with the Agg canvas (never ``pyplot``), so no global
 backend is switched and nothing needs a display. Every file goes through
 `goemo.core.fileio`'s atomic writes: a report folder is never left with a half-written PNG.
@@ -31,6 +36,8 @@ from goemo.data.stats import DataStats, LengthStats, compute_stats, cooccurrence
 log = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 1000
+#: The sample's columns in a tracker's table (the W&B report's data table).
+SAMPLE_COLUMNS = ["text", "label_ids", "labels"]
 _SPLIT_COLORS = ("#2f6db5", "#e08a2c", "#4a9c5d", "#a35db0", "#8c8c8c")
 
 
@@ -225,31 +232,57 @@ def cooccurrence_figure(labels: np.ndarray, label_names: Sequence[str], title: s
 
 
 def sample_records(split: Split, n: int = SAMPLE_SIZE, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` random records (file order kept) with label names, for reading the data by eye.
+    """``n`` random records (file order kept) with label ids and names, for reading the data by eye.
+
+    ``label_ids`` are the label columns' indices (``split.label_names``), comma-joined as in the
+    official TSV files: for the 28 emotions they are the files' own ids, so a record can be
+    checked against its source line.
 
     >>> sample_records(split, 2, seed=0)  # doctest: +SKIP
-    [{'row': 17, 'id': 'eebbqej', 'text': '...', 'labels': 'neutral'}, ...]
+    [{'row': 17, 'id': 'eebbqej', 'text': '...', 'label_ids': '27', 'labels': 'neutral'}, ...]
     """
     size = min(n, len(split))
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(split), size=size, replace=False)) if size else np.array([], int)
     names = split.label_names
-    return [
-        {
-            "row": int(i) + 1,
-            "id": split.ids[i],
-            "text": split.texts[i],
-            "labels": ", ".join(names[j] for j in np.flatnonzero(split.labels[i])),
-        }
-        for i in rows
-    ]
+    records = []
+    for i in rows:
+        on = np.flatnonzero(split.labels[i])
+        records.append(
+            {
+                "row": int(i) + 1,
+                "id": split.ids[i],
+                "text": split.texts[i],
+                "label_ids": ",".join(str(j) for j in on),
+                "labels": ", ".join(names[j] for j in on),
+            }
+        )
+    return records
 
 
-_RECORD_FIELDS = ["row", "id", "text", "labels"]
+def data_sample(
+    splits: Mapping[str, Split], sample_split: str = "train", n: int = SAMPLE_SIZE, seed: int = 0
+) -> tuple[str, list[dict[str, Any]]]:
+    """The split the sample comes from (``sample_split``, or the first when it is absent) and its `sample_records`.
+
+    One function for the files and the trackers, so the CSV, the page and a tracker's table are
+    the same records.
+    """
+    key = sample_split if sample_split in splits else next(iter(splits))
+    return key, sample_records(splits[key], n, seed)
+
+
+def sample_rows(records: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """The sample as rows of `SAMPLE_COLUMNS`, for a tracker's table (``wandb.Table(columns, data)``)."""
+    return [[r[c] for c in SAMPLE_COLUMNS] for r in records]
+
+
+_RECORD_FIELDS = ["row", "id", "text", "label_ids", "labels"]
 
 
 def write_sample_csv(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """The sample as CSV (header ``row,id,text,labels``; ``row`` is the 1-based record number in the source)."""
+    """The sample as CSV (header ``row,id,text,label_ids,labels``; ``row`` is the 1-based record number
+    in the source, ``label_ids`` the comma-joined label indices as in the official TSV)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_RECORD_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -285,7 +318,7 @@ def sample_html(records: Sequence[Mapping[str, Any]], title: str, note: str = ""
         chips = "".join(f'<span class="l">{esc(label)}</span>' for label in str(r["labels"]).split(", ") if label)
         rows.append(
             f'<tr class="rec"><td class="n">{r["row"]}</td><td class="id">{esc(str(r["id"]))}</td>'
-            f"<td>{esc(str(r['text']))}</td><td>{chips}</td></tr>"
+            f'<td>{esc(str(r["text"]))}</td><td class="id">{esc(str(r["label_ids"]))}</td><td>{chips}</td></tr>'
         )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -294,9 +327,8 @@ def sample_html(records: Sequence[Mapping[str, Any]], title: str, note: str = ""
         f'<h1>{esc(title)}</h1><p class="note">{esc(note)}</p>\n'
         '<input id="q" type="search" placeholder="filter: text, id or label"> '
         f'<span id="count">{len(records)}</span> shown\n'
-        "<table><thead><tr><th>row</th><th>id</th><th>text</th><th>labels</th></tr></thead><tbody>\n"
-        + "\n".join(rows)
-        + f"\n</tbody></table>\n<script>{_PAGE_SCRIPT}</script>\n</body></html>\n"
+        "<table><thead><tr><th>row</th><th>id</th><th>text</th><th>label ids</th><th>labels</th></tr></thead>"
+        "<tbody>\n" + "\n".join(rows) + f"\n</tbody></table>\n<script>{_PAGE_SCRIPT}</script>\n</body></html>\n"
     )
 
 
@@ -320,9 +352,8 @@ def write_outputs(
     {'stats.json': PosixPath('runs/data-analysis/stats.json'), ...}
     """
     out = Path(out_dir)
-    key = sample_split if sample_split in splits else next(iter(splits))
+    key, records = data_sample(splits, sample_split, sample_size, seed)
     split = splits[key]
-    records = sample_records(split, sample_size, seed)
     source = f" ({split.source})" if split.source else ""
     note = (
         f"{len(records):,} records drawn at random (seed {seed}) from the {len(split):,} texts of "
@@ -357,10 +388,18 @@ def analyse_dataset(
     >>> stats.splits["dev"].texts  # doctest: +SKIP
     5426
     """
+    return analyse_splits(load_data_folder(data_dir, taxonomy), out_dir=out_dir, tokens=tokens, seed=seed)
+
+
+def load_data_folder(data_dir: str | Path, taxonomy: str = "goemotions") -> dict[str, Split]:
+    """The official splits in ``data_dir`` (a `DataError` saying how to fetch them when it is missing).
+
+    >>> splits = load_data_folder("data/goemotions", "ekman")  # doctest: +SKIP
+    """
     data = Path(data_dir)
     if not data.is_dir():
         raise DataError(f"data folder not found: {data} (fetch it with `goemo download --dest {data}`)")
-    return analyse_splits(load_goemotions(data, taxonomy=taxonomy), out_dir=out_dir, tokens=tokens, seed=seed)
+    return load_goemotions(data, taxonomy=taxonomy)
 
 
 def analyse_splits(

@@ -249,12 +249,23 @@ def default_model_name(path: str | Path, export: ExportInfo | None = None) -> st
     return name
 
 
+def _goemo_pooling(folder: ModelFolder) -> str | None:
+    """``mean`` or ``cls`` for goemo's own head (custom code), ``None`` for the family's own head.
+
+    goemo's head also pools the first token (``cls``) for families whose own head has no
+    classifier-dropout setting (SqueezeBERT, MPNet; `goemo.models.modeling.CLS_HEAD_DROPOUT`).
+    """
+    if folder.config.get("model_type") != "goemo-mean-pool":
+        return None
+    return str(folder.config.get("pooling", "mean"))
+
+
 def _tags(folder: ModelFolder, goemotions: bool, export: ExportInfo | None) -> list[str]:
     tags = ["goemo", "text-classification", "multi-label-classification", "emotion-classification"]
     if goemotions:
         tags.append("go_emotions")
     if folder.config.get("model_type") == "goemo-mean-pool":
-        tags += ["custom_code", "mean-pooling"]
+        tags += ["custom_code"] + (["mean-pooling"] if _goemo_pooling(folder) == "mean" else [])
     if export is not None:
         tags += ["onnx"] + ([export.quantize] if export.quantize else [])
     return tags
@@ -290,11 +301,10 @@ def _eval_results(
 
 
 def _title(name: str, folder: ModelFolder, cfg: Mapping[str, Any], export: ExportInfo | None, goemotions: bool) -> str:
-    head = (
-        "goemo's mean-pooling head"
-        if folder.config.get("model_type") == "goemo-mean-pool"
-        else "its own classification head"
-    )
+    head = {
+        "mean": "goemo's mean-pooling head",
+        "cls": "goemo's classification head (the encoder's pooler, dropout, linear)",
+    }.get(_goemo_pooling(folder) or "", "its own classification head")
     encoder = base_model(cfg.get("model")) or cfg.get("model") or "a transformer encoder"
     data = "GoEmotions (58k English Reddit comments, 27 emotions + neutral)" if goemotions else "its own data"
     lines = [

@@ -3,7 +3,10 @@
 Two heads:
 
 * ``cls``: the architecture's own ``*ForSequenceClassification`` (BERT's pooler + linear,
-  RoBERTa's CLS head, …). Saved folders load with plain transformers, no goemo code.
+  RoBERTa's CLS head, …). Saved folders load with plain transformers, no goemo code. For the
+  families whose own head has no dropout setting of its own (SqueezeBERT, MPNet: theirs reuse the
+  encoder's ``hidden_dropout_prob``) goemo's head with ``pooling="cls"`` is used instead, so that
+  ``--dropout`` sets the classifier's dropout and nothing else (`CLS_HEAD_DROPOUT`).
 * ``mean``: masked mean pooling + dropout + linear (`GoemoForSequenceClassification`, defined in
   the self-contained `goemo.models.modeling_goemo`). Sentence-embedding encoders such as
   all-MiniLM-L6-v2 were trained with mean pooling, so their CLS/pooler output is a poor
@@ -12,6 +15,9 @@ Two heads:
   Hub model with custom code; importing this module registers the classes with the Auto
   classes, so goemo loads the same folders with ``trust_remote_code=False`` and never runs the
   folder's copy of the code.
+
+Hub ids load from the Hugging Face cache; ``TRANSFORMERS_CACHE``, which transformers 5 and
+huggingface_hub no longer read, is honoured as that cache (`hub_cache_dir`).
 
 Both save ``problem_type="multi_label_classification"``, ``id2label`` and the decision
 thresholds (``thresholds`` in label order, ``thresholds_tuned_on``, ``threshold_convention``)
@@ -34,6 +40,7 @@ from urllib.parse import urlparse
 
 import torch
 from huggingface_hub import snapshot_download
+from huggingface_hub.constants import HF_HUB_CACHE
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -59,6 +66,7 @@ __all__ = [
     "LoadedModel",
     "build_model",
     "build_tiny_model",
+    "hub_cache_dir",
     "load_model",
     "load_tokenizer",
     "save_model",
@@ -67,7 +75,28 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Per-architecture names of the config field that sets the classifier's dropout.
+# How ``--dropout`` reaches the classifier of ``pooling="cls"``, per encoder family (``config.model_type``):
+# the config fields that the family's own ``*ForSequenceClassification`` head reads for its dropout
+# (and nothing else does), read off transformers 5's modeling files; ``GOEMO_HEAD`` where the own
+# head has no such field, because it reuses the encoder's ``hidden_dropout_prob``: setting that would
+# change every encoder layer's dropout too, so goemo's head (pooler or first token + dropout +
+# linear, `GoemoForSequenceClassification` with ``pooling="cls"``) is used instead.
+GOEMO_HEAD: tuple[str, ...] = ()
+CLS_HEAD_DROPOUT: dict[str, tuple[str, ...]] = {
+    "bert": ("classifier_dropout",),  # dropout(pooler output) -> linear; None falls back to hidden_dropout_prob
+    "roberta": ("classifier_dropout",),  # RobertaClassificationHead: dropout, dense, tanh, dropout, linear
+    "xlm-roberta": ("classifier_dropout",),  # XLMRobertaClassificationHead, as RoBERTa's
+    "electra": ("classifier_dropout",),  # ElectraClassificationHead, as RoBERTa's (gelu)
+    "distilbert": ("seq_classif_dropout",),  # pre_classifier, relu, dropout, linear
+    "albert": ("classifier_dropout_prob",),  # dropout(pooler output) -> linear
+    # ContextPooler (dropout, dense, act) then dropout -> linear: cls_dropout is not a config field
+    # (the head getattr()s it, falling back to hidden_dropout_prob); pooler_dropout defaults to 0.
+    "deberta": ("cls_dropout", "pooler_dropout"),
+    "deberta-v2": ("cls_dropout", "pooler_dropout"),
+    "squeezebert": GOEMO_HEAD,  # SqueezeBertForSequenceClassification: nn.Dropout(config.hidden_dropout_prob)
+    "mpnet": GOEMO_HEAD,  # MPNetClassificationHead: nn.Dropout(config.hidden_dropout_prob)
+}
+# For families not in the table: the usual names of a classifier-only dropout field, first declared one wins.
 _CLASSIFIER_DROPOUT_FIELDS = ("classifier_dropout", "seq_classif_dropout", "cls_dropout", "classifier_dropout_prob")
 
 
@@ -115,11 +144,56 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+# huggingface_hub's own names for the hub cache; set, they win over TRANSFORMERS_CACHE (the hub reads them itself).
+_HUB_CACHE_VARIABLES = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
+
+
+def hub_cache_dir() -> str | None:
+    """The hub cache to pass as ``cache_dir``: ``TRANSFORMERS_CACHE`` when set, else None (the hub's default).
+
+    transformers 4 read ``TRANSFORMERS_CACHE``; transformers 5 and huggingface_hub do not, so a
+    model fetched into it by older tooling (or a site profile that still exports it) would be
+    "not in the cache". goemo passes it as ``cache_dir`` to every hub load and to `fetch_model`.
+    ``HF_HUB_CACHE`` (or its older name ``HUGGINGFACE_HUB_CACHE``), if also set, wins: it is the
+    current name of the same setting and what huggingface_hub itself uses. ``HF_HOME`` loses to
+    both, as it did in transformers 4. One line says which cache is used, once per process.
+
+    >>> hub_cache_dir()  # doctest: +SKIP
+    '/shared/transformers-cache'
+    """
+    legacy = os.environ.get("TRANSFORMERS_CACHE", "").strip()
+    if not legacy:
+        return None
+    current = next((v for v in _HUB_CACHE_VARIABLES if os.environ.get(v, "").strip()), None)
+    _announce_hub_cache(legacy, current, os.environ[current] if current else None)
+    if current is not None:
+        return None
+    return os.path.expandvars(os.path.expanduser(legacy))
+
+
+@functools.lru_cache(maxsize=8)
+def _announce_hub_cache(legacy: str, current: str | None, current_value: str | None) -> None:
+    """The one line about ``TRANSFORMERS_CACHE``, once per process and setting (hence the cache)."""
+    if current is None:
+        log.info(
+            "TRANSFORMERS_CACHE=%s is used as the Hugging Face hub cache; HF_HUB_CACHE / HF_HOME are the current names",
+            legacy,
+        )
+    else:
+        log.warning(
+            "TRANSFORMERS_CACHE=%s is ignored: %s=%s is set and is the hub cache", legacy, current, current_value
+        )
+
+
 def _from_pretrained_kwargs(path: str, trust_remote_code: bool) -> dict[str, Any]:
     """Local folders load as they are; hub ids go offline-only when the hub cannot be reached."""
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if not Path(path).is_dir() and not hub_reachable():
-        kwargs["local_files_only"] = True
+    if not Path(path).is_dir():
+        cache = hub_cache_dir()
+        if cache is not None:
+            kwargs["cache_dir"] = cache
+        if not hub_reachable():
+            kwargs["local_files_only"] = True
     return kwargs
 
 
@@ -127,9 +201,9 @@ def _not_available(name: str, err: Exception) -> ModelError:
     if Path(name).exists():
         return ModelError(f"cannot load model from folder {name}: {err}")
     return ModelError(
-        f"model {name!r} is not in the Hugging Face cache and the hub cannot be reached; "
-        f"on a machine with network run `goemo fetch-model {name}` (honours HF_HOME), "
-        f"or pass a local folder or the offline alias 'minilm'"
+        f"model {name!r} is not in the Hugging Face cache ({hub_cache_dir() or HF_HUB_CACHE}) and the hub "
+        f"cannot be reached; on a machine with network run `goemo fetch-model {name}` (honours HF_HOME, "
+        f"HF_HUB_CACHE and TRANSFORMERS_CACHE), or pass a local folder or the offline alias 'minilm'"
     )
 
 
@@ -215,21 +289,64 @@ def build_model(
                     path, classifier_dropout=dropout, **maps, **kwargs
                 )
         if pooling == "mean":
-            with _quiet_transformers():
-                encoder = AutoModel.from_pretrained(path, **kwargs)
-            enc_dict = encoder.config.to_dict()
-            config = GoemoConfig(encoder=enc_dict, pooling="mean", classifier_dropout=dropout, **maps)
-            return GoemoForSequenceClassification(config, encoder=encoder)
+            return _goemo_head(path, kwargs, "mean", dropout, maps)
         config = AutoConfig.from_pretrained(path, **kwargs, **maps)
-        fields = [f for f in _CLASSIFIER_DROPOUT_FIELDS if hasattr(config, f)]
-        if fields:
-            setattr(config, fields[0], dropout)
-        else:
-            log.warning("%s has no classifier dropout setting; its own dropout applies", config.model_type)
+        fields = _own_head_dropout_fields(config, existing)
+        if fields is None:
+            log.info(
+                "%s: its own classification head takes its dropout from the encoder's hidden_dropout_prob, so "
+                "goemo's head (pooler or first token, dropout %s, linear) is used for --dropout",
+                config.model_type,
+                dropout,
+            )
+            return _goemo_head(path, kwargs, "cls", dropout, maps)
+        for field in fields:
+            setattr(config, field, dropout)
         with _quiet_transformers():  # the "classifier newly initialised" report is expected here
             return AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
     except (OSError, ValueError) as e:
         raise _not_available(name, e) from None
+
+
+def _goemo_head(
+    path: str, kwargs: dict[str, Any], pooling: str, dropout: float, maps: dict[str, Any]
+) -> GoemoForSequenceClassification:
+    """goemo's head on the pretrained encoder at ``path`` (its classifier freshly initialised)."""
+    with _quiet_transformers():
+        encoder = AutoModel.from_pretrained(path, **kwargs)
+    config = GoemoConfig(encoder=encoder.config.to_dict(), pooling=pooling, classifier_dropout=dropout, **maps)
+    return GoemoForSequenceClassification(config, encoder=encoder)
+
+
+def _own_head_dropout_fields(config: PretrainedConfig, existing: PretrainedConfig) -> tuple[str, ...] | None:
+    """The config fields to set to ``--dropout`` for the family's own head; None: use goemo's head instead.
+
+    `CLS_HEAD_DROPOUT` decides for the families it names; one line says which way was taken. A
+    family outside it gets the first classifier-dropout field its config declares, or a warning
+    that its own dropout applies. A classifier checkpoint of a `GOEMO_HEAD` family (continuing a
+    fine-tuned model) keeps its own trained head, with a warning, rather than lose it.
+    """
+    family = config.model_type
+    fields = CLS_HEAD_DROPOUT.get(family)
+    if fields is None:
+        declared = tuple(f for f in _CLASSIFIER_DROPOUT_FIELDS if hasattr(config, f))[:1]
+        if declared:
+            log.info("%s is not in goemo's dropout table: --dropout sets %s of its own head", family, declared[0])
+        else:
+            log.warning("%s has no classifier dropout setting; its own dropout applies", family)
+        return declared
+    if fields:
+        log.info("%s: --dropout sets %s of its own head", family, ", ".join(fields))
+        return fields
+    archs = getattr(existing, "architectures", None) or []
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        log.warning(
+            "%s: continuing the checkpoint's own classification head, whose dropout is the encoder's "
+            "hidden_dropout_prob; --dropout does not apply",
+            family,
+        )
+        return ()
+    return None
 
 
 def _id2label(config: PretrainedConfig) -> dict[int, str]:
@@ -270,7 +387,8 @@ def build_tiny_model(label_names: list[str], pooling: str = "cls", dropout: floa
         return GoemoForSequenceClassification(GoemoConfig(encoder=enc.to_dict(), classifier_dropout=dropout, **maps))
     for key, value in maps.items():
         setattr(enc, key, value)
-    enc.classifier_dropout = dropout
+    for field in CLS_HEAD_DROPOUT["bert"]:
+        setattr(enc, field, dropout)
     return BertForSequenceClassification(enc)
 
 
@@ -407,13 +525,15 @@ def fetch_model(name: str, cache_dir: str | Path | None = None) -> Path:
     """Download a hub model's config, tokenizer and safetensors weights into the HF cache.
 
     For clusters whose GPU nodes have no network: run this on a login/CPU node first, with
-    ``HF_HOME`` on shared storage, then train with ``HF_HUB_OFFLINE=1``.
+    ``HF_HOME`` on shared storage, then train with ``HF_HUB_OFFLINE=1``. ``cache_dir``, when
+    given, wins over the environment; else the cache is the one training reads (`hub_cache_dir`).
     """
     if name.lower() in MODEL_ALIASES or Path(name).is_dir():
         return Path(resolve_model_name(name))
     patterns = ["*.json", "*.txt", "*.model", "*.safetensors", "tokenizer*", "*.tiktoken"]
+    cache = cache_dir if cache_dir is not None else hub_cache_dir()
     try:
-        path = snapshot_download(repo_id=name, cache_dir=cache_dir, allow_patterns=patterns)
+        path = snapshot_download(repo_id=name, cache_dir=cache, allow_patterns=patterns)
     except Exception as e:  # network, auth and not-found errors all end the same way for the user
         raise ModelError(
             f"cannot download {name!r} from the Hugging Face hub ({type(e).__name__}); "

@@ -1,4 +1,13 @@
-"""goemo's mean-pooling head as a Hugging Face custom model: this file needs torch and transformers only.
+"""goemo's classification head as a Hugging Face custom model: this file needs torch and transformers only.
+
+The head is encoder + pooling + dropout + linear, with ``pooling`` in its config: ``"mean"``
+(masked mean of the last hidden states, for sentence-embedding encoders such as MiniLM) or
+``"cls"`` (the encoder's pooler output where it has a pooler, as BERT's and SqueezeBERT's own
+heads use, else the first token's hidden state). goemo uses ``cls`` for encoder families whose
+own ``*ForSequenceClassification`` head has no dropout setting of its own (SqueezeBERT, MPNet:
+theirs reuse the encoder's ``hidden_dropout_prob``), so that ``--dropout`` reaches the classifier.
+The ``model_type`` stays ``goemo-mean-pool`` for both, so folders saved before ``cls`` existed load
+unchanged.
 
 ``save_pretrained`` copies this very file into every model folder with this head (it is
 registered with ``register_for_auto_class``) and writes ``auto_map`` into ``config.json``, so
@@ -26,9 +35,11 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+POOLINGS = ("mean", "cls")
+
 
 class GoemoConfig(PretrainedConfig):
-    """Config of a mean-pooling classifier: the encoder's own config nested as a plain dict."""
+    """Config of goemo's classifier: the encoder's own config nested as a plain dict, and the pooling."""
 
     model_type = "goemo-mean-pool"
 
@@ -53,8 +64,15 @@ class GoemoConfig(PretrainedConfig):
         return AutoConfig.for_model(model_type, **values)
 
 
+class NoPooler(nn.Module):
+    """Stands in for an encoder's pooler that mean pooling never uses: no weights, outputs None."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class GoemoForSequenceClassification(PreTrainedModel):
-    """Encoder + masked mean pooling + dropout + linear, trained with BCE on logits."""
+    """Encoder + pooling (masked mean, or pooler / first token) + dropout + linear, trained with BCE on logits."""
 
     config_class = GoemoConfig
     base_model_prefix = "encoder"
@@ -62,11 +80,15 @@ class GoemoForSequenceClassification(PreTrainedModel):
     _supports_sdpa = True
 
     def __init__(self, config: GoemoConfig, encoder: PreTrainedModel | None = None) -> None:
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"goemo model config: pooling {config.pooling!r} is not one of {POOLINGS}")
         super().__init__(config)
         self.encoder = encoder if encoder is not None else AutoModel.from_config(config.encoder_config())
-        if getattr(self.encoder, "pooler", None) is not None:
+        if config.pooling == "mean" and getattr(self.encoder, "pooler", None) is not None:
             # Unused by mean pooling; dropping it keeps DDP from waiting on gradients that never come.
-            self.encoder.pooler = None
+            # A stub rather than None: some encoders (SqueezeBERT) call their pooler unconditionally.
+            # cls pooling keeps it: its output is what BERT-style heads classify.
+            self.encoder.pooler = NoPooler()
         hidden = self.encoder.config.hidden_size
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(hidden, len(config.id2label or {}))
@@ -86,8 +108,12 @@ class GoemoForSequenceClassification(PreTrainedModel):
         **kwargs: Any,
     ) -> SequenceClassifierOutput:
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        if attention_mask is None:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        hidden = out.last_hidden_state
+        if self.config.pooling == "cls":
+            pooler_output = getattr(out, "pooler_output", None)  # None where the encoder has no pooler
+            pooled = pooler_output if pooler_output is not None else hidden[:, 0]
+        elif attention_mask is None:
             pooled = hidden.mean(dim=1)
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)

@@ -2,19 +2,25 @@
 
 Every command that runs a model goes through it: training's per-epoch scoring (around its
 live model), ``goemo evaluate``, ``report`` and ``ensemble`` (through the prediction cache,
-`goemo.predict.cache`), ``goemo predict`` and ``goemo serve``. Its backend follows the
-folder's kind (`goemo.core.folder.ModelFolder.kind`):
+`goemo.predict.cache`), ``goemo predict`` and ``goemo serve``. Its backends:
 
 * ``torch``: the transformers model (`goemo.predict.torch_backend`), fp32 or bf16/fp16 autocast;
 * ``onnx``: an export's ``model.onnx`` under ONNX Runtime (`goemo.predict.onnx_backend`), no torch;
 * ``tfidf``: the TF-IDF baseline (`goemo.predict.tfidf_backend`), no tokenizer, no torch.
+
+``backend="auto"`` (the default here, and what evaluation, reports and training's cached
+predictions use) follows the folder's kind (`goemo.core.folder.ModelFolder.kind`): the
+numbers a model is scored with never change with the machine. ``backend="fastest"`` (the
+default of ``goemo predict`` and ``goemo serve``) picks the fastest the folder and hardware
+allow (`goemo.predict.fastest`): on a CPU the folder's int8 ONNX export, made once and
+checked on dev (else its fp32 export), on a GPU torch in bf16.
 
 Precision, batch size and max length are explicit settings (`settings`), part of the
 prediction-cache key, so two commands with the same settings give identical probabilities.
 
 Speed comes from the shape of the work: texts are tokenised once without padding, sorted by
 length and cut into batches padded only to their own longest text
-(`goemo.data.batching.eval_batches`); outputs are put back in input order.
+(`goemo.predict.runner.logits_in_order`); outputs are put back in input order.
 
 Decisions use the folder's thresholds (per label, tuned on dev, when present; else its
 global threshold; else 0.5) and goemo's strict convention ``probability > threshold``
@@ -29,51 +35,49 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
 from goemo.core.errors import ConfigError, ModelError
-from goemo.core.folder import META_FILE, ONNX_FILE, ModelFolder
+from goemo.core.folder import ONNX_FILE, ModelFolder
 from goemo.core.thresholds import binarize, sigmoid
-from goemo.data.batching import EncodedSplit, collate, encode_split, eval_batches, tokenize_texts
+from goemo.data.batching import EncodedSplit, encode_split
 from goemo.data.records import check_texts
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels, project_probs
+from goemo.predict.fastest import BackendChoice, choose_fastest
+from goemo.predict.runner import (
+    Gather,
+    TokenBackend,
+    check_max_length,
+    choose_max_length,
+    encode_texts,
+    logits_in_order,
+    pad_id_of,
+)
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "torch", "onnx", "tfidf"]
+Backend = Literal["auto", "fastest", "torch", "onnx", "tfidf"]
+BACKENDS = ("auto", "fastest", "torch", "onnx", "tfidf")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-# Where neither the folder nor the tokenizer says: BERT-family position limit.
-MAX_LENGTH_CAP = 512
-# transformers sets a tokenizer's model_max_length to int(1e30) when its config does not say.
-_UNSET_TOKENIZER_LIMIT = 10**9
 DEFAULT_BATCH_SIZE = 128
-# Gathers one picklable object per process (accelerate.utils.gather_object in training).
-Gather = Callable[[list[Any]], list[Any]]
-
-
-class TokenBackend(Protocol):
-    """Logits ``(b, L)`` float32 for a padded batch of token ids (torch, ONNX)."""
-
-    name: str
-    device: str
-    precision: str
-    takes_tokens: bool
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
 
 def choose_backend(folder: ModelFolder, backend: str) -> str:
-    """The backend ``backend`` asks for, checked against what the folder holds (``auto``: its kind)."""
-    if backend not in ("auto", "torch", "onnx", "tfidf"):
-        raise ConfigError(f"backend={backend!r}: expected auto, torch, onnx or tfidf")
+    """The backend ``backend`` asks for, checked against what the folder holds.
+
+    ``auto``: the folder's kind. ``fastest``: the same for a TF-IDF model or an ONNX export,
+    else ``"fastest"``, which `goemo.predict.fastest.choose_fastest` resolves with the device.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r}: expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
     kind = folder.kind
     if kind == "tfidf":
-        if backend not in ("auto", "tfidf"):
+        if backend not in ("auto", "fastest", "tfidf"):
             raise ConfigError(
                 f"{folder.path} is a TF-IDF model (goemo.json kind 'tfidf'): backend {backend!r} does "
                 f"not apply; use --backend auto"
@@ -86,64 +90,11 @@ def choose_backend(folder: ModelFolder, backend: str) -> str:
         raise ModelError(f"{folder.path} has no model.safetensors{hint}")
     if backend == "tfidf":
         raise ConfigError(f"{folder.path} is not a TF-IDF model; use --backend auto")
-    if backend != "auto":
+    if backend not in ("auto", "fastest"):
         return backend
-    return "onnx" if kind == "onnx" else "torch"
-
-
-def check_max_length(folder: ModelFolder, max_length: int | None) -> None:
-    """Refuse a max length the model cannot take, from ``config.json`` alone (before anything loads).
-
-    Asked for (``max_length``): at most the encoder's positions (`ModelFolder.position_limit`,
-    ``max_position_embeddings`` less RoBERTa's offset), else `ConfigError`. Saved in the
-    folder (``goemo.json``): the same limit, else `ModelError` naming the file and field. Either
-    way the first long text can no longer crash a run half-way.
-
-    >>> check_max_length(ModelFolder.open("runs/x/best"), 1000)   # doctest: +SKIP
-    Traceback (most recent call last):
-    goemo.core.errors.ConfigError: max_length=1000: the model takes at most 512 tokens (config.json max_position_embeddings 512)
-    """
-    if max_length is None:
-        _ = folder.max_length  # validated on access
-        return
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ConfigError(f"max_length={max_length!r}: expected an integer >= 2")
-    limit = folder.position_limit
-    if limit is not None and max_length > limit:
-        raise ConfigError(f"max_length={max_length}: the model takes at most {limit} tokens ({folder.position_source})")
-
-
-def tokenizer_limit(tokenizer: Any, where: str = "tokenizer_config.json") -> int | None:
-    """The tokenizer's own ``model_max_length``, None when its config leaves it unset."""
-    value = getattr(tokenizer, "model_max_length", None)
-    if isinstance(value, bool) or not isinstance(value, int) or value >= _UNSET_TOKENIZER_LIMIT:
-        return None
-    if value < 2:
-        raise ModelError(f"{where}: model_max_length: {value} leaves room for no text")
-    return value
-
-
-def choose_max_length(folder: ModelFolder, tokenizer: Any, max_length: int | None) -> int:
-    """The max length to truncate to: the one asked for, else the folder's, else the most the model takes.
-
-    Each is checked against the tokenizer's own limit too (`check_max_length` has checked the
-    encoder's positions): asked for, a `ConfigError`; saved in ``goemo.json``, a `ModelError`.
-    """
-    check_max_length(folder, max_length)
-    limit = tokenizer_limit(tokenizer, str(folder.path / "tokenizer_config.json"))
-    source = f"{folder.path / 'tokenizer_config.json'} model_max_length"
-    if max_length is not None:
-        if limit is not None and max_length > limit:
-            raise ConfigError(f"max_length={max_length}: the model's tokenizer takes at most {limit} tokens ({source})")
-        return max_length
-    saved = folder.max_length
-    if saved is not None:
-        if limit is not None and saved > limit:
-            raise ModelError(
-                f"{folder.path / META_FILE}: max_length: {saved} is more than the {limit} tokens the tokenizer takes ({source})"
-            )
-        return saved
-    return min(n for n in (MAX_LENGTH_CAP, limit, folder.position_limit) if n is not None)
+    if kind == "onnx":
+        return "onnx"
+    return "fastest" if backend == "fastest" else "torch"
 
 
 class EmotionClassifier:
@@ -167,6 +118,7 @@ class EmotionClassifier:
         max_length: int,
         batch_size: int = DEFAULT_BATCH_SIZE,
         folder: ModelFolder | None = None,
+        choice: BackendChoice | None = None,
     ) -> None:
         self._backend = backend
         self.tokenizer = tokenizer
@@ -181,9 +133,9 @@ class EmotionClassifier:
         self.max_length = max_length
         self.batch_size = batch_size
         self.folder = folder
-        self._pad_id = 0
-        if tokenizer is not None and tokenizer.pad_token_id is not None:
-            self._pad_id = tokenizer.pad_token_id
+        # How `load` chose the backend (None when built directly): the export run and why.
+        self.choice = choice
+        self._pad_id = pad_id_of(tokenizer)
         self._tokenizer_lock = threading.Lock()
 
     @classmethod
@@ -201,13 +153,20 @@ class EmotionClassifier:
         """Open a model folder (``runs/X/best``, an ONNX export of one, or a TF-IDF baseline).
 
         ``backend="auto"`` follows the folder: ``model.onnx`` for an export, the PyTorch weights
-        otherwise, the TF-IDF model for a baseline. ``max_length`` defaults to the length the
-        model was trained with. ``precision="auto"`` is bf16 on CUDA and fp32 on CPU
+        otherwise, the TF-IDF model for a baseline. ``backend="fastest"`` (what ``goemo predict``
+        and ``goemo serve`` use) runs a PyTorch folder as fast as the machine allows: torch bf16
+        on CUDA; on a CPU its int8 ONNX export when that keeps dev macro-F1 within 0.005 of fp32,
+        else its fp32 export, made once and cached (`goemo.predict.fastest`); torch fp32 without
+        onnxruntime. An explicit ``precision`` keeps torch. ``max_length`` defaults to the length
+        the model was trained with. ``precision="auto"`` is bf16 on CUDA and fp32 on CPU
         (`goemo.predict.device.resolve_precision`); an ONNX graph runs in the precision it was
         exported with. ``num_threads`` sets the CPU threads of the backend (default: all cores).
 
-        >>> clf = EmotionClassifier.load("runs/goemo/best-onnx-int8")   # doctest: +SKIP
-        >>> clf.backend, clf.precision
+        With ``fastest``, logs what runs in one line (`describe`) at INFO, so that the first line
+        of ``goemo predict`` and ``goemo serve`` says it; other backends log it at DEBUG.
+
+        >>> clf = EmotionClassifier.load("runs/goemo/best", backend="fastest")   # doctest: +SKIP
+        >>> clf.backend, clf.precision                                            # doctest: +SKIP
         ('onnx', 'int8')
         """
         folder = path if isinstance(path, ModelFolder) else ModelFolder.open(path)
@@ -219,22 +178,44 @@ class EmotionClassifier:
             if device not in ("auto", "cpu"):
                 log.warning("%s is a TF-IDF model: it runs on the CPU, not %s", folder.path, device)
             tfidf = TfidfBackend(folder)
-            return cls(tfidf, None, names, folder.thresholds(), max_length=0, batch_size=batch_size, folder=folder)
+            clf = cls(tfidf, None, names, folder.thresholds(), max_length=0, batch_size=batch_size, folder=folder)
+            log.log(logging.INFO if backend == "fastest" else logging.DEBUG, "%s", clf.describe())
+            return clf
         check_max_length(folder, max_length)  # before the weights load: a bad length fails fast
+        choice: BackendChoice | None = None
+        runs, run_precision = folder, str(precision)  # the CPU export and its precision when `fastest` picked it
+        if chosen == "fastest":
+            # a damaged folder fails here in one line, as it would under torch, not after an export attempt
+            folder.thresholds()
+            folder.check_weights()
+            folder.check_tokenizer()
+            choice = choose_fastest(folder, device, precision, num_threads=num_threads)
+            chosen, runs, device, run_precision = choice.backend, choice.folder, choice.device, choice.precision
         runner: TokenBackend
         tokenizer: Any
         if chosen == "torch":
             from goemo.predict.torch_backend import load_torch_backend  # noqa: PLC0415  (optional extra: torch, only for this backend)
 
-            runner, tokenizer = load_torch_backend(folder, device, precision, num_threads)
+            runner, tokenizer = load_torch_backend(runs, device, run_precision, num_threads)
         else:
             from goemo.predict.onnx_backend import load_onnx_backend  # noqa: PLC0415  (optional extra: onnx, onnxruntime)
 
-            runner, tokenizer = load_onnx_backend(folder, device, precision, num_threads)
+            runner, tokenizer = load_onnx_backend(runs, device, run_precision, num_threads)
         max_length = choose_max_length(folder, tokenizer, max_length)
-        return cls(
-            runner, tokenizer, names, folder.thresholds(), max_length=max_length, batch_size=batch_size, folder=folder
+        clf = cls(
+            runner,
+            tokenizer,
+            names,
+            folder.thresholds(),
+            max_length=max_length,
+            batch_size=batch_size,
+            folder=folder,
+            choice=choice,
         )
+        # The chosen backend is news (the first line of `goemo predict` and `goemo serve`); an
+        # asked-for one is not, and evaluation logs its own line.
+        log.log(logging.INFO if backend == "fastest" else logging.DEBUG, "%s", clf.describe())
+        return clf
 
     # ------------------------------------------------------------------ what it is
 
@@ -248,7 +229,32 @@ class EmotionClassifier:
 
     @property
     def precision(self) -> str:
+        """``int8`` (an int8 ONNX export), ``fp32``, ``bf16`` or ``fp16``."""
         return str(self._backend.precision)
+
+    @property
+    def num_threads(self) -> int:
+        """The intra-op CPU threads one model call runs on (torch's setting, or the ONNX session's)."""
+        return int(getattr(self._backend, "num_threads", 1))
+
+    @property
+    def runs_from(self) -> Path | None:
+        """The folder the backend loaded: `path`, or the CPU export made from it (``backend="fastest"``)."""
+        if self.choice is not None:
+            return self.choice.folder.path
+        return self.path
+
+    def describe(self) -> str:
+        """What runs, in one line: for the first log line of ``goemo predict`` and ``goemo serve``, and ``/health``.
+
+        >>> EmotionClassifier.load("runs/x/best", backend="fastest").describe()   # doctest: +SKIP
+        'onnx int8 on cpu, 2 threads (runs/x/best/.onnx-cpu, dev macro-F1 0.531 vs fp32 0.533)'
+        """
+        threads = self.num_threads
+        head = f"{self.backend} {self.precision} on {self.device}, {threads} thread{'s' if threads != 1 else ''}"
+        where = str(self.runs_from) if self.runs_from is not None else "in memory"
+        note = f", {self.choice.note}" if self.choice is not None and self.choice.note else ""
+        return f"{head} ({where}{note})"
 
     @property
     def path(self) -> Path | None:
@@ -288,8 +294,7 @@ class EmotionClassifier:
     def encode(self, texts: Sequence[str]) -> EncodedSplit:
         """Token ids of ``texts`` (truncated to ``max_length``, unpadded)."""
         with self._tokenizer_lock:  # fast tokenizers are not safe to share across threads
-            flat, offsets = tokenize_texts(texts, self.tokenizer, self.max_length)
-        return EncodedSplit(flat, offsets, np.zeros((len(offsets) - 1, 0), np.float32))
+            return encode_texts(texts, self.tokenizer, self.max_length)
 
     def logits_for_encoded(
         self, encoded: EncodedSplit, *, rank: int = 0, world_size: int = 1, gather: Gather | None = None
@@ -300,24 +305,16 @@ class EmotionClassifier:
         share of the length-sorted batches and ``gather`` collects the (index, logits) pairs,
         which are put back by index, so no example is duplicated or dropped.
         """
-        parts_idx, parts_out = [], []
-        for idx in eval_batches(encoded.lengths, self.batch_size, rank, world_size):
-            batch = collate(encoded, idx, pad_id=self._pad_id)
-            parts_idx.append(idx)
-            parts_out.append(self._backend(batch["input_ids"], batch["attention_mask"]))
-        mine = (
-            np.concatenate(parts_idx) if parts_idx else np.zeros(0, np.int64),
-            np.concatenate(parts_out) if parts_out else np.zeros((0, self.num_labels), np.float32),
+        return logits_in_order(
+            self._backend,
+            encoded,
+            batch_size=self.batch_size,
+            pad_id=self._pad_id,
+            num_labels=self.num_labels,
+            rank=rank,
+            world_size=world_size,
+            gather=gather,
         )
-        parts = gather([mine]) if world_size > 1 and gather is not None else [mine]
-        out = np.zeros((len(encoded), self.num_labels), dtype=np.float32)
-        seen = np.zeros(len(encoded), dtype=bool)
-        for idx, logits in parts:
-            out[idx] = logits
-            seen[idx] = True
-        if not seen.all():  # a sharding bug would silently bias every metric
-            raise RuntimeError(f"{int((~seen).sum())} examples were not scored")
-        return out
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
         """Raw logits ``(n, L)`` float32, in input order (length-sorted batches inside)."""

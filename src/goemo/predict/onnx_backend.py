@@ -6,6 +6,7 @@ not installed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,25 @@ except ImportError:  # the `onnx` extra; reported when an ONNX folder is opened
     ort = None
 
 
+def physical_cores() -> int:
+    """CPU cores this process may run on, counting hyper-threads of one core once.
+
+    ONNX Runtime's own default for its intra-op threads; set explicitly, so that `OnnxBackend.num_threads`
+    (shown by ``/health`` and the first log line) is the number the session really uses.
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:  # not Linux, or sysfs hidden (some containers): count logical CPUs
+            return max(1, len(cpus))
+        cores.add((package, core))
+    return max(1, len(cores))
+
+
 class OnnxBackend:
     """An ONNX Runtime session over ``model.onnx`` (inputs input_ids, attention_mask; output logits)."""
 
@@ -32,8 +52,7 @@ class OnnxBackend:
             raise ModelError("the onnx backend needs onnxruntime: pip install 'goemo[onnx]'")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if num_threads:
-            options.intra_op_num_threads = num_threads
+        options.intra_op_num_threads = num_threads or physical_cores()
         options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's business
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
@@ -59,6 +78,12 @@ class OnnxBackend:
         self.num_outputs: int | None = last if isinstance(last, int) else None
         self.device = "cuda" if providers[0].startswith("CUDA") else "cpu"
         self.precision = precision
+        self._threads = int(options.intra_op_num_threads)
+
+    @property
+    def num_threads(self) -> int:
+        """The session's intra-op threads (one model call runs on this many cores)."""
+        return self._threads
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -34,6 +34,11 @@ class TorchBackend:
         self.precision = precision
         self._dtype = autocast_dtype(precision)
 
+    @property
+    def num_threads(self) -> int:
+        """torch's intra-op CPU threads now (process-wide: `set_threads` or torch's default)."""
+        return int(torch.get_num_threads())
+
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         autocast: Any = contextlib.nullcontext()
         if self._dtype is not None:

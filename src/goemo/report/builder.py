@@ -569,11 +569,14 @@ def _training_section(run: RunData, images: dict[str, Image]) -> Section:
         [str(r["epoch"]) + (" *" if r["epoch"] == run.best_epoch else ""), *(_num(r.get(k)) for k in keys)]
         for r in run.epochs
     ]
+    select = run.summary.get("select_metric", "the selection metric")
+    if select == "auc_score":  # the W&B report's name for macro ROC-AUC, shown here as auc_macro
+        select = "auc_score (macro ROC-AUC: the auc_macro column)"
     table = Table(
         ["epoch", *keys],
         rows,
         digits=4,
-        caption=f"* best epoch by {run.summary.get('select_metric', 'the selection metric')} on dev "
+        caption=f"* best epoch by {select} on dev "
         f"(weights kept in best/). Dev metrics at the training threshold "
         f"{run.summary.get('threshold', run.config.get('threshold', '?'))}.",
     )

@@ -479,15 +479,20 @@ def threshold_table(
 def summary(
     y_true: np.ndarray, probs: np.ndarray, threshold: Thresholds = DEFAULT_THRESHOLD
 ) -> dict[str, float | None]:
-    """The four numbers logged every epoch: micro/macro ROC-AUC and micro/macro F1.
+    """The numbers logged every epoch: micro/macro ROC-AUC and micro/macro F1, and ``auc_score``.
 
     Cheap (no per-threshold sweep, no per-label objects) and consistent with
     `compute_metrics`: macro values average the defined labels only, undefined ones are None.
+    ``auc_score`` is ``auc_macro`` under the name the W&B GoEmotions report logged it as
+    (scikit-learn's ``roc_auc_score`` averages per label by default): with it in the record,
+    ``--select-metric auc_score``, a sweep's ``metric.name: auc_score``, the trackers and
+    ``summary.json`` all find the report's number by the report's name.
 
     >>> y = np.array([[1, 0], [0, 1], [1, 1]])
     >>> p = np.array([[0.9, 0.2], [0.4, 0.7], [0.6, 0.3]])
-    >>> summary(y, p, 0.5)["f1_macro"]
-    0.8333333333333333
+    >>> s = summary(y, p, 0.5)
+    >>> s["f1_macro"], s["auc_score"] == s["auc_macro"]
+    (0.8333333333333333, True)
     """
     y, p, _ = _check_inputs(y_true, probs, None)
     pred = binarize(p, threshold)
@@ -496,9 +501,11 @@ def summary(
     auc_ok = defined & (support < y.shape[0])
     _, _, f1, _ = _prfs_per_label(y, pred)
     micro = _micro(y, p, pred)
+    auc_macro = _mean_or_none(_auc_per_label(y, p, auc_ok)[auc_ok])
     return {
         "auc_micro": micro.auc,
-        "auc_macro": _mean_or_none(_auc_per_label(y, p, auc_ok)[auc_ok]),
+        "auc_macro": auc_macro,
+        "auc_score": auc_macro,
         "f1_micro": micro.f1,
         "f1_macro": _mean_or_none(f1[defined]),
     }

@@ -11,27 +11,35 @@ functions do.
 Both run uvicorn hardened against slow and abandoned clients (`uvicorn_config`): a cap on
 open connections below the open-file limit, deadlines for request heads and bodies, and a
 bounded keep-alive and listen backlog, all read from `ServeLimits`.
+
+Shaped for the hardware: the model runs in one thread beside the event loop with its CPU
+threads set so that the loop always has a core (`default_num_threads`), on a CPU in
+length-sorted chunks of `CPU_CHUNK` texts (`load_for_serving`); ``workers=N`` runs N such
+processes on one socket (`goemo.serve.workers`), each with its share of the cores.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from goemo.core.errors import GoemoError
 from goemo.predict.classifier import Backend, EmotionClassifier
 from goemo.serve.batcher import BatcherStats, MicroBatcher, QueueFullError
 from goemo.serve.connections import ConnectionGuard, resolve_connections
+from goemo.serve.workers import SPEC_ENV, run_workers
 
 if TYPE_CHECKING:
     from goemo.serve.app import ServeLimits
@@ -47,9 +55,14 @@ __all__ = [
     "QueueFullError",
     "ConnectionGuard",
     "uvicorn_config",
+    "load_for_serving",
+    "default_num_threads",
+    "WorkerSpec",
 ]
 
 log = logging.getLogger(__name__)
+
+CPU_CHUNK = 16  # texts per forward pass on a CPU: a merged batch is length-sorted and cut into chunks this size
 
 
 def __getattr__(name: str) -> Any:
@@ -68,8 +81,13 @@ def bind_socket(host: str = "127.0.0.1", port: int = 8000, backlog: int | None =
     ``backlog`` defaults to the one `goemo.serve.connections.resolve_connections` gives.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it every answer uvicorn writes in two parts (head, body) waits ~40 ms for the
+    # client's delayed ACK (Nagle), on every keep-alive request. Set on the listening socket
+    # too, which accepted sockets inherit.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
@@ -157,9 +175,58 @@ def background_server(
         sock.close()
 
 
-def default_num_threads() -> int:
-    """CPU threads for the model when serving: every core but one (at least 1)."""
-    return max(1, (os.cpu_count() or 1) - 1)
+def default_num_threads(workers: int = 1, cores: int | None = None) -> int:
+    """CPU threads for the model of each worker: all cores but one for one worker, an equal share for several.
+
+    With one worker the spare core is the event loop's (parsing requests, writing answers):
+    with every core given to the model, its threads spin-wait against the loop and a
+    2-core machine answers many times slower (docs/benchmarks.md, "Serving"). With several,
+    each worker's loop runs on the cores its model leaves between batches.
+
+    >>> default_num_threads(1, cores=8), default_num_threads(4, cores=8), default_num_threads(1, cores=1)
+    (7, 2, 1)
+    """
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores - 1) if workers <= 1 else max(1, cores // workers)
+
+
+def load_for_serving(
+    model: str | Path, backend: Backend = "fastest", device: str = "auto", num_threads: int | None = None
+) -> EmotionClassifier:
+    """The classifier as `run_server` loads it; `benchmarks/serve_load.py` measures the same one alone.
+
+    On a CPU, a merged batch is cut into length-sorted chunks of `CPU_CHUNK` texts: a CPU
+    gains little from wide batches, and each chunk is padded only to its own longest text
+    (one chunk of 64 pads short comments to the longest of all 64). On a GPU the chunks
+    stay as wide as the classifier's default, where width is what pays. ``num_threads``
+    defaults to `default_num_threads` for one worker.
+    """
+    threads = num_threads or default_num_threads()
+    classifier = EmotionClassifier.load(model, backend=backend, device=device, num_threads=threads)
+    if classifier.device == "cpu":
+        classifier.batch_size = min(classifier.batch_size, CPU_CHUNK)
+    return classifier
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSpec:
+    """What one server process needs besides its socket; travels to ``--workers`` processes as JSON."""
+
+    model: str
+    backend: str = "fastest"
+    device: str = "auto"
+    num_threads: int = 1
+    limits: dict[str, Any] = dataclasses.field(default_factory=dict)
+    access_log: bool = True
+    worker: int = 0  # this process's number, 0-based
+    workers: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        return cls(**json.loads(text))
 
 
 def _is_loopback_bind(host: str) -> bool:
@@ -221,50 +288,85 @@ def run_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
-    backend: Backend = "auto",
+    backend: Backend = "fastest",
     device: str = "auto",
     num_threads: int | None = None,
     limits: ServeLimits | None = None,
     access_log: bool = True,
+    workers: int = 1,
 ) -> None:
     """Load ``model`` and serve it until interrupted (Ctrl-C or SIGTERM stop it cleanly, SIGTERM with exit 0).
 
     Listens on loopback unless ``host`` says otherwise: the API has no authentication, and
     any other address logs a warning. Requests must name the server by a loopback address
     or one of ``limits.allowed_hosts`` in their Host header (a specific ``host`` is added to
-    them). ``num_threads`` sets the model's CPU threads; by default all cores but one, which
-    is left to the event loop (parsing requests, writing answers). With every core given to
-    PyTorch, its OpenMP threads spin-wait against the event loop and a 2-core machine answers
-    many times slower (see docs/benchmarks.md, "Serving").
+    them). ``backend="fastest"`` runs what the machine runs fastest (on a CPU the folder's
+    int8 ONNX export, made once: `goemo.predict.fastest`). ``num_threads`` sets the model's
+    CPU threads in each worker (default: `default_num_threads`). ``workers`` > 1 runs that many processes on the one socket, each
+    loading the model (`goemo.serve.workers`).
     """
     try:
-        import uvicorn  # noqa: PLC0415  (optional extra: serve)
+        import uvicorn  # noqa: F401, PLC0415  (optional extra: serve; checked before the socket is bound)
     except ImportError:
         raise GoemoError("serving needs the serve extra (uvicorn is missing): pip install 'goemo[serve]'") from None
-    from goemo.serve.app import ServeLimits, create_app  # noqa: PLC0415  (optional extra: serve, FastAPI)
+    from goemo.serve.app import ServeLimits  # noqa: PLC0415  (optional extra: serve, FastAPI)
 
+    if not 1 <= workers <= 256:
+        raise GoemoError(f"workers must be between 1 and 256, got {workers}")
     limits = _served_limits(limits or ServeLimits(), host)
     budget = resolve_connections(limits.max_connections, limits.backlog)  # too many fails before the model loads
     sock = bind_socket(host, port, budget.backlog)
+    spec = WorkerSpec(
+        model=str(model),
+        backend=backend,
+        device=device,
+        num_threads=num_threads or default_num_threads(workers),
+        limits=limits.to_dict(),
+        access_log=access_log,
+        workers=workers,
+    )
     try:
-        if num_threads is None:
-            num_threads = default_num_threads()
-        classifier = EmotionClassifier.load(model, backend=backend, device=device, num_threads=num_threads)
-        app = create_app(classifier, limits, model_threads=num_threads)
-        config = uvicorn_config(app, limits, log_level="info", access_log=access_log)
-        bound_host, bound_port = sock.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        bound_host = sock.getsockname()[0]
         _warn_if_exposed(bound_host)
-        log.info(
-            "serving %s (%d labels, %s backend, %d model threads) on http://%s:%d  (web page /, API docs /docs)",
-            model,
-            len(classifier.label_names),
-            getattr(classifier, "backend", backend),
-            num_threads,
-            shown,
-            bound_port,
-        )
-        with _sigterm_exits_cleanly():
-            uvicorn.Server(config).run(sockets=[sock])
+        if workers == 1:
+            serve_on(sock, spec)
+            return
+        log.info("serving %s with %d worker processes on %s", model, workers, _url(sock))
+        envs = [{SPEC_ENV: dataclasses.replace(spec, worker=i).to_json()} for i in range(workers)]
+        run_workers([sys.executable, "-m", "goemo.serve"], envs, sock.fileno())
     finally:
         sock.close()
+
+
+def _url(sock: socket.socket) -> str:
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return f"http://{shown}:{bound_port}"
+
+
+def serve_on(sock: socket.socket, spec: WorkerSpec) -> None:
+    """One server process: load the model as ``spec`` says and serve on ``sock`` until SIGTERM or Ctrl-C.
+
+    `run_server` calls it for one worker; ``python -m goemo.serve`` (`goemo.serve.__main__`)
+    in each of several. The first line it logs names the backend, precision and threads.
+    """
+    import uvicorn  # noqa: PLC0415  (optional extra: serve)
+
+    from goemo.serve.app import ServeLimits, create_app  # noqa: PLC0415  (optional extra: serve, FastAPI)
+
+    limits = ServeLimits(**spec.limits)
+    classifier = load_for_serving(spec.model, cast("Backend", spec.backend), spec.device, spec.num_threads)
+    app = create_app(classifier, limits, model_threads=classifier.num_threads, workers=spec.workers)
+    config = uvicorn_config(app, limits, log_level="info", access_log=spec.access_log)
+    who = f"worker {spec.worker + 1} of {spec.workers} (pid {os.getpid()}) " if spec.workers > 1 else ""
+    log.info(
+        "%sserving %s (%d labels): %s; batches up to %d texts; on %s  (web page /, API docs /docs)",
+        who,
+        spec.model,
+        len(classifier.label_names),
+        classifier.describe(),
+        limits.max_batch,
+        _url(sock),
+    )
+    with _sigterm_exits_cleanly():
+        uvicorn.Server(config).run(sockets=[sock])

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -226,6 +227,8 @@ class HealthResponse(BaseModel):
     device: str | None
     precision: str | None
     threads: int | None = Field(description="CPU threads of the model, when known.")
+    workers: int = Field(1, description="Server processes sharing the port (goemo serve --workers).")
+    pid: int = Field(description="This worker's process id (with several workers, which one answered).")
     uptime_s: float
     limits: dict[str, Any]
     batching: dict[str, int | float]
@@ -610,11 +613,13 @@ def create_app(
     *,
     model_name: str | None = None,
     model_threads: int | None = None,
+    workers: int = 1,
 ) -> FastAPI:
     """The FastAPI application serving ``classifier``; run it with any ASGI server.
 
     ``model_name`` is what ``/health`` shows (default: the model folder's name, never its
-    path); ``model_threads`` the model's CPU threads, when known.
+    path); ``model_threads`` the model's CPU threads (default: the classifier's
+    ``num_threads``, when it has one); ``workers`` how many processes serve the same port.
 
     >>> from goemo import EmotionClassifier                                    # doctest: +SKIP
     >>> app = create_app(EmotionClassifier.load("runs/x/best"), ServeLimits(max_texts=16))  # doctest: +SKIP
@@ -624,6 +629,8 @@ def create_app(
     path = getattr(classifier, "path", None)
     if model_name is None and path is not None:
         model_name = Path(path).resolve().name
+    if model_threads is None:
+        model_threads = getattr(classifier, "num_threads", None)
     label_names = list(classifier.label_names)
     thresholds = np.asarray(classifier.thresholds, dtype=np.float64)
     if thresholds.shape != (len(label_names),):
@@ -738,6 +745,8 @@ def create_app(
             "device": getattr(classifier, "device", None),
             "precision": getattr(classifier, "precision", None),
             "threads": model_threads,
+            "workers": workers,
+            "pid": os.getpid(),
             "uptime_s": round(time.time() - started, 3),
             "limits": limits.to_dict(),
             "batching": {**batcher.stats.to_dict(), "queued": batcher.queued},

@@ -1,18 +1,26 @@
-"""Micro-batching: many small requests, one model call.
+"""Micro-batching: many small requests, one model call, and no request kept waiting for company.
 
-Every model call has a fixed cost (tokenizer and framework overhead, thread start-up, on a
-GPU a kernel launch), so a server that runs each request alone pays it once per request;
-how much batching saves depends on the hardware (docs/benchmarks.md, "Serving"). `MicroBatcher`
-puts every request on an asyncio queue; one worker task takes the first request, keeps
-taking more until it holds ``max_batch`` texts or ``max_wait_ms`` has passed, runs the model
-once in a worker thread (so the event loop keeps accepting connections meanwhile) and hands
-each caller its own rows. Under light load a request waits at most ``max_wait_ms``; under
-heavy load the queue fills while the model runs, and batches grow by themselves.
+Every model call has a fixed cost (tokenizer and framework overhead, on a GPU a kernel
+launch), so a server that runs each request alone pays it once per request; how much
+batching saves depends on the hardware (docs/benchmarks.md, "Serving"). `MicroBatcher` puts
+every request on an asyncio queue, and one worker task forms batches continuously:
+
+- when the model is idle, the first request runs at once, with whatever else is already
+  queued: a lone request is never delayed by a batch window;
+- while the model runs (in one worker thread: tokenising and the forward pass both happen
+  there, never on the event loop), new requests queue up; when it is done, the next batch
+  is everything that queued meanwhile, up to ``max_batch`` texts. The batch window is thus
+  the length of the previous model call, and batches grow with the load by themselves;
+- under load only (the model has just finished a batch and fewer texts are queued than that
+  batch held, i.e. the other callers are likely on their way back), it waits up to
+  ``max_wait_ms`` for them, so that a burst is not split into one small batch and one large.
 
 One request never hurts another: a request whose caller has given up (its future cancelled,
 as the server does when the client disconnects) is skipped when a batch is formed and stops
 counting against ``max_queue`` at once; and when a batched model call raises, each request
-of that batch is run again alone, so only the one that fails gets the error.
+of that batch is run again alone, so only the one that fails gets the error. The queue is
+bounded (``max_queue`` texts): beyond it `enqueue` raises `QueueFullError` (HTTP 503 with
+Retry-After) instead of letting latency grow without limit.
 
 It knows nothing about HTTP: it wraps any ``predict_proba(texts) -> (n, L) array``.
 """
@@ -46,7 +54,9 @@ class BatcherStats:
     ``errors`` counts requests that got an error (after isolation, only the guilty ones);
     ``isolated`` counts batched calls that failed and were re-run one request at a time;
     ``abandoned`` counts requests whose caller gave up before the model ran them (skipped,
-    never computed).
+    never computed); ``idle_starts`` counts batches started by a request that found the model
+    idle (run at once, no wait); ``lingers`` counts batches that waited up to ``max_wait_ms``
+    for callers on their way back (under load only).
     """
 
     requests: int = 0
@@ -57,6 +67,8 @@ class BatcherStats:
     errors: int = 0
     isolated: int = 0
     abandoned: int = 0
+    idle_starts: int = 0
+    lingers: int = 0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -72,10 +84,12 @@ class _Job:
 
 
 class MicroBatcher:
-    """Gather concurrent requests into batches of at most ``max_batch`` texts.
+    """Gather concurrent requests into batches of at most ``max_batch`` texts (continuous batching).
 
-    ``max_batch=1`` turns batching off (one model call per request, as a plain server does);
-    a single request longer than ``max_batch`` still runs in one call of its own.
+    ``max_wait_ms`` bounds the wait for company under load (module docstring); a request that
+    finds the model idle never waits. ``max_batch=1`` turns batching off (one model call per
+    request, as a plain server does); a single request longer than ``max_batch`` still runs
+    in one call of its own.
 
     >>> import numpy as np, asyncio
     >>> batcher = MicroBatcher(lambda texts: np.zeros((len(texts), 2), np.float32), max_batch=8)
@@ -105,6 +119,7 @@ class MicroBatcher:
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending = 0  # texts of live requests queued and not yet taken by the worker
+        self._last_batch_texts = 0  # texts in the last batch: how many callers may be on their way back
         self._executor: ThreadPoolExecutor | None = None  # made on start, released by `close`
 
     # ------------------------------------------------------------------ lifecycle
@@ -117,7 +132,7 @@ class MicroBatcher:
         """
         loop = asyncio.get_running_loop()
         if self._executor is None:  # first start, or again after `close` (a server's lifespan may run twice)
-            # One thread: model calls never overlap (torch already uses every core for one call).
+            # One thread for tokenising and the forward pass, off the event loop; calls never overlap.
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="goemo-model")
         if self._queue is None or self._loop is not loop or self._worker is None or self._worker.done():
             self._loop = loop
@@ -205,24 +220,34 @@ class MicroBatcher:
         return True
 
     async def _collect(self, queue: asyncio.Queue[_Job], carry: _Job | None) -> tuple[list[_Job], _Job | None]:
-        """One batch: the first live request, then more until ``max_batch`` texts or the wait bound."""
-        first = carry
+        """One batch: the first live request and everything queued behind it, up to ``max_batch`` texts.
+
+        A request that finds the model idle runs at once; the wait for company
+        (`_linger`) happens only right after a batch, when fewer texts are queued than it held.
+        """
+        first, idle = carry, False
         while first is None:
+            if queue.empty():
+                idle = True  # nothing queued and the model free: what comes next runs at once
+                self.stats.idle_starts += 1
             job = await queue.get()
             first = job if self._take(job) else None
         batch, size = [first], len(first.texts)
-        deadline = time.monotonic() + self.max_wait_s
+        target = min(self.max_batch, self._last_batch_texts)
+        deadline: float | None = None
         while size < self.max_batch:
             try:
                 item = queue.get_nowait()
             except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if idle or size >= target or self.max_wait_s <= 0:
                     break
-                try:
-                    item = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
+                if deadline is None:
+                    deadline = time.monotonic() + self.max_wait_s
+                    self.stats.lingers += 1
+                got = await self._linger(queue, deadline - time.monotonic())
+                if got is None:
                     break
+                item = got
             if not self._take(item):
                 continue  # abandoned: skipped, takes no room in the batch
             if size + len(item.texts) > self.max_batch:
@@ -230,6 +255,17 @@ class MicroBatcher:
             batch.append(item)
             size += len(item.texts)
         return batch, None
+
+    @staticmethod
+    async def _linger(queue: asyncio.Queue[_Job], seconds: float) -> _Job | None:
+        """The next request if one arrives within ``seconds``, else None."""
+        if seconds <= 0:
+            return None
+        try:
+            async with asyncio.timeout(seconds):
+                return await queue.get()
+        except TimeoutError:
+            return None
 
     async def _call(self, texts: list[str]) -> np.ndarray:
         """One model call in the model thread, its output checked for shape."""
@@ -258,6 +294,7 @@ class MicroBatcher:
             if not live:
                 continue
             all_texts = [t for job in live for t in job.texts]
+            self._last_batch_texts = len(all_texts)
             started = time.perf_counter()
             try:
                 probs = await self._call(all_texts)

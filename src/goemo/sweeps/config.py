@@ -4,9 +4,16 @@ A W&B sweep config (``method``, ``metric``, ``parameters``, ``early_terminate``,
 becomes a `SweepSpec`: each searched parameter a `ParamSpec` that knows its Optuna
 suggestion and its grid points; ``value:`` entries become fixed training options. W&B's
 parameter names are goemo's aliases (`goemo.core.config.ALIASES`: ``learning_rate`` -> ``lr``,
-``tokenizer_max_len`` -> ``max_length``); W&B's metric names map to the keys of goemo's
-per-epoch record (`METRIC_ALIASES`: ``auc_score`` -> ``auc_micro``). Everything W&B accepts
-that goemo cannot honour is refused with the reason, or ignored with a note.
+``tokenizer_max_len`` -> ``max_length``); the metric is a key of goemo's per-epoch record
+(``auc_score``, the W&B report's name, is one: macro ROC-AUC), other common spellings map to
+one (`METRIC_ALIASES`: ``auc``, ``roc_auc`` -> ``auc_macro``, ``eval_loss`` -> ``val_loss``).
+Everything W&B accepts that goemo cannot honour is refused with the reason, or ignored with a note.
+
+Selection and optimisation are separate (`goemo.sweeps.objective`): the sweep optimises
+``metric`` across trials, while each trial keeps its best epoch by its own ``select_metric``,
+given as a fixed parameter, ``select_metric: {value: val_loss}`` (a W&B agent would pass it
+to the program like any other value). Without one, the base options' (a preset's) or else the
+sweep metric itself selects.
 """
 
 from __future__ import annotations
@@ -28,15 +35,17 @@ if TYPE_CHECKING:
     import optuna
 
 METHODS = ("grid", "random", "bayes")
-# W&B metric names (and other common spellings) -> keys of goemo's per-epoch record.
+# Common spellings of metric names -> keys of goemo's per-epoch record. ``auc_score`` (the W&B
+# report's name) is a record key itself: macro ROC-AUC. An unqualified AUC means what
+# scikit-learn's ``roc_auc_score`` (and so the report) computes by default, the macro average:
+# ``auc_macro``, the same number as ``auc_score``; only ``micro_auc`` asks for the micro one.
 METRIC_ALIASES = {
-    "auc_score": "auc_micro",
-    "auc": "auc_micro",
-    "roc_auc": "auc_micro",
-    "micro_auc": "auc_micro",
-    "val_auc": "auc_micro",
-    "eval_auc": "auc_micro",
+    "auc": "auc_macro",
+    "roc_auc": "auc_macro",
+    "val_auc": "auc_macro",
+    "eval_auc": "auc_macro",
     "macro_auc": "auc_macro",
+    "micro_auc": "auc_micro",
     "eval_loss": "val_loss",
     "validation_loss": "val_loss",
     "valid_loss": "val_loss",
@@ -48,7 +57,8 @@ METRIC_ALIASES = {
 # Top-level keys of a W&B sweep config that only mean something to W&B's own agent.
 IGNORED_KEYS = ("program", "command", "project", "entity", "description", "controller", "job", "image_uri")
 # Training options a sweep sets itself, or that would break the run folder layout: those
-# marked ``sweepable=False`` in TrainConfig.
+# marked ``sweepable=False`` in TrainConfig. ``select_metric`` is among them but may be fixed
+# (``{value: ..}``): it is the trials' selection rule, not a searched dimension.
 NOT_SWEEPABLE = NOT_SWEEPABLE_FIELDS
 
 # ---------------------------------------------------------------- the sweep config
@@ -121,6 +131,9 @@ class SweepSpec:
     name: str | None = None
     notes: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    # The metric that picks each trial's kept epoch, from ``parameters.select_metric: {value: ..}``;
+    # None: the base options decide (`goemo.sweeps.runner.prepare_sweep`).
+    select_metric: str | None = None
 
     def grid(self) -> list[dict[str, Any]]:
         """Every point of the grid, in a fixed order (the first parameter varies slowest)."""
@@ -257,6 +270,29 @@ def _parse_param(source: str, name: str, entry: Any, where: str, notes: list[str
     )
 
 
+def _metric(name: str, where: str) -> str:
+    """A metric name of the config as the key of goemo's per-epoch record, or the reason it is none."""
+    metric = METRIC_ALIASES.get(name, name)
+    if metric not in SELECT_METRICS:
+        valid = sorted(set(SELECT_METRICS) | set(METRIC_ALIASES))
+        raise ConfigError(f"{where} {name!r} is not a dev metric goemo records (valid: {', '.join(valid)})")
+    return metric
+
+
+def _select_metric(entry: Any, where: str) -> str:
+    """``parameters.select_metric``: a fixed value only.
+
+    Searching it would rank trials whose kept epochs were chosen by different rules, which
+    answers no question about the other hyperparameters; the config refuses it instead.
+    """
+    if not isinstance(entry, dict) or "value" not in entry or entry.get("distribution") not in (None, "constant"):
+        raise ConfigError(
+            f"{where}: select_metric picks each trial's kept epoch and is fixed, not searched: "
+            f"write select_metric: {{value: val_loss}} (or another dev metric)"
+        )
+    return _metric(str(entry["value"]), where)
+
+
 def parse_sweep_config(raw: dict[str, Any], origin: str = "sweep config") -> SweepSpec:
     """Check a W&B-format sweep config and translate it to goemo's names.
 
@@ -264,7 +300,7 @@ def parse_sweep_config(raw: dict[str, Any], origin: str = "sweep config") -> Swe
     ...     "method": "random", "metric": {"name": "auc_score", "goal": "maximize"},
     ...     "parameters": {"learning_rate": {"values": [5e-5, 3e-5]}, "epochs": {"value": 10}}})
     >>> spec.metric, spec.direction, list(spec.params), spec.fixed
-    ('auc_micro', 'maximize', ['lr'], {'epochs': 10})
+    ('auc_score', 'maximize', ['lr'], {'epochs': 10})
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping with method, metric and parameters")
@@ -285,12 +321,7 @@ def parse_sweep_config(raw: dict[str, Any], origin: str = "sweep config") -> Swe
     if not isinstance(metric_cfg, dict) or "name" not in metric_cfg:
         raise ConfigError(f"{origin}: metric: expected {{name: ..., goal: maximize|minimize}}")
     metric_name = str(metric_cfg["name"])
-    metric = METRIC_ALIASES.get(metric_name, metric_name)
-    if metric not in SELECT_METRICS:
-        valid = sorted(set(SELECT_METRICS) | set(METRIC_ALIASES))
-        raise ConfigError(
-            f"{origin}: metric.name {metric_name!r} is not a dev metric goemo records (valid: {', '.join(valid)})"
-        )
+    metric = _metric(metric_name, f"{origin}: metric.name")
     goal = metric_cfg.get("goal")
     if goal is None:
         goal = "minimize" if metric == "val_loss" else "maximize"
@@ -301,16 +332,20 @@ def parse_sweep_config(raw: dict[str, Any], origin: str = "sweep config") -> Swe
     if "target" in metric_cfg:
         notes.append("metric.target ignored: the sweep runs its full count")
     if metric_name != metric:
-        notes.append(f"metric {metric_name} is goemo's {metric} (best dev value over the epochs of a trial)")
+        notes.append(f"metric {metric_name} is goemo's {metric}")
 
     params_cfg = raw.get("parameters")
     if not isinstance(params_cfg, dict) or not params_cfg:
         raise ConfigError(f"{origin}: parameters: expected a mapping of name: {{values|value|min/max}}")
     params: dict[str, ParamSpec] = {}
     fixed: dict[str, Any] = {}
+    select_metric: str | None = None
     for source, entry in params_cfg.items():
         where = f"{origin}: parameters.{source}"
         name = next(iter(normalize_keys({source: None}, f"{origin}: parameters")))
+        if name == "select_metric":
+            select_metric = _select_metric(entry, where)
+            continue
         if name in NOT_SWEEPABLE:
             raise ConfigError(f"{where}: {name} is set by the sweep itself and cannot be a parameter")
         if name in params or name in fixed:
@@ -348,6 +383,7 @@ def parse_sweep_config(raw: dict[str, Any], origin: str = "sweep config") -> Swe
         name=raw.get("name"),
         notes=notes,
         raw=raw,
+        select_metric=select_metric,
     )
     if method == "grid":
         spec.grid()  # raises for continuous ranges

@@ -2,12 +2,15 @@
 
 It answers the questions of W&B's sweep panels, from the Optuna study and the trials' run
 folders alone (no account, no network): which trial is best and where its model is; how every
-trial did (sorted by the metric, failures with their errors); which hyperparameters matter
-(Optuna's fANOVA importance, and each parameter's linear correlation with the metric, as W&B's
-parameter-importance panel shows); how the metric moves with each parameter (one scatter plot
-per parameter); and, for the best few trials side by side, the dev ROC-AUC of every class, worst
-first (the W&B report's "problematic classes by AUC"). The per-class numbers come from each
-trial's ``dev_metrics.json``, written by the sweep worker from the trial's best model.
+trial did (sorted by the metric, failures with their errors); how each trial trained (train
+loss, validation loss and validation AUC by epoch, every trial overlaid, from its
+``metrics.jsonl``, the epoch it kept marked); which hyperparameters matter (Optuna's fANOVA
+importance and each parameter's linear correlation with the metric, as bars, as W&B's
+parameter-importance panel shows, with parameters that made no measurable difference flagged
+instead of ranked); how the metric moves with the parameters (a parallel-coordinates plot and
+one scatter plot per parameter); and, for the best few trials side by side, the dev ROC-AUC of
+every class, worst first (the W&B report's "problematic classes by AUC"). The per-class numbers
+come from each trial's ``dev_metrics.json``, written by the sweep worker from the trial's best model.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from goemo.core.fileio import atomic_write_bytes, atomic_write_text
 from goemo.report.render import Bullets, Code, Document, Image, Link, Paragraph, Section, Table, to_html, to_markdown
+from goemo.report.run_data import epoch_records
+from goemo.sweeps.objective import metric_value
 
 if TYPE_CHECKING:
     import optuna
@@ -33,6 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}
+# The per-epoch numbers the curves need, kept from each trial's metrics.jsonl (with the sweep
+# metric and the select metric, whatever they are).
+CURVE_KEYS = ("train_loss", "val_loss", "auc_score", "auc_micro", "auc_macro")
+AUC_METRICS = ("auc_score", "auc_macro", "auc_micro")
 
 
 @dataclass
@@ -52,6 +61,9 @@ class TrialRow:
     dev: dict[str, Any] = field(default_factory=dict)
     test: dict[str, Any] = field(default_factory=dict)
     worker_gone: bool = False  # RUNNING, but its worker process on this host has ended
+    select_metric: str | None = None  # what picked best_epoch (the kept epoch)
+    metric_best_epoch: int | None = None  # where the sweep metric itself peaked
+    curve: list[dict[str, Any]] = field(default_factory=list)  # per-epoch records (CURVE_KEYS), from metrics.jsonl
 
 
 @dataclass
@@ -75,6 +87,9 @@ class SweepAnalysis:
     label_auc: dict[int, dict[str, float | None]]
     label_auc_note: str | None
     notes: list[str] = field(default_factory=list)
+    select_metric: str = ""  # what each trial's kept epoch was chosen by ("" = the metric itself)
+    param_choices: dict[str, list[Any]] = field(default_factory=dict)  # categorical parameters' values
+    no_effect: dict[str, str] = field(default_factory=dict)  # parameter -> why it made no measurable difference
 
     @property
     def best(self) -> TrialRow | None:
@@ -114,6 +129,8 @@ def _row(t: optuna.trial.FrozenTrial) -> TrialRow:
         duration_s=duration,
         dev=t.user_attrs.get("dev") or {},
         test=t.user_attrs.get("test") or {},
+        select_metric=t.user_attrs.get("select_metric"),
+        metric_best_epoch=t.user_attrs.get("metric_best_epoch"),
     )
 
 
@@ -125,23 +142,86 @@ def _sort_key(row: TrialRow, maximize: bool) -> tuple:
     return (rank, 0, -value if maximize else value, row.number)
 
 
-def _importance(study: optuna.Study, complete: int) -> tuple[dict[str, float] | None, str | None]:
-    """fANOVA importances, or why there are none."""
+def _importance(
+    study: optuna.Study, rows: list[TrialRow], params: list[str], no_effect: dict[str, str]
+) -> tuple[dict[str, float] | None, str | None]:
+    """fANOVA importances of the parameters that made a difference, or why there are none.
+
+    fANOVA splits the metric's variance among the parameters; in a small random sweep it hands
+    a share to a parameter that changed nothing, because its values happen to go with those of
+    one that did. Such parameters (`no_effect`) are left out, so the shares (summing to 1) go to
+    the others. Only what Optuna computes is shown: no number when it cannot.
+    """
     import optuna  # noqa: PLC0415  (optional extra: sweep)
 
-    if complete < 2:
-        return None, f"importance needs at least 2 completed trials ({complete} so far)"
+    values = [r.value for r in rows if r.state == "COMPLETE" and r.value is not None and math.isfinite(r.value)]
+    if len(values) < 2:
+        return None, f"importance needs at least 2 completed trials ({len(values)} so far)"
+    if len(set(values)) == 1:
+        return None, "importance not computed: every completed trial scored the same, so no parameter made a difference"
+    searched = [p for p in params if p not in no_effect]
+    left_out = f" ({', '.join(no_effect)} left out: no measurable effect)" if no_effect else ""
+    if not searched:
+        return None, f"importance not computed: no parameter had a measurable effect{left_out}"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             found = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=searched
             )
     except (ValueError, RuntimeError) as e:
         return None, f"importance could not be computed: {e}"
     if not found:
         return None, "importance could not be computed: no parameter took more than one value"
-    return {name: float(v) for name, v in found.items()}, None
+    if not all(math.isfinite(v) for v in found.values()):
+        return None, "importance could not be computed: Optuna's fANOVA gave no finite value"
+    return {name: float(v) for name, v in found.items()}, (
+        f"importance over {', '.join(found)}{left_out}" if no_effect else None
+    )
+
+
+def _no_effect(rows: list[TrialRow], params: list[str]) -> dict[str, str]:
+    """Parameters whose changes gave bit-identical metrics: every pair of completed trials that
+    differ in that parameter alone scored exactly the same (and there is at least one such pair).
+
+    A parameter the model ignores (a dropout an architecture does not apply) is then named as
+    such instead of receiving a share of importance it never earned. Pairs that differ in
+    anything else say nothing about it, so a sweep without such pairs flags nothing.
+    """
+    done = [r for r in rows if r.state == "COMPLETE" and r.value is not None and math.isfinite(r.value)]
+    out = {}
+    for name in params:
+        pairs = []
+        for i, a in enumerate(done):
+            for b in done[i + 1 :]:
+                if name not in a.params or name not in b.params or a.params[name] == b.params[name]:
+                    continue
+                others = [p for p in params if p != name]
+                if all(a.params.get(p) == b.params.get(p) for p in others):
+                    pairs.append((a, b))
+        if pairs and all(a.value == b.value for a, b in pairs):
+            a, b = pairs[0]
+            out[name] = (
+                f"{len(pairs)} pair(s) of trials differ only in {name} and score identically "
+                f"(e.g. trials {a.number} and {b.number}: {a.value:.6g})"
+            )
+    return out
+
+
+def _curve(folder: Path | None, metric: str, select: str) -> list[dict[str, Any]]:
+    """A trial's per-epoch records (the keys the curves need), from its ``metrics.jsonl``."""
+    if folder is None:
+        return []
+    keys = dict.fromkeys((*CURVE_KEYS, metric, select))
+    out = []
+    for record in epoch_records(folder / "metrics.jsonl"):
+        point: dict[str, Any] = {"epoch": int(record["epoch"])}
+        for key in keys:
+            value = metric_value(record, key)
+            if value is not None:
+                point[key] = value
+        out.append(point)
+    return out
 
 
 def _correlation(rows: list[TrialRow], name: str) -> float | None:
@@ -212,14 +292,25 @@ def analyse_sweep(
         counts[r.state] = counts.get(r.state, 0) + 1
     param_names = list(meta.get("parameters", {})) or sorted({p for r in rows for p in r.params})
     log_params = sorted({name for t in trials for name, d in t.distributions.items() if getattr(d, "log", False)})
-    importance, importance_note = _importance(study, counts.get("COMPLETE", 0))
+    choices: dict[str, list[Any]] = {}
+    for t in trials:
+        for name, d in t.distributions.items():
+            values = getattr(d, "choices", None)  # CategoricalDistribution's, without importing Optuna here
+            if values is not None and name not in choices:
+                choices[name] = list(values)
+    metric = meta.get("metric", "value")
+    select = meta.get("select_metric") or meta.get("base_config", {}).get("select_metric") or metric
+    for r in rows:
+        r.curve = _curve(_trial_folder(sweep_dir, r), metric, select)
+    no_effect = _no_effect(rows, param_names)
+    importance, importance_note = _importance(study, rows, param_names, no_effect)
     label_auc, label_note = _label_auc(sweep_dir, rows, top)
     return SweepAnalysis(
         sweep_dir=sweep_dir,
         study_name=study.study_name,
         storage=meta.get("storage", storage or ""),
         method=meta.get("method", "?"),
-        metric=meta.get("metric", "value"),
+        metric=metric,
         metric_name=meta.get("metric_name", meta.get("metric", "value")),
         direction="maximize" if maximize else "minimize",
         param_names=param_names,
@@ -232,6 +323,9 @@ def analyse_sweep(
         label_auc=label_auc,
         label_auc_note=label_note,
         notes=list(meta.get("notes", [])),
+        select_metric=select,
+        param_choices=choices,
+        no_effect=no_effect,
     )
 
 
@@ -285,7 +379,9 @@ def params_figure(analysis: SweepAnalysis) -> Any:
 
 
 def history_figure(analysis: SweepAnalysis) -> Any:
-    """The metric of every completed trial in order, and the best so far."""
+    """The metric of every completed trial in order, and the best so far (trials on whole-number ticks)."""
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415  (optional extra: report)
+
     from goemo.report.plots import COLORS, PAPER, new_figure  # noqa: PLC0415  (optional extra: report)
 
     fig = new_figure(6.5, 3.2)
@@ -303,10 +399,221 @@ def history_figure(analysis: SweepAnalysis) -> Any:
         ax.step(xs, best_so_far, where="post", color=PAPER, label="best so far")
         ax.legend(frameon=False, fontsize=8)
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: never 0.5
     ax.set_ylabel(analysis.metric)
     ax.grid(alpha=0.3)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+    return fig
+
+
+def _auc_key(analysis: SweepAnalysis) -> str:
+    """The AUC the curves show: the sweep metric when it is one, else ``auc_score`` (macro ROC-AUC)."""
+    return analysis.metric if analysis.metric in AUC_METRICS else "auc_score"
+
+
+def curves_figure(analysis: SweepAnalysis) -> Any:
+    """Train loss, validation loss and validation AUC by epoch, every trial overlaid (W&B's run charts).
+
+    Each trial is one colour in every panel, the best trial drawn thicker; a dot marks the
+    epoch the trial kept (by its select metric), which is where its ranked value was read. A
+    sweep metric that is neither a loss nor an AUC gets a fourth panel.
+    """
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415  (optional extra: report)
+
+    from goemo.report.plots import COLORS, new_figure  # noqa: PLC0415  (optional extra: report)
+
+    keys = ["train_loss", "val_loss", _auc_key(analysis)]
+    if analysis.metric not in keys:
+        keys.append(analysis.metric)
+    trials = sorted((r for r in analysis.rows if r.curve), key=lambda r: r.number)
+    best = analysis.best.number if analysis.best else None
+    fig = new_figure(3.6 * len(keys) + 1.4, 3.4)
+    axes = fig.subplots(1, len(keys), squeeze=False).ravel()
+    for ax, key in zip(axes, keys):
+        for i, row in enumerate(trials):
+            pts = [(p["epoch"], p[key]) for p in row.curve if key in p]
+            if not pts:
+                continue
+            color = COLORS[i % len(COLORS)]
+            thick = row.number == best
+            ax.plot(
+                *zip(*pts),
+                color=color,
+                lw=2.4 if thick else 1.2,
+                alpha=1.0 if thick else 0.8,
+                marker="." if len(pts) <= 20 else None,
+                zorder=3 if thick else 2,
+                label=f"trial {row.number}"
+                + (" (best)" if thick else "")
+                + ("" if row.state == "COMPLETE" else f", {row.state.lower()}"),
+            )
+            kept = [v for e, v in pts if e == row.best_epoch]
+            if kept:
+                ax.scatter([row.best_epoch], kept, s=46, color=color, edgecolors="black", linewidths=0.8, zorder=4)
+        title = {"train_loss": "train loss", "val_loss": "validation loss"}.get(key, f"validation {key}")
+        ax.set_title(title, fontsize=10.5)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles and len(handles) <= 16:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+    fig.suptitle(
+        f"Per-trial curves (dot: the epoch each trial kept, by {analysis.select_metric or analysis.metric})",
+        fontsize=11,
+    )
+    return fig
+
+
+def _axis(values: list[Any], choices: list[Any] | None, log: bool) -> tuple[list[float], list[tuple[float, str]]]:
+    """Positions in [0, 1] for one parallel-coordinates axis, and its ticks (position, label).
+
+    Categorical parameters put each of their values on a tick (numbers in increasing order);
+    numeric ones are scaled from their lowest to their highest value (logarithmically for
+    log-scale parameters), with three labelled ticks.
+    """
+    if choices is not None:
+        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
+        order = sorted(choices) if numeric else list(choices)
+        labels = [_fmt_param(c) for c in order]
+        at = {label: (i / (len(order) - 1) if len(order) > 1 else 0.5) for i, label in enumerate(labels)}
+        return [at.get(_fmt_param(v), 0.5) for v in values], [(pos, label) for label, pos in at.items()]
+    xs = [math.log10(float(v)) if log and float(v) > 0 else float(v) for v in values]
+    low, high = min(xs), max(xs)
+    if high == low:
+        return [0.5] * len(xs), [(0.5, _fmt_param(values[0]))]
+    ticks = [low, (low + high) / 2, high]
+    fmt = [(10**t if log else t) for t in ticks]
+    return [(x - low) / (high - low) for x in xs], [((t - low) / (high - low), f"{v:.3g}") for t, v in zip(ticks, fmt)]
+
+
+# Tick labels of the parallel-coordinates axes: on a white patch above the lines, so a line never hides one.
+_TICK_TEXT: dict[str, Any] = {
+    "fontsize": 7.5,
+    "color": "#333",
+    "zorder": 6,
+    "bbox": {"facecolor": "white", "edgecolor": "none", "pad": 1.0},
+}
+
+
+def parallel_figure(analysis: SweepAnalysis) -> Any:
+    """Parallel coordinates: one vertical axis per parameter and one for the metric, a line per trial.
+
+    Lines are coloured by the metric (brighter = better), the best trial drawn on top in
+    black; pruned trials (their last reported value) are grey and dashed. W&B's sweep page
+    opens with this chart: it shows at a glance which values the good trials share.
+    """
+    import matplotlib  # noqa: PLC0415  (optional extra: report)
+    from matplotlib.cm import ScalarMappable  # noqa: PLC0415  (optional extra: report)
+    from matplotlib.colors import Normalize  # noqa: PLC0415  (optional extra: report)
+
+    from goemo.report.plots import GREY, new_figure  # noqa: PLC0415  (optional extra: report)
+
+    names = [n for n in analysis.param_names]
+    rows = [
+        r
+        for r in analysis.rows
+        if r.state in ("COMPLETE", "PRUNED")
+        and r.value is not None
+        and math.isfinite(r.value)
+        and all(n in r.params for n in names)
+    ]
+    columns = [*names, analysis.metric]
+    fig = new_figure(max(5.0, 1.9 * len(columns) + 1.5), 3.8)
+    ax = fig.add_subplot()
+    positions: list[list[float]] = []
+    for name in names:
+        pos, ticks = _axis(
+            [r.params[name] for r in rows], analysis.param_choices.get(name), name in analysis.log_params
+        )
+        positions.append(pos)
+        x = len(positions) - 1
+        for y, label in ticks:
+            ax.text(x - 0.04, y, label, ha="right", va="center", **_TICK_TEXT)
+    values = [float(v) for r in rows if (v := r.value) is not None]  # all of them: rows have values
+    pos, ticks = _axis(values, None, False)
+    positions.append(pos)
+    for y, label in ticks:
+        ax.text(len(columns) - 1 + 0.04, y, label, ha="left", va="center", **_TICK_TEXT)
+    maximize = analysis.direction == "maximize"
+    norm = Normalize(min(values), max(values)) if values and min(values) < max(values) else Normalize(0, 1)
+    cmap = matplotlib.colormaps["viridis" if maximize else "viridis_r"]
+    best = analysis.best.number if analysis.best else None
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].number == best, rows[i].state == "COMPLETE"))
+    xs = list(range(len(columns)))
+    for i in order:
+        row = rows[i]
+        ys = [col[i] for col in positions]
+        if row.state == "PRUNED":
+            ax.plot(xs, ys, color=GREY, lw=1.0, ls="--", alpha=0.8)
+        elif row.number == best:
+            ax.plot(xs, ys, color="black", lw=2.6, zorder=4, label=f"best (trial {row.number})")
+        else:
+            ax.plot(xs, ys, color=cmap(norm(values[i])), lw=1.6, alpha=0.9)
+    for x in xs:
+        ax.axvline(x, color="#555", lw=0.9, zorder=1)
+    ax.set_xticks(xs, columns)
+    ax.set_xlim(-0.45, len(columns) - 0.55)
+    ax.set_ylim(-0.06, 1.06)
+    ax.set_yticks([])
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    if best is not None:
+        ax.legend(frameon=False, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=analysis.metric, shrink=0.9)
+    return fig
+
+
+def importance_figure(analysis: SweepAnalysis) -> Any:
+    """fANOVA importance and correlation with the metric as bars, side by side (W&B's importance panel).
+
+    A parameter flagged as having no measurable effect gets no importance bar but the words
+    "no measurable effect"; missing numbers (too few trials, text values) say n/a.
+    """
+    from goemo.report.plots import BAR, COLORS, GREY, new_figure  # noqa: PLC0415  (optional extra: report)
+
+    imp = analysis.importance or {}
+    names = sorted(analysis.param_names, key=lambda p: (-(imp.get(p, -1.0)), p))
+    fig = new_figure(9.0, 1.4 + 0.42 * max(1, len(names)))
+    left, right = fig.subplots(1, 2, sharey=True)
+    y = list(range(len(names)))
+    for i, name in enumerate(names):
+        if name in analysis.no_effect:
+            left.text(0.01, i, "no measurable effect", va="center", fontsize=8, color=GREY, style="italic")
+        elif name in imp:
+            left.barh(i, imp[name], color=BAR, height=0.6)
+            left.text(imp[name] + 0.01, i, f"{imp[name]:.2f}", va="center", fontsize=8)
+        else:
+            left.text(0.01, i, "n/a", va="center", fontsize=8, color=GREY)
+        corr = analysis.correlation.get(name)
+        if corr is None:
+            right.text(0.02, i, "n/a", va="center", fontsize=8, color=GREY)
+        else:
+            right.barh(i, corr, color=COLORS[2] if corr >= 0 else COLORS[4], height=0.6)
+            right.text(
+                corr + (0.03 if corr >= 0 else -0.03),
+                i,
+                f"{corr:+.2f}",
+                va="center",
+                ha="left" if corr >= 0 else "right",
+                fontsize=8,
+            )
+    left.set_yticks(y, names)
+    left.invert_yaxis()
+    left.set_xlim(0, 1.1)
+    left.set_title("importance (fANOVA)", fontsize=10.5)
+    if analysis.importance is None and analysis.importance_note:
+        left.set_xlabel(analysis.importance_note[:70], fontsize=7.5, color=GREY)
+    right.set_xlim(-1.15, 1.15)
+    right.axvline(0, color="#777", lw=0.8)
+    right.set_title(f"correlation with {analysis.metric}", fontsize=10.5)
+    for ax in (left, right):
+        ax.grid(axis="x", alpha=0.3)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
     return fig
 
 
@@ -380,11 +687,16 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
         f"{n} {s.lower()}" for s, n in sorted(a.counts.items(), key=lambda kv: _STATE_ORDER.get(kv[0], 9))
     )
     metric_text = a.metric if a.metric_name == a.metric else f"{a.metric_name} (goemo's {a.metric})"
+    select = a.select_metric or a.metric
+    if select == a.metric:
+        how = "the best value over each trial's epochs (the epoch each trial kept)"
+    else:
+        how = f"read at the epoch each trial kept, its best by {select} (selection and optimisation are separate)"
     intro = [
         Paragraph(
             [
                 f"Study {a.study_name} ({a.method} search, storage {a.storage}): {a.direction} dev {metric_text}, "
-                f"the best value over each trial's epochs. {sum(a.counts.values())} trials: {counts}."
+                f"{how}. {sum(a.counts.values())} trials: {counts}."
             ]
         ),
     ]
@@ -395,9 +707,10 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
     best = a.best
     if best is not None:
         rel = _rel(best.run_dir, a.sweep_dir) or f"trials/{best.number}"
+        kept_by = f", kept by {select}" if select != a.metric else ""
         items: list[Any] = [
             f"trial {best.number}: {a.metric} = {best.value:.4f}"
-            + (f" (epoch {best.best_epoch})" if best.best_epoch else ""),
+            + (f" (epoch {best.best_epoch}{kept_by})" if best.best_epoch else ""),
             "parameters: " + ", ".join(f"{k} = {_fmt_param(v)}" for k, v in best.params.items()),
             ["run folder: ", Link(rel, rel), "; model: ", Link(f"{rel}/best", f"{rel}/best")],
         ]
@@ -414,7 +727,7 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
         "state",
         a.metric,
         *a.param_names,
-        "best epoch",
+        "kept epoch",
         "dev f1_macro",
         "dev auc_macro",
         "time (s)",
@@ -432,6 +745,8 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
             note = (note + "; " if note else "") + f"pruned after {r.epochs_reported} epoch(s)"
         if r.worker_gone:
             note = (note + "; " if note else "") + "worker ended: the same sweep command resumes it"
+        if r.state == "COMPLETE" and r.metric_best_epoch is not None and r.metric_best_epoch != r.best_epoch:
+            note = (note + "; " if note else "") + f"{a.metric} peaked at epoch {r.metric_best_epoch}"
         rows.append(
             [
                 r.number,
@@ -457,14 +772,23 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
                     align="rlr" + "r" * len(a.param_names) + "rrrrll",
                     digits=4,
                     bold_rows=bold,
-                    caption=f"Sorted by {a.metric}, best first; pruned trials show their last reported value.",
+                    caption=f"Sorted by {a.metric}, best first; pruned trials show their last reported value. "
+                    f"Kept epoch: the one each trial kept as best/, by {select}.",
                 ),
             ],
         )
     )
 
+    if "curves" in images:
+        src, png = images["curves"]
+        caption = (
+            f"Train loss, validation loss and validation {_auc_key(a)} by epoch, one colour per trial (best: thick), "
+            f"from each trial's metrics.jsonl; the dot is the epoch the trial kept (by {select})."
+        )
+        sections.append(Section("Training curves", [Image(src, png, alt="sweep curves", caption=caption)]))
+
     imp_rows = [
-        [p, (a.importance or {}).get(p), a.correlation.get(p)]
+        [p, "no measurable effect" if p in a.no_effect else (a.importance or {}).get(p), a.correlation.get(p)]
         for p in sorted(a.param_names, key=lambda p: -(a.importance or {}).get(p, -1.0))
     ]
     imp_blocks: list[Any] = [
@@ -476,15 +800,29 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
                 "Importance: Optuna's fANOVA evaluator (share of the metric's variance explained by each parameter, "
                 "summing to 1). Correlation: Pearson correlation of the parameter's raw value with the metric over "
                 "completed trials (n/a for text values or fewer than 3 trials), as in W&B's parameter-importance panel."
-                + (f" {a.importance_note}." if a.importance_note else "")
+                + (f" {a.importance_note[:1].upper()}{a.importance_note[1:]}." if a.importance_note else "")
             ],
             note=True,
         )
     )
+    if a.no_effect:
+        imp_blocks.append(
+            Bullets([f"{p}: no measurable effect: {why}; it gets no importance." for p, why in a.no_effect.items()])
+        )
+    if "importance" in images:
+        src, png = images["importance"]
+        imp_blocks.append(
+            Image(src, png, alt="sweep importance", caption="Importance (fANOVA) and correlation with the metric.")
+        )
     sections.append(Section("Parameter importance", imp_blocks))
 
     plot_blocks = []
     for key, caption in (
+        (
+            "parallel",
+            f"Parallel coordinates: each completed trial is a line through its parameter values to its {a.metric} "
+            "(colour: the metric, brighter is better; black: the best trial; grey dashed: pruned).",
+        ),
         ("params", "Each completed trial (pruned: hollow) against each searched parameter."),
         ("history", "The metric of each completed trial and the best so far."),
     ):
@@ -553,6 +891,9 @@ def write_sweep_report(
 ) -> SweepReport:
     """Analyse a sweep and write ``sweep_report.md``, ``sweep_report.html`` and ``plots/sweep_*.png``.
 
+    The HTML page is self-contained (every plot inlined as a base64 PNG); the PNGs are also
+    written beside it for slides and the Markdown version.
+
     >>> report = write_sweep_report("runs/sweeps/wandb_report_sweep")  # doctest: +SKIP
     >>> report.html  # doctest: +SKIP
     PosixPath('runs/sweeps/wandb_report_sweep/sweep_report.html')
@@ -565,6 +906,12 @@ def write_sweep_report(
     if analysis.counts.get("COMPLETE", 0) + analysis.counts.get("PRUNED", 0):
         figures["params"] = params_figure(analysis)
         figures["history"] = history_figure(analysis)
+        if analysis.param_names:
+            figures["parallel"] = parallel_figure(analysis)
+    if analysis.counts.get("COMPLETE", 0) >= 2 and analysis.param_names:
+        figures["importance"] = importance_figure(analysis)
+    if any(r.curve for r in analysis.rows):
+        figures["curves"] = curves_figure(analysis)
     if analysis.label_auc:
         figures["label_auc"] = label_auc_figure(analysis)
     images: dict[str, tuple[str, bytes]] = {}

@@ -3,10 +3,14 @@
 The config file (read by `goemo.sweeps.config`) is the one W&B users already have
 (``method``, ``metric``, ``parameters``, ``early_terminate``); parameter names may be W&B's
 or goemo's (`goemo.core.config.ALIASES`: ``learning_rate`` -> ``lr``, ``tokenizer_max_len`` ->
-``max_length``, …) and the metric names map to the keys of goemo's per-epoch record
-(`METRIC_ALIASES`: ``auc_score`` -> ``auc_micro``). Optuna is the engine: ``grid`` -> `GridSampler`, ``random`` ->
+``max_length``, …) and the metric is a key of goemo's per-epoch record (``auc_score`` is one;
+`METRIC_ALIASES` maps other spellings). Optuna is the engine: ``grid`` -> `GridSampler`, ``random`` ->
 `RandomSampler`, ``bayes`` -> `TPESampler`, ``early_terminate: hyperband`` ->
-`HyperbandPruner` fed one report per epoch.
+`HyperbandPruner` fed the sweep metric once per epoch.
+
+A trial keeps its best epoch by its own ``select_metric`` (``parameters.select_metric:
+{value: val_loss}``, else the base options', else the sweep metric); its objective, the value
+Optuna ranks, is the sweep metric at that kept epoch (`goemo.sweeps.objective`).
 
 How the trials are shared out, and why it survives crashes (all through Optuna's public API):
 
@@ -19,6 +23,9 @@ How the trials are shared out, and why it survives crashes (all through Optuna's
   and the total is exactly ``count``.
 * A trial that raises (bad hyperparameters, out of memory, …) is recorded as FAIL with its
   error (user attribute ``error``, traceback in ``trials/<n>/error.txt``); the worker goes on.
+  `SweepResult.ran` lists what this machine's workers ran; ``goemo sweep`` exits non-zero
+  when none of those succeeded (an array job must not report success for a sweep that only
+  crashed) and 0 when some did, or when nothing was left to run.
 * A trial whose worker died (SIGKILL, power cut) is found RUNNING by the next worker that
   looks for a slot. On the same host its process id is gone: it is marked FAIL
   (``interrupted``) at once. Elsewhere its Optuna heartbeat stops, and after the grace period
@@ -54,7 +61,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +72,20 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from goemo.core.config import DATA_FIELDS, RUNTIME_FIELDS, TrainConfig, normalize_keys, resolve_config
+from goemo.core.config import (
+    DATA_FIELDS,
+    PRESETS,
+    RUNTIME_FIELDS,
+    TrainConfig,
+    load_yaml,
+    normalize_keys,
+    resolve_config,
+)
 from goemo.core.errors import ConfigError, RunFolderError
 from goemo.core.fileio import atomic_write_json, atomic_write_text
 from goemo.core.run_folder import RunFolder
 from goemo.predict.cache import predict_split
+from goemo.report.run_data import epoch_records
 from goemo.scoring.metrics import compute_metrics
 from goemo.sweeps.config import (  # noqa: F401  (re-exported: the sweep API in one place)
     METRIC_ALIASES,
@@ -78,6 +94,7 @@ from goemo.sweeps.config import (  # noqa: F401  (re-exported: the sweep API in 
     load_sweep_config,
     parse_sweep_config,
 )
+from goemo.sweeps.objective import best_epoch_by, kept_value, metric_value
 from goemo.training import loop  # loop.train looked up per call: tests patch it
 from goemo.training.data import load_training_data
 from goemo.training.tracking import build_trackers, check_trackers, close_trackers
@@ -320,6 +337,7 @@ class Sweep:
             "metric": self.spec.metric,
             "metric_name": self.spec.metric_name,
             "direction": self.spec.direction,
+            "select_metric": self.base.select_metric,
             "count": self.count,
             "parameters": {n: {"source": p.source, "search": p.describe()} for n, p in self.spec.params.items()},
             "fixed": self.spec.fixed,
@@ -349,6 +367,9 @@ def prepare_sweep(
     the sweep config's fixed ``value:`` entries < ``overrides`` (the command line). A searched
     parameter cannot also be given in ``overrides``. Running again on an existing folder checks
     that it is the same sweep (so the same command resumes it).
+
+    ``select_metric`` (what picks each trial's kept epoch) follows the same order, but when
+    none of them sets it, it is the sweep metric: the trial then keeps the epoch it is ranked by.
     """
     config_path = Path(config_path)
     spec = load_sweep_config(config_path)
@@ -358,14 +379,16 @@ def prepare_sweep(
         raise ConfigError(
             f"{', '.join(clash)} searched by {config_path} and also given as an option; remove one of them"
         )
-    blocked = sorted(set(overrides) & {"output", "overwrite", "resume", "select_metric", "trackers"})
+    blocked = sorted(set(overrides) & {"output", "overwrite", "resume", "trackers"})
     if blocked:
         raise ConfigError(f"{', '.join(blocked)}: set by the sweep for each trial, not as a base option")
-    base = resolve_config(preset, base_config, {**spec.fixed, **overrides})
+    fixed = {**spec.fixed, **({"select_metric": spec.select_metric} if spec.select_metric else {})}
+    base = resolve_config(preset, base_config, {**fixed, **overrides})
+    chosen = "select_metric" in fixed or "select_metric" in overrides or _base_selects(preset, base_config, overrides)
     # A sweep chooses on dev; test scores beside every trial only invite choosing on test, so
     # trials skip test unless the command line asks for it (--eval-test).
     base = base.replace(
-        select_metric=spec.metric,
+        select_metric=base.select_metric if chosen else spec.metric,
         trackers=[],
         overwrite=False,
         resume=False,
@@ -393,6 +416,13 @@ def prepare_sweep(
     atomic_write_text(sweep_dir / "sweep.yaml", config_path.read_text(encoding="utf-8"))
     atomic_write_json(meta_path, sweep.meta())
     return sweep
+
+
+def _base_selects(preset: str | None, base_config: str | Path | None, overrides: dict[str, Any]) -> bool:
+    """Whether the preset or the base config file names a ``select_metric`` (as `resolve_config` picks them)."""
+    file_values = load_yaml(base_config) if base_config else {}
+    name = overrides.get("preset") or preset or file_values.get("preset")
+    return "select_metric" in file_values or "select_metric" in PRESETS.get(str(name), {})
 
 
 def _check_same_sweep(saved: dict[str, Any], sweep: Sweep, path: Path) -> None:
@@ -437,6 +467,7 @@ def open_study(sweep: Sweep, storage: optuna.storages.BaseStorage | None = None)
         recorded = study.user_attrs.get("goemo_metric")
         if recorded is None:
             study.set_user_attr("goemo_metric", sweep.spec.metric)
+            study.set_user_attr("goemo_select_metric", sweep.base.select_metric)
             study.set_user_attr("goemo_method", sweep.spec.method)
             study.set_user_attr("goemo_sweep_dir", str(sweep.sweep_dir.resolve()))
         elif recorded != sweep.spec.metric:
@@ -584,16 +615,23 @@ class Worker:
         try:
             params = {name: p.suggest(trial) for name, p in self.sweep.spec.params.items()}
             log.info("trial %d: %s", number, _describe(params))
-            value, summary = self._train(trial, params, run_dir, trackers)
+            value, summary, epochs = self._train(trial, params, run_dir, trackers)
             for key in ("dev", "test"):
                 if key in summary:
                     trial.set_user_attr(key, summary[key])
-            trial.set_user_attr("best_epoch", summary.get("best_epoch"))
+            metric, kept, select = self.sweep.spec.metric, summary.get("best_epoch"), self.sweep.base.select_metric
+            trial.set_user_attr("best_epoch", kept)  # the epoch kept as best/, by select_metric
+            trial.set_user_attr("select_metric", select)
+            trial.set_user_attr(
+                "metric_best_epoch", best_epoch_by(epochs, metric, self.sweep.spec.direction == "maximize")
+            )
             trial.set_user_attr("wall_time_s", round(time.perf_counter() - started, 2))
             if value is None or not math.isfinite(value):
-                raise ValueError(f"{self.sweep.spec.metric} is {value} (undefined on this dev data)")
+                raise ValueError(
+                    f"{metric} at the kept epoch {kept} (best {select}) is {value} (undefined on this dev data)"
+                )
             outcome = TrialOutcome(number, "COMPLETE", value, params, str(run_dir))
-            log.info("trial %d: %s %.4f", number, self.sweep.spec.metric, value)
+            log.info("trial %d: %s %.4f (epoch %s, kept by %s)", number, metric, value, kept, select)
             return value
         except optuna.TrialPruned as e:
             outcome = TrialOutcome(number, "PRUNED", None, dict(trial.params), str(run_dir), str(e) or None)
@@ -612,13 +650,19 @@ class Worker:
 
     def _train(
         self, trial: optuna.Trial, params: dict[str, Any], run_dir: Path, trackers: list
-    ) -> tuple[float | None, dict]:
+    ) -> tuple[float | None, dict, list[dict[str, Any]]]:
+        """Train one trial: its objective (`kept_value`), its summary, and its epoch records.
+
+        Each epoch reports the sweep metric to Optuna (the pruner judges the trial on it);
+        the objective is the sweep metric at the epoch training kept by ``select_metric``.
+        """
         config = self.sweep.base.replace(**params, output=str(run_dir))
         resume = RunFolder(run_dir).has_checkpoint()
         config = config.replace(resume=resume, overwrite=not resume)
         splits = self._splits(config)
         metric = self.sweep.spec.metric
         opened: list[bool] = []
+        seen: list[dict[str, Any]] = []
 
         def report(record: dict[str, Any]) -> None:
             if not opened:  # open the trackers once train() has prepared (emptied) the run folder
@@ -628,8 +672,9 @@ class Worker:
                 tracker.log(record)
             if record.get("event") != "epoch":
                 return
-            value = record.get(metric)
-            if value is not None and math.isfinite(value):
+            seen.append(record)
+            value = metric_value(record, metric)
+            if value is not None:
                 trial.report(value, step=int(record["epoch"]))
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after epoch {record['epoch']} ({metric} {value:.4f})")
@@ -650,7 +695,9 @@ class Worker:
         write_dev_metrics(
             result.best_dir, splits["dev"], config, run_dir / "dev_metrics.json"
         )  # dev as train sampled it
-        return summary.get("best_metric"), summary
+        # metrics.jsonl holds every epoch, also those before a resume (the callback saw only the later ones)
+        epochs = epoch_records(run_dir / "metrics.jsonl") or seen
+        return kept_value(epochs, metric, summary.get("best_epoch")), summary, epochs
 
     def _failed(self, trial: optuna.Trial, number: int, run_dir: Path, e: Exception) -> TrialOutcome:
         """Record why a trial failed; `Study.optimize` then marks it FAIL."""
@@ -702,7 +749,41 @@ class SweepResult:
     best_value: float | None
     best_params: dict[str, Any]
     best_run_dir: str | None
-    outcomes: list[TrialOutcome]
+    outcomes: list[TrialOutcome]  # this process's worker
+    ran: list[TrialOutcome] = field(default_factory=list)  # every local worker's (--workers K)
+
+    def failure_reasons(self) -> list[tuple[str, int]]:
+        """The first line of each failed trial's error among `ran`, counted, most frequent first.
+
+        The first line names the exception and its message (``ConfigError: dropout=1.5: ...``,
+        ``OutOfMemoryError: CUDA out of memory ...``); tracebacks stay in ``trials/N/error.txt``.
+        """
+        counts: dict[str, int] = {}
+        for o in self.ran:
+            if o.state == "FAIL":
+                line = ((o.error or "").strip().splitlines() or ["(no error recorded)"])[0][:200]
+                counts[line] = counts.get(line, 0) + 1
+        return sorted(counts.items(), key=lambda kv: -kv[1])
+
+    def verdict(self) -> tuple[int, list[str]]:
+        """The worker's exit status and the lines that explain it.
+
+        0 when at least one of the trials run here succeeded (completed or pruned: pruning is
+        the search working) or when nothing was left to run; 1 when every one failed, so a
+        job array or a CI step does not report success for a sweep that only crashed.
+        """
+        if not self.ran:
+            total = sum(self.counts.values())
+            return 0, [
+                f"nothing to run: the study's {total} trial(s) were already taken (it is complete or other workers have the rest)"
+            ]
+        failed = [o for o in self.ran if o.state == "FAIL"]
+        lines = [f"  {n} x {reason}" for reason, n in self.failure_reasons()]
+        if len(failed) == len(self.ran):
+            return 1, [f"none of the {len(self.ran)} trial(s) this run took succeeded; errors:", *lines]
+        if failed:
+            return 0, [f"{len(failed)} of the {len(self.ran)} trial(s) this run took failed:", *lines]
+        return 0, []
 
 
 def _objective_value(trial: FrozenTrial) -> float:
@@ -712,7 +793,9 @@ def _objective_value(trial: FrozenTrial) -> float:
     return trial.value
 
 
-def summarize(sweep: Sweep, study: optuna.Study, outcomes: Sequence[TrialOutcome] = ()) -> SweepResult:
+def summarize(
+    sweep: Sweep, study: optuna.Study, outcomes: Sequence[TrialOutcome] = (), ran: Sequence[TrialOutcome] | None = None
+) -> SweepResult:
     trials = study.get_trials(deepcopy=False)
     counts: dict[str, int] = {}
     for t in trials:
@@ -732,7 +815,26 @@ def summarize(sweep: Sweep, study: optuna.Study, outcomes: Sequence[TrialOutcome
         dict(best.params) if best else {},
         best.user_attrs.get("run_dir") if best else None,
         list(outcomes),
+        list(outcomes if ran is None else ran),
     )
+
+
+def _outcomes_of(study: optuna.Study, pids: set[int], since: float) -> list[TrialOutcome]:
+    """The trials that worker processes ``pids`` on this host took since ``since`` (a timestamp).
+
+    Only slots and retries count: a trial `Study.optimize` made when the queue was empty
+    (`_QueueEmpty`) is no trial of the sweep.
+    """
+    host, out = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        if a.get("host") != host or a.get("pid") not in pids or not ("slot" in a or "retry_of" in a):
+            continue
+        if t.datetime_start is None or t.datetime_start.timestamp() < since - 2:
+            continue
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            out.append(TrialOutcome(t.number, t.state.name, t.value, dict(t.params), a.get("run_dir"), a.get("error")))
+    return out
 
 
 def route_optuna_logging() -> None:
@@ -763,6 +865,7 @@ def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
     """
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected an integer >= 1")
+    since = time.time()
     storage = open_storage(sweep.storage_url)
     study = open_study(sweep, storage)
     procs = []
@@ -793,7 +896,12 @@ def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
     failed = [p.name for p in procs if p.exitcode not in (0, None)]
     if failed:
         log.warning("worker process(es) %s ended with an error; run the command again to finish", ", ".join(failed))
-    return summarize(sweep, study, outcomes)
+    ran = list(outcomes)
+    if procs:
+        mine = {o.number for o in outcomes}
+        children = {p.pid for p in procs if p.pid is not None}
+        ran += [o for o in _outcomes_of(study, children, since) if o.number not in mine]
+    return summarize(sweep, study, outcomes, sorted(ran, key=lambda o: o.number))
 
 
 def _gpu_count() -> int:

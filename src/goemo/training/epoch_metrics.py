@@ -122,8 +122,13 @@ def dev_metrics(
 def is_better(metric: str, value: float, best: float | None) -> bool:
     """Whether ``value`` of ``metric`` beats ``best`` (lower loss, higher anything else); NaN never wins.
 
+    Every `goemo.core.config.SELECT_METRICS` name but ``val_loss`` is a score (``auc_score``, the
+    W&B report's macro ROC-AUC, included), so only the loss is in `LOWER_IS_BETTER`.
+
     >>> is_better("f1_macro", 0.4, 0.3), is_better("val_loss", 0.4, 0.3), is_better("f1_macro", float("nan"), None)
     (True, False, False)
+    >>> is_better("auc_score", 0.7, 0.6)
+    True
     """
     if best is None or math.isnan(best):
         return not math.isnan(value)

@@ -6,7 +6,7 @@ checkpoint (``best/`` by the selection metric, ``last/`` with everything needed 
 and write ``summary.json``. Each part it calls lives in its own module beside it, so the loop
 stays one screenful of what happens in which order: the Accelerator (`goemo.training.accelerator`),
 the splits (`.data`), the loss (`.losses`), the optimiser (`.optim`), distillation (`.distill`), the
-weight average (`.ema`), checkpoints (`.checkpoint`), gradient norms (`.grad_stats`), the
+weight average (`.ema`), checkpoints (`.checkpoint`), gradient norms and ``--watch`` (`.grad_stats`), the
 metrics (`.epoch_metrics`), ``summary.json`` (`.summary`) and the dashboards (`.tracking`).
 
 Resuming replays exactly what an uninterrupted run would have done: batch order is a
@@ -42,12 +42,12 @@ from goemo.training.data import load_training_data, prepare_splits, train_batche
 from goemo.training.distill import batch_targets, soft_targets
 from goemo.training.ema import weight_average
 from goemo.training.epoch_metrics import LiveScorer, dev_metrics, final_evaluation, is_better
-from goemo.training.grad_stats import grad_norms
+from goemo.training.grad_stats import grad_norms, watch_stats
 from goemo.training.losses import loss_function
 from goemo.training.optim import make_optimizer, optimizer_step
 from goemo.training.resources import Stopwatch
 from goemo.training.summary import resources_used, run_summary
-from goemo.training.tracking import close_trackers, make_trackers
+from goemo.training.tracking import close_trackers, draws_histograms, log_histograms, make_trackers
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,14 @@ def _train(
         write(record)
         notify(record)
 
+    def log_gradients(epoch: int, step: int) -> None:
+        """The ``grad_norms`` event (with ``--watch``'s numbers) and ``--watch``'s histograms, before
+        the optimiser step clips the gradients; histograms only where a tracker draws them."""
+        plain = plain_model(accelerator, model)
+        watched = watch_stats(plain, config.watch, histograms=draws_histograms(accelerator.trackers))
+        emit({"event": "grad_norms", "epoch": epoch, "global_step": step, **grad_norms(plain), **watched.scalars})
+        log_histograms(accelerator.trackers, watched.histograms, step)
+
     def checkpoint(folder: Path, with_state: bool, metrics: dict[str, Any]) -> None:
         """``last/`` (with state) holds the raw weights training continues from; ``best/`` the weights evaluated."""
         if with_state and main:  # the records this checkpoint has seen; a resumed run writes the later ones again
@@ -204,6 +212,7 @@ def _train(
 
         # ---- epochs
         model.train()
+        watch_every = config.watch_every or config.log_every
         epoch_times: list[float] = []
         for epoch in range(state.epoch, num_epochs):
             epoch_batches = min(batches_per_epoch, total_batches - epoch * batches_per_epoch)
@@ -231,9 +240,9 @@ def _train(
                 bar.update(1)
                 if not sync:
                     continue
-                if main and (state.global_step + 1) % config.log_every == 0:
-                    norms = grad_norms(accelerator.unwrap_model(model))
-                    emit({"event": "grad_norms", "epoch": epoch + 1, "global_step": state.global_step + 1, **norms})
+                # every watch_every steps and at each epoch's last, so even a short run logs them
+                if main and ((state.global_step + 1) % watch_every == 0 or state.batch_in_epoch == epoch_batches):
+                    log_gradients(epoch + 1, state.global_step + 1)
                 optimizer_step(accelerator, model, optimizer, scheduler, config.max_grad_norm)
                 if ema is not None:
                     ema.update_parameters(plain_model(accelerator, model))

@@ -15,7 +15,7 @@ from goemo.core.config import TrainConfig
 from goemo.training.epoch_metrics import FinalScores
 from goemo.training.resources import Stopwatch, gpu_memory, hardware, peak_rss_mb
 
-EPOCH_KEYS = ("epoch", "train_loss", "val_loss", "f1_macro", "auc_macro", "epoch_time_s", "examples_per_s")
+EPOCH_KEYS = ("epoch", "train_loss", "val_loss", "f1_macro", "auc_macro", "auc_score", "epoch_time_s", "examples_per_s")
 
 
 def run_summary(

@@ -18,12 +18,21 @@ unwrap=True)`` gives the W&B run itself). What goemo adds sits in `GoemoTracker`
 =================  =======================================================  ===========
 event              metric names                                             step
 =================  =======================================================  ===========
-``epoch``          ``train_loss val_loss auc_micro auc_macro f1_micro        global step
-                   f1_macro lr epoch epoch_time_s examples_per_s``
+``epoch``          ``train_loss val_loss auc_micro auc_macro auc_score       global step
+                   f1_micro f1_macro lr epoch epoch_time_s examples_per_s``
 ``step``           ``step/train_loss step/lr`` (every ``log_every`` steps)   global step
 ``grad_norms``     ``grad_norm/embeddings grad_norm/layer_0 … grad_norm/head``  global step
+                   (every ``watch_every`` steps and at each epoch's last);
+                   with ``--watch`` also ``grad_stats/<group>/{min,max,mean,std}``,
+                   ``param_norm/<group>``, ``param_stats/<group>/…``
 ``summary``        ``dev/f1_macro test/auc_micro …`` (final, best weights)   last step
 =================  =======================================================  ===========
+
+``auc_score`` is ``auc_macro`` under the W&B report's name for it. With ``--watch``,
+TensorBoard and W&B also get a histogram per parameter tensor at the ``grad_norms`` steps
+(`log_histograms`: ``gradients/<name>``, ``parameters/<name>``, as ``wandb.watch`` names them);
+MLflow, which draws no histograms, and ``metrics.jsonl`` get the per-group numbers only.
+``goemo stats --tracker`` logs a data sample as a table (`log_dataset`).
 
 Where they write, by default: TensorBoard to ``RUN/tensorboard/``; MLflow to the SQLite
 store ``runs/mlflow.db`` beside the run folder (``SWEEP/mlflow.db`` for sweep trials, in the
@@ -44,13 +53,14 @@ import logging
 import math
 import netrc
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker, WandBTracker
 
 from goemo.core.errors import ConfigError
+from goemo.training.grad_stats import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +183,7 @@ class GoemoTracker(GeneralTracker):
     """
 
     requires_logging_directory = False  # each is built with its own folder
+    takes_histograms = False  # whether `log_histograms` draws anything here (the loop computes them only then)
 
     def __init__(self, inner: GeneralTracker) -> None:
         self.name = inner.name
@@ -202,6 +213,15 @@ class GoemoTracker(GeneralTracker):
             values, step = metric_items(values), self.step
         if values:
             self._guard("log", self._log, event, values, step, kwargs)
+
+    def log_histograms(self, histograms: Mapping[str, Histogram], step: int) -> None:
+        """Draw one histogram per tag at ``step``, where the backend draws histograms (else nothing)."""
+        if histograms and self.takes_histograms:
+            self._guard("log histograms", self._log_histograms, histograms, step)
+
+    def log_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int = 0) -> None:
+        """Show a table of ``rows`` under ``name``, where the backend shows tables (else nothing)."""
+        self._guard("log a table", self._log_table, name, columns, rows, step)
 
     def finish(self, failed: bool = False) -> None:
         """End the run, marked failed where the backend records it; once, and never raising."""
@@ -240,8 +260,62 @@ class GoemoTracker(GeneralTracker):
     def _log(self, event: str | None, values: dict, step: int | None, kwargs: dict) -> None:
         self.inner.log(values, step=step, **kwargs)
 
+    def _log_histograms(self, histograms: Mapping[str, Histogram], step: int) -> None:
+        pass
+
+    def _log_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        pass
+
     def _finish(self, failed: bool) -> None:
         self.inner.finish()
+
+
+class _TensorBoard(GoemoTracker):
+    """Accelerate's TensorBoard tracker, which also draws histograms and shows tables as text.
+
+    Through the tracker's own ``SummaryWriter``: ``add_histogram_raw`` (the 64 bins already
+    counted, so no tensor is held for TensorBoard) and ``add_text`` with a markdown table, which
+    TensorBoard's Text tab renders.
+    """
+
+    takes_histograms = True
+
+    def _log_histograms(self, histograms: Mapping[str, Histogram], step: int) -> None:
+        for tag, h in histograms.items():
+            self.tracker.add_histogram_raw(
+                tag,
+                min=h.min,
+                max=h.max,
+                num=h.num,
+                sum=h.sum,
+                sum_squares=h.sum_squares,
+                bucket_limits=h.edges[1:].tolist(),  # each bucket's upper edge; the first starts at min
+                bucket_counts=h.counts.tolist(),
+                global_step=step,
+            )
+        self.tracker.flush()
+
+    def _log_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        self.tracker.add_text(name, markdown_table(columns, rows), global_step=step)
+        self.tracker.flush()
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table (pipes and backslashes escaped, line breaks as spaces): TensorBoard's text view of a table.
+
+    >>> print(markdown_table(["text", "labels"], [["a|b", "joy"]]))
+    | text | labels |
+    |---|---|
+    | a\\|b | joy |
+    """
+
+    def cell(value: Any) -> str:
+        text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+        return " ".join(text.split())
+
+    lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 class _Mlflow(GoemoTracker):
@@ -301,6 +375,8 @@ class _Wandb(GoemoTracker):
     the config goes to ``run.config``. The final scores go to the run's summary, not its history.
     """
 
+    takes_histograms = True
+
     def __init__(self, inner: WandBTracker, offline_note: str | None) -> None:
         super().__init__(inner)
         self.offline_note = offline_note
@@ -319,6 +395,25 @@ class _Wandb(GoemoTracker):
         else:
             self.inner.log(values, step=step, **kwargs)
 
+    def _log_histograms(self, histograms: Mapping[str, Histogram], step: int) -> None:
+        """``wandb.Histogram`` per tensor, logged to this run at ``step``: what ``wandb.watch`` logs.
+
+        Not ``run.watch`` itself: its hooks log to the global ``wandb.run``, which a run made
+        with ``reinit="create_new"`` never becomes, so the first hooked forward pass raises
+        (``'NoneType' object has no attribute '_log'``, wandb 0.31) and would end training; it
+        also counts evaluation batches towards ``log_freq``. Logged here, the histograms go to
+        this run, at the ``grad_norms`` steps, under ``wandb.watch``'s names and bins.
+        """
+        import wandb  # noqa: PLC0415  (optional extra: track)
+
+        values = {
+            tag: wandb.Histogram(np_histogram=(h.counts.tolist(), h.edges.tolist())) for tag, h in histograms.items()
+        }
+        self.tracker.log(values, step=step)
+
+    def _log_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        self.inner.log_table(name, columns=columns, data=rows, step=step)  # a wandb.Table
+
     def _finish(self, failed: bool) -> None:
         self.tracker.finish(exit_code=1 if failed else 0)  # Accelerate's finish() takes no exit code
 
@@ -328,7 +423,7 @@ class _Wandb(GoemoTracker):
 
 def _tensorboard(run_dir: Path, sweep: Path | None, run_name: str) -> GoemoTracker:
     """Event files in ``RUN/tensorboard/``: ``tensorboard --logdir runs`` shows every run."""
-    return GoemoTracker(TensorBoardTracker("tensorboard", run_dir))
+    return _TensorBoard(TensorBoardTracker("tensorboard", run_dir))
 
 
 def _mlflow(run_dir: Path, sweep: Path | None, run_name: str) -> GoemoTracker:
@@ -393,6 +488,56 @@ def build_trackers(names: list[str], run_dir: Path, config: dict[str, Any]) -> l
         tracker.start()
         tracker.store_init_configuration(config)
     return trackers
+
+
+def draws_histograms(trackers: Sequence[GeneralTracker]) -> bool:
+    """Whether any of ``trackers`` draws histograms: the loop computes them only then (they cost a CPU copy)."""
+    return any(isinstance(t, GoemoTracker) and t.takes_histograms and not t.broken for t in trackers)
+
+
+def log_histograms(trackers: Sequence[GeneralTracker], histograms: Mapping[str, Histogram], step: int) -> None:
+    """Hand ``--watch``'s histograms to every tracker that draws them (TensorBoard, W&B) at ``step``.
+
+    Accelerate's ``log`` takes numbers only, so histograms take this path beside it; call it on
+    the main process, as ``accelerator.log`` logs there only.
+    """
+    for tracker in trackers:
+        if isinstance(tracker, GoemoTracker):
+            tracker.log_histograms(histograms, step)
+
+
+def log_dataset(
+    names: Sequence[str],
+    out_dir: Path,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    figures: Mapping[str, float],
+    config: dict[str, Any],
+    table: str = "data_sample",
+) -> list[str]:
+    """Log a data analysis to the named trackers as one run in ``out_dir``; the names of those that took it.
+
+    What ``goemo stats --out DIR --tracker …`` does: the sample's ``rows`` as a table named
+    ``table`` (a ``wandb.Table`` in W&B, a markdown table in TensorBoard's Text tab; MLflow shows
+    no tables) and ``figures`` (the stats' key numbers) as scalars, all at step 0, with
+    ``config`` as the run's config. The run is ``DIR/tensorboard/``, ``DIR/wandb/`` (offline
+    unless logged in), MLflow's store beside ``DIR``, as for a training run in ``DIR``. A tracker
+    that fails is dropped with one warning, as in training.
+
+    >>> log_dataset(["tensorboard"], Path("runs/data-analysis"), ["text", "labels"], [["hi", "joy"]],
+    ...             {"train/texts": 1.0}, {"seed": 0})  # doctest: +SKIP
+    ['tensorboard']
+    """
+    trackers = build_trackers(list(names), Path(out_dir), config)
+    failed = True
+    try:
+        for tracker in trackers:
+            tracker.log({k: float(v) for k, v in figures.items()}, step=0)
+            tracker.log_table(table, list(columns), [list(r) for r in rows], step=0)
+        failed = False
+    finally:
+        close_trackers(trackers, failed=failed)
+    return [t.name for t in trackers if t.started and not t.broken]
 
 
 def close_trackers(trackers: Sequence[GeneralTracker], failed: bool = False) -> None:

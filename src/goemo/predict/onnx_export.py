@@ -1,0 +1,352 @@
+"""Export a model folder to ONNX (optionally int8-quantised) for fast CPU serving without PyTorch.
+
+The core of ``goemo export`` (`goemo.export` is its app-layer face) and of the CPU export the
+predictor makes by itself (`goemo.predict.fastest`): it lives in the predict layer because
+`EmotionClassifier.load(..., backend="fastest")` calls it, and the predictor cannot import
+an app module.
+
+The graph is written by torch's own exporter (``torch.onnx.export(..., dynamo=True)``, which
+needs ``onnxscript``) with dynamic batch and sequence axes: inputs ``input_ids`` and
+``attention_mask`` (int64, ``(batch, sequence)``), output ``logits`` (float32,
+``(batch, labels)``). Both heads export: the architecture's own ``*ForSequenceClassification``
+and goemo's mean-pooling head.
+
+``quantize="int8"`` applies ONNX Runtime's dynamic quantisation (weights of MatMul/Gemm
+stored as int8, activations quantised on the fly), which needs no calibration data and
+roughly halves CPU latency for BERT-sized encoders (figures in docs/benchmarks.md).
+
+The exported folder is a complete model folder for `goemo.predict.classifier.EmotionClassifier`:
+``model.onnx``, tokenizer files, ``config.json`` (labels and the decision thresholds, for
+clients without goemo), ``goemo.json`` (labels, thresholds, max length, plus an ``onnx`` entry:
+opset, quantisation, and the measured largest probability difference from the PyTorch model on
+a few probe texts) and ``README.md``, a model card saying it is an ONNX export (int8 or fp32),
+with an ONNX Runtime snippet (`goemo.models.card`).
+
+>>> result = export_onnx("runs/goemo/best", quantize="int8")      # doctest: +SKIP
+>>> result.path
+PosixPath('runs/goemo/best-onnx-int8')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from goemo.core.errors import ConfigError, ModelError, RunFolderError
+from goemo.core.fileio import atomic_directory
+from goemo.core.folder import ONNX_FILE, ModelFolder, write_meta
+from goemo.models.card import ExportInfo, build_model_card, default_model_name, write_model_card
+from goemo.models.modeling import load_model, write_config_thresholds
+from goemo.predict.onnx_backend import OnnxBackend
+from goemo.predict.runner import probs_of_texts
+from goemo.predict.torch_backend import TorchBackend
+
+log = logging.getLogger(__name__)
+
+QUANTIZE_CHOICES = ("int8",)
+ONNX_TOOLS = ("onnx", "onnxruntime", "onnxscript")
+# Varied lengths and content: the parity check must cover padding inside a batch.
+PROBE_TEXTS = (
+    "I love this so much, thank you!",
+    "What?",
+    "This is the worst thing that has happened to me all year and I am furious about it.",
+    "",
+    "Not sure how I feel about that, honestly. Maybe a bit sad, maybe relieved.",
+    "lol",
+    "I'm scared it won't work out.",
+    "Congratulations!! So proud of you",
+)
+PROBE_MAX_LENGTH = 128
+
+
+@dataclass
+class ExportResult:
+    """Where the export went and how close it is to the PyTorch model."""
+
+    path: Path
+    onnx_path: Path
+    quantize: str | None
+    size_bytes: int
+    max_abs_prob_diff: float
+    seconds: float
+
+
+@dataclass
+class Graphs:
+    """The ONNX graphs of one model, in a scratch folder: fp32 (checked against PyTorch) and maybe int8."""
+
+    fp32: Path
+    fp32_diff: float
+    int8: Path | None = None
+
+
+class LogitsOnly(torch.nn.Module):
+    """A classifier seen as (input_ids, attention_mask) -> logits: the exported graph's signature."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def missing_onnx_tools() -> list[str]:
+    """The ONNX packages an export needs that are not importable (empty when all are)."""
+    missing = []
+    for module in ONNX_TOOLS:
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    return missing
+
+
+def _import_onnx_tools() -> None:
+    missing = missing_onnx_tools()
+    if missing:
+        raise ModelError(f"ONNX export needs {', '.join(missing)}: pip install 'goemo[onnx]'")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs optional-operator notes (e.g. 'torchvision is not installed') and
+    deprecation warnings that say nothing about this export; keep them out of the user's way."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _export_graph(model: Any, tokenizer: Any, path: Path, opset: int | None) -> None:
+    wrapper = LogitsOnly(model).eval()
+    # Two texts of different lengths: a batch of 2 with padding, so neither axis is specialised.
+    sample = tokenizer(["an example text to trace", "hi"], padding=True, return_tensors="pt")
+    args = (sample["input_ids"], sample["attention_mask"])
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    try:
+        with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
+            program = torch.onnx.export(
+                wrapper,
+                args,
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+            if program is None:  # only the legacy exporter (dynamo=False) returns None
+                raise RuntimeError("torch.onnx.export returned no ONNX program")
+            program.save(str(path), external_data=False)
+    except Exception as e:  # the exporter raises many types; the user needs the model and the reason
+        raise ModelError(f"ONNX export of {type(model).__name__} failed: {type(e).__name__}: {e}") from None
+
+
+def _quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantisation with one scale per output channel, after ONNX Runtime's pre-processing.
+
+    Per-channel scales halve the probability error of per-tensor ones on MiniLM (mean
+    |Δp| 0.012 vs 0.025 against fp32 on 400 dev texts) at no measurable speed cost; with
+    per-tensor scales macro-F1 moved by up to 0.018, with per-channel by under 0.006.
+
+    Symbolic shape inference cannot follow the exporter's ``Min(512, sequence)`` position
+    slicing, so it is skipped; the remaining pre-processing (graph optimisation, ONNX shape
+    inference) still runs, and quantisation falls back to the raw graph if it fails.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415  (optional extra: onnx)
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415  (optional extra: onnx)
+
+    pre = src.with_name("pre.onnx")
+    with _quiet_exporter():
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            source = pre
+        except Exception as e:  # pre-processing is an optimisation, not a requirement
+            log.info("quantisation pre-processing skipped: %s", e)
+            source = src
+        quant_logger = logging.getLogger()  # quantize_dynamic warns through the root logger
+        level = quant_logger.level
+        quant_logger.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(str(source), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            quant_logger.setLevel(level)
+    pre.unlink(missing_ok=True)
+
+
+def _max_prob_diff(model: Any, tokenizer: Any, onnx_path: Path) -> float:
+    """Largest |p_onnx - p_torch| over the probe texts, batched together (so padded), as the predictor runs them."""
+    labels = int(model.config.num_labels)
+    size = len(PROBE_TEXTS)
+    options = {"max_length": PROBE_MAX_LENGTH, "batch_size": size, "num_labels": labels}
+    ref = probs_of_texts(TorchBackend(model, "cpu", "fp32"), tokenizer, PROBE_TEXTS, **options)
+    got = probs_of_texts(OnnxBackend(onnx_path, "cpu", None, "fp32"), tokenizer, PROBE_TEXTS, **options)
+    return float(np.abs(got - ref).max())
+
+
+def default_output(model_dir: str | Path, quantize: str | None = None) -> Path:
+    """``runs/X/best`` -> ``runs/X/best-onnx`` (``best-onnx-int8`` when quantised)."""
+    model_dir = Path(model_dir)
+    return model_dir.with_name(model_dir.name + "-onnx" + (f"-{quantize}" if quantize else ""))
+
+
+def check_exportable(model_dir: Path) -> None:
+    """Refuse what cannot be exported (no model folder, already an export), before anything loads."""
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir} is not a model folder (no config.json)")
+    if (model_dir / ONNX_FILE).is_file():
+        raise ModelError(f"{model_dir} is already an ONNX export; export the PyTorch folder it came from")
+
+
+def load_source(model_dir: Path) -> tuple[Any, Any]:
+    """The fp32 PyTorch model (eval mode, CPU) and tokenizer to export."""
+    loaded = load_model(model_dir, device="cpu")
+    return loaded.model.float().eval(), loaded.tokenizer
+
+
+def build_graphs(
+    model: Any, tokenizer: Any, work: Path, *, opset: int | None, max_fp32_diff: float, int8: bool, target: Path
+) -> Graphs:
+    """Write the fp32 graph (and with ``int8``, its quantised copy) into the scratch folder ``work``.
+
+    A fp32 graph whose probabilities differ from PyTorch's by more than ``max_fp32_diff`` on the
+    probe texts is refused: that would be an exporter bug, and serving it would silently
+    change predictions.
+    """
+    fp32 = work / ONNX_FILE
+    _export_graph(model, tokenizer, fp32, opset)
+    diff32 = _max_prob_diff(model, tokenizer, fp32)
+    if diff32 > max_fp32_diff:
+        raise ModelError(
+            f"exported graph disagrees with PyTorch by {diff32:.2e} in probability (> {max_fp32_diff:g}); "
+            f"not writing {target}"
+        )
+    graphs = Graphs(fp32, diff32)
+    if int8:
+        graphs.int8 = work / "int8.onnx"
+        _quantize_int8(fp32, graphs.int8)
+    return graphs
+
+
+def write_export_folder(
+    tmp: Path,
+    graph: Path,
+    model: Any,
+    tokenizer: Any,
+    *,
+    source: Path,
+    quantize: str | None,
+    diff: float | None,
+    model_ref: str,
+    extra: dict[str, Any] | None = None,
+) -> float:
+    """Fill the (temporary) export folder ``tmp``: ``graph`` moved in as model.onnx, config,
+    tokenizer, goemo.json (with ``extra`` entries) and model card. Returns the graph's probe difference
+    from PyTorch (``diff`` when already measured)."""
+    shutil.move(str(graph), tmp / ONNX_FILE)
+    if diff is None:
+        diff = _max_prob_diff(model, tokenizer, tmp / ONNX_FILE)
+    folder = ModelFolder.open(source)
+    meta = dict(folder.meta)
+    meta.setdefault("label_names", folder.label_names)
+    model.config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    import onnx  # noqa: PLC0415  (optional extra: onnx)
+
+    opset_used = next(
+        (
+            o.version
+            for o in onnx.load(str(tmp / ONNX_FILE), load_external_data=False).opset_import
+            if o.domain in ("", "ai.onnx")
+        ),
+        None,
+    )
+    meta["onnx"] = {
+        "source": str(source),
+        "opset": opset_used,
+        "quantize": quantize,
+        "inputs": ["input_ids", "attention_mask"],
+        "outputs": ["logits"],
+        "max_abs_prob_diff_vs_torch": diff,
+        "probe_texts": len(PROBE_TEXTS),
+    }
+    meta.update(extra or {})
+    write_meta(tmp, meta)
+    write_config_thresholds(tmp)
+    info = ExportInfo(quantize, opset_used, diff, str(source))
+    card = build_model_card(tmp, export=info, model_name=default_model_name(source, info), model_ref=model_ref)
+    write_model_card(tmp, card)
+    return diff
+
+
+def export_onnx(
+    model_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    quantize: str | None = None,
+    opset: int | None = None,
+    overwrite: bool = False,
+    max_fp32_diff: float = 1e-4,
+) -> ExportResult:
+    """Write an ONNX model folder next to (or at ``out_dir``) a goemo model folder.
+
+    A fp32 export whose probabilities differ from PyTorch's by more than ``max_fp32_diff``
+    on the probe texts is refused (nothing is written): that would be an exporter bug, and
+    serving it would silently change predictions.
+
+    >>> export_onnx("runs/goemo/best", "models/goemo-onnx")            # doctest: +SKIP
+    ExportResult(path=PosixPath('models/goemo-onnx'), ..., max_abs_prob_diff=3.1e-07, ...)
+    """
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise ConfigError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE_CHOICES)} or none")
+    _import_onnx_tools()
+    model_dir = Path(model_dir)
+    check_exportable(model_dir)
+    out = Path(out_dir) if out_dir is not None else default_output(model_dir, quantize)
+    if out.resolve() == model_dir.resolve():
+        raise ConfigError("the export folder must differ from the model folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunFolderError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    start = time.perf_counter()
+    model, tokenizer = load_source(model_dir)
+    with atomic_directory(out) as tmp:
+        work = Path(tempfile.mkdtemp(prefix="goemo-export-"))
+        try:
+            graphs = build_graphs(
+                model, tokenizer, work, opset=opset, max_fp32_diff=max_fp32_diff, int8=quantize == "int8", target=out
+            )
+            graph = graphs.int8 if graphs.int8 is not None else graphs.fp32
+            diff = write_export_folder(
+                tmp,
+                graph,
+                model,
+                tokenizer,
+                source=model_dir,
+                quantize=quantize,
+                diff=None if quantize else graphs.fp32_diff,
+                model_ref=str(out),
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    onnx_path = out / ONNX_FILE
+    return ExportResult(out, onnx_path, quantize, onnx_path.stat().st_size, diff, time.perf_counter() - start)
