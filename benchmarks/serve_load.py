@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from goemo.data.io import load_split
-from goemo.serve import load_for_serving
+from goemo.serve import default_num_threads, load_for_serving
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -350,16 +350,27 @@ def run_server(run: ServerRun, port: int, texts: list[str], args: argparse.Names
 
 
 def predictor_alone(model: Path, texts: list[str], seconds: float, batch: int = 64) -> tuple[float, str]:
-    """(c): texts/s of the predictor `goemo serve` runs, labelling ``texts`` in batches, no HTTP."""
-    clf = load_for_serving(model)
-    clf.predict_proba(texts[:batch])  # warm-up
-    done, i, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        chunk = [texts[(i + j) % len(texts)] for j in range(batch)]
-        i += batch
-        clf.predict_proba(chunk)
-        done += batch
-    return done / (time.perf_counter() - start), clf.describe()
+    """(c): texts/s of the predictor `goemo serve` runs, labelling ``texts`` in batches, no HTTP.
+
+    The ceiling is the predictor's best on this machine in one process: measured with the
+    threads one server worker gets by default and with every core, the faster counts (on a
+    2-core CPU, `goemo serve` runs 2 workers of 1 thread, and 1 thread per process is not
+    what one process alone could do).
+    """
+    best: tuple[float, str] = (0.0, "")
+    for threads in sorted({default_num_threads(1), os.cpu_count() or 1}):
+        clf = load_for_serving(model, num_threads=threads)
+        clf.predict_proba(texts[:batch])  # warm-up
+        done, i, start = 0, 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 2:
+            chunk = [texts[(i + j) % len(texts)] for j in range(batch)]
+            i += batch
+            clf.predict_proba(chunk)
+            done += batch
+        tps = done / (time.perf_counter() - start)
+        print(f"(c) the predictor alone, {clf.describe()}: {tps:.1f} texts/s", file=sys.stderr)
+        best = max(best, (tps, clf.describe()))
+    return best
 
 
 # ---------------------------------------------------------------- report

@@ -173,7 +173,7 @@ def test_a_failed_export_falls_back_to_torch(model_copy: Path, monkeypatch: pyte
 
 
 def test_on_a_gpu_torch_in_bf16(model_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fastest, "_cuda_available", lambda: True)
+    monkeypatch.setattr(fastest, "cuda_available", lambda: True)
     choice = choose_fastest(ModelFolder.open(model_copy), "auto")
     assert (choice.backend, choice.device, choice.precision) == ("torch", "cuda", "auto")  # auto: bf16 on CUDA
     assert "bf16" in choice.note and choice.export is None

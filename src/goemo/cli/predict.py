@@ -262,8 +262,12 @@ def serve_command(
         help="CPU threads for the model of each worker (default: all cores but one with one worker, "
         "cores / workers with several).",
     ),
-    workers: int = Opt(
-        1, min=1, max=256, help="Server processes sharing the port, each with its own model (for many-core machines)."
+    workers: Optional[int] = Opt(
+        None,
+        min=1,
+        max=256,
+        help="Server processes sharing the port, each with its own model (default: one per CPU core, at most 4; "
+        "one on a GPU).",
     ),
     max_batch: int = Opt(64, min=1, help="Most texts merged into one model call (1 turns micro-batching off)."),
     max_wait_ms: float = Opt(

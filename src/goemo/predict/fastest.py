@@ -98,7 +98,7 @@ def missing_onnx_tools() -> list[str]:
     return [m for m in ONNX_TOOLS if importlib.util.find_spec(m) is None]
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
     """Whether torch sees a CUDA GPU; without an NVIDIA driver on the machine, answered without importing torch.
 
     Importing torch costs seconds and hundreds of MiB per process, which a server worker running
@@ -144,7 +144,7 @@ def choose_fastest(
         return BackendChoice("onnx", folder, device, precision, "the folder is an ONNX export")
     if precision != "auto":
         return BackendChoice("torch", folder, device, precision, f"precision {precision} asked for")
-    if device.startswith(("cuda", "mps")) or (device == "auto" and _cuda_available()):
+    if device.startswith(("cuda", "mps")) or (device == "auto" and cuda_available()):
         where = "cuda" if device == "auto" else device
         note = "a CUDA GPU: torch in bf16" if where.startswith("cuda") else f"device {where}: torch"
         return BackendChoice("torch", folder, where, "auto", note)
