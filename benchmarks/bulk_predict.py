@@ -12,7 +12,9 @@ training texts (ids ``<goemotions id>-<cycle>``, unique), then measures:
     sampled from ``/proc/PID/status`` (VmRSS) every 0.5 s: after the warm-up (the first sample
     once the output holds 5% of its final size) and the peak after it;
 
-and prints (b)/(c) (target >= 0.90) and the RSS growth (target < 100 MB). It checks that the
+and prints (b)/(c) (target >= 0.90) and the RSS growth (target < 100 MB). Beside them, (s):
+``predict_records`` in one process on the sample with its two schedules (stages in turn in
+one thread, and overlapped in threads), the measurement behind the CPU's default. It checks that the
 output has every id, in input order. Then the resume check, on the first ``--resume-texts``
 texts: a job is started, killed with SIGKILL part way (once ~40% of its records are out),
 the file is checked to hold only whole records (bar a torn last line), the same command is
@@ -32,7 +34,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -43,21 +44,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, find_data, machine, rss_mb
+
 DEFAULT_MODEL = REPO / "runs" / "reproduce" / "best"
 _LABELLED = re.compile(r"([\d,]+) texts labelled in ([\d.]+)s")
-
-
-def find_data(data_dir: str | None) -> Path:
-    for d in [
-        data_dir,
-        os.environ.get("GOEMO_SHARED_DATA"),
-        REPO.parent / "shared" / "goemotions",
-        REPO / "data" / "goemotions",
-    ]:
-        if d and (Path(d) / "train.tsv").is_file():
-            return Path(d)
-    sys.exit("GoEmotions data not found: give --data-dir (a folder with train.tsv)")
 
 
 def build_input(path: Path, data_dir: Path, n: int) -> None:
@@ -72,29 +62,32 @@ def build_input(path: Path, data_dir: Path, n: int) -> None:
             f.write(json.dumps({"id": f"{rid}-{i // len(pairs)}", "text": text}, ensure_ascii=False) + "\n")
 
 
-def build_tiny_model(folder: Path) -> Path:
-    """A tiny random BERT classifier (no training: speed does not depend on it)."""
+def build_tiny_model(folder: Path, data_dir: Path) -> Path:
+    """A tiny random BERT classifier (no training: speed does not depend on it).
+
+    Its threshold is set so that it gives as many labels per text as GoEmotions' annotators
+    (about 1.2): a random head's probabilities all sit near 0.5, and a fixed threshold would
+    give every text all 28 labels or none, an output size no trained model writes.
+    """
+    import numpy as np
     import torch
 
+    from goemo.data.io import load_goemotions
     from goemo.data.taxonomy import load_taxonomy
     from goemo.models.modeling import TINY_MODEL, build_model, load_tokenizer, save_model
+    from goemo.predict.classifier import EmotionClassifier
 
     names = list(load_taxonomy("goemotions").labels)
     torch.manual_seed(0)
     model = build_model(TINY_MODEL, names).eval()
-    meta = {"label_names": names, "max_length": 64, "thresholds": {"global": 0.3, "per_label": None}}
+    meta = {"label_names": names, "max_length": 64, "thresholds": {"global": 0.5, "per_label": None}}
+    save_model(model, load_tokenizer(TINY_MODEL), folder, meta)
+    dev = load_goemotions(data_dir)["dev"]
+    per_text = float(dev.labels.sum()) / len(dev.texts)
+    probs = EmotionClassifier.load(folder, backend="torch").predict_proba(dev.texts[:2000])
+    meta["thresholds"]["global"] = float(np.quantile(probs, 1 - per_text / len(names)))
     save_model(model, load_tokenizer(TINY_MODEL), folder, meta)
     return folder
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def predictor_alone(model: str, backend: str, sample: list[str], num_threads: int | None) -> dict[str, Any]:
@@ -107,6 +100,43 @@ def predictor_alone(model: str, backend: str, sample: list[str], num_threads: in
     clf.predict_proba(sample)
     seconds = time.perf_counter() - start
     return {"texts": len(sample), "seconds": seconds, "texts_per_s": len(sample) / seconds, **clf.settings}
+
+
+class _NullStream:
+    """A sink that keeps nothing: the schedules are timed without the disk."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def schedules(model: str, backend: str, src: Path, sample: int, num_threads: int | None) -> dict[str, float]:
+    """texts/s of `predict_records` on the first ``sample`` records, stages in turn vs overlapped in threads.
+
+    Side by side in one process, same model and records, written to a null stream: the
+    measurement behind the choice of `goemo.predict.stream` (in turn on a CPU).
+    """
+    import itertools
+
+    from goemo.data.records import read_records
+    from goemo.predict.classifier import EmotionClassifier
+    from goemo.predict.prediction_writer import PredictionWriter
+    from goemo.predict.stream import predict_records
+
+    clf = EmotionClassifier.load(model, backend=backend, num_threads=num_threads)  # type: ignore[arg-type]
+    out: dict[str, float] = {}
+    for _ in range(2):  # twice, alternating, so that a drift in the machine's speed shows
+        for overlap in (False, True):
+            records = itertools.islice(read_records(src, "text", "id"), sample)
+            writer = PredictionWriter(_NullStream(), "jsonl", clf.label_names)
+            start = time.perf_counter()
+            n = predict_records(clf, records, writer, overlap=overlap)
+            rate = n / (time.perf_counter() - start)
+            key = "overlapped" if overlap else "in_turn"
+            out[key] = max(out.get(key, 0.0), rate)
+    return out
 
 
 def predict_cmd(model: str, backend: str, src: Path, out: Path, num_threads: int | None) -> list[str]:
@@ -125,7 +155,7 @@ def bulk_run(cmd: list[str], out: Path) -> dict[str, Any]:
     reader.start()
     while proc.poll() is None:
         rss = rss_mb(proc.pid)
-        if rss is not None:
+        if rss == rss:  # not NaN: the process is still there
             samples.append((time.perf_counter() - start, rss, out.stat().st_size if out.exists() else 0))
         time.sleep(0.5)
     reader.join()
@@ -201,11 +231,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--texts", type=int, default=1_000_000)
     ap.add_argument("--sample", type=int, default=50_000, help="texts for (c), the predictor alone")
+    ap.add_argument("--schedule-texts", type=int, default=20_000, help="texts for (s), each schedule, twice")
     ap.add_argument(
         "--resume-texts", type=int, default=None, help="texts for the resume check (default min(texts, 50,000))"
     )
     ap.add_argument("--model", default=None, help="model folder, or 'tiny' (default: runs/reproduce/best, else tiny)")
-    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--backend", default="fastest", help="as goemo predict's (default: fastest, its default)")
     ap.add_argument("--num-threads", type=int, default=None)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--work-dir", default=None, help="where the big files go (default: a temporary folder)")
@@ -218,7 +249,7 @@ def main() -> None:
         model = args.model or (str(DEFAULT_MODEL) if DEFAULT_MODEL.is_dir() else "tiny")
         model_name = model
         if model == "tiny":
-            model = str(build_tiny_model(work / "tiny-model"))
+            model = str(build_tiny_model(work / "tiny-model", data_dir))
         src = work / "texts.jsonl"
         t0 = time.perf_counter()
         build_input(src, data_dir, args.texts)
@@ -232,6 +263,12 @@ def main() -> None:
         alone = predictor_alone(model, args.backend, sample, args.num_threads)
         print(
             f"(c) predictor alone: {alone['texts_per_s']:,.0f} texts/s on {alone['texts']:,} texts ({alone['backend']}, {alone['precision']})"
+        )
+
+        sched = schedules(model, args.backend, src, args.schedule_texts, args.num_threads)
+        print(
+            f"(s) stages in one thread: {sched['in_turn']:,.0f} texts/s; overlapped in threads: "
+            f"{sched['overlapped']:,.0f} texts/s (best of 2 each, {args.schedule_texts:,} records, no disk)"
         )
 
         out = work / "labels.jsonl"
@@ -259,19 +296,19 @@ def main() -> None:
             f"of {resume['texts']:,}; rerun: {resume['rerun_said']!r}; equal to a clean run: {resume['equal_to_clean_run']}"
         )
         load_after = os.getloadavg()[0]
-        print(f"1-minute load average {load_before:.1f} before, {load_after:.1f} after ({os.cpu_count()} cores)")
+        print(f"Machine: {machine()}. 1-minute load average {load_before:.1f} before, {load_after:.1f} after")
 
     result = {
         "date": dt.datetime.now().isoformat(timespec="minutes"),
         "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
+            "machine": machine(),
             "load_before": load_before,
             "load_after": load_after,
         },
         "model": model_name,
         "texts": args.texts,
         "predictor_alone": alone,
+        "schedules": sched,
         "bulk": bulk,
         "ratio": ratio,
         "resume": resume,

@@ -34,10 +34,8 @@ import datetime as dt
 import http.client
 import json
 import os
-import platform
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,11 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common import HOST, REPO, free_port, machine, rss_mb
 from goemo.data.io import load_split
 from goemo.serve import default_num_threads, load_for_serving
 
-REPO = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
 MAX_REQUESTS_PER_LEVEL = 1_000_000  # a hard bound besides the duration
 REQUEST_TIMEOUT_S = 60.0
 MAX_RESPONSE_BYTES = 10_000_000
@@ -151,40 +148,6 @@ def load_texts(path: Path | None, n: int = 2000) -> list[str]:
         if candidate is not None and candidate.is_file():
             return [t for t in load_split(candidate).texts[:n] if t.strip()]
     return FALLBACK_TEXTS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its children, in MiB (/proc; psutil when installed)."""
-    try:
-        import psutil  # noqa: PLC0415  (optional: /proc without it)
-
-        proc = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
-    except ImportError:
-        pass
-    except Exception:  # the process is gone
-        return float("nan")
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
-    total = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total / 2**20
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -329,7 +292,7 @@ def run_server(run: ServerRun, port: int, texts: list[str], args: argparse.Names
     try:
         wait_ready(proc, port, args.start_timeout)
         asyncio.run(drive(run.name, port, texts, 8, args.warmup))  # warm-up: lazy initialisation, allocator pools
-        run.rss_after_warmup_mb = rss_mb(proc.pid)
+        run.rss_after_warmup_mb = rss_mb(proc.pid, children=True)
         for clients in args.clients:
             level = asyncio.run(drive(run.name, port, texts, clients, args.seconds))
             run.levels.append(level)
@@ -338,7 +301,7 @@ def run_server(run: ServerRun, port: int, texts: list[str], args: argparse.Names
                 f"p99 {level.p99_ms:7.1f} ms  errors {level.errors}",
                 file=sys.stderr,
             )
-        run.rss_end_mb = rss_mb(proc.pid)
+        run.rss_end_mb = rss_mb(proc.pid, children=True)
         run.health = health(port)
     finally:
         stop(proc)
@@ -421,21 +384,6 @@ def targets(ratio_rows: list[dict], runs: list[ServerRun], at: int = 32) -> list
         (f"(b) no errors: {b_errors}", b_errors == 0),
         (f"(b) RSS growth after warm-up < 50 MB: {goemo.rss_growth_mb:+.1f} MB", goemo.rss_growth_mb < 50),
     ]
-
-
-def machine() -> str:
-    try:
-        model = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            platform.processor(),
-        )
-    except OSError:
-        model = platform.processor()
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:

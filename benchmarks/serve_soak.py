@@ -31,10 +31,8 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import platform
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,10 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from goemo.training.resources import cpu_model
+from common import HOST, REPO, free_port, machine, rss_mb
 
-REPO = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
 FALLBACK_TEXTS = [
     "Thank you so much, this made my day!",
     "I can't believe they cancelled the show. So disappointed.",
@@ -98,19 +94,6 @@ class Tally:
 
     def unexpected(self) -> dict[str, Counter]:
         return {k: Counter({s: n for s, n in c.items() if s not in EXPECTED[k]}) for k, c in self.statuses.items()}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def load_texts(data_dir: Path, n: int = 2000) -> list[str]:
@@ -283,10 +266,6 @@ async def soak(port: int, pid: int, texts: list[str], args: argparse.Namespace) 
     rss["end"] = rss_mb(pid)
     rss["max"] = max(rss_samples + [rss["end"]])
     return {"tally": tally, "seconds": elapsed, "windows": windows, "rss": rss, "health": health}
-
-
-def machine() -> str:
-    return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def report(result: dict, args: argparse.Namespace, model_desc: str, tracebacks: int) -> tuple[str, bool]:

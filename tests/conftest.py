@@ -37,15 +37,11 @@ def small_splits(goemotions_splits):
     }
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """``best/`` of a tiny run trained once per session (~10 s): for predict, serve and export tests."""
+def _tiny_run_config(root: Path, data: Path, **changes):
     from goemo.core.config import TrainConfig
-    from goemo.training.loop import train
 
-    root = tmp_path_factory.mktemp("tiny-model")
-    config = TrainConfig(
-        data_dir=str(shared_data),
+    settings = dict(
+        data_dir=str(data),
         model="tiny-random-bert",
         epochs=1,
         lr=1e-3,
@@ -57,7 +53,23 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) 
         cache_dir=str(root / "cache"),
         precision="fp32",
     )
-    return Path(train(config).best_dir)
+    return TrainConfig(**(settings | changes))
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config(shared_data: Path):
+    """``make(root, **changes)``: the TrainConfig of the session's tiny model (`tiny_model_dir`)
+    under ``root``, with ``changes``, for tests that train another run like it (a second seed,
+    bf16)."""
+    return lambda root, **changes: _tiny_run_config(root, shared_data, **changes)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """``best/`` of a tiny run trained once per session (~10 s): for predict, serve and export tests."""
+    from goemo.training.loop import train
+
+    return Path(train(_tiny_run_config(tmp_path_factory.mktemp("tiny-model"), shared_data)).best_dir)
 
 
 @pytest.fixture()
@@ -124,3 +136,11 @@ def go_emotions_dataset(tmp_path_factory: pytest.TempPathFactory, goemotions_spl
     path = tmp_path_factory.mktemp("hf-datasets") / "go_emotions_simplified"
     datasets.DatasetDict(parts).save_to_disk(str(path))
     return path, rows
+
+
+@pytest.fixture(scope="session")
+def tiny_clf(tiny_model_dir: Path):
+    """The tiny model loaded once, torch on the CPU: for tests of what runs around a model."""
+    from goemo.predict.classifier import EmotionClassifier
+
+    return EmotionClassifier.load(tiny_model_dir, backend="torch", device="cpu")

@@ -1,4 +1,4 @@
-"""Bulk labelling (`goemo.predict.files`): order and ids, resume, refusals, shards and their merge, bounded chunks."""
+"""Bulk labelling (`goemo.predict.files`, `.progress`, `.shards`): order and ids, resume, refusals, shards and their merge, kill -9."""
 
 from __future__ import annotations
 
@@ -10,37 +10,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from goemo.cli import app
 from goemo.core.errors import ConfigError, RunFolderError
-from goemo.data.records import Record
-from goemo.predict import files
 from goemo.predict.classifier import EmotionClassifier
-from goemo.predict.files import (
-    PREFETCH,
-    PredictionWriter,
-    merge_predictions,
-    parse_shard,
-    predict_file,
-    predict_records,
-    progress_path,
-    shard_path,
-    shard_range,
-)
+from goemo.predict.files import predict_file
+from goemo.predict.progress import progress_path
+from goemo.predict.shards import merge_predictions, parse_shard, shard_path, shard_range
+from goemo.predict.stream import DEFAULT_CHUNK
 
 CHUNK = 4
 N_TEXTS = 30
 
 
 @pytest.fixture(scope="module")
-def clf(tiny_model_dir: Path) -> EmotionClassifier:
-    return EmotionClassifier.load(tiny_model_dir, backend="torch", device="cpu")
+def clf(tiny_clf: EmotionClassifier) -> EmotionClassifier:
+    return tiny_clf
 
 
 def texts(n: int = N_TEXTS) -> list[str]:
@@ -106,20 +95,6 @@ def test_order_and_ids_are_the_inputs(clf: EmotionClassifier, tmp_path: Path, su
     assert label_sets(rows) == [[d["label"] for d in p] for p in clf.predict(items, top_k=2)]
     doc = progress_of(out)
     assert doc["complete"] is True and doc["records"] == len(items) and doc["bytes"] == out.stat().st_size
-
-
-def test_vectorised_decisions_equal_the_classifiers(clf: EmotionClassifier) -> None:
-    probs = clf.predict_proba(texts())
-    probs[0, :3] = probs[0, 5]  # ties: the lower index first, as predict_from_proba
-    cases: list[dict[str, Any]] = [{}, {"top_k": 3}, {"threshold": 0.4}, {"top_k": 2, "threshold": 0.1}]
-    for options in [*cases, {"taxonomy": "ekman"}, {"taxonomy": "sentiment", "top_k": 1}]:
-        expected = clf.predict_from_proba(probs, **options)
-        scores, chosen = files.decide_chunk(clf, probs, **options)
-        names = clf.label_names_for(options.get("taxonomy"))
-        assert [[names[j] for j in row] for row in chosen] == [[d["label"] for d in row] for row in expected]
-        assert [[float(scores[i, j]) for j in row] for i, row in enumerate(chosen)] == [
-            [d["score"] for d in row] for row in expected
-        ]
 
 
 def test_an_empty_input_gives_an_empty_complete_output(clf: EmotionClassifier, tmp_path: Path) -> None:
@@ -302,39 +277,6 @@ def test_array_tasks_then_merge_through_the_cli(tiny_model_dir: Path, tmp_path: 
     assert bad.exit_code == 1 and bad.stderr == "goemo: error: --shard 4/3: expected K/N with 1 <= K <= N\n"
 
 
-# ----------------------------------------------------------------------------- bounded memory, by structure
-
-
-def test_the_pipeline_holds_a_bounded_number_of_chunks(clf: EmotionClassifier) -> None:
-    read = 0
-
-    def counting() -> Iterator[Record]:
-        nonlocal read
-        for i in range(400):
-            read += 1
-            yield Record(str(i + 1), f"text {i}")
-
-    class Stream:
-        def __init__(self) -> None:
-            self.written = 0
-            self.ahead: list[int] = []
-
-        def write(self, text: str) -> None:
-            self.ahead.append(read - self.written)  # read from the input, not yet written
-            self.written += text.count("\n")
-
-        def flush(self) -> None:
-            pass
-
-    stream = Stream()
-    writer = PredictionWriter(stream, "jsonl", clf.label_names)
-    assert predict_records(clf, counting(), writer, chunk_size=2, prefetch=PREFETCH) == 400
-    assert stream.written == 400 and len(stream.ahead) == 200
-    # the chunk being written, PREFETCH queued for writing, one at the model, PREFETCH
-    # queued for it and one being read: never the whole input
-    assert max(stream.ahead) <= (2 * PREFETCH + 3) * 2
-
-
 # ----------------------------------------------------------------------------- a real kill
 
 
@@ -351,7 +293,7 @@ def test_kill_9_mid_output_leaves_whole_records_and_the_rerun_completes_it(
     try:
         deadline = time.monotonic() + 600
         while proc.poll() is None and time.monotonic() < deadline:
-            if out.exists() and out.read_bytes().count(b"\n") > files.DEFAULT_CHUNK:  # a whole chunk and more
+            if out.exists() and out.read_bytes().count(b"\n") > DEFAULT_CHUNK:  # a whole chunk and more
                 break
             time.sleep(0.01)
     finally:

@@ -17,7 +17,6 @@ from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from goemo.cli import app
-from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError, ThresholdLeakError
 from goemo.core.thresholds import binarize
 from goemo.evaluation.ensemble import evaluate_ensemble, write_ensemble
@@ -43,25 +42,12 @@ def data_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 @pytest.fixture(scope="module")
-def members(tiny_model_dir: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def members(tiny_model_dir: Path, tiny_run_config, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The session's tiny run and a second one trained with another seed."""
     root = tmp_path_factory.mktemp("ens-members")
     first = root / "a"
     shutil.copytree(tiny_model_dir.parent, first, ignore=shutil.ignore_patterns("last", "predictions"))
-    config = TrainConfig(
-        data_dir=str(shared_data),
-        model="tiny-random-bert",
-        epochs=1,
-        lr=1e-3,
-        batch_size=32,
-        max_length=48,
-        max_train_samples=400,
-        max_eval_samples=100,
-        output=str(root / "b"),
-        cache_dir=str(root / "cache"),
-        precision="fp32",
-        seed=7,
-    )
+    config = tiny_run_config(root, output=str(root / "b"), seed=7)
     return [first / "best", Path(train(config).best_dir)]
 
 

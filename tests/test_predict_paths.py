@@ -19,7 +19,6 @@ import pytest
 from typer.testing import CliRunner
 
 from goemo.cli import app
-from goemo.core.config import TrainConfig
 from goemo.core.folder import ModelFolder
 from goemo.data.io import load_goemotions
 from goemo.evaluation.evaluate import evaluate
@@ -32,23 +31,11 @@ SEED = 7
 
 
 @pytest.fixture(scope="module")
-def bf16_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+def bf16_run(tmp_path_factory: pytest.TempPathFactory, tiny_run_config) -> Path:
     """A tiny run trained under bf16 autocast: its cached dev probabilities are bf16 ones."""
     root = tmp_path_factory.mktemp("bf16-run")
-    config = TrainConfig(
-        data_dir=str(shared_data),
-        model="tiny-random-bert",
-        epochs=1,
-        lr=1e-3,
-        batch_size=32,
-        max_length=48,
-        max_train_samples=300,
-        max_eval_samples=120,
-        eval_batch_size=16,
-        output=str(root / "run"),
-        cache_dir=str(root / "cache"),
-        precision="bf16",
-        seed=SEED,
+    config = tiny_run_config(
+        root, max_train_samples=300, max_eval_samples=120, eval_batch_size=16, precision="bf16", seed=SEED
     )
     return Path(train(config).best_dir)
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.core.config import TrainConfig, save_config
 from goemo.core.errors import RunFolderError
-from goemo.core.run_folder import LOCK_FILE, RunFolder, RunLock
+from goemo.core.run_folder import LOCK_FILE, STATE_FILE, TRAINER_STATE_FILE, WEIGHTS_FILE, RunFolder, RunLock
 
 PY = sys.executable
 
@@ -270,6 +270,22 @@ def test_only_a_trained_run_occupies_its_folder(tmp_path, leftovers, occupied) -
     else:
         assert run.prepare(TrainConfig(output=str(run.path))) is None
         assert not run.metrics_path.exists()  # the failed attempt's records go; the new run writes its own
+
+
+def test_other_processes_follow_the_main_process_decision(tmp_path) -> None:
+    """With several processes the main one prepares first and then writes the new run's files;
+    another process checking the folder after it must not take them for another run (a race
+    that failed the two-process test under load)."""
+    run = RunFolder(tmp_path / "run")
+    (run.path / "best").mkdir(parents=True)
+    (run.path / "best" / "goemo.json").write_text("{}")  # what the main process may be writing already
+    assert run.prepare(TrainConfig(output=str(run.path)), is_main=False) is None
+    assert run.prepare(TrainConfig(output=str(run.path), resume=True), is_main=False) is None  # no checkpoint
+    run.last_dir.mkdir()
+    for name in (WEIGHTS_FILE, STATE_FILE, TRAINER_STATE_FILE):
+        (run.last_dir / name).write_text("{}")
+    assert run.prepare(TrainConfig(output=str(run.path), resume=True), is_main=False) == run.last_dir
+    assert (run.path / "best" / "goemo.json").exists()  # only the main process tidies
 
 
 RESTART = "previous attempt stopped before its first checkpoint; starting again"

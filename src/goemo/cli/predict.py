@@ -86,14 +86,10 @@ def predict_command(
     """
     from goemo.data.records import Record
     from goemo.predict.classifier import EmotionClassifier  # numpy, and torch or onnxruntime when loaded
-    from goemo.predict.files import (
-        PredictionWriter,
-        output_format,
-        parse_shard,
-        predict_file,
-        predict_records,
-        write_predictions,
-    )
+    from goemo.predict.files import predict_file, write_predictions
+    from goemo.predict.prediction_writer import PredictionWriter, output_format
+    from goemo.predict.shards import parse_shard
+    from goemo.predict.stream import predict_records
 
     if texts and input_file is not None:
         raise ConfigError("give texts as arguments or --input FILE, not both")
@@ -177,7 +173,7 @@ def merge_predictions_command(
     job, else one line names the first missing or incomplete shard (rerun its array task: it
     resumes). OUT appears whole or not at all; running it again after a merge does nothing.
     """
-    from goemo.predict.files import merge_predictions
+    from goemo.predict.shards import merge_predictions
 
     result = merge_predictions(output, shards, remove_shards=remove_shards, overwrite=overwrite)
     removed = f"; removed {result.removed} shard files" if result.removed else ""

@@ -247,28 +247,29 @@ class RunFolder:
         """
         if config.resume and config.overwrite:
             raise RunFolderError("--resume and --overwrite contradict each other; choose one")
-        if is_main:
-            remove_stale_temps_in(self.path)
+        if not is_main:
+            # The main process has decided (it ran first) and may already be writing the new
+            # run's config.yaml: checking the folder again here would race with it and could
+            # find "another run". Its checkpoint, checked there, is untouched until all step.
+            return self.last_dir if config.resume and self.has_checkpoint() else None
+        remove_stale_temps_in(self.path)
         if not self.is_occupied():
-            if is_main:
-                self._note_restart(config)
-                self._forget_untrained()
-                self.path.mkdir(parents=True, exist_ok=True)
+            self._note_restart(config)
+            self._forget_untrained()
+            self.path.mkdir(parents=True, exist_ok=True)
             return None
         if config.resume:
             if not self.has_checkpoint():
                 log.info("%s has no checkpoint yet: starting from the beginning", self.path)
-                if is_main:
-                    self._forget_untrained()
+                self._forget_untrained()
                 return None
             self._check_same_run(config)
             self.check_checkpoint()
             return self.last_dir
         if config.overwrite:
-            if is_main:
-                for child in self.path.iterdir():
-                    if child.name != LOCK_FILE:
-                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            for child in self.path.iterdir():
+                if child.name != LOCK_FILE:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             return None
         raise RunFolderError(
             f"output folder {self.path} already holds a run; pass --resume to continue it, "

@@ -1,0 +1,219 @@
+"""Labelling a stream of records chunk by chunk, in input order, with bounded memory.
+
+On an accelerator three stages overlap, as a pipeline: a reader thread reads, checks and
+tokenises the next chunks of texts while the calling thread runs the model on the current
+one, and a writer thread decides the labels of the previous one, formats it and appends it;
+the CPU is free while the device computes, so the reading and writing cost (almost) nothing.
+On a CPU the model keeps every core busy and the stages run in turn in one thread: threads
+beside it only contend for the cores and the GIL (docs/benchmarks.md, "Bulk labelling").
+Either way memory is bounded by the chunk size (the queues hold at most ``PREFETCH`` chunks
+each), whatever the size of the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from goemo.core.errors import ConfigError
+from goemo.core.thresholds import sigmoid
+from goemo.data.records import Record, check_texts
+from goemo.predict.classifier import EmotionClassifier
+from goemo.predict.prediction_writer import PredictionWriter, decide_chunk
+
+# A chunk of a streamed file: large enough that length-sorted batches inside it pad almost as
+# little as a sort of the whole file would, small enough that memory stays flat and that a
+# resume relabels little (at most one chunk).
+DEFAULT_CHUNK = 4096
+# Chunks queued between two stages of the pipeline: enough to hide a slow read or write,
+# few enough that memory stays a few chunks' worth.
+PREFETCH = 2
+
+
+def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    it = iter(records)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _background(items: Iterator[Any], depth: int, name: str) -> Iterator[Any]:
+    """Iterate ``items`` in a thread, at most ``depth`` items ahead; its exceptions are raised here.
+
+    Closing the returned generator (or an exception in the consumer) stops the thread at the
+    next item and closes ``items`` there, so an open input file is closed too.
+    """
+    q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                q.put(item, timeout=0.1)
+                return True
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as e:  # handed to the consumer, which raises it
+            put((False, e))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10)  # a reader blocked on stdin is a daemon: left behind
+
+
+class _BackgroundWriter:
+    """Runs ``write(item)`` for each item put, in order, in a thread, at most ``depth`` items behind."""
+
+    def __init__(self, write: Callable[[Any], None], depth: int) -> None:
+        self._write = write
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._abort = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="goemo-predict-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._abort.is_set():
+                return
+            try:
+                self._write(item)
+            except BaseException as e:  # raised in the caller at its next put or close
+                self._error = e
+                return
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item: Any) -> None:
+        while True:
+            self._check()
+            with contextlib.suppress(queue.Full):
+                self._queue.put(item, timeout=0.1)
+                return
+
+    def close(self) -> None:
+        """Wait until everything put is written; raise the writer's error, if any."""
+        self.put(None)
+        self._thread.join()
+        self._check()
+
+    def abort(self) -> None:
+        """Stop after the write in progress (a write is whole chunks: the output stays whole)."""
+        self._abort.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._thread.join()
+
+
+def _encoded_chunks(clf: EmotionClassifier, records: Iterable[Record], size: int) -> Iterator[tuple[list[Record], Any]]:
+    """Chunks of records with their token ids (None for a backend that takes texts)."""
+    takes_tokens = clf.tokenizer is not None
+    for chunk in _chunks(records, size):
+        texts = check_texts([r.text for r in chunk])
+        yield chunk, (clf.encode(texts) if takes_tokens and texts else None)
+
+
+def _probabilities(clf: EmotionClassifier, chunk: list[Record], encoded: Any) -> np.ndarray:
+    """The model's probabilities for one chunk (``encoded``: its token ids, or None: texts)."""
+    if encoded is not None:
+        logits = clf.logits_for_encoded(encoded)
+    else:
+        logits = clf.predict_logits([r.text for r in chunk])
+    return sigmoid(logits).astype(np.float32)
+
+
+def predict_records(
+    clf: EmotionClassifier,
+    records: Iterable[Record],
+    writer: PredictionWriter,
+    *,
+    top_k: int | None = None,
+    threshold: float | None = None,
+    taxonomy: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: Any = None,
+    prefetch: int = PREFETCH,
+    overlap: bool | None = None,
+) -> int:
+    """Label a stream of records chunk by chunk, writing each chunk in input order; returns the count.
+
+    With ``overlap`` (the default when the model runs on an accelerator), reading and
+    tokenising (a thread ahead), the model (this thread) and deciding, formatting and writing
+    (a thread behind) overlap; each queue holds at most ``prefetch`` chunks, so at most
+    ``2 * prefetch + 3`` chunks are in memory at once. On a CPU the model already keeps every
+    core busy, and threads beside it only contend for the cores and the GIL (measured in
+    docs/benchmarks.md, "Bulk labelling"), so the stages run one after another in this thread.
+
+    >>> n = predict_records(clf, read_records("in.txt"), PredictionWriter(sys.stdout, "jsonl", clf.label_names))  # doctest: +SKIP
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ConfigError(f"chunk_size={chunk_size}: expected an integer >= 1")
+    clf.predict_from_proba(np.zeros((0, clf.num_labels), np.float32), top_k, threshold, taxonomy)  # checks them
+
+    def write(item: tuple[list[Record], np.ndarray]) -> None:
+        chunk, probs = item
+        scores, chosen = decide_chunk(clf, probs, top_k=top_k, threshold=threshold, taxonomy=taxonomy)
+        writer.write_chunk(chunk, scores, chosen)
+        if progress is not None:
+            progress.update(len(chunk))
+
+    count = 0
+    if overlap is None:
+        overlap = clf.settings["device"] != "cpu"
+    if not overlap:
+        for chunk, encoded in _encoded_chunks(clf, records, chunk_size):
+            write((chunk, _probabilities(clf, chunk, encoded)))
+            count += len(chunk)
+        writer.finish()
+        return count
+    chunks = _background(_encoded_chunks(clf, records, chunk_size), prefetch, "goemo-predict-read")
+    sink = _BackgroundWriter(write, prefetch)
+    try:
+        for chunk, encoded in chunks:
+            sink.put((chunk, _probabilities(clf, chunk, encoded)))
+            count += len(chunk)
+        sink.close()
+    except Exception:
+        # A bad row (or a model error) midway: what was labelled before it is written, so
+        # the output ends with the last whole chunk before the problem, whatever the timing.
+        with contextlib.suppress(Exception):
+            sink.close()
+        raise
+    except BaseException:  # Ctrl-C: stop at once, after the write in progress
+        sink.abort()
+        raise
+    finally:
+        chunks.close()  # type: ignore[attr-defined]  # a generator: stops the reader thread
+    writer.finish()
+    return count
