@@ -29,6 +29,7 @@ its tokenizer (about 45 MB).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -48,7 +49,10 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertForSequenceCl
 from goemo.core.config import TrainConfig, resolve_config
 from goemo.data.batching import LengthBucketBatches, collate, encode_split
 from goemo.data.io import load_goemotions
+from goemo.data.records import Record
 from goemo.predict.classifier import EmotionClassifier
+from goemo.predict.prediction_writer import PredictionWriter
+from goemo.predict.stream import predict_records
 from goemo.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -372,10 +376,20 @@ def predict(device: str, data_dir: Path, model_dir: str) -> dict[str, Any]:
     clf.predict_proba(test.texts)
     _sync(device)
     sec = time.perf_counter() - t0
+    # Bulk labelling's two schedules on this device (docs/benchmarks.md, "Bulk labelling"): on
+    # a GPU the reading and writing threads should hide behind the model; on a CPU they do not.
+    schedules = {}
+    for overlap in (False, True):
+        writer = PredictionWriter(io.StringIO(), "jsonl", clf.label_names)
+        records = [Record(i, t) for i, t in zip(test.ids, test.texts)]
+        t1 = time.perf_counter()
+        predict_records(clf, records, writer, overlap=overlap)
+        schedules["overlapped" if overlap else "in_turn"] = round(len(test) / (time.perf_counter() - t1), 1)
     return {
         "texts": len(test),
         "seconds": round(sec, 2),
         "texts_per_s": round(len(test) / sec, 1),
+        "bulk_texts_per_s": schedules,
         "precision": precision,
         "model": model_dir,
     }

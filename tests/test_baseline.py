@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from goemo.core.errors import ConfigError, RunFolderError
 from goemo.core.folder import ModelFolder
+from goemo.core.run_folder import RunFolder
 from goemo.data.split import Split
 from goemo.models.tfidf import ARRAYS_FILE, VOCAB_FILE, TfidfModel
 from goemo.scoring.metrics import summary, tune_thresholds
@@ -172,6 +173,20 @@ def test_evaluate_and_report(fitted, splits, shared_data):
     report = build_report(fitted.run_dir, data_dir=shared_data, max_samples=400)
     text = report.markdown.read_text()
     assert "tfidf-word+char-logreg" in text and "tuned on dev" in text and "## Training" in text
+
+
+def test_one_job_per_folder_and_overwrite_keeps_nothing_of_the_old_run(splits, tmp_path):
+    """The baseline's run folder is locked as a transformer's is: a second job fails at once."""
+    out = tmp_path / "run"
+    small = {k: s.sample(200, seed=2) for k, s in splits.items()}
+    with RunFolder(out).lock():  # another goemo job training into this folder
+        with pytest.raises(RunFolderError, match="is in use by another goemo run"):
+            fit_tfidf_baseline(TfidfConfig(output=str(out), min_df=1), dict(small))
+    assert not (out / "summary.json").exists()
+    fit_tfidf_baseline(TfidfConfig(output=str(out), min_df=1), dict(small))
+    (out / "stray.txt").write_text("from the old run")
+    fit_tfidf_baseline(TfidfConfig(output=str(out), min_df=1, overwrite=True), dict(small))
+    assert not (out / "stray.txt").exists() and (out / "best" / "goemo.json").is_file()
 
 
 def test_label_without_positives_gets_a_constant_never(tmp_path):

@@ -20,6 +20,8 @@ from goemo.core.errors import ConfigError, DataError
 from goemo.data.hf_datasets import load_hf_dataset, load_hf_split
 from goemo.data.io import load_goemotions
 from goemo.data.split import Split
+from goemo.evaluation.ensemble import evaluate_ensemble
+from goemo.evaluation.evaluate import evaluate
 from goemo.training.data import load_training_data
 
 runner = CliRunner()
@@ -273,6 +275,20 @@ def test_goemo_evaluate_on_a_dataset(trained_on_dataset) -> None:
     assert json.loads(by_default.stdout)["metrics"] == result["metrics"]
     both = runner.invoke(app, ["evaluate", "--model", str(run / "best"), "--dataset", str(path), "--data-dir", "x"])
     assert both.exit_code == 2 and "give --dataset or --data-dir, not both" in both.output
+
+
+def test_goemo_report_and_ensemble_read_the_models_dataset(trained_on_dataset, tmp_path: Path, monkeypatch) -> None:
+    """Without --data-dir, report and ensemble score the model's own training dataset, as evaluate
+    does (they used to look for data/goemotions, here absent)."""
+    path, run = trained_on_dataset
+    monkeypatch.chdir(tmp_path)  # no data/goemotions below the working directory
+    at_03 = evaluate(run / "best", "test", thresholds=0.3)
+    assert at_03.report.n_examples == 120  # the dataset's test split, by default
+    report = runner.invoke(app, ["report", str(run), "--data-analysis", str(tmp_path / "none")])
+    assert report.exit_code == 0, report.output
+    assert "(120 texts;" in report.stdout
+    members = evaluate_ensemble([run / "best"]).members
+    assert members[0]["f1_macro"] == pytest.approx(at_03.report.macro.f1)
 
 
 def test_goemo_stats_on_a_dataset(go_emotions_dataset) -> None:

@@ -22,7 +22,8 @@ httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from goemo.serve import MicroBatcher, QueueFullError, background_server, bind_socket  # noqa: E402
-from goemo.serve.app import ServeLimits, create_app  # noqa: E402
+from goemo.serve.app import create_app  # noqa: E402
+from goemo.serve.limits import ServeLimits  # noqa: E402
 
 TEXTS = [
     "Thank you so much, this made my day!",

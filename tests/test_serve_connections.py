@@ -25,8 +25,9 @@ httpx = pytest.importorskip("httpx")
 
 from goemo.core.errors import ConfigError  # noqa: E402
 from goemo.serve import background_server  # noqa: E402
-from goemo.serve.app import ServeLimits, create_app  # noqa: E402
+from goemo.serve.app import create_app  # noqa: E402
 from goemo.serve.connections import ConnectionBudget, Throttled, quiet_resource_errors, resolve_connections  # noqa: E402
+from goemo.serve.limits import ServeLimits  # noqa: E402
 
 HALF_SENT_POST = (
     b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -29,7 +29,8 @@ from schemathesis.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from goemo.serve.app import ServeLimits, create_app  # noqa: E402
+from goemo.serve.app import create_app  # noqa: E402
+from goemo.serve.limits import ServeLimits  # noqa: E402
 
 CHECKS = [
     not_a_server_error,

@@ -28,7 +28,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from goemo.core.errors import ConfigError  # noqa: E402
 from goemo.serve import background_server  # noqa: E402
-from goemo.serve.app import ServeLimits, create_app  # noqa: E402
+from goemo.serve.app import create_app  # noqa: E402
+from goemo.serve.limits import ServeLimits  # noqa: E402
 
 LOCAL = "http://127.0.0.1"
 GOOD = ["Thank you so much!", "I can't believe it.", "What? How?", "So sorry for your loss."]

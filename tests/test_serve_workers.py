@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from goemo.core.errors import GoemoError  # noqa: E402
 from goemo.serve import MicroBatcher, WorkerSpec, bind_socket, default_num_threads, load_for_serving  # noqa: E402
-from goemo.serve.app import ServeLimits, create_app  # noqa: E402
+from goemo.serve.app import create_app  # noqa: E402
+from goemo.serve.limits import ServeLimits  # noqa: E402
 from goemo.serve.workers import run_workers  # noqa: E402
 
 WAIT_S = 20.0  # bound on every wait for the other thread below (never reached when the code is right)

@@ -23,7 +23,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 httpx = pytest.importorskip("httpx")
 
 from goemo.serve import background_server  # noqa: E402
-from goemo.serve.app import ServeLimits, create_app  # noqa: E402
+from goemo.serve.app import create_app  # noqa: E402
+from goemo.serve.limits import ServeLimits  # noqa: E402
 
 CHROMIUM_ARGS = [
     "--headless",

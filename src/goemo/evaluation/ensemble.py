@@ -29,7 +29,7 @@ from goemo.core.fileio import atomic_write_json, atomic_write_text
 from goemo.core.folder import ModelFolder
 from goemo.core.thresholds import PAPER_THRESHOLD, binarize
 from goemo.data.taxonomy import load_taxonomy, project_labels
-from goemo.evaluation.evaluate import load_eval_split, resolve_data_dir
+from goemo.evaluation.evaluate import load_eval_split, resolve_data_dir, resolve_dataset
 from goemo.predict.cache import predict_split
 from goemo.scoring.metrics import project_to_taxonomy, summary, tune_thresholds
 
@@ -160,7 +160,10 @@ def evaluate_ensemble(
     first = folders[0]
     data = resolve_data_dir(first, data_dir)
     taxonomy = first.taxonomy
-    splits = {s: load_eval_split(s, data, taxonomy, label_names) for s in (tune_split, eval_split)}
+    splits = {  # the first model's training dataset, as `goemo evaluate` reads it, unless --data-dir
+        s: load_eval_split(s, data, taxonomy, label_names, **resolve_dataset(first, s, data_dir))
+        for s in (tune_split, eval_split)
+    }
     project = taxonomy == "goemotions"
     if shrink is None:
         shrink = float(first.training_config.get("threshold_shrink") or 0.0)

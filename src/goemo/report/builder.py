@@ -31,7 +31,13 @@ from goemo.core.folder import CARD_FILE, ModelFolder
 from goemo.core.thresholds import PAPER_THRESHOLD, THRESHOLD_CONVENTION, binarize
 from goemo.data.split import Split
 from goemo.data.taxonomy import load_taxonomy
-from goemo.evaluation.evaluate import EvaluationResult, load_eval_split, resolve_data_dir, score_predictions
+from goemo.evaluation.evaluate import (
+    EvaluationResult,
+    load_eval_split,
+    resolve_data_dir,
+    resolve_dataset,
+    score_predictions,
+)
 from goemo.predict.cache import Predictions, predict_split
 from goemo.report import plots
 from goemo.report.confusion import label_confusion, pair_examples
@@ -113,7 +119,13 @@ def score_run(
     """Predict (or read cached predictions) and score at 0.3, dev-tuned, and on the groupings."""
     folder = ModelFolder.open(run.model_dir)
     native = folder.taxonomy
-    data = load_eval_split(split, resolve_data_dir(folder, data_dir), native, folder.label_names)
+    data = load_eval_split(  # the model's training dataset, as `goemo evaluate` reads it, unless --data-dir
+        split,
+        resolve_data_dir(folder, data_dir),
+        native,
+        folder.label_names,
+        **resolve_dataset(folder, split, data_dir),
+    )
     full = len(data)
     if max_samples:
         data = data.sample(max_samples, seed=seed)

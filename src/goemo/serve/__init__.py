@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from goemo.core.errors import GoemoError
 from goemo.core.folder import ModelFolder
@@ -41,10 +41,8 @@ from goemo.predict.classifier import Backend, EmotionClassifier, choose_backend
 from goemo.predict.fastest import cuda_available
 from goemo.serve.batcher import BatcherStats, MicroBatcher, QueueFullError
 from goemo.serve.connections import ConnectionGuard, resolve_connections
+from goemo.serve.limits import ServeLimits
 from goemo.serve.workers import SPEC_ENV, run_workers
-
-if TYPE_CHECKING:
-    from goemo.serve.app import ServeLimits
 
 __all__ = [
     "create_app",
@@ -68,8 +66,8 @@ CPU_CHUNK = 16  # texts per forward pass on a CPU: a merged batch is length-sort
 
 
 def __getattr__(name: str) -> Any:
-    """`create_app` and `ServeLimits` import FastAPI only when asked for."""
-    if name in ("create_app", "ServeLimits"):
+    """`create_app` imports FastAPI only when asked for."""
+    if name == "create_app":
         from goemo.serve import app  # noqa: PLC0415  (optional extra: serve, FastAPI)
 
         return getattr(app, name)
@@ -108,7 +106,7 @@ def uvicorn_config(
     Uvicorn's own settings give the keep-alive timeout, the listen backlog and
     ``limit_concurrency``; its HTTP protocol is wrapped in a `ConnectionGuard` for the cap on
     open connections and the deadline on request heads (the body's deadline is the app's
-    `goemo.serve.app.BodyReadTimeout`). The guard is also put on ``app.state.connections``,
+    `goemo.serve.guards.BodyReadTimeout`). The guard is also put on ``app.state.connections``,
     so that ``/health`` shows its counters.
 
     >>> config = uvicorn_config(create_app(clf), ServeLimits(max_connections=500))   # doctest: +SKIP
@@ -116,8 +114,6 @@ def uvicorn_config(
     """
     import uvicorn  # noqa: PLC0415  (optional extra: serve)
     from uvicorn.protocols.http.auto import AutoHTTPProtocol  # noqa: PLC0415  (optional extra: serve)
-
-    from goemo.serve.app import ServeLimits  # noqa: PLC0415  (optional extra: serve, FastAPI)
 
     limits = limits or ServeLimits()
     budget = resolve_connections(limits.max_connections, limits.backlog)
@@ -332,8 +328,6 @@ def run_server(
         import uvicorn  # noqa: F401, PLC0415  (optional extra: serve; checked before the socket is bound)
     except ImportError:
         raise GoemoError("serving needs the serve extra (uvicorn is missing): pip install 'goemo[serve]'") from None
-    from goemo.serve.app import ServeLimits  # noqa: PLC0415  (optional extra: serve, FastAPI)
-
     # a missing or damaged folder is one line here, not one per worker process after the fork
     choose_backend(ModelFolder.open(model), backend)
     if workers is None:
@@ -379,7 +373,7 @@ def serve_on(sock: socket.socket, spec: WorkerSpec) -> None:
     """
     import uvicorn  # noqa: PLC0415  (optional extra: serve)
 
-    from goemo.serve.app import ServeLimits, create_app  # noqa: PLC0415  (optional extra: serve, FastAPI)
+    from goemo.serve.app import create_app  # noqa: PLC0415  (optional extra: serve, FastAPI)
 
     limits = ServeLimits(**spec.limits)
     classifier = load_for_serving(spec.model, cast("Backend", spec.backend), spec.device, spec.num_threads)

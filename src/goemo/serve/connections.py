@@ -12,7 +12,7 @@ takes a protocol class) and adds what it lacks:
   descriptors in use stay bounded whatever the clients do;
 - a deadline for the head of every request (``header_timeout_s``): a connection that opens
   and sends nothing, or trickles the request line and headers, is closed (with a 408 when
-  it had started a request). The body has its own deadline, in the app (`goemo.serve.app`).
+  it had started a request). The body has its own deadline, in the app (`goemo.serve.guards`).
 
 `quiet_resource_errors` turns the event loop's "out of file descriptors" errors into one
 log line per interval. Nothing here imports uvicorn: the protocol to wrap is passed in.

@@ -48,6 +48,7 @@ from joblib import effective_n_jobs
 
 from goemo.core.errors import ConfigError, RunFolderError
 from goemo.core.fileio import append_jsonl, atomic_directory, atomic_write_json, atomic_write_text
+from goemo.core.run_folder import LOCK_FILE, RunFolder
 from goemo.core.thresholds import sigmoid
 from goemo.data.io import load_goemotions
 from goemo.data.split import Split
@@ -179,13 +180,15 @@ def _scores(y: np.ndarray, logits: np.ndarray, threshold: Any) -> dict[str, floa
 
 
 def _prepare_run_dir(path: Path, overwrite: bool) -> None:
-    if path.is_dir() and any(path.iterdir()):
+    """An empty run folder (but for the lock this job holds), or `RunFolderError` without ``overwrite``."""
+    existing = [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
+    if existing:
         if not overwrite:
             raise RunFolderError(
                 f"output folder {path} already holds a run; pass --overwrite to replace it, or choose another --out"
             )
-        for child in path.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        for child in existing:
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     path.mkdir(parents=True, exist_ok=True)
 
 
@@ -214,7 +217,15 @@ def fit_tfidf_baseline(config: TfidfConfig, splits: dict[str, Split] | None = No
         if list(split.label_names) != names:
             raise ConfigError(f"split {key!r} has labels {split.label_names[:3]}…, not those of train")
     run_dir = Path(config.output)  # touched only once the data is known to be good
-    _prepare_run_dir(run_dir, config.overwrite)
+    with RunFolder(run_dir).lock():  # one job per folder, as for a transformer's run
+        _prepare_run_dir(run_dir, config.overwrite)
+        return _fit_and_write(config, splits, names, run_dir, started)
+
+
+def _fit_and_write(
+    config: TfidfConfig, splits: dict[str, Split], names: list[str], run_dir: Path, started: float
+) -> BaselineResult:
+    """`fit_tfidf_baseline` once the run folder is locked and empty."""
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     t0 = time.perf_counter()

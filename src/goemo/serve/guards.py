@@ -1,0 +1,227 @@
+"""ASGI middlewares that guard every request before the app sees it: its Host, its body's size and time.
+
+- `HostCheck`: 400 for a Host header that is not loopback or allowed (against DNS rebinding);
+- `BodySizeLimit`: 413 for a body over the limit, from Content-Length and while it streams in;
+- `BodyReadTimeout`: 408 for a body not received in time, in any ASGI server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import Request
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from goemo.serve.error_responses import error_response
+
+
+def _host_name(value: str) -> str:
+    """``"Example.COM.:8000"`` -> ``"example.com"``; ``"[::1]:80"`` -> ``"::1"``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    if value.count(":") == 1:
+        value = value.split(":")[0]
+    return value.rstrip(".")
+
+
+def is_loopback_host(name: str) -> bool:
+    """``localhost``, ``*.localhost``, 127.0.0.0/8 or ``::1``.
+
+    >>> is_loopback_host("localhost"), is_loopback_host("127.8.0.1"), is_loopback_host("evil.example")
+    (True, True, False)
+    """
+    name = _host_name(name)
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class HostCheck:
+    """ASGI middleware: 400 unless the Host header names loopback or one of ``allowed_hosts``.
+
+    A web page on another site can make a browser send requests to 127.0.0.1 by pointing
+    its own name at that address (DNS rebinding); such requests carry the page's name in
+    Host, so refusing unknown names keeps other sites' pages away from the API.
+    ``"*"`` in ``allowed_hosts`` accepts any Host.
+    """
+
+    def __init__(self, app: Any, allowed_hosts: Sequence[str] = ()) -> None:
+        self.app = app
+        self.any = "*" in allowed_hosts
+        self.allowed = {_host_name(h) for h in allowed_hosts if h != "*"}
+
+    def allows(self, host: str | None) -> bool:
+        if self.any:
+            return True
+        if not host:
+            return False
+        return is_loopback_host(host) or _host_name(host) in self.allowed
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            host = Headers(scope=scope).get("host")
+            if not self.allows(host):
+                shown = "missing" if not host else repr(host[:80])
+                detail = f"Host header {shown} is not allowed: use a loopback address, or start the server with --allowed-host NAME"
+                await error_response(400, detail)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` when the streamed body passes the limit; FastAPI re-raises it as a 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, _too_large_message(max_bytes), headers={"Connection": "close"})
+
+
+def _too_large_message(max_bytes: int) -> str:
+    return f"request body is larger than the limit of {max_bytes:,} bytes (--max-body-bytes)"
+
+
+class BodyTimedOut(StarletteHTTPException):
+    """Raised from ``receive`` when the body is not complete in time; answered 408, connection closed."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(408, _timeout_message(timeout_s), headers={"Connection": "close"})
+
+
+def _timeout_message(timeout_s: float) -> str:
+    return f"request body not received within {timeout_s:g} s (--body-timeout)"
+
+
+async def _run_guarded(
+    app: Any,
+    scope: dict,
+    receive: Any,
+    send: Any,
+    guarded_receive: Any,
+    error: type[Exception],
+    status: int,
+    detail: str,
+) -> None:
+    """Run ``app`` with ``guarded_receive``; when it raises ``error`` before the response started, answer ``status``.
+
+    The app's own HTTPException handler normally answers the error; this catches it when it
+    escapes (raised outside a route, e.g. while Starlette reads the body for validation).
+    """
+    started = False
+
+    async def tracking_send(message: dict) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, guarded_receive, tracking_send)
+    except error:
+        if started:
+            raise
+        await error_response(status, detail)(scope, receive, send)
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes``, however it is sent.
+
+    A declared Content-Length over the limit is refused before a byte of the body is read;
+    a body without one (chunked) is counted as it arrives and refused the moment it passes
+    the limit, so a client cannot make the server buffer more than ``max_bytes``.
+
+    Starlette's own ``max_body_size`` enforces the same limit, but its answer is always the
+    plain text "Content Too Large" (it replaces whatever the app sends), and a client should
+    learn which limit it hit and how large it is.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                await error_response(400, f"Content-Length is not a number: {declared[:40]!r}")(scope, receive, send)
+                return
+            if size > self.max_bytes:
+                await error_response(413, _too_large_message(self.max_bytes))(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await _run_guarded(
+            self.app, scope, receive, send, limited_receive, BodyTooLarge, 413, _too_large_message(self.max_bytes)
+        )
+
+
+class BodyReadTimeout:
+    """ASGI middleware: 408 (and the connection closed) for a body not complete ``timeout_s`` after the head.
+
+    A client that sends headers and then the body slowly, or not at all, would otherwise
+    hold its connection (and a file descriptor) as long as it likes. The clock runs from the
+    moment the request reaches the app; once the body is in, ``receive`` is passed through
+    untouched (waiting for a disconnect has no deadline).
+    """
+
+    def __init__(self, app: Any, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        complete = False
+
+        async def timed_receive() -> dict:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise BodyTimedOut(self.timeout_s) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        await _run_guarded(
+            self.app, scope, receive, send, timed_receive, BodyTimedOut, 408, _timeout_message(self.timeout_s)
+        )
+
+
+async def disconnected(request: Request) -> None:
+    """Return when the client has gone away (called once the body is read).
+
+    After the body, ASGI's ``receive`` waits until the client disconnects; a server that
+    answers otherwise is polled with `Request.is_disconnected` instead.
+    """
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.2)
+        return

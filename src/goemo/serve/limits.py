@@ -1,0 +1,74 @@
+"""`ServeLimits`: every size, wait and connection setting of the server, checked once.
+
+Kept apart from the app so that the command line and the process manager (`goemo.serve`)
+can build and check them without importing FastAPI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from goemo.core.errors import ConfigError
+
+RETRY_AFTER_S = 1  # what a 503 tells the client to wait
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Per-request limits, batching, and connection settings; every limit answers with a message naming it.
+
+    Per request: ``max_texts``, ``max_chars`` (per text), ``max_body_bytes``,
+    ``body_timeout_s`` (the whole body must arrive within it: 408). Batching: ``max_batch``,
+    ``max_wait_ms``, ``max_queue`` (texts waiting; 503 beyond). Connections (applied by
+    `goemo.serve.run_server` and `background_server`, which run uvicorn):
+    ``header_timeout_s`` (a request head must arrive within it), ``max_connections`` (open at
+    once; None: from the open-file limit, see `goemo.serve.connections.resolve_connections`;
+    JSON 503 beyond), ``limit_concurrency`` (uvicorn's own limit: a plain-text 503 beyond it;
+    None: off), ``timeout_keep_alive_s`` (an idle connection is closed after it),
+    ``backlog`` (connections the kernel queues before they are accepted, and how many are
+    accepted at once; None: from the open-file limit). ``allowed_hosts``:
+    Host names accepted besides loopback (``"*"``: any).
+
+    >>> ServeLimits(max_texts=16).max_texts
+    16
+    """
+
+    max_texts: int = 64
+    max_chars: int = 2000
+    max_body_bytes: int = 1_000_000
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    max_queue: int = 4096
+    body_timeout_s: float = 10.0
+    header_timeout_s: float = 10.0
+    max_connections: int | None = None
+    limit_concurrency: int | None = None
+    timeout_keep_alive_s: int = 5
+    backlog: int | None = None
+    allowed_hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        positive = ["max_texts", "max_chars", "max_body_bytes", "max_batch", "max_queue"]
+        optional = ["max_connections", "limit_concurrency", "backlog"]
+        for name in positive + optional + ["timeout_keep_alive_s"]:
+            value = getattr(self, name)
+            if value is None and name in optional:
+                continue
+            low = 0 if name == "timeout_keep_alive_s" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                kind = "a non-negative" if low == 0 else "a positive"
+                raise ConfigError(f"{name} must be {kind} integer, got {value!r}")
+        if not 0 <= self.max_wait_ms <= 10_000:
+            raise ConfigError(f"max_wait_ms must be between 0 and 10000, got {self.max_wait_ms!r}")
+        for name in ("body_timeout_s", "header_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+                raise ConfigError(f"{name} must be between 0 and 3600 seconds (exclusive of 0), got {value!r}")
+        hosts = (self.allowed_hosts,) if isinstance(self.allowed_hosts, str) else tuple(self.allowed_hosts)
+        if not all(isinstance(h, str) and h.strip() for h in hosts):
+            raise ConfigError(f"allowed_hosts must be non-empty host names, got {self.allowed_hosts!r}")
+        object.__setattr__(self, "allowed_hosts", hosts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

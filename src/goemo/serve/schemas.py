@@ -1,0 +1,129 @@
+"""The request and response bodies of the REST API, with the limits in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+
+from goemo.serve.limits import ServeLimits
+
+
+class PredictRequest(BaseModel):
+    """Body of ``POST /predict``; unknown keys are refused so that a typo ("text") is not ignored.
+
+    `create_app` serves a copy of it whose ``texts`` and ``top_k`` carry the app's limits, so
+    that the OpenAPI schema states them.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"texts": ["Thank you so much!", "Why would you do that?"], "top_k": 3}]},
+    )
+
+    texts: list[str] = Field(description="Texts to classify, in order.")
+    top_k: int | None = Field(
+        None, ge=1, description="Return the k most probable labels instead of those above threshold."
+    )
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="One threshold for every label instead of the model's tuned ones."
+    )
+    taxonomy: Literal["goemotions", "ekman", "sentiment"] | None = Field(
+        None, description="Name the emotions by group: a group's score is its members' highest probability."
+    )
+
+
+def request_model(limits: ServeLimits, num_labels: int) -> type[PredictRequest]:
+    """`PredictRequest` with this server's limits in its schema: what is validated is what is documented."""
+    text = Annotated[str, StringConstraints(max_length=limits.max_chars)]
+    return create_model(
+        "PredictRequest",
+        __base__=PredictRequest,
+        texts=(
+            list[text],
+            Field(
+                min_length=1,
+                max_length=limits.max_texts,
+                description=f"Texts to classify, in order: 1 to {limits.max_texts}, "
+                f"each at most {limits.max_chars} characters of valid Unicode.",
+            ),
+        ),
+        top_k=(
+            int | None,
+            Field(
+                None,
+                ge=1,
+                le=num_labels,
+                description="Return the k most probable labels instead of those above threshold "
+                "(at most the number of labels; with a taxonomy, a k above its number of groups gives them all).",
+            ),
+        ),
+    )
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class TextResult(BaseModel):
+    labels: list[LabelScore] = Field(description="Selected labels, most probable first.")
+    scores: dict[str, float] = Field(description="Probability of every label (or group), in label order.")
+
+
+class PredictResponse(BaseModel):
+    results: list[TextResult]
+
+
+class LabelsResponse(BaseModel):
+    labels: list[str]
+    thresholds: dict[str, float]
+
+
+class HealthResponse(BaseModel):
+    status: str
+    model: str | None = Field(description="The model folder's name (never its path).")
+    labels: int
+    backend: str | None
+    device: str | None
+    precision: str | None
+    threads: int | None = Field(description="CPU threads of the model, when known.")
+    workers: int = Field(1, description="Server processes sharing the port (goemo serve --workers).")
+    pid: int = Field(description="This worker's process id (with several workers, which one answered).")
+    uptime_s: float
+    limits: dict[str, Any]
+    batching: dict[str, int | float]
+    connections: dict[str, int | float] | None = Field(
+        None, description="Open connections and refusals, when served by goemo's uvicorn set-up."
+    )
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str | None
+
+
+class Error(BaseModel):
+    """Every error: one line to show as it is (and, for a body that did not validate, each problem)."""
+
+    detail: str
+    errors: list[FieldError] | None = Field(None, description="Each problem, for a body that did not validate.")
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    what = {
+        400: "Host header not allowed, Content-Length not a number, or a body the JSON parser cannot read.",
+        408: "The request body did not arrive within the body timeout (--body-timeout).",
+        413: "The body is larger than --max-body-bytes.",
+        422: "The body is not the expected JSON, or a text or option is over a limit; `detail` names it.",
+        503: "Server busy (the queue or the connection cap is full): retry after `Retry-After` seconds.",
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        out[code] = {"model": Error, "description": what[code]}
+        if code == 503:
+            out[code]["headers"] = {
+                "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+            }
+    return out
