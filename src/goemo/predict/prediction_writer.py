@@ -104,8 +104,6 @@ class PredictionWriter:
     def format_chunk(self, records: Sequence[Record], scores: np.ndarray, chosen: Sequence[Sequence[int]]) -> str:
         """The text of a chunk's records; ``scores`` (n, labels), ``chosen`` from `decide_chunk`."""
         names = self.label_names
-        # float32 -> float64 is exact, and so is x * 1e6 then: np.round gives Python's round(x, 6).
-        rounded = np.round(scores.astype(np.float64), 6).tolist()
         if self.fmt == "csv":
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")
@@ -119,6 +117,8 @@ class PredictionWriter:
                 rows.append(row)
             writer.writerows(rows)
             return buf.getvalue()
+        # float32 -> float64 is exact, and so is x * 1e6 then: np.round gives Python's round(x, 6).
+        rounded = np.round(scores.astype(np.float64), 6).tolist()
         if not np.isfinite(scores).all():  # NaN/inf from a broken model: the encoder's own spelling
             return self._format_slowly(records, rounded, chosen)
         string, heads, keys = self._string, self._label_heads, self._score_keys
