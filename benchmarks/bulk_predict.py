@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import re
 import signal
@@ -155,7 +156,7 @@ def bulk_run(cmd: list[str], out: Path) -> dict[str, Any]:
     reader.start()
     while proc.poll() is None:
         rss = rss_mb(proc.pid)
-        if rss == rss:  # not NaN: the process is still there
+        if not math.isnan(rss):  # NaN: the process has ended
             samples.append((time.perf_counter() - start, rss, out.stat().st_size if out.exists() else 0))
         time.sleep(0.5)
     reader.join()
