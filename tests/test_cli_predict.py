@@ -15,6 +15,7 @@ from goemo.cli import app
 from goemo.core.errors import DataError, RunFolderError
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.files import predict_file
+from goemo.predict.prediction_writer import Labelling
 
 TEXTS = [
     "Thank you, that is so kind of you!",
@@ -160,8 +161,8 @@ def test_streaming_in_small_chunks_gives_the_same_output(clf: EmotionClassifier,
     src = tmp_path / "many.txt"
     src.write_text("\n".join(texts) + "\n", encoding="utf-8")
     small, whole = tmp_path / "small.jsonl", tmp_path / "whole.jsonl"
-    assert predict_file(clf, src, small, chunk_size=7, all_scores=True).records == 50
-    assert predict_file(clf, src, whole, all_scores=True).records == 50
+    assert predict_file(clf, src, small, chunk_size=7, labelling=Labelling(all_scores=True)).records == 50
+    assert predict_file(clf, src, whole, labelling=Labelling(all_scores=True)).records == 50
     a, b = jsonl(small.read_text()), jsonl(whole.read_text())
     assert [r["id"] for r in a] == [str(i) for i in range(1, 51)] and [r["text"] for r in a] == texts
     for ra, rb in zip(a, b):

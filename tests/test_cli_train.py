@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from goemo.cli import app
-from goemo.cli.train import option_declarations
+from goemo.cli.options import option_declarations
 from goemo.core.config import PRESETS, SELECT_METRICS, TrainConfig, field_types, opt, resolve_config
 from goemo.core.errors import ConfigError
 

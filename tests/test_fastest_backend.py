@@ -47,8 +47,8 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def _edit_meta(folder: Path, **changes) -> None:
     meta = json.loads((folder / "goemo.json").read_text())
     for key, value in changes.items():
-        if key == "data_dir":
-            meta["training_config"]["data_dir"] = value
+        if key == "data_dir":  # where the training data is recorded: the data source, found from any folder
+            meta["data_source"]["data_dir"] = value
         else:
             meta[key] = value
     write_meta(folder, meta)
@@ -174,7 +174,7 @@ def test_a_failed_export_falls_back_to_torch(model_copy: Path, monkeypatch: pyte
 
 def test_on_a_gpu_torch_in_bf16(model_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastest, "cuda_available", lambda: True)
-    choice = choose_fastest(ModelFolder.open(model_copy), "auto")
+    choice = choose_fastest(ModelFolder.open(model_copy))
     assert (choice.backend, choice.device, choice.precision) == ("torch", "cuda", "auto")  # auto: bf16 on CUDA
     assert "bf16" in choice.note and choice.export is None
 

@@ -55,7 +55,7 @@ def clf(mean_run: Path) -> EmotionClassifier:
 
 
 def test_load_reads_labels_thresholds_and_length_from_a_trained_run(tiny_model_dir: Path) -> None:
-    clf = EmotionClassifier.load(tiny_model_dir)
+    clf = EmotionClassifier.load(tiny_model_dir, backend="auto")
     meta = json.loads((tiny_model_dir / "goemo.json").read_text())
     assert clf.label_names == meta["label_names"] and len(clf.label_names) == 28
     per_label = meta["thresholds"]["per_label"]
@@ -71,7 +71,7 @@ def test_auto_never_exports_and_describe_says_what_runs(tiny_model_dir: Path, tm
 
     folder = tmp_path / "best"
     shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns(".*"))
-    clf = EmotionClassifier.load(folder, device="cpu")
+    clf = EmotionClassifier.load(folder, device="cpu", backend="auto")
     assert clf.choice is None and not (folder / EXPORT_DIR).exists()
     assert clf.num_threads == torch.get_num_threads()
     assert clf.describe() == f"torch fp32 on cpu, {clf.num_threads} thread{'s' * (clf.num_threads != 1)} ({folder})"
@@ -213,16 +213,16 @@ def test_bad_inputs_fail_with_one_clear_line(clf: EmotionClassifier) -> None:
 
 def test_load_errors(tmp_path: Path, mean_run: Path) -> None:
     with pytest.raises(ModelError, match="not found"):
-        EmotionClassifier.load(tmp_path / "nope")
+        EmotionClassifier.load(tmp_path / "nope", backend="auto")
     with pytest.raises(ModelError, match="goemo export"):
         EmotionClassifier.load(mean_run, backend="onnx")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="neither"):
-        EmotionClassifier.load(tmp_path / "empty")
+        EmotionClassifier.load(tmp_path / "empty", backend="auto")
     with pytest.raises(ConfigError, match="backend"):
         EmotionClassifier.load(mean_run, backend="tensorflow")
     with pytest.raises(ConfigError, match="fp16"):
-        EmotionClassifier.load(mean_run, device="cpu", precision="fp16")
+        EmotionClassifier.load(mean_run, device="cpu", precision="fp16", backend="auto")
 
 
 def test_a_plain_transformers_folder_gets_labels_from_config_and_threshold_half(tmp_path: Path, mean_run: Path) -> None:
@@ -307,14 +307,14 @@ def roberta_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_roberta_position_offset_is_taken_off_its_positions(roberta_dir: Path) -> None:
     long_text = " ".join(["word"] * 200)
     assert ModelFolder.open(roberta_dir).position_limit == 32  # 34 positions less the offset of 2
-    clf = EmotionClassifier.load(roberta_dir, device="cpu")
+    clf = EmotionClassifier.load(roberta_dir, device="cpu", backend="auto")
     assert clf.max_length == 32  # the default: the most it takes
     assert clf.predict_proba([long_text, "hi"]).shape == (2, 3)  # 32 tokens fit
     with pytest.raises(
         ConfigError,
         match=r"max_length=33: the model takes at most 32 tokens \(config.json max_position_embeddings 34 less 2\)",
     ):
-        EmotionClassifier.load(roberta_dir, device="cpu", max_length=33)
+        EmotionClassifier.load(roberta_dir, device="cpu", max_length=33, backend="auto")
 
 
 def test_max_length_beyond_the_tokenizers_own_limit_is_refused(tmp_path: Path, mean_run: Path) -> None:
@@ -323,26 +323,26 @@ def test_max_length_beyond_the_tokenizers_own_limit_is_refused(tmp_path: Path, m
     config = json.loads((folder / "tokenizer_config.json").read_text())
     config["model_max_length"] = 64
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    assert EmotionClassifier.load(folder, device="cpu", max_length=64).max_length == 64
+    assert EmotionClassifier.load(folder, device="cpu", max_length=64, backend="auto").max_length == 64
     with pytest.raises(
         ConfigError,
         match=r"max_length=65: the model's tokenizer takes at most 64 tokens .*tokenizer_config.json model_max_length",
     ):
-        EmotionClassifier.load(folder, device="cpu", max_length=65)
+        EmotionClassifier.load(folder, device="cpu", max_length=65, backend="auto")
     with pytest.raises(
         ConfigError,
         match=r"max_length=513: the model takes at most 512 tokens \(config.json encoder.max_position_embeddings 512\)",
     ):
-        EmotionClassifier.load(folder, device="cpu", max_length=513)
+        EmotionClassifier.load(folder, device="cpu", max_length=513, backend="auto")
     (folder / "goemo.json").unlink()  # a plain checkpoint: the default is the tokenizer's limit
-    assert EmotionClassifier.load(folder, device="cpu").max_length == 64
+    assert EmotionClassifier.load(folder, device="cpu", backend="auto").max_length == 64
 
 
 def test_a_tokenizer_with_more_tokens_than_embeddings_is_refused(tmp_path: Path, mean_run: Path) -> None:
     folder = tmp_path / "small-embeddings"
     shutil.copytree(mean_run, folder)
-    clf = EmotionClassifier.load(folder, device="cpu")
+    clf = EmotionClassifier.load(folder, device="cpu", backend="auto")
     clf.tokenizer.add_tokens(["brandnewtoken"])  # 30523 tokens, 30522 rows of embeddings
     clf.tokenizer.save_pretrained(folder)
     with pytest.raises(ModelError, match=r"the tokenizer has 30523 tokens but config.json encoder.vocab_size is 30522"):
-        EmotionClassifier.load(folder, device="cpu")
+        EmotionClassifier.load(folder, device="cpu", backend="auto")

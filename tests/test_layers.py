@@ -198,7 +198,7 @@ def test_serving_a_torch_model_pulls_in_no_training_stack(tiny_model_dir: Path) 
         import sys
         from goemo.predict.classifier import EmotionClassifier
         from goemo.serve.app import create_app
-        clf = EmotionClassifier.load({str(tiny_model_dir)!r}, device="cpu")
+        clf = EmotionClassifier.load({str(tiny_model_dir)!r}, device="cpu", backend="torch")
         create_app(clf)
         clf.predict(["thanks!"])
         heavy = {heavy!r}

@@ -237,7 +237,7 @@ def assert_one_line(result, expected: list[str]) -> None:
 
 def check_everywhere(folder: Path, expected: list[str], tmp_path: Path, shared_data: Path) -> None:
     with pytest.raises(GoemoError) as info:
-        EmotionClassifier.load(folder, device="cpu")
+        EmotionClassifier.load(folder, device="cpu", backend="auto")
     for part in expected:
         assert part in str(info.value)
 

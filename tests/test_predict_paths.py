@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from goemo.cli import app
 from goemo.core.folder import ModelFolder
+from goemo.core.run_settings import RunSettings
 from goemo.data.io import load_goemotions
 from goemo.evaluation.evaluate import evaluate
 from goemo.predict.classifier import EmotionClassifier
@@ -66,12 +67,14 @@ def test_evaluate_and_predict_give_identical_probabilities(bf16_run: Path, share
     np.testing.assert_array_equal(evaluated.predictions.probs.astype(np.float32), same)
 
     # In another precision both paths move together, and the cache keeps the two apart.
-    fp32 = evaluate(bf16_run, dev, thresholds=0.3, precision="fp32", batch_size=16)
+    fp32 = evaluate(bf16_run, dev, thresholds=0.3, settings=RunSettings(batch_size=16, precision="fp32"))
     assert not fp32.predictions.from_cache and fp32.predictions.cache_path != evaluated.predictions.cache_path
     predicted = EmotionClassifier.load(bf16_run, precision="fp32", batch_size=16).predict_proba(dev.texts)
     np.testing.assert_array_equal(fp32.predictions.probs.astype(np.float32), predicted)
     assert not np.array_equal(fp32.predictions.probs, evaluated.predictions.probs)
-    assert evaluate(bf16_run, dev, thresholds=0.3, precision="fp32", batch_size=16).predictions.from_cache
+    assert evaluate(
+        bf16_run, dev, thresholds=0.3, settings=RunSettings(batch_size=16, precision="fp32")
+    ).predictions.from_cache
 
 
 def test_evaluate_keeps_the_folders_own_backend(tiny_model_dir: Path, shared_data: Path, tmp_path: Path) -> None:
@@ -82,7 +85,7 @@ def test_evaluate_keeps_the_folders_own_backend(tiny_model_dir: Path, shared_dat
 
     folder = tmp_path / "best"
     shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns(".*"))
-    result = evaluate(folder, _dev_as_trained(shared_data, 40), thresholds=0.3, cache_dir=tmp_path / "predictions")
+    result = evaluate(folder, _dev_as_trained(shared_data, 40), thresholds=0.3, cache=tmp_path / "predictions")
     assert result.predictions.settings["backend"] == "torch" and result.predictions.settings["precision"] == "fp32"
     assert not (folder / EXPORT_DIR).exists()
 
@@ -111,7 +114,9 @@ def test_goemo_evaluate_scores_an_int8_export(int8_export: Path, tiny_model_dir:
     assert result.predictions.settings["backend"] == "onnx" and result.predictions.settings["precision"] == "int8"
     direct = EmotionClassifier.load(int8_export).predict_proba(dev.texts)
     np.testing.assert_array_equal(result.predictions.probs.astype(np.float32), direct)
-    torch_probs = evaluate(tiny_model_dir, dev, thresholds=0.3, precision="fp32", cache=False).predictions.probs
+    torch_probs = evaluate(
+        tiny_model_dir, dev, thresholds=0.3, cache=False, settings=RunSettings(precision="fp32")
+    ).predictions.probs
     assert np.abs(result.predictions.probs - torch_probs).max() < 0.1  # int8 is close to, not equal to, fp32
 
 

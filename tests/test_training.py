@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError, ModelError, RunFolderError
 from goemo.core.folder import ModelFolder
+from goemo.data.source import DataSource
 from goemo.models.modeling import load_model
 from goemo.training.loop import train
 
@@ -285,7 +286,7 @@ def test_two_cpu_processes_train_data_parallel(tmp_path, shared_data) -> None:
     from goemo.predict.classifier import EmotionClassifier
     from goemo.training.epoch_metrics import evaluate_logits
 
-    clf = EmotionClassifier.load(out / "best", batch_size=64, precision="fp32")
+    clf = EmotionClassifier.load(out / "best", batch_size=64, precision="fp32", backend="auto")
     dev = load_goemotions(shared_data)["dev"].sample(301, seed=42)
     enc = encode_split(dev, clf.tokenizer, 128, tmp_path / "c")
     single = evaluate_logits(clf.logits_for_encoded(enc), enc.labels, 0.3)
@@ -428,7 +429,9 @@ def test_evaluation_scores_the_probabilities_training_reported(tiny_config) -> N
     config = tiny_config.replace(precision="bf16", epochs=1, max_train_samples=300, max_eval_samples=None)
     result = train(config)
     meta = json.loads((result.best_dir / "goemo.json").read_text())
-    test = evaluate(result.best_dir, "test", data_dir=config.data_dir, thresholds="tuned")  # the CLI's loading path
+    test = evaluate(
+        result.best_dir, "test", thresholds="tuned", source=DataSource.folder(config.data_dir)
+    )  # the CLI's loading path
     assert test.predictions.from_cache
     assert test.report.macro.f1 == pytest.approx(result.summary["test"]["f1_macro_tuned"], abs=1e-12)
 
@@ -441,7 +444,7 @@ def test_evaluation_scores_the_probabilities_training_reported(tiny_config) -> N
         dev.labels, cached.probs, split_name="dev", label_names=dev.label_names, shrink=config.threshold_shrink
     )
     assert retuned.to_dict() == meta["thresholds"]["tuning"]  # re-tuning on dev gives back the saved thresholds
-    rerun = predict_split(result.best_dir, dev, use_cache=False)  # fp32 on a CPU: close, not equal
+    rerun = predict_split(result.best_dir, dev, cache=False)  # fp32 on a CPU: close, not equal
     assert not rerun.from_cache
     np.testing.assert_allclose(rerun.probs, cached.probs, atol=0.05)
     assert not np.array_equal(rerun.probs, cached.probs)
@@ -641,7 +644,7 @@ def test_focal_loss_is_the_textbook_formula() -> None:
     targets = (torch.rand(8, 5, generator=gen) > 0.6).float()
     labels = targets.numpy()
     for gamma in (0.0, 2.0):
-        loss = loss_function(TrainConfig(loss="focal", focal_gamma=gamma), labels, list("abcde"), torch.device("cpu"))
+        loss = loss_function(TrainConfig(loss="focal", focal_gamma=gamma), labels, list("abcde"))
         p = torch.sigmoid(logits.double())
         expected = -(targets * (1 - p) ** gamma * torch.log(p) + (1 - targets) * p**gamma * torch.log(1 - p)).mean()
         assert loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-5)

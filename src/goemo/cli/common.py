@@ -11,11 +11,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
+from goemo.cli.options import given
 from goemo.core.errors import GoemoError
+from goemo.core.run_settings import DataOptions
+
+if TYPE_CHECKING:
+    from goemo.data.source import DataSource
 
 app = typer.Typer(
     name="goemo",
@@ -104,3 +110,15 @@ def command(name: str | None = None, *, group: typer.Typer | None = None, **kwar
         return (group or app).command(name, **kwargs)(wrapper)
 
     return decorate
+
+
+def data_source(options: dict[str, Any]) -> DataSource | None:
+    """The `DataSource` a verb's `DataOptions` name (removed from ``options``), or None: the model's own data."""
+    values = given(DataOptions, options)
+    if not values:
+        return None
+    from goemo.data.source import DataSource  # noqa: PLC0415  (numpy: kept out of `goemo --help`)
+
+    if values.get("dataset") and values.get("data_dir"):  # a usage error (exit 2), as Typer's own are
+        raise typer.BadParameter("give --dataset or --data-dir, not both", param_hint="--dataset")
+    return DataSource.from_options(**values)

@@ -10,15 +10,14 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, cast
+from typing import Any, Optional
 
 import typer
 
 from goemo.cli.common import Opt, command
+from goemo.cli.options import gather, with_options
 from goemo.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from goemo.predict.classifier import Backend, Precision
+from goemo.core.run_settings import RunSettings
 
 
 @command(
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
         "or: goemo predict --model runs/goemo/best --input comments.csv --text-column body --id-column id --output labels.jsonl"
     ),
 )
+@with_options(RunSettings)
 def predict_command(
     texts: Optional[list[str]] = typer.Argument(
         None, help="Texts to label (default: --input, else one text per stdin line)."
@@ -54,17 +54,6 @@ def predict_command(
     ),
     all_scores: bool = Opt(False, "--all-scores", help="Also write every label's probability."),
     no_text: bool = Opt(False, "--no-text", help="Leave the text out of the output (ids only)."),
-    batch_size: int = Opt(64, min=1, help="Texts per forward pass (length-sorted, padded per batch)."),
-    max_length: Optional[int] = Opt(None, min=2, help="Truncate texts to this many tokens (default: the model's)."),
-    backend: str = Opt(
-        "fastest",
-        help="fastest | auto | torch | onnx. fastest: on a CPU the folder's int8 ONNX export (made once, kept "
-        "only if its dev macro-F1 is within 0.005 of fp32, else fp32 ONNX), on a GPU torch bf16; "
-        "auto: the folder's own weights as they are (onnx when it holds model.onnx).",
-    ),
-    device: str = Opt("auto", help="auto | cpu | cuda"),
-    precision: str = Opt("auto", help="auto | fp32 | bf16 | fp16 (torch backend; auto: bf16 on CUDA, fp32 on CPU)."),
-    num_threads: Optional[int] = Opt(None, min=1, help="CPU threads (default: all cores)."),
     shard: Optional[str] = Opt(
         None,
         "--shard",
@@ -74,6 +63,7 @@ def predict_command(
     overwrite: bool = Opt(
         False, "--overwrite", help="Replace an existing --output (default: resume it when it is this job's)."
     ),
+    **options: Any,
 ) -> None:
     """Label texts with a trained model: one JSON line (or CSV row) per text, in input order, with its id.
 
@@ -87,7 +77,7 @@ def predict_command(
     from goemo.data.records import Record
     from goemo.predict.classifier import EmotionClassifier  # numpy, and torch or onnxruntime when loaded
     from goemo.predict.files import predict_file, write_predictions
-    from goemo.predict.prediction_writer import PredictionWriter, output_format
+    from goemo.predict.prediction_writer import Labelling, output_format
     from goemo.predict.shards import parse_shard
     from goemo.predict.stream import predict_records
 
@@ -99,46 +89,24 @@ def predict_command(
     shard_k_n = parse_shard(shard) if shard is not None else None
     if shard_k_n is not None and (input_file is None or output is None):
         raise ConfigError("--shard needs --input FILE and --output FILE")
-    clf = EmotionClassifier.load(  # load checks --backend and --precision
-        model,
-        backend=cast("Backend", backend),
-        device=device,
-        batch_size=batch_size,
-        max_length=max_length,
-        precision=cast("Precision", precision),
-        num_threads=num_threads,
-    )
+    labelling = Labelling(top_k, threshold, taxonomy, all_scores, not no_text)
+    clf = EmotionClassifier.load(model, gather(RunSettings, options))
     start = time.perf_counter()
     written, total = output, None
     if texts:
         records = [Record(str(i), t) for i, t in enumerate(texts, start=1)]
         if output is None:
-            writer = PredictionWriter(sys.stdout, fmt, clf.label_names_for(taxonomy), all_scores, not no_text)
-            count = predict_records(clf, records, writer, top_k=top_k, threshold=threshold, taxonomy=taxonomy)
+            writer = labelling.writer(sys.stdout, fmt, clf.label_names_for(taxonomy))
+            count = predict_records(clf, records, writer, labelling)
         else:
-            count = write_predictions(
-                clf,
-                records,
-                output,
-                overwrite=overwrite,
-                top_k=top_k,
-                threshold=threshold,
-                taxonomy=taxonomy,
-                all_scores=all_scores,
-                with_text=not no_text,
-            )
+            count = write_predictions(clf, records, output, labelling, overwrite=overwrite)
     else:
         result = predict_file(
             clf,
             input_file,
             output,
-            text_column=text_column,
-            id_column=id_column,
-            all_scores=all_scores,
-            with_text=not no_text,
-            top_k=top_k,
-            threshold=threshold,
-            taxonomy=taxonomy,
+            labelling,
+            columns=(text_column, id_column),
             shard=shard_k_n,
             overwrite=overwrite,
             notify=lambda line: typer.echo(line, err=True),
@@ -226,19 +194,11 @@ def export_command(
 # ---------------------------------------------------------------- serving
 
 
-class ServeBackend(str, Enum):
-    """Inference backends of `goemo serve`."""
-
-    fastest = "fastest"
-    auto = "auto"
-    torch = "torch"
-    onnx = "onnx"
-
-
 @command(
     "serve",
     epilog="Example: goemo serve --model runs/goemo/best --port 8000   (then open http://127.0.0.1:8000/)",
 )
+@with_options(RunSettings)
 def serve_command(
     model: Path = Opt(..., "--model", help="Model folder (runs/NAME/best, or an ONNX export)."),
     host: str = Opt(
@@ -246,18 +206,6 @@ def serve_command(
         help="Address to listen on; the API has no authentication, keep it on loopback (others log a warning).",
     ),
     port: int = Opt(8000, min=0, max=65535, help="Port (0: any free port, shown in the log)."),
-    backend: ServeBackend = Opt(
-        ServeBackend.fastest,
-        help="fastest (on a CPU the folder's int8 ONNX export, made once; torch bf16 on a GPU) | "
-        "auto (ONNX when the folder has model.onnx) | torch | onnx",
-    ),
-    device: str = Opt("auto", help="auto | cpu | cuda"),
-    num_threads: Optional[int] = Opt(
-        None,
-        min=1,
-        help="CPU threads for the model of each worker (default: all cores but one with one worker, "
-        "cores / workers with several).",
-    ),
     workers: Optional[int] = Opt(
         None,
         min=1,
@@ -303,6 +251,7 @@ def serve_command(
         help="A Host name to accept besides loopback ones (repeatable; '*' accepts any). Needed with --host 0.0.0.0.",
     ),
     access_log: bool = Opt(True, "--access-log/--no-access-log", help="Log one line per request."),
+    **options: Any,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /labels, GET /health, a web page at /, docs at /docs.
 
@@ -311,7 +260,8 @@ def serve_command(
     model call). More than --max-queue texts waiting get a 503 with Retry-After. Slow,
     abandoned and surplus clients are cut off by the timeouts and --max-connections
     (docs/predict-and-serve.md, "Limits and failure behaviour"). Stop with Ctrl-C or
-    SIGTERM (exit 0 after a clean shutdown).
+    SIGTERM (exit 0 after a clean shutdown). --num-threads is per worker (default: all cores but
+    one with one worker, cores / workers with several).
     """
     from goemo.serve import ServeLimits, run_server  # numpy, the web server
 
@@ -331,13 +281,5 @@ def serve_command(
         allowed_hosts=tuple(allowed_host or ()),
     )
     run_server(
-        model,
-        host,
-        port,
-        backend=backend.value,
-        device=device,
-        num_threads=num_threads,
-        limits=limits,
-        access_log=access_log,
-        workers=workers,
+        model, host, port, settings=gather(RunSettings, options), limits=limits, access_log=access_log, workers=workers
     )

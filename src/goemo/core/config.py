@@ -25,6 +25,7 @@ import yaml
 
 from goemo.core.errors import ConfigError
 from goemo.core.fileio import atomic_write_text
+from goemo.core.run_settings import RunSettings
 
 DEFAULT_DATA_DIR = "data/goemotions"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -66,6 +67,9 @@ def opt(
     - ``sweepable``: ``False`` when a sweep sets it itself or it would break the run folder
       layout (`NOT_SWEEPABLE_FIELDS`).
     - ``no_cli``: the reason a field is kept off the command line (none is, today).
+
+    Its keyword parameters are the metadata's keys, one each, so that a field's declaration
+    reads as a sentence and a misspelt key is a TypeError at import, not a silent no-op.
 
     >>> f = next(f for f in dataclasses.fields(TrainConfig) if f.name == "lr")
     >>> f.metadata["help"]
@@ -319,6 +323,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def scoring_settings(self) -> RunSettings:
+        """How this run's models score splits after training (teachers, sweep trials): its device and eval batch size."""
+        return RunSettings(device=self.device, batch_size=self.eval_batch_size)
 
     @property
     def effective_head_lr(self) -> float:

@@ -27,9 +27,7 @@ from matplotlib.figure import Figure
 from rich import box
 from rich.table import Table
 
-from goemo.core.errors import DataError
 from goemo.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from goemo.data.io import load_goemotions
 from goemo.data.split import Split
 from goemo.data.stats import DataStats, LengthStats, compute_stats, cooccurrence, load_default_tokenizer
 
@@ -375,43 +373,16 @@ def write_outputs(
     return written
 
 
-def analyse_dataset(
-    data_dir: str | Path,
-    taxonomy: str = "goemotions",
-    out_dir: str | Path | None = None,
-    tokens: bool = True,
-    seed: int = 0,
-) -> DataStats:
-    """Everything ``goemo stats`` does: load the official splits, compute, optionally write files.
-
-    >>> stats = analyse_dataset("data/goemotions", out_dir="runs/data-analysis")  # doctest: +SKIP
-    >>> stats.splits["dev"].texts  # doctest: +SKIP
-    5426
-    """
-    return analyse_splits(load_data_folder(data_dir, taxonomy), out_dir=out_dir, tokens=tokens, seed=seed)
-
-
-def load_data_folder(data_dir: str | Path, taxonomy: str = "goemotions") -> dict[str, Split]:
-    """The official splits in ``data_dir`` (a `DataError` saying how to fetch them when it is missing).
-
-    >>> splits = load_data_folder("data/goemotions", "ekman")  # doctest: +SKIP
-    """
-    data = Path(data_dir)
-    if not data.is_dir():
-        raise DataError(f"data folder not found: {data} (fetch it with `goemo download --dest {data}`)")
-    return load_goemotions(data, taxonomy=taxonomy)
-
-
 def analyse_splits(
     splits: Mapping[str, Split],
     out_dir: str | Path | None = None,
     tokens: bool = True,
     seed: int = 0,
 ) -> DataStats:
-    """`analyse_dataset` for splits already read, e.g. from a Hugging Face dataset.
+    """Everything ``goemo stats`` does once the splits are read: compute, optionally write files.
 
-    >>> from goemo.data.hf_datasets import load_hf_dataset
-    >>> stats = analyse_splits(load_hf_dataset("go_emotions", "simplified"))  # doctest: +SKIP
+    >>> from goemo.data.source import DataSource
+    >>> stats = analyse_splits(DataSource.folder("data/goemotions").splits(), out_dir="runs/data-analysis")  # doctest: +SKIP
     """
     stats = compute_stats(splits, load_default_tokenizer() if tokens else None)
     if out_dir is not None:

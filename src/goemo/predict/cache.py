@@ -36,9 +36,10 @@ import numpy as np
 from goemo.core.errors import EvaluationError, one_line
 from goemo.core.fileio import atomic_write_bytes
 from goemo.core.folder import ModelFolder
+from goemo.core.run_settings import RunSettings
 from goemo.core.thresholds import sigmoid
 from goemo.data.split import Split
-from goemo.predict.classifier import Backend, EmotionClassifier, Precision
+from goemo.predict.classifier import EmotionClassifier
 
 log = logging.getLogger(__name__)
 
@@ -83,22 +84,21 @@ def default_predictions_dir(model_dir: str | Path) -> Path:
 def predict_split(
     model: str | Path | ModelFolder | EmotionClassifier,
     split: Split,
+    settings: RunSettings | None = None,
     *,
+    cache: bool = True,
     cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-    backend: Backend = "auto",
-    device: str = "auto",
-    precision: Precision | None = None,
-    batch_size: int | None = None,
     token_cache_dir: str | Path | None = None,
 ) -> Predictions:
     """Probabilities of ``model`` for every text of ``split``, through `EmotionClassifier` (cached).
 
-    ``precision=None`` and ``batch_size=None`` mean: the settings of the predictions training
-    cached, when the folder records them and they are cached, else ``auto`` and 128. A loaded
-    `EmotionClassifier` is used as it is (its own settings).
+    ``settings`` left at their defaults (`RunSettings.is_default`) mean: the predictions
+    training cached, when the folder records them and they are cached; else the folder's own
+    backend (``auto``: scores never depend on the machine), ``auto`` precision and training's
+    batch size (128 when none is recorded). A loaded `EmotionClassifier` is used as it is.
+    ``cache=False`` runs the model and stores nothing.
 
-    >>> predict_split("runs/tiny/best", test, precision="fp32", use_cache=False).from_cache  # doctest: +SKIP
+    >>> predict_split("runs/tiny/best", test, RunSettings(precision="fp32"), cache=False).from_cache  # doctest: +SKIP
     False
     """
     clf = model if isinstance(model, EmotionClassifier) else None
@@ -111,28 +111,24 @@ def predict_split(
     if folder is None:
         raise EvaluationError("predict_split needs a classifier loaded from a model folder")
     _ = folder.max_length  # a malformed goemo.json fails whether or not the predictions are cached
+    run = settings or RunSettings()
     checksum = split.checksum()
     where = Path(cache_dir) if cache_dir is not None else default_predictions_dir(folder.path)
     recorded = folder.prediction_settings
     tried: set[Path] = set()  # a damaged file is reported once, then replaced
-    if clf is None and use_cache and recorded and precision is None and batch_size is None and backend == "auto":
+    if clf is None and cache and recorded and run.is_default:
         first = _cache_path(where, split.name, checksum, folder.fingerprint, recorded)
         cached = _read_cache(first, split, folder, checksum, recorded)
         if cached is not None:
             return cached
         tried.add(first)
     if clf is None:
-        clf = EmotionClassifier.load(
-            folder,
-            backend=backend,
-            device=device,
-            precision=precision or "auto",
-            batch_size=batch_size or int(recorded.get("batch_size") or 128),
-        )
-    settings = clf.settings
-    path = _cache_path(where, split.name, checksum, folder.fingerprint, settings)
-    if use_cache and path not in tried:
-        cached = _read_cache(path, split, folder, checksum, settings)
+        batch_size = run.batch_size or int(recorded.get("batch_size") or 128)
+        clf = EmotionClassifier.load(folder, run.replace(backend=run.backend or "auto", batch_size=batch_size))
+    used = clf.settings
+    path = _cache_path(where, split.name, checksum, folder.fingerprint, used)
+    if cache and path not in tried:
+        cached = _read_cache(path, split, folder, checksum, used)
         if cached is not None:
             return cached
     if list(clf.label_names) != list(split.label_names):
@@ -143,8 +139,8 @@ def predict_split(
         )
     log.info("running %s on %s (%d texts, %s)", folder.path, split.name, len(split), clf)
     probs = sigmoid(clf.split_logits(split, token_cache_dir))
-    written = _write_cache(path, probs, clf.label_names, folder.fingerprint, checksum, settings) if use_cache else None
-    return Predictions(probs, tuple(clf.label_names), checksum, folder.fingerprint, written, False, settings)
+    written = _write_cache(path, probs, clf.label_names, folder.fingerprint, checksum, used) if cache else None
+    return Predictions(probs, tuple(clf.label_names), checksum, folder.fingerprint, written, False, used)
 
 
 def store_predictions(

@@ -43,6 +43,7 @@ import numpy as np
 
 from goemo.core.errors import ConfigError, ModelError
 from goemo.core.folder import ONNX_FILE, ModelFolder
+from goemo.core.run_settings import BACKENDS, RunSettings
 from goemo.core.thresholds import binarize, sigmoid
 from goemo.data.batching import EncodedSplit, encode_split
 from goemo.data.records import check_texts
@@ -62,7 +63,6 @@ from goemo.predict.runner import (
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "fastest", "torch", "onnx", "tfidf"]
-BACKENDS = ("auto", "fastest", "torch", "onnx", "tfidf")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 DEFAULT_BATCH_SIZE = 128
 
@@ -140,24 +140,19 @@ class EmotionClassifier:
 
     @classmethod
     def load(
-        cls,
-        path: str | Path | ModelFolder,
-        backend: Backend = "auto",
-        device: str = "auto",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_length: int | None = None,
-        *,
-        precision: Precision = "auto",
-        num_threads: int | None = None,
+        cls, path: str | Path | ModelFolder, settings: RunSettings | None = None, **options: Any
     ) -> EmotionClassifier:
         """Open a model folder (``runs/X/best``, an ONNX export of one, or a TF-IDF baseline).
 
-        ``backend="auto"`` follows the folder: ``model.onnx`` for an export, the PyTorch weights
-        otherwise, the TF-IDF model for a baseline. ``backend="fastest"`` (what ``goemo predict``
-        and ``goemo serve`` use) runs a PyTorch folder as fast as the machine allows: torch bf16
-        on CUDA; on a CPU its int8 ONNX export when that keeps dev macro-F1 within 0.005 of fp32,
-        else its fp32 export, made once and cached (`goemo.predict.fastest`); torch fp32 without
-        onnxruntime. An explicit ``precision`` keeps torch. ``max_length`` defaults to the length
+        ``settings`` (a `goemo.core.run_settings.RunSettings`), or its fields as keywords
+        (``backend="onnx"``, ``device="cpu"``, ``precision``, ``batch_size``, ``max_length``,
+        ``num_threads``), say how the model runs. The default backend is ``fastest``, as for
+        ``goemo predict`` and ``goemo serve``, so one text gets one answer from every door: on a
+        CPU the folder's int8 ONNX export when that keeps dev macro-F1 within 0.005 of fp32,
+        else its fp32 export, made once and cached (`goemo.predict.fastest`); torch bf16 on CUDA;
+        torch fp32 without onnxruntime. An explicit ``precision`` keeps torch.
+        ``backend="auto"`` runs the folder as it is: ``model.onnx`` for an export, the PyTorch
+        weights otherwise, the TF-IDF model for a baseline. ``max_length`` defaults to the length
         the model was trained with. ``precision="auto"`` is bf16 on CUDA and fp32 on CPU
         (`goemo.predict.device.resolve_precision`); an ONNX graph runs in the precision it was
         exported with. ``num_threads`` sets the CPU threads of the backend (default: all cores).
@@ -165,10 +160,14 @@ class EmotionClassifier:
         With ``fastest``, logs what runs in one line (`describe`) at INFO, so that the first line
         of ``goemo predict`` and ``goemo serve`` says it; other backends log it at DEBUG.
 
-        >>> clf = EmotionClassifier.load("runs/goemo/best", backend="fastest")   # doctest: +SKIP
-        >>> clf.backend, clf.precision                                            # doctest: +SKIP
+        >>> clf = EmotionClassifier.load("runs/goemo/best")                 # doctest: +SKIP
+        >>> clf.backend, clf.precision                                      # doctest: +SKIP
         ('onnx', 'int8')
         """
+        run = RunSettings.of(settings, **options)
+        backend = run.backend or "fastest"
+        device, precision, max_length = run.device, run.precision or "auto", run.max_length
+        batch_size = run.batch_size or DEFAULT_BATCH_SIZE
         folder = path if isinstance(path, ModelFolder) else ModelFolder.open(path)
         chosen = choose_backend(folder, backend)
         names = folder.label_names
@@ -189,18 +188,18 @@ class EmotionClassifier:
             folder.thresholds()
             folder.check_weights()
             folder.check_tokenizer()
-            choice = choose_fastest(folder, device, precision, num_threads=num_threads)
+            choice = choose_fastest(folder, run)
             chosen, runs, device, run_precision = choice.backend, choice.folder, choice.device, choice.precision
         runner: TokenBackend
         tokenizer: Any
         if chosen == "torch":
             from goemo.predict.torch_backend import load_torch_backend  # noqa: PLC0415  (optional extra: torch, only for this backend)
 
-            runner, tokenizer = load_torch_backend(runs, device, run_precision, num_threads)
+            runner, tokenizer = load_torch_backend(runs, run.replace(device=device, precision=run_precision))
         else:
             from goemo.predict.onnx_backend import load_onnx_backend  # noqa: PLC0415  (optional extra: onnx, onnxruntime)
 
-            runner, tokenizer = load_onnx_backend(runs, device, run_precision, num_threads)
+            runner, tokenizer = load_onnx_backend(runs, run.replace(device=device, precision=run_precision))
         max_length = choose_max_length(folder, tokenizer, max_length)
         clf = cls(
             runner,

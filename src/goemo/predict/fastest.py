@@ -49,11 +49,11 @@ import numpy as np
 
 from goemo.core.errors import GoemoError, ModelError, one_line
 from goemo.core.fileio import atomic_directory
-from goemo.core.folder import CPU_EXPORT_KEY, META_FILE, ONNX_FILE, ModelFolder
+from goemo.core.folder import CPU_EXPORT_KEY, ONNX_FILE, ModelFolder
+from goemo.core.run_settings import RunSettings
 from goemo.core.thresholds import binarize
 from goemo.data.batching import default_cache_dir
-from goemo.data.hf_datasets import load_hf_split
-from goemo.data.io import load_goemotions, load_split
+from goemo.data.source import model_source
 from goemo.data.split import Split
 from goemo.predict.runner import choose_max_length, probs_of_texts
 
@@ -125,10 +125,8 @@ class UnusableSource(Exception):
 
 def choose_fastest(
     folder: ModelFolder,
-    device: str = "auto",
-    precision: str = "auto",
+    settings: RunSettings | None = None,
     *,
-    num_threads: int | None = None,
     max_f1_drop: float = INT8_MAX_F1_DROP,
     cache_root: str | Path | None = None,
 ) -> BackendChoice:
@@ -136,7 +134,10 @@ def choose_fastest(
 
     Making the CPU export is the only slow step (a minute for a MiniLM on 2 cores, once per
     weights); it is logged as it goes. A failed export logs a warning and falls back to torch.
+    Only the device, precision and threads of ``settings`` count here.
     """
+    run = settings or RunSettings()
+    device, precision, num_threads = run.device, run.precision or "auto", run.num_threads
     kind = folder.kind
     if kind == "tfidf":
         return BackendChoice("tfidf", folder, "cpu", "fp32", "a TF-IDF model")
@@ -380,55 +381,28 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def find_dev_split(folder: ModelFolder) -> tuple[Split | None, str]:
-    """The dev split the model was trained with, from what its ``goemo.json`` records, and where it is.
+    """The dev split the model was trained with (`goemo.data.source.model_source`), and where it is.
 
-    ``(None, why not)`` when it cannot be found or is not that split any more (its checksum
+    ``(None, why not)`` when it cannot be read or is not that split any more (its checksum
     differs from ``data_checksums.dev``): the check then does not guess with other data.
     A Hugging Face dataset counts only as a local folder or file (the Hub is never asked).
     """
-    config = folder.training_config
-    recorded = folder.data_checksums.get("dev")
-    taxonomy = str(config.get("taxonomy") or folder.taxonomy)
-    names = folder.label_names
+    source = model_source(folder).with_taxonomy(folder.taxonomy)
+    where = source.describe()
+    if source.is_hub_dataset:
+        return None, f"the training dataset {source.dataset} is not a local folder or file"
+    if source.kind == "folder" and not (Path(str(source.data_dir)) / "dev.tsv").is_file():
+        return None, f"{Path(str(source.data_dir)) / 'dev.tsv'} is not there"
     try:
-        if config.get("dataset"):
-            path = Path(str(config["dataset"])).expanduser()
-            where = f"dataset {path}"
-            if not path.exists():
-                return None, f"the training dataset {config['dataset']} is not a local folder or file"
-            split = load_hf_split(
-                path,
-                "dev",
-                config.get("dataset_config"),
-                text_column=str(config.get("text_column") or "text"),
-                label_column=config.get("label_column"),
-                label_names=names if taxonomy == "goemotions" else None,
-                taxonomy=taxonomy,
-            )
-        elif config.get("dev_file"):
-            path = Path(str(config["dev_file"]))
-            where = str(path)
-            if not path.is_file():
-                return None, f"the dev file {path} is not there"
-            split = load_split(
-                path,
-                label_names=names,
-                text_column=str(config.get("text_column") or "text"),
-                label_column=config.get("label_column"),
-            )
-        elif config.get("data_dir"):
-            data_dir = Path(str(config["data_dir"]))
-            where = str(data_dir / "dev.tsv")
-            if not (data_dir / "dev.tsv").is_file():
-                return None, f"{where} is not there"
-            split = load_goemotions(data_dir, taxonomy=taxonomy, splits=["dev"])["dev"]
-        else:
-            return None, f"{folder.path / META_FILE} records no training data"
+        split = source.split("dev", folder.label_names)
     except GoemoError as e:
-        return None, f"cannot read {where}: {one_line(str(e))}"
-    if list(split.label_names) != list(names):
+        return None, f"cannot read the dev split of {where}: {one_line(str(e))}"
+    where = str(split.source or where)
+    if list(split.label_names) != list(folder.label_names):
         return None, f"{where} has other labels than the model"
+    recorded = folder.data_checksums.get("dev")
     if recorded:
+        config = folder.training_config
         candidates = [split]
         if config.get("max_eval_samples"):  # training scored a sample of it
             candidates.append(split.sample(int(config["max_eval_samples"]), seed=int(config.get("seed", 42))))

@@ -262,7 +262,11 @@ def write_export_folder(
 ) -> float:
     """Fill the (temporary) export folder ``tmp``: ``graph`` moved in as model.onnx, config,
     tokenizer, goemo.json (with ``extra`` entries) and model card. Returns the graph's probe difference
-    from PyTorch (``diff`` when already measured)."""
+    from PyTorch (``diff`` when already measured).
+
+    Nine parameters: the two export paths (`export_onnx`, `goemo.predict.fastest`) each hold
+    these in different shapes, and this is the one place they become a folder.
+    """
     shutil.move(str(graph), tmp / ONNX_FILE)
     if diff is None:
         diff = _max_prob_diff(model, tokenizer, tmp / ONNX_FILE)

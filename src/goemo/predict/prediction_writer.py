@@ -11,6 +11,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -21,6 +22,34 @@ from goemo.data.records import Record
 from goemo.predict.classifier import EmotionClassifier
 
 Format = Literal["jsonl", "csv"]
+
+
+@dataclass(frozen=True)
+class Labelling:
+    """What a labelling job decides and writes per text, passed whole from the CLI to the writer.
+
+    ``top_k``, ``threshold`` and ``taxonomy`` decide the labels as `EmotionClassifier.predict`
+    does; ``all_scores`` adds every label's probability and ``with_text`` the text itself.
+
+    >>> Labelling(top_k=3).decisions
+    {'top_k': 3, 'threshold': None, 'taxonomy': None}
+    """
+
+    top_k: int | None = None
+    threshold: float | None = None
+    taxonomy: str | None = None
+    all_scores: bool = False
+    with_text: bool = True
+
+    @property
+    def decisions(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "threshold": self.threshold, "taxonomy": self.taxonomy}
+
+    def writer(
+        self, stream: IO[str] | Any, fmt: Format, label_names: Sequence[str], *, header: bool = True
+    ) -> PredictionWriter:
+        """The `PredictionWriter` for this job's output."""
+        return PredictionWriter(stream, fmt, label_names, self.all_scores, self.with_text, header=header)
 
 
 def output_format(path: str | Path | None) -> Format:

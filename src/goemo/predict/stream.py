@@ -25,7 +25,7 @@ from goemo.core.errors import ConfigError
 from goemo.core.thresholds import sigmoid
 from goemo.data.records import Record, check_texts
 from goemo.predict.classifier import EmotionClassifier
-from goemo.predict.prediction_writer import PredictionWriter, decide_chunk
+from goemo.predict.prediction_writer import Labelling, PredictionWriter, decide_chunk
 
 # A chunk of a streamed file: large enough that length-sorted batches inside it pad almost as
 # little as a sort of the whole file would, small enough that memory stays flat and that a
@@ -157,16 +157,17 @@ def predict_records(
     clf: EmotionClassifier,
     records: Iterable[Record],
     writer: PredictionWriter,
+    labelling: Labelling | None = None,
     *,
-    top_k: int | None = None,
-    threshold: float | None = None,
-    taxonomy: str | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     progress: Any = None,
     prefetch: int = PREFETCH,
     overlap: bool | None = None,
 ) -> int:
     """Label a stream of records chunk by chunk, writing each chunk in input order; returns the count.
+
+    ``labelling`` decides the labels (its ``top_k``, ``threshold``, ``taxonomy``); the writer
+    already knows what else to write.
 
     With ``overlap`` (the default when the model runs on an accelerator), reading and
     tokenising (a thread ahead), the model (this thread) and deciding, formatting and writing
@@ -179,11 +180,12 @@ def predict_records(
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigError(f"chunk_size={chunk_size}: expected an integer >= 1")
-    clf.predict_from_proba(np.zeros((0, clf.num_labels), np.float32), top_k, threshold, taxonomy)  # checks them
+    decisions = (labelling or Labelling()).decisions
+    clf.predict_from_proba(np.zeros((0, clf.num_labels), np.float32), **decisions)  # checks them
 
     def write(item: tuple[list[Record], np.ndarray]) -> None:
         chunk, probs = item
-        scores, chosen = decide_chunk(clf, probs, top_k=top_k, threshold=threshold, taxonomy=taxonomy)
+        scores, chosen = decide_chunk(clf, probs, **decisions)
         writer.write_chunk(chunk, scores, chosen)
         if progress is not None:
             progress.update(len(chunk))

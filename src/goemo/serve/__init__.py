@@ -33,11 +33,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from goemo.core.errors import GoemoError
 from goemo.core.folder import ModelFolder
-from goemo.predict.classifier import Backend, EmotionClassifier, choose_backend
+from goemo.core.run_settings import RunSettings
+from goemo.predict.classifier import EmotionClassifier, choose_backend
 from goemo.predict.fastest import cuda_available
 from goemo.serve.batcher import BatcherStats, MicroBatcher, QueueFullError
 from goemo.serve.connections import ConnectionGuard, resolve_connections
@@ -191,7 +192,7 @@ def default_num_threads(workers: int = 1, cores: int | None = None) -> int:
 MAX_DEFAULT_WORKERS = 4
 
 
-def default_workers(device: str = "auto", cores: int | None = None) -> int:
+def default_workers(settings: RunSettings | None = None, cores: int | None = None) -> int:
     """Server processes when ``--workers`` is not given: one per core on a CPU (at most 4), one on a GPU.
 
     On a CPU, one process with its model on one thread per core shares each core between the
@@ -201,17 +202,17 @@ def default_workers(device: str = "auto", cores: int | None = None) -> int:
     requests/s, 1 worker at 315 (1 thread) or 374 (2 threads). A GPU is shared best by one
     process batching for it.
 
-    >>> default_workers("cpu", cores=2), default_workers("cpu", cores=16), default_workers("cuda", cores=16)
+    >>> cpu, gpu = RunSettings(device="cpu"), RunSettings(device="cuda")
+    >>> default_workers(cpu, cores=2), default_workers(cpu, cores=16), default_workers(gpu, cores=16)
     (2, 4, 1)
     """
+    device = (settings or RunSettings()).device
     if device.startswith(("cuda", "mps")) or (device == "auto" and cuda_available()):
         return 1
     return max(1, min(MAX_DEFAULT_WORKERS, cores or os.cpu_count() or 1))
 
 
-def load_for_serving(
-    model: str | Path, backend: Backend = "fastest", device: str = "auto", num_threads: int | None = None
-) -> EmotionClassifier:
+def load_for_serving(model: str | Path, settings: RunSettings | None = None) -> EmotionClassifier:
     """The classifier as `run_server` loads it; `benchmarks/serve_load.py` measures the same one alone.
 
     On a CPU, a merged batch is cut into length-sorted chunks of `CPU_CHUNK` texts: a CPU
@@ -220,9 +221,9 @@ def load_for_serving(
     stay as wide as the classifier's default, where width is what pays. ``num_threads``
     defaults to `default_num_threads` for one worker.
     """
-    threads = num_threads or default_num_threads()
-    classifier = EmotionClassifier.load(model, backend=backend, device=device, num_threads=threads)
-    if classifier.device == "cpu":
+    run = settings or RunSettings()
+    classifier = EmotionClassifier.load(model, run.replace(num_threads=run.num_threads or default_num_threads()))
+    if classifier.device == "cpu" and run.batch_size is None:
         classifier.batch_size = min(classifier.batch_size, CPU_CHUNK)
     return classifier
 
@@ -232,9 +233,7 @@ class WorkerSpec:
     """What one server process needs besides its socket; travels to ``--workers`` processes as JSON."""
 
     model: str
-    backend: str = "fastest"
-    device: str = "auto"
-    num_threads: int = 1
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # a RunSettings, as JSON
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     access_log: bool = True
     worker: int = 0  # this process's number, 0-based
@@ -307,9 +306,7 @@ def run_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
-    backend: Backend = "fastest",
-    device: str = "auto",
-    num_threads: int | None = None,
+    settings: RunSettings | None = None,
     limits: ServeLimits | None = None,
     access_log: bool = True,
     workers: int | None = None,
@@ -319,9 +316,10 @@ def run_server(
     Listens on loopback unless ``host`` says otherwise: the API has no authentication, and
     any other address logs a warning. Requests must name the server by a loopback address
     or one of ``limits.allowed_hosts`` in their Host header (a specific ``host`` is added to
-    them). ``backend="fastest"`` runs what the machine runs fastest (on a CPU the folder's
-    int8 ONNX export, made once: `goemo.predict.fastest`). ``num_threads`` sets the model's
-    CPU threads in each worker (default: `default_num_threads`). ``workers`` > 1 runs that many processes on the one socket, each
+    them). ``settings`` say how the model runs; the default backend, ``fastest``, runs what the
+    machine runs fastest (on a CPU the folder's int8 ONNX export, made once:
+    `goemo.predict.fastest`). Its ``num_threads`` are the model's CPU threads in each worker
+    (default: `default_num_threads`). ``workers`` > 1 runs that many processes on the one socket, each
     loading the model (`goemo.serve.workers`); the default is `default_workers`.
     """
     try:
@@ -329,9 +327,10 @@ def run_server(
     except ImportError:
         raise GoemoError("serving needs the serve extra (uvicorn is missing): pip install 'goemo[serve]'") from None
     # a missing or damaged folder is one line here, not one per worker process after the fork
-    choose_backend(ModelFolder.open(model), backend)
+    run = settings or RunSettings()
+    choose_backend(ModelFolder.open(model), run.backend or "fastest")
     if workers is None:
-        workers = default_workers(device)
+        workers = default_workers(run)
     if not 1 <= workers <= 256:
         raise GoemoError(f"workers must be between 1 and 256, got {workers}")
     limits = _served_limits(limits or ServeLimits(), host)
@@ -339,9 +338,7 @@ def run_server(
     sock = bind_socket(host, port, budget.backlog)
     spec = WorkerSpec(
         model=str(model),
-        backend=backend,
-        device=device,
-        num_threads=num_threads or default_num_threads(workers),
+        settings=dataclasses.asdict(run.replace(num_threads=run.num_threads or default_num_threads(workers))),
         limits=limits.to_dict(),
         access_log=access_log,
         workers=workers,
@@ -376,7 +373,7 @@ def serve_on(sock: socket.socket, spec: WorkerSpec) -> None:
     from goemo.serve.app import create_app  # noqa: PLC0415  (optional extra: serve, FastAPI)
 
     limits = ServeLimits(**spec.limits)
-    classifier = load_for_serving(spec.model, cast("Backend", spec.backend), spec.device, spec.num_threads)
+    classifier = load_for_serving(spec.model, RunSettings(**spec.settings))
     app = create_app(classifier, limits, model_threads=classifier.num_threads, workers=spec.workers)
     config = uvicorn_config(app, limits, log_level="info", access_log=spec.access_log)
     who = f"worker {spec.worker + 1} of {spec.workers} (pid {os.getpid()}) " if spec.workers > 1 else ""

@@ -721,10 +721,7 @@ def write_dev_metrics(best_dir: Path, dev, config: TrainConfig, path: Path) -> d
     probabilities go through `goemo.predict.cache.predict_split`, so they are also cached in the
     trial's ``predictions/`` for a later ``goemo report`` of that trial.
     """
-    device = config.device if config.device in ("cpu", "cuda", "mps") else "auto"
-    preds = predict_split(
-        best_dir, dev, batch_size=config.eval_batch_size, device=device, token_cache_dir=config.cache_dir
-    )
+    preds = predict_split(best_dir, dev, config.scoring_settings(), token_cache_dir=config.cache_dir)
     report = compute_metrics(
         dev.labels, preds.probs, dev.label_names, thresholds=config.threshold, sweep=None, split="dev"
     )

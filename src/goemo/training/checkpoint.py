@@ -37,6 +37,7 @@ from goemo.core.run_folder import (
     corrupt_checkpoint,
     read_trainer_state,
 )
+from goemo.data.source import DataSource
 from goemo.data.split import Split
 from goemo.models.card import CardFacts, build_model_card, write_model_card
 from goemo.models.modeling import save_model, write_config_thresholds
@@ -78,6 +79,7 @@ def model_meta(
             "tuning": tuned,
         },
         "training_config": config.to_dict(),
+        "data_source": DataSource.from_config(config.to_dict()).to_record(),  # found from any working directory
         "data_checksums": data_checksums,
         "metrics": metrics,
     }

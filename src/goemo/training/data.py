@@ -14,58 +14,31 @@ from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError
 from goemo.data.batching import EncodedSplit, LengthBucketBatches
 from goemo.data.folds import fold_of
-from goemo.data.hf_datasets import describe, load_hf_dataset
-from goemo.data.io import load_goemotions, load_split, read_label_names
+from goemo.data.source import DataSource
 from goemo.data.split import Split
 
 
 def load_training_data(config: TrainConfig) -> dict[str, Split]:
-    """The splits named by the config: a Hugging Face dataset, explicit files, or a GoEmotions folder.
+    """The splits the config's data source names (`goemo.data.source.DataSource.from_config`).
+
+    A source that has no dev split is refused here: the dev split selects the model.
 
     >>> splits = load_training_data(TrainConfig(data_dir="data/goemotions"))  # doctest: +SKIP
     >>> sorted(splits)  # doctest: +SKIP
     ['dev', 'test', 'train']
-    >>> hub = load_training_data(TrainConfig(dataset="go_emotions", dataset_config="simplified"))  # doctest: +SKIP
-    >>> hub["dev"].source  # doctest: +SKIP
-    'dataset go_emotions/simplified:validation'
     """
-    if config.dataset:
-        return _load_dataset(config, config.dataset)
-    if config.train_file:
-        names = read_label_names(config.labels_file) if config.labels_file else None
-        out: dict[str, Split] = {}
-        for key, path in (("train", config.train_file), ("dev", config.dev_file), ("test", config.test_file)):
-            if path:
-                out[key] = load_split(
-                    path, label_names=names, text_column=config.text_column, label_column=config.label_column
-                )
-                names = names or out[key].label_names
-        if "dev" not in out:
-            raise ConfigError("--dev FILE is needed with --train (model selection uses the dev split)")
-        return out
-    if not config.data_dir:
-        raise ConfigError("no data: give --data-dir or --train/--dev files")
-    return load_goemotions(config.data_dir, taxonomy=config.taxonomy)
-
-
-def _load_dataset(config: TrainConfig, dataset: str) -> dict[str, Split]:
-    """``--dataset``: its train, validation (goemo's dev) and test splits; the first two are needed."""
-    loaded = load_hf_dataset(
-        dataset,
-        config.dataset_config,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        label_names=read_label_names(config.labels_file) if config.labels_file else None,
-        taxonomy=config.taxonomy,
-    )
-    missing = [name for key, name in (("train", "train"), ("dev", "validation")) if key not in loaded]
+    source = DataSource.from_config(config.to_dict())
+    if source.kind == "files" and "dev" not in source.files:
+        raise ConfigError("--dev FILE is needed with --train (model selection uses the dev split)")
+    splits = source.splits()
+    missing = [name for key, name in (("train", "train"), ("dev", "validation")) if key not in splits]
     if missing:
-        has = ", ".join(str(split.source).rpartition(":")[2] for split in loaded.values())
+        has = ", ".join(str(split.source).rpartition(":")[2] for split in splits.values())
         raise ConfigError(
-            f"dataset {describe(dataset, config.dataset_config)} has splits {has}; "
-            f"training needs {' and '.join(missing)} too (validation, or dev, selects the model)"
+            f"{source.describe()} has splits {has}; training needs {' and '.join(missing)} too "
+            "(validation, or dev, selects the model)"
         )
-    return {key: loaded[key] for key in ("train", "dev", "test") if key in loaded}
+    return {key: splits[key] for key in ("train", "dev", "test") if key in splits}
 
 
 def prepare_splits(config: TrainConfig, splits: dict[str, Split]) -> dict[str, Split]:

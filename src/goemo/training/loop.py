@@ -153,11 +153,11 @@ def _train(
     total_batches = math.ceil(config.epochs * batches_per_epoch)
     num_epochs = math.ceil(total_batches / batches_per_epoch)
     total_steps = math.ceil(total_batches / config.grad_accum)
-    optimizer, scheduler = make_optimizer(model, config, accelerator.device, total_steps)
+    optimizer, scheduler = make_optimizer(model, config, total_steps)
     if config.compile:
         model = torch.compile(model, dynamic=True)  # type: ignore[assignment]  # same interface, compiled
     model, optimizer = accelerator.prepare(model, optimizer)
-    loss_fn = loss_function(config, splits["train"].labels, label_names, accelerator.device)
+    loss_fn = loss_function(config, splits["train"].labels, label_names)
     ema = weight_average(plain_model(accelerator, model), config.ema_decay)  # evaluated and saved as best/
     scorer = LiveScorer(accelerator, tokenizer, label_names, config)
 

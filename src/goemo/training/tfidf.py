@@ -50,7 +50,7 @@ from goemo.core.errors import ConfigError, RunFolderError
 from goemo.core.fileio import append_jsonl, atomic_directory, atomic_write_json, atomic_write_text
 from goemo.core.run_folder import LOCK_FILE, RunFolder
 from goemo.core.thresholds import sigmoid
-from goemo.data.io import load_goemotions
+from goemo.data.source import DataSource
 from goemo.data.split import Split
 from goemo.models.tfidf import KIND, TfidfModel
 from goemo.scoring.metrics import summary as metric_summary
@@ -206,7 +206,7 @@ def fit_tfidf_baseline(config: TfidfConfig, splits: dict[str, Split] | None = No
     """
     started = time.perf_counter()
     if splits is None:
-        splits = load_goemotions(config.data_dir, taxonomy=config.taxonomy)
+        splits = DataSource.folder(config.data_dir, config.taxonomy).splits()
     splits = dict(splits)
     if "train" not in splits or "dev" not in splits:
         raise ConfigError("the TF-IDF baseline needs a 'train' and a 'dev' split")
@@ -270,6 +270,7 @@ def _fit_and_write(
         "vocabulary_size": model.vocabulary_size,
         "terms": model.terms(),
         "training_config": config.to_dict(),
+        "data_source": DataSource.folder(config.data_dir, config.taxonomy).to_record(),
         "data_checksums": {k: s.checksum() for k, s in splits.items()},
         "metrics": final,
         "sklearn_version": sklearn.__version__,
