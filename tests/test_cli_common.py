@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.cli.common import LOG_WIDTH, make_console
 
-COLS = ("f1_macro", "f1_macro_tuned", "f1_macro_xtuned", "f1_micro", "auc_macro", "auc_micro", "val_loss")
+COLS = ("f1_macro", "f1_macro_tuned", "f1_macro_xtuned", "f1_micro", "auc_score", "auc_micro", "val_loss")
 SUMMARY: dict[str, Any] = {
     "run_dir": "runs/a-rather-long-run-folder-name-as-sweeps-write-them/trials/0007",
     "dev": dict.fromkeys(COLS, 0.51234),

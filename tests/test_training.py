@@ -491,6 +491,8 @@ def test_cli_train_prints_the_one_screen_summary(tmp_path, shared_data) -> None:
     assert (saved["sentiment_reg"], saved["correlation_reg"]) == (0.5, 0.25)
     for needle in ("f1_macro", "best epoch 1", "train examples/s", "peak", "RSS", "hardware:", "cores", "model:"):
         assert needle in result.output, needle
+    (epoch_line,) = [line for line in result.output.splitlines() if "epoch 1: train_loss" in line]
+    assert " auc_score " in epoch_line and "auc_macro" not in result.output  # the name --select-metric takes
     again = CliRunner().invoke(app, args)  # the same folder again: one line, exit 1
     assert again.exit_code == 1 and "already holds a run" in again.output
 

@@ -78,11 +78,13 @@ def sweep_command(
 ) -> None:
     """Run a hyperparameter sweep: each trial is a training run folder in SWEEP/trials/N.
 
-    The same command resumes a killed sweep and, run on more machines against one --storage,
-    adds workers to it. Parameter names may be W&B's (learning_rate, tokenizer_max_len, ...)
-    or goemo's; metric auc_score is macro ROC-AUC. Each trial keeps its best epoch by its
-    select_metric (parameters: select_metric: {value: val_loss} in the config); its value is
-    the sweep metric at that epoch. Exits 1 when every trial this command ran failed.
+    The same command resumes a killed sweep, retries the trials that failed (fix the cause
+    first) and, run on more machines against one --storage, adds workers to it. Parameter
+    names may be W&B's (learning_rate, tokenizer_max_len, ...) or goemo's; metric auc_score
+    is macro ROC-AUC. Each trial keeps its best epoch by its select_metric (parameters:
+    select_metric: {value: val_loss} in the config); its value is the sweep metric at that
+    epoch. Exits 1 when every trial this command ran failed, or when nothing ran and the
+    study holds only failures.
     """
     from goemo.sweeps.runner import prepare_sweep, route_optuna_logging, run_sweep  # optuna, sqlalchemy
 

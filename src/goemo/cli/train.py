@@ -62,7 +62,7 @@ def _print_train_summary(summary: dict) -> None:
     """One screen: where the model is, dev/test headline metrics, time and memory."""
     table = Table(title=f"goemo train: {summary['run_dir']}", show_header=True)
     table.add_column("split")
-    cols = ("f1_macro", "f1_macro_tuned", "f1_macro_xtuned", "f1_micro", "auc_macro", "auc_micro", "val_loss")
+    cols = ("f1_macro", "f1_macro_tuned", "f1_macro_xtuned", "f1_micro", "auc_score", "auc_micro", "val_loss")
     for col in cols:
         table.add_column(col, justify="right")
     for split in ("dev", "test"):

@@ -343,13 +343,13 @@ def _log_start(config: TrainConfig, accelerator, texts: int, labels: int, epochs
 
 def _log_epoch(record: dict[str, Any], seconds: float) -> None:
     log.info(
-        "epoch %d: train_loss %.4f val_loss %.4f f1_macro %.4f f1_macro_xtuned %.4f auc_macro %.4f (%.0fs)%s",
+        "epoch %d: train_loss %.4f val_loss %.4f f1_macro %.4f f1_macro_xtuned %.4f auc_score %.4f (%.0fs)%s",
         record["epoch"],
         record["train_loss"],
         record["val_loss"],
         record["f1_macro"],
         record["f1_macro_xtuned"],
-        record["auc_macro"],
+        record["auc_score"],  # macro ROC-AUC, under the name sweeps and --select-metric use
         seconds,
         " *" if record["best"] else "",
     )
