@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from goemo.core.errors import ConfigError
+from goemo.core.errors import ConfigError, DataError
 from goemo.core.folder import ModelFolder
 from goemo.data.hf_datasets import describe, goemo_split_name, load_hf_dataset
 from goemo.data.io import OFFICIAL_SPLITS, load_goemotions, load_split, read_label_names
@@ -178,6 +178,8 @@ class DataSource:
         given = read_label_names(self.labels_file) if self.labels_file else label_names
         if self.kind == "folder":
             folder = Path(str(self.data_dir))
+            if not folder.is_dir():
+                raise DataError(f"data folder not found: {folder} (fetch it with `goemo download --dest {folder}`)")
             return load_goemotions(folder, taxonomy=self.taxonomy, splits=names or OFFICIAL_SPLITS)
         if self.kind == "dataset":
             return load_hf_dataset(
