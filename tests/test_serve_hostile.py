@@ -337,6 +337,31 @@ def test_openapi_states_the_limits_and_one_error_model():
         assert client.post("/predict", json={"texts": []}).json()["detail"] == "texts is empty: send at least one text"
 
 
+@pytest.mark.parametrize(
+    ("options", "status"),
+    [
+        ({"threshold": False}, 422),
+        ({"threshold": True}, 422),
+        ({"threshold": "0.5"}, 422),
+        ({"top_k": "3"}, 422),
+        ({"top_k": True}, 422),
+        ({"top_k": 2.5}, 422),
+        ({"top_k": 2.0}, 200),  # the same JSON number as 2 (JSON Schema: an integer)
+        ({"top_k": 2}, 200),
+        ({"threshold": 1}, 200),  # an integer is a number
+        ({"threshold": 0.5}, 200),
+    ],
+    ids=str,
+)
+def test_options_take_the_types_the_schema_states_and_no_others(options, status):
+    """The schema says integer and number: a bool or a string is refused, not read as 1 or 3 (schemathesis ST201)."""
+    with TestClient(create_app(FakeModel()), base_url=LOCAL) as client:
+        r = client.post("/predict", json={"texts": ["a"], **options})
+        assert r.status_code == status, r.text
+        if status == 422:
+            assert r.json()["detail"].startswith(next(iter(options))), r.text
+
+
 def test_schema_valid_top_k_with_a_taxonomy_gives_every_group(torch_classifier):
     """top_k up to the number of labels is schema-valid; with 7 Ekman groups, 20 gives all 7."""
     with TestClient(create_app(torch_classifier), base_url=LOCAL) as client:
