@@ -397,9 +397,18 @@ def test_a_lone_surrogate_in_a_key_is_answered_in_valid_json():
         ("evil.example", (), 400),
         ("evil.example:8000", (), 400),
         ("127.0.0.1.evil.example", (), 400),
+        ("127.0.0.1:80@evil.example", (), 400),  # no host at all: Starlette's parser refuses it
+        ("localhost:80@evil.example", (), 400),
+        ("[::1]:80@evil.example", (), 400),
+        ("127.0.0.1/evil.example", (), 400),
+        ("127.0.0.1 evil.example", (), 400),
+        ("127.0.0.256", (), 400),
         ("", (), 400),
         ("MyBox:8000", ("mybox",), 200),
         ("mybox.lan", ("mybox",), 400),
+        ("mybox:80@evil.example", ("mybox",), 400),
+        ("api.example.com", ("*.example.com",), 200),
+        ("example.com", ("*.example.com",), 400),
         ("anything.example", ("*",), 200),
     ],
 )
@@ -410,6 +419,12 @@ def test_host_header_is_checked_against_dns_rebinding(host, allowed, status):
         assert r.status_code == status, r.text
         if status == 400:
             assert "--allowed-host" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("host", ["mybox:8000", "http://mybox", "", "my box", "*mybox", "a.*.example"])
+def test_allowed_hosts_are_names_without_port_or_scheme(host):
+    with pytest.raises(ConfigError, match="is not a host name"):
+        ServeLimits(allowed_hosts=(host,))
 
 
 def test_health_names_the_model_without_its_path():

@@ -1,47 +1,46 @@
-"""ASGI middlewares that guard every request before the app sees it: its Host, its body's size and time.
+"""ASGI middlewares that guard every request before the app sees it: its Host, its body's framing, size and time.
 
 - `HostCheck`: 400 for a Host header that is not loopback or allowed (against DNS rebinding);
-- `BodySizeLimit`: 413 for a body over the limit, from Content-Length and while it streams in;
+- `BodySizeLimit`: 400 (connection closed) for a body framed both by Content-Length and
+  Transfer-Encoding; 413 for a body over the limit, from Content-Length and while it streams in;
 - `BodyReadTimeout`: 408 for a body not received in time, in any ASGI server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import Message, Receive, Scope, Send
 
 from goemo.serve.error_responses import error_response
 
-
-def _host_name(value: str) -> str:
-    """``"Example.COM.:8000"`` -> ``"example.com"``; ``"[::1]:80"`` -> ``"::1"``."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else value
-    if value.count(":") == 1:
-        value = value.split(":")[0]
-    return value.rstrip(".")
+# Host names Starlette's TrustedHostMiddleware accepts besides ``allowed_hosts``: loopback ones
+# (with the trailing dot of a fully qualified name). The rest of 127.0.0.0/8 is `_LOOPBACK_IPV4`.
+LOOPBACK_HOSTS = ("localhost", "*.localhost", "localhost.", "*.localhost.", "127.0.0.1", "[::1]")
+# A whole Host header that is an IPv4 address in 127.0.0.0/8, with an optional port, and nothing else:
+# a range, which Starlette's patterns (a name, or "*." and a suffix) cannot state.
+_LOOPBACK_IPV4 = re.compile(r"127(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}(?::[0-9]{1,5})?")
 
 
-def is_loopback_host(name: str) -> bool:
-    """``localhost``, ``*.localhost``, 127.0.0.0/8 or ``::1``.
+class _Withheld:
+    """The ``send`` handed to Starlette's middleware: its own plain-text refusal is withheld, for goemo's JSON one.
 
-    >>> is_loopback_host("localhost"), is_loopback_host("127.8.0.1"), is_loopback_host("evil.example")
-    (True, True, False)
+    The app behind the middleware (`HostCheck._admitted`) takes the real ``send`` back out.
     """
-    name = _host_name(name)
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.refused = False
+
+    async def __call__(self, message: Message) -> None:
+        self.refused = True
 
 
 class HostCheck:
@@ -50,30 +49,38 @@ class HostCheck:
     A web page on another site can make a browser send requests to 127.0.0.1 by pointing
     its own name at that address (DNS rebinding); such requests carry the page's name in
     Host, so refusing unknown names keeps other sites' pages away from the API.
-    ``"*"`` in ``allowed_hosts`` accepts any Host.
+
+    The check is Starlette's `TrustedHostMiddleware` (which parses the header strictly: a
+    value such as ``127.0.0.1:80@evil.example`` is no host at all), given `LOOPBACK_HOSTS`
+    and ``allowed_hosts`` (names, ``*.example.com`` for every subdomain, ``*`` for any).
+    Two things are goemo's own: any address in 127.0.0.0/8 is loopback too (a range
+    Starlette's patterns cannot state, matched by a strict pattern of the whole header),
+    and the refusal is goemo's JSON ``{"detail": ...}``, not Starlette's plain text.
     """
 
     def __init__(self, app: Any, allowed_hosts: Sequence[str] = ()) -> None:
         self.app = app
-        self.any = "*" in allowed_hosts
-        self.allowed = {_host_name(h) for h in allowed_hosts if h != "*"}
+        self.trusted = TrustedHostMiddleware(
+            self._admitted, allowed_hosts=[*LOOPBACK_HOSTS, *allowed_hosts], www_redirect=False
+        )
 
-    def allows(self, host: str | None) -> bool:
-        if self.any:
-            return True
-        if not host:
-            return False
-        return is_loopback_host(host) or _host_name(host) in self.allowed
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send.send if isinstance(send, _Withheld) else send)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            host = Headers(scope=scope).get("host")
-            if not self.allows(host):
-                shown = "missing" if not host else repr(host[:80])
-                detail = f"Host header {shown} is not allowed: use a loopback address, or start the server with --allowed-host NAME"
-                await error_response(400, detail)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = Headers(scope=scope).get("host")
+        if host is not None and _LOOPBACK_IPV4.fullmatch(host):
+            await self.app(scope, receive, send)
+            return
+        withheld = _Withheld(send)
+        await self.trusted(scope, receive, withheld)
+        if withheld.refused:
+            shown = "missing" if not host else repr(host[:80])
+            detail = f"Host header {shown} is not allowed: use a loopback address, or start the server with --allowed-host NAME"
+            await error_response(400, detail)(scope, receive, send)
 
 
 class BodyTooLarge(StarletteHTTPException):
