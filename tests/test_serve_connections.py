@@ -26,7 +26,12 @@ httpx = pytest.importorskip("httpx")
 from goemo.core.errors import ConfigError  # noqa: E402
 from goemo.serve import background_server  # noqa: E402
 from goemo.serve.app import create_app  # noqa: E402
-from goemo.serve.connections import ConnectionBudget, Throttled, quiet_resource_errors, resolve_connections  # noqa: E402
+from goemo.serve.connections import (  # noqa: E402
+    ConnectionBudget,
+    Throttled,
+    quiet_resource_errors,
+    resolve_connections,
+)
 from goemo.serve.limits import ServeLimits  # noqa: E402
 
 HALF_SENT_POST = (
@@ -210,6 +215,45 @@ def test_throttled_counts_what_it_held_back(caplog):
         time.sleep(0.25)
         warn.warning("busy")
     assert [r.getMessage() for r in caplog.records] == ["busy", "busy (50 times since the last such line)"]
+
+
+def _exchange(port: int, payload: bytes, timeout_s: float = 10.0) -> bytes:
+    """Send ``payload`` on a new connection and read until the server closes it (or the time is up)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(payload)
+        deadline = time.monotonic() + timeout_s
+        data = b""
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                return data
+            data += chunk
+    raise AssertionError(f"the server did not close the connection; it answered {data!r}")
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed():
+    """RFC 9112 6.1: the bytes after the chunked body (a second request, smuggled) are never read as one."""
+    body = b'{"texts": ["hi"]}'
+    smuggled = b"GET /labels HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+        + smuggled
+    )
+    with background_server(create_app(FakeModel())) as base:
+        port = int(base.rsplit(":", 1)[1])
+        answer = _exchange(port, request)
+        alive = smuggled.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        assert _exchange(port, alive).startswith(b"HTTP/1.1 200 ")  # the server lives on
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"400"], answer
+    assert b"connection: close" in answer.lower()
+    assert b"both Content-Length and Transfer-Encoding" in answer
 
 
 @pytest.mark.slow

@@ -94,6 +94,12 @@ def _too_large_message(max_bytes: int) -> str:
     return f"request body is larger than the limit of {max_bytes:,} bytes (--max-body-bytes)"
 
 
+_TWICE_FRAMED = (
+    "request has both Content-Length and Transfer-Encoding: its body's length is ambiguous "
+    "(RFC 9112 section 6.1); send one of them"
+)
+
+
 class BodyTimedOut(StarletteHTTPException):
     """Raised from ``receive`` when the body is not complete in time; answered 408, connection closed."""
 
@@ -136,11 +142,17 @@ async def _run_guarded(
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes``, however it is sent.
+    """ASGI middleware: 413 for a body over ``max_bytes``, however it is sent; 400 for a body framed twice.
 
     A declared Content-Length over the limit is refused before a byte of the body is read;
     a body without one (chunked) is counted as it arrives and refused the moment it passes
     the limit, so a client cannot make the server buffer more than ``max_bytes``.
+
+    A request with both Content-Length and Transfer-Encoding is refused and its connection
+    closed (RFC 9112 section 6.1): a proxy in front may read the body by the other header, and
+    the bytes they disagree about would otherwise be read here as a second request (request
+    smuggling). The HTTP parser (h11) reads such a body by Transfer-Encoding and lets the
+    connection live on, so the refusal is here, where any ASGI server's requests pass.
 
     Starlette's own ``max_body_size`` enforces the same limit, but its answer is always the
     plain text "Content Too Large" (it replaces whatever the app sends), and a client should
@@ -155,7 +167,11 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        if declared is not None and "transfer-encoding" in headers:
+            await error_response(400, _TWICE_FRAMED)(scope, receive, send)  # Connection: close
+            return
         if declared is not None:
             try:
                 size = int(declared)

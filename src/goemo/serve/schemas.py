@@ -121,7 +121,8 @@ class Error(BaseModel):
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {
-        400: "Host header not allowed, Content-Length not a number, or a body the JSON parser cannot read.",
+        400: "Host header not allowed, Content-Length not a number or beside Transfer-Encoding, "
+        "or a body the JSON parser cannot read.",
         408: "The request body did not arrive within the body timeout (--body-timeout).",
         413: "The body is larger than --max-body-bytes.",
         422: "The body is not the expected JSON, or a text or option is over a limit; `detail` names it.",
