@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import re
@@ -29,6 +30,7 @@ from goemo.serve.app import create_app  # noqa: E402
 from goemo.serve.connections import (  # noqa: E402
     ConnectionBudget,
     Throttled,
+    ThrottledLines,
     quiet_resource_errors,
     resolve_connections,
 )
@@ -254,6 +256,57 @@ def test_content_length_with_transfer_encoding_is_refused_and_the_connection_clo
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"400"], answer
     assert b"connection: close" in answer.lower()
     assert b"both Content-Length and Transfer-Encoding" in answer
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /labels HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n",
+        b"GET /labels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ],
+    ids=["garbage", "header without colon", "two lengths"],
+)
+def test_malformed_http_gets_the_json_error_shape(request_bytes):
+    with background_server(create_app(FakeModel())) as base:
+        port = int(base.rsplit(":", 1)[1])
+        answer = _exchange(port, request_bytes)
+        health = httpx.get(f"{base}/health", timeout=10).json()["connections"]
+    last = answer[answer.rfind(b"HTTP/1.1 ") :]
+    head, _, body = last.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert b"content-type: application/json" in head.lower(), answer
+    assert json.loads(body) == {"detail": "malformed HTTP request: the request line or headers cannot be parsed"}
+    assert health["malformed"] == 1
+
+
+def test_malformed_requests_do_not_flood_the_log(caplog, monkeypatch):
+    """Uvicorn writes a warning per malformed request; 40 of them make one line (two if 10 s pass)."""
+    monkeypatch.setattr(logging.getLogger("uvicorn.error"), "filters", [])  # a fresh throttle, not an earlier test's
+    with caplog.at_level(logging.WARNING):
+        with background_server(create_app(FakeModel())) as base:
+            port = int(base.rsplit(":", 1)[1])
+            for _ in range(40):
+                assert _exchange(port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    lines = [r.getMessage() for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
+    assert 1 <= len(lines) <= 2, lines
+
+
+def test_throttled_lines_pass_other_records_and_count_the_held_back_ones():
+    throttle = ThrottledLines(["Invalid HTTP request"], interval_s=3600)
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, msg, None, None)
+
+    passed = [
+        r.getMessage() for r in (record("Invalid HTTP request received.") for _ in range(100)) if throttle.filter(r)
+    ]
+    assert passed == ["Invalid HTTP request received."]
+    assert throttle.filter(record("Something else."))
+    throttle.throttles["Invalid HTTP request"].interval_s = 0  # the interval is over
+    again = record("Invalid HTTP request received.")
+    assert throttle.filter(again)
+    assert again.getMessage() == "Invalid HTTP request received. (100 times since the last such line)"
 
 
 @pytest.mark.slow
