@@ -80,6 +80,11 @@ _SAFETENSORS_DTYPE_BYTES = {
     "U64": 8, "I64": 8, "F64": 8,
 }  # fmt: skip
 _MAX_SAFETENSORS_HEADER = 100 * 2**20  # the format's own limit
+# The most bytes a JSON file of the folder may have: json.loads holds several times its size in memory
+# (a 300 MB config.json took 1.9 GB). Configs and goemo.json are kilobytes; the largest tokenizer.json
+# files of public models are tens of megabytes.
+MAX_JSON_BYTES = 16 * 2**20
+MAX_TOKENIZER_JSON_BYTES = 128 * 2**20
 # The classifier's output layer in the heads goemo saves and loads: BERT's and goemo's
 # ``classifier``, RoBERTa's ``classifier.out_proj``, the ``score`` of decoder heads.
 _OUTPUT_LAYER = re.compile(r"^(?:.*\.)?(?:classifier(?:\.out_proj)?|score)\.weight$")
@@ -488,12 +493,24 @@ class ModelFolder:
 
 
 def _read_object(path: Path, missing_ok: bool) -> dict[str, Any]:
+    """A JSON object from the folder, refused unread when it is larger than such a file can be."""
     if not path.is_file():
         if missing_ok:
             return {}
         raise ModelError(f"{path}: not found")
+    limit = MAX_TOKENIZER_JSON_BYTES if path.name == "tokenizer.json" else MAX_JSON_BYTES
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size <= limit:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)  # bounded even if the file grows meanwhile
+            size = max(size, len(data))
+        if size > limit:
+            raise ModelError(
+                f"{path}: {size:,} bytes, more than the {limit:,} a {path.name} may have; "
+                "not read (a damaged or wrong file?)"
+            )
+        value = json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise ModelError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -10,7 +10,8 @@ functions do.
 
 Both run uvicorn hardened against slow and abandoned clients (`uvicorn_config`): a cap on
 open connections below the open-file limit, deadlines for request heads and bodies, and a
-bounded keep-alive and listen backlog, all read from `ServeLimits`.
+bounded keep-alive and listen backlog, all read from `ServeLimits`. SIGTERM or Ctrl-C drains
+first: every request already in is answered before the server stops (`serve_app`).
 
 Shaped for the hardware: the model runs in one thread beside the event loop with its CPU
 threads set so that the loop always has a core (`default_num_threads`), on a CPU in
@@ -41,13 +42,14 @@ from goemo.core.run_settings import RunSettings
 from goemo.predict.classifier import EmotionClassifier, choose_backend
 from goemo.predict.fastest import cuda_available
 from goemo.serve.batcher import BatcherStats, MicroBatcher, QueueFullError
-from goemo.serve.connections import ConnectionGuard, resolve_connections
+from goemo.serve.connections import ConnectionGuard, resolve_connections, throttle_uvicorn_warnings
 from goemo.serve.limits import ServeLimits
 from goemo.serve.workers import SPEC_ENV, run_workers
 
 __all__ = [
     "create_app",
     "run_server",
+    "serve_app",
     "background_server",
     "bind_socket",
     "ServeLimits",
@@ -106,19 +108,22 @@ def uvicorn_config(
 
     Uvicorn's own settings give the keep-alive timeout, the listen backlog and
     ``limit_concurrency``; its HTTP protocol is wrapped in a `ConnectionGuard` for the cap on
-    open connections and the deadline on request heads (the body's deadline is the app's
-    `goemo.serve.guards.BodyReadTimeout`). The guard is also put on ``app.state.connections``,
-    so that ``/health`` shows its counters.
+    open connections, the deadline on request heads (the body's deadline is the app's
+    `goemo.serve.guards.BodyReadTimeout`), JSON answers to malformed requests and the drain
+    on shutdown (run by `goemo.serve.server.DrainingServer`). The guard is also put on
+    ``app.state.connections``, so that ``/health`` shows its counters. Uvicorn's warnings
+    that a client can repeat at will are one line per 10 s (`throttle_uvicorn_warnings`).
 
     >>> config = uvicorn_config(create_app(clf), ServeLimits(max_connections=500))   # doctest: +SKIP
-    >>> uvicorn.Server(config).run(sockets=[bind_socket("127.0.0.1", 8000, config.backlog)])  # doctest: +SKIP
+    >>> DrainingServer(config).run(sockets=[bind_socket("127.0.0.1", 8000, config.backlog)])  # doctest: +SKIP
     """
     import uvicorn  # noqa: PLC0415  (optional extra: serve)
     from uvicorn.protocols.http.auto import AutoHTTPProtocol  # noqa: PLC0415  (optional extra: serve)
 
     limits = limits or ServeLimits()
     budget = resolve_connections(limits.max_connections, limits.backlog)
-    guard = ConnectionGuard(budget.max_connections, limits.header_timeout_s, budget.grace)
+    guard = ConnectionGuard(budget.max_connections, limits.header_timeout_s, budget.grace, limits.drain_timeout_s)
+    throttle_uvicorn_warnings()
     state = getattr(app, "state", None)
     if state is not None:
         state.connections = guard
@@ -147,7 +152,8 @@ def background_server(
 
     For notebooks and tests: the caller keeps its own thread (a browser driver, a load
     generator) while the server answers on loopback. The connection settings are those of
-    ``limits`` (default: the app's own, for an app from `create_app`), as `run_server` applies.
+    ``limits`` (default: the app's own, for an app from `create_app`), as `run_server` applies;
+    leaving the block stops the server at once, without `serve_app`'s drain.
 
     >>> with background_server(create_app(clf)) as url:                     # doctest: +SKIP
     ...     httpx.post(f"{url}/predict", json={"texts": ["yay"]}).json()
@@ -351,7 +357,9 @@ def run_server(
             return
         log.info("serving %s with %d worker processes on %s", model, workers, _url(sock))
         envs = [{SPEC_ENV: dataclasses.replace(spec, worker=i).to_json()} for i in range(workers)]
-        run_workers([sys.executable, "-m", "goemo.serve"], envs, sock.fileno())
+        # each worker drains before it exits: give it that long and more before SIGKILL
+        stop_timeout_s = max(30.0, limits.drain_timeout_s + 20.0)
+        run_workers([sys.executable, "-m", "goemo.serve"], envs, sock.fileno(), stop_timeout_s=stop_timeout_s)
     finally:
         sock.close()
 
@@ -368,14 +376,11 @@ def serve_on(sock: socket.socket, spec: WorkerSpec) -> None:
     `run_server` calls it for one worker; ``python -m goemo.serve`` (`goemo.serve.__main__`)
     in each of several. The first line it logs names the backend, precision and threads.
     """
-    import uvicorn  # noqa: PLC0415  (optional extra: serve)
-
     from goemo.serve.app import create_app  # noqa: PLC0415  (optional extra: serve, FastAPI)
 
     limits = ServeLimits(**spec.limits)
     classifier = load_for_serving(spec.model, RunSettings(**spec.settings))
     app = create_app(classifier, limits, model_threads=classifier.num_threads, workers=spec.workers)
-    config = uvicorn_config(app, limits, log_level="info", access_log=spec.access_log)
     who = f"worker {spec.worker + 1} of {spec.workers} (pid {os.getpid()}) " if spec.workers > 1 else ""
     log.info(
         "%sserving %s (%d labels): %s; batches up to %d texts; on %s  (web page /, API docs /docs)",
@@ -386,5 +391,30 @@ def serve_on(sock: socket.socket, spec: WorkerSpec) -> None:
         limits.max_batch,
         _url(sock),
     )
+    serve_app(app, sock, limits, access_log=spec.access_log)
+
+
+def serve_app(
+    app: Any,
+    sock: socket.socket,
+    limits: ServeLimits | None = None,
+    *,
+    log_level: str = "info",
+    access_log: bool = True,
+) -> None:
+    """Serve an ASGI app on a listening socket until SIGTERM or Ctrl-C, then drain and return.
+
+    What each process of `run_server` runs once its model is loaded: uvicorn as
+    `uvicorn_config` sets it up (``limits`` default to the app's own, for an app from
+    `create_app`). On SIGTERM or Ctrl-C, every request already in, or on its way in, is
+    answered (with ``Connection: close``) before anything is closed, for at most
+    ``limits.drain_timeout_s``; a connection opened meanwhile gets a JSON 503 with
+    ``Retry-After``; then the app shuts down and this returns (SIGTERM too: exit status 0).
+
+    >>> serve_app(create_app(clf), bind_socket("127.0.0.1", 8000))   # doctest: +SKIP
+    """
+    from goemo.serve.server import DrainingServer  # noqa: PLC0415  (optional extra: serve, uvicorn)
+
+    config = uvicorn_config(app, limits or _limits_of(app), log_level=log_level, access_log=access_log)
     with _sigterm_exits_cleanly():
-        uvicorn.Server(config).run(sockets=[sock])
+        DrainingServer(config).run(sockets=[sock])

@@ -12,7 +12,8 @@ Every error answers ``{"detail": "<one line>"}`` (the schema's ``Error``) so tha
 (or the web page) can show it as it is:
 
 - 400: a Host header that is not loopback or ``allowed_hosts`` (`HostCheck`, against DNS
-  rebinding), a Content-Length that is not a number, a body the JSON parser cannot read;
+  rebinding), a Content-Length that is not a number, or one beside Transfer-Encoding
+  (`BodySizeLimit`, connection closed), a body the JSON parser cannot read;
 - 408: a body not received within ``body_timeout_s`` (`BodyReadTimeout`);
 - 413: a body over ``max_body_bytes`` (`BodySizeLimit`: from Content-Length, and while the
   body streams in);
