@@ -240,6 +240,9 @@ def serve_command(
         None, min=1, help="Uvicorn's limit on connections and requests at once (plain 503 above; default: off)."
     ),
     timeout_keep_alive: int = Opt(5, min=0, help="Seconds an idle kept-alive connection stays open."),
+    drain_timeout: float = Opt(
+        10.0, min=0, max=3600, help="On SIGTERM, seconds to answer the requests in flight before exiting."
+    ),
     backlog: Optional[int] = Opt(
         None,
         min=1,
@@ -277,6 +280,7 @@ def serve_command(
         max_connections=max_connections,
         limit_concurrency=limit_concurrency,
         timeout_keep_alive_s=timeout_keep_alive,
+        drain_timeout_s=drain_timeout,
         backlog=backlog,
         allowed_hosts=tuple(allowed_host or ()),
     )
