@@ -448,7 +448,7 @@ def _idle_tasks(args: tuple[str, ...], tasks: int) -> str | None:
     (no ``$VARIABLES``); at most ``(tasks - 1)`` chunks are read, as more give every task work.
     """
     given = _option_value(args, "--input")
-    if given is None or "$" in given or not Path(given).expanduser().is_file():
+    if given is None or "$" in given or not Path(given).is_file():  # ~ stays ~ on the node too (shell_arg)
         return None
     # numpy, through the predict package: imported only here, so that `goemo --help` stays light
     from goemo.data.records import read_records  # noqa: PLC0415
@@ -456,7 +456,7 @@ def _idle_tasks(args: tuple[str, ...], tasks: int) -> str | None:
     from goemo.predict.stream import DEFAULT_CHUNK  # noqa: PLC0415
 
     text_column = _option_value(args, "--text-column") or "text"
-    records = read_records(Path(given).expanduser(), text_column, _option_value(args, "--id-column"))
+    records = read_records(Path(given), text_column, _option_value(args, "--id-column"))
     try:
         total = sum(1 for _ in itertools.islice(records, (tasks - 1) * DEFAULT_CHUNK + 1))
     except (GoemoError, OSError, UnicodeDecodeError):
