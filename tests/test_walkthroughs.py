@@ -195,7 +195,7 @@ def test_the_cluster_guides_evaluate_stage_runs_on_a_cpu_node(workdir: Path, tin
     result = runner.invoke(app, argv, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     script.write_text(result.stdout)
-    (workdir / "logs").mkdir()
+    assert (workdir / "logs").is_dir()  # the script's log folder, made by the render
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=workdir, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "f1" in done.stdout.lower()

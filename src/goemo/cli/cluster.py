@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from goemo.cli.common import Opt, app, command, sub_app
-from goemo.cluster import JobSpec, merge_script_path, render_job, write_job
+from goemo.cluster import JobSpec, make_log_dir, merge_script_path, render_job, write_job
 from goemo.core.errors import ConfigError
 
 cluster_app = sub_app("Job scripts for SGE and Slurm clusters: setup, fetch, train, sweep, evaluate, predict.")
@@ -66,7 +66,12 @@ def cluster_render_command(
     ),
     module: Optional[list[str]] = Opt(None, "--module", help="`module load` this first (repeatable), e.g. cuda/12.4."),
     cache_dir: Optional[str] = Opt(
-        None, help="HF_HOME on shared storage (fetch fills it; GPU stages read it offline)."
+        None, help="HF_HOME on shared storage (fetch fills it; GPU stages read it offline; the hub cache is its hub/)."
+    ),
+    hub_cache: Optional[str] = Opt(
+        None,
+        help="The hub cache itself, HF_HUB_CACHE (models--*/ inside): the folder TRANSFORMERS_CACHE names "
+        "in the cluster guide.",
     ),
     data_dir: Optional[str] = Opt(
         None, help="GoEmotions folder on shared storage (fetch fills it; default data/goemotions)."
@@ -88,7 +93,10 @@ def cluster_render_command(
         None, help="Setup only: PyTorch wheel index for the cluster's CUDA, e.g. https://download.pytorch.org/whl/cu126"
     ),
     job_name: Optional[str] = Opt(None, help="Job name (default goemo-STAGE)."),
-    log_dir: str = Opt("logs", help="Folder for the scheduler's log files (created by --out)."),
+    log_dir: str = Opt(
+        "logs",
+        help="Folder for the scheduler's log files, written absolute (from this folder) and created here.",
+    ),
     port: Optional[int] = Opt(None, help="Rendezvous port of multi-GPU runs (default 20000 + job id mod 20000)."),
     report_run: Optional[str] = Opt(
         None, help="Evaluate only: run folder to report on (default: the parent of --model RUN/best)."
@@ -123,6 +131,7 @@ def cluster_render_command(
         env=env,
         modules=tuple(module or ()),
         cache_dir=cache_dir,
+        hub_cache=hub_cache,
         data_dir=data_dir,
         array=array,
         job_name=job_name,
@@ -139,16 +148,19 @@ def cluster_render_command(
     )
     if out is None and stage is ClusterStage.predict and array is not None:
         raise ConfigError("--stage predict --array N writes two scripts (the array and its merge job): give --out FILE")
-    job = write_job(spec, out) if out is not None else render_job(spec)
+    if out is not None:
+        job = write_job(spec, out)
+    else:
+        job = render_job(spec)
+        make_log_dir(job)  # `render ... > job.sh` needs it as much as --out does
     for warning in job.warnings:
         typer.echo(f"goemo: warning: {warning}", err=True)
     if out is None:
         typer.echo(job.text, nl=False)
         return
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
     s = job.spec
     shape = f"{s.nodes} node(s) x {s.gpus} GPU(s), {s.cpus} cores, {s.mem}/node, {s.time}"
-    typer.echo(f"wrote {out}: {s.scheduler} {s.stage} job, {shape}; log folder {log_dir}/ is ready")
+    typer.echo(f"wrote {out}: {s.scheduler} {s.stage} job, {shape}; logs go to {s.log_dir}/")
     if job.merge is not None:
         merge = merge_script_path(out)
         typer.echo(f"wrote {merge}: its merge job, held until all {s.array} array tasks have succeeded")
