@@ -146,7 +146,7 @@ def load_checkpoint(folder: Path, accelerator: Accelerator, model: nn.Module, em
             raise corrupt_checkpoint(
                 ema_path, "missing, so the weight average cannot resume (a run from before ema_decay existed?)"
             )
-        _read(ema_path, lambda: load_weights(ema.module, str(ema_path), strict=True, device=str(accelerator.device)))
+        _read(ema_path, lambda: load_weights(ema.module, str(ema_path), strict=True))  # via the CPU: not to "cpu:0"
         ema.n_averaged.fill_(blob["ema_n_averaged"])
     # Accelerate's files, each read once first: a damaged one is named, and an unreadable RNG state
     # (which load_state skips in silence, resuming a different run) stops the resume.
