@@ -108,6 +108,16 @@ CORRUPTIONS: list[tuple[str, str, Callable[[Path], None], str]] = [
     ),
     ("ema-missing", "ema.safetensors", Path.unlink, "missing, so the weight average cannot resume"),
     ("ema-truncated", "ema.safetensors", _truncate, "truncated or not a goemo checkpoint"),
+    # Accelerate's files (save_state); load_state alone would skip a damaged RNG state and resume another run
+    ("optimizer-truncated", "optimizer.bin", _truncate, "truncated or not a goemo checkpoint"),
+    ("scheduler-missing", "scheduler.bin", Path.unlink, "missing"),
+    ("rng-truncated", "random_states_0.pkl", _truncate, "truncated or not a goemo checkpoint"),
+    (
+        "state-of-an-older-goemo",
+        "training_state.pt",
+        lambda p: torch.save({"optimizer": {}, "scheduler": {}, "rng": []}, p),
+        "written by an older goemo",
+    ),
 ]
 
 

@@ -411,6 +411,18 @@ def test_a_folder_from_before_ema_decay_cannot_resume_an_average(tiny_config) ->
         train(tiny_config.replace(**small, ema_decay=0.9, resume=True))
 
 
+def test_a_weight_average_resumes_on_an_indexed_cpu_device(tiny_config, monkeypatch) -> None:
+    """Each of several CPU processes trains on device ``cpu:0``, which safetensors refuses as a
+    place to load to (found by killing and resuming a two-process run)."""
+    from accelerate import Accelerator
+
+    small = dict(epochs=1, max_train_samples=100, max_eval_samples=50, ema_decay=0.9, save_every=3)
+    train(tiny_config.replace(**small))
+    monkeypatch.setattr(Accelerator, "device", property(lambda self: torch.device("cpu", 0)))
+    resumed = train(tiny_config.replace(**small, resume=True))
+    assert resumed.summary["best_epoch"] == 1
+
+
 def test_two_runs_in_one_process_may_use_different_precisions(tiny_config) -> None:
     """Sweeps and notebooks train many times in one process; Accelerate's state must not stick."""
     small = dict(epochs=1, max_train_samples=100, max_eval_samples=50)

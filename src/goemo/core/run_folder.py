@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "training_state.pt"  # in last/: optimizer, scheduler and RNG state (torch.save, loaded weights_only)
+STATE_FILE = "training_state.pt"  # in last/: the weight average's count (torch.save, loaded weights_only)
+# In last/, from Accelerate's save_state: optimizer, scheduler, fp16 gradient scaler, each process's RNG state.
+ACCELERATE_STATE_FILES = ("optimizer.bin", "scheduler.bin", "scaler.pt", "random_states_*.pkl")
 TRAINER_STATE_FILE = "trainer_state.json"  # in last/: the loop's position (goemo.training.loop.TrainState)
 WEIGHTS_FILE = "model.safetensors"  # in best/ and last/
 LOCK_FILE = ".lock"  # held (flock) by the main process of the run training in the folder

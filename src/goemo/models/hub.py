@@ -28,11 +28,11 @@ from huggingface_hub.utils import validate_repo_id
 
 from goemo.core.errors import ConfigError, GoemoError, ModelError
 from goemo.core.folder import CARD_FILE, CONFIG_FILE, ModelFolder
-from goemo.core.run_folder import STATE_FILE, TRAINER_STATE_FILE
+from goemo.core.run_folder import ACCELERATE_STATE_FILES, STATE_FILE, TRAINER_STATE_FILE
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Only `--resume` needs these (last/): optimizer/scheduler/RNG state, the loop's position, the weight average.
-RESUME_ONLY_FILES = frozenset({STATE_FILE, TRAINER_STATE_FILE, "ema.safetensors"})
+RESUME_ONLY_FILES = (STATE_FILE, TRAINER_STATE_FILE, "ema.safetensors", *ACCELERATE_STATE_FILES)  # names or patterns
 LOGIN_HINT = "set HF_TOKEN or run `hf auth login` (formerly `huggingface-cli login`)"
 
 
@@ -78,7 +78,7 @@ def files_to_push(folder: str | Path) -> list[PushFile]:
             continue
         if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
             continue
-        if rel.name in RESUME_ONLY_FILES or rel.suffix == ".tmp":
+        if any(rel.match(name) for name in RESUME_ONLY_FILES) or rel.suffix == ".tmp":
             continue
         out.append(PushFile(rel.as_posix(), path.stat().st_size))
     return out

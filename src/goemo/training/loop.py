@@ -156,7 +156,7 @@ def _train(
     optimizer, scheduler = make_optimizer(model, config, total_steps)
     if config.compile:
         model = torch.compile(model, dynamic=True)  # type: ignore[assignment]  # same interface, compiled
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)  # saved by save_state
     loss_fn = loss_function(config, splits["train"].labels, label_names)
     ema = weight_average(plain_model(accelerator, model), config.ema_decay)  # evaluated and saved as best/
     scorer = LiveScorer(accelerator, tokenizer, label_names, config)
@@ -189,7 +189,7 @@ def _train(
         """``last/`` (with state) holds the raw weights training continues from; ``best/`` the weights evaluated."""
         if with_state and main:  # the records this checkpoint has seen; a resumed run writes the later ones again
             state.metrics_bytes = run.metrics_path.stat().st_size if run.metrics_path.is_file() else 0
-        training = {"optimizer": optimizer, "scheduler": scheduler, "state": state, "ema": ema} if with_state else None
+        training = {"state": state, "ema": ema} if with_state else None
         weights = model if with_state or ema is None else ema.module
         with watch("save"):
             save_checkpoint(
@@ -200,9 +200,7 @@ def _train(
     accelerator.init_trackers("goemo", config=config.to_dict())  # on the main process; see goemo.training.tracking
     try:
         if resume_from is not None:
-            state = TrainState.restore(
-                load_checkpoint(resume_from, accelerator, model, optimizer, scheduler, ema), resume_from
-            )
+            state = TrainState.restore(load_checkpoint(resume_from, accelerator, model, ema), resume_from)
             if main:
                 run.rewind_metrics(state.metrics_bytes)
             _log_resume(run.path, state)
