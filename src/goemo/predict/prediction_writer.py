@@ -61,6 +61,15 @@ def decide_chunk(
     return scores, [row[:c] for row, c in zip(order[:, :width].tolist(), counts.tolist())]
 
 
+def _lines(lines: list[str]) -> str:
+    """One record a line, each ending in a newline, the last included.
+
+    A chunk whose last line lacked its newline would join the next chunk's first record
+    onto it: two records on one line, and a resume that counts lines would count one.
+    """
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 class PredictionWriter:
     """Writes predictions as JSON Lines or CSV, one record per text, one ``write`` per chunk.
 
@@ -131,8 +140,7 @@ class PredictionWriter:
             if self.all_scores:
                 line += ', "scores": {' + ", ".join([f"{k}{p!r}" for k, p in zip(keys, row)]) + "}"
             lines.append(line + "}")
-        lines.append("")
-        return "\n".join(lines)
+        return _lines(lines)
 
     def _format_slowly(
         self, records: Sequence[Record], rounded: list[list[float]], chosen: Sequence[Sequence[int]]
@@ -148,8 +156,7 @@ class PredictionWriter:
             if self.all_scores:
                 obj["scores"] = dict(zip(names, row))
             lines.append(dumps(obj))
-        lines.append("")
-        return "\n".join(lines)
+        return _lines(lines)
 
     def write_chunk(self, records: Sequence[Record], scores: np.ndarray, chosen: Sequence[Sequence[int]]) -> None:
         """Format and write one chunk (with the CSV header first, the first time), then flush."""
