@@ -14,6 +14,7 @@ from goemo.core.errors import ConfigError
 from goemo.data.records import Record
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.prediction_writer import PredictionWriter, decide_chunk, output_format
+from goemo.predict.progress import count_records, scan_output
 
 TEXTS = [f"text {i} " + "word " * (i * 7 % 23) for i in range(30)]
 
@@ -85,8 +86,9 @@ def _csv(text: str) -> list[list[str]]:
 def test_csv_rows_hold_every_column(all_scores: bool, with_text: bool) -> None:
     names = ["joy", "an,ger", 'qu"ote']
     records = [Record("a", 'text, with "quotes"\nand a line break'), Record("b", ""), Record("c,d", "plain")]
-    scores = np.array([[0.9, 0.25, 0.5], [0.1, 0.2, 0.3], [0.123456789, 1.0, 0.0]], dtype=np.float32)
-    chosen = [[0, 2], [], [1, 0]]
+    records.append(Record("e\rf", "a bare\rcarriage return"))  # which the csv module does not quote itself
+    scores = np.array([[0.9, 0.25, 0.5], [0.1, 0.2, 0.3], [0.123456789, 1.0, 0.0], [0.5, 0.5, 0.5]], np.float32)
+    chosen = [[0, 2], [], [1, 0], [2]]
     stream = io.StringIO()
     writer = PredictionWriter(stream, "csv", names, all_scores, with_text)
     writer.write_chunk(records[:2], scores[:2], chosen[:2])
@@ -100,7 +102,17 @@ def test_csv_rows_hold_every_column(all_scores: bool, with_text: bool) -> None:
         expected.append(line + ([f"{p:.6f}" for p in row] if all_scores else []))
     assert _csv(stream.getvalue()) == expected
     assert expected[1][expected[0].index("scores")] == "0.900000,0.500000"  # the reference itself, by hand
-    assert stream.getvalue().endswith("\n") and "\r" not in stream.getvalue()
+    assert stream.getvalue().endswith("\n")
+
+
+def test_a_csv_record_with_a_bare_carriage_return_is_one_record_to_resume(tmp_path) -> None:
+    """Unquoted, a bare ``\r`` ends a line for every CSV reader: resume refused the file as not ours."""
+    path = tmp_path / "out.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = PredictionWriter(f, "csv", ["joy"])
+        writer.write_chunk([Record("1\r2", "a\rb"), Record("3", "c")], np.array([[0.9], [0.1]], np.float32), [[0], []])
+    assert [rid for _, rid in scan_output(path, "csv", writer.header())] == ["1\r2", "3"]
+    assert count_records(path, "csv") == 2
 
 
 def test_csv_header_once_or_not_at_all() -> None:
