@@ -150,8 +150,9 @@ def test_thresholds_are_one_or_one_per_label_and_finite() -> None:
     assert as_thresholds(0.4, 3).tolist() == [0.4, 0.4, 0.4]
     assert as_thresholds([0.1, 0.2], 2).tolist() == [0.1, 0.2]
     assert as_thresholds(tuned(), 3).tolist() == [0.2, 0.45, 0.7]
-    with pytest.raises(MetricsInputError, match="one per label"):
-        as_thresholds([0.1, 0.2], 3)
+    for wrong in ([0.1, 0.2], [0.1, 0.2, 0.3, 0.4], [[0.1, 0.2, 0.3]]):  # too few, too many, 2-D
+        with pytest.raises(MetricsInputError, match="one per label"):
+            as_thresholds(wrong, 3)
     with pytest.raises(MetricsInputError, match="finite"):
         as_thresholds([0.1, np.inf], 2)
 
@@ -236,13 +237,14 @@ def test_tuned_takes_the_tuned_thresholds_and_describes_them() -> None:
 
 def test_tuned_on_the_split_being_scored_is_a_leak() -> None:
     with pytest.raises(ThresholdLeakError, match="'dev'"):
-        choose("tuned", split_name="dev")
+        choose("tuned", split_name="".join(["d", "ev"]))  # an equal name, not the same string object
     with pytest.raises(ThresholdLeakError):  # another name, the same rows
         choose("tuned", split_name="dev-copy", split_checksum="abc", tuned_split_checksum="abc")
     # no name and no checksum, or different ones: not a leak
     assert choose("tuned").mode == "tuned"
     assert choose("tuned", split_name="test", split_checksum="abc", tuned_split_checksum="abd").mode == "tuned"
     assert choose("tuned", split_name="test", tuned_split_checksum="abc").mode == "tuned"
+    assert choose("tuned", split_name="ckpt").mode == choose("tuned", split_name="tuning").mode == "tuned"
 
 
 def test_tuned_needs_tuned_thresholds_for_the_models_labels() -> None:
