@@ -259,9 +259,26 @@ def test_json_lines_built_to_hurt(folder: Path, depth: int, digits: int, kind: s
         line = json.dumps({"text": "a" * digits + "\ud800", "labels": []})
     path = folder / "hurt.jsonl"
     path.write_text(line + "\n", encoding="utf-8")
-    training(path)
-    training(path, label_names=LABELS, id_column="id")
+    plain = training(path)
+    named = training(path, label_names=LABELS, id_column="id")
     predicting(path, id_column="id")
+    # What each line means, when it can be read at all:
+    if kind == "nest-list":  # "labels": [] is no label; [[]] and deeper hold a list where a label goes
+        result = training(path, label_names=LABELS)
+        assert isinstance(result, Split) == (depth == 1)
+        if isinstance(result, Split):
+            assert result.texts == ["a"] and result.labels.tolist() == [[0, 0, 0]]
+    elif kind == "nest-object":  # an object is no id
+        assert isinstance(named, GoemoError)
+    elif kind == "long-int":  # an id of up to 4,300 digits (Python's int limit) is kept as written
+        assert isinstance(named, Split) == (digits <= 4300)
+        if isinstance(named, Split):
+            assert named.ids == ["7" * digits]
+    elif kind == "long-int-label":  # a label name of digits, the only name seen; not one of LABELS
+        assert isinstance(named, GoemoError)
+        assert isinstance(plain, Split) and plain.label_names == ["7" * digits] and plain.labels.tolist() == [[1]]
+    else:  # a lone surrogate is not text
+        assert isinstance(plain, GoemoError) and isinstance(named, GoemoError)
 
 
 # ----------------------------------------------------------------------------- round trips
