@@ -235,6 +235,18 @@ def test_tuned_takes_the_tuned_thresholds_and_describes_them() -> None:
     assert "FORCED" not in c.description
 
 
+def test_modes_read_from_a_command_line_are_equal_strings_not_the_same_objects() -> None:
+    assert choose("".join(["tu", "ned"]), split_name="test").mode == "tuned"
+    assert choose("".join(["fi", "xed"])).mode == "fixed"
+
+
+def test_tuned_thresholds_compare_by_identity_and_hash() -> None:
+    """Field-wise ``==`` on arrays is ambiguous; a TunedThresholds is one object, usable as a key."""
+    t = tuned()
+    assert t == t and t != tuned()
+    assert len({t, tuned()}) == 2
+
+
 def test_tuned_on_the_split_being_scored_is_a_leak() -> None:
     with pytest.raises(ThresholdLeakError, match="'dev'"):
         choose("tuned", split_name="".join(["d", "ev"]))  # an equal name, not the same string object
@@ -250,7 +262,9 @@ def test_tuned_on_the_split_being_scored_is_a_leak() -> None:
 def test_tuned_needs_tuned_thresholds_for_the_models_labels() -> None:
     with pytest.raises(EvaluationError, match="no tuned per-label thresholds"):
         choose("tuned", tuned=None)
-    with pytest.raises(EvaluationError, match="not the model's"):
+    with pytest.raises(
+        EvaluationError, match=r"for labels \['joy', 'anger', 'fear'\]…, not the model's \['joy', 'fear', 'anger'\]…"
+    ):
         choose("tuned", label_names=["joy", "fear", "anger"])
     with pytest.raises(EvaluationError):
         choose("tuned", label_names=NAMES[:2])
