@@ -172,6 +172,9 @@ def test_empty_tsv_is_an_error(tmp_path: Path) -> None:
 def test_missing_file_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         read_goemotions_tsv(tmp_path / "nope.tsv", NAMES)
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(DataError, match="is a folder, expected a file$"):
+        load_split(tmp_path / "folder.jsonl")
 
 
 # ----------------------------------------------------------------------------- label names
