@@ -47,8 +47,8 @@ def test_json_lines_are_the_encoders_bytes(all_scores: bool, with_text: bool) ->
 
 def test_the_encoders_path_for_nan_writes_the_same_lines() -> None:
     """A chunk with NaN goes through ``json`` object by object: still one record a line, the last ended."""
-    names = ["joy", "anger"]
-    records = [Record(str(i), f"text {i}") for i in range(3)]
+    names = ["joy", "ängër"]
+    records = [Record(str(i), f"text {i} émoji 😀") for i in range(3)]  # kept as UTF-8, not \u escapes
     scores = np.array([[0.5, np.nan], [0.25, 0.75], [np.inf, 0.0]], dtype=np.float32)
     chosen = [[0], [1, 0], []]
     for all_scores in (False, True):
@@ -58,7 +58,9 @@ def test_the_encoders_path_for_nan_writes_the_same_lines() -> None:
         for record, row, idx in zip(records, scores.astype(np.float64).tolist(), chosen):
             obj: dict[str, Any] = {"id": record.id, "text": record.text}
             obj["labels"] = [{"label": names[j], "score": row[j]} for j in idx]
-            expected.append(json.dumps(obj | ({"scores": dict(zip(names, row))} if all_scores else {})))
+            expected.append(
+                json.dumps(obj | ({"scores": dict(zip(names, row))} if all_scores else {}), ensure_ascii=False)
+            )
         assert text == "\n".join(expected) + "\n"
     assert PredictionWriter(None, "jsonl", names).format_chunk([], np.zeros((0, 2), np.float32), []) == ""
 
