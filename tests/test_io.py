@@ -126,7 +126,7 @@ def test_bom_and_crlf_read_like_clean_file(tmp_path: Path) -> None:
     [
         ("ok\t0\ta\nonly two\t1\n", 2, "columns", "expected 3 tab-separated columns"),
         ("ok\t0\ta\nfour\t1\tb\textra\n", 2, "columns", "got 4"),
-        ("ok\t0\ta\nok\t0\tb\nbad\t3\tc\n", 3, "labels", "label id 3 out of range"),
+        ("ok\t0\ta\nok\t0\tb\nbad\t3\tc\n", 3, "labels", r"label id 3 out of range \(expected 0\.\.2\)$"),
         ("bad\t-1\tc\n", 1, "labels", "out of range"),
         ("bad\tjoy\tc\n", 1, "labels", "label id 'joy' is not an integer"),
         ("bad\t1.5\tc\n", 1, "labels", "not an integer"),
@@ -172,6 +172,9 @@ def test_empty_tsv_is_an_error(tmp_path: Path) -> None:
 def test_missing_file_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         read_goemotions_tsv(tmp_path / "nope.tsv", NAMES)
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(DataError, match="is a folder, expected a file$"):
+        load_split(tmp_path / "folder.jsonl")
 
 
 # ----------------------------------------------------------------------------- label names
@@ -411,11 +414,21 @@ def test_jsonl_numbers_and_nesting_python_cannot_take_are_data_errors(tmp_path: 
     ],
 )
 def test_huge_label_ids_are_out_of_range_not_a_crash(tmp_path: Path, body: str) -> None:
-    with pytest.raises(DataError, match="out of range") as info:
+    with pytest.raises(DataError, match=r"out of range \(expected 0\.\.1\)$") as info:
         read_csv(write(tmp_path / "h.csv", body), text_column="text", label_names=["a", "b"])
     assert info.value.field == "labels"
     # without label names the digits are a name like any other
     assert len(read_csv(tmp_path / "h.csv", text_column="text").label_names) >= 1
+
+
+@pytest.mark.parametrize(
+    ("count", "listed"), [(8, "n0, n1, n2, n3, n4, n5, n6, n7)"), (9, "n0, n1, n2, n3, n4, n5, n6, n7, ...)")]
+)
+def test_unknown_label_name_lists_the_first_eight_known(tmp_path: Path, count: int, listed: str) -> None:
+    p = write(tmp_path / "u.csv", "text,labels\nhi,glee\n")
+    with pytest.raises(DataError) as info:
+        read_csv(p, text_column="text", label_names=[f"n{i}" for i in range(count)])
+    assert str(info.value).endswith(f"unknown label name 'glee' (known: {listed}")
 
 
 def test_jsonl_huge_label_id_is_out_of_range(tmp_path: Path) -> None:

@@ -90,6 +90,38 @@ def decide_chunk(
     return scores, [row[:c] for row, c in zip(order[:, :width].tolist(), counts.tolist())]
 
 
+def _csv_lines(rows: Sequence[Sequence[str]]) -> str:
+    r"""CSV rows, each ending in ``\n``, that every CSV reader splits as they were written.
+
+    The ``csv`` module quotes a field holding the line terminator (``\n``) but not a bare
+    ``\r``, which readers (the ``csv`` module's own included) take for the end of a line; a
+    row holding one is quoted whole. Rare, so looked for once in the chunk's text.
+
+    >>> _csv_lines([["1", "a\rb"], ["2", "c"]])
+    '"1","a\rb"\n2,c\n'
+    """
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    text = buf.getvalue()
+    if "\r" not in text:
+        return text
+    buf = io.StringIO()
+    plain = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        (quoted if any("\r" in field for field in row) else plain).writerow(row)
+    return buf.getvalue()
+
+
+def _lines(lines: list[str]) -> str:
+    """One record a line, each ending in a newline, the last included.
+
+    A chunk whose last line lacked its newline would join the next chunk's first record
+    onto it: two records on one line, and a resume that counts lines would count one.
+    """
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 class PredictionWriter:
     """Writes predictions as JSON Lines or CSV, one record per text, one ``write`` per chunk.
 
@@ -126,16 +158,12 @@ class PredictionWriter:
         if self.fmt != "csv":
             return ""
         columns = ["id"] + (["text"] if self.with_text else []) + ["labels", "scores"]
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(columns + (self.label_names if self.all_scores else []))
-        return buf.getvalue()
+        return _csv_lines([columns + (self.label_names if self.all_scores else [])])
 
     def format_chunk(self, records: Sequence[Record], scores: np.ndarray, chosen: Sequence[Sequence[int]]) -> str:
         """The text of a chunk's records; ``scores`` (n, labels), ``chosen`` from `decide_chunk`."""
         names = self.label_names
         if self.fmt == "csv":
-            buf = io.StringIO()
-            writer = csv.writer(buf, lineterminator="\n")
             rows = []
             for record, row_scores, idx in zip(records, scores.tolist(), chosen):
                 row = [record.id, record.text] if self.with_text else [record.id]
@@ -144,8 +172,7 @@ class PredictionWriter:
                 if self.all_scores:
                     row += [f"{p:.6f}" for p in row_scores]
                 rows.append(row)
-            writer.writerows(rows)
-            return buf.getvalue()
+            return _csv_lines(rows)
         # float32 -> float64 is exact, and so is x * 1e6 then: np.round gives Python's round(x, 6).
         rounded = np.round(scores.astype(np.float64), 6).tolist()
         if not np.isfinite(scores).all():  # NaN/inf from a broken model: the encoder's own spelling
@@ -160,8 +187,7 @@ class PredictionWriter:
             if self.all_scores:
                 line += ', "scores": {' + ", ".join([f"{k}{p!r}" for k, p in zip(keys, row)]) + "}"
             lines.append(line + "}")
-        lines.append("")
-        return "\n".join(lines)
+        return _lines(lines)
 
     def _format_slowly(
         self, records: Sequence[Record], rounded: list[list[float]], chosen: Sequence[Sequence[int]]
@@ -177,8 +203,7 @@ class PredictionWriter:
             if self.all_scores:
                 obj["scores"] = dict(zip(names, row))
             lines.append(dumps(obj))
-        lines.append("")
-        return "\n".join(lines)
+        return _lines(lines)
 
     def write_chunk(self, records: Sequence[Record], scores: np.ndarray, chosen: Sequence[Sequence[int]]) -> None:
         """Format and write one chunk (with the CSV header first, the first time), then flush."""
