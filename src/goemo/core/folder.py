@@ -95,6 +95,33 @@ def write_meta(folder: str | Path, meta: dict[str, Any]) -> Path:
     return atomic_write_json(Path(folder) / META_FILE, meta)
 
 
+def encoder_positions(encoder: dict[str, Any], where: str) -> tuple[int, int] | None:
+    """(max_position_embeddings, position offset) of an encoder's ``config.json`` settings, None
+    when it has no absolute positions; `ModelError` starting with ``where`` when they make no sense.
+
+    The tokens it takes are the first less the second: RoBERTa-style encoders number positions
+    from ``pad_token_id + 1``. Training checks ``--max-length`` with it before its first step,
+    and a model folder its saved max length.
+
+    >>> encoder_positions({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, "x")
+    (514, 2)
+    >>> encoder_positions({"model_type": "deberta-v2", "position_biased_input": False}, "x") is None
+    True
+    """
+    value = encoder.get("max_position_embeddings")
+    if value is None or encoder.get("position_biased_input") is False:  # DeBERTa-v2/3: relative positions only
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelError(f"{where}: expected a positive integer, got {value!r}")
+    offset = 0
+    if encoder.get("model_type") in OFFSET_POSITION_TYPES:
+        pad = encoder.get("pad_token_id", 1)
+        offset = (pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 1) + 1
+    if value - offset < 2:
+        raise ModelError(f"{where}: {value} positions leave room for no text")
+    return value, offset
+
+
 class ModelFolder:
     """A model folder opened for reading: its files are parsed once, lazily, and validated.
 
@@ -245,20 +272,9 @@ class ModelFolder:
     @cached_property
     def _positions(self) -> tuple[int, int] | None:
         """(max_position_embeddings, position offset) of the encoder, None when it has no absolute positions."""
-        enc = self.encoder_config
-        value = enc.get("max_position_embeddings")
-        if value is None or enc.get("position_biased_input") is False:  # DeBERTa-v2/3: relative positions only
-            return None
-        where = f"{self.path / CONFIG_FILE}: {self._key('max_position_embeddings')}"
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ModelError(f"{where}: expected a positive integer, got {value!r}")
-        offset = 0
-        if enc.get("model_type") in OFFSET_POSITION_TYPES:
-            pad = enc.get("pad_token_id", 1)
-            offset = (pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 1) + 1
-        if value - offset < 2:
-            raise ModelError(f"{where}: {value} positions leave room for no text")
-        return value, offset
+        return encoder_positions(
+            self.encoder_config, f"{self.path / CONFIG_FILE}: {self._key('max_position_embeddings')}"
+        )
 
     @property
     def position_limit(self) -> int | None:
