@@ -304,7 +304,7 @@ def _train(
             atomic_write_json(run.summary_path, summary)
             headline = {"best_epoch": state.best_epoch, **final.metrics}
             meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
-            facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold)
+            facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold, config.to_dict())
             finish_best(
                 run.best_dir, meta, scorer.classifier(model).settings, final.predictions(splits), facts, summary
             )
