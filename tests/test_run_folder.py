@@ -427,6 +427,26 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_rerun(tmp_path, sh
     assert "already holds a run" in _error_line(again)
 
 
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_what_was_written(
+    tmp_path, shared_data, monkeypatch
+) -> None:
+    """It was the writer's ~60-line traceback; the run folder was safe all along (atomic checkpoints)."""
+    import errno
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)  # last/training_state.pt, after best/ was written
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, _args(shared_data, run, tmp_path / "cache"))
+    assert _error_line(result) == (
+        f"goemo: error: cannot write {run / 'last'}: No space left on device (what was written before is intact); "
+        "free some space or write elsewhere"
+    )
+    assert not (run / "last").exists() and (run / "best" / WEIGHTS_FILE).is_file()
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]  # no half checkpoint left
+
+
 # ---------------------------------------------------------------- 5. modes
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from goemo.core.errors import ModelError
+from goemo.core.errors import ModelError, json_problem
 from goemo.core.fileio import atomic_write_json
 from goemo.core.thresholds import (
     DEFAULT_THRESHOLD,
@@ -511,7 +511,7 @@ def _read_object(path: Path, missing_ok: bool) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ModelError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        raise ModelError(f"{path}:{e.lineno}: invalid JSON: {json_problem(e)}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ModelError(f"{path}: cannot read: {e}") from None
     if not isinstance(value, dict):
