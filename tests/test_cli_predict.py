@@ -243,8 +243,11 @@ def test_max_length_beyond_the_models_positions_is_refused_before_anything_is_wr
     [
         ('{"text": "a\\ud800b"}', "in.jsonl:2: text: not valid Unicode: lone surrogate \\ud800 at character 2"),
         ('{"text": "ok", "key": "\\udfff"}', "in.jsonl:2: key: not valid Unicode: lone surrogate \\udfff"),
-        ('{"text": "ok", "key": ' + "9" * 5000 + "}", "in.jsonl:2: invalid JSON at column 1: a number of more than"),
-        ('{"text": ' + "[" * 5000 + "]" * 5000 + "}", "in.jsonl:2: invalid JSON at column 1: nested too deeply"),
+        (
+            '{"text": "ok", "key": ' + "9" * 5000 + "}",
+            "in.jsonl:2: invalid JSON: a number of more than 4,300 digits at column 1",
+        ),
+        ('{"text": ' + "[" * 5000 + "]" * 5000 + "}", "in.jsonl:2: invalid JSON: nested too deeply at column 1"),
     ],
 )
 def test_jsonl_that_is_valid_json_but_not_text_is_one_line(

@@ -65,7 +65,9 @@ def test_int8_kept_within_tolerance_then_loaded_and_described(model_copy: Path, 
     record = ModelFolder.open(export.path).cpu_export
     assert record["source_fingerprint"] == ModelFolder.open(model_copy).fingerprint
     assert record["precision"] == "int8" and ModelFolder.open(export.path).onnx_quantize == "int8"
-    assert sum("making one in" in r.getMessage() for r in caplog.records) == 1  # progress said once
+    said = [r.getMessage() for r in caplog.records if "building the int8 ONNX export once" in r.getMessage()]
+    assert len(said) == 1 and "(about 1-2 min on a CPU)" in said[0]  # said once, with how long it takes
+    assert any(r.getMessage() == "checking the int8 graph against fp32 on 5426 dev texts" for r in caplog.records)
 
     stamp = (export.path / "model.onnx").stat().st_mtime_ns
     clf = EmotionClassifier.load(model_copy, backend="fastest", device="cpu")
@@ -157,6 +159,26 @@ def test_without_onnxruntime_torch_fp32(model_copy: Path, monkeypatch: pytest.Mo
     clf = EmotionClassifier.load(model_copy, backend="fastest", device="cpu")
     assert (clf.backend, clf.precision, clf.device) == ("torch", "fp32", "cpu")
     assert "onnxruntime not installed" in clf.describe() and not (model_copy / EXPORT_DIR).exists()
+
+
+def test_the_first_load_says_what_it_builds_before_the_slow_part(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Loading torch and the weights is the first slow step: the line comes before it, not a minute later."""
+    caplog.set_level(logging.INFO, logger="goemo")
+    said_before: list[str] = []
+
+    def load_source(path):
+        said_before.extend(r.getMessage() for r in caplog.records)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(onnx_export, "load_source", load_source)
+    with pytest.raises(RuntimeError, match="stop here"):
+        ensure_cpu_export(ModelFolder.open(model_copy))
+    assert said_before == [
+        f"{model_copy} has no CPU export from these weights yet: building the int8 ONNX export once, in "
+        f"{model_copy / EXPORT_DIR} (about 1-2 min on a CPU); later loads reuse it"
+    ]
 
 
 def test_a_failed_export_falls_back_to_torch(model_copy: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:

@@ -327,7 +327,24 @@ def test_jsonl_bom_and_crlf(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "lines, line, field, problem",
     [
-        ([{"text": "a", "labels": []}, '{"text": "b", "labels": [}'], 2, None, "invalid JSON at column"),
+        (
+            [{"text": "a", "labels": []}, '{"text": "b", "labels": [}'],
+            2,
+            None,
+            "invalid JSON: Expecting value at column 26$",
+        ),
+        (
+            [{"text": "a", "labels": []}, '{"text": "b\tc"}'],
+            2,
+            None,
+            "invalid JSON: Invalid control character at column 12$",
+        ),
+        (
+            [{"text": "a", "labels": []}, '{"text": "b'],
+            2,
+            None,
+            "invalid JSON: Unterminated string starting at column 10$",
+        ),
         (['[{"text": "a"}]'], 1, None, "not a JSON array"),
         ([{"text": "a", "labels": []}, [1, 2]], 2, None, "expected a JSON object, got list"),
         (
@@ -462,3 +479,26 @@ def test_messages_quoting_the_file_stay_one_line(tmp_path: Path) -> None:
         read_jsonl(jsonl_path, text_column="text")
     message = str(info.value)
     assert message.isprintable() and "\\x1b[31mred" in message and "line\\nbreak" in message
+
+
+# ----------------------------------------------------------------------------- default ids around blank lines
+
+
+def test_csv_and_jsonl_number_the_same_rows_alike_around_blank_lines(tmp_path: Path) -> None:
+    """Blank lines take no number in either format: the same texts get the same default ids."""
+    from goemo.data.records import read_records
+
+    texts = ["first", "second", "third"]
+    csv_file = write(tmp_path / "t.csv", "text,labels\nfirst,joy\n\nsecond,joy\n\n\nthird,joy\n")
+    jsonl_file = write(
+        tmp_path / "t.jsonl", jsonl({"text": "first"}, "", {"text": "second"}, "", "", {"text": "third"})
+    )
+    for path in (csv_file, jsonl_file):
+        records = list(read_records(path))
+        assert [(r.id, r.text) for r in records] == [("1", "first"), ("2", "second"), ("3", "third")], path.name
+    # the training readers agree with each other too (counted from 0)
+    trained_csv = read_csv(csv_file, text_column="text")
+    jsonl_with_labels = jsonl({"text": "first", "labels": ["joy"]}, "", {"text": "second", "labels": ["joy"]})
+    trained_jsonl = read_jsonl(write(tmp_path / "l.jsonl", jsonl_with_labels), text_column="text")
+    assert trained_csv.texts == texts and trained_csv.ids == ["0", "1", "2"]
+    assert trained_jsonl.ids == ["0", "1"]

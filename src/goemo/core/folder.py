@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from goemo.core.errors import ModelError
+from goemo.core.errors import ModelError, json_problem
 from goemo.core.fileio import atomic_write_json
 from goemo.core.thresholds import (
     DEFAULT_THRESHOLD,
@@ -98,6 +98,33 @@ Kind = Literal["transformer", "onnx", "tfidf"]
 def write_meta(folder: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``goemo.json`` into ``folder`` atomically (the only writer of that file)."""
     return atomic_write_json(Path(folder) / META_FILE, meta)
+
+
+def encoder_positions(encoder: dict[str, Any], where: str) -> tuple[int, int] | None:
+    """(max_position_embeddings, position offset) of an encoder's ``config.json`` settings, None
+    when it has no absolute positions; `ModelError` starting with ``where`` when they make no sense.
+
+    The tokens it takes are the first less the second: RoBERTa-style encoders number positions
+    from ``pad_token_id + 1``. Training checks ``--max-length`` with it before its first step,
+    and a model folder its saved max length.
+
+    >>> encoder_positions({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, "x")
+    (514, 2)
+    >>> encoder_positions({"model_type": "deberta-v2", "position_biased_input": False}, "x") is None
+    True
+    """
+    value = encoder.get("max_position_embeddings")
+    if value is None or encoder.get("position_biased_input") is False:  # DeBERTa-v2/3: relative positions only
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelError(f"{where}: expected a positive integer, got {value!r}")
+    offset = 0
+    if encoder.get("model_type") in OFFSET_POSITION_TYPES:
+        pad = encoder.get("pad_token_id", 1)
+        offset = (pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 1) + 1
+    if value - offset < 2:
+        raise ModelError(f"{where}: {value} positions leave room for no text")
+    return value, offset
 
 
 class ModelFolder:
@@ -250,20 +277,9 @@ class ModelFolder:
     @cached_property
     def _positions(self) -> tuple[int, int] | None:
         """(max_position_embeddings, position offset) of the encoder, None when it has no absolute positions."""
-        enc = self.encoder_config
-        value = enc.get("max_position_embeddings")
-        if value is None or enc.get("position_biased_input") is False:  # DeBERTa-v2/3: relative positions only
-            return None
-        where = f"{self.path / CONFIG_FILE}: {self._key('max_position_embeddings')}"
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ModelError(f"{where}: expected a positive integer, got {value!r}")
-        offset = 0
-        if enc.get("model_type") in OFFSET_POSITION_TYPES:
-            pad = enc.get("pad_token_id", 1)
-            offset = (pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 1) + 1
-        if value - offset < 2:
-            raise ModelError(f"{where}: {value} positions leave room for no text")
-        return value, offset
+        return encoder_positions(
+            self.encoder_config, f"{self.path / CONFIG_FILE}: {self._key('max_position_embeddings')}"
+        )
 
     @property
     def position_limit(self) -> int | None:
@@ -512,7 +528,7 @@ def _read_object(path: Path, missing_ok: bool) -> dict[str, Any]:
             )
         value = json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as e:
-        raise ModelError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        raise ModelError(f"{path}:{e.lineno}: invalid JSON: {json_problem(e)}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ModelError(f"{path}: cannot read: {e}") from None
     if not isinstance(value, dict):

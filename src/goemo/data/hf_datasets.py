@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from goemo.core.errors import ConfigError, DataError
+from goemo.core.errors import ConfigError, DataError, json_problem
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels
 
@@ -419,7 +419,7 @@ def _tokens(value: Any, rows: _Rows, i: int | None) -> list[str]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as e:
-                raise _row_error(rows, i, f"invalid JSON list: {e.msg}") from None
+                raise _row_error(rows, i, f"invalid JSON list: {json_problem(e)}") from None
         else:
             value = text.split(",") if text else []
     if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):

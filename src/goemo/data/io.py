@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from goemo.core.errors import ConfigError, DataError
+from goemo.core.errors import ConfigError, DataError, json_problem
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels
 
@@ -470,7 +470,7 @@ def parse_json_object(line: str, path: PathLike, number: int) -> dict[str, Any]:
         obj = loads_json(line)
     except json.JSONDecodeError as e:
         hint = " (expected one JSON object per line, not a JSON array)" if line.lstrip().startswith("[") else ""
-        raise DataError(f"invalid JSON at column {e.colno}: {e.msg}{hint}", path=path, line=number) from None
+        raise DataError(f"invalid JSON: {json_problem(e)}{hint}", path=path, line=number) from None
     if not isinstance(obj, dict):
         hint = " (expected one JSON object per line, not a JSON array)" if isinstance(obj, list) else ""
         raise DataError(f"expected a JSON object, got {type(obj).__name__}{hint}", path=path, line=number)
@@ -545,7 +545,7 @@ def _label_tokens(value: Any, path: Path, line: int, field: str) -> list[str]:
             try:
                 value = loads_json(stripped)
             except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON list: {e.msg}", path=path, line=line, field=field) from None
+                raise DataError(f"invalid JSON list: {json_problem(e)}", path=path, line=line, field=field) from None
         elif not stripped:
             return []
         else:

@@ -66,6 +66,7 @@ __all__ = [
     "LoadedModel",
     "build_model",
     "build_tiny_model",
+    "encoder_settings",
     "hub_cache_dir",
     "load_model",
     "load_tokenizer",
@@ -379,9 +380,37 @@ def _check_label_count(path: str, existing: PretrainedConfig, label_names: list[
         )
 
 
+def _tiny_encoder_config() -> BertConfig:
+    return BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+
+
+def encoder_settings(name: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The ``config.json`` settings of the encoder `build_model` would build on (hub id, folder or
+    alias), read without its weights: what training checks its options against before its first step.
+
+    A goemo mean-pooling folder's encoder is the one nested in its config. `ModelError` (as
+    `build_model`'s) when the model is not there.
+
+    >>> encoder_settings("tiny-random-bert")["max_position_embeddings"]
+    512
+    """
+    if name.lower() == TINY_MODEL:
+        return _tiny_encoder_config().to_dict()
+    path = resolve_model_name(name)
+    try:
+        settings = AutoConfig.from_pretrained(path, **_from_pretrained_kwargs(path, trust_remote_code)).to_dict()
+    except (OSError, ValueError) as e:
+        raise _not_available(name, e) from None
+    if settings.get("model_type") == GoemoConfig.model_type and isinstance(settings.get("encoder"), dict):
+        return settings["encoder"]
+    return settings
+
+
 def build_tiny_model(label_names: list[str], pooling: str = "cls", dropout: float = 0.1) -> PreTrainedModel:
     """A randomly initialised 2-layer BERT (hidden 32) for tests and smoke runs: trains in seconds."""
-    enc = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    enc = _tiny_encoder_config()
     maps = _label_maps(label_names)
     if pooling == "mean":
         return GoemoForSequenceClassification(GoemoConfig(encoder=enc.to_dict(), classifier_dropout=dropout, **maps))

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from goemo.core.errors import RunFolderError
+from goemo.core.errors import RunFolderError, json_problem
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class RunData:
             try:
                 out.summary = json.loads(summary_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
-                raise RunFolderError(f"{summary_path}:{e.lineno}: invalid JSON: {e.msg}") from None
+                raise RunFolderError(f"{summary_path}:{e.lineno}: invalid JSON: {json_problem(e)}") from None
         out.epochs = epoch_records(run / "metrics.jsonl") or list(out.summary.get("epochs", []))
         return out
 

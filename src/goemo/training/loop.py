@@ -1,7 +1,8 @@
 """The training loop: one readable Accelerate loop for CPU, one GPU and many.
 
-Read `train` top to bottom (`_train`, once the run folder is locked): prepare the run folder,
-load and tokenise the data, build the model, then for each epoch train, evaluate on dev, and
+Read `train` top to bottom: check the run before its folder is touched (`.preflight`: the
+trackers, the folder, the encoder, the data), then (`_train`, once the run folder is locked)
+prepare the run folder, tokenise the data, build the model, then for each epoch train, evaluate on dev, and
 checkpoint (``best/`` by the selection metric, ``last/`` with everything needed to resume). Finally evaluate the best weights on dev and test
 and write ``summary.json``. Each part it calls lives in its own module beside it, so the loop
 stays one screenful of what happens in which order: the Accelerator (`goemo.training.accelerator`),
@@ -45,6 +46,7 @@ from goemo.training.epoch_metrics import LiveScorer, dev_metrics, final_evaluati
 from goemo.training.grad_stats import grad_norms, watch_stats
 from goemo.training.losses import loss_function
 from goemo.training.optim import make_optimizer, optimizer_step
+from goemo.training.preflight import check_encoder
 from goemo.training.resources import Stopwatch
 from goemo.training.summary import resources_used, run_summary
 from goemo.training.tracking import close_trackers, draws_histograms, log_histograms, make_trackers
@@ -109,9 +111,15 @@ def train(
     started, watch = time.perf_counter(), Stopwatch()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    # The dashboards (a typo or a missing package fails here, before the run folder is touched).
+    # Before the run folder is touched (goemo.training.preflight): the dashboards (a typo or a
+    # missing package), a folder in use or holding another run, the encoder against max_length,
+    # and the data, read and checked as training will use it.
     accelerator = make_accelerator(config, make_trackers(config.trackers, Path(config.output)))
     run = RunFolder(config.output)
+    if accelerator.is_main_process:
+        run.check_start(config)
+    check_encoder(config)
+    splits = prepare_splits(config, load_training_data(config) if splits is None else splits)
     # One run per folder: the main process holds RUN/.lock until the run ends, however it ends.
     with run.lock() if accelerator.is_main_process else nullcontext():
         return _train(config, splits, callbacks, accelerator, run, started, watch)
@@ -119,22 +127,21 @@ def train(
 
 def _train(
     config: TrainConfig,
-    splits: dict[str, Split] | None,
+    splits: dict[str, Split],
     callbacks: Sequence[Callback],
     accelerator,
     run: RunFolder,
     started: float,
     watch: Stopwatch,
 ) -> TrainResult:
-    """`train` once the run folder is locked."""
+    """`train` once the run is checked, its ``splits`` prepared and its folder locked."""
     main = accelerator.is_main_process
     with accelerator.main_process_first():  # the main process tidies the folder first; all then see the same one
         resume_from = run.prepare(config, is_main=main)
     if main:
         save_config(config, run.config_path)
 
-    # ---- data: the splits, the teachers' probabilities, the tokens
-    splits = prepare_splits(config, load_training_data(config) if splits is None else splits)
+    # ---- data: the splits (read before the folder was taken), the teachers' probabilities, the tokens
     label_names = splits["train"].label_names
     checksums = {k: s.checksum() for k, s in splits.items()}
     with accelerator.main_process_first():  # one process predicts, the others read its cache
@@ -295,7 +302,7 @@ def _train(
             atomic_write_json(run.summary_path, summary)
             headline = {"best_epoch": state.best_epoch, **final.metrics}
             meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
-            facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold)
+            facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold, config.to_dict())
             finish_best(
                 run.best_dir, meta, scorer.classifier(model).settings, final.predictions(splits), facts, summary
             )
