@@ -36,7 +36,6 @@ import numpy as np
 from goemo.core.errors import EvaluationError, one_line
 from goemo.core.fileio import atomic_write_bytes
 from goemo.core.folder import ModelFolder
-from goemo.core.thresholds import sigmoid
 from goemo.data.split import Split
 from goemo.predict.classifier import Backend, EmotionClassifier, Precision
 
@@ -142,7 +141,7 @@ def predict_split(
             f"evaluate it on data of the model's taxonomy"
         )
     log.info("running %s on %s (%d texts, %s)", folder.path, split.name, len(split), clf)
-    probs = sigmoid(clf.split_logits(split, token_cache_dir))
+    probs = clf.probabilities(clf.split_logits(split, token_cache_dir))
     written = _write_cache(path, probs, clf.label_names, folder.fingerprint, checksum, settings) if use_cache else None
     return Predictions(probs, tuple(clf.label_names), checksum, folder.fingerprint, written, False, settings)
 
