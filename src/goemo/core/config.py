@@ -203,6 +203,13 @@ class TrainConfig:
     eval_test: bool = opt(
         True, resumable=True, help="Evaluate the best model on the test split at the end (--no-eval-test: dev only)."
     )
+    calibrate: bool = opt(
+        True,
+        resumable=True,
+        help="At the end, calibrate each label's scores on dev (temperature, Platt or isotonic, by cross-validated "
+        "log-loss), fold the affine maps into the weights and put the thresholds on the calibrated scale: "
+        "decisions stay the same (--no-calibrate: raw scores).",
+    )
     # runtime
     precision: Precision = opt("auto", runtime=True, resumable=True, help="auto | fp32 | bf16 | fp16")
     device: Device = opt("auto", runtime=True, resumable=True, help="auto | cpu | cuda | mps")

@@ -21,12 +21,14 @@ import hashlib
 import json
 import math
 import re
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from goemo.core.calibration import CALIBRATION_KEY, Calibration
 from goemo.core.errors import ModelError, json_problem
 from goemo.core.fileio import atomic_write_json
 from goemo.core.thresholds import (
@@ -125,6 +127,31 @@ def encoder_positions(encoder: dict[str, Any], where: str) -> tuple[int, int] | 
     if value - offset < 2:
         raise ModelError(f"{where}: {value} positions leave room for no text")
     return value, offset
+
+
+def write_calibration(folder: str | Path, calibration: Calibration | None) -> Path:
+    """Put ``calibration`` into the folder's ``config.json`` beside the thresholds (atomically); None removes it.
+
+    The record says which map each label has and whether the affine parts are folded into
+    the weights (`goemo.core.calibration`); `ModelFolder.calibration` reads it back.
+    """
+    path = Path(folder) / CONFIG_FILE
+    config = _read_object(path, missing_ok=False)
+    if calibration is None:
+        config.pop(CALIBRATION_KEY, None)
+    else:
+        config[CALIBRATION_KEY] = calibration.to_dict()
+    return atomic_write_json(path, config)
+
+
+@dataclass(frozen=True)
+class OutputLayer:
+    """The classifier's last linear layer in a folder's safetensors: the file, the tensor names, the dtype."""
+
+    path: Path
+    weight: str
+    bias: str | None
+    dtype: str  # the safetensors dtype name: F32, BF16, ...
 
 
 class ModelFolder:
@@ -336,6 +363,14 @@ class ModelFolder:
         value = self.meta.get("card") or {}
         return value if isinstance(value, dict) else {}
 
+    @cached_property
+    def calibration(self) -> Calibration | None:
+        """The calibration ``config.json`` records (`goemo.core.calibration`), None for an uncalibrated model."""
+        value = self.config.get(CALIBRATION_KEY)
+        if value is None:
+            return None
+        return Calibration.from_dict(value, self.label_names, f"{self.path / CONFIG_FILE}: {CALIBRATION_KEY}")
+
     # ------------------------------------------------------------------ thresholds
 
     @property
@@ -359,11 +394,12 @@ class ModelFolder:
             raise ModelError(f"{where}: per_label: thresholds must be numbers in [0, 1]")
         return tuned
 
-    def thresholds(self) -> np.ndarray:
+    def thresholds(self, dtype: Any = np.float32) -> np.ndarray:
         """Per-label decision thresholds in label order: tuned where present, else the global one.
 
         A folder without goemo's metadata (a plain transformers checkpoint) gets 0.5, the point
-        where a sigmoid is undecided.
+        where a sigmoid is undecided. float32 is the precision the predictor decides in; float64
+        gives the values ``goemo.json`` holds.
         """
         entry = self._thresholds_entry()
         where = f"{self.path / META_FILE}: thresholds"
@@ -374,7 +410,7 @@ class ModelFolder:
             raise ModelError(f"{where}.per_label: expected an object label -> threshold")
         return np.array(
             [_probability(per_label.get(n, default), f"{where}.per_label.{n}") for n in self.label_names],
-            dtype=np.float32,
+            dtype=dtype,
         )
 
     def choose_thresholds(
@@ -420,6 +456,27 @@ class ModelFolder:
                 shapes[name] = shape
                 self._check_tensor(path, name, shape)
         self._check_layers(shapes)
+
+    def output_layer(self) -> OutputLayer:
+        """Where the classifier's last linear layer is stored: one ``[labels, hidden]`` weight whose name
+        is BERT's and goemo's ``classifier``, RoBERTa's ``classifier.out_proj`` or a decoder's ``score``.
+
+        Read from the safetensors headers (no torch); `ModelError` when the folder has no such
+        layer, or more than one.
+        """
+        found = []
+        for path in sorted(self.path.glob("*.safetensors")):
+            header = _safetensors_header(path)
+            for name, info in header.items():
+                if _OUTPUT_LAYER.match(name) and list(info.get("shape", [])[:1]) == [self.num_labels]:
+                    bias = name.removesuffix(".weight") + ".bias"
+                    found.append(OutputLayer(path, name, bias if bias in header else None, str(info.get("dtype"))))
+        if len(found) != 1:
+            what = "no" if not found else f"{len(found)} ({', '.join(f.weight for f in found)})"
+            raise ModelError(
+                f"{self.path}: {what} classifier output layer with {self.num_labels} rows in its safetensors files"
+            )
+        return found[0]
 
     def _check_tensor(self, path: Path, name: str, shape: list[int]) -> None:
         enc = self.encoder_config
@@ -538,6 +595,16 @@ def _read_object(path: Path, missing_ok: bool) -> dict[str, Any]:
 
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    """Tensor name -> ``{"dtype", "shape", "data_offsets"}`` of a whole safetensors file (checked as
+    `_safetensors_shapes` checks it), without ``__metadata__``."""
+    _safetensors_shapes(path)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n).decode("utf-8"))
+    return {k: v for k, v in header.items() if k != "__metadata__"}
 
 
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:

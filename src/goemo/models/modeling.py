@@ -55,9 +55,10 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from goemo.core.calibration import CALIBRATION_KEY
 from goemo.core.errors import ModelError
 from goemo.core.fileio import atomic_write_json
-from goemo.core.folder import CONFIG_FILE, ModelFolder, write_meta
+from goemo.core.folder import CONFIG_FILE, ModelFolder, write_calibration, write_meta
 from goemo.models.modeling_goemo import GoemoConfig, GoemoForSequenceClassification
 
 __all__ = [
@@ -458,7 +459,8 @@ def save_model(
 ) -> None:
     """Write weights (safetensors), config, tokenizer and `goemo.json` into ``folder``.
 
-    ``config.json`` gets the thresholds of ``meta`` (`write_config_thresholds`); goemo's
+    ``config.json`` gets the thresholds of ``meta`` (`write_config_thresholds`) and no calibration
+    record (one inherited from a calibrated checkpoint no longer fits the weights); goemo's
     mean-pooling head also gets ``modeling_goemo.py`` and ``auto_map``, so the folder loads
     without goemo. The caller makes the folder atomic (`goemo.core.fileio.atomic_directory`).
     """
@@ -471,6 +473,10 @@ def save_model(
     tokenizer.save_pretrained(folder)
     write_meta(folder, meta)
     write_config_thresholds(folder)
+    if CALIBRATION_KEY in ModelFolder.open(folder).config:
+        # a model trained on from a calibrated checkpoint carries its record in model.config; the
+        # weights have moved since, so it no longer applies (training calibrates best/ anew)
+        write_calibration(folder, None)
 
 
 def config_thresholds(folder: ModelFolder) -> dict[str, Any]:

@@ -37,7 +37,6 @@ from goemo.core.errors import EvaluationError, one_line
 from goemo.core.fileio import atomic_write_bytes
 from goemo.core.folder import ModelFolder
 from goemo.core.run_settings import RunSettings
-from goemo.core.thresholds import sigmoid
 from goemo.data.split import Split
 from goemo.predict.classifier import EmotionClassifier
 
@@ -138,7 +137,7 @@ def predict_split(
             f"evaluate it on data of the model's taxonomy"
         )
     log.info("running %s on %s (%d texts, %s)", folder.path, split.name, len(split), clf)
-    probs = sigmoid(clf.split_logits(split, token_cache_dir))
+    probs = clf.probabilities(clf.split_logits(split, token_cache_dir))
     written = _write_cache(path, probs, clf.label_names, folder.fingerprint, checksum, used) if cache else None
     return Predictions(probs, tuple(clf.label_names), checksum, folder.fingerprint, written, False, used)
 

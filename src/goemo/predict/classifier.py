@@ -26,6 +26,11 @@ Decisions use the folder's thresholds (per label, tuned on dev, when present; el
 global threshold; else 0.5) and goemo's strict convention ``probability > threshold``
 (`goemo.core.thresholds.binarize`).
 
+A calibrated folder (`goemo.core.calibration`) has its affine maps folded into its weights; the
+parts that are not (isotonic maps, or affine maps of an ONNX or TF-IDF folder) are applied after
+the sigmoid (`EmotionClassifier.probabilities`). `predict_logits` returns the backend's logits,
+before those parts.
+
 >>> clf = EmotionClassifier.load("runs/goemo/best")              # doctest: +SKIP
 >>> clf.predict(["I love it, thank you!"])                        # doctest: +SKIP
 [[{'label': 'gratitude', 'score': 0.97}, {'label': 'love', 'score': 0.81}]]
@@ -41,6 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from goemo.core.calibration import Calibration
 from goemo.core.errors import ConfigError, ModelError
 from goemo.core.folder import ONNX_FILE, ModelFolder
 from goemo.core.run_settings import BACKENDS, RunSettings
@@ -119,6 +125,7 @@ class EmotionClassifier:
         batch_size: int = DEFAULT_BATCH_SIZE,
         folder: ModelFolder | None = None,
         choice: BackendChoice | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self._backend = backend
         self.tokenizer = tokenizer
@@ -135,6 +142,10 @@ class EmotionClassifier:
         self.folder = folder
         # How `load` chose the backend (None when built directly): the export run and why.
         self.choice = choice
+        # The folder's calibration: the parts not folded into the weights are applied after the sigmoid.
+        self.calibration = calibration
+        if calibration is not None and list(calibration.label_names) != self.label_names:
+            raise ModelError("the calibration's labels are not the model's")
         self._pad_id = pad_id_of(tokenizer)
         self._tokenizer_lock = threading.Lock()
 
@@ -177,7 +188,16 @@ class EmotionClassifier:
             if device not in ("auto", "cpu"):
                 log.warning("%s is a TF-IDF model: it runs on the CPU, not %s", folder.path, device)
             tfidf = TfidfBackend(folder)
-            clf = cls(tfidf, None, names, folder.thresholds(), max_length=0, batch_size=batch_size, folder=folder)
+            clf = cls(
+                tfidf,
+                None,
+                names,
+                folder.thresholds(),
+                max_length=0,
+                batch_size=batch_size,
+                folder=folder,
+                calibration=folder.calibration,
+            )
             log.log(logging.INFO if backend == "fastest" else logging.DEBUG, "%s", clf.describe())
             return clf
         check_max_length(folder, max_length)  # before the weights load: a bad length fails fast
@@ -210,6 +230,7 @@ class EmotionClassifier:
             batch_size=batch_size,
             folder=folder,
             choice=choice,
+            calibration=folder.calibration,
         )
         # The chosen backend is news (the first line of `goemo predict` and `goemo serve`); an
         # asked-for one is not, and evaluation logs its own line.
@@ -316,7 +337,10 @@ class EmotionClassifier:
         )
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Raw logits ``(n, L)`` float32, in input order (length-sorted batches inside)."""
+        """The backend's logits ``(n, L)`` float32, in input order (length-sorted batches inside).
+
+        For a calibrated folder these are before the calibration's unfolded parts (`probabilities`).
+        """
         texts = check_texts(texts)
         if not self._backend.takes_tokens:
             return self._backend.logits(texts)
@@ -339,9 +363,22 @@ class EmotionClassifier:
         >>> clf.predict_proba(["I love it"])[0, clf.label_names.index("love")]   # doctest: +SKIP
         0.87
         """
-        probs = sigmoid(self.predict_logits(texts)).astype(np.float32)
+        probs = self.probabilities(self.predict_logits(texts), np.float32)
         tax = self._taxonomy(taxonomy) if taxonomy is not None else None
         return probs if tax is None else project_probs(probs, self.label_names, tax)
+
+    def probabilities(self, logits: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+        """Probabilities from this classifier's logits: the sigmoid, then the calibration's parts that
+        are not folded into the weights (none for an uncalibrated folder), in ``dtype``.
+
+        Every path from logits to probabilities (`predict_proba`, the prediction cache, bulk
+        labelling) goes through here, so they all apply the same calibration.
+
+        >>> clf.probabilities(clf.predict_logits(["yay"]))   # doctest: +SKIP
+        """
+        if self.calibration is None:
+            return sigmoid(logits).astype(dtype, copy=False)
+        return self.calibration.backend_probabilities(logits, dtype)
 
     # ------------------------------------------------------------------ decisions
 

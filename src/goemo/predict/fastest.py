@@ -322,6 +322,7 @@ def _make_cpu_export(
                             max_length=max_length,
                             batch_size=DEV_BATCH_SIZE,
                             num_labels=folder.num_labels,
+                            calibration=folder.calibration,
                         )
                         f1[name] = macro_f1(dev.labels, binarize(probs, thresholds))
                         log.info("dev macro-F1 of the %s graph: %.4f (%d texts)", name, f1[name], len(dev))

@@ -45,7 +45,7 @@ import torch
 
 from goemo.core.errors import ConfigError, ModelError, RunFolderError
 from goemo.core.fileio import atomic_directory
-from goemo.core.folder import ONNX_FILE, ModelFolder, write_meta
+from goemo.core.folder import ONNX_FILE, ModelFolder, write_calibration, write_meta
 from goemo.models.card import ExportInfo, build_model_card, default_model_name, write_model_card
 from goemo.models.modeling import load_model, write_config_thresholds
 from goemo.predict.onnx_backend import OnnxBackend
@@ -198,7 +198,7 @@ def _max_prob_diff(model: Any, tokenizer: Any, onnx_path: Path) -> float:
     """Largest |p_onnx - p_torch| over the probe texts, batched together (so padded), as the predictor runs them."""
     labels = int(model.config.num_labels)
     size = len(PROBE_TEXTS)
-    options = {"max_length": PROBE_MAX_LENGTH, "batch_size": size, "num_labels": labels}
+    options: dict[str, Any] = {"max_length": PROBE_MAX_LENGTH, "batch_size": size, "num_labels": labels}
     ref = probs_of_texts(TorchBackend(model, "cpu", "fp32"), tokenizer, PROBE_TEXTS, **options)
     got = probs_of_texts(OnnxBackend(onnx_path, "cpu", None, "fp32"), tokenizer, PROBE_TEXTS, **options)
     return float(np.abs(got - ref).max())
@@ -274,6 +274,7 @@ def write_export_folder(
     meta = dict(folder.meta)
     meta.setdefault("label_names", folder.label_names)
     model.config.save_pretrained(tmp)
+    write_calibration(tmp, folder.calibration)  # the graph holds the folded weights; the rest is the predictor's
     tokenizer.save_pretrained(tmp)
     import onnx  # noqa: PLC0415  (optional extra: onnx)
 

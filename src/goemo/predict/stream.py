@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from goemo.core.errors import ConfigError
-from goemo.core.thresholds import sigmoid
 from goemo.data.records import Record, check_texts
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.prediction_writer import Labelling, PredictionWriter, decide_chunk
@@ -150,7 +149,7 @@ def _probabilities(clf: EmotionClassifier, chunk: list[Record], encoded: Any) ->
         logits = clf.logits_for_encoded(encoded)
     else:
         logits = clf.predict_logits([r.text for r in chunk])
-    return sigmoid(logits).astype(np.float32)
+    return clf.probabilities(logits, np.float32)
 
 
 def predict_records(

@@ -33,6 +33,7 @@ from safetensors.torch import save_model as save_weights
 from torch import nn
 
 from goemo import __version__
+from goemo.core.calibration import Calibration
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ModelError
 from goemo.core.fileio import atomic_directory, atomic_write_json
@@ -47,6 +48,7 @@ from goemo.core.run_folder import (
 )
 from goemo.data.source import DataSource
 from goemo.data.split import Split
+from goemo.evaluation.calibration import write_calibrated_folder
 from goemo.models.card import CardFacts, build_model_card, write_model_card
 from goemo.models.modeling import save_model, write_config_thresholds
 from goemo.predict.cache import store_predictions
@@ -218,15 +220,20 @@ def finish_best(
     predictions: Sequence[tuple[Split, np.ndarray]],
     facts: CardFacts | None = None,
     summary: dict[str, Any] | None = None,
+    *,
+    calibration: Calibration | None = None,
 ) -> None:
     """Give ``best/`` its final ``goemo.json`` (headline numbers, tuned thresholds, the predictor
-    ``settings``, the card's ``facts``), the same thresholds in ``config.json``, its model card
-    (``README.md``), and cache the probabilities those numbers came from, keyed by ``settings``, so
-    `goemo evaluate` / `ensemble` / `report` score these very numbers."""
+    ``settings``, the card's ``facts``), the same thresholds in ``config.json``, its calibration
+    (folded into the weights, recorded in ``config.json``; ``meta``'s thresholds are already on its
+    scale), its model card (``README.md``), and cache the probabilities those numbers came from,
+    keyed by ``settings``, so `goemo evaluate` / `ensemble` / `report` score these very numbers."""
     final = {**meta, "prediction": settings}
     if facts is not None:
         final["card"] = facts.to_dict()
     write_meta(best_dir, final)
     write_config_thresholds(best_dir)  # before the cache: config.json is part of the weights' fingerprint
+    if calibration is not None:
+        write_calibrated_folder(best_dir, calibration, reexpress=False)
     write_model_card(best_dir, build_model_card(best_dir, summary, facts, model_ref=str(best_dir)))
     store_predictions(best_dir, settings, predictions)

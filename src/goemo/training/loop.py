@@ -293,9 +293,9 @@ def _train(
             checkpoint(run.last_dir, True, {"dev": metrics, "epoch": epoch + 1})
             notify(record)  # after the checkpoints: a callback that stops the run (pruning) loses nothing
 
-        # ---- the best weights on dev and test, thresholds tuned on dev, summary.json
+        # ---- the best weights on dev and test, thresholds tuned and a calibration fitted on dev, summary.json
         load_best_weights(run.best_dir, accelerator, model)
-        final = final_evaluation(scorer, model, encoded, config)
+        final = final_evaluation(scorer, model, encoded, config, checksums.get("dev"))
         resources = resources_used(started, epoch_times, watch, accelerator.mixed_precision, accelerator.num_processes)
         summary = run_summary(config, run.path, state.best_epoch, state.best_metric, state.history, final, resources)
         if main:
@@ -304,7 +304,13 @@ def _train(
             meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
             facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold, config.to_dict())
             finish_best(
-                run.best_dir, meta, scorer.classifier(model).settings, final.predictions(splits), facts, summary
+                run.best_dir,
+                meta,
+                scorer.classifier(model).settings,
+                final.predictions(splits),
+                facts,
+                summary,
+                calibration=final.calibration,
             )
             accelerator.log({"event": "summary", **final.flat()})
     except BaseException:
