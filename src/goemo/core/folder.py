@@ -10,9 +10,9 @@ whichever command met it, and a new field is added in one place.
 
 Reading a folder costs milliseconds: this module imports neither torch nor transformers.
 
->>> folder = ModelFolder.open("runs/reproduce/best")     # doctest: +SKIP
->>> folder.kind, folder.taxonomy, folder.max_length      # doctest: +SKIP
-('transformer', 'goemotions', 128)
+    folder = ModelFolder.open("runs/reproduce/best")
+    folder.kind, folder.taxonomy, folder.max_length
+    # -> ('transformer', 'goemotions', 128)
 """
 
 from __future__ import annotations
@@ -316,8 +316,8 @@ class ModelFolder:
         positions take 512 tokens. None when ``config.json`` does not say (an ONNX export without
         it, a TF-IDF model); the same ``config.json`` decides for an ONNX export as for its source.
 
-        >>> ModelFolder.open("runs/roberta/best").position_limit   # doctest: +SKIP
-        512
+            ModelFolder.open("runs/roberta/best").position_limit
+            # -> 512
         """
         positions = self._positions
         return None if positions is None else positions[0] - positions[1]
@@ -418,9 +418,9 @@ class ModelFolder:
     ) -> ThresholdChoice:
         """`goemo.core.thresholds.choose_thresholds` with this model's thresholds and test-split guard.
 
-        >>> ModelFolder.open("runs/x/best").choose_thresholds("tuned", "dev")   # doctest: +SKIP
-        Traceback (most recent call last):
-        goemo.core.errors.ThresholdLeakError: the tuned thresholds were tuned on 'dev', ...
+        ModelFolder.open("runs/x/best").choose_thresholds("tuned", "dev")
+        # -> Traceback (most recent call last):
+        # -> goemo.core.errors.ThresholdLeakError: the tuned thresholds were tuned on 'dev', ...
         """
         tuned = self.tuned if spec == "tuned" else None
         return choose_thresholds(

@@ -60,8 +60,8 @@ def read_records(
     are skipped and take no number, so the same rows get the same ids in either format.
     ``path=None`` reads ``stream`` (stdin) as text lines.
 
-    >>> next(read_records("texts.csv", text_column="body", id_column="id"))   # doctest: +SKIP
-    Record(id='a1', text='I love it')
+        next(read_records("texts.csv", text_column="body", id_column="id"))
+        # -> Record(id='a1', text='I love it')
     """
     if path is None:
         yield from _txt_records(stream if stream is not None else sys.stdin)

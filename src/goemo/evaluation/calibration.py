@@ -23,10 +23,10 @@ next ``goemo predict`` or ``serve`` makes it again (its fingerprint would not ma
 A folder that is already calibrated is left as it is (`CalibrationOutcome.already`): the maps
 are never applied twice.
 
->>> dev = DataSource.folder("data/goemotions").split("dev")                         # doctest: +SKIP
->>> outcome = calibrate_folder("runs/x/best", dev, predict_split("runs/x/best", dev))  # doctest: +SKIP
->>> outcome.reports["dev"].macro_ece_before, outcome.reports["dev"].macro_ece_after   # doctest: +SKIP
-(0.0213, 0.0064)
+    dev = DataSource.folder("data/goemotions").split("dev")
+    outcome = calibrate_folder("runs/x/best", dev, predict_split("runs/x/best", dev))
+    outcome.reports["dev"].macro_ece_before, outcome.reports["dev"].macro_ece_after
+    # -> (0.0213, 0.0064)
 """
 
 from __future__ import annotations
@@ -154,8 +154,8 @@ def calibrate_model(
     ``splits`` (e.g. ``["test"]``) are scored before and after too, and their predictions cached
     under the new weights. What ``goemo calibrate`` runs.
 
-    >>> calibrate_model("runs/x/best", splits=["test"]).reports["test"].macro_ece_after  # doctest: +SKIP
-    0.0071
+        calibrate_model("runs/x/best", splits=["test"]).reports["test"].macro_ece_after
+        # -> 0.0071
     """
     folder = ModelFolder.open(model)
     if folder.calibration is not None:

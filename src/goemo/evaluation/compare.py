@@ -6,9 +6,9 @@
 95% interval and a two-sided p-value, and each model's own intervals. This is what ``goemo compare``
 prints.
 
->>> c = compare_models("runs/minilm", "runs/tfidf", "test")       # doctest: +SKIP
->>> c.paired["f1_macro"].verdict("minilm", "tfidf")                 # doctest: +SKIP
-'minilm beats tfidf on macro-F1 by 0.1043 (95% CI +0.0921 to +0.1170; p < 0.002)'
+    c = compare_models("runs/minilm", "runs/tfidf", "test")
+    c.paired["f1_macro"].verdict("minilm", "tfidf")
+    # -> 'minilm beats tfidf on macro-F1 by 0.1043 (95% CI +0.0921 to +0.1170; p < 0.002)'
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ class Comparison:
 def resolve_model_dir(path: str | Path) -> Path:
     """A run folder's ``best/`` (a run folder holds no ``goemo.json`` of its own), else ``path`` itself.
 
-    >>> resolve_model_dir("runs/minilm")   # doctest: +SKIP
-    PosixPath('runs/minilm/best')
+    resolve_model_dir("runs/minilm")
+    # -> PosixPath('runs/minilm/best')
     """
     folder = Path(path)
     if not (folder / META_FILE).is_file() and (folder / "best" / META_FILE).is_file():

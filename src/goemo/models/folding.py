@@ -12,7 +12,7 @@ The layer is found by name in the safetensors headers (`goemo.core.folder.ModelF
 for RoBERTa, XLM-R and ELECTRA, ``score`` for decoder heads. Only float32 weights are folded: in
 bf16 or fp16 the product would be rounded to 8 or 11 bits and move decisions.
 
->>> fold_logit_affine("runs/x/best", scale=np.array([1.3] * 28), shift=np.zeros(28))  # doctest: +SKIP
+    fold_logit_affine("runs/x/best", scale=np.array([1.3] * 28), shift=np.zeros(28))
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ The token is huggingface_hub's own (``HF_TOKEN``, else the one ``hf auth login``
 ``huggingface-cli login`` stored); it is never printed. ``dry_run=True`` says exactly what would
 be uploaded and touches no network.
 
->>> plan = push_model("runs/reproduce/best", "me/goemo-minilm", dry_run=True)   # doctest: +SKIP
->>> [f.path for f in plan.files][:3]                                           # doctest: +SKIP
-['README.md', 'config.json', 'goemo.json']
+    plan = push_model("runs/reproduce/best", "me/goemo-minilm", dry_run=True)
+    [f.path for f in plan.files][:3]
+    # -> ['README.md', 'config.json', 'goemo.json']
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ def push_model(
     ``revision`` is a branch (created from main when missing); ``dry_run`` lists the files and
     uploads nothing. Network and Hub errors become one `HubError` line.
 
-    >>> push_model("runs/reproduce/best", "me/goemo-minilm", private=True)     # doctest: +SKIP
-    PushResult(..., url='https://huggingface.co/me/goemo-minilm/commit/…')
+        push_model("runs/reproduce/best", "me/goemo-minilm", private=True)
+        # -> PushResult(..., url='https://huggingface.co/me/goemo-minilm/commit/…')
     """
     try:
         validate_repo_id(repo_id)

@@ -160,8 +160,8 @@ def hub_cache_dir() -> str | None:
     current name of the same setting and what huggingface_hub itself uses. ``HF_HOME`` loses to
     both, as it did in transformers 4. One line says which cache is used, once per process.
 
-    >>> hub_cache_dir()  # doctest: +SKIP
-    '/shared/transformers-cache'
+        hub_cache_dir()
+        # -> '/shared/transformers-cache'
     """
     legacy = os.environ.get("TRANSFORMERS_CACHE", "").strip()
     if not legacy:
@@ -275,7 +275,7 @@ def build_model(
 ) -> PreTrainedModel:
     """A fresh classifier on a pretrained encoder (hub id, folder or alias).
 
-    >>> model = build_model("minilm", ["joy", "anger"], pooling="mean")  # doctest: +SKIP
+    model = build_model("minilm", ["joy", "anger"], pooling="mean")
     """
     if name.lower() == TINY_MODEL:
         return build_tiny_model(label_names, pooling, dropout=dropout)
@@ -487,8 +487,8 @@ def config_thresholds(folder: ModelFolder) -> dict[str, Any]:
     ``thresholds_tuned_on``: the split they were tuned on (``"dev"``) or None;
     ``threshold_convention``: ``"prob > threshold"``.
 
-    >>> config_thresholds(ModelFolder.open("runs/reproduce/best"))["thresholds_tuned_on"]  # doctest: +SKIP
-    'dev'
+        config_thresholds(ModelFolder.open("runs/reproduce/best"))["thresholds_tuned_on"]
+        # -> 'dev'
     """
     tuned = folder.tuned
     return {

@@ -25,8 +25,8 @@ Why int8 by default: on a CPU it halves MiniLM's latency (docs/benchmarks.md); w
 on a small or unusual model the quantisation error can move decisions, and a prediction
 service must not get silently worse for being faster.
 
->>> choose_fastest(ModelFolder.open("runs/x/best"), "cpu").note        # doctest: +SKIP
-'int8 kept: dev macro-F1 0.531 vs fp32 0.533 (5426 texts)'
+    choose_fastest(ModelFolder.open("runs/x/best"), "cpu").note
+    # -> 'int8 kept: dev macro-F1 0.531 vs fp32 0.533 (5426 texts)'
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ opset, quantisation, and the measured largest probability difference from the Py
 a few probe texts) and ``README.md``, a model card saying it is an ONNX export (int8 or fp32),
 with an ONNX Runtime snippet (`goemo.models.card`).
 
->>> result = export_onnx("runs/goemo/best", quantize="int8")      # doctest: +SKIP
->>> result.path
-PosixPath('runs/goemo/best-onnx-int8')
+    result = export_onnx("runs/goemo/best", quantize="int8")
+    result.path
+    # -> PosixPath('runs/goemo/best-onnx-int8')
 """
 
 from __future__ import annotations
@@ -319,8 +319,8 @@ def export_onnx(
     on the probe texts is refused (nothing is written): that would be an exporter bug, and
     serving it would silently change predictions.
 
-    >>> export_onnx("runs/goemo/best", "models/goemo-onnx")            # doctest: +SKIP
-    ExportResult(path=PosixPath('models/goemo-onnx'), ..., max_abs_prob_diff=3.1e-07, ...)
+        export_onnx("runs/goemo/best", "models/goemo-onnx")
+        # -> ExportResult(path=PosixPath('models/goemo-onnx'), ..., max_abs_prob_diff=3.1e-07, ...)
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE_CHOICES)} or none")

@@ -55,9 +55,9 @@ def check_max_length(folder: ModelFolder, max_length: int | None) -> None:
     folder (``goemo.json``): the same limit, else `ModelError` naming the file and field. Either
     way the first long text can no longer crash a run half-way.
 
-    >>> check_max_length(ModelFolder.open("runs/x/best"), 1000)   # doctest: +SKIP
-    Traceback (most recent call last):
-    goemo.core.errors.ConfigError: max_length=1000: the model takes at most 512 tokens (config.json max_position_embeddings 512)
+        check_max_length(ModelFolder.open("runs/x/best"), 1000)
+        # -> Traceback (most recent call last):
+        # -> goemo.core.errors.ConfigError: max_length=1000: the model takes at most 512 tokens (config.json max_position_embeddings 512)
     """
     if max_length is None:
         _ = folder.max_length  # validated on access

@@ -4,9 +4,9 @@ The card builder in `goemo.models.card` takes plain data and computes nothing; t
 precision / recall / F1 / ROC-AUC at the dev-tuned thresholds are computed here, at the end of
 training, from the probabilities the summary came from (`goemo.scoring.metrics.compute_metrics`).
 
->>> facts = card_facts(splits, final.probs, final.tuned, summary)   # doctest: +SKIP
->>> facts.per_label_split, len(facts.per_label)                      # doctest: +SKIP
-('test', 28)
+    facts = card_facts(splits, final.probs, final.tuned, summary)
+    facts.per_label_split, len(facts.per_label)
+    # -> ('test', 28)
 """
 
 from __future__ import annotations
