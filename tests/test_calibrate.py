@@ -56,7 +56,7 @@ def calibrated(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, t
         "decisions": clf.decide(clf.predict_proba(texts))[2],
         "logits": clf.predict_logits(texts),
         "fingerprint": ModelFolder.open(folder).fingerprint,
-        "tuned": evaluate(folder, "test", thresholds="tuned", sweep=None).report,
+        "tuned": evaluate(folder, "test", thresholds="tuned").report,
         "config": json.loads((folder / "config.json").read_text()),
     }
     result = runner.invoke(app, ["calibrate", str(folder.parent), "--split", "test"], catch_exceptions=False)
@@ -81,7 +81,7 @@ def test_calibration_changes_scores_but_no_decision(calibrated: dict, texts: lis
     assert np.abs(probs - before["probs"]).max() > 0.05
     assert np.array_equal(clf.decide(probs)[2], before["decisions"])
     # evaluation at the (re-expressed) tuned thresholds: the same scores
-    after = evaluate(folder, "test", thresholds="tuned", sweep=None).report
+    after = evaluate(folder, "test", thresholds="tuned").report
     assert after.macro.f1 == before["tuned"].macro.f1 and after.micro.f1 == before["tuned"].micro.f1
     assert after.macro.auc == pytest.approx(before["tuned"].macro.auc, abs=1e-12)
 
