@@ -340,9 +340,9 @@ def test_the_default_runs_the_fastest_backend_and_says_so_first(tiny_model_dir: 
     shutil.copytree(tiny_model_dir, model)  # the export is cached inside the folder: keep the shared one clean
     made = CliRunner().invoke(app, ["predict", "--model", str(model), *TEXTS[:2]])
     assert made.exit_code == 0, made.output
-    assert "making one" in made.stderr and (model / ".onnx-cpu" / "model.onnx").is_file()
+    assert "building the int8 ONNX export once" in made.stderr and (model / ".onnx-cpu" / "model.onnx").is_file()
     result = CliRunner().invoke(app, ["predict", "--model", str(model), *TEXTS[:2]])  # reuses it: no export
-    assert result.exit_code == 0 and "making one" not in result.stderr, result.output
+    assert result.exit_code == 0 and "building" not in result.stderr, result.output
     first = result.stderr.splitlines()[0]
     assert "onnx" in first and "on cpu" in first and "thread" in first, first
     torch_run = run("--model", str(model), "--all-scores", *TEXTS[:2])

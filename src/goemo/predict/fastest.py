@@ -274,14 +274,6 @@ def _make_cpu_export(
     from goemo.predict.onnx_backend import OnnxBackend  # noqa: PLC0415  (optional extra: onnxruntime)
 
     start = time.perf_counter()
-    # Said first, before torch loads: the first load of a model is otherwise minutes of silence.
-    log.info(
-        "%s has no CPU export from these weights yet: building the int8 ONNX export once, in %s "
-        "(%s); later loads reuse it",
-        folder.path,
-        location,
-        EXPORT_TIME,
-    )
     try:  # the weights as torch would load them: a damaged folder is the user's one-line error, not a fallback
         model, tokenizer = onnx_export.load_source(folder.path)
         choose_max_length(folder, tokenizer, None)
@@ -289,8 +281,15 @@ def _make_cpu_export(
     except GoemoError as e:
         raise UnusableSource(e) from e
     dev, dev_source = find_dev_split(folder)
-    plan = f"then int8 checked against it on {len(dev)} dev texts" if dev is not None else f"fp32 only ({dev_source})"
-    log.info("exporting the ONNX graph (%s)", plan)
+    # Said before the slow part (the export, then the dev check), which is otherwise minutes of silence.
+    log.info(
+        "%s has no CPU export from these weights yet: building the int8 ONNX export once, in %s (%s; %s); "
+        "later loads reuse it",
+        folder.path,
+        location,
+        EXPORT_TIME,
+        f"then checked against fp32 on {len(dev)} dev texts" if dev is not None else f"fp32 only: {dev_source}",
+    )
     onnx_export.check_exportable(folder.path)
     thresholds = folder.thresholds()
     kind = "tuned" if folder.tuned is not None else "global"

@@ -2,8 +2,8 @@
 
 Read `train` top to bottom: check the run before its folder is touched (`.preflight`: the
 trackers, the folder, the encoder, the data), then (`_train`, once the run folder is locked)
-prepare the run folder, tokenise the data, build the model, then for each epoch train, evaluate on dev, and
-checkpoint (``best/`` by the selection metric, ``last/`` with everything needed to resume). Finally evaluate the best weights on dev and test
+prepare the run folder, tokenise the data, build the model, then for each epoch train,
+evaluate on dev, and checkpoint (``best/`` by the selection metric, ``last/`` with everything needed to resume). Finally evaluate the best weights on dev and test
 and write ``summary.json``. Each part it calls lives in its own module beside it, so the loop
 stays one screenful of what happens in which order: the Accelerator (`goemo.training.accelerator`),
 the splits (`.data`), the loss (`.losses`), the optimiser (`.optim`), distillation (`.distill`), the

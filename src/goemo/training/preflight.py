@@ -8,6 +8,8 @@ each trial, checks the run's configuration before it takes the folder, in this o
 
 - the option values themselves (`TrainConfig.validate`, on construction: metric names, ranges);
 - the trackers' names and packages (`goemo.training.tracking.check_trackers`);
+- the folder: in use by another run, or holding one without ``--resume``/``--overwrite``
+  (`goemo.core.run_folder.RunFolder.check_start`; ``goemo train`` asks before importing torch);
 - the encoder: that it is there (hub cache or folder), and that ``max_length`` fits its positions
   and its tokenizer's own limit (`check_encoder`);
 - the data source: read and checked as the run will use it (`goemo.training.data`).

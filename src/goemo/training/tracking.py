@@ -42,7 +42,8 @@ experiment named after the sweep) or to ``MLFLOW_TRACKING_URI``; W&B online when
 to install, before the run folder is touched (`check_trackers`).
 
 The sweep runner and ``goemo stats`` open trackers without an Accelerator: `build_trackers`
-starts them as ``init_trackers`` would (with Accelerate's process state, which they need), and ``tracker.log(record)`` takes goemo's event records directly.
+starts them as ``init_trackers`` would (with Accelerate's process state, which they need),
+and ``tracker.log(record)`` takes goemo's event records directly.
 """
 
 from __future__ import annotations
