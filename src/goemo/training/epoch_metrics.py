@@ -201,7 +201,7 @@ def final_evaluation(
             label_names=scorer.label_names,
             shrink=config.threshold_shrink,
         )
-        if config.calibrate:
+        if config.calibrate and len(dev.labels) >= 2:  # (a calibration needs texts to fit on)
             fit = fit_calibration(
                 dev.labels,
                 logits["dev"],
