@@ -13,7 +13,7 @@ run (``--sample``; 0 runs all). Mutants inside type annotations are left out: wi
     python benchmarks/mutation.py                       # the four core modules, 45 mutants each
     python benchmarks/mutation.py --modules core/thresholds.py --sample 0 --survivors
 
-Not run in CI: a module takes 5-20 minutes on 2 cores.
+Not run in CI: a module takes 20-30 minutes on 2 busy cores (results: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,19 @@ def _where(m: Any) -> tuple[int, int, str, int]:
 
 def run_module(module: str, tests: list[str], sample: int, seed: int, data: Path, keep: bool) -> Score:
     """Copy the tree, run the tests once unmutated, then a sample of mutants; count the killed."""
-    from cosmic_ray.work_db import WorkDB, use_db
-    from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+    work = Path(tempfile.mkdtemp(prefix="goemo-mutation-"))
+    try:
+        return _run_in(work, module, tests, sample, seed, data)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_in(work: Path, module: str, tests: list[str], sample: int, seed: int, data: Path) -> Score:
+    from cosmic_ray.work_db import WorkDB, use_db  # noqa: PLC0415 (the dev extra)
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult  # noqa: PLC0415 (the dev extra)
 
     cosmic = Path(sys.executable).with_name("cosmic-ray")
-    work = Path(tempfile.mkdtemp(prefix="goemo-mutation-"))
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
     shutil.copytree(REPO / "src", work / "src", ignore=ignore)
     shutil.copytree(REPO / "tests", work / "tests", ignore=ignore)
@@ -146,8 +155,6 @@ def run_module(module: str, tests: list[str], sample: int, seed: int, data: Path
                 survivors.append(result.diff or "")
             else:
                 incompetent += 1
-    if not keep:
-        shutil.rmtree(work, ignore_errors=True)
     return Score(module, len(kept), len(chosen), killed, survivors, incompetent, time.perf_counter() - started)
 
 
@@ -169,10 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     data = find_data(args.data_dir)
     try:
-        from importlib.metadata import version
-
         tool = f"cosmic-ray {version('cosmic-ray')}"
-    except Exception:
+    except PackageNotFoundError:
         sys.exit("Cosmic Ray is not installed: pip install -e '.[dev]'")
     print(f"{machine()}; {tool}; sample {args.sample or 'all'} (seed {args.seed})", flush=True)
     scores = []
