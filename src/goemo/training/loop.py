@@ -298,9 +298,9 @@ def _train(
             headline = {"best_epoch": state.best_epoch, **final.metrics}
             meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
             facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold)
-            finish_best(
-                run.best_dir, meta, scorer.classifier(model).settings, final.predictions(splits), facts, summary
-            )
+            scored = {k: (splits[k].texts, encoded[k]) for k in final.probs}
+            settings = scorer.recorded_settings(model, scored)
+            finish_best(run.best_dir, meta, settings, final.predictions(splits), facts, summary)
             accelerator.log({"event": "summary", **final.flat()})
     except BaseException:
         close_trackers(accelerator.trackers, failed=True)
