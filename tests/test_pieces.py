@@ -89,10 +89,11 @@ def test_a_piece_rule_is_checked_and_says_what_it_does() -> None:
 def test_texts_that_fit_are_left_exactly_as_they_are(tokenizer) -> None:
     from goemo.predict.runner import encode_texts
 
-    texts = ["short", "a bit longer, but still short!", "", "x " * 22]  # the last: exactly 24 tokens
+    # "x " * 22: exactly 24 tokens; "y" * 600: many characters (tokenised once, whole), one [UNK] token
+    texts = ["short", "a bit longer, but still short!", "", "x " * 22, "y" * 600]
     pieces = encode_pieces(texts, tokenizer, 24)
     plain = encode_texts(texts, tokenizer, 24)
-    assert (len(pieces), pieces.num_pieces, pieces.long) == (4, 4, 0)
+    assert (len(pieces), pieces.num_pieces, pieces.long) == (5, 5, 0)
     np.testing.assert_array_equal(pieces.encoded.flat_ids, plain.flat_ids)
     np.testing.assert_array_equal(pieces.encoded.offsets, plain.offsets)
     assert pieces.spans.tolist() == [[0, len(t)] for t in texts]

@@ -64,7 +64,8 @@ class RunSettings:
     long_text: str | None = option(
         help="pieces | truncate: a text longer than --max-length tokens is scored sentence by sentence (windows of "
         "32 tokens overlapping by 16 where a sentence is too long or has no end), each label's score the max over "
-        "its pieces; truncate reads only its first --max-length tokens. Default: pieces."
+        "its pieces; truncate reads only its first --max-length tokens. Default: pieces; to score a split, as "
+        "training scored it (pieces unless a text it scored was truncated)."
     )
 
     def __post_init__(self) -> None:

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 MODES = ("pieces", "truncate")
 AGGREGATE = "max"  # of the pieces' logits, per label
+# Characters per token above which a text is taken for long before it is tokenised (English
+# averages about 4 per word piece): it is then tokenised once, whole, instead of twice.
+LIKELY_LONG = 8
 # A sentence ends at . ! ? or … (any run of them, then closing quotes or brackets) before white
 # space, or at a line break. Abbreviations ("Mr. Smith") split too: a piece then is shorter than it
 # might be, which costs little, since every piece is scored and the max is kept.
@@ -214,8 +217,8 @@ def encode_pieces(
 
     ``encoded``: the texts' token ids truncated to ``max_length`` when already at hand (the
     token cache of a split); else they are tokenised here. Texts that fill ``max_length`` are
-    tokenised again, whole, with offsets: those longer are cut (``mode="pieces"``) or counted
-    and left truncated (``"truncate"``).
+    tokenised again, whole, with offsets (texts of very many characters only that once): those
+    longer are cut (``mode="pieces"``) or counted and left truncated (``"truncate"``).
 
     >>> pieces = encode_pieces(["short", "long " * 300], tokenizer, 64)  # doctest: +SKIP
     >>> len(pieces), pieces.num_pieces, pieces.long                       # doctest: +SKIP
@@ -223,20 +226,27 @@ def encode_pieces(
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: expected {' or '.join(MODES)}")
+    n = len(texts)
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    # Texts of more than LIKELY_LONG characters per token the model reads are almost surely too
+    # long: they skip the truncated tokenisation (an empty text holds their place) and are
+    # tokenised once, whole, below. Whether they fit is still counted, never guessed.
+    skipped = np.zeros(n, dtype=bool)
     if encoded is None:
-        flat, offsets = tokenize_texts(texts, tokenizer, max_length)
+        if fast and mode == "pieces":
+            skipped = np.fromiter((len(t) > LIKELY_LONG * max_length for t in texts), dtype=bool, count=n)
+        first = [("" if skip else t) for t, skip in zip(texts, skipped)] if skipped.any() else texts
+        flat, offsets = tokenize_texts(first, tokenizer, max_length)
         encoded = EncodedSplit(flat, offsets, np.zeros((len(offsets) - 1, 0), np.float32))
-    n = len(encoded)
-    lengths = encoded.lengths
     whole = np.array([[0, len(t)] for t in texts], dtype=np.int64).reshape(n, 2)
-    full = np.flatnonzero(lengths >= max_length)
-    if not len(full) or not getattr(tokenizer, "is_fast", False):
-        if len(full) and mode == "pieces":
+    again = np.flatnonzero((encoded.lengths >= max_length) | skipped)
+    if not len(again) or not fast:
+        if len(again) and mode == "pieces":
             log.warning("a slow tokenizer has no offset mapping: texts over %d tokens are truncated", max_length)
             mode = "truncate"
-        return Pieces(encoded, np.arange(n + 1, dtype=np.int64), whole, mode, int(len(full)))
+        return Pieces(encoded, np.arange(n + 1, dtype=np.int64), whole, mode, int(len(again)))
     batch = tokenizer(
-        [texts[i] for i in full.tolist()],
+        [texts[i] for i in again.tolist()],
         truncation=False,
         return_offsets_mapping=True,
         return_special_tokens_mask=True,
@@ -244,46 +254,45 @@ def encode_pieces(
         return_token_type_ids=False,
         verbose=False,  # no "longer than the model's maximum" warning: that is what this is for
     )
-    cut: dict[int, tuple[list[np.ndarray], list[tuple[int, int]]]] = {}
-    for j, i in enumerate(full.tolist()):
+    # Per text whose rows change: its rows of token ids and their character spans.
+    replace: dict[int, tuple[list[np.ndarray], list[tuple[int, int]]]] = {}
+    long = 0
+    for j, i in enumerate(again.tolist()):
         ids = np.asarray(batch["input_ids"][j], dtype=np.int32)
-        if len(ids) <= max_length:
-            continue  # exactly max_length tokens: it fits
+        if len(ids) <= max_length:  # it fits: as truncation gives it
+            if skipped[i]:
+                replace[i] = ([ids], [(0, len(texts[i]))])
+            continue
+        long += 1
         spans = np.asarray(batch["offset_mapping"][j], dtype=np.int64).reshape(-1, 2)
         content = np.flatnonzero(np.asarray(batch["special_tokens_mask"][j]) == 0)
-        if not len(content):
-            continue
         head, tail = ids[: content[0]], ids[content[-1] + 1 :]
-        if mode == "truncate":
+        if mode == "truncate":  # never skipped: its truncated row is in `encoded`
             kept = max_length - len(head) - len(tail)
             end = int(spans[content[min(kept, len(content)) - 1], 1]) if kept > 0 else 0
-            cut[i] = ([], [(0, end)])
+            replace[i] = ([encoded.ids(i)], [(0, end)])
             continue
-        words = batch.word_ids(j)
-        word_start = np.array(
-            [k == 0 or words[c] is None or words[c] != words[content[k - 1]] for k, c in enumerate(content)], bool
-        )
+        words = np.fromiter((-1 if w is None else w for w in batch.word_ids(j)), dtype=np.int64, count=len(ids))
+        content_words = words[content]
+        word_start = np.ones(len(content), dtype=bool)
+        word_start[1:] = content_words[1:] != content_words[:-1]
         capacity = max(1, max_length - len(head) - len(tail))
         ranges = piece_ranges(texts[i], spans[content, 0], word_start, capacity, rule)
         rows = [np.concatenate([head, ids[content[a:b]], tail]) for a, b in ranges]
-        cut[i] = (rows, [(int(spans[content[a], 0]), int(spans[content[b - 1], 1])) for a, b in ranges])
-    if not cut:
-        return Pieces(encoded, np.arange(n + 1, dtype=np.int64), whole, mode, 0)
-    if mode == "truncate":
-        for i, (_, [span]) in cut.items():
-            whole[i] = span
-        return Pieces(encoded, np.arange(n + 1, dtype=np.int64), whole, mode, len(cut))
+        replace[i] = (rows, [(int(spans[content[a], 0]), int(spans[content[b - 1], 1])) for a, b in ranges])
+    if not replace:
+        return Pieces(encoded, np.arange(n + 1, dtype=np.int64), whole, mode, long)
     rows_out: list[np.ndarray] = []
     spans_out: list[np.ndarray] = []
     lengths_out: list[np.ndarray] = []
     counts = np.ones(n, dtype=np.int64)
     text_lengths = encoded.lengths
     start = 0
-    for i in sorted(cut):  # the texts between two long ones go over as one block of rows
+    for i in sorted(replace):  # the texts between two replaced ones go over as one block of rows
         rows_out.append(encoded.flat_ids[encoded.offsets[start] : encoded.offsets[i]])
         spans_out.append(whole[start:i])
         lengths_out.append(text_lengths[start:i])
-        rows, piece_spans = cut[i]
+        rows, piece_spans = replace[i]
         rows_out.extend(rows)
         spans_out.append(np.asarray(piece_spans, dtype=np.int64).reshape(-1, 2))
         lengths_out.append(np.array([len(r) for r in rows], dtype=np.int64))
@@ -299,4 +308,4 @@ def encode_pieces(
     np.cumsum(counts, out=first[1:])
     flat = np.concatenate(rows_out).astype(np.int32, copy=False)
     ids_of_pieces = EncodedSplit(flat, offsets, np.zeros((len(piece_lengths), 0), np.float32))
-    return Pieces(ids_of_pieces, first, np.concatenate(spans_out), mode, len(cut))
+    return Pieces(ids_of_pieces, first, np.concatenate(spans_out), mode, long)
