@@ -55,7 +55,14 @@ def _dev_as_trained(shared_data: Path, n: int = 120):
 
 def test_training_records_the_settings_of_its_cached_predictions(bf16_run: Path) -> None:
     settings = ModelFolder.open(bf16_run).prediction_settings
-    assert settings == {"backend": "torch", "device": "cpu", "precision": "bf16", "batch_size": 16, "max_length": 48}
+    assert settings == {
+        "backend": "torch",
+        "device": "cpu",
+        "precision": "bf16",
+        "batch_size": 16,
+        "max_length": 48,
+        "long_text": "pieces",  # no dev or test text it scored is over 48 tokens: truncation cut nothing
+    }
 
 
 def test_evaluate_and_predict_give_identical_probabilities(bf16_run: Path, shared_data: Path) -> None:

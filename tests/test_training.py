@@ -92,6 +92,28 @@ def test_run_folder_and_summary(trained) -> None:
     assert summary["best_epoch"] == best["epoch"]
 
 
+def test_recorded_long_text_says_pieces_only_when_truncation_cut_nothing(tiny_config) -> None:
+    """Training scores truncated ids; when no scored text was longer, those are the pieces' numbers too."""
+    from accelerate import Accelerator
+
+    from goemo.models.modeling import load_tokenizer
+    from goemo.predict.runner import encode_texts
+    from goemo.training.epoch_metrics import LiveScorer
+
+    tokenizer = load_tokenizer("minilm")
+    config = tiny_config.replace(max_length=8)
+    scorer = LiveScorer(Accelerator(cpu=True), tokenizer, ["joy", "anger"], config)
+    short, long = ["so happy", "ugh"], ["one two three four five six seven eight nine"]
+    model = torch.nn.Linear(1, 1)
+
+    def scored(*groups):
+        return {f"s{i}": (texts, encode_texts(texts, tokenizer, 8)) for i, texts in enumerate(groups)}
+
+    assert scorer.recorded_settings(model, scored(short, short))["long_text"] == "pieces"
+    recorded = scorer.recorded_settings(model, scored(short, short + long))
+    assert recorded["long_text"] == "truncate" and recorded["max_length"] == 8
+
+
 def test_best_reloads_with_thresholds_tuned_on_dev(trained) -> None:
     loaded = load_model(trained.best_dir)
     assert len(loaded.label_names) == 28 and loaded.label_names[0] == "admiration"

@@ -15,12 +15,19 @@ default of ``goemo predict`` and ``goemo serve``) picks the fastest the folder a
 allow (`goemo.predict.fastest`): on a CPU the folder's int8 ONNX export, made once and
 checked on dev (else its fp32 export), on a GPU torch in bf16.
 
-Precision, batch size and max length are explicit settings (`settings`), part of the
-prediction-cache key, so two commands with the same settings give identical probabilities.
+Precision, batch size, max length and the long-text mode are explicit settings (`settings`),
+part of the prediction-cache key, so two commands with the same settings give identical
+probabilities.
 
 Speed comes from the shape of the work: texts are tokenised once without padding, sorted by
 length and cut into batches padded only to their own longest text
 (`goemo.predict.runner.logits_in_order`); outputs are put back in input order.
+
+A text longer than ``max_length`` tokens is scored piece by piece (``long_text="pieces"``, the
+default): its sentences, or token windows where a sentence is too long, scored in the same
+batches as short texts, each label's logit the max over the pieces (`goemo.predict.pieces`);
+`predict_spans` says which piece carries which label. ``long_text="truncate"`` reads the first
+``max_length`` tokens only, and says how many texts it truncated.
 
 Decisions use the folder's thresholds (per label, tuned on dev, when present; else its
 global threshold; else 0.5) and goemo's strict convention ``probability > threshold``
@@ -56,6 +63,7 @@ from goemo.data.records import check_texts
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels, project_probs
 from goemo.predict.fastest import BackendChoice, choose_fastest
+from goemo.predict.pieces import AGGREGATE, DEFAULT_RULE, MODES, PieceRule, Pieces, encode_pieces
 from goemo.predict.runner import (
     Gather,
     TokenBackend,
@@ -126,6 +134,8 @@ class EmotionClassifier:
         folder: ModelFolder | None = None,
         choice: BackendChoice | None = None,
         calibration: Calibration | None = None,
+        long_text: str = "pieces",
+        piece_rule: PieceRule = DEFAULT_RULE,
     ) -> None:
         self._backend = backend
         self.tokenizer = tokenizer
@@ -137,6 +147,8 @@ class EmotionClassifier:
             raise ConfigError(f"batch_size={batch_size}: expected an integer >= 1")
         if backend.takes_tokens and max_length < 2:
             raise ConfigError(f"max_length={max_length}: expected an integer >= 2")
+        if long_text not in MODES:
+            raise ConfigError(f"long_text={long_text!r}: expected {' or '.join(MODES)}")
         self.max_length = max_length
         self.batch_size = batch_size
         self.folder = folder
@@ -146,6 +158,10 @@ class EmotionClassifier:
         self.calibration = calibration
         if calibration is not None and list(calibration.label_names) != self.label_names:
             raise ModelError("the calibration's labels are not the model's")
+        self.long_text = long_text
+        self.piece_rule = piece_rule
+        # Texts over max_length seen so far, pieces they were cut into, texts truncated (/health).
+        self.long_text_counts = {"long": 0, "pieces": 0, "truncated": 0}
         self._pad_id = pad_id_of(tokenizer)
         self._tokenizer_lock = threading.Lock()
 
@@ -157,7 +173,7 @@ class EmotionClassifier:
 
         ``settings`` (a `goemo.core.run_settings.RunSettings`), or its fields as keywords
         (``backend="onnx"``, ``device="cpu"``, ``precision``, ``batch_size``, ``max_length``,
-        ``num_threads``), say how the model runs. The default backend is ``fastest``, as for
+        ``num_threads``, ``long_text``), say how the model runs. The default backend is ``fastest``, as for
         ``goemo predict`` and ``goemo serve``, so one text gets one answer from every door: on a
         CPU the folder's int8 ONNX export when that keeps dev macro-F1 within 0.005 of fp32,
         else its fp32 export, made once and cached (`goemo.predict.fastest`); torch bf16 on CUDA;
@@ -167,6 +183,8 @@ class EmotionClassifier:
         the model was trained with. ``precision="auto"`` is bf16 on CUDA and fp32 on CPU
         (`goemo.predict.device.resolve_precision`); an ONNX graph runs in the precision it was
         exported with. ``num_threads`` sets the CPU threads of the backend (default: all cores).
+        ``long_text``: ``pieces`` (the default) scores a text longer than ``max_length`` piece by
+        piece, ``truncate`` reads its first ``max_length`` tokens only.
 
         With ``fastest``, logs what runs in one line (`describe`) at INFO, so that the first line
         of ``goemo predict`` and ``goemo serve`` says it; other backends log it at DEBUG.
@@ -179,6 +197,7 @@ class EmotionClassifier:
         backend = run.backend or "fastest"
         device, precision, max_length = run.device, run.precision or "auto", run.max_length
         batch_size = run.batch_size or DEFAULT_BATCH_SIZE
+        long_text = run.long_text or "pieces"
         folder = path if isinstance(path, ModelFolder) else ModelFolder.open(path)
         chosen = choose_backend(folder, backend)
         names = folder.label_names
@@ -197,6 +216,7 @@ class EmotionClassifier:
                 batch_size=batch_size,
                 folder=folder,
                 calibration=folder.calibration,
+                long_text=long_text,
             )
             log.log(logging.INFO if backend == "fastest" else logging.DEBUG, "%s", clf.describe())
             return clf
@@ -231,6 +251,7 @@ class EmotionClassifier:
             folder=folder,
             choice=choice,
             calibration=folder.calibration,
+            long_text=long_text,
         )
         # The chosen backend is news (the first line of `goemo predict` and `goemo serve`); an
         # asked-for one is not, and evaluation logs its own line.
@@ -274,7 +295,28 @@ class EmotionClassifier:
         head = f"{self.backend} {self.precision} on {self.device}, {threads} thread{'s' if threads != 1 else ''}"
         where = str(self.runs_from) if self.runs_from is not None else "in memory"
         note = f", {self.choice.note}" if self.choice is not None and self.choice.note else ""
-        return f"{head} ({where}{note})"
+        return f"{head} ({where}{note}); {self.long_text_rule}"
+
+    @property
+    def long_text_rule(self) -> str:
+        """What happens to a text longer than `max_length`, in words (`describe`, ``/health``).
+
+        >>> EmotionClassifier.load("runs/x/best").long_text_rule   # doctest: +SKIP
+        'texts over 64 tokens: pieces (sentences, else 32-token windows overlapping by 16), max of logits'
+        """
+        if not self._backend.takes_tokens:
+            return "texts read whole (TF-IDF)"
+        if self.long_text == "truncate":
+            return f"texts over {self.max_length} tokens: truncated"
+        capacity = self.max_length - self._special_tokens
+        return (
+            f"texts over {self.max_length} tokens: pieces ({self.piece_rule.describe(capacity)}), {AGGREGATE} of logits"
+        )
+
+    @property
+    def _special_tokens(self) -> int:
+        count = getattr(self.tokenizer, "num_special_tokens_to_add", None)
+        return int(count(pair=False)) if callable(count) else 2
 
     @property
     def path(self) -> Path | None:
@@ -293,7 +335,7 @@ class EmotionClassifier:
         """What decides the probabilities besides the weights and the texts: the cache key's part.
 
         >>> EmotionClassifier.load("runs/x/best", precision="bf16").settings   # doctest: +SKIP
-        {'backend': 'torch', 'device': 'cpu', 'precision': 'bf16', 'batch_size': 128, 'max_length': 128}
+        {'backend': 'torch', 'device': 'cpu', 'precision': 'bf16', 'batch_size': 128, 'max_length': 128, 'long_text': 'pieces'}
         """
         return {
             "backend": self.backend,
@@ -301,6 +343,7 @@ class EmotionClassifier:
             "precision": self.precision,
             "batch_size": self.batch_size,
             "max_length": self.max_length,
+            "long_text": self.long_text,
         }
 
     def __repr__(self) -> str:
@@ -315,6 +358,54 @@ class EmotionClassifier:
         """Token ids of ``texts`` (truncated to ``max_length``, unpadded)."""
         with self._tokenizer_lock:  # fast tokenizers are not safe to share across threads
             return encode_texts(texts, self.tokenizer, self.max_length)
+
+    def encode_pieces(self, texts: Sequence[str], encoded: EncodedSplit | None = None) -> Pieces:
+        """The pieces the model reads of ``texts`` (`goemo.predict.pieces`): one per text that fits,
+        several per longer text (``long_text="pieces"``), else the text truncated.
+
+        ``encoded``: their truncated token ids when already at hand (a split's token cache).
+        """
+        with self._tokenizer_lock:
+            pieces = encode_pieces(texts, self.tokenizer, self.max_length, self.long_text, self.piece_rule, encoded)
+            counts = self.long_text_counts
+            counts["long"] += pieces.long
+            counts["truncated"] += pieces.truncated
+            if pieces.mode == "pieces":
+                counts["pieces"] += pieces.num_pieces - len(pieces) + pieces.long
+        return pieces
+
+    def logits_for_pieces(self, pieces: Pieces) -> np.ndarray:
+        """Logits ``(pieces, L)`` of every piece, in order (`Pieces.aggregate` makes them per text)."""
+        return self.logits_for_encoded(pieces.encoded)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each whole text, special tokens included (what a server's token limit counts).
+
+        Texts longer than `max_length` count whole, though ``long_text="truncate"`` reads fewer.
+        A TF-IDF model has no tokens: its texts count 0.
+        """
+        if self.tokenizer is None:
+            return [0] * len(texts)
+        with self._tokenizer_lock:
+            out = self.tokenizer(
+                list(texts),
+                truncation=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                return_length=True,
+                verbose=False,
+            )
+        return [int(n) for n in out["length"]]
+
+    def _report_truncation(self, pieces: Pieces) -> None:
+        if pieces.truncated:
+            log.info(
+                "%d of %d texts were longer than %d tokens and truncated (long_text='truncate'; "
+                "'pieces' scores all of each text)",
+                pieces.truncated,
+                len(pieces),
+                self.max_length,
+            )
 
     def logits_for_encoded(
         self, encoded: EncodedSplit, *, rank: int = 0, world_size: int = 1, gather: Gather | None = None
@@ -340,19 +431,26 @@ class EmotionClassifier:
         """The backend's logits ``(n, L)`` float32, in input order (length-sorted batches inside).
 
         For a calibrated folder these are before the calibration's unfolded parts (`probabilities`).
+        A text longer than `max_length` tokens gets, per label, the highest logit of its pieces
+        (``long_text="pieces"``), else the logits of its first `max_length` tokens.
         """
         texts = check_texts(texts)
         if not self._backend.takes_tokens:
             return self._backend.logits(texts)
         if not texts:
             return np.zeros((0, self.num_labels), dtype=np.float32)
-        return self.logits_for_encoded(self.encode(texts))
+        pieces = self.encode_pieces(texts)
+        self._report_truncation(pieces)
+        return pieces.aggregate(self.logits_for_pieces(pieces))
 
     def split_logits(self, split: Split, token_cache_dir: str | Path | None = None) -> np.ndarray:
         """`predict_logits` for a labelled split, reading token ids from the token cache."""
         if not self._backend.takes_tokens:
             return self._backend.logits(split.texts)
-        return self.logits_for_encoded(encode_split(split, self.tokenizer, self.max_length, token_cache_dir))
+        encoded = encode_split(split, self.tokenizer, self.max_length, token_cache_dir)
+        pieces = self.encode_pieces(split.texts, encoded)
+        self._report_truncation(pieces)
+        return pieces.aggregate(self.logits_for_pieces(pieces))
 
     def predict_proba(self, texts: Sequence[str], taxonomy: str | None = None) -> np.ndarray:
         """Probabilities ``(n, L)`` float32, one column per label of `label_names`, in input order.
@@ -379,6 +477,51 @@ class EmotionClassifier:
         if self.calibration is None:
             return sigmoid(logits).astype(dtype, copy=False)
         return self.calibration.backend_probabilities(logits, dtype)
+
+    def predict_spans(
+        self,
+        texts: Sequence[str],
+        top_k: int | None = None,
+        threshold: float | None = None,
+        taxonomy: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Per text, its labels (as `predict` gives them) and its pieces: where each label sits.
+
+        Each piece is ``{"start", "end", "labels"}``: its characters ``text[start:end]`` and the
+        labels it carries on its own, decided as the text's are (its thresholds, ``top_k``,
+        ``taxonomy``). A text that fits `max_length` is one piece, the whole text; a longer one
+        has a piece per sentence or token window (``long_text="pieces"``), or one piece ending
+        where truncation stopped reading (``"truncate"``). The text's score for a label is the
+        highest of its pieces', so a label above threshold for the text is so in some piece.
+
+        >>> clf.predict_spans(["Great film. The ending made me so sad."])   # doctest: +SKIP
+        [{'labels': [{'label': 'admiration', 'score': 0.71}, {'label': 'sadness', 'score': 0.66}],
+          'pieces': [{'start': 0, 'end': 11, 'labels': [{'label': 'admiration', 'score': 0.71}]},
+                     {'start': 12, 'end': 38, 'labels': [{'label': 'sadness', 'score': 0.66}]}]}]
+        """
+        texts = check_texts(texts)
+        decisions: dict[str, Any] = {"top_k": top_k, "threshold": threshold, "taxonomy": taxonomy}
+        if not self._backend.takes_tokens or not texts:
+            labels = self.predict(texts, **decisions)
+            return [
+                {"labels": row, "pieces": [{"start": 0, "end": len(t), "labels": row}]} for t, row in zip(texts, labels)
+            ]
+        pieces = self.encode_pieces(texts)
+        self._report_truncation(pieces)
+        piece_probs = self.probabilities(self.logits_for_pieces(pieces), np.float32)
+        text_probs = pieces.aggregate(piece_probs)  # monotone per label: the max of the maps is the map of the max
+        text_labels = self.predict_from_proba(text_probs, **decisions)
+        piece_labels = self.predict_from_proba(piece_probs, **decisions)
+        spans = pieces.spans.tolist()
+        return [
+            {
+                "labels": text_labels[i],
+                "pieces": [
+                    {"start": spans[j][0], "end": spans[j][1], "labels": piece_labels[j]} for j in pieces.of_text(i)
+                ],
+            }
+            for i in range(len(texts))
+        ]
 
     # ------------------------------------------------------------------ decisions
 

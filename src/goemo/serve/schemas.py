@@ -55,7 +55,9 @@ def request_model(limits: ServeLimits, num_labels: int) -> type[PredictRequest]:
                 min_length=1,
                 max_length=limits.max_texts,
                 description=f"Texts to classify, in order: 1 to {limits.max_texts}, "
-                f"each at most {limits.max_chars} characters of valid Unicode.",
+                f"each at most {limits.max_chars} characters of valid Unicode, all together at most "
+                f"{limits.max_tokens} tokens. A text longer than the model reads at once is scored in pieces "
+                "(sentences, else token windows), each label's score its highest in any piece.",
             ),
         ),
         top_k=(
@@ -96,6 +98,10 @@ class HealthResponse(BaseModel):
     device: str | None
     precision: str | None
     threads: int | None = Field(description="CPU threads of the model, when known.")
+    long_text: str | None = Field(None, description="What happens to a text longer than the model reads at once.")
+    long_texts: dict[str, int] | None = Field(
+        None, description="Texts over the model's max length so far, the pieces they were cut into, texts truncated."
+    )
     workers: int = Field(1, description="Server processes sharing the port (goemo serve --workers).")
     pid: int = Field(description="This worker's process id (with several workers, which one answered).")
     uptime_s: float

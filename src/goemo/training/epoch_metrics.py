@@ -10,7 +10,7 @@ fitted on dev (``calibrate``), and both splits are scored with them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +26,7 @@ from goemo.core.thresholds import TunedThresholds, sigmoid
 from goemo.data.batching import EncodedSplit
 from goemo.data.split import Split
 from goemo.predict.classifier import EmotionClassifier
+from goemo.predict.pieces import encode_pieces
 from goemo.predict.torch_backend import TorchBackend
 from goemo.scoring.calibration import CalibrationReport, calibration_report, fit_calibration
 from goemo.scoring.metrics import cross_tuned_f1_macro, is_test_split, summary, tune_thresholds
@@ -62,7 +63,25 @@ class LiveScorer:
             np.full(len(self.label_names), self.config.threshold),
             max_length=self.config.max_length,
             batch_size=self.config.eval_batch_size,
+            long_text="truncate",  # it scores the splits' truncated token ids (the token cache), as it trains on them
         )
+
+    def recorded_settings(
+        self, model: nn.Module, scored: Mapping[str, tuple[Sequence[str], EncodedSplit]]
+    ) -> dict[str, Any]:
+        """The settings of the probabilities training caches (``goemo.json`` ``prediction``).
+
+        Training scores the truncated token ids it trains on. When no text it scored is longer
+        than ``max_length`` (GoEmotions at 64 tokens: none), pieces would have given the very
+        same probabilities, bit for bit, so they are recorded as ``long_text: pieces``, the
+        labelling default, and `goemo evaluate` finds them; else as ``truncate``, which they are.
+        """
+        settings = self.classifier(model).settings
+        long = sum(
+            encode_pieces(texts, self.tokenizer, self.config.max_length, "truncate", encoded=encoded).long
+            for texts, encoded in scored.values()
+        )
+        return {**settings, "long_text": "truncate" if long else "pieces"}
 
     def logits(self, model: nn.Module, split: EncodedSplit) -> np.ndarray:
         """Logits of every text of ``split``, each process scoring its share (gathered in input order);

@@ -303,10 +303,12 @@ def _train(
             headline = {"best_epoch": state.best_epoch, **final.metrics}
             meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
             facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold, config.to_dict())
+            scored = {k: (splits[k].texts, encoded[k]) for k in final.probs}
+            settings = scorer.recorded_settings(model, scored)
             finish_best(
                 run.best_dir,
                 meta,
-                scorer.classifier(model).settings,
+                settings,
                 final.predictions(splits),
                 facts,
                 summary,
