@@ -5,6 +5,7 @@ One module per group of verbs, each registering its commands on the one Typer `a
 
 - `goemo.cli.data`: download, stats, fetch-model
 - `goemo.cli.train`: train (options generated from `TrainConfig`), reproduce, baseline tfidf
+- `goemo.cli.audit`: audit (which labels are wrong; training options as train's)
 - `goemo.cli.evaluate`: evaluate, report, ensemble
 - `goemo.cli.predict`: predict, export, serve
 - `goemo.cli.hub`: push (a model folder to the Hugging Face Hub)
@@ -22,6 +23,9 @@ from goemo.cli import cluster, data, evaluate, hub, predict, sweep, train  # noq
 from goemo.cli.common import app, command
 
 __all__ = ["app", "command", "main"]
+
+# after train, so that `goemo --help` lists audit after train and reproduce
+from goemo.cli import audit  # noqa: E402, F401
 
 
 def main() -> None:

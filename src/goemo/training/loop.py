@@ -38,7 +38,7 @@ from goemo.models.modeling import build_model, load_tokenizer
 from goemo.training.accelerator import make_accelerator, mean_over_processes, plain_model
 from goemo.training.card_facts import card_facts
 from goemo.training.checkpoint import finish_best, load_best_weights, load_checkpoint, model_meta, save_checkpoint
-from goemo.training.data import load_training_data, prepare_splits, train_batches
+from goemo.training.data import clean_train, load_training_data, prepare_splits, train_batches
 from goemo.training.distill import batch_targets, soft_targets
 from goemo.training.ema import weight_average
 from goemo.training.epoch_metrics import LiveScorer, dev_metrics, final_evaluation, is_better
@@ -134,7 +134,12 @@ def _train(
         save_config(config, run.config_path)
 
     # ---- data: the splits, the teachers' probabilities, the tokens
-    splits = prepare_splits(config, load_training_data(config) if splits is None else splits)
+    splits = load_training_data(config) if splits is None else splits
+    cleaning = clean_train(config, splits)  # before any fold is held out: the files name the whole split's ids
+    if cleaning is not None and main:
+        log.info(cleaning.describe())
+    cleaned = None if cleaning is None else cleaning.to_record()
+    splits = prepare_splits(config, splits)
     label_names = splits["train"].label_names
     checksums = {k: s.checksum() for k, s in splits.items()}
     with accelerator.main_process_first():  # one process predicts, the others read its cache
@@ -193,7 +198,12 @@ def _train(
         weights = model if with_state or ema is None else ema.module
         with watch("save"):
             save_checkpoint(
-                folder, accelerator, weights, tokenizer, model_meta(config, label_names, checksums, metrics), training
+                folder,
+                accelerator,
+                weights,
+                tokenizer,
+                model_meta(config, label_names, checksums, metrics, cleaning=cleaned),
+                training,
             )
 
     state = TrainState()
@@ -296,7 +306,7 @@ def _train(
         if main:
             atomic_write_json(run.summary_path, summary)
             headline = {"best_epoch": state.best_epoch, **final.metrics}
-            meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
+            meta = model_meta(config, label_names, checksums, headline, final.tuned_dict(), cleaned)
             facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold)
             finish_best(
                 run.best_dir, meta, scorer.classifier(model).settings, final.predictions(splits), facts, summary
