@@ -618,7 +618,7 @@ def write_job(spec: JobSpec, path: str | Path) -> RenderedJob:
     """Render and write the script atomically, executable by its owner; a merge job goes
     beside it (`merge_script_path`). The log folder is made too (`make_log_dir`).
 
-    >>> job = write_job(JobSpec("sge", "fetch", data_dir="$HOME/goemotions"), "/tmp/fetch.sh")  # doctest: +SKIP
+        job = write_job(JobSpec("sge", "fetch", data_dir="$HOME/goemotions"), "/tmp/fetch.sh")
     """
     job = render_job(spec)
     for text, where in ((job.text, path), (job.merge.text if job.merge else None, merge_script_path(path))):
@@ -635,8 +635,8 @@ def make_log_dir(job: RenderedJob) -> bool:
     error state ("can't open output file"). Where it cannot be made here (rendered on another
     machine than the cluster), a warning is added to ``job.warnings`` and False returned.
 
-    >>> make_log_dir(render_job(JobSpec("slurm", "fetch", log_dir="/tmp/goemo-logs")))  # doctest: +SKIP
-    True
+        make_log_dir(render_job(JobSpec("slurm", "fetch", log_dir="/tmp/goemo-logs")))
+        # -> True
     """
     try:
         Path(job.spec.log_dir).mkdir(parents=True, exist_ok=True)

@@ -175,8 +175,8 @@ def launched_as_main() -> bool:
     """Whether this process will be training's main process (rank 0, or no launcher at all), read
     from the launcher's environment before Accelerate is imported.
 
-    >>> launched_as_main()  # doctest: +SKIP
-    True
+        launched_as_main()
+        # -> True
     """
     for name in _RANK_VARIABLES:
         value = os.environ.get(name, "").strip()
@@ -289,7 +289,7 @@ class RunFolder:
         holding a trained run with neither flag, ``--resume`` with other settings. `prepare`,
         under the lock, decides again.
 
-        >>> RunFolder("runs/nothing-here").check_start(TrainConfig())  # doctest: +SKIP
+            RunFolder("runs/nothing-here").check_start(TrainConfig())
         """
         if config.resume and config.overwrite:
             raise RunFolderError("--resume and --overwrite contradict each other; choose one")

@@ -14,9 +14,9 @@ rows, split sizes, training label counts, resources), which training computes
 (`goemo.training.card_facts`) and keeps in ``goemo.json`` (``card``) so that an export can
 describe its source. Nothing here computes a metric.
 
->>> card = build_model_card(ModelFolder.open("runs/reproduce/best"), summary)   # doctest: +SKIP
->>> write_model_card("runs/reproduce/best", card)                               # doctest: +SKIP
-PosixPath('runs/reproduce/best/README.md')
+    card = build_model_card(ModelFolder.open("runs/reproduce/best"), summary)
+    write_model_card("runs/reproduce/best", card)
+    # -> PosixPath('runs/reproduce/best/README.md')
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ scored was longer than its max length (pieces would have given the same numbers)
 ``truncate``; a recorded ``prediction`` without ``long_text`` (from before goemo scored long
 texts in pieces) means ``truncate`` too.
 
->>> preds = predict_split("runs/tiny/best", test_split)                 # doctest: +SKIP
->>> preds.probs.shape, preds.from_cache, preds.settings["precision"]    # doctest: +SKIP
-((5427, 28), True, 'bf16')
+    preds = predict_split("runs/tiny/best", test_split)
+    preds.probs.shape, preds.from_cache, preds.settings["precision"]
+    # -> ((5427, 28), True, 'bf16')
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def predict_split(
     settings score long texts in pieces unless ``long_text="truncate"``. A loaded `EmotionClassifier` is used as it is.
     ``cache=False`` runs the model and stores nothing.
 
-    >>> predict_split("runs/tiny/best", test, RunSettings(precision="fp32"), cache=False).from_cache  # doctest: +SKIP
-    False
+        predict_split("runs/tiny/best", test, RunSettings(precision="fp32"), cache=False).from_cache
+        # -> False
     """
     clf = model if isinstance(model, EmotionClassifier) else None
     if isinstance(model, EmotionClassifier):

@@ -38,9 +38,9 @@ parts that are not (isotonic maps, or affine maps of an ONNX or TF-IDF folder) a
 the sigmoid (`EmotionClassifier.probabilities`). `predict_logits` returns the backend's logits,
 before those parts.
 
->>> clf = EmotionClassifier.load("runs/goemo/best")              # doctest: +SKIP
->>> clf.predict(["I love it, thank you!"])                        # doctest: +SKIP
-[[{'label': 'gratitude', 'score': 0.97}, {'label': 'love', 'score': 0.81}]]
+    clf = EmotionClassifier.load("runs/goemo/best")
+    clf.predict(["I love it, thank you!"])
+    # -> [[{'label': 'gratitude', 'score': 0.97}, {'label': 'love', 'score': 0.81}]]
 """
 
 from __future__ import annotations
@@ -117,9 +117,9 @@ class EmotionClassifier:
     Thread-safe: concurrent calls (a web server's workers) share the model; tokenisation,
     whose fast tokenizer keeps per-call state, is serialised.
 
-    >>> clf = EmotionClassifier.load("runs/goemo/best", backend="onnx")   # doctest: +SKIP
-    >>> clf.predict_proba(["so happy for you", "ugh"]).shape               # doctest: +SKIP
-    (2, 28)
+        clf = EmotionClassifier.load("runs/goemo/best", backend="onnx")
+        clf.predict_proba(["so happy for you", "ugh"]).shape
+        # -> (2, 28)
     """
 
     def __init__(
@@ -189,9 +189,9 @@ class EmotionClassifier:
         With ``fastest``, logs what runs in one line (`describe`) at INFO, so that the first line
         of ``goemo predict`` and ``goemo serve`` says it; other backends log it at DEBUG.
 
-        >>> clf = EmotionClassifier.load("runs/goemo/best")                 # doctest: +SKIP
-        >>> clf.backend, clf.precision                                      # doctest: +SKIP
-        ('onnx', 'int8')
+            clf = EmotionClassifier.load("runs/goemo/best")
+            clf.backend, clf.precision
+            # -> ('onnx', 'int8')
         """
         run = RunSettings.of(settings, **options)
         backend = run.backend or "fastest"
@@ -288,8 +288,8 @@ class EmotionClassifier:
     def describe(self) -> str:
         """What runs, in one line: for the first log line of ``goemo predict`` and ``goemo serve``, and ``/health``.
 
-        >>> EmotionClassifier.load("runs/x/best", backend="fastest").describe()   # doctest: +SKIP
-        'onnx int8 on cpu, 2 threads (runs/x/best/.onnx-cpu, dev macro-F1 0.531 vs fp32 0.533)'
+        EmotionClassifier.load("runs/x/best", backend="fastest").describe()
+        # -> 'onnx int8 on cpu, 2 threads (runs/x/best/.onnx-cpu, dev macro-F1 0.531 vs fp32 0.533)'
         """
         threads = self.num_threads
         head = f"{self.backend} {self.precision} on {self.device}, {threads} thread{'s' if threads != 1 else ''}"
@@ -301,8 +301,8 @@ class EmotionClassifier:
     def long_text_rule(self) -> str:
         """What happens to a text longer than `max_length`, in words (`describe`, ``/health``).
 
-        >>> EmotionClassifier.load("runs/x/best").long_text_rule   # doctest: +SKIP
-        'texts over 64 tokens: pieces (sentences, else 32-token windows overlapping by 16), max of logits'
+        EmotionClassifier.load("runs/x/best").long_text_rule
+        # -> 'texts over 64 tokens: pieces (sentences, else 32-token windows overlapping by 16), max of logits'
         """
         if not self._backend.takes_tokens:
             return "texts read whole (TF-IDF)"
@@ -334,8 +334,8 @@ class EmotionClassifier:
     def settings(self) -> dict[str, Any]:
         """What decides the probabilities besides the weights and the texts: the cache key's part.
 
-        >>> EmotionClassifier.load("runs/x/best", precision="bf16").settings   # doctest: +SKIP
-        {'backend': 'torch', 'device': 'cpu', 'precision': 'bf16', 'batch_size': 128, 'max_length': 128, 'long_text': 'pieces'}
+        EmotionClassifier.load("runs/x/best", precision="bf16").settings
+        # -> {'backend': 'torch', 'device': 'cpu', 'precision': 'bf16', 'batch_size': 128, 'max_length': 128, 'long_text': 'pieces'}
         """
         return {
             "backend": self.backend,
@@ -458,8 +458,8 @@ class EmotionClassifier:
         With ``taxonomy`` (e.g. ``"ekman"``), one column per group of that taxonomy, each the
         max of its members' probabilities (`goemo.data.taxonomy.project_probs`).
 
-        >>> clf.predict_proba(["I love it"])[0, clf.label_names.index("love")]   # doctest: +SKIP
-        0.87
+            clf.predict_proba(["I love it"])[0, clf.label_names.index("love")]
+            # -> 0.87
         """
         probs = self.probabilities(self.predict_logits(texts), np.float32)
         tax = self._taxonomy(taxonomy) if taxonomy is not None else None
@@ -472,7 +472,7 @@ class EmotionClassifier:
         Every path from logits to probabilities (`predict_proba`, the prediction cache, bulk
         labelling) goes through here, so they all apply the same calibration.
 
-        >>> clf.probabilities(clf.predict_logits(["yay"]))   # doctest: +SKIP
+            clf.probabilities(clf.predict_logits(["yay"]))
         """
         if self.calibration is None:
             return sigmoid(logits).astype(dtype, copy=False)
@@ -494,10 +494,10 @@ class EmotionClassifier:
         where truncation stopped reading (``"truncate"``). The text's score for a label is the
         highest of its pieces', so a label above threshold for the text is so in some piece.
 
-        >>> clf.predict_spans(["Great film. The ending made me so sad."])   # doctest: +SKIP
-        [{'labels': [{'label': 'admiration', 'score': 0.71}, {'label': 'sadness', 'score': 0.66}],
-          'pieces': [{'start': 0, 'end': 11, 'labels': [{'label': 'admiration', 'score': 0.71}]},
-                     {'start': 12, 'end': 38, 'labels': [{'label': 'sadness', 'score': 0.66}]}]}]
+            clf.predict_spans(["Great film. The ending made me so sad."])
+            # -> [{'labels': [{'label': 'admiration', 'score': 0.71}, {'label': 'sadness', 'score': 0.66}],
+            # -> 'pieces': [{'start': 0, 'end': 11, 'labels': [{'label': 'admiration', 'score': 0.71}]},
+            # -> {'start': 12, 'end': 38, 'labels': [{'label': 'sadness', 'score': 0.66}]}]}]
         """
         texts = check_texts(texts)
         decisions: dict[str, Any] = {"top_k": top_k, "threshold": threshold, "taxonomy": taxonomy}
@@ -541,8 +541,8 @@ class EmotionClassifier:
         labels are groups: a group's score is the max of its members' probabilities, and a
         group is predicted when any member is above its own threshold.
 
-        >>> clf.predict(["thanks so much!"], top_k=2)                 # doctest: +SKIP
-        [[{'label': 'gratitude', 'score': 0.96}, {'label': 'admiration', 'score': 0.08}]]
+            clf.predict(["thanks so much!"], top_k=2)
+            # -> [[{'label': 'gratitude', 'score': 0.96}, {'label': 'admiration', 'score': 0.08}]]
         """
         return self.predict_from_proba(self.predict_proba(texts), top_k=top_k, threshold=threshold, taxonomy=taxonomy)
 
@@ -585,7 +585,7 @@ class EmotionClassifier:
         A group is on when any member is above its threshold, so grouping never changes which
         texts carry an emotion, only how finely it is named.
 
-        >>> names, scores, on = clf.decide(clf.predict_proba(["yay"]), taxonomy="ekman")  # doctest: +SKIP
+            names, scores, on = clf.decide(clf.predict_proba(["yay"]), taxonomy="ekman")
         """
         # Compared in float32, the probabilities' own precision: a probability printed as 0.3
         # is float32(0.3) > 0.3 in float64, and must not count as above a threshold of 0.3.

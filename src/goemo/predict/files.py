@@ -76,8 +76,8 @@ def predict_file(
     ``columns`` are the (text, id) columns of a CSV or JSON Lines input (id None: row numbers);
     ``streams`` replace (stdin, stdout). A progress bar shows when stderr is a terminal.
 
-    >>> predict_file(clf, "comments.csv", "labels.jsonl", columns=("body", "id")).records  # doctest: +SKIP
-    10000
+        predict_file(clf, "comments.csv", "labels.jsonl", columns=("body", "id")).records
+        # -> 10000
     """
     say = notify or log.info
     labelling = labelling or Labelling()

@@ -220,9 +220,9 @@ def encode_pieces(
     tokenised again, whole, with offsets (texts of very many characters only that once): those
     longer are cut (``mode="pieces"``) or counted and left truncated (``"truncate"``).
 
-    >>> pieces = encode_pieces(["short", "long " * 300], tokenizer, 64)  # doctest: +SKIP
-    >>> len(pieces), pieces.num_pieces, pieces.long                       # doctest: +SKIP
-    (2, 21, 1)
+        pieces = encode_pieces(["short", "long " * 300], tokenizer, 64)
+        len(pieces), pieces.num_pieces, pieces.long
+        # -> (2, 21, 1)
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: expected {' or '.join(MODES)}")

@@ -196,7 +196,7 @@ def predict_records(
     core busy, and threads beside it only contend for the cores and the GIL (measured in
     docs/benchmarks.md, "Bulk labelling"), so the stages run one after another in this thread.
 
-    >>> n = predict_records(clf, read_records("in.txt"), PredictionWriter(sys.stdout, "jsonl", clf.label_names))  # doctest: +SKIP
+        n = predict_records(clf, read_records("in.txt"), PredictionWriter(sys.stdout, "jsonl", clf.label_names))
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigError(f"chunk_size={chunk_size}: expected an integer >= 1")

@@ -109,9 +109,9 @@ def create_app(
     path); ``model_threads`` the model's CPU threads (default: the classifier's
     ``num_threads``, when it has one); ``workers`` how many processes serve the same port.
 
-    >>> from goemo import EmotionClassifier                                    # doctest: +SKIP
-    >>> app = create_app(EmotionClassifier.load("runs/x/best"), ServeLimits(max_texts=16))  # doctest: +SKIP
-    >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)          # doctest: +SKIP
+        from goemo import EmotionClassifier
+        app = create_app(EmotionClassifier.load("runs/x/best"), ServeLimits(max_texts=16))
+        import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)
     """
     limits = limits or ServeLimits()
     path = getattr(classifier, "path", None)

@@ -29,9 +29,9 @@ def load_training_data(config: TrainConfig) -> dict[str, Split]:
 
     A source that has no dev split is refused here: the dev split selects the model.
 
-    >>> splits = load_training_data(TrainConfig(data_dir="data/goemotions"))  # doctest: +SKIP
-    >>> sorted(splits)  # doctest: +SKIP
-    ['dev', 'test', 'train']
+        splits = load_training_data(TrainConfig(data_dir="data/goemotions"))
+        sorted(splits)
+        # -> ['dev', 'test', 'train']
     """
     source = DataSource.from_config(config.to_dict())
     if source.kind == "files" and "dev" not in source.files:
@@ -90,9 +90,9 @@ def clean_train(config: TrainConfig, splits: dict[str, Split]) -> Cleaning | Non
     the file, line and field: a typo would otherwise clean nothing, silently. Corrections apply
     to every text with that id; excluded texts are then dropped.
 
-    >>> cleaning = clean_train(TrainConfig(exclude="drop.txt"), splits)  # doctest: +SKIP
-    >>> cleaning.texts_excluded  # doctest: +SKIP
-    12
+        cleaning = clean_train(TrainConfig(exclude="drop.txt"), splits)
+        cleaning.texts_excluded
+        # -> 12
     """
     if not config.exclude and not config.corrections:
         return None

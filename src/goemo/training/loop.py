@@ -104,9 +104,9 @@ def train(
     Python (it gets the splits back as training sampled them). ``callbacks`` get every record
     written to metrics.jsonl (sweep pruning); an exception raised by one ends training.
 
-    >>> from goemo import TrainConfig, train
-    >>> result = train(TrainConfig(data_dir="data/goemotions", epochs=1, output="runs/try"))  # doctest: +SKIP
-    >>> result.summary["test"]["f1_macro"]  # doctest: +SKIP
+        from goemo import TrainConfig, train
+        result = train(TrainConfig(data_dir="data/goemotions", epochs=1, output="runs/try"))
+        result.summary["test"]["f1_macro"]
     """
     started, watch = time.perf_counter(), Stopwatch()
     if config.num_threads:
