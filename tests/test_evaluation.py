@@ -422,3 +422,31 @@ def test_damaged_cache_costs_one_warning_line_and_is_rebuilt(run, shared_data, t
         assert np.isfinite(z["probs"]).all()
     third = _cli(*base)  # and read back: the model does not run again
     assert third.exit_code == 0 and len(calls) == 1 and "WARNING" not in third.stderr
+
+
+def test_sort_lists_the_problem_classes_first(run, shared_data):
+    """`goemo evaluate --sort auc` (the W&B page's command): the lowest AUC first, undefined last."""
+    res = _cli(
+        "evaluate",
+        "--model",
+        str(run / "best"),
+        "--data-dir",
+        str(shared_data),
+        "--max-samples",
+        str(N),
+        "--sort",
+        "auc",
+        "--format",
+        "csv",
+    )
+    assert res.exit_code == 0, res.output
+    rows = [
+        r
+        for r in csv.DictReader(io.StringIO(res.stdout))
+        if r["label"] not in ("macro", "micro", "weighted", "samples")
+    ]
+    aucs = [float(r["auc"]) for r in rows if r["auc"]]
+    assert aucs == sorted(aucs) and len(aucs) >= 2
+    assert all(r["auc"] for r in rows[: len(aucs)])  # undefined ones last
+    bad = _cli("evaluate", "--model", str(run / "best"), "--data-dir", str(shared_data), "--sort", "colour")
+    assert bad.exit_code == 2 and "'colour': expected one of label" in bad.output
