@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.core.calibration import Calibration
 from goemo.core.folder import CPU_EXPORT_KEY, ModelFolder, write_calibration, write_meta
+from goemo.core.run_settings import RunSettings
 from goemo.evaluation.calibration import calibrate_model
 from goemo.evaluation.evaluate import evaluate
 from goemo.predict.cache import predict_split
@@ -118,7 +119,7 @@ def test_plain_transformers_returns_the_calibrated_scores(calibrated: dict, text
 def test_the_cache_holds_the_calibrated_probabilities(calibrated: dict, goemotions_splits) -> None:
     folder = calibrated["folder"]
     test = goemotions_splits["test"]
-    cached = predict_split(folder, test, backend="torch", precision="fp32", batch_size=128)
+    cached = predict_split(folder, test, RunSettings(backend="torch", precision="fp32", batch_size=128))
     recorded = predict_split(folder, test)  # the settings the raw predictions were made with
     assert recorded.from_cache and recorded.model_fingerprint != calibrated["before"]["fingerprint"]
     assert np.allclose(cached.probs, recorded.probs, atol=1e-5)

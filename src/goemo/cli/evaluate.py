@@ -64,11 +64,11 @@ def evaluate_command(
     fmt: EvalFormat = Opt(EvalFormat.table, "--format", help="table, json, csv or markdown on stdout."),
     max_samples: Optional[int] = Opt(None, min=1, help="Score a seeded random subset of the split (quick checks)."),
     no_cache: bool = Opt(False, "--no-cache", help="Run the model even if cached predictions exist; store none."),
-    sort: str = Opt(
-        "label",
+    sort: Optional[str] = Opt(
+        None,
         "--sort",
         help="Order the labels by label, precision, recall, f1, support, predicted, auc or ap "
-        "(scores: worst first, so the problem classes lead).",
+        "(scores: worst first, so the problem classes lead; default: the model's label order).",
     ),
     **options: Any,
 ) -> None:

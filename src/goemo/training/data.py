@@ -23,9 +23,9 @@ def load_training_data(config: TrainConfig) -> dict[str, Split]:
 
     A source that has no dev split is refused here: the dev split selects the model.
 
-    >>> splits = load_training_data(TrainConfig(data_dir="data/goemotions"))  # doctest: +SKIP
-    >>> sorted(splits)  # doctest: +SKIP
-    ['dev', 'test', 'train']
+        splits = load_training_data(TrainConfig(data_dir="data/goemotions"))
+        sorted(splits)
+        # -> ['dev', 'test', 'train']
     """
     source = DataSource.from_config(config.to_dict())
     if source.kind == "files" and "dev" not in source.files:
