@@ -37,7 +37,7 @@ from goemo.core.calibration import Calibration
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ModelError
 from goemo.core.fileio import atomic_directory, atomic_write_json
-from goemo.core.folder import ModelFolder, write_meta
+from goemo.core.folder import write_meta
 from goemo.core.run_folder import (
     CHECKPOINT_FIX,
     STATE_FILE,
@@ -235,9 +235,7 @@ def finish_best(
         final["card"] = facts.to_dict()
     write_meta(best_dir, final)
     write_config_thresholds(best_dir)  # before the cache: config.json is part of the weights' fingerprint
-    if calibration is not None and ModelFolder.open(best_dir).calibration is None:
+    if calibration is not None:  # (a finish cut short after calibrating scores the calibrated weights without one)
         write_calibrated_folder(best_dir, calibration, reexpress=False)
-    elif calibration is not None:  # a finished run resumed with nothing left to train: best/ is calibrated already
-        log.warning("%s is calibrated already (an earlier finish of this run); its calibration is kept", best_dir)
     write_model_card(best_dir, build_model_card(best_dir, summary, facts, model_ref=str(best_dir)))
     store_predictions(best_dir, settings, predictions)

@@ -16,12 +16,13 @@ function of (seed, epoch), and ``last/`` holds the optimizer, scheduler, RNG and
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from goemo.core.config import TrainConfig, save_config
 from goemo.core.errors import ModelError
 from goemo.core.fileio import append_jsonl, atomic_write_json
+from goemo.core.folder import ModelFolder
 from goemo.core.run_folder import TRAINER_STATE_FILE, RunFolder, corrupt_checkpoint
 from goemo.data.batching import collate, encode_split
 from goemo.data.split import Split
@@ -293,13 +295,22 @@ def _train(
             checkpoint(run.last_dir, True, {"dev": metrics, "epoch": epoch + 1})
             notify(record)  # after the checkpoints: a callback that stops the run (pruning) loses nothing
 
+        if resume_from is not None and state.epoch >= num_epochs and run.summary_path.is_file():
+            # a finished run resumed: summary.json is written last, so its final phase ran to the end
+            summary = json.loads(run.summary_path.read_text(encoding="utf-8"))
+            if main:
+                log.info("%s finished already; its best/ and summary.json are kept as they are", run.path)
+            close_trackers(accelerator.trackers)
+            accelerator.wait_for_everyone()
+            return TrainResult(run.path, run.best_dir, summary, main)
         # ---- the best weights on dev and test, thresholds tuned and a calibration fitted on dev, summary.json
         load_best_weights(run.best_dir, accelerator, model)
+        if ModelFolder.open(run.best_dir).calibration is not None:  # a finish cut short after calibrating
+            config = replace(config, calibrate=False)  # its weights give calibrated scores: tune on those
         final = final_evaluation(scorer, model, encoded, config, checksums.get("dev"))
         resources = resources_used(started, epoch_times, watch, accelerator.mixed_precision, accelerator.num_processes)
         summary = run_summary(config, run.path, state.best_epoch, state.best_metric, state.history, final, resources)
         if main:
-            atomic_write_json(run.summary_path, summary)
             headline = {"best_epoch": state.best_epoch, **final.metrics}
             meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
             facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold, config.to_dict())
@@ -314,6 +325,7 @@ def _train(
                 summary,
                 calibration=final.calibration,
             )
+            atomic_write_json(run.summary_path, summary)  # last: it marks the run finished
             accelerator.log({"event": "summary", **final.flat()})
     except BaseException:
         close_trackers(accelerator.trackers, failed=True)
