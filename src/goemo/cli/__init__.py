@@ -5,6 +5,7 @@ One module per group of verbs, each registering its commands on the one Typer `a
 
 - `goemo.cli.data`: download, stats, fetch-model
 - `goemo.cli.train`: train (options generated from `TrainConfig`), reproduce, baseline tfidf
+- `goemo.cli.audit`: audit (which labels are wrong; training options as train's)
 - `goemo.cli.evaluate`: evaluate, report, ensemble
 - `goemo.cli.calibrate`: calibrate (a model's scores, on dev)
 - `goemo.cli.compare`: compare (two models, paired bootstrap)
@@ -24,6 +25,9 @@ from goemo.cli import calibrate, cluster, compare, data, evaluate, hub, predict,
 from goemo.cli.common import app, command
 
 __all__ = ["app", "command", "main"]
+
+# after train, so that `goemo --help` lists audit after train and reproduce
+from goemo.cli import audit  # noqa: E402, F401
 
 
 def main() -> None:

@@ -577,6 +577,9 @@ def _data_section(folder: ModelFolder, facts: CardFacts, origin: DataOrigin, cfg
         lines.append(
             "Sampled: " + ", ".join(f"`{k}` {cfg[k]:,}" for k in sampled) + " (a seeded random sample; a quick run)."
         )
+    cleaning = folder.meta.get("cleaning")
+    if isinstance(cleaning, dict):
+        lines.append(_cleaning_line(cleaning))
     checksums = folder.data_checksums
     splits = [s for s in ("train", "dev", "test") if s in checksums or s in facts.split_sizes]
     if splits:
@@ -585,6 +588,30 @@ def _data_section(folder: ModelFolder, facts: CardFacts, origin: DataOrigin, cfg
             size = facts.split_sizes.get(s)
             lines.append(f"| {s} | {'' if size is None else f'{size:,}'} | `{checksums.get(s, '')}` |")
     return "\n".join(lines)
+
+
+def _cleaning_line(cleaning: Mapping[str, Any]) -> str:
+    """What ``--exclude`` / ``--corrections`` did to the training split (``goemo.json`` ``cleaning``).
+
+    >>> _cleaning_line({"texts_excluded": 3, "labels_changed": 1, "added": 1, "removed": 0,
+    ...                 "corrections": {"file": "/data/fix.csv", "sha256": "ab"}})
+    'Cleaned with: 3 texts excluded, 1 labels changed (1 added, 0 removed), from `/data/fix.csv` sha256 `ab`. Dev and test were not changed.'
+    """
+    files = [
+        f"`{entry.get('file')}` sha256 `{entry.get('sha256')}`"
+        for entry in (cleaning.get("exclude"), cleaning.get("corrections"))
+        if isinstance(entry, Mapping)
+    ]
+
+    def count(key: str) -> str:
+        value = cleaning.get(key)
+        return f"{value:,}" if isinstance(value, int) else "?"
+
+    return (
+        f"Cleaned with: {count('texts_excluded')} texts excluded, {count('labels_changed')} labels changed "
+        f"({count('added')} added, {count('removed')} removed), from {' and '.join(files) or 'unnamed files'}. "
+        "Dev and test were not changed."
+    )
 
 
 def _config_section(cfg: Mapping[str, Any]) -> str:

@@ -68,8 +68,12 @@ def model_meta(
     data_checksums: dict[str, str],
     metrics: dict,
     tuned: dict[str, Any] | None = None,
+    cleaning: dict[str, Any] | None = None,
 ) -> dict:
     """``goemo.json``: what prediction, evaluation and reports need beside the weights.
+
+    ``cleaning`` is what ``--exclude`` / ``--corrections`` did to the training split
+    (`goemo.training.data.Cleaning.to_record`), or None.
 
     ``thresholds.global`` is the fixed threshold (the paper's 0.3 by default);
     ``thresholds.per_label`` are tuned on ``thresholds.tuned_on`` (always a dev split) and
@@ -93,6 +97,7 @@ def model_meta(
         "training_config": config.to_dict(),
         "data_source": DataSource.from_config(config.to_dict()).to_record(),  # found from any working directory
         "data_checksums": data_checksums,
+        "cleaning": cleaning,
         "metrics": metrics,
     }
 

@@ -41,7 +41,7 @@ from goemo.models.modeling import build_model, load_tokenizer
 from goemo.training.accelerator import make_accelerator, mean_over_processes, plain_model
 from goemo.training.card_facts import card_facts
 from goemo.training.checkpoint import finish_best, load_best_weights, load_checkpoint, model_meta, save_checkpoint
-from goemo.training.data import load_training_data, prepare_splits, train_batches
+from goemo.training.data import clean_train, load_training_data, prepare_splits, train_batches
 from goemo.training.distill import batch_targets, soft_targets
 from goemo.training.ema import weight_average
 from goemo.training.epoch_metrics import LiveScorer, dev_metrics, final_evaluation, is_better
@@ -121,10 +121,15 @@ def train(
     if accelerator.is_main_process:
         run.check_start(config)
     check_encoder(config)
-    splits = prepare_splits(config, load_training_data(config) if splits is None else splits)
+    splits = load_training_data(config) if splits is None else splits
+    cleaning = clean_train(config, splits)  # before any fold is held out: the files name the whole split's ids
+    if cleaning is not None and accelerator.is_main_process:
+        log.info(cleaning.describe())
+    splits = prepare_splits(config, splits)
+    cleaned = None if cleaning is None else cleaning.to_record()
     # One run per folder: the main process holds RUN/.lock until the run ends, however it ends.
     with run.lock() if accelerator.is_main_process else nullcontext():
-        return _train(config, splits, callbacks, accelerator, run, started, watch)
+        return _train(config, splits, callbacks, accelerator, run, started, watch, cleaned)
 
 
 def _train(
@@ -135,8 +140,9 @@ def _train(
     run: RunFolder,
     started: float,
     watch: Stopwatch,
+    cleaned: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """`train` once the run is checked, its ``splits`` prepared and its folder locked."""
+    """`train` once the run is checked, its ``splits`` prepared (and cleaned: ``cleaned`` records how) and its folder locked."""
     main = accelerator.is_main_process
     with accelerator.main_process_first():  # the main process tidies the folder first; all then see the same one
         resume_from = run.prepare(config, is_main=main)
@@ -202,7 +208,12 @@ def _train(
         weights = model if with_state or ema is None else ema.module
         with watch("save"):
             save_checkpoint(
-                folder, accelerator, weights, tokenizer, model_meta(config, label_names, checksums, metrics), training
+                folder,
+                accelerator,
+                weights,
+                tokenizer,
+                model_meta(config, label_names, checksums, metrics, cleaning=cleaned),
+                training,
             )
 
     state = TrainState()
@@ -312,7 +323,7 @@ def _train(
         summary = run_summary(config, run.path, state.best_epoch, state.best_metric, state.history, final, resources)
         if main:
             headline = {"best_epoch": state.best_epoch, **final.metrics}
-            meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
+            meta = model_meta(config, label_names, checksums, headline, final.tuned_dict(), cleaned)
             facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold, config.to_dict())
             scored = {k: (splits[k].texts, encoded[k]) for k in final.probs}
             settings = scorer.recorded_settings(model, scored)
