@@ -249,9 +249,9 @@ def test_the_pages_export_is_a_corrections_file_training_reads(planted, tmp_path
 @pytest.mark.skipif(NODE is None, reason="node runs the page's export functions")
 def test_the_export_quotes_ids_and_labels_as_csv(tmp_path: Path) -> None:
     issues = [
-        {"rank": 1, "id": 'a,"b"', "text": "x</script>y", "label": "joy", "given": 0, "score": 1.0, "prob": 0.9,
+        {"rank": 1, "id": 'a,"b"', "text": "x</script>y", "label": "joy", "given": 0, "score": 1.0, "probability": 0.9,
          "kind": "missing", "labels": []},
-        {"rank": 2, "id": " c", "text": "y", "label": "anger", "given": 1, "score": 0.5, "prob": 0.1,
+        {"rank": 2, "id": " c", "text": "y", "label": "anger", "given": 1, "score": 0.5, "probability": 0.1,
          "kind": "spurious", "labels": ["anger"]},
     ]  # fmt: skip
     page = render_review_page(issues, [], ["joy", "anger"], {"texts": 2, "folds": 2, "split": "train", "source": "x"})
@@ -264,6 +264,81 @@ def test_the_export_quotes_ids_and_labels_as_csv(tmp_path: Path) -> None:
     ]
     filtered = _node_export(page, "filterRows(DATA.issues, {kind: 'spurious'})", "correctionsCsv")
     assert filtered.splitlines() == ["id,label,action", '" c",anger,remove']
+
+
+# A stand-in for the browser's DOM, enough for the page's own script: elements that hold values,
+# children and listeners, and a Blob / URL pair that records what an export button saves.
+FAKE_DOM = r"""
+const vm = require("vm");
+class El {
+  constructor(tag) { this.tag = tag; this.children = []; this.attrs = {}; this.listeners = {};
+                     this.value = ""; this.textContent = ""; this.hidden = false; this.checked = false; }
+  setAttribute(k, v) { this.attrs[k] = v; }
+  append(...c) { this.children.push(...c); }
+  replaceChildren() { this.children = []; }
+  addEventListener(t, f) { (this.listeners[t] = this.listeners[t] || []).push(f); }
+  fire(t) { for (const f of this.listeners[t] || []) f(); }
+  click() { this.fire("click"); }
+  remove() {}
+}
+const ids = {};
+const saved = [];
+globalThis.document = {
+  getElementById: id => ids[id] || (ids[id] = new El("div")),
+  createElement: tag => new El(tag),
+  body: new El("body"),
+};
+globalThis.Blob = class { constructor(parts) { this.text = parts.join(""); } };
+globalThis.URL = { createObjectURL: b => { saved.push(b.text); return "blob:" + saved.length; } };
+const [data, ...scripts] = JSON.parse(require("fs").readFileSync(0, "utf8"));
+document.getElementById("audit-data").textContent = data;
+for (const code of scripts) vm.runInThisContext(code);
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="node runs the page's script")
+def test_the_page_filters_checks_and_exports_what_was_checked(planted) -> None:
+    page = (planted["root"] / "out" / "review.html").read_text(encoding="utf-8")
+    data = re.search(r'<script type="application/json" id="audit-data">(.*?)</script>', page, re.S)
+    scripts = re.findall(r"<script(?: id=\"[^\"]*\")?>(.*?)</script>", page, re.S)
+    assert data is not None and len(scripts) == 2  # the logic, then the page's own
+    steps = r"""
+    const listed = () => ids.rows.children.length;
+    const result = {all: listed(), status: ids.status.textContent};
+    ids.kind.value = "spurious"; ids.kind.fire("change");
+    result.spurious = listed();
+    ids["check-shown"].click();
+    ids.kind.value = ""; ids.kind.fire("change");
+    result.checked = ids.checked.textContent;
+    ids.export.click();
+    ids["export-ids"].click();
+    result.saved = saved;
+    const firstRow = ids.rows.children[0];
+    result.first = firstRow.children.map(td => td.children.length ? td.children[0].checked ?? null : td.textContent);
+    process.stdout.write(JSON.stringify(result));
+    """
+    done = subprocess.run(
+        [NODE, "-e", FAKE_DOM + steps],
+        input=json.dumps([data.group(1), *scripts]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    issues = _issues(planted["root"] / "out")
+    spurious = [r for r in issues if r["kind"] == "spurious"]
+    assert got["all"] == len(issues) and got["status"].startswith(f"{len(issues)} of {len(issues)} pairs")
+    assert got["spurious"] == len(spurious) and got["checked"] == f"{len(spurious)} checked"
+    corrections, exclude = got["saved"]
+    assert corrections.splitlines() == ["id,label,action", *(f"{r['id']},{r['label']},remove" for r in spurious)]
+    assert exclude.splitlines() == ["id", *dict.fromkeys(r["id"] for r in spurious)]
+    # the first row again, unfiltered: its box is ticked if it is spurious, then rank, score, kind, label, p
+    top = issues[0]
+    assert got["first"][0] is (top["kind"] == "spurious")
+    kind = "missing (add?)" if top["kind"] == "missing" else "spurious (remove?)"
+    score, p = f"{float(top['score']):.3f}", f"{float(top['probability']):.3f}"
+    assert got["first"][1:6] == [int(top["rank"]), score, kind, top["label"], p]
 
 
 # ---------------------------------------------------------------- the command line

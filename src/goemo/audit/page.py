@@ -38,7 +38,7 @@ function sortRows(rows, key) {
   const by = {
     rank: (a, b) => a.rank - b.rank,
     score: (a, b) => b.score - a.score || a.rank - b.rank,
-    prob: (a, b) => b.prob - a.prob || a.rank - b.rank,
+    probability: (a, b) => b.probability - a.probability || a.rank - b.rank,
     label: (a, b) => a.label.localeCompare(b.label) || a.rank - b.rank,
     id: (a, b) => String(a.id).localeCompare(String(b.id)) || a.rank - b.rank,
   }[key] || ((a, b) => a.rank - b.rank);
@@ -96,7 +96,7 @@ function draw() {
     tr.append(el("td", {class: "num"}, r.score.toFixed(3)));
     tr.append(el("td", {}, r.kind === "missing" ? "missing (add?)" : "spurious (remove?)"));
     tr.append(el("td", {class: "label"}, r.label));
-    tr.append(el("td", {class: "num"}, r.prob.toFixed(3)));
+    tr.append(el("td", {class: "num"}, r.probability.toFixed(3)));
     const t = el("td", {class: "text"});
     t.append(el("div", {}, r.text));
     const others = el("div", {class: "others"});
@@ -164,7 +164,7 @@ def render_review_page(
 ) -> str:
     """The review page as one HTML string.
 
-    ``issues``: rows with ``rank, id, text, label, given, score, prob, kind, labels`` (the
+    ``issues``: rows with ``rank, id, text, label, given, score, probability, kind, labels`` (the
     text's given labels); ``summary``: `goemo.audit.quality.LabelQuality.summary` rows;
     ``about``: ``texts``, ``folds``, ``split``, ``source`` for the heading.
     """
@@ -200,7 +200,7 @@ Score: how far the model passes the label's own threshold, in log-odds (higher i
 <label>kind <select id="kind"><option value="">all</option><option value="missing">missing</option>
 <option value="spurious">spurious</option></select></label>
 <label>sort <select id="sort"><option value="rank">rank</option><option value="score">score</option>
-<option value="prob">probability</option><option value="label">label</option><option value="id">id</option></select></label>
+<option value="probability">probability</option><option value="label">label</option><option value="id">id</option></select></label>
 <label>search <input id="query" type="search" placeholder="text or id"></label>
 <button id="check-shown" type="button">check listed</button>
 <button id="clear" type="button">uncheck all</button>
