@@ -11,10 +11,15 @@ every (text, label) pair of the sample:
   highest 5% of all pairs (target >= 80%);
 - the stricter view: precision = recall among the top k pairs, k = the number of corrupted
   pairs; and how many corrupted pairs the audit flags (score >= 0), with the flags' precision;
-- the same for plain self-confidence (1 - the probability of the given value, no per-label
-  thresholds) on the same probabilities, to show what the per-label thresholds add.
+- the same for the threshold-adjusted score that was measured and not kept (the log-odds by
+  which each pair passes its label's confident-learning threshold).
+
+``--probs-from MODEL`` checks the score alone, without training folds: MODEL (trained on the
+train split, e.g. ``goemo baseline tfidf``) predicts dev and test, texts it never saw, and
+their labels are corrupted and scored the same way.
 
     python benchmarks/audit_recall.py --texts 10000 --folds 3 --preset fast --out runs/bench-audit
+    python benchmarks/audit_recall.py --probs-from runs/tfidf/best --out runs/bench-audit-tfidf
 
 A killed run resumes (the audit reuses and resumes its folds). Its size is configurable
 because each fold trains a model: on a loaded 2-core CPU use fewer texts and ``--epochs 1``.
@@ -87,6 +92,85 @@ def ranking_figures(score: np.ndarray, truth: np.ndarray, top_share: float) -> d
     }
 
 
+def threshold_log_odds(given: np.ndarray, probs: np.ndarray, present: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """The score not kept: log-odds past the label's threshold, ``logit(p) - logit(t_j)`` for a label
+    not given, ``logit(a_j) - logit(p)`` for a given one (`goemo.audit.quality` for t_j and a_j)."""
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+        return np.log(p) - np.log1p(-p)
+
+    t = np.nan_to_num(present, nan=1 - 1e-6)
+    a = np.nan_to_num(absent, nan=1e-6)
+    return np.where(given == 1, logit(a)[None, :] - logit(probs), logit(probs) - logit(t)[None, :])
+
+
+def figures(given: np.ndarray, probs: np.ndarray, pairs: list[tuple[int, int, str]], top: float) -> dict:
+    """Ranking figures of the audit score and of the score not kept, and what the audit flags."""
+    from goemo.audit.quality import label_quality
+
+    quality = label_quality(given, probs, [str(j) for j in range(given.shape[1])])
+    truth = np.zeros_like(given)
+    for i, j, _ in pairs:
+        truth[i, j] = 1
+    kinds = {kind: [(i, j) for i, j, k in pairs if k == kind] for kind in ("added", "removed")}
+    flagged = quality.flagged
+    other = threshold_log_odds(given, probs, quality.present_mean, quality.absent_mean)
+    return {
+        "corrupted_pairs": {k: len(v) for k, v in kinds.items()},
+        "ranking": {
+            "audit score (normalized margin)": ranking_figures(quality.score, truth, top),
+            "threshold-adjusted log-odds (not kept)": ranking_figures(other, truth, top),
+        },
+        "flagged": {
+            "pairs": int(flagged.sum()),
+            "share_of_pairs": float(flagged.mean()),
+            "corrupted_flagged": float(flagged[truth == 1].mean()),
+            "precision": float(truth[flagged].mean()) if flagged.any() else None,
+            **{f"{kind}_flagged": float(np.mean([flagged[i, j] for i, j in v])) for kind, v in kinds.items()},
+        },
+    }
+
+
+def print_table(report: dict, top: float) -> None:
+    k = sum(report["corrupted_pairs"].values())
+    print(f"| score | ROC-AUC | recall in top {top:.0%} of pairs | precision = recall at k = {k} |")
+    print("|---|---:|---:|---:|")
+    for name, f in report["ranking"].items():
+        print(f"| {name} | {f['roc_auc']:.3f} | {f['recall_top_share']:.1%} | {f['precision_at_k']:.1%} |")
+
+
+def check_scores(model: str, data_dir: Path, args: argparse.Namespace) -> int:
+    """``--probs-from``: the score on MODEL's out-of-sample probabilities of dev + test."""
+    from goemo.data.io import load_goemotions
+    from goemo.data.split import Split
+    from goemo.predict.cache import predict_split
+
+    started = time.perf_counter()
+    splits = load_goemotions(data_dir)
+    dev, test = splits["dev"], splits["test"]
+    both = Split(dev.texts + test.texts, dev.ids + test.ids, np.vstack([dev.labels, test.labels]), dev.label_names)
+    probs = predict_split(model, both).probs.astype(np.float32)
+    noisy, pairs = corrupt(both.labels, args.noise, args.seed)
+    report = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "probabilities_of": model,
+        "texts": len(both),
+        "pairs": int(noisy.size),
+        "seed": args.seed,
+        **figures(noisy, probs, pairs, args.top),
+        "seconds": round(time.perf_counter() - started),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "audit_recall.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    print()
+    print_table(report, args.top)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from goemo.audit.runner import OOF_FILE, run_audit
     from goemo.core.config import resolve_config
@@ -106,10 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-threads", type=int, default=None)
     ap.add_argument("--model", default=None, help="override the preset's model")
     ap.add_argument("--out", default="runs/bench-audit")
+    ap.add_argument("--probs-from", default=None, help="a model trained on train: score its dev + test probabilities")
     args = ap.parse_args(argv)
 
     started = time.perf_counter()
     data_dir = find_data(args.data_dir)
+    if args.probs_from:
+        return check_scores(args.probs_from, data_dir, args)
     out = Path(args.out)
     splits = load_goemotions(data_dir)
     sample = splits["train"].sample(args.texts, seed=args.seed)
@@ -136,22 +223,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with np.load(out / "audit" / OOF_FILE, allow_pickle=False) as saved:
         ids = [str(i) for i in saved["ids"]]
-        score, probs, given = saved["score"], saved["probs"], saved["labels"]
+        probs, given = saved["probs"], saved["labels"]
     audited = json.loads((out / "audit" / "audit.json").read_text())["data_checksum"]
     expected = Split(sample.texts, sample.ids, noisy, sample.label_names, "train").checksum()
     if ids != [str(i) for i in sample.ids] or not np.array_equal(given, noisy) or audited != expected:
         sys.exit("the audit's texts are not the corrupted sample")
-    truth = np.zeros_like(given)
-    for i, j, _ in pairs:
-        truth[i, j] = 1
-    self_confidence = np.where(given == 1, 1 - probs, probs)  # 1 - p(given value): no per-label thresholds
-    kinds = {kind: [(i, j) for i, j, k in pairs if k == kind] for kind in ("added", "removed")}
-    flagged = score >= 0
-    figures = {
-        "audit score": ranking_figures(score, truth, args.top),
-        "1 - self-confidence": ranking_figures(self_confidence, truth, args.top),
-    }
-    total_s = time.perf_counter() - started
     report = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
@@ -159,29 +235,23 @@ def main(argv: list[str] | None = None) -> int:
         "labels": given.shape[1],
         "pairs": int(given.size),
         "corrupted_texts": len(pairs),
-        "corrupted_pairs": {k: len(v) for k, v in kinds.items()},
         "folds": args.folds,
         "preset": args.preset,
         "config": {k: getattr(config, k) for k in ("model", "epochs", "max_length", "batch_size", "loss", "seed")},
         "max_eval_samples": args.max_eval_samples,
-        "figures": figures,
-        "flagged": {
-            "pairs": int(flagged.sum()),
-            "corrupted_flagged": float(flagged[truth == 1].mean()),
-            "precision": float(truth[flagged].mean()) if flagged.any() else None,
-            **{f"{kind}_flagged": float(np.mean([flagged[i, j] for i, j in v])) for kind, v in kinds.items()},
-        },
+        **figures(given, probs, pairs, args.top),
+        "fold_dev_auc_macro": [
+            json.loads((out / "audit" / "folds" / f"fold-{k}" / "summary.json").read_text())["dev"]["auc_macro"]
+            for k in range(args.folds)
+        ],
         "audit_seconds": round(audit_s),
-        "total_seconds": round(total_s),
+        "total_seconds": round(time.perf_counter() - started),
         "audit_flagged_by_kind": result.flagged,
     }
     (out / "audit_recall.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     print()
-    print(f"| score | ROC-AUC | recall in top {args.top:.0%} of pairs | precision = recall at k = {len(pairs)} |")
-    print("|---|---:|---:|---:|")
-    for name, f in figures.items():
-        print(f"| {name} | {f['roc_auc']:.3f} | {f['recall_top_share']:.1%} | {f['precision_at_k']:.1%} |")
+    print_table(report, args.top)
     return 0
 
 

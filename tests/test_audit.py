@@ -49,10 +49,10 @@ def test_thresholds_are_the_mean_probability_of_each_class_and_flags_pass_them()
     flagged = {(i, q.label_names[j], q.kind(i, j)) for i, j in q.ranking()}
     # text 3 lacks joy at 0.8 >= t_joy 0.55: missing; text 2 has joy at 0.05 <= a_joy 0.55: spurious
     assert flagged == {(3, "joy", "missing"), (2, "joy", "spurious")}
-    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    assert q.score[3, 0] == pytest.approx(logit(0.8) - logit(q.present_mean[0]), abs=1e-5)
-    assert q.score[2, 0] == pytest.approx(logit(q.absent_mean[0]) - logit(0.05), abs=1e-5)
-    assert (q.score[q.flagged] >= 0).all() and (q.score[~q.flagged] < 0).all()
+    # the score is p(other value) - p(given value)
+    assert q.score[3, 0] == pytest.approx(0.8 - 0.2) and q.score[2, 0] == pytest.approx(0.95 - 0.05)
+    assert q.score[0, 0] == pytest.approx(0.1 - 0.9) and q.score[0, 1] == pytest.approx(0.1 - 0.9)
+    assert q.ranking() == [(2, 0), (3, 0)]  # surest first
     rows = {r["label"]: r for r in q.summary()}
     assert rows["joy"]["missing"] == 1 and rows["joy"]["spurious"] == 1 and rows["joy"]["suspected_rate"] == 0.4
     assert rows["anger"]["suspected"] == 0

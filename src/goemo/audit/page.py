@@ -190,7 +190,8 @@ def render_review_page(
 {esc(str(about.get("source", "")))}, each scored by the one of {esc(str(about.get("folds", "")))} fold models
 that never trained on it. {len(issues):,} pairs flagged: {kinds["missing"]:,} missing (the model is sure the
 label applies; it is not given), {kinds["spurious"]:,} spurious (given; the model is sure it does not apply).
-Score: how far the model passes the label's own threshold, in log-odds (higher is surer). goemo {esc(__version__)}.</div>
+Flagged: the model's probability passes the label's own threshold (confident learning). Score: p(other value) -
+p(given value), from -1 to 1 (higher is surer). goemo {esc(__version__)}.</div>
 <details><summary>Per label</summary>
 <table><thead><tr><th>label</th><th>texts with it</th><th>mean p, given</th><th>mean p, not given</th>
 <th>missing</th><th>spurious</th><th>suspected rate</th></tr></thead><tbody>{rows}</tbody></table>

@@ -370,7 +370,8 @@ def _write_outputs(config: TrainConfig, out: Path, folds: int, data: AuditData, 
         "source": data.source.describe(),
         "data_checksum": audited.checksum(),
         "flagged": flagged,
-        "score": "log-odds margin past the label's confident-learning threshold (goemo.audit.quality)",
+        "score": "normalized margin p(other value) - p(given value); flagged past per-label thresholds "
+        "(goemo.audit.quality)",
     }
     files = {
         "issues": out / ISSUES_FILE,
