@@ -54,6 +54,7 @@ import numpy as np
 
 KINDS = ("missing", "spurious")
 
+
 @dataclass(frozen=True)
 class LabelQuality:
     """Per-(text, label) scores of one audited split; see the module docstring for the formulas.
