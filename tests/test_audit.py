@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -387,3 +388,56 @@ def test_cli_audit_has_trains_options_but_not_the_per_fold_ones() -> None:
     params = {p.name for p in typer.main.get_command(app).commands["audit"].params}
     assert {"preset", "lr", "model", "max_train_samples", "exclude", "corrections", "folds", "fold"} <= params
     assert not {"output", "holdout_fold", "num_folds", "resume", "eval_test"} & params
+
+
+# ---------------------------------------------------------------- the documented commands run as written
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bash_lines(page: Path, needle: str = "") -> list[str]:
+    """The commands of a page's ```bash blocks (continuation lines joined) that contain ``needle``."""
+    blocks = re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+    joined = [re.sub(r"\\\n\s*", " ", block) for block in blocks]
+    return [line.strip() for block in joined for line in block.splitlines() if line.strip() and needle in line]
+
+
+def test_the_documented_commands_parse_and_reach_the_library(monkeypatch, tmp_path: Path) -> None:
+    """Every goemo line of docs/audit.md (and the audit job of docs/cluster.md), run through the real
+    command line with training stood in for: the options exist and reach the config as written."""
+    import types
+
+    import goemo.audit.runner as audit_runner
+    import goemo.training.loop as loop
+
+    seen: list[tuple[str, object]] = []
+    q = label_quality(np.array([[1, 0]], dtype=np.uint8), np.array([[0.9, 0.1]], dtype=np.float32), ["a", "b"])
+    fake = types.SimpleNamespace(quality=q, texts=1, folds=3, flagged={"missing": 0, "spurious": 0}, files={
+        "issues": "i", "page": "p", "summary_csv": "s"})  # fmt: skip
+    monkeypatch.setattr(
+        audit_runner,
+        "run_audit",
+        lambda config, out, folds, split="train": seen.append(("audit", config, out, folds)) or fake,
+    )
+    monkeypatch.setattr(
+        loop, "train", lambda config: seen.append(("train", config)) or types.SimpleNamespace(is_main_process=False)
+    )
+    monkeypatch.chdir(tmp_path)
+    lines = _bash_lines(ROOT / "docs" / "audit.md") + _bash_lines(ROOT / "docs" / "cluster.md", "--stage audit")
+    assert len(lines) >= 4
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[0] == "goemo", line
+        done = runner.invoke(app, argv[1:])
+        assert done.exit_code == 0, f"{line}\n{done.output}"
+    kinds = [s[0] for s in seen]
+    assert kinds.count("audit") == 1 and kinds.count("train") == 2
+    audit = next(s for s in seen if s[0] == "audit")
+    assert audit[1].preset == "fast" and audit[3] == 3 and str(audit[2]) == "runs/audit"
+    trains = [s[1] for s in seen if s[0] == "train"]
+    assert trains[0].corrections == "runs/audit/corrections.csv" and trains[1].exclude == "runs/audit/exclude.csv"
+    assert (tmp_path / "jobs" / "audit.sh").is_file() and (tmp_path / "jobs" / "audit-merge.sh").is_file()
+    python = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "audit.md").read_text(encoding="utf-8"), re.S)
+    for block in python:
+        exec(compile(block, "docs/audit.md", "exec"), {})  # noqa: S102 - the page's own example
+    assert seen[-1][0] == "audit" and seen[-1][3] == 3
