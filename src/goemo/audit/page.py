@@ -167,6 +167,9 @@ def render_review_page(
     ``issues``: rows with ``rank, id, text, label, given, score, probability, kind, labels`` (the
     text's given labels); ``summary``: `goemo.audit.quality.LabelQuality.summary` rows;
     ``about``: ``texts``, ``folds``, ``split``, ``source`` for the heading.
+
+    >>> "<script" in render_review_page([], [], ["joy"], {"texts": 0, "folds": 3, "split": "train", "source": "x"})
+    True
     """
     esc = html.escape
     kinds = {k: sum(1 for r in issues if r["kind"] == k) for k in ("missing", "spurious")}
