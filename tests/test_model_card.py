@@ -215,3 +215,23 @@ def test_default_model_names() -> None:
     assert default_model_name("runs/reproduce/best") == "goemo-reproduce"
     assert default_model_name("runs/reproduce/best-onnx-int8") == "goemo-reproduce"
     assert default_model_name("models/goemo") == "goemo-goemo"
+
+
+def test_a_cleaned_model_says_what_cleaned_it(tmp_path: Path) -> None:
+    cleaning = {
+        "texts_excluded": 1234,
+        "labels_changed": 56,
+        "added": 20,
+        "removed": 36,
+        "unchanged": 0,
+        "exclude": {"file": "/data/audit/exclude.csv", "sha256": "ab" * 32},
+        "corrections": {"file": "/data/audit/corrections.csv", "sha256": "cd" * 32},
+    }
+    card = build_model_card(_folder(tmp_path, "minilm", cleaning=cleaning))
+    data = card.text.split("## Training data", 1)[1].split("##", 1)[0]
+    assert (
+        "Cleaned with: 1,234 texts excluded, 56 labels changed (20 added, 36 removed), from "
+        f"`/data/audit/exclude.csv` sha256 `{'ab' * 32}` and `/data/audit/corrections.csv` sha256 `{'cd' * 32}`. "
+        "Dev and test were not changed." in data
+    )
+    assert "Cleaned with" not in build_model_card(_folder(tmp_path, "minilm", cleaning=None)).text
