@@ -25,8 +25,8 @@ precision the predictor hands out and decides in, so the predictor and the predi
 at its threshold ``t``: the map is capped at ``T`` (its calibrated threshold, a float32 value)
 for ``p <= t`` and raised to the next float32 above ``T`` for ``p > t``, so ``g(p) > T`` exactly
 when the float32 probability is above ``t``, whatever flat stretch the fitted map has. An affine
-map is strictly increasing, so its decisions are the same up to rounding in the last bit of the
-logit (the folded weights compute ``a·z + b`` in float32).
+map is strictly increasing, so its decisions are the same up to rounding of the logit (the
+folded weights compute ``a·z + b`` in the model's precision: float32, or bf16 under autocast).
 
 This module needs numpy only, so the serving path applies a calibration without scikit-learn.
 
@@ -194,16 +194,6 @@ class Calibration:
         for j, m in enumerate(self.maps):
             if m.method == "isotonic":
                 out[:, j] = isotonic_map(p[:, j].astype(np.float32), m)
-        return out
-
-    def logits(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated logits (float64) from raw ones: ``a·z + b`` per affine label, the logit of the
-        calibrated probability (clipped) per isotonic label; for losses computed from logits."""
-        z = self._check(logits)
-        out = z * self.scale + self.shift
-        iso = [j for j, m in enumerate(self.maps) if m.method == "isotonic"]
-        if iso:
-            out[:, iso] = logit(self.probabilities(z)[:, iso])
         return out
 
     def _probabilities(self, logits: np.ndarray, affine_done: bool, dtype: Any) -> np.ndarray:

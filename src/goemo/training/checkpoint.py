@@ -232,8 +232,8 @@ def finish_best(
 ) -> None:
     """Give ``best/`` its final ``goemo.json`` (headline numbers, tuned thresholds, the predictor
     ``settings``, the card's ``facts``), the same thresholds in ``config.json``, its calibration
-    (folded into the weights, recorded in ``config.json``; ``meta``'s thresholds are already on its
-    scale), its model card (``README.md``), and cache the probabilities those numbers came from,
+    (folded into the weights as it was into the model that scored ``predictions``, recorded in
+    ``config.json``; ``meta``'s thresholds are already on its scale), its model card (``README.md``), and cache the probabilities those numbers came from,
     keyed by ``settings``, so `goemo evaluate` / `ensemble` / `report` score these very numbers."""
     final = {**meta, "prediction": settings}
     if facts is not None:
@@ -241,6 +241,6 @@ def finish_best(
     write_meta(best_dir, final)
     write_config_thresholds(best_dir)  # before the cache: config.json is part of the weights' fingerprint
     if calibration is not None:  # (a finish cut short after calibrating scores the calibrated weights without one)
-        write_calibrated_folder(best_dir, calibration, reexpress=False)
+        write_calibrated_folder(best_dir, calibration, reexpress=False, fold=calibration.folded)
     write_model_card(best_dir, build_model_card(best_dir, summary, facts, model_ref=str(best_dir)))
     store_predictions(best_dir, settings, predictions)
