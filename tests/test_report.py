@@ -410,3 +410,20 @@ def test_curves_have_legends_outside_the_data(synthetic_report):
             assert legend is not None
             assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
             _inside(fig, [legend], renderer)
+
+
+def test_cli_report_sort_puts_the_problem_classes_first(run, shared_data, tmp_path):
+    """`goemo report --sort f1`: Table 4's rows by dev-tuned F1, worst first; the same columns as evaluate's."""
+    args = ["report", str(run), "--data-dir", str(shared_data), "--max-samples", str(N)]
+    res = CliRunner().invoke(app, [*args, "--data-analysis", str(tmp_path / "none"), "--sort", "f1"])
+    assert res.exit_code == 0, res.output
+    page = Page()
+    page.feed((run / "report.html").read_text(encoding="utf-8"))
+    table = page.table_with("paper F1")
+    rows = [r for r in table[1:] if r[0] in LABELS]
+    assert len(rows) == len(LABELS) and [r[0] for r in rows] != LABELS  # reordered
+    tuned = [r[table[0].index("F1 tuned")] for r in rows]
+    defined = [float(v) for v in tuned if v != "n/a"]
+    assert defined == sorted(defined) and tuned[: len(defined)] == [f"{v:.3f}" for v in defined]
+    bad = CliRunner().invoke(app, [*args, "--sort", "colour"])
+    assert bad.exit_code == 2 and "'colour': expected one of label" in bad.output

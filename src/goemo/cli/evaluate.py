@@ -17,7 +17,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from goemo.cli.common import Opt, command, data_source, make_console
+from goemo.cli.common import Opt, command, data_source, make_console, sort_option
 from goemo.cli.options import gather, with_options
 from goemo.core.run_settings import DataOptions, RunSettings
 
@@ -64,12 +64,7 @@ def evaluate_command(
     fmt: EvalFormat = Opt(EvalFormat.table, "--format", help="table, json, csv or markdown on stdout."),
     max_samples: Optional[int] = Opt(None, min=1, help="Score a seeded random subset of the split (quick checks)."),
     no_cache: bool = Opt(False, "--no-cache", help="Run the model even if cached predictions exist; store none."),
-    sort: Optional[str] = Opt(
-        None,
-        "--sort",
-        help="Order the labels by label, precision, recall, f1, support, predicted, auc or ap "
-        "(scores: worst first, so the problem classes lead; default: the model's label order).",
-    ),
+    sort: Optional[str] = sort_option(),
     **options: Any,
 ) -> None:
     """Per-label and averaged metrics of a model folder on a split, at one or per-label thresholds.
@@ -78,10 +73,7 @@ def evaluate_command(
     threshold or taxonomy) does not run the model again.
     """
     from goemo.evaluation.evaluate import evaluate, rows_to_csv, write_evaluation  # numpy, scikit-learn
-    from goemo.scoring.metrics import SORT_KEYS, sort_labels
-
-    if sort is not None and sort not in SORT_KEYS:
-        raise typer.BadParameter(f"{sort!r}: expected one of {', '.join(SORT_KEYS)}", param_hint="--sort")
+    from goemo.scoring.metrics import sort_labels
 
     if threshold is not None and thresholds is ThresholdMode.tuned:
         raise typer.BadParameter("give --threshold or --thresholds tuned, not both", param_hint="--threshold")
@@ -187,6 +179,7 @@ def report_command(
     ),
     max_samples: Optional[int] = Opt(None, min=1, help="Report on a seeded random subset (quick looks only)."),
     no_cache: bool = Opt(False, "--no-cache", help="Run the model even if cached predictions exist; store none."),
+    sort: Optional[str] = sort_option(),
     **options: Any,
 ) -> None:
     """Write RUN_DIR/report.md, a self-contained RUN_DIR/report.html and RUN_DIR/plots/*.png.
@@ -205,6 +198,7 @@ def report_command(
         max_samples=max_samples,
         settings=gather(RunSettings, options),
         cache=not no_cache,
+        sort=sort,
     )
     s = result.scored
     tuned = f", {s.tuned.report.macro.f1:.3f} with dev-tuned thresholds" if s.tuned else ""

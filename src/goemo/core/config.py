@@ -31,6 +31,7 @@ DEFAULT_DATA_DIR = "data/goemotions"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 SELECT_METRICS = ("f1_macro", "val_loss", "auc_score", "auc_micro", "auc_macro", "f1_micro", "f1_macro_xtuned")
+SORT_KEYS = ("label", "precision", "recall", "f1", "support", "predicted", "auc", "ap")  # per-label table columns
 
 
 # What `opt` records about each field (`fields_where` reads it).

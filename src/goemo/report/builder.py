@@ -18,7 +18,7 @@ import datetime as _dt
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from goemo.report.render import (
     to_markdown,
 )
 from goemo.report.run_data import RunData
-from goemo.scoring.metrics import MetricsReport
+from goemo.scoring.metrics import MetricsReport, sort_labels
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ def build_report(
     max_samples: int | None = None,
     settings: RunSettings | None = None,
     cache: bool = True,
+    sort: str | None = None,
 ) -> ReportResult:
     """Write ``report.md``, ``report.html`` (self-contained) and ``plots/*.png`` into ``run_dir``.
 
@@ -167,7 +168,9 @@ def build_report(
     beside the run folder); its plots and sample page are included when it exists.
     ``max_samples`` reports on a seeded random subset of the split (quick looks only).
     ``source`` is where the split comes from (default: the model's training data); ``settings``
-    how the model runs (default: the predictions training cached).
+    how the model runs (default: the predictions training cached). ``sort`` orders the per-label
+    tables by a column (`goemo.scoring.metrics.SORT_KEYS`; scores worst first, at the dev-tuned
+    thresholds where the run has them), so the problem classes lead.
 
         result = build_report("runs/minilm", compare=["runs/tiny"])
         result.html
@@ -178,7 +181,7 @@ def build_report(
     def score_one(r: RunData) -> ScoredRun:
         return score_run(r, split, source, max_samples=max_samples, settings=settings, cache=cache)
 
-    scored = score_one(run)
+    scored = score_one(run) if sort is None else _sorted_labels(score_one(run), sort)
     compared = [score_one(RunData.load(other)) for other in compare]
     analysis = Path(data_analysis) if data_analysis is not None else run.path.parent / DATA_ANALYSIS_DIR
 
@@ -380,6 +383,19 @@ def _paper_sections(s: ScoredRun) -> list[Section]:
                 blocks.append(Paragraph([ref.verification], note=True))
         sections.append(Section("Ekman and sentiment groupings beside the paper (Table 5)", blocks))
     return sections
+
+
+def _sorted_labels(scored: ScoredRun, key: str) -> ScoredRun:
+    """``scored`` with its per-label rows in ``key``'s order: the tuned scores' order where there are
+    some (what the reader acts on), the same order for the 0.3 rows."""
+    ranked = sort_labels((scored.tuned or scored.fixed).report.per_label, key)
+    position = {m.name: i for i, m in enumerate(ranked)}
+
+    def ordered(result: EvaluationResult) -> EvaluationResult:
+        rows = tuple(sorted(result.report.per_label, key=lambda m: position.get(m.name, len(position))))
+        return replace(result, report=replace(result.report, per_label=rows))
+
+    return replace(scored, fixed=ordered(scored.fixed), tuned=None if scored.tuned is None else ordered(scored.tuned))
 
 
 def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, paper: PaperTable | None) -> Table:
