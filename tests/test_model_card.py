@@ -89,6 +89,17 @@ def test_card_after_training_parses_and_matches_summary(tiny_model_dir: Path) ->
     rare = [n for n, c in counts.items() if c < 100]
     assert rare and all(f"{n} ({counts[n]})" in text for n in rare)
     assert "Reddit" in text and "disagree" in text
+    # the intervals: bootstrap_scores on the test probabilities training cached, at the tuned thresholds
+    facts = CardFacts.from_dict(folder.card_facts)
+    assert facts.intervals is not None and facts.intervals["n_resamples"] == 1000
+    f1 = facts.intervals["f1_macro"]
+    assert f1["low"] <= summary["test"]["f1_macro_tuned"] <= f1["high"]
+    assert f1["estimate"] == pytest.approx(summary["test"]["f1_macro_tuned"], abs=1e-9)
+    spans = {r[0]: r[5] for r in rows}
+    for name, interval in facts.intervals["f1_per_label"].items():
+        want = "–" if interval["low"] is None else f"{interval['low']:.3f}–{interval['high']:.3f}"
+        assert spans[name] == want
+    assert f"({f1['low']:.3f}–{f1['high']:.3f})" in text and "1,000 resamples of the 100 texts" in text
 
 
 def test_card_from_a_folder_and_its_summary_alone(tiny_model_dir: Path, tmp_path: Path) -> None:

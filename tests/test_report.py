@@ -427,3 +427,20 @@ def test_cli_report_sort_puts_the_problem_classes_first(run, shared_data, tmp_pa
     assert defined == sorted(defined) and tuned[: len(defined)] == [f"{v:.3f}" for v in defined]
     bad = CliRunner().invoke(app, [*args, "--sort", "colour"])
     assert bad.exit_code == 2 and "'colour': expected one of label" in bad.output
+
+
+def test_summary_and_table4_give_bootstrap_intervals(built, run, shared_data):
+    """The report's intervals are `goemo evaluate`'s: 95%, 1,000 seeded resamples, at the same thresholds."""
+    _, page = built
+    summary = page.table_with("paper (BERT-base, 0.3)")
+    source = DataSource.folder(shared_data)
+    tuned = evaluate(run / "best", "test", max_samples=N, thresholds="tuned", source=source)
+    b = tuned.add_intervals()
+    assert b is not None and b.n_resamples == 1000
+    assert _row(summary, "macro F1, 95% interval")["dev-tuned thresholds"] == f"{b.f1_macro.low:.3f}–{b.f1_macro.high:.3f}"
+    auc = _row(summary, "macro ROC-AUC, 95% interval")["dev-tuned thresholds"]
+    assert auc == f"{b.auc_macro.low:.3f}–{b.auc_macro.high:.3f}"
+    table = page.table_with("F1 tuned, 95% interval", first="admiration")
+    for name, interval in b.f1_per_label.items():
+        cell = _row(table, name)["F1 tuned, 95% interval"]
+        assert cell == ("n/a" if interval.low is None else f"{interval.low:.3f}–{interval.high:.3f}")

@@ -65,6 +65,9 @@ def evaluate_command(
     max_samples: Optional[int] = Opt(None, min=1, help="Score a seeded random subset of the split (quick checks)."),
     no_cache: bool = Opt(False, "--no-cache", help="Run the model even if cached predictions exist; store none."),
     sort: Optional[str] = sort_option(),
+    resamples: int = Opt(
+        1000, "--resamples", min=0, help="Bootstrap resamples of the texts for the 95% intervals (0: none)."
+    ),
     **options: Any,
 ) -> None:
     """Per-label and averaged metrics of a model folder on a split, at one or per-label thresholds.
@@ -89,6 +92,7 @@ def evaluate_command(
         max_samples=max_samples,
         cache=not no_cache,
     )
+    result.add_intervals(resamples)
     if sort is not None:
         result.report = dataclasses.replace(result.report, per_label=sort_labels(result.report.per_label, sort))
     if out is not None:
@@ -111,9 +115,17 @@ def _print_evaluation(result) -> None:
     def cell(value, digits: int = 3) -> str:
         return "n/a" if value is None else (f"{value:,}" if isinstance(value, int) else f"{value:.{digits}f}")
 
+    def span(row: dict[str, Any]) -> list[str]:  # the F1 interval's column, when there is one
+        if result.intervals is None:
+            return []
+        low, high = row.get("f1_low"), row.get("f1_high")
+        return ["" if low is None or high is None else f"{low:.3f}–{high:.3f}"]
+
     r = result.report
+    rows = {row["label"]: row for row in result.to_rows()}
     table = Table(title=result.headline(), title_justify="left", box=box.SIMPLE_HEAD)
-    for name in ("label", "P", "R", "F1", "n", "predicted", "ROC-AUC", "AP"):
+    names = ("label", "P", "R", "F1", *(["F1 95% CI"] if result.intervals else []), "n", "predicted", "ROC-AUC", "AP")
+    for name in names:
         table.add_column(name, justify="left" if name == "label" else "right", no_wrap=True)
     for m in r.per_label:
         table.add_row(
@@ -121,6 +133,7 @@ def _print_evaluation(result) -> None:
             cell(m.precision),
             cell(m.recall),
             cell(m.f1),
+            *span(rows[m.name]),
             cell(m.support),
             cell(m.predicted),
             cell(m.auc),
@@ -133,6 +146,7 @@ def _print_evaluation(result) -> None:
             cell(avg.precision),
             cell(avg.recall),
             cell(avg.f1),
+            *span(rows[avg.name] if avg.name == "macro" else {}),
             cell(avg.support),
             "",
             cell(avg.auc),
@@ -141,6 +155,8 @@ def _print_evaluation(result) -> None:
         )
     console = make_console()
     console.print(table)
+    if result.intervals is not None:
+        console.print(result.interval_text(), highlight=False)
     console.print(
         f"exact match {cell(r.exact_match)}; {result.thresholds.description}; "
         f"predictions {'from the cache' if result.predictions.from_cache else 'computed'}"

@@ -115,6 +115,7 @@ class CardFacts:
     selection: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     data_origin: dict[str, Any] | None = None  # `DataOrigin` as training saw it (a local path may not exist later)
+    intervals: dict[str, Any] | None = None  # `goemo.scoring.bootstrap.BootstrapScores.to_dict` of the per-label rows
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +133,7 @@ class CardFacts:
                 selection=dict(data.get("selection") or {}),
                 resources=dict(data.get("resources") or {}),
                 data_origin=dict(data["data_origin"]) if data.get("data_origin") else None,
+                intervals=dict(data["intervals"]) if data.get("intervals") else None,
             )
         except (TypeError, ValueError, AttributeError) as e:
             raise ModelError(f"goemo.json card: malformed ({e})") from None
@@ -503,22 +505,42 @@ def _per_label(facts: CardFacts, folder: ModelFolder) -> str:
         return ""
     split = facts.per_label_split or "dev"
     counts = facts.train_label_counts
+    bands = facts.intervals or {}
+    per_label = bands.get("f1_per_label") or {}
     lines = [
         "## Per-label results",
         "",
         f"On the {split} split, at the per-label thresholds tuned on dev ({len(facts.per_label)} labels):",
         "",
-        "| label | threshold | precision | recall | F1 | ROC-AUC | support | train examples |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| label | threshold | precision | recall | F1 |"
+        + (" F1, 95% interval |" if bands else "")
+        + " ROC-AUC | support | train examples |",
+        "|---|---:|---:|---:|---:|" + ("---:|" if bands else "") + "---:|---:|---:|",
     ]
     for r in facts.per_label:
         train = f"{counts[r.label]:,}" if r.label in counts else "–"
+        band = f" {_span(per_label.get(r.label))} |" if bands else ""
         lines.append(
-            f"| {r.label} | {r.threshold:.3f} | {_num(r.precision)} | {_num(r.recall)} | {_num(r.f1)} | "
+            f"| {r.label} | {r.threshold:.3f} | {_num(r.precision)} | {_num(r.recall)} | {_num(r.f1)} |{band} "
             f"{_num(r.auc)} | {r.support:,} | {train} |"
         )
     lines += ["", "–: undefined on this split (no positive example)."]
+    if bands:
+        lines += [
+            "",
+            f"Macro F1 {_num(bands['f1_macro'].get('estimate'))} ({_span(bands['f1_macro'])}), macro ROC-AUC "
+            f"{_num(bands['auc_macro'].get('estimate'))} ({_span(bands['auc_macro'])}): "
+            f"{bands['confidence']:.0%} intervals of a percentile bootstrap, {bands['n_resamples']:,} resamples "
+            f"of the {bands['texts']:,} texts (seed {bands['seed']}).",
+        ]
     return "\n".join(lines)
+
+
+def _span(interval: Mapping[str, Any] | None) -> str:
+    """``0.505–0.556`` from a bootstrap interval's dict, ``–`` where undefined."""
+    if not interval or not _finite(interval.get("low")) or not _finite(interval.get("high")):
+        return "–"
+    return f"{interval['low']:.3f}–{interval['high']:.3f}"
 
 
 def _choices(folder: ModelFolder, selection: Mapping[str, Any], threshold: float) -> str:

@@ -54,6 +54,7 @@ from goemo.report.render import (
     to_markdown,
 )
 from goemo.report.run_data import RunData
+from goemo.scoring.bootstrap import Interval
 from goemo.scoring.metrics import MetricsReport, sort_labels
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,9 @@ def build_report(
         return score_run(r, split, source, max_samples=max_samples, settings=settings, cache=cache)
 
     scored = score_one(run) if sort is None else _sorted_labels(score_one(run), sort)
+    for result in (scored.fixed, scored.tuned):
+        if result is not None:
+            result.add_intervals()  # 95%, 1,000 seeded resamples: the summary's and Table 4's intervals
     compared = [score_one(RunData.load(other)) for other in compare]
     analysis = Path(data_analysis) if data_analysis is not None else run.path.parent / DATA_ANALYSIS_DIR
 
@@ -342,17 +346,35 @@ def _summary_section(s: ScoredRun) -> Section:
                     ref.macro[2] if ref else None,
                 ]
             )
+    bands = (s.fixed.intervals, s.tuned.intervals if s.tuned else None)
+    if any(bands):
+        rows.insert(3, ["macro F1, 95% interval", *(_band(b.f1_macro if b else None) for b in bands), None])
+        rows.insert(9, ["macro ROC-AUC, 95% interval", *(_band(b.auc_macro if b else None) for b in bands), None])
     headers = ["metric", f"threshold {PAPER_THRESHOLD:g}", "dev-tuned thresholds", "paper (BERT-base, 0.3)"]
+    drawn = next((b for b in bands if b), None)
+    how = (
+        f" Intervals: {drawn.confidence:.0%} percentile bootstrap, {drawn.n_resamples:,} resamples of the texts "
+        f"(seed {drawn.seed}); where two runs' intervals overlap, call them on par (`goemo compare` tests the difference)."
+        if drawn
+        else ""
+    )
     return Section(
         "Summary",
         [
             Table(
                 headers,
                 rows,
-                caption=f"{s.data.name} split, {len(s.data):,} texts, taxonomy {s.taxonomy}. Paper: {citation()}.",
+                caption=f"{s.data.name} split, {len(s.data):,} texts, taxonomy {s.taxonomy}. Paper: {citation()}.{how}",
             ),
         ],
     )
+
+
+def _band(interval: Interval | None) -> str | None:
+    """``0.505–0.556``: an interval's ends, as the tables print them."""
+    if interval is None or interval.low is None or interval.high is None:
+        return None
+    return f"{interval.low:.3f}–{interval.high:.3f}"
 
 
 def _paper_sections(s: ScoredRun) -> list[Section]:
@@ -409,8 +431,9 @@ def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, pap
     headers += ["P @0.3", "R @0.3", "F1 @0.3"]
     if paper:
         headers += ["ΔF1 vs paper"]
+    bands = tuned.intervals if tuned else None
     if tuned:
-        headers += (["tuned t"] if per_label_t else []) + ["F1 tuned"]
+        headers += (["tuned t"] if per_label_t else []) + ["F1 tuned"] + (["F1 tuned, 95% interval"] if bands else [])
     headers += ["ROC-AUC"]
     rows: list[list[Any]] = []
     for m in fixed.per_label:
@@ -425,6 +448,7 @@ def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, pap
             if per_label_t:
                 row += [per_label_t.get(m.name)]
             row += [tuned_by[m.name].f1 if m.name in tuned_by else None]
+            row += [_band(bands.f1_per_label.get(m.name))] if bands else []
         row += [m.auc]
         rows.append(row)
     defined = [m for m in fixed.per_label if m.defined]
@@ -442,8 +466,8 @@ def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, pap
         if per_label_t:
             macro += [None]
             std += [None]
-        macro += [tuned.report.macro.f1]
-        std += [_std([m.f1 for m in tuned.report.per_label if m.defined])]
+        macro += [tuned.report.macro.f1] + ([_band(bands.f1_macro)] if bands else [])
+        std += [_std([m.f1 for m in tuned.report.per_label if m.defined])] + ([None] if bands else [])
     macro += [fixed.macro.auc]
     std += [_std([m.auc for m in defined if m.auc is not None])]
     rows += [macro, std]
