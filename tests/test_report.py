@@ -437,7 +437,9 @@ def test_summary_and_table4_give_bootstrap_intervals(built, run, shared_data):
     tuned = evaluate(run / "best", "test", max_samples=N, thresholds="tuned", source=source)
     b = tuned.add_intervals()
     assert b is not None and b.n_resamples == 1000
-    assert _row(summary, "macro F1, 95% interval")["dev-tuned thresholds"] == f"{b.f1_macro.low:.3f}–{b.f1_macro.high:.3f}"
+    assert (
+        _row(summary, "macro F1, 95% interval")["dev-tuned thresholds"] == f"{b.f1_macro.low:.3f}–{b.f1_macro.high:.3f}"
+    )
     auc = _row(summary, "macro ROC-AUC, 95% interval")["dev-tuned thresholds"]
     assert auc == f"{b.auc_macro.low:.3f}–{b.auc_macro.high:.3f}"
     table = page.table_with("F1 tuned, 95% interval", first="admiration")
