@@ -21,6 +21,7 @@ httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from goemo.predict.explain import word_spans  # noqa: E402
 from goemo.serve import MicroBatcher, QueueFullError, background_server, bind_socket  # noqa: E402
 from goemo.serve.app import create_app  # noqa: E402
 from goemo.serve.limits import ServeLimits  # noqa: E402
@@ -151,6 +152,49 @@ def test_openapi_and_web_page(client):
     for text in (page.text, js.text, css.text):  # works offline: nothing loaded from elsewhere
         assert not re.search(r"""(src|href)=["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import""", text)
     assert set(re.findall(r'fetch\("([^"]+)"', js.text)) == {"/predict", "/labels", "/health"}
+
+
+def test_explain_matches_the_classifier_and_batches_its_variants(classifier):
+    """/explain: the numbers of `EmotionClassifier.explain`, every variant through the batcher in max_batch jobs."""
+    counting = Counting(classifier)
+    limits = ServeLimits(max_texts=4, max_chars=50, max_body_bytes=2000, max_batch=8)
+    with TestClient(create_app(counting, limits, model_name="tiny"), base_url=LOCAL) as c:
+        r = c.post("/explain", json={"texts": TEXTS[:2]})
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert max(counting.calls) <= 8 and sum(counting.calls) == 2 + sum(len(word_spans(t)) for t in TEXTS[:2])
+        for res, direct in zip(results, classifier.explain(TEXTS[:2])):
+            assert res["text"] == direct.text
+            assert [x["label"] for x in res["labels"]] == [x.label for x in direct.labels]
+            for got, want in zip(res["labels"], direct.labels):
+                assert got["method"] == "occlusion" and got["score"] == pytest.approx(want.score, abs=1e-6)
+                assert [(w["word"], w["start"], w["end"]) for w in got["words"]] == [
+                    (w.word, w.start, w.end) for w in want.words
+                ]
+                np.testing.assert_allclose(
+                    [w["attribution"] for w in got["words"]], [w.attribution for w in want.words], atol=1e-5
+                )
+        r = c.post("/explain", json={"texts": [TEXTS[3]], "labels": ["sadness", "remorse"]})
+        asked = r.json()["results"][0]["labels"]
+        assert {x["label"] for x in asked} == {"sadness", "remorse"} and asked[0]["score"] >= asked[1]["score"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"texts": ["a"] * 5}, "too many texts: 5 in one request; the limit is 4 (--max-texts)"),
+        ({"texts": ["ok", "x" * 51]}, "texts[1] has 51 characters; the limit is 50 (--max-chars)"),
+        ({"texts": ["ok"], "labels": ["joy", "nope"]}, "labels: nope not among the model's labels"),
+        ({"texts": ["ok"], "labels": []}, "labels"),
+        ({"texts": ["ok"], "label": ["joy"]}, "label"),
+        ({"texts": []}, "texts is empty"),
+    ],
+)
+def test_explain_has_the_limits_of_predict(client, body, message):
+    r = client.post("/explain", json=body)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+    assert {"/predict", "/explain"} <= set(client.get("/openapi.json").json()["paths"])
 
 
 # ---------------------------------------------------------------- limits and bad bodies

@@ -7,6 +7,7 @@ One module per group of verbs, each registering its commands on the one Typer `a
 - `goemo.cli.train`: train (options generated from `TrainConfig`), reproduce, baseline tfidf
 - `goemo.cli.evaluate`: evaluate, report, ensemble
 - `goemo.cli.predict`: predict, export, serve
+- `goemo.cli.explain`: explain (the words behind each emotion)
 - `goemo.cli.hub`: push (a model folder to the Hugging Face Hub)
 - `goemo.cli.sweep`: sweep, sweep-report
 - `goemo.cli.cluster`: cluster render
@@ -18,7 +19,7 @@ Errors from the library (`GoemoError`) become one line on stderr and exit code 1
 from __future__ import annotations
 
 # Each module registers its verbs on `app` when imported; this order is the order of `goemo --help`.
-from goemo.cli import cluster, data, evaluate, hub, predict, sweep, train  # noqa: F401, I001
+from goemo.cli import cluster, data, evaluate, explain, hub, predict, sweep, train  # noqa: F401, I001
 from goemo.cli.common import app, command
 
 __all__ = ["app", "command", "main"]

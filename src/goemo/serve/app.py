@@ -1,6 +1,7 @@
 """The REST API and web page around an `EmotionClassifier`.
 
-Routes: ``POST /predict``, ``GET /labels``, ``GET /health``, ``GET /`` (the web page, with
+Routes: ``POST /predict``, ``POST /explain`` (the words behind each emotion, by word occlusion
+through the same batcher, so it runs on every backend), ``GET /labels``, ``GET /health``, ``GET /`` (the web page, with
 its files under ``/static``) and FastAPI's ``/docs`` and ``/openapi.json``.
 
 Every request goes through one `MicroBatcher`, so texts from concurrent clients share a
@@ -43,6 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from goemo.core.errors import ConfigError, GoemoError
+from goemo.predict.explain import OcclusionPlan, label_indices
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -57,10 +59,13 @@ from goemo.serve.error_responses import install_error_handlers
 from goemo.serve.guards import BodyReadTimeout, BodySizeLimit, HostCheck, disconnected
 from goemo.serve.limits import RETRY_AFTER_S, ServeLimits
 from goemo.serve.schemas import (
+    ExplainRequest,
+    ExplainResponse,
     HealthResponse,
     LabelsResponse,
     PredictRequest,
     PredictResponse,
+    explain_request_model,
     request_model,
     responses,
 )
@@ -123,6 +128,7 @@ def create_app(
     )
     started = time.time()
     body_model = request_model(limits, len(label_names))
+    explain_model = explain_request_model(limits, len(label_names))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -150,25 +156,18 @@ def create_app(
     app.state.connections = None  # a `ConnectionGuard` when goemo's uvicorn set-up serves the app
     install_error_handlers(app)
 
-    async def predict(body: PredictRequest, request: Request) -> Any:
-        """Probabilities of every label and the selected labels, per text, in input order."""
-        texts = body.texts
-        try:
-            names = classifier.label_names_for(body.taxonomy) if body.taxonomy else label_names
-        except GoemoError as e:  # e.g. sentiment asked of a model trained on Ekman groups
-            raise HTTPException(422, f"taxonomy: {e}") from None
-        top_k = body.top_k if body.top_k is None else min(body.top_k, len(names))  # groups: fewer than labels
+    async def batch_of(texts: list[str], watcher: asyncio.Future) -> np.ndarray | None:
+        """Probabilities of ``texts`` from one batcher job; None when the client has gone (``watcher`` done)."""
         try:
             future = batcher.enqueue(texts)
         except QueueFullError as e:
             raise HTTPException(503, f"server busy: {e}", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-        watcher = asyncio.ensure_future(disconnected(request))
         try:
             await asyncio.wait((future, watcher), return_when=asyncio.FIRST_COMPLETED)
             if not future.done() and watcher.exception() is None:
                 future.cancel()  # the client has gone: its texts leave the queue uncomputed
-                return Response(status_code=499)  # nobody reads it
-            probs = await future
+                return None
+            return await future
         except asyncio.CancelledError:
             if not future.cancelled() or _cancelling():
                 raise
@@ -180,9 +179,39 @@ def create_app(
         except Exception as e:  # a bug; the batcher already logged the traceback
             raise HTTPException(500, f"model failed: {type(e).__name__}: {e}") from None
         finally:
-            watcher.cancel()
             if not future.done():
                 future.cancel()
+
+    async def probabilities(texts: list[str], request: Request, step: int) -> np.ndarray | None:
+        """Probabilities of ``texts``, ``step`` texts per batcher job, one job after another; None: the client left.
+
+        ``/predict`` sends its texts as one job; ``/explain`` its many variants in jobs of
+        ``max_batch``, so it never holds more than that in the queue and requests of others
+        take turns with it.
+        """
+        watcher = asyncio.ensure_future(disconnected(request))
+        try:
+            parts = []
+            for at in range(0, len(texts), step):
+                part = await batch_of(texts[at : at + step], watcher)
+                if part is None:
+                    return None
+                parts.append(part)
+            return np.concatenate(parts)
+        finally:
+            watcher.cancel()
+
+    async def predict(body: PredictRequest, request: Request) -> Any:
+        """Probabilities of every label and the selected labels, per text, in input order."""
+        texts = body.texts
+        try:
+            names = classifier.label_names_for(body.taxonomy) if body.taxonomy else label_names
+        except GoemoError as e:  # e.g. sentiment asked of a model trained on Ekman groups
+            raise HTTPException(422, f"taxonomy: {e}") from None
+        top_k = body.top_k if body.top_k is None else min(body.top_k, len(names))  # groups: fewer than labels
+        probs = await probabilities(texts, request, len(texts))
+        if probs is None:
+            return Response(status_code=499)  # nobody reads it
         # Labels are chosen per request: requests sharing a batch may ask for different options.
         chosen = classifier.predict_from_proba(probs, top_k=top_k, threshold=body.threshold, taxonomy=body.taxonomy)
         scores = classifier.decide(probs, taxonomy=body.taxonomy)[1] if body.taxonomy else probs
@@ -199,6 +228,28 @@ def create_app(
         summary="Emotions of one or more texts",
         responses=responses(400, 408, 413, 422, 503),
     )(predict)
+
+    async def explain(body: ExplainRequest, request: Request) -> Any:
+        """Per text, the words behind each predicted (or asked) label: word occlusion through the batcher."""
+        try:
+            asked = label_indices(label_names, body.labels)
+        except GoemoError as e:
+            raise HTTPException(422, str(e)) from None
+        plan = OcclusionPlan.of(body.texts)
+        probs = await probabilities(list(plan.texts), request, limits.max_batch)
+        if probs is None:
+            return Response(status_code=499)
+        return {"results": [e.to_dict() for e in plan.finish(probs, label_names, thresholds, asked)]}
+
+    explain.__annotations__["body"] = explain_model
+    app.post(
+        "/explain",
+        response_model=ExplainResponse,
+        summary="The words behind each emotion of one or more texts",
+        description="Each word of each text is deleted in turn and every variant scored by the same model, "
+        "batched with other requests; a word's attribution is how much its deletion lowers the label's probability.",
+        responses=responses(400, 408, 413, 422, 503),
+    )(explain)
 
     @app.get(
         "/labels",

@@ -43,21 +43,64 @@ class PredictRequest(BaseModel):
     )
 
 
+class ExplainRequest(BaseModel):
+    """Body of ``POST /explain``: the texts, and optionally which labels to explain; unknown keys are refused.
+
+    `create_app` serves a copy whose ``texts`` carry the app's limits, as for ``/predict``.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"texts": ["Thank you so much!"], "labels": ["gratitude", "joy"]}]},
+    )
+
+    texts: list[str] = Field(description="Texts to explain, in order.")
+    labels: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Labels to explain for every text (default: each text's predicted labels, else its most "
+        "probable one).",
+    )
+
+
+def _texts_field(limits: ServeLimits, what: str) -> Any:
+    text = Annotated[str, StringConstraints(max_length=limits.max_chars)]
+    return (
+        list[text],
+        Field(
+            min_length=1,
+            max_length=limits.max_texts,
+            description=f"Texts to {what}, in order: 1 to {limits.max_texts}, "
+            f"each at most {limits.max_chars} characters of valid Unicode.",
+        ),
+    )
+
+
+def explain_request_model(limits: ServeLimits, num_labels: int) -> type[ExplainRequest]:
+    """`ExplainRequest` with this server's limits (the same as ``/predict``'s) in its schema."""
+    return create_model(
+        "ExplainRequest",
+        __base__=ExplainRequest,
+        texts=_texts_field(limits, "explain"),
+        labels=(
+            list[str] | None,
+            Field(
+                None,
+                min_length=1,
+                max_length=num_labels,
+                description="Labels to explain for every text (default: each text's predicted labels, else its "
+                "most probable one).",
+            ),
+        ),
+    )
+
+
 def request_model(limits: ServeLimits, num_labels: int) -> type[PredictRequest]:
     """`PredictRequest` with this server's limits in its schema: what is validated is what is documented."""
-    text = Annotated[str, StringConstraints(max_length=limits.max_chars)]
     return create_model(
         "PredictRequest",
         __base__=PredictRequest,
-        texts=(
-            list[text],
-            Field(
-                min_length=1,
-                max_length=limits.max_texts,
-                description=f"Texts to classify, in order: 1 to {limits.max_texts}, "
-                f"each at most {limits.max_chars} characters of valid Unicode.",
-            ),
-        ),
+        texts=_texts_field(limits, "classify"),
         top_k=(
             Annotated[int, Strict(), Field(ge=1, le=num_labels), BeforeValidator(_whole_number)] | None,
             Field(
@@ -81,6 +124,31 @@ class TextResult(BaseModel):
 
 class PredictResponse(BaseModel):
     results: list[TextResult]
+
+
+class WordAttributionModel(BaseModel):
+    word: str = Field(description="The word as written: text[start:end].")
+    start: int
+    end: int
+    attribution: float = Field(
+        description="Signed: how much deleting the word lowers the label's probability (negative: raises it)."
+    )
+
+
+class LabelExplanationModel(BaseModel):
+    label: str
+    score: float = Field(description="The label's probability on the whole text.")
+    method: str = Field(description="How the attributions were made: occlusion (delete each word, rescore).")
+    words: list[WordAttributionModel] = Field(description="Every word of the text, in order.")
+
+
+class ExplanationModel(BaseModel):
+    text: str
+    labels: list[LabelExplanationModel] = Field(description="One per explained label, highest score first.")
+
+
+class ExplainResponse(BaseModel):
+    results: list[ExplanationModel]
 
 
 class LabelsResponse(BaseModel):
