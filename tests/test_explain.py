@@ -17,13 +17,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import goemo.predict.explain_gradients as gradients
 from goemo.cli import app
+from goemo.cli.common import make_console
+from goemo.cli.explain import print_explanation
 from goemo.core.errors import ConfigError, GoemoError
 from goemo.models.modeling import load_model, load_tokenizer
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.explain import (
     METHODS,
+    Explanation,
+    LabelExplanation,
     OcclusionPlan,
+    WordAttribution,
     chosen_labels,
     explain_occlusion,
     label_indices,
@@ -292,3 +298,23 @@ def test_python_api_explains_the_predicted_labels(tiny_clf):
         assert json.loads(json.dumps(e.to_dict()))["labels"][0]["words"][0]["start"] == 0
     with pytest.raises(GoemoError):
         tiny_clf.explain(["x"], labels=["not-a-label"])
+
+
+def test_integrated_gradients_without_captum_is_one_line(known, monkeypatch):
+    clf, _ = known
+    monkeypatch.setattr(gradients, "LayerIntegratedGradients", None)
+    with pytest.raises(GoemoError, match=r"needs captum: pip install 'goemo\[explain\]'"):
+        clf.explain([TEXT], method="integrated-gradients")
+    assert clf.explain([TEXT])[0].labels[0].method == "occlusion"  # the default needs nothing more
+
+
+def test_text_format_lists_only_words_whose_number_prints(capsys):
+    """A word whose number rounds to +0.000 or -0.000 is noise: it is neither "for" nor "against" the label."""
+    text = "so very sad today"
+    numbers = [0.00004, 0.0002, 0.31, -0.00003]
+    words = tuple(WordAttribution(text[s:e], s, e, a) for (s, e), a in zip(word_spans(text), numbers))
+    explanation = Explanation(text, (LabelExplanation("sadness", 0.8, "occlusion", words),))
+    print_explanation(make_console(), "1", explanation, 5)
+    out = capsys.readouterr().out
+    assert "for: sad +0.310" in out and "very" not in out.split("for:")[1]
+    assert "against" not in out and "+0.000" not in out and "-0.000" not in out

@@ -29,6 +29,7 @@ CHUNK = 64  # texts explained per call: output streams, memory stays flat on a l
 POSITIVE = (46, 160, 67)  # green: the word raises the label
 NEGATIVE = (209, 73, 91)  # red: the word lowers it
 SHOWN_FROM = 0.15  # words whose attribution is under this share of the largest are left plain
+SHOWN_NUMBER = 0.0005  # listed words: those whose number does not print as 0.000
 
 
 class Method(str, Enum):
@@ -106,7 +107,7 @@ def explain_command(
             if fmt is Format.json:
                 typer.echo(json.dumps({"id": record.id, **explanation.to_dict()}, ensure_ascii=False))
             else:
-                _print(console, record.id, explanation, top)
+                print_explanation(console, record.id, explanation, top)
 
 
 def _chunks(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -133,14 +134,16 @@ def highlighted(text: str, words: Iterable[Any]) -> Text:
     return out
 
 
-def _print(console: Console, record_id: str, explanation: Any, top: int) -> None:
+def print_explanation(console: Console, record_id: str, explanation: Any, top: int) -> None:
     console.print(Text(f"[{record_id}] ", style="dim") + Text(explanation.text))
     for label in explanation.labels:
         head = Text(f"  {label.label} {label.score:.3f} ", style="bold")
         console.print(head + Text(f"({label.method})  ", style="dim") + highlighted(explanation.text, label.words))
         if top:
-            listed = [w for w in label.top(top) if w.attribution > 0]
-            against = sorted((w for w in label.words if w.attribution < 0), key=lambda w: w.attribution)[:2]
+            listed = [w for w in label.top(top) if w.attribution >= SHOWN_NUMBER]
+            against = sorted((w for w in label.words if w.attribution <= -SHOWN_NUMBER), key=lambda w: w.attribution)[
+                :2
+            ]
             line = "    for: " + (", ".join(f"{w.word} {w.attribution:+.3f}" for w in listed) or "none")
             if against:
                 line += "; against: " + ", ".join(f"{w.word} {w.attribution:+.3f}" for w in against)
