@@ -152,12 +152,15 @@ def test_every_option_reaches_its_field(trained, left_out: set[str]) -> None:
         for name, f in FIELDS.items()
         if not f.metadata.get("no_cli") and name not in left_out
     }
+    overwrite = values.pop("overwrite")  # with --resume, refused before training starts: given on its own below
     result = runner.invoke(app, ["train", *_argv(values)])
     assert result.exit_code == 0, result.output
     (config,) = trained
     for name, value in values.items():
         assert getattr(config, name) == value, name
         assert type(getattr(config, name)) is type(value), name  # paths reach the config as plain strings
+    assert runner.invoke(app, ["train", *_argv({"overwrite": overwrite})]).exit_code == 0
+    assert trained[-1].overwrite is overwrite
 
 
 def test_unset_options_keep_the_yaml_and_preset_values(trained, tmp_path: Path) -> None:
@@ -316,3 +319,13 @@ def test_cuda_and_another_device_clash(trained) -> None:
     result = runner.invoke(app, ["train", "--cuda", "--device", "cpu"])
     assert result.exit_code == 1 and not trained
     assert result.stderr.strip() == "goemo: error: --cuda and --device cpu: give one of them"
+
+
+def test_exclude_and_corrections_reach_the_config(trained, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["train", "--exclude", str(tmp_path / "ids.txt"), "--corrections", str(tmp_path / "fix.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (trained[-1].exclude, trained[-1].corrections) == (str(tmp_path / "ids.txt"), str(tmp_path / "fix.csv"))
+    shown = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert "--exclude" in shown.stdout and "--corrections" in shown.stdout and "add|remove" in shown.stdout

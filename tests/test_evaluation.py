@@ -293,6 +293,26 @@ def test_unreadable_cache_is_replaced(run, test_sample, tmp_path, monkeypatch):
     assert predict_split(run / "best", test_sample, cache_dir=tmp_path).from_cache
 
 
+def test_a_recorded_prediction_without_long_text_reads_as_truncate(run, test_sample, tmp_path):
+    """A model trained before long texts were scored in pieces: its cached numbers still count, as truncation."""
+    from goemo.core.run_settings import RunSettings
+    from goemo.predict.cache import store_predictions
+
+    best = tmp_path / "run" / "best"
+    shutil.copytree(run / "best", best)
+    meta = json.loads((best / "goemo.json").read_text())
+    old = {k: v for k, v in meta["prediction"].items() if k != "long_text"}
+    meta["prediction"] = old
+    (best / "goemo.json").write_text(json.dumps(meta))
+    probs = np.full((len(test_sample), 28), 0.25)
+    store_predictions(best, old, [(test_sample, probs)])
+    cached = predict_split(best, test_sample)
+    assert cached.from_cache and cached.settings == {**old, "long_text": "truncate"}
+    np.testing.assert_array_equal(cached.probs, probs)
+    asked = predict_split(best, test_sample, RunSettings(long_text="pieces"), cache=False)
+    assert not asked.from_cache and asked.settings["long_text"] == "pieces"
+
+
 def test_no_cache_runs_the_model_and_stores_nothing(run, test_sample, tmp_path):
     preds = predict_split(run / "best", test_sample, cache_dir=tmp_path, cache=False)
     assert preds.cache_path is None and not list(tmp_path.iterdir())
@@ -402,3 +422,31 @@ def test_damaged_cache_costs_one_warning_line_and_is_rebuilt(run, shared_data, t
         assert np.isfinite(z["probs"]).all()
     third = _cli(*base)  # and read back: the model does not run again
     assert third.exit_code == 0 and len(calls) == 1 and "WARNING" not in third.stderr
+
+
+def test_sort_lists_the_problem_classes_first(run, shared_data):
+    """`goemo evaluate --sort auc` (the W&B page's command): the lowest AUC first, undefined last."""
+    res = _cli(
+        "evaluate",
+        "--model",
+        str(run / "best"),
+        "--data-dir",
+        str(shared_data),
+        "--max-samples",
+        str(N),
+        "--sort",
+        "auc",
+        "--format",
+        "csv",
+    )
+    assert res.exit_code == 0, res.output
+    rows = [
+        r
+        for r in csv.DictReader(io.StringIO(res.stdout))
+        if r["label"] not in ("macro", "micro", "weighted", "samples")
+    ]
+    aucs = [float(r["auc"]) for r in rows if r["auc"]]
+    assert aucs == sorted(aucs) and len(aucs) >= 2
+    assert all(r["auc"] for r in rows[: len(aucs)])  # undefined ones last
+    bad = _cli("evaluate", "--model", str(run / "best"), "--data-dir", str(shared_data), "--sort", "colour")
+    assert bad.exit_code == 2 and "'colour': expected one of label" in bad.output

@@ -15,6 +15,7 @@ import torch
 from goemo.core.errors import ConfigError, ModelError
 from goemo.core.folder import ModelFolder
 from goemo.core.thresholds import sigmoid
+from goemo.data.split import Split
 from goemo.predict.classifier import EmotionClassifier
 
 # Deliberately mixed lengths (1 to ~120 word pieces), so length-sorted batches reorder them.
@@ -74,7 +75,9 @@ def test_auto_never_exports_and_describe_says_what_runs(tiny_model_dir: Path, tm
     clf = EmotionClassifier.load(folder, device="cpu", backend="auto")
     assert clf.choice is None and not (folder / EXPORT_DIR).exists()
     assert clf.num_threads == torch.get_num_threads()
-    assert clf.describe() == f"torch fp32 on cpu, {clf.num_threads} thread{'s' * (clf.num_threads != 1)} ({folder})"
+    head = f"torch fp32 on cpu, {clf.num_threads} thread{'s' * (clf.num_threads != 1)} ({folder})"
+    rule = "texts over 48 tokens: pieces (sentences, else 32-token windows overlapping by 16), max of logits"
+    assert clf.describe() == f"{head}; {rule}"
     with pytest.raises(ConfigError, match="fastest"):
         EmotionClassifier.load(tiny_model_dir, backend="quickest")  # type: ignore[arg-type]
 
@@ -84,7 +87,7 @@ def test_probabilities_equal_a_direct_model_call_text_by_text(which: str, tiny_m
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = tiny_model_dir if which == "trained" else mean_run
-    clf = EmotionClassifier.load(folder, backend="torch", device="cpu")
+    clf = EmotionClassifier.load(folder, backend="torch", device="cpu", long_text="truncate")  # as the direct call
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
     expected = []
@@ -111,7 +114,7 @@ def test_input_order_is_kept_whatever_the_batching(clf: EmotionClassifier) -> No
 
 def test_max_length_truncates(clf: EmotionClassifier) -> None:
     long_text = TEXTS[6]
-    short = EmotionClassifier.load(clf.path, backend="torch", device="cpu", max_length=8)
+    short = EmotionClassifier.load(clf.path, backend="torch", device="cpu", max_length=8, long_text="truncate")
     head = clf.tokenizer.decode(clf.tokenizer(long_text)["input_ids"][1:7])
     np.testing.assert_allclose(short.predict_proba([long_text]), clf.predict_proba([head]), atol=1e-5)
     assert np.abs(short.predict_proba([long_text]) - clf.predict_proba([long_text])).max() > 1e-5
@@ -346,3 +349,60 @@ def test_a_tokenizer_with_more_tokens_than_embeddings_is_refused(tmp_path: Path,
     clf.tokenizer.save_pretrained(folder)
     with pytest.raises(ModelError, match=r"the tokenizer has 30523 tokens but config.json encoder.vocab_size is 30522"):
         EmotionClassifier.load(folder, device="cpu", backend="auto")
+
+
+# ---------------------------------------------------------------- long texts in pieces
+
+LONG = (
+    "I waited three weeks for this order and checked the tracking every day. "
+    "When it finally came the box was crushed and half the parts were missing! "
+    "Thank you so much to the shop, though, they sent the rest the very next morning. "
+    "Honestly I am still a bit annoyed about the wait"
+)
+SHORT = [t for t in TEXTS if len(t.split()) < 30]
+
+
+@pytest.fixture(scope="module")
+def mean_onnx(mean_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from goemo.export import export_onnx
+
+    return export_onnx(mean_run, tmp_path_factory.mktemp("mean-onnx") / "onnx").path
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_short_texts_score_the_same_whatever_the_long_text_mode(backend: str, mean_run: Path, mean_onnx: Path) -> None:
+    folder = mean_run if backend == "torch" else mean_onnx
+    pieces, truncating = (
+        EmotionClassifier.load(folder, backend=backend, device="cpu", long_text=mode) for mode in ("pieces", "truncate")
+    )
+    assert pieces.encode_pieces(SHORT).long == 0
+    np.testing.assert_array_equal(pieces.predict_proba(SHORT), truncating.predict_proba(SHORT))  # bit for bit
+    # Beside long texts (whose pieces join the batches) a short text's scores stay those it gets alone.
+    mixed = [LONG, *SHORT, LONG + " " + LONG]
+    got = pieces.predict_proba(mixed)[1:-1]
+    np.testing.assert_allclose(got, truncating.predict_proba(SHORT), atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_long_text_scores_the_max_of_its_sentences_alone(backend: str, mean_run: Path, mean_onnx: Path) -> None:
+    from goemo.predict.pieces import sentence_starts
+
+    folder = mean_run if backend == "torch" else mean_onnx
+    clf = EmotionClassifier.load(folder, backend=backend, device="cpu")
+    assert len(clf.tokenizer(LONG)["input_ids"]) > clf.max_length
+    starts = sentence_starts(LONG)
+    sentences = [LONG[a:b].strip() for a, b in zip(starts, [*starts[1:], len(LONG)])]
+    assert len(sentences) == 4
+    expected = clf.predict_logits(sentences).max(axis=0)
+    np.testing.assert_allclose(clf.predict_logits([LONG])[0], expected, atol=1e-5)
+    spans = clf.predict_spans([LONG])[0]["pieces"]
+    assert [LONG[p["start"] : p["end"]] for p in spans] == sentences
+
+
+def test_evaluation_scores_long_texts_in_pieces_too(mean_run: Path, goemotions_splits) -> None:
+    """`split_logits` (evaluate, report) reads the token cache and cuts the long texts as `predict_logits` does."""
+    split = goemotions_splits["test"].sample(6, seed=1)
+    texts = [LONG, *split.texts[1:]]
+    long_split = Split(texts, split.ids, split.labels, split.label_names, name="long")
+    clf = EmotionClassifier.load(mean_run, backend="torch", device="cpu")
+    np.testing.assert_allclose(clf.split_logits(long_split), clf.predict_logits(texts), atol=1e-6)

@@ -146,13 +146,13 @@ def test_under_load_a_small_batch_waits_for_callers_on_their_way_back():
 def test_model_and_tokenizer_run_off_the_event_loop(tiny_model_dir):
     clf = load_for_serving(tiny_model_dir, RunSettings(backend="torch", device="cpu"))
     seen: list[threading.Thread] = []
-    encode = clf.encode
+    encode = clf.encode_pieces
 
-    def recording_encode(texts):
+    def recording_encode(texts, *args):
         seen.append(threading.current_thread())
-        return encode(texts)
+        return encode(texts, *args)
 
-    clf.encode = recording_encode  # type: ignore[method-assign]
+    clf.encode_pieces = recording_encode  # type: ignore[method-assign]
     batcher = MicroBatcher(clf.predict_proba, max_batch=8)
 
     async def run():

@@ -466,6 +466,29 @@ def test_a_trial_is_ranked_by_the_sweep_metric_at_the_epoch_its_select_metric_ke
     assert trial.intermediate_values == {e: pytest.approx(a) for e, _, a in FAKE_EPOCHS}
 
 
+def test_a_trial_the_encoder_cannot_take_fails_before_its_first_step(base, tmp_path):
+    """Each trial is checked as ``goemo train`` is: max length 4000 on a 512-position encoder trains nothing."""
+    path = tmp_path / "lengths.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "method": "grid",
+                "metric": {"name": "auc_micro", "goal": "maximize"},
+                "parameters": {"max_length": {"values": [4000, 32]}},
+            }
+        )
+    )
+    sweep = prepare_sweep(path, output=tmp_path / "lengths", overrides=base)
+    run_sweep(sweep)
+    refused, trained = _trials(sweep.sweep_dir)
+    assert (refused.state.name, trained.state.name) == ("FAIL", "COMPLETE")
+    assert refused.user_attrs["error"] == (
+        "ConfigError: max_length=4000: tiny-random-bert takes at most 512 tokens "
+        "(its config.json max_position_embeddings 512); give --max-length 512 or less"
+    )
+    assert [p.name for p in (sweep.sweep_dir / "trials" / "0").iterdir()] == ["error.txt"]  # trained nothing
+
+
 def test_a_sweep_whose_trials_all_fail_exits_non_zero_with_the_reasons(tmp_path):
     from typer.testing import CliRunner
 

@@ -92,6 +92,28 @@ def test_run_folder_and_summary(trained) -> None:
     assert summary["best_epoch"] == best["epoch"]
 
 
+def test_recorded_long_text_says_pieces_only_when_truncation_cut_nothing(tiny_config) -> None:
+    """Training scores truncated ids; when no scored text was longer, those are the pieces' numbers too."""
+    from accelerate import Accelerator
+
+    from goemo.models.modeling import load_tokenizer
+    from goemo.predict.runner import encode_texts
+    from goemo.training.epoch_metrics import LiveScorer
+
+    tokenizer = load_tokenizer("minilm")
+    config = tiny_config.replace(max_length=8)
+    scorer = LiveScorer(Accelerator(cpu=True), tokenizer, ["joy", "anger"], config)
+    short, long = ["so happy", "ugh"], ["one two three four five six seven eight nine"]
+    model = torch.nn.Linear(1, 1)
+
+    def scored(*groups):
+        return {f"s{i}": (texts, encode_texts(texts, tokenizer, 8)) for i, texts in enumerate(groups)}
+
+    assert scorer.recorded_settings(model, scored(short, short))["long_text"] == "pieces"
+    recorded = scorer.recorded_settings(model, scored(short, short + long))
+    assert recorded["long_text"] == "truncate" and recorded["max_length"] == 8
+
+
 def test_best_reloads_with_thresholds_tuned_on_dev(trained) -> None:
     loaded = load_model(trained.best_dir)
     assert len(loaded.label_names) == 28 and loaded.label_names[0] == "admiration"
@@ -372,7 +394,9 @@ def test_splits_from_python_and_pos_weight_focal(small_splits, tiny_config) -> N
 
 
 def test_weight_average_is_what_gets_evaluated_and_saved(tiny_config) -> None:
-    result = train(tiny_config.replace(epochs=1, max_train_samples=300, max_eval_samples=80, ema_decay=0.9))
+    # no calibration: it would fold its maps into the classifier's weights compared below
+    config = tiny_config.replace(epochs=1, max_train_samples=300, max_eval_samples=80, ema_decay=0.9, calibrate=False)
+    result = train(config)
     (record,) = _epochs(result.run_dir)
     assert {"raw_f1_macro", "raw_f1_macro_xtuned", "raw_val_loss", "raw_auc_macro"} <= record.keys()
     assert record["raw_val_loss"] != record["val_loss"]  # two different sets of weights were scored
@@ -411,6 +435,18 @@ def test_a_folder_from_before_ema_decay_cannot_resume_an_average(tiny_config) ->
         train(tiny_config.replace(**small, ema_decay=0.9, resume=True))
 
 
+def test_a_weight_average_resumes_on_an_indexed_cpu_device(tiny_config, monkeypatch) -> None:
+    """Each of several CPU processes trains on device ``cpu:0``, which safetensors refuses as a
+    place to load to (found by killing and resuming a two-process run)."""
+    from accelerate import Accelerator
+
+    small = dict(epochs=1, max_train_samples=100, max_eval_samples=50, ema_decay=0.9, save_every=3)
+    train(tiny_config.replace(**small))
+    monkeypatch.setattr(Accelerator, "device", property(lambda self: torch.device("cpu", 0)))
+    resumed = train(tiny_config.replace(**small, resume=True))
+    assert resumed.summary["best_epoch"] == 1
+
+
 def test_two_runs_in_one_process_may_use_different_precisions(tiny_config) -> None:
     """Sweeps and notebooks train many times in one process; Accelerate's state must not stick."""
     small = dict(epochs=1, max_train_samples=100, max_eval_samples=50)
@@ -426,7 +462,11 @@ def test_evaluation_scores_the_probabilities_training_reported(tiny_config) -> N
     from goemo.predict.cache import predict_split
     from goemo.scoring.metrics import tune_thresholds
 
-    config = tiny_config.replace(precision="bf16", epochs=1, max_train_samples=300, max_eval_samples=None)
+    # no calibration: re-tuning below gives back the saved thresholds on the raw scale only
+    # (tests/test_calibrate.py checks a calibrated run's scores against evaluation)
+    config = tiny_config.replace(
+        precision="bf16", epochs=1, max_train_samples=300, max_eval_samples=None, calibrate=False
+    )
     result = train(config)
     meta = json.loads((result.best_dir / "goemo.json").read_text())
     test = evaluate(
@@ -635,6 +675,56 @@ def test_cli_teachers_reach_the_config_and_a_missing_one_is_named(tmp_path, shar
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["teachers"] == [str(tmp_path / "t1"), str(tmp_path / "t2")] and saved["distill_alpha"] == 0.7
     assert (saved["holdout_fold"], saved["num_folds"]) == (2, 5)
+
+
+def test_a_cleaned_model_records_what_cleaned_it(tiny_config, goemotions_splits, tmp_path) -> None:
+    """--exclude and --corrections change the training texts (only those) and say so in goemo.json and the card."""
+    from goemo.data.corrections import file_sha256
+    from goemo.training.data import clean_train, prepare_splits
+
+    full = goemotions_splits["train"]
+    config = tiny_config.replace(epochs=1, max_train_samples=100, max_eval_samples=50)
+    kept = full.sample(100, seed=config.seed)  # the sample is drawn after cleaning: put the changes inside it
+    drop = tmp_path / "drop.txt"
+    drop.write_text(f"{kept.ids[0]}\n{kept.ids[1]}\n", encoding="utf-8")
+    fixes = tmp_path / "fixes.csv"
+    first = full.label_names[int(np.flatnonzero(kept.labels[2])[0])]  # a label text 2 carries
+    fixes.write_text(f"id,label,action\n{kept.ids[2]},{first},remove\n{kept.ids[3]},grief,add\n", encoding="utf-8")
+    cleaned = config.replace(exclude=str(drop), corrections=str(fixes), output=tiny_config.output + "-clean")
+    result = train(cleaned)
+    meta = json.loads((result.best_dir / "goemo.json").read_text())
+    record = meta["cleaning"]
+    grief = full.label_names.index("grief")
+    assert record["texts_excluded"] == 2 and record["labels_changed"] == 1 + int(kept.labels[3, grief] == 0)
+    assert record["exclude"] == {"file": str(drop.resolve()), "sha256": file_sha256(drop)}
+    assert record["corrections"]["sha256"] == file_sha256(fixes)
+    assert meta["training_config"]["exclude"] == str(drop) and meta["training_config"]["corrections"] == str(fixes)
+    splits = {"train": full, "dev": goemotions_splits["dev"]}
+    clean_train(cleaned, splits)
+    assert meta["data_checksums"]["train"] == prepare_splits(cleaned, splits)["train"].checksum()
+    assert meta["data_checksums"]["dev"] == goemotions_splits["dev"].sample(50, seed=config.seed).checksum()
+    card = (result.best_dir / "README.md").read_text(encoding="utf-8")
+    assert f"Cleaned with: 2 texts excluded, {record['labels_changed']} labels changed" in card
+    assert f"`{drop.resolve()}` sha256 `{file_sha256(drop)}`" in card and file_sha256(fixes) in card
+    plain = train(config.replace(output=tiny_config.output + "-plain"))
+    assert json.loads((plain.best_dir / "goemo.json").read_text())["cleaning"] is None
+    assert "Cleaned with" not in (plain.best_dir / "README.md").read_text(encoding="utf-8")
+
+
+def test_cli_train_exclude_and_corrections_errors_are_one_line(tmp_path, shared_data) -> None:
+    from typer.testing import CliRunner
+
+    from goemo.cli import app
+
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text("id,label,action\neew5j0j,joy,add\nnot-an-id,joy,add\n", encoding="utf-8")
+    args = ["train", "--data-dir", str(shared_data), "--model", "tiny-random-bert", "--epochs", "1"]
+    args += ["--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c"), "--corrections", str(fixes)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"goemo: error: {fixes}:3: id: unknown id 'not-an-id': no training text has it"
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["corrections"] == str(fixes) and saved["exclude"] is None
 
 
 def test_focal_loss_is_the_textbook_formula() -> None:

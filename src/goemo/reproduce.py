@@ -52,8 +52,8 @@ def reproduce(
     Re-running the same command continues an interrupted run (``--resume`` semantics) and
     reuses cached predictions, so it is cheap once done.
 
-    >>> result = reproduce("fast", "runs/reproduce", source="../shared/goemotions")  # doctest: +SKIP
-    >>> result.rows[0]["macro_f1"]  # doctest: +SKIP
+        result = reproduce("fast", "runs/reproduce", source="../shared/goemotions")
+        result.rows[0]["macro_f1"]
     """
     # `goemo.cli` imports this module for `goemo --help`, which must not load torch or the extras.
     from goemo.evaluation.evaluate import evaluate  # noqa: PLC0415  (optional extra: train)

@@ -1,6 +1,7 @@
 """The Typer app every verb is registered on, its root options, and the one error policy.
 
-Errors from the library (`GoemoError`) become one line on stderr and exit code 1;
+Errors from the library (`GoemoError`) become one line on stderr and exit code 1, and so
+does a write the disk refuses (full, over quota, read-only; `goemo.core.errors.DISK_ERRNOS`);
 ``--debug`` shows the traceback instead. Usage errors exit 2 (Typer's default).
 """
 
@@ -17,7 +18,7 @@ import typer
 from rich.console import Console
 
 from goemo.cli.options import given
-from goemo.core.errors import GoemoError
+from goemo.core.errors import DISK_ERRNOS, GoemoError
 from goemo.core.run_settings import DataOptions
 
 if TYPE_CHECKING:
@@ -102,6 +103,12 @@ def command(name: str | None = None, *, group: typer.Typer | None = None, **kwar
                 if _state["debug"]:
                     raise
                 typer.echo(f"goemo: error: {e}", err=True)
+                raise typer.Exit(1) from None
+            except OSError as e:  # a disk that refused a write outside goemo's own writers (full, read-only)
+                if _state["debug"] or e.errno not in DISK_ERRNOS:
+                    raise
+                where = f"{e.filename}: " if e.filename else ""
+                typer.echo(f"goemo: error: {where}{os.strerror(e.errno)}; {DISK_ERRNOS[e.errno]}", err=True)
                 raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 typer.echo("goemo: interrupted", err=True)

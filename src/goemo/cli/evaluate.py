@@ -7,6 +7,7 @@ is imported here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import Enum
 from pathlib import Path
@@ -63,6 +64,12 @@ def evaluate_command(
     fmt: EvalFormat = Opt(EvalFormat.table, "--format", help="table, json, csv or markdown on stdout."),
     max_samples: Optional[int] = Opt(None, min=1, help="Score a seeded random subset of the split (quick checks)."),
     no_cache: bool = Opt(False, "--no-cache", help="Run the model even if cached predictions exist; store none."),
+    sort: Optional[str] = Opt(
+        None,
+        "--sort",
+        help="Order the labels by label, precision, recall, f1, support, predicted, auc or ap "
+        "(scores: worst first, so the problem classes lead; default: the model's label order).",
+    ),
     **options: Any,
 ) -> None:
     """Per-label and averaged metrics of a model folder on a split, at one or per-label thresholds.
@@ -71,6 +78,10 @@ def evaluate_command(
     threshold or taxonomy) does not run the model again.
     """
     from goemo.evaluation.evaluate import evaluate, rows_to_csv, write_evaluation  # numpy, scikit-learn
+    from goemo.scoring.metrics import SORT_KEYS, sort_labels
+
+    if sort is not None and sort not in SORT_KEYS:
+        raise typer.BadParameter(f"{sort!r}: expected one of {', '.join(SORT_KEYS)}", param_hint="--sort")
 
     if threshold is not None and thresholds is ThresholdMode.tuned:
         raise typer.BadParameter("give --threshold or --thresholds tuned, not both", param_hint="--threshold")
@@ -86,6 +97,8 @@ def evaluate_command(
         max_samples=max_samples,
         cache=not no_cache,
     )
+    if sort is not None:
+        result.report = dataclasses.replace(result.report, per_label=sort_labels(result.report.per_label, sort))
     if out is not None:
         write_evaluation(result, out)
     if fmt is EvalFormat.json:

@@ -54,6 +54,12 @@ def predict_command(
     ),
     all_scores: bool = Opt(False, "--all-scores", help="Also write every label's probability."),
     no_text: bool = Opt(False, "--no-text", help="Leave the text out of the output (ids only)."),
+    spans: bool = Opt(
+        False,
+        "--spans",
+        help="Also write the pieces the model read: each one's characters [start, end) and its own labels "
+        "(JSON Lines only; a text longer than --max-length has several).",
+    ),
     shard: Optional[str] = Opt(
         None,
         "--shard",
@@ -67,7 +73,10 @@ def predict_command(
 ) -> None:
     """Label texts with a trained model: one JSON line (or CSV row) per text, in input order, with its id.
 
-    Each text gets the emotions above their thresholds, highest score first. Files are read
+    Each text gets the emotions above their thresholds, highest score first. A text longer than
+    the model's max length is scored piece by piece (sentences, else token windows), each
+    emotion's score its highest in any piece (--long-text truncate: its start only); --spans
+    shows the pieces and their emotions. Files are read
     and labelled a chunk (4,096 texts) at a time, reading and writing overlapped with the
     model, so any size fits in memory; a progress bar shows on a terminal. --output is
     written in place by whole records, with OUT.goemo-progress.json beside it: run the same
@@ -86,10 +95,12 @@ def predict_command(
     if not texts and input_file is None and sys.stdin.isatty():
         raise ConfigError("no texts: give them as arguments, with --input FILE, or on stdin (one per line)")
     fmt = output_format(output)  # a bad --output name fails before the model loads
+    if spans and fmt != "jsonl":
+        raise ConfigError("--spans writes JSON Lines: give a .jsonl --output (or none: stdout)")
     shard_k_n = parse_shard(shard) if shard is not None else None
     if shard_k_n is not None and (input_file is None or output is None):
         raise ConfigError("--shard needs --input FILE and --output FILE")
-    labelling = Labelling(top_k, threshold, taxonomy, all_scores, not no_text)
+    labelling = Labelling(top_k, threshold, taxonomy, all_scores, not no_text, spans)
     clf = EmotionClassifier.load(model, gather(RunSettings, options))
     start = time.perf_counter()
     written, total = output, None
@@ -222,7 +233,14 @@ def serve_command(
         "(a request that finds the model idle runs at once).",
     ),
     max_texts: int = Opt(64, min=1, help="Most texts in one request (422 above)."),
-    max_chars: int = Opt(2000, min=1, help="Most characters in one text (422 above)."),
+    max_chars: int = Opt(
+        10_000, min=1, help="Most characters in one text (422 above); a long text is scored whole, in pieces."
+    ),
+    max_tokens: int = Opt(
+        8192,
+        min=1,
+        help="Most tokens in one request, all its texts together (422 above), and in one model call.",
+    ),
     max_body_bytes: int = Opt(1_000_000, min=1, help="Largest request body (413 above)."),
     max_queue: int = Opt(4096, min=1, help="Most texts waiting for the model (503 with Retry-After above)."),
     body_timeout: float = Opt(
@@ -271,6 +289,7 @@ def serve_command(
     limits = ServeLimits(
         max_texts=max_texts,
         max_chars=max_chars,
+        max_tokens=max_tokens,
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,

@@ -24,6 +24,7 @@ from goemo.cli.common import Opt, app, command, make_console, sub_app
 from goemo.cli.options import plain, with_options
 from goemo.core.config import TrainConfig, resolve_config
 from goemo.core.errors import ConfigError
+from goemo.core.run_folder import RunFolder, launched_as_main
 from goemo.reproduce import reproduce
 
 # ---------------------------------------------------------------- train
@@ -44,8 +45,6 @@ def train_command(
     Options come from defaults < --preset < --config YAML < the command line. The run
     folder gets config.yaml, metrics.jsonl, best/, last/ and summary.json.
     """
-    from goemo.training.loop import train  # torch, transformers
-
     if cuda:
         if fields.get("device") not in (None, "cuda"):
             raise ConfigError(f"--cuda and --device {fields['device']}: give one of them")
@@ -53,6 +52,11 @@ def train_command(
     preset = fields.pop("preset")
     overrides = {name: plain(value) for name, value in fields.items()}  # None: not given
     config = resolve_config(preset, config_file, overrides)
+    if launched_as_main():  # a folder in use (or holding another run) is refused before torch is imported
+        RunFolder(config.output).check_start(config)
+
+    from goemo.training.loop import train  # torch, transformers
+
     result = train(config)
     if result.is_main_process:
         _print_train_summary(result.summary)

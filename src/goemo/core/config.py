@@ -147,6 +147,16 @@ class TrainConfig:
     taxonomy: str = opt("goemotions", data=True, help="goemotions | ekman | sentiment | grouping.json")
     max_train_samples: int | None = opt(None, help="Train on a random sample (quick runs).")
     max_eval_samples: int | None = opt(None, help="Evaluate on a random sample (quick runs).")
+    exclude: str | None = opt(
+        None,
+        path=True,
+        help="Drop these training texts: ids one per line, or a CSV with an id column (e.g. from goemo audit).",
+    )
+    corrections: str | None = opt(
+        None,
+        path=True,
+        help="Change training labels: a CSV id,label,action (add|remove), as goemo audit's review page exports.",
+    )
     # model
     model: str = opt(
         "minilm", aliases=("--transformer-model",), help="Hub id, local folder, or 'minilm' (offline default)."
@@ -202,6 +212,13 @@ class TrainConfig:
     )
     eval_test: bool = opt(
         True, resumable=True, help="Evaluate the best model on the test split at the end (--no-eval-test: dev only)."
+    )
+    calibrate: bool = opt(
+        True,
+        resumable=True,
+        help="At the end, calibrate each label's scores on dev (temperature, Platt or isotonic, by cross-validated "
+        "log-loss), fold the affine maps into the weights and put the thresholds on the calibrated scale: "
+        "decisions stay the same (--no-calibrate: raw scores).",
     )
     # runtime
     precision: Precision = opt("auto", runtime=True, resumable=True, help="auto | fp32 | bf16 | fp16")

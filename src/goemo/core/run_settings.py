@@ -2,7 +2,8 @@
 
 Every verb that runs a model (``predict``, ``serve``, ``evaluate``, ``report``, ``ensemble``,
 ``compare``, ``sweep``) and the Python API take the same `RunSettings`: backend, device,
-precision, batch size, max length and threads. Its fields' metadata are the one definition of
+precision, batch size, max length, threads and what happens to a text longer than the max
+length (``long_text``). Its fields' metadata are the one definition of
 the command-line options (`goemo.cli.options` generates them), so each option has one name,
 one type and one help text wherever it appears. The same value is the predictor's settings
 (`goemo.predict.classifier.EmotionClassifier.load`) and, resolved, the prediction cache's key
@@ -16,7 +17,7 @@ scored dev and test with, whose probabilities are cached, so a model has one sco
 Kept in core (no numpy, no torch): the CLI declares its options from here at import time.
 
 >>> RunSettings(precision="fp32").replace(batch_size=16)
-RunSettings(backend=None, device='auto', precision='fp32', batch_size=16, max_length=None, num_threads=None)
+RunSettings(backend=None, device='auto', precision='fp32', batch_size=16, max_length=None, num_threads=None, long_text=None)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from goemo.core.errors import ConfigError
 BACKENDS = ("auto", "fastest", "torch", "onnx", "tfidf")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LONG_TEXT_MODES = ("pieces", "truncate")
 
 
 def option(default: Any = None, *, help: str, cli: str | None = None, **meta: Any) -> Any:  # noqa: A002
@@ -59,6 +61,12 @@ class RunSettings:
         help="Tokens per text or piece (default: the length the model was trained with).", min=2
     )
     num_threads: int | None = option(help="CPU threads of the model (default: all cores).", min=1)
+    long_text: str | None = option(
+        help="pieces | truncate: a text longer than --max-length tokens is scored sentence by sentence (windows of "
+        "32 tokens overlapping by 16 where a sentence is too long or has no end), each label's score the max over "
+        "its pieces; truncate reads only its first --max-length tokens. Default: pieces; to score a split, as "
+        "training scored it (pieces unless a text it scored was truncated)."
+    )
 
     def __post_init__(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
@@ -73,6 +81,8 @@ class RunSettings:
                 raise ConfigError(f"{name}={value!r}: expected an integer >= 1")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
             raise ConfigError(f"max_length={self.max_length!r}: expected an integer >= 2")
+        if self.long_text is not None and self.long_text not in LONG_TEXT_MODES:
+            raise ConfigError(f"long_text={self.long_text!r}: expected {' or '.join(LONG_TEXT_MODES)}")
 
     def replace(self, **changes: Any) -> RunSettings:
         return dataclasses.replace(self, **changes)
@@ -80,7 +90,8 @@ class RunSettings:
     @property
     def is_default(self) -> bool:
         """Nothing asked for but the device: a scoring verb may read training's cached probabilities."""
-        return self.backend is None and self.precision is None and self.batch_size is None and self.max_length is None
+        asked = (self.backend, self.precision, self.batch_size, self.max_length, self.long_text)
+        return all(value is None for value in asked)
 
     @classmethod
     def of(cls, settings: RunSettings | None = None, **changes: Any) -> RunSettings:

@@ -19,8 +19,8 @@ verb finds the data from any working directory (`from_record`).
 
 >>> DataSource.folder("data/goemotions").kind
 'folder'
->>> DataSource.from_options(dataset="mine.csv").files
-{'train': 'mine.csv'}
+>>> DataSource.from_options(files={"train": "mine.csv", "dev": "dev.csv"}).files
+{'train': 'mine.csv', 'dev': 'dev.csv'}
 """
 
 from __future__ import annotations

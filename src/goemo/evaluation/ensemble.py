@@ -159,8 +159,8 @@ def evaluate_ensemble(
     ``shrink`` (see `goemo.scoring.metrics.tune_thresholds`) defaults to the first member's training
     ``threshold_shrink``, so a member scores here as it did at the end of its training.
 
-    >>> result = evaluate_ensemble(["runs/s1/best", "runs/s2/best", "runs/s3/best"])  # doctest: +SKIP
-    >>> result.ensemble["f1_macro_tuned"], result.spread["f1_macro_tuned"]["sd"]  # doctest: +SKIP
+        result = evaluate_ensemble(["runs/s1/best", "runs/s2/best", "runs/s3/best"])
+        result.ensemble["f1_macro_tuned"], result.spread["f1_macro_tuned"]["sd"]
     """
     if len(model_dirs) < 1:
         raise ConfigError("an ensemble needs at least one model folder")

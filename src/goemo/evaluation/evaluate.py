@@ -137,8 +137,8 @@ def evaluate(
     Eight parameters: the model, the texts (split, source, max_samples), how it runs
     (settings, cache) and how it is scored (thresholds, taxonomy) are all a user's choices.
 
-    >>> result = evaluate("runs/tiny/best", "test", thresholds="tuned", taxonomy="ekman")  # doctest: +SKIP
-    >>> result.report.macro.f1, result.thresholds.description  # doctest: +SKIP
+        result = evaluate("runs/tiny/best", "test", thresholds="tuned", taxonomy="ekman")
+        result.report.macro.f1, result.thresholds.description
     """
     folder = ModelFolder.open(model)
     target = check_taxonomy(folder, taxonomy)

@@ -13,19 +13,19 @@ whole text and the method that made the numbers. Two methods:
   torch model (`goemo.predict.explain_gradients`, the ``explain`` extra), summed over each
   word's sub-word pieces; in logit units.
 
-The default was chosen by measured faithfulness, not taste (``benchmarks/explain_faithfulness.py``
-and docs/benchmarks.md, "Explanations"): deleting the words occlusion ranks highest lowers the
-label's probability far more than deleting as many random words, and more than integrated
-gradients' words do, at a fraction of the time.
+Occlusion is the default because it runs on every backend and its number reads plainly (the
+probability the label loses without the word). ``benchmarks/explain_faithfulness.py`` measures
+how faithful each method is: how much deleting the words it ranks highest lowers the label's
+probability, against deleting as many random words (docs/benchmarks.md, "Explanations").
 
 Words are runs of letters and digits (with inner apostrophes: ``can't`` is one word) and runs
 of other non-space characters (``!!!``, ``:)``, an emoji), so punctuation, which carries
 emotion in Reddit comments, gets its own number.
 
->>> clf = EmotionClassifier.load("runs/goemo/best")                  # doctest: +SKIP
->>> [e] = clf.explain(["Thank you so much!"])                          # doctest: +SKIP
->>> e.labels[0].label, e.labels[0].top(2)                              # doctest: +SKIP
-('gratitude', [WordAttribution(word='Thank', start=0, end=5, attribution=0.61), ...])
+    clf = EmotionClassifier.load("runs/goemo/best")
+    [e] = clf.explain(["Thank you so much!"])
+    e.labels[0].label, e.labels[0].top(2)
+    # -> ('gratitude', [WordAttribution(word='Thank', start=0, end=5, attribution=0.61), ...])
 """
 
 from __future__ import annotations
@@ -249,8 +249,8 @@ def explain_occlusion(
 ) -> list[Explanation]:
     """Word occlusion through ``scorer``: every variant of every text in one `predict_proba` call.
 
-    >>> explain_occlusion(clf, ["so happy for you"], labels="joy")[0].labels[0].top(1)   # doctest: +SKIP
-    [WordAttribution(word='happy', start=3, end=8, attribution=0.52)]
+    explain_occlusion(clf, ["so happy for you"], labels="joy")[0].labels[0].top(1)
+    # -> [WordAttribution(word='happy', start=3, end=8, attribution=0.52)]
     """
     names = list(scorer.label_names)
     asked = label_indices(names, labels)

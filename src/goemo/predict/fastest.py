@@ -25,8 +25,8 @@ Why int8 by default: on a CPU it halves MiniLM's latency (docs/benchmarks.md); w
 on a small or unusual model the quantisation error can move decisions, and a prediction
 service must not get silently worse for being faster.
 
->>> choose_fastest(ModelFolder.open("runs/x/best"), "cpu").note        # doctest: +SKIP
-'int8 kept: dev macro-F1 0.531 vs fp32 0.533 (5426 texts)'
+    choose_fastest(ModelFolder.open("runs/x/best"), "cpu").note
+    # -> 'int8 kept: dev macro-F1 0.531 vs fp32 0.533 (5426 texts)'
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from goemo.core.errors import GoemoError, ModelError, one_line
 from goemo.core.fileio import atomic_directory
@@ -66,6 +67,8 @@ EXPORTS_CACHE = "exports"  # under the goemo cache dir, for read-only model fold
 # Bumped when the way the CPU export is made or checked changes: older exports are made again.
 EXPORT_VERSION = 1
 DEV_BATCH_SIZE = 64
+# What the first load of a model waits for, as its log line says (README, docs/predict-and-serve.md).
+EXPORT_TIME = "about 1-2 min on a CPU"
 ONNX_TOOLS = ("onnx", "onnxruntime", "onnxscript")
 
 
@@ -278,13 +281,14 @@ def _make_cpu_export(
     except GoemoError as e:
         raise UnusableSource(e) from e
     dev, dev_source = find_dev_split(folder)
-    plan = f"int8 checked on {len(dev)} dev texts" if dev is not None else "fp32 (no dev split to check int8)"
+    # Said before the slow part (the export, then the dev check), which is otherwise minutes of silence.
     log.info(
-        "%s has no CPU export from these weights yet: making one in %s, once (ONNX graph, %s; "
-        "about a minute for a MiniLM on 2 cores); later loads reuse it",
+        "%s has no CPU export from these weights yet: building the int8 ONNX export once, in %s (%s; %s); "
+        "later loads reuse it",
         folder.path,
         location,
-        plan,
+        EXPORT_TIME,
+        f"then checked against fp32 on {len(dev)} dev texts" if dev is not None else f"fp32 only: {dev_source}",
     )
     onnx_export.check_exportable(folder.path)
     thresholds = folder.thresholds()
@@ -307,18 +311,20 @@ def _make_cpu_export(
             else:
                 max_length = choose_max_length(folder, tokenizer, None)
                 f1 = {}
-                for name, path in (("fp32", graphs.fp32), ("int8", graphs.int8)):
-                    backend = OnnxBackend(path, "cpu", num_threads, name)
-                    probs = probs_of_texts(
-                        backend,
-                        tokenizer,
-                        dev.texts,
-                        max_length=max_length,
-                        batch_size=DEV_BATCH_SIZE,
-                        num_labels=folder.num_labels,
-                    )
-                    f1[name] = macro_f1(dev.labels, binarize(probs, thresholds))
-                    log.info("dev macro-F1 of the %s graph: %.4f (%d texts)", name, f1[name], len(dev))
+                log.info("checking the int8 graph against fp32 on %d dev texts", len(dev))
+                with _check_progress(2 * len(dev)) as bar:
+                    for name, path in (("fp32", graphs.fp32), ("int8", graphs.int8)):
+                        probs = probs_of_texts(
+                            _counted(OnnxBackend(path, "cpu", num_threads, name), bar),
+                            tokenizer,
+                            dev.texts,
+                            max_length=max_length,
+                            batch_size=DEV_BATCH_SIZE,
+                            num_labels=folder.num_labels,
+                            calibration=folder.calibration,
+                        )
+                        f1[name] = macro_f1(dev.labels, binarize(probs, thresholds))
+                        log.info("dev macro-F1 of the %s graph: %.4f (%d texts)", name, f1[name], len(dev))
                 drop = f1["fp32"] - f1["int8"]
                 figures = f"dev macro-F1 {f1['int8']:.3f} vs fp32 {f1['fp32']:.3f}"
                 if drop <= max_f1_drop:
@@ -362,6 +368,22 @@ def _make_cpu_export(
 
 
 # ---------------------------------------------------------------------------- the dev check
+
+
+def _check_progress(total: int) -> tqdm:
+    """A bar on stderr over the dev check's texts (both graphs), shown on a terminal only."""
+    return tqdm(total=total, unit="texts", desc="int8 check", file=sys.stderr, disable=None, leave=False)
+
+
+def _counted(backend: Callable[[np.ndarray, np.ndarray], np.ndarray], bar: tqdm) -> Callable[..., np.ndarray]:
+    """``backend``, moving ``bar`` on by each batch's texts."""
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        out = backend(input_ids, attention_mask)
+        bar.update(len(input_ids))
+        return out
+
+    return run
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:

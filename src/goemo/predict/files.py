@@ -76,8 +76,8 @@ def predict_file(
     ``columns`` are the (text, id) columns of a CSV or JSON Lines input (id None: row numbers);
     ``streams`` replace (stdin, stdout). A progress bar shows when stderr is a terminal.
 
-    >>> predict_file(clf, "comments.csv", "labels.jsonl", columns=("body", "id")).records  # doctest: +SKIP
-    10000
+        predict_file(clf, "comments.csv", "labels.jsonl", columns=("body", "id")).records
+        # -> 10000
     """
     say = notify or log.info
     labelling = labelling or Labelling()
@@ -107,6 +107,8 @@ def predict_file(
     remove_stale_temps(out)  # what an earlier goemo's atomic write, killed, left behind
     options = {"text_column": text_column, "id_column": id_column, **labelling.decisions}
     options |= {"all_scores": labelling.all_scores, "with_text": labelling.with_text}
+    if labelling.spans:  # left out when off: a job started before --spans existed still resumes
+        options["spans"] = True
     job = job_identity(clf, input_path, fmt, options, chunk_size)
     saved = None if overwrite else read_progress(sidecar)
     fresh = overwrite or not out.exists() or (saved is None and out.stat().st_size == 0)

@@ -172,9 +172,9 @@ def build_report(
     ``source`` is where the split comes from (default: the model's training data); ``settings``
     how the model runs (default: the predictions training cached).
 
-    >>> result = build_report("runs/minilm", compare=["runs/tiny"])  # doctest: +SKIP
-    >>> result.html  # doctest: +SKIP
-    PosixPath('runs/minilm/report.html')
+        result = build_report("runs/minilm", compare=["runs/tiny"])
+        result.html
+        # -> PosixPath('runs/minilm/report.html')
     """
     run = RunData.load(run_dir)
 

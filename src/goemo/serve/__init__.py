@@ -5,8 +5,8 @@ any other server or for tests. FastAPI and uvicorn come with the ``serve`` extra
 (``pip install 'goemo[serve]'``); importing this package does not need them, only the two
 functions do.
 
->>> from goemo.serve import run_server
->>> run_server("runs/x/best", port=8000, limits=ServeLimits(max_texts=16))  # doctest: +SKIP
+    from goemo.serve import run_server
+    run_server("runs/x/best", port=8000, limits=ServeLimits(max_texts=16))
 
 Both run uvicorn hardened against slow and abandoned clients (`uvicorn_config`): a cap on
 open connections below the open-file limit, deadlines for request heads and bodies, and a
@@ -114,8 +114,8 @@ def uvicorn_config(
     ``app.state.connections``, so that ``/health`` shows its counters. Uvicorn's warnings
     that a client can repeat at will are one line per 10 s (`throttle_uvicorn_warnings`).
 
-    >>> config = uvicorn_config(create_app(clf), ServeLimits(max_connections=500))   # doctest: +SKIP
-    >>> DrainingServer(config).run(sockets=[bind_socket("127.0.0.1", 8000, config.backlog)])  # doctest: +SKIP
+        config = uvicorn_config(create_app(clf), ServeLimits(max_connections=500))
+        DrainingServer(config).run(sockets=[bind_socket("127.0.0.1", 8000, config.backlog)])
     """
     import uvicorn  # noqa: PLC0415  (optional extra: serve)
     from uvicorn.protocols.http.auto import AutoHTTPProtocol  # noqa: PLC0415  (optional extra: serve)
@@ -155,8 +155,8 @@ def background_server(
     ``limits`` (default: the app's own, for an app from `create_app`), as `run_server` applies;
     leaving the block stops the server at once, without `serve_app`'s drain.
 
-    >>> with background_server(create_app(clf)) as url:                     # doctest: +SKIP
-    ...     httpx.post(f"{url}/predict", json={"texts": ["yay"]}).json()
+        with background_server(create_app(clf)) as url:
+            httpx.post(f"{url}/predict", json={"texts": ["yay"]}).json()
     """
     import uvicorn  # noqa: PLC0415  (optional extra: serve)
 
@@ -411,7 +411,7 @@ def serve_app(
     ``limits.drain_timeout_s``; a connection opened meanwhile gets a JSON 503 with
     ``Retry-After``; then the app shuts down and this returns (SIGTERM too: exit status 0).
 
-    >>> serve_app(create_app(clf), bind_socket("127.0.0.1", 8000))   # doctest: +SKIP
+        serve_app(create_app(clf), bind_socket("127.0.0.1", 8000))
     """
     from goemo.serve.server import DrainingServer  # noqa: PLC0415  (optional extra: serve, uvicorn)
 

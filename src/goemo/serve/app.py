@@ -20,7 +20,10 @@ Every error answers ``{"detail": "<one line>"}`` (the schema's ``Error``) so tha
   body streams in);
 - 422: a body that is not the expected JSON or breaks a limit, naming the item
   (``texts[3]: not valid Unicode text (lone surrogate at position 1)``); the limits are
-  in the OpenAPI schema (``minItems``, ``maxItems``, ``maxLength``);
+  in the OpenAPI schema (``minItems``, ``maxItems``, ``maxLength``), but for the tokens of a
+  request (``max_tokens``), which the model's tokenizer counts (off the event loop) before the
+  texts join the queue (for ``/explain``: each text's tokens times its words + 1, what the
+  occlusion makes the model read);
 - 503 with ``Retry-After``: the queue is full;
 - 500: a bug (the model raised something other than a `GoemoError`), logged once.
 
@@ -36,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +95,12 @@ class Classifier(Protocol):
     def label_names_for(self, taxonomy: str | None = None) -> list[str]: ...
 
 
+def _token_counter(classifier: Any) -> Callable[[Sequence[str]], list[int]] | None:
+    """The classifier's ``count_tokens`` (`EmotionClassifier.count_tokens`), if it has one."""
+    count = getattr(classifier, "count_tokens", None)
+    return count if callable(count) else None
+
+
 def create_app(
     classifier: Classifier,
     limits: ServeLimits | None = None,
@@ -106,9 +115,9 @@ def create_app(
     path); ``model_threads`` the model's CPU threads (default: the classifier's
     ``num_threads``, when it has one); ``workers`` how many processes serve the same port.
 
-    >>> from goemo import EmotionClassifier                                    # doctest: +SKIP
-    >>> app = create_app(EmotionClassifier.load("runs/x/best"), ServeLimits(max_texts=16))  # doctest: +SKIP
-    >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)          # doctest: +SKIP
+        from goemo import EmotionClassifier
+        app = create_app(EmotionClassifier.load("runs/x/best"), ServeLimits(max_texts=16))
+        import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)
     """
     limits = limits or ServeLimits()
     path = getattr(classifier, "path", None)
@@ -125,7 +134,9 @@ def create_app(
         max_batch=limits.max_batch,
         max_wait_ms=limits.max_wait_ms,
         max_queue=limits.max_queue,
+        max_batch_tokens=limits.max_tokens,
     )
+    count_tokens = _token_counter(classifier)
     started = time.time()
     body_model = request_model(limits, len(label_names))
     explain_model = explain_request_model(limits, len(label_names))
@@ -156,10 +167,13 @@ def create_app(
     app.state.connections = None  # a `ConnectionGuard` when goemo's uvicorn set-up serves the app
     install_error_handlers(app)
 
-    async def batch_of(texts: list[str], watcher: asyncio.Future) -> np.ndarray | None:
-        """Probabilities of ``texts`` from one batcher job; None when the client has gone (``watcher`` done)."""
+    async def batch_of(texts: list[str], tokens: int, watcher: asyncio.Future) -> np.ndarray | None:
+        """Probabilities of ``texts`` (``tokens`` for the batcher's per-call limit) from one batcher job.
+
+        None when the client has gone (``watcher`` done).
+        """
         try:
-            future = batcher.enqueue(texts)
+            future = batcher.enqueue(texts, tokens)
         except QueueFullError as e:
             raise HTTPException(503, f"server busy: {e}", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
         try:
@@ -182,18 +196,28 @@ def create_app(
             if not future.done():
                 future.cancel()
 
-    async def probabilities(texts: list[str], request: Request, step: int) -> np.ndarray | None:
+    async def token_counts(texts: list[str]) -> list[int] | None:
+        """Each text's tokens, counted off the event loop; None when the classifier does not count them."""
+        if count_tokens is None:
+            return None
+        return list(await asyncio.to_thread(count_tokens, texts))
+
+    async def probabilities(
+        texts: list[str], request: Request, step: int, tokens: list[int] | None
+    ) -> np.ndarray | None:
         """Probabilities of ``texts``, ``step`` texts per batcher job, one job after another; None: the client left.
 
         ``/predict`` sends its texts as one job; ``/explain`` its many variants in jobs of
         ``max_batch``, so it never holds more than that in the queue and requests of others
-        take turns with it.
+        take turns with it. ``tokens``: each text's tokens (or an upper bound), for the
+        batcher's ``max_batch_tokens``.
         """
         watcher = asyncio.ensure_future(disconnected(request))
         try:
             parts = []
             for at in range(0, len(texts), step):
-                part = await batch_of(texts[at : at + step], watcher)
+                cost = sum(tokens[at : at + step]) if tokens is not None else 0
+                part = await batch_of(texts[at : at + step], cost, watcher)
                 if part is None:
                     return None
                 parts.append(part)
@@ -209,7 +233,13 @@ def create_app(
         except GoemoError as e:  # e.g. sentiment asked of a model trained on Ekman groups
             raise HTTPException(422, f"taxonomy: {e}") from None
         top_k = body.top_k if body.top_k is None else min(body.top_k, len(names))  # groups: fewer than labels
-        probs = await probabilities(texts, request, len(texts))
+        tokens = await token_counts(texts)  # a long text is scored whole, in pieces: its cost is its tokens
+        if tokens is not None and sum(tokens) > limits.max_tokens:
+            raise HTTPException(
+                422,
+                f"too many tokens: {sum(tokens):,} in one request; the limit is {limits.max_tokens:,} (--max-tokens)",
+            )
+        probs = await probabilities(texts, request, len(texts), tokens)
         if probs is None:
             return Response(status_code=499)  # nobody reads it
         # Labels are chosen per request: requests sharing a batch may ask for different options.
@@ -236,7 +266,19 @@ def create_app(
         except GoemoError as e:
             raise HTTPException(422, str(e)) from None
         plan = OcclusionPlan.of(body.texts)
-        probs = await probabilities(list(plan.texts), request, limits.max_batch)
+        tokens = await token_counts(list(plan.originals))
+        variant_tokens = None
+        if tokens is not None:
+            # Each text is scored once whole and once without each of its words: the model reads its tokens
+            # (at most) words + 1 times. That is the request's cost, held to the same limit as /predict's.
+            variant_tokens = tokens + [n for n, spans in zip(tokens, plan.spans) for _ in spans]
+            if sum(variant_tokens) > limits.max_tokens:
+                raise HTTPException(
+                    422,
+                    f"too many tokens to explain: {sum(variant_tokens):,} (each text's tokens times its words + 1); "
+                    f"the limit is {limits.max_tokens:,} (--max-tokens)",
+                )
+        probs = await probabilities(list(plan.texts), request, limits.max_batch, variant_tokens)
         if probs is None:
             return Response(status_code=499)
         return {"results": [e.to_dict() for e in plan.finish(probs, label_names, thresholds, asked)]}
@@ -268,6 +310,7 @@ def create_app(
     )
     async def health() -> dict[str, Any]:
         guard = app.state.connections
+        counts = getattr(classifier, "long_text_counts", None)
         return {
             "status": "ok",
             "model": model_name,
@@ -276,6 +319,8 @@ def create_app(
             "device": getattr(classifier, "device", None),
             "precision": getattr(classifier, "precision", None),
             "threads": model_threads,
+            "long_text": getattr(classifier, "long_text_rule", None),
+            "long_texts": dict(counts) if isinstance(counts, dict) else None,
             "workers": workers,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - started, 3),

@@ -22,8 +22,8 @@ takes a protocol class) and adds what it lacks:
 log line per interval, and `throttle_uvicorn_warnings` does the same for uvicorn's
 per-request warnings. Nothing here imports uvicorn: the protocol to wrap is passed in.
 
->>> guard = ConnectionGuard(max_connections=100, header_timeout_s=10)   # doctest: +SKIP
->>> uvicorn.Config(app, http=guard.wrap(H11Protocol))                   # doctest: +SKIP
+    guard = ConnectionGuard(max_connections=100, header_timeout_s=10)
+    uvicorn.Config(app, http=guard.wrap(H11Protocol))
 """
 
 from __future__ import annotations

@@ -22,9 +22,13 @@ _HOST_PATTERN = re.compile(r"\*|(?:\*\.)?[a-z0-9_~-]+(?:\.[a-z0-9_~-]+)*\.?|\[[0
 class ServeLimits:
     """Per-request limits, batching, and connection settings; every limit answers with a message naming it.
 
-    Per request: ``max_texts``, ``max_chars`` (per text), ``max_body_bytes``,
-    ``body_timeout_s`` (the whole body must arrive within it: 408). Batching: ``max_batch``,
-    ``max_wait_ms``, ``max_queue`` (texts waiting; 503 beyond). Connections (applied by
+    Per request: ``max_texts``, ``max_chars`` (per text), ``max_tokens`` (all its texts together,
+    as the model's tokenizer counts them, special tokens included: a long text is scored whole,
+    in pieces, so its cost grows with its length), ``max_body_bytes``, ``body_timeout_s`` (the
+    whole body must arrive within it: 408). Batching: ``max_batch`` (texts per model call; a call
+    also holds at most ``max_tokens`` tokens, the requests that would go over it waiting for the
+    next call: the work of one call, and so any request's wait, stays bounded), ``max_wait_ms``, ``max_queue`` (texts waiting; 503
+    beyond). Connections (applied by
     `goemo.serve.run_server` and `background_server`, which run uvicorn):
     ``header_timeout_s`` (a request head must arrive within it), ``max_connections`` (open at
     once; None: from the open-file limit, see `goemo.serve.connections.resolve_connections`;
@@ -41,7 +45,8 @@ class ServeLimits:
     """
 
     max_texts: int = 64
-    max_chars: int = 2000
+    max_chars: int = 10_000
+    max_tokens: int = 8192
     max_body_bytes: int = 1_000_000
     max_batch: int = 64
     max_wait_ms: float = 5.0
@@ -56,7 +61,7 @@ class ServeLimits:
     allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        positive = ["max_texts", "max_chars", "max_body_bytes", "max_batch", "max_queue"]
+        positive = ["max_texts", "max_chars", "max_tokens", "max_body_bytes", "max_batch", "max_queue"]
         optional = ["max_connections", "limit_concurrency", "backlog"]
         for name in positive + optional + ["timeout_keep_alive_s"]:
             value = getattr(self, name)

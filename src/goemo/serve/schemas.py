@@ -63,7 +63,8 @@ class ExplainRequest(BaseModel):
     )
 
 
-def _texts_field(limits: ServeLimits, what: str) -> Any:
+def _texts_field(limits: ServeLimits, what: str, tokens: str) -> Any:
+    """The ``texts`` field of a request model: its item and character limits, and ``tokens``, how tokens are limited."""
     text = Annotated[str, StringConstraints(max_length=limits.max_chars)]
     return (
         list[text],
@@ -71,7 +72,7 @@ def _texts_field(limits: ServeLimits, what: str) -> Any:
             min_length=1,
             max_length=limits.max_texts,
             description=f"Texts to {what}, in order: 1 to {limits.max_texts}, "
-            f"each at most {limits.max_chars} characters of valid Unicode.",
+            f"each at most {limits.max_chars} characters of valid Unicode, {tokens}",
         ),
     )
 
@@ -81,7 +82,12 @@ def explain_request_model(limits: ServeLimits, num_labels: int) -> type[ExplainR
     return create_model(
         "ExplainRequest",
         __base__=ExplainRequest,
-        texts=_texts_field(limits, "explain"),
+        texts=_texts_field(
+            limits,
+            "explain",
+            f"each text's tokens times its words + 1 at most {limits.max_tokens} all together (the model "
+            "reads each text whole and without each of its words).",
+        ),
         labels=(
             list[str] | None,
             Field(
@@ -100,7 +106,12 @@ def request_model(limits: ServeLimits, num_labels: int) -> type[PredictRequest]:
     return create_model(
         "PredictRequest",
         __base__=PredictRequest,
-        texts=_texts_field(limits, "classify"),
+        texts=_texts_field(
+            limits,
+            "classify",
+            f"all together at most {limits.max_tokens} tokens. A text longer than the model reads at once is "
+            "scored in pieces (sentences, else token windows), each label's score its highest in any piece.",
+        ),
         top_k=(
             Annotated[int, Strict(), Field(ge=1, le=num_labels), BeforeValidator(_whole_number)] | None,
             Field(
@@ -164,6 +175,10 @@ class HealthResponse(BaseModel):
     device: str | None
     precision: str | None
     threads: int | None = Field(description="CPU threads of the model, when known.")
+    long_text: str | None = Field(None, description="What happens to a text longer than the model reads at once.")
+    long_texts: dict[str, int] | None = Field(
+        None, description="Texts over the model's max length so far, the pieces they were cut into, texts truncated."
+    )
     workers: int = Field(1, description="Server processes sharing the port (goemo serve --workers).")
     pid: int = Field(description="This worker's process id (with several workers, which one answered).")
     uptime_s: float

@@ -26,7 +26,7 @@ class DrainingServer(uvicorn.Server):
     The guard is the one `goemo.serve.uvicorn_config` wraps the HTTP protocol with
     (``config.http.guard``); without one this is uvicorn's server unchanged.
 
-    >>> DrainingServer(uvicorn_config(app, limits)).run(sockets=[sock])   # doctest: +SKIP
+        DrainingServer(uvicorn_config(app, limits)).run(sockets=[sock])
     """
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:

@@ -276,9 +276,9 @@ def analyse_sweep(
 ) -> SweepAnalysis:
     """Read a sweep's study and trial folders into a `SweepAnalysis`.
 
-    >>> a = analyse_sweep("runs/sweeps/wandb_report_sweep")  # doctest: +SKIP
-    >>> a.best.number, a.best.params, a.importance  # doctest: +SKIP
-    (4, {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}, {'lr': 0.71, 'dropout': 0.2, 'batch_size': 0.09})
+    a = analyse_sweep("runs/sweeps/wandb_report_sweep")
+    a.best.number, a.best.params, a.importance
+    # -> (4, {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}, {'lr': 0.71, 'dropout': 0.2, 'batch_size': 0.09})
     """
     from goemo.sweeps.runner import load_sweep  # noqa: PLC0415  (optional extra: sweep)
 
@@ -873,9 +873,9 @@ def write_sweep_report(
     The HTML page is self-contained (every plot inlined as a base64 PNG); the PNGs are also
     written beside it for slides and the Markdown version.
 
-    >>> report = write_sweep_report("runs/sweeps/wandb_report_sweep")  # doctest: +SKIP
-    >>> report.html  # doctest: +SKIP
-    PosixPath('runs/sweeps/wandb_report_sweep/sweep_report.html')
+        report = write_sweep_report("runs/sweeps/wandb_report_sweep")
+        report.html
+        # -> PosixPath('runs/sweeps/wandb_report_sweep/sweep_report.html')
     """
     from goemo.report.plots import png_bytes  # noqa: PLC0415  (optional extra: report)
     from goemo.sweeps.runner import load_sweep  # noqa: PLC0415  (optional extra: sweep)

@@ -930,10 +930,10 @@ def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
 
     Other machines join by running the same command against the same ``--storage``.
 
-    >>> sweep = prepare_sweep("examples/wandb_report_sweep.yaml", count=6,  # doctest: +SKIP
-    ...                       overrides={"data_dir": "data/goemotions", "model": "minilm"})
-    >>> run_sweep(sweep).best_params  # doctest: +SKIP
-    {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}
+        sweep = prepare_sweep("examples/wandb_report_sweep.yaml", count=6,
+                              overrides={"data_dir": "data/goemotions", "model": "minilm"})
+        run_sweep(sweep).best_params
+        # -> {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}
     """
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected an integer >= 1")

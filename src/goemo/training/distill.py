@@ -55,9 +55,9 @@ def teacher_probabilities(config: TrainConfig, train_split: Split) -> np.ndarray
     in each teacher's folder and a resumed or repeated run does not recompute them. Only the
     train split is ever predicted.
 
-    >>> soft = teacher_probabilities(TrainConfig(teachers=["runs/a/best", "runs/b/best"]), train)  # doctest: +SKIP
-    >>> soft.shape  # doctest: +SKIP
-    (43410, 28)
+        soft = teacher_probabilities(TrainConfig(teachers=["runs/a/best", "runs/b/best"]), train)
+        soft.shape
+        # -> (43410, 28)
     """
     if not config.teachers:
         return None

@@ -24,8 +24,8 @@ def make_optimizer(
     """AdamW over the model's parameter groups, and a linear schedule warming up over
     ``warmup_ratio`` of ``total_steps`` optimiser steps.
 
-    >>> from goemo.models.modeling import build_tiny_model  # doctest: +SKIP
-    >>> optimizer, scheduler = make_optimizer(build_tiny_model(["joy"]), TrainConfig(), 100)  # doctest: +SKIP
+        from goemo.models.modeling import build_tiny_model
+        optimizer, scheduler = make_optimizer(build_tiny_model(["joy"]), TrainConfig(), 100)
     """
     groups = parameter_groups(model, config.lr, config.head_lr, config.layer_decay, config.weight_decay)
     optimizer = adamw(groups, config.lr)

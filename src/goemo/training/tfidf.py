@@ -25,11 +25,11 @@ unchanged (they dispatch on ``goemo.json``'s ``"kind": "tfidf"``). It holds no p
 Loading rebuilds each `sklearn.feature_extraction.text.TfidfVectorizer` from the saved
 settings, vocabulary and idf, so the loaded model's probabilities equal the fitted model's.
 
->>> result = fit_tfidf_baseline(TfidfConfig(data_dir="data/goemotions", output="runs/tfidf"))  # doctest: +SKIP
->>> result.summary["test"]["f1_macro_tuned"]  # doctest: +SKIP
-0.45
->>> EmotionClassifier.load("runs/tfidf/best").predict(["thanks a lot!"])  # doctest: +SKIP
-[[{'label': 'gratitude', 'score': 0.93}]]
+    result = fit_tfidf_baseline(TfidfConfig(data_dir="data/goemotions", output="runs/tfidf"))
+    result.summary["test"]["f1_macro_tuned"]
+    # -> 0.45
+    EmotionClassifier.load("runs/tfidf/best").predict(["thanks a lot!"])
+    # -> [[{'label': 'gratitude', 'score': 0.93}]]
 """
 
 from __future__ import annotations
@@ -201,8 +201,8 @@ def fit_tfidf_baseline(config: TfidfConfig, splits: dict[str, Split] | None = No
     (one epoch record, so ``goemo report`` draws its training table), ``summary.json`` and
     ``best/`` (the model folder) under ``config.output``.
 
-    >>> result = fit_tfidf_baseline(TfidfConfig(output="/tmp/tfidf"), splits)  # doctest: +SKIP
-    >>> result.summary["dev"]["f1_macro"], result.summary["fit_time_s"]          # doctest: +SKIP
+        result = fit_tfidf_baseline(TfidfConfig(output="/tmp/tfidf"), splits)
+        result.summary["dev"]["f1_macro"], result.summary["fit_time_s"]
     """
     started = time.perf_counter()
     if splits is None:
