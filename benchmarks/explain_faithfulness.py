@@ -11,13 +11,16 @@ to Evaluate Rationalized NLP Models", ACL 2020, section 4):
   Lower: they are enough by themselves;
 - AOPC: each averaged over k = 1, 5, 10, 20, 50% (ERASER's bins).
 
-Random words get the same counts, so "top 20% lowers the label 4x as much as random 20%"
-reads off one row. Every score comes from the predictor that made the explanation, the texts
-in one batched call per bin. Time per text is wall time for all its predicted labels: batched
-(texts explained 32 at a time, as ``goemo explain`` does) and alone (one text per call, as the
-web page asks).
+Random words get the same counts, so each row reads as ratios to random: the comprehensiveness
+ratio ("top 20% lowers the label 4x as much as random 20%"; above 1 is better) and the
+sufficiency ratio (below 1 is better). Every score comes from the predictor that made the
+explanation, the texts in one batched call per bin. Time per text is wall time for all its
+predicted labels: batched (texts explained 32 at a time, as ``goemo explain`` does; beside it,
+``predict_proba`` alone on the same texts, the unit the cost reads in) and alone (one text per
+call, as the web page asks).
 
-    python benchmarks/explain_faithfulness.py --model runs/reproduce/best --data-dir data/goemotions
+    python benchmarks/explain_faithfulness.py --model runs/reproduce/best --split data/goemotions/test.tsv
+    python benchmarks/explain_faithfulness.py --model runs/reproduce/best --data-dir data/goemotions --split test
     python benchmarks/explain_faithfulness.py --model /tmp/ex-model/best --backends torch --pairs 500
 """
 
@@ -110,6 +113,11 @@ def faithfulness(clf, explained: list, ranking: str, seed: int) -> Scores:
     return out
 
 
+def ratio(method: float, random: float) -> float:
+    """``method / random``, NaN when random words lower the label by nothing or raise it (no scale to read in)."""
+    return method / random if random > 0 else float("nan")
+
+
 def predict_ms(clf, texts: list[str]) -> float:
     """ms per text of `predict_proba` alone on the same texts, 32 a call: the unit the cost of an explanation is read in.
 
@@ -143,16 +151,21 @@ def timed(clf, texts: list[str], labels: list[list[str]], method: str, alone: in
 def main(argv: list[str] | None = None) -> int:
     from goemo.core.folder import ModelFolder
     from goemo.core.run_settings import RunSettings
-    from goemo.data.source import DataSource
+    from goemo.data.source import DataSource, read_split
     from goemo.predict.classifier import EmotionClassifier
     from goemo.predict.explain import METHODS, word_spans
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="model folder (runs/NAME/best)")
     ap.add_argument(
-        "--data-dir", default=None, help="GoEmotions folder (default: ../shared/goemotions, data/goemotions)"
+        "--data-dir",
+        default=None,
+        help="folder of a named --split (default: ../shared/goemotions, else data/goemotions); a --split file "
+        "is read with the columns of the model's own data",
     )
-    ap.add_argument("--split", default="test")
+    ap.add_argument(
+        "--split", default="test", help="a split name of the data (test) or a data file (data/goemotions/test.tsv)"
+    )
     ap.add_argument("--pairs", type=int, default=500, help="(text, predicted label) pairs to score, at least")
     ap.add_argument(
         "--backends", default="torch,fastest", help="predictors to explain with (integrated gradients: torch only)"
@@ -165,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     folder = ModelFolder.open(args.model)
-    split = DataSource.folder(find_data(args.data_dir)).split(args.split, folder.label_names)
+    given = DataSource.folder(find_data(args.data_dir)) if args.data_dir or not Path(args.split).is_file() else None
+    split = read_split(folder, args.split, given)  # a file is read with the model's own data's columns
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
     print(f"model: {args.model}; split: {args.split} ({len(split):,} texts)")
     rows, figures = [], {"machine": machine(), "model": str(args.model), "results": []}
@@ -184,18 +198,18 @@ def main(argv: list[str] | None = None) -> int:
             scores = faithfulness(clf, explained, "ranked", args.seed)
             if random_scores is None:
                 random_scores = faithfulness(clf, explained, "random", args.seed)
-            ratio = scores.at("comp", HEADLINE) / max(random_scores.at("comp", HEADLINE), 1e-12)
             row = {
                 "backend": f"{clf.backend} {clf.precision}",
                 "method": method,
                 "pairs": n_pairs,
                 "comp@20%": scores.at("comp", HEADLINE),
                 "random comp@20%": random_scores.at("comp", HEADLINE),
-                "ratio@20%": ratio,
+                "ratio@20%": ratio(scores.at("comp", HEADLINE), random_scores.at("comp", HEADLINE)),
                 "comp AOPC": scores.aopc("comp"),
                 "random comp AOPC": random_scores.aopc("comp"),
                 "suff@20%": scores.at("suff", HEADLINE),
                 "random suff@20%": random_scores.at("suff", HEADLINE),
+                "suff ratio@20%": ratio(scores.at("suff", HEADLINE), random_scores.at("suff", HEADLINE)),
                 "suff AOPC": scores.aopc("suff"),
                 "random suff AOPC": random_scores.aopc("suff"),
                 "comp by bin": [scores.at("comp", k) for k in BINS],
@@ -211,15 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     figures["results"] = rows
     figures["load_average"] = os.getloadavg()[0]
     print(
-        "\n| predictor | method | pairs | comp@20% (random) | ratio | comp AOPC (random) | suff@20% (random) "
-        "| suff AOPC (random) | ms/text batched | alone p50 / p90 |"
+        "\n| predictor | method | pairs | comp@20% (random) | comp ratio | comp AOPC (random) | suff@20% (random) "
+        "| suff ratio | suff AOPC (random) | ms/text batched (x predict) | alone p50 / p90 |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['backend']} | {r['method']} | {r['pairs']} | {r['comp@20%']:.3f} ({r['random comp@20%']:.3f}) "
             f"| **{r['ratio@20%']:.1f}x** | {r['comp AOPC']:.3f} ({r['random comp AOPC']:.3f}) "
-            f"| {r['suff@20%']:.3f} ({r['random suff@20%']:.3f}) | {r['suff AOPC']:.3f} ({r['random suff AOPC']:.3f}) "
+            f"| {r['suff@20%']:.3f} ({r['random suff@20%']:.3f}) | {r['suff ratio@20%']:.2f}x "
+            f"| {r['suff AOPC']:.3f} ({r['random suff AOPC']:.3f}) "
             f"| {r['ms/text batched']:.0f} ({r['explain/predict']:.1f}x) "
             f"| {r['ms/text alone p50']:.0f} / {r['ms/text alone p90']:.0f} |"
         )

@@ -32,7 +32,8 @@ def test_words_deleted_per_bin(bench):
 
 def test_a_run_on_the_tiny_model_writes_every_figure(bench, tiny_model_dir, shared_data, tmp_path, capsys):
     out = tmp_path / "figures.json"
-    args = ["--model", str(tiny_model_dir), "--data-dir", str(shared_data), "--backends", "torch", "--pairs", "12"]
+    test_file = shared_data / "test.tsv"  # a split given as a file, as the lead's command gives it
+    args = ["--model", str(tiny_model_dir), "--split", str(test_file), "--backends", "torch", "--pairs", "12"]
     args += ["--methods", "occlusion", "--alone", "2", "--json", str(out)]
     assert bench.main(args) == 0
     [row] = json.loads(out.read_text())["results"]
@@ -40,4 +41,7 @@ def test_a_run_on_the_tiny_model_writes_every_figure(bench, tiny_model_dir, shar
     # at 1% one word goes: occlusion's top word is, by construction, the one whose deletion lowers the label most
     assert row["comp by bin"][0] >= row["random comp by bin"][0] - 1e-6
     assert row["comp by bin"][3] == pytest.approx(row["comp@20%"])
+    assert row["ratio@20%"] == pytest.approx(row["comp@20%"] / row["random comp@20%"])
+    assert row["suff ratio@20%"] == pytest.approx(row["suff@20%"] / row["random suff@20%"])
+    assert row["ms/text batched"] > 0 and row["explain/predict"] > 0
     assert "| torch fp32 | occlusion |" in capsys.readouterr().out

@@ -318,3 +318,21 @@ def test_text_format_lists_only_words_whose_number_prints(capsys):
     out = capsys.readouterr().out
     assert "for: sad +0.310" in out and "very" not in out.split("for:")[1]
     assert "against" not in out and "+0.000" not in out and "-0.000" not in out
+
+
+def test_the_server_singles_out_the_decisive_word(known):
+    """POST /explain on the known-answer model: "wonderful" alone carries joy, every other word gets 0."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient  # noqa: PLC0415  (optional extra: serve)
+
+    from goemo.serve.app import create_app  # noqa: PLC0415  (optional extra: serve)
+
+    clf, _ = known
+    with TestClient(create_app(clf), base_url="http://127.0.0.1") as c:
+        r = c.post("/explain", json={"texts": [TEXT]})
+    assert r.status_code == 200, r.text
+    [joy] = r.json()["results"][0]["labels"]
+    assert joy["label"] == "joy"
+    words = {w["word"]: w["attribution"] for w in joy["words"]}
+    assert words.pop("wonderful") == pytest.approx(float(torch.sigmoid(torch.tensor(2.0)) * 2 - 1), abs=1e-5)
+    assert np.allclose(list(words.values()), 0.0, atol=1e-6)

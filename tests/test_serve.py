@@ -151,7 +151,7 @@ def test_openapi_and_web_page(client):
     assert '<script src="/static/app.js">' in page.text and 'href="/static/style.css"' in page.text
     for text in (page.text, js.text, css.text):  # works offline: nothing loaded from elsewhere
         assert not re.search(r"""(src|href)=["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import""", text)
-    assert set(re.findall(r'fetch\("([^"]+)"', js.text)) == {"/predict", "/labels", "/health"}
+    assert set(re.findall(r'fetch\("([^"]+)"', js.text)) == {"/predict", "/explain", "/labels", "/health"}
 
 
 def test_explain_matches_the_classifier_and_batches_its_variants(classifier):
@@ -493,6 +493,30 @@ def test_a_long_text_is_scored_whole_and_a_request_over_max_tokens_is_refused(cl
         health = c.get("/health").json()
         assert health["long_text"].startswith(f"texts over {classifier.max_length} tokens: pieces")
         assert health["long_texts"]["long"] >= 1 and health["batching"]["tokens"] == tokens // 2
+
+
+def test_explain_counts_what_occlusion_makes_the_model_read(classifier):
+    """/explain's tokens are each text's tokens times its words + 1, against --max-tokens; the batcher gets them."""
+    short = "Thank you so much, this made my day!"
+    tokens, words = classifier.count_tokens([short])[0], len(word_spans(short))
+    cost = tokens * (words + 1)
+    assert tokens <= 120 < cost  # /predict takes the text; explaining it reads it words + 1 times
+    limits = ServeLimits(max_tokens=120, max_wait_ms=0.0)
+    with TestClient(create_app(classifier, limits), base_url=LOCAL) as c:
+        assert c.post("/predict", json={"texts": [short]}).status_code == 200
+        r = c.post("/explain", json={"texts": [short]})
+        assert r.status_code == 422
+        assert r.json()["detail"] == (
+            f"too many tokens to explain: {cost:,} (each text's tokens times its words + 1); "
+            "the limit is 120 (--max-tokens)"
+        )
+    with TestClient(create_app(classifier, ServeLimits(max_tokens=cost, max_batch=4)), base_url=LOCAL) as c:
+        before = c.get("/health").json()["batching"]["tokens"]
+        r = c.post("/explain", json={"texts": [short]})
+        assert r.status_code == 200, r.text
+        assert (
+            c.get("/health").json()["batching"]["tokens"] - before == cost
+        )  # every variant counted, at most its text's
 
 
 def test_batcher_keeps_each_model_call_within_max_batch_tokens():

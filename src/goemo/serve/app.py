@@ -139,7 +139,7 @@ def create_app(
     count_tokens = _token_counter(classifier)
     started = time.time()
     body_model = request_model(limits, len(label_names))
-    explain_model = explain_request_model(limits, len(label_names))
+    explain_model = explain_request_model(limits, label_names)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

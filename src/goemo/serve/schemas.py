@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, create_model
@@ -77,8 +78,14 @@ def _texts_field(limits: ServeLimits, what: str, tokens: str) -> Any:
     )
 
 
-def explain_request_model(limits: ServeLimits, num_labels: int) -> type[ExplainRequest]:
-    """`ExplainRequest` with this server's limits (the same as ``/predict``'s) in its schema."""
+def explain_request_model(limits: ServeLimits, label_names: Sequence[str]) -> type[ExplainRequest]:
+    """`ExplainRequest` with this server's limits (the same as ``/predict``'s) and label names in its schema.
+
+    The names are the schema's ``enum``, so a client (or a fuzzer) reads which labels exist; the
+    app checks them itself, so that an unknown one is refused in one line naming it.
+    """
+    num_labels = len(label_names)
+    name = Annotated[str, Field(json_schema_extra={"enum": list(label_names)})]
     return create_model(
         "ExplainRequest",
         __base__=ExplainRequest,
@@ -89,7 +96,7 @@ def explain_request_model(limits: ServeLimits, num_labels: int) -> type[ExplainR
             "reads each text whole and without each of its words).",
         ),
         labels=(
-            list[str] | None,
+            list[name] | None,
             Field(
                 None,
                 min_length=1,
