@@ -21,8 +21,9 @@ from goemo.evaluation.evaluate import evaluate
 from goemo.report import build_report
 from goemo.report import plots as P
 from goemo.report.confusion import NOTHING, label_confusion, pair_examples
+from goemo.report.explanations import error_cases, explained_errors_section
 from goemo.report.reference import paper_table
-from goemo.report.render import Bullets, Document, Image, Link, Paragraph, Section, Table, to_html, to_markdown
+from goemo.report.render import Bullets, Document, Image, Link, Mark, Paragraph, Section, Table, to_html, to_markdown
 from goemo.report.run_data import epoch_records
 
 N = 300
@@ -35,6 +36,7 @@ SECTIONS = [
     "Problematic classes",
     "Threshold sweep",
     "Label confusion",
+    "Why the model erred",
     "Training",
     "Resources",
     "Run configuration",
@@ -222,6 +224,41 @@ def test_confusion_section_lists_pairs(built, run, shared_data):
         assert row[0] in LABELS and row[1] in LABELS and row[0] != row[1]
 
 
+def test_a_few_errors_are_explained_word_by_word(built):
+    result, _ = built
+    s = result.scored
+    html = result.html.read_text(encoding="utf-8")
+    section = html.split('id="why-the-model-erred"')[1].split("</section>")[0]
+    assert "word occlusion" in section and '<mark class="pos"' in section
+    md = result.markdown.read_text(encoding="utf-8").split("## Why the model erred")[1].split("\n## ")[0]
+    assert 1 <= len([line for line in md.splitlines() if line.startswith("- ")]) <= 6
+
+    # the scores shown are the cached predictions' own: the predictor is loaded with their settings
+    names = list(s.data.label_names)
+    probs, t = s.predictions.probs, 0.3
+    worst = [n for n in names if ((probs[:, names.index(n)] > t) != s.data.labels[:, names.index(n)]).any()][:2]
+    cases = [c for c in error_cases(s.data.labels, probs, t, names, worst) if len(s.data.texts[c[2]]) <= 300]
+    got = explained_errors_section(s.folder, s.data, probs, s.predictions.settings, t, "0.3", worst)
+    items = got.blocks[1].items
+    assert len(items) == len(cases) >= 1
+    for item, (label, kind, i) in zip(items, cases):
+        assert item[0].startswith(f"{label}, {kind} (p = {probs[i, names.index(label)]:.2f}, threshold 0.30")
+        words = [p for p in item if isinstance(p, Mark)]
+        assert "".join(p if isinstance(p, str) else p.text for p in item[1:-2]) == s.data.texts[i]
+        assert max(abs(w.weight) for w in words) == pytest.approx(1.0)
+
+
+def test_error_cases_pick_the_most_confident_errors():
+    y = np.array([[1, 0], [0, 1], [0, 0], [1, 0], [0, 0]])
+    p = np.array([[0.1, 0.2], [0.9, 0.8], [0.6, 0.1], [0.4, 0.0], [0.7, 0.9]])
+    # a: false positives rows 1 (0.9), 2, 4; misses rows 0 (0.1), 3; b: a false positive in row 4, no miss
+    assert error_cases(y, p, 0.5, ["a", "b"], ["b", "a"]) == [
+        ("b", "false positive", 4),
+        ("a", "false positive", 1),
+        ("a", "missed", 0),
+    ]
+
+
 def test_comparison_mode(run, analysis, shared_data, tmp_path):
     other = tmp_path / "other-run"
     shutil.copytree(run, other, ignore=shutil.ignore_patterns("predictions", "plots", "report.*"))
@@ -312,9 +349,10 @@ def test_html_escapes_every_text():
         [Paragraph([evil, Link("x", 'a" onclick="y')])],
         [Section("s", [Bullets([evil]), Table(["h<"], [[evil]]), Image("p.png", PNG_MAGIC, 'a"b', evil)])],
     )
+    doc.sections[0].blocks.append(Paragraph([Mark(evil, 0.9, evil), Mark(evil, -0.05, evil)]))
     page = to_html(doc)
     assert "<img src=x" not in page and 'onclick="y' not in page and "<b>" not in page
-    assert page.count("&lt;img src=x") == 4
+    assert page.count("&lt;img src=x") == 8
     assert "| &lt;" not in to_markdown(doc)  # Markdown keeps text as is
 
 

@@ -3,10 +3,12 @@
 The report answers, in order: how does the model compare with the paper (Tables 4 and 5),
 which labels are problematic and why (F1 and ROC-AUC worst-first, precision-recall curves,
 threshold sweep), what does it say when it misses a label (label confusion with example
-texts), how did training go (curves, time, memory), and what exactly was run (config).
+texts, and the words behind a few errors), how did training go (curves, time, memory), and
+what exactly was run (config).
 
 Numbers are computed from cached test-set predictions (`goemo.predict.cache.predict_split`),
-so building a report a second time does not run the model. Two sets of thresholds are shown
+so building a report a second time does not run the model over the split (only over the few
+texts whose errors are explained, `goemo.report.explanations`). Two sets of thresholds are shown
 side by side: the paper's single 0.3, which is what makes the comparison with the paper
 fair, and the per-label thresholds tuned on the dev split during training. Nothing is ever
 tuned on the split being reported.
@@ -40,6 +42,7 @@ from goemo.evaluation.evaluate import (
 from goemo.predict.cache import Predictions, predict_split
 from goemo.report import plots
 from goemo.report.confusion import label_confusion, pair_examples
+from goemo.report.explanations import explained_errors_section
 from goemo.report.reference import PaperTable, citation, paper_table
 from goemo.report.render import (
     Bullets,
@@ -207,6 +210,7 @@ def build_report(
             _problem_section(scored, images),
             _threshold_section(scored, images),
             _confusion_section(scored, images, EXAMPLES_PER_PAIR),
+            _errors_section(scored),
             _training_section(run, images),
             _resources_section(run),
             _config_section(run),
@@ -581,6 +585,22 @@ def _confusion_section(s: ScoredRun, images: dict[str, Image], examples: int) ->
     elif not pairs:
         blocks.append(Paragraph(["No confusions: the model never predicted a wrong label for a missed one."]))
     return Section("Label confusion", blocks)
+
+
+def _errors_section(s: ScoredRun) -> Section:
+    """A few errors of the labels with the lowest F1, explained word by word (`goemo.report.explanations`)."""
+    decision = _decision(s)
+    defined = [m for m in decision.report.per_label if m.defined]
+    worst = [m.name for m in sorted(defined, key=lambda m: (m.f1, m.name))]
+    return explained_errors_section(
+        s.folder,
+        s.data,
+        s.predictions.probs,
+        s.predictions.settings,
+        decision.thresholds.value,
+        decision.thresholds.description,
+        worst,
+    )
 
 
 def _training_section(run: RunData, images: dict[str, Image]) -> Section:
