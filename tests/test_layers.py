@@ -3,7 +3,7 @@
 The layers (CONTRIBUTING.md) from the bottom:
 
     core  <-  data, scoring  <-  models  <-  predict  <-  training, evaluation
-          <-  serve, report, sweeps, cluster, export, reproduce  <-  cli
+          <-  serve, report, sweeps, cluster, audit, export, reproduce  <-  cli
 
 Read from the source with `ast` (imports anywhere in a file count, inside functions too),
 so a lazy import cannot hide a wrong-way dependency.
@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"predict"},
     {"training", "evaluation"},
-    {"serve", "report", "sweeps", "cluster", "export", "reproduce"},
+    {"serve", "report", "sweeps", "cluster", "audit", "export", "reproduce"},
     {"cli", "__main__"},
 ]
 # Serving uses only these: no training code, no reports, no sweeps.

@@ -94,22 +94,27 @@ def option_fields(cls: type) -> list[dataclasses.Field]:
 
 
 def with_options(
-    *classes: type, order: Callable[[dataclasses.Field], Any] | None = None, only: Iterable[str] | None = None
+    *classes: type,
+    order: Callable[[dataclasses.Field], Any] | None = None,
+    only: Iterable[str] | None = None,
+    skip: Iterable[str] = (),
 ) -> Callable:
     """Give ``func(own options..., **options)`` one more option per field of each of ``classes``.
 
     The function's own parameters come first; the fields follow, sorted by ``order`` when
-    given; ``only`` keeps the fields it names (``goemo sweep`` takes a few training options).
-    Typer reads the result through ``__signature__`` and ``__annotations__``, the
-    standard way to describe a signature.
+    given. ``only`` keeps the fields it names (``goemo sweep`` takes a few training options);
+    fields named in ``skip`` are left out (a verb that sets them itself, as ``goemo audit``
+    sets each fold's ``--output`` and ``--holdout-fold``). Typer reads the result through
+    ``__signature__`` and ``__annotations__``, the standard way to describe a signature.
     """
+    skipped = set(skip)
 
     def decorate(func: Callable) -> Callable:
         own = inspect.signature(func).parameters.values()
         hints = typing.get_type_hints(func)
         params = [p.replace(annotation=hints[p.name]) for p in own if p.kind is not inspect.Parameter.VAR_KEYWORD]
         for cls in classes:
-            fields = [f for f in option_fields(cls) if only is None or f.name in set(only)]
+            fields = [f for f in option_fields(cls) if f.name not in skipped and (only is None or f.name in set(only))]
             clash = {p.name for p in params} & {f.name for f in fields}
             if clash:
                 raise TypeError(f"{func.__name__}: parameters {sorted(clash)} are also {cls.__name__} fields")

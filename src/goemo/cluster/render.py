@@ -12,7 +12,9 @@ Stages, in the order a cluster user runs them: ``setup`` (CPU: create the enviro
 (GPU, offline; 1 GPU, many GPUs, or many nodes), ``sweep`` (a job array of Optuna
 workers on one shared study), ``evaluate`` (evaluation and report), ``predict`` (label a
 file; with ``--array N`` one input is cut into N shards, one per array task, and a second
-job merges them in input order once every task has succeeded).
+job merges them in input order once every task has succeeded), ``audit`` (a label audit;
+with ``--array K`` each array task trains one of K fold models, and a second job scores them
+once every task has succeeded).
 
 Log paths are written absolute (``--log-dir`` resolved where the script is rendered): the
 scheduler opens them before the script runs, so a relative one, read from another submit
@@ -38,9 +40,10 @@ from goemo.core.errors import ConfigError, GoemoError
 from goemo.core.fileio import atomic_write_text
 
 SCHEDULERS = ("sge", "slurm")
-STAGES = ("setup", "fetch", "train", "sweep", "evaluate", "predict")
-GPU_STAGES = ("train", "sweep", "evaluate", "predict")  # default one GPU and offline; --gpus 0 runs on CPUs
-ARRAY_STAGES = ("sweep", "predict")
+STAGES = ("setup", "fetch", "train", "sweep", "evaluate", "predict", "audit")
+GPU_STAGES = ("train", "sweep", "evaluate", "predict", "audit")  # default one GPU and offline; --gpus 0 runs on CPUs
+ARRAY_STAGES = ("sweep", "predict", "audit")
+MERGE_STAGES = ("predict", "audit")  # with --array, a second job runs once every task has succeeded
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 NODE_SCRIPT_END = "GOEMO_NODE_SCRIPT_END"  # heredoc end; safe because every value is one line (validated)
 
@@ -117,7 +120,7 @@ class JobSpec:
             gpus=gpus,
             log_dir=log_dir,
             cpus=self.cpus if self.cpus is not None else max(2, 4 * gpus),
-            time=self.time or ("04:00:00" if self.stage in ("train", "sweep") else "01:00:00"),
+            time=self.time or ("04:00:00" if self.stage in ("train", "sweep", "audit") else "01:00:00"),
             mem=_normalise_mem(self.mem or ("32G" if gpu_stage else "8G")),
             job_name=self.job_name or f"goemo-{self.stage}",
             sge_pe=self.sge_pe or ("smp" if self.nodes == 1 else "mpi"),
@@ -129,8 +132,8 @@ class RenderedJob:
     """A job script and what the user should know before submitting it.
 
     ``merge`` is the job that must run after this one has succeeded (``predict --array N``:
-    the merge of the N shards); it is submitted with a dependency on this job, see
-    `submit_line`.
+    the merge of the N shards; ``audit --array K``: the scoring of the K folds); it is
+    submitted with a dependency on this job, see `submit_line`.
     """
 
     spec: JobSpec
@@ -195,8 +198,8 @@ def _validate(spec: JobSpec) -> None:
         raise ConfigError(f"--array {spec.array}: expected an integer >= 1 (number of tasks)")
     if spec.array is not None and spec.stage not in ARRAY_STAGES:
         raise ConfigError(
-            "--array is for --stage sweep (workers of one study) and --stage predict (shards of one input); "
-            "other stages run once"
+            "--array is for --stage sweep (workers of one study), --stage predict (shards of one input) and "
+            "--stage audit (one fold model per task); other stages run once"
         )
     if spec.port is not None and not 1024 <= spec.port <= 65535:
         raise ConfigError(f"--port {spec.port}: expected 1024..65535")
@@ -215,6 +218,8 @@ def _validate(spec: JobSpec) -> None:
             raise ConfigError("--stage setup takes no goemo arguments after --; use --package to say what to install")
     if spec.stage == "predict":
         _validate_predict(spec)
+    if spec.stage == "audit":
+        _validate_audit(spec)
     if spec.env is not None:
         kind, _, value = spec.env.partition(":")
         if kind not in ("venv", "conda") or not value:
@@ -269,6 +274,25 @@ def _validate_predict(spec: JobSpec) -> None:
         )
     if spec.array is not None and _option_value(spec.goemo_args, "--shard") is not None:
         raise ConfigError("--stage predict --array N gives each task its --shard K/N; leave --shard out after --")
+
+
+def _validate_audit(spec: JobSpec) -> None:
+    """An audit array runs fold K-1 in task K, and its merge job scores: the array sets --fold and --score-only."""
+    args = spec.goemo_args
+    if spec.array is None:
+        return
+    if spec.array < 2:
+        raise ConfigError(
+            f"--stage audit --array {spec.array}: the array is one task per fold, and an audit needs >= 2"
+        )
+    for own in ("--fold", "--score-only"):
+        if own in args or any(a.startswith(own + "=") for a in args):
+            raise ConfigError(f"--stage audit --array K gives each task its {own}; leave {own} out after --")
+    folds = _option_value(args, "--folds")
+    if folds is not None and folds != str(spec.array):
+        raise ConfigError(
+            f"--stage audit --array {spec.array} with --folds {folds}: one array task per fold, so give the same number"
+        )
 
 
 def _is_conda_prefix(value: str) -> bool:
@@ -402,7 +426,10 @@ def _torch_requirement() -> str:
 def _stage_command(spec: JobSpec, warnings: list[str]) -> dict[str, Any]:
     """The goemo command line(s) of the stage, as shell text."""
     args = tuple(spec.goemo_args)
-    if spec.data_dir and spec.stage in ("train", "sweep", "evaluate") and _option_value(args, "--data-dir") is None:
+    reads_data = spec.stage in ("train", "sweep", "evaluate") or (
+        spec.stage == "audit" and not any(_option_value(args, o) for o in ("--dataset", "--train"))
+    )
+    if spec.data_dir and reads_data and _option_value(args, "--data-dir") is None:
         data_arg = '--data-dir "$GOEMO_DATA"'
     else:
         data_arg = ""
@@ -426,6 +453,10 @@ def _stage_command(spec: JobSpec, warnings: list[str]) -> dict[str, Any]:
         if report is None and model is not None and Path(model).name in ("best", "last"):
             report = str(Path(model).parent)
         ctx["report_run"] = shell_path(report) if report else None
+    if spec.stage == "audit":
+        ctx["shards"] = spec.array
+        if spec.array is not None and _option_value(args, "--folds") is None:
+            ctx["args"] += f" --folds {spec.array}"
     if spec.stage == "predict":
         if _option_value(args, "--num-threads") is None:
             # ONNX Runtime sizes its pool from the cores the process may run on, which a scheduler
@@ -506,7 +537,7 @@ def _launch(spec: JobSpec) -> dict[str, Any]:
 def render_job(spec: JobSpec) -> RenderedJob:
     """Render the job script for ``spec`` (validated, defaults filled in).
 
-    ``--stage predict`` with ``array`` also renders the merge job (`RenderedJob.merge`).
+    ``--stage predict`` and ``--stage audit`` with ``array`` also render the merge job (`RenderedJob.merge`).
 
     >>> job = render_job(JobSpec("slurm", "train", ("--model", "bert-base-cased"), gpus=1))
     >>> "#SBATCH --gres=gpu:1" in job.text, "HF_HUB_OFFLINE=1" in job.text
@@ -514,13 +545,14 @@ def render_job(spec: JobSpec) -> RenderedJob:
     """
     spec = spec.resolved()
     job = _render(spec)
-    if spec.stage == "predict" and spec.array is not None:
+    if spec.stage in MERGE_STAGES and spec.array is not None:
         job.merge = _render(_merge_spec(spec), merge_shards=spec.array)
     return job
 
 
 def _merge_spec(spec: JobSpec) -> JobSpec:
-    """The merge job of a predict array: one core and no GPU (it only concatenates files in order).
+    """The merge job of a predict or audit array: one core and no GPU (it concatenates the shards
+    in order, or scores the folds' saved probabilities).
 
     It keeps the queue, the directives (an account, a project) and the environment of the array."""
     return dataclasses.replace(
@@ -565,6 +597,8 @@ def _render(spec: JobSpec, merge_shards: int | None = None) -> RenderedJob:
         "merge_shards": merge_shards,
     }
     ctx.update(_stage_command(spec, warnings))
+    if spec.stage == "audit" and merge_shards and _option_value(spec.goemo_args, "--folds") is None:
+        ctx["args"] += f" --folds {merge_shards}"  # the scoring job gathers as many folds as the array trained
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,

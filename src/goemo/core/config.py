@@ -31,6 +31,7 @@ DEFAULT_DATA_DIR = "data/goemotions"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 SELECT_METRICS = ("f1_macro", "val_loss", "auc_score", "auc_micro", "auc_macro", "f1_micro", "f1_macro_xtuned")
+SORT_KEYS = ("label", "precision", "recall", "f1", "support", "predicted", "auc", "ap")  # per-label table columns
 
 
 # What `opt` records about each field (`fields_where` reads it).
@@ -147,6 +148,16 @@ class TrainConfig:
     taxonomy: str = opt("goemotions", data=True, help="goemotions | ekman | sentiment | grouping.json")
     max_train_samples: int | None = opt(None, help="Train on a random sample (quick runs).")
     max_eval_samples: int | None = opt(None, help="Evaluate on a random sample (quick runs).")
+    exclude: str | None = opt(
+        None,
+        path=True,
+        help="Drop these training texts: ids one per line, or a CSV with an id column (e.g. from goemo audit).",
+    )
+    corrections: str | None = opt(
+        None,
+        path=True,
+        help="Change training labels: a CSV id,label,action (add|remove), as goemo audit's review page exports.",
+    )
     # model
     model: str = opt(
         "minilm", aliases=("--transformer-model",), help="Hub id, local folder, or 'minilm' (offline default)."

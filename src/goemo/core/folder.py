@@ -129,6 +129,16 @@ def encoder_positions(encoder: dict[str, Any], where: str) -> tuple[int, int] | 
     return value, offset
 
 
+def is_output_layer(name: str) -> bool:
+    """Whether a weight's name is the classifier's output layer in the heads goemo saves and loads
+    (``classifier.weight``, ``classifier.out_proj.weight``, ``score.weight``, under any prefix).
+
+    >>> is_output_layer("classifier.out_proj.weight"), is_output_layer("pre_classifier.weight")
+    (True, False)
+    """
+    return _OUTPUT_LAYER.match(name) is not None
+
+
 def write_calibration(folder: str | Path, calibration: Calibration | None) -> Path:
     """Put ``calibration`` into the folder's ``config.json`` beside the thresholds (atomically); None removes it.
 

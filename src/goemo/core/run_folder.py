@@ -376,6 +376,12 @@ class RunFolder:
                 f"use the same settings or --overwrite"
             )
 
+    def changed_settings(self, config: TrainConfig) -> str:
+        """``"lr: 1e-05 -> 3e-05, ..."``: what ``config`` changes of the saved run's settings, less
+        the resumable ones; empty when nothing (or no run was saved). ``goemo audit`` asks it before
+        reusing a finished fold."""
+        return self._changed_settings(config)
+
     def _changed_settings(self, config: TrainConfig) -> str:
         """``"lr: 1e-05 -> 3e-05, ..."``: the saved config's settings that ``config`` changes, less the
         resumable ones; empty when none (or no config was saved). `RunFolderError` when unreadable."""

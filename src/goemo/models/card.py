@@ -115,6 +115,7 @@ class CardFacts:
     selection: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     data_origin: dict[str, Any] | None = None  # `DataOrigin` as training saw it (a local path may not exist later)
+    intervals: dict[str, Any] | None = None  # `goemo.scoring.bootstrap.BootstrapScores.to_dict` of the per-label rows
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +133,7 @@ class CardFacts:
                 selection=dict(data.get("selection") or {}),
                 resources=dict(data.get("resources") or {}),
                 data_origin=dict(data["data_origin"]) if data.get("data_origin") else None,
+                intervals=dict(data["intervals"]) if data.get("intervals") else None,
             )
         except (TypeError, ValueError, AttributeError) as e:
             raise ModelError(f"goemo.json card: malformed ({e})") from None
@@ -519,22 +521,42 @@ def _per_label(facts: CardFacts, folder: ModelFolder) -> str:
         return ""
     split = facts.per_label_split or "dev"
     counts = facts.train_label_counts
+    bands = facts.intervals or {}
+    per_label = bands.get("f1_per_label") or {}
     lines = [
         "## Per-label results",
         "",
         f"On the {split} split, at the per-label thresholds tuned on dev ({len(facts.per_label)} labels):",
         "",
-        "| label | threshold | precision | recall | F1 | ROC-AUC | support | train examples |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| label | threshold | precision | recall | F1 |"
+        + (" F1, 95% interval |" if bands else "")
+        + " ROC-AUC | support | train examples |",
+        "|---|---:|---:|---:|---:|" + ("---:|" if bands else "") + "---:|---:|---:|",
     ]
     for r in facts.per_label:
         train = f"{counts[r.label]:,}" if r.label in counts else "–"
+        band = f" {_span(per_label.get(r.label))} |" if bands else ""
         lines.append(
-            f"| {r.label} | {r.threshold:.3f} | {_num(r.precision)} | {_num(r.recall)} | {_num(r.f1)} | "
+            f"| {r.label} | {r.threshold:.3f} | {_num(r.precision)} | {_num(r.recall)} | {_num(r.f1)} |{band} "
             f"{_num(r.auc)} | {r.support:,} | {train} |"
         )
     lines += ["", "–: undefined on this split (no positive example)."]
+    if bands:
+        lines += [
+            "",
+            f"Macro F1 {_num(bands['f1_macro'].get('estimate'))} ({_span(bands['f1_macro'])}), macro ROC-AUC "
+            f"{_num(bands['auc_macro'].get('estimate'))} ({_span(bands['auc_macro'])}): "
+            f"{bands['confidence']:.0%} intervals of a percentile bootstrap, {bands['n_resamples']:,} resamples "
+            f"of the {bands['texts']:,} texts (seed {bands['seed']}).",
+        ]
     return "\n".join(lines)
+
+
+def _span(interval: Mapping[str, Any] | None) -> str:
+    """``0.505–0.556`` from a bootstrap interval's dict, ``–`` where undefined."""
+    if not interval or not _finite(interval.get("low")) or not _finite(interval.get("high")):
+        return "–"
+    return f"{interval['low']:.3f}–{interval['high']:.3f}"
 
 
 def _choices(folder: ModelFolder, selection: Mapping[str, Any], threshold: float) -> str:
@@ -593,6 +615,9 @@ def _data_section(folder: ModelFolder, facts: CardFacts, origin: DataOrigin, cfg
         lines.append(
             "Sampled: " + ", ".join(f"`{k}` {cfg[k]:,}" for k in sampled) + " (a seeded random sample; a quick run)."
         )
+    cleaning = folder.meta.get("cleaning")
+    if isinstance(cleaning, dict):
+        lines.append(_cleaning_line(cleaning))
     checksums = folder.data_checksums
     splits = [s for s in ("train", "dev", "test") if s in checksums or s in facts.split_sizes]
     if splits:
@@ -601,6 +626,30 @@ def _data_section(folder: ModelFolder, facts: CardFacts, origin: DataOrigin, cfg
             size = facts.split_sizes.get(s)
             lines.append(f"| {s} | {'' if size is None else f'{size:,}'} | `{checksums.get(s, '')}` |")
     return "\n".join(lines)
+
+
+def _cleaning_line(cleaning: Mapping[str, Any]) -> str:
+    """What ``--exclude`` / ``--corrections`` did to the training split (``goemo.json`` ``cleaning``).
+
+    >>> _cleaning_line({"texts_excluded": 3, "labels_changed": 1, "added": 1, "removed": 0,
+    ...                 "corrections": {"file": "/data/fix.csv", "sha256": "ab"}})
+    'Cleaned with: 3 texts excluded, 1 labels changed (1 added, 0 removed), from `/data/fix.csv` sha256 `ab`. Dev and test were not changed.'
+    """
+    files = [
+        f"`{entry.get('file')}` sha256 `{entry.get('sha256')}`"
+        for entry in (cleaning.get("exclude"), cleaning.get("corrections"))
+        if isinstance(entry, Mapping)
+    ]
+
+    def count(key: str) -> str:
+        value = cleaning.get(key)
+        return f"{value:,}" if isinstance(value, int) else "?"
+
+    return (
+        f"Cleaned with: {count('texts_excluded')} texts excluded, {count('labels_changed')} labels changed "
+        f"({count('added')} added, {count('removed')} removed), from {' and '.join(files) or 'unnamed files'}. "
+        "Dev and test were not changed."
+    )
 
 
 def _config_section(cfg: Mapping[str, Any]) -> str:

@@ -68,11 +68,15 @@ def model_meta(
     data_checksums: dict[str, str],
     metrics: dict,
     tuned: dict[str, Any] | None = None,
+    cleaning: dict[str, Any] | None = None,
     *,
     pooling: str | None = None,
     init_from: dict[str, Any] | None = None,
 ) -> dict:
     """``goemo.json``: what prediction, evaluation and reports need beside the weights.
+
+    ``cleaning`` is what ``--exclude`` / ``--corrections`` did to the training split
+    (`goemo.training.data.Cleaning.to_record`), or None.
 
     ``thresholds.global`` is the fixed threshold (the paper's 0.3 by default);
     ``thresholds.per_label`` are tuned on ``thresholds.tuned_on`` (always a dev split) and
@@ -98,6 +102,7 @@ def model_meta(
         "training_config": config.to_dict(),
         "data_source": DataSource.from_config(config.to_dict()).to_record(),  # found from any working directory
         "data_checksums": data_checksums,
+        "cleaning": cleaning,
         "metrics": metrics,
         **({"init_from": init_from} if init_from is not None else {}),
     }
@@ -248,8 +253,8 @@ def finish_best(
 ) -> None:
     """Give ``best/`` its final ``goemo.json`` (headline numbers, tuned thresholds, the predictor
     ``settings``, the card's ``facts``), the same thresholds in ``config.json``, its calibration
-    (folded into the weights, recorded in ``config.json``; ``meta``'s thresholds are already on its
-    scale), its model card (``README.md``), and cache the probabilities those numbers came from,
+    (folded into the weights as it was into the model that scored ``predictions``, recorded in
+    ``config.json``; ``meta``'s thresholds are already on its scale), its model card (``README.md``), and cache the probabilities those numbers came from,
     keyed by ``settings``, so `goemo evaluate` / `ensemble` / `report` score these very numbers."""
     final = {**meta, "prediction": settings}
     if facts is not None:
@@ -257,6 +262,6 @@ def finish_best(
     write_meta(best_dir, final)
     write_config_thresholds(best_dir)  # before the cache: config.json is part of the weights' fingerprint
     if calibration is not None:  # (a finish cut short after calibrating scores the calibrated weights without one)
-        write_calibrated_folder(best_dir, calibration, reexpress=False)
+        write_calibrated_folder(best_dir, calibration, reexpress=False, fold=calibration.folded)
     write_model_card(best_dir, build_model_card(best_dir, summary, facts, model_ref=str(best_dir)))
     store_predictions(best_dir, settings, predictions)

@@ -48,7 +48,7 @@ from goemo.training.checkpoint import (
     model_meta,
     save_checkpoint,
 )
-from goemo.training.data import load_training_data, prepare_splits, train_batches
+from goemo.training.data import clean_train, load_training_data, prepare_splits, train_batches
 from goemo.training.distill import batch_targets, soft_targets
 from goemo.training.ema import weight_average
 from goemo.training.epoch_metrics import LiveScorer, dev_metrics, final_evaluation, is_better
@@ -128,10 +128,15 @@ def train(
     if accelerator.is_main_process:
         run.check_start(config)
     check_encoder(config)
-    splits = prepare_splits(config, load_training_data(config) if splits is None else splits)
+    splits = load_training_data(config) if splits is None else splits
+    cleaning = clean_train(config, splits)  # before any fold is held out: the files name the whole split's ids
+    if cleaning is not None and accelerator.is_main_process:
+        log.info(cleaning.describe())
+    splits = prepare_splits(config, splits)
+    cleaned = None if cleaning is None else cleaning.to_record()
     # One run per folder: the main process holds RUN/.lock until the run ends, however it ends.
     with run.lock() if accelerator.is_main_process else nullcontext():
-        return _train(config, splits, callbacks, accelerator, run, started, watch)
+        return _train(config, splits, callbacks, accelerator, run, started, watch, cleaned)
 
 
 def _train(
@@ -142,8 +147,9 @@ def _train(
     run: RunFolder,
     started: float,
     watch: Stopwatch,
+    cleaned: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """`train` once the run is checked, its ``splits`` prepared and its folder locked."""
+    """`train` once the run is checked, its ``splits`` prepared (and cleaned: ``cleaned`` records how) and its folder locked."""
     main = accelerator.is_main_process
     with accelerator.main_process_first():  # the main process tidies the folder first; all then see the same one
         resume_from = run.prepare(config, is_main=main)
@@ -212,7 +218,7 @@ def _train(
 
     def meta_of(metrics: dict[str, Any], tuned: dict[str, Any] | None = None) -> dict[str, Any]:
         """``goemo.json`` of a checkpoint (`model_meta`), with what the model started from."""
-        return model_meta(config, label_names, checksums, metrics, tuned, pooling=pooling, init_from=init)
+        return model_meta(config, label_names, checksums, metrics, tuned, cleaned, pooling=pooling, init_from=init)
 
     def checkpoint(folder: Path, with_state: bool, metrics: dict[str, Any]) -> None:
         """``last/`` (with state) holds the raw weights training continues from; ``best/`` the weights evaluated."""
