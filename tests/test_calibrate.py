@@ -217,3 +217,17 @@ def test_training_calibrates_without_changing_a_decision(
             if str(z["model_fingerprint"]) == fingerprint:
                 cached.append(path.name.split("-")[0])
     assert sorted(cached) == ["dev", "test"]
+
+
+def test_uncalibrate_probs_undoes_the_affine_maps() -> None:
+    """What evaluate and the report show as the raw model's scores: `calibrate_probs` undone."""
+    from goemo.core.calibration import LabelMap
+
+    cal = Calibration(
+        ("joy", "anger", "fear"),
+        (LabelMap("platt", scale=0.7, shift=-0.4), LabelMap("temperature", scale=1.8), LabelMap("identity")),
+    )
+    raw = np.random.default_rng(0).uniform(0.001, 0.999, size=(50, 3))
+    assert np.allclose(cal.uncalibrate_probs(cal.calibrate_probs(raw)), raw, atol=1e-9)
+    iso = Calibration(("joy",), (LabelMap("isotonic", x=(0.1, 0.9), y=(0.2, 0.8)),))
+    assert iso.uncalibrate_probs(raw[:, :1]) is None  # a step function has no inverse

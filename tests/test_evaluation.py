@@ -477,3 +477,7 @@ def test_cli_gives_bootstrap_intervals_for_macro_f1_auc_and_each_label(run, shar
     assert float(macro["f1_low"]) == pytest.approx(got["f1_macro"]["low"])
     none = _cli(*base, "--resamples", "0", "--format", "json")
     assert json.loads(none.stdout)["intervals"] is None
+    # calibration: ECE (15 bins) of the scores, and of the raw model's (the tiny model is calibrated)
+    cal = json.loads(none.stdout)["calibration"]
+    assert cal["ece_bins"] == 15 and cal["macro_ece_after"] == pytest.approx(result.add_calibration().macro_ece_after)
+    assert f"macro ECE (15 bins) {cal['macro_ece_after']:.4f}; the raw model's scores: " in table.stdout

@@ -35,6 +35,7 @@ SECTIONS = [
     "Ekman and sentiment groupings beside the paper (Table 5)",
     "Problematic classes",
     "Threshold sweep",
+    "Calibration",
     "Label confusion",
     "Why the model erred",
     "Training",
@@ -144,6 +145,7 @@ def test_report_has_every_section_and_writes_its_files(built, run):
         "per_label_auc",
         "pr_curves",
         "threshold_sweep",
+        "reliability",
         "label_confusion",
         "training_curves",
     }
@@ -486,3 +488,21 @@ def test_summary_and_table4_give_bootstrap_intervals(built, run, shared_data):
     for name, interval in b.f1_per_label.items():
         cell = _row(table, name)["F1 tuned, 95% interval"]
         assert cell == ("n/a" if interval.low is None else f"{interval.low:.3f}–{interval.high:.3f}")
+
+
+def test_calibration_section_gives_ece_before_and_after(built, run, shared_data):
+    """Per-label and macro ECE (15 bins) of the scores and of the raw model's (the folder's maps undone)."""
+    from goemo.core.folder import ModelFolder
+    from goemo.scoring.calibration import expected_calibration_error
+
+    _, page = built
+    table = page.table_with("ECE", first="admiration")
+    result = evaluate(run / "best", "test", max_samples=N, source=DataSource.folder(shared_data))
+    probs = result.predictions.probs
+    after = expected_calibration_error(result.labels, probs, 15)
+    cal = ModelFolder.open(run / "best").calibration
+    assert cal is not None  # training calibrates by default
+    before = expected_calibration_error(result.labels, cal.uncalibrate_probs(probs), 15)
+    assert _row(table, "macro")["ECE"] == f"{after.mean():.4f}"
+    assert _row(table, "macro")["ECE, raw model"] == f"{before.mean():.4f}"
+    assert _row(table, "joy")["ECE"] == f"{after[result.predictions.label_names.index('joy')]:.4f}"

@@ -93,6 +93,7 @@ def evaluate_command(
         cache=not no_cache,
     )
     result.add_intervals(resamples)
+    result.add_calibration()
     if sort is not None:
         result.report = dataclasses.replace(result.report, per_label=sort_labels(result.report.per_label, sort))
     if out is not None:
@@ -124,7 +125,10 @@ def _print_evaluation(result) -> None:
     r = result.report
     rows = {row["label"]: row for row in result.to_rows()}
     table = Table(title=result.headline(), title_justify="left", box=box.SIMPLE_HEAD)
+    c = result.calibration
+    ece = {} if c is None else dict(zip(c.label_names, c.ece_after.tolist()))
     names = ("label", "P", "R", "F1", *(["F1 95% CI"] if result.intervals else []), "n", "predicted", "ROC-AUC", "AP")
+    names += ("ECE",) if ece else ()
     for name in names:
         table.add_column(name, justify="left" if name == "label" else "right", no_wrap=True)
     for m in r.per_label:
@@ -138,6 +142,7 @@ def _print_evaluation(result) -> None:
             cell(m.predicted),
             cell(m.auc),
             cell(m.ap),
+            *([cell(ece.get(m.name), 4)] if ece else []),
         )
     table.add_section()
     for avg in (r.macro, r.micro, r.weighted, r.samples):
@@ -151,12 +156,16 @@ def _print_evaluation(result) -> None:
             "",
             cell(avg.auc),
             cell(avg.ap),
+            *([cell(c.macro_ece_after, 4) if avg.name == "macro" and c else ""] if ece else []),
             style="bold" if avg.name == "macro" else None,
         )
     console = make_console()
     console.print(table)
     if result.intervals is not None:
         console.print(result.interval_text(), highlight=False)
+    if c is not None:
+        raw = "" if set(c.methods) == {"none"} else f"; the raw model's scores: {c.macro_ece_before:.4f}"
+        console.print(f"macro ECE ({c.bins} bins) {c.macro_ece_after:.4f}{raw}", highlight=False)
     console.print(
         f"exact match {cell(r.exact_match)}; {result.thresholds.description}; "
         f"predictions {'from the cache' if result.predictions.from_cache else 'computed'}"

@@ -38,6 +38,7 @@ BASE_OPTIONS = (
     "dataset",
     "dataset_config",
     "model",
+    "init_from",
     "epochs",
     "max_train_samples",
     "max_eval_samples",

@@ -162,6 +162,13 @@ class TrainConfig:
     model: str = opt(
         "minilm", aliases=("--transformer-model",), help="Hub id, local folder, or 'minilm' (offline default)."
     )
+    init_from: str | None = opt(
+        None,
+        path=True,
+        help="Start from this trained goemo model folder (e.g. runs/NAME/best): its encoder, tokenizer and "
+        "head type; its head too when the labels are the same (names and order), else a new head. "
+        "--model and --pooling are then not used.",
+    )
     pooling: Literal["cls", "mean"] = opt("cls", help="cls (the architecture's own head) | mean")
     dropout: float = opt(0.1, help="Dropout before the classifier.")
     max_length: int = opt(128, help="Truncate texts to this many tokens.")
@@ -345,6 +352,15 @@ class TrainConfig:
     def scoring_settings(self) -> RunSettings:
         """How this run's models score splits after training (teachers, sweep trials): its device and eval batch size."""
         return RunSettings(device=self.device, batch_size=self.eval_batch_size)
+
+    @property
+    def encoder_source(self) -> str:
+        """Where the encoder and its tokenizer come from: ``init_from`` when given, else ``model``.
+
+        >>> TrainConfig(model="minilm", init_from="runs/reproduce/best").encoder_source
+        'runs/reproduce/best'
+        """
+        return self.init_from or self.model
 
     @property
     def effective_head_lr(self) -> float:

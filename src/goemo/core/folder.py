@@ -261,6 +261,18 @@ class ModelFolder:
         return value
 
     @property
+    def init_from(self) -> dict[str, Any] | None:
+        """What training started from (``goemo train --init-from``): ``path`` (the trained folder,
+        absolute), ``labels_kept`` (its head continued) and ``model`` (the encoder it was trained
+        from); None for a model that started from a plain encoder."""
+        value = self.meta.get("init_from")
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+            raise ModelError(f"{self.path / META_FILE}: init_from: expected an object with a path")
+        return value
+
+    @property
     def data_checksums(self) -> dict[str, str]:
         value = self.meta.get("data_checksums") or {}
         return value if isinstance(value, dict) else {}

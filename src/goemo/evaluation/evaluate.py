@@ -39,6 +39,7 @@ from goemo.data.source import DataSource, read_split
 from goemo.data.split import Split
 from goemo.predict.cache import Predictions, predict_split
 from goemo.scoring.bootstrap import DEFAULT_RESAMPLES, BootstrapScores, Resampling, bootstrap_scores
+from goemo.scoring.calibration import DEFAULT_BINS, CalibrationReport, calibration_report
 from goemo.scoring.metrics import MetricsReport, compute_metrics
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class EvaluationResult:
     labels: np.ndarray = field(repr=False)
     texts: list[str] = field(repr=False, default_factory=list)
     intervals: BootstrapScores | None = None  # `add_intervals`
+    calibration: CalibrationReport | None = None  # `add_calibration`
 
     def add_intervals(self, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> BootstrapScores | None:
         """95% bootstrap intervals of macro-F1, macro ROC-AUC and each label's F1 at these thresholds
@@ -111,6 +113,7 @@ class EvaluationResult:
             },
             "metrics": self.report.to_dict(),
             "intervals": None if self.intervals is None else self.intervals.to_dict(),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     def to_rows(self) -> list[dict[str, Any]]:
@@ -127,6 +130,29 @@ class EvaluationResult:
                 t = float(thr)
             rows.append({**row, "threshold": t} | self._f1_interval(row["label"]))
         return rows
+
+    def add_calibration(self, bins: int = DEFAULT_BINS) -> CalibrationReport | None:
+        """ECE (``bins`` equal-width bins), log-loss and reliability data per label of the scores, and
+        of the raw model's scores where the folder is calibrated (its maps undone,
+        `Calibration.uncalibrate_probs`); without a calibration, or with an isotonic map, the
+        "before" side is the same scores (methods ``none``). Kept in ``calibration`` and written by
+        `to_dict`; None for a projected taxonomy."""
+        if self.projected:
+            return None
+        after = np.asarray(self.predictions.probs, dtype=np.float64)
+        cal = ModelFolder.open(self.model_dir).calibration
+        raw = cal.uncalibrate_probs(after) if cal is not None else None
+        methods = cal.methods if cal is not None and raw is not None else ["none"] * after.shape[1]
+        self.calibration = calibration_report(
+            self.labels,
+            after if raw is None else raw,
+            after,
+            list(self.predictions.label_names),
+            methods,
+            split=self.split,
+            bins=bins,
+        )
+        return self.calibration
 
     def _f1_interval(self, label: str) -> dict[str, float | None]:
         """``f1_low`` / ``f1_high`` of a label's (or the macro average's) F1, when intervals were computed."""

@@ -264,7 +264,7 @@ def build_model_card(
         license=license,
         library_name="onnx" if export else "transformers",
         pipeline_tag="text-classification",
-        base_model=base_model(cfg.get("model")),
+        base_model=base_model(_encoder_name(folder, cfg)),
         datasets=[origin.hub_id] if origin.hub_id else None,
         tags=_tags(folder, goemotions, export),
         metrics=["f1", "roc_auc"],
@@ -363,6 +363,14 @@ def _eval_results(metrics: Mapping[str, Mapping[str, Any]], threshold: float, or
 # --------------------------------------------------------------------------- text
 
 
+def _encoder_name(folder: ModelFolder, cfg: Mapping[str, Any]) -> str | None:
+    """The encoder a model was trained from: ``--model``, or for ``--init-from`` the source's own."""
+    init = folder.init_from
+    if init is not None:
+        return init.get("model")
+    return cfg.get("model")
+
+
 def _title(
     name: str, folder: ModelFolder, cfg: Mapping[str, Any], export: ExportInfo | None, origin: DataOrigin
 ) -> str:
@@ -370,7 +378,7 @@ def _title(
         "mean": "goemo's mean-pooling head",
         "cls": "goemo's classification head (the encoder's pooler, dropout, linear)",
     }.get(_goemo_pooling(folder) or "", "its own classification head")
-    encoder = base_model(cfg.get("model")) or cfg.get("model") or "a transformer encoder"
+    encoder = base_model(_encoder_name(folder, cfg)) or _encoder_name(folder, cfg) or "a transformer encoder"
     if origin.goemotions:
         data = "GoEmotions (58k English Reddit comments, 27 emotions + neutral)"
     elif origin.kind == "hub":
@@ -387,6 +395,14 @@ def _title(
         f"gets its own sigmoid probability; a label is predicted when its probability is above its "
         f"threshold (`config.json` `thresholds`, tuned on the dev split).",
     ]
+    init = folder.init_from
+    if init is not None:
+        head = (
+            "its classification head continued (the same labels)"
+            if init.get("labels_kept")
+            else ("a new classification head for these labels")
+        )
+        lines += ["", f"Fine-tuned from `{init['path']}`: its encoder, with {head}."]
     if export is not None:
         kind = "int8 (dynamically quantised weights)" if export.quantize == "int8" else "fp32"
         lines += [

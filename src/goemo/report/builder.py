@@ -200,6 +200,7 @@ def build_report(
     for result in (scored.fixed, scored.tuned):
         if result is not None:
             result.add_intervals()  # 95%, 1,000 seeded resamples: the summary's and Table 4's intervals
+    scored.fixed.add_calibration()  # ECE and the reliability diagram: thresholds play no part
     compared = [score_one(RunData.load(other)) for other in compare]
     analysis = Path(data_analysis) if data_analysis is not None else run.path.parent / DATA_ANALYSIS_DIR
 
@@ -220,6 +221,7 @@ def build_report(
             *_paper_sections(scored),
             _problem_section(scored, images),
             _threshold_section(scored, images),
+            *([_calibration_section(scored, images)] if "reliability" in images else []),
             _confusion_section(scored, images, EXAMPLES_PER_PAIR),
             _errors_section(scored),
             _training_section(run, images),
@@ -275,6 +277,13 @@ def _figures(s: ScoredRun) -> dict[str, tuple[Any, str, str]]:
         f"Rows: true labels the model missed; columns: the wrong labels it predicted instead "
         f"(decisions: {_decision(s).thresholds.description}). Values: % of the row label's texts.",
     )
+    if s.fixed.calibration is not None:
+        out["reliability"] = (
+            plots.reliability_figure(s.fixed.calibration),
+            "Reliability diagram",
+            "Pooled over labels, 15 equal-width bins: how often a text carries a label, against the "
+            "probability the model gave it. The raw model's curve is shown where the folder is calibrated.",
+        )
     if s.run.epochs:
         out["training_curves"] = (
             plots.training_curves_figure(s.run.epochs, s.run.best_epoch),
@@ -523,6 +532,29 @@ def _problem_section(s: ScoredRun, images: dict[str, Image]) -> Section:
             images["pr_curves"],
         ],
     )
+
+
+def _calibration_section(s: ScoredRun, images: dict[str, Image]) -> Section:
+    """Expected calibration error per label and macro (15 bins), before and after the folder's calibration."""
+    c = s.fixed.calibration
+    assert c is not None  # the section is made only with the diagram
+    raw = set(c.methods) != {"none"}
+    headers = ["label", *(["method", "ECE, raw model"] if raw else []), "ECE", "log-loss"]
+    rows: list[list[Any]] = [
+        [r["label"], *([r["method"], r["ece_before"]] if raw else []), r["ece_after"], r["log_loss_after"]]
+        for r in c.rows()
+    ]
+    rows.append(
+        ["macro", *(["", c.macro_ece_before] if raw else []), c.macro_ece_after, float(c.log_loss_after.mean())]
+    )
+    how = (
+        "The folder is calibrated (fitted on dev at the end of training, or by goemo calibrate); the raw "
+        "model's scores are its maps undone."
+        if raw
+        else "The folder has no calibration (goemo calibrate fits one on dev)."
+    )
+    summary = Paragraph([f"Macro ECE on {c.split} ({c.texts:,} texts, {c.bins} bins): {c.macro_ece_after:.4f}. {how}"])
+    return Section("Calibration", [summary, images["reliability"], Table(headers, rows, digits=4)])
 
 
 def _threshold_section(s: ScoredRun, images: dict[str, Image]) -> Section:
