@@ -48,7 +48,7 @@ from goemo.core.config import TrainConfig, resolve_config
 from goemo.data.io import load_goemotions
 from goemo.data.split import Split
 from goemo.evaluation.evaluate import evaluate
-from goemo.scoring.bootstrap import bootstrap_scores
+from goemo.scoring.bootstrap import Resampling, bootstrap_scores
 from goemo.training.loop import train
 
 # The 8 held-out emotions (train-split counts 2,662 to 545; test positives 352 to 56).
@@ -122,7 +122,11 @@ def score(best: Path, test: Split, resamples: int) -> dict[str, Any]:
     """Test macro-F1 on the held-out labels at the dev-tuned thresholds, with its bootstrap interval."""
     result = evaluate(best, test, thresholds="tuned")
     boot = bootstrap_scores(
-        test.labels, result.predictions.probs, result.thresholds.value, test.label_names, n_resamples=resamples
+        test.labels,
+        result.predictions.probs,
+        result.thresholds.value,
+        test.label_names,
+        Resampling(n_resamples=resamples),
     )
     return {
         "f1_macro": boot.f1_macro.estimate,

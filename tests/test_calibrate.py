@@ -25,6 +25,7 @@ from goemo.evaluation.evaluate import evaluate
 from goemo.predict.cache import predict_split
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.fastest import EXPORT_DIR, read_cpu_export
+from goemo.scoring.calibration import CalibrationSettings
 
 runner = CliRunner()
 
@@ -168,7 +169,7 @@ def test_isotonic_maps_are_applied_by_the_predictor_on_every_backend(
     folder = _uncalibrated_copy(tiny_model_dir, tmp_path)
     raw = EmotionClassifier.load(folder, backend="torch", device="cpu")
     raw_logits, raw_decisions = raw.predict_logits(texts), raw.decide(raw.predict_proba(texts))[2]
-    outcome = calibrate_model(folder, method="isotonic")
+    outcome = calibrate_model(folder, settings=CalibrationSettings(method="isotonic"))
     cal = outcome.calibration
     assert cal.has_isotonic and cal.folded  # nothing affine: the weights are unchanged
     clf = EmotionClassifier.load(folder, backend="torch", device="cpu")

@@ -455,7 +455,7 @@ def test_sort_lists_the_problem_classes_first(run, shared_data):
 def test_cli_gives_bootstrap_intervals_for_macro_f1_auc_and_each_label(run, shared_data):
     """`goemo evaluate` prints 95% intervals (1,000 seeded resamples by default), the same as
     `goemo.scoring.bootstrap` gives on the same probabilities; `--resamples 0` leaves them out."""
-    from goemo.scoring.bootstrap import bootstrap_scores
+    from goemo.scoring.bootstrap import Resampling, bootstrap_scores
 
     base = ["evaluate", "--model", str(run / "best"), "--data-dir", str(shared_data), "--max-samples", str(N)]
     res = _cli(*base, "--thresholds", "tuned", "--resamples", "300", "--format", "json")
@@ -464,7 +464,7 @@ def test_cli_gives_bootstrap_intervals_for_macro_f1_auc_and_each_label(run, shar
     result = evaluate(run / "best", "test", source=DataSource.folder(shared_data), max_samples=N, thresholds="tuned")
     names = list(result.predictions.label_names)
     want = bootstrap_scores(
-        result.labels, result.predictions.probs, result.thresholds.value.values, names, n_resamples=300, seed=0
+        result.labels, result.predictions.probs, result.thresholds.value.values, names, Resampling(n_resamples=300)
     )
     assert got == json.loads(json.dumps(want.to_dict()))
     assert got["n_resamples"] == 300 and got["f1_macro"]["estimate"] == pytest.approx(result.report.macro.f1)

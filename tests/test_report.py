@@ -18,7 +18,7 @@ from goemo.cli import app
 from goemo.data.source import DataSource
 from goemo.data.taxonomy import load_taxonomy
 from goemo.evaluation.evaluate import evaluate
-from goemo.report import build_report
+from goemo.report import ScoringOptions, build_report
 from goemo.report import plots as P
 from goemo.report.confusion import NOTHING, label_confusion, pair_examples
 from goemo.report.explanations import error_cases, explained_errors_section
@@ -113,7 +113,7 @@ def analysis(run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def built(run: Path, analysis: Path, shared_data: Path):
-    result = build_report(run, max_samples=N, source=DataSource.folder(shared_data))
+    result = build_report(run, source=DataSource.folder(shared_data), scoring=ScoringOptions(max_samples=N))
     page = Page()
     page.feed(result.html.read_text(encoding="utf-8"))
     return result, page
@@ -264,7 +264,9 @@ def test_error_cases_pick_the_most_confident_errors():
 def test_comparison_mode(run, analysis, shared_data, tmp_path):
     other = tmp_path / "other-run"
     shutil.copytree(run, other, ignore=shutil.ignore_patterns("predictions", "plots", "report.*"))
-    result = build_report(run, max_samples=N, compare=[other], source=DataSource.folder(shared_data))
+    result = build_report(
+        run, compare=[other], source=DataSource.folder(shared_data), scoring=ScoringOptions(max_samples=N)
+    )
     page = Page()
     page.feed(result.html.read_text(encoding="utf-8"))
     assert page.h2[-2:] == ["Comparison of runs", "About these numbers"]

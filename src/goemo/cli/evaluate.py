@@ -212,7 +212,7 @@ def report_command(
     Per-label results beside the paper's Tables 4 and 5, problematic classes, precision-recall
     curves, label confusion with examples, training curves, resources and the run config.
     """
-    from goemo.report import build_report  # matplotlib, numpy, scikit-learn
+    from goemo.report import ScoringOptions, build_report  # matplotlib, numpy, scikit-learn
 
     result = build_report(
         run_dir,
@@ -220,9 +220,7 @@ def report_command(
         source=data_source(options),
         compare=compare or (),
         data_analysis=data_analysis,
-        max_samples=max_samples,
-        settings=gather(RunSettings, options),
-        cache=not no_cache,
+        scoring=ScoringOptions(max_samples, gather(RunSettings, options), cache=not no_cache),
         sort=sort,
     )
     s = result.scored

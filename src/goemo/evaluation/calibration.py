@@ -55,8 +55,7 @@ from goemo.predict.fastest import EXPORT_DIR
 from goemo.scoring.calibration import (
     CalibrationFit,
     CalibrationReport,
-    Method,
-    Selection,
+    CalibrationSettings,
     calibration_report,
     fit_calibration,
 )
@@ -88,15 +87,15 @@ def calibrate_folder(
     predictions: Predictions,
     *,
     others: Sequence[tuple[Split, Predictions]] = (),
-    method: Method = "auto",
-    selection: Selection = "per-label",
-    seed: int = 0,
+    settings: CalibrationSettings | None = None,
     dry_run: bool = False,
 ) -> CalibrationOutcome:
     """Calibrate ``folder`` on ``dev`` with its (uncalibrated) ``predictions`` (see the module's docstring).
 
     ``others`` (e.g. the test split's predictions) are scored before and after (the after by the
-    maps, in numpy). ``dry_run`` fits and scores without writing anything. A folder that is
+    maps, in numpy). ``settings`` says how the maps are chosen and fitted
+    (`goemo.scoring.calibration.CalibrationSettings`; default: per label, by cross-validated
+    log-loss). ``dry_run`` fits and scores without writing anything. A folder that is
     already calibrated is not touched: the outcome says ``already`` and holds its recorded maps.
     """
     opened = folder if isinstance(folder, ModelFolder) else ModelFolder.open(folder)
@@ -110,9 +109,7 @@ def calibrate_folder(
         dev.labels,
         logit(predictions.probs),
         opened.label_names,
-        method=method,
-        selection=selection,
-        seed=seed,
+        settings=settings,
         split_name=dev.name,
         split_checksum=dev.checksum(),
     )
@@ -139,9 +136,7 @@ def calibrate_model(
     *,
     splits: Sequence[str] = (),
     source: DataSource | None = None,
-    method: Method = "auto",
-    selection: Selection = "per-label",
-    seed: int = 0,
+    settings: CalibrationSettings | None = None,
     dry_run: bool = False,
 ) -> CalibrationOutcome:
     """`calibrate_folder` on the model's own dev split, read as ``goemo evaluate`` reads it (the
@@ -162,9 +157,7 @@ def calibrate_model(
         split = read_split(folder, name, source)
         loaded.append((split, predict_split(folder, split)))
     (dev, dev_preds), *others = loaded
-    return calibrate_folder(
-        folder, dev, dev_preds, others=others, method=method, selection=selection, seed=seed, dry_run=dry_run
-    )
+    return calibrate_folder(folder, dev, dev_preds, others=others, settings=settings, dry_run=dry_run)
 
 
 def write_calibrated_folder(

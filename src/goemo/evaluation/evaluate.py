@@ -38,7 +38,7 @@ from goemo.core.thresholds import PAPER_THRESHOLDS, ThresholdChoice, ThresholdSp
 from goemo.data.source import DataSource, read_split
 from goemo.data.split import Split
 from goemo.predict.cache import Predictions, predict_split
-from goemo.scoring.bootstrap import DEFAULT_RESAMPLES, BootstrapScores, bootstrap_scores
+from goemo.scoring.bootstrap import DEFAULT_RESAMPLES, BootstrapScores, Resampling, bootstrap_scores
 from goemo.scoring.calibration import DEFAULT_BINS, CalibrationReport, calibration_report
 from goemo.scoring.metrics import MetricsReport, compute_metrics
 
@@ -79,7 +79,7 @@ class EvaluationResult:
         thresholds = value.values if isinstance(value, TunedThresholds) else value
         names = list(self.predictions.label_names)
         self.intervals = bootstrap_scores(
-            self.labels, self.predictions.probs, thresholds, names, n_resamples=n_resamples, seed=seed
+            self.labels, self.predictions.probs, thresholds, names, Resampling(n_resamples=n_resamples, seed=seed)
         )
         return self.intervals
 

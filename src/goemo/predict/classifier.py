@@ -138,6 +138,14 @@ class EmotionClassifier:
         long_text: str = "pieces",
         piece_rule: PieceRule = DEFAULT_RULE,
     ) -> None:
+        """The parts of a predictor, each already resolved; `load` builds them from a model folder.
+
+        Eleven parameters, each a part the predictor keeps as an attribute: the backend and its
+        tokenizer, the labels and their thresholds, how texts are batched and cut (``max_length``,
+        ``batch_size``, ``long_text``, ``piece_rule``), and where the model came from (``folder``,
+        ``choice``, ``calibration``). Only `load` and in-memory models (training's live scorer, the
+        tests' stand-in backends) call it; users go through `load` and its `RunSettings`.
+        """
         self._backend = backend
         self.tokenizer = tokenizer
         self.label_names = list(label_names)

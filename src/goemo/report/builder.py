@@ -96,6 +96,19 @@ class ScoredRun:
         return None if result is None else result.report.macro.f1
 
 
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How `build_report` scores the run and every run it compares (`score_run`): ``max_samples``
+    (a seeded random subset of the split, for quick looks), ``settings`` (how the model runs,
+    `goemo.core.run_settings.RunSettings`; default: the predictions training cached) and
+    ``cache`` (False runs the model even when cached predictions exist, and stores none).
+    """
+
+    max_samples: int | None = None
+    settings: RunSettings | None = None
+    cache: bool = True
+
+
 @dataclass
 class ReportResult:
     """Where the report went, and the evaluations it was built from."""
@@ -112,22 +125,21 @@ def score_run(
     run: RunData,
     split: str | Path,
     source: DataSource | None = None,
-    *,
-    max_samples: int | None = None,
-    settings: RunSettings | None = None,
-    cache: bool = True,
+    scoring: ScoringOptions | None = None,
 ) -> ScoredRun:
     """Predict (or read cached predictions) and score at 0.3, dev-tuned, and on the groupings.
 
-    The split comes from ``source``, by default the model's training data, as `goemo evaluate` reads it.
+    The split comes from ``source``, by default the model's training data, as `goemo evaluate` reads it;
+    ``scoring`` says how the model runs on it (`ScoringOptions`).
     """
+    scoring = scoring or ScoringOptions()
     folder = ModelFolder.open(run.model_dir)
     native = folder.taxonomy
     data = read_split(folder, split, source)
     full = len(data)
-    if max_samples:
-        data = data.sample(max_samples, seed=0)
-    preds = predict_split(folder, data, settings, cache=cache)
+    if scoring.max_samples:
+        data = data.sample(scoring.max_samples, seed=0)
+    preds = predict_split(folder, data, scoring.settings, cache=scoring.cache)
 
     def score(thresholds: Any, taxonomy: str, sweep: bool) -> EvaluationResult:
         kwargs = {} if sweep else {"sweep": None}
@@ -160,9 +172,7 @@ def build_report(
     source: DataSource | None = None,
     compare: Sequence[str | Path] = (),
     data_analysis: str | Path | None = None,
-    max_samples: int | None = None,
-    settings: RunSettings | None = None,
-    cache: bool = True,
+    scoring: ScoringOptions | None = None,
     sort: str | None = None,
 ) -> ReportResult:
     """Write ``report.md``, ``report.html`` (self-contained) and ``plots/*.png`` into ``run_dir``.
@@ -170,9 +180,10 @@ def build_report(
     ``compare`` adds a side-by-side table of other runs scored on the same split.
     ``data_analysis`` is the folder of ``goemo stats --out`` (default: ``data-analysis``
     beside the run folder); its plots and sample page are included when it exists.
-    ``max_samples`` reports on a seeded random subset of the split (quick looks only).
-    ``source`` is where the split comes from (default: the model's training data); ``settings``
-    how the model runs (default: the predictions training cached). ``sort`` orders the per-label
+    ``source`` is where the split comes from (default: the model's training data); ``scoring``
+    (`ScoringOptions`) how each run is scored: a seeded random subset of the split
+    (``max_samples``, quick looks only), how the model runs (``settings``; default: the
+    predictions training cached) and whether the prediction cache is used. ``sort`` orders the per-label
     tables by a column (`goemo.scoring.metrics.SORT_KEYS`; scores worst first, at the dev-tuned
     thresholds where the run has them), so the problem classes lead.
 
@@ -183,7 +194,7 @@ def build_report(
     run = RunData.load(run_dir)
 
     def score_one(r: RunData) -> ScoredRun:
-        return score_run(r, split, source, max_samples=max_samples, settings=settings, cache=cache)
+        return score_run(r, split, source, scoring)
 
     scored = score_one(run) if sort is None else _sorted_labels(score_one(run), sort)
     for result in (scored.fixed, scored.tuned):

@@ -31,7 +31,7 @@ from goemo.models.folding import fold_into_module
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.pieces import encode_pieces
 from goemo.predict.torch_backend import TorchBackend
-from goemo.scoring.calibration import CalibrationReport, calibration_report, fit_calibration
+from goemo.scoring.calibration import CalibrationReport, CalibrationSettings, calibration_report, fit_calibration
 from goemo.scoring.metrics import cross_tuned_f1_macro, is_test_split, summary, tune_thresholds
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def final_evaluation(
                 scorer.label_names,
                 split_name="dev",
                 split_checksum=dev_checksum,
-                seed=config.seed,
+                settings=CalibrationSettings(seed=config.seed),
             )
             fitted, values = fit.calibration.anchored(out.tuned.values)
             out.tuned = replace(out.tuned, values=values)
