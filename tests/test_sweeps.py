@@ -261,7 +261,9 @@ def test_wandb_report_config_runs_three_trials_and_picks_the_best(wandb_sweep, b
         # selected by val_loss, ranked by auc_score at the epoch val_loss kept
         assert summary["select_metric"] == "val_loss" and t.user_attrs["select_metric"] == "val_loss"
         assert t.value == pytest.approx(_kept_value(run_dir))
-        assert t.value == pytest.approx(metric_value(summary["dev"], "auc_score"))  # the best/ model's dev score
+        # the best/ model's dev score: rescored after its calibration is folded into the weights, which
+        # keeps each label's ranking up to float rounding of the tiny model's near-tied scores
+        assert t.value == pytest.approx(metric_value(summary["dev"], "auc_score"), abs=1e-3)
         assert (run_dir / "best" / "model.safetensors").is_file()
         if sweep.trackers:  # each trial has its own event files (opened after train() set up the folder)
             assert list((run_dir / "tensorboard").iterdir())
