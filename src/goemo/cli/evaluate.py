@@ -164,7 +164,9 @@ def _print_evaluation(result) -> None:
     if result.intervals is not None:
         console.print(result.interval_text(), highlight=False)
     if c is not None:
-        raw = "" if set(c.methods) == {"none"} else f"; the raw model's scores: {c.macro_ece_before:.4f}"
+        lost = sum(row["ece_before"] is None for row in c.rows())
+        unknown = f" ({lost} isotonic label(s) left out: their maps cannot be undone)" if lost else ""
+        raw = "" if set(c.methods) == {"none"} else f"; the raw model's scores: {c.macro_ece_before:.4f}{unknown}"
         console.print(f"macro ECE ({c.bins} bins) {c.macro_ece_after:.4f}{raw}", highlight=False)
     console.print(
         f"exact match {cell(r.exact_match)}; {result.thresholds.description}; "

@@ -196,12 +196,10 @@ class Calibration:
                 out[:, j] = isotonic_map(p[:, j].astype(np.float32), m)
         return out
 
-    def uncalibrate_probs(self, probs: np.ndarray) -> np.ndarray | None:
+    def uncalibrate_probs(self, probs: np.ndarray) -> np.ndarray:
         """The raw model's probabilities back from calibrated ones (`calibrate_probs` undone), to show
-        a calibration's effect on any split; None when an isotonic map (a step function, not
-        invertible) is among the maps."""
-        if self.has_isotonic:
-            return None
+        a calibration's effect on any split; NaN in the columns of isotonic maps (step functions,
+        not invertible)."""
         p = np.asarray(probs, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != len(self.maps):
             raise ModelError(f"probabilities of shape {p.shape} for a calibration of {len(self.maps)} labels")
@@ -209,6 +207,7 @@ class Calibration:
         affine = [j for j, m in enumerate(self.maps) if m.method in ("temperature", "platt")]
         if affine:
             out[:, affine] = sigmoid((logit(p[:, affine]) - self.shift[affine]) / self.scale[affine])
+        out[:, [j for j, m in enumerate(self.maps) if m.method == "isotonic"]] = np.nan
         return out
 
     def _probabilities(self, logits: np.ndarray, affine_done: bool, dtype: Any) -> np.ndarray:

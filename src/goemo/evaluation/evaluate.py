@@ -24,7 +24,7 @@ import csv
 import io
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -134,25 +134,33 @@ class EvaluationResult:
     def add_calibration(self, bins: int = DEFAULT_BINS) -> CalibrationReport | None:
         """ECE (``bins`` equal-width bins), log-loss and reliability data per label of the scores, and
         of the raw model's scores where the folder is calibrated (its maps undone,
-        `Calibration.uncalibrate_probs`); without a calibration, or with an isotonic map, the
+        `Calibration.uncalibrate_probs`; NaN for a label with an isotonic map, which cannot be
+        undone, and the macro "before" figures average the other labels). Without a calibration the
         "before" side is the same scores (methods ``none``). Kept in ``calibration`` and written by
         `to_dict`; None for a projected taxonomy."""
         if self.projected:
             return None
         after = np.asarray(self.predictions.probs, dtype=np.float64)
         cal = ModelFolder.open(self.model_dir).calibration
-        raw = cal.uncalibrate_probs(after) if cal is not None else None
-        methods = cal.methods if cal is not None and raw is not None else ["none"] * after.shape[1]
-        self.calibration = calibration_report(
+        raw = after if cal is None else cal.uncalibrate_probs(after)
+        lost = np.isnan(raw).any(axis=0)
+        report = calibration_report(
             self.labels,
-            after if raw is None else raw,
+            np.where(lost, after, raw),
             after,
             list(self.predictions.label_names),
-            methods,
+            ["none"] * after.shape[1] if cal is None else cal.methods,
             split=self.split,
             bins=bins,
         )
-        return self.calibration
+        if lost.any():
+            report = replace(
+                report,
+                ece_before=np.where(lost, np.nan, report.ece_before),
+                log_loss_before=np.where(lost, np.nan, report.log_loss_before),
+            )
+        self.calibration = report
+        return report
 
     def _f1_interval(self, label: str) -> dict[str, float | None]:
         """``f1_low`` / ``f1_high`` of a label's (or the macro average's) F1, when intervals were computed."""

@@ -549,7 +549,8 @@ def _calibration_section(s: ScoredRun, images: dict[str, Image]) -> Section:
     )
     how = (
         "The folder is calibrated (fitted on dev at the end of training, or by goemo calibrate); the raw "
-        "model's scores are its maps undone."
+        "model's scores are its maps undone (not for an isotonic map, a step function: n/a, left out of "
+        "the macro figure, and its calibrated scores drawn in the raw curve)."
         if raw
         else "The folder has no calibration (goemo calibrate fits one on dev)."
     )

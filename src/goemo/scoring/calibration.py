@@ -436,7 +436,8 @@ class CalibrationReport:
 
     @property
     def macro_ece_before(self) -> float:
-        return float(np.mean(self.ece_before))
+        """Over the labels whose raw scores are known (NaN: an isotonic map that cannot be undone)."""
+        return float(np.nanmean(self.ece_before)) if not np.isnan(self.ece_before).all() else math.nan
 
     @property
     def macro_ece_after(self) -> float:
@@ -449,20 +450,22 @@ class CalibrationReport:
             "ece_bins": self.bins,
             "macro_ece_before": json_float(self.macro_ece_before),
             "macro_ece_after": json_float(self.macro_ece_after),
-            "log_loss_before": json_float(np.mean(self.log_loss_before)),
+            "log_loss_before": json_float(
+                np.nanmean(self.log_loss_before) if not np.isnan(self.log_loss_before).all() else None
+            ),
             "log_loss_after": json_float(np.mean(self.log_loss_after)),
         }
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per label: method, ECE and log-loss before and after."""
+        """One row per label: method, ECE and log-loss before and after (None where unknown)."""
         return [
             {
                 "label": name,
                 "method": self.methods[j],
-                "ece_before": float(self.ece_before[j]),
-                "ece_after": float(self.ece_after[j]),
-                "log_loss_before": float(self.log_loss_before[j]),
-                "log_loss_after": float(self.log_loss_after[j]),
+                "ece_before": json_float(self.ece_before[j]),
+                "ece_after": json_float(self.ece_after[j]),
+                "log_loss_before": json_float(self.log_loss_before[j]),
+                "log_loss_after": json_float(self.log_loss_after[j]),
             }
             for j, name in enumerate(self.label_names)
         ]
