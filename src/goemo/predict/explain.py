@@ -16,7 +16,9 @@ whole text and the method that made the numbers. Two methods:
 Occlusion is the default because it runs on every backend and its number reads plainly (the
 probability the label loses without the word). ``benchmarks/explain_faithfulness.py`` measures
 how faithful each method is: how much deleting the words it ranks highest lowers the label's
-probability, against deleting as many random words (docs/benchmarks.md, "Explanations").
+probability, against deleting as many random words (docs/benchmarks.md, "Explanations"). On the
+`make run` model: occlusion 5.5 times random at 65 ms a text, integrated gradients 5.4 times at
+419 ms, so occlusion is the default on the measured figures, not only for its reach.
 
 Words are runs of letters and digits (with inner apostrophes: ``can't`` is one word) and runs
 of other non-space characters (``!!!``, ``:)``, an emoji), so punctuation, which carries
