@@ -141,10 +141,11 @@ def _one(args: argparse.Namespace, seed: int | None, out: str, holdout: tuple[in
 
 
 def _seeds(args: argparse.Namespace, seeds: list[int]) -> int:
+    from goemo.data.source import DataSource
     from goemo.evaluation.ensemble import evaluate_ensemble, write_ensemble
 
     records = [_one(args, seed, f"{args.out}-seed{seed}") for seed in seeds]
-    result = evaluate_ensemble([f"{r['run_dir']}/best" for r in records], data_dir=args.data_dir)
+    result = evaluate_ensemble([f"{r['run_dir']}/best" for r in records], source=DataSource.folder(args.data_dir))
     write_ensemble(result, args.out + "-ensemble")
     print(result.to_markdown())
     for key in ("f1_macro", "f1_macro_tuned"):

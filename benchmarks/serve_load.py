@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from common import HOST, REPO, free_port, machine, rss_mb
+from goemo.core.run_settings import RunSettings
 from goemo.data.io import load_split
 from goemo.serve import default_num_threads, load_for_serving
 
@@ -322,7 +323,7 @@ def predictor_alone(model: Path, texts: list[str], seconds: float, batch: int = 
     """
     best: tuple[float, str] = (0.0, "")
     for threads in sorted({default_num_threads(1), os.cpu_count() or 1}):
-        clf = load_for_serving(model, num_threads=threads)
+        clf = load_for_serving(model, RunSettings(num_threads=threads))
         clf.predict_proba(texts[:batch])  # warm-up
         done, i, start = 0, 0, time.perf_counter()
         while time.perf_counter() - start < seconds / 2:

@@ -26,7 +26,7 @@ SHRINKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def main(argv: list[str] | None = None) -> int:
     from goemo.core.folder import ModelFolder
-    from goemo.evaluation.evaluate import load_eval_split
+    from goemo.data.source import DataSource
     from goemo.predict.cache import predict_split
     from goemo.scoring.metrics import cross_tuned_f1_macro, summary, tune_thresholds
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     shrinks = [float(s) for s in args.shrinks.split(",")]
 
     names = ModelFolder.open(args.models[0]).label_names
-    dev, test = (load_eval_split(s, args.data_dir, "goemotions", names) for s in ("dev", "test"))
+    dev, test = (DataSource.folder(args.data_dir).split(s, names) for s in ("dev", "test"))
     probs = {
         m: {s: predict_split(m, split).probs.astype(np.float64) for s, split in (("dev", dev), ("test", test))}
         for m in args.models

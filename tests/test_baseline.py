@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from goemo.core.errors import ConfigError, RunFolderError
 from goemo.core.folder import ModelFolder
 from goemo.core.run_folder import RunFolder
+from goemo.data.source import DataSource
 from goemo.data.split import Split
 from goemo.models.tfidf import ARRAYS_FILE, VOCAB_FILE, TfidfModel
 from goemo.scoring.metrics import summary, tune_thresholds
@@ -170,7 +171,7 @@ def test_evaluate_and_report(fitted, splits, shared_data):
     assert evaluate(fitted.best_dir, test, thresholds=0.3).predictions.from_cache
     with pytest.raises(ThresholdLeakError):
         evaluate(fitted.best_dir, splits["dev"], thresholds="tuned")
-    report = build_report(fitted.run_dir, data_dir=shared_data, max_samples=400)
+    report = build_report(fitted.run_dir, max_samples=400, source=DataSource.folder(shared_data))
     text = report.markdown.read_text()
     assert "tfidf-word+char-logreg" in text and "tuned on dev" in text and "## Training" in text
 

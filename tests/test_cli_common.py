@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.cli.common import LOG_WIDTH, make_console
 
-COLS = ("f1_macro", "f1_macro_tuned", "f1_macro_xtuned", "f1_micro", "auc_macro", "auc_micro", "val_loss")
+COLS = ("f1_macro", "f1_macro_tuned", "f1_macro_xtuned", "f1_micro", "auc_score", "auc_micro", "val_loss")
 SUMMARY: dict[str, Any] = {
     "run_dir": "runs/a-rather-long-run-folder-name-as-sweeps-write-them/trials/0007",
     "dev": dict.fromkeys(COLS, 0.51234),
@@ -87,3 +87,27 @@ def test_stderr_console_looks_at_stderr(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("COLUMNS", raising=False)
     console = make_console(stderr=True)
     assert console.stderr and console.width == LOG_WIDTH  # pytest captures stderr: not a terminal
+
+
+def test_a_disk_that_refuses_a_write_is_one_line_and_exit_1() -> None:
+    """An OSError ENOSPC from a write outside goemo's own writers: one line naming the file; others stay tracebacks."""
+    import errno
+
+    from goemo.cli.common import command, sub_app
+
+    group = sub_app("test commands")
+
+    @command("full", group=group)
+    def full() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "out/predictions.csv")
+
+    @command("other", group=group)
+    def other() -> None:
+        raise OSError(errno.EACCES, "Permission denied", "out/predictions.csv")
+
+    refused = CliRunner().invoke(group, ["full"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.stderr.splitlines() == [
+        "goemo: error: out/predictions.csv: No space left on device; free some space or write elsewhere"
+    ]
+    assert isinstance(CliRunner().invoke(group, ["other"]).exception, PermissionError)  # not the disk: as it was

@@ -15,6 +15,7 @@ from goemo.cli import app
 from goemo.core.errors import DataError, RunFolderError
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.files import predict_file
+from goemo.predict.prediction_writer import Labelling
 
 TEXTS = [
     "Thank you, that is so kind of you!",
@@ -160,8 +161,8 @@ def test_streaming_in_small_chunks_gives_the_same_output(clf: EmotionClassifier,
     src = tmp_path / "many.txt"
     src.write_text("\n".join(texts) + "\n", encoding="utf-8")
     small, whole = tmp_path / "small.jsonl", tmp_path / "whole.jsonl"
-    assert predict_file(clf, src, small, chunk_size=7, all_scores=True).records == 50
-    assert predict_file(clf, src, whole, all_scores=True).records == 50
+    assert predict_file(clf, src, small, chunk_size=7, labelling=Labelling(all_scores=True)).records == 50
+    assert predict_file(clf, src, whole, labelling=Labelling(all_scores=True)).records == 50
     a, b = jsonl(small.read_text()), jsonl(whole.read_text())
     assert [r["id"] for r in a] == [str(i) for i in range(1, 51)] and [r["text"] for r in a] == texts
     for ra, rb in zip(a, b):
@@ -242,8 +243,11 @@ def test_max_length_beyond_the_models_positions_is_refused_before_anything_is_wr
     [
         ('{"text": "a\\ud800b"}', "in.jsonl:2: text: not valid Unicode: lone surrogate \\ud800 at character 2"),
         ('{"text": "ok", "key": "\\udfff"}', "in.jsonl:2: key: not valid Unicode: lone surrogate \\udfff"),
-        ('{"text": "ok", "key": ' + "9" * 5000 + "}", "in.jsonl:2: invalid JSON at column 1: a number of more than"),
-        ('{"text": ' + "[" * 5000 + "]" * 5000 + "}", "in.jsonl:2: invalid JSON at column 1: nested too deeply"),
+        (
+            '{"text": "ok", "key": ' + "9" * 5000 + "}",
+            "in.jsonl:2: invalid JSON: a number of more than 4,300 digits at column 1",
+        ),
+        ('{"text": ' + "[" * 5000 + "]" * 5000 + "}", "in.jsonl:2: invalid JSON: nested too deeply at column 1"),
     ],
 )
 def test_jsonl_that_is_valid_json_but_not_text_is_one_line(
@@ -336,11 +340,53 @@ def test_the_default_runs_the_fastest_backend_and_says_so_first(tiny_model_dir: 
     shutil.copytree(tiny_model_dir, model)  # the export is cached inside the folder: keep the shared one clean
     made = CliRunner().invoke(app, ["predict", "--model", str(model), *TEXTS[:2]])
     assert made.exit_code == 0, made.output
-    assert "making one" in made.stderr and (model / ".onnx-cpu" / "model.onnx").is_file()
+    assert "building the int8 ONNX export once" in made.stderr and (model / ".onnx-cpu" / "model.onnx").is_file()
     result = CliRunner().invoke(app, ["predict", "--model", str(model), *TEXTS[:2]])  # reuses it: no export
-    assert result.exit_code == 0 and "making one" not in result.stderr, result.output
+    assert result.exit_code == 0 and "building" not in result.stderr, result.output
     first = result.stderr.splitlines()[0]
     assert "onnx" in first and "on cpu" in first and "thread" in first, first
     torch_run = run("--model", str(model), "--all-scores", *TEXTS[:2])
     fast = jsonl(result.stdout)
     assert [r["id"] for r in fast] == ["1", "2"] and len(jsonl(torch_run.stdout)) == 2
+
+
+LONG = (
+    "I waited three weeks for this order and checked the tracking every day. "
+    "When it finally came the box was crushed and half the parts were missing! "
+    "Thank you so much to the shop, though, they sent the rest the very next morning. "
+    "Honestly I am still a bit annoyed about the wait."
+)
+
+
+def test_spans_give_each_piece_its_characters_and_labels(tiny_model_dir: Path, clf: EmotionClassifier) -> None:
+    texts = ["So sad to hear that.", LONG]
+    result = run("--model", str(tiny_model_dir), "--spans", "--threshold", "0.2", *texts)
+    assert result.exit_code == 0, result.output
+    records = jsonl(result.stdout)
+    check_labels(records, texts, clf, threshold=0.2)
+    assert records[0]["pieces"] == [{"start": 0, "end": len(texts[0]), "labels": records[0]["labels"]}]
+    pieces = records[1]["pieces"]
+    assert [LONG[p["start"] : p["end"]][-1] for p in pieces] == [".", "!", ".", "."]  # one piece per sentence
+    expected = clf.predict_spans([LONG], threshold=0.2)[0]["pieces"]
+    assert [(p["start"], p["end"]) for p in pieces] == [(p["start"], p["end"]) for p in expected]
+    for got, exp in zip(pieces, expected):
+        assert [d["label"] for d in got["labels"]] == [d["label"] for d in exp["labels"]]
+    # the text's labels are those of its pieces (max over pieces)
+    assert {d["label"] for d in records[1]["labels"]} == {d["label"] for p in pieces for d in p["labels"]}
+
+
+def test_spans_need_json_lines_and_truncation_is_reported(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = run("--model", str(tiny_model_dir), "--spans", "--output", str(tmp_path / "out.csv"), "hi")
+    assert result.exit_code == 1 and "--spans writes JSON Lines" in result.output
+    result = run("--model", str(tiny_model_dir), "--long-text", "truncate", "--spans", "fine", LONG)
+    assert result.exit_code == 0, result.output
+    assert f"1 of 2 texts were longer than {clf_max_length(tiny_model_dir)} tokens and truncated" in result.output
+    records = jsonl(result.stdout)
+    (piece,) = records[1]["pieces"]
+    assert piece["start"] == 0 and 0 < piece["end"] < len(LONG)  # where the model stopped reading
+    result = run("--model", str(tiny_model_dir), "--long-text", "whole", "hi")
+    assert result.exit_code == 1 and "long_text='whole': expected pieces or truncate" in result.output
+
+
+def clf_max_length(folder: Path) -> int:
+    return int(json.loads((folder / "goemo.json").read_text())["max_length"])

@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from goemo.cli import app
-from goemo.cli.train import option_declarations
+from goemo.cli.options import option_declarations
 from goemo.core.config import PRESETS, SELECT_METRICS, TrainConfig, field_types, opt, resolve_config
 from goemo.core.errors import ConfigError
 
@@ -152,12 +152,15 @@ def test_every_option_reaches_its_field(trained, left_out: set[str]) -> None:
         for name, f in FIELDS.items()
         if not f.metadata.get("no_cli") and name not in left_out
     }
+    overwrite = values.pop("overwrite")  # with --resume, refused before training starts: given on its own below
     result = runner.invoke(app, ["train", *_argv(values)])
     assert result.exit_code == 0, result.output
     (config,) = trained
     for name, value in values.items():
         assert getattr(config, name) == value, name
         assert type(getattr(config, name)) is type(value), name  # paths reach the config as plain strings
+    assert runner.invoke(app, ["train", *_argv({"overwrite": overwrite})]).exit_code == 0
+    assert trained[-1].overwrite is overwrite
 
 
 def test_unset_options_keep_the_yaml_and_preset_values(trained, tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_every_stage_renders_valid_bash_with_directives(scheduler: str, stage: s
         assert f"#$ -N goemo-{stage}\n" in text
         assert "#$ -cwd\n" in text and "#$ -q gpu\n" in text
         assert "#$ -l h_rt=26:30:00\n" in text  # SGE has no day field
-        assert "#$ -o logs/\n" in text and "#$ -e logs/\n" in text
+        assert f"#$ -o {os.getcwd()}/logs/\n" in text and f"#$ -e {os.getcwd()}/logs/\n" in text
         assert "qacct -j ${GOEMO_JOB_ID}" in text and "maxvmem" in text
         assert "#SBATCH" not in text
     else:
@@ -130,7 +130,7 @@ def test_directive_values_sge(tmp_path: Path) -> None:
 
 def test_directive_values_slurm_array_and_nodes() -> None:
     sweep = render_job(spec_for("slurm", "sweep", array=6))
-    assert "#SBATCH --array=1-6\n" in sweep.text and "#SBATCH --output=logs/%x-%A_%a.out\n" in sweep.text
+    assert "#SBATCH --array=1-6\n" in sweep.text and f"#SBATCH --output={os.getcwd()}/logs/%x-%A_%a.out\n" in sweep.text
     train = render_job(JobSpec("slurm", "train", TRAIN_ARGS, gpus=4, nodes=3, cpus=32, mem="200G"))
     for want in (
         "--nodes=3",
@@ -138,7 +138,7 @@ def test_directive_values_slurm_array_and_nodes() -> None:
         "--cpus-per-task=32",
         "--mem=200G",
         "--gres=gpu:4",
-        "--output=logs/%x-%j.out",
+        f"--output={os.getcwd()}/logs/%x-%j.out",
     ):
         assert f"#SBATCH {want}\n" in train.text
     sge_sweep = render_job(spec_for("sge", "sweep", array=6))
@@ -229,8 +229,11 @@ class Stubs:
 
 
 @pytest.fixture()
-def stubs(tmp_path: Path) -> Stubs:
-    return Stubs(tmp_path)
+def stubs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Stubs:
+    """Stubs, with the work folder as the current one: scripts are rendered where they run, as on a cluster."""
+    made = Stubs(tmp_path)
+    monkeypatch.chdir(made.work)
+    return made
 
 
 def _flag(argv: list[str], name: str) -> str:
@@ -565,8 +568,8 @@ def test_predict_array_renders_shard_tasks_and_a_cpu_merge_job(scheduler: str, t
     syntax_ok(job.text, tmp_path)
     syntax_ok(job.merge.text, tmp_path)
     assert (
-        'goemo predict --model runs/base/best --input texts.jsonl --output labels/all.jsonl --shard "${GOEMO_TASK_ID}/8"'
-        in job.text
+        "goemo predict --model runs/base/best --input texts.jsonl --output labels/all.jsonl --num-threads 4 "
+        '--shard "${GOEMO_TASK_ID}/8"' in job.text
     )
     assert "\ngoemo merge-predictions --output labels/all.jsonl --shards 8\n" in job.merge.text
     assert "\ngoemo predict " not in job.merge.text and "merge-predictions" not in job.text
@@ -577,7 +580,7 @@ def test_predict_array_renders_shard_tasks_and_a_cpu_merge_job(scheduler: str, t
         assert "#$ -N goemo-predict-merge\n" in job.merge.text and "#$ -q gpu\n" in job.merge.text
         assert "#$ -t" not in job.merge.text and "#$ -l gpu" not in job.merge.text and "#$ -pe" not in job.merge.text
     else:
-        assert "#SBATCH --array=1-8\n" in job.text and "#SBATCH --output=logs/%x-%A_%a.out\n" in job.text
+        assert "#SBATCH --array=1-8\n" in job.text and f"#SBATCH --output={os.getcwd()}/logs/%x-%A_%a.out\n" in job.text
         assert (
             "#SBATCH --job-name=goemo-predict-merge\n" in job.merge.text
             and "#SBATCH --cpus-per-task=1\n" in job.merge.text
@@ -585,7 +588,10 @@ def test_predict_array_renders_shard_tasks_and_a_cpu_merge_job(scheduler: str, t
         assert "--array" not in job.merge.text and "--gres" not in job.merge.text
     once = render_job(JobSpec(scheduler, "predict", PREDICT_ARGS, gpus=0))
     assert once.merge is None and "--shard" not in once.text and "import torch" not in once.text
-    assert "\ngoemo predict --model runs/base/best --input texts.jsonl --output labels/all.jsonl\n" in once.text
+    assert (
+        "\ngoemo predict --model runs/base/best --input texts.jsonl --output labels/all.jsonl --num-threads 2\n"
+        in once.text
+    )
     assert once.submit_line("p.sh") == f"{once.submit_command} p.sh"
 
 
@@ -711,6 +717,196 @@ def test_predict_array_tasks_run_locally_and_merge_to_the_unsharded_output(
             assert [d["score"] for d in got["labels"]] == pytest.approx([d["score"] for d in want["labels"]], abs=1e-5)
 
 
+# ---------------------------------------------------------------- log folders: absolute, and there before the job starts
+
+
+@pytest.mark.parametrize("scheduler", ["sge", "slurm"])
+def test_log_paths_are_absolute_and_the_folder_is_made_when_printing_too(
+    scheduler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`render ... > job.sh` (the guide's form) leaves a log folder too, and the script names it by its
+    absolute path, so a job submitted from another folder still finds it."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["cluster", "render", "--scheduler", scheduler, "--stage", "fetch", "--log-dir", "out/logs"]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    logs = tmp_path / "out" / "logs"
+    assert logs.is_dir()
+    if scheduler == "sge":
+        assert f"#$ -o {logs}/\n#$ -e {logs}/\n" in result.stdout
+    else:
+        assert f"#SBATCH --output={logs}/%x-%j.out\n" in result.stdout
+    assert "out/logs" not in result.stdout.replace(str(logs), "")  # no relative form left anywhere
+
+
+def test_a_log_folder_that_cannot_be_made_here_is_a_warning(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    job = write_job(JobSpec("slurm", "fetch", log_dir=str(blocker / "logs")), tmp_path / "fetch.sh")
+    assert (tmp_path / "fetch.sh").is_file()
+    assert len(job.warnings) == 1 and f"could not create the log folder {blocker}/logs here" in job.warnings[0]
+
+
+def test_a_log_folder_whose_absolute_path_has_spaces_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my project").mkdir()
+    monkeypatch.chdir(tmp_path / "my project")
+    with pytest.raises(ConfigError, match="absolute path, '.*/my project/logs', which has spaces"):
+        render_job(JobSpec("slurm", "fetch"))
+    assert f"--output={tmp_path}/logs/" in render_job(JobSpec("slurm", "fetch", log_dir=f"{tmp_path}/logs")).text
+
+
+# ---------------------------------------------------------------- threads: the job's --cpus, not the node's cores
+
+
+@pytest.mark.parametrize("scheduler", ["sge", "slurm"])
+def test_predict_uses_the_cores_it_asked_for(scheduler: str, stubs: Stubs) -> None:
+    """ONNX Runtime sizes its pool from the cores the process may run on, the whole node where the
+    scheduler binds none: the task's --cpus goes to goemo predict as --num-threads."""
+    job = render_job(JobSpec(scheduler, "predict", PREDICT_ARGS, gpus=0, cpus=1))
+    assert stubs.run(job.text, JOB_ID="1", SLURM_JOB_ID="1").returncode == 0
+    [(argv, env, _)] = stubs.calls("goemo")
+    assert argv == ["predict", *PREDICT_ARGS, "--num-threads", "1"] and env["OMP_NUM_THREADS"] == "1"
+    gpu = render_job(JobSpec(scheduler, "predict", PREDICT_ARGS, gpus=2, cpus=16, array=4)).text
+    assert " --num-threads 8 --shard " in gpu  # per GPU, as the training launch shares them
+    own = render_job(JobSpec(scheduler, "predict", (*PREDICT_ARGS, "--num-threads=3"), gpus=0, cpus=1)).text
+    assert own.count("--num-threads") == 1 and "--num-threads=3" in own  # the user's own choice stays
+
+
+# ---------------------------------------------------------------- predict arrays with fewer chunks than tasks
+
+
+def test_a_predict_array_with_idle_tasks_warns_when_the_input_can_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in PREDICT_TEXTS), encoding="utf-8")
+    job = render_job(JobSpec("slurm", "predict", PREDICT_ARGS, array=3, gpus=0))
+    assert job.warnings == [
+        "texts.jsonl has 7 texts, 1 chunk(s) of 4,096: 2 of the 3 array tasks will label nothing "
+        "(each shard is whole chunks); --array 1 does the same work"
+    ]
+    assert f"# WARNING: {job.warnings[0]}\n" in job.text
+    # what the tasks will do, by the rule goemo predict --shard follows
+    from goemo.predict.shards import shard_range
+
+    assert [shard_range(7, k, 3) for k in (1, 2, 3)] == [(0, 0), (0, 0), (0, 7)]
+    result = runner.invoke(
+        app,
+        ["cluster", "render", "--scheduler", "sge", "--stage", "predict", "--array", "3", "--gpus", "0"]
+        + ["--out", "p.sh", "--", *PREDICT_ARGS],
+    )
+    assert result.exit_code == 0 and "goemo: warning: texts.jsonl has 7 texts" in result.stderr
+    # not readable here (a node's $SCRATCH, or another machine's file): nothing to say
+    remote = (*PREDICT_ARGS[:3], "$SCRATCH/texts.jsonl", *PREDICT_ARGS[4:])
+    assert render_job(JobSpec("slurm", "predict", remote, array=3)).warnings == []
+    assert render_job(JobSpec("slurm", "predict", PREDICT_ARGS, array=1)).warnings == []
+
+
+# ---------------------------------------------------------------- hub caches: HF_HOME or the hub cache itself
+
+
+def test_hub_cache_is_the_folder_transformers_cache_names(stubs: Stubs) -> None:
+    spec = JobSpec("slurm", "fetch", hub_cache="$SCRATCH/hf-cache", models=("bert-base-cased",))
+    result = stubs.run(render_job(spec).text, SLURM_JOB_ID="1", TRANSFORMERS_CACHE="/elsewhere")
+    assert result.returncode == 0, result.stderr
+    [_, (argv, env, _)] = stubs.calls("goemo")
+    assert argv == ["fetch-model", "bert-base-cased"]
+    assert env["HF_HUB_CACHE"] == stubs.env["SCRATCH"] + "/hf-cache" and "TRANSFORMERS_CACHE" not in env
+    assert "HF_HOME" not in env
+    train = render_job(JobSpec("sge", "train", TRAIN_ARGS, hub_cache="~/hf", cache_dir="$SCRATCH/hf-home")).text
+    assert 'export HF_HOME="${SCRATCH}/hf-home"\n' in train and 'export HF_HUB_CACHE="${HOME}/hf"' in train
+    with pytest.raises(ConfigError, match="--hub-cache '': expected a folder"):
+        render_job(JobSpec("slurm", "train", hub_cache=""))
+
+
+def test_a_cache_dir_that_is_a_hub_cache_warns(tmp_path: Path) -> None:
+    (tmp_path / "hf-cache" / "models--bert-base-cased").mkdir(parents=True)
+    job = render_job(JobSpec("sge", "train", TRAIN_ARGS, cache_dir=str(tmp_path / "hf-cache")))
+    assert len(job.warnings) == 1 and "use --hub-cache instead" in job.warnings[0]
+    (tmp_path / "hf-cache" / "hub").mkdir()  # an HF_HOME that also holds an old cache: as asked
+    assert render_job(JobSpec("sge", "train", TRAIN_ARGS, cache_dir=str(tmp_path / "hf-cache"))).warnings == []
+
+
+# ---------------------------------------------------------------- the cluster guide's steps 2 and 4, as written
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "coming-from-cluster-guide.md"
+
+
+def _guide_section(title: str) -> list[str]:
+    """The lines of the ```bash block under the guide's heading ``title``."""
+    text = GUIDE.read_text(encoding="utf-8")
+    section = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_the_guides_job_trains_on_the_model_its_fetch_step_cached(tmp_path: Path, shared_data: Path) -> None:
+    """Step 2 (fetch into TRANSFORMERS_CACHE) and step 4 (render the job) run in bash as written; the
+    rendered job then runs here, offline as on a GPU node, and must find the model step 2 cached.
+
+    Only the node differs: `conda` is a stub, the CUDA check passes, and the job's `goemo train`
+    runs on the CPU (--cuda -> --device cpu) on a sample, with a tiny random BERT as bert-base-cased."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from goemo.models.modeling import resolve_model_name
+
+    fetch = _guide_section("2. The model, into the cache the GPU node reads")
+    render = _guide_section("4. The job script, for SGE (or Slurm)")
+    assert fetch[0].startswith("export TRANSFORMERS_CACHE=") and fetch[1] == "goemo fetch-model bert-base-cased"
+    assert render[0].startswith("goemo cluster render ") and render[0].endswith(" > train.sge")
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    work = home / "project"
+    for d in (work / "data", bin_dir):
+        d.mkdir(parents=True)
+    (work / "data" / "goemotions").symlink_to(shared_data)  # step 1, done
+    # what `goemo fetch-model bert-base-cased` would download, laid out as the hub cache holds it
+    cache = Path(fetch[0].split("=", 1)[1].replace("$HOME", str(home)))
+    snapshot = cache / "models--bert-base-cased" / "snapshots" / ("0" * 40)
+    sizes = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    BertModel(BertConfig(vocab_size=30522, **sizes)).save_pretrained(snapshot)
+    AutoTokenizer.from_pretrained(resolve_model_name("minilm")).save_pretrained(snapshot)
+    (cache / "models--bert-base-cased" / "refs").mkdir()
+    (cache / "models--bert-base-cased" / "refs" / "main").write_text("0" * 40)
+    # goemo: this checkout's; on the node, the CPU and a sample instead of the GPU and the whole data
+    (bin_dir / "goemo").write_text(
+        "#!/bin/bash\n"
+        'if [ "$1" = train ]; then\n'
+        '  args=(); for a in "$@"; do [ "$a" = --cuda ] && a=--device=cpu; args+=("$a"); done\n'
+        f'  exec {sys.executable} -m goemo "${{args[@]}}" --epochs 0.5 --max-train-samples 64 --max-eval-samples 32 '
+        "--max-length 32 --no-eval-test\n"
+        "fi\n"
+        f'exec {sys.executable} -m goemo "$@"\n'
+    )
+    (bin_dir / "conda").write_text(STUBS["module"])  # `conda shell.bash hook` prints nothing; activate is a no-op
+    (bin_dir / "python").write_text(STUBS["python"])  # the CUDA check passes
+    for tool in ("goemo", "conda", "python"):
+        (bin_dir / tool).chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "STUB_LOG": str(tmp_path),
+        "HF_HUB_OFFLINE": "1",  # no hub from the tests; the job sets it itself
+        "GOEMO_CACHE_DIR": str(tmp_path / "token-cache"),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+    }
+    login = subprocess.run(
+        [BASH, "-euc", "\n".join([*fetch, render[0]])], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert login.returncode == 0, login.stdout + login.stderr
+    assert (work / "logs").is_dir()  # the script's -o/-e folder, made by the render step
+    env.pop("TRANSFORMERS_CACHE", None)
+    node = subprocess.run(
+        [BASH, "train.sge"], cwd=work, env={**env, "JOB_ID": "7"}, capture_output=True, text=True, timeout=600
+    )
+    assert node.returncode == 0, node.stdout + node.stderr
+    assert "job 7 ended with exit status 0" in node.stdout
+    assert (work / "runs" / "paper" / "best" / "config.json").is_file()
+
+
 # ---------------------------------------------------------------- CLI
 
 
@@ -750,7 +946,8 @@ def test_cli_render_writes_an_executable_script(tmp_path: Path, monkeypatch: pyt
     syntax_ok(text, tmp_path)
 
 
-def test_cli_prints_to_stdout_and_warns_on_stderr() -> None:
+def test_cli_prints_to_stdout_and_warns_on_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     result = runner.invoke(
         app,
         [

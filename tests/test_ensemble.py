@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.core.errors import ConfigError, ThresholdLeakError
 from goemo.core.thresholds import binarize
+from goemo.data.source import DataSource
 from goemo.evaluation.ensemble import evaluate_ensemble, write_ensemble
-from goemo.evaluation.evaluate import load_eval_split
 from goemo.predict.cache import predict_split
 from goemo.scoring.metrics import tune_thresholds
 from goemo.training.loop import train
@@ -57,9 +57,9 @@ def _macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def test_ensemble_averages_probabilities_and_tunes_on_dev(members, data_dir):
-    result = evaluate_ensemble(members, data_dir=data_dir)
+    result = evaluate_ensemble(members, source=DataSource.folder(data_dir))
     names = json.loads((members[0] / "goemo.json").read_text())["label_names"]
-    dev, test = (load_eval_split(s, data_dir, "goemotions", names) for s in ("dev", "test"))
+    dev, test = (DataSource.folder(data_dir).split(s, names) for s in ("dev", "test"))
     probs = {
         s: [predict_split(m, split).probs.astype(np.float64) for m in members]
         for s, split in (("dev", dev), ("test", test))
@@ -88,18 +88,18 @@ def test_ensemble_averages_probabilities_and_tunes_on_dev(members, data_dir):
 
 def test_shrink_comes_from_the_members_training_unless_given(members, data_dir):
     names = json.loads((members[0] / "goemo.json").read_text())["label_names"]
-    dev, test = (load_eval_split(s, data_dir, "goemotions", names) for s in ("dev", "test"))
+    dev, test = (DataSource.folder(data_dir).split(s, names) for s in ("dev", "test"))
     p_dev, p_test = (predict_split(members[0], s).probs.astype(np.float64) for s in (dev, test))
-    default = evaluate_ensemble(members[:1], data_dir=data_dir)
+    default = evaluate_ensemble(members[:1], source=DataSource.folder(data_dir))
     assert default.shrink == 0.0  # the tiny members were trained without shrink
-    result = evaluate_ensemble(members[:1], data_dir=data_dir, shrink=1.0)
+    result = evaluate_ensemble(members[:1], shrink=1.0, source=DataSource.folder(data_dir))
     tuned = tune_thresholds(dev.labels, p_dev, split_name="dev", shrink=1.0)
     assert result.shrink == 1.0 and result.to_dict()["shrink"] == 1.0 and "shrunk 1" in result.to_markdown()
     assert result.members[0]["f1_macro_tuned"] == pytest.approx(_macro_f1(test.labels, binarize(p_test, tuned)))
 
 
 def test_one_model_twice_is_that_model(members, data_dir):
-    result = evaluate_ensemble([members[0], members[0]], data_dir=data_dir)
+    result = evaluate_ensemble([members[0], members[0]], source=DataSource.folder(data_dir))
     for key in ("f1_macro", "f1_macro_tuned", "auc_macro"):
         assert result.ensemble[key] == pytest.approx(result.members[0][key])
     assert result.spread["f1_macro"]["sd"] == 0.0
@@ -107,9 +107,9 @@ def test_one_model_twice_is_that_model(members, data_dir):
 
 def test_thresholds_are_never_tuned_on_the_scored_or_test_split(members, data_dir):
     with pytest.raises(ConfigError, match="tuned on 'dev'"):
-        evaluate_ensemble(members, data_dir=data_dir, tune_split="dev", eval_split="dev")
+        evaluate_ensemble(members, tune_split="dev", eval_split="dev", source=DataSource.folder(data_dir))
     with pytest.raises(ThresholdLeakError):
-        evaluate_ensemble(members, data_dir=data_dir, tune_split="test", eval_split="dev")
+        evaluate_ensemble(members, tune_split="test", eval_split="dev", source=DataSource.folder(data_dir))
 
 
 def test_models_with_other_labels_are_refused(members, tmp_path):
@@ -134,7 +134,9 @@ def test_cli_prints_the_table_and_writes_files(members, data_dir, tmp_path):
     saved = json.loads((out / "ensemble.json").read_text())
     assert saved["tune_split"] == "dev" and saved["eval_split"] == "test" and len(saved["members"]) == 2
     assert (out / "ensemble.md").read_text().startswith("| model |")
-    write_ensemble(evaluate_ensemble(members[:1], data_dir=data_dir), tmp_path / "one")  # one member: no spread
+    write_ensemble(
+        evaluate_ensemble(members[:1], source=DataSource.folder(data_dir)), tmp_path / "one"
+    )  # one member: no spread
     assert json.loads((tmp_path / "one" / "ensemble.json").read_text())["spread"] == {}
 
 

@@ -21,9 +21,10 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.core.errors import EvaluationError, ThresholdLeakError
 from goemo.data.io import load_goemotions
+from goemo.data.source import DataSource
 from goemo.data.split import Split
 from goemo.evaluation import evaluate as evaluation
-from goemo.evaluation.evaluate import evaluate
+from goemo.evaluation.evaluate import evaluate, write_evaluation
 from goemo.predict.cache import model_fingerprint, predict_split
 from goemo.predict.classifier import EmotionClassifier
 
@@ -76,7 +77,9 @@ def test_probabilities_match_a_plain_forward_pass(run, test_sample, reference_pr
 
 
 def test_fixed_threshold_metrics_match_sklearn(run, test_sample, shared_data, tmp_path):
-    result = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, thresholds=0.3, cache_dir=tmp_path)
+    result = evaluate(
+        run / "best", "test", max_samples=N, thresholds=0.3, source=DataSource.folder(shared_data), cache=tmp_path
+    )
     probs = result.predictions.probs  # checked against a plain forward pass above
     y = test_sample.labels
     pred = (probs > 0.3).astype(int)
@@ -108,12 +111,14 @@ def test_fixed_threshold_metrics_match_sklearn(run, test_sample, shared_data, tm
 
 
 def test_default_threshold_is_the_models_global_one(run, shared_data, tmp_path):
-    result = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, cache_dir=tmp_path)
+    result = evaluate(run / "best", "test", max_samples=N, source=DataSource.folder(shared_data), cache=tmp_path)
     assert result.thresholds.value == _meta(run)["thresholds"]["global"] == 0.3
 
 
 def test_tuned_thresholds_are_read_from_goemo_json_and_applied(run, test_sample, shared_data, tmp_path):
-    result = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, thresholds="tuned", cache_dir=tmp_path)
+    result = evaluate(
+        run / "best", "test", max_samples=N, thresholds="tuned", source=DataSource.folder(shared_data), cache=tmp_path
+    )
     stored = _meta(run)["thresholds"]["per_label"]
     assert result.thresholds.value.by_label() == stored
     assert result.thresholds.tuned_on == "dev" and "tuned on dev" in result.thresholds.description
@@ -126,15 +131,15 @@ def test_tuned_thresholds_are_read_from_goemo_json_and_applied(run, test_sample,
 
 def test_tuned_thresholds_are_refused_on_the_split_they_were_tuned_on(run, shared_data, tmp_path):
     with pytest.raises(ThresholdLeakError, match="tuned on 'dev'"):
-        evaluate(run / "best", "dev", data_dir=shared_data, thresholds="tuned", cache_dir=tmp_path)
+        evaluate(run / "best", "dev", thresholds="tuned", source=DataSource.folder(shared_data), cache=tmp_path)
     # the same texts under another name are caught by the data checksum stored in goemo.json
     config = _meta(run)["training_config"]
     dev = load_goemotions(shared_data, splits=["dev"])["dev"].sample(config["max_eval_samples"], seed=config["seed"])
     renamed = Split(dev.texts, dev.ids, dev.labels, dev.label_names, "holdout")
     with pytest.raises(ThresholdLeakError):
-        evaluate(run / "best", renamed, thresholds="tuned", cache_dir=tmp_path)
+        evaluate(run / "best", renamed, thresholds="tuned", cache=tmp_path)
     # a fixed threshold on dev is fine
-    assert evaluate(run / "best", renamed, thresholds=0.3, cache_dir=tmp_path).report.n_examples == len(dev)
+    assert evaluate(run / "best", renamed, thresholds=0.3, cache=tmp_path).report.n_examples == len(dev)
 
 
 def test_missing_tuned_thresholds_are_a_clear_error(run, tmp_path, shared_data):
@@ -144,14 +149,18 @@ def test_missing_tuned_thresholds_are_a_clear_error(run, tmp_path, shared_data):
     meta["thresholds"] = {"global": 0.3, "per_label": None, "tuned_on": None, "tuning": None}
     (model / "goemo.json").write_text(json.dumps(meta))
     with pytest.raises(EvaluationError, match="no tuned per-label thresholds"):
-        evaluate(model, "test", data_dir=shared_data, max_samples=N, thresholds="tuned", cache_dir=tmp_path)
+        evaluate(
+            model, "test", max_samples=N, thresholds="tuned", source=DataSource.folder(shared_data), cache=tmp_path
+        )
 
 
 # --------------------------------------------------------------------------- taxonomy
 
 
 def test_ekman_projection_takes_the_max_over_group_members(run, test_sample, shared_data, tmp_path):
-    result = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, taxonomy="ekman", cache_dir=tmp_path)
+    result = evaluate(
+        run / "best", "test", max_samples=N, taxonomy="ekman", source=DataSource.folder(shared_data), cache=tmp_path
+    )
     groups = json.loads((shared_data / "ekman_mapping.json").read_text())
     groups["neutral"] = ["neutral"]
     assert [m.name for m in result.report.per_label] == list(groups)
@@ -171,11 +180,11 @@ def test_sentiment_projection_with_tuned_thresholds_decides_before_projecting(ru
     result = evaluate(
         run / "best",
         "test",
-        data_dir=shared_data,
         max_samples=N,
         taxonomy="sentiment",
         thresholds="tuned",
-        cache_dir=tmp_path,
+        source=DataSource.folder(shared_data),
+        cache=tmp_path,
     )
     stored = _meta(run)["thresholds"]["per_label"]
     fine = result.predictions.probs > np.array([stored[n] for n in test_sample.label_names])
@@ -199,11 +208,13 @@ def test_model_trained_on_a_grouping_is_evaluated_natively(run, shared_data, tmp
         folder,
         {"label_names": ekman, "taxonomy": "ekman", "max_length": 32, "thresholds": {"global": 0.3}},
     )
-    result = evaluate(folder, "test", data_dir=shared_data, max_samples=50, cache_dir=tmp_path)
+    result = evaluate(folder, "test", max_samples=50, source=DataSource.folder(shared_data), cache=tmp_path)
     assert result.taxonomy == result.model_taxonomy == "ekman" and not result.projected
     assert [m.name for m in result.report.per_label] == ekman
     with pytest.raises(EvaluationError, match="trained on the 'ekman' taxonomy"):
-        evaluate(folder, "test", data_dir=shared_data, max_samples=50, taxonomy="sentiment", cache_dir=tmp_path)
+        evaluate(
+            folder, "test", max_samples=50, taxonomy="sentiment", source=DataSource.folder(shared_data), cache=tmp_path
+        )
 
 
 # --------------------------------------------------------------------------- predictions cache
@@ -223,7 +234,7 @@ def _counting(monkeypatch) -> list[int]:
 
 
 def test_second_evaluation_reads_the_cache_and_never_loads_the_model(run, shared_data, tmp_path, monkeypatch):
-    first = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N)
+    first = evaluate(run / "best", "test", max_samples=N, source=DataSource.folder(shared_data))
     assert not first.predictions.from_cache
     assert first.predictions.cache_path.parent == run / "predictions"  # the run folder's own cache
 
@@ -232,7 +243,9 @@ def test_second_evaluation_reads_the_cache_and_never_loads_the_model(run, shared
 
     monkeypatch.setattr(EmotionClassifier, "load", boom)
     monkeypatch.setattr(EmotionClassifier, "split_logits", boom)
-    again = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, thresholds="tuned", taxonomy="ekman")
+    again = evaluate(
+        run / "best", "test", max_samples=N, thresholds="tuned", taxonomy="ekman", source=DataSource.folder(shared_data)
+    )
     assert again.predictions.from_cache
     np.testing.assert_array_equal(again.predictions.probs, first.predictions.probs)
     with np.load(first.predictions.cache_path, allow_pickle=False) as z:  # plain arrays, no pickle
@@ -280,14 +293,35 @@ def test_unreadable_cache_is_replaced(run, test_sample, tmp_path, monkeypatch):
     assert predict_split(run / "best", test_sample, cache_dir=tmp_path).from_cache
 
 
+def test_a_recorded_prediction_without_long_text_reads_as_truncate(run, test_sample, tmp_path):
+    """A model trained before long texts were scored in pieces: its cached numbers still count, as truncation."""
+    from goemo.core.run_settings import RunSettings
+    from goemo.predict.cache import store_predictions
+
+    best = tmp_path / "run" / "best"
+    shutil.copytree(run / "best", best)
+    meta = json.loads((best / "goemo.json").read_text())
+    old = {k: v for k, v in meta["prediction"].items() if k != "long_text"}
+    meta["prediction"] = old
+    (best / "goemo.json").write_text(json.dumps(meta))
+    probs = np.full((len(test_sample), 28), 0.25)
+    store_predictions(best, old, [(test_sample, probs)])
+    cached = predict_split(best, test_sample)
+    assert cached.from_cache and cached.settings == {**old, "long_text": "truncate"}
+    np.testing.assert_array_equal(cached.probs, probs)
+    asked = predict_split(best, test_sample, RunSettings(long_text="pieces"), cache=False)
+    assert not asked.from_cache and asked.settings["long_text"] == "pieces"
+
+
 def test_no_cache_runs_the_model_and_stores_nothing(run, test_sample, tmp_path):
-    preds = predict_split(run / "best", test_sample, cache_dir=tmp_path, use_cache=False)
+    preds = predict_split(run / "best", test_sample, cache_dir=tmp_path, cache=False)
     assert preds.cache_path is None and not list(tmp_path.iterdir())
 
 
 def test_evaluate_writes_json_csv_markdown(run, shared_data, tmp_path):
     out = tmp_path / "out"
-    result = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, out_dir=out, cache_dir=tmp_path)
+    result = evaluate(run / "best", "test", max_samples=N, source=DataSource.folder(shared_data), cache=tmp_path)
+    write_evaluation(result, out)
     doc = json.loads((out / "evaluation.json").read_text())
     assert doc["metrics"]["macro"]["f1"] == pytest.approx(result.report.macro.f1)
     rows = list(csv.DictReader(io.StringIO((out / "evaluation.csv").read_text())))
@@ -305,7 +339,7 @@ def _cli(*args: str):
 
 def test_cli_formats(run, shared_data, tmp_path):
     base = ["evaluate", "--model", str(run / "best"), "--data-dir", str(shared_data), "--max-samples", str(N)]
-    reference = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, thresholds="tuned")
+    reference = evaluate(run / "best", "test", max_samples=N, thresholds="tuned", source=DataSource.folder(shared_data))
 
     res = _cli(*base, "--thresholds", "tuned", "--format", "json")
     assert res.exit_code == 0, res.output
@@ -388,3 +422,31 @@ def test_damaged_cache_costs_one_warning_line_and_is_rebuilt(run, shared_data, t
         assert np.isfinite(z["probs"]).all()
     third = _cli(*base)  # and read back: the model does not run again
     assert third.exit_code == 0 and len(calls) == 1 and "WARNING" not in third.stderr
+
+
+def test_sort_lists_the_problem_classes_first(run, shared_data):
+    """`goemo evaluate --sort auc` (the W&B page's command): the lowest AUC first, undefined last."""
+    res = _cli(
+        "evaluate",
+        "--model",
+        str(run / "best"),
+        "--data-dir",
+        str(shared_data),
+        "--max-samples",
+        str(N),
+        "--sort",
+        "auc",
+        "--format",
+        "csv",
+    )
+    assert res.exit_code == 0, res.output
+    rows = [
+        r
+        for r in csv.DictReader(io.StringIO(res.stdout))
+        if r["label"] not in ("macro", "micro", "weighted", "samples")
+    ]
+    aucs = [float(r["auc"]) for r in rows if r["auc"]]
+    assert aucs == sorted(aucs) and len(aucs) >= 2
+    assert all(r["auc"] for r in rows[: len(aucs)])  # undefined ones last
+    bad = _cli("evaluate", "--model", str(run / "best"), "--data-dir", str(shared_data), "--sort", "colour")
+    assert bad.exit_code == 2 and "'colour': expected one of label" in bad.output

@@ -82,7 +82,9 @@ def test_export_folder_holds_model_tokenizer_labels_and_thresholds(cls_export: P
         assert len(dims) == 2 and all(d.dim_param and not d.dim_value for d in dims)
     clf = EmotionClassifier.load(cls_export)  # auto picks the ONNX graph
     assert clf.backend == "onnx" and clf.label_names == source["label_names"]
-    assert clf.thresholds.tolist() == pytest.approx(EmotionClassifier.load(tiny_model_dir).thresholds.tolist())
+    assert clf.thresholds.tolist() == pytest.approx(
+        EmotionClassifier.load(tiny_model_dir, backend="auto").thresholds.tolist()
+    )
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
@@ -106,7 +108,7 @@ def test_cli_export_mean_pool_head_matches_pytorch(mean_head_dir: Path, tmp_path
     pred = runner.invoke(app, ["predict", "--model", str(out), "--top-k", "2", TEXTS[0]])
     assert pred.exit_code == 0, pred.output
     line = json.loads(pred.stdout.strip())
-    expected = EmotionClassifier.load(mean_head_dir).predict([TEXTS[0]], top_k=2)[0]
+    expected = EmotionClassifier.load(mean_head_dir, backend="auto").predict([TEXTS[0]], top_k=2)[0]
     assert [d["label"] for d in line["labels"]] == [d["label"] for d in expected]
 
 
@@ -119,7 +121,7 @@ def test_int8_export_is_smaller_and_close(mean_head_dir: Path, cls_export: Path,
     assert meta["onnx"]["max_abs_prob_diff_vs_torch"] == pytest.approx(int8.max_abs_prob_diff)
     # int8 weights: the tiny model's largest part, the 30,522 x 32 embedding table, shrinks 4x.
     assert int8.size_bytes < 0.5 * (cls_export / "model.onnx").stat().st_size
-    clf8 = EmotionClassifier.load(int8.path)
+    clf8 = EmotionClassifier.load(int8.path, backend="auto")
     assert clf8.precision == "int8"
     ref = EmotionClassifier.load(mean_head_dir, backend="torch").predict_proba(TEXTS)
     assert np.abs(clf8.predict_proba(TEXTS) - ref).max() < 0.05  # close, though not bit-equal
@@ -169,7 +171,9 @@ def test_plain_onnxruntime_client_matches_goemo_predict(cls_export: Path, tmp_pa
 
     src = tmp_path / "texts.jsonl"
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
-    result = CliRunner().invoke(app, ["predict", "--model", str(cls_export), "--input", str(src), "--all-scores"])
+    # The snippet truncates (as training did); goemo reads a long text whole, in pieces, unless told to truncate.
+    args = ["predict", "--model", str(cls_export), "--input", str(src), "--all-scores", "--long-text", "truncate"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     names = ModelFolder.open(cls_export).label_names

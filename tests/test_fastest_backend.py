@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tqdm import tqdm
 
 pytest.importorskip("onnxruntime", reason="the CPU export needs the onnx extra: pip install 'goemo[onnx]'")
 pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript (the onnx extra)")
@@ -47,16 +49,26 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def _edit_meta(folder: Path, **changes) -> None:
     meta = json.loads((folder / "goemo.json").read_text())
     for key, value in changes.items():
-        if key == "data_dir":
-            meta["training_config"]["data_dir"] = value
+        if key == "data_dir":  # where the training data is recorded: the data source, found from any folder
+            meta["data_source"]["data_dir"] = value
         else:
             meta[key] = value
     write_meta(folder, meta)
 
 
-def test_int8_kept_within_tolerance_then_loaded_and_described(model_copy: Path, builds: list[Path], caplog) -> None:
+def test_int8_kept_within_tolerance_then_loaded_and_described(
+    model_copy: Path, builds: list[Path], caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     caplog.set_level(logging.INFO, logger="goemo")
+    bars: list[tqdm] = []
+
+    def counting_bar(total: int) -> tqdm:  # the dev check's bar shows on a terminal only: here one that counts
+        bars.append(tqdm(total=total, file=io.StringIO()))
+        return bars[-1]
+
+    monkeypatch.setattr(fastest, "_check_progress", counting_bar)
     export = ensure_cpu_export(ModelFolder.open(model_copy), max_f1_drop=1.0)
+    assert [(bar.n, bar.total) for bar in bars] == [(2 * 5426, 2 * 5426)]  # both graphs over every dev text
     assert export.made and export.precision == "int8" and export.in_model_folder
     assert export.path == model_copy / EXPORT_DIR and builds == [export.path]
     check = export.dev_check
@@ -65,7 +77,9 @@ def test_int8_kept_within_tolerance_then_loaded_and_described(model_copy: Path, 
     record = ModelFolder.open(export.path).cpu_export
     assert record["source_fingerprint"] == ModelFolder.open(model_copy).fingerprint
     assert record["precision"] == "int8" and ModelFolder.open(export.path).onnx_quantize == "int8"
-    assert sum("making one in" in r.getMessage() for r in caplog.records) == 1  # progress said once
+    said = [r.getMessage() for r in caplog.records if "building the int8 ONNX export once" in r.getMessage()]
+    assert len(said) == 1 and "(about 1-2 min on a CPU; " in said[0]  # said once, with how long it takes
+    assert any(r.getMessage() == "checking the int8 graph against fp32 on 5426 dev texts" for r in caplog.records)
 
     stamp = (export.path / "model.onnx").stat().st_mtime_ns
     clf = EmotionClassifier.load(model_copy, backend="fastest", device="cpu")
@@ -159,6 +173,27 @@ def test_without_onnxruntime_torch_fp32(model_copy: Path, monkeypatch: pytest.Mo
     assert "onnxruntime not installed" in clf.describe() and not (model_copy / EXPORT_DIR).exists()
 
 
+def test_the_first_load_says_what_it_builds_before_the_slow_part(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """The export and the dev check take the minutes: the line, with how long, comes before them."""
+    caplog.set_level(logging.INFO, logger="goemo")
+    said_before: list[str] = []
+
+    def build_graphs(*args, **kwargs):
+        said_before.extend(r.getMessage() for r in caplog.records if r.name == "goemo.predict.fastest")
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(onnx_export, "build_graphs", build_graphs)
+    with pytest.raises(RuntimeError, match="stop here"):
+        ensure_cpu_export(ModelFolder.open(model_copy))
+    assert said_before == [
+        f"{model_copy} has no CPU export from these weights yet: building the int8 ONNX export once, in "
+        f"{model_copy / EXPORT_DIR} (about 1-2 min on a CPU; then checked against fp32 on 5426 dev texts); "
+        "later loads reuse it"
+    ]
+
+
 def test_a_failed_export_falls_back_to_torch(model_copy: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     from goemo.core.errors import ModelError
 
@@ -174,7 +209,7 @@ def test_a_failed_export_falls_back_to_torch(model_copy: Path, monkeypatch: pyte
 
 def test_on_a_gpu_torch_in_bf16(model_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastest, "cuda_available", lambda: True)
-    choice = choose_fastest(ModelFolder.open(model_copy), "auto")
+    choice = choose_fastest(ModelFolder.open(model_copy))
     assert (choice.backend, choice.device, choice.precision) == ("torch", "cuda", "auto")  # auto: bf16 on CUDA
     assert "bf16" in choice.note and choice.export is None
 

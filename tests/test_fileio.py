@@ -1,3 +1,5 @@
+import errno
+import json
 import os
 import re
 import stat
@@ -7,6 +9,7 @@ import time
 
 import pytest
 
+from goemo.core.errors import WriteError
 from goemo.core.fileio import (
     append_jsonl,
     atomic_directory,
@@ -136,3 +139,65 @@ def test_a_folder_gets_the_umask_modes_whatever_its_writers_chose(tmp_path) -> N
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "best", *(tmp_path / "best").rglob("*")]}
     assert modes == {"best": 0o750, "model.safetensors": 0o640, "sub": 0o750, "run.sh": 0o750}
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_one_line_naming_the_target_and_the_old_version_stays(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "f.json"
+    atomic_write_json(target, {"v": 1})
+    folder = tmp_path / "last"
+    with atomic_directory(folder) as tmp:
+        (tmp / "w").write_text("old")
+    monkeypatch.setattr(os, "fsync", _full_disk)  # the data reaches the disk at fsync
+    with pytest.raises(WriteError) as refused:
+        atomic_write_json(target, {"v": 2})
+    assert str(refused.value) == (
+        f"cannot write {target}: No space left on device (what was written before is intact); "
+        "free some space or write elsewhere"
+    )
+    assert isinstance(refused.value, OSError) and refused.value.errno == errno.ENOSPC
+    assert json.loads(target.read_text()) == {"v": 1}
+    with pytest.raises(WriteError, match=rf"^cannot write {folder}: No space left on device"):
+        with atomic_directory(folder) as tmp:
+            atomic_write_json(tmp / "state.json", {})  # a file inside: the folder is named
+    assert (folder / "w").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json", "last"]  # no temps left
+
+
+def test_library_writers_that_say_so_in_words_and_other_errors(tmp_path) -> None:
+    class SafetensorError(Exception):  # safetensors' Rust writer raises its own type
+        pass
+
+    with pytest.raises(WriteError, match="No space left on device"):
+        with atomic_directory(tmp_path / "best"):
+            raise SafetensorError('IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+    with pytest.raises(
+        WriteError, match=r"Read-only file system \(what was written before is intact\); write elsewhere$"
+    ):
+        with atomic_open(tmp_path / "x.txt"):
+            raise OSError(errno.EROFS, "Read-only file system")
+    with pytest.raises(OSError) as other:  # not the disk's doing: left as it is
+        with atomic_open(tmp_path / "x.txt"):
+            raise OSError(errno.EACCES, "Permission denied")
+    assert not isinstance(other.value, WriteError)
+
+
+def test_a_full_disk_when_appending_a_record(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "metrics.jsonl"
+    append_jsonl(path, {"a": 1})
+
+    class FullFile:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        write = flush = _full_disk
+
+    monkeypatch.setattr("goemo.core.fileio.open", lambda *a, **k: FullFile(), raising=False)
+    with pytest.raises(WriteError, match=rf"^cannot write {path}: No space left on device"):
+        append_jsonl(path, {"a": 2})

@@ -81,7 +81,7 @@ def test_serve_on_cuda(tiny_model_dir) -> None:
     testclient = pytest.importorskip("fastapi.testclient", reason="the serve extra (fastapi) is not installed")
     from goemo.serve.app import create_app
 
-    clf = EmotionClassifier.load(tiny_model_dir, device="cuda")
+    clf = EmotionClassifier.load(tiny_model_dir, device="cuda", backend="auto")
     assert clf.precision in ("bf16", "fp16")  # auto on a GPU
     with testclient.TestClient(create_app(clf)) as client:
         r = client.post("/predict", json={"texts": ["thank you!", "this is awful"]})
@@ -95,8 +95,8 @@ def test_onnx_export_runs_on_cuda(tiny_model_dir, tmp_path) -> None:
     from goemo.export import export_onnx
 
     folder = export_onnx(tiny_model_dir, tmp_path / "onnx").path
-    gpu = EmotionClassifier.load(folder, device="cuda")
-    cpu = EmotionClassifier.load(folder, device="cpu")
+    gpu = EmotionClassifier.load(folder, device="cuda", backend="auto")
+    cpu = EmotionClassifier.load(folder, device="cpu", backend="auto")
     texts = ["so happy for you", "why would you do that?"]
     np.testing.assert_allclose(gpu.predict_proba(texts), cpu.predict_proba(texts), atol=1e-4)
     assert json.loads((folder / "goemo.json").read_text())["onnx"]["quantize"] is None

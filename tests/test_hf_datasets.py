@@ -12,6 +12,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from huggingface_hub import ModelCard
 from typer.testing import CliRunner
 
 from goemo.cli import app
@@ -260,6 +261,9 @@ def test_goemo_train_on_a_dataset_end_to_end(trained_on_dataset) -> None:
     assert meta["training_config"]["dataset"] == str(path)
     config = json.loads((run / "best" / "config.json").read_text())
     assert len(config["id2label"]) == 28 and config["id2label"]["0"] == "admiration"
+    card = ModelCard.load(run / "best" / "README.md")  # the local folder, not the Hub's go_emotions
+    assert "datasets" not in card.data.to_dict() and "huggingface.co/datasets" not in card.text
+    assert f"A local dataset: `{path}` (not from the Hugging Face Hub)." in card.text
 
 
 def test_goemo_evaluate_on_a_dataset(trained_on_dataset) -> None:

@@ -15,6 +15,7 @@ import torch
 from goemo.core.errors import ConfigError, ModelError
 from goemo.core.folder import ModelFolder
 from goemo.core.thresholds import sigmoid
+from goemo.data.split import Split
 from goemo.predict.classifier import EmotionClassifier
 
 # Deliberately mixed lengths (1 to ~120 word pieces), so length-sorted batches reorder them.
@@ -55,7 +56,7 @@ def clf(mean_run: Path) -> EmotionClassifier:
 
 
 def test_load_reads_labels_thresholds_and_length_from_a_trained_run(tiny_model_dir: Path) -> None:
-    clf = EmotionClassifier.load(tiny_model_dir)
+    clf = EmotionClassifier.load(tiny_model_dir, backend="auto")
     meta = json.loads((tiny_model_dir / "goemo.json").read_text())
     assert clf.label_names == meta["label_names"] and len(clf.label_names) == 28
     per_label = meta["thresholds"]["per_label"]
@@ -71,10 +72,12 @@ def test_auto_never_exports_and_describe_says_what_runs(tiny_model_dir: Path, tm
 
     folder = tmp_path / "best"
     shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns(".*"))
-    clf = EmotionClassifier.load(folder, device="cpu")
+    clf = EmotionClassifier.load(folder, device="cpu", backend="auto")
     assert clf.choice is None and not (folder / EXPORT_DIR).exists()
     assert clf.num_threads == torch.get_num_threads()
-    assert clf.describe() == f"torch fp32 on cpu, {clf.num_threads} thread{'s' * (clf.num_threads != 1)} ({folder})"
+    head = f"torch fp32 on cpu, {clf.num_threads} thread{'s' * (clf.num_threads != 1)} ({folder})"
+    rule = "texts over 48 tokens: pieces (sentences, else 32-token windows overlapping by 16), max of logits"
+    assert clf.describe() == f"{head}; {rule}"
     with pytest.raises(ConfigError, match="fastest"):
         EmotionClassifier.load(tiny_model_dir, backend="quickest")  # type: ignore[arg-type]
 
@@ -84,7 +87,7 @@ def test_probabilities_equal_a_direct_model_call_text_by_text(which: str, tiny_m
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = tiny_model_dir if which == "trained" else mean_run
-    clf = EmotionClassifier.load(folder, backend="torch", device="cpu")
+    clf = EmotionClassifier.load(folder, backend="torch", device="cpu", long_text="truncate")  # as the direct call
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)
     expected = []
@@ -111,7 +114,7 @@ def test_input_order_is_kept_whatever_the_batching(clf: EmotionClassifier) -> No
 
 def test_max_length_truncates(clf: EmotionClassifier) -> None:
     long_text = TEXTS[6]
-    short = EmotionClassifier.load(clf.path, backend="torch", device="cpu", max_length=8)
+    short = EmotionClassifier.load(clf.path, backend="torch", device="cpu", max_length=8, long_text="truncate")
     head = clf.tokenizer.decode(clf.tokenizer(long_text)["input_ids"][1:7])
     np.testing.assert_allclose(short.predict_proba([long_text]), clf.predict_proba([head]), atol=1e-5)
     assert np.abs(short.predict_proba([long_text]) - clf.predict_proba([long_text])).max() > 1e-5
@@ -213,16 +216,16 @@ def test_bad_inputs_fail_with_one_clear_line(clf: EmotionClassifier) -> None:
 
 def test_load_errors(tmp_path: Path, mean_run: Path) -> None:
     with pytest.raises(ModelError, match="not found"):
-        EmotionClassifier.load(tmp_path / "nope")
+        EmotionClassifier.load(tmp_path / "nope", backend="auto")
     with pytest.raises(ModelError, match="goemo export"):
         EmotionClassifier.load(mean_run, backend="onnx")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="neither"):
-        EmotionClassifier.load(tmp_path / "empty")
+        EmotionClassifier.load(tmp_path / "empty", backend="auto")
     with pytest.raises(ConfigError, match="backend"):
         EmotionClassifier.load(mean_run, backend="tensorflow")
     with pytest.raises(ConfigError, match="fp16"):
-        EmotionClassifier.load(mean_run, device="cpu", precision="fp16")
+        EmotionClassifier.load(mean_run, device="cpu", precision="fp16", backend="auto")
 
 
 def test_a_plain_transformers_folder_gets_labels_from_config_and_threshold_half(tmp_path: Path, mean_run: Path) -> None:
@@ -307,14 +310,14 @@ def roberta_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_roberta_position_offset_is_taken_off_its_positions(roberta_dir: Path) -> None:
     long_text = " ".join(["word"] * 200)
     assert ModelFolder.open(roberta_dir).position_limit == 32  # 34 positions less the offset of 2
-    clf = EmotionClassifier.load(roberta_dir, device="cpu")
+    clf = EmotionClassifier.load(roberta_dir, device="cpu", backend="auto")
     assert clf.max_length == 32  # the default: the most it takes
     assert clf.predict_proba([long_text, "hi"]).shape == (2, 3)  # 32 tokens fit
     with pytest.raises(
         ConfigError,
         match=r"max_length=33: the model takes at most 32 tokens \(config.json max_position_embeddings 34 less 2\)",
     ):
-        EmotionClassifier.load(roberta_dir, device="cpu", max_length=33)
+        EmotionClassifier.load(roberta_dir, device="cpu", max_length=33, backend="auto")
 
 
 def test_max_length_beyond_the_tokenizers_own_limit_is_refused(tmp_path: Path, mean_run: Path) -> None:
@@ -323,26 +326,83 @@ def test_max_length_beyond_the_tokenizers_own_limit_is_refused(tmp_path: Path, m
     config = json.loads((folder / "tokenizer_config.json").read_text())
     config["model_max_length"] = 64
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    assert EmotionClassifier.load(folder, device="cpu", max_length=64).max_length == 64
+    assert EmotionClassifier.load(folder, device="cpu", max_length=64, backend="auto").max_length == 64
     with pytest.raises(
         ConfigError,
         match=r"max_length=65: the model's tokenizer takes at most 64 tokens .*tokenizer_config.json model_max_length",
     ):
-        EmotionClassifier.load(folder, device="cpu", max_length=65)
+        EmotionClassifier.load(folder, device="cpu", max_length=65, backend="auto")
     with pytest.raises(
         ConfigError,
         match=r"max_length=513: the model takes at most 512 tokens \(config.json encoder.max_position_embeddings 512\)",
     ):
-        EmotionClassifier.load(folder, device="cpu", max_length=513)
+        EmotionClassifier.load(folder, device="cpu", max_length=513, backend="auto")
     (folder / "goemo.json").unlink()  # a plain checkpoint: the default is the tokenizer's limit
-    assert EmotionClassifier.load(folder, device="cpu").max_length == 64
+    assert EmotionClassifier.load(folder, device="cpu", backend="auto").max_length == 64
 
 
 def test_a_tokenizer_with_more_tokens_than_embeddings_is_refused(tmp_path: Path, mean_run: Path) -> None:
     folder = tmp_path / "small-embeddings"
     shutil.copytree(mean_run, folder)
-    clf = EmotionClassifier.load(folder, device="cpu")
+    clf = EmotionClassifier.load(folder, device="cpu", backend="auto")
     clf.tokenizer.add_tokens(["brandnewtoken"])  # 30523 tokens, 30522 rows of embeddings
     clf.tokenizer.save_pretrained(folder)
     with pytest.raises(ModelError, match=r"the tokenizer has 30523 tokens but config.json encoder.vocab_size is 30522"):
-        EmotionClassifier.load(folder, device="cpu")
+        EmotionClassifier.load(folder, device="cpu", backend="auto")
+
+
+# ---------------------------------------------------------------- long texts in pieces
+
+LONG = (
+    "I waited three weeks for this order and checked the tracking every day. "
+    "When it finally came the box was crushed and half the parts were missing! "
+    "Thank you so much to the shop, though, they sent the rest the very next morning. "
+    "Honestly I am still a bit annoyed about the wait"
+)
+SHORT = [t for t in TEXTS if len(t.split()) < 30]
+
+
+@pytest.fixture(scope="module")
+def mean_onnx(mean_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from goemo.export import export_onnx
+
+    return export_onnx(mean_run, tmp_path_factory.mktemp("mean-onnx") / "onnx").path
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_short_texts_score_the_same_whatever_the_long_text_mode(backend: str, mean_run: Path, mean_onnx: Path) -> None:
+    folder = mean_run if backend == "torch" else mean_onnx
+    pieces, truncating = (
+        EmotionClassifier.load(folder, backend=backend, device="cpu", long_text=mode) for mode in ("pieces", "truncate")
+    )
+    assert pieces.encode_pieces(SHORT).long == 0
+    np.testing.assert_array_equal(pieces.predict_proba(SHORT), truncating.predict_proba(SHORT))  # bit for bit
+    # Beside long texts (whose pieces join the batches) a short text's scores stay those it gets alone.
+    mixed = [LONG, *SHORT, LONG + " " + LONG]
+    got = pieces.predict_proba(mixed)[1:-1]
+    np.testing.assert_allclose(got, truncating.predict_proba(SHORT), atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_long_text_scores_the_max_of_its_sentences_alone(backend: str, mean_run: Path, mean_onnx: Path) -> None:
+    from goemo.predict.pieces import sentence_starts
+
+    folder = mean_run if backend == "torch" else mean_onnx
+    clf = EmotionClassifier.load(folder, backend=backend, device="cpu")
+    assert len(clf.tokenizer(LONG)["input_ids"]) > clf.max_length
+    starts = sentence_starts(LONG)
+    sentences = [LONG[a:b].strip() for a, b in zip(starts, [*starts[1:], len(LONG)])]
+    assert len(sentences) == 4
+    expected = clf.predict_logits(sentences).max(axis=0)
+    np.testing.assert_allclose(clf.predict_logits([LONG])[0], expected, atol=1e-5)
+    spans = clf.predict_spans([LONG])[0]["pieces"]
+    assert [LONG[p["start"] : p["end"]] for p in spans] == sentences
+
+
+def test_evaluation_scores_long_texts_in_pieces_too(mean_run: Path, goemotions_splits) -> None:
+    """`split_logits` (evaluate, report) reads the token cache and cuts the long texts as `predict_logits` does."""
+    split = goemotions_splits["test"].sample(6, seed=1)
+    texts = [LONG, *split.texts[1:]]
+    long_split = Split(texts, split.ids, split.labels, split.label_names, name="long")
+    clf = EmotionClassifier.load(mean_run, backend="torch", device="cpu")
+    np.testing.assert_allclose(clf.split_logits(long_split), clf.predict_logits(texts), atol=1e-6)

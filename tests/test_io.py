@@ -126,7 +126,7 @@ def test_bom_and_crlf_read_like_clean_file(tmp_path: Path) -> None:
     [
         ("ok\t0\ta\nonly two\t1\n", 2, "columns", "expected 3 tab-separated columns"),
         ("ok\t0\ta\nfour\t1\tb\textra\n", 2, "columns", "got 4"),
-        ("ok\t0\ta\nok\t0\tb\nbad\t3\tc\n", 3, "labels", "label id 3 out of range"),
+        ("ok\t0\ta\nok\t0\tb\nbad\t3\tc\n", 3, "labels", r"label id 3 out of range \(expected 0\.\.2\)$"),
         ("bad\t-1\tc\n", 1, "labels", "out of range"),
         ("bad\tjoy\tc\n", 1, "labels", "label id 'joy' is not an integer"),
         ("bad\t1.5\tc\n", 1, "labels", "not an integer"),
@@ -172,6 +172,9 @@ def test_empty_tsv_is_an_error(tmp_path: Path) -> None:
 def test_missing_file_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         read_goemotions_tsv(tmp_path / "nope.tsv", NAMES)
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(DataError, match="is a folder, expected a file$"):
+        load_split(tmp_path / "folder.jsonl")
 
 
 # ----------------------------------------------------------------------------- label names
@@ -324,7 +327,24 @@ def test_jsonl_bom_and_crlf(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "lines, line, field, problem",
     [
-        ([{"text": "a", "labels": []}, '{"text": "b", "labels": [}'], 2, None, "invalid JSON at column"),
+        (
+            [{"text": "a", "labels": []}, '{"text": "b", "labels": [}'],
+            2,
+            None,
+            "invalid JSON: Expecting value at column 26$",
+        ),
+        (
+            [{"text": "a", "labels": []}, '{"text": "b\tc"}'],
+            2,
+            None,
+            "invalid JSON: Invalid control character at column 12$",
+        ),
+        (
+            [{"text": "a", "labels": []}, '{"text": "b'],
+            2,
+            None,
+            "invalid JSON: Unterminated string starting at column 10$",
+        ),
         (['[{"text": "a"}]'], 1, None, "not a JSON array"),
         ([{"text": "a", "labels": []}, [1, 2]], 2, None, "expected a JSON object, got list"),
         (
@@ -411,11 +431,21 @@ def test_jsonl_numbers_and_nesting_python_cannot_take_are_data_errors(tmp_path: 
     ],
 )
 def test_huge_label_ids_are_out_of_range_not_a_crash(tmp_path: Path, body: str) -> None:
-    with pytest.raises(DataError, match="out of range") as info:
+    with pytest.raises(DataError, match=r"out of range \(expected 0\.\.1\)$") as info:
         read_csv(write(tmp_path / "h.csv", body), text_column="text", label_names=["a", "b"])
     assert info.value.field == "labels"
     # without label names the digits are a name like any other
     assert len(read_csv(tmp_path / "h.csv", text_column="text").label_names) >= 1
+
+
+@pytest.mark.parametrize(
+    ("count", "listed"), [(8, "n0, n1, n2, n3, n4, n5, n6, n7)"), (9, "n0, n1, n2, n3, n4, n5, n6, n7, ...)")]
+)
+def test_unknown_label_name_lists_the_first_eight_known(tmp_path: Path, count: int, listed: str) -> None:
+    p = write(tmp_path / "u.csv", "text,labels\nhi,glee\n")
+    with pytest.raises(DataError) as info:
+        read_csv(p, text_column="text", label_names=[f"n{i}" for i in range(count)])
+    assert str(info.value).endswith(f"unknown label name 'glee' (known: {listed}")
 
 
 def test_jsonl_huge_label_id_is_out_of_range(tmp_path: Path) -> None:
@@ -449,3 +479,26 @@ def test_messages_quoting_the_file_stay_one_line(tmp_path: Path) -> None:
         read_jsonl(jsonl_path, text_column="text")
     message = str(info.value)
     assert message.isprintable() and "\\x1b[31mred" in message and "line\\nbreak" in message
+
+
+# ----------------------------------------------------------------------------- default ids around blank lines
+
+
+def test_csv_and_jsonl_number_the_same_rows_alike_around_blank_lines(tmp_path: Path) -> None:
+    """Blank lines take no number in either format: the same texts get the same default ids."""
+    from goemo.data.records import read_records
+
+    texts = ["first", "second", "third"]
+    csv_file = write(tmp_path / "t.csv", "text,labels\nfirst,joy\n\nsecond,joy\n\n\nthird,joy\n")
+    jsonl_file = write(
+        tmp_path / "t.jsonl", jsonl({"text": "first"}, "", {"text": "second"}, "", "", {"text": "third"})
+    )
+    for path in (csv_file, jsonl_file):
+        records = list(read_records(path))
+        assert [(r.id, r.text) for r in records] == [("1", "first"), ("2", "second"), ("3", "third")], path.name
+    # the training readers agree with each other too (counted from 0)
+    trained_csv = read_csv(csv_file, text_column="text")
+    jsonl_with_labels = jsonl({"text": "first", "labels": ["joy"]}, "", {"text": "second", "labels": ["joy"]})
+    trained_jsonl = read_jsonl(write(tmp_path / "l.jsonl", jsonl_with_labels), text_column="text")
+    assert trained_csv.texts == texts and trained_csv.ids == ["0", "1", "2"]
+    assert trained_jsonl.ids == ["0", "1"]

@@ -3,7 +3,7 @@
 The layers (CONTRIBUTING.md) from the bottom:
 
     core  <-  data, scoring  <-  models  <-  predict  <-  training, evaluation
-          <-  serve, report, sweeps, cluster, export, reproduce  <-  cli
+          <-  serve, report, sweeps, cluster, audit, export, reproduce  <-  cli
 
 Read from the source with `ast` (imports anywhere in a file count, inside functions too),
 so a lazy import cannot hide a wrong-way dependency.
@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"predict"},
     {"training", "evaluation"},
-    {"serve", "report", "sweeps", "cluster", "export", "reproduce"},
+    {"serve", "report", "sweeps", "cluster", "audit", "export", "reproduce"},
     {"cli", "__main__"},
 ]
 # Serving uses only these: no training code, no reports, no sweeps.
@@ -198,7 +198,7 @@ def test_serving_a_torch_model_pulls_in_no_training_stack(tiny_model_dir: Path) 
         import sys
         from goemo.predict.classifier import EmotionClassifier
         from goemo.serve.app import create_app
-        clf = EmotionClassifier.load({str(tiny_model_dir)!r}, device="cpu")
+        clf = EmotionClassifier.load({str(tiny_model_dir)!r}, device="cpu", backend="torch")
         create_app(clf)
         clf.predict(["thanks!"])
         heavy = {heavy!r}

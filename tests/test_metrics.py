@@ -17,12 +17,13 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score, precision_recall_fscore_support
+from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_score
 
 from goemo.core.errors import GoemoError, MetricsInputError, ThresholdLeakError
 from goemo.core.thresholds import PAPER_THRESHOLDS, TunedThresholds, binarize, is_test_split
 from goemo.data.taxonomy import load_taxonomy
 from goemo.scoring.metrics import (
+    NO_NEGATIVES,
     NO_POSITIVES,
     best_global_threshold,
     compute_metrics,
@@ -475,3 +476,67 @@ def test_cross_tuned_f1_is_perfect_for_separable_scores_and_refuses_test():
     assert cross_tuned_f1_macro(y, p, split_name="dev") == pytest.approx(1.0)
     with pytest.raises(ThresholdLeakError):
         cross_tuned_f1_macro(y, p, split_name="test")
+
+
+# --------------------------------------------------------------------------- edges that move a number
+
+
+def test_nothing_predicted_scores_precision_zero_not_one():
+    # at 0.85 only row 0 predicts anything (a, 0.9): samples P = (1 + 0 + 0 + 0) / 4, zero_division=0
+    r = compute_metrics(Y, P, NAMES, thresholds=0.85, sweep=None)
+    assert r.samples.precision == pytest.approx(0.25)
+    assert any(n.startswith("3 example(s) with no predicted label") for n in r.notes)
+    # at 1.0 nothing is predicted at all: micro P 0/0 := 0
+    nothing = compute_metrics(Y, P, NAMES, thresholds=1.0, sweep=None)
+    assert (nothing.micro.precision, nothing.micro.recall, nothing.micro.f1) == (0.0, 0.0, 0.0)
+    assert nothing.samples.precision == 0.0
+
+
+def test_silent_examples_are_those_with_a_true_label_only():
+    # row 1 has no true label but a prediction; row 2 has a true label and no prediction
+    y = np.array([[1, 0], [0, 0], [0, 1]])
+    p = np.array([[0.9, 0.1], [0.8, 0.1], [0.1, 0.2]])
+    notes = compute_metrics(y, p, ["a", "b"], thresholds=0.5, sweep=None).notes
+    assert "1 example(s) with no predicted label count as precision 0 in samples averages." in notes
+    assert "1 example(s) with no true label excluded from samples averages." in notes
+
+
+def test_no_negatives_note_names_only_defined_labels():
+    y, p = _with_empty_label()  # d: no positives; no label lacks negatives
+    r = compute_metrics(y, p, NAMES + ["d"], thresholds=0.5, sweep=None)
+    assert not any(NO_NEGATIVES in n for n in r.notes)
+    always = np.hstack([Y, np.ones((4, 1), np.uint8)])  # e: positive on every row
+    r = compute_metrics(always, np.hstack([P, np.full((4, 1), 0.6)]), NAMES + ["e"], thresholds=0.5, sweep=None)
+    assert [n for n in r.notes if NO_NEGATIVES in n] == [
+        f"1 label(s) with {NO_NEGATIVES} (e): AUC undefined, excluded from macro AUC."
+    ]
+
+
+def test_micro_auc_needs_both_classes():
+    y = np.ones((3, 2), np.uint8)
+    r = compute_metrics(y, np.full((3, 2), 0.7), ["a", "b"], thresholds=0.5, sweep=None)
+    assert r.micro.auc is None and r.micro.f1 == 1.0
+    assert summary(y, np.full((3, 2), 0.7), 0.5)["auc_micro"] is None
+
+
+def test_summary_macro_auc_counts_labels_with_negatives_whatever_the_label_count():
+    # 4 examples, 2 labels; label a has 3 positives of 4 (so negatives too): its AUC counts
+    y = np.array([[1, 1], [1, 0], [1, 1], [0, 0]])
+    p = np.array([[0.9, 0.8], [0.6, 0.3], [0.4, 0.7], [0.5, 0.2]])
+    expected = (roc_auc_score(y[:, 0], p[:, 0]) + roc_auc_score(y[:, 1], p[:, 1])) / 2
+    assert summary(y, p, 0.5)["auc_macro"] == pytest.approx(expected)
+    assert compute_metrics(y, p, ["a", "b"], thresholds=0.5, sweep=None).macro.auc == pytest.approx(expected)
+
+
+def test_a_grid_may_reach_one():
+    t = tune_thresholds(Y_TUNE, P_TUNE, [0.5, 1.0], split_name="dev")
+    assert set(np.asarray(t).tolist()) <= {0.5, 1.0}
+    for bad in ([1.01], [-0.1], [], [np.nan]):
+        with pytest.raises(MetricsInputError, match=r"grid must be non-empty values in \[0, 1\]"):
+            tune_thresholds(Y_TUNE, P_TUNE, bad, split_name="dev")
+
+
+def test_thresholds_for_other_labels_name_three_of_each():
+    t = tune_thresholds(Y, P, split_name="dev", label_names=["x", "y", "z"])
+    with pytest.raises(MetricsInputError, match=r"labels \['x', 'y', 'z'\]\.\.\., not for \['a', 'b', 'c'\]"):
+        compute_metrics(Y, P, NAMES, thresholds=t)

@@ -13,6 +13,7 @@ from goemo.core.folder import ModelFolder
 from goemo.models.card import (
     BASE_MODELS,
     CardFacts,
+    DataOrigin,
     LabelRow,
     base_model,
     build_model_card,
@@ -149,6 +150,65 @@ def test_per_label_rows_show_undefined_scores_and_rare_labels(tmp_path: Path) ->
     assert "On the dev split" in text
     assert re.search(r"Rare labels, under 100 training examples: grief \(77\)\.", text)
     assert CardFacts.from_dict(facts.to_dict()) == facts
+
+
+def _trained_on(tmp_path: Path, facts: CardFacts | None = None, **data: str) -> ModelCard:
+    """The card of a folder whose training read ``data`` (dataset, dataset_config, train_file...)."""
+    names = ["joy", "anger"]
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": dict(enumerate(names)), "model_type": "bert"}))
+    metrics = {"dev": {"f1_macro": 0.5, "f1_micro": 0.6, "auc_macro": 0.7}}
+    training = {"model": "minilm", "data_dir": "data/goemotions", **data}  # data_dir: its default, always there
+    folder = ModelFolder(tmp_path, {"label_names": names, "training_config": training, "metrics": metrics})
+    return build_model_card(folder, facts=facts)
+
+
+def test_a_local_dataset_folder_is_named_and_not_linked_to_the_hub(tmp_path: Path) -> None:
+    local = tmp_path / "my-data"
+    local.mkdir()
+    card = _trained_on(tmp_path, dataset=str(local))
+    data = card.data.to_dict()
+    assert "datasets" not in data and "language" not in data and "go_emotions" not in data["tags"]
+    assert "huggingface.co/datasets" not in card.text and "Demszky" not in card.text and "Reddit" not in card.text
+    assert f"A local dataset: `{local}` (not from the Hugging Face Hub)." in card.text
+    assert f"fine-tuned on a local dataset (`{local}`)" in card.text
+    (result,) = [r for r in card.data.eval_results if r.metric_name == "Macro ROC-AUC"]
+    assert (result.dataset_type, result.dataset_name, result.dataset_config) == ("custom", "my-data", None)
+
+
+def test_the_data_origin_training_saw_is_kept_for_a_card_made_elsewhere(tmp_path: Path) -> None:
+    """``data/mine`` looks like a Hub id (OWNER/NAME) where it does not exist: training recorded it as local."""
+    assert DataOrigin("local", "data/mine").hub_id is None
+    facts = CardFacts(data_origin={"kind": "local", "name": "data/mine", "config": None})
+    card = _trained_on(tmp_path, facts=facts, dataset="data/mine")
+    assert "datasets" not in card.data.to_dict() and "A local dataset: `data/mine`" in card.text
+    assert CardFacts.from_dict(facts.to_dict()) == facts
+    assert "datasets" in _trained_on(tmp_path, dataset="data/mine").data.to_dict()  # judged now: a Hub id
+
+
+def test_a_hub_dataset_is_named_by_its_id(tmp_path: Path) -> None:
+    card = _trained_on(tmp_path, dataset="dair-ai/emotion", dataset_config="split")
+    assert card.data.to_dict()["datasets"] == ["dair-ai/emotion"] and "language" not in card.data.to_dict()
+    assert "The Hugging Face dataset [`dair-ai/emotion`](https://huggingface.co/datasets/dair-ai/emotion)" in card.text
+    assert "configuration `split`" in card.text and "Demszky" not in card.text and "Reddit" not in card.text
+    result = card.data.eval_results[0]
+    assert (result.dataset_type, result.dataset_name, result.dataset_config) == (
+        "dair-ai/emotion",
+        "dair-ai/emotion",
+        "split",
+    )
+    hub_goemotions = _trained_on(tmp_path, dataset="go_emotions", dataset_config="raw")
+    assert hub_goemotions.data.to_dict()["datasets"] == ["go_emotions"]
+    assert hub_goemotions.data.to_dict()["language"] == "en" and "GoEmotions (Demszky" in hub_goemotions.text
+    assert hub_goemotions.data.eval_results[0].dataset_config == "raw"
+
+
+def test_training_files_are_named_and_a_goemotions_folder_links_the_hub_dataset(tmp_path: Path) -> None:
+    files = _trained_on(tmp_path, train_file="mine/train.csv", dev_file="mine/dev.csv")
+    assert "datasets" not in files.data.to_dict() and "huggingface.co/datasets" not in files.text
+    assert "Files: `mine/train.csv`, `mine/dev.csv`." in files.text
+    folder = _trained_on(tmp_path)
+    assert folder.data.to_dict()["datasets"] == ["go_emotions"]
+    assert "[GoEmotions](https://huggingface.co/datasets/go_emotions)" in folder.text
 
 
 def test_default_model_names() -> None:

@@ -55,6 +55,16 @@ def truncate(name: str, fraction: float = 0.5) -> Tamper:
     return tamper
 
 
+def grow(name: str, size: int) -> Tamper:
+    """The file made ``size`` bytes long without writing them (a sparse file: no disk, no time)."""
+
+    def tamper(folder: Path) -> None:
+        with open(folder / name, "r+b") as f:
+            f.truncate(size)
+
+    return tamper
+
+
 def remove(name: str) -> Tamper:
     return lambda folder: (folder / name).unlink()
 
@@ -173,6 +183,11 @@ TORCH_CASES: list[tuple[str, Tamper, list[str]]] = [
         write("model.safetensors", b"\x00garbage" * 100),
         ["model.safetensors: truncated or not a safetensors file"],
     ),
+    (
+        "config.json of 20 MB",  # read whole, a 300 MB one took 1.9 GB of memory
+        grow("config.json", 20 * 2**20),
+        ["config.json: 20,971,520 bytes, more than the 16,777,216 a config.json may have; not read"],
+    ),
     ("tokenizer.json truncated", truncate("tokenizer.json"), ["tokenizer.json:", "invalid JSON"]),
     ("tokenizer.json missing", remove("tokenizer.json"), ["no tokenizer vocabulary"]),
     (
@@ -221,7 +236,8 @@ MEAN_CASES: list[tuple[str, Tamper, list[str]]] = [
 def damaged_copy(source: Path, tmp_path: Path, tamper: Tamper) -> Path:
     """A copy of the model folder alone (no run folder around it, so no cached predictions)."""
     folder = tmp_path / "model"
-    shutil.copytree(source, folder)
+    # without the CPU export an earlier test may have made in the source (its "making it again" is another line)
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".onnx-cpu"))
     tamper(folder)
     return folder
 
@@ -237,7 +253,7 @@ def assert_one_line(result, expected: list[str]) -> None:
 
 def check_everywhere(folder: Path, expected: list[str], tmp_path: Path, shared_data: Path) -> None:
     with pytest.raises(GoemoError) as info:
-        EmotionClassifier.load(folder, device="cpu")
+        EmotionClassifier.load(folder, device="cpu", backend="auto")
     for part in expected:
         assert part in str(info.value)
 
@@ -340,3 +356,20 @@ def test_cpu_export_record_is_read_and_checked(tmp_path: Path) -> None:
     write_meta(folder, {"cpu_export": ["not", "an", "object"]})
     with pytest.raises(ModelError, match="cpu_export: expected an object"):
         _ = ModelFolder.open(folder).cpu_export
+
+
+@pytest.mark.parametrize("name", ["goemo.json", "config.json", "tokenizer_config.json", "tokenizer.json"])
+def test_oversized_json_files_are_refused_unread(name: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A 300 MB JSON file (sparse: nothing is written) is one line naming it, not gigabytes of memory."""
+    from goemo.core.errors import ModelError
+    from goemo.core.folder import MAX_JSON_BYTES, MAX_TOKENIZER_JSON_BYTES, ModelFolder
+
+    folder = damaged_copy(tiny_model_dir, tmp_path, grow(name, 300 * 2**20))
+    limit = MAX_TOKENIZER_JSON_BYTES if name == "tokenizer.json" else MAX_JSON_BYTES
+    with pytest.raises(ModelError) as info:
+        opened = ModelFolder.open(folder)
+        _ = opened.config
+        opened.check_tokenizer()
+    assert str(info.value) == (
+        f"{folder / name}: 314,572,800 bytes, more than the {limit:,} a {name} may have; not read (a damaged or wrong file?)"
+    )

@@ -60,6 +60,13 @@ def test_dry_run_lists_exactly_the_files_and_uploads_nothing(folder: Path, monke
     assert TOKEN not in result.output
 
 
+def test_what_only_resuming_needs_is_not_pushed(folder: Path) -> None:
+    """Accelerate's state files in last/ (optimizer, scheduler, gradient scaler, RNG of each process)."""
+    for name in ("optimizer.bin", "scheduler.bin", "scaler.pt", "random_states_0.pkl", "random_states_1.pkl"):
+        (folder / name).write_bytes(b"state")
+    assert [(f.path, f.size) for f in hub.files_to_push(folder)] == _expected(folder)
+
+
 def test_dry_run_says_when_no_token_is_found(folder: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1")

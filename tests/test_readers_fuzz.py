@@ -5,14 +5,21 @@ predict readers (`goemo.data.records.read_records`) are fed random bytes, random
 (lone surrogates and control characters included, written as JSON escapes or as invalid
 UTF-8), random CSV quoting and random JSON values. Whatever comes in, the reader either
 returns what it parsed or raises one `GoemoError` whose message is a single line (what the
-CLI prints); any other exception is a bug. Bounded so the whole file runs in seconds.
+CLI prints); any other exception is a bug. Where the input's meaning is known, what was parsed
+is checked too: a random `Split` written as TSV, CSV or JSON Lines (by the standard ``csv``
+and ``json`` modules) reads back equal, and the label-id and JSON Lines tests compare the
+texts, ids and labels read with those written. Bounded so the whole file runs in seconds.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -20,6 +27,7 @@ from hypothesis import strategies as st
 from goemo.core.errors import GoemoError
 from goemo.data.io import load_split
 from goemo.data.records import read_records
+from goemo.data.split import Split
 
 FUZZ = settings(
     max_examples=150,
@@ -28,6 +36,7 @@ FUZZ = settings(
     database=None,  # no .hypothesis/ folder in the checkout
 )
 LABELS = ["joy", "anger", "fear"]
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 # Any code point, surrogates and controls included; biased towards the characters that matter
 # to the formats (quotes, delimiters, line ends, escapes, BOM, NUL).
@@ -166,10 +175,24 @@ def test_random_tsv_quoting(folder: Path, rows, how: str, line_end: str) -> None
 )
 @example(rows=[("fine", ["9" * 5000])], how="escaped")  # int() refuses 5,000 digits
 def test_tsv_label_ids(folder: Path, rows, how: str) -> None:
-    body = "".join(_row([text, ",".join(labels), "id"], "\t", [1]) + "\n" for text, labels in rows)
+    body = "".join(_row([text, ",".join(labels), f"id{i}"], "\t", [1]) + "\n" for i, (text, labels) in enumerate(rows))
     path = folder / "labels.tsv"
     path.write_bytes(encode(body, how))
-    training(path, label_names=LABELS)
+    result = training(path, label_names=LABELS)
+    # What the file means: ids 0 and 2 are labels, an empty column is none, anything else is an error;
+    # a lone surrogate written raw is not UTF-8, and escaped it is the text of its escape.
+    wanted = [[] if not ",".join(labels) else labels for _, labels in rows]
+    valid = bool(rows) and all(t in ("0", "2") for labels in wanted for t in labels)
+    raw = how == "surrogatepass" and any(SURROGATE_RE.search(text) for text, _ in rows)
+    assert isinstance(result, GoemoError) == (not valid or raw), (wanted, result)
+    if not isinstance(result, GoemoError):
+        assert isinstance(result, Split)
+        assert result.texts == [encode(text, how).decode("utf-8").replace("\r\n", "\n") for text, _ in rows]
+        assert result.ids == [f"id{i}" for i in range(len(rows))]
+        expected = np.zeros((len(rows), len(LABELS)), np.uint8)
+        for i, labels in enumerate(wanted):
+            expected[i, [int(t) for t in labels]] = 1
+        assert result.labels.tolist() == expected.tolist()
 
 
 # ----------------------------------------------------------------------------- JSON Lines
@@ -198,9 +221,21 @@ def test_random_jsonl(folder: Path, records: list[dict], values: list, ascii_onl
     path = folder / "random.jsonl"
     # ensure_ascii=False keeps lone surrogates raw, which only "surrogatepass" can write (invalid UTF-8)
     path.write_bytes(encode("\n".join(lines) + "\n", "surrogatepass"))
-    training(path)
-    training(path, label_names=LABELS, id_column="id")
-    training(path, label_columns=["joy"])
+    objects = [*records, *values]
+    plain = training(path)
+    if isinstance(plain, Split):  # every line an object with a string "text": read as written, ids numbered
+        assert plain.texts == [o["text"] for o in objects]
+        assert plain.ids == [str(i) for i in range(len(objects))]
+    named = training(path, label_names=LABELS, id_column="id")
+    if isinstance(named, Split):
+        assert named.texts == [o["text"] for o in objects]
+        assert named.ids == [str(o["id"]) for o in objects]
+        assert named.label_names == LABELS
+    flags = training(path, label_columns=["joy"])
+    if isinstance(flags, Split):
+        assert flags.labels[:, 0].tolist() == [
+            int(str(o["joy"]).strip().lower() in ("1", "1.0", "true")) for o in objects
+        ]
     predicting(path)
     predicting(path, id_column="id")
 
@@ -224,6 +259,106 @@ def test_json_lines_built_to_hurt(folder: Path, depth: int, digits: int, kind: s
         line = json.dumps({"text": "a" * digits + "\ud800", "labels": []})
     path = folder / "hurt.jsonl"
     path.write_text(line + "\n", encoding="utf-8")
-    training(path)
-    training(path, label_names=LABELS, id_column="id")
+    plain = training(path)
+    named = training(path, label_names=LABELS, id_column="id")
     predicting(path, id_column="id")
+    # What each line means, when it can be read at all:
+    if kind == "nest-list":  # "labels": [] is no label; [[]] and deeper hold a list where a label goes
+        result = training(path, label_names=LABELS)
+        assert isinstance(result, Split) == (depth == 1)
+        if isinstance(result, Split):
+            assert result.texts == ["a"] and result.labels.tolist() == [[0, 0, 0]]
+    elif kind == "nest-object":  # an object is no id
+        assert isinstance(named, GoemoError)
+    elif kind == "long-int":  # an id of up to 4,300 digits (Python's int limit) is kept as written
+        assert isinstance(named, Split) == (digits <= 4300)
+        if isinstance(named, Split):
+            assert named.ids == ["7" * digits]
+    elif kind == "long-int-label":  # a label name of digits, the only name seen; not one of LABELS
+        assert isinstance(named, GoemoError)
+        assert isinstance(plain, Split) and plain.label_names == ["7" * digits] and plain.labels.tolist() == [[1]]
+    else:  # a lone surrogate is not text
+        assert isinstance(plain, GoemoError) and isinstance(named, GoemoError)
+
+
+# ----------------------------------------------------------------------------- round trips
+
+ROUND_TRIP = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+# What a Split holds and every format carries: any text but lone surrogates (not text), CRLF
+# (read as LF on purpose, so Windows files read like Unix ones) and a BOM (the start of a
+# file's is dropped, and a TSV has no header before the first text).
+SPLIT_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\ufeff"), max_size=30).map(
+    lambda t: t.replace("\r\n", "\n")
+)
+# Label names: stripped and non-empty (as a reader leaves them), and no column name of the file.
+NAME = SPLIT_TEXT.map(str.strip).filter(lambda t: t and t not in ("id", "text", "labels"))
+
+
+@st.composite
+def splits(draw) -> Split:
+    names = draw(st.lists(NAME, min_size=1, max_size=5, unique=True))
+    n = draw(st.integers(1, 8))
+    texts = draw(st.lists(SPLIT_TEXT, min_size=n, max_size=n))
+    ids = draw(st.lists(SPLIT_TEXT, min_size=n, max_size=n))
+    rows = draw(st.lists(st.lists(st.integers(0, 1), min_size=len(names), max_size=len(names)), min_size=n, max_size=n))
+    return Split(texts, ids, np.array(rows, np.uint8), names)
+
+
+def write_split(split: Split, fmt: str, form: str, line_end: str, ascii_only: bool) -> str:
+    """The split as the standard ``csv`` and ``json`` modules write it: the file's text."""
+    out = io.StringIO(newline="")
+    on = [[split.label_names[j] for j in np.flatnonzero(row)] for row in split.labels]
+    if fmt == "jsonl":
+        for text, id_, row, names in zip(split.texts, split.ids, split.labels, on):
+            obj = {"id": id_, "text": text}
+            obj |= dict(zip(split.label_names, row.tolist())) if form == "flags" else {"labels": names}
+            out.write(json.dumps(obj, ensure_ascii=ascii_only) + line_end)
+        return out.getvalue()
+    options = {"delimiter": "\t" if fmt == "tsv" else ",", "lineterminator": line_end}
+    plain, quoted = csv.writer(out, **options), csv.writer(out, quoting=csv.QUOTE_ALL, **options)  # type: ignore[arg-type]
+    rows: list[list] = []
+    if fmt == "tsv":  # the official layout: text, label ids, id; no header
+        rows = [
+            [text, ",".join(str(j) for j in np.flatnonzero(row)), id_]
+            for text, id_, row in zip(split.texts, split.ids, split.labels)
+        ]
+    elif form == "flags":
+        rows = [["id", "text", *split.label_names]]
+        rows += [[id_, text, *row.tolist()] for text, id_, row in zip(split.texts, split.ids, split.labels)]
+    else:
+        rows = [["id", "text", "labels"]]
+        rows += [[id_, text, json.dumps(names)] for text, id_, names in zip(split.texts, split.ids, on)]
+    for row in rows:  # the csv module leaves a bare "\r" unquoted when the line end is "\n": quote that row
+        (quoted if any("\r" in str(field) for field in row) else plain).writerow(row)
+    return out.getvalue()
+
+
+@ROUND_TRIP
+@given(
+    split=splits(),
+    fmt=st.sampled_from(["tsv", "csv", "jsonl"]),
+    form=st.sampled_from(["list", "flags"]),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+    ascii_only=st.booleans(),
+    bom=st.booleans(),
+)
+@example(
+    split=Split(['a "quoted",\ttext', "two\nlines", ""], ["1", "", "x,y"], np.array([[1, 0], [0, 0], [1, 1]]), ["joy", "0"]),
+    fmt="csv", form="list", line_end="\r\n", ascii_only=False, bom=True,
+)  # fmt: skip
+def test_a_written_split_reads_back_equal(
+    folder: Path, split: Split, fmt: str, form: str, line_end: str, ascii_only: bool, bom: bool
+) -> None:
+    path = folder / f"round-trip.{fmt}"
+    path.write_text(
+        write_split(split, fmt, form, line_end, ascii_only), encoding="utf-8-sig" if bom else "utf-8", newline=""
+    )
+    if fmt == "tsv":
+        back = load_split(path, label_names=split.label_names)
+    elif form == "flags":
+        back = load_split(path, label_columns=split.label_names, id_column="id")
+    else:
+        back = load_split(path, label_names=split.label_names, id_column="id")
+    assert (back.texts, back.ids, back.label_names) == (split.texts, split.ids, split.label_names)
+    assert back.labels.tolist() == split.labels.tolist()
+    assert back.checksum() == split.checksum()

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from goemo.cli import app
+from goemo.data.source import DataSource
 from goemo.data.taxonomy import load_taxonomy
 from goemo.evaluation.evaluate import evaluate
 from goemo.report import build_report
@@ -109,7 +110,7 @@ def analysis(run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def built(run: Path, analysis: Path, shared_data: Path):
-    result = build_report(run, data_dir=shared_data, max_samples=N)
+    result = build_report(run, max_samples=N, source=DataSource.folder(shared_data))
     page = Page()
     page.feed(result.html.read_text(encoding="utf-8"))
     return result, page
@@ -166,13 +167,15 @@ def test_table4_holds_all_28_labels_beside_the_paper(built, run, shared_data):
         assert (row["paper P"], row["paper R"], row["paper F1"]) == tuple(f"{v:.3f}" for v in paper.labels[name])
     assert _row(table, "macro average")["paper F1"] == "0.460"
     # this model's own numbers are the evaluation's, at the paper's threshold 0.3
-    ours = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, thresholds=0.3).report
+    ours = evaluate(run / "best", "test", max_samples=N, thresholds=0.3, source=DataSource.folder(shared_data)).report
     for m in ours.per_label:
         row = _row(table, m.name)
         assert row["n"] == f"{m.support:,}"
         assert row["F1 @0.3"] == ("n/a" if m.f1 is None else f"{m.f1:.3f}")
     assert _row(table, "macro average")["F1 @0.3"] == f"{ours.macro.f1:.3f}"
-    tuned = evaluate(run / "best", "test", data_dir=shared_data, max_samples=N, thresholds="tuned").report
+    tuned = evaluate(
+        run / "best", "test", max_samples=N, thresholds="tuned", source=DataSource.folder(shared_data)
+    ).report
     assert _row(table, "macro average")["F1 tuned"] == f"{tuned.macro.f1:.3f}"
     stored = json.loads((run / "best" / "goemo.json").read_text())["thresholds"]["per_label"]
     assert _row(table, "joy")["tuned t"] == f"{stored['joy']:.3f}"
@@ -222,7 +225,7 @@ def test_confusion_section_lists_pairs(built, run, shared_data):
 def test_comparison_mode(run, analysis, shared_data, tmp_path):
     other = tmp_path / "other-run"
     shutil.copytree(run, other, ignore=shutil.ignore_patterns("predictions", "plots", "report.*"))
-    result = build_report(run, data_dir=shared_data, max_samples=N, compare=[other])
+    result = build_report(run, max_samples=N, compare=[other], source=DataSource.folder(shared_data))
     page = Page()
     page.feed(result.html.read_text(encoding="utf-8"))
     assert page.h2[-2:] == ["Comparison of runs", "About these numbers"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -21,8 +22,16 @@ from typer.testing import CliRunner
 
 from goemo.cli import app
 from goemo.core.config import TrainConfig, save_config
-from goemo.core.errors import RunFolderError
-from goemo.core.run_folder import LOCK_FILE, STATE_FILE, TRAINER_STATE_FILE, WEIGHTS_FILE, RunFolder, RunLock
+from goemo.core.errors import ModelError, RunFolderError
+from goemo.core.run_folder import (
+    LOCK_FILE,
+    STATE_FILE,
+    TRAINER_STATE_FILE,
+    WEIGHTS_FILE,
+    RunFolder,
+    RunLock,
+    launched_as_main,
+)
 
 PY = sys.executable
 
@@ -108,6 +117,16 @@ CORRUPTIONS: list[tuple[str, str, Callable[[Path], None], str]] = [
     ),
     ("ema-missing", "ema.safetensors", Path.unlink, "missing, so the weight average cannot resume"),
     ("ema-truncated", "ema.safetensors", _truncate, "truncated or not a goemo checkpoint"),
+    # Accelerate's files (save_state); load_state alone would skip a damaged RNG state and resume another run
+    ("optimizer-truncated", "optimizer.bin", _truncate, "truncated or not a goemo checkpoint"),
+    ("scheduler-missing", "scheduler.bin", Path.unlink, "missing"),
+    ("rng-truncated", "random_states_0.pkl", _truncate, "truncated or not a goemo checkpoint"),
+    (
+        "state-of-an-older-goemo",
+        "training_state.pt",
+        lambda p: torch.save({"optimizer": {}, "scheduler": {}, "rng": []}, p),
+        "written by an older goemo",
+    ),
 ]
 
 
@@ -158,6 +177,63 @@ def test_a_lock_left_by_a_killed_run_does_not_block(tmp_path) -> None:
     assert (tmp_path / LOCK_FILE).is_file()  # the file stays, the lock went with its holder
     with RunLock(tmp_path / LOCK_FILE):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_check_free_refuses_a_held_lock_and_takes_and_writes_nothing(tmp_path) -> None:
+    lock = RunLock(tmp_path / "run" / LOCK_FILE)
+    lock.check_free()  # no folder, no lock file: free
+    assert not (tmp_path / "run").exists()
+    with RunFolder(tmp_path / "run").lock():
+        with pytest.raises(RunFolderError, match=rf"is in use by another goemo run \(pid {os.getpid()} on "):
+            lock.check_free()
+    lock.check_free()  # released: free again
+    with lock:  # and check_free took nothing: the lock is there to take
+        pass
+
+
+@pytest.mark.parametrize(
+    ("variables", "main"),
+    [({}, True), ({"RANK": "0"}, True), ({"RANK": "1"}, False), ({"PMI_RANK": "3"}, False)],
+)
+def test_the_main_process_is_known_from_the_launchers_environment(monkeypatch, variables, main) -> None:
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMI_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert launched_as_main() is main
+
+
+def test_check_start_makes_preparations_refusals_reading_only(tmp_path) -> None:
+    run = RunFolder(tmp_path / "run")
+    config = TrainConfig(output=str(run.path))
+    run.check_start(config)  # no folder yet
+    with pytest.raises(RunFolderError, match="contradict"):
+        run.check_start(config.replace(resume=True, overwrite=True))
+    (run.path / "best").mkdir(parents=True)
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        run.check_start(config)
+    run.check_start(config.replace(overwrite=True))
+    run.check_start(config.replace(resume=True))  # no checkpoint to compare with: prepare starts over
+    assert sorted(p.name for p in run.path.iterdir()) == ["best"]  # nothing written
+
+
+def test_goemo_train_refuses_a_folder_in_use_before_importing_torch(tmp_path) -> None:
+    """The second run into a locked folder stops before its slow imports: here torch cannot even be imported."""
+    run = tmp_path / "run"
+    script = "import sys; sys.modules['torch'] = None; from goemo.cli import main; sys.argv = ['goemo', *sys.argv[1:]]; main()"
+    with RunFolder(run).lock():
+        done = subprocess.run(
+            [PY, "-c", script, "train", "--output", str(run), "--model", "tiny-random-bert"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"goemo: error: {run} is in use by another goemo run (pid {os.getpid()} on {socket.gethostname()}); "
+        "wait for it to finish or choose another --output"
+    ]
 
 
 # Imports goemo's training code, says "ready", then waits for a line before running the command
@@ -319,28 +395,66 @@ def _small_data(root: Path, shared_data: Path) -> Path:
     return root
 
 
-def test_a_run_that_failed_before_its_first_checkpoint_can_be_rerun(tmp_path, shared_data, monkeypatch) -> None:
+def test_a_run_refused_before_its_first_step_writes_nothing(tmp_path, shared_data, monkeypatch) -> None:
+    """Bad data, a model never fetched, a max length the encoder cannot take: refused before the folder is touched."""
     data = _small_data(tmp_path / "data", shared_data)
     good = (data / "train.tsv").read_text(encoding="utf-8")
     (data / "train.tsv").write_text(good + "a bad line\t99\tzzz\n", encoding="utf-8")
     args = _args(data, tmp_path / "run", tmp_path / "cache")
     assert "train.tsv" in _error_line(CliRunner().invoke(app, args))  # bad data
-    assert (tmp_path / "run" / "config.yaml").is_file()
     (data / "train.tsv").write_text(good, encoding="utf-8")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    other = [*args, "--model", "bert-base-cased"]  # another command: a model that was never fetched
-    changed = CliRunner().invoke(app, other)
-    assert "fetch-model" in _error_line(changed)
-    assert f"{RESTART} with other settings (model: 'tiny-random-bert' -> 'bert-base-cased')" in changed.stderr
-    same = CliRunner().invoke(app, other)  # the job resubmitted as it was: refused for the model, not the folder
-    assert "fetch-model" in _error_line(same)
-    assert f"{RESTART}\n" in same.stderr and "other settings" not in same.stderr
+    assert "fetch-model" in _error_line(CliRunner().invoke(app, [*args, "--model", "bert-base-cased"]))
+    too_long = _error_line(CliRunner().invoke(app, [*args, "--max-length", "4000"]))
+    assert too_long == (
+        "goemo: error: max_length=4000: tiny-random-bert takes at most 512 tokens "
+        "(its config.json max_position_embeddings 512); give --max-length 512 or less"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_rerun(tmp_path, shared_data, monkeypatch) -> None:
+    import goemo.training.loop
+
+    data = _small_data(tmp_path / "data", shared_data)
+    args = _args(data, tmp_path / "run", tmp_path / "cache")
+
+    def out_of_memory(*args, **kwargs):
+        raise ModelError("the model does not fit in memory")  # fails after the folder was prepared
+
+    with monkeypatch.context() as m:
+        m.setattr(goemo.training.loop, "build_model", out_of_memory)
+        assert "fit in memory" in _error_line(CliRunner().invoke(app, [*args, "--seed", "7"]))
+        assert (tmp_path / "run" / "config.yaml").is_file()
+        same = CliRunner().invoke(app, [*args, "--seed", "7"])  # the job resubmitted as it was
+        assert "fit in memory" in _error_line(same)  # refused for the model, not the folder
+        assert f"{RESTART}\n" in same.stderr and "other settings" not in same.stderr
     result = CliRunner().invoke(app, args)  # the fixed command, no --overwrite needed
     assert result.exit_code == 0, result.output
-    assert f"{RESTART} with other settings (model: 'bert-base-cased' -> 'tiny-random-bert')" in result.stderr
+    assert f"{RESTART} with other settings (seed: 7 -> 42)" in result.stderr
     assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
     again = CliRunner().invoke(app, args)  # now it holds a trained run
     assert "already holds a run" in _error_line(again)
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_what_was_written(
+    tmp_path, shared_data, monkeypatch
+) -> None:
+    """It was the writer's ~60-line traceback; the run folder was safe all along (atomic checkpoints)."""
+    import errno
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)  # last/training_state.pt, after best/ was written
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, _args(shared_data, run, tmp_path / "cache"))
+    assert _error_line(result) == (
+        f"goemo: error: cannot write {run / 'last'}: No space left on device (what was written before is intact); "
+        "free some space or write elsewhere"
+    )
+    assert not (run / "last").exists() and (run / "best" / WEIGHTS_FILE).is_file()
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]  # no half checkpoint left
 
 
 # ---------------------------------------------------------------- 5. modes

@@ -422,3 +422,58 @@ def test_cli_serve_errors_are_one_line(tmp_path, tiny_model_dir):
     assert r.exit_code == 1 and r.output.startswith("goemo: error:") and "Traceback" not in r.output
     r = runner.invoke(app, ["serve", "--help"])
     assert r.exit_code == 0 and "Example: goemo serve --model" in r.output
+
+
+# ---------------------------------------------------------------- long texts and the token limit
+
+LONG = (
+    "I waited three weeks for this order and checked the tracking every day. "
+    "When it finally came the box was crushed and half the parts were missing! "
+    "Thank you so much to the shop, though, they sent the rest the very next morning. "
+    "Honestly I am still a bit annoyed about the wait."
+)
+
+
+def test_a_long_text_is_scored_whole_and_a_request_over_max_tokens_is_refused(classifier):
+    assert len(classifier.tokenizer(LONG)["input_ids"]) > classifier.max_length
+    limits = ServeLimits(max_tokens=120, max_wait_ms=0.0)
+    with TestClient(create_app(classifier, limits), base_url=LOCAL) as c:
+        r = c.post("/predict", json={"texts": [LONG]})
+        assert r.status_code == 200, r.text
+        scores = [r.json()["results"][0]["scores"][n] for n in classifier.label_names]
+        np.testing.assert_allclose(scores, classifier.predict_proba([LONG])[0], atol=1e-6)
+        tokens = sum(classifier.count_tokens([LONG, LONG]))
+        r = c.post("/predict", json={"texts": [LONG, LONG]})
+        assert r.status_code == 422
+        assert r.json()["detail"] == f"too many tokens: {tokens:,} in one request; the limit is 120 (--max-tokens)"
+        health = c.get("/health").json()
+        assert health["long_text"].startswith(f"texts over {classifier.max_length} tokens: pieces")
+        assert health["long_texts"]["long"] >= 1 and health["batching"]["tokens"] == tokens // 2
+
+
+def test_batcher_keeps_each_model_call_within_max_batch_tokens():
+    """A heavy request is not merged with so many others that they all wait for it; each call stays bounded."""
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def model(texts):
+        calls.append(list(texts))
+        release.wait(5)
+        return _fake_model(texts)
+
+    batcher = MicroBatcher(model, max_batch=64, max_wait_ms=0, max_batch_tokens=10)
+    cost = {"first": 1, "heavy": 9, "a": 2, "b": 2, "c": 2, "d": 2, "e": 5}
+
+    async def run():
+        first = asyncio.ensure_future(batcher.submit(["first"], cost["first"]))
+        await asyncio.sleep(0.05)  # the model holds "first": the rest queue
+        rest = [asyncio.ensure_future(batcher.submit([t], cost[t])) for t in ("heavy", "a", "b", "c", "d", "e")]
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(first, *rest)
+        await batcher.stop()
+
+    asyncio.run(run())
+    assert calls == [["first"], ["heavy"], ["a", "b", "c", "d"], ["e"]]
+    assert all(sum(cost[t] for t in call) <= 10 for call in calls)
+    assert batcher.stats.tokens == sum(cost.values())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import re
@@ -26,7 +27,13 @@ httpx = pytest.importorskip("httpx")
 from goemo.core.errors import ConfigError  # noqa: E402
 from goemo.serve import background_server  # noqa: E402
 from goemo.serve.app import create_app  # noqa: E402
-from goemo.serve.connections import ConnectionBudget, Throttled, quiet_resource_errors, resolve_connections  # noqa: E402
+from goemo.serve.connections import (  # noqa: E402
+    ConnectionBudget,
+    Throttled,
+    ThrottledLines,
+    quiet_resource_errors,
+    resolve_connections,
+)
 from goemo.serve.limits import ServeLimits  # noqa: E402
 
 HALF_SENT_POST = (
@@ -210,6 +217,96 @@ def test_throttled_counts_what_it_held_back(caplog):
         time.sleep(0.25)
         warn.warning("busy")
     assert [r.getMessage() for r in caplog.records] == ["busy", "busy (50 times since the last such line)"]
+
+
+def _exchange(port: int, payload: bytes, timeout_s: float = 10.0) -> bytes:
+    """Send ``payload`` on a new connection and read until the server closes it (or the time is up)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(payload)
+        deadline = time.monotonic() + timeout_s
+        data = b""
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                return data
+            data += chunk
+    raise AssertionError(f"the server did not close the connection; it answered {data!r}")
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed():
+    """RFC 9112 6.1: the bytes after the chunked body (a second request, smuggled) are never read as one."""
+    body = b'{"texts": ["hi"]}'
+    smuggled = b"GET /labels HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+        + smuggled
+    )
+    with background_server(create_app(FakeModel())) as base:
+        port = int(base.rsplit(":", 1)[1])
+        answer = _exchange(port, request)
+        alive = smuggled.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        assert _exchange(port, alive).startswith(b"HTTP/1.1 200 ")  # the server lives on
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"400"], answer
+    assert b"connection: close" in answer.lower()
+    assert b"both Content-Length and Transfer-Encoding" in answer
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /labels HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n",
+        b"GET /labels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ],
+    ids=["garbage", "header without colon", "two lengths"],
+)
+def test_malformed_http_gets_the_json_error_shape(request_bytes):
+    with background_server(create_app(FakeModel())) as base:
+        port = int(base.rsplit(":", 1)[1])
+        answer = _exchange(port, request_bytes)
+        health = httpx.get(f"{base}/health", timeout=10).json()["connections"]
+    last = answer[answer.rfind(b"HTTP/1.1 ") :]
+    head, _, body = last.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert b"content-type: application/json" in head.lower(), answer
+    assert json.loads(body) == {"detail": "malformed HTTP request: the request line or headers cannot be parsed"}
+    assert health["malformed"] == 1
+
+
+def test_malformed_requests_do_not_flood_the_log(caplog, monkeypatch):
+    """Uvicorn writes a warning per malformed request; 40 of them make one line (two if 10 s pass)."""
+    monkeypatch.setattr(logging.getLogger("uvicorn.error"), "filters", [])  # a fresh throttle, not an earlier test's
+    with caplog.at_level(logging.WARNING):
+        with background_server(create_app(FakeModel())) as base:
+            port = int(base.rsplit(":", 1)[1])
+            for _ in range(40):
+                assert _exchange(port, b"GARBAGE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    lines = [r.getMessage() for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
+    assert 1 <= len(lines) <= 2, lines
+
+
+def test_throttled_lines_pass_other_records_and_count_the_held_back_ones():
+    throttle = ThrottledLines(["Invalid HTTP request"], interval_s=3600)
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, msg, None, None)
+
+    passed = [
+        r.getMessage() for r in (record("Invalid HTTP request received.") for _ in range(100)) if throttle.filter(r)
+    ]
+    assert passed == ["Invalid HTTP request received."]
+    assert throttle.filter(record("Something else."))
+    throttle.throttles["Invalid HTTP request"].interval_s = 0  # the interval is over
+    again = record("Invalid HTTP request received.")
+    assert throttle.filter(again)
+    assert again.getMessage() == "Invalid HTTP request received. (100 times since the last such line)"
 
 
 @pytest.mark.slow

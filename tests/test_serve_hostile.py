@@ -337,6 +337,31 @@ def test_openapi_states_the_limits_and_one_error_model():
         assert client.post("/predict", json={"texts": []}).json()["detail"] == "texts is empty: send at least one text"
 
 
+@pytest.mark.parametrize(
+    ("options", "status"),
+    [
+        ({"threshold": False}, 422),
+        ({"threshold": True}, 422),
+        ({"threshold": "0.5"}, 422),
+        ({"top_k": "3"}, 422),
+        ({"top_k": True}, 422),
+        ({"top_k": 2.5}, 422),
+        ({"top_k": 2.0}, 200),  # the same JSON number as 2 (JSON Schema: an integer)
+        ({"top_k": 2}, 200),
+        ({"threshold": 1}, 200),  # an integer is a number
+        ({"threshold": 0.5}, 200),
+    ],
+    ids=str,
+)
+def test_options_take_the_types_the_schema_states_and_no_others(options, status):
+    """The schema says integer and number: a bool or a string is refused, not read as 1 or 3 (schemathesis ST201)."""
+    with TestClient(create_app(FakeModel()), base_url=LOCAL) as client:
+        r = client.post("/predict", json={"texts": ["a"], **options})
+        assert r.status_code == status, r.text
+        if status == 422:
+            assert r.json()["detail"].startswith(next(iter(options))), r.text
+
+
 def test_schema_valid_top_k_with_a_taxonomy_gives_every_group(torch_classifier):
     """top_k up to the number of labels is schema-valid; with 7 Ekman groups, 20 gives all 7."""
     with TestClient(create_app(torch_classifier), base_url=LOCAL) as client:
@@ -372,9 +397,18 @@ def test_a_lone_surrogate_in_a_key_is_answered_in_valid_json():
         ("evil.example", (), 400),
         ("evil.example:8000", (), 400),
         ("127.0.0.1.evil.example", (), 400),
+        ("127.0.0.1:80@evil.example", (), 400),  # no host at all: Starlette's parser refuses it
+        ("localhost:80@evil.example", (), 400),
+        ("[::1]:80@evil.example", (), 400),
+        ("127.0.0.1/evil.example", (), 400),
+        ("127.0.0.1 evil.example", (), 400),
+        ("127.0.0.256", (), 400),
         ("", (), 400),
         ("MyBox:8000", ("mybox",), 200),
         ("mybox.lan", ("mybox",), 400),
+        ("mybox:80@evil.example", ("mybox",), 400),
+        ("api.example.com", ("*.example.com",), 200),
+        ("example.com", ("*.example.com",), 400),
         ("anything.example", ("*",), 200),
     ],
 )
@@ -385,6 +419,12 @@ def test_host_header_is_checked_against_dns_rebinding(host, allowed, status):
         assert r.status_code == status, r.text
         if status == 400:
             assert "--allowed-host" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("host", ["mybox:8000", "http://mybox", "", "my box", "*mybox", "a.*.example"])
+def test_allowed_hosts_are_names_without_port_or_scheme(host):
+    with pytest.raises(ConfigError, match="is not a host name"):
+        ServeLimits(allowed_hosts=(host,))
 
 
 def test_health_names_the_model_without_its_path():
@@ -428,3 +468,120 @@ def test_sigterm_after_a_clean_shutdown_exits_0(tiny_model_dir):
         rest = proc.communicate(timeout=30)[1]
     assert "Application shutdown complete" in rest
     assert proc.returncode == 0, rest
+
+
+DRAINED_SERVER = """
+import logging, time
+import numpy as np
+from goemo.serve import bind_socket, serve_app
+from goemo.serve.app import create_app
+from goemo.serve.limits import ServeLimits
+
+class Slow:  # 20 ms per call of 2 texts: 150 requests keep it busy for 1.5 s
+    label_names = ["joy", "anger"]
+    thresholds = np.array([0.5, 0.5])
+    def predict_proba(self, texts):
+        time.sleep(0.02)
+        return np.full((len(texts), 2), 0.25, dtype=np.float32)
+    def predict_from_proba(self, probs, top_k=None, threshold=None, taxonomy=None):
+        return [[] for _ in probs]
+    def decide(self, probs, threshold=None, taxonomy=None):
+        return self.label_names, probs, probs > 0.5
+    def label_names_for(self, taxonomy=None):
+        return self.label_names
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+limits = ServeLimits(max_batch=2, max_wait_ms=0, header_timeout_s=30, drain_timeout_s=30)
+sock = bind_socket("127.0.0.1", 0)
+print(sock.getsockname()[1], flush=True)
+serve_app(create_app(Slow(), limits), sock, limits, access_log=False)
+"""
+
+
+def _post(text: str) -> bytes:
+    body = json.dumps({"texts": [text]}).encode()
+    head = f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def _answer(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection; b"" if it resets it."""
+    try:
+        return await asyncio.wait_for(reader.read(), 60)
+    except ConnectionResetError:
+        return b""
+
+
+def test_sigterm_answers_every_request_in_flight_then_exits_0(tmp_path):
+    """Requests queued, half-sent or not yet sent when SIGTERM comes are all answered (200); new connections get 503."""
+    script = tmp_path / "server.py"
+    script.write_text(DRAINED_SERVER)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+
+    def wait_for(pattern: str) -> None:
+        deadline = time.monotonic() + 60
+        while not any(re.search(pattern, line) for line in list(lines)):
+            assert proc.poll() is None and time.monotonic() < deadline, (pattern, "".join(lines))
+            time.sleep(0.02)
+
+    try:
+        port = int(proc.stdout.readline())
+        wait_for("Application startup complete")
+        base = f"http://127.0.0.1:{port}"
+
+        async def drive() -> tuple[list[bytes], list[bytes], list[bytes], list[bytes]]:
+            async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                return await asyncio.open_connection("127.0.0.1", port)
+
+            full = [await connect() for _ in range(150)]
+            half = [await connect() for _ in range(20)]
+            silent = [await connect() for _ in range(5)]
+            for i, (_, w) in enumerate(full):
+                w.write(_post(f"queued {i}"))
+            for i, (_, w) in enumerate(half):
+                w.write(_post(f"half {i}")[:40])  # part of the head
+            for _, w in full + half:
+                await w.drain()
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:  # every connection accepted
+                while (await http.get("/health")).json()["connections"]["open"] < 176:
+                    await asyncio.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(wait_for, "(?i)shutting down")
+            late = []
+            for _ in range(3):  # opened after SIGTERM, while the server drains
+                try:
+                    reader, writer = await connect()
+                except ConnectionRefusedError:
+                    late.append(b"refused")
+                    continue
+                late.append(await _answer(reader))
+                writer.close()
+            for i, (_, w) in enumerate(half):
+                w.write(_post(f"half {i}")[40:])
+            for i, (_, w) in enumerate(silent):
+                w.write(_post(f"silent {i}"))
+            answers = await asyncio.gather(*(_answer(r) for r, _ in full + half + silent))
+            for _, w in full + half + silent:
+                w.close()
+            return answers[:150], answers[150:170], answers[170:], late
+
+        full, half, silent, late = asyncio.run(drive())
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = "".join(lines)
+    status = [a[:12].decode(errors="replace") or "no answer" for a in full + half + silent]
+    assert status == ["HTTP/1.1 200"] * 175, ({s: status.count(s) for s in set(status)}, log[-3000:])
+    assert all(b'"results"' in a for a in full + half + silent)
+    assert [a[:12] for a in late] == [b"HTTP/1.1 503"] * 3, late
+    assert all(b"server is shutting down" in a and b"retry-after: 1" in a.lower() for a in late)
+    assert rc == 0, log[-3000:]
+    assert "Traceback" not in log and "unanswered" not in log, log[-3000:]
+    assert re.search(r"shutting down: answering \d+ requests in flight first", log), log[-3000:]

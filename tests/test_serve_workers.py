@@ -21,6 +21,7 @@ httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from goemo.core.errors import GoemoError  # noqa: E402
+from goemo.core.run_settings import RunSettings  # noqa: E402
 from goemo.serve import MicroBatcher, WorkerSpec, bind_socket, default_num_threads, load_for_serving  # noqa: E402
 from goemo.serve.app import create_app  # noqa: E402
 from goemo.serve.limits import ServeLimits  # noqa: E402
@@ -143,15 +144,15 @@ def test_under_load_a_small_batch_waits_for_callers_on_their_way_back():
 
 
 def test_model_and_tokenizer_run_off_the_event_loop(tiny_model_dir):
-    clf = load_for_serving(tiny_model_dir, backend="torch", device="cpu")
+    clf = load_for_serving(tiny_model_dir, RunSettings(backend="torch", device="cpu"))
     seen: list[threading.Thread] = []
-    encode = clf.encode
+    encode = clf.encode_pieces
 
-    def recording_encode(texts):
+    def recording_encode(texts, *args):
         seen.append(threading.current_thread())
-        return encode(texts)
+        return encode(texts, *args)
 
-    clf.encode = recording_encode  # type: ignore[method-assign]
+    clf.encode_pieces = recording_encode  # type: ignore[method-assign]
     batcher = MicroBatcher(clf.predict_proba, max_batch=8)
 
     async def run():
@@ -189,7 +190,7 @@ def test_listening_socket_is_tcp_with_nodelay():
 
 
 def test_health_says_backend_precision_threads_and_worker(tiny_model_dir):
-    clf = load_for_serving(tiny_model_dir, backend="torch", device="cpu", num_threads=1)
+    clf = load_for_serving(tiny_model_dir, RunSettings(backend="torch", device="cpu", num_threads=1))
     assert clf.batch_size <= 16  # CPU: length-sorted chunks
     with TestClient(create_app(clf, ServeLimits(), workers=3), base_url="http://127.0.0.1") as client:
         health = client.get("/health").json()
@@ -200,7 +201,7 @@ def test_health_says_backend_precision_threads_and_worker(tiny_model_dir):
 
 def test_worker_spec_travels_as_json():
     limits = ServeLimits(max_texts=3, allowed_hosts=("example.org",))
-    spec = WorkerSpec(model="m", num_threads=2, limits=limits.to_dict(), worker=1, workers=2)
+    spec = WorkerSpec(model="m", settings={"num_threads": 2}, limits=limits.to_dict(), worker=1, workers=2)
     back = WorkerSpec.from_json(spec.to_json())
     assert back.model == "m" and back.worker == 1 and ServeLimits(**back.limits) == limits
 

@@ -134,7 +134,9 @@ def test_the_cards_snippet_runs_without_goemo_and_decides_as_goemo(runs: dict[st
         assert ("trust_remote_code=True" in snippet.group(1)) == (pooling == "mean")
         printed = _fresh(snippet.group(1), tmp_path).strip()
         labels = sorted(ast.literal_eval(printed[printed.rindex("[") :]))  # the snippet prints a list of labels
-        assert labels == sorted(d["label"] for d in EmotionClassifier.load(best).predict([EXAMPLE_TEXT])[0])
+        assert labels == sorted(
+            d["label"] for d in EmotionClassifier.load(best, backend="auto").predict([EXAMPLE_TEXT])[0]
+        )
 
 
 def test_config_json_carries_the_thresholds_goemo_decides_by(runs: dict[str, Path]) -> None:
@@ -179,7 +181,7 @@ def test_goemo_loads_both_heads_without_running_the_folders_code(runs: dict[str,
         assert type(loaded.model).__module__ == "goemo.models.modeling_goemo"
     clf = EmotionClassifier.load(copy, backend="torch", device="cpu")
     np.testing.assert_allclose(
-        clf.predict_proba(TEXTS), EmotionClassifier.load(runs["mean"] / "best").predict_proba(TEXTS)
+        clf.predict_proba(TEXTS), EmotionClassifier.load(runs["mean"] / "best", backend="auto").predict_proba(TEXTS)
     )
     assert type(load_model(runs["cls"] / "best").model).__name__ == "BertForSequenceClassification"
     assert not marker.exists()

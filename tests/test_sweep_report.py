@@ -15,7 +15,16 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from goemo.sweeps.report import analyse_sweep, curves_figure, history_figure, parallel_figure, write_sweep_report
+from goemo.report.plots import png_bytes
+from goemo.sweeps.report import (
+    analyse_sweep,
+    curves_figure,
+    history_figure,
+    parallel_figure,
+    slice_figure,
+    write_sweep_report,
+)
+from goemo.sweeps.runner import load_sweep
 
 # (lr, batch_size, dropout, auc_score at the kept epoch); trials 0 and 1 differ only in dropout
 TRIALS = [
@@ -133,13 +142,56 @@ def test_curves_overlay_each_trials_epochs_from_its_metrics_jsonl(tmp_path):
 
 
 def test_trial_ticks_are_whole_numbers(tmp_path):
-    analysis = analyse_sweep(_fake_sweep(tmp_path, trials=TRIALS[:3], fail=False))
-    fig = history_figure(analysis)
+    study = load_sweep(_fake_sweep(tmp_path, trials=TRIALS[:3], fail=False))[1]
+    fig = history_figure(study, "auc_score")
     (ax,) = fig.axes
     fig.canvas.draw()
     low, high = ax.get_xlim()
     ticks = [t for t in ax.get_xticks() if low <= t <= high]
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks  # 0, 1, 2: no 0.25, 0.5
+
+
+def test_history_and_slice_are_optunas_plots_and_leave_pyplot_as_it_was(tmp_path):
+    """Optuna draws them through pyplot in its ggplot style: neither the style nor the figures stay behind."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    study = load_sweep(_fake_sweep(tmp_path))[1]
+    before = dict(matplotlib.rcParams)
+    history = history_figure(study, "auc_score")
+    assert history.axes[0].get_title() == "Optimization History Plot" and history.axes[0].get_ylabel() == "auc_score"
+    params = slice_figure(study, "auc_score")
+    assert params.get_suptitle() == "Slice Plot"
+    assert sorted(ax.get_xlabel() for ax in params.axes if ax.get_xlabel()) == ["batch_size", "dropout", "lr"]
+    assert dict(matplotlib.rcParams) == before and plt.get_fignums() == []
+    assert png_bytes(history)[:8] == png_bytes(params)[:8] == b"\x89PNG\r\n\x1a\n"  # on their own Agg canvas
+
+
+def test_the_trials_table_names_dev_auc_as_the_metric_users_select(tmp_path):
+    """The column is auc_score, as in the sweep config; a trial recorded before auc_score existed
+    (its dev summary holds auc_macro only) shows the same number."""
+    sweep_dir = _fake_sweep(tmp_path, trials=TRIALS[:2], fail=False)
+    study = load_sweep(sweep_dir)[1]
+    old, new = study.get_trials()
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=old.params,
+            distributions=old.distributions,
+            value=0.5,
+            user_attrs={"dev": {"f1_macro": 0.25, "auc_macro": 0.6123}},
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=new.params,
+            distributions=new.distributions,
+            value=0.4,
+            user_attrs={"dev": {"f1_macro": 0.25, "auc_macro": 0.6456, "auc_score": 0.6456}},
+        )
+    )
+    md = write_sweep_report(sweep_dir).markdown.read_text()
+    assert "| dev auc_score |" in md and "auc_macro" not in md
+    assert "| 0.2500 | 0.6123 |" in md and "| 0.2500 | 0.6456 |" in md
 
 
 def test_parallel_coordinates_put_categorical_values_on_ticks(tmp_path):

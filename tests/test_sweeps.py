@@ -233,7 +233,7 @@ def wandb_sweep(base, tmp_path_factory):
     return sweep, run_sweep(sweep)
 
 
-def test_wandb_report_config_runs_three_trials_and_picks_the_best(wandb_sweep):
+def test_wandb_report_config_runs_three_trials_and_picks_the_best(wandb_sweep, base):
     sweep, result = wandb_sweep
     trials = _trials(sweep.sweep_dir)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3 and result.counts == {"COMPLETE": 3}
@@ -267,6 +267,11 @@ def test_wandb_report_config_runs_three_trials_and_picks_the_best(wandb_sweep):
     best = max(trials, key=lambda t: t.value)
     assert (result.best_number, result.best_value, result.best_params) == (best.number, best.value, best.params)
     assert result.best_run_dir == best.user_attrs["run_dir"]
+    # run again from the folder's own copy of the config: the study is found, nothing is left to do
+    again = run_sweep(prepare_sweep(sweep.sweep_dir / "sweep.yaml", output=sweep.sweep_dir, count=3, overrides=base))
+    assert again.study_name == "wandb_report_sweep" and again.outcomes == [] and len(_trials(sweep.sweep_dir)) == 3
+    status, lines = again.verdict()
+    assert status == 0 and lines[0].startswith("nothing to run")
 
 
 def test_sweep_report_lists_trials_best_importance_and_per_class_auc(wandb_sweep):
@@ -356,9 +361,6 @@ def test_grid_covers_its_grid_exactly(grid_sweep, base):
     assert sweep.count == 4  # --count defaults to the grid size
     points = [(t.params["dropout"], t.params["lr"]) for t in trials]
     assert points == [(1.5, 2e-3), (1.5, 1e-3), (0.1, 2e-3), (0.1, 1e-3)]  # each once, in grid order
-    # run again from the folder's own copy of the config: the study is found, nothing is left to do
-    again = run_sweep(prepare_sweep(sweep.sweep_dir / "sweep.yaml", output=sweep.sweep_dir, overrides=base))
-    assert again.study_name == "grid" and again.outcomes == [] and len(_trials(sweep.sweep_dir)) == 4
 
 
 def test_crashing_trials_are_recorded_and_the_sweep_goes_on(grid_sweep):
@@ -464,6 +466,29 @@ def test_a_trial_is_ranked_by_the_sweep_metric_at_the_epoch_its_select_metric_ke
     assert trial.intermediate_values == {e: pytest.approx(a) for e, _, a in FAKE_EPOCHS}
 
 
+def test_a_trial_the_encoder_cannot_take_fails_before_its_first_step(base, tmp_path):
+    """Each trial is checked as ``goemo train`` is: max length 4000 on a 512-position encoder trains nothing."""
+    path = tmp_path / "lengths.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "method": "grid",
+                "metric": {"name": "auc_micro", "goal": "maximize"},
+                "parameters": {"max_length": {"values": [4000, 32]}},
+            }
+        )
+    )
+    sweep = prepare_sweep(path, output=tmp_path / "lengths", overrides=base)
+    run_sweep(sweep)
+    refused, trained = _trials(sweep.sweep_dir)
+    assert (refused.state.name, trained.state.name) == ("FAIL", "COMPLETE")
+    assert refused.user_attrs["error"] == (
+        "ConfigError: max_length=4000: tiny-random-bert takes at most 512 tokens "
+        "(its config.json max_position_embeddings 512); give --max-length 512 or less"
+    )
+    assert [p.name for p in (sweep.sweep_dir / "trials" / "0").iterdir()] == ["error.txt"]  # trained nothing
+
+
 def test_a_sweep_whose_trials_all_fail_exits_non_zero_with_the_reasons(tmp_path):
     from typer.testing import CliRunner
 
@@ -481,9 +506,73 @@ def test_a_sweep_whose_trials_all_fail_exits_non_zero_with_the_reasons(tmp_path)
     assert "goemo: error: none of the 2 trial(s) this run took succeeded" in out.output
     assert "1 x ConfigError: dropout=1.5: expected a number in [0, 1)" in out.output
     assert "1 x ConfigError: dropout=2.0: expected a number in [0, 1)" in out.output
-    again = CliRunner().invoke(app, args)  # the study is complete: this worker has nothing to do
-    assert again.exit_code == 0, again.output
-    assert "nothing to run" in again.output and "2 fail" in again.output
+    # each failure in one line (the error's own message), not Optuna's warning with a traceback
+    assert [line for line in out.output.splitlines() if "trial 0 failed" in line.lower()] == [
+        "WARNING goemo.sweeps.runner: trial 0 failed: dropout=1.5: expected a number in [0, 1)"
+    ]
+    assert "Traceback" not in out.output
+    # the same command again retries them; they fail again, so it exits 1 again
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1, again.output
+    assert "2 failed trial(s) queued again (0, 1)" in again.output
+    assert "goemo: error: none of the 2 trial(s) this run took succeeded" in again.output
+    assert [t.state.name for t in _trials(tmp_path / "sweep")] == ["FAIL"] * 4
+    verbose = CliRunner().invoke(app, ["--verbose", *args])  # the traceback is there at DEBUG
+    assert verbose.exit_code == 1 and "Traceback" in verbose.output
+
+
+def test_rerunning_a_sweep_after_fixing_the_cause_retries_its_failed_trials(tmp_path, monkeypatch):
+    """Both trials fail (the data is missing); once it is there, the same command trains them, each
+    as a retry of its failed trial (same parameters, same run folder), and exits 0."""
+    from typer.testing import CliRunner
+
+    import goemo.training.loop
+    from goemo.cli import app
+    from goemo.core.errors import DataError
+
+    _fake_training(monkeypatch)
+    fake_train = goemo.training.loop.train
+    missing = [True]
+
+    def train(config, splits=None, callbacks=()):
+        if missing[0]:
+            raise DataError("no such file", path="data/goemotions/train.tsv")
+        return fake_train(config, splits=splits, callbacks=callbacks)
+
+    monkeypatch.setattr(goemo.training.loop, "train", train)
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"method": "grid", "metric": {"name": "auc_score"}, "parameters": {"lr": {"values": [1e-3, 2e-3]}}}
+        )
+    )
+    args = ["sweep", "--config", str(config), "--output", str(tmp_path / "sweep")]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 1, first.output
+    assert "trial 1 failed: data/goemotions/train.tsv: no such file" in first.output
+    missing[0] = False
+    fixed = CliRunner().invoke(app, args)
+    assert fixed.exit_code == 0, fixed.output
+    assert "best: trial 2, auc_score 0.7000 (lr=0.001)" in fixed.output
+    failed_0, failed_1, retry_0, retry_1 = _trials(tmp_path / "sweep")
+    assert [t.state.name for t in (failed_0, failed_1, retry_0, retry_1)] == ["FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    for failed, retry in ((failed_0, retry_0), (failed_1, retry_1)):
+        assert retried_trial(retry) == retry.user_attrs["retry_of"] == failed.number
+        assert retry.params == failed.params and retry.user_attrs["run_dir"] == failed.user_attrs["run_dir"]
+        assert retry.user_attrs.get("error") is None
+    done = CliRunner().invoke(app, args)  # every slot has a result: nothing is retried
+    assert done.exit_code == 0 and "nothing to run" in done.output and len(_trials(tmp_path / "sweep")) == 4
+
+
+@pytest.mark.parametrize(
+    "counts, status",
+    [({"FAIL": 2}, 1), ({"FAIL": 1, "COMPLETE": 1}, 0), ({"FAIL": 1, "PRUNED": 1}, 0), ({"FAIL": 1, "RUNNING": 1}, 0)],
+)
+def test_a_worker_with_nothing_to_run_fails_while_the_study_has_only_failures(tmp_path, counts, status):
+    from goemo.sweeps.runner import SweepResult
+
+    result = SweepResult(tmp_path, "s", "sqlite://", counts, None, None, {}, None, [], [])
+    assert result.verdict()[0] == status  # RUNNING: another worker may still succeed
 
 
 # ---------------------------------------------------------------- interrupted trials are queued again

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -338,6 +340,34 @@ def test_sweep_trials_group_under_the_sweep_and_a_failed_trial_is_marked_failed(
     runs = [r.run for r in _wandb_records(run_file) if r.WhichOneof("record_type") == "run"]
     exits = [r.exit.exit_code for r in _wandb_records(run_file) if r.WhichOneof("record_type") == "exit"]
     assert (runs[0].display_name, runs[0].run_group, exits) == ("trial-3", "lr-grid", [1])
+
+
+def test_stats_logs_its_table_to_wandb_alone_in_a_fresh_process(shared_data, tmp_path):
+    """``goemo stats --tracker wandb`` as docs/coming-from-wandb-report.md writes it: W&B alone, no Accelerator.
+
+    A fresh process, so no earlier test's Accelerate state hides a tracker that needs it.
+    """
+    pytest.importorskip("wandb", reason="the track extra is not installed: pip install 'goemo[track]'")
+    out = tmp_path / "data-analysis"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    args = ["stats", "--data-dir", str(shared_data), "--out", str(out), "--no-tokens", "--tracker", "wandb"]
+    done = subprocess.run(
+        [sys.executable, "-m", "goemo", *args], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tracker failed" not in done.stderr and "logged to wandb" in done.stdout + done.stderr, done.stderr
+    (table_file,) = out.glob("wandb/offline-run-*/files/media/table/data_sample_*.table.json")
+    table = json.loads(table_file.read_text(encoding="utf-8"))
+    assert table["columns"] == ["text", "label_ids", "labels"] and len(table["data"]) == 1000
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    logged = {  # a table is logged as a reference to its file, under nested keys (data_sample/path, …)
+        item.key or "/".join(item.nested_key): json.loads(item.value_json)
+        for record in _wandb_records(run_file)
+        if record.WhichOneof("record_type") == "history"
+        for item in record.history.item
+    }
+    assert table_file.as_posix().endswith(logged["data_sample/path"]) and logged["data_sample/nrows"] == 1000
+    assert logged["data/dev/texts"] == 5426  # the table and the key figures, in the run
 
 
 # ---------------------------------------------------------------- --select-metric auc_score, --watch

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError, ModelError, RunFolderError
 from goemo.core.folder import ModelFolder
+from goemo.data.source import DataSource
 from goemo.models.modeling import load_model
 from goemo.training.loop import train
 
@@ -89,6 +90,28 @@ def test_run_folder_and_summary(trained) -> None:
     # best/ is the epoch with the best dev macro-F1
     best = max(_epochs(run), key=lambda e: e["f1_macro"])
     assert summary["best_epoch"] == best["epoch"]
+
+
+def test_recorded_long_text_says_pieces_only_when_truncation_cut_nothing(tiny_config) -> None:
+    """Training scores truncated ids; when no scored text was longer, those are the pieces' numbers too."""
+    from accelerate import Accelerator
+
+    from goemo.models.modeling import load_tokenizer
+    from goemo.predict.runner import encode_texts
+    from goemo.training.epoch_metrics import LiveScorer
+
+    tokenizer = load_tokenizer("minilm")
+    config = tiny_config.replace(max_length=8)
+    scorer = LiveScorer(Accelerator(cpu=True), tokenizer, ["joy", "anger"], config)
+    short, long = ["so happy", "ugh"], ["one two three four five six seven eight nine"]
+    model = torch.nn.Linear(1, 1)
+
+    def scored(*groups):
+        return {f"s{i}": (texts, encode_texts(texts, tokenizer, 8)) for i, texts in enumerate(groups)}
+
+    assert scorer.recorded_settings(model, scored(short, short))["long_text"] == "pieces"
+    recorded = scorer.recorded_settings(model, scored(short, short + long))
+    assert recorded["long_text"] == "truncate" and recorded["max_length"] == 8
 
 
 def test_best_reloads_with_thresholds_tuned_on_dev(trained) -> None:
@@ -285,7 +308,7 @@ def test_two_cpu_processes_train_data_parallel(tmp_path, shared_data) -> None:
     from goemo.predict.classifier import EmotionClassifier
     from goemo.training.epoch_metrics import evaluate_logits
 
-    clf = EmotionClassifier.load(out / "best", batch_size=64, precision="fp32")
+    clf = EmotionClassifier.load(out / "best", batch_size=64, precision="fp32", backend="auto")
     dev = load_goemotions(shared_data)["dev"].sample(301, seed=42)
     enc = encode_split(dev, clf.tokenizer, 128, tmp_path / "c")
     single = evaluate_logits(clf.logits_for_encoded(enc), enc.labels, 0.3)
@@ -371,7 +394,9 @@ def test_splits_from_python_and_pos_weight_focal(small_splits, tiny_config) -> N
 
 
 def test_weight_average_is_what_gets_evaluated_and_saved(tiny_config) -> None:
-    result = train(tiny_config.replace(epochs=1, max_train_samples=300, max_eval_samples=80, ema_decay=0.9))
+    # no calibration: it would fold its maps into the classifier's weights compared below
+    config = tiny_config.replace(epochs=1, max_train_samples=300, max_eval_samples=80, ema_decay=0.9, calibrate=False)
+    result = train(config)
     (record,) = _epochs(result.run_dir)
     assert {"raw_f1_macro", "raw_f1_macro_xtuned", "raw_val_loss", "raw_auc_macro"} <= record.keys()
     assert record["raw_val_loss"] != record["val_loss"]  # two different sets of weights were scored
@@ -410,6 +435,18 @@ def test_a_folder_from_before_ema_decay_cannot_resume_an_average(tiny_config) ->
         train(tiny_config.replace(**small, ema_decay=0.9, resume=True))
 
 
+def test_a_weight_average_resumes_on_an_indexed_cpu_device(tiny_config, monkeypatch) -> None:
+    """Each of several CPU processes trains on device ``cpu:0``, which safetensors refuses as a
+    place to load to (found by killing and resuming a two-process run)."""
+    from accelerate import Accelerator
+
+    small = dict(epochs=1, max_train_samples=100, max_eval_samples=50, ema_decay=0.9, save_every=3)
+    train(tiny_config.replace(**small))
+    monkeypatch.setattr(Accelerator, "device", property(lambda self: torch.device("cpu", 0)))
+    resumed = train(tiny_config.replace(**small, resume=True))
+    assert resumed.summary["best_epoch"] == 1
+
+
 def test_two_runs_in_one_process_may_use_different_precisions(tiny_config) -> None:
     """Sweeps and notebooks train many times in one process; Accelerate's state must not stick."""
     small = dict(epochs=1, max_train_samples=100, max_eval_samples=50)
@@ -425,10 +462,16 @@ def test_evaluation_scores_the_probabilities_training_reported(tiny_config) -> N
     from goemo.predict.cache import predict_split
     from goemo.scoring.metrics import tune_thresholds
 
-    config = tiny_config.replace(precision="bf16", epochs=1, max_train_samples=300, max_eval_samples=None)
+    # no calibration: re-tuning below gives back the saved thresholds on the raw scale only
+    # (tests/test_calibrate.py checks a calibrated run's scores against evaluation)
+    config = tiny_config.replace(
+        precision="bf16", epochs=1, max_train_samples=300, max_eval_samples=None, calibrate=False
+    )
     result = train(config)
     meta = json.loads((result.best_dir / "goemo.json").read_text())
-    test = evaluate(result.best_dir, "test", data_dir=config.data_dir, thresholds="tuned")  # the CLI's loading path
+    test = evaluate(
+        result.best_dir, "test", thresholds="tuned", source=DataSource.folder(config.data_dir)
+    )  # the CLI's loading path
     assert test.predictions.from_cache
     assert test.report.macro.f1 == pytest.approx(result.summary["test"]["f1_macro_tuned"], abs=1e-12)
 
@@ -441,7 +484,7 @@ def test_evaluation_scores_the_probabilities_training_reported(tiny_config) -> N
         dev.labels, cached.probs, split_name="dev", label_names=dev.label_names, shrink=config.threshold_shrink
     )
     assert retuned.to_dict() == meta["thresholds"]["tuning"]  # re-tuning on dev gives back the saved thresholds
-    rerun = predict_split(result.best_dir, dev, use_cache=False)  # fp32 on a CPU: close, not equal
+    rerun = predict_split(result.best_dir, dev, cache=False)  # fp32 on a CPU: close, not equal
     assert not rerun.from_cache
     np.testing.assert_allclose(rerun.probs, cached.probs, atol=0.05)
     assert not np.array_equal(rerun.probs, cached.probs)
@@ -488,6 +531,8 @@ def test_cli_train_prints_the_one_screen_summary(tmp_path, shared_data) -> None:
     assert (saved["sentiment_reg"], saved["correlation_reg"]) == (0.5, 0.25)
     for needle in ("f1_macro", "best epoch 1", "train examples/s", "peak", "RSS", "hardware:", "cores", "model:"):
         assert needle in result.output, needle
+    (epoch_line,) = [line for line in result.output.splitlines() if "epoch 1: train_loss" in line]
+    assert " auc_score " in epoch_line and "auc_macro" not in result.output  # the name --select-metric takes
     again = CliRunner().invoke(app, args)  # the same folder again: one line, exit 1
     assert again.exit_code == 1 and "already holds a run" in again.output
 
@@ -641,7 +686,7 @@ def test_focal_loss_is_the_textbook_formula() -> None:
     targets = (torch.rand(8, 5, generator=gen) > 0.6).float()
     labels = targets.numpy()
     for gamma in (0.0, 2.0):
-        loss = loss_function(TrainConfig(loss="focal", focal_gamma=gamma), labels, list("abcde"), torch.device("cpu"))
+        loss = loss_function(TrainConfig(loss="focal", focal_gamma=gamma), labels, list("abcde"))
         p = torch.sigmoid(logits.double())
         expected = -(targets * (1 - p) ** gamma * torch.log(p) + (1 - targets) * p**gamma * torch.log(1 - p)).mean()
         assert loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-5)

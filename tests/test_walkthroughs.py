@@ -104,9 +104,11 @@ def test_the_wandb_report_walk_through(workdir: Path, shared_data: Path) -> None
     squeezebert = str(tiny_encoder(workdir / "tiny-squeezebert", "squeezebert"))
 
     goemo(download, "--from", str(shared_data))  # no network: the official files from a local copy
-    goemo(stats, "--tracker", "tensorboard")  # the page's --tracker wandb, and TensorBoard's text panel too
+    goemo(stats)  # as written: --tracker wandb alone
     sample = (workdir / "runs" / "data-analysis" / "sample_train.csv").read_text(encoding="utf-8")
     assert sample.count("\n") >= 1000 and "label_ids" in sample.splitlines()[0]
+    (table,) = workdir.glob("**/offline-run-*/files/media/table/data_sample_*.table.json")  # the W&B Table
+    assert len(json.loads(table.read_text(encoding="utf-8"))["data"]) == 1000
 
     # the preset's squeezebert/squeezebert-uncased, as a tiny random SqueezeBERT
     goemo(train, "--model", squeezebert, "--epochs", "1", *SAMPLE, "--watch-every", "2")
@@ -195,7 +197,7 @@ def test_the_cluster_guides_evaluate_stage_runs_on_a_cpu_node(workdir: Path, tin
     result = runner.invoke(app, argv, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     script.write_text(result.stdout)
-    (workdir / "logs").mkdir()
+    assert (workdir / "logs").is_dir()  # the script's log folder, made by the render
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=workdir, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "f1" in done.stdout.lower()

@@ -5,9 +5,9 @@ predictor makes a CPU export by itself when `goemo predict` and `goemo serve` pi
 backend (`goemo.predict.fastest`); this app-layer module is the command's entry point and
 keeps the names it has always offered.
 
->>> result = export_onnx("runs/goemo/best", quantize="int8")      # doctest: +SKIP
->>> result.path
-PosixPath('runs/goemo/best-onnx-int8')
+    result = export_onnx("runs/goemo/best", quantize="int8")
+    result.path
+    # -> PosixPath('runs/goemo/best-onnx-int8')
 """
 
 from __future__ import annotations

@@ -31,13 +31,13 @@ class ReproduceResult:
     train_summary: dict[str, Any]
 
 
-def ensure_data(data_dir: str | Path, source: str | Path | None = None) -> Path:
-    """Make sure ``data_dir`` holds the six verified files; fetch them when it does not."""
+def ensure_data(dest: str | Path, source: str | Path | None = None) -> Path:
+    """Make sure ``dest`` holds the six verified files; fetch them when it does not."""
     try:
-        fetch(data_dir, source)
+        fetch(dest, source)
     except DownloadError as e:
         raise DownloadError(f"{e} (reproduce: pass --from DIR_OR_URL to use a copy of the data)") from None
-    return Path(data_dir)
+    return Path(dest)
 
 
 def reproduce(
@@ -52,8 +52,8 @@ def reproduce(
     Re-running the same command continues an interrupted run (``--resume`` semantics) and
     reuses cached predictions, so it is cheap once done.
 
-    >>> result = reproduce("fast", "runs/reproduce", source="../shared/goemotions")  # doctest: +SKIP
-    >>> result.rows[0]["macro_f1"]  # doctest: +SKIP
+        result = reproduce("fast", "runs/reproduce", source="../shared/goemotions")
+        result.rows[0]["macro_f1"]
     """
     # `goemo.cli` imports this module for `goemo --help`, which must not load torch or the extras.
     from goemo.evaluation.evaluate import evaluate  # noqa: PLC0415  (optional extra: train)
@@ -70,8 +70,7 @@ def reproduce(
         for thresholds in ("fixed", "tuned"):
             scored = evaluate(
                 result.best_dir,
-                "test",
-                data_dir=data,
+                "test",  # from the data it was trained on (goemo.json's data_source)
                 thresholds=thresholds,
                 taxonomy=None if taxonomy == "goemotions" else taxonomy,
             )
@@ -86,5 +85,5 @@ def reproduce(
                     "paper_macro_f1": PAPER_MACRO_F1[taxonomy],
                 }
             )
-    report = build_report(result.run_dir, split="test", data_dir=data)
+    report = build_report(result.run_dir, split="test")
     return ReproduceResult(result.run_dir, rows, report.html, result.summary)

@@ -5,7 +5,10 @@ One module per group of verbs, each registering its commands on the one Typer `a
 
 - `goemo.cli.data`: download, stats, fetch-model
 - `goemo.cli.train`: train (options generated from `TrainConfig`), reproduce, baseline tfidf
+- `goemo.cli.audit`: audit (which labels are wrong; training options as train's)
 - `goemo.cli.evaluate`: evaluate, report, ensemble
+- `goemo.cli.calibrate`: calibrate (a model's scores, on dev)
+- `goemo.cli.compare`: compare (two models, paired bootstrap)
 - `goemo.cli.predict`: predict, export, serve
 - `goemo.cli.hub`: push (a model folder to the Hugging Face Hub)
 - `goemo.cli.sweep`: sweep, sweep-report
@@ -18,10 +21,13 @@ Errors from the library (`GoemoError`) become one line on stderr and exit code 1
 from __future__ import annotations
 
 # Each module registers its verbs on `app` when imported; this order is the order of `goemo --help`.
-from goemo.cli import cluster, data, evaluate, hub, predict, sweep, train  # noqa: F401, I001
+from goemo.cli import calibrate, cluster, compare, data, evaluate, hub, predict, sweep, train  # noqa: F401, I001
 from goemo.cli.common import app, command
 
 __all__ = ["app", "command", "main"]
+
+# after train, so that `goemo --help` lists audit after train and reproduce
+from goemo.cli import audit  # noqa: E402, F401
 
 
 def main() -> None:

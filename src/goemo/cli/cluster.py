@@ -12,10 +12,10 @@ from typing import Optional
 import typer
 
 from goemo.cli.common import Opt, app, command, sub_app
-from goemo.cluster import JobSpec, merge_script_path, render_job, write_job
+from goemo.cluster import JobSpec, make_log_dir, merge_script_path, render_job, write_job
 from goemo.core.errors import ConfigError
 
-cluster_app = sub_app("Job scripts for SGE and Slurm clusters: setup, fetch, train, sweep, evaluate, predict.")
+cluster_app = sub_app("Job scripts for SGE and Slurm clusters: setup, fetch, train, sweep, evaluate, predict, audit.")
 app.add_typer(cluster_app, name="cluster")
 
 
@@ -35,6 +35,7 @@ class ClusterStage(str, Enum):
     sweep = "sweep"
     evaluate = "evaluate"
     predict = "predict"
+    audit = "audit"
 
 
 @command(
@@ -47,17 +48,21 @@ class ClusterStage(str, Enum):
 )
 def cluster_render_command(
     scheduler: ClusterScheduler = Opt(..., help="sge (qsub, #$ lines) or slurm (sbatch, #SBATCH lines)."),
-    stage: ClusterStage = Opt(..., help="setup | fetch | train | sweep | evaluate | predict"),
+    stage: ClusterStage = Opt(..., help="setup | fetch | train | sweep | evaluate | predict | audit"),
     goemo_args: Optional[list[str]] = typer.Argument(
         None,
         help="After --: arguments for the stage's goemo verb, as typed; $NAME and ${NAME} expand on the node "
         "($(...) and backquotes are refused).",
     ),
-    gpus: Optional[int] = Opt(None, help="GPUs per node (default 1 for train/sweep/evaluate/predict, 0 otherwise)."),
+    gpus: Optional[int] = Opt(
+        None, help="GPUs per node (default 1 for train/sweep/evaluate/predict/audit, 0 otherwise)."
+    ),
     nodes: int = Opt(1, help="Nodes (train only; >1 launches accelerate on every node)."),
     cpus: Optional[int] = Opt(None, help="CPU cores per node (default 4 per GPU, at least 2)."),
     time: Optional[str] = Opt(
-        None, "--time", help="Wall-clock limit HH:MM:SS or D-HH:MM:SS (default 04:00:00 train/sweep, else 01:00:00)."
+        None,
+        "--time",
+        help="Wall-clock limit HH:MM:SS or D-HH:MM:SS (default 04:00:00 train/sweep/audit, else 01:00:00).",
     ),
     mem: Optional[str] = Opt(None, help="Memory per node, e.g. 32G (default 32G on GPU stages, 8G otherwise)."),
     queue: Optional[str] = Opt(None, "--queue", "--partition", help="SGE queue or Slurm partition."),
@@ -66,7 +71,12 @@ def cluster_render_command(
     ),
     module: Optional[list[str]] = Opt(None, "--module", help="`module load` this first (repeatable), e.g. cuda/12.4."),
     cache_dir: Optional[str] = Opt(
-        None, help="HF_HOME on shared storage (fetch fills it; GPU stages read it offline)."
+        None, help="HF_HOME on shared storage (fetch fills it; GPU stages read it offline; the hub cache is its hub/)."
+    ),
+    hub_cache: Optional[str] = Opt(
+        None,
+        help="The hub cache itself, HF_HUB_CACHE (models--*/ inside): the folder TRANSFORMERS_CACHE names "
+        "in the cluster guide.",
     ),
     data_dir: Optional[str] = Opt(
         None, help="GoEmotions folder on shared storage (fetch fills it; default data/goemotions)."
@@ -74,7 +84,8 @@ def cluster_render_command(
     array: Optional[int] = Opt(
         None,
         help="N array tasks: sweep, each a worker of the same study; predict, each a shard of the input, "
-        "then a merge job (written beside --out as NAME-merge.sh).",
+        "then a merge job (written beside --out as NAME-merge.sh); audit, each one of N fold models, then "
+        "a scoring job (NAME-merge.sh).",
     ),
     model: Optional[list[str]] = Opt(
         None, "--model", help="Fetch only: hub model to download into HF_HOME (repeatable)."
@@ -88,7 +99,10 @@ def cluster_render_command(
         None, help="Setup only: PyTorch wheel index for the cluster's CUDA, e.g. https://download.pytorch.org/whl/cu126"
     ),
     job_name: Optional[str] = Opt(None, help="Job name (default goemo-STAGE)."),
-    log_dir: str = Opt("logs", help="Folder for the scheduler's log files (created by --out)."),
+    log_dir: str = Opt(
+        "logs",
+        help="Folder for the scheduler's log files, written absolute (from this folder) and created here.",
+    ),
     port: Optional[int] = Opt(None, help="Rendezvous port of multi-GPU runs (default 20000 + job id mod 20000)."),
     report_run: Optional[str] = Opt(
         None, help="Evaluate only: run folder to report on (default: the parent of --model RUN/best)."
@@ -108,7 +122,8 @@ def cluster_render_command(
     setup makes the environment, fetch puts data and models on shared storage, train runs
     offline on 1 GPU, several GPUs or several nodes, sweep is an array of Optuna workers,
     evaluate evaluates and reports, predict labels a file (with --array N: N shards and a
-    merge job). Walk-through: docs/cluster.md
+    merge job), audit finds likely label errors (with --array K: one fold model per task, then a
+    scoring job). Walk-through: docs/cluster.md
     """
     spec = JobSpec(
         scheduler=scheduler.value,
@@ -123,6 +138,7 @@ def cluster_render_command(
         env=env,
         modules=tuple(module or ()),
         cache_dir=cache_dir,
+        hub_cache=hub_cache,
         data_dir=data_dir,
         array=array,
         job_name=job_name,
@@ -137,21 +153,27 @@ def cluster_render_command(
         sge_gpu_resource=sge_gpu_resource,
         sge_mem_resource=None if sge_mem_resource.lower() == "none" else sge_mem_resource,
     )
-    if out is None and stage is ClusterStage.predict and array is not None:
-        raise ConfigError("--stage predict --array N writes two scripts (the array and its merge job): give --out FILE")
-    job = write_job(spec, out) if out is not None else render_job(spec)
+    if out is None and stage in (ClusterStage.predict, ClusterStage.audit) and array is not None:
+        raise ConfigError(
+            f"--stage {stage.value} --array N writes two scripts (the array and its merge job): give --out FILE"
+        )
+    if out is not None:
+        job = write_job(spec, out)
+    else:
+        job = render_job(spec)
+        make_log_dir(job)  # `render ... > job.sh` needs it as much as --out does
     for warning in job.warnings:
         typer.echo(f"goemo: warning: {warning}", err=True)
     if out is None:
         typer.echo(job.text, nl=False)
         return
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
     s = job.spec
     shape = f"{s.nodes} node(s) x {s.gpus} GPU(s), {s.cpus} cores, {s.mem}/node, {s.time}"
-    typer.echo(f"wrote {out}: {s.scheduler} {s.stage} job, {shape}; log folder {log_dir}/ is ready")
+    typer.echo(f"wrote {out}: {s.scheduler} {s.stage} job, {shape}; logs go to {s.log_dir}/")
     if job.merge is not None:
         merge = merge_script_path(out)
-        typer.echo(f"wrote {merge}: its merge job, held until all {s.array} array tasks have succeeded")
+        what = "scoring" if s.stage == "audit" else "merge"
+        typer.echo(f"wrote {merge}: its {what} job, held until all {s.array} array tasks have succeeded")
         typer.echo(f"submit from this folder: {job.submit_line(out, merge)}")
         return
     typer.echo(f"submit from this folder: {job.submit_command} {out}")

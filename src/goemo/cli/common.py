@@ -1,6 +1,7 @@
 """The Typer app every verb is registered on, its root options, and the one error policy.
 
-Errors from the library (`GoemoError`) become one line on stderr and exit code 1;
+Errors from the library (`GoemoError`) become one line on stderr and exit code 1, and so
+does a write the disk refuses (full, over quota, read-only; `goemo.core.errors.DISK_ERRNOS`);
 ``--debug`` shows the traceback instead. Usage errors exit 2 (Typer's default).
 """
 
@@ -11,11 +12,17 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from goemo.core.errors import GoemoError
+from goemo.cli.options import given
+from goemo.core.errors import DISK_ERRNOS, GoemoError
+from goemo.core.run_settings import DataOptions
+
+if TYPE_CHECKING:
+    from goemo.data.source import DataSource
 
 app = typer.Typer(
     name="goemo",
@@ -97,6 +104,12 @@ def command(name: str | None = None, *, group: typer.Typer | None = None, **kwar
                     raise
                 typer.echo(f"goemo: error: {e}", err=True)
                 raise typer.Exit(1) from None
+            except OSError as e:  # a disk that refused a write outside goemo's own writers (full, read-only)
+                if _state["debug"] or e.errno not in DISK_ERRNOS:
+                    raise
+                where = f"{e.filename}: " if e.filename else ""
+                typer.echo(f"goemo: error: {where}{os.strerror(e.errno)}; {DISK_ERRNOS[e.errno]}", err=True)
+                raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 typer.echo("goemo: interrupted", err=True)
                 raise typer.Exit(130) from None
@@ -104,3 +117,15 @@ def command(name: str | None = None, *, group: typer.Typer | None = None, **kwar
         return (group or app).command(name, **kwargs)(wrapper)
 
     return decorate
+
+
+def data_source(options: dict[str, Any]) -> DataSource | None:
+    """The `DataSource` a verb's `DataOptions` name (removed from ``options``), or None: the model's own data."""
+    values = given(DataOptions, options)
+    if not values:
+        return None
+    from goemo.data.source import DataSource  # noqa: PLC0415  (numpy: kept out of `goemo --help`)
+
+    if values.get("dataset") and values.get("data_dir"):  # a usage error (exit 2), as Typer's own are
+        raise typer.BadParameter("give --dataset or --data-dir, not both", param_hint="--dataset")
+    return DataSource.from_options(**values)

@@ -6,15 +6,18 @@ command that needs them, so that ``goemo --help`` stays fast; everything else is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from goemo.cli.common import command, make_console
+from goemo.cli.common import command, data_source, make_console
+from goemo.cli.options import with_options
 from goemo.core.errors import ConfigError
+from goemo.core.run_settings import DataOptions
 
 
 @command(
@@ -67,20 +70,8 @@ class StatsFormat(str, Enum):
         "the sample to W&B / TensorBoard too: --tracker wandb --tracker tensorboard)"
     ),
 )
+@with_options(DataOptions)
 def stats_command(
-    data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", help="Folder with the official TSV files (default: data/goemotions)."
-    ),
-    dataset: Optional[str] = typer.Option(
-        None, "--dataset", help="Hugging Face dataset instead of --data-dir: a Hub id or a local folder/file."
-    ),
-    dataset_config: Optional[str] = typer.Option(
-        None, "--dataset-config", help="Configuration of --dataset (simplified)."
-    ),
-    text_column: str = typer.Option("text", "--text-column", help="Text column of --dataset."),
-    label_column: Optional[str] = typer.Option(
-        None, "--label-column", help="Label column of --dataset (default: labels, else label)."
-    ),
     labels_file: Optional[Path] = typer.Option(
         None, "--labels", help="Label names, one per line, for a --dataset label column without ClassLabel names."
     ),
@@ -97,16 +88,10 @@ def stats_command(
         help="tensorboard | mlflow | wandb (repeatable): also log the --out sample as a table "
         "(W&B Table, TensorBoard text) and the key figures, as one run in --out.",
     ),
+    **options: Any,
 ) -> None:
     """Per-split and per-label statistics: counts, co-occurrence, text lengths."""
-    from goemo.data.stats_report import (  # numpy
-        SAMPLE_COLUMNS,
-        analyse_splits,
-        data_sample,
-        load_data_folder,
-        render_tables,
-        sample_rows,
-    )
+    from goemo.data.stats_report import SAMPLE_COLUMNS, analyse_splits, data_sample, render_tables, sample_rows
 
     if trackers:
         if out is None:
@@ -114,22 +99,11 @@ def stats_command(
         from goemo.training.tracking import check_trackers  # accelerate, torch
 
         check_trackers(trackers)  # a typo or a missing package fails before the statistics are computed
-    if dataset:
-        if data_dir is not None:
-            raise typer.BadParameter("give --dataset or --data-dir, not both", param_hint="--dataset")
-        from goemo.data.hf_datasets import load_hf_dataset  # datasets, numpy
-        from goemo.data.io import read_label_names
+    from goemo.data.source import DataSource  # numpy
 
-        splits = load_hf_dataset(
-            dataset,
-            dataset_config,
-            text_column=text_column,
-            label_column=label_column,
-            label_names=read_label_names(labels_file) if labels_file else None,
-            taxonomy=taxonomy,
-        )
-    else:
-        splits = load_data_folder(data_dir or "data/goemotions", taxonomy)
+    source = data_source(options) or DataSource.folder("data/goemotions")
+    source = dataclasses.replace(source, taxonomy=taxonomy, labels_file=str(labels_file) if labels_file else None)
+    splits = source.splits()
     result = analyse_splits(splits, out_dir=out, tokens=tokens, seed=seed)
     logged: list[str] = []
     if trackers and out is not None:
@@ -137,7 +111,7 @@ def stats_command(
 
         key, records = data_sample(splits, seed=seed)
         config = {
-            "source": dataset or str(data_dir or "data/goemotions"),
+            "source": source.describe(),
             "taxonomy": taxonomy,
             "sample_split": key,
             "sample_size": len(records),

@@ -7,19 +7,19 @@ is imported here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, cast
+from typing import Any, Optional
 
 import typer
 from rich import box
 from rich.table import Table
 
-from goemo.cli.common import Opt, command, make_console
-
-if TYPE_CHECKING:
-    from goemo.predict.classifier import Backend, Precision
+from goemo.cli.common import Opt, command, data_source, make_console
+from goemo.cli.options import gather, with_options
+from goemo.core.run_settings import DataOptions, RunSettings
 
 
 class EvalFormat(str, Enum):
@@ -45,24 +45,11 @@ class ThresholdMode(str, Enum):
         "(a Hugging Face dataset: --dataset go_emotions --dataset-config simplified)"
     ),
 )
+@with_options(DataOptions, RunSettings)
 def evaluate_command(
     model: Path = Opt(..., "--model", help="Model folder written by goemo train, e.g. runs/NAME/best."),
     split: str = Opt(
         "test", help="train | dev | test (read from --data-dir or --dataset), or a .tsv/.csv/.jsonl file."
-    ),
-    data_dir: Optional[Path] = Opt(
-        None, "--data-dir", help="GoEmotions folder (default: the model's training data, else data/goemotions)."
-    ),
-    dataset: Optional[str] = Opt(
-        None,
-        "--dataset",
-        help="Hugging Face dataset instead of --data-dir: a Hub id or a local folder/file (default: the model's, "
-        "if it was trained on one).",
-    ),
-    dataset_config: Optional[str] = Opt(None, "--dataset-config", help="Configuration of --dataset (simplified)."),
-    text_column: Optional[str] = Opt(None, "--text-column", help="Text column of --dataset (default: text)."),
-    label_column: Optional[str] = Opt(
-        None, "--label-column", help="Label column of --dataset (default: labels, else label)."
     ),
     threshold: Optional[float] = Opt(
         None, "--threshold", min=0.0, max=1.0, help="One global threshold (default: goemo.json's, the paper's 0.3)."
@@ -77,45 +64,43 @@ def evaluate_command(
     fmt: EvalFormat = Opt(EvalFormat.table, "--format", help="table, json, csv or markdown on stdout."),
     max_samples: Optional[int] = Opt(None, min=1, help="Score a seeded random subset of the split (quick checks)."),
     no_cache: bool = Opt(False, "--no-cache", help="Run the model even if cached predictions exist; store none."),
-    batch_size: Optional[int] = Opt(
-        None, min=1, help="Texts per inference batch (default: as the cached training predictions, else 128)."
+    sort: Optional[str] = Opt(
+        None,
+        "--sort",
+        help="Order the labels by label, precision, recall, f1, support, predicted, auc or ap "
+        "(scores: worst first, so the problem classes lead; default: the model's label order).",
     ),
-    device: str = Opt("auto", help="auto | cpu | cuda | mps"),
-    precision: Optional[str] = Opt(
-        None, help="auto | fp32 | bf16 | fp16 (torch backend; default: as the cached training predictions, else auto)."
-    ),
-    backend: str = Opt("auto", help="auto | torch | onnx | tfidf (auto: what the folder holds)."),
+    **options: Any,
 ) -> None:
     """Per-label and averaged metrics of a model folder on a split, at one or per-label thresholds.
 
     Predictions are cached in the run's predictions/ folder, so a second evaluation (another
     threshold or taxonomy) does not run the model again.
     """
-    from goemo.evaluation.evaluate import evaluate, rows_to_csv  # numpy, scikit-learn
+    from goemo.evaluation.evaluate import evaluate, rows_to_csv, write_evaluation  # numpy, scikit-learn
+    from goemo.scoring.metrics import SORT_KEYS, sort_labels
+
+    if sort is not None and sort not in SORT_KEYS:
+        raise typer.BadParameter(f"{sort!r}: expected one of {', '.join(SORT_KEYS)}", param_hint="--sort")
 
     if threshold is not None and thresholds is ThresholdMode.tuned:
         raise typer.BadParameter("give --threshold or --thresholds tuned, not both", param_hint="--threshold")
-    if dataset and data_dir is not None:
-        raise typer.BadParameter("give --dataset or --data-dir, not both", param_hint="--dataset")
+    source, settings = data_source(options), gather(RunSettings, options)
     spec = threshold if threshold is not None else (thresholds.value if thresholds else None)
     result = evaluate(
         model,
         split,
-        data_dir=data_dir,
+        source=source,
+        settings=settings,
         thresholds=spec,
         taxonomy=taxonomy,
         max_samples=max_samples,
         cache=not no_cache,
-        batch_size=batch_size,
-        device=device,
-        out_dir=out,
-        precision=cast("Precision | None", precision),
-        backend=cast("Backend", backend),  # EmotionClassifier.load checks them
-        dataset=dataset,
-        dataset_config=dataset_config,
-        text_column=text_column,
-        label_column=label_column,
     )
+    if sort is not None:
+        result.report = dataclasses.replace(result.report, per_label=sort_labels(result.report.per_label, sort))
+    if out is not None:
+        write_evaluation(result, out)
     if fmt is EvalFormat.json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     elif fmt is EvalFormat.csv:
@@ -190,24 +175,19 @@ def _print_evaluation(result) -> None:
     "report",
     epilog="Example: goemo report runs/minilm --compare runs/tiny --data-dir data/goemotions",
 )
+@with_options(DataOptions, RunSettings)
 def report_command(
     run_dir: Path = typer.Argument(..., help="Run folder written by goemo train (holds best/)."),
     compare: Optional[list[Path]] = Opt(
         None, "--compare", metavar="RUN_DIR", help="Another run folder to compare with (repeatable)."
     ),
     split: str = Opt("test", help="Split to report on: train | dev | test, or a data file."),
-    data_dir: Optional[Path] = Opt(
-        None, "--data-dir", help="GoEmotions folder (default: the model's training data, else data/goemotions)."
-    ),
     data_analysis: Optional[Path] = Opt(
         None, "--data-analysis", help="Folder written by goemo stats --out (default: data-analysis beside RUN_DIR)."
     ),
     max_samples: Optional[int] = Opt(None, min=1, help="Report on a seeded random subset (quick looks only)."),
     no_cache: bool = Opt(False, "--no-cache", help="Run the model even if cached predictions exist; store none."),
-    batch_size: Optional[int] = Opt(
-        None, min=1, help="Texts per inference batch (default: as the cached training predictions, else 128)."
-    ),
-    device: str = Opt("auto", help="auto | cpu | cuda | mps"),
+    **options: Any,
 ) -> None:
     """Write RUN_DIR/report.md, a self-contained RUN_DIR/report.html and RUN_DIR/plots/*.png.
 
@@ -219,13 +199,12 @@ def report_command(
     result = build_report(
         run_dir,
         split=split,
-        data_dir=data_dir,
+        source=data_source(options),
         compare=compare or (),
         data_analysis=data_analysis,
         max_samples=max_samples,
+        settings=gather(RunSettings, options),
         cache=not no_cache,
-        batch_size=batch_size,
-        device=device,
     )
     s = result.scored
     tuned = f", {s.tuned.report.macro.f1:.3f} with dev-tuned thresholds" if s.tuned else ""
@@ -242,11 +221,9 @@ def report_command(
     "ensemble",
     epilog="Example: goemo ensemble runs/seed1/best runs/seed2/best runs/seed3/best --out runs/ensemble",
 )
+@with_options(DataOptions, RunSettings)
 def ensemble_command(
     models: list[Path] = typer.Argument(..., help="Model folders written by goemo train (same labels)."),
-    data_dir: Optional[Path] = Opt(
-        None, "--data-dir", help="GoEmotions folder (default: the first model's training data, else data/goemotions)."
-    ),
     split: str = Opt("test", help="The split to score (never the one thresholds are tuned on)."),
     tune_split: str = Opt("dev", help="The split the per-label thresholds are tuned on."),
     threshold: float = Opt(0.3, min=0.0, max=1.0, help="The fixed threshold of the first column (the paper's 0.3)."),
@@ -257,10 +234,7 @@ def ensemble_command(
         help="Pull tuned per-label thresholds this far towards the best global one (default: as the first model was trained).",
     ),
     out: Optional[Path] = Opt(None, "--out", help="Also write ensemble.json and ensemble.md into this folder."),
-    batch_size: Optional[int] = Opt(
-        None, min=1, help="Texts per inference batch (default: as the cached training predictions, else 128)."
-    ),
-    device: str = Opt("auto", help="auto | cpu | cuda | mps"),
+    **options: Any,
 ) -> None:
     """Each model alone (mean ± sd over the members: the seed spread) and the average of their probabilities.
 
@@ -271,12 +245,11 @@ def ensemble_command(
 
     result = evaluate_ensemble(
         models,
-        data_dir=data_dir,
+        source=data_source(options),
+        settings=gather(RunSettings, options),
         tune_split=tune_split,
         eval_split=split,
         threshold=threshold,
-        device=device,
-        batch_size=batch_size,
         shrink=threshold_shrink,
     )
     typer.echo(result.to_markdown(), nl=False)

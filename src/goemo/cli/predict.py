@@ -10,15 +10,14 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, cast
+from typing import Any, Optional
 
 import typer
 
 from goemo.cli.common import Opt, command
+from goemo.cli.options import gather, with_options
 from goemo.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from goemo.predict.classifier import Backend, Precision
+from goemo.core.run_settings import RunSettings
 
 
 @command(
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
         "or: goemo predict --model runs/goemo/best --input comments.csv --text-column body --id-column id --output labels.jsonl"
     ),
 )
+@with_options(RunSettings)
 def predict_command(
     texts: Optional[list[str]] = typer.Argument(
         None, help="Texts to label (default: --input, else one text per stdin line)."
@@ -54,17 +54,12 @@ def predict_command(
     ),
     all_scores: bool = Opt(False, "--all-scores", help="Also write every label's probability."),
     no_text: bool = Opt(False, "--no-text", help="Leave the text out of the output (ids only)."),
-    batch_size: int = Opt(64, min=1, help="Texts per forward pass (length-sorted, padded per batch)."),
-    max_length: Optional[int] = Opt(None, min=2, help="Truncate texts to this many tokens (default: the model's)."),
-    backend: str = Opt(
-        "fastest",
-        help="fastest | auto | torch | onnx. fastest: on a CPU the folder's int8 ONNX export (made once, kept "
-        "only if its dev macro-F1 is within 0.005 of fp32, else fp32 ONNX), on a GPU torch bf16; "
-        "auto: the folder's own weights as they are (onnx when it holds model.onnx).",
+    spans: bool = Opt(
+        False,
+        "--spans",
+        help="Also write the pieces the model read: each one's characters [start, end) and its own labels "
+        "(JSON Lines only; a text longer than --max-length has several).",
     ),
-    device: str = Opt("auto", help="auto | cpu | cuda"),
-    precision: str = Opt("auto", help="auto | fp32 | bf16 | fp16 (torch backend; auto: bf16 on CUDA, fp32 on CPU)."),
-    num_threads: Optional[int] = Opt(None, min=1, help="CPU threads (default: all cores)."),
     shard: Optional[str] = Opt(
         None,
         "--shard",
@@ -74,10 +69,14 @@ def predict_command(
     overwrite: bool = Opt(
         False, "--overwrite", help="Replace an existing --output (default: resume it when it is this job's)."
     ),
+    **options: Any,
 ) -> None:
     """Label texts with a trained model: one JSON line (or CSV row) per text, in input order, with its id.
 
-    Each text gets the emotions above their thresholds, highest score first. Files are read
+    Each text gets the emotions above their thresholds, highest score first. A text longer than
+    the model's max length is scored piece by piece (sentences, else token windows), each
+    emotion's score its highest in any piece (--long-text truncate: its start only); --spans
+    shows the pieces and their emotions. Files are read
     and labelled a chunk (4,096 texts) at a time, reading and writing overlapped with the
     model, so any size fits in memory; a progress bar shows on a terminal. --output is
     written in place by whole records, with OUT.goemo-progress.json beside it: run the same
@@ -87,7 +86,7 @@ def predict_command(
     from goemo.data.records import Record
     from goemo.predict.classifier import EmotionClassifier  # numpy, and torch or onnxruntime when loaded
     from goemo.predict.files import predict_file, write_predictions
-    from goemo.predict.prediction_writer import PredictionWriter, output_format
+    from goemo.predict.prediction_writer import Labelling, output_format
     from goemo.predict.shards import parse_shard
     from goemo.predict.stream import predict_records
 
@@ -96,49 +95,29 @@ def predict_command(
     if not texts and input_file is None and sys.stdin.isatty():
         raise ConfigError("no texts: give them as arguments, with --input FILE, or on stdin (one per line)")
     fmt = output_format(output)  # a bad --output name fails before the model loads
+    if spans and fmt != "jsonl":
+        raise ConfigError("--spans writes JSON Lines: give a .jsonl --output (or none: stdout)")
     shard_k_n = parse_shard(shard) if shard is not None else None
     if shard_k_n is not None and (input_file is None or output is None):
         raise ConfigError("--shard needs --input FILE and --output FILE")
-    clf = EmotionClassifier.load(  # load checks --backend and --precision
-        model,
-        backend=cast("Backend", backend),
-        device=device,
-        batch_size=batch_size,
-        max_length=max_length,
-        precision=cast("Precision", precision),
-        num_threads=num_threads,
-    )
+    labelling = Labelling(top_k, threshold, taxonomy, all_scores, not no_text, spans)
+    clf = EmotionClassifier.load(model, gather(RunSettings, options))
     start = time.perf_counter()
     written, total = output, None
     if texts:
         records = [Record(str(i), t) for i, t in enumerate(texts, start=1)]
         if output is None:
-            writer = PredictionWriter(sys.stdout, fmt, clf.label_names_for(taxonomy), all_scores, not no_text)
-            count = predict_records(clf, records, writer, top_k=top_k, threshold=threshold, taxonomy=taxonomy)
+            writer = labelling.writer(sys.stdout, fmt, clf.label_names_for(taxonomy))
+            count = predict_records(clf, records, writer, labelling)
         else:
-            count = write_predictions(
-                clf,
-                records,
-                output,
-                overwrite=overwrite,
-                top_k=top_k,
-                threshold=threshold,
-                taxonomy=taxonomy,
-                all_scores=all_scores,
-                with_text=not no_text,
-            )
+            count = write_predictions(clf, records, output, labelling, overwrite=overwrite)
     else:
         result = predict_file(
             clf,
             input_file,
             output,
-            text_column=text_column,
-            id_column=id_column,
-            all_scores=all_scores,
-            with_text=not no_text,
-            top_k=top_k,
-            threshold=threshold,
-            taxonomy=taxonomy,
+            labelling,
+            columns=(text_column, id_column),
             shard=shard_k_n,
             overwrite=overwrite,
             notify=lambda line: typer.echo(line, err=True),
@@ -226,19 +205,11 @@ def export_command(
 # ---------------------------------------------------------------- serving
 
 
-class ServeBackend(str, Enum):
-    """Inference backends of `goemo serve`."""
-
-    fastest = "fastest"
-    auto = "auto"
-    torch = "torch"
-    onnx = "onnx"
-
-
 @command(
     "serve",
     epilog="Example: goemo serve --model runs/goemo/best --port 8000   (then open http://127.0.0.1:8000/)",
 )
+@with_options(RunSettings)
 def serve_command(
     model: Path = Opt(..., "--model", help="Model folder (runs/NAME/best, or an ONNX export)."),
     host: str = Opt(
@@ -246,18 +217,6 @@ def serve_command(
         help="Address to listen on; the API has no authentication, keep it on loopback (others log a warning).",
     ),
     port: int = Opt(8000, min=0, max=65535, help="Port (0: any free port, shown in the log)."),
-    backend: ServeBackend = Opt(
-        ServeBackend.fastest,
-        help="fastest (on a CPU the folder's int8 ONNX export, made once; torch bf16 on a GPU) | "
-        "auto (ONNX when the folder has model.onnx) | torch | onnx",
-    ),
-    device: str = Opt("auto", help="auto | cpu | cuda"),
-    num_threads: Optional[int] = Opt(
-        None,
-        min=1,
-        help="CPU threads for the model of each worker (default: all cores but one with one worker, "
-        "cores / workers with several).",
-    ),
     workers: Optional[int] = Opt(
         None,
         min=1,
@@ -274,7 +233,14 @@ def serve_command(
         "(a request that finds the model idle runs at once).",
     ),
     max_texts: int = Opt(64, min=1, help="Most texts in one request (422 above)."),
-    max_chars: int = Opt(2000, min=1, help="Most characters in one text (422 above)."),
+    max_chars: int = Opt(
+        10_000, min=1, help="Most characters in one text (422 above); a long text is scored whole, in pieces."
+    ),
+    max_tokens: int = Opt(
+        8192,
+        min=1,
+        help="Most tokens in one request, all its texts together (422 above), and in one model call.",
+    ),
     max_body_bytes: int = Opt(1_000_000, min=1, help="Largest request body (413 above)."),
     max_queue: int = Opt(4096, min=1, help="Most texts waiting for the model (503 with Retry-After above)."),
     body_timeout: float = Opt(
@@ -292,6 +258,9 @@ def serve_command(
         None, min=1, help="Uvicorn's limit on connections and requests at once (plain 503 above; default: off)."
     ),
     timeout_keep_alive: int = Opt(5, min=0, help="Seconds an idle kept-alive connection stays open."),
+    drain_timeout: float = Opt(
+        10.0, min=0, max=3600, help="On SIGTERM, seconds to answer the requests in flight before exiting."
+    ),
     backlog: Optional[int] = Opt(
         None,
         min=1,
@@ -303,6 +272,7 @@ def serve_command(
         help="A Host name to accept besides loopback ones (repeatable; '*' accepts any). Needed with --host 0.0.0.0.",
     ),
     access_log: bool = Opt(True, "--access-log/--no-access-log", help="Log one line per request."),
+    **options: Any,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /labels, GET /health, a web page at /, docs at /docs.
 
@@ -311,13 +281,15 @@ def serve_command(
     model call). More than --max-queue texts waiting get a 503 with Retry-After. Slow,
     abandoned and surplus clients are cut off by the timeouts and --max-connections
     (docs/predict-and-serve.md, "Limits and failure behaviour"). Stop with Ctrl-C or
-    SIGTERM (exit 0 after a clean shutdown).
+    SIGTERM (exit 0 after a clean shutdown). --num-threads is per worker (default: all cores but
+    one with one worker, cores / workers with several).
     """
     from goemo.serve import ServeLimits, run_server  # numpy, the web server
 
     limits = ServeLimits(
         max_texts=max_texts,
         max_chars=max_chars,
+        max_tokens=max_tokens,
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
@@ -327,17 +299,10 @@ def serve_command(
         max_connections=max_connections,
         limit_concurrency=limit_concurrency,
         timeout_keep_alive_s=timeout_keep_alive,
+        drain_timeout_s=drain_timeout,
         backlog=backlog,
         allowed_hosts=tuple(allowed_host or ()),
     )
     run_server(
-        model,
-        host,
-        port,
-        backend=backend.value,
-        device=device,
-        num_threads=num_threads,
-        limits=limits,
-        access_log=access_log,
-        workers=workers,
+        model, host, port, settings=gather(RunSettings, options), limits=limits, access_log=access_log, workers=workers
     )

@@ -7,13 +7,15 @@ The sweep runner (Optuna, SQLAlchemy, and training) is imported inside ``goemo s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 import yaml
 from rich.table import Table
 
 from goemo.cli.common import Opt, command, make_console
+from goemo.cli.options import given, with_options
+from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError
 from goemo.sweeps.report import write_sweep_report
 
@@ -29,6 +31,24 @@ def _parse_sets(items: list[str] | None) -> dict:
     return out
 
 
+# The training options a sweep's base run takes on the command line (the rest: --set KEY=VALUE);
+# declared once, by TrainConfig's fields, as goemo train's.
+BASE_OPTIONS = (
+    "data_dir",
+    "dataset",
+    "dataset_config",
+    "model",
+    "epochs",
+    "max_train_samples",
+    "max_eval_samples",
+    "device",
+    "precision",
+    "num_threads",
+    "cache_dir",
+    "seed",
+)
+
+
 @command(
     "sweep",
     epilog=(
@@ -36,6 +56,7 @@ def _parse_sets(items: list[str] | None) -> dict:
         "--data-dir data/goemotions   (on more machines: the same command with --storage postgresql://...)"
     ),
 )
+@with_options(TrainConfig, only=BASE_OPTIONS)
 def sweep_command(
     config: Path = Opt(
         ..., "--config", help="Sweep config in W&B format (method, metric, parameters, early_terminate)."
@@ -55,55 +76,28 @@ def sweep_command(
     ),
     preset: Optional[str] = Opt(None, help="Base options: paper | wandb-report | fast"),
     base_config: Optional[Path] = Opt(None, help="Base options from a YAML file (as goemo train --config)."),
-    data_dir: Optional[Path] = Opt(None, help="GoEmotions folder."),
-    dataset: Optional[str] = Opt(
-        None, help="Hugging Face dataset instead of --data-dir: a Hub id or a local folder/file (as goemo train)."
-    ),
-    dataset_config: Optional[str] = Opt(None, help="Configuration of --dataset, e.g. simplified."),
-    model: Optional[str] = Opt(None, help="Base model (hub id, folder, minilm)."),
-    epochs: Optional[float] = Opt(None, help="Epochs per trial (overrides a fixed value in the sweep config)."),
-    max_train_samples: Optional[int] = Opt(None, help="Train each trial on a sample (quick sweeps)."),
-    max_eval_samples: Optional[int] = Opt(None, help="Evaluate each trial on a sample (quick sweeps)."),
-    device: Optional[str] = Opt(None, help="auto | cpu | cuda | mps"),
-    precision: Optional[str] = Opt(None, help="auto | fp32 | bf16 | fp16"),
-    num_threads: Optional[int] = Opt(None, help="CPU threads per worker."),
-    cache_dir: Optional[Path] = Opt(None, help="Token cache folder."),
-    seed: Optional[int] = Opt(None, help="Seed of the trials and of the sampler."),
     eval_test: Optional[bool] = Opt(
         None,
         "--eval-test/--no-eval-test",
         help="Also evaluate each trial's best model on test (off by default: a sweep chooses on dev).",
     ),
     set_: Optional[list[str]] = Opt(None, "--set", help="Any other training option, KEY=VALUE (repeatable)."),
+    **base: Any,
 ) -> None:
     """Run a hyperparameter sweep: each trial is a training run folder in SWEEP/trials/N.
 
-    The same command resumes a killed sweep and, run on more machines against one --storage,
-    adds workers to it. Parameter names may be W&B's (learning_rate, tokenizer_max_len, ...)
-    or goemo's; metric auc_score is macro ROC-AUC. Each trial keeps its best epoch by its
-    select_metric (parameters: select_metric: {value: val_loss} in the config); its value is
-    the sweep metric at that epoch. Exits 1 when every trial this command ran failed.
+    The same command resumes a killed sweep, retries the trials that failed (fix the cause
+    first) and, run on more machines against one --storage, adds workers to it. Parameter
+    names may be W&B's (learning_rate, tokenizer_max_len, ...) or goemo's; metric auc_score
+    is macro ROC-AUC. Each trial keeps its best epoch by its select_metric (parameters:
+    select_metric: {value: val_loss} in the config); its value is the sweep metric at that
+    epoch. Exits 1 when every trial this command ran failed, or when nothing ran and the
+    study holds only failures.
     """
     from goemo.sweeps.runner import prepare_sweep, route_optuna_logging, run_sweep  # optuna, sqlalchemy
 
     route_optuna_logging()
-    overrides = {
-        "data_dir": data_dir,
-        "dataset": dataset,
-        "dataset_config": dataset_config,
-        "model": model,
-        "epochs": epochs,
-        "max_train_samples": max_train_samples,
-        "max_eval_samples": max_eval_samples,
-        "device": device,
-        "precision": precision,
-        "num_threads": num_threads,
-        "cache_dir": cache_dir,
-        "seed": seed,
-        "eval_test": eval_test,
-        **_parse_sets(set_),
-    }
-    overrides = {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()}
+    overrides = {**given(TrainConfig, base), "eval_test": eval_test, **_parse_sets(set_)}
     sweep = prepare_sweep(
         config,
         output=output,

@@ -14,120 +14,18 @@ fast; everything else is imported here.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import types
-import typing
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
 
 from goemo.cli.common import Opt, app, command, make_console, sub_app
-from goemo.core.config import TrainConfig, field_types, resolve_config
+from goemo.cli.options import plain, with_options
+from goemo.core.config import TrainConfig, resolve_config
 from goemo.core.errors import ConfigError
+from goemo.core.run_folder import RunFolder, launched_as_main
 from goemo.reproduce import reproduce
-
-# ---------------------------------------------------------------- options from TrainConfig
-
-
-def option_declarations(f: dataclasses.Field) -> tuple[str, ...]:
-    """The option names of a `TrainConfig` field: ``--field-name``, ``--x/--no-x`` for booleans,
-    or what its ``cli`` metadata says, then its ``aliases``.
-
-    >>> fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    >>> option_declarations(fields["eval_test"]), option_declarations(fields["lr"])
-    (('--eval-test/--no-eval-test',), ('--lr', '--learning-rate'))
-    """
-    aliases = tuple(f.metadata.get("aliases", ()))
-    if f.metadata.get("cli"):
-        return (f.metadata["cli"], *aliases)
-    name = "--" + f.name.replace("_", "-")
-    if field_types()[f.name] is bool:
-        return (f"{name}/--no-{name[2:]}", *aliases)
-    return (name, *aliases)
-
-
-def _option_type(name: str, hint: Any, path: bool) -> Any:
-    """The type Typer parses a field as: its own (Literal: the values' type), Path for paths, list[...] for lists."""
-    if typing.get_origin(hint) in (Union, types.UnionType):
-        rest = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(rest) != 1:
-            raise TypeError(f"TrainConfig.{name}: no command-line type for {hint}")
-        hint = rest[0]
-    if typing.get_origin(hint) is list:
-        (item,) = typing.get_args(hint)
-        return list[_option_type(name, item, path)]  # type: ignore[misc]
-    if path:
-        return Path
-    if typing.get_origin(hint) is Literal:
-        kinds = {type(v) for v in typing.get_args(hint)}
-        if len(kinds) != 1:
-            raise TypeError(f"TrainConfig.{name}: no command-line type for {hint}")
-        hint = kinds.pop()
-    if hint not in (str, int, float, bool):
-        raise TypeError(f"TrainConfig.{name}: no command-line type for {hint}")
-    return hint
-
-
-def _shown_default(f: dataclasses.Field, decls: tuple[str, ...]) -> str:
-    """The field's default as ``--help`` shows it (click's style: a boolean shows its flag's name)."""
-    if f.default is dataclasses.MISSING or f.default is None:  # None, or a list factory: nothing to show
-        return ""
-    if isinstance(f.default, bool):
-        on, _, off = decls[0].partition("/")
-        return (on if f.default else off).lstrip("-") if off else ""
-    return str(f.default)
-
-
-def field_parameter(f: dataclasses.Field) -> inspect.Parameter:
-    """One ``goemo train`` option for a `TrainConfig` field, as a parameter Typer reads."""
-    decls = option_declarations(f)
-    kind = _option_type(f.name, field_types()[f.name], f.metadata.get("path", False))
-    shown = _shown_default(f, decls)
-    help_text = f.metadata.get("help", "") + (f"  [default: {shown}]" if shown else "")
-    option = typer.Option(None, *decls, help=help_text, show_default=False)
-    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
-
-
-# Shown first in --help: where the other options' values come from.
-_FIRST = ("preset",)
-
-
-def cli_fields() -> list[dataclasses.Field]:
-    """The `TrainConfig` fields that are ``goemo train`` options: all but those marked ``no_cli``,
-    in the dataclass's order after `_FIRST`."""
-    fields = [f for f in dataclasses.fields(TrainConfig) if not f.metadata.get("no_cli")]
-    return sorted(fields, key=lambda f: f.name not in _FIRST)  # stable: the rest keep their order
-
-
-def config_options(func: Callable) -> Callable:
-    """Give ``func(own options..., **fields)`` one more option per `TrainConfig` field.
-
-    The function's own parameters (options that are not fields, such as ``--config``) come
-    first; the fields follow (`cli_fields`). Typer reads the result through
-    ``__signature__`` and ``__annotations__``, the standard way to describe a signature.
-    """
-    own = inspect.signature(func).parameters.values()
-    hints = typing.get_type_hints(func)
-    params = [p.replace(annotation=hints[p.name]) for p in own if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    clash = {p.name for p in params} & {f.name for f in dataclasses.fields(TrainConfig)}
-    if clash:
-        raise TypeError(f"{func.__name__}: parameters {sorted(clash)} are also TrainConfig fields")
-    params += [field_parameter(f) for f in cli_fields()]
-    func.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
-    func.__annotations__ = {p.name: p.annotation for p in params}
-    return func
-
-
-def _plain(value: Any) -> Any:
-    """Config fields hold plain strings: Path -> str, also inside lists."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value) if isinstance(value, Path) else value
-
 
 # ---------------------------------------------------------------- train
 
@@ -136,7 +34,7 @@ def _plain(value: Any) -> Any:
     "train",
     epilog="Example: goemo train --preset fast --data-dir data/goemotions --output runs/fast",
 )
-@config_options
+@with_options(TrainConfig, order=lambda f: f.name != "preset")  # --preset first: where the other values come from
 def train_command(
     config_file: Optional[Path] = typer.Option(None, "--config", help="YAML file of options; the command line wins."),
     cuda: bool = typer.Option(False, "--cuda", help="Same as --device cuda (the cluster guide's flag)."),
@@ -147,15 +45,18 @@ def train_command(
     Options come from defaults < --preset < --config YAML < the command line. The run
     folder gets config.yaml, metrics.jsonl, best/, last/ and summary.json.
     """
-    from goemo.training.loop import train  # torch, transformers
-
     if cuda:
         if fields.get("device") not in (None, "cuda"):
             raise ConfigError(f"--cuda and --device {fields['device']}: give one of them")
         fields["device"] = "cuda"
     preset = fields.pop("preset")
-    overrides = {name: _plain(value) for name, value in fields.items()}  # None: not given
+    overrides = {name: plain(value) for name, value in fields.items()}  # None: not given
     config = resolve_config(preset, config_file, overrides)
+    if launched_as_main():  # a folder in use (or holding another run) is refused before torch is imported
+        RunFolder(config.output).check_start(config)
+
+    from goemo.training.loop import train  # torch, transformers
+
     result = train(config)
     if result.is_main_process:
         _print_train_summary(result.summary)
@@ -165,7 +66,7 @@ def _print_train_summary(summary: dict) -> None:
     """One screen: where the model is, dev/test headline metrics, time and memory."""
     table = Table(title=f"goemo train: {summary['run_dir']}", show_header=True)
     table.add_column("split")
-    cols = ("f1_macro", "f1_macro_tuned", "f1_macro_xtuned", "f1_micro", "auc_macro", "auc_micro", "val_loss")
+    cols = ("f1_macro", "f1_macro_tuned", "f1_macro_xtuned", "f1_micro", "auc_score", "auc_micro", "val_loss")
     for col in cols:
         table.add_column(col, justify="right")
     for split in ("dev", "test"):

@@ -12,13 +12,20 @@ Stages, in the order a cluster user runs them: ``setup`` (CPU: create the enviro
 (GPU, offline; 1 GPU, many GPUs, or many nodes), ``sweep`` (a job array of Optuna
 workers on one shared study), ``evaluate`` (evaluation and report), ``predict`` (label a
 file; with ``--array N`` one input is cut into N shards, one per array task, and a second
-job merges them in input order once every task has succeeded).
+job merges them in input order once every task has succeeded), ``audit`` (a label audit;
+with ``--array K`` each array task trains one of K fold models, and a second job scores them
+once every task has succeeded).
+
+Log paths are written absolute (``--log-dir`` resolved where the script is rendered): the
+scheduler opens them before the script runs, so a relative one, read from another submit
+folder, fails the job before it can say why.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import itertools
 import math
 import os
 import re
@@ -29,13 +36,14 @@ from typing import Any
 
 import jinja2
 
-from goemo.core.errors import ConfigError
+from goemo.core.errors import ConfigError, GoemoError
 from goemo.core.fileio import atomic_write_text
 
 SCHEDULERS = ("sge", "slurm")
-STAGES = ("setup", "fetch", "train", "sweep", "evaluate", "predict")
-GPU_STAGES = ("train", "sweep", "evaluate", "predict")  # default one GPU and offline; --gpus 0 runs on CPUs
-ARRAY_STAGES = ("sweep", "predict")
+STAGES = ("setup", "fetch", "train", "sweep", "evaluate", "predict", "audit")
+GPU_STAGES = ("train", "sweep", "evaluate", "predict", "audit")  # default one GPU and offline; --gpus 0 runs on CPUs
+ARRAY_STAGES = ("sweep", "predict", "audit")
+MERGE_STAGES = ("predict", "audit")  # with --array, a second job runs once every task has succeeded
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 NODE_SCRIPT_END = "GOEMO_NODE_SCRIPT_END"  # heredoc end; safe because every value is one line (validated)
 
@@ -57,9 +65,12 @@ class JobSpec:
 
     ``gpus``, ``cpus`` and ``mem`` are per node; ``goemo_args`` go to the stage's goemo verb as
     typed, except that ``$NAME`` / ``${NAME}`` expand on the node (`shell_arg`). Paths (``env``
-    venv or conda prefix, ``cache_dir``, ``data_dir``) may use ``~`` and ``$VARS`` such as
-    ``$SCRATCH``, expanded on the node when the job runs. ``env`` is ``venv:PATH``,
-    ``conda:NAME`` or ``conda:PATH`` (a prefix, as ``conda create -p`` makes).
+    venv or conda prefix, ``cache_dir``, ``hub_cache``, ``data_dir``) may use ``~`` and ``$VARS``
+    such as ``$SCRATCH``, expanded on the node when the job runs. ``env`` is ``venv:PATH``,
+    ``conda:NAME`` or ``conda:PATH`` (a prefix, as ``conda create -p`` makes). ``cache_dir`` is
+    ``HF_HOME`` (the hub cache is its ``hub/``); ``hub_cache`` is the hub cache itself
+    (``HF_HUB_CACHE``, the folder the cluster guide's ``TRANSFORMERS_CACHE`` names). ``log_dir``
+    becomes absolute, resolved against the current folder (`resolved`).
 
     >>> spec = JobSpec("slurm", "train", ("--model", "bert-base-cased"), gpus=4, nodes=2)
     >>> spec.resolved().cpus, spec.resolved().time
@@ -78,6 +89,7 @@ class JobSpec:
     env: str | None = None
     modules: tuple[str, ...] = ()
     cache_dir: str | None = None
+    hub_cache: str | None = None
     data_dir: str | None = None
     array: int | None = None
     job_name: str | None = None
@@ -93,15 +105,22 @@ class JobSpec:
     sge_mem_resource: str | None = "h_vmem"
 
     def resolved(self) -> JobSpec:
-        """This spec validated, with the stage's defaults filled in."""
+        """This spec validated, with the stage's defaults filled in and ``log_dir`` made absolute."""
         _validate(self)
         gpu_stage = self.stage in GPU_STAGES
         gpus = self.gpus if self.gpus is not None else (1 if gpu_stage else 0)
+        log_dir = os.path.abspath(self.log_dir)
+        if not _WORD.match(log_dir):
+            raise ConfigError(
+                f"--log-dir {self.log_dir!r}: the scripts name it by its absolute path, {log_dir!r}, which has "
+                "spaces or shell characters; give an absolute --log-dir without them"
+            )
         return dataclasses.replace(
             self,
             gpus=gpus,
+            log_dir=log_dir,
             cpus=self.cpus if self.cpus is not None else max(2, 4 * gpus),
-            time=self.time or ("04:00:00" if self.stage in ("train", "sweep") else "01:00:00"),
+            time=self.time or ("04:00:00" if self.stage in ("train", "sweep", "audit") else "01:00:00"),
             mem=_normalise_mem(self.mem or ("32G" if gpu_stage else "8G")),
             job_name=self.job_name or f"goemo-{self.stage}",
             sge_pe=self.sge_pe or ("smp" if self.nodes == 1 else "mpi"),
@@ -113,8 +132,8 @@ class RenderedJob:
     """A job script and what the user should know before submitting it.
 
     ``merge`` is the job that must run after this one has succeeded (``predict --array N``:
-    the merge of the N shards); it is submitted with a dependency on this job, see
-    `submit_line`.
+    the merge of the N shards; ``audit --array K``: the scoring of the K folds); it is
+    submitted with a dependency on this job, see `submit_line`.
     """
 
     spec: JobSpec
@@ -179,8 +198,8 @@ def _validate(spec: JobSpec) -> None:
         raise ConfigError(f"--array {spec.array}: expected an integer >= 1 (number of tasks)")
     if spec.array is not None and spec.stage not in ARRAY_STAGES:
         raise ConfigError(
-            "--array is for --stage sweep (workers of one study) and --stage predict (shards of one input); "
-            "other stages run once"
+            "--array is for --stage sweep (workers of one study), --stage predict (shards of one input) and "
+            "--stage audit (one fold model per task); other stages run once"
         )
     if spec.port is not None and not 1024 <= spec.port <= 65535:
         raise ConfigError(f"--port {spec.port}: expected 1024..65535")
@@ -199,6 +218,8 @@ def _validate(spec: JobSpec) -> None:
             raise ConfigError("--stage setup takes no goemo arguments after --; use --package to say what to install")
     if spec.stage == "predict":
         _validate_predict(spec)
+    if spec.stage == "audit":
+        _validate_audit(spec)
     if spec.env is not None:
         kind, _, value = spec.env.partition(":")
         if kind not in ("venv", "conda") or not value:
@@ -227,9 +248,12 @@ def _validate(spec: JobSpec) -> None:
     ):
         if word is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", word):
             raise ConfigError(f"{opt} {word!r}: expected a resource name such as h_vmem or gpu")
+    for name in ("cache_dir", "hub_cache", "data_dir"):
+        if getattr(spec, name) is not None and not getattr(spec, name).strip():
+            raise ConfigError(f"--{name.replace('_', '-')} '': expected a folder (is the variable you gave it set?)")
     singles = [("--directive", d) for d in spec.directives] + [
         ("--" + k.replace("_", "-"), getattr(spec, k))
-        for k in ("cache_dir", "data_dir", "torch_index", "report_run", "env")
+        for k in ("cache_dir", "hub_cache", "data_dir", "torch_index", "report_run", "env")
     ]
     singles += [("--package", p) for p in spec.packages]
     singles += [("goemo argument", a) for a in spec.goemo_args]
@@ -250,6 +274,25 @@ def _validate_predict(spec: JobSpec) -> None:
         )
     if spec.array is not None and _option_value(spec.goemo_args, "--shard") is not None:
         raise ConfigError("--stage predict --array N gives each task its --shard K/N; leave --shard out after --")
+
+
+def _validate_audit(spec: JobSpec) -> None:
+    """An audit array runs fold K-1 in task K, and its merge job scores: the array sets --fold and --score-only."""
+    args = spec.goemo_args
+    if spec.array is None:
+        return
+    if spec.array < 2:
+        raise ConfigError(
+            f"--stage audit --array {spec.array}: the array is one task per fold, and an audit needs >= 2"
+        )
+    for own in ("--fold", "--score-only"):
+        if own in args or any(a.startswith(own + "=") for a in args):
+            raise ConfigError(f"--stage audit --array K gives each task its {own}; leave {own} out after --")
+    folds = _option_value(args, "--folds")
+    if folds is not None and folds != str(spec.array):
+        raise ConfigError(
+            f"--stage audit --array {spec.array} with --folds {folds}: one array task per fold, so give the same number"
+        )
 
 
 def _is_conda_prefix(value: str) -> bool:
@@ -383,7 +426,10 @@ def _torch_requirement() -> str:
 def _stage_command(spec: JobSpec, warnings: list[str]) -> dict[str, Any]:
     """The goemo command line(s) of the stage, as shell text."""
     args = tuple(spec.goemo_args)
-    if spec.data_dir and spec.stage in ("train", "sweep", "evaluate") and _option_value(args, "--data-dir") is None:
+    reads_data = spec.stage in ("train", "sweep", "evaluate") or (
+        spec.stage == "audit" and not any(_option_value(args, o) for o in ("--dataset", "--train"))
+    )
+    if spec.data_dir and reads_data and _option_value(args, "--data-dir") is None:
         data_arg = '--data-dir "$GOEMO_DATA"'
     else:
         data_arg = ""
@@ -407,10 +453,72 @@ def _stage_command(spec: JobSpec, warnings: list[str]) -> dict[str, Any]:
         if report is None and model is not None and Path(model).name in ("best", "last"):
             report = str(Path(model).parent)
         ctx["report_run"] = shell_path(report) if report else None
+    if spec.stage == "audit":
+        ctx["shards"] = spec.array
+        if spec.array is not None and _option_value(args, "--folds") is None:
+            ctx["args"] += f" --folds {spec.array}"
     if spec.stage == "predict":
+        if _option_value(args, "--num-threads") is None:
+            # ONNX Runtime sizes its pool from the cores the process may run on, which a scheduler
+            # without CPU binding leaves at the whole node: the job's own --cpus says how many are its
+            ctx["args"] += f" --num-threads {_launch(spec)['threads']}"
         ctx["shards"] = spec.array
         ctx["predict_output"] = shell_arg(_option_value(args, "--output") or "")
+        if spec.array is not None and spec.array > 1:
+            idle = _idle_tasks(args, spec.array)
+            if idle:
+                warnings.append(idle)
     return ctx
+
+
+def _idle_tasks(args: tuple[str, ...], tasks: int) -> str | None:
+    """A warning when a predict array has tasks with nothing to label, if the input can be read here.
+
+    Shards are runs of whole chunks (`goemo.predict.shards.shard_range`), so an input of fewer than
+    ``tasks`` chunks leaves tasks empty. Known only when ``--input`` is a file this machine can read
+    (no ``$VARIABLES``); at most ``(tasks - 1)`` chunks are read, as more give every task work.
+    """
+    given = _option_value(args, "--input")
+    if given is None or "$" in given or not Path(given).is_file():  # ~ stays ~ on the node too (shell_arg)
+        return None
+    # numpy, through the predict package: imported only here, so that `goemo --help` stays light
+    from goemo.data.records import read_records  # noqa: PLC0415
+    from goemo.predict.shards import shard_range  # noqa: PLC0415
+    from goemo.predict.stream import DEFAULT_CHUNK  # noqa: PLC0415
+
+    text_column = _option_value(args, "--text-column") or "text"
+    records = read_records(Path(given), text_column, _option_value(args, "--id-column"))
+    try:
+        total = sum(1 for _ in itertools.islice(records, (tasks - 1) * DEFAULT_CHUNK + 1))
+    except (GoemoError, OSError, UnicodeDecodeError):
+        return None  # the job says what is wrong with the file, in its own words
+    ranges = [shard_range(total, k, tasks) for k in range(1, tasks + 1)]
+    empty = [k for k, (start, end) in enumerate(ranges, start=1) if start == end]
+    if not empty:
+        return None
+    chunks = -(-total // DEFAULT_CHUNK)
+    return (
+        f"{given} has {total:,} texts, {chunks} chunk(s) of {DEFAULT_CHUNK:,}: {len(empty)} of the {tasks} array "
+        f"tasks will label nothing (each shard is whole chunks); --array {max(chunks, 1)} does the same work"
+    )
+
+
+def _cache_warnings(spec: JobSpec) -> list[str]:
+    """A ``--cache-dir`` that holds a hub cache itself (``models--*/``): the jobs would look in its ``hub/``.
+
+    The cluster guide's ``TRANSFORMERS_CACHE`` names such a folder; checked only where it exists here.
+    """
+    if not spec.cache_dir:
+        return []
+    folder = Path(os.path.expanduser(os.path.expandvars(spec.cache_dir)))
+    if "$" in str(folder) or not folder.is_dir() or (folder / "hub").is_dir():
+        return []
+    if not any(folder.glob("models--*")):
+        return []
+    return [
+        f"--cache-dir {spec.cache_dir} holds models--*/ itself: it is a hub cache (what TRANSFORMERS_CACHE or "
+        f"HF_HUB_CACHE names), but as HF_HOME the jobs would look in {spec.cache_dir}/hub; use --hub-cache instead"
+    ]
 
 
 def _launch(spec: JobSpec) -> dict[str, Any]:
@@ -429,7 +537,7 @@ def _launch(spec: JobSpec) -> dict[str, Any]:
 def render_job(spec: JobSpec) -> RenderedJob:
     """Render the job script for ``spec`` (validated, defaults filled in).
 
-    ``--stage predict`` with ``array`` also renders the merge job (`RenderedJob.merge`).
+    ``--stage predict`` and ``--stage audit`` with ``array`` also render the merge job (`RenderedJob.merge`).
 
     >>> job = render_job(JobSpec("slurm", "train", ("--model", "bert-base-cased"), gpus=1))
     >>> "#SBATCH --gres=gpu:1" in job.text, "HF_HUB_OFFLINE=1" in job.text
@@ -437,13 +545,14 @@ def render_job(spec: JobSpec) -> RenderedJob:
     """
     spec = spec.resolved()
     job = _render(spec)
-    if spec.stage == "predict" and spec.array is not None:
+    if spec.stage in MERGE_STAGES and spec.array is not None:
         job.merge = _render(_merge_spec(spec), merge_shards=spec.array)
     return job
 
 
 def _merge_spec(spec: JobSpec) -> JobSpec:
-    """The merge job of a predict array: one core and no GPU (it only concatenates files in order).
+    """The merge job of a predict or audit array: one core and no GPU (it concatenates the shards
+    in order, or scores the folds' saved probabilities).
 
     It keeps the queue, the directives (an account, a project) and the environment of the array."""
     return dataclasses.replace(
@@ -456,6 +565,8 @@ def _render(spec: JobSpec, merge_shards: int | None = None) -> RenderedJob:
     warnings: list[str] = []
     if spec.stage in ("setup", "fetch") and spec.gpus:
         warnings.append(f"--stage {spec.stage} is CPU work; asking for {spec.gpus} GPU(s) only adds queue time")
+    if merge_shards is None:
+        warnings += _cache_warnings(spec)
     slots = (spec.cpus or 1) * spec.nodes
     env_kind, _, env_value = (spec.env or "").partition(":")
     ctx: dict[str, Any] = {
@@ -469,6 +580,7 @@ def _render(spec: JobSpec, merge_shards: int | None = None) -> RenderedJob:
         "env_path": shell_path(env_value) if env_kind == "venv" or _is_conda_prefix(env_value) else None,
         "env_name": env_value if env_kind == "conda" and not _is_conda_prefix(env_value) else None,
         "cache_dir": shell_path(spec.cache_dir) if spec.cache_dir else None,
+        "hub_cache": shell_path(spec.hub_cache) if spec.hub_cache else None,
         "data_dir": shell_path(spec.data_dir or "data/goemotions"),
         "gpu_stage": (spec.gpus or 0) > 0,
         "offline": spec.stage in GPU_STAGES,
@@ -485,6 +597,8 @@ def _render(spec: JobSpec, merge_shards: int | None = None) -> RenderedJob:
         "merge_shards": merge_shards,
     }
     ctx.update(_stage_command(spec, warnings))
+    if spec.stage == "audit" and merge_shards and _option_value(spec.goemo_args, "--folds") is None:
+        ctx["args"] += f" --folds {merge_shards}"  # the scoring job gathers as many folds as the array trained
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,
@@ -502,15 +616,37 @@ def _render(spec: JobSpec, merge_shards: int | None = None) -> RenderedJob:
 
 def write_job(spec: JobSpec, path: str | Path) -> RenderedJob:
     """Render and write the script atomically, executable by its owner; a merge job goes
-    beside it (`merge_script_path`).
+    beside it (`merge_script_path`). The log folder is made too (`make_log_dir`).
 
-    >>> job = write_job(JobSpec("sge", "fetch", data_dir="$HOME/goemotions"), "/tmp/fetch.sh")  # doctest: +SKIP
+        job = write_job(JobSpec("sge", "fetch", data_dir="$HOME/goemotions"), "/tmp/fetch.sh")
     """
     job = render_job(spec)
     for text, where in ((job.text, path), (job.merge.text if job.merge else None, merge_script_path(path))):
         if text is not None:
             os.chmod(atomic_write_text(where, text), 0o755)
+    make_log_dir(job)
     return job
+
+
+def make_log_dir(job: RenderedJob) -> bool:
+    """Create the job's log folder, which the scheduler needs before the script starts.
+
+    Without it Slurm fails the job with no log at all (JobLaunchFailure) and SGE holds it in
+    error state ("can't open output file"). Where it cannot be made here (rendered on another
+    machine than the cluster), a warning is added to ``job.warnings`` and False returned.
+
+        make_log_dir(render_job(JobSpec("slurm", "fetch", log_dir="/tmp/goemo-logs")))
+        # -> True
+    """
+    try:
+        Path(job.spec.log_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        job.warnings.append(
+            f"could not create the log folder {job.spec.log_dir} here ({err.strerror}): create it on the cluster "
+            "before submitting, or the scheduler fails the job before it starts"
+        )
+        return False
+    return True
 
 
 def _version() -> str:

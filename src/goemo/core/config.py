@@ -26,6 +26,7 @@ import yaml
 
 from goemo.core.errors import ConfigError
 from goemo.core.fileio import atomic_write_text
+from goemo.core.run_settings import RunSettings
 
 DEFAULT_DATA_DIR = "data/goemotions"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -92,6 +93,9 @@ def opt(
     - ``sweepable``: ``False`` when a sweep sets it itself or it would break the run folder
       layout (`NOT_SWEEPABLE_FIELDS`).
     - ``no_cli``: the reason a field is kept off the command line (none is, today).
+
+    Its keyword parameters are the metadata's keys, one each, so that a field's declaration
+    reads as a sentence and a misspelt key is a TypeError at import, not a silent no-op.
 
     >>> f = next(f for f in dataclasses.fields(TrainConfig) if f.name == "lr")
     >>> f.metadata["help"]
@@ -175,6 +179,16 @@ class TrainConfig:
         default_factory=functools.partial(sample_size_from_env, SAMPLE_SIZE_VARIABLES["max_eval_samples"]),
         help="Evaluate dev and test on a random sample (quick runs; default $GOEMO_MAX_EVAL_SAMPLES, else all).",
     )
+    exclude: str | None = opt(
+        None,
+        path=True,
+        help="Drop these training texts: ids one per line, or a CSV with an id column (e.g. from goemo audit).",
+    )
+    corrections: str | None = opt(
+        None,
+        path=True,
+        help="Change training labels: a CSV id,label,action (add|remove), as goemo audit's review page exports.",
+    )
     # model
     model: str = opt(
         "minilm", aliases=("--transformer-model",), help="Hub id, local folder, or 'minilm' (offline default)."
@@ -230,6 +244,13 @@ class TrainConfig:
     )
     eval_test: bool = opt(
         True, resumable=True, help="Evaluate the best model on the test split at the end (--no-eval-test: dev only)."
+    )
+    calibrate: bool = opt(
+        True,
+        resumable=True,
+        help="At the end, calibrate each label's scores on dev (temperature, Platt or isotonic, by cross-validated "
+        "log-loss), fold the affine maps into the weights and put the thresholds on the calibrated scale: "
+        "decisions stay the same (--no-calibrate: raw scores).",
     )
     # runtime
     precision: Precision = opt("auto", runtime=True, resumable=True, help="auto | fp32 | bf16 | fp16")
@@ -351,6 +372,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def scoring_settings(self) -> RunSettings:
+        """How this run's models score splits after training (teachers, sweep trials): its device and eval batch size."""
+        return RunSettings(device=self.device, batch_size=self.eval_batch_size)
 
     @property
     def effective_head_lr(self) -> float:

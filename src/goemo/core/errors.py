@@ -6,6 +6,9 @@ and exits 1 with ``str(error)`` on stderr (no traceback unless ``--debug``).
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 from pathlib import Path
 
 
@@ -21,6 +24,21 @@ def one_line(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def json_problem(error: json.JSONDecodeError) -> str:
+    """What is wrong in a JSON text and where, as one finished phrase.
+
+    Python's reason alone may end mid-sentence (``Unterminated string starting at``,
+    ``Invalid control character at``): its position completes it. Within one line (JSON Lines,
+    a cell) the column says where; the caller names the line.
+
+    >>> json_problem(json.JSONDecodeError("Unterminated string starting at", '{"a": "b', 6))
+    'Unterminated string starting at column 7'
+    >>> json_problem(json.JSONDecodeError("Expecting value", "", 0))
+    'Expecting value at column 1'
+    """
+    return f"{error.msg.removesuffix(' at')} at column {error.colno}"
 
 
 class GoemoError(Exception):
@@ -73,6 +91,37 @@ class ModelError(GoemoError):
 
 class RunFolderError(GoemoError):
     """The output folder holds something that would be overwritten or cannot be resumed."""
+
+
+# A write the disk refused, which the user fixes outside goemo, and what to do about it.
+DISK_ERRNOS = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space or write elsewhere",
+    errno.EFBIG: "write elsewhere",
+    errno.EROFS: "write elsewhere",
+}
+
+
+class WriteError(GoemoError, OSError):
+    """A write the disk refused (full, over quota, read-only), naming what was being written.
+
+    An `OSError` too, with its ``errno`` and ``filename``, so code that handles a failed write
+    (a cache that is only an optimisation) still does. goemo's writes are atomic, so what was
+    written before is intact: the message says so rather than showing the writer's traceback.
+
+    >>> str(WriteError("runs/x/last", errno.ENOSPC))
+    'cannot write runs/x/last: No space left on device (what was written before is intact); free some space or write elsewhere'
+    """
+
+    def __init__(self, path: str | Path, code: int) -> None:
+        reason = os.strerror(code)
+        hint = DISK_ERRNOS.get(code, "write elsewhere")
+        self.message = f"cannot write {path}: {reason} (what was written before is intact); {hint}"
+        super().__init__(self.message)
+        self.errno, self.strerror, self.filename = code, reason, str(path)
+
+    def __str__(self) -> str:  # OSError's would be "[Errno 28] ...: 'path'"
+        return one_line(self.message)
 
 
 class MetricsInputError(GoemoError, ValueError):

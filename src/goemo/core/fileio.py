@@ -12,6 +12,7 @@ here calls before it writes.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -23,7 +24,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from goemo.core.errors import DISK_ERRNOS, WriteError
+
 log = logging.getLogger(__name__)
+
+# How libraries that do not raise OSError (safetensors' Rust writer) say the disk refused a write.
+_DISK_TEXTS = {
+    "no space left on device": errno.ENOSPC,
+    "os error 28": errno.ENOSPC,
+    "disk quota exceeded": errno.EDQUOT,
+    "os error 122": errno.EDQUOT,
+    "read-only file system": errno.EROFS,
+}
 
 # ``.NAME.<pid>.<random>.tmp`` (tempfile's random part is [a-z0-9_]) and ``.NAME.<pid>.old``;
 # ``.NAME.old`` is the pid-less name goemo < 0.x used for a folder being swapped out.
@@ -141,6 +153,40 @@ def _prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
+def write_failure(error: BaseException, path: str | Path) -> WriteError | None:
+    """The one-line `WriteError` for ``error`` raised while writing ``path``, when the disk refused the
+    write (full, over quota, read-only: `goemo.core.errors.DISK_ERRNOS`); None for any other error.
+
+    >>> str(write_failure(OSError(errno.ENOSPC, "No space left on device"), "out.csv")).split(" (")[0]
+    'cannot write out.csv: No space left on device'
+    >>> write_failure(ValueError("bad"), "out.csv") is None
+    True
+    """
+    code = error.errno if isinstance(error, OSError) else None  # a WriteError of a file inside: named by the folder
+    if code not in DISK_ERRNOS:
+        text = str(error).lower()
+        code = next((c for marker, c in _DISK_TEXTS.items() if marker in text), None)
+        if code is None:
+            return None
+    return WriteError(path, code)
+
+
+@contextmanager
+def reporting_disk_errors(path: str | Path) -> Iterator[None]:
+    """Turn a write the disk refuses inside the block into a `WriteError` naming ``path``.
+
+    A full disk in the middle of a checkpoint otherwise ends a run with the writer's traceback
+    (torch, safetensors, json), although nothing was lost; this says in one line what happened.
+    """
+    try:
+        yield
+    except Exception as e:
+        failure = write_failure(e, path)
+        if failure is None:
+            raise
+        raise failure from e
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """A stream whose file appears at ``path`` only when the block succeeds.
@@ -151,20 +197,21 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     web server or a group.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, file_mode())
-        text = "b" not in mode
-        with os.fdopen(fd, mode, encoding=encoding if text else None, newline="" if text else None) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with reporting_disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, file_mode())
+            text = "b" not in mode
+            with os.fdopen(fd, mode, encoding=encoding if text else None, newline="" if text else None) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -208,29 +255,31 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     less the umask), like anything else goemo writes.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        _normalise_modes(tmp)  # also undoes mkdtemp's private 0700
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.{os.getpid()}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with reporting_disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
+        try:
+            yield tmp
+            _normalise_modes(tmp)  # also undoes mkdtemp's private 0700
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.{os.getpid()}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line and flush it, so a killed run keeps every event logged so far."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
+    with reporting_disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()

@@ -10,9 +10,9 @@ whichever command met it, and a new field is added in one place.
 
 Reading a folder costs milliseconds: this module imports neither torch nor transformers.
 
->>> folder = ModelFolder.open("runs/reproduce/best")     # doctest: +SKIP
->>> folder.kind, folder.taxonomy, folder.max_length      # doctest: +SKIP
-('transformer', 'goemotions', 128)
+    folder = ModelFolder.open("runs/reproduce/best")
+    folder.kind, folder.taxonomy, folder.max_length
+    # -> ('transformer', 'goemotions', 128)
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ import hashlib
 import json
 import math
 import re
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from goemo.core.errors import ModelError
+from goemo.core.calibration import CALIBRATION_KEY, Calibration
+from goemo.core.errors import ModelError, json_problem
 from goemo.core.fileio import atomic_write_json
 from goemo.core.thresholds import (
     DEFAULT_THRESHOLD,
@@ -80,6 +82,11 @@ _SAFETENSORS_DTYPE_BYTES = {
     "U64": 8, "I64": 8, "F64": 8,
 }  # fmt: skip
 _MAX_SAFETENSORS_HEADER = 100 * 2**20  # the format's own limit
+# The most bytes a JSON file of the folder may have: json.loads holds several times its size in memory
+# (a 300 MB config.json took 1.9 GB). Configs and goemo.json are kilobytes; the largest tokenizer.json
+# files of public models are tens of megabytes.
+MAX_JSON_BYTES = 16 * 2**20
+MAX_TOKENIZER_JSON_BYTES = 128 * 2**20
 # The classifier's output layer in the heads goemo saves and loads: BERT's and goemo's
 # ``classifier``, RoBERTa's ``classifier.out_proj``, the ``score`` of decoder heads.
 _OUTPUT_LAYER = re.compile(r"^(?:.*\.)?(?:classifier(?:\.out_proj)?|score)\.weight$")
@@ -93,6 +100,58 @@ Kind = Literal["transformer", "onnx", "tfidf"]
 def write_meta(folder: str | Path, meta: dict[str, Any]) -> Path:
     """Write ``goemo.json`` into ``folder`` atomically (the only writer of that file)."""
     return atomic_write_json(Path(folder) / META_FILE, meta)
+
+
+def encoder_positions(encoder: dict[str, Any], where: str) -> tuple[int, int] | None:
+    """(max_position_embeddings, position offset) of an encoder's ``config.json`` settings, None
+    when it has no absolute positions; `ModelError` starting with ``where`` when they make no sense.
+
+    The tokens it takes are the first less the second: RoBERTa-style encoders number positions
+    from ``pad_token_id + 1``. Training checks ``--max-length`` with it before its first step,
+    and a model folder its saved max length.
+
+    >>> encoder_positions({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1}, "x")
+    (514, 2)
+    >>> encoder_positions({"model_type": "deberta-v2", "position_biased_input": False}, "x") is None
+    True
+    """
+    value = encoder.get("max_position_embeddings")
+    if value is None or encoder.get("position_biased_input") is False:  # DeBERTa-v2/3: relative positions only
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelError(f"{where}: expected a positive integer, got {value!r}")
+    offset = 0
+    if encoder.get("model_type") in OFFSET_POSITION_TYPES:
+        pad = encoder.get("pad_token_id", 1)
+        offset = (pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 1) + 1
+    if value - offset < 2:
+        raise ModelError(f"{where}: {value} positions leave room for no text")
+    return value, offset
+
+
+def write_calibration(folder: str | Path, calibration: Calibration | None) -> Path:
+    """Put ``calibration`` into the folder's ``config.json`` beside the thresholds (atomically); None removes it.
+
+    The record says which map each label has and whether the affine parts are folded into
+    the weights (`goemo.core.calibration`); `ModelFolder.calibration` reads it back.
+    """
+    path = Path(folder) / CONFIG_FILE
+    config = _read_object(path, missing_ok=False)
+    if calibration is None:
+        config.pop(CALIBRATION_KEY, None)
+    else:
+        config[CALIBRATION_KEY] = calibration.to_dict()
+    return atomic_write_json(path, config)
+
+
+@dataclass(frozen=True)
+class OutputLayer:
+    """The classifier's last linear layer in a folder's safetensors: the file, the tensor names, the dtype."""
+
+    path: Path
+    weight: str
+    bias: str | None
+    dtype: str  # the safetensors dtype name: F32, BF16, ...
 
 
 class ModelFolder:
@@ -245,20 +304,9 @@ class ModelFolder:
     @cached_property
     def _positions(self) -> tuple[int, int] | None:
         """(max_position_embeddings, position offset) of the encoder, None when it has no absolute positions."""
-        enc = self.encoder_config
-        value = enc.get("max_position_embeddings")
-        if value is None or enc.get("position_biased_input") is False:  # DeBERTa-v2/3: relative positions only
-            return None
-        where = f"{self.path / CONFIG_FILE}: {self._key('max_position_embeddings')}"
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ModelError(f"{where}: expected a positive integer, got {value!r}")
-        offset = 0
-        if enc.get("model_type") in OFFSET_POSITION_TYPES:
-            pad = enc.get("pad_token_id", 1)
-            offset = (pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else 1) + 1
-        if value - offset < 2:
-            raise ModelError(f"{where}: {value} positions leave room for no text")
-        return value, offset
+        return encoder_positions(
+            self.encoder_config, f"{self.path / CONFIG_FILE}: {self._key('max_position_embeddings')}"
+        )
 
     @property
     def position_limit(self) -> int | None:
@@ -268,8 +316,8 @@ class ModelFolder:
         positions take 512 tokens. None when ``config.json`` does not say (an ONNX export without
         it, a TF-IDF model); the same ``config.json`` decides for an ONNX export as for its source.
 
-        >>> ModelFolder.open("runs/roberta/best").position_limit   # doctest: +SKIP
-        512
+            ModelFolder.open("runs/roberta/best").position_limit
+            # -> 512
         """
         positions = self._positions
         return None if positions is None else positions[0] - positions[1]
@@ -315,6 +363,14 @@ class ModelFolder:
         value = self.meta.get("card") or {}
         return value if isinstance(value, dict) else {}
 
+    @cached_property
+    def calibration(self) -> Calibration | None:
+        """The calibration ``config.json`` records (`goemo.core.calibration`), None for an uncalibrated model."""
+        value = self.config.get(CALIBRATION_KEY)
+        if value is None:
+            return None
+        return Calibration.from_dict(value, self.label_names, f"{self.path / CONFIG_FILE}: {CALIBRATION_KEY}")
+
     # ------------------------------------------------------------------ thresholds
 
     @property
@@ -338,11 +394,12 @@ class ModelFolder:
             raise ModelError(f"{where}: per_label: thresholds must be numbers in [0, 1]")
         return tuned
 
-    def thresholds(self) -> np.ndarray:
+    def thresholds(self, dtype: Any = np.float32) -> np.ndarray:
         """Per-label decision thresholds in label order: tuned where present, else the global one.
 
         A folder without goemo's metadata (a plain transformers checkpoint) gets 0.5, the point
-        where a sigmoid is undecided.
+        where a sigmoid is undecided. float32 is the precision the predictor decides in; float64
+        gives the values ``goemo.json`` holds.
         """
         entry = self._thresholds_entry()
         where = f"{self.path / META_FILE}: thresholds"
@@ -353,7 +410,7 @@ class ModelFolder:
             raise ModelError(f"{where}.per_label: expected an object label -> threshold")
         return np.array(
             [_probability(per_label.get(n, default), f"{where}.per_label.{n}") for n in self.label_names],
-            dtype=np.float32,
+            dtype=dtype,
         )
 
     def choose_thresholds(
@@ -361,9 +418,9 @@ class ModelFolder:
     ) -> ThresholdChoice:
         """`goemo.core.thresholds.choose_thresholds` with this model's thresholds and test-split guard.
 
-        >>> ModelFolder.open("runs/x/best").choose_thresholds("tuned", "dev")   # doctest: +SKIP
-        Traceback (most recent call last):
-        goemo.core.errors.ThresholdLeakError: the tuned thresholds were tuned on 'dev', ...
+        ModelFolder.open("runs/x/best").choose_thresholds("tuned", "dev")
+        # -> Traceback (most recent call last):
+        # -> goemo.core.errors.ThresholdLeakError: the tuned thresholds were tuned on 'dev', ...
         """
         tuned = self.tuned if spec == "tuned" else None
         return choose_thresholds(
@@ -399,6 +456,27 @@ class ModelFolder:
                 shapes[name] = shape
                 self._check_tensor(path, name, shape)
         self._check_layers(shapes)
+
+    def output_layer(self) -> OutputLayer:
+        """Where the classifier's last linear layer is stored: one ``[labels, hidden]`` weight whose name
+        is BERT's and goemo's ``classifier``, RoBERTa's ``classifier.out_proj`` or a decoder's ``score``.
+
+        Read from the safetensors headers (no torch); `ModelError` when the folder has no such
+        layer, or more than one.
+        """
+        found = []
+        for path in sorted(self.path.glob("*.safetensors")):
+            header = _safetensors_header(path)
+            for name, info in header.items():
+                if _OUTPUT_LAYER.match(name) and list(info.get("shape", [])[:1]) == [self.num_labels]:
+                    bias = name.removesuffix(".weight") + ".bias"
+                    found.append(OutputLayer(path, name, bias if bias in header else None, str(info.get("dtype"))))
+        if len(found) != 1:
+            what = "no" if not found else f"{len(found)} ({', '.join(f.weight for f in found)})"
+            raise ModelError(
+                f"{self.path}: {what} classifier output layer with {self.num_labels} rows in its safetensors files"
+            )
+        return found[0]
 
     def _check_tensor(self, path: Path, name: str, shape: list[int]) -> None:
         enc = self.encoder_config
@@ -488,14 +566,26 @@ class ModelFolder:
 
 
 def _read_object(path: Path, missing_ok: bool) -> dict[str, Any]:
+    """A JSON object from the folder, refused unread when it is larger than such a file can be."""
     if not path.is_file():
         if missing_ok:
             return {}
         raise ModelError(f"{path}: not found")
+    limit = MAX_TOKENIZER_JSON_BYTES if path.name == "tokenizer.json" else MAX_JSON_BYTES
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size <= limit:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)  # bounded even if the file grows meanwhile
+            size = max(size, len(data))
+        if size > limit:
+            raise ModelError(
+                f"{path}: {size:,} bytes, more than the {limit:,} a {path.name} may have; "
+                "not read (a damaged or wrong file?)"
+            )
+        value = json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as e:
-        raise ModelError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        raise ModelError(f"{path}:{e.lineno}: invalid JSON: {json_problem(e)}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ModelError(f"{path}: cannot read: {e}") from None
     if not isinstance(value, dict):
@@ -505,6 +595,16 @@ def _read_object(path: Path, missing_ok: bool) -> dict[str, Any]:
 
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    """Tensor name -> ``{"dtype", "shape", "data_offsets"}`` of a whole safetensors file (checked as
+    `_safetensors_shapes` checks it), without ``__metadata__``."""
+    _safetensors_shapes(path)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n).decode("utf-8"))
+    return {k: v for k, v in header.items() if k != "__metadata__"}
 
 
 def _safetensors_shapes(path: Path) -> dict[str, list[int]]:

@@ -8,8 +8,9 @@ a second ``goemo train`` on the same folder stops at once instead of writing eve
 A folder that holds no checkpoint and no ``best/`` (a run that failed or was killed before its
 first checkpoint left only ``config.yaml``, a ``metrics.jsonl`` without an epoch record, …) has
 nothing in it worth protecting: it is reused as if it were empty, so a cluster job that failed at
-start (a model not fetched, bad data) can be resubmitted with the same command; the new start says
-so in one log line, naming the settings that differ from the failed attempt's.
+start (out of memory) can be resubmitted with the same command; the new start says so in one log
+line, naming the settings that differ from the failed attempt's. (A model not fetched or bad data
+is refused before the folder is touched: `goemo.training.preflight`.)
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "training_state.pt"  # in last/: optimizer, scheduler and RNG state (torch.save, loaded weights_only)
+STATE_FILE = "training_state.pt"  # in last/: the weight average's count (torch.save, loaded weights_only)
+# In last/, from Accelerate's save_state: optimizer, scheduler, fp16 gradient scaler, each process's RNG state.
+ACCELERATE_STATE_FILES = ("optimizer.bin", "scheduler.bin", "scaler.pt", "random_states_*.pkl")
 TRAINER_STATE_FILE = "trainer_state.json"  # in last/: the loop's position (goemo.training.loop.TrainState)
 WEIGHTS_FILE = "model.safetensors"  # in best/ and last/
 LOCK_FILE = ".lock"  # held (flock) by the main process of the run training in the folder
@@ -50,6 +53,10 @@ LOCK_FILE = ".lock"  # held (flock) by the main process of the run training in t
 # by starting over in a folder that holds only these (and its dashboards' folders).
 _UNTRAINED = frozenset({"config.yaml", "metrics.jsonl", LOCK_FILE, "tensorboard", "wandb"})
 CHECKPOINT_FIX = "remove last/ or use --overwrite"  # the way out of a damaged last/
+_HELD = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # flock's errors when another process holds the lock
+# Where a launcher (torchrun, accelerate launch, MPI) puts a process's global rank: Accelerate's
+# main process is rank 0, and it alone takes the run folder's lock.
+_RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMI_RANK")
 
 # Fields that may change between an interrupted run and its resumption (a different machine,
 # more threads, …) without changing what is trained: those marked ``resumable`` in TrainConfig.
@@ -98,11 +105,8 @@ class RunLock:
             except OSError as e:
                 holder = _read_holder(fd)
                 os.close(fd)
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise RunFolderError(
-                        f"{self.path.parent} is in use by another goemo run ({holder}); "
-                        f"wait for it to finish or choose another --output"
-                    ) from None
+                if e.errno in _HELD:
+                    raise self._in_use(holder) from None
                 if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
                     log.warning("%s: this filesystem has no locks; nothing stops a second run here", self.path)
                     return self
@@ -119,6 +123,34 @@ class RunLock:
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
         self._fd = fd
         return self
+
+    def check_free(self) -> None:
+        """Raise `RunFolderError`, as `acquire` would, when another process holds the lock; take and write nothing.
+
+        For a caller about to do slow work before it takes the lock (``goemo train`` imports torch
+        and reads the data first): a folder in use is refused at once. No ``.lock`` file means
+        no holder (a holder keeps its file until it releases). Where the lock cannot be tested,
+        `acquire` decides later.
+        """
+        if fcntl is None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:  # no lock file (no holder), or none readable here: acquire decides
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # fails while a holder has it exclusively
+        except OSError as e:
+            if e.errno in _HELD:
+                raise self._in_use(_read_holder(fd)) from None
+        finally:
+            os.close(fd)  # also drops the shared lock, if it was taken
+
+    def _in_use(self, holder: str) -> RunFolderError:
+        return RunFolderError(
+            f"{self.path.parent} is in use by another goemo run ({holder}); "
+            f"wait for it to finish or choose another --output"
+        )
 
     def release(self) -> None:
         """Remove the file and drop the lock (idempotent)."""
@@ -137,6 +169,20 @@ class RunLock:
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.release()
+
+
+def launched_as_main() -> bool:
+    """Whether this process will be training's main process (rank 0, or no launcher at all), read
+    from the launcher's environment before Accelerate is imported.
+
+        launched_as_main()
+        # -> True
+    """
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value == "0"
+    return True
 
 
 def read_trainer_state(last_dir: str | Path) -> dict[str, Any]:
@@ -235,6 +281,30 @@ class RunFolder:
                 raise corrupt_checkpoint(self.last_dir / name, "missing")
         read_trainer_state(self.last_dir)
 
+    def check_start(self, config: TrainConfig) -> None:
+        """The refusals of `prepare` that cost nothing to find, made at once, reading only.
+
+        Call it on the main process before slow work done ahead of the lock (imports, the data,
+        the encoder): a folder another run holds, ``--resume`` with ``--overwrite``, a folder
+        holding a trained run with neither flag, ``--resume`` with other settings. `prepare`,
+        under the lock, decides again.
+
+            RunFolder("runs/nothing-here").check_start(TrainConfig())
+        """
+        if config.resume and config.overwrite:
+            raise RunFolderError("--resume and --overwrite contradict each other; choose one")
+        if not self.path.is_dir():
+            return
+        RunLock(self.lock_path).check_free()
+        if config.overwrite:
+            return
+        if config.resume:
+            if self.has_checkpoint():
+                self._check_same_run(config)
+            return
+        if self.has_checkpoint() or self.best_dir.exists() or _has_epoch_record(self.metrics_path):
+            raise self._holds_a_run()
+
     def prepare(self, config: TrainConfig, is_main: bool = True) -> Path | None:
         """Check the folder against --resume/--overwrite; return ``last/`` when resuming.
 
@@ -271,7 +341,10 @@ class RunFolder:
                 if child.name != LOCK_FILE:
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             return None
-        raise RunFolderError(
+        raise self._holds_a_run()
+
+    def _holds_a_run(self) -> RunFolderError:
+        return RunFolderError(
             f"output folder {self.path} already holds a run; pass --resume to continue it, "
             f"--overwrite to replace it, or choose another --output"
         )
@@ -302,6 +375,12 @@ class RunFolder:
                 f"cannot resume {self.path}: settings differ from the saved run ({details}); "
                 f"use the same settings or --overwrite"
             )
+
+    def changed_settings(self, config: TrainConfig) -> str:
+        """``"lr: 1e-05 -> 3e-05, ..."``: what ``config`` changes of the saved run's settings, less
+        the resumable ones; empty when nothing (or no run was saved). ``goemo audit`` asks it before
+        reusing a finished fold."""
+        return self._changed_settings(config)
 
     def _changed_settings(self, config: TrainConfig) -> str:
         """``"lr: 1e-05 -> 3e-05, ..."``: the saved config's settings that ``config`` changes, less the

@@ -146,9 +146,11 @@ def as_probs(probs: np.ndarray) -> np.ndarray:
     if p.ndim != 2:
         raise MetricsInputError(f"probs must be a 2-D (examples, labels) matrix, got shape {p.shape}")
     if p.size and (not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0):
+        finite = p[np.isfinite(p)]  # the range of the numbers there are; all-NaN input has none
+        found = f"{finite.min():.3g}..{finite.max():.3g}" if finite.size else "no finite value"
         raise MetricsInputError(
-            f"probs must be probabilities in [0, 1] (range found: {np.nanmin(p):.3g}..{np.nanmax(p):.3g}"
-            f"{', with NaN/inf' if not np.all(np.isfinite(p)) else ''}); logits need a sigmoid first"
+            f"probs must be probabilities in [0, 1] (range found: {found}"
+            f"{', with NaN/inf' if finite.size < p.size else ''}); logits need a sigmoid first"
         )
     return p
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from goemo.core.errors import ConfigError, DataError
+from goemo.core.errors import ConfigError, DataError, json_problem
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels
 
@@ -91,10 +91,10 @@ def load_hf_dataset(
     does. ``cache_dir`` is where ``datasets`` caches what it prepares (default: its own, under
     ``HF_HOME``).
 
-    >>> data = load_hf_dataset("go_emotions", "simplified")  # doctest: +SKIP
-    >>> sorted(data), data["dev"].source  # doctest: +SKIP
-    (['dev', 'test', 'train'], 'dataset go_emotions/simplified:validation')
-    >>> mine = load_hf_dataset("data/my_dataset", taxonomy="ekman")  # a save_to_disk folder  # doctest: +SKIP
+        data = load_hf_dataset("go_emotions", "simplified")
+        sorted(data), data["dev"].source
+        # -> (['dev', 'test', 'train'], 'dataset go_emotions/simplified:validation')
+        mine = load_hf_dataset("data/my_dataset", taxonomy="ekman")  # a save_to_disk folder
     """
     where = describe(name, config)
     parts = _select(open_hf_dataset(name, config, cache_dir=cache_dir), where, splits)
@@ -127,9 +127,9 @@ def load_hf_split(
 
     ``options`` are those of `load_hf_dataset`.
 
-    >>> test = load_hf_split("go_emotions", "test", "simplified")  # doctest: +SKIP
-    >>> test.name, len(test)  # doctest: +SKIP
-    ('test', 5427)
+        test = load_hf_split("go_emotions", "test", "simplified")
+        test.name, len(test)
+        # -> ('test', 5427)
     """
     key = goemo_split_name(split)
     return load_hf_dataset(name, config, splits=[key], **options)[key]
@@ -419,7 +419,7 @@ def _tokens(value: Any, rows: _Rows, i: int | None) -> list[str]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as e:
-                raise _row_error(rows, i, f"invalid JSON list: {e.msg}") from None
+                raise _row_error(rows, i, f"invalid JSON list: {json_problem(e)}") from None
         else:
             value = text.split(",") if text else []
     if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):

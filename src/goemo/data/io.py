@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from goemo.core.errors import ConfigError, DataError
+from goemo.core.errors import ConfigError, DataError, json_problem
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels
 
@@ -213,8 +213,8 @@ def read_label_names(path: PathLike) -> list[str]:
     Blank lines and surrounding spaces are ignored because the official file has no trailing
     newline and hand-made copies often do; a duplicate name is an error since ids would clash.
 
-    >>> read_label_names("../shared/goemotions/emotions.txt")[:3]  # doctest: +SKIP
-    ['admiration', 'amusement', 'anger']
+        read_label_names("../shared/goemotions/emotions.txt")[:3]
+        # -> ['admiration', 'amusement', 'anger']
     """
     text = _Text(Path(path))
     names: list[str] = []
@@ -249,10 +249,10 @@ def read_goemotions_tsv(path: PathLike, label_names: Sequence[str], name: str | 
     (``"He said ""hi"" "``) is the text ``He said "hi" ``.
     Label ids index ``label_names``; an empty label column gives a row with no labels.
 
-    >>> names = read_label_names("data/goemotions/emotions.txt")  # doctest: +SKIP
-    >>> dev = read_goemotions_tsv("data/goemotions/dev.tsv", names)  # doctest: +SKIP
-    >>> len(dev), dev.labels.shape  # doctest: +SKIP
-    (5426, (5426, 28))
+        names = read_label_names("data/goemotions/emotions.txt")
+        dev = read_goemotions_tsv("data/goemotions/dev.tsv", names)
+        len(dev), dev.labels.shape
+        # -> (5426, (5426, 28))
     """
     path = Path(path)
     names = _check_names(label_names)
@@ -380,8 +380,8 @@ def read_csv(
     the label columns, or the sorted set of names seen. Without ``id_column`` the ids are the
     row numbers (``"0"``, ``"1"``, ...).
 
-    >>> s = read_csv("mine.csv", text_column="comment", label_column="emotions")  # doctest: +SKIP
-    >>> s = read_csv("mine.csv", text_column="text", label_columns=["joy", "anger"])  # doctest: +SKIP
+        s = read_csv("mine.csv", text_column="comment", label_column="emotions")
+        s = read_csv("mine.csv", text_column="text", label_columns=["joy", "anger"])
     """
     path = Path(path)
     cols = _Columns(text_column, label_column, label_columns, label_names, id_column)
@@ -441,7 +441,7 @@ def read_jsonl(
     (``{"text": "yay", "labels": ["joy"]}``), ids (``[17]``) or a comma-separated string.
     Blank lines are skipped.
 
-    >>> s = read_jsonl("mine.jsonl", text_column="text", label_column="labels")  # doctest: +SKIP
+        s = read_jsonl("mine.jsonl", text_column="text", label_column="labels")
     """
     path = Path(path)
     cols = _Columns(text_column, label_column, label_columns, label_names, id_column)
@@ -470,7 +470,7 @@ def parse_json_object(line: str, path: PathLike, number: int) -> dict[str, Any]:
         obj = loads_json(line)
     except json.JSONDecodeError as e:
         hint = " (expected one JSON object per line, not a JSON array)" if line.lstrip().startswith("[") else ""
-        raise DataError(f"invalid JSON at column {e.colno}: {e.msg}{hint}", path=path, line=number) from None
+        raise DataError(f"invalid JSON: {json_problem(e)}{hint}", path=path, line=number) from None
     if not isinstance(obj, dict):
         hint = " (expected one JSON object per line, not a JSON array)" if isinstance(obj, list) else ""
         raise DataError(f"expected a JSON object, got {type(obj).__name__}{hint}", path=path, line=number)
@@ -545,7 +545,7 @@ def _label_tokens(value: Any, path: Path, line: int, field: str) -> list[str]:
             try:
                 value = loads_json(stripped)
             except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON list: {e.msg}", path=path, line=line, field=field) from None
+                raise DataError(f"invalid JSON list: {json_problem(e)}", path=path, line=line, field=field) from None
         elif not stripped:
             return []
         else:
@@ -620,8 +620,8 @@ def load_split(
     For ``.tsv`` without ``label_names`` the names come from ``emotions.txt`` beside the file,
     else from the copy shipped with goemo, so ``load_split("dev.tsv")`` just works.
 
-    >>> dev = load_split("data/goemotions/dev.tsv")  # doctest: +SKIP
-    >>> mine = load_split("mine.jsonl", text_column="comment", label_column="emotions")  # doctest: +SKIP
+        dev = load_split("data/goemotions/dev.tsv")
+        mine = load_split("mine.jsonl", text_column="comment", label_column="emotions")
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -667,9 +667,9 @@ def load_goemotions(
     for ``"ekman"``, ``"sentiment"`` or a grouping JSON file a group is on when any of its
     members is, as in the paper's Table 5.
 
-    >>> data = load_goemotions("data/goemotions", taxonomy="ekman")  # doctest: +SKIP
-    >>> data["train"].label_names  # doctest: +SKIP
-    ['anger', 'disgust', 'fear', 'joy', 'sadness', 'surprise', 'neutral']
+        data = load_goemotions("data/goemotions", taxonomy="ekman")
+        data["train"].label_names
+        # -> ['anger', 'disgust', 'fear', 'joy', 'sadness', 'surprise', 'neutral']
     """
     data_dir = Path(data_dir)
     needed = ["emotions.txt", *(f"{s}.tsv" for s in splits)]

@@ -56,11 +56,12 @@ def read_records(
 
     Ids come from ``id_column`` when given, else they are line numbers (``.txt``, stdin) or
     row numbers counted from 1 (``.csv``, ``.jsonl``). Empty lines of a ``.txt`` file are
-    empty texts, so ids stay equal to line numbers; blank lines of a ``.jsonl`` are skipped.
+    empty texts, so ids stay equal to line numbers; blank lines of a ``.csv`` or ``.jsonl``
+    are skipped and take no number, so the same rows get the same ids in either format.
     ``path=None`` reads ``stream`` (stdin) as text lines.
 
-    >>> next(read_records("texts.csv", text_column="body", id_column="id"))   # doctest: +SKIP
-    Record(id='a1', text='I love it')
+        next(read_records("texts.csv", text_column="body", id_column="id"))
+        # -> Record(id='a1', text='I love it')
     """
     if path is None:
         yield from _txt_records(stream if stream is not None else sys.stdin)
@@ -100,9 +101,11 @@ def _csv_records(f: TextIO, path: Path, text_column: str, id_column: str | None)
             raise DataError(f"no column {column!r} in the header ({', '.join(header)})", path=path, line=header_line)
     ti = header.index(text_column)
     ii = header.index(id_column) if id_column else None
-    for row_number, (line, row) in enumerate(rows, start=1):
-        if not row:
+    row_number = 0
+    for line, row in rows:
+        if not row:  # a blank line: no row, so it takes no number (as in JSON Lines)
             continue
+        row_number += 1
         if len(row) != len(header):
             raise DataError(f"{len(row)} fields, the header has {len(header)}", path=path, line=line)
         yield Record(row[ii] if ii is not None else str(row_number), row[ti])

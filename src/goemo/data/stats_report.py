@@ -27,9 +27,7 @@ from matplotlib.figure import Figure
 from rich import box
 from rich.table import Table
 
-from goemo.core.errors import DataError
 from goemo.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from goemo.data.io import load_goemotions
 from goemo.data.split import Split
 from goemo.data.stats import DataStats, LengthStats, compute_stats, cooccurrence, load_default_tokenizer
 
@@ -62,8 +60,8 @@ def render_tables(stats: DataStats) -> list[Any]:
     Splits are columns so both tables fit an 80-column terminal; labels are sorted by
     their count in the first split, so the imbalance reads top-down.
 
-    >>> from rich.console import Console  # doctest: +SKIP
-    >>> for table in render_tables(stats): Console().print(table)  # doctest: +SKIP
+        from rich.console import Console
+        for table in render_tables(stats): Console().print(table)
     """
     summary = Table(title="Splits", title_justify="left", box=box.SIMPLE_HEAD, min_width=62)
     summary.add_column("")
@@ -129,7 +127,7 @@ def _save_png(fig: Any, path: Path) -> Path:
 def plot_label_frequency(stats: DataStats, path: str | Path) -> Path:
     """Save `label_frequency_figure` as a PNG at ``path``.
 
-    >>> plot_label_frequency(stats, "runs/data-analysis/label_frequency.png")  # doctest: +SKIP
+    plot_label_frequency(stats, "runs/data-analysis/label_frequency.png")
     """
     return _save_png(label_frequency_figure(stats), Path(path))
 
@@ -141,7 +139,7 @@ def label_frequency_figure(stats: DataStats) -> Any:
     distribution that drifts from train shows as bars of unequal length); the first split's
     count is written beside its bar. Horizontal bars keep all label names level and readable.
 
-    >>> fig = label_frequency_figure(stats)  # doctest: +SKIP
+        fig = label_frequency_figure(stats)
     """
     order = _labels_by_count(stats)[::-1]  # most frequent at the top
     splits = list(stats.splits.values())
@@ -179,7 +177,7 @@ def label_frequency_figure(stats: DataStats) -> Any:
 def plot_cooccurrence(labels: np.ndarray, label_names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Save `cooccurrence_figure` as a PNG at ``path``.
 
-    >>> plot_cooccurrence(split.labels, split.label_names, "cooc.png", "train")  # doctest: +SKIP
+    plot_cooccurrence(split.labels, split.label_names, "cooc.png", "train")
     """
     return _save_png(cooccurrence_figure(labels, label_names, title), Path(path))
 
@@ -191,7 +189,7 @@ def cooccurrence_figure(labels: np.ndarray, label_names: Sequence[str], title: s
     nearly always comes with another (e.g. grief with sadness) is what this plot should show.
     Cells of at least 5% carry their value in percent.
 
-    >>> fig = cooccurrence_figure(split.labels, split.label_names, "train")  # doctest: +SKIP
+        fig = cooccurrence_figure(split.labels, split.label_names, "train")
     """
     p = cooccurrence(labels, normalize="row")
     counts = (np.asarray(labels) > 0).sum(axis=0)
@@ -238,8 +236,8 @@ def sample_records(split: Split, n: int = SAMPLE_SIZE, seed: int = 0) -> list[di
     official TSV files: for the 28 emotions they are the files' own ids, so a record can be
     checked against its source line.
 
-    >>> sample_records(split, 2, seed=0)  # doctest: +SKIP
-    [{'row': 17, 'id': 'eebbqej', 'text': '...', 'label_ids': '27', 'labels': 'neutral'}, ...]
+        sample_records(split, 2, seed=0)
+        # -> [{'row': 17, 'id': 'eebbqej', 'text': '...', 'label_ids': '27', 'labels': 'neutral'}, ...]
     """
     size = min(n, len(split))
     rng = np.random.default_rng(seed)
@@ -348,8 +346,8 @@ def write_outputs(
     The co-occurrence plot and the sample use ``sample_split`` (or the first split when it
     is absent): the largest split gives the steadiest estimates.
 
-    >>> write_outputs(stats, splits, "runs/data-analysis")  # doctest: +SKIP
-    {'stats.json': PosixPath('runs/data-analysis/stats.json'), ...}
+        write_outputs(stats, splits, "runs/data-analysis")
+        # -> {'stats.json': PosixPath('runs/data-analysis/stats.json'), ...}
     """
     out = Path(out_dir)
     key, records = data_sample(splits, sample_split, sample_size, seed)
@@ -375,43 +373,16 @@ def write_outputs(
     return written
 
 
-def analyse_dataset(
-    data_dir: str | Path,
-    taxonomy: str = "goemotions",
-    out_dir: str | Path | None = None,
-    tokens: bool = True,
-    seed: int = 0,
-) -> DataStats:
-    """Everything ``goemo stats`` does: load the official splits, compute, optionally write files.
-
-    >>> stats = analyse_dataset("data/goemotions", out_dir="runs/data-analysis")  # doctest: +SKIP
-    >>> stats.splits["dev"].texts  # doctest: +SKIP
-    5426
-    """
-    return analyse_splits(load_data_folder(data_dir, taxonomy), out_dir=out_dir, tokens=tokens, seed=seed)
-
-
-def load_data_folder(data_dir: str | Path, taxonomy: str = "goemotions") -> dict[str, Split]:
-    """The official splits in ``data_dir`` (a `DataError` saying how to fetch them when it is missing).
-
-    >>> splits = load_data_folder("data/goemotions", "ekman")  # doctest: +SKIP
-    """
-    data = Path(data_dir)
-    if not data.is_dir():
-        raise DataError(f"data folder not found: {data} (fetch it with `goemo download --dest {data}`)")
-    return load_goemotions(data, taxonomy=taxonomy)
-
-
 def analyse_splits(
     splits: Mapping[str, Split],
     out_dir: str | Path | None = None,
     tokens: bool = True,
     seed: int = 0,
 ) -> DataStats:
-    """`analyse_dataset` for splits already read, e.g. from a Hugging Face dataset.
+    """Everything ``goemo stats`` does once the splits are read: compute, optionally write files.
 
-    >>> from goemo.data.hf_datasets import load_hf_dataset
-    >>> stats = analyse_splits(load_hf_dataset("go_emotions", "simplified"))  # doctest: +SKIP
+    from goemo.data.source import DataSource
+    stats = analyse_splits(DataSource.folder("data/goemotions").splits(), out_dir="runs/data-analysis")
     """
     stats = compute_stats(splits, load_default_tokenizer() if tokens else None)
     if out_dir is not None:

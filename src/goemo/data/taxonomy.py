@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from goemo.core.errors import ConfigError, DataError
+from goemo.core.errors import ConfigError, DataError, json_problem
 
 BUILTIN = ("goemotions", "ekman", "sentiment")
 NEUTRAL = "neutral"
@@ -85,7 +85,7 @@ def load_taxonomy(name: str | Path = "goemotions", data_dir: str | Path | None =
     try:
         raw = json.loads(groups_text)
     except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg}", path=origin, line=e.lineno) from None
+        raise DataError(f"invalid JSON: {json_problem(e)}", path=origin, line=e.lineno) from None
     groups = _parse_groups(raw, origin)
     if NEUTRAL in fine and NEUTRAL not in groups:
         groups[NEUTRAL] = (NEUTRAL,)

@@ -27,9 +27,10 @@ import numpy as np
 from goemo.core.errors import ConfigError
 from goemo.core.fileio import atomic_write_json, atomic_write_text
 from goemo.core.folder import ModelFolder
+from goemo.core.run_settings import RunSettings
 from goemo.core.thresholds import PAPER_THRESHOLD, binarize
+from goemo.data.source import DataSource, read_split
 from goemo.data.taxonomy import load_taxonomy, project_labels
-from goemo.evaluation.evaluate import load_eval_split, resolve_data_dir, resolve_dataset
 from goemo.predict.cache import predict_split
 from goemo.scoring.metrics import project_to_taxonomy, summary, tune_thresholds
 
@@ -100,17 +101,27 @@ def _fmt(value: Any) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+@dataclass(frozen=True)
+class _Scoring:
+    """How every member and the ensemble are scored: the same labels, splits, threshold and shrink."""
+
+    label_names: list[str]
+    tune_split: str
+    threshold: float
+    project: bool  # also Ekman and sentiment (a fine-label model)
+    shrink: float
+
+
 def _scores(
-    y_dev: np.ndarray,
-    p_dev: np.ndarray,
-    y_eval: np.ndarray,
-    p_eval: np.ndarray,
-    label_names: Sequence[str],
-    tune_split: str,
-    threshold: float,
-    project: bool,
-    shrink: float,
+    y_dev: np.ndarray, p_dev: np.ndarray, y_eval: np.ndarray, p_eval: np.ndarray, how: _Scoring
 ) -> dict[str, Any]:
+    label_names, tune_split, threshold, project, shrink = (
+        how.label_names,
+        how.tune_split,
+        how.threshold,
+        how.project,
+        how.shrink,
+    )
     tuned = tune_thresholds(y_dev, p_dev, split_name=tune_split, label_names=label_names, shrink=shrink)
     fixed = summary(y_eval, p_eval, threshold)
     out: dict[str, Any] = {
@@ -132,21 +143,24 @@ def _scores(
 def evaluate_ensemble(
     model_dirs: Sequence[str | Path],
     *,
-    data_dir: str | Path | None = None,
+    source: DataSource | None = None,
+    settings: RunSettings | None = None,
     tune_split: str = "dev",
     eval_split: str = "test",
     threshold: float = PAPER_THRESHOLD,
-    device: str = "auto",
-    batch_size: int | None = None,
     shrink: float | None = None,
 ) -> EnsembleResult:
     """Score each model folder alone and the average of their probabilities.
 
+    The splits come from ``source``, by default the first model's training data
+    (`goemo.data.source.resolve_source`); each member runs with ``settings`` (default: its
+    cached training predictions).
+
     ``shrink`` (see `goemo.scoring.metrics.tune_thresholds`) defaults to the first member's training
     ``threshold_shrink``, so a member scores here as it did at the end of its training.
 
-    >>> result = evaluate_ensemble(["runs/s1/best", "runs/s2/best", "runs/s3/best"])  # doctest: +SKIP
-    >>> result.ensemble["f1_macro_tuned"], result.spread["f1_macro_tuned"]["sd"]  # doctest: +SKIP
+        result = evaluate_ensemble(["runs/s1/best", "runs/s2/best", "runs/s3/best"])
+        result.ensemble["f1_macro_tuned"], result.spread["f1_macro_tuned"]["sd"]
     """
     if len(model_dirs) < 1:
         raise ConfigError("an ensemble needs at least one model folder")
@@ -158,50 +172,28 @@ def evaluate_ensemble(
         raise ConfigError("the models do not share one label set (goemo.json label_names): they cannot be averaged")
     label_names = list(names[0])
     first = folders[0]
-    data = resolve_data_dir(first, data_dir)
-    taxonomy = first.taxonomy
-    splits = {  # the first model's training dataset, as `goemo evaluate` reads it, unless --data-dir
-        s: load_eval_split(s, data, taxonomy, label_names, **resolve_dataset(first, s, data_dir))
-        for s in (tune_split, eval_split)
-    }
-    project = taxonomy == "goemotions"
+    splits = {s: read_split(first, s, source) for s in (tune_split, eval_split)}
     if shrink is None:
         shrink = float(first.training_config.get("threshold_shrink") or 0.0)
+    how = _Scoring(label_names, tune_split, threshold, first.taxonomy == "goemotions", shrink)
 
     members: list[dict[str, Any]] = []
     sums = {s: np.zeros(splits[s].labels.shape, dtype=np.float64) for s in splits}
     for folder in folders:
         probs = {}
         for s, split in splits.items():
-            preds = predict_split(folder, split, device=device, batch_size=batch_size)
+            preds = predict_split(folder, split, settings)
             if list(preds.label_names) != label_names:
                 raise ConfigError(f"{folder.path}: predictions are in another label order than goemo.json's")
             probs[s] = preds.probs.astype(np.float64)
             sums[s] += probs[s]
         scores = _scores(
-            splits[tune_split].labels,
-            probs[tune_split],
-            splits[eval_split].labels,
-            probs[eval_split],
-            label_names,
-            tune_split,
-            threshold,
-            project,
-            shrink,
+            splits[tune_split].labels, probs[tune_split], splits[eval_split].labels, probs[eval_split], how
         )
         members.append({"model": str(folder.path), **scores})
     n = len(folders)
-    ensemble = _scores(
-        splits[tune_split].labels,
-        sums[tune_split] / n,
-        splits[eval_split].labels,
-        sums[eval_split] / n,
-        label_names,
-        tune_split,
-        threshold,
-        project,
-        shrink,
-    )
+    dev_mean, eval_mean = sums[tune_split] / n, sums[eval_split] / n
+    ensemble = _scores(splits[tune_split].labels, dev_mean, splits[eval_split].labels, eval_mean, how)
     spread: dict[str, dict[str, float]] = {}
     if n > 1:
         for key in members[0]:

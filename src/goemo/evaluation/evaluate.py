@@ -30,21 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from goemo.core.errors import ConfigError, EvaluationError
+from goemo.core.errors import EvaluationError
 from goemo.core.fileio import atomic_write_json, atomic_write_text
 from goemo.core.folder import ModelFolder
+from goemo.core.run_settings import RunSettings
 from goemo.core.thresholds import PAPER_THRESHOLDS, ThresholdChoice, ThresholdSpec, TunedThresholds
-from goemo.data.hf_datasets import SPLIT_NAMES, load_hf_split
-from goemo.data.io import OFFICIAL_SPLITS, load_goemotions, load_split
+from goemo.data.source import DataSource, read_split
 from goemo.data.split import Split
-from goemo.data.taxonomy import load_taxonomy, project_labels
 from goemo.predict.cache import Predictions, predict_split
-from goemo.predict.classifier import Backend, Precision
 from goemo.scoring.metrics import MetricsReport, compute_metrics
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DATA_DIR = "data/goemotions"
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -114,129 +110,45 @@ class EvaluationResult:
         return f"**{self.headline()}**\n\n" + self.report.to_markdown(digits)
 
 
-def load_eval_split(
-    split: str | Path | Split,
-    data_dir: str | Path | None,
-    taxonomy: str = "goemotions",
-    label_names: Sequence[str] | None = None,
-    *,
-    dataset: str | None = None,
-    dataset_config: str | None = None,
-    text_column: str = "text",
-    label_column: str | None = None,
-) -> Split:
-    """A split to evaluate: a `Split`, a split of a Hugging Face ``dataset``, an official split
-    name in ``data_dir``, or a data file.
-
-    Files (.tsv/.csv/.jsonl) are read with `goemo.data.io.load_split`; label names default to
-    the model's, so a CSV with a label-list column needs no extra options. With ``dataset``
-    (a Hub id or local dataset, see `goemo.data.hf_datasets`), ``split`` names one of its
-    splits (``dev`` is its ``validation``); its labels are projected to ``taxonomy`` as a
-    GoEmotions folder's are.
-
-    >>> test = load_eval_split("test", None, dataset="go_emotions", dataset_config="simplified")  # doctest: +SKIP
-    >>> test.source  # doctest: +SKIP
-    'dataset go_emotions/simplified:test'
-    """
-    if isinstance(split, Split):
-        return split
-    name = str(split)
-    if dataset:
-        return load_hf_split(
-            dataset,
-            name,
-            dataset_config,
-            text_column=text_column,
-            label_column=label_column,
-            label_names=label_names if taxonomy == "goemotions" else None,  # a grouping's names are not the data's
-            taxonomy=taxonomy,
-        )
-    if name in OFFICIAL_SPLITS:
-        folder = Path(data_dir) if data_dir is not None else Path(DEFAULT_DATA_DIR)
-        return load_goemotions(folder, taxonomy=taxonomy, splits=[name])[name]
-    path = Path(name)
-    if not path.exists():
-        raise ConfigError(f"split must be one of {', '.join(OFFICIAL_SPLITS)} or a data file; {name!r} is neither")
-    if path.suffix.lower() == ".tsv":
-        loaded = load_split(path)
-        if taxonomy != "goemotions":
-            tax = load_taxonomy(taxonomy)
-            loaded = Split(
-                loaded.texts,
-                loaded.ids,
-                project_labels(loaded.labels, loaded.label_names, tax),
-                list(tax.labels),
-                loaded.name,
-                loaded.source,
-            )
-        return loaded
-    return load_split(path, label_names=label_names)
-
-
 def evaluate(
     model: str | Path,
     split: str | Path | Split = "test",
     *,
-    data_dir: str | Path | None = None,
+    source: DataSource | None = None,
+    settings: RunSettings | None = None,
     thresholds: ThresholdSpec = None,
     taxonomy: str | None = None,
     max_samples: int | None = None,
-    seed: int = 0,
-    sweep: Sequence[float] | None = PAPER_THRESHOLDS,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-    precision: Precision | None = None,
-    backend: Backend = "auto",
-    token_cache_dir: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    dataset: str | None = None,
-    dataset_config: str | None = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
+    cache: bool | str | Path = True,
 ) -> EvaluationResult:
     """Score a model folder on a split: per-label and averaged metrics, plus the threshold sweep.
 
-    ``split`` is "train"/"dev"/"test" (read from ``data_dir``, by default the one the model
-    was trained on), a data file, or a `Split`. ``thresholds``: None/"fixed" (goemo.json's
-    global, the paper's 0.3), a float, or "tuned" (goemo.json's dev-tuned per-label values).
-    ``taxonomy``: "ekman"/"sentiment" projects a 28-label model's probabilities (max over each
-    group's members); None evaluates in the model's own taxonomy. ``max_samples`` scores a
-    seeded random subset (quick checks). The model runs through `goemo.predict.cache.predict_split`
-    (the predictor, cached): ``precision`` / ``batch_size`` left at None score the probabilities
-    training cached, in its own settings; give them to score in other settings (an ONNX export
-    folder, int8 included, is evaluated through its own backend). ``out_dir`` also writes ``evaluation.json``,
-    ``evaluation.csv`` and ``evaluation.md`` there. ``dataset`` (with ``dataset_config``,
-    ``text_column``, ``label_column``) reads the split from a Hugging Face dataset instead of
-    ``data_dir``; a model trained on one is evaluated on it by default (`resolve_dataset`).
+    ``split`` is a split name of ``source`` ("train"/"dev"/"test"), a data file, or a `Split`;
+    ``source`` (a `goemo.data.source.DataSource`) defaults to the data the model was trained on
+    (`goemo.data.source.resolve_source`). ``thresholds``: None/"fixed" (goemo.json's global, the
+    paper's 0.3), a float, or "tuned" (goemo.json's dev-tuned per-label values). ``taxonomy``:
+    "ekman"/"sentiment" projects a 28-label model's probabilities (max over each group's
+    members); None evaluates in the model's own taxonomy. ``max_samples`` scores a seeded random
+    subset (quick checks). The model runs through `goemo.predict.cache.predict_split` with
+    ``settings`` (default: the probabilities training cached, in its own settings); ``cache``
+    False runs the model and stores nothing, a path caches there instead of the run's
+    ``predictions/``. `write_evaluation` writes the result's files.
 
-    >>> result = evaluate("runs/tiny/best", "test", thresholds="tuned", taxonomy="ekman")  # doctest: +SKIP
-    >>> result.report.macro.f1, result.thresholds.description  # doctest: +SKIP
-    >>> hub = evaluate("runs/hub/best", "test", dataset="go_emotions", dataset_config="simplified")  # doctest: +SKIP
+    Eight parameters: the model, the texts (split, source, max_samples), how it runs
+    (settings, cache) and how it is scored (thresholds, taxonomy) are all a user's choices.
+
+        result = evaluate("runs/tiny/best", "test", thresholds="tuned", taxonomy="ekman")
+        result.report.macro.f1, result.thresholds.description
     """
     folder = ModelFolder.open(model)
     target = check_taxonomy(folder, taxonomy)
-    source = resolve_dataset(folder, split, data_dir, dataset, dataset_config, text_column, label_column)
-    data = load_eval_split(split, resolve_data_dir(folder, data_dir), folder.taxonomy, folder.label_names, **source)
+    data = split if isinstance(split, Split) else read_split(folder, split, source)
     if max_samples:
-        data = data.sample(max_samples, seed=seed)
+        data = data.sample(max_samples, seed=0)
     choice = folder.choose_thresholds(thresholds, data.name, data.checksum())
-    preds = predict_split(
-        folder,
-        data,
-        cache_dir=cache_dir,
-        use_cache=cache,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        backend=backend,
-        token_cache_dir=token_cache_dir,
-    )
-    result = score_predictions(preds, data, folder, thresholds=choice, taxonomy=target, sweep=sweep)
-    if out_dir is not None:
-        write_evaluation(result, out_dir)
-    return result
+    cache_dir = None if isinstance(cache, bool) else cache
+    preds = predict_split(folder, data, settings, cache=cache is not False, cache_dir=cache_dir)
+    return score_predictions(preds, data, folder, thresholds=choice, taxonomy=target)
 
 
 def score_predictions(
@@ -289,47 +201,6 @@ def check_taxonomy(folder: ModelFolder, taxonomy: str | None) -> str:
             f"(projection goes from the 28 fine labels to groups, not between groupings)"
         )
     return target
-
-
-def resolve_data_dir(folder: ModelFolder, data_dir: str | Path | None) -> Path:
-    """``data_dir`` if given, else the one the model was trained on (if it still exists), else data/goemotions."""
-    if data_dir is not None:
-        return Path(data_dir)
-    trained_on = folder.training_config.get("data_dir")
-    return Path(trained_on) if trained_on and Path(trained_on).is_dir() else Path(DEFAULT_DATA_DIR)
-
-
-def resolve_dataset(
-    folder: ModelFolder,
-    split: str | Path | Split,
-    data_dir: str | Path | None = None,
-    dataset: str | None = None,
-    dataset_config: str | None = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
-) -> dict[str, Any]:
-    """The Hugging Face dataset options of `load_eval_split`: ``dataset`` if given, else (for a
-    split name, without ``data_dir``) the dataset the model was trained on, else none (``{}``).
-
-    A dataset taken from the training config keeps its configuration and columns too.
-
-    >>> resolve_dataset(ModelFolder.open("runs/hub/best"), "test")  # doctest: +SKIP
-    {'dataset': 'go_emotions', 'dataset_config': 'simplified', 'text_column': 'text', 'label_column': None}
-    """
-    if not dataset:
-        trained = folder.training_config
-        named = isinstance(split, str) and (split in OFFICIAL_SPLITS or split in SPLIT_NAMES)
-        if data_dir is not None or not named or not trained.get("dataset"):
-            return {}
-        dataset, dataset_config = str(trained["dataset"]), dataset_config or trained.get("dataset_config")
-        text_column = text_column or trained.get("text_column")
-        label_column = label_column or trained.get("label_column")
-    return {
-        "dataset": dataset,
-        "dataset_config": dataset_config,
-        "text_column": text_column or "text",
-        "label_column": label_column,
-    }
 
 
 def write_evaluation(result: EvaluationResult, out_dir: str | Path) -> dict[str, Path]:

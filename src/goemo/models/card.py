@@ -14,9 +14,9 @@ rows, split sizes, training label counts, resources), which training computes
 (`goemo.training.card_facts`) and keeps in ``goemo.json`` (``card``) so that an export can
 describe its source. Nothing here computes a metric.
 
->>> card = build_model_card(ModelFolder.open("runs/reproduce/best"), summary)   # doctest: +SKIP
->>> write_model_card("runs/reproduce/best", card)                               # doctest: +SKIP
-PosixPath('runs/reproduce/best/README.md')
+    card = build_model_card(ModelFolder.open("runs/reproduce/best"), summary)
+    write_model_card("runs/reproduce/best", card)
+    # -> PosixPath('runs/reproduce/best/README.md')
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ BASE_MODELS = {
 }
 NO_BASE_MODEL = {"tiny-random-bert"}
 GOEMOTIONS_DATASET = "go_emotions"
+GOEMOTIONS_IDS = frozenset({GOEMOTIONS_DATASET, "google-research-datasets/go_emotions"})  # its Hub ids
+HUB_DATASETS = "https://huggingface.co/datasets/"
+DATA_FILE_SUFFIXES = (".parquet", ".csv", ".json", ".jsonl", ".arrow", ".tsv", ".txt")
 DEFAULT_LICENSE = "apache-2.0"
 RARE_LABEL_EXAMPLES = 100  # labels with fewer training examples than this are listed as rare
 # (summary key, metric_type, name, config): the model-index entries, per split.
@@ -111,6 +114,7 @@ class CardFacts:
     train_label_counts: dict[str, int] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
+    data_origin: dict[str, Any] | None = None  # `DataOrigin` as training saw it (a local path may not exist later)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,6 +131,7 @@ class CardFacts:
                 train_label_counts={str(k): int(v) for k, v in (data.get("train_label_counts") or {}).items()},
                 selection=dict(data.get("selection") or {}),
                 resources=dict(data.get("resources") or {}),
+                data_origin=dict(data["data_origin"]) if data.get("data_origin") else None,
             )
         except (TypeError, ValueError, AttributeError) as e:
             raise ModelError(f"goemo.json card: malformed ({e})") from None
@@ -156,9 +161,64 @@ def base_model(model: str | None) -> str | None:
     return None if looks_local else model
 
 
+@dataclass(frozen=True)
+class DataOrigin:
+    """Where a model's training data came from, as its card names it.
+
+    ``kind``: ``goemotions`` (a GoEmotions folder, ``--data-dir``), ``hub`` (a Hugging Face
+    dataset id, ``--dataset ID``), ``local`` (a local dataset folder or file, ``--dataset PATH``)
+    or ``files`` (``--train``/``--dev``/``--test``). ``name`` is the folder, id, path or training
+    file; ``config`` the dataset's configuration. Only a Hub dataset is linked to the Hub.
+    """
+
+    kind: str
+    name: str
+    config: str | None = None
+
+    @property
+    def goemotions(self) -> bool:
+        """Whether the data is GoEmotions itself (a GoEmotions folder, or the Hub's go_emotions)."""
+        return self.kind == "goemotions" or (self.kind == "hub" and self.name in GOEMOTIONS_IDS)
+
+    @property
+    def hub_id(self) -> str | None:
+        """The dataset's Hub id, for the card's ``datasets`` and links; None for local data."""
+        if self.kind == "hub":
+            return self.name
+        return GOEMOTIONS_DATASET if self.kind == "goemotions" else None
+
+
+def data_origin(training_config: Mapping[str, Any]) -> DataOrigin:
+    """Where the run in ``training_config`` read its data, judged from its options (`DataOrigin`).
+
+    ``--dataset`` names a local dataset when it is an existing path, or looks like one (``./x``,
+    ``/x``, ``~/x``, more than one ``/``, a data file's suffix); otherwise a Hub id.
+
+    >>> data_origin({"data_dir": "data/goemotions"})
+    DataOrigin(kind='goemotions', name='data/goemotions', config='simplified')
+    >>> data_origin({"dataset": "./my-data"}).kind, data_origin({"dataset": "dair-ai/emotion"}).hub_id
+    ('local', 'dair-ai/emotion')
+    """
+    dataset = training_config.get("dataset")
+    config = training_config.get("dataset_config")
+    if dataset:
+        name = str(dataset)
+        local = (
+            name.startswith((".", "/", "~"))
+            or name.count("/") > 1
+            or "\\" in name
+            or name.lower().endswith(DATA_FILE_SUFFIXES)
+            or Path(name).expanduser().exists()
+        )
+        return DataOrigin("local" if local else "hub", name, str(config) if config else None)
+    if training_config.get("train_file"):
+        return DataOrigin("files", str(training_config["train_file"]))
+    return DataOrigin("goemotions", str(training_config.get("data_dir") or "data/goemotions"), "simplified")
+
+
 def trained_on_goemotions(training_config: Mapping[str, Any]) -> bool:
-    """Whether the run read a GoEmotions folder (not its own ``--train`` files)."""
-    return bool(training_config.get("data_dir")) and not training_config.get("train_file")
+    """Whether the run read GoEmotions itself (a GoEmotions folder or the Hub's go_emotions)."""
+    return data_origin(training_config).goemotions
 
 
 def build_model_card(
@@ -194,7 +254,8 @@ def build_model_card(
         selection["epochs_run"] = len(summary["epochs"])
     resources = summary.get("resources") or facts.resources
     threshold = float(cfg.get("threshold", summary.get("threshold", folder.global_threshold)))
-    goemotions = trained_on_goemotions(cfg)
+    origin = DataOrigin(**facts.data_origin) if facts.data_origin else data_origin(cfg)
+    goemotions = origin.goemotions
     name = model_name or default_model_name(folder.path, export)
     data = ModelCardData(
         language="en" if goemotions else None,
@@ -202,22 +263,22 @@ def build_model_card(
         library_name="onnx" if export else "transformers",
         pipeline_tag="text-classification",
         base_model=base_model(cfg.get("model")),
-        datasets=[GOEMOTIONS_DATASET] if goemotions else None,
+        datasets=[origin.hub_id] if origin.hub_id else None,
         tags=_tags(folder, goemotions, export),
         metrics=["f1", "roc_auc"],
         model_name=name,
-        eval_results=_eval_results(metrics, threshold, goemotions, cfg) or None,
+        eval_results=_eval_results(metrics, threshold, origin) or None,
     )
     ref = model_ref or str(folder.path)
     body = "\n\n".join(
         part
         for part in (
-            _title(name, folder, cfg, export, goemotions),
+            _title(name, folder, cfg, export, origin),
             _usage(folder, ref, export),
             _results(metrics, threshold),
             _per_label(facts, folder),
             _choices(folder, selection, threshold),
-            _data_section(folder, facts, goemotions, cfg),
+            _data_section(folder, facts, origin, cfg),
             _config_section(cfg),
             _resources_section(resources),
             _limitations(facts, goemotions),
@@ -271,9 +332,7 @@ def _tags(folder: ModelFolder, goemotions: bool, export: ExportInfo | None) -> l
     return tags
 
 
-def _eval_results(
-    metrics: Mapping[str, Mapping[str, Any]], threshold: float, goemotions: bool, cfg: Mapping[str, Any]
-) -> list[EvalResult]:
+def _eval_results(metrics: Mapping[str, Mapping[str, Any]], threshold: float, origin: DataOrigin) -> list[EvalResult]:
     out = []
     for split, values in metrics.items():
         for key, metric_type, metric_name, metric_config in INDEX_METRICS:
@@ -284,9 +343,11 @@ def _eval_results(
                 EvalResult(
                     task_type="text-classification",
                     task_name="Multi-label emotion classification",
-                    dataset_type=GOEMOTIONS_DATASET if goemotions else "custom",
-                    dataset_name="GoEmotions" if goemotions else Path(str(cfg.get("train_file") or "data")).name,
-                    dataset_config="simplified" if goemotions else None,
+                    dataset_type=origin.hub_id or "custom",
+                    dataset_name="GoEmotions"
+                    if origin.goemotions
+                    else origin.hub_id or Path(origin.name.rstrip("/\\")).name or origin.name,
+                    dataset_config=origin.config if origin.hub_id else None,
                     dataset_split=HUB_SPLITS.get(split, split),
                     metric_type=metric_type,
                     metric_value=float(value),
@@ -300,13 +361,22 @@ def _eval_results(
 # --------------------------------------------------------------------------- text
 
 
-def _title(name: str, folder: ModelFolder, cfg: Mapping[str, Any], export: ExportInfo | None, goemotions: bool) -> str:
+def _title(
+    name: str, folder: ModelFolder, cfg: Mapping[str, Any], export: ExportInfo | None, origin: DataOrigin
+) -> str:
     head = {
         "mean": "goemo's mean-pooling head",
         "cls": "goemo's classification head (the encoder's pooler, dropout, linear)",
     }.get(_goemo_pooling(folder) or "", "its own classification head")
     encoder = base_model(cfg.get("model")) or cfg.get("model") or "a transformer encoder"
-    data = "GoEmotions (58k English Reddit comments, 27 emotions + neutral)" if goemotions else "its own data"
+    if origin.goemotions:
+        data = "GoEmotions (58k English Reddit comments, 27 emotions + neutral)"
+    elif origin.kind == "hub":
+        data = f"the Hugging Face dataset `{origin.name}`"
+    elif origin.kind == "local":
+        data = f"a local dataset (`{origin.name}`)"
+    else:
+        data = "its own data"
     lines = [
         f"# {name}",
         "",
@@ -481,14 +551,24 @@ def _choices(folder: ModelFolder, selection: Mapping[str, Any], threshold: float
     return "\n".join(lines)
 
 
-def _data_section(folder: ModelFolder, facts: CardFacts, goemotions: bool, cfg: Mapping[str, Any]) -> str:
+def _data_section(folder: ModelFolder, facts: CardFacts, origin: DataOrigin, cfg: Mapping[str, Any]) -> str:
     lines = ["## Training data", ""]
-    if goemotions:
+    configuration = f", configuration `{origin.config}`" if origin.config else ""
+    if origin.kind == "goemotions":
         lines.append(
-            "[GoEmotions](https://huggingface.co/datasets/go_emotions) (Demszky et al., 2020), the simplified "
+            f"[GoEmotions]({HUB_DATASETS}{GOEMOTIONS_DATASET}) (Demszky et al., 2020), the simplified "
             "train / dev / test split: English Reddit comments, each labelled by 3 or more raters with any of "
             "27 emotions or neutral."
         )
+    elif origin.kind == "hub":
+        lines.append(f"The Hugging Face dataset [`{origin.name}`]({HUB_DATASETS}{origin.name}){configuration}.")
+        if origin.goemotions:
+            lines.append(
+                "GoEmotions (Demszky et al., 2020): English Reddit comments, each labelled by 3 or more raters "
+                "with any of 27 emotions or neutral."
+            )
+    elif origin.kind == "local":
+        lines.append(f"A local dataset: `{origin.name}`{configuration} (not from the Hugging Face Hub).")
     else:
         files = ", ".join(f"`{cfg[k]}`" for k in ("train_file", "dev_file", "test_file") if cfg.get(k))
         lines.append(f"Files: {files or 'given from Python'}.")
@@ -497,6 +577,9 @@ def _data_section(folder: ModelFolder, facts: CardFacts, goemotions: bool, cfg: 
         lines.append(
             "Sampled: " + ", ".join(f"`{k}` {cfg[k]:,}" for k in sampled) + " (a seeded random sample; a quick run)."
         )
+    cleaning = folder.meta.get("cleaning")
+    if isinstance(cleaning, dict):
+        lines.append(_cleaning_line(cleaning))
     checksums = folder.data_checksums
     splits = [s for s in ("train", "dev", "test") if s in checksums or s in facts.split_sizes]
     if splits:
@@ -505,6 +588,30 @@ def _data_section(folder: ModelFolder, facts: CardFacts, goemotions: bool, cfg: 
             size = facts.split_sizes.get(s)
             lines.append(f"| {s} | {'' if size is None else f'{size:,}'} | `{checksums.get(s, '')}` |")
     return "\n".join(lines)
+
+
+def _cleaning_line(cleaning: Mapping[str, Any]) -> str:
+    """What ``--exclude`` / ``--corrections`` did to the training split (``goemo.json`` ``cleaning``).
+
+    >>> _cleaning_line({"texts_excluded": 3, "labels_changed": 1, "added": 1, "removed": 0,
+    ...                 "corrections": {"file": "/data/fix.csv", "sha256": "ab"}})
+    'Cleaned with: 3 texts excluded, 1 labels changed (1 added, 0 removed), from `/data/fix.csv` sha256 `ab`. Dev and test were not changed.'
+    """
+    files = [
+        f"`{entry.get('file')}` sha256 `{entry.get('sha256')}`"
+        for entry in (cleaning.get("exclude"), cleaning.get("corrections"))
+        if isinstance(entry, Mapping)
+    ]
+
+    def count(key: str) -> str:
+        value = cleaning.get(key)
+        return f"{value:,}" if isinstance(value, int) else "?"
+
+    return (
+        f"Cleaned with: {count('texts_excluded')} texts excluded, {count('labels_changed')} labels changed "
+        f"({count('added')} added, {count('removed')} removed), from {' and '.join(files) or 'unnamed files'}. "
+        "Dev and test were not changed."
+    )
 
 
 def _config_section(cfg: Mapping[str, Any]) -> str:

@@ -10,9 +10,9 @@ The token is huggingface_hub's own (``HF_TOKEN``, else the one ``hf auth login``
 ``huggingface-cli login`` stored); it is never printed. ``dry_run=True`` says exactly what would
 be uploaded and touches no network.
 
->>> plan = push_model("runs/reproduce/best", "me/goemo-minilm", dry_run=True)   # doctest: +SKIP
->>> [f.path for f in plan.files][:3]                                           # doctest: +SKIP
-['README.md', 'config.json', 'goemo.json']
+    plan = push_model("runs/reproduce/best", "me/goemo-minilm", dry_run=True)
+    [f.path for f in plan.files][:3]
+    # -> ['README.md', 'config.json', 'goemo.json']
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from huggingface_hub.utils import validate_repo_id
 
 from goemo.core.errors import ConfigError, GoemoError, ModelError
 from goemo.core.folder import CARD_FILE, CONFIG_FILE, ModelFolder
-from goemo.core.run_folder import STATE_FILE, TRAINER_STATE_FILE
+from goemo.core.run_folder import ACCELERATE_STATE_FILES, STATE_FILE, TRAINER_STATE_FILE
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Only `--resume` needs these (last/): optimizer/scheduler/RNG state, the loop's position, the weight average.
-RESUME_ONLY_FILES = frozenset({STATE_FILE, TRAINER_STATE_FILE, "ema.safetensors"})
+RESUME_ONLY_FILES = (STATE_FILE, TRAINER_STATE_FILE, "ema.safetensors", *ACCELERATE_STATE_FILES)  # names or patterns
 LOGIN_HINT = "set HF_TOKEN or run `hf auth login` (formerly `huggingface-cli login`)"
 
 
@@ -78,7 +78,7 @@ def files_to_push(folder: str | Path) -> list[PushFile]:
             continue
         if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
             continue
-        if rel.name in RESUME_ONLY_FILES or rel.suffix == ".tmp":
+        if any(rel.match(name) for name in RESUME_ONLY_FILES) or rel.suffix == ".tmp":
             continue
         out.append(PushFile(rel.as_posix(), path.stat().st_size))
     return out
@@ -112,8 +112,8 @@ def push_model(
     ``revision`` is a branch (created from main when missing); ``dry_run`` lists the files and
     uploads nothing. Network and Hub errors become one `HubError` line.
 
-    >>> push_model("runs/reproduce/best", "me/goemo-minilm", private=True)     # doctest: +SKIP
-    PushResult(..., url='https://huggingface.co/me/goemo-minilm/commit/…')
+        push_model("runs/reproduce/best", "me/goemo-minilm", private=True)
+        # -> PushResult(..., url='https://huggingface.co/me/goemo-minilm/commit/…')
     """
     try:
         validate_repo_id(repo_id)

@@ -55,9 +55,10 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from goemo.core.calibration import CALIBRATION_KEY
 from goemo.core.errors import ModelError
 from goemo.core.fileio import atomic_write_json
-from goemo.core.folder import CONFIG_FILE, ModelFolder, write_meta
+from goemo.core.folder import CONFIG_FILE, ModelFolder, write_calibration, write_meta
 from goemo.models.modeling_goemo import GoemoConfig, GoemoForSequenceClassification
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "LoadedModel",
     "build_model",
     "build_tiny_model",
+    "encoder_settings",
     "hub_cache_dir",
     "load_model",
     "load_tokenizer",
@@ -158,8 +160,8 @@ def hub_cache_dir() -> str | None:
     current name of the same setting and what huggingface_hub itself uses. ``HF_HOME`` loses to
     both, as it did in transformers 4. One line says which cache is used, once per process.
 
-    >>> hub_cache_dir()  # doctest: +SKIP
-    '/shared/transformers-cache'
+        hub_cache_dir()
+        # -> '/shared/transformers-cache'
     """
     legacy = os.environ.get("TRANSFORMERS_CACHE", "").strip()
     if not legacy:
@@ -273,7 +275,7 @@ def build_model(
 ) -> PreTrainedModel:
     """A fresh classifier on a pretrained encoder (hub id, folder or alias).
 
-    >>> model = build_model("minilm", ["joy", "anger"], pooling="mean")  # doctest: +SKIP
+    model = build_model("minilm", ["joy", "anger"], pooling="mean")
     """
     if name.lower() == TINY_MODEL:
         return build_tiny_model(label_names, pooling, dropout=dropout)
@@ -379,9 +381,37 @@ def _check_label_count(path: str, existing: PretrainedConfig, label_names: list[
         )
 
 
+def _tiny_encoder_config() -> BertConfig:
+    return BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+
+
+def encoder_settings(name: str, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The ``config.json`` settings of the encoder `build_model` would build on (hub id, folder or
+    alias), read without its weights: what training checks its options against before its first step.
+
+    A goemo mean-pooling folder's encoder is the one nested in its config. `ModelError` (as
+    `build_model`'s) when the model is not there.
+
+    >>> encoder_settings("tiny-random-bert")["max_position_embeddings"]
+    512
+    """
+    if name.lower() == TINY_MODEL:
+        return _tiny_encoder_config().to_dict()
+    path = resolve_model_name(name)
+    try:
+        settings = AutoConfig.from_pretrained(path, **_from_pretrained_kwargs(path, trust_remote_code)).to_dict()
+    except (OSError, ValueError) as e:
+        raise _not_available(name, e) from None
+    if settings.get("model_type") == GoemoConfig.model_type and isinstance(settings.get("encoder"), dict):
+        return settings["encoder"]
+    return settings
+
+
 def build_tiny_model(label_names: list[str], pooling: str = "cls", dropout: float = 0.1) -> PreTrainedModel:
     """A randomly initialised 2-layer BERT (hidden 32) for tests and smoke runs: trains in seconds."""
-    enc = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    enc = _tiny_encoder_config()
     maps = _label_maps(label_names)
     if pooling == "mean":
         return GoemoForSequenceClassification(GoemoConfig(encoder=enc.to_dict(), classifier_dropout=dropout, **maps))
@@ -429,7 +459,8 @@ def save_model(
 ) -> None:
     """Write weights (safetensors), config, tokenizer and `goemo.json` into ``folder``.
 
-    ``config.json`` gets the thresholds of ``meta`` (`write_config_thresholds`); goemo's
+    ``config.json`` gets the thresholds of ``meta`` (`write_config_thresholds`) and no calibration
+    record (one inherited from a calibrated checkpoint no longer fits the weights); goemo's
     mean-pooling head also gets ``modeling_goemo.py`` and ``auto_map``, so the folder loads
     without goemo. The caller makes the folder atomic (`goemo.core.fileio.atomic_directory`).
     """
@@ -442,6 +473,10 @@ def save_model(
     tokenizer.save_pretrained(folder)
     write_meta(folder, meta)
     write_config_thresholds(folder)
+    if CALIBRATION_KEY in ModelFolder.open(folder).config:
+        # a model trained on from a calibrated checkpoint carries its record in model.config; the
+        # weights have moved since, so it no longer applies (training calibrates best/ anew)
+        write_calibration(folder, None)
 
 
 def config_thresholds(folder: ModelFolder) -> dict[str, Any]:
@@ -452,8 +487,8 @@ def config_thresholds(folder: ModelFolder) -> dict[str, Any]:
     ``thresholds_tuned_on``: the split they were tuned on (``"dev"``) or None;
     ``threshold_convention``: ``"prob > threshold"``.
 
-    >>> config_thresholds(ModelFolder.open("runs/reproduce/best"))["thresholds_tuned_on"]  # doctest: +SKIP
-    'dev'
+        config_thresholds(ModelFolder.open("runs/reproduce/best"))["thresholds_tuned_on"]
+        # -> 'dev'
     """
     tuned = folder.tuned
     return {

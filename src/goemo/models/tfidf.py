@@ -62,9 +62,9 @@ class TfidfModel:
 
     ``X`` is the blocks' TF-IDF matrices side by side, in the order of ``vectorizers``.
 
-    >>> model = TfidfModel.fit(splits["train"], TfidfConfig())   # doctest: +SKIP
-    >>> model.predict_proba(["thank you!"]).shape                 # doctest: +SKIP
-    (1, 28)
+        model = TfidfModel.fit(splits["train"], TfidfConfig())
+        model.predict_proba(["thank you!"]).shape
+        # -> (1, 28)
     """
 
     def __init__(

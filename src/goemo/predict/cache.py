@@ -4,18 +4,22 @@ Running the model is the expensive part of evaluation; everything after it (metr
 threshold, taxonomy projection, plots) is cheap numpy. So probabilities are stored as a plain
 ``.npz`` (no pickle) under the run's ``predictions/`` folder, keyed by the sha256 of the
 weights and config, the split's checksum and the predictor's settings (backend, device type,
-precision, batch size, max length): retraining the model, changing one text or asking for
+precision, batch size, max length, long-text mode): retraining the model, changing one text or asking for
 another precision can never return stale numbers, and the same settings always return the
 same numbers.
 
 Training stores the dev and test probabilities its summary and per-label thresholds come
 from, with its predictor's settings recorded in ``goemo.json`` (``prediction``). A call that
 leaves the settings at their defaults reads those first, so ``goemo evaluate``, ``report`` and
-``ensemble`` score exactly the numbers training reported, without loading the model.
+``ensemble`` score exactly the numbers training reported, without loading the model. Training
+scores the truncated token ids it trains on, recorded as ``long_text: pieces`` when no text it
+scored was longer than its max length (pieces would have given the same numbers), else as
+``truncate``; a recorded ``prediction`` without ``long_text`` (from before goemo scored long
+texts in pieces) means ``truncate`` too.
 
->>> preds = predict_split("runs/tiny/best", test_split)                 # doctest: +SKIP
->>> preds.probs.shape, preds.from_cache, preds.settings["precision"]    # doctest: +SKIP
-((5427, 28), True, 'bf16')
+    preds = predict_split("runs/tiny/best", test_split)
+    preds.probs.shape, preds.from_cache, preds.settings["precision"]
+    # -> ((5427, 28), True, 'bf16')
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ import numpy as np
 from goemo.core.errors import EvaluationError, one_line
 from goemo.core.fileio import atomic_write_bytes
 from goemo.core.folder import ModelFolder
-from goemo.core.thresholds import sigmoid
+from goemo.core.run_settings import RunSettings
 from goemo.data.split import Split
-from goemo.predict.classifier import Backend, EmotionClassifier, Precision
+from goemo.predict.classifier import EmotionClassifier
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +87,25 @@ def default_predictions_dir(model_dir: str | Path) -> Path:
 def predict_split(
     model: str | Path | ModelFolder | EmotionClassifier,
     split: Split,
+    settings: RunSettings | None = None,
     *,
+    cache: bool = True,
     cache_dir: str | Path | None = None,
-    use_cache: bool = True,
-    backend: Backend = "auto",
-    device: str = "auto",
-    precision: Precision | None = None,
-    batch_size: int | None = None,
     token_cache_dir: str | Path | None = None,
 ) -> Predictions:
     """Probabilities of ``model`` for every text of ``split``, through `EmotionClassifier` (cached).
 
-    ``precision=None`` and ``batch_size=None`` mean: the settings of the predictions training
-    cached, when the folder records them and they are cached, else ``auto`` and 128. A loaded
-    `EmotionClassifier` is used as it is (its own settings).
+    ``settings`` left at their defaults (`RunSettings.is_default`) mean: the predictions
+    training cached, when the folder records them and they are cached; else the folder's own
+    backend (``auto``: scores never depend on the machine), ``auto`` precision, training's
+    batch size (128 when none is recorded) and training's long-text mode: ``pieces``, as every
+    verb labels, unless training truncated a text it scored (``goemo.json`` ``prediction``
+    says; a record without ``long_text``, from before pieces, means ``truncate``). Other
+    settings score long texts in pieces unless ``long_text="truncate"``. A loaded `EmotionClassifier` is used as it is.
+    ``cache=False`` runs the model and stores nothing.
 
-    >>> predict_split("runs/tiny/best", test, precision="fp32", use_cache=False).from_cache  # doctest: +SKIP
-    False
+        predict_split("runs/tiny/best", test, RunSettings(precision="fp32"), cache=False).from_cache
+        # -> False
     """
     clf = model if isinstance(model, EmotionClassifier) else None
     if isinstance(model, EmotionClassifier):
@@ -111,28 +117,28 @@ def predict_split(
     if folder is None:
         raise EvaluationError("predict_split needs a classifier loaded from a model folder")
     _ = folder.max_length  # a malformed goemo.json fails whether or not the predictions are cached
+    run = settings or RunSettings()
     checksum = split.checksum()
     where = Path(cache_dir) if cache_dir is not None else default_predictions_dir(folder.path)
     recorded = folder.prediction_settings
     tried: set[Path] = set()  # a damaged file is reported once, then replaced
-    if clf is None and use_cache and recorded and precision is None and batch_size is None and backend == "auto":
-        first = _cache_path(where, split.name, checksum, folder.fingerprint, recorded)
-        cached = _read_cache(first, split, folder, checksum, recorded)
+    if clf is None and cache and recorded and run.is_default:
+        first = _cache_path(where, split.name, checksum, folder.fingerprint, recorded)  # the key as recorded
+        cached = _read_cache(first, split, folder, checksum, {"long_text": "truncate", **recorded})
         if cached is not None:
             return cached
         tried.add(first)
     if clf is None:
-        clf = EmotionClassifier.load(
-            folder,
-            backend=backend,
-            device=device,
-            precision=precision or "auto",
-            batch_size=batch_size or int(recorded.get("batch_size") or 128),
-        )
-    settings = clf.settings
-    path = _cache_path(where, split.name, checksum, folder.fingerprint, settings)
-    if use_cache and path not in tried:
-        cached = _read_cache(path, split, folder, checksum, settings)
+        batch_size = run.batch_size or int(recorded.get("batch_size") or 128)
+        long_text = run.long_text
+        if long_text is None and recorded and run.is_default:  # as training scored, so the cache finds it again
+            long_text = str(recorded.get("long_text", "truncate"))
+        changes = {"backend": run.backend or "auto", "batch_size": batch_size, "long_text": long_text}
+        clf = EmotionClassifier.load(folder, run.replace(**changes))
+    used = clf.settings
+    path = _cache_path(where, split.name, checksum, folder.fingerprint, used)
+    if cache and path not in tried:
+        cached = _read_cache(path, split, folder, checksum, used)
         if cached is not None:
             return cached
     if list(clf.label_names) != list(split.label_names):
@@ -142,9 +148,9 @@ def predict_split(
             f"evaluate it on data of the model's taxonomy"
         )
     log.info("running %s on %s (%d texts, %s)", folder.path, split.name, len(split), clf)
-    probs = sigmoid(clf.split_logits(split, token_cache_dir))
-    written = _write_cache(path, probs, clf.label_names, folder.fingerprint, checksum, settings) if use_cache else None
-    return Predictions(probs, tuple(clf.label_names), checksum, folder.fingerprint, written, False, settings)
+    probs = clf.probabilities(clf.split_logits(split, token_cache_dir))
+    written = _write_cache(path, probs, clf.label_names, folder.fingerprint, checksum, used) if cache else None
+    return Predictions(probs, tuple(clf.label_names), checksum, folder.fingerprint, written, False, used)
 
 
 def store_predictions(

@@ -15,20 +15,32 @@ default of ``goemo predict`` and ``goemo serve``) picks the fastest the folder a
 allow (`goemo.predict.fastest`): on a CPU the folder's int8 ONNX export, made once and
 checked on dev (else its fp32 export), on a GPU torch in bf16.
 
-Precision, batch size and max length are explicit settings (`settings`), part of the
-prediction-cache key, so two commands with the same settings give identical probabilities.
+Precision, batch size, max length and the long-text mode are explicit settings (`settings`),
+part of the prediction-cache key, so two commands with the same settings give identical
+probabilities.
 
 Speed comes from the shape of the work: texts are tokenised once without padding, sorted by
 length and cut into batches padded only to their own longest text
 (`goemo.predict.runner.logits_in_order`); outputs are put back in input order.
 
+A text longer than ``max_length`` tokens is scored piece by piece (``long_text="pieces"``, the
+default): its sentences, or token windows where a sentence is too long, scored in the same
+batches as short texts, each label's logit the max over the pieces (`goemo.predict.pieces`);
+`predict_spans` says which piece carries which label. ``long_text="truncate"`` reads the first
+``max_length`` tokens only, and says how many texts it truncated.
+
 Decisions use the folder's thresholds (per label, tuned on dev, when present; else its
 global threshold; else 0.5) and goemo's strict convention ``probability > threshold``
 (`goemo.core.thresholds.binarize`).
 
->>> clf = EmotionClassifier.load("runs/goemo/best")              # doctest: +SKIP
->>> clf.predict(["I love it, thank you!"])                        # doctest: +SKIP
-[[{'label': 'gratitude', 'score': 0.97}, {'label': 'love', 'score': 0.81}]]
+A calibrated folder (`goemo.core.calibration`) has its affine maps folded into its weights; the
+parts that are not (isotonic maps, or affine maps of an ONNX or TF-IDF folder) are applied after
+the sigmoid (`EmotionClassifier.probabilities`). `predict_logits` returns the backend's logits,
+before those parts.
+
+    clf = EmotionClassifier.load("runs/goemo/best")
+    clf.predict(["I love it, thank you!"])
+    # -> [[{'label': 'gratitude', 'score': 0.97}, {'label': 'love', 'score': 0.81}]]
 """
 
 from __future__ import annotations
@@ -41,14 +53,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from goemo.core.calibration import Calibration
 from goemo.core.errors import ConfigError, ModelError
 from goemo.core.folder import ONNX_FILE, ModelFolder
+from goemo.core.run_settings import BACKENDS, RunSettings
 from goemo.core.thresholds import binarize, sigmoid
 from goemo.data.batching import EncodedSplit, encode_split
 from goemo.data.records import check_texts
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels, project_probs
 from goemo.predict.fastest import BackendChoice, choose_fastest
+from goemo.predict.pieces import AGGREGATE, DEFAULT_RULE, MODES, PieceRule, Pieces, encode_pieces
 from goemo.predict.runner import (
     Gather,
     TokenBackend,
@@ -62,7 +77,6 @@ from goemo.predict.runner import (
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "fastest", "torch", "onnx", "tfidf"]
-BACKENDS = ("auto", "fastest", "torch", "onnx", "tfidf")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 DEFAULT_BATCH_SIZE = 128
 
@@ -103,9 +117,9 @@ class EmotionClassifier:
     Thread-safe: concurrent calls (a web server's workers) share the model; tokenisation,
     whose fast tokenizer keeps per-call state, is serialised.
 
-    >>> clf = EmotionClassifier.load("runs/goemo/best", backend="onnx")   # doctest: +SKIP
-    >>> clf.predict_proba(["so happy for you", "ugh"]).shape               # doctest: +SKIP
-    (2, 28)
+        clf = EmotionClassifier.load("runs/goemo/best", backend="onnx")
+        clf.predict_proba(["so happy for you", "ugh"]).shape
+        # -> (2, 28)
     """
 
     def __init__(
@@ -119,6 +133,9 @@ class EmotionClassifier:
         batch_size: int = DEFAULT_BATCH_SIZE,
         folder: ModelFolder | None = None,
         choice: BackendChoice | None = None,
+        calibration: Calibration | None = None,
+        long_text: str = "pieces",
+        piece_rule: PieceRule = DEFAULT_RULE,
     ) -> None:
         self._backend = backend
         self.tokenizer = tokenizer
@@ -130,45 +147,57 @@ class EmotionClassifier:
             raise ConfigError(f"batch_size={batch_size}: expected an integer >= 1")
         if backend.takes_tokens and max_length < 2:
             raise ConfigError(f"max_length={max_length}: expected an integer >= 2")
+        if long_text not in MODES:
+            raise ConfigError(f"long_text={long_text!r}: expected {' or '.join(MODES)}")
         self.max_length = max_length
         self.batch_size = batch_size
         self.folder = folder
         # How `load` chose the backend (None when built directly): the export run and why.
         self.choice = choice
+        # The folder's calibration: the parts not folded into the weights are applied after the sigmoid.
+        self.calibration = calibration
+        if calibration is not None and list(calibration.label_names) != self.label_names:
+            raise ModelError("the calibration's labels are not the model's")
+        self.long_text = long_text
+        self.piece_rule = piece_rule
+        # Texts over max_length seen so far, pieces they were cut into, texts truncated (/health).
+        self.long_text_counts = {"long": 0, "pieces": 0, "truncated": 0}
         self._pad_id = pad_id_of(tokenizer)
         self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def load(
-        cls,
-        path: str | Path | ModelFolder,
-        backend: Backend = "auto",
-        device: str = "auto",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_length: int | None = None,
-        *,
-        precision: Precision = "auto",
-        num_threads: int | None = None,
+        cls, path: str | Path | ModelFolder, settings: RunSettings | None = None, **options: Any
     ) -> EmotionClassifier:
         """Open a model folder (``runs/X/best``, an ONNX export of one, or a TF-IDF baseline).
 
-        ``backend="auto"`` follows the folder: ``model.onnx`` for an export, the PyTorch weights
-        otherwise, the TF-IDF model for a baseline. ``backend="fastest"`` (what ``goemo predict``
-        and ``goemo serve`` use) runs a PyTorch folder as fast as the machine allows: torch bf16
-        on CUDA; on a CPU its int8 ONNX export when that keeps dev macro-F1 within 0.005 of fp32,
-        else its fp32 export, made once and cached (`goemo.predict.fastest`); torch fp32 without
-        onnxruntime. An explicit ``precision`` keeps torch. ``max_length`` defaults to the length
+        ``settings`` (a `goemo.core.run_settings.RunSettings`), or its fields as keywords
+        (``backend="onnx"``, ``device="cpu"``, ``precision``, ``batch_size``, ``max_length``,
+        ``num_threads``, ``long_text``), say how the model runs. The default backend is ``fastest``, as for
+        ``goemo predict`` and ``goemo serve``, so one text gets one answer from every door: on a
+        CPU the folder's int8 ONNX export when that keeps dev macro-F1 within 0.005 of fp32,
+        else its fp32 export, made once and cached (`goemo.predict.fastest`); torch bf16 on CUDA;
+        torch fp32 without onnxruntime. An explicit ``precision`` keeps torch.
+        ``backend="auto"`` runs the folder as it is: ``model.onnx`` for an export, the PyTorch
+        weights otherwise, the TF-IDF model for a baseline. ``max_length`` defaults to the length
         the model was trained with. ``precision="auto"`` is bf16 on CUDA and fp32 on CPU
         (`goemo.predict.device.resolve_precision`); an ONNX graph runs in the precision it was
         exported with. ``num_threads`` sets the CPU threads of the backend (default: all cores).
+        ``long_text``: ``pieces`` (the default) scores a text longer than ``max_length`` piece by
+        piece, ``truncate`` reads its first ``max_length`` tokens only.
 
         With ``fastest``, logs what runs in one line (`describe`) at INFO, so that the first line
         of ``goemo predict`` and ``goemo serve`` says it; other backends log it at DEBUG.
 
-        >>> clf = EmotionClassifier.load("runs/goemo/best", backend="fastest")   # doctest: +SKIP
-        >>> clf.backend, clf.precision                                            # doctest: +SKIP
-        ('onnx', 'int8')
+            clf = EmotionClassifier.load("runs/goemo/best")
+            clf.backend, clf.precision
+            # -> ('onnx', 'int8')
         """
+        run = RunSettings.of(settings, **options)
+        backend = run.backend or "fastest"
+        device, precision, max_length = run.device, run.precision or "auto", run.max_length
+        batch_size = run.batch_size or DEFAULT_BATCH_SIZE
+        long_text = run.long_text or "pieces"
         folder = path if isinstance(path, ModelFolder) else ModelFolder.open(path)
         chosen = choose_backend(folder, backend)
         names = folder.label_names
@@ -178,7 +207,17 @@ class EmotionClassifier:
             if device not in ("auto", "cpu"):
                 log.warning("%s is a TF-IDF model: it runs on the CPU, not %s", folder.path, device)
             tfidf = TfidfBackend(folder)
-            clf = cls(tfidf, None, names, folder.thresholds(), max_length=0, batch_size=batch_size, folder=folder)
+            clf = cls(
+                tfidf,
+                None,
+                names,
+                folder.thresholds(),
+                max_length=0,
+                batch_size=batch_size,
+                folder=folder,
+                calibration=folder.calibration,
+                long_text=long_text,
+            )
             log.log(logging.INFO if backend == "fastest" else logging.DEBUG, "%s", clf.describe())
             return clf
         check_max_length(folder, max_length)  # before the weights load: a bad length fails fast
@@ -189,18 +228,18 @@ class EmotionClassifier:
             folder.thresholds()
             folder.check_weights()
             folder.check_tokenizer()
-            choice = choose_fastest(folder, device, precision, num_threads=num_threads)
+            choice = choose_fastest(folder, run)
             chosen, runs, device, run_precision = choice.backend, choice.folder, choice.device, choice.precision
         runner: TokenBackend
         tokenizer: Any
         if chosen == "torch":
             from goemo.predict.torch_backend import load_torch_backend  # noqa: PLC0415  (optional extra: torch, only for this backend)
 
-            runner, tokenizer = load_torch_backend(runs, device, run_precision, num_threads)
+            runner, tokenizer = load_torch_backend(runs, run.replace(device=device, precision=run_precision))
         else:
             from goemo.predict.onnx_backend import load_onnx_backend  # noqa: PLC0415  (optional extra: onnx, onnxruntime)
 
-            runner, tokenizer = load_onnx_backend(runs, device, run_precision, num_threads)
+            runner, tokenizer = load_onnx_backend(runs, run.replace(device=device, precision=run_precision))
         max_length = choose_max_length(folder, tokenizer, max_length)
         clf = cls(
             runner,
@@ -211,6 +250,8 @@ class EmotionClassifier:
             batch_size=batch_size,
             folder=folder,
             choice=choice,
+            calibration=folder.calibration,
+            long_text=long_text,
         )
         # The chosen backend is news (the first line of `goemo predict` and `goemo serve`); an
         # asked-for one is not, and evaluation logs its own line.
@@ -247,14 +288,35 @@ class EmotionClassifier:
     def describe(self) -> str:
         """What runs, in one line: for the first log line of ``goemo predict`` and ``goemo serve``, and ``/health``.
 
-        >>> EmotionClassifier.load("runs/x/best", backend="fastest").describe()   # doctest: +SKIP
-        'onnx int8 on cpu, 2 threads (runs/x/best/.onnx-cpu, dev macro-F1 0.531 vs fp32 0.533)'
+        EmotionClassifier.load("runs/x/best", backend="fastest").describe()
+        # -> 'onnx int8 on cpu, 2 threads (runs/x/best/.onnx-cpu, dev macro-F1 0.531 vs fp32 0.533)'
         """
         threads = self.num_threads
         head = f"{self.backend} {self.precision} on {self.device}, {threads} thread{'s' if threads != 1 else ''}"
         where = str(self.runs_from) if self.runs_from is not None else "in memory"
         note = f", {self.choice.note}" if self.choice is not None and self.choice.note else ""
-        return f"{head} ({where}{note})"
+        return f"{head} ({where}{note}); {self.long_text_rule}"
+
+    @property
+    def long_text_rule(self) -> str:
+        """What happens to a text longer than `max_length`, in words (`describe`, ``/health``).
+
+        EmotionClassifier.load("runs/x/best").long_text_rule
+        # -> 'texts over 64 tokens: pieces (sentences, else 32-token windows overlapping by 16), max of logits'
+        """
+        if not self._backend.takes_tokens:
+            return "texts read whole (TF-IDF)"
+        if self.long_text == "truncate":
+            return f"texts over {self.max_length} tokens: truncated"
+        capacity = self.max_length - self._special_tokens
+        return (
+            f"texts over {self.max_length} tokens: pieces ({self.piece_rule.describe(capacity)}), {AGGREGATE} of logits"
+        )
+
+    @property
+    def _special_tokens(self) -> int:
+        count = getattr(self.tokenizer, "num_special_tokens_to_add", None)
+        return int(count(pair=False)) if callable(count) else 2
 
     @property
     def path(self) -> Path | None:
@@ -272,8 +334,8 @@ class EmotionClassifier:
     def settings(self) -> dict[str, Any]:
         """What decides the probabilities besides the weights and the texts: the cache key's part.
 
-        >>> EmotionClassifier.load("runs/x/best", precision="bf16").settings   # doctest: +SKIP
-        {'backend': 'torch', 'device': 'cpu', 'precision': 'bf16', 'batch_size': 128, 'max_length': 128}
+        EmotionClassifier.load("runs/x/best", precision="bf16").settings
+        # -> {'backend': 'torch', 'device': 'cpu', 'precision': 'bf16', 'batch_size': 128, 'max_length': 128, 'long_text': 'pieces'}
         """
         return {
             "backend": self.backend,
@@ -281,6 +343,7 @@ class EmotionClassifier:
             "precision": self.precision,
             "batch_size": self.batch_size,
             "max_length": self.max_length,
+            "long_text": self.long_text,
         }
 
     def __repr__(self) -> str:
@@ -295,6 +358,54 @@ class EmotionClassifier:
         """Token ids of ``texts`` (truncated to ``max_length``, unpadded)."""
         with self._tokenizer_lock:  # fast tokenizers are not safe to share across threads
             return encode_texts(texts, self.tokenizer, self.max_length)
+
+    def encode_pieces(self, texts: Sequence[str], encoded: EncodedSplit | None = None) -> Pieces:
+        """The pieces the model reads of ``texts`` (`goemo.predict.pieces`): one per text that fits,
+        several per longer text (``long_text="pieces"``), else the text truncated.
+
+        ``encoded``: their truncated token ids when already at hand (a split's token cache).
+        """
+        with self._tokenizer_lock:
+            pieces = encode_pieces(texts, self.tokenizer, self.max_length, self.long_text, self.piece_rule, encoded)
+            counts = self.long_text_counts
+            counts["long"] += pieces.long
+            counts["truncated"] += pieces.truncated
+            if pieces.mode == "pieces":
+                counts["pieces"] += pieces.num_pieces - len(pieces) + pieces.long
+        return pieces
+
+    def logits_for_pieces(self, pieces: Pieces) -> np.ndarray:
+        """Logits ``(pieces, L)`` of every piece, in order (`Pieces.aggregate` makes them per text)."""
+        return self.logits_for_encoded(pieces.encoded)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each whole text, special tokens included (what a server's token limit counts).
+
+        Texts longer than `max_length` count whole, though ``long_text="truncate"`` reads fewer.
+        A TF-IDF model has no tokens: its texts count 0.
+        """
+        if self.tokenizer is None:
+            return [0] * len(texts)
+        with self._tokenizer_lock:
+            out = self.tokenizer(
+                list(texts),
+                truncation=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                return_length=True,
+                verbose=False,
+            )
+        return [int(n) for n in out["length"]]
+
+    def _report_truncation(self, pieces: Pieces) -> None:
+        if pieces.truncated:
+            log.info(
+                "%d of %d texts were longer than %d tokens and truncated (long_text='truncate'; "
+                "'pieces' scores all of each text)",
+                pieces.truncated,
+                len(pieces),
+                self.max_length,
+            )
 
     def logits_for_encoded(
         self, encoded: EncodedSplit, *, rank: int = 0, world_size: int = 1, gather: Gather | None = None
@@ -317,19 +428,29 @@ class EmotionClassifier:
         )
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Raw logits ``(n, L)`` float32, in input order (length-sorted batches inside)."""
+        """The backend's logits ``(n, L)`` float32, in input order (length-sorted batches inside).
+
+        For a calibrated folder these are before the calibration's unfolded parts (`probabilities`).
+        A text longer than `max_length` tokens gets, per label, the highest logit of its pieces
+        (``long_text="pieces"``), else the logits of its first `max_length` tokens.
+        """
         texts = check_texts(texts)
         if not self._backend.takes_tokens:
             return self._backend.logits(texts)
         if not texts:
             return np.zeros((0, self.num_labels), dtype=np.float32)
-        return self.logits_for_encoded(self.encode(texts))
+        pieces = self.encode_pieces(texts)
+        self._report_truncation(pieces)
+        return pieces.aggregate(self.logits_for_pieces(pieces))
 
     def split_logits(self, split: Split, token_cache_dir: str | Path | None = None) -> np.ndarray:
         """`predict_logits` for a labelled split, reading token ids from the token cache."""
         if not self._backend.takes_tokens:
             return self._backend.logits(split.texts)
-        return self.logits_for_encoded(encode_split(split, self.tokenizer, self.max_length, token_cache_dir))
+        encoded = encode_split(split, self.tokenizer, self.max_length, token_cache_dir)
+        pieces = self.encode_pieces(split.texts, encoded)
+        self._report_truncation(pieces)
+        return pieces.aggregate(self.logits_for_pieces(pieces))
 
     def predict_proba(self, texts: Sequence[str], taxonomy: str | None = None) -> np.ndarray:
         """Probabilities ``(n, L)`` float32, one column per label of `label_names`, in input order.
@@ -337,12 +458,70 @@ class EmotionClassifier:
         With ``taxonomy`` (e.g. ``"ekman"``), one column per group of that taxonomy, each the
         max of its members' probabilities (`goemo.data.taxonomy.project_probs`).
 
-        >>> clf.predict_proba(["I love it"])[0, clf.label_names.index("love")]   # doctest: +SKIP
-        0.87
+            clf.predict_proba(["I love it"])[0, clf.label_names.index("love")]
+            # -> 0.87
         """
-        probs = sigmoid(self.predict_logits(texts)).astype(np.float32)
+        probs = self.probabilities(self.predict_logits(texts), np.float32)
         tax = self._taxonomy(taxonomy) if taxonomy is not None else None
         return probs if tax is None else project_probs(probs, self.label_names, tax)
+
+    def probabilities(self, logits: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+        """Probabilities from this classifier's logits: the sigmoid, then the calibration's parts that
+        are not folded into the weights (none for an uncalibrated folder), in ``dtype``.
+
+        Every path from logits to probabilities (`predict_proba`, the prediction cache, bulk
+        labelling) goes through here, so they all apply the same calibration.
+
+            clf.probabilities(clf.predict_logits(["yay"]))
+        """
+        if self.calibration is None:
+            return sigmoid(logits).astype(dtype, copy=False)
+        return self.calibration.backend_probabilities(logits, dtype)
+
+    def predict_spans(
+        self,
+        texts: Sequence[str],
+        top_k: int | None = None,
+        threshold: float | None = None,
+        taxonomy: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Per text, its labels (as `predict` gives them) and its pieces: where each label sits.
+
+        Each piece is ``{"start", "end", "labels"}``: its characters ``text[start:end]`` and the
+        labels it carries on its own, decided as the text's are (its thresholds, ``top_k``,
+        ``taxonomy``). A text that fits `max_length` is one piece, the whole text; a longer one
+        has a piece per sentence or token window (``long_text="pieces"``), or one piece ending
+        where truncation stopped reading (``"truncate"``). The text's score for a label is the
+        highest of its pieces', so a label above threshold for the text is so in some piece.
+
+            clf.predict_spans(["Great film. The ending made me so sad."])
+            # -> [{'labels': [{'label': 'admiration', 'score': 0.71}, {'label': 'sadness', 'score': 0.66}],
+            # -> 'pieces': [{'start': 0, 'end': 11, 'labels': [{'label': 'admiration', 'score': 0.71}]},
+            # -> {'start': 12, 'end': 38, 'labels': [{'label': 'sadness', 'score': 0.66}]}]}]
+        """
+        texts = check_texts(texts)
+        decisions: dict[str, Any] = {"top_k": top_k, "threshold": threshold, "taxonomy": taxonomy}
+        if not self._backend.takes_tokens or not texts:
+            labels = self.predict(texts, **decisions)
+            return [
+                {"labels": row, "pieces": [{"start": 0, "end": len(t), "labels": row}]} for t, row in zip(texts, labels)
+            ]
+        pieces = self.encode_pieces(texts)
+        self._report_truncation(pieces)
+        piece_probs = self.probabilities(self.logits_for_pieces(pieces), np.float32)
+        text_probs = pieces.aggregate(piece_probs)  # monotone per label: the max of the maps is the map of the max
+        text_labels = self.predict_from_proba(text_probs, **decisions)
+        piece_labels = self.predict_from_proba(piece_probs, **decisions)
+        spans = pieces.spans.tolist()
+        return [
+            {
+                "labels": text_labels[i],
+                "pieces": [
+                    {"start": spans[j][0], "end": spans[j][1], "labels": piece_labels[j]} for j in pieces.of_text(i)
+                ],
+            }
+            for i in range(len(texts))
+        ]
 
     # ------------------------------------------------------------------ decisions
 
@@ -362,8 +541,8 @@ class EmotionClassifier:
         labels are groups: a group's score is the max of its members' probabilities, and a
         group is predicted when any member is above its own threshold.
 
-        >>> clf.predict(["thanks so much!"], top_k=2)                 # doctest: +SKIP
-        [[{'label': 'gratitude', 'score': 0.96}, {'label': 'admiration', 'score': 0.08}]]
+            clf.predict(["thanks so much!"], top_k=2)
+            # -> [[{'label': 'gratitude', 'score': 0.96}, {'label': 'admiration', 'score': 0.08}]]
         """
         return self.predict_from_proba(self.predict_proba(texts), top_k=top_k, threshold=threshold, taxonomy=taxonomy)
 
@@ -406,7 +585,7 @@ class EmotionClassifier:
         A group is on when any member is above its threshold, so grouping never changes which
         texts carry an emotion, only how finely it is named.
 
-        >>> names, scores, on = clf.decide(clf.predict_proba(["yay"]), taxonomy="ekman")  # doctest: +SKIP
+            names, scores, on = clf.decide(clf.predict_proba(["yay"]), taxonomy="ekman")
         """
         # Compared in float32, the probabilities' own precision: a probability printed as 0.3
         # is float32(0.3) > 0.3 in float64, and must not count as above a threshold of 0.3.

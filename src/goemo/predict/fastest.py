@@ -25,8 +25,8 @@ Why int8 by default: on a CPU it halves MiniLM's latency (docs/benchmarks.md); w
 on a small or unusual model the quantisation error can move decisions, and a prediction
 service must not get silently worse for being faster.
 
->>> choose_fastest(ModelFolder.open("runs/x/best"), "cpu").note        # doctest: +SKIP
-'int8 kept: dev macro-F1 0.531 vs fp32 0.533 (5426 texts)'
+    choose_fastest(ModelFolder.open("runs/x/best"), "cpu").note
+    # -> 'int8 kept: dev macro-F1 0.531 vs fp32 0.533 (5426 texts)'
 """
 
 from __future__ import annotations
@@ -40,20 +40,21 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from goemo.core.errors import GoemoError, ModelError, one_line
 from goemo.core.fileio import atomic_directory
-from goemo.core.folder import CPU_EXPORT_KEY, META_FILE, ONNX_FILE, ModelFolder
+from goemo.core.folder import CPU_EXPORT_KEY, ONNX_FILE, ModelFolder
+from goemo.core.run_settings import RunSettings
 from goemo.core.thresholds import binarize
 from goemo.data.batching import default_cache_dir
-from goemo.data.hf_datasets import load_hf_split
-from goemo.data.io import load_goemotions, load_split
+from goemo.data.source import model_source
 from goemo.data.split import Split
 from goemo.predict.runner import choose_max_length, probs_of_texts
 
@@ -66,6 +67,8 @@ EXPORTS_CACHE = "exports"  # under the goemo cache dir, for read-only model fold
 # Bumped when the way the CPU export is made or checked changes: older exports are made again.
 EXPORT_VERSION = 1
 DEV_BATCH_SIZE = 64
+# What the first load of a model waits for, as its log line says (README, docs/predict-and-serve.md).
+EXPORT_TIME = "about 1-2 min on a CPU"
 ONNX_TOOLS = ("onnx", "onnxruntime", "onnxscript")
 
 
@@ -125,10 +128,8 @@ class UnusableSource(Exception):
 
 def choose_fastest(
     folder: ModelFolder,
-    device: str = "auto",
-    precision: str = "auto",
+    settings: RunSettings | None = None,
     *,
-    num_threads: int | None = None,
     max_f1_drop: float = INT8_MAX_F1_DROP,
     cache_root: str | Path | None = None,
 ) -> BackendChoice:
@@ -136,7 +137,10 @@ def choose_fastest(
 
     Making the CPU export is the only slow step (a minute for a MiniLM on 2 cores, once per
     weights); it is logged as it goes. A failed export logs a warning and falls back to torch.
+    Only the device, precision and threads of ``settings`` count here.
     """
+    run = settings or RunSettings()
+    device, precision, num_threads = run.device, run.precision or "auto", run.num_threads
     kind = folder.kind
     if kind == "tfidf":
         return BackendChoice("tfidf", folder, "cpu", "fp32", "a TF-IDF model")
@@ -277,13 +281,14 @@ def _make_cpu_export(
     except GoemoError as e:
         raise UnusableSource(e) from e
     dev, dev_source = find_dev_split(folder)
-    plan = f"int8 checked on {len(dev)} dev texts" if dev is not None else "fp32 (no dev split to check int8)"
+    # Said before the slow part (the export, then the dev check), which is otherwise minutes of silence.
     log.info(
-        "%s has no CPU export from these weights yet: making one in %s, once (ONNX graph, %s; "
-        "about a minute for a MiniLM on 2 cores); later loads reuse it",
+        "%s has no CPU export from these weights yet: building the int8 ONNX export once, in %s (%s; %s); "
+        "later loads reuse it",
         folder.path,
         location,
-        plan,
+        EXPORT_TIME,
+        f"then checked against fp32 on {len(dev)} dev texts" if dev is not None else f"fp32 only: {dev_source}",
     )
     onnx_export.check_exportable(folder.path)
     thresholds = folder.thresholds()
@@ -306,18 +311,20 @@ def _make_cpu_export(
             else:
                 max_length = choose_max_length(folder, tokenizer, None)
                 f1 = {}
-                for name, path in (("fp32", graphs.fp32), ("int8", graphs.int8)):
-                    backend = OnnxBackend(path, "cpu", num_threads, name)
-                    probs = probs_of_texts(
-                        backend,
-                        tokenizer,
-                        dev.texts,
-                        max_length=max_length,
-                        batch_size=DEV_BATCH_SIZE,
-                        num_labels=folder.num_labels,
-                    )
-                    f1[name] = macro_f1(dev.labels, binarize(probs, thresholds))
-                    log.info("dev macro-F1 of the %s graph: %.4f (%d texts)", name, f1[name], len(dev))
+                log.info("checking the int8 graph against fp32 on %d dev texts", len(dev))
+                with _check_progress(2 * len(dev)) as bar:
+                    for name, path in (("fp32", graphs.fp32), ("int8", graphs.int8)):
+                        probs = probs_of_texts(
+                            _counted(OnnxBackend(path, "cpu", num_threads, name), bar),
+                            tokenizer,
+                            dev.texts,
+                            max_length=max_length,
+                            batch_size=DEV_BATCH_SIZE,
+                            num_labels=folder.num_labels,
+                            calibration=folder.calibration,
+                        )
+                        f1[name] = macro_f1(dev.labels, binarize(probs, thresholds))
+                        log.info("dev macro-F1 of the %s graph: %.4f (%d texts)", name, f1[name], len(dev))
                 drop = f1["fp32"] - f1["int8"]
                 figures = f"dev macro-F1 {f1['int8']:.3f} vs fp32 {f1['fp32']:.3f}"
                 if drop <= max_f1_drop:
@@ -363,6 +370,22 @@ def _make_cpu_export(
 # ---------------------------------------------------------------------------- the dev check
 
 
+def _check_progress(total: int) -> tqdm:
+    """A bar on stderr over the dev check's texts (both graphs), shown on a terminal only."""
+    return tqdm(total=total, unit="texts", desc="int8 check", file=sys.stderr, disable=None, leave=False)
+
+
+def _counted(backend: Callable[[np.ndarray, np.ndarray], np.ndarray], bar: tqdm) -> Callable[..., np.ndarray]:
+    """``backend``, moving ``bar`` on by each batch's texts."""
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        out = backend(input_ids, attention_mask)
+        bar.update(len(input_ids))
+        return out
+
+    return run
+
+
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Macro F1 over the labels with positives, as `goemo.scoring.metrics` reports it (0 F1 where nothing is right).
 
@@ -380,55 +403,28 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def find_dev_split(folder: ModelFolder) -> tuple[Split | None, str]:
-    """The dev split the model was trained with, from what its ``goemo.json`` records, and where it is.
+    """The dev split the model was trained with (`goemo.data.source.model_source`), and where it is.
 
-    ``(None, why not)`` when it cannot be found or is not that split any more (its checksum
+    ``(None, why not)`` when it cannot be read or is not that split any more (its checksum
     differs from ``data_checksums.dev``): the check then does not guess with other data.
     A Hugging Face dataset counts only as a local folder or file (the Hub is never asked).
     """
-    config = folder.training_config
-    recorded = folder.data_checksums.get("dev")
-    taxonomy = str(config.get("taxonomy") or folder.taxonomy)
-    names = folder.label_names
+    source = model_source(folder).with_taxonomy(folder.taxonomy)
+    where = source.describe()
+    if source.is_hub_dataset:
+        return None, f"the training dataset {source.dataset} is not a local folder or file"
+    if source.kind == "folder" and not (Path(str(source.data_dir)) / "dev.tsv").is_file():
+        return None, f"{Path(str(source.data_dir)) / 'dev.tsv'} is not there"
     try:
-        if config.get("dataset"):
-            path = Path(str(config["dataset"])).expanduser()
-            where = f"dataset {path}"
-            if not path.exists():
-                return None, f"the training dataset {config['dataset']} is not a local folder or file"
-            split = load_hf_split(
-                path,
-                "dev",
-                config.get("dataset_config"),
-                text_column=str(config.get("text_column") or "text"),
-                label_column=config.get("label_column"),
-                label_names=names if taxonomy == "goemotions" else None,
-                taxonomy=taxonomy,
-            )
-        elif config.get("dev_file"):
-            path = Path(str(config["dev_file"]))
-            where = str(path)
-            if not path.is_file():
-                return None, f"the dev file {path} is not there"
-            split = load_split(
-                path,
-                label_names=names,
-                text_column=str(config.get("text_column") or "text"),
-                label_column=config.get("label_column"),
-            )
-        elif config.get("data_dir"):
-            data_dir = Path(str(config["data_dir"]))
-            where = str(data_dir / "dev.tsv")
-            if not (data_dir / "dev.tsv").is_file():
-                return None, f"{where} is not there"
-            split = load_goemotions(data_dir, taxonomy=taxonomy, splits=["dev"])["dev"]
-        else:
-            return None, f"{folder.path / META_FILE} records no training data"
+        split = source.split("dev", folder.label_names)
     except GoemoError as e:
-        return None, f"cannot read {where}: {one_line(str(e))}"
-    if list(split.label_names) != list(names):
+        return None, f"cannot read the dev split of {where}: {one_line(str(e))}"
+    where = str(split.source or where)
+    if list(split.label_names) != list(folder.label_names):
         return None, f"{where} has other labels than the model"
+    recorded = folder.data_checksums.get("dev")
     if recorded:
+        config = folder.training_config
         candidates = [split]
         if config.get("max_eval_samples"):  # training scored a sample of it
             candidates.append(split.sample(int(config["max_eval_samples"]), seed=int(config.get("seed", 42))))

@@ -25,7 +25,7 @@ from goemo.core.errors import ConfigError, DataError, RunFolderError
 from goemo.core.fileio import atomic_open, atomic_write_json, remove_stale_temps
 from goemo.data.records import Record, count_lines, read_records
 from goemo.predict.classifier import EmotionClassifier
-from goemo.predict.prediction_writer import PredictionWriter, output_format
+from goemo.predict.prediction_writer import Labelling, output_format
 from goemo.predict.progress import (
     AppendFile,
     job_difference,
@@ -56,20 +56,13 @@ def predict_file(
     clf: EmotionClassifier,
     input_path: str | Path | None,
     output_path: str | Path | None = None,
+    labelling: Labelling | None = None,
     *,
-    text_column: str = "text",
-    id_column: str | None = None,
-    top_k: int | None = None,
-    threshold: float | None = None,
-    taxonomy: str | None = None,
-    all_scores: bool = False,
-    with_text: bool = True,
+    columns: tuple[str, str | None] = ("text", None),
     chunk_size: int = DEFAULT_CHUNK,
     shard: tuple[int, int] | None = None,
     overwrite: bool = False,
-    progress: bool = True,
-    stdin: TextIO | None = None,
-    stdout: TextIO | None = None,
+    streams: tuple[TextIO | None, TextIO | None] = (None, None),
     notify: Callable[[str], None] | None = None,
 ) -> BulkResult:
     """Label every text of a file (or stdin) into JSON Lines or CSV on ``output_path`` (or stdout).
@@ -80,45 +73,30 @@ def predict_file(
     did not write, is refused unless ``overwrite``. From stdin (nothing to resume by) the
     output is written atomically instead. ``shard=(k, n)`` labels only shard k of n into
     ``shard_path(output_path, k, n)``. ``notify`` gets one-line news (resuming, complete).
+    ``columns`` are the (text, id) columns of a CSV or JSON Lines input (id None: row numbers);
+    ``streams`` replace (stdin, stdout). A progress bar shows when stderr is a terminal.
 
-    >>> predict_file(clf, "comments.csv", "labels.jsonl", text_column="body", id_column="id").records  # doctest: +SKIP
-    10000
+        predict_file(clf, "comments.csv", "labels.jsonl", columns=("body", "id")).records
+        # -> 10000
     """
     say = notify or log.info
+    labelling = labelling or Labelling()
+    text_column, id_column = columns
+    stdin, stdout = streams
     fmt = output_format(output_path)
-    names = clf.label_names_for(taxonomy)
-    decide = {"top_k": top_k, "threshold": threshold, "taxonomy": taxonomy}
+    names = clf.label_names_for(labelling.taxonomy)
     if shard is not None and (input_path is None or output_path is None):
         raise ConfigError("--shard needs --input FILE and --output FILE")
     if output_path is None:  # stdout: streamed as it comes
         stream = read_records(input_path, text_column, id_column, stream=stdin)
-        writer = PredictionWriter(stdout or sys.stdout, fmt, names, all_scores, with_text)
-        show = progress and input_path is not None and sys.stderr.isatty()
+        writer = labelling.writer(stdout or sys.stdout, fmt, names)
+        show = input_path is not None and sys.stderr.isatty()
         with _bar(show, lambda: count_lines(Path(input_path)) if input_path is not None else None, 0) as bar:
-            n = predict_records(
-                clf,
-                stream,
-                writer,
-                top_k=top_k,
-                threshold=threshold,
-                taxonomy=taxonomy,
-                chunk_size=chunk_size,
-                progress=bar,
-            )
+            n = predict_records(clf, stream, writer, labelling, chunk_size=chunk_size, progress=bar)
         return BulkResult(None, n, 0, n)
     if input_path is None:  # stdin: nothing to resume by
-        n = write_predictions(
-            clf,
-            read_records(None, stream=stdin),
-            output_path,
-            overwrite=overwrite,
-            top_k=top_k,
-            threshold=threshold,
-            taxonomy=taxonomy,
-            all_scores=all_scores,
-            with_text=with_text,
-            chunk_size=chunk_size,
-        )
+        records = read_records(None, stream=stdin)
+        n = write_predictions(clf, records, output_path, labelling, overwrite=overwrite, chunk_size=chunk_size)
         return BulkResult(Path(output_path), n, 0, n)
 
     input_path = Path(input_path)
@@ -127,8 +105,10 @@ def predict_file(
     out = Path(output_path) if shard is None else shard_path(Path(output_path), *shard)
     sidecar = progress_path(out)
     remove_stale_temps(out)  # what an earlier goemo's atomic write, killed, left behind
-    options = {"text_column": text_column, "id_column": id_column, **decide}
-    options |= {"all_scores": all_scores, "with_text": with_text}
+    options = {"text_column": text_column, "id_column": id_column, **labelling.decisions}
+    options |= {"all_scores": labelling.all_scores, "with_text": labelling.with_text}
+    if labelling.spans:  # left out when off: a job started before --spans existed still resumes
+        options["spans"] = True
     job = job_identity(clf, input_path, fmt, options, chunk_size)
     saved = None if overwrite else read_progress(sidecar)
     fresh = overwrite or not out.exists() or (saved is None and out.stat().st_size == 0)
@@ -152,7 +132,7 @@ def predict_file(
             say(f"{out} is complete ({saved['records']:,} records); nothing to do (--overwrite labels again)")
             return BulkResult(out, 0, saved["records"], saved["records"], already_complete=True)
 
-    records: Iterator[Record] = read_records(input_path, text_column, id_column)
+    records = read_records(input_path, text_column, id_column)
     shard_doc: dict[str, int] | None = None
     if shard is not None:
         if saved is not None and not fresh:
@@ -163,7 +143,7 @@ def predict_file(
             shard_doc = {"k": shard[0], "n": shard[1], "start": first, "end": end, "total": total}
         records = itertools.islice(records, shard_doc["start"], shard_doc["end"])
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    writer = PredictionWriter(None, fmt, names, all_scores, with_text)
+    writer = labelling.writer(None, fmt, names)
     done = 0
     if fresh:
 
@@ -183,23 +163,14 @@ def predict_file(
         else:
             say(f"{out} holds no whole record of this job yet; starting at record 1")
         os.truncate(out, keep)
-        writer = PredictionWriter(None, fmt, names, all_scores, with_text, header=keep == 0)
+        writer = labelling.writer(None, fmt, names, header=keep == 0)
         sink = AppendFile(out, truncate=False)
     writer.stream = sink
-    show = progress and sys.stderr.isatty()
+    show = sys.stderr.isatty()
     size = shard_doc["end"] - shard_doc["start"] if shard_doc else None
     try:
         with _bar(show, lambda: size if size is not None else count_lines(input_path), done) as bar:
-            labelled = predict_records(
-                clf,
-                records,
-                writer,
-                top_k=top_k,
-                threshold=threshold,
-                taxonomy=taxonomy,
-                chunk_size=chunk_size,
-                progress=bar,
-            )
+            labelled = predict_records(clf, records, writer, labelling, chunk_size=chunk_size, progress=bar)
         sink.open()  # an empty input still gets its (empty) file
         sink.close(sync=True)
     except BaseException:
@@ -235,13 +206,9 @@ def write_predictions(
     clf: EmotionClassifier,
     records: Iterable[Record],
     output_path: str | Path,
+    labelling: Labelling | None = None,
     *,
     overwrite: bool = False,
-    top_k: int | None = None,
-    threshold: float | None = None,
-    taxonomy: str | None = None,
-    all_scores: bool = False,
-    with_text: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> int:
     """Label records with no input file to resume by (texts as arguments, stdin) into a file, atomically.
@@ -254,11 +221,9 @@ def write_predictions(
     fmt = output_format(out)
     if out.exists() and out.stat().st_size > 0 and not overwrite:
         raise RunFolderError(f"{out} exists; --overwrite to replace it")
-    names = clf.label_names_for(taxonomy)
+    labelling = labelling or Labelling()
     with atomic_open(out) as f:
-        writer = PredictionWriter(f, fmt, names, all_scores, with_text)
-        count = predict_records(
-            clf, records, writer, top_k=top_k, threshold=threshold, taxonomy=taxonomy, chunk_size=chunk_size
-        )
+        writer = labelling.writer(f, fmt, clf.label_names_for(labelling.taxonomy))
+        count = predict_records(clf, records, writer, labelling, chunk_size=chunk_size)
     progress_path(out).unlink(missing_ok=True)
     return count

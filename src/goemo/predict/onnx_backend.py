@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerFast
 
 from goemo.core.errors import ConfigError, ModelError
 from goemo.core.folder import ONNX_FILE, ModelFolder
+from goemo.core.run_settings import RunSettings
 
 try:
     import onnxruntime as ort
@@ -92,10 +93,9 @@ class OnnxBackend:
         return np.asarray(self.session.run(["logits"], feeds)[0], dtype=np.float32)
 
 
-def load_onnx_backend(
-    folder: ModelFolder, device: str, precision: str, num_threads: int | None
-) -> tuple[OnnxBackend, Any]:
+def load_onnx_backend(folder: ModelFolder, settings: RunSettings) -> tuple[OnnxBackend, Any]:
     """The ONNX backend and tokenizer of an export folder; ``device="auto"`` is CUDA when onnxruntime-gpu has it."""
+    device, precision, num_threads = settings.device, settings.precision or "auto", settings.num_threads
     if precision not in ("auto", "fp32"):
         raise ConfigError(
             f"precision={precision!r} applies to the torch backend; an ONNX graph runs in the precision "

@@ -22,9 +22,9 @@ opset, quantisation, and the measured largest probability difference from the Py
 a few probe texts) and ``README.md``, a model card saying it is an ONNX export (int8 or fp32),
 with an ONNX Runtime snippet (`goemo.models.card`).
 
->>> result = export_onnx("runs/goemo/best", quantize="int8")      # doctest: +SKIP
->>> result.path
-PosixPath('runs/goemo/best-onnx-int8')
+    result = export_onnx("runs/goemo/best", quantize="int8")
+    result.path
+    # -> PosixPath('runs/goemo/best-onnx-int8')
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import torch
 
 from goemo.core.errors import ConfigError, ModelError, RunFolderError
 from goemo.core.fileio import atomic_directory
-from goemo.core.folder import ONNX_FILE, ModelFolder, write_meta
+from goemo.core.folder import ONNX_FILE, ModelFolder, write_calibration, write_meta
 from goemo.models.card import ExportInfo, build_model_card, default_model_name, write_model_card
 from goemo.models.modeling import load_model, write_config_thresholds
 from goemo.predict.onnx_backend import OnnxBackend
@@ -198,7 +198,7 @@ def _max_prob_diff(model: Any, tokenizer: Any, onnx_path: Path) -> float:
     """Largest |p_onnx - p_torch| over the probe texts, batched together (so padded), as the predictor runs them."""
     labels = int(model.config.num_labels)
     size = len(PROBE_TEXTS)
-    options = {"max_length": PROBE_MAX_LENGTH, "batch_size": size, "num_labels": labels}
+    options: dict[str, Any] = {"max_length": PROBE_MAX_LENGTH, "batch_size": size, "num_labels": labels}
     ref = probs_of_texts(TorchBackend(model, "cpu", "fp32"), tokenizer, PROBE_TEXTS, **options)
     got = probs_of_texts(OnnxBackend(onnx_path, "cpu", None, "fp32"), tokenizer, PROBE_TEXTS, **options)
     return float(np.abs(got - ref).max())
@@ -262,7 +262,11 @@ def write_export_folder(
 ) -> float:
     """Fill the (temporary) export folder ``tmp``: ``graph`` moved in as model.onnx, config,
     tokenizer, goemo.json (with ``extra`` entries) and model card. Returns the graph's probe difference
-    from PyTorch (``diff`` when already measured)."""
+    from PyTorch (``diff`` when already measured).
+
+    Nine parameters: the two export paths (`export_onnx`, `goemo.predict.fastest`) each hold
+    these in different shapes, and this is the one place they become a folder.
+    """
     shutil.move(str(graph), tmp / ONNX_FILE)
     if diff is None:
         diff = _max_prob_diff(model, tokenizer, tmp / ONNX_FILE)
@@ -270,6 +274,7 @@ def write_export_folder(
     meta = dict(folder.meta)
     meta.setdefault("label_names", folder.label_names)
     model.config.save_pretrained(tmp)
+    write_calibration(tmp, folder.calibration)  # the graph holds the folded weights; the rest is the predictor's
     tokenizer.save_pretrained(tmp)
     import onnx  # noqa: PLC0415  (optional extra: onnx)
 
@@ -314,8 +319,8 @@ def export_onnx(
     on the probe texts is refused (nothing is written): that would be an exporter bug, and
     serving it would silently change predictions.
 
-    >>> export_onnx("runs/goemo/best", "models/goemo-onnx")            # doctest: +SKIP
-    ExportResult(path=PosixPath('models/goemo-onnx'), ..., max_abs_prob_diff=3.1e-07, ...)
+        export_onnx("runs/goemo/best", "models/goemo-onnx")
+        # -> ExportResult(path=PosixPath('models/goemo-onnx'), ..., max_abs_prob_diff=3.1e-07, ...)
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE_CHOICES)} or none")

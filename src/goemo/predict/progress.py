@@ -185,6 +185,8 @@ def job_difference(saved: dict[str, Any], job: dict[str, Any]) -> str | None:
             return f"another model ({key} differs; it was {a_model.get('path')})"
     for group in ("settings", "options"):
         a, b = saved.get(group, {}), job[group]
+        if group == "settings":  # a job started before long texts were scored in pieces truncated them
+            a = {"long_text": "truncate", **a}
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 return f"{key} was {a.get(key)!r}, now {b.get(key)!r}"

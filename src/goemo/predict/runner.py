@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from goemo.core.calibration import Calibration
 from goemo.core.errors import ConfigError, ModelError
 from goemo.core.folder import META_FILE, ModelFolder
 from goemo.core.thresholds import sigmoid
@@ -54,9 +55,9 @@ def check_max_length(folder: ModelFolder, max_length: int | None) -> None:
     folder (``goemo.json``): the same limit, else `ModelError` naming the file and field. Either
     way the first long text can no longer crash a run half-way.
 
-    >>> check_max_length(ModelFolder.open("runs/x/best"), 1000)   # doctest: +SKIP
-    Traceback (most recent call last):
-    goemo.core.errors.ConfigError: max_length=1000: the model takes at most 512 tokens (config.json max_position_embeddings 512)
+        check_max_length(ModelFolder.open("runs/x/best"), 1000)
+        # -> Traceback (most recent call last):
+        # -> goemo.core.errors.ConfigError: max_length=1000: the model takes at most 512 tokens (config.json max_position_embeddings 512)
     """
     if max_length is None:
         _ = folder.max_length  # validated on access
@@ -158,10 +159,14 @@ def probs_of_texts(
     max_length: int,
     batch_size: int,
     num_labels: int,
+    calibration: Calibration | None = None,
 ) -> np.ndarray:
-    """Sigmoid probabilities ``(n, L)`` float32 of ``texts``, as `EmotionClassifier.predict_proba` computes them."""
+    """Probabilities ``(n, L)`` float32 of ``texts``, as `EmotionClassifier.predict_proba` computes them
+    (the sigmoid, then ``calibration``'s parts that are not folded into the weights)."""
     encoded = encode_texts(texts, tokenizer, max_length)
     logits = logits_in_order(
         backend, encoded, batch_size=batch_size, pad_id=pad_id_of(tokenizer), num_labels=num_labels
     )
+    if calibration is not None:
+        return calibration.backend_probabilities(logits, np.float32)
     return sigmoid(logits).astype(np.float32)

@@ -107,8 +107,8 @@ def merge_predictions(
     complete. Shard files are removed only with ``remove_shards``, once the merge is written.
     Running it again after a merge says so and does nothing (or removes the shards).
 
-    >>> merge_predictions("labels.jsonl", 8).records   # doctest: +SKIP
-    1000000
+        merge_predictions("labels.jsonl", 8).records
+        # -> 1000000
     """
     output = Path(output)
     fmt = output_format(output)

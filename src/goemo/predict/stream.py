@@ -8,12 +8,18 @@ On a CPU the model keeps every core busy and the stages run in turn in one threa
 beside it only contend for the cores and the GIL (docs/benchmarks.md, "Bulk labelling").
 Either way memory is bounded by the chunk size (the queues hold at most ``PREFETCH`` chunks
 each), whatever the size of the input.
+
+A text longer than the model's max length is cut into pieces when its chunk is tokenised
+(`goemo.predict.pieces`); its pieces are scored in the chunk's length-sorted batches with the
+short texts, so a file of mixed lengths keeps the throughput of short texts in tokens per
+second. With ``Labelling(spans=True)`` each record also lists its pieces and their labels.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -22,10 +28,12 @@ from typing import Any
 import numpy as np
 
 from goemo.core.errors import ConfigError
-from goemo.core.thresholds import sigmoid
 from goemo.data.records import Record, check_texts
 from goemo.predict.classifier import EmotionClassifier
-from goemo.predict.prediction_writer import PredictionWriter, decide_chunk
+from goemo.predict.pieces import Pieces
+from goemo.predict.prediction_writer import Labelling, PieceLabels, PredictionWriter, decide_chunk
+
+log = logging.getLogger(__name__)
 
 # A chunk of a streamed file: large enough that length-sorted batches inside it pad almost as
 # little as a sort of the whole file would, small enough that memory stays flat and that a
@@ -136,37 +144,50 @@ class _BackgroundWriter:
         self._thread.join()
 
 
-def _encoded_chunks(clf: EmotionClassifier, records: Iterable[Record], size: int) -> Iterator[tuple[list[Record], Any]]:
-    """Chunks of records with their token ids (None for a backend that takes texts)."""
+def _encoded_chunks(
+    clf: EmotionClassifier, records: Iterable[Record], size: int
+) -> Iterator[tuple[list[Record], Pieces | None]]:
+    """Chunks of records with the pieces the model reads (None for a backend that takes texts)."""
     takes_tokens = clf.tokenizer is not None
     for chunk in _chunks(records, size):
         texts = check_texts([r.text for r in chunk])
-        yield chunk, (clf.encode(texts) if takes_tokens and texts else None)
+        yield chunk, (clf.encode_pieces(texts) if takes_tokens and texts else None)
 
 
-def _probabilities(clf: EmotionClassifier, chunk: list[Record], encoded: Any) -> np.ndarray:
-    """The model's probabilities for one chunk (``encoded``: its token ids, or None: texts)."""
-    if encoded is not None:
-        logits = clf.logits_for_encoded(encoded)
-    else:
-        logits = clf.predict_logits([r.text for r in chunk])
-    return sigmoid(logits).astype(np.float32)
+# Per piece: its probabilities, its character spans, and which pieces are each text's.
+PieceScores = tuple[np.ndarray, np.ndarray, np.ndarray]
+Scored = tuple[list[Record], np.ndarray, PieceScores | None]
+
+
+def _probabilities(clf: EmotionClassifier, chunk: list[Record], pieces: Pieces | None, spans: bool) -> Scored:
+    """The model's probabilities for one chunk (``pieces``: what it reads, or None: texts), and
+    with ``spans`` those of every piece."""
+    if pieces is None:
+        probs = clf.probabilities(clf.predict_logits([r.text for r in chunk]), np.float32)
+        whole = np.array([[0, len(r.text)] for r in chunk], dtype=np.int64).reshape(-1, 2)
+        return chunk, probs, (probs, whole, np.arange(len(chunk) + 1)) if spans else None
+    piece_logits = clf.logits_for_pieces(pieces)
+    probs = clf.probabilities(pieces.aggregate(piece_logits), np.float32)
+    if not spans:
+        return chunk, probs, None
+    return chunk, probs, (clf.probabilities(piece_logits, np.float32), pieces.spans, pieces.first)
 
 
 def predict_records(
     clf: EmotionClassifier,
     records: Iterable[Record],
     writer: PredictionWriter,
+    labelling: Labelling | None = None,
     *,
-    top_k: int | None = None,
-    threshold: float | None = None,
-    taxonomy: str | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     progress: Any = None,
     prefetch: int = PREFETCH,
     overlap: bool | None = None,
 ) -> int:
     """Label a stream of records chunk by chunk, writing each chunk in input order; returns the count.
+
+    ``labelling`` decides the labels (its ``top_k``, ``threshold``, ``taxonomy``); the writer
+    already knows what else to write.
 
     With ``overlap`` (the default when the model runs on an accelerator), reading and
     tokenising (a thread ahead), the model (this thread) and deciding, formatting and writing
@@ -175,34 +196,44 @@ def predict_records(
     core busy, and threads beside it only contend for the cores and the GIL (measured in
     docs/benchmarks.md, "Bulk labelling"), so the stages run one after another in this thread.
 
-    >>> n = predict_records(clf, read_records("in.txt"), PredictionWriter(sys.stdout, "jsonl", clf.label_names))  # doctest: +SKIP
+        n = predict_records(clf, read_records("in.txt"), PredictionWriter(sys.stdout, "jsonl", clf.label_names))
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigError(f"chunk_size={chunk_size}: expected an integer >= 1")
-    clf.predict_from_proba(np.zeros((0, clf.num_labels), np.float32), top_k, threshold, taxonomy)  # checks them
+    labelling = labelling or Labelling()
+    decisions = labelling.decisions
+    clf.predict_from_proba(np.zeros((0, clf.num_labels), np.float32), **decisions)  # checks them
 
-    def write(item: tuple[list[Record], np.ndarray]) -> None:
-        chunk, probs = item
-        scores, chosen = decide_chunk(clf, probs, top_k=top_k, threshold=threshold, taxonomy=taxonomy)
-        writer.write_chunk(chunk, scores, chosen)
+    def write(item: Scored) -> None:
+        chunk, probs, piece_scores = item
+        scores, chosen = decide_chunk(clf, probs, **decisions)
+        pieces = None
+        if piece_scores is not None:
+            piece_probs, spans, first = piece_scores
+            p_scores, p_chosen = decide_chunk(clf, piece_probs, **decisions)
+            pieces = PieceLabels(spans, first, p_scores, p_chosen)
+        writer.write_chunk(chunk, scores, chosen, pieces)
         if progress is not None:
             progress.update(len(chunk))
 
-    count = 0
+    count = truncated = 0
     if overlap is None:
         overlap = clf.settings["device"] != "cpu"
     if not overlap:
-        for chunk, encoded in _encoded_chunks(clf, records, chunk_size):
-            write((chunk, _probabilities(clf, chunk, encoded)))
+        for chunk, pieces in _encoded_chunks(clf, records, chunk_size):
+            write(_probabilities(clf, chunk, pieces, labelling.spans))
             count += len(chunk)
+            truncated += pieces.truncated if pieces is not None else 0
         writer.finish()
+        _report_truncation(clf, truncated, count)
         return count
     chunks = _background(_encoded_chunks(clf, records, chunk_size), prefetch, "goemo-predict-read")
     sink = _BackgroundWriter(write, prefetch)
     try:
-        for chunk, encoded in chunks:
-            sink.put((chunk, _probabilities(clf, chunk, encoded)))
+        for chunk, pieces in chunks:
+            sink.put(_probabilities(clf, chunk, pieces, labelling.spans))
             count += len(chunk)
+            truncated += pieces.truncated if pieces is not None else 0
         sink.close()
     except Exception:
         # A bad row (or a model error) midway: what was labelled before it is written, so
@@ -216,4 +247,17 @@ def predict_records(
     finally:
         chunks.close()  # type: ignore[attr-defined]  # a generator: stops the reader thread
     writer.finish()
+    _report_truncation(clf, truncated, count)
     return count
+
+
+def _report_truncation(clf: EmotionClassifier, truncated: int, count: int) -> None:
+    """One log line for the whole job: how many texts ``--long-text truncate`` cut short."""
+    if truncated:
+        log.info(
+            "%d of %d texts were longer than %d tokens and truncated (--long-text truncate; "
+            "pieces scores all of each text)",
+            truncated,
+            count,
+            clf.max_length,
+        )

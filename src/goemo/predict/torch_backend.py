@@ -14,6 +14,7 @@ import torch
 
 from goemo.core.errors import GoemoError, ModelError
 from goemo.core.folder import ModelFolder
+from goemo.core.run_settings import RunSettings
 from goemo.models.modeling import load_model
 from goemo.predict.device import autocast_dtype, resolve_device, resolve_precision
 
@@ -57,12 +58,10 @@ def set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(num_threads)
 
 
-def load_torch_backend(
-    folder: ModelFolder, device: str, precision: str, num_threads: int | None
-) -> tuple[TorchBackend, Any]:
-    """The torch backend and tokenizer of a model folder, on ``device`` in eval mode."""
-    dev = resolve_device(device)
-    set_threads(num_threads)
+def load_torch_backend(folder: ModelFolder, settings: RunSettings) -> tuple[TorchBackend, Any]:
+    """The torch backend and tokenizer of a model folder, on the settings' device in eval mode."""
+    dev = resolve_device(settings.device)
+    set_threads(settings.num_threads)
     folder.check_weights()  # truncated files, config.json edited against the weights: one clear line
     folder.check_tokenizer()
     try:
@@ -76,4 +75,4 @@ def load_torch_backend(
     folder.check_vocabulary(len(loaded.tokenizer))
     if loaded.label_names != folder.label_names:
         raise ModelError(f"{folder.path}: goemo.json label_names disagree with the model's id2label")
-    return TorchBackend(loaded.model, dev, resolve_precision(precision, dev)), loaded.tokenizer
+    return TorchBackend(loaded.model, dev, resolve_precision(settings.precision or "auto", dev)), loaded.tokenizer

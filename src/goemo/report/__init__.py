@@ -1,8 +1,8 @@
 """Reports of trained runs: Markdown + self-contained HTML + PNG plots, beside the paper's numbers.
 
->>> from goemo.report import build_report
->>> build_report("runs/minilm").html  # doctest: +SKIP
-PosixPath('runs/minilm/report.html')
+from goemo.report import build_report
+build_report("runs/minilm").html
+# -> PosixPath('runs/minilm/report.html')
 """
 
 from __future__ import annotations

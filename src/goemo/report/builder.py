@@ -28,14 +28,13 @@ import goemo
 from goemo.core.errors import EvaluationError
 from goemo.core.fileio import atomic_write_bytes, atomic_write_text
 from goemo.core.folder import CARD_FILE, ModelFolder
+from goemo.core.run_settings import RunSettings
 from goemo.core.thresholds import PAPER_THRESHOLD, THRESHOLD_CONVENTION, binarize
+from goemo.data.source import DataSource, read_split
 from goemo.data.split import Split
 from goemo.data.taxonomy import load_taxonomy
 from goemo.evaluation.evaluate import (
     EvaluationResult,
-    load_eval_split,
-    resolve_data_dir,
-    resolve_dataset,
     score_predictions,
 )
 from goemo.predict.cache import Predictions, predict_split
@@ -62,6 +61,7 @@ log = logging.getLogger(__name__)
 GROUPINGS = ("ekman", "sentiment")
 DATA_ANALYSIS_DIR = "data-analysis"
 EXAMPLE_CHARS = 200
+EXAMPLES_PER_PAIR = 2  # texts shown for each confused pair of labels
 
 
 @dataclass
@@ -107,31 +107,23 @@ class ReportResult:
 def score_run(
     run: RunData,
     split: str | Path,
-    data_dir: str | Path | None,
+    source: DataSource | None = None,
     *,
     max_samples: int | None = None,
-    seed: int = 0,
+    settings: RunSettings | None = None,
     cache: bool = True,
-    device: str = "auto",
-    batch_size: int | None = None,
-    token_cache_dir: str | Path | None = None,
 ) -> ScoredRun:
-    """Predict (or read cached predictions) and score at 0.3, dev-tuned, and on the groupings."""
+    """Predict (or read cached predictions) and score at 0.3, dev-tuned, and on the groupings.
+
+    The split comes from ``source``, by default the model's training data, as `goemo evaluate` reads it.
+    """
     folder = ModelFolder.open(run.model_dir)
     native = folder.taxonomy
-    data = load_eval_split(  # the model's training dataset, as `goemo evaluate` reads it, unless --data-dir
-        split,
-        resolve_data_dir(folder, data_dir),
-        native,
-        folder.label_names,
-        **resolve_dataset(folder, split, data_dir),
-    )
+    data = read_split(folder, split, source)
     full = len(data)
     if max_samples:
-        data = data.sample(max_samples, seed=seed)
-    preds = predict_split(
-        folder, data, use_cache=cache, device=device, batch_size=batch_size, token_cache_dir=token_cache_dir
-    )
+        data = data.sample(max_samples, seed=0)
+    preds = predict_split(folder, data, settings, cache=cache)
 
     def score(thresholds: Any, taxonomy: str, sweep: bool) -> EvaluationResult:
         kwargs = {} if sweep else {"sweep": None}
@@ -161,16 +153,12 @@ def build_report(
     run_dir: str | Path,
     *,
     split: str | Path = "test",
-    data_dir: str | Path | None = None,
+    source: DataSource | None = None,
     compare: Sequence[str | Path] = (),
     data_analysis: str | Path | None = None,
     max_samples: int | None = None,
-    seed: int = 0,
+    settings: RunSettings | None = None,
     cache: bool = True,
-    device: str = "auto",
-    batch_size: int | None = 128,
-    token_cache_dir: str | Path | None = None,
-    examples: int = 2,
 ) -> ReportResult:
     """Write ``report.md``, ``report.html`` (self-contained) and ``plots/*.png`` into ``run_dir``.
 
@@ -178,26 +166,17 @@ def build_report(
     ``data_analysis`` is the folder of ``goemo stats --out`` (default: ``data-analysis``
     beside the run folder); its plots and sample page are included when it exists.
     ``max_samples`` reports on a seeded random subset of the split (quick looks only).
-    ``batch_size=None`` means the batch size of the predictions training cached (else 128).
+    ``source`` is where the split comes from (default: the model's training data); ``settings``
+    how the model runs (default: the predictions training cached).
 
-    >>> result = build_report("runs/minilm", compare=["runs/tiny"])  # doctest: +SKIP
-    >>> result.html  # doctest: +SKIP
-    PosixPath('runs/minilm/report.html')
+        result = build_report("runs/minilm", compare=["runs/tiny"])
+        result.html
+        # -> PosixPath('runs/minilm/report.html')
     """
     run = RunData.load(run_dir)
 
     def score_one(r: RunData) -> ScoredRun:
-        return score_run(
-            r,
-            split,
-            data_dir,
-            max_samples=max_samples,
-            seed=seed,
-            cache=cache,
-            device=device,
-            batch_size=batch_size,
-            token_cache_dir=token_cache_dir,
-        )
+        return score_run(r, split, source, max_samples=max_samples, settings=settings, cache=cache)
 
     scored = score_one(run)
     compared = [score_one(RunData.load(other)) for other in compare]
@@ -220,7 +199,7 @@ def build_report(
             *_paper_sections(scored),
             _problem_section(scored, images),
             _threshold_section(scored, images),
-            _confusion_section(scored, images, examples),
+            _confusion_section(scored, images, EXAMPLES_PER_PAIR),
             _training_section(run, images),
             _resources_section(run),
             _config_section(run),

@@ -97,7 +97,7 @@ def f1_bars_figure(
     Sorting worst-first puts the "problematic classes" where the eye starts. Labels with no
     positive example have no F1 and are left out (the title says how many).
 
-    >>> fig = f1_bars_figure(report_at_03, report_tuned, {"joy": 0.51})  # doctest: +SKIP
+        fig = f1_bars_figure(report_at_03, report_tuned, {"joy": 0.51})
     """
     rows = [m for m in fixed.per_label if m.defined]
     rows.sort(key=lambda m: (m.f1, m.name), reverse=True)  # barh draws bottom-up: best at the bottom

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from goemo.core.errors import RunFolderError
+from goemo.core.errors import RunFolderError, json_problem
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,9 @@ class RunData:
     def load(cls, path: str | Path, model: str = "best") -> RunData:
         """Open ``path`` (a run folder) and its model sub-folder ``model`` (best or last).
 
-        >>> run = RunData.load("runs/tiny")  # doctest: +SKIP
-        >>> [r["epoch"] for r in run.epochs]  # doctest: +SKIP
-        [1, 2]
+        run = RunData.load("runs/tiny")
+        [r["epoch"] for r in run.epochs]
+        # -> [1, 2]
         """
         run = Path(path)
         if not run.is_dir():
@@ -68,7 +68,7 @@ class RunData:
             try:
                 out.summary = json.loads(summary_path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
-                raise RunFolderError(f"{summary_path}:{e.lineno}: invalid JSON: {e.msg}") from None
+                raise RunFolderError(f"{summary_path}:{e.lineno}: invalid JSON: {json_problem(e)}") from None
         out.epochs = epoch_records(run / "metrics.jsonl") or list(out.summary.get("epochs", []))
         return out
 
@@ -79,8 +79,8 @@ def epoch_records(path: str | Path) -> list[dict[str, Any]]:
     A resumed run logs an epoch again when it redoes it; the last record of each epoch is the
     one whose weights were kept, so it wins. A torn last line (a killed process) is skipped.
 
-    >>> epoch_records("runs/tiny/metrics.jsonl")[-1]["epoch"]  # doctest: +SKIP
-    2
+        epoch_records("runs/tiny/metrics.jsonl")[-1]["epoch"]
+        # -> 2
     """
     path = Path(path)
     if not path.is_file():

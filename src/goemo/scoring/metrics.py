@@ -49,7 +49,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from goemo.core.errors import MetricsInputError, ThresholdLeakError
+from goemo.core.errors import ConfigError, MetricsInputError, ThresholdLeakError
 from goemo.core.thresholds import (
     DEFAULT_GRID,
     DEFAULT_THRESHOLD,
@@ -111,6 +111,24 @@ class LabelMetrics:
             "ap": json_float(self.ap),
             "note": self.note,
         }
+
+
+SORT_KEYS = ("label", "precision", "recall", "f1", "support", "predicted", "auc", "ap")
+
+
+def sort_labels(per_label: Sequence[LabelMetrics], key: str) -> tuple[LabelMetrics, ...]:
+    """``per_label`` ordered by ``key``: ``label`` alphabetically, a score worst first (the problem
+    classes a reader looks for), undefined scores last; ties keep their order.
+
+    >>> rows = [LabelMetrics("joy", 0.9, 0.9, 0.9, 5, 5, 0.95, 0.9), LabelMetrics("grief", 0.1, 0.2, 0.13, 2, 3, 0.7, 0.1)]
+    >>> [m.name for m in sort_labels(rows, "f1")]
+    ['grief', 'joy']
+    """
+    if key not in SORT_KEYS:
+        raise ConfigError(f"sort={key!r}: expected one of {', '.join(SORT_KEYS)}")
+    if key == "label":
+        return tuple(sorted(per_label, key=lambda m: m.name))
+    return tuple(sorted(per_label, key=lambda m: (getattr(m, key) is None, getattr(m, key) or 0)))
 
 
 @dataclass(frozen=True)

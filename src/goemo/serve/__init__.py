@@ -5,12 +5,13 @@ any other server or for tests. FastAPI and uvicorn come with the ``serve`` extra
 (``pip install 'goemo[serve]'``); importing this package does not need them, only the two
 functions do.
 
->>> from goemo.serve import run_server
->>> run_server("runs/x/best", port=8000, limits=ServeLimits(max_texts=16))  # doctest: +SKIP
+    from goemo.serve import run_server
+    run_server("runs/x/best", port=8000, limits=ServeLimits(max_texts=16))
 
 Both run uvicorn hardened against slow and abandoned clients (`uvicorn_config`): a cap on
 open connections below the open-file limit, deadlines for request heads and bodies, and a
-bounded keep-alive and listen backlog, all read from `ServeLimits`.
+bounded keep-alive and listen backlog, all read from `ServeLimits`. SIGTERM or Ctrl-C drains
+first: every request already in is answered before the server stops (`serve_app`).
 
 Shaped for the hardware: the model runs in one thread beside the event loop with its CPU
 threads set so that the loop always has a core (`default_num_threads`), on a CPU in
@@ -33,20 +34,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from goemo.core.errors import GoemoError
 from goemo.core.folder import ModelFolder
-from goemo.predict.classifier import Backend, EmotionClassifier, choose_backend
+from goemo.core.run_settings import RunSettings
+from goemo.predict.classifier import EmotionClassifier, choose_backend
 from goemo.predict.fastest import cuda_available
 from goemo.serve.batcher import BatcherStats, MicroBatcher, QueueFullError
-from goemo.serve.connections import ConnectionGuard, resolve_connections
+from goemo.serve.connections import ConnectionGuard, resolve_connections, throttle_uvicorn_warnings
 from goemo.serve.limits import ServeLimits
 from goemo.serve.workers import SPEC_ENV, run_workers
 
 __all__ = [
     "create_app",
     "run_server",
+    "serve_app",
     "background_server",
     "bind_socket",
     "ServeLimits",
@@ -105,19 +108,22 @@ def uvicorn_config(
 
     Uvicorn's own settings give the keep-alive timeout, the listen backlog and
     ``limit_concurrency``; its HTTP protocol is wrapped in a `ConnectionGuard` for the cap on
-    open connections and the deadline on request heads (the body's deadline is the app's
-    `goemo.serve.guards.BodyReadTimeout`). The guard is also put on ``app.state.connections``,
-    so that ``/health`` shows its counters.
+    open connections, the deadline on request heads (the body's deadline is the app's
+    `goemo.serve.guards.BodyReadTimeout`), JSON answers to malformed requests and the drain
+    on shutdown (run by `goemo.serve.server.DrainingServer`). The guard is also put on
+    ``app.state.connections``, so that ``/health`` shows its counters. Uvicorn's warnings
+    that a client can repeat at will are one line per 10 s (`throttle_uvicorn_warnings`).
 
-    >>> config = uvicorn_config(create_app(clf), ServeLimits(max_connections=500))   # doctest: +SKIP
-    >>> uvicorn.Server(config).run(sockets=[bind_socket("127.0.0.1", 8000, config.backlog)])  # doctest: +SKIP
+        config = uvicorn_config(create_app(clf), ServeLimits(max_connections=500))
+        DrainingServer(config).run(sockets=[bind_socket("127.0.0.1", 8000, config.backlog)])
     """
     import uvicorn  # noqa: PLC0415  (optional extra: serve)
     from uvicorn.protocols.http.auto import AutoHTTPProtocol  # noqa: PLC0415  (optional extra: serve)
 
     limits = limits or ServeLimits()
     budget = resolve_connections(limits.max_connections, limits.backlog)
-    guard = ConnectionGuard(budget.max_connections, limits.header_timeout_s, budget.grace)
+    guard = ConnectionGuard(budget.max_connections, limits.header_timeout_s, budget.grace, limits.drain_timeout_s)
+    throttle_uvicorn_warnings()
     state = getattr(app, "state", None)
     if state is not None:
         state.connections = guard
@@ -146,10 +152,11 @@ def background_server(
 
     For notebooks and tests: the caller keeps its own thread (a browser driver, a load
     generator) while the server answers on loopback. The connection settings are those of
-    ``limits`` (default: the app's own, for an app from `create_app`), as `run_server` applies.
+    ``limits`` (default: the app's own, for an app from `create_app`), as `run_server` applies;
+    leaving the block stops the server at once, without `serve_app`'s drain.
 
-    >>> with background_server(create_app(clf)) as url:                     # doctest: +SKIP
-    ...     httpx.post(f"{url}/predict", json={"texts": ["yay"]}).json()
+        with background_server(create_app(clf)) as url:
+            httpx.post(f"{url}/predict", json={"texts": ["yay"]}).json()
     """
     import uvicorn  # noqa: PLC0415  (optional extra: serve)
 
@@ -191,7 +198,7 @@ def default_num_threads(workers: int = 1, cores: int | None = None) -> int:
 MAX_DEFAULT_WORKERS = 4
 
 
-def default_workers(device: str = "auto", cores: int | None = None) -> int:
+def default_workers(settings: RunSettings | None = None, cores: int | None = None) -> int:
     """Server processes when ``--workers`` is not given: one per core on a CPU (at most 4), one on a GPU.
 
     On a CPU, one process with its model on one thread per core shares each core between the
@@ -201,17 +208,17 @@ def default_workers(device: str = "auto", cores: int | None = None) -> int:
     requests/s, 1 worker at 315 (1 thread) or 374 (2 threads). A GPU is shared best by one
     process batching for it.
 
-    >>> default_workers("cpu", cores=2), default_workers("cpu", cores=16), default_workers("cuda", cores=16)
+    >>> cpu, gpu = RunSettings(device="cpu"), RunSettings(device="cuda")
+    >>> default_workers(cpu, cores=2), default_workers(cpu, cores=16), default_workers(gpu, cores=16)
     (2, 4, 1)
     """
+    device = (settings or RunSettings()).device
     if device.startswith(("cuda", "mps")) or (device == "auto" and cuda_available()):
         return 1
     return max(1, min(MAX_DEFAULT_WORKERS, cores or os.cpu_count() or 1))
 
 
-def load_for_serving(
-    model: str | Path, backend: Backend = "fastest", device: str = "auto", num_threads: int | None = None
-) -> EmotionClassifier:
+def load_for_serving(model: str | Path, settings: RunSettings | None = None) -> EmotionClassifier:
     """The classifier as `run_server` loads it; `benchmarks/serve_load.py` measures the same one alone.
 
     On a CPU, a merged batch is cut into length-sorted chunks of `CPU_CHUNK` texts: a CPU
@@ -220,9 +227,9 @@ def load_for_serving(
     stay as wide as the classifier's default, where width is what pays. ``num_threads``
     defaults to `default_num_threads` for one worker.
     """
-    threads = num_threads or default_num_threads()
-    classifier = EmotionClassifier.load(model, backend=backend, device=device, num_threads=threads)
-    if classifier.device == "cpu":
+    run = settings or RunSettings()
+    classifier = EmotionClassifier.load(model, run.replace(num_threads=run.num_threads or default_num_threads()))
+    if classifier.device == "cpu" and run.batch_size is None:
         classifier.batch_size = min(classifier.batch_size, CPU_CHUNK)
     return classifier
 
@@ -232,9 +239,7 @@ class WorkerSpec:
     """What one server process needs besides its socket; travels to ``--workers`` processes as JSON."""
 
     model: str
-    backend: str = "fastest"
-    device: str = "auto"
-    num_threads: int = 1
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # a RunSettings, as JSON
     limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     access_log: bool = True
     worker: int = 0  # this process's number, 0-based
@@ -307,9 +312,7 @@ def run_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
-    backend: Backend = "fastest",
-    device: str = "auto",
-    num_threads: int | None = None,
+    settings: RunSettings | None = None,
     limits: ServeLimits | None = None,
     access_log: bool = True,
     workers: int | None = None,
@@ -319,9 +322,10 @@ def run_server(
     Listens on loopback unless ``host`` says otherwise: the API has no authentication, and
     any other address logs a warning. Requests must name the server by a loopback address
     or one of ``limits.allowed_hosts`` in their Host header (a specific ``host`` is added to
-    them). ``backend="fastest"`` runs what the machine runs fastest (on a CPU the folder's
-    int8 ONNX export, made once: `goemo.predict.fastest`). ``num_threads`` sets the model's
-    CPU threads in each worker (default: `default_num_threads`). ``workers`` > 1 runs that many processes on the one socket, each
+    them). ``settings`` say how the model runs; the default backend, ``fastest``, runs what the
+    machine runs fastest (on a CPU the folder's int8 ONNX export, made once:
+    `goemo.predict.fastest`). Its ``num_threads`` are the model's CPU threads in each worker
+    (default: `default_num_threads`). ``workers`` > 1 runs that many processes on the one socket, each
     loading the model (`goemo.serve.workers`); the default is `default_workers`.
     """
     try:
@@ -329,9 +333,10 @@ def run_server(
     except ImportError:
         raise GoemoError("serving needs the serve extra (uvicorn is missing): pip install 'goemo[serve]'") from None
     # a missing or damaged folder is one line here, not one per worker process after the fork
-    choose_backend(ModelFolder.open(model), backend)
+    run = settings or RunSettings()
+    choose_backend(ModelFolder.open(model), run.backend or "fastest")
     if workers is None:
-        workers = default_workers(device)
+        workers = default_workers(run)
     if not 1 <= workers <= 256:
         raise GoemoError(f"workers must be between 1 and 256, got {workers}")
     limits = _served_limits(limits or ServeLimits(), host)
@@ -339,9 +344,7 @@ def run_server(
     sock = bind_socket(host, port, budget.backlog)
     spec = WorkerSpec(
         model=str(model),
-        backend=backend,
-        device=device,
-        num_threads=num_threads or default_num_threads(workers),
+        settings=dataclasses.asdict(run.replace(num_threads=run.num_threads or default_num_threads(workers))),
         limits=limits.to_dict(),
         access_log=access_log,
         workers=workers,
@@ -354,7 +357,9 @@ def run_server(
             return
         log.info("serving %s with %d worker processes on %s", model, workers, _url(sock))
         envs = [{SPEC_ENV: dataclasses.replace(spec, worker=i).to_json()} for i in range(workers)]
-        run_workers([sys.executable, "-m", "goemo.serve"], envs, sock.fileno())
+        # each worker drains before it exits: give it that long and more before SIGKILL
+        stop_timeout_s = max(30.0, limits.drain_timeout_s + 20.0)
+        run_workers([sys.executable, "-m", "goemo.serve"], envs, sock.fileno(), stop_timeout_s=stop_timeout_s)
     finally:
         sock.close()
 
@@ -371,14 +376,11 @@ def serve_on(sock: socket.socket, spec: WorkerSpec) -> None:
     `run_server` calls it for one worker; ``python -m goemo.serve`` (`goemo.serve.__main__`)
     in each of several. The first line it logs names the backend, precision and threads.
     """
-    import uvicorn  # noqa: PLC0415  (optional extra: serve)
-
     from goemo.serve.app import create_app  # noqa: PLC0415  (optional extra: serve, FastAPI)
 
     limits = ServeLimits(**spec.limits)
-    classifier = load_for_serving(spec.model, cast("Backend", spec.backend), spec.device, spec.num_threads)
+    classifier = load_for_serving(spec.model, RunSettings(**spec.settings))
     app = create_app(classifier, limits, model_threads=classifier.num_threads, workers=spec.workers)
-    config = uvicorn_config(app, limits, log_level="info", access_log=spec.access_log)
     who = f"worker {spec.worker + 1} of {spec.workers} (pid {os.getpid()}) " if spec.workers > 1 else ""
     log.info(
         "%sserving %s (%d labels): %s; batches up to %d texts; on %s  (web page /, API docs /docs)",
@@ -389,5 +391,30 @@ def serve_on(sock: socket.socket, spec: WorkerSpec) -> None:
         limits.max_batch,
         _url(sock),
     )
+    serve_app(app, sock, limits, access_log=spec.access_log)
+
+
+def serve_app(
+    app: Any,
+    sock: socket.socket,
+    limits: ServeLimits | None = None,
+    *,
+    log_level: str = "info",
+    access_log: bool = True,
+) -> None:
+    """Serve an ASGI app on a listening socket until SIGTERM or Ctrl-C, then drain and return.
+
+    What each process of `run_server` runs once its model is loaded: uvicorn as
+    `uvicorn_config` sets it up (``limits`` default to the app's own, for an app from
+    `create_app`). On SIGTERM or Ctrl-C, every request already in, or on its way in, is
+    answered (with ``Connection: close``) before anything is closed, for at most
+    ``limits.drain_timeout_s``; a connection opened meanwhile gets a JSON 503 with
+    ``Retry-After``; then the app shuts down and this returns (SIGTERM too: exit status 0).
+
+        serve_app(create_app(clf), bind_socket("127.0.0.1", 8000))
+    """
+    from goemo.serve.server import DrainingServer  # noqa: PLC0415  (optional extra: serve, uvicorn)
+
+    config = uvicorn_config(app, limits or _limits_of(app), log_level=log_level, access_log=access_log)
     with _sigterm_exits_cleanly():
-        uvicorn.Server(config).run(sockets=[sock])
+        DrainingServer(config).run(sockets=[sock])

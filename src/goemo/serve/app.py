@@ -12,13 +12,16 @@ Every error answers ``{"detail": "<one line>"}`` (the schema's ``Error``) so tha
 (or the web page) can show it as it is:
 
 - 400: a Host header that is not loopback or ``allowed_hosts`` (`HostCheck`, against DNS
-  rebinding), a Content-Length that is not a number, a body the JSON parser cannot read;
+  rebinding), a Content-Length that is not a number, or one beside Transfer-Encoding
+  (`BodySizeLimit`, connection closed), a body the JSON parser cannot read;
 - 408: a body not received within ``body_timeout_s`` (`BodyReadTimeout`);
 - 413: a body over ``max_body_bytes`` (`BodySizeLimit`: from Content-Length, and while the
   body streams in);
 - 422: a body that is not the expected JSON or breaks a limit, naming the item
   (``texts[3]: not valid Unicode text (lone surrogate at position 1)``); the limits are
-  in the OpenAPI schema (``minItems``, ``maxItems``, ``maxLength``);
+  in the OpenAPI schema (``minItems``, ``maxItems``, ``maxLength``), but for the tokens of a
+  request (``max_tokens``), which the model's tokenizer counts (off the event loop) before the
+  texts join the queue;
 - 503 with ``Retry-After``: the queue is full;
 - 500: a bug (the model raised something other than a `GoemoError`), logged once.
 
@@ -34,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,6 +89,12 @@ class Classifier(Protocol):
     def label_names_for(self, taxonomy: str | None = None) -> list[str]: ...
 
 
+def _token_counter(classifier: Any) -> Callable[[Sequence[str]], list[int]] | None:
+    """The classifier's ``count_tokens`` (`EmotionClassifier.count_tokens`), if it has one."""
+    count = getattr(classifier, "count_tokens", None)
+    return count if callable(count) else None
+
+
 def create_app(
     classifier: Classifier,
     limits: ServeLimits | None = None,
@@ -100,9 +109,9 @@ def create_app(
     path); ``model_threads`` the model's CPU threads (default: the classifier's
     ``num_threads``, when it has one); ``workers`` how many processes serve the same port.
 
-    >>> from goemo import EmotionClassifier                                    # doctest: +SKIP
-    >>> app = create_app(EmotionClassifier.load("runs/x/best"), ServeLimits(max_texts=16))  # doctest: +SKIP
-    >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)          # doctest: +SKIP
+        from goemo import EmotionClassifier
+        app = create_app(EmotionClassifier.load("runs/x/best"), ServeLimits(max_texts=16))
+        import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)
     """
     limits = limits or ServeLimits()
     path = getattr(classifier, "path", None)
@@ -119,7 +128,9 @@ def create_app(
         max_batch=limits.max_batch,
         max_wait_ms=limits.max_wait_ms,
         max_queue=limits.max_queue,
+        max_batch_tokens=limits.max_tokens,
     )
+    count_tokens = _token_counter(classifier)
     started = time.time()
     body_model = request_model(limits, len(label_names))
 
@@ -157,8 +168,16 @@ def create_app(
         except GoemoError as e:  # e.g. sentiment asked of a model trained on Ekman groups
             raise HTTPException(422, f"taxonomy: {e}") from None
         top_k = body.top_k if body.top_k is None else min(body.top_k, len(names))  # groups: fewer than labels
+        tokens = 0
+        if count_tokens is not None:  # a long text is scored whole, in pieces: its cost is its tokens
+            tokens = sum(await asyncio.to_thread(count_tokens, texts))
+            if tokens > limits.max_tokens:
+                raise HTTPException(
+                    422,
+                    f"too many tokens: {tokens:,} in one request; the limit is {limits.max_tokens:,} (--max-tokens)",
+                )
         try:
-            future = batcher.enqueue(texts)
+            future = batcher.enqueue(texts, tokens)
         except QueueFullError as e:
             raise HTTPException(503, f"server busy: {e}", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
         watcher = asyncio.ensure_future(disconnected(request))
@@ -216,6 +235,7 @@ def create_app(
     )
     async def health() -> dict[str, Any]:
         guard = app.state.connections
+        counts = getattr(classifier, "long_text_counts", None)
         return {
             "status": "ok",
             "model": model_name,
@@ -224,6 +244,8 @@ def create_app(
             "device": getattr(classifier, "device", None),
             "precision": getattr(classifier, "precision", None),
             "threads": model_threads,
+            "long_text": getattr(classifier, "long_text_rule", None),
+            "long_texts": dict(counts) if isinstance(counts, dict) else None,
             "workers": workers,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - started, 3),

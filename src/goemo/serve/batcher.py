@@ -9,7 +9,10 @@ every request on an asyncio queue, and one worker task forms batches continuousl
   queued: a lone request is never delayed by a batch window;
 - while the model runs (in one worker thread: tokenising and the forward pass both happen
   there, never on the event loop), new requests queue up; when it is done, the next batch
-  is everything that queued meanwhile, up to ``max_batch`` texts. The batch window is thus
+  is everything that queued meanwhile, up to ``max_batch`` texts (and, when requests say their
+  tokens, ``max_batch_tokens`` tokens: a long text scored in many pieces costs what its tokens
+  cost, and is not merged with so many others that the call keeps them all waiting). The batch
+  window is thus
   the length of the previous model call, and batches grow with the load by themselves;
 - under load only (the model has just finished a batch and fewer texts are queued than that
   batch held, i.e. the other callers are likely on their way back), it waits up to
@@ -56,11 +59,13 @@ class BatcherStats:
     ``abandoned`` counts requests whose caller gave up before the model ran them (skipped,
     never computed); ``idle_starts`` counts batches started by a request that found the model
     idle (run at once, no wait); ``lingers`` counts batches that waited up to ``max_wait_ms``
-    for callers on their way back (under load only).
+    for callers on their way back (under load only); ``tokens`` counts the tokens of the texts
+    run, as their requests gave them.
     """
 
     requests: int = 0
     texts: int = 0
+    tokens: int = 0
     batches: int = 0
     largest_batch: int = 0
     model_seconds: float = 0.0
@@ -80,6 +85,7 @@ class _Job:
 
     texts: list[str]
     future: asyncio.Future
+    tokens: int = 0
     queued: bool = field(default=True)
 
 
@@ -88,8 +94,8 @@ class MicroBatcher:
 
     ``max_wait_ms`` bounds the wait for company under load (module docstring); a request that
     finds the model idle never waits. ``max_batch=1`` turns batching off (one model call per
-    request, as a plain server does); a single request longer than ``max_batch`` still runs
-    in one call of its own.
+    request, as a plain server does); a single request longer than ``max_batch`` (or
+    ``max_batch_tokens``) still runs in one call of its own.
 
     >>> import numpy as np, asyncio
     >>> batcher = MicroBatcher(lambda texts: np.zeros((len(texts), 2), np.float32), max_batch=8)
@@ -103,6 +109,7 @@ class MicroBatcher:
         max_batch: int = 64,
         max_wait_ms: float = 5.0,
         max_queue: int = 4096,
+        max_batch_tokens: int | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -110,10 +117,13 @@ class MicroBatcher:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
         self.predict_proba = predict_proba
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
+        self.max_batch_tokens = max_batch_tokens
         self.stats = BatcherStats()
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task | None = None
@@ -173,8 +183,10 @@ class MicroBatcher:
 
     # ------------------------------------------------------------------ requests
 
-    def enqueue(self, texts: Sequence[str]) -> asyncio.Future:
+    def enqueue(self, texts: Sequence[str], tokens: int = 0) -> asyncio.Future:
         """Queue ``texts`` now and return the future of their probabilities ``(len(texts), L)``.
+
+        ``tokens``: what they cost the model, for ``max_batch_tokens`` (0: not counted).
 
         Cancel the future to give up: a request not yet taken into a batch is then skipped
         and frees its room in the queue at once. Raises `QueueFullError` when ``max_queue``
@@ -188,18 +200,18 @@ class MicroBatcher:
             raise QueueFullError(
                 f"{self._pending} texts are waiting for the model (limit {self.max_queue}); retry later"
             )
-        job = _Job(texts, asyncio.get_running_loop().create_future())
+        job = _Job(texts, asyncio.get_running_loop().create_future(), tokens)
         job.future.add_done_callback(lambda _: self._given_up(job))
         self._pending += len(texts)
         queue.put_nowait(job)
         return job.future
 
-    async def submit(self, texts: Sequence[str]) -> np.ndarray:
+    async def submit(self, texts: Sequence[str], tokens: int = 0) -> np.ndarray:
         """Probabilities ``(len(texts), L)`` for these texts, computed together with other callers'.
 
         Raises `QueueFullError` when ``max_queue`` texts are already waiting.
         """
-        return await self.enqueue(texts)
+        return await self.enqueue(texts, tokens)
 
     def _given_up(self, job: _Job) -> None:
         """Done callback: a request cancelled while still queued no longer counts as waiting."""
@@ -232,7 +244,7 @@ class MicroBatcher:
                 self.stats.idle_starts += 1
             job = await queue.get()
             first = job if self._take(job) else None
-        batch, size = [first], len(first.texts)
+        batch, size, tokens = [first], len(first.texts), first.tokens
         target = min(self.max_batch, self._last_batch_texts)
         deadline: float | None = None
         while size < self.max_batch:
@@ -250,10 +262,12 @@ class MicroBatcher:
                 item = got
             if not self._take(item):
                 continue  # abandoned: skipped, takes no room in the batch
-            if size + len(item.texts) > self.max_batch:
+            over_tokens = self.max_batch_tokens is not None and tokens + item.tokens > self.max_batch_tokens
+            if size + len(item.texts) > self.max_batch or over_tokens:
                 return batch, item  # does not fit: it opens the next batch
             batch.append(item)
             size += len(item.texts)
+            tokens += item.tokens
         return batch, None
 
     @staticmethod
@@ -304,7 +318,7 @@ class MicroBatcher:
                 else:
                     await self._isolate(live, e)
                 continue
-            self._record(live, len(all_texts), time.perf_counter() - started)
+            self._record(live, len(all_texts), time.perf_counter() - started, sum(job.tokens for job in live))
             start = 0
             for job in live:
                 rows = probs[start : start + len(job.texts)]
@@ -326,14 +340,15 @@ class MicroBatcher:
             except Exception as e:
                 self._fail(job, e)
                 continue
-            self._record([job], len(job.texts), time.perf_counter() - started)
+            self._record([job], len(job.texts), time.perf_counter() - started, job.tokens)
             if not job.future.done():
                 job.future.set_result(probs)
 
-    def _record(self, jobs: list[_Job], texts: int, seconds: float) -> None:
+    def _record(self, jobs: list[_Job], texts: int, seconds: float, tokens: int = 0) -> None:
         s = self.stats
         s.requests += len(jobs)
         s.texts += texts
+        s.tokens += tokens
         s.batches += 1
         s.largest_batch = max(s.largest_batch, texts)
         s.model_seconds += seconds

@@ -12,13 +12,18 @@ takes a protocol class) and adds what it lacks:
   descriptors in use stay bounded whatever the clients do;
 - a deadline for the head of every request (``header_timeout_s``): a connection that opens
   and sends nothing, or trickles the request line and headers, is closed (with a 408 when
-  it had started a request). The body has its own deadline, in the app (`goemo.serve.guards`).
+  it had started a request). The body has its own deadline, in the app (`goemo.serve.guards`);
+- a JSON 400 (goemo's ``{"detail": ...}``) for a request the HTTP parser refuses, where
+  uvicorn writes plain text;
+- a drain (`ConnectionGuard.drain`): when the server is told to stop, every request already
+  in, or on its way in, is answered before anything is closed.
 
 `quiet_resource_errors` turns the event loop's "out of file descriptors" errors into one
-log line per interval. Nothing here imports uvicorn: the protocol to wrap is passed in.
+log line per interval, and `throttle_uvicorn_warnings` does the same for uvicorn's
+per-request warnings. Nothing here imports uvicorn: the protocol to wrap is passed in.
 
->>> guard = ConnectionGuard(max_connections=100, header_timeout_s=10)   # doctest: +SKIP
->>> uvicorn.Config(app, http=guard.wrap(H11Protocol))                   # doctest: +SKIP
+    guard = ConnectionGuard(max_connections=100, header_timeout_s=10)
+    uvicorn.Config(app, http=guard.wrap(H11Protocol))
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from goemo.core.errors import ConfigError
+from goemo.serve.limits import RETRY_AFTER_S
 
 log = logging.getLogger("goemo.serve")
 
@@ -116,15 +122,68 @@ class Throttled:
         self._last = -float("inf")
         self._held = 0
 
-    def warning(self, msg: str, *args: Any) -> None:
+    def admit(self) -> int | None:
+        """Count one event: how many events a line written now stands for, or None while the interval runs."""
         self._held += 1
         now = time.monotonic()
         if now - self._last < self.interval_s:
+            return None
+        count, self._last, self._held = self._held, now, 0
+        return count
+
+    def warning(self, msg: str, *args: Any) -> None:
+        count = self.admit()
+        if count is None:
             return
-        if self._held > 1:
-            msg += f" ({self._held} times since the last such line)"
-        self._last, self._held = now, 0
+        if count > 1:
+            msg += f" ({count} times since the last such line)"
         self.logger.warning(msg, *args)
+
+
+# Warnings uvicorn writes once per request or connection, which a client can repeat at will
+# (2,000 malformed requests: 2,000 lines); the start of each message.
+UVICORN_PER_REQUEST_LINES = (
+    "Invalid HTTP request received.",
+    "Exceeded concurrency limit.",
+    "Unsupported upgrade request.",
+    "No supported WebSocket library detected.",
+)
+LOG_INTERVAL_S = 10.0  # one line per this many seconds for a warning a client can repeat
+
+
+class ThrottledLines(logging.Filter):
+    """A logging filter: each message starting with one of ``prefixes`` passes at most once per ``interval_s``.
+
+    The line that passes says how many it stands for: ``Invalid HTTP request received.
+    (57 times since the last such line)``. Other records pass untouched.
+    """
+
+    def __init__(self, prefixes: Iterable[str], interval_s: float = LOG_INTERVAL_S) -> None:
+        super().__init__()
+        self.throttles = {prefix: Throttled(log, interval_s) for prefix in prefixes}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str):
+            return True
+        throttle = next((t for prefix, t in self.throttles.items() if record.msg.startswith(prefix)), None)
+        if throttle is None:
+            return True
+        count = throttle.admit()
+        if count is None:
+            return False
+        if count > 1:
+            record.msg = f"{record.msg} ({count} times since the last such line)"
+        return True
+
+
+def throttle_uvicorn_warnings(interval_s: float = LOG_INTERVAL_S) -> None:
+    """Uvicorn's per-request warnings (`UVICORN_PER_REQUEST_LINES`) at most once per ``interval_s`` each.
+
+    A filter on uvicorn's ``uvicorn.error`` logger, added once per process.
+    """
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ThrottledLines) for f in logger.filters):
+        logger.addFilter(ThrottledLines(UVICORN_PER_REQUEST_LINES, interval_s))
 
 
 def quiet_resource_errors(loop: asyncio.AbstractEventLoop, interval_s: float = 30.0) -> Callable[[], None]:
@@ -161,29 +220,88 @@ def raw_response(status: int, reason: str, detail: str, headers: Iterable[tuple[
     return "\r\n".join(lines).encode("latin-1") + body
 
 
+MALFORMED_DETAIL = "malformed HTTP request: the request line or headers cannot be parsed"
+SHUTTING_DOWN_DETAIL = "server is shutting down; retry later"
+DRAIN_POLL_S = 0.02  # how often a drain looks at the requests in flight
+
+
 class ConnectionGuard:
-    """Shared state of one server's connections: the cap, the head deadline, and counters.
+    """Shared state of one server's connections: the cap, the head deadline, the drain, and counters.
 
     ``wrap(protocol_class)`` gives the protocol class to hand to uvicorn (``http=``).
-    ``open`` is the number of connections admitted and not yet closed; ``refused`` and
-    ``head_timeouts`` count since start.
+    ``open`` is the number of connections admitted and not yet closed; ``refused``,
+    ``head_timeouts`` and ``malformed`` (requests the HTTP parser refused) count since start.
+    ``drain_timeout_s`` bounds `drain`.
     """
 
-    def __init__(self, max_connections: int, header_timeout_s: float, grace: int = 8) -> None:
-        if max_connections < 1 or header_timeout_s <= 0 or grace < 0:
+    def __init__(
+        self, max_connections: int, header_timeout_s: float, grace: int = 8, drain_timeout_s: float = 10.0
+    ) -> None:
+        if max_connections < 1 or header_timeout_s <= 0 or grace < 0 or drain_timeout_s < 0:
             raise ConfigError(
-                f"max_connections={max_connections}, header_timeout_s={header_timeout_s}, grace={grace}: "
-                "expected a cap >= 1, a timeout > 0 and a grace >= 0"
+                f"max_connections={max_connections}, header_timeout_s={header_timeout_s}, grace={grace}, "
+                f"drain_timeout_s={drain_timeout_s}: expected a cap >= 1, a timeout > 0, a grace >= 0 and a drain >= 0"
             )
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
         self.grace = grace
+        self.drain_timeout_s = drain_timeout_s
         self.open = 0
         self.lingering = 0  # refused connections still reading their 503
         self.refused = 0
         self.head_timeouts = 0
-        self.refused_log = Throttled(log, 10.0)
-        self.timeout_log = Throttled(log, 10.0)
+        self.malformed = 0
+        self.draining = False
+        self.live: set[_Guarded] = set()  # the admitted connections
+        self.refused_log = Throttled(log, LOG_INTERVAL_S)
+        self.timeout_log = Throttled(log, LOG_INTERVAL_S)
+        self.shutdown_log = Throttled(log, LOG_INTERVAL_S)
+
+    def in_flight(self) -> int:
+        """Admitted connections with a request on its way in or not yet answered (a fresh connection counts)."""
+        return sum(1 for c in self.live if c.in_flight)
+
+    async def drain(self, timeout_s: float | None = None, abandon: Callable[[], bool] = lambda: False) -> int:
+        """Answer the requests already in before the server stops; returns how many were left unanswered.
+
+        Called when the server is told to stop (SIGTERM, Ctrl-C), before it closes anything:
+        a request being handled is answered as usual, with ``Connection: close``; a
+        connection whose request head is still arriving, or that was accepted and has not
+        sent yet, is given until its head is in (``header_timeout_s``), then answered the
+        same way; an idle kept-alive connection is closed (uvicorn's own shutdown). A
+        connection accepted from now on gets a 503 (`SHUTTING_DOWN_DETAIL`, ``Retry-After``)
+        rather than a reset, since the listening socket stays open while this waits. Waits
+        at most ``timeout_s`` (default ``drain_timeout_s``), or until ``abandon()`` is true.
+        """
+        timeout_s = self.drain_timeout_s if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        self.draining = True
+        for connection in list(self.live):
+            connection.wind_down_unless_arriving()
+        waiting = self.in_flight()
+        if waiting:
+            log.info(
+                "shutting down: answering %d request%s in flight first (at most %g s); new connections get 503",
+                waiting,
+                "" if waiting == 1 else "s",
+                timeout_s,
+            )
+        while self.in_flight() and loop.time() < deadline and not abandon():
+            await asyncio.sleep(DRAIN_POLL_S)
+        left = self.in_flight()
+        if left:
+            log.warning(
+                "shutting down with %d request%s unanswered after %g s", left, "" if left == 1 else "s", timeout_s
+            )
+        return left
+
+    async def lingered(self, timeout_s: float = REFUSE_LINGER_S + 0.5) -> None:
+        """Return once every refused connection has read its 503 (or had its time), at most ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.lingering and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
 
     def wrap(self, inner: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
         """A protocol class that applies this guard, then hands admitted connections to ``inner``."""
@@ -195,20 +313,22 @@ class ConnectionGuard:
             "max_connections": self.max_connections,
             "refused": self.refused,
             "head_timeouts": self.head_timeouts,
+            "malformed": self.malformed,
         }
 
 
 class _WatchedTransport(asyncio.Transport):
     """The connection's transport as the inner protocol sees it: writes are reported first."""
 
-    def __init__(self, transport: asyncio.Transport, on_write: Callable[[bytes], None]) -> None:
+    def __init__(self, transport: asyncio.Transport, on_write: Callable[[bytes], bytes]) -> None:
         super().__init__()
         self._transport = transport
         self._on_write = on_write
 
     def write(self, data: Any) -> None:
-        self._on_write(bytes(data))
-        self._transport.write(data)
+        data = self._on_write(bytes(data))
+        if data:
+            self._transport.write(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -264,6 +384,9 @@ class _Guarded(asyncio.Protocol):
     deadline runs), ``request`` (the head is in: body and answer are the app's business) and
     ``idle`` (the answer has started; uvicorn's keep-alive timeout covers the wait for the
     next request, whose first byte starts a new head deadline).
+
+    A request the HTTP parser refuses is answered by uvicorn, inside ``data_received``, with
+    a plain-text 400; what it writes there is replaced with goemo's JSON one.
     """
 
     guard: ClassVar[ConnectionGuard]
@@ -278,6 +401,14 @@ class _Guarded(asyncio.Protocol):
         self._tail = b""
         self._head_bytes = False
         self._refused = False
+        self._parsing = False  # inside the inner protocol's data_received: what it writes is the parser's
+        self._replacing = False  # the parser's 400 is being replaced: drop the rest of it
+        self._wound_down = False
+
+    @property
+    def in_flight(self) -> bool:
+        """A request on its way in or not yet answered; a fresh connection counts (its request may be on the way)."""
+        return self._state != _IDLE and self._transport is not None and not self._transport.is_closing()
 
     # ---------------------------------------------------------------- asyncio.Protocol
 
@@ -285,17 +416,31 @@ class _Guarded(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         guard = self.guard
+        if guard.draining:
+            guard.shutdown_log.warning("answered a new connection 503: the server is shutting down")
+            self._refuse(transport, SHUTTING_DOWN_DETAIL)
+            return
         if guard.open >= guard.max_connections:
-            self._refuse(transport)
+            guard.refused += 1
+            guard.refused_log.warning(
+                "refused a connection: %d are open, the limit is %d (--max-connections)",
+                guard.open,
+                guard.max_connections,
+            )
+            self._refuse(
+                transport,
+                f"server busy: {guard.open} connections are open (limit {guard.max_connections}); retry later",
+            )
             return
         guard.open += 1
+        guard.live.add(self)
         self._inner = self.inner_class(*self._args, **self._kwargs)
         self._inner.connection_made(_WatchedTransport(transport, self._written))
         self._arm()
 
     def data_received(self, data: bytes) -> None:
         if self._inner is None:
-            return  # a refused connection: its request is not read
+            return  # a refused connection: its request is read and dropped
         if self._state == _IDLE:
             self._state, self._tail, self._head_bytes = _HEAD, b"", False
             self._arm()
@@ -307,7 +452,13 @@ class _Guarded(asyncio.Protocol):
                 self._disarm()
             else:
                 self._tail = seen[-3:]
-        self._inner.data_received(data)
+        self._parsing, self._replacing = True, False
+        try:
+            self._inner.data_received(data)
+        finally:
+            self._parsing = False
+        if self.guard.draining and self._state != _HEAD:
+            self._wind_down()  # the head came in while the server drains: answer it, then close
 
     def eof_received(self) -> bool | None:
         if self._inner is None:
@@ -321,6 +472,7 @@ class _Guarded(asyncio.Protocol):
             return
         if self._inner is not None:
             self.guard.open -= 1
+            self.guard.live.discard(self)
             self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -333,11 +485,35 @@ class _Guarded(asyncio.Protocol):
 
     # ---------------------------------------------------------------- the guard
 
-    def _written(self, data: bytes) -> None:
-        """The server answers: the head was read (or refused by the HTTP parser); stop its clock."""
+    def _written(self, data: bytes) -> bytes:
+        """The server answers: the head was read (or refused by the HTTP parser); stop its clock.
+
+        Returns what to write instead: the parser's plain-text 400 becomes goemo's JSON one.
+        """
+        if self._parsing and (self._replacing or data.startswith(b"HTTP/1.1 400 ")):
+            if self._replacing:
+                return b""
+            self._replacing = True
+            self.guard.malformed += 1
+            data = raw_response(400, "Bad Request", MALFORMED_DETAIL)
         if data and not data.startswith(b"HTTP/1.1 100 ") and self._state != _IDLE:
             self._state = _IDLE
             self._disarm()
+        return data
+
+    def wind_down_unless_arriving(self) -> None:
+        """The server drains: finish the request being handled and close; a head still due is waited for."""
+        if self._state != _HEAD:
+            self._wind_down()
+
+    def _wind_down(self) -> None:
+        """Ask the inner protocol to close once its answer is out (uvicorn's ``shutdown``: at once when idle)."""
+        if self._wound_down or self._inner is None:
+            return
+        self._wound_down = True
+        shutdown = getattr(self._inner, "shutdown", None)  # what uvicorn's own shutdown calls on each connection
+        if callable(shutdown):
+            shutdown()
 
     def _arm(self) -> None:
         self._disarm()
@@ -365,22 +541,19 @@ class _Guarded(asyncio.Protocol):
             transport.write(raw_response(408, "Request Timeout", detail))
         transport.close()
 
-    def _refuse(self, transport: asyncio.Transport) -> None:
-        """Over the cap: a 503 with Retry-After, read side left open briefly so the client sees it."""
+    def _refuse(self, transport: asyncio.Transport, detail: str) -> None:
+        """A 503 with Retry-After, read side left open briefly so the client sees it.
+
+        At most the cap and its grace of descriptors are in use: past them, a connection is
+        dropped without an answer, its descriptor freed at once.
+        """
         guard = self.guard
-        guard.refused += 1
-        guard.refused_log.warning(
-            "refused a connection: %d are open, the limit is %d (--max-connections)",
-            guard.open,
-            guard.max_connections,
-        )
-        if guard.lingering >= guard.grace:
-            transport.abort()  # too many refusals at once: drop, the descriptor is freed now
+        if guard.open + guard.lingering >= guard.max_connections + guard.grace:
+            transport.abort()
             return
         guard.lingering += 1
         self._refused = True
-        detail = f"server busy: {guard.open} connections are open (limit {guard.max_connections}); retry later"
-        transport.write(raw_response(503, "Service Unavailable", detail, [("retry-after", "1")]))
+        transport.write(raw_response(503, "Service Unavailable", detail, [("retry-after", str(RETRY_AFTER_S))]))
         if transport.can_write_eof():
             transport.write_eof()
         self._timer = asyncio.get_running_loop().call_later(REFUSE_LINGER_S, transport.close)

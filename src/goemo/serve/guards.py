@@ -1,47 +1,46 @@
-"""ASGI middlewares that guard every request before the app sees it: its Host, its body's size and time.
+"""ASGI middlewares that guard every request before the app sees it: its Host, its body's framing, size and time.
 
 - `HostCheck`: 400 for a Host header that is not loopback or allowed (against DNS rebinding);
-- `BodySizeLimit`: 413 for a body over the limit, from Content-Length and while it streams in;
+- `BodySizeLimit`: 400 (connection closed) for a body framed both by Content-Length and
+  Transfer-Encoding; 413 for a body over the limit, from Content-Length and while it streams in;
 - `BodyReadTimeout`: 408 for a body not received in time, in any ASGI server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import Message, Receive, Scope, Send
 
 from goemo.serve.error_responses import error_response
 
-
-def _host_name(value: str) -> str:
-    """``"Example.COM.:8000"`` -> ``"example.com"``; ``"[::1]:80"`` -> ``"::1"``."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1 : value.find("]")] if "]" in value else value
-    if value.count(":") == 1:
-        value = value.split(":")[0]
-    return value.rstrip(".")
+# Host names Starlette's TrustedHostMiddleware accepts besides ``allowed_hosts``: loopback ones
+# (with the trailing dot of a fully qualified name). The rest of 127.0.0.0/8 is `_LOOPBACK_IPV4`.
+LOOPBACK_HOSTS = ("localhost", "*.localhost", "localhost.", "*.localhost.", "127.0.0.1", "[::1]")
+# A whole Host header that is an IPv4 address in 127.0.0.0/8, with an optional port, and nothing else:
+# a range, which Starlette's patterns (a name, or "*." and a suffix) cannot state.
+_LOOPBACK_IPV4 = re.compile(r"127(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}(?::[0-9]{1,5})?")
 
 
-def is_loopback_host(name: str) -> bool:
-    """``localhost``, ``*.localhost``, 127.0.0.0/8 or ``::1``.
+class _Withheld:
+    """The ``send`` handed to Starlette's middleware: its own plain-text refusal is withheld, for goemo's JSON one.
 
-    >>> is_loopback_host("localhost"), is_loopback_host("127.8.0.1"), is_loopback_host("evil.example")
-    (True, True, False)
+    The app behind the middleware (`HostCheck._admitted`) takes the real ``send`` back out.
     """
-    name = _host_name(name)
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.refused = False
+
+    async def __call__(self, message: Message) -> None:
+        self.refused = True
 
 
 class HostCheck:
@@ -50,30 +49,38 @@ class HostCheck:
     A web page on another site can make a browser send requests to 127.0.0.1 by pointing
     its own name at that address (DNS rebinding); such requests carry the page's name in
     Host, so refusing unknown names keeps other sites' pages away from the API.
-    ``"*"`` in ``allowed_hosts`` accepts any Host.
+
+    The check is Starlette's `TrustedHostMiddleware` (which parses the header strictly: a
+    value such as ``127.0.0.1:80@evil.example`` is no host at all), given `LOOPBACK_HOSTS`
+    and ``allowed_hosts`` (names, ``*.example.com`` for every subdomain, ``*`` for any).
+    Two things are goemo's own: any address in 127.0.0.0/8 is loopback too (a range
+    Starlette's patterns cannot state, matched by a strict pattern of the whole header),
+    and the refusal is goemo's JSON ``{"detail": ...}``, not Starlette's plain text.
     """
 
     def __init__(self, app: Any, allowed_hosts: Sequence[str] = ()) -> None:
         self.app = app
-        self.any = "*" in allowed_hosts
-        self.allowed = {_host_name(h) for h in allowed_hosts if h != "*"}
+        self.trusted = TrustedHostMiddleware(
+            self._admitted, allowed_hosts=[*LOOPBACK_HOSTS, *allowed_hosts], www_redirect=False
+        )
 
-    def allows(self, host: str | None) -> bool:
-        if self.any:
-            return True
-        if not host:
-            return False
-        return is_loopback_host(host) or _host_name(host) in self.allowed
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send.send if isinstance(send, _Withheld) else send)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            host = Headers(scope=scope).get("host")
-            if not self.allows(host):
-                shown = "missing" if not host else repr(host[:80])
-                detail = f"Host header {shown} is not allowed: use a loopback address, or start the server with --allowed-host NAME"
-                await error_response(400, detail)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = Headers(scope=scope).get("host")
+        if host is not None and _LOOPBACK_IPV4.fullmatch(host):
+            await self.app(scope, receive, send)
+            return
+        withheld = _Withheld(send)
+        await self.trusted(scope, receive, withheld)
+        if withheld.refused:
+            shown = "missing" if not host else repr(host[:80])
+            detail = f"Host header {shown} is not allowed: use a loopback address, or start the server with --allowed-host NAME"
+            await error_response(400, detail)(scope, receive, send)
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -85,6 +92,12 @@ class BodyTooLarge(StarletteHTTPException):
 
 def _too_large_message(max_bytes: int) -> str:
     return f"request body is larger than the limit of {max_bytes:,} bytes (--max-body-bytes)"
+
+
+_TWICE_FRAMED = (
+    "request has both Content-Length and Transfer-Encoding: its body's length is ambiguous "
+    "(RFC 9112 section 6.1); send one of them"
+)
 
 
 class BodyTimedOut(StarletteHTTPException):
@@ -129,11 +142,17 @@ async def _run_guarded(
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes``, however it is sent.
+    """ASGI middleware: 413 for a body over ``max_bytes``, however it is sent; 400 for a body framed twice.
 
     A declared Content-Length over the limit is refused before a byte of the body is read;
     a body without one (chunked) is counted as it arrives and refused the moment it passes
     the limit, so a client cannot make the server buffer more than ``max_bytes``.
+
+    A request with both Content-Length and Transfer-Encoding is refused and its connection
+    closed (RFC 9112 section 6.1): a proxy in front may read the body by the other header, and
+    the bytes they disagree about would otherwise be read here as a second request (request
+    smuggling). The HTTP parser (h11) reads such a body by Transfer-Encoding and lets the
+    connection live on, so the refusal is here, where any ASGI server's requests pass.
 
     Starlette's own ``max_body_size`` enforces the same limit, but its answer is always the
     plain text "Content Too Large" (it replaces whatever the app sends), and a client should
@@ -148,7 +167,11 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        if declared is not None and "transfer-encoding" in headers:
+            await error_response(400, _TWICE_FRAMED)(scope, receive, send)  # Connection: close
+            return
         if declared is not None:
             try:
                 size = int(declared)

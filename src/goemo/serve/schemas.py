@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, create_model
 
 from goemo.serve.limits import ServeLimits
+
+
+def _whole_number(value: Any) -> Any:
+    """``3.0`` -> ``3``: JSON does not tell them apart (JSON Schema calls both an integer); a bool or string stays."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Strict: ``true`` or ``"3"`` is refused, as the schema's "integer" says, not read as 1 or 3. The bounds sit
+# inside, before the validator that takes ``3.0``, so that the schema states them (``minimum``, ``maximum``).
+TopK = Annotated[int, Strict(), Field(ge=1), BeforeValidator(_whole_number)]
+# A number, strict: an integer is one too; a bool or a string ("0.5") is not.
+Probability = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 
 
 class PredictRequest(BaseModel):
@@ -22,11 +34,9 @@ class PredictRequest(BaseModel):
     )
 
     texts: list[str] = Field(description="Texts to classify, in order.")
-    top_k: int | None = Field(
-        None, ge=1, description="Return the k most probable labels instead of those above threshold."
-    )
-    threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="One threshold for every label instead of the model's tuned ones."
+    top_k: TopK | None = Field(None, description="Return the k most probable labels instead of those above threshold.")
+    threshold: Probability | None = Field(
+        None, description="One threshold for every label instead of the model's tuned ones."
     )
     taxonomy: Literal["goemotions", "ekman", "sentiment"] | None = Field(
         None, description="Name the emotions by group: a group's score is its members' highest probability."
@@ -45,15 +55,15 @@ def request_model(limits: ServeLimits, num_labels: int) -> type[PredictRequest]:
                 min_length=1,
                 max_length=limits.max_texts,
                 description=f"Texts to classify, in order: 1 to {limits.max_texts}, "
-                f"each at most {limits.max_chars} characters of valid Unicode.",
+                f"each at most {limits.max_chars} characters of valid Unicode, all together at most "
+                f"{limits.max_tokens} tokens. A text longer than the model reads at once is scored in pieces "
+                "(sentences, else token windows), each label's score its highest in any piece.",
             ),
         ),
         top_k=(
-            int | None,
+            Annotated[int, Strict(), Field(ge=1, le=num_labels), BeforeValidator(_whole_number)] | None,
             Field(
                 None,
-                ge=1,
-                le=num_labels,
                 description="Return the k most probable labels instead of those above threshold "
                 "(at most the number of labels; with a taxonomy, a k above its number of groups gives them all).",
             ),
@@ -88,6 +98,10 @@ class HealthResponse(BaseModel):
     device: str | None
     precision: str | None
     threads: int | None = Field(description="CPU threads of the model, when known.")
+    long_text: str | None = Field(None, description="What happens to a text longer than the model reads at once.")
+    long_texts: dict[str, int] | None = Field(
+        None, description="Texts over the model's max length so far, the pieces they were cut into, texts truncated."
+    )
     workers: int = Field(1, description="Server processes sharing the port (goemo serve --workers).")
     pid: int = Field(description="This worker's process id (with several workers, which one answered).")
     uptime_s: float
@@ -113,7 +127,8 @@ class Error(BaseModel):
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {
-        400: "Host header not allowed, Content-Length not a number, or a body the JSON parser cannot read.",
+        400: "Host header not allowed, Content-Length not a number or beside Transfer-Encoding, "
+        "or a body the JSON parser cannot read.",
         408: "The request body did not arrive within the body timeout (--body-timeout).",
         413: "The body is larger than --max-body-bytes.",
         422: "The body is not the expected JSON, or a text or option is over a limit; `detail` names it.",

@@ -7,8 +7,8 @@ loss, validation loss and validation AUC by epoch, every trial overlaid, from it
 ``metrics.jsonl``, the epoch it kept marked); which hyperparameters matter (Optuna's fANOVA
 importance and each parameter's linear correlation with the metric, as bars, as W&B's
 parameter-importance panel shows, with parameters that made no measurable difference flagged
-instead of ranked); how the metric moves with the parameters (a parallel-coordinates plot and
-one scatter plot per parameter); and, for the best few trials side by side, the dev ROC-AUC of
+instead of ranked); how the metric moves with the parameters (a parallel-coordinates plot, and
+Optuna's slice and optimization-history plots); and, for the best few trials side by side, the dev ROC-AUC of
 every class, worst first (the W&B report's "problematic classes by AUC"). The per-class numbers
 come from each trial's ``dev_metrics.json``, written by the sweep worker from the trial's best model.
 """
@@ -276,14 +276,19 @@ def analyse_sweep(
 ) -> SweepAnalysis:
     """Read a sweep's study and trial folders into a `SweepAnalysis`.
 
-    >>> a = analyse_sweep("runs/sweeps/wandb_report_sweep")  # doctest: +SKIP
-    >>> a.best.number, a.best.params, a.importance  # doctest: +SKIP
-    (4, {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}, {'lr': 0.71, 'dropout': 0.2, 'batch_size': 0.09})
+    a = analyse_sweep("runs/sweeps/wandb_report_sweep")
+    a.best.number, a.best.params, a.importance
+    # -> (4, {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}, {'lr': 0.71, 'dropout': 0.2, 'batch_size': 0.09})
     """
     from goemo.sweeps.runner import load_sweep  # noqa: PLC0415  (optional extra: sweep)
 
-    sweep_dir = Path(sweep_dir)
-    meta, study = load_sweep(sweep_dir, storage, study_name)
+    meta, study = load_sweep(Path(sweep_dir), storage, study_name)
+    return _analyse(Path(sweep_dir), meta, study, storage, top)
+
+
+def _analyse(
+    sweep_dir: Path, meta: dict[str, Any], study: optuna.Study, storage: str | None, top: int
+) -> SweepAnalysis:
     trials = study.get_trials(deepcopy=False)
     maximize = study.direction.name == "MAXIMIZE"
     rows = sorted((_row(t) for t in trials), key=lambda r: _sort_key(r, maximize))
@@ -332,79 +337,52 @@ def analyse_sweep(
 # ---------------------------------------------------------------- plots
 
 
-def params_figure(analysis: SweepAnalysis) -> Any:
-    """Metric against each parameter: completed trials, pruned ones hollow, the best a red star."""
-    from goemo.report.plots import COLORS, GREY, PAPER, new_figure  # noqa: PLC0415  (optional extra: report)
+# Which panels are Optuna's own (`optuna.visualization.matplotlib`) and which are drawn here:
+# the history and the slice plots are Optuna's. The parallel coordinates, the importance bars and
+# the per-trial curves are drawn here, because Optuna's versions lack what W&B's panels show:
+# its parallel coordinates drop pruned trials (W&B draws early-terminated runs) and put the
+# metric first instead of last; its importance plot has no correlation bars and cannot flag a
+# parameter with no measurable effect; its intermediate-values plot shows the sweep metric only,
+# not the train and validation losses nor the epoch each trial kept.
 
-    names = analysis.param_names or ["(none)"]
-    ncols = min(3, len(names))
-    nrows = math.ceil(len(names) / ncols)
-    fig = new_figure(4.0 * ncols, 3.2 * nrows)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    best = analysis.best
-    for ax, name in zip(axes, names):
-        rows = [
-            r for r in analysis.rows if r.state in ("COMPLETE", "PRUNED") and r.value is not None and name in r.params
-        ]
-        values = [r.params[name] for r in rows]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        if numeric:
-            xs = [float(v) for v in values]
-            positive = [x for x in xs if x > 0]
-            if name in analysis.log_params or (positive and len(positive) == len(xs) and max(xs) / min(xs) >= 10):
-                ax.set_xscale("log")
-        else:
-            cats = sorted({str(v) for v in values})
-            xs = [cats.index(str(v)) for v in values]
-            ax.set_xticks(range(len(cats)), cats)
-        for state, style in (
-            ("COMPLETE", {"color": COLORS[0]}),
-            ("PRUNED", {"facecolors": "none", "edgecolors": GREY}),
-        ):
-            pts = [(x, r.value) for x, r in zip(xs, rows) if r.state == state]
-            if pts:
-                ax.scatter(*zip(*pts), s=28, label=state.lower(), **style)
-        if best is not None and name in best.params:
-            bx = float(best.params[name]) if numeric else cats.index(str(best.params[name]))
-            ax.scatter([bx], [best.value], marker="*", s=160, color=PAPER, zorder=3, label=f"best (#{best.number})")
-        ax.set_xlabel(name)
-        ax.set_ylabel(analysis.metric)
-        ax.grid(alpha=0.3)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
-    for ax in axes[len(names) :]:
-        ax.set_visible(False)
-    fig.suptitle(f"{analysis.study_name}: dev {analysis.metric} by parameter")
+
+def _optuna_figure(plot: Any, study: optuna.Study, **kwargs: Any) -> Any:
+    """The figure an `optuna.visualization.matplotlib` function draws, on an Agg canvas of its own.
+
+    Optuna draws through pyplot and switches pyplot's global style to ggplot: the style stays
+    inside this call (the figure is drawn here, so its ticks get it too), and the figure leaves
+    pyplot's registry, which would otherwise keep every figure alive.
+    """
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional extra: report)
+    import numpy as np  # noqa: PLC0415  (not at import: `goemo --help` imports this module)
+    import optuna  # noqa: PLC0415  (optional extra: sweep)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415  (optional extra: report)
+
+    with warnings.catch_warnings(), plt.rc_context():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # e.g. a parameter with one value: "identical xlims"
+        fig = np.ravel(plot(study, **kwargs))[0].figure  # plot_slice gives an array of axes
+        fig.canvas.draw()
+    plt.close(fig)
+    FigureCanvasAgg(fig)
     return fig
 
 
-def history_figure(analysis: SweepAnalysis) -> Any:
-    """The metric of every completed trial in order, and the best so far (trials on whole-number ticks)."""
+def history_figure(study: optuna.Study, metric: str) -> Any:
+    """Optuna's optimization history: each completed trial's metric and the best so far (whole-number trial ticks)."""
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415  (optional extra: report)
+    from optuna.visualization.matplotlib import plot_optimization_history  # noqa: PLC0415  (optional extra: sweep)
 
-    from goemo.report.plots import COLORS, PAPER, new_figure  # noqa: PLC0415  (optional extra: report)
-
-    fig = new_figure(6.5, 3.2)
-    ax = fig.add_subplot()
-    done = sorted(
-        ((r.number, r.value) for r in analysis.rows if r.state == "COMPLETE" and r.value is not None),
-        key=lambda point: point[0],
-    )
-    if done:
-        xs = [number for number, _ in done]
-        ys = [value for _, value in done]
-        pick = max if analysis.direction == "maximize" else min
-        best_so_far = [pick(ys[: i + 1]) for i in range(len(ys))]
-        ax.scatter(xs, ys, s=24, color=COLORS[0], label="trial")
-        ax.step(xs, best_so_far, where="post", color=PAPER, label="best so far")
-        ax.legend(frameon=False, fontsize=8)
-    ax.set_xlabel("trial")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: never 0.5
-    ax.set_ylabel(analysis.metric)
-    ax.grid(alpha=0.3)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    fig = _optuna_figure(plot_optimization_history, study, target_name=metric)
+    fig.axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: never 0.5
     return fig
+
+
+def slice_figure(study: optuna.Study, metric: str) -> Any:
+    """Optuna's slice plot: each completed trial's metric against each searched parameter."""
+    from optuna.visualization.matplotlib import plot_slice  # noqa: PLC0415  (optional extra: sweep)
+
+    return _optuna_figure(plot_slice, study, target_name=metric)
 
 
 def _auc_key(analysis: SweepAnalysis) -> str:
@@ -729,7 +707,7 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
         *a.param_names,
         "kept epoch",
         "dev f1_macro",
-        "dev auc_macro",
+        "dev auc_score",
         "time (s)",
         "run folder",
         "note",
@@ -755,7 +733,7 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
                 *[_fmt_param(r.params[p]) if p in r.params else None for p in a.param_names],
                 r.best_epoch,
                 r.dev.get("f1_macro"),
-                r.dev.get("auc_macro"),
+                metric_value(r.dev, "auc_score"),  # auc_macro in summaries written before auc_score
                 f"{r.duration_s:.1f}" if r.duration_s is not None else None,
                 _rel(r.run_dir, a.sweep_dir),
                 note,
@@ -823,8 +801,8 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
             f"Parallel coordinates: each completed trial is a line through its parameter values to its {a.metric} "
             "(colour: the metric, brighter is better; black: the best trial; grey dashed: pruned).",
         ),
-        ("params", "Each completed trial (pruned: hollow) against each searched parameter."),
-        ("history", "The metric of each completed trial and the best so far."),
+        ("params", "Optuna's slice plot: each completed trial against each searched parameter (colour: trial number)."),
+        ("history", "Optuna's optimization history: the metric of each completed trial and the best so far."),
     ):
         if key in images:
             src, png = images[key]
@@ -864,7 +842,8 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
                     Table(["trial", "parameters", "error"], fail_rows, align="lll"),
                     Paragraph(
                         [
-                            "Tracebacks are in trials/N/error.txt. Interrupted trials were queued again (see the retry trials above)."
+                            "Tracebacks are in trials/N/error.txt. Interrupted trials were queued again (see the retry "
+                            "trials above); running the sweep command again retries the trials that only failed."
                         ],
                         note=True,
                     ),
@@ -894,20 +873,22 @@ def write_sweep_report(
     The HTML page is self-contained (every plot inlined as a base64 PNG); the PNGs are also
     written beside it for slides and the Markdown version.
 
-    >>> report = write_sweep_report("runs/sweeps/wandb_report_sweep")  # doctest: +SKIP
-    >>> report.html  # doctest: +SKIP
-    PosixPath('runs/sweeps/wandb_report_sweep/sweep_report.html')
+        report = write_sweep_report("runs/sweeps/wandb_report_sweep")
+        report.html
+        # -> PosixPath('runs/sweeps/wandb_report_sweep/sweep_report.html')
     """
     from goemo.report.plots import png_bytes  # noqa: PLC0415  (optional extra: report)
+    from goemo.sweeps.runner import load_sweep  # noqa: PLC0415  (optional extra: sweep)
 
     sweep_dir = Path(sweep_dir)
-    analysis = analyse_sweep(sweep_dir, storage, study_name, top)
+    meta, study = load_sweep(sweep_dir, storage, study_name)
+    analysis = _analyse(sweep_dir, meta, study, storage, top)
     figures = {}
-    if analysis.counts.get("COMPLETE", 0) + analysis.counts.get("PRUNED", 0):
-        figures["params"] = params_figure(analysis)
-        figures["history"] = history_figure(analysis)
-        if analysis.param_names:
-            figures["parallel"] = parallel_figure(analysis)
+    if analysis.counts.get("COMPLETE", 0):
+        figures["params"] = slice_figure(study, analysis.metric)
+        figures["history"] = history_figure(study, analysis.metric)
+    if analysis.counts.get("COMPLETE", 0) + analysis.counts.get("PRUNED", 0) and analysis.param_names:
+        figures["parallel"] = parallel_figure(analysis)
     if analysis.counts.get("COMPLETE", 0) >= 2 and analysis.param_names:
         figures["importance"] = importance_figure(analysis)
     if any(r.curve for r in analysis.rows):

@@ -22,10 +22,14 @@ How the trials are shared out, and why it survives crashes (all through Optuna's
   any number of machines can run the same command against one storage: they split the slots
   and the total is exactly ``count``.
 * A trial that raises (bad hyperparameters, out of memory, …) is recorded as FAIL with its
-  error (user attribute ``error``, traceback in ``trials/<n>/error.txt``); the worker goes on.
+  error (user attribute ``error``, traceback in ``trials/<n>/error.txt``); the worker logs
+  one line and goes on. The next start of the command queues every slot that holds only
+  failures again (`RetryHeartbeatStaleTrialCallback`, the same parameters and run folder),
+  so fixing the cause and running the same command retries them.
   `SweepResult.ran` lists what this machine's workers ran; ``goemo sweep`` exits non-zero
   when none of those succeeded (an array job must not report success for a sweep that only
-  crashed) and 0 when some did, or when nothing was left to run.
+  crashed) and 0 when some did, or when nothing was left to run (other workers hold the rest,
+  or the study is complete).
 * A trial whose worker died (SIGKILL, power cut) is found RUNNING by the next worker that
   looks for a slot. On the same host its process id is gone: it is marked FAIL
   (``interrupted``) at once. Elsewhere its Optuna heartbeat stops, and after the grace period
@@ -56,6 +60,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import socket
 import time
 import traceback
@@ -81,7 +86,7 @@ from goemo.core.config import (
     normalize_keys,
     resolve_config,
 )
-from goemo.core.errors import ConfigError, RunFolderError
+from goemo.core.errors import ConfigError, GoemoError, RunFolderError
 from goemo.core.fileio import atomic_write_json, atomic_write_text
 from goemo.core.run_folder import RunFolder
 from goemo.predict.cache import predict_split
@@ -443,11 +448,15 @@ def _check_same_sweep(saved: dict[str, Any], sweep: Sweep, path: Path) -> None:
         )
 
 
-def open_study(sweep: Sweep, storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+def open_study(
+    sweep: Sweep, storage: optuna.storages.BaseStorage | None = None, retry_failed: bool = True
+) -> optuna.Study:
     """Create or load the study and top its queue up to ``sweep.count`` slots (under the lock).
 
     Each slot is a `Study.enqueue_trial` with user attribute ``slot`` (its index); a retry
     carries its trial's ``slot`` too, so the slots already queued are the distinct indices.
+    With ``retry_failed``, a slot whose trials all failed is queued again (`_failed_slots`):
+    running the same command after fixing what made trials fail retries them.
     """
     storage = storage if storage is not None else open_storage(sweep.storage_url)
     with study_lock(sweep.storage_url, sweep.study_name):
@@ -474,6 +483,17 @@ def open_study(sweep: Sweep, storage: optuna.storages.BaseStorage | None = None)
             raise ConfigError(
                 f"study {sweep.study_name} optimises {recorded}, not {sweep.spec.metric}: use another --study"
             )
+        failed = _failed_slots(study) if retry_failed else []
+        with _quiet_experimental():
+            for trial in failed:  # Optuna's retry callback: same parameters, slot and run folder
+                _RetryCallback(max_retry=None)(study, trial)
+        if failed:
+            log.info(
+                "study %s: %d failed trial(s) queued again (%s)",
+                sweep.study_name,
+                len(failed),
+                ", ".join(str(t.number) for t in failed),
+            )
         queued = {t.user_attrs["slot"] for t in study.get_trials(deepcopy=False) if "slot" in t.user_attrs}
         planned = sweep.spec.slot_params(sweep.count, sweep.seed)
         missing = [i for i in range(sweep.count) if i not in queued]
@@ -482,6 +502,25 @@ def open_study(sweep: Sweep, storage: optuna.storages.BaseStorage | None = None)
         if missing:
             log.info("study %s: %d trial(s) queued (%d in all)", sweep.study_name, len(missing), sweep.count)
     return study
+
+
+def _failed_slots(study: optuna.Study) -> list[FrozenTrial]:
+    """The last trial of each slot that has only failed trials (none completed, pruned, running or waiting).
+
+    Such a slot holds no result and nobody is working on it: a new start of the sweep command
+    retries it, with no limit (`MAX_RETRIES` bounds retries of interrupted trials within a run).
+    """
+    last: dict[int, FrozenTrial] = {}
+    settled = set()
+    for t in study.get_trials(deepcopy=False):
+        slot = t.user_attrs.get("slot")
+        if slot is None:
+            continue
+        if t.state != TrialState.FAIL:
+            settled.add(slot)
+        elif slot not in last or t.number > last[slot].number:
+            last[slot] = t
+    return [t for slot, t in sorted(last.items()) if slot not in settled]
 
 
 # ---------------------------------------------------------------- one worker
@@ -702,7 +741,7 @@ class Worker:
     def _failed(self, trial: optuna.Trial, number: int, run_dir: Path, e: Exception) -> TrialOutcome:
         """Record why a trial failed; `Study.optimize` then marks it FAIL."""
         message = f"{type(e).__name__}: {e}"[:2000]
-        log.warning("trial %d failed: %s", number, message)
+        log.warning("trial %d failed: %s", number, failure_line(e))  # Optuna's traceback: at DEBUG
         try:
             atomic_write_text(run_dir / "error.txt", "".join(traceback.format_exception(e)))
         except OSError:
@@ -714,6 +753,19 @@ class Worker:
         return TrialOutcome(number, "FAIL", None, dict(trial.params), str(run_dir), message)
 
 
+def failure_line(e: BaseException) -> str:
+    """One line saying why a trial failed: a `GoemoError`'s message (written for the user), else
+    the exception's type and the first line of its message.
+
+    >>> failure_line(ConfigError("dropout=1.5: expected a number in [0, 1)")), failure_line(MemoryError())
+    ('dropout=1.5: expected a number in [0, 1)', 'MemoryError')
+    """
+    if isinstance(e, GoemoError):
+        return str(e)
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def write_dev_metrics(best_dir: Path, dev, config: TrainConfig, path: Path) -> dict[str, Any]:
     """Per-label dev scores of a trial's best model, for the sweep report's per-class AUC.
 
@@ -721,10 +773,7 @@ def write_dev_metrics(best_dir: Path, dev, config: TrainConfig, path: Path) -> d
     probabilities go through `goemo.predict.cache.predict_split`, so they are also cached in the
     trial's ``predictions/`` for a later ``goemo report`` of that trial.
     """
-    device = config.device if config.device in ("cpu", "cuda", "mps") else "auto"
-    preds = predict_split(
-        best_dir, dev, batch_size=config.eval_batch_size, device=device, token_cache_dir=config.cache_dir
-    )
+    preds = predict_split(best_dir, dev, config.scoring_settings(), token_cache_dir=config.cache_dir)
     report = compute_metrics(
         dev.labels, preds.probs, dev.label_names, thresholds=config.threshold, sweep=None, split="dev"
     )
@@ -770,10 +819,13 @@ class SweepResult:
 
         0 when at least one of the trials run here succeeded (completed or pruned: pruning is
         the search working) or when nothing was left to run; 1 when every one failed, so a
-        job array or a CI step does not report success for a sweep that only crashed.
+        job array or a CI step does not report success for a sweep that only crashed, and 1
+        when nothing ran and the study holds only failures.
         """
         if not self.ran:
             total = sum(self.counts.values())
+            if not any(self.counts.get(s) for s in ("COMPLETE", "PRUNED", "RUNNING", "WAITING")):
+                return 1, [f"the study's {total} trial(s) all failed and none was left to retry"]
             return 0, [
                 f"nothing to run: the study's {total} trial(s) were already taken (it is complete or other workers have the rest)"
             ]
@@ -837,11 +889,31 @@ def _outcomes_of(study: optuna.Study, pids: set[int], since: float) -> list[Tria
     return out
 
 
+_OPTUNA_TRIAL_FAILED = re.compile(r"Trial \d+ failed\b")
+
+
+class _OptunaRecords(logging.Handler):
+    """Passes Optuna's log records to the root logger's handlers, as propagation would, except
+    the two warnings Optuna logs for each failed trial (one with the full traceback): those go
+    at DEBUG. The worker says why a trial failed in one line of its own (`failure_line`), and
+    the traceback is also in ``trials/<n>/error.txt``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.WARNING and _OPTUNA_TRIAL_FAILED.match(record.getMessage()):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        root = logging.getLogger()
+        if root.isEnabledFor(record.levelno):
+            root.handle(record)
+
+
 def route_optuna_logging() -> None:
-    """Send Optuna's messages through `logging` (warnings and up) instead of its own stderr handler."""
+    """Send Optuna's messages (warnings and up) through `logging` instead of its own stderr handler."""
     optuna.logging.disable_default_handler()
-    optuna.logging.enable_propagation()
+    optuna.logging.disable_propagation()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    library = logging.getLogger("optuna")  # the logger Optuna's own loggers are children of
+    if not any(isinstance(h, _OptunaRecords) for h in library.handlers):
+        library.addHandler(_OptunaRecords())
 
 
 def _worker_process(sweep: Sweep, env: dict[str, str]) -> None:
@@ -850,7 +922,7 @@ def _worker_process(sweep: Sweep, env: dict[str, str]) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s worker {os.getpid()}: %(message)s")
     route_optuna_logging()
     storage = open_storage(sweep.storage_url)
-    Worker(sweep, open_study(sweep, storage), storage).run()
+    Worker(sweep, open_study(sweep, storage, retry_failed=False), storage).run()  # run_sweep retried them
 
 
 def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
@@ -858,10 +930,10 @@ def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
 
     Other machines join by running the same command against the same ``--storage``.
 
-    >>> sweep = prepare_sweep("examples/wandb_report_sweep.yaml", count=6,  # doctest: +SKIP
-    ...                       overrides={"data_dir": "data/goemotions", "model": "minilm"})
-    >>> run_sweep(sweep).best_params  # doctest: +SKIP
-    {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}
+        sweep = prepare_sweep("examples/wandb_report_sweep.yaml", count=6,
+                              overrides={"data_dir": "data/goemotions", "model": "minilm"})
+        run_sweep(sweep).best_params
+        # -> {'lr': 5e-05, 'batch_size': 32, 'dropout': 0.3}
     """
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected an integer >= 1")

@@ -37,6 +37,7 @@ def make_accelerator(config: TrainConfig, log_with: Sequence[GeneralTracker] = (
         cpu=device == "cpu",
         mixed_precision="no" if precision == "fp32" else precision,
         gradient_accumulation_steps=1,  # accumulation is done by hand in the loop, with no_sync
+        step_scheduler_with_optimizer=False,  # the prepared schedule steps once per step, not once per process
         log_with=list(log_with) or None,
     )
 

@@ -4,21 +4,22 @@ The card builder in `goemo.models.card` takes plain data and computes nothing; t
 precision / recall / F1 / ROC-AUC at the dev-tuned thresholds are computed here, at the end of
 training, from the probabilities the summary came from (`goemo.scoring.metrics.compute_metrics`).
 
->>> facts = card_facts(splits, final.probs, final.tuned, summary)   # doctest: +SKIP
->>> facts.per_label_split, len(facts.per_label)                      # doctest: +SKIP
-('test', 28)
+    facts = card_facts(splits, final.probs, final.tuned, summary)
+    facts.per_label_split, len(facts.per_label)
+    # -> ('test', 28)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from goemo.core.thresholds import TunedThresholds
 from goemo.data.split import Split
-from goemo.models.card import CardFacts, LabelRow
+from goemo.models.card import CardFacts, LabelRow, data_origin
 from goemo.scoring.metrics import compute_metrics
 
 
@@ -42,9 +43,15 @@ def card_facts(
     tuned: TunedThresholds | None,
     summary: Mapping[str, Any],
     threshold: float = 0.3,
+    training_config: Mapping[str, Any] | None = None,
 ) -> CardFacts:
     """Per-label rows on test when it was scored (else dev) at the dev-tuned thresholds (else
-    ``threshold``), split sizes, training label counts, the epoch selection and the resources."""
+    ``threshold``), split sizes, training label counts, the epoch selection and the resources.
+
+    With ``training_config``, also where the data came from (`goemo.models.card.DataOrigin`),
+    judged now, while a local dataset's path still exists: a card made later, elsewhere (an
+    export's), names the same source.
+    """
     split = "test" if "test" in probs else "dev"
     rows = label_rows(splits[split], probs[split], tuned if tuned is not None else threshold) if split in probs else []
     train = splits["train"]
@@ -61,4 +68,5 @@ def card_facts(
             "best_metric": summary.get("best_metric"),
         },
         resources=dict(summary.get("resources") or {}),
+        data_origin=asdict(data_origin(training_config)) if training_config is not None else None,
     )

@@ -1,71 +1,166 @@
-"""The splits a run trains on: read them, leave out a cross-fitting fold, sample them, check
-them, and batch the training texts.
+"""The splits a run trains on: read them, clean the training split, leave out a cross-fitting
+fold, sample them, check them, and batch the training texts.
 
 Kept apart from the loop because the sweep runner reads the data once for all of its trials
-(`load_training_data`) and the loop then narrows each trial's copy (`prepare_splits`); both must
-see exactly the texts training used.
+(`load_training_data`) and the loop then narrows each trial's copy (`clean_train`,
+`prepare_splits`); both must see exactly the texts training used.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from goemo.core.config import TrainConfig
-from goemo.core.errors import ConfigError
+from goemo.core.errors import ConfigError, DataError
 from goemo.data.batching import EncodedSplit, LengthBucketBatches
+from goemo.data.corrections import file_sha256, read_corrections, read_exclusions
 from goemo.data.folds import fold_of
-from goemo.data.hf_datasets import describe, load_hf_dataset
-from goemo.data.io import load_goemotions, load_split, read_label_names
+from goemo.data.source import DataSource
 from goemo.data.split import Split
 
 
 def load_training_data(config: TrainConfig) -> dict[str, Split]:
-    """The splits named by the config: a Hugging Face dataset, explicit files, or a GoEmotions folder.
+    """The splits the config's data source names (`goemo.data.source.DataSource.from_config`).
 
-    >>> splits = load_training_data(TrainConfig(data_dir="data/goemotions"))  # doctest: +SKIP
-    >>> sorted(splits)  # doctest: +SKIP
-    ['dev', 'test', 'train']
-    >>> hub = load_training_data(TrainConfig(dataset="go_emotions", dataset_config="simplified"))  # doctest: +SKIP
-    >>> hub["dev"].source  # doctest: +SKIP
-    'dataset go_emotions/simplified:validation'
+    A source that has no dev split is refused here: the dev split selects the model.
+
+        splits = load_training_data(TrainConfig(data_dir="data/goemotions"))
+        sorted(splits)
+        # -> ['dev', 'test', 'train']
     """
-    if config.dataset:
-        return _load_dataset(config, config.dataset)
-    if config.train_file:
-        names = read_label_names(config.labels_file) if config.labels_file else None
-        out: dict[str, Split] = {}
-        for key, path in (("train", config.train_file), ("dev", config.dev_file), ("test", config.test_file)):
-            if path:
-                out[key] = load_split(
-                    path, label_names=names, text_column=config.text_column, label_column=config.label_column
-                )
-                names = names or out[key].label_names
-        if "dev" not in out:
-            raise ConfigError("--dev FILE is needed with --train (model selection uses the dev split)")
-        return out
-    if not config.data_dir:
-        raise ConfigError("no data: give --data-dir or --train/--dev files")
-    return load_goemotions(config.data_dir, taxonomy=config.taxonomy)
-
-
-def _load_dataset(config: TrainConfig, dataset: str) -> dict[str, Split]:
-    """``--dataset``: its train, validation (goemo's dev) and test splits; the first two are needed."""
-    loaded = load_hf_dataset(
-        dataset,
-        config.dataset_config,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        label_names=read_label_names(config.labels_file) if config.labels_file else None,
-        taxonomy=config.taxonomy,
-    )
-    missing = [name for key, name in (("train", "train"), ("dev", "validation")) if key not in loaded]
+    source = DataSource.from_config(config.to_dict())
+    if source.kind == "files" and "dev" not in source.files:
+        raise ConfigError("--dev FILE is needed with --train (model selection uses the dev split)")
+    splits = source.splits()
+    missing = [name for key, name in (("train", "train"), ("dev", "validation")) if key not in splits]
     if missing:
-        has = ", ".join(str(split.source).rpartition(":")[2] for split in loaded.values())
+        has = ", ".join(str(split.source).rpartition(":")[2] for split in splits.values())
         raise ConfigError(
-            f"dataset {describe(dataset, config.dataset_config)} has splits {has}; "
-            f"training needs {' and '.join(missing)} too (validation, or dev, selects the model)"
+            f"{source.describe()} has splits {has}; training needs {' and '.join(missing)} too "
+            "(validation, or dev, selects the model)"
         )
-    return {key: loaded[key] for key in ("train", "dev", "test") if key in loaded}
+    return {key: splits[key] for key in ("train", "dev", "test") if key in splits}
+
+
+@dataclasses.dataclass(frozen=True)
+class Cleaning:
+    """What ``--exclude`` and ``--corrections`` did to the training split; kept in ``goemo.json``
+    (``cleaning``) and said on the model card, so a cleaned model names what cleaned it.
+
+    ``labels_changed`` counts the labels that differ from the file's data (``added`` +
+    ``removed``) on the texts kept; a correction that asks for what the data already holds
+    changes nothing and is counted in ``unchanged``.
+    """
+
+    texts_excluded: int = 0
+    labels_changed: int = 0
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    exclude: dict[str, str] | None = None  # {"file": absolute path, "sha256": ...}
+    corrections: dict[str, str] | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """One line for logs and model cards.
+
+        >>> Cleaning(3, 2, 1, 1, exclude={"file": "/a/x.txt", "sha256": "ab12"}).describe()
+        'cleaned with: 3 texts excluded, 2 labels changed (1 added, 1 removed), from /a/x.txt sha256 ab12'
+        """
+        files = [f"{f['file']} sha256 {f['sha256']}" for f in (self.exclude, self.corrections) if f]
+        return (
+            f"cleaned with: {self.texts_excluded:,} texts excluded, {self.labels_changed:,} labels changed "
+            f"({self.added:,} added, {self.removed:,} removed), from {' and '.join(files)}"
+        )
+
+
+def clean_train(config: TrainConfig, splits: dict[str, Split]) -> Cleaning | None:
+    """Apply ``config.exclude`` and ``config.corrections`` to ``splits["train"]`` (written back); None without them.
+
+    Only the training split is cleaned: dev and test keep their labels, so a cleaned model is
+    scored on the same texts as any other. Every id and label the files name must exist in the
+    training split (before any fold is held out or any sample drawn), else a `DataError` names
+    the file, line and field: a typo would otherwise clean nothing, silently. Corrections apply
+    to every text with that id; excluded texts are then dropped.
+
+        cleaning = clean_train(TrainConfig(exclude="drop.txt"), splits)
+        cleaning.texts_excluded
+        # -> 12
+    """
+    if not config.exclude and not config.corrections:
+        return None
+    train = splits["train"]
+    rows: dict[str, list[int]] = {}
+    for i, text_id in enumerate(train.ids):
+        rows.setdefault(str(text_id), []).append(i)
+    labels = np.array(train.labels, copy=True)
+    column = {name: j for j, name in enumerate(train.label_names)}
+    drop: set[int] = set()
+    record: dict[str, Any] = {}
+    if config.exclude:
+        path = Path(config.exclude)
+        for entry in read_exclusions(path):
+            drop.update(_rows_of(rows, entry.id, path, entry.line))
+        record["exclude"] = {"file": str(path.resolve()), "sha256": file_sha256(path)}
+    changed: dict[tuple[int, int], str] = {}
+    unchanged = 0
+    if config.corrections:
+        path = Path(config.corrections)
+        for fix in read_corrections(path):
+            found = _rows_of(rows, fix.id, path, fix.line)
+            if fix.label not in column:
+                raise DataError(
+                    f"unknown label {fix.label!r} (the training labels: {_names(train.label_names)})",
+                    path=path,
+                    line=fix.line,
+                    field="label",
+                )
+            j, value = column[fix.label], 1 if fix.action == "add" else 0
+            for i in found:
+                if labels[i, j] == value and (i, j) not in changed:
+                    unchanged += 1
+                    continue
+                labels[i, j] = value
+                changed[(i, j)] = fix.action
+        record["corrections"] = {"file": str(path.resolve()), "sha256": file_sha256(path)}
+    keep = np.array([i for i in range(len(train)) if i not in drop], dtype=np.int64)
+    kept_changes = [action for (i, _), action in changed.items() if i not in drop]
+    cleaned = Split(
+        [train.texts[i] for i in keep],
+        [train.ids[i] for i in keep],
+        labels[keep],
+        list(train.label_names),
+        train.name,
+        train.source,
+    )
+    splits["train"] = cleaned
+    added = kept_changes.count("add")
+    return Cleaning(
+        texts_excluded=len(drop),
+        labels_changed=len(kept_changes),
+        added=added,
+        removed=len(kept_changes) - added,
+        unchanged=unchanged,
+        **record,
+    )
+
+
+def _rows_of(rows: dict[str, list[int]], text_id: str, path: Path, line: int) -> list[int]:
+    found = rows.get(text_id)
+    if not found:
+        raise DataError(f"unknown id {text_id!r}: no training text has it", path=path, line=line, field="id")
+    return found
+
+
+def _names(names: Sequence[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f", … ({len(names)} in all)" if len(names) > shown else "")
 
 
 def prepare_splits(config: TrainConfig, splits: dict[str, Split]) -> dict[str, Split]:

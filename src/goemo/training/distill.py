@@ -55,9 +55,9 @@ def teacher_probabilities(config: TrainConfig, train_split: Split) -> np.ndarray
     in each teacher's folder and a resumed or repeated run does not recompute them. Only the
     train split is ever predicted.
 
-    >>> soft = teacher_probabilities(TrainConfig(teachers=["runs/a/best", "runs/b/best"]), train)  # doctest: +SKIP
-    >>> soft.shape  # doctest: +SKIP
-    (43410, 28)
+        soft = teacher_probabilities(TrainConfig(teachers=["runs/a/best", "runs/b/best"]), train)
+        soft.shape
+        # -> (43410, 28)
     """
     if not config.teachers:
         return None
@@ -75,13 +75,8 @@ def teacher_probabilities(config: TrainConfig, train_split: Split) -> np.ndarray
         return cross_fitted_probabilities(config, train_split, folds)
     total: np.ndarray | None = None
     for teacher in config.teachers:
-        probs = predict_split(
-            teacher,
-            train_split,
-            batch_size=config.eval_batch_size,
-            device=config.device,
-            token_cache_dir=config.cache_dir,
-        ).probs.astype(np.float32)
+        preds = predict_split(teacher, train_split, config.scoring_settings(), token_cache_dir=config.cache_dir)
+        probs = preds.probs.astype(np.float32)
         total = probs if total is None else total + probs
     assert total is not None
     return total / len(config.teachers)
@@ -123,13 +118,8 @@ def cross_fitted_probabilities(
         rows = np.flatnonzero(text_fold == fold)
         if rows.size:
             part = train_split.subset(rows, name=f"{train_split.name}-fold{fold}of{num_folds}")
-            total[rows] += predict_split(
-                teacher,
-                part,
-                batch_size=config.eval_batch_size,
-                device=config.device,
-                token_cache_dir=config.cache_dir,
-            ).probs.astype(np.float32)
+            preds = predict_split(teacher, part, config.scoring_settings(), token_cache_dir=config.cache_dir)
+            total[rows] += preds.probs.astype(np.float32)
             count[rows] += 1
     missing = sorted({int(f) for f in text_fold[count == 0]})
     if missing:

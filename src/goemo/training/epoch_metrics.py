@@ -3,15 +3,15 @@
 The logits come from the predictor (`LiveScorer`, the same `EmotionClassifier` path as
 ``goemo predict`` on a saved folder), so training reports what prediction will give. Per epoch
 the numbers must be cheap (no threshold sweep): they are logged, and the selection metric picks
-``best/``. At the end, per-label thresholds are tuned on dev (never on test) and both splits are
-scored with them.
+``best/``. At the end, per-label thresholds are tuned on dev (never on test), a calibration is
+fitted on dev (``calibrate``), and both splits are scored with them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,12 +20,15 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import nn
 
+from goemo.core.calibration import Calibration
 from goemo.core.config import TrainConfig
 from goemo.core.thresholds import TunedThresholds, sigmoid
 from goemo.data.batching import EncodedSplit
 from goemo.data.split import Split
 from goemo.predict.classifier import EmotionClassifier
+from goemo.predict.pieces import encode_pieces
 from goemo.predict.torch_backend import TorchBackend
+from goemo.scoring.calibration import CalibrationReport, calibration_report, fit_calibration
 from goemo.scoring.metrics import cross_tuned_f1_macro, is_test_split, summary, tune_thresholds
 
 LOWER_IS_BETTER = {"val_loss"}
@@ -60,7 +63,25 @@ class LiveScorer:
             np.full(len(self.label_names), self.config.threshold),
             max_length=self.config.max_length,
             batch_size=self.config.eval_batch_size,
+            long_text="truncate",  # it scores the splits' truncated token ids (the token cache), as it trains on them
         )
+
+    def recorded_settings(
+        self, model: nn.Module, scored: Mapping[str, tuple[Sequence[str], EncodedSplit]]
+    ) -> dict[str, Any]:
+        """The settings of the probabilities training caches (``goemo.json`` ``prediction``).
+
+        Training scores the truncated token ids it trains on. When no text it scored is longer
+        than ``max_length`` (GoEmotions at 64 tokens: none), pieces would have given the very
+        same probabilities, bit for bit, so they are recorded as ``long_text: pieces``, the
+        labelling default, and `goemo evaluate` finds them; else as ``truncate``, which they are.
+        """
+        settings = self.classifier(model).settings
+        long = sum(
+            encode_pieces(texts, self.tokenizer, self.config.max_length, "truncate", encoded=encoded).long
+            for texts, encoded in scored.values()
+        )
+        return {**settings, "long_text": "truncate" if long else "pieces"}
 
     def logits(self, model: nn.Module, split: EncodedSplit) -> np.ndarray:
         """Logits of every text of ``split``, each process scoring its share (gathered in input order);
@@ -79,22 +100,29 @@ class LiveScorer:
 
 
 def evaluate_logits(
-    logits: np.ndarray, labels: np.ndarray, threshold: float, split: str = "dev", shrink: float = 0.0
+    logits: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    split: str = "dev",
+    shrink: float = 0.0,
+    probs: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Loss and the per-epoch headline metrics from logits (cheap: no threshold sweep).
 
     The cross-tuned F1 tunes thresholds on part of ``split`` (with ``shrink``, as the final
-    tuning will), so it is left out for a test split.
+    tuning will), so it is left out for a test split. ``probs``, when given, are the
+    probabilities the metrics are computed from (a calibration's, exactly as they are cached)
+    instead of ``sigmoid(logits)``.
 
     >>> y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
     >>> m = evaluate_logits(np.where(y > 0, 2.0, -2.0).astype(np.float32), y, 0.3, split="test")
     >>> round(m["val_loss"], 4), m["f1_macro"]
     (0.1269, 1.0)
     """
-    probs = sigmoid(logits)
-    loss = float(
-        nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(labels)).item()
-    )
+    if probs is None:
+        probs = sigmoid(logits)
+    z = torch.from_numpy(np.asarray(logits))
+    loss = float(nn.functional.binary_cross_entropy_with_logits(z, torch.from_numpy(labels).to(z.dtype)).item())
     values = summary(labels, probs, threshold)
     # What dev-tuned per-label thresholds will give on unseen text, estimated on dev alone
     # (tuned on one half, scored on the other): the number the `fast` recipe is chosen by.
@@ -137,11 +165,21 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
 
 @dataclass
 class FinalScores:
-    """The best weights' scores: ``metrics`` per split, the probabilities they came from, dev-tuned thresholds."""
+    """The best weights' scores: ``metrics`` per split, the probabilities they came from, dev-tuned
+    thresholds, and the calibration fitted on dev with its ECE per split (when ``calibrate``)."""
 
     metrics: dict[str, dict[str, Any]]
     probs: dict[str, np.ndarray]
     tuned: TunedThresholds | None
+    calibration: Calibration | None = None
+    calibration_reports: dict[str, CalibrationReport] = field(default_factory=dict)
+
+    def calibration_summary(self) -> dict[str, Any] | None:
+        """For ``summary.json``: the maps chosen and the macro ECE and log-loss before and after, per split."""
+        if self.calibration is None:
+            return None
+        reports = {split: report.summary() for split, report in self.calibration_reports.items()}
+        return {"methods": self.calibration.method_counts(), "rule": self.calibration.info.get("rule"), **reports}
 
     def flat(self) -> dict[str, Any]:
         """``{"dev/f1_macro": …, "test/auc_micro": …}``: the metrics as one flat dict, for the trackers."""
@@ -157,26 +195,57 @@ class FinalScores:
 
 
 def final_evaluation(
-    scorer: LiveScorer, model: nn.Module, encoded: dict[str, EncodedSplit], config: TrainConfig
+    scorer: LiveScorer,
+    model: nn.Module,
+    encoded: dict[str, EncodedSplit],
+    config: TrainConfig,
+    dev_checksum: str | None = None,
 ) -> FinalScores:
     """Score dev (and test, with ``eval_test``) with ``model`` (the best weights) at the fixed
-    threshold and with per-label thresholds tuned on dev."""
+    threshold and with per-label thresholds tuned on dev.
+
+    With ``calibrate``, a calibration is fitted on the dev logits, the thresholds (tuned on the
+    raw scale) are re-expressed on its scale, so no decision changes, and every number is computed
+    from the calibrated probabilities: the ones the saved model gives (`goemo.evaluation.calibration`).
+    """
+    keys = [key for key in ("dev", "test") if key in encoded and (key == "dev" or config.eval_test)]
+    logits = {key: scorer.logits(model, encoded[key]) for key in keys}
     out = FinalScores({}, {}, None)
-    for key in ("dev", "test"):
-        if key in encoded and (key == "dev" or config.eval_test):
-            logits = scorer.logits(model, encoded[key])
-            out.metrics[key] = evaluate_logits(
-                logits, encoded[key].labels, config.threshold, split=key, shrink=config.threshold_shrink
+    if "dev" in logits:  # per-label thresholds come from dev only, never from test
+        dev = encoded["dev"]
+        out.tuned = tune_thresholds(
+            dev.labels,
+            sigmoid(logits["dev"]),
+            split_name="dev",
+            label_names=scorer.label_names,
+            shrink=config.threshold_shrink,
+        )
+        if config.calibrate and len(dev.labels) >= 2:  # (a calibration needs texts to fit on)
+            fit = fit_calibration(
+                dev.labels,
+                logits["dev"],
+                scorer.label_names,
+                split_name="dev",
+                split_checksum=dev_checksum,
+                seed=config.seed,
             )
-            probs = out.probs[key] = sigmoid(logits)
-            if key == "dev":  # per-label thresholds come from dev only, never from test
-                out.tuned = tune_thresholds(
-                    encoded["dev"].labels,
-                    probs,
-                    split_name="dev",
-                    label_names=scorer.label_names,
-                    shrink=config.threshold_shrink,
-                )
-            assert out.tuned is not None  # dev comes first
-            out.metrics[key]["f1_macro_tuned"] = summary(encoded[key].labels, probs, out.tuned)["f1_macro"]
+            out.calibration, values = fit.calibration.anchored(out.tuned.values)
+            out.tuned = replace(out.tuned, values=values)
+    assert out.tuned is not None  # dev comes first
+    for key in keys:
+        labels = encoded[key].labels
+        cal = out.calibration
+        probs = out.probs[key] = sigmoid(logits[key]) if cal is None else cal.probabilities(logits[key])
+        z = logits[key] if cal is None else cal.logits(logits[key])
+        out.metrics[key] = evaluate_logits(
+            z, labels, config.threshold, split=key, shrink=config.threshold_shrink, probs=probs
+        )
+        out.metrics[key]["f1_macro_tuned"] = summary(labels, probs, out.tuned)["f1_macro"]
+        if cal is not None:
+            out.calibration_reports[key] = calibration_report(
+                labels, sigmoid(logits[key]), probs, scorer.label_names, cal.methods, split=key
+            )
+    if out.calibration is not None and "dev" in out.calibration_reports:
+        info = {**out.calibration.info, "dev": out.calibration_reports["dev"].summary()}
+        out.calibration = replace(out.calibration, info=info)
     return out

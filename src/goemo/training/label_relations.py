@@ -16,23 +16,21 @@ relations rather than only their values.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from goemo.core.errors import ConfigError
-from goemo.data.taxonomy import NEUTRAL, load_taxonomy
+from goemo.data.taxonomy import NEUTRAL, Taxonomy, load_taxonomy
 
 
-def sentiment_relations(label_names: list[str] | tuple[str, ...], data_dir: str | Path | None = None) -> np.ndarray:
+def sentiment_relations(label_names: list[str] | tuple[str, ...], sentiment: Taxonomy | None = None) -> np.ndarray:
     """``(L, L)``: +1 same sentiment group, -1 different groups, 0 when a label is in none.
 
-    The groups come from the built-in ``sentiment`` grouping (or ``data_dir``'s own
-    ``sentiment_dict.json``); labels outside every group, ``neutral`` among them, relate to
-    nothing, as in the official script.
+    The groups come from ``sentiment`` (default: the built-in grouping; training passes the
+    data folder's own ``sentiment_dict.json``); labels outside every group, ``neutral`` among
+    them, relate to nothing, as in the official script.
     """
-    groups = load_taxonomy("sentiment", data_dir).groups or {}
+    groups = (sentiment or load_taxonomy("sentiment")).groups or {}
     group_of = {member: group for group, members in groups.items() if group != NEUTRAL for member in members}
     if sum(name in group_of for name in label_names) < 2:
         raise ConfigError(

@@ -1,8 +1,9 @@
 """The training loop: one readable Accelerate loop for CPU, one GPU and many.
 
-Read `train` top to bottom (`_train`, once the run folder is locked): prepare the run folder,
-load and tokenise the data, build the model, then for each epoch train, evaluate on dev, and
-checkpoint (``best/`` by the selection metric, ``last/`` with everything needed to resume). Finally evaluate the best weights on dev and test
+Read `train` top to bottom: check the run before its folder is touched (`.preflight`: the
+trackers, the folder, the encoder, the data), then (`_train`, once the run folder is locked)
+prepare the run folder, tokenise the data, build the model, then for each epoch train,
+evaluate on dev, and checkpoint (``best/`` by the selection metric, ``last/`` with everything needed to resume). Finally evaluate the best weights on dev and test
 and write ``summary.json``. Each part it calls lives in its own module beside it, so the loop
 stays one screenful of what happens in which order: the Accelerator (`goemo.training.accelerator`),
 the splits (`.data`), the loss (`.losses`), the optimiser (`.optim`), distillation (`.distill`), the
@@ -15,12 +16,13 @@ function of (seed, epoch), and ``last/`` holds the optimizer, scheduler, RNG and
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from tqdm.auto import tqdm
 from goemo.core.config import TrainConfig, save_config
 from goemo.core.errors import ModelError
 from goemo.core.fileio import append_jsonl, atomic_write_json
+from goemo.core.folder import ModelFolder
 from goemo.core.run_folder import TRAINER_STATE_FILE, RunFolder, corrupt_checkpoint
 from goemo.data.batching import collate, encode_split
 from goemo.data.split import Split
@@ -38,13 +41,14 @@ from goemo.models.modeling import build_model, load_tokenizer
 from goemo.training.accelerator import make_accelerator, mean_over_processes, plain_model
 from goemo.training.card_facts import card_facts
 from goemo.training.checkpoint import finish_best, load_best_weights, load_checkpoint, model_meta, save_checkpoint
-from goemo.training.data import load_training_data, prepare_splits, train_batches
+from goemo.training.data import clean_train, load_training_data, prepare_splits, train_batches
 from goemo.training.distill import batch_targets, soft_targets
 from goemo.training.ema import weight_average
 from goemo.training.epoch_metrics import LiveScorer, dev_metrics, final_evaluation, is_better
 from goemo.training.grad_stats import grad_norms, watch_stats
 from goemo.training.losses import loss_function
 from goemo.training.optim import make_optimizer, optimizer_step
+from goemo.training.preflight import check_encoder
 from goemo.training.resources import Stopwatch
 from goemo.training.summary import resources_used, run_summary
 from goemo.training.tracking import close_trackers, draws_histograms, log_histograms, make_trackers
@@ -102,39 +106,50 @@ def train(
     Python (it gets the splits back as training sampled them). ``callbacks`` get every record
     written to metrics.jsonl (sweep pruning); an exception raised by one ends training.
 
-    >>> from goemo import TrainConfig, train
-    >>> result = train(TrainConfig(data_dir="data/goemotions", epochs=1, output="runs/try"))  # doctest: +SKIP
-    >>> result.summary["test"]["f1_macro"]  # doctest: +SKIP
+        from goemo import TrainConfig, train
+        result = train(TrainConfig(data_dir="data/goemotions", epochs=1, output="runs/try"))
+        result.summary["test"]["f1_macro"]
     """
     started, watch = time.perf_counter(), Stopwatch()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    # The dashboards (a typo or a missing package fails here, before the run folder is touched).
+    # Before the run folder is touched (goemo.training.preflight): the dashboards (a typo or a
+    # missing package), a folder in use or holding another run, the encoder against max_length,
+    # and the data, read and checked as training will use it.
     accelerator = make_accelerator(config, make_trackers(config.trackers, Path(config.output)))
     run = RunFolder(config.output)
+    if accelerator.is_main_process:
+        run.check_start(config)
+    check_encoder(config)
+    splits = load_training_data(config) if splits is None else splits
+    cleaning = clean_train(config, splits)  # before any fold is held out: the files name the whole split's ids
+    if cleaning is not None and accelerator.is_main_process:
+        log.info(cleaning.describe())
+    splits = prepare_splits(config, splits)
+    cleaned = None if cleaning is None else cleaning.to_record()
     # One run per folder: the main process holds RUN/.lock until the run ends, however it ends.
     with run.lock() if accelerator.is_main_process else nullcontext():
-        return _train(config, splits, callbacks, accelerator, run, started, watch)
+        return _train(config, splits, callbacks, accelerator, run, started, watch, cleaned)
 
 
 def _train(
     config: TrainConfig,
-    splits: dict[str, Split] | None,
+    splits: dict[str, Split],
     callbacks: Sequence[Callback],
     accelerator,
     run: RunFolder,
     started: float,
     watch: Stopwatch,
+    cleaned: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """`train` once the run folder is locked."""
+    """`train` once the run is checked, its ``splits`` prepared (and cleaned: ``cleaned`` records how) and its folder locked."""
     main = accelerator.is_main_process
     with accelerator.main_process_first():  # the main process tidies the folder first; all then see the same one
         resume_from = run.prepare(config, is_main=main)
     if main:
         save_config(config, run.config_path)
 
-    # ---- data: the splits, the teachers' probabilities, the tokens
-    splits = prepare_splits(config, load_training_data(config) if splits is None else splits)
+    # ---- data: the splits (read before the folder was taken), the teachers' probabilities, the tokens
     label_names = splits["train"].label_names
     checksums = {k: s.checksum() for k, s in splits.items()}
     with accelerator.main_process_first():  # one process predicts, the others read its cache
@@ -153,11 +168,11 @@ def _train(
     total_batches = math.ceil(config.epochs * batches_per_epoch)
     num_epochs = math.ceil(total_batches / batches_per_epoch)
     total_steps = math.ceil(total_batches / config.grad_accum)
-    optimizer, scheduler = make_optimizer(model, config, accelerator.device, total_steps)
+    optimizer, scheduler = make_optimizer(model, config, total_steps)
     if config.compile:
         model = torch.compile(model, dynamic=True)  # type: ignore[assignment]  # same interface, compiled
-    model, optimizer = accelerator.prepare(model, optimizer)
-    loss_fn = loss_function(config, splits["train"].labels, label_names, accelerator.device)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)  # saved by save_state
+    loss_fn = loss_function(config, splits["train"].labels, label_names)
     ema = weight_average(plain_model(accelerator, model), config.ema_decay)  # evaluated and saved as best/
     scorer = LiveScorer(accelerator, tokenizer, label_names, config)
 
@@ -189,20 +204,23 @@ def _train(
         """``last/`` (with state) holds the raw weights training continues from; ``best/`` the weights evaluated."""
         if with_state and main:  # the records this checkpoint has seen; a resumed run writes the later ones again
             state.metrics_bytes = run.metrics_path.stat().st_size if run.metrics_path.is_file() else 0
-        training = {"optimizer": optimizer, "scheduler": scheduler, "state": state, "ema": ema} if with_state else None
+        training = {"state": state, "ema": ema} if with_state else None
         weights = model if with_state or ema is None else ema.module
         with watch("save"):
             save_checkpoint(
-                folder, accelerator, weights, tokenizer, model_meta(config, label_names, checksums, metrics), training
+                folder,
+                accelerator,
+                weights,
+                tokenizer,
+                model_meta(config, label_names, checksums, metrics, cleaning=cleaned),
+                training,
             )
 
     state = TrainState()
     accelerator.init_trackers("goemo", config=config.to_dict())  # on the main process; see goemo.training.tracking
     try:
         if resume_from is not None:
-            state = TrainState.restore(
-                load_checkpoint(resume_from, accelerator, model, optimizer, scheduler, ema), resume_from
-            )
+            state = TrainState.restore(load_checkpoint(resume_from, accelerator, model, ema), resume_from)
             if main:
                 run.rewind_metrics(state.metrics_bytes)
             _log_resume(run.path, state)
@@ -288,19 +306,37 @@ def _train(
             checkpoint(run.last_dir, True, {"dev": metrics, "epoch": epoch + 1})
             notify(record)  # after the checkpoints: a callback that stops the run (pruning) loses nothing
 
-        # ---- the best weights on dev and test, thresholds tuned on dev, summary.json
+        if resume_from is not None and state.epoch >= num_epochs and run.summary_path.is_file():
+            # a finished run resumed: summary.json is written last, so its final phase ran to the end
+            summary = json.loads(run.summary_path.read_text(encoding="utf-8"))
+            if main:
+                log.info("%s finished already; its best/ and summary.json are kept as they are", run.path)
+            close_trackers(accelerator.trackers)
+            accelerator.wait_for_everyone()
+            return TrainResult(run.path, run.best_dir, summary, main)
+        # ---- the best weights on dev and test, thresholds tuned and a calibration fitted on dev, summary.json
         load_best_weights(run.best_dir, accelerator, model)
-        final = final_evaluation(scorer, model, encoded, config)
+        if ModelFolder.open(run.best_dir).calibration is not None:  # a finish cut short after calibrating
+            config = replace(config, calibrate=False)  # its weights give calibrated scores: tune on those
+        final = final_evaluation(scorer, model, encoded, config, checksums.get("dev"))
         resources = resources_used(started, epoch_times, watch, accelerator.mixed_precision, accelerator.num_processes)
         summary = run_summary(config, run.path, state.best_epoch, state.best_metric, state.history, final, resources)
         if main:
-            atomic_write_json(run.summary_path, summary)
             headline = {"best_epoch": state.best_epoch, **final.metrics}
-            meta = model_meta(config, label_names, checksums, headline, final.tuned_dict())
-            facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold)
+            meta = model_meta(config, label_names, checksums, headline, final.tuned_dict(), cleaned)
+            facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold, config.to_dict())
+            scored = {k: (splits[k].texts, encoded[k]) for k in final.probs}
+            settings = scorer.recorded_settings(model, scored)
             finish_best(
-                run.best_dir, meta, scorer.classifier(model).settings, final.predictions(splits), facts, summary
+                run.best_dir,
+                meta,
+                settings,
+                final.predictions(splits),
+                facts,
+                summary,
+                calibration=final.calibration,
             )
+            atomic_write_json(run.summary_path, summary)  # last: it marks the run finished
             accelerator.log({"event": "summary", **final.flat()})
     except BaseException:
         close_trackers(accelerator.trackers, failed=True)
@@ -343,13 +379,13 @@ def _log_start(config: TrainConfig, accelerator, texts: int, labels: int, epochs
 
 def _log_epoch(record: dict[str, Any], seconds: float) -> None:
     log.info(
-        "epoch %d: train_loss %.4f val_loss %.4f f1_macro %.4f f1_macro_xtuned %.4f auc_macro %.4f (%.0fs)%s",
+        "epoch %d: train_loss %.4f val_loss %.4f f1_macro %.4f f1_macro_xtuned %.4f auc_score %.4f (%.0fs)%s",
         record["epoch"],
         record["train_loss"],
         record["val_loss"],
         record["f1_macro"],
         record["f1_macro_xtuned"],
-        record["auc_macro"],
+        record["auc_score"],  # macro ROC-AUC, under the name sweeps and --select-metric use
         seconds,
         " *" if record["best"] else "",
     )

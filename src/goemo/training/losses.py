@@ -14,35 +14,43 @@ import torch
 from torch import nn
 
 from goemo.core.config import TrainConfig
+from goemo.data.taxonomy import load_taxonomy
 from goemo.training.label_relations import correlation_relations, relation_penalty, sentiment_relations
 
 
 def loss_function(
-    config: TrainConfig, train_labels: np.ndarray, label_names: Sequence[str], device: torch.device
+    config: TrainConfig, train_labels: np.ndarray, label_names: Sequence[str]
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """BCE on logits, optionally with per-label positive weights, focal modulation, smoothing,
     and the paper's label-relation regularisers (`goemo.training.label_relations`).
 
-    >>> loss = loss_function(TrainConfig(), np.zeros((4, 2), dtype=np.uint8), ["a", "b"], torch.device("cpu"))
+    Its constant tensors follow the logits to their device on the first call.
+
+    >>> loss = loss_function(TrainConfig(), np.zeros((4, 2), dtype=np.uint8), ["a", "b"])
     >>> round(float(loss(torch.zeros(1, 2), torch.zeros(1, 2))), 4)  # log 2
     0.6931
     """
     relations = []
     if config.sentiment_reg:
-        rel = sentiment_relations(list(label_names), config.data_dir)
-        relations.append((config.sentiment_reg, torch.from_numpy(rel).to(device)))
+        rel = sentiment_relations(list(label_names), load_taxonomy("sentiment", config.data_dir))
+        relations.append((config.sentiment_reg, torch.from_numpy(rel)))
     if config.correlation_reg:
         rel = correlation_relations(train_labels, list(label_names))
-        relations.append((config.correlation_reg, torch.from_numpy(rel).to(device)))
+        relations.append((config.correlation_reg, torch.from_numpy(rel)))
     pos_weight = None
     if config.pos_weight == "auto":
         pos = train_labels.sum(axis=0).clip(min=1)
         neg = len(train_labels) - pos
         # sqrt of the imbalance ratio: rare labels count more without exploding the loss.
-        pos_weight = torch.tensor(np.sqrt(neg / pos), dtype=torch.float32, device=device)
+        pos_weight = torch.tensor(np.sqrt(neg / pos), dtype=torch.float32)
     eps = config.label_smoothing
 
     def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        nonlocal pos_weight, relations
+        if pos_weight is not None and pos_weight.device != logits.device:
+            pos_weight = pos_weight.to(logits.device)
+        if relations and relations[0][1].device != logits.device:
+            relations = [(weight, rel.to(logits.device)) for weight, rel in relations]
         logits = logits.float()
         if eps:
             targets = targets * (1 - eps) + eps / 2

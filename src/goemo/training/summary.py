@@ -27,7 +27,8 @@ def run_summary(
     final: FinalScores,
     resources: dict[str, Any],
 ) -> dict[str, Any]:
-    """The selection, the best weights' scores per split, a line per epoch, and `resources_used`."""
+    """The selection, the best weights' scores per split, the calibration's ECE before and after (when
+    one was fitted), a line per epoch, and `resources_used`."""
     return {
         "run_dir": str(run_dir),
         "model": config.model,
@@ -36,6 +37,7 @@ def run_summary(
         "best_metric": best_metric,
         "threshold": config.threshold,
         **final.metrics,
+        **({"calibration": calibration} if (calibration := final.calibration_summary()) else {}),
         "epochs": [{k: r[k] for k in EPOCH_KEYS} for r in history],
         "resources": resources,
     }

@@ -25,11 +25,11 @@ unchanged (they dispatch on ``goemo.json``'s ``"kind": "tfidf"``). It holds no p
 Loading rebuilds each `sklearn.feature_extraction.text.TfidfVectorizer` from the saved
 settings, vocabulary and idf, so the loaded model's probabilities equal the fitted model's.
 
->>> result = fit_tfidf_baseline(TfidfConfig(data_dir="data/goemotions", output="runs/tfidf"))  # doctest: +SKIP
->>> result.summary["test"]["f1_macro_tuned"]  # doctest: +SKIP
-0.45
->>> EmotionClassifier.load("runs/tfidf/best").predict(["thanks a lot!"])  # doctest: +SKIP
-[[{'label': 'gratitude', 'score': 0.93}]]
+    result = fit_tfidf_baseline(TfidfConfig(data_dir="data/goemotions", output="runs/tfidf"))
+    result.summary["test"]["f1_macro_tuned"]
+    # -> 0.45
+    EmotionClassifier.load("runs/tfidf/best").predict(["thanks a lot!"])
+    # -> [[{'label': 'gratitude', 'score': 0.93}]]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from goemo.core.errors import ConfigError, RunFolderError
 from goemo.core.fileio import append_jsonl, atomic_directory, atomic_write_json, atomic_write_text
 from goemo.core.run_folder import LOCK_FILE, RunFolder
 from goemo.core.thresholds import sigmoid
-from goemo.data.io import load_goemotions
+from goemo.data.source import DataSource
 from goemo.data.split import Split
 from goemo.models.tfidf import KIND, TfidfModel
 from goemo.scoring.metrics import summary as metric_summary
@@ -206,12 +206,12 @@ def fit_tfidf_baseline(config: TfidfConfig, splits: dict[str, Split] | None = No
     (one epoch record, so ``goemo report`` draws its training table), ``summary.json`` and
     ``best/`` (the model folder) under ``config.output``.
 
-    >>> result = fit_tfidf_baseline(TfidfConfig(output="/tmp/tfidf"), splits)  # doctest: +SKIP
-    >>> result.summary["dev"]["f1_macro"], result.summary["fit_time_s"]          # doctest: +SKIP
+        result = fit_tfidf_baseline(TfidfConfig(output="/tmp/tfidf"), splits)
+        result.summary["dev"]["f1_macro"], result.summary["fit_time_s"]
     """
     started = time.perf_counter()
     if splits is None:
-        splits = load_goemotions(config.data_dir, taxonomy=config.taxonomy)
+        splits = DataSource.folder(config.data_dir, config.taxonomy).splits()
     splits = dict(splits)
     if "train" not in splits or "dev" not in splits:
         raise ConfigError("the TF-IDF baseline needs a 'train' and a 'dev' split")
@@ -275,6 +275,7 @@ def _fit_and_write(
         "vocabulary_size": model.vocabulary_size,
         "terms": model.terms(),
         "training_config": config.to_dict(),
+        "data_source": DataSource.folder(config.data_dir, config.taxonomy).to_record(),
         "data_checksums": {k: s.checksum() for k, s in splits.items()},
         "metrics": final,
         "sklearn_version": sklearn.__version__,

@@ -41,8 +41,9 @@ experiment named after the sweep) or to ``MLFLOW_TRACKING_URI``; W&B online when
 ``WANDB_MODE=offline``. A tracker whose package is missing is refused up front, with the extra
 to install, before the run folder is touched (`check_trackers`).
 
-The sweep runner opens trackers without an Accelerator: `build_trackers` starts them as
-``init_trackers`` would, and ``tracker.log(record)`` takes goemo's event records directly.
+The sweep runner and ``goemo stats`` open trackers without an Accelerator: `build_trackers`
+starts them as ``init_trackers`` would (with Accelerate's process state, which they need),
+and ``tracker.log(record)`` takes goemo's event records directly.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
 from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker, WandBTracker
 
 from goemo.core.errors import ConfigError
@@ -464,10 +466,10 @@ def make_trackers(names: Sequence[str], run_dir: Path) -> list[GoemoTracker]:
     Building one touches no file and imports no backend, so it may happen before the run
     folder is prepared; ``accelerator.init_trackers`` (or `build_trackers`) starts them.
 
-    >>> make_trackers(["jsonl"], Path("runs/x"))
-    []
-    >>> [t.name for t in make_trackers(["jsonl", "tensorboard"], Path("runs/x"))]  # doctest: +SKIP
-    ['tensorboard']
+        make_trackers(["jsonl"], Path("runs/x"))
+        # -> []
+        [t.name for t in make_trackers(["jsonl", "tensorboard"], Path("runs/x"))]
+        # -> ['tensorboard']
     """
     run_dir = Path(run_dir)
     sweep = sweep_folder(run_dir)
@@ -479,11 +481,17 @@ def build_trackers(names: list[str], run_dir: Path, config: dict[str, Any]) -> l
     """Open the named trackers for one run without an Accelerator (``jsonl`` needs nothing:
     training writes it), as ``accelerator.init_trackers`` would: start each, store ``config``.
 
-    >>> trackers = build_trackers(["jsonl", "tensorboard"], Path("runs/x"), {"lr": 1e-4})  # doctest: +SKIP
-    >>> trackers[0].log({"event": "epoch", "epoch": 1, "global_step": 10, "val_loss": 0.12})  # doctest: +SKIP
-    >>> close_trackers(trackers)  # doctest: +SKIP
+        trackers = build_trackers(["jsonl", "tensorboard"], Path("runs/x"), {"lr": 1e-4})
+        trackers[0].log({"event": "epoch", "epoch": 1, "global_step": 10, "val_loss": 0.12})
+        close_trackers(trackers)
+
+    Accelerate's trackers log through Accelerate's logger, which raises until Accelerate's
+    process state exists; an Accelerator makes it, and so does ``PartialState()`` here. Without
+    it a tracker that does not make it itself (W&B's) fails to start, alone or listed first.
     """
     trackers = make_trackers(names, run_dir)
+    if trackers:
+        PartialState()  # the state Accelerate's logger needs; the same one an Accelerator would use
     for tracker in trackers:
         tracker.start()
         tracker.store_init_configuration(config)
@@ -524,9 +532,9 @@ def log_dataset(
     unless logged in), MLflow's store beside ``DIR``, as for a training run in ``DIR``. A tracker
     that fails is dropped with one warning, as in training.
 
-    >>> log_dataset(["tensorboard"], Path("runs/data-analysis"), ["text", "labels"], [["hi", "joy"]],
-    ...             {"train/texts": 1.0}, {"seed": 0})  # doctest: +SKIP
-    ['tensorboard']
+        log_dataset(["tensorboard"], Path("runs/data-analysis"), ["text", "labels"], [["hi", "joy"]],
+                    {"train/texts": 1.0}, {"seed": 0})
+        # -> ['tensorboard']
     """
     trackers = build_trackers(list(names), Path(out_dir), config)
     failed = True
