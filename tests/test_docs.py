@@ -2,7 +2,8 @@
 
 Each page runs in a folder of its own laid out like a checkout beside the data (``goemo/``
 with ``examples/`` and ``benchmarks/``; ``shared/goemotions`` next to it, the copy `make run`
-falls back to), its blocks in page order: a bash block under ``bash -euo pipefail``, the
+falls back to), its blocks in page order: a bash block under ``bash -euo pipefail`` with what
+the blocks before it exported and the folder they left it in (as typed into one terminal), the
 Python blocks of a page in one interpreter (one namespace, as in a notebook). ``goemo`` is the
 venv's, running this checkout's source. What makes that quick and offline is in the
 environment and the folder, never in the commands:
@@ -185,9 +186,43 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_bash(block: Block, work: Path, env: dict[str, str], log: Callable[[str], None]) -> None:
+# A page's bash blocks run as if typed into one terminal, one after the other: each in a fresh
+# ``bash -euo pipefail`` that first takes what the blocks before it exported and the folder they
+# left it in (the cluster guide exports TRANSFORMERS_CACHE in one block and reads it in a later one).
+SHELL_WRAPPER = r"""
+__docs_test_state=$1 __docs_test_block=$2
+set --
+. "$__docs_test_state"
+trap '{ export -p | grep -Ev "^declare -[a-zA-Z]*r" || true; printf "cd %q\n" "$PWD"; } > "$__docs_test_state.next"' EXIT
+. "$__docs_test_block"
+"""
+
+
+class Terminal:
+    """The shell state of one page's bash blocks, kept in files beside the page's folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.state = folder / ".docs-test-shell-state"
+        self.state.write_text("", encoding="utf-8")
+
+    def argv(self, block: Block) -> list[str]:
+        """The command that runs ``block`` in this terminal (bash names the block's file in its errors)."""
+        script = self.folder / f".docs-test-block-{block.line}.sh"
+        script.write_text(block.code, encoding="utf-8")
+        return ["bash", "-euo", "pipefail", "-c", SHELL_WRAPPER, "docs-test", str(self.state), str(script)]
+
+    def keep(self) -> None:
+        """Take what the block that just succeeded exported, and its folder, for the next block."""
+        Path(f"{self.state}.next").replace(self.state)
+
+
+def run_bash(
+    block: Block, work: Path, env: dict[str, str], log: Callable[[str], None], terminal: Terminal | None = None
+) -> None:
+    terminal = terminal or Terminal(work.parent)
     proc = subprocess.Popen(
-        ["bash", "-euo", "pipefail", "-c", block.code],
+        terminal.argv(block),
         cwd=work,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -205,6 +240,7 @@ def run_bash(block: Block, work: Path, env: dict[str, str], log: Callable[[str],
     log(output)
     if proc.returncode != 0:
         pytest.fail(failure(block, f"exit status {proc.returncode}", output), pytrace=False)
+    terminal.keep()
 
 
 def answers(url: str) -> bool:
@@ -215,13 +251,22 @@ def answers(url: str) -> bool:
         return False
 
 
-def run_server_block(block: Block, work: Path, env: dict[str, str], log: Callable[[str], None]) -> None:
-    """Start the block in the background, wait until ``block.server`` answers 200, then stop it (SIGTERM)."""
+def run_server_block(
+    block: Block, work: Path, env: dict[str, str], log: Callable[[str], None], terminal: Terminal | None = None
+) -> None:
+    """Start the block in the background, wait until ``block.server`` answers 200, then stop it (SIGTERM).
+
+    The URL must not answer before: a server someone else left on the port would pass for the block's.
+    """
     assert block.server
-    out_path = work / f".docs-test-server-{block.line}.log"
+    if answers(block.server):
+        what = f"{block.server} answers before the block started: the port is taken"
+        pytest.fail(failure(block, what, ""), pytrace=False)
+    terminal = terminal or Terminal(work.parent)
+    out_path = work.parent / f".docs-test-server-{block.line}.log"
     with out_path.open("w") as out:
         proc = subprocess.Popen(
-            ["bash", "-euo", "pipefail", "-c", block.code],
+            terminal.argv(block),
             cwd=work,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -297,14 +342,15 @@ class PythonSession:
             try:
                 line = self.lines.get(timeout=max(1.0, deadline - time.monotonic()))
             except queue.Empty:
-                pytest.fail(failure(block, f"still running after {BLOCK_TIMEOUT_S} s", "".join(output)))
+                what = f"still running after {BLOCK_TIMEOUT_S} s"
+                pytest.fail(failure(block, what, "".join(output)), pytrace=False)
             if line is None:
                 pytest.fail(failure(block, "the interpreter ended", "".join(output)), pytrace=False)
             if line.startswith(self.MARK):
                 break
             output.append(line)
-        log("".join(output))
         error = json.loads(line[len(self.MARK) :])["error"]
+        log("".join(output) + (error or ""))
         if error:
             pytest.fail(failure(block, "raised", "".join(output) + error), pytrace=False)
 
@@ -332,6 +378,7 @@ def run_page(page: str, work: Path, env: dict[str, str]) -> None:
     """
     log_file = (work / ".docs-test.log").open("a", encoding="utf-8")
     python: PythonSession | None = None
+    terminal = Terminal(work.parent)
     try:
         for block in page_blocks(page):
             if block.skip:
@@ -350,9 +397,9 @@ def run_page(page: str, work: Path, env: dict[str, str]) -> None:
                 python = python or PythonSession(work, env)
                 python.run(block, log)
             elif block.server:
-                run_server_block(block, work, env, log)
+                run_server_block(block, work, env, log, terminal)
             else:
-                run_bash(block, work, env, log)
+                run_bash(block, work, env, log, terminal)
     finally:
         if python:
             cpu = children_cpu_s()
@@ -383,6 +430,9 @@ def page_env(session: Path, home: Path) -> dict[str, str]:
         "MPLCONFIGDIR": str(session / "matplotlib"),  # one font cache for every page, not one per $HOME
         "MPLBACKEND": "Agg",
         "TOKENIZERS_PARALLELISM": "false",
+        # One compute thread, as goemo's job scripts set it per task: the models here are tiny, and
+        # on a busy 2-core machine two spinning OpenMP threads made a training step ten times slower.
+        "OMP_NUM_THREADS": "1",
         **SAMPLE_SIZES,
     }
 
@@ -424,7 +474,7 @@ def make_template(root: Path, shared_data: Path) -> Path:
 
     Besides the repository's ``examples/`` and ``benchmarks/`` and the official data, the files
     the pages take as the reader's own: ``comments.csv`` (a ``body`` column), ``my.csv`` /
-    ``my_dev.csv`` (``body`` and ``tags``), ``my.yaml``, ``mine.csv`` and ``flags.csv``.
+    ``my_dev.csv`` / ``my_test.csv`` (``body`` and ``tags``), ``my.yaml``, ``mine.csv`` and ``flags.csv``.
     """
     from goemo.data.io import load_goemotions
 
@@ -448,6 +498,7 @@ def make_template(root: Path, shared_data: Path) -> Path:
     write_csv(work / "comments.csv", ["id", "body"], [[test.ids[i], test.texts[i]] for i in range(40)])
     write_csv(work / "my.csv", ["body", "tags"], [[train.texts[i], tags(train, i)] for i in range(400)])
     write_csv(work / "my_dev.csv", ["body", "tags"], [[dev.texts[i], tags(dev, i)] for i in range(120)])
+    write_csv(work / "my_test.csv", ["body", "tags"], [[test.texts[i], tags(test, i)] for i in range(120)])
     (work / "my.yaml").write_text(
         "# options of a run, as goemo train --config reads them (W&B-style names work too)\n"
         "preset: fast\nlearning_rate: 1.0e-4\nepochs: 1\noutput: runs/my-yaml\n",
@@ -653,6 +704,55 @@ def test_a_misplaced_directive_is_an_error(tmp_path: Path, monkeypatch: pytest.M
     page.write_text("<!-- docs-test: skip (needs a GPU (CUDA)) -->\n```bash\ntrue\n```\n")
     (block,) = page_blocks.__wrapped__("page.md")
     assert block.skip == "needs a GPU (CUDA)" and block.line == 2
+
+
+def run_tmp_page(root: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run ``text`` as a page of its own (REPO moved to ``root``) with the real goemo on PATH; its folder."""
+    env = page_env(root / "session", root / "home")  # reads REPO: before it moves
+    monkeypatch.setattr(sys.modules[__name__], "REPO", root)
+    (root / "page.md").write_text(text, encoding="utf-8")
+    work = root / "reader" / "goemo"
+    work.mkdir(parents=True)
+    page_blocks.cache_clear()  # "page.md" is each of these tests' page
+    try:
+        run_page("page.md", work, env)
+    finally:
+        page_blocks.cache_clear()
+    return work
+
+
+def test_a_documented_command_that_fails_fails_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken command fails the test even when the block's later lines succeed, and the failure names its line."""
+    page = (
+        "# A page\n\n```bash\ngoemo --help\n```\n\nThen:\n\n"
+        '```bash\ngoemo predict --model runs/no-such-model "hi"\necho "the line after it" ran\n```\n'
+    )
+    with pytest.raises(pytest.fail.Exception, match=r"page\.md:9: exit status 1") as failed:
+        run_tmp_page(tmp_path, page, monkeypatch)
+    output = str(failed.value).split("--- its output ---")[1]
+    assert "runs/no-such-model" in output
+    assert "the line after it ran" not in output  # echo prints it without quotes
+    assert "goemo" in (tmp_path / "reader" / "goemo" / ".docs-test.log").read_text()  # the first block ran
+
+
+def test_a_python_block_that_raises_fails_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = "```python\nx = 1\n```\n\n```python\nassert x == 2, 'x is ' + str(x)\n```\n"
+    with pytest.raises(pytest.fail.Exception, match=r"page\.md:5: raised(.|\n)*x is 1"):
+        run_tmp_page(tmp_path, page, monkeypatch)
+
+
+def test_bash_blocks_share_a_terminal_and_skipped_blocks_do_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a block exports and the folder it moves to are there for the next block, as in the reader's terminal."""
+    page = (
+        "```bash\nexport GREETING='hi there' && mkdir -p sub && cd sub\nLOCAL=1\n```\n\n"
+        "<!-- docs-test: skip (needs a GPU: it never runs here) -->\n```bash\nexit 3\n```\n\n"
+        '```bash\ntest "$GREETING" = "hi there"\ntest "$(basename "$PWD")" = sub\ntest -z "${LOCAL:-}"\n'
+        "touch made-here\n```\n"
+    )
+    work = run_tmp_page(tmp_path, page, monkeypatch)
+    assert (work / "sub" / "made-here").exists()
 
 
 def test_stopping_a_block_ends_every_process_under_it(tmp_path: Path) -> None:
