@@ -144,3 +144,78 @@ def tiny_clf(tiny_model_dir: Path):
     from goemo.predict.classifier import EmotionClassifier
 
     return EmotionClassifier.load(tiny_model_dir, backend="torch", device="cpu")
+
+
+# Words that carry no label, and the one word that carries each label of `keyword_data`.
+FILLER = (
+    "the a of and to in is it that was for on are with as at be this have from or by one had not but what all were"
+).split()
+KEYWORDS = {"joy": "happy", "anger": "angry"}
+
+
+def _write_keyword_data(folder: Path, train_texts: int = 240, seed: int = 0) -> dict[str, list[tuple[str, list[int]]]]:
+    """A GoEmotions folder where each label is certain: a text carries ``joy`` exactly when it
+    says "happy" and ``anger`` exactly when it says "angry" (four filler words besides). Ids are
+    ``tr0``, ``de0``, ``te0``, ...; returns {split: [(id, label ids)]}.
+
+    Small enough for the tiny random BERT to learn in seconds, so a planted label error is the
+    one thing its out-of-fold predictions disagree with.
+    """
+    import random
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(KEYWORDS)
+    written: dict[str, list[tuple[str, list[int]]]] = {}
+    for split, count in (("train", train_texts), ("dev", 40), ("test", 20)):
+        rows = []
+        with open(folder / f"{split}.tsv", "w", encoding="utf-8") as f:
+            for i in range(count):
+                labels = [j for j in range(len(names)) if rng.random() < 0.35]
+                words = rng.sample(FILLER, 4) + [KEYWORDS[names[j]] for j in labels]
+                rng.shuffle(words)
+                text_id = f"{split[:2]}{i}"
+                f.write(" ".join(words) + "\t" + ",".join(map(str, labels)) + f"\t{text_id}\n")
+                rows.append((text_id, labels))
+        written[split] = rows
+    (folder / "emotions.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    return written
+
+
+def _keyword_config(data: Path, root: Path, **changes):
+    """A TrainConfig on which the tiny random BERT learns `_write_keyword_data`'s keywords (mean
+    pooling, a high learning rate, twelve short epochs, the epoch of least dev loss): about 15 s for
+    three folds on a quiet CPU. Checked to find four planted errors, and nothing else, with data seeds 0-3."""
+    from goemo.core.config import TrainConfig
+
+    settings = dict(
+        data_dir=str(data),
+        model="tiny-random-bert",
+        pooling="mean",
+        epochs=12,
+        lr=5e-3,
+        head_lr=2e-2,
+        select_metric="val_loss",
+        batch_size=8,
+        max_length=12,
+        cache_dir=str(root / "cache"),
+        precision="fp32",
+        device="cpu",
+        seed=0,
+        num_threads=1,
+        log_every=1000,
+    )
+    return TrainConfig(**(settings | changes))
+
+
+@pytest.fixture(scope="session")
+def keyword_data():
+    """``write(folder, train_texts=240, seed=0)``: a GoEmotions folder where each label is certain
+    (`_write_keyword_data`), for tests that plant label errors in it."""
+    return _write_keyword_data
+
+
+@pytest.fixture(scope="session")
+def keyword_config():
+    """``make(data, root, **changes)``: the TrainConfig that learns `keyword_data` (`_keyword_config`)."""
+    return _keyword_config

@@ -161,7 +161,7 @@ def test_emotion_classifier_uses_the_tfidf_backend(fitted, splits):
 def test_evaluate_and_report(fitted, splits, shared_data):
     from goemo.core.errors import ThresholdLeakError
     from goemo.evaluation.evaluate import evaluate
-    from goemo.report import build_report
+    from goemo.report import ScoringOptions, build_report
 
     test = splits["test"]
     result = evaluate(fitted.best_dir, test, thresholds="tuned")
@@ -171,7 +171,9 @@ def test_evaluate_and_report(fitted, splits, shared_data):
     assert evaluate(fitted.best_dir, test, thresholds=0.3).predictions.from_cache
     with pytest.raises(ThresholdLeakError):
         evaluate(fitted.best_dir, splits["dev"], thresholds="tuned")
-    report = build_report(fitted.run_dir, max_samples=400, source=DataSource.folder(shared_data))
+    report = build_report(
+        fitted.run_dir, source=DataSource.folder(shared_data), scoring=ScoringOptions(max_samples=400)
+    )
     text = report.markdown.read_text()
     assert "tfidf-word+char-logreg" in text and "tuned on dev" in text and "## Training" in text
 

@@ -9,6 +9,7 @@ from sklearn.metrics import roc_auc_score
 from goemo.core.errors import MetricsInputError
 from goemo.scoring.bootstrap import (
     DEFAULT_RESAMPLES,
+    Resampling,
     bootstrap_scores,
     paired_bootstrap,
     resample_indices,
@@ -31,7 +32,9 @@ def test_paired_bootstrap_by_hand() -> None:
     #   r2: A 1 and 1 -> 1;          B 1 and 6/7 -> 13/14   -> 1/14
     #   r3: A 2/3 and 1 -> 5/6;      B 1 and 2/5 -> 0.7     -> 2/15
     #   r4: A 3/4 and 1 -> 7/8;      B 1 and 1 -> 1         -> -1/8
-    result = paired_bootstrap(Y, PA, PB, 0.5, 0.5, metrics=["f1_macro"], indices=INDICES)["f1_macro"]
+    result = paired_bootstrap(Y, PA, PB, 0.5, 0.5, metrics=["f1_macro"], resampling=Resampling(indices=INDICES))[
+        "f1_macro"
+    ]
     assert result.a == pytest.approx(0.9) and result.b == pytest.approx(5 / 6)
     assert result.difference == pytest.approx(1 / 15)
     # numpy's percentiles interpolate linearly between the sorted differences [-1/8, 1/15, 1/14, 2/15]
@@ -44,7 +47,7 @@ def test_paired_bootstrap_by_hand() -> None:
 
 
 def test_intervals_by_hand() -> None:
-    scores = bootstrap_scores(Y, PA, 0.5, ["joy", "anger"], indices=INDICES)
+    scores = bootstrap_scores(Y, PA, 0.5, ["joy", "anger"], Resampling(indices=INDICES))
     assert scores.f1_macro.estimate == pytest.approx(0.9)
     resampled = np.sort([0.9, 1.0, 5 / 6, 7 / 8])
     assert scores.f1_macro.low == pytest.approx(np.percentile(resampled, 2.5))
@@ -75,7 +78,7 @@ def test_point_estimates_are_the_evaluation_numbers() -> None:
     p = np.clip(rng.random((400, 5)) * 0.6 + 0.35 * y, 0, 1)
     thresholds = np.array([0.3, 0.4, 0.5, 0.35, 0.3])
     names = list("abcde")
-    scores = bootstrap_scores(y, p, thresholds, names, n_resamples=50)
+    scores = bootstrap_scores(y, p, thresholds, names, Resampling(n_resamples=50))
     report = compute_metrics(y, p, names, thresholds=thresholds, sweep=None)
     assert scores.f1_macro.estimate == pytest.approx(report.macro.f1)
     assert scores.auc_macro.estimate == pytest.approx(report.macro.auc)
@@ -85,10 +88,10 @@ def test_point_estimates_are_the_evaluation_numbers() -> None:
 
 def test_seeded_and_at_least_a_thousand_resamples_by_default() -> None:
     assert DEFAULT_RESAMPLES >= 1000
-    a = bootstrap_scores(Y, PA, 0.5, ["joy", "anger"], seed=3)
-    b = bootstrap_scores(Y, PA, 0.5, ["joy", "anger"], seed=3)
+    a = bootstrap_scores(Y, PA, 0.5, ["joy", "anger"], Resampling(seed=3))
+    b = bootstrap_scores(Y, PA, 0.5, ["joy", "anger"], Resampling(seed=3))
     assert a.n_resamples == 1000 and a.to_dict() == b.to_dict()
-    assert bootstrap_scores(Y, PA, 0.5, ["joy", "anger"], seed=4).to_dict() != a.to_dict()
+    assert bootstrap_scores(Y, PA, 0.5, ["joy", "anger"], Resampling(seed=4)).to_dict() != a.to_dict()
 
 
 def test_a_clear_winner_is_called_one() -> None:
@@ -96,11 +99,11 @@ def test_a_clear_winner_is_called_one() -> None:
     y = (rng.random((2000, 4)) < 0.2).astype(np.uint8)
     good = np.clip(0.6 * y + 0.4 * rng.random(y.shape), 0, 1)
     bad = rng.random(y.shape)
-    result = paired_bootstrap(y, good, bad, 0.5, 0.5, n_resamples=300)
+    result = paired_bootstrap(y, good, bad, 0.5, 0.5, resampling=Resampling(n_resamples=300))
     assert all(c.significant and c.difference > 0 and c.p_value == 0 for c in result.values())
     assert result["f1_macro"].verdict("good", "bad").startswith("good beats bad on macro-F1 by ")
     assert result["f1_macro"].p_text() == "p < 0.0067"
-    flipped = paired_bootstrap(y, bad, good, 0.5, 0.5, n_resamples=300)["auc_macro"]
+    flipped = paired_bootstrap(y, bad, good, 0.5, 0.5, resampling=Resampling(n_resamples=300))["auc_macro"]
     assert flipped.verdict("bad", "good").startswith("good beats bad on macro ROC-AUC")
 
 
@@ -112,4 +115,17 @@ def test_sign_flip_p_value() -> None:
 
 def test_bad_indices_are_refused() -> None:
     with pytest.raises(MetricsInputError, match="row numbers"):
-        paired_bootstrap(Y, PA, PB, 0.5, 0.5, indices=np.array([[0, 1, 2, 3, 4, 6]]))
+        paired_bootstrap(Y, PA, PB, 0.5, 0.5, resampling=Resampling(indices=np.array([[0, 1, 2, 3, 4, 6]])))
+
+
+def test_one_resampling_gives_the_same_resamples_to_every_score() -> None:
+    """`Resampling.fixed` draws once: intervals from it equal those from the seeded draw itself."""
+    seeded = Resampling(n_resamples=40, seed=7)
+    fixed = seeded.fixed(len(Y))
+    assert fixed.indices is not None and fixed.indices.shape == (40, len(Y))
+    assert np.array_equal(fixed.draw(len(Y)), resample_indices(len(Y), 40, seed=7))
+    a = bootstrap_scores(Y, PA, 0.5, ["joy", "anger"], seeded)
+    b = bootstrap_scores(Y, PA, 0.5, ["joy", "anger"], fixed)
+    assert a.f1_macro == b.f1_macro and a.seed == 7 and b.seed is None  # given resamples have no seed
+    with pytest.raises(MetricsInputError, match="confidence"):
+        Resampling(confidence=95)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,14 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.core.errors import ConfigError, RunFolderError
 from goemo.predict.classifier import EmotionClassifier
-from goemo.predict.files import predict_file
+from goemo.predict.files import BulkOptions, predict_file
 from goemo.predict.prediction_writer import Labelling
 from goemo.predict.progress import progress_path
 from goemo.predict.shards import merge_predictions, parse_shard, shard_path, shard_range
 from goemo.predict.stream import DEFAULT_CHUNK
 
 CHUNK = 4
+KEYED = BulkOptions(columns=("text", "key"), chunk_size=CHUNK)  # the test files' id column, small chunks
 N_TEXTS = 30
 
 
@@ -89,7 +91,7 @@ def test_order_and_ids_are_the_inputs(clf: EmotionClassifier, tmp_path: Path, su
         src = write_jsonl_input(tmp_path / "in.jsonl", items)
         ids = [json.loads(line)["key"] for line in src.read_text().splitlines()]
     out = tmp_path / f"out{suffix}"
-    result = predict_file(clf, src, out, chunk_size=CHUNK, labelling=Labelling(top_k=2), columns=("text", "key"))
+    result = predict_file(clf, src, out, Labelling(top_k=2), KEYED)
     assert (result.labelled, result.resumed_at, result.records) == (len(items), 0, len(items))
     rows = records_of(out)
     assert [r["id"] for r in rows] == ids and [r["text"] for r in rows] == items
@@ -125,7 +127,7 @@ def test_resume_after_a_torn_output_equals_an_uninterrupted_run(
 ) -> None:
     src = write_jsonl_input(tmp_path / "in.jsonl", texts())
     out = tmp_path / f"out{suffix}"
-    predict_file(clf, src, out, chunk_size=CHUNK, labelling=Labelling(all_scores=True), columns=("text", "key"))
+    predict_file(clf, src, out, Labelling(all_scores=True), KEYED)
     clean = out.read_bytes()
     ends = [i + 1 for i, b in enumerate(clean) if b == ord("\n")]
     whole = [e for e in ends if clean[:e].count(b'"') % 2 == 0]  # record ends outside CSV quotes
@@ -148,10 +150,9 @@ def test_resume_after_a_torn_output_equals_an_uninterrupted_run(
             clf,
             src,
             out,
-            chunk_size=CHUNK,
+            Labelling(all_scores=True),
+            KEYED,
             notify=news.append,
-            labelling=Labelling(all_scores=True),
-            columns=("text", "key"),
         )
         assert out.read_bytes() == clean, f"cut at byte {cut}"
         assert (result.resumed_at, result.labelled, result.records) == (kept, N_TEXTS - kept, N_TEXTS)
@@ -178,12 +179,12 @@ def test_an_output_of_another_job_is_refused(clf: EmotionClassifier, tmp_path: P
     a = write_jsonl_input(tmp_path / "a.jsonl", texts(10))
     b = write_jsonl_input(tmp_path / "b.jsonl", texts(12))
     out = tmp_path / "out.jsonl"
-    predict_file(clf, a, out, chunk_size=CHUNK, columns=("text", "key"))
+    predict_file(clf, a, out, options=KEYED)
     kept = out.read_bytes()
     with pytest.raises(RunFolderError, match=rf"^{out} is the output of another job \(the input is not the same file"):
-        predict_file(clf, b, out, chunk_size=CHUNK, columns=("text", "key"))
+        predict_file(clf, b, out, options=KEYED)
     with pytest.raises(RunFolderError, match=r"all_scores was False, now True"):
-        predict_file(clf, a, out, chunk_size=CHUNK, labelling=Labelling(all_scores=True), columns=("text", "key"))
+        predict_file(clf, a, out, Labelling(all_scores=True), KEYED)
     assert out.read_bytes() == kept
     # A progress file that agrees (same size, same time), beside records that are not this
     # input's: caught by the ids.
@@ -195,7 +196,7 @@ def test_an_output_of_another_job_is_refused(clf: EmotionClassifier, tmp_path: P
     a.write_bytes(other)
     os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(RunFolderError, match=r"record 1 has id 'id-000-0', the input's record 1 has id 'xx-000-0'"):
-        predict_file(clf, a, out, chunk_size=CHUNK, columns=("text", "key"))
+        predict_file(clf, a, out, options=KEYED)
     # A file goemo did not write is never appended to.
     mine = tmp_path / "mine.jsonl"
     mine.write_text('{"note": 1}\n', encoding="utf-8")
@@ -225,13 +226,11 @@ def test_shard_names_and_ranges() -> None:
 def test_shards_merge_into_the_unsharded_output(clf: EmotionClassifier, tmp_path: Path, suffix: str) -> None:
     src = write_jsonl_input(tmp_path / "in.jsonl", texts())
     whole = tmp_path / f"whole{suffix}"
-    predict_file(clf, src, whole, chunk_size=CHUNK, labelling=Labelling(all_scores=True), columns=("text", "key"))
+    predict_file(clf, src, whole, Labelling(all_scores=True), KEYED)
     out = tmp_path / f"labels{suffix}"
     n = 3
     for k in range(1, n + 1):
-        result = predict_file(
-            clf, src, out, chunk_size=CHUNK, shard=(k, n), labelling=Labelling(all_scores=True), columns=("text", "key")
-        )
+        result = predict_file(clf, src, out, Labelling(all_scores=True), replace(KEYED, shard=(k, n)))
         assert result.output == shard_path(out, k, n)
     parts = [records_of(shard_path(out, k, n)) for k in range(1, n + 1)]
     assert [r["id"] for part in parts for r in part] == [r["id"] for r in records_of(whole)]  # ids of the whole input
@@ -243,21 +242,19 @@ def test_shards_merge_into_the_unsharded_output(clf: EmotionClassifier, tmp_path
     again = merge_predictions(out, n, remove_shards=True)
     assert again.already_merged and again.removed == n
     assert not list(tmp_path.glob("labels.shard-*"))
-    assert predict_file(
-        clf, src, out, chunk_size=CHUNK, labelling=Labelling(all_scores=True), columns=("text", "key")
-    ).already_complete
+    assert predict_file(clf, src, out, Labelling(all_scores=True), KEYED).already_complete
 
 
 def test_merge_refuses_a_missing_or_incomplete_shard(clf: EmotionClassifier, tmp_path: Path) -> None:
     src = write_jsonl_input(tmp_path / "in.jsonl", texts())
     out = tmp_path / "labels.jsonl"
     for k in (1, 3):
-        predict_file(clf, src, out, chunk_size=CHUNK, shard=(k, 3), columns=("text", "key"))
+        predict_file(clf, src, out, options=replace(KEYED, shard=(k, 3)))
     with pytest.raises(
         RunFolderError, match=r"^shard 2 of 3 \(.*labels.shard-2-of-3.jsonl\) is missing: run array task 2"
     ):
         merge_predictions(out, 3)
-    predict_file(clf, src, out, chunk_size=CHUNK, shard=(2, 3), columns=("text", "key"))
+    predict_file(clf, src, out, options=replace(KEYED, shard=(2, 3)))
     third = shard_path(out, 3, 3)
     interrupted(third, third.read_bytes(), 50)
     with pytest.raises(
@@ -267,7 +264,7 @@ def test_merge_refuses_a_missing_or_incomplete_shard(clf: EmotionClassifier, tmp
     assert not out.exists()
     with pytest.raises(RunFolderError, match=r"shard 1 of 4 .* is missing"):
         merge_predictions(out, 4)
-    assert predict_file(clf, src, out, chunk_size=CHUNK, shard=(3, 3), columns=("text", "key")).resumed_at == 0
+    assert predict_file(clf, src, out, options=replace(KEYED, shard=(3, 3))).resumed_at == 0
     assert merge_predictions(out, 3).records == N_TEXTS
 
 

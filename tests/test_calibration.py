@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from goemo.core.calibration import Calibration, LabelMap, isotonic_map, logit
-from goemo.core.errors import EvaluationError, ModelError
+from goemo.core.errors import ConfigError, EvaluationError, ModelError
 from goemo.core.thresholds import sigmoid
 from goemo.scoring.calibration import (
+    CalibrationSettings,
     calibration_report,
     expected_calibration_error,
     fit_calibration,
@@ -149,7 +150,7 @@ def test_isotonic_only_where_clearly_better_and_never_without_enough_positives()
     assert fit.calibration.methods[0] == "isotonic"
     assert fit.calibration.methods[1] in ("identity", "temperature", "platt")
     assert fit.calibration.methods[2] == "identity" and fit.labels[2].cv_log_loss["platt"] is None
-    globally = fit_calibration(y, z, ["step", "fine", "rare"], selection="global")
+    globally = fit_calibration(y, z, ["step", "fine", "rare"], settings=CalibrationSettings(selection="global"))
     assert len(set(globally.calibration.methods[:2])) == 1  # one method for every label that can take it
 
 
@@ -158,7 +159,9 @@ def test_isotonic_steps_are_joined_at_their_centres() -> None:
     between 0.2 and 0.3 (where float noise on a probability near either would jump it by 1)."""
     p = np.repeat([0.1, 0.2, 0.3, 0.4], 30)
     y = (p > 0.25).astype(np.uint8)[:, None]
-    m = fit_calibration(y, logit(p)[:, None], ["joy"], method="isotonic").calibration.maps[0]
+    m = fit_calibration(
+        y, logit(p)[:, None], ["joy"], settings=CalibrationSettings(method="isotonic")
+    ).calibration.maps[0]
     assert m.method == "isotonic" and m.y == (0.0, 1.0)
     assert m.x == pytest.approx((0.15, 0.35), abs=1e-7)
     assert isotonic_map(np.array([0.25]), m)[0] == pytest.approx(0.5, abs=1e-3)
@@ -169,7 +172,7 @@ def test_a_forced_method_applies_where_it_can() -> None:
     z = rng.normal(size=(3000, 2))
     y = (rng.random(z.shape) < sigmoid(z)).astype(np.uint8)
     y[:, 1] = 0
-    fit = fit_calibration(y, z, ["a", "b"], method="platt")
+    fit = fit_calibration(y, z, ["a", "b"], settings=CalibrationSettings(method="platt"))
     assert fit.calibration.methods == ["platt", "identity"]
 
 
@@ -178,11 +181,21 @@ def test_fitting_on_a_test_split_is_refused() -> None:
         fit_calibration(np.zeros((4, 1)), np.zeros((4, 1)), ["joy"], split_name="test")
 
 
+def test_unknown_calibration_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="expected auto, temperature, platt or isotonic"):
+        CalibrationSettings(method="beta")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="expected per-label or global"):
+        CalibrationSettings(selection="each")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="folds=1"):
+        CalibrationSettings(folds=1)
+
+
 def test_fitting_is_reproducible() -> None:
     rng = _data(3)
     z = rng.normal(size=(2000, 2)) * 2
     y = (rng.random(z.shape) < sigmoid(z / 2)).astype(np.uint8)
-    a, b = fit_calibration(y, z, ["a", "b"], seed=5), fit_calibration(y, z, ["a", "b"], seed=5)
+    five = CalibrationSettings(seed=5)
+    a, b = fit_calibration(y, z, ["a", "b"], settings=five), fit_calibration(y, z, ["a", "b"], settings=five)
     assert a.calibration.to_dict() == b.calibration.to_dict()
 
 

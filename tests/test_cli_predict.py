@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.core.errors import DataError, RunFolderError
 from goemo.predict.classifier import EmotionClassifier
-from goemo.predict.files import predict_file
+from goemo.predict.files import BulkOptions, predict_file
 from goemo.predict.prediction_writer import Labelling
 
 TEXTS = [
@@ -161,8 +161,8 @@ def test_streaming_in_small_chunks_gives_the_same_output(clf: EmotionClassifier,
     src = tmp_path / "many.txt"
     src.write_text("\n".join(texts) + "\n", encoding="utf-8")
     small, whole = tmp_path / "small.jsonl", tmp_path / "whole.jsonl"
-    assert predict_file(clf, src, small, chunk_size=7, labelling=Labelling(all_scores=True)).records == 50
-    assert predict_file(clf, src, whole, labelling=Labelling(all_scores=True)).records == 50
+    assert predict_file(clf, src, small, Labelling(all_scores=True), BulkOptions(chunk_size=7)).records == 50
+    assert predict_file(clf, src, whole, Labelling(all_scores=True)).records == 50
     a, b = jsonl(small.read_text()), jsonl(whole.read_text())
     assert [r["id"] for r in a] == [str(i) for i in range(1, 51)] and [r["text"] for r in a] == texts
     for ra, rb in zip(a, b):
@@ -175,13 +175,13 @@ def test_a_bad_row_midway_leaves_the_whole_chunks_before_it(clf: EmotionClassifi
     src.write_text("\n".join(good + ["{not json"]) + "\n", encoding="utf-8")
     out = tmp_path / "pred.jsonl"
     with pytest.raises(DataError, match=r"bad.jsonl:7: invalid JSON"):
-        predict_file(clf, src, out, chunk_size=2)  # three chunks come before the bad row
+        predict_file(clf, src, out, options=BulkOptions(chunk_size=2))  # three chunks come before the bad row
     assert [r["id"] for r in jsonl(out.read_text())] == ["1", "2", "3", "4", "5", "6"]
     assert json.loads((tmp_path / "pred.jsonl.goemo-progress.json").read_text())["complete"] is False
     src.write_text("\n".join(good + [json.dumps({"text": "fixed"})]) + "\n", encoding="utf-8")
     with pytest.raises(RunFolderError, match="the input is not the same file, or changed since"):
-        predict_file(clf, src, out, chunk_size=2)  # a changed input is never resumed
-    assert predict_file(clf, src, out, chunk_size=2, overwrite=True).records == 7
+        predict_file(clf, src, out, options=BulkOptions(chunk_size=2))  # a changed input is never resumed
+    assert predict_file(clf, src, out, options=BulkOptions(chunk_size=2, overwrite=True)).records == 7
 
 
 @pytest.mark.parametrize(

@@ -319,3 +319,13 @@ def test_cuda_and_another_device_clash(trained) -> None:
     result = runner.invoke(app, ["train", "--cuda", "--device", "cpu"])
     assert result.exit_code == 1 and not trained
     assert result.stderr.strip() == "goemo: error: --cuda and --device cpu: give one of them"
+
+
+def test_exclude_and_corrections_reach_the_config(trained, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["train", "--exclude", str(tmp_path / "ids.txt"), "--corrections", str(tmp_path / "fix.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (trained[-1].exclude, trained[-1].corrections) == (str(tmp_path / "ids.txt"), str(tmp_path / "fix.csv"))
+    shown = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert "--exclude" in shown.stdout and "--corrections" in shown.stdout and "add|remove" in shown.stdout

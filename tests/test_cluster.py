@@ -29,6 +29,7 @@ runner = CliRunner()
 # $SCRATCH expands on the node (the rendered line keeps it live); the space stays one argument
 TRAIN_ARGS = ("--model", "bert-base-cased", "--lr", "3e-5", "--output", "$SCRATCH/runs/my run")
 PREDICT_ARGS = ("--model", "runs/base/best", "--input", "texts.jsonl", "--output", "labels/all.jsonl")
+AUDIT_ARGS = ("--preset", "fast", "--out", "runs/audit")
 
 
 def train_argv(scratch: str) -> list[str]:
@@ -45,6 +46,7 @@ def spec_for(scheduler: str, stage: str, **kw) -> JobSpec:
         "sweep": ("--config", "sweep.yaml", "--storage", "postgresql://u:p@db/optuna", "--study", "s1"),
         "evaluate": ("--model", "runs/base/best", "--split", "test"),
         "predict": PREDICT_ARGS,
+        "audit": AUDIT_ARGS,
     }[stage]
     base = dict(env="venv:~/envs/goemo", cache_dir="$SCRATCH/hf", data_dir="$SCRATCH/goemotions", queue="gpu")
     if stage == "fetch":
@@ -86,7 +88,7 @@ def test_every_stage_renders_valid_bash_with_directives(scheduler: str, stage: s
         assert "#SBATCH --partition=gpu\n" in text
         assert "sacct -j ${GOEMO_JOB_ID} --format=JobID,JobName,Elapsed,MaxRSS" in text
         assert "#$" not in text
-    gpu_stage = stage in ("train", "sweep", "evaluate", "predict")
+    gpu_stage = stage in ("train", "sweep", "evaluate", "predict", "audit")
     # GPU nodes never wait on the network; the fetch job must have it
     assert ("export HF_HUB_OFFLINE=1" in text) == gpu_stage
     assert ("#SBATCH --gres=gpu:1" in text or "#$ -l gpu=1" in text) == gpu_stage
@@ -427,7 +429,11 @@ def test_sqlite_sweep_array_warns_postgresql_does_not() -> None:
         ({"time": "04:61:00"}, "--time"),
         ({"mem": "32"}, "--mem '32': expected an amount with a unit"),
         ({"nodes": 2, "stage": "sweep"}, "only --stage train spans nodes"),
-        ({"array": 3}, "--array is for --stage sweep (workers of one study) and --stage predict"),
+        ({"array": 3}, "--array is for --stage sweep (workers of one study), --stage predict (shards of one input)"),
+        ({"stage": "audit", "array": 1}, "--stage audit --array 1: the array is one task per fold"),
+        ({"stage": "audit", "array": 3, "goemo_args": ("--fold", "1")}, "gives each task its --fold; leave --fold out"),
+        ({"stage": "audit", "array": 3, "goemo_args": ("--score-only",)}, "leave --score-only out"),
+        ({"stage": "audit", "array": 3, "goemo_args": ("--folds=5",)}, "--array 3 with --folds 5: one array task per"),
         ({"env": "docker:img"}, "expected venv:PATH, conda:NAME or conda:PATH"),
         ({"env": "conda:my env"}, "a conda environment name is letters"),
         ({"stage": "predict", "goemo_args": ("--model", "m", "--output", "o.jsonl")}, "needs --input in the goemo"),
@@ -715,6 +721,106 @@ def test_predict_array_tasks_run_locally_and_merge_to_the_unsharded_output(
         for got, want in zip(merged, expected):
             assert [d["label"] for d in got["labels"]] == [d["label"] for d in want["labels"]]
             assert [d["score"] for d in got["labels"]] == pytest.approx([d["score"] for d in want["labels"]], abs=1e-5)
+
+
+# ---------------------------------------------------------------- audit: one run, or one fold per array task and a scoring job
+
+
+@pytest.mark.parametrize("scheduler", ["sge", "slurm"])
+def test_audit_array_renders_one_fold_per_task_and_a_cpu_scoring_job(scheduler: str, tmp_path: Path) -> None:
+    job = render_job(JobSpec(scheduler, "audit", AUDIT_ARGS, array=4, queue="gpu", data_dir="$SCRATCH/goemotions"))
+    assert job.merge is not None
+    syntax_ok(job.text, tmp_path)
+    syntax_ok(job.merge.text, tmp_path)
+    args = '--preset fast --out runs/audit --data-dir "$GOEMO_DATA" --folds 4'
+    assert "GOEMO_FOLD=$((GOEMO_TASK_ID - 1))" in job.text  # array tasks count from 1, folds from 0
+    assert f'goemo audit {args} --fold "${{GOEMO_FOLD}}"' in job.text
+    assert f"\ngoemo audit {args} --score-only\n" in job.merge.text
+    assert "--score-only" not in job.text and "--fold " not in job.merge.text
+    assert "export HF_HUB_OFFLINE=1" in job.text and "import torch" in job.text  # a GPU stage by default
+    assert "import torch" not in job.merge.text  # scoring asks for no GPU and checks none
+    assert "It scores the 4 folds of an audit array job" in job.merge.text
+    if scheduler == "sge":
+        assert "#$ -t 1-4\n" in job.text and "#$ -l gpu=1\n" in job.text and "exit 100" in job.text
+        assert "#$ -l h_rt=04:00:00\n" in job.text  # a fold trains a model: train's time limit
+        assert "#$ -N goemo-audit-merge\n" in job.merge.text and "#$ -t" not in job.merge.text
+    else:
+        assert "#SBATCH --array=1-4\n" in job.text and "#SBATCH --time=04:00:00\n" in job.text
+        assert "#SBATCH --cpus-per-task=1\n" in job.merge.text and "--gres" not in job.merge.text
+    given = render_job(JobSpec(scheduler, "audit", (*AUDIT_ARGS, "--folds", "4"), array=4))
+    assert given.text.count("--folds") == 1 and given.merge is not None and given.merge.text.count("--folds 4") == 1
+    once = render_job(JobSpec(scheduler, "audit", AUDIT_ARGS, gpus=0))
+    assert once.merge is None and "\ngoemo audit --preset fast --out runs/audit\n" in once.text
+    assert "--fold" not in once.text and "--score-only" not in once.text
+    dataset = render_job(JobSpec(scheduler, "audit", ("--dataset", "mine.csv"), data_dir="$SCRATCH/goemotions"))
+    assert "--data-dir" not in dataset.text  # a --dataset is the data: no GoEmotions folder beside it
+
+
+def test_cli_audit_array_writes_both_scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = ["cluster", "render", "--scheduler", "slurm", "--stage", "audit", "--array", "3"]
+    result = runner.invoke(app, [*base, "--out", "jobs/audit.sh", "--", *AUDIT_ARGS])
+    assert result.exit_code == 0, result.output
+    assert "wrote jobs/audit-merge.sh: its scoring job, held until all 3 array tasks have succeeded" in result.stdout
+    assert "--score-only" in (tmp_path / "jobs" / "audit-merge.sh").read_text()
+    assert result.stdout.splitlines()[-1].endswith('sbatch --dependency=afterok:"${ARRAY%%;*}" jobs/audit-merge.sh')
+    printed = runner.invoke(app, [*base, "--", *AUDIT_ARGS])
+    assert printed.exit_code == 1 and printed.stderr.startswith("goemo: error: --stage audit --array N writes two")
+
+
+@pytest.mark.slow
+def test_audit_array_tasks_run_locally_and_score_to_the_local_audit(
+    tmp_path: Path, keyword_data, keyword_config
+) -> None:
+    """Every task of the rendered array runs here with its task id set, then the scoring job; a local
+    `run_audit` with the same settings then reuses every fold and writes the same label issues."""
+    import goemo
+    from goemo.audit.runner import fold_dir, run_audit
+
+    work, bin_dir = tmp_path / "work", tmp_path / "bin"
+    for d in (work / "logs", bin_dir, tmp_path / "home"):
+        d.mkdir(parents=True)
+    goemo_bin = bin_dir / "goemo"  # the goemo of this checkout
+    goemo_bin.write_text(f'#!/bin/bash\nexec {sys.executable} -m goemo "$@"\n')
+    goemo_bin.chmod(0o755)
+    keyword_data(work / "data", train_texts=90)
+    config = keyword_config(work / "data", work, epochs=2)
+    args = [
+        "--data-dir", "data", "--model", "tiny-random-bert", "--pooling", "mean", "--epochs", "2", "--lr", "0.005",
+        "--head-lr", "0.02", "--select-metric", "val_loss", "--batch-size", "8", "--max-length", "12",
+        "--cache-dir", str(work / "cache"), "--precision", "fp32", "--device", "cpu", "--seed", "0",
+        "--num-threads", "1", "--log-every", "1000",
+    ]  # fmt: skip
+    src = str(Path(goemo.__file__).resolve().parents[1])
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8", "PYTHONPATH": src}
+
+    def run(text: str, **more: str) -> subprocess.CompletedProcess:
+        script = work / "job.sh"
+        script.write_text(text)
+        done = subprocess.run([BASH, str(script)], cwd=work, env={**env, **more}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    for scheduler, task_var, job_var in (
+        ("sge", "SGE_TASK_ID", "JOB_ID"),
+        ("slurm", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID"),
+    ):
+        out = f"out-{scheduler}"
+        job = render_job(JobSpec(scheduler, "audit", (*args, "--out", out), array=3, gpus=0))
+        assert job.merge is not None
+        for task in (1, 2, 3):
+            done = run(job.text, **{task_var: str(task), job_var: "900"})
+            assert f"audit fold {task - 1} of 3 (task {task})" in done.stdout
+            assert (fold_dir(work / out, task - 1) / "out_of_fold.npz").is_file()
+        assert not (work / out / "label_issues.csv").exists()
+        done = run(job.merge.text, **{job_var: "901"})
+        assert "review.html" in done.stdout
+        issues = (work / out / "label_issues.csv").read_text(encoding="utf-8")
+        trained = [(fold_dir(work / out, k) / "metrics.jsonl").read_text() for k in range(3)]
+        local = run_audit(config.replace(data_dir=str(work / "data")), work / out, folds=3)
+        assert [(fold_dir(work / out, k) / "metrics.jsonl").read_text() for k in range(3)] == trained  # all reused
+        assert (work / out / "label_issues.csv").read_text(encoding="utf-8") == issues
+        assert local.texts == 90
 
 
 # ---------------------------------------------------------------- log folders: absolute, and there before the job starts

@@ -14,6 +14,7 @@ from goemo.cli import app
 from goemo.core.folder import ModelFolder, write_calibration, write_meta
 from goemo.evaluation.compare import compare_models, resolve_model_dir
 from goemo.models.folding import fold_logit_affine
+from goemo.scoring.bootstrap import Resampling
 
 runner = CliRunner()
 
@@ -46,7 +47,9 @@ def test_compare_prints_who_wins_with_interval_and_p_value(tiny_model_dir: Path,
 
 
 def test_compare_as_a_library_agrees_with_evaluate(tiny_model_dir: Path, shifted_model: Path) -> None:
-    c = compare_models(tiny_model_dir, shifted_model, "test", thresholds="fixed", n_resamples=100, seed=1)
+    c = compare_models(
+        tiny_model_dir, shifted_model, "test", thresholds="fixed", resampling=Resampling(n_resamples=100, seed=1)
+    )
     f1 = c.paired["f1_macro"]
     assert f1.a == pytest.approx(c.a.report.macro.f1) and f1.b == pytest.approx(c.b.report.macro.f1)
     assert f1.difference == pytest.approx(c.a.report.macro.f1 - c.b.report.macro.f1)

@@ -22,6 +22,7 @@ from goemo.core.thresholds import binarize
 from goemo.data.source import DataSource
 from goemo.evaluation.ensemble import evaluate_ensemble, write_ensemble
 from goemo.predict.cache import predict_split
+from goemo.scoring.bootstrap import bootstrap_scores
 from goemo.scoring.metrics import tune_thresholds
 from goemo.training.loop import train
 
@@ -84,6 +85,16 @@ def test_ensemble_averages_probabilities_and_tunes_on_dev(members, data_dir):
     spread = result.spread["f1_macro_tuned"]
     values = [m["f1_macro_tuned"] for m in result.members]
     assert spread["mean"] == pytest.approx(np.mean(values)) and spread["sd"] == pytest.approx(np.std(values, ddof=1))
+    # the ensemble's 95% intervals: goemo.scoring.bootstrap on the mean probabilities at its tuned thresholds
+    b = bootstrap_scores(test.labels, mean_test, tuned.values, names)
+    assert result.ensemble["intervals"] == {
+        "f1_macro_tuned": [b.f1_macro.low, b.f1_macro.high],
+        "auc_macro": [b.auc_macro.low, b.auc_macro.high],
+    }
+    assert b.f1_macro.low <= result.ensemble["f1_macro_tuned"] <= b.f1_macro.high
+    assert (
+        f"{result.ensemble['f1_macro_tuned']:.4f} ({b.f1_macro.low:.4f}–{b.f1_macro.high:.4f})" in result.to_markdown()
+    )
 
 
 def test_shrink_comes_from_the_members_training_unless_given(members, data_dir):

@@ -450,3 +450,34 @@ def test_sort_lists_the_problem_classes_first(run, shared_data):
     assert all(r["auc"] for r in rows[: len(aucs)])  # undefined ones last
     bad = _cli("evaluate", "--model", str(run / "best"), "--data-dir", str(shared_data), "--sort", "colour")
     assert bad.exit_code == 2 and "'colour': expected one of label" in bad.output
+
+
+def test_cli_gives_bootstrap_intervals_for_macro_f1_auc_and_each_label(run, shared_data):
+    """`goemo evaluate` prints 95% intervals (1,000 seeded resamples by default), the same as
+    `goemo.scoring.bootstrap` gives on the same probabilities; `--resamples 0` leaves them out."""
+    from goemo.scoring.bootstrap import Resampling, bootstrap_scores
+
+    base = ["evaluate", "--model", str(run / "best"), "--data-dir", str(shared_data), "--max-samples", str(N)]
+    res = _cli(*base, "--thresholds", "tuned", "--resamples", "300", "--format", "json")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)["intervals"]
+    result = evaluate(run / "best", "test", source=DataSource.folder(shared_data), max_samples=N, thresholds="tuned")
+    names = list(result.predictions.label_names)
+    want = bootstrap_scores(
+        result.labels, result.predictions.probs, result.thresholds.value.values, names, Resampling(n_resamples=300)
+    )
+    assert got == json.loads(json.dumps(want.to_dict()))
+    assert got["n_resamples"] == 300 and got["f1_macro"]["estimate"] == pytest.approx(result.report.macro.f1)
+    assert got["f1_macro"]["low"] < got["f1_macro"]["estimate"] < got["f1_macro"]["high"]
+    table = _cli(*base, "--resamples", "300")
+    assert table.exit_code == 0 and "F1 95% CI" in table.stdout and "bootstrap intervals (300 resamples" in table.stdout
+    csv_out = _cli(*base, "--thresholds", "tuned", "--resamples", "300", "--format", "csv").stdout
+    rows = list(csv.DictReader(io.StringIO(csv_out)))
+    macro = next(r for r in rows if r["label"] == "macro")
+    assert float(macro["f1_low"]) == pytest.approx(got["f1_macro"]["low"])
+    none = _cli(*base, "--resamples", "0", "--format", "json")
+    assert json.loads(none.stdout)["intervals"] is None
+    # calibration: ECE (15 bins) of the scores, and of the raw model's (the tiny model is calibrated)
+    cal = json.loads(none.stdout)["calibration"]
+    assert cal["ece_bins"] == 15 and cal["macro_ece_after"] == pytest.approx(result.add_calibration().macro_ece_after)
+    assert f"macro ECE (15 bins) {cal['macro_ece_after']:.4f}; the raw model's scores: " in table.stdout

@@ -89,6 +89,17 @@ def test_card_after_training_parses_and_matches_summary(tiny_model_dir: Path) ->
     rare = [n for n, c in counts.items() if c < 100]
     assert rare and all(f"{n} ({counts[n]})" in text for n in rare)
     assert "Reddit" in text and "disagree" in text
+    # the intervals: bootstrap_scores on the test probabilities training cached, at the tuned thresholds
+    facts = CardFacts.from_dict(folder.card_facts)
+    assert facts.intervals is not None and facts.intervals["n_resamples"] == 1000
+    f1 = facts.intervals["f1_macro"]
+    assert f1["low"] <= summary["test"]["f1_macro_tuned"] <= f1["high"]
+    assert f1["estimate"] == pytest.approx(summary["test"]["f1_macro_tuned"], abs=1e-9)
+    spans = {r[0]: r[5] for r in rows}
+    for name, interval in facts.intervals["f1_per_label"].items():
+        want = "–" if interval["low"] is None else f"{interval['low']:.3f}–{interval['high']:.3f}"
+        assert spans[name] == want
+    assert f"({f1['low']:.3f}–{f1['high']:.3f})" in text and "1,000 resamples of the 100 texts" in text
 
 
 def test_card_from_a_folder_and_its_summary_alone(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -215,3 +226,23 @@ def test_default_model_names() -> None:
     assert default_model_name("runs/reproduce/best") == "goemo-reproduce"
     assert default_model_name("runs/reproduce/best-onnx-int8") == "goemo-reproduce"
     assert default_model_name("models/goemo") == "goemo-goemo"
+
+
+def test_a_cleaned_model_says_what_cleaned_it(tmp_path: Path) -> None:
+    cleaning = {
+        "texts_excluded": 1234,
+        "labels_changed": 56,
+        "added": 20,
+        "removed": 36,
+        "unchanged": 0,
+        "exclude": {"file": "/data/audit/exclude.csv", "sha256": "ab" * 32},
+        "corrections": {"file": "/data/audit/corrections.csv", "sha256": "cd" * 32},
+    }
+    card = build_model_card(_folder(tmp_path, "minilm", cleaning=cleaning))
+    data = card.text.split("## Training data", 1)[1].split("##", 1)[0]
+    assert (
+        "Cleaned with: 1,234 texts excluded, 56 labels changed (20 added, 36 removed), from "
+        f"`/data/audit/exclude.csv` sha256 `{'ab' * 32}` and `/data/audit/corrections.csv` sha256 `{'cd' * 32}`. "
+        "Dev and test were not changed." in data
+    )
+    assert "Cleaned with" not in build_model_card(_folder(tmp_path, "minilm", cleaning=None)).text

@@ -13,7 +13,7 @@ import pytest
 from goemo.core.errors import ConfigError
 from goemo.data.records import Record
 from goemo.predict.classifier import EmotionClassifier
-from goemo.predict.prediction_writer import PredictionWriter, decide_chunk, output_format
+from goemo.predict.prediction_writer import PieceLabels, PredictionWriter, decide_chunk, output_format
 from goemo.predict.progress import count_records, scan_output
 
 TEXTS = [f"text {i} " + "word " * (i * 7 % 23) for i in range(30)]
@@ -190,3 +190,28 @@ def test_vectorised_decisions_equal_the_classifiers(tiny_clf: EmotionClassifier)
         assert [[float(scores[i, j]) for j in row] for i, row in enumerate(chosen)] == [
             [d["score"] for d in row] for row in expected
         ]
+
+
+def test_spans_are_the_encoders_bytes_too() -> None:
+    names = ["joy", 'quote"d', "ünï"]
+    records = [Record("1", "One. Two!"), Record("2", "short")]
+    scores = np.array([[0.9, 0.1, 0.4], [0.2, 0.8, 0.1]], np.float32)
+    piece_scores = np.array([[0.9, 0.05, 0.1], [0.3, 0.1, 0.4], [0.2, 0.8, 0.1]], np.float32)
+    pieces = PieceLabels(np.array([[0, 4], [5, 9], [0, 5]]), np.array([0, 2, 3]), piece_scores, [[0], [2], [1]])
+    writer = PredictionWriter(None, "jsonl", names, spans=True)
+    fast = writer.format_chunk(records, scores, [[0, 2], [1]], pieces)
+    lines = [json.loads(line) for line in fast.splitlines()]
+    assert lines[0]["pieces"] == [
+        {"start": 0, "end": 4, "labels": [{"label": "joy", "score": 0.9}]},
+        {"start": 5, "end": 9, "labels": [{"label": "ünï", "score": 0.4}]},
+    ]
+    assert lines[1]["pieces"] == [{"start": 0, "end": 5, "labels": [{"label": 'quote"d', "score": 0.8}]}]
+    assert fast == "".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in lines)  # the encoder's bytes
+    broken = piece_scores.copy()
+    broken[1, 0] = np.nan
+    slow = writer.format_chunk(
+        records, scores, [[0, 2], [1]], PieceLabels(pieces.spans, pieces.first, broken, [[0], [0], [1]])
+    )
+    assert "NaN" in slow and json.loads(slow.splitlines()[1])["pieces"][0]["labels"][0]["label"] == 'quote"d'
+    with pytest.raises(ConfigError, match="spans are written as JSON Lines"):
+        PredictionWriter(None, "csv", names, spans=True)

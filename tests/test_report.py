@@ -18,11 +18,12 @@ from goemo.cli import app
 from goemo.data.source import DataSource
 from goemo.data.taxonomy import load_taxonomy
 from goemo.evaluation.evaluate import evaluate
-from goemo.report import build_report
+from goemo.report import ScoringOptions, build_report
 from goemo.report import plots as P
 from goemo.report.confusion import NOTHING, label_confusion, pair_examples
+from goemo.report.explanations import error_cases, explained_errors_section
 from goemo.report.reference import paper_table
-from goemo.report.render import Bullets, Document, Image, Link, Paragraph, Section, Table, to_html, to_markdown
+from goemo.report.render import Bullets, Document, Image, Link, Mark, Paragraph, Section, Table, to_html, to_markdown
 from goemo.report.run_data import epoch_records
 
 N = 300
@@ -34,7 +35,9 @@ SECTIONS = [
     "Ekman and sentiment groupings beside the paper (Table 5)",
     "Problematic classes",
     "Threshold sweep",
+    "Calibration",
     "Label confusion",
+    "Why the model erred",
     "Training",
     "Resources",
     "Run configuration",
@@ -110,7 +113,7 @@ def analysis(run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def built(run: Path, analysis: Path, shared_data: Path):
-    result = build_report(run, max_samples=N, source=DataSource.folder(shared_data))
+    result = build_report(run, source=DataSource.folder(shared_data), scoring=ScoringOptions(max_samples=N))
     page = Page()
     page.feed(result.html.read_text(encoding="utf-8"))
     return result, page
@@ -142,6 +145,7 @@ def test_report_has_every_section_and_writes_its_files(built, run):
         "per_label_auc",
         "pr_curves",
         "threshold_sweep",
+        "reliability",
         "label_confusion",
         "training_curves",
     }
@@ -222,10 +226,47 @@ def test_confusion_section_lists_pairs(built, run, shared_data):
         assert row[0] in LABELS and row[1] in LABELS and row[0] != row[1]
 
 
+def test_a_few_errors_are_explained_word_by_word(built):
+    result, _ = built
+    s = result.scored
+    html = result.html.read_text(encoding="utf-8")
+    section = html.split('id="why-the-model-erred"')[1].split("</section>")[0]
+    assert "word occlusion" in section and '<mark class="pos"' in section
+    md = result.markdown.read_text(encoding="utf-8").split("## Why the model erred")[1].split("\n## ")[0]
+    assert 1 <= len([line for line in md.splitlines() if line.startswith("- ")]) <= 6
+
+    # the scores shown are the cached predictions' own: the predictor is loaded with their settings
+    names = list(s.data.label_names)
+    probs, t = s.predictions.probs, 0.3
+    worst = [n for n in names if ((probs[:, names.index(n)] > t) != s.data.labels[:, names.index(n)]).any()][:2]
+    cases = [c for c in error_cases(s.data.labels, probs, t, names, worst) if len(s.data.texts[c[2]]) <= 300]
+    got = explained_errors_section(s.folder, s.data, probs, s.predictions.settings, t, "0.3", worst)
+    items = got.blocks[1].items
+    assert len(items) == len(cases) >= 1
+    for item, (label, kind, i) in zip(items, cases):
+        assert item[0].startswith(f"{label}, {kind} (p = {probs[i, names.index(label)]:.2f}, threshold 0.30")
+        words = [p for p in item if isinstance(p, Mark)]
+        assert "".join(p if isinstance(p, str) else p.text for p in item[1:-2]) == s.data.texts[i]
+        assert max(abs(w.weight) for w in words) == pytest.approx(1.0)
+
+
+def test_error_cases_pick_the_most_confident_errors():
+    y = np.array([[1, 0], [0, 1], [0, 0], [1, 0], [0, 0]])
+    p = np.array([[0.1, 0.2], [0.9, 0.8], [0.6, 0.1], [0.4, 0.0], [0.7, 0.9]])
+    # a: false positives rows 1 (0.9), 2, 4; misses rows 0 (0.1), 3; b: a false positive in row 4, no miss
+    assert error_cases(y, p, 0.5, ["a", "b"], ["b", "a"]) == [
+        ("b", "false positive", 4),
+        ("a", "false positive", 1),
+        ("a", "missed", 0),
+    ]
+
+
 def test_comparison_mode(run, analysis, shared_data, tmp_path):
     other = tmp_path / "other-run"
     shutil.copytree(run, other, ignore=shutil.ignore_patterns("predictions", "plots", "report.*"))
-    result = build_report(run, max_samples=N, compare=[other], source=DataSource.folder(shared_data))
+    result = build_report(
+        run, compare=[other], source=DataSource.folder(shared_data), scoring=ScoringOptions(max_samples=N)
+    )
     page = Page()
     page.feed(result.html.read_text(encoding="utf-8"))
     assert page.h2[-2:] == ["Comparison of runs", "About these numbers"]
@@ -312,9 +353,10 @@ def test_html_escapes_every_text():
         [Paragraph([evil, Link("x", 'a" onclick="y')])],
         [Section("s", [Bullets([evil]), Table(["h<"], [[evil]]), Image("p.png", PNG_MAGIC, 'a"b', evil)])],
     )
+    doc.sections[0].blocks.append(Paragraph([Mark(evil, 0.9, evil), Mark(evil, -0.05, evil)]))
     page = to_html(doc)
     assert "<img src=x" not in page and 'onclick="y' not in page and "<b>" not in page
-    assert page.count("&lt;img src=x") == 4
+    assert page.count("&lt;img src=x") == 8
     assert "| &lt;" not in to_markdown(doc)  # Markdown keeps text as is
 
 
@@ -410,3 +452,57 @@ def test_curves_have_legends_outside_the_data(synthetic_report):
             assert legend is not None
             assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
             _inside(fig, [legend], renderer)
+
+
+def test_cli_report_sort_puts_the_problem_classes_first(run, shared_data, tmp_path):
+    """`goemo report --sort f1`: Table 4's rows by dev-tuned F1, worst first; the same columns as evaluate's."""
+    args = ["report", str(run), "--data-dir", str(shared_data), "--max-samples", str(N)]
+    res = CliRunner().invoke(app, [*args, "--data-analysis", str(tmp_path / "none"), "--sort", "f1"])
+    assert res.exit_code == 0, res.output
+    page = Page()
+    page.feed((run / "report.html").read_text(encoding="utf-8"))
+    table = page.table_with("paper F1")
+    rows = [r for r in table[1:] if r[0] in LABELS]
+    assert len(rows) == len(LABELS) and [r[0] for r in rows] != LABELS  # reordered
+    tuned = [r[table[0].index("F1 tuned")] for r in rows]
+    defined = [float(v) for v in tuned if v != "n/a"]
+    assert defined == sorted(defined) and tuned[: len(defined)] == [f"{v:.3f}" for v in defined]
+    bad = CliRunner().invoke(app, [*args, "--sort", "colour"])
+    assert bad.exit_code == 2 and "'colour': expected one of label" in bad.output
+
+
+def test_summary_and_table4_give_bootstrap_intervals(built, run, shared_data):
+    """The report's intervals are `goemo evaluate`'s: 95%, 1,000 seeded resamples, at the same thresholds."""
+    _, page = built
+    summary = page.table_with("paper (BERT-base, 0.3)")
+    source = DataSource.folder(shared_data)
+    tuned = evaluate(run / "best", "test", max_samples=N, thresholds="tuned", source=source)
+    b = tuned.add_intervals()
+    assert b is not None and b.n_resamples == 1000
+    assert (
+        _row(summary, "macro F1, 95% interval")["dev-tuned thresholds"] == f"{b.f1_macro.low:.3f}–{b.f1_macro.high:.3f}"
+    )
+    auc = _row(summary, "macro ROC-AUC, 95% interval")["dev-tuned thresholds"]
+    assert auc == f"{b.auc_macro.low:.3f}–{b.auc_macro.high:.3f}"
+    table = page.table_with("F1 tuned, 95% interval", first="admiration")
+    for name, interval in b.f1_per_label.items():
+        cell = _row(table, name)["F1 tuned, 95% interval"]
+        assert cell == ("n/a" if interval.low is None else f"{interval.low:.3f}–{interval.high:.3f}")
+
+
+def test_calibration_section_gives_ece_before_and_after(built, run, shared_data):
+    """Per-label and macro ECE (15 bins) of the scores and of the raw model's (the folder's maps undone)."""
+    from goemo.core.folder import ModelFolder
+    from goemo.scoring.calibration import expected_calibration_error
+
+    _, page = built
+    table = page.table_with("ECE", first="admiration")
+    result = evaluate(run / "best", "test", max_samples=N, source=DataSource.folder(shared_data))
+    probs = result.predictions.probs
+    after = expected_calibration_error(result.labels, probs, 15)
+    cal = ModelFolder.open(run / "best").calibration
+    assert cal is not None  # training calibrates by default
+    before = expected_calibration_error(result.labels, cal.uncalibrate_probs(probs), 15)
+    assert _row(table, "macro")["ECE"] == f"{after.mean():.4f}"
+    assert _row(table, "macro")["ECE, raw model"] == f"{before.mean():.4f}"
+    assert _row(table, "joy")["ECE"] == f"{after[result.predictions.label_names.index('joy')]:.4f}"

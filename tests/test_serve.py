@@ -21,6 +21,7 @@ httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from goemo.predict.explain import word_spans  # noqa: E402
 from goemo.serve import MicroBatcher, QueueFullError, background_server, bind_socket  # noqa: E402
 from goemo.serve.app import create_app  # noqa: E402
 from goemo.serve.limits import ServeLimits  # noqa: E402
@@ -150,7 +151,50 @@ def test_openapi_and_web_page(client):
     assert '<script src="/static/app.js">' in page.text and 'href="/static/style.css"' in page.text
     for text in (page.text, js.text, css.text):  # works offline: nothing loaded from elsewhere
         assert not re.search(r"""(src|href)=["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import""", text)
-    assert set(re.findall(r'fetch\("([^"]+)"', js.text)) == {"/predict", "/labels", "/health"}
+    assert set(re.findall(r'fetch\("([^"]+)"', js.text)) == {"/predict", "/explain", "/labels", "/health"}
+
+
+def test_explain_matches_the_classifier_and_batches_its_variants(classifier):
+    """/explain: the numbers of `EmotionClassifier.explain`, every variant through the batcher in max_batch jobs."""
+    counting = Counting(classifier)
+    limits = ServeLimits(max_texts=4, max_chars=50, max_body_bytes=2000, max_batch=8)
+    with TestClient(create_app(counting, limits, model_name="tiny"), base_url=LOCAL) as c:
+        r = c.post("/explain", json={"texts": TEXTS[:2]})
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert max(counting.calls) <= 8 and sum(counting.calls) == 2 + sum(len(word_spans(t)) for t in TEXTS[:2])
+        for res, direct in zip(results, classifier.explain(TEXTS[:2])):
+            assert res["text"] == direct.text
+            assert [x["label"] for x in res["labels"]] == [x.label for x in direct.labels]
+            for got, want in zip(res["labels"], direct.labels):
+                assert got["method"] == "occlusion" and got["score"] == pytest.approx(want.score, abs=1e-6)
+                assert [(w["word"], w["start"], w["end"]) for w in got["words"]] == [
+                    (w.word, w.start, w.end) for w in want.words
+                ]
+                np.testing.assert_allclose(
+                    [w["attribution"] for w in got["words"]], [w.attribution for w in want.words], atol=1e-5
+                )
+        r = c.post("/explain", json={"texts": [TEXTS[3]], "labels": ["sadness", "remorse"]})
+        asked = r.json()["results"][0]["labels"]
+        assert {x["label"] for x in asked} == {"sadness", "remorse"} and asked[0]["score"] >= asked[1]["score"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"texts": ["a"] * 5}, "too many texts: 5 in one request; the limit is 4 (--max-texts)"),
+        ({"texts": ["ok", "x" * 51]}, "texts[1] has 51 characters; the limit is 50 (--max-chars)"),
+        ({"texts": ["ok"], "labels": ["joy", "nope"]}, "labels: nope not among the model's labels"),
+        ({"texts": ["ok"], "labels": []}, "labels"),
+        ({"texts": ["ok"], "label": ["joy"]}, "label"),
+        ({"texts": []}, "texts is empty"),
+    ],
+)
+def test_explain_has_the_limits_of_predict(client, body, message):
+    r = client.post("/explain", json=body)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+    assert {"/predict", "/explain"} <= set(client.get("/openapi.json").json()["paths"])
 
 
 # ---------------------------------------------------------------- limits and bad bodies
@@ -449,6 +493,30 @@ def test_a_long_text_is_scored_whole_and_a_request_over_max_tokens_is_refused(cl
         health = c.get("/health").json()
         assert health["long_text"].startswith(f"texts over {classifier.max_length} tokens: pieces")
         assert health["long_texts"]["long"] >= 1 and health["batching"]["tokens"] == tokens // 2
+
+
+def test_explain_counts_what_occlusion_makes_the_model_read(classifier):
+    """/explain's tokens are each text's tokens times its words + 1, against --max-tokens; the batcher gets them."""
+    short = "Thank you so much, this made my day!"
+    tokens, words = classifier.count_tokens([short])[0], len(word_spans(short))
+    cost = tokens * (words + 1)
+    assert tokens <= 120 < cost  # /predict takes the text; explaining it reads it words + 1 times
+    limits = ServeLimits(max_tokens=120, max_wait_ms=0.0)
+    with TestClient(create_app(classifier, limits), base_url=LOCAL) as c:
+        assert c.post("/predict", json={"texts": [short]}).status_code == 200
+        r = c.post("/explain", json={"texts": [short]})
+        assert r.status_code == 422
+        assert r.json()["detail"] == (
+            f"too many tokens to explain: {cost:,} (each text's tokens times its words + 1); "
+            "the limit is 120 (--max-tokens)"
+        )
+    with TestClient(create_app(classifier, ServeLimits(max_tokens=cost, max_batch=4)), base_url=LOCAL) as c:
+        before = c.get("/health").json()["batching"]["tokens"]
+        r = c.post("/explain", json={"texts": [short]})
+        assert r.status_code == 200, r.text
+        assert (
+            c.get("/health").json()["batching"]["tokens"] - before == cost
+        )  # every variant counted, at most its text's
 
 
 def test_batcher_keeps_each_model_call_within_max_batch_tokens():

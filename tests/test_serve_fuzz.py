@@ -43,26 +43,37 @@ CHECKS = [
 ]
 # Small limits, so that generated bodies reach them; "testserver" is the Host the in-process client sends.
 LIMITS = ServeLimits(max_texts=8, max_chars=300, max_wait_ms=0.0, allowed_hosts=("testserver",))
+# /explain reads each text once per word: texts short enough that any body the schema allows stays
+# under --max-tokens (2 texts x 42 tokens x 41 variants at most), so every valid body must be answered.
+EXPLAIN_LIMITS = ServeLimits(max_texts=2, max_chars=40, max_wait_ms=0.0, allowed_hosts=("testserver",))
 
 
 @pytest.fixture(scope="module", params=["torch", "onnx"])
-def api_schema(request, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def classifier(request, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     from goemo.predict.classifier import EmotionClassifier
 
     if request.param == "torch":
-        clf = EmotionClassifier.load(tiny_model_dir, backend="torch", device="cpu")
-    else:
-        pytest.importorskip("onnxruntime")
-        from goemo.export import export_onnx
+        return EmotionClassifier.load(tiny_model_dir, backend="torch", device="cpu")
+    pytest.importorskip("onnxruntime")
+    from goemo.export import export_onnx
 
-        out = export_onnx(tiny_model_dir, tmp_path_factory.mktemp("fuzz-onnx") / "tiny-int8", quantize="int8").path
-        clf = EmotionClassifier.load(out, backend="onnx", device="cpu")
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app(clf, LIMITS))
+    out = export_onnx(tiny_model_dir, tmp_path_factory.mktemp("fuzz-onnx") / "tiny-int8", quantize="int8").path
+    return EmotionClassifier.load(out, backend="onnx", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def api_schema(classifier):
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(classifier, LIMITS))
+
+
+@pytest.fixture(scope="module")
+def explain_schema(classifier):
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(classifier, EXPLAIN_LIMITS))
 
 
 def test_the_schema_lists_every_operation(api_schema):
     found = {(op.ok().method.upper(), op.ok().path) for op in api_schema.get_all_operations()}
-    assert found == {(method, path) for method, path, _ in OPERATIONS}
+    assert found == {(method, path) for method, path, _ in OPERATIONS} | {("POST", "/explain")}
 
 
 # (method, path, generation modes): a GET without parameters has nothing to make invalid.
@@ -78,8 +89,16 @@ OPERATIONS = [
 )
 def test_the_api_keeps_the_promises_of_its_schema(api_schema, method, path, mode):
     """Schemathesis' strategies for one operation, run with Hypothesis; every answer checked."""
-    operation = api_schema[path][method]
+    fuzz(api_schema[path][method], mode)
 
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
+def test_explain_keeps_the_promises_of_its_schema(explain_schema, mode):
+    """/explain: any label of the schema's enum and any text it allows is explained; the rest is refused."""
+    fuzz(explain_schema["/explain"]["POST"], mode)
+
+
+def fuzz(operation, mode) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
         max_examples=40,

@@ -88,7 +88,7 @@ def test_every_scoring_verb_goes_through_the_one_resolver(tiny_model_dir: Path, 
     from goemo.evaluation.ensemble import evaluate_ensemble
     from goemo.evaluation.evaluate import evaluate
     from goemo.predict.fastest import find_dev_split
-    from goemo.report.builder import build_report
+    from goemo.report.builder import ScoringOptions, build_report
 
     calls: list[str] = []
     real = source_module.model_source
@@ -101,7 +101,7 @@ def test_every_scoring_verb_goes_through_the_one_resolver(tiny_model_dir: Path, 
     run = tmp_path / "run"
     shutil.copytree(tiny_model_dir.parent, run, ignore=shutil.ignore_patterns("last"))
     evaluate(run / "best", "test", max_samples=50)
-    build_report(run, max_samples=50)
+    build_report(run, scoring=ScoringOptions(max_samples=50))
     evaluate_ensemble([run / "best"], eval_split="test")
     assert find_dev_split(ModelFolder.open(run / "best"))[0] is not None
     assert len(calls) >= 4 and set(calls) == {str(run / "best")}

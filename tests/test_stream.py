@@ -76,3 +76,25 @@ def test_overlapping_stages_write_what_stages_in_turn_write(tiny_clf: EmotionCla
         )
         outputs.append(stream.getvalue())
     assert outputs[0] == outputs[1] and outputs[0].count("\n") == 50
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_spans_across_chunks_are_what_predict_spans_gives(tiny_clf: EmotionClassifier, overlap: bool) -> None:
+    from goemo.predict.prediction_writer import Labelling
+
+    long = "The parcel came late. " * 10 + "It was broken and I am so angry about it!"
+    texts = ["fine", long, "ok then", long.lower(), "yes", long + " " + long]
+    records = [Record(str(i), t) for i, t in enumerate(texts)]
+    labelling = Labelling(threshold=0.45, spans=True)
+    stream = io.StringIO()
+    writer = labelling.writer(stream, "jsonl", tiny_clf.label_names)
+    predict_records(tiny_clf, iter(records), writer, labelling, chunk_size=2, overlap=overlap)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    expected = tiny_clf.predict_spans(texts, threshold=0.45)
+    assert len(lines) == len(texts)
+    for line, exp in zip(lines, expected):
+        assert [(p["start"], p["end"]) for p in line["pieces"]] == [(p["start"], p["end"]) for p in exp["pieces"]]
+        for got, want in zip(line["pieces"], exp["pieces"]):
+            assert [d["label"] for d in got["labels"]] == [d["label"] for d in want["labels"]]
+            assert [d["score"] for d in got["labels"]] == pytest.approx([d["score"] for d in want["labels"]], abs=1e-5)
+    assert len(lines[1]["pieces"]) == 11 and len(lines[5]["pieces"]) == 22

@@ -254,3 +254,27 @@ def test_a_continuous_parameter_is_scaled_on_its_own_axis(tmp_path):
     ax = parallel_figure(analysis).axes[0]
     (lr_line,) = [line for line in ax.get_lines() if line.get_label().startswith("best")]
     assert list(lr_line.get_ydata()) == pytest.approx([0.5, 0.0])  # 1e-4 halfway on a log axis; lowest loss at 0
+
+
+def _card_interval(run_dir: Path, estimate: float, low: float, high: float) -> None:
+    """What training writes into best/goemo.json: the card facts' bootstrap intervals."""
+    (run_dir / "best").mkdir()
+    bands = {"f1_macro": {"estimate": estimate, "low": low, "high": high}, "n_resamples": 1000}
+    card = {"per_label_split": "test", "intervals": bands}
+    (run_dir / "best" / "goemo.json").write_text(json.dumps({"card": card}))
+
+
+def test_trials_show_their_interval_and_which_are_on_par_with_the_best(tmp_path):
+    """Each trial's tuned macro-F1 interval (from its best/ card facts); the best trial's bullet names
+    the trials whose interval reaches into its own: a sweep's winner is often not alone."""
+    sweep_dir = _fake_sweep(tmp_path, fail=False)
+    _card_interval(sweep_dir / "trials" / "0", 0.52, 0.50, 0.54)  # the best (auc 0.62)
+    _card_interval(sweep_dir / "trials" / "2", 0.49, 0.47, 0.505)  # reaches 0.50: on par
+    _card_interval(sweep_dir / "trials" / "3", 0.45, 0.43, 0.47)  # below: not
+    md = write_sweep_report(sweep_dir).markdown.read_text()
+    assert "test macro-F1 at the dev-tuned thresholds 0.5200, 95% interval 0.5000–0.5400" in md
+    assert "trial(s) 2 reach into it: on par with the best" in md
+    assert "| macro-F1 tuned, 95% interval |" in md and "0.4300–0.4700 (test)" in md
+    _card_interval(sweep_dir / "trials" / "1", 0.40, 0.38, 0.42)  # no longer any trial reaching it
+    (sweep_dir / "trials" / "2" / "best" / "goemo.json").unlink()
+    assert "no other trial's interval reaches it" in write_sweep_report(sweep_dir).markdown.read_text()

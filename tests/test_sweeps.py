@@ -21,6 +21,7 @@ from goemo.core.errors import ConfigError
 from goemo.report.run_data import epoch_records
 from goemo.sweeps.objective import metric_value
 from goemo.sweeps.runner import (
+    BaseOptions,
     load_sweep,
     load_sweep_config,
     parse_sweep_config,
@@ -200,17 +201,19 @@ def test_select_metric_precedence_config_then_command_line_else_preset_else_the_
     plain = tmp_path / "plain.yaml"
     plain.write_text(yaml.safe_dump(_cfg(lr={"values": [1e-4, 2e-4]})))
     assert prepare_sweep(plain, output=tmp_path / "a", count=1).base.select_metric == "f1_macro"  # the sweep metric
-    on_preset = prepare_sweep(plain, output=tmp_path / "b", count=1, preset="wandb-report")
+    on_preset = prepare_sweep(plain, output=tmp_path / "b", count=1, base=BaseOptions(preset="wandb-report"))
     assert on_preset.base.select_metric == "val_loss"  # the preset's, when the config names none
     assert prepare_sweep(WANDB_REPORT, output=tmp_path / "c", count=1).base.select_metric == "val_loss"
-    cli = prepare_sweep(WANDB_REPORT, output=tmp_path / "d", count=1, overrides={"select_metric": "auc_micro"})
+    cli = prepare_sweep(
+        WANDB_REPORT, output=tmp_path / "d", count=1, base=BaseOptions(overrides={"select_metric": "auc_micro"})
+    )
     assert cli.base.select_metric == "auc_micro"  # the command line (--set select_metric=...) wins
     assert json.loads((tmp_path / "d" / "sweep.json").read_text())["select_metric"] == "auc_micro"
 
 
 def test_searched_parameter_cannot_also_be_a_command_line_option(tmp_path):
     with pytest.raises(ConfigError, match="lr searched by .* and also given as an option"):
-        prepare_sweep(WANDB_REPORT, output=tmp_path / "s", count=1, overrides={"learning_rate": 1e-4})
+        prepare_sweep(WANDB_REPORT, output=tmp_path / "s", count=1, base=BaseOptions(overrides={"learning_rate": 1e-4}))
     with pytest.raises(ConfigError, match="random sweep needs --count"):
         prepare_sweep(WANDB_REPORT, output=tmp_path / "s")
 
@@ -218,7 +221,7 @@ def test_searched_parameter_cannot_also_be_a_command_line_option(tmp_path):
 def test_trials_skip_the_test_split_unless_asked(tmp_path):
     """A sweep chooses on dev: its trials score test only when --eval-test is given."""
     assert prepare_sweep(WANDB_REPORT, output=tmp_path / "a", count=1).base.eval_test is False
-    asked = prepare_sweep(WANDB_REPORT, output=tmp_path / "b", count=1, overrides={"eval_test": True})
+    asked = prepare_sweep(WANDB_REPORT, output=tmp_path / "b", count=1, base=BaseOptions(overrides={"eval_test": True}))
     assert asked.base.eval_test is True
 
 
@@ -229,7 +232,7 @@ def test_trials_skip_the_test_split_unless_asked(tmp_path):
 def wandb_sweep(base, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweeps") / "wandb"
     trackers = ["tensorboard"] if importlib.util.find_spec("tensorboard") else []  # the track extra
-    sweep = prepare_sweep(WANDB_REPORT, output=out, count=3, overrides=base, trackers=trackers)
+    sweep = prepare_sweep(WANDB_REPORT, output=out, count=3, base=BaseOptions(overrides=base), trackers=trackers)
     return sweep, run_sweep(sweep)
 
 
@@ -258,7 +261,9 @@ def test_wandb_report_config_runs_three_trials_and_picks_the_best(wandb_sweep, b
         # selected by val_loss, ranked by auc_score at the epoch val_loss kept
         assert summary["select_metric"] == "val_loss" and t.user_attrs["select_metric"] == "val_loss"
         assert t.value == pytest.approx(_kept_value(run_dir))
-        assert t.value == pytest.approx(metric_value(summary["dev"], "auc_score"))  # the best/ model's dev score
+        # the best/ model's dev score: rescored after its calibration is folded into the weights, which
+        # keeps each label's ranking up to float rounding of the tiny model's near-tied scores
+        assert t.value == pytest.approx(metric_value(summary["dev"], "auc_score"), abs=1e-3)
         assert (run_dir / "best" / "model.safetensors").is_file()
         if sweep.trackers:  # each trial has its own event files (opened after train() set up the folder)
             assert list((run_dir / "tensorboard").iterdir())
@@ -268,7 +273,9 @@ def test_wandb_report_config_runs_three_trials_and_picks_the_best(wandb_sweep, b
     assert (result.best_number, result.best_value, result.best_params) == (best.number, best.value, best.params)
     assert result.best_run_dir == best.user_attrs["run_dir"]
     # run again from the folder's own copy of the config: the study is found, nothing is left to do
-    again = run_sweep(prepare_sweep(sweep.sweep_dir / "sweep.yaml", output=sweep.sweep_dir, count=3, overrides=base))
+    again = run_sweep(
+        prepare_sweep(sweep.sweep_dir / "sweep.yaml", output=sweep.sweep_dir, count=3, base=BaseOptions(overrides=base))
+    )
     assert again.study_name == "wandb_report_sweep" and again.outcomes == [] and len(_trials(sweep.sweep_dir)) == 3
     status, lines = again.verdict()
     assert status == 0 and lines[0].startswith("nothing to run")
@@ -348,7 +355,7 @@ def grid_sweep(base, tmp_path_factory, shared_data):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_train(config, splits=splits, callbacks=callbacks)
 
-    sweep = prepare_sweep(path, output=tmp_path_factory.mktemp("sweeps") / "grid", overrides=base)
+    sweep = prepare_sweep(path, output=tmp_path_factory.mktemp("sweeps") / "grid", base=BaseOptions(overrides=base))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(goemo.training.loop, "train", train)
         result = run_sweep(sweep)
@@ -395,7 +402,7 @@ def test_pruning_reports_every_epoch_and_stops_the_trial(base, tmp_path):
             }
         )
     )
-    sweep = prepare_sweep(path, output=tmp_path / "sweep", overrides={**base, "epochs": None})
+    sweep = prepare_sweep(path, output=tmp_path / "sweep", base=BaseOptions(overrides={**base, "epochs": None}))
     assert sweep.base.epochs == 3 and isinstance(sweep.spec.pruner(), optuna.pruners.HyperbandPruner)
     sweep.spec.pruner = lambda: optuna.pruners.ThresholdPruner(lower=1.1)  # every AUC is below 1.1
     result = run_sweep(sweep)
@@ -478,7 +485,7 @@ def test_a_trial_the_encoder_cannot_take_fails_before_its_first_step(base, tmp_p
             }
         )
     )
-    sweep = prepare_sweep(path, output=tmp_path / "lengths", overrides=base)
+    sweep = prepare_sweep(path, output=tmp_path / "lengths", base=BaseOptions(overrides=base))
     run_sweep(sweep)
     refused, trained = _trials(sweep.sweep_dir)
     assert (refused.state.name, trained.state.name) == ("FAIL", "COMPLETE")
@@ -595,7 +602,7 @@ def _one_point(tmp_path: Path) -> Path:
 def test_ctrl_c_fails_the_trial_and_queues_it_again(base, tmp_path, monkeypatch):
     import goemo.training.loop
 
-    sweep = prepare_sweep(_one_point(tmp_path), output=tmp_path / "sweep", overrides=base)
+    sweep = prepare_sweep(_one_point(tmp_path), output=tmp_path / "sweep", base=BaseOptions(overrides=base))
     real_train = goemo.training.loop.train
 
     def interrupted(config, splits=None, callbacks=()):
@@ -610,7 +617,7 @@ def test_ctrl_c_fails_the_trial_and_queues_it_again(base, tmp_path, monkeypatch)
     assert retried_trial(queued) == 0  # Optuna's record of the retry series
 
     monkeypatch.setattr(goemo.training.loop, "train", real_train)
-    result = run_sweep(prepare_sweep(_one_point(tmp_path), output=tmp_path / "sweep", overrides=base))
+    result = run_sweep(prepare_sweep(_one_point(tmp_path), output=tmp_path / "sweep", base=BaseOptions(overrides=base)))
     stopped, retry = _trials(sweep.sweep_dir)
     assert [o.number for o in result.outcomes] == [1] and result.counts == {"FAIL": 1, "COMPLETE": 1}
     assert retry.state.name == "COMPLETE" and retry.params == stopped.params
@@ -626,7 +633,7 @@ def test_a_trial_whose_heartbeat_stopped_elsewhere_is_failed_and_retried(base, t
 
     monkeypatch.setattr(runner, "HEARTBEAT_S", 1)
     monkeypatch.setattr(runner, "GRACE_S", 2)
-    sweep = prepare_sweep(_one_point(tmp_path), output=tmp_path / "sweep", overrides=base)
+    sweep = prepare_sweep(_one_point(tmp_path), output=tmp_path / "sweep", base=BaseOptions(overrides=base))
     storage = runner.open_storage(sweep.storage_url)
     study = runner.open_study(sweep, storage)
 

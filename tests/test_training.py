@@ -677,6 +677,56 @@ def test_cli_teachers_reach_the_config_and_a_missing_one_is_named(tmp_path, shar
     assert (saved["holdout_fold"], saved["num_folds"]) == (2, 5)
 
 
+def test_a_cleaned_model_records_what_cleaned_it(tiny_config, goemotions_splits, tmp_path) -> None:
+    """--exclude and --corrections change the training texts (only those) and say so in goemo.json and the card."""
+    from goemo.data.corrections import file_sha256
+    from goemo.training.data import clean_train, prepare_splits
+
+    full = goemotions_splits["train"]
+    config = tiny_config.replace(epochs=1, max_train_samples=100, max_eval_samples=50)
+    kept = full.sample(100, seed=config.seed)  # the sample is drawn after cleaning: put the changes inside it
+    drop = tmp_path / "drop.txt"
+    drop.write_text(f"{kept.ids[0]}\n{kept.ids[1]}\n", encoding="utf-8")
+    fixes = tmp_path / "fixes.csv"
+    first = full.label_names[int(np.flatnonzero(kept.labels[2])[0])]  # a label text 2 carries
+    fixes.write_text(f"id,label,action\n{kept.ids[2]},{first},remove\n{kept.ids[3]},grief,add\n", encoding="utf-8")
+    cleaned = config.replace(exclude=str(drop), corrections=str(fixes), output=tiny_config.output + "-clean")
+    result = train(cleaned)
+    meta = json.loads((result.best_dir / "goemo.json").read_text())
+    record = meta["cleaning"]
+    grief = full.label_names.index("grief")
+    assert record["texts_excluded"] == 2 and record["labels_changed"] == 1 + int(kept.labels[3, grief] == 0)
+    assert record["exclude"] == {"file": str(drop.resolve()), "sha256": file_sha256(drop)}
+    assert record["corrections"]["sha256"] == file_sha256(fixes)
+    assert meta["training_config"]["exclude"] == str(drop) and meta["training_config"]["corrections"] == str(fixes)
+    splits = {"train": full, "dev": goemotions_splits["dev"]}
+    clean_train(cleaned, splits)
+    assert meta["data_checksums"]["train"] == prepare_splits(cleaned, splits)["train"].checksum()
+    assert meta["data_checksums"]["dev"] == goemotions_splits["dev"].sample(50, seed=config.seed).checksum()
+    card = (result.best_dir / "README.md").read_text(encoding="utf-8")
+    assert f"Cleaned with: 2 texts excluded, {record['labels_changed']} labels changed" in card
+    assert f"`{drop.resolve()}` sha256 `{file_sha256(drop)}`" in card and file_sha256(fixes) in card
+    plain = train(config.replace(output=tiny_config.output + "-plain"))
+    assert json.loads((plain.best_dir / "goemo.json").read_text())["cleaning"] is None
+    assert "Cleaned with" not in (plain.best_dir / "README.md").read_text(encoding="utf-8")
+
+
+def test_cli_train_exclude_and_corrections_errors_are_one_line(tmp_path, shared_data) -> None:
+    from typer.testing import CliRunner
+
+    from goemo.cli import app
+
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text("id,label,action\neew5j0j,joy,add\nnot-an-id,joy,add\n", encoding="utf-8")
+    args = ["train", "--data-dir", str(shared_data), "--model", "tiny-random-bert", "--epochs", "1"]
+    args += ["--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c"), "--corrections", str(fixes)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"goemo: error: {fixes}:3: id: unknown id 'not-an-id': no training text has it"
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["corrections"] == str(fixes) and saved["exclude"] is None
+
+
 def test_focal_loss_is_the_textbook_formula() -> None:
     """Focal loss (Lin et al. 2017), written out per class of target: y(1-p)^γ·(-log p) + (1-y)p^γ·(-log(1-p))."""
     from goemo.training.losses import loss_function

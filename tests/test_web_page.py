@@ -155,3 +155,43 @@ def test_example_sentence_and_error_message(page, server, tmp_path):
     _keep(shot)
     expected = "the server responded with a status of 422"  # Chromium logs every failed fetch
     assert [p for p in page.problems if expected not in p] == []  # type: ignore[attr-defined]
+
+
+def test_click_an_emotion_and_see_the_words_behind_it(page, server, tmp_path):
+    page.fill("#text", SENTENCE)
+    page.click("#go")
+    page.wait_for_selector("body[data-state=done]")
+    assert page.locator("#why").is_hidden()
+    chip = page.locator("#chosen .chip").first
+    label = chip.get_attribute("data-label")
+    chip.click()
+    page.wait_for_selector("body[data-explain=done]")
+    assert page.locator("#why").is_visible() and page.inner_text("#why-title").startswith(f"Why {label} (")
+    api = httpx.post(f"{server}/explain", json={"texts": [SENTENCE], "labels": [label]}).json()
+    words = api["results"][0]["labels"][0]["words"]
+    shown = page.eval_on_selector_all(
+        "#explained .word",
+        """spans => spans.map(s => ({word: s.textContent, attribution: Number(s.dataset.attribution),
+            pos: s.classList.contains('pos'), neg: s.classList.contains('neg'), colour: s.style.backgroundColor}))""",
+    )
+    assert [s["word"] for s in shown] == [w["word"] for w in words]
+    assert page.inner_text("#explained") == SENTENCE  # the text as written, spaces and punctuation kept
+    largest = max(abs(w["attribution"]) for w in words)
+    for s, w in zip(shown, words):
+        assert s["attribution"] == pytest.approx(w["attribution"], abs=1e-9)
+        strong = abs(w["attribution"]) >= 0.15 * largest and largest > 0
+        assert (s["pos"] or s["neg"]) == strong and s["pos"] == (strong and w["attribution"] > 0)
+        assert bool(s["colour"]) == strong
+    assert any(s["pos"] or s["neg"] for s in shown)  # the strongest word at least is highlighted
+    assert chip.get_attribute("aria-pressed") == "true"
+
+    # a bar works the same way, for a label below its threshold too
+    last = page.locator("#bars .bar").last
+    other = last.get_attribute("data-label")
+    last.click()
+    page.wait_for_function(f"document.getElementById('why-title').textContent.startsWith('Why {other} (')")
+    assert page.locator("#bars .bar[aria-pressed=true]").get_attribute("data-label") == other
+    shot = tmp_path / "web_page_explain.png"
+    page.screenshot(path=str(shot), full_page=True)
+    _keep(shot)
+    assert page.problems == []  # type: ignore[attr-defined]

@@ -38,7 +38,7 @@ function sortRows(rows, key) {
   const by = {
     rank: (a, b) => a.rank - b.rank,
     score: (a, b) => b.score - a.score || a.rank - b.rank,
-    prob: (a, b) => b.prob - a.prob || a.rank - b.rank,
+    probability: (a, b) => b.probability - a.probability || a.rank - b.rank,
     label: (a, b) => a.label.localeCompare(b.label) || a.rank - b.rank,
     id: (a, b) => String(a.id).localeCompare(String(b.id)) || a.rank - b.rank,
   }[key] || ((a, b) => a.rank - b.rank);
@@ -96,7 +96,7 @@ function draw() {
     tr.append(el("td", {class: "num"}, r.score.toFixed(3)));
     tr.append(el("td", {}, r.kind === "missing" ? "missing (add?)" : "spurious (remove?)"));
     tr.append(el("td", {class: "label"}, r.label));
-    tr.append(el("td", {class: "num"}, r.prob.toFixed(3)));
+    tr.append(el("td", {class: "num"}, r.probability.toFixed(3)));
     const t = el("td", {class: "text"});
     t.append(el("div", {}, r.text));
     const others = el("div", {class: "others"});
@@ -164,9 +164,12 @@ def render_review_page(
 ) -> str:
     """The review page as one HTML string.
 
-    ``issues``: rows with ``rank, id, text, label, given, score, prob, kind, labels`` (the
+    ``issues``: rows with ``rank, id, text, label, given, score, probability, kind, labels`` (the
     text's given labels); ``summary``: `goemo.audit.quality.LabelQuality.summary` rows;
     ``about``: ``texts``, ``folds``, ``split``, ``source`` for the heading.
+
+    >>> "<script" in render_review_page([], [], ["joy"], {"texts": 0, "folds": 3, "split": "train", "source": "x"})
+    True
     """
     esc = html.escape
     kinds = {k: sum(1 for r in issues if r["kind"] == k) for k in ("missing", "spurious")}
@@ -190,7 +193,8 @@ def render_review_page(
 {esc(str(about.get("source", "")))}, each scored by the one of {esc(str(about.get("folds", "")))} fold models
 that never trained on it. {len(issues):,} pairs flagged: {kinds["missing"]:,} missing (the model is sure the
 label applies; it is not given), {kinds["spurious"]:,} spurious (given; the model is sure it does not apply).
-Score: how far the model passes the label's own threshold, in log-odds (higher is surer). goemo {esc(__version__)}.</div>
+Flagged: the model's probability passes the label's own threshold (confident learning). Score: p(other value) -
+p(given value), from -1 to 1 (higher is surer). goemo {esc(__version__)}.</div>
 <details><summary>Per label</summary>
 <table><thead><tr><th>label</th><th>texts with it</th><th>mean p, given</th><th>mean p, not given</th>
 <th>missing</th><th>spurious</th><th>suspected rate</th></tr></thead><tbody>{rows}</tbody></table>
@@ -200,7 +204,7 @@ Score: how far the model passes the label's own threshold, in log-odds (higher i
 <label>kind <select id="kind"><option value="">all</option><option value="missing">missing</option>
 <option value="spurious">spurious</option></select></label>
 <label>sort <select id="sort"><option value="rank">rank</option><option value="score">score</option>
-<option value="prob">probability</option><option value="label">label</option><option value="id">id</option></select></label>
+<option value="probability">probability</option><option value="label">label</option><option value="id">id</option></select></label>
 <label>search <input id="query" type="search" placeholder="text or id"></label>
 <button id="check-shown" type="button">check listed</button>
 <button id="clear" type="button">uncheck all</button>

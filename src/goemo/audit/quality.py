@@ -18,19 +18,23 @@ A pair (text i, label j) is flagged
 * **spurious** when j is given and ``1 - p_ij >= 1 - a_j``, that is ``p_ij <= a_j`` (the model
   is as sure j does not apply as it is, on average, for texts without j).
 
-**The score** ranks every pair by how far the model's confidence in the other class passes
-that class's threshold, measured in log-odds so that labels with different base rates, and the
-two kinds, share one scale:
+**The score** ranks the pairs by how sure the model is that the given value is wrong: the
+normalized margin of confident learning, ``p(other value) - p(given value)``, that is
 
-* missing: ``logit(p_ij) - logit(t_j)``;
-* spurious: ``logit(1 - p_ij) - logit(1 - a_j)`` = ``logit(a_j) - logit(p_ij)``.
+* ``2 p_ij - 1`` when j is not given (the model's case for adding it);
+* ``1 - 2 p_ij`` when j is given (its case for removing it).
 
-A pair is flagged exactly when its score is >= 0; a higher score is a surer issue (a score of
-1 means the odds are e times past the threshold). Probabilities are clipped to [1e-6, 1 - 1e-6].
+It runs from -1 (the model agrees with the label, certainly) to 1 (it is certain the label is
+wrong); ranking by it is ranking by self-confidence, ``p(given value)``, lowest first, which is
+cleanlab's default order for the issues it finds. The thresholds decide what is flagged, the
+score the order. A threshold-adjusted score (the log-odds past ``t_j`` or ``a_j``) was measured
+and ranked planted errors worse: it discards how rare a label is, and a rare label given to a
+text is more often wrong (docs/benchmarks.md, "Label audit: planted errors").
+
 A label no text carries has no ``t_j``: nothing is flagged missing for it (and likewise for a
-label every text carries). This is the per-example ranking part of confident learning; the
-estimate of the joint noise distribution and pruning by it are left out, as goemo hands the
-ranked pairs to a person rather than dropping them itself.
+label every text carries). This is the per-example part of confident learning; the estimate of
+the joint noise distribution and pruning by it are left out, as goemo hands the ranked pairs to
+a person rather than dropping them itself.
 
 >>> import numpy as np
 >>> given = np.array([[1, 0], [1, 0], [0, 1], [0, 0]], dtype=np.uint8)
@@ -49,12 +53,6 @@ from typing import Any
 import numpy as np
 
 KINDS = ("missing", "spurious")
-EPS = 1e-6
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p.astype(np.float64), EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,8 @@ class LabelQuality:
     """Per-(text, label) scores of one audited split; see the module docstring for the formulas.
 
     ``given`` (n, L) 0/1 labels, ``probs`` (n, L) out-of-fold probabilities, ``present_mean``
-    (``t_j``) and ``absent_mean`` (``a_j``) per label, ``score`` (n, L) the log-odds margin,
-    ``flagged`` (n, L) where ``score >= 0``.
+    (``t_j``) and ``absent_mean`` (``a_j``) per label, ``score`` (n, L) the normalized margin,
+    ``flagged`` (n, L) the pairs past their label's threshold.
     """
 
     label_names: list[str]
@@ -133,14 +131,11 @@ def label_quality(given: np.ndarray, probs: np.ndarray, label_names: Sequence[st
     with np.errstate(invalid="ignore", divide="ignore"):
         present_mean = np.where(count > 0, (probs * present).sum(axis=0) / np.maximum(count, 1), np.nan)
         absent_mean = np.where(absent_count > 0, (probs * ~present).sum(axis=0) / np.maximum(absent_count, 1), np.nan)
-    # a label nobody carries (or everybody does) has no threshold: its pairs can never pass it
-    t = np.where(np.isnan(present_mean), 1 - EPS, present_mean)
-    a = np.where(np.isnan(absent_mean), EPS, absent_mean)
-    logit_p = _logit(probs)
-    missing = logit_p - _logit(t)[None, :]
-    spurious = _logit(a)[None, :] - logit_p
-    score = np.where(present, spurious, missing).astype(np.float32)
-    has_threshold = np.where(present, ~np.isnan(absent_mean)[None, :], ~np.isnan(present_mean)[None, :])
+    with np.errstate(invalid="ignore"):  # a label no text carries (or every text does): NaN, nothing flagged
+        missing = probs >= present_mean[None, :]
+        spurious = probs <= absent_mean[None, :]
+    flagged = np.where(present, spurious, missing)
+    score = np.where(present, 1 - 2 * probs, 2 * probs - 1).astype(np.float32)
     return LabelQuality(
         label_names=list(label_names),
         given=given,
@@ -148,7 +143,7 @@ def label_quality(given: np.ndarray, probs: np.ndarray, label_names: Sequence[st
         present_mean=present_mean.astype(np.float32),
         absent_mean=absent_mean.astype(np.float32),
         score=score,
-        flagged=(score >= 0) & has_threshold,
+        flagged=flagged,
     )
 
 

@@ -114,6 +114,10 @@ def load_audit_data(config: TrainConfig, split: str = "train") -> AuditData:
 
     ``--exclude`` / ``--corrections`` clean the train split (`goemo.training.data.clean_train`),
     so they go with auditing train only; ``max_train_samples`` audits a seeded sample of the split.
+
+        data = load_audit_data(TrainConfig(data_dir="data/goemotions"), "train")
+        len(data.audited), data.select.name
+        # -> (43410, 'dev')
     """
     source = DataSource.from_config(config.to_dict())
     select = "train" if split == "dev" else "dev"
@@ -219,6 +223,9 @@ def score_audit(
 
     Every fold must have predicted its held-out texts, with these settings, on these texts;
     the error names the folds still to run.
+
+        score_audit(TrainConfig(preset="fast"), "runs/audit", 5).files["issues"]
+        # -> PosixPath('runs/audit/label_issues.csv')
     """
     _check_folds(0, folds)
     out = Path(out)
@@ -337,7 +344,11 @@ def _read_oof(path: Path, part: Split, label_names: Sequence[str], fingerprint: 
 
 
 def issue_rows(quality: LabelQuality, split: Split) -> list[dict[str, Any]]:
-    """The flagged pairs, surest first, as ``label_issues.csv`` rows (plus the text's given labels)."""
+    """The flagged pairs, surest first, as ``label_issues.csv`` rows (plus the text's given labels).
+
+    issue_rows(label_quality(split.labels, probs, split.label_names), split)[0]["kind"]
+    # -> 'spurious'
+    """
     rows = []
     for rank, (i, j) in enumerate(quality.ranking(), start=1):
         rows.append(
@@ -370,7 +381,8 @@ def _write_outputs(config: TrainConfig, out: Path, folds: int, data: AuditData, 
         "source": data.source.describe(),
         "data_checksum": audited.checksum(),
         "flagged": flagged,
-        "score": "log-odds margin past the label's confident-learning threshold (goemo.audit.quality)",
+        "score": "normalized margin p(other value) - p(given value); flagged past per-label thresholds "
+        "(goemo.audit.quality)",
     }
     files = {
         "issues": out / ISSUES_FILE,

@@ -10,6 +10,7 @@ One module per group of verbs, each registering its commands on the one Typer `a
 - `goemo.cli.calibrate`: calibrate (a model's scores, on dev)
 - `goemo.cli.compare`: compare (two models, paired bootstrap)
 - `goemo.cli.predict`: predict, export, serve
+- `goemo.cli.explain`: explain (the words behind each emotion)
 - `goemo.cli.hub`: push (a model folder to the Hugging Face Hub)
 - `goemo.cli.sweep`: sweep, sweep-report
 - `goemo.cli.cluster`: cluster render
@@ -21,7 +22,7 @@ Errors from the library (`GoemoError`) become one line on stderr and exit code 1
 from __future__ import annotations
 
 # Each module registers its verbs on `app` when imported; this order is the order of `goemo --help`.
-from goemo.cli import calibrate, cluster, compare, data, evaluate, hub, predict, sweep, train  # noqa: F401, I001
+from goemo.cli import calibrate, cluster, compare, data, evaluate, explain, hub, predict, sweep, train  # noqa: F401, I001
 from goemo.cli.common import app, command
 
 __all__ = ["app", "command", "main"]

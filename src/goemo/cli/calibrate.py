@@ -69,14 +69,15 @@ def calibrate_command(
     """
     from goemo.evaluation.calibration import calibrate_model  # numpy, scikit-learn, torch
     from goemo.evaluation.compare import resolve_model_dir
+    from goemo.scoring.calibration import CalibrationSettings
 
     outcome = calibrate_model(
         resolve_model_dir(model),
         splits=list(split or []),
         source=data_source(options),
-        method=method.value,
-        selection="global" if global_choice else "per-label",
-        seed=seed,
+        settings=CalibrationSettings(
+            method=method.value, selection="global" if global_choice else "per-label", seed=seed
+        ),
         dry_run=dry_run,
     )
     if fmt is OutputFormat.json:

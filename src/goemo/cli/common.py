@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from goemo.cli.options import given
+from goemo.core.config import SORT_KEYS
 from goemo.core.errors import DISK_ERRNOS, GoemoError
 from goemo.core.run_settings import DataOptions
 
@@ -129,3 +130,20 @@ def data_source(options: dict[str, Any]) -> DataSource | None:
     if values.get("dataset") and values.get("data_dir"):  # a usage error (exit 2), as Typer's own are
         raise typer.BadParameter("give --dataset or --data-dir, not both", param_hint="--dataset")
     return DataSource.from_options(**values)
+
+
+def _checked_sort(value: str | None) -> str | None:
+    if value is not None and value not in SORT_KEYS:
+        raise typer.BadParameter(f"{value!r}: expected one of {', '.join(SORT_KEYS)}")
+    return value
+
+
+def sort_option() -> Any:
+    """``--sort COLUMN`` of `evaluate` and `report`: one definition, so both take the same columns."""
+    return Opt(
+        None,
+        "--sort",
+        callback=_checked_sort,
+        help=f"Order the labels by {', '.join(SORT_KEYS)} "
+        "(scores: worst first, so the problem classes lead; default: the model's label order).",
+    )

@@ -50,6 +50,7 @@ def compare_command(
     share of resamples where the difference has the other sign), and each model's intervals.
     """
     from goemo.evaluation.compare import compare_models  # numpy, scikit-learn, torch when a model runs
+    from goemo.scoring.bootstrap import Resampling
 
     if threshold is not None and fixed:
         raise typer.BadParameter("give --threshold or --fixed, not both", param_hint="--threshold")
@@ -60,8 +61,7 @@ def compare_command(
         split,
         source=data_source(options),
         thresholds=spec,
-        n_resamples=resamples,
-        seed=seed,
+        resampling=Resampling(n_resamples=resamples, seed=seed),
         max_samples=max_samples,
     )
     if fmt is OutputFormat.json:

@@ -17,7 +17,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from goemo.cli.common import Opt, command, data_source, make_console
+from goemo.cli.common import Opt, command, data_source, make_console, sort_option
 from goemo.cli.options import gather, with_options
 from goemo.core.run_settings import DataOptions, RunSettings
 
@@ -64,11 +64,9 @@ def evaluate_command(
     fmt: EvalFormat = Opt(EvalFormat.table, "--format", help="table, json, csv or markdown on stdout."),
     max_samples: Optional[int] = Opt(None, min=1, help="Score a seeded random subset of the split (quick checks)."),
     no_cache: bool = Opt(False, "--no-cache", help="Run the model even if cached predictions exist; store none."),
-    sort: Optional[str] = Opt(
-        None,
-        "--sort",
-        help="Order the labels by label, precision, recall, f1, support, predicted, auc or ap "
-        "(scores: worst first, so the problem classes lead; default: the model's label order).",
+    sort: Optional[str] = sort_option(),
+    resamples: int = Opt(
+        1000, "--resamples", min=0, help="Bootstrap resamples of the texts for the 95% intervals (0: none)."
     ),
     **options: Any,
 ) -> None:
@@ -78,10 +76,7 @@ def evaluate_command(
     threshold or taxonomy) does not run the model again.
     """
     from goemo.evaluation.evaluate import evaluate, rows_to_csv, write_evaluation  # numpy, scikit-learn
-    from goemo.scoring.metrics import SORT_KEYS, sort_labels
-
-    if sort is not None and sort not in SORT_KEYS:
-        raise typer.BadParameter(f"{sort!r}: expected one of {', '.join(SORT_KEYS)}", param_hint="--sort")
+    from goemo.scoring.metrics import sort_labels
 
     if threshold is not None and thresholds is ThresholdMode.tuned:
         raise typer.BadParameter("give --threshold or --thresholds tuned, not both", param_hint="--threshold")
@@ -97,6 +92,8 @@ def evaluate_command(
         max_samples=max_samples,
         cache=not no_cache,
     )
+    result.add_intervals(resamples)
+    result.add_calibration()
     if sort is not None:
         result.report = dataclasses.replace(result.report, per_label=sort_labels(result.report.per_label, sort))
     if out is not None:
@@ -119,9 +116,20 @@ def _print_evaluation(result) -> None:
     def cell(value, digits: int = 3) -> str:
         return "n/a" if value is None else (f"{value:,}" if isinstance(value, int) else f"{value:.{digits}f}")
 
+    def span(row: dict[str, Any]) -> list[str]:  # the F1 interval's column, when there is one
+        if result.intervals is None:
+            return []
+        low, high = row.get("f1_low"), row.get("f1_high")
+        return ["" if low is None or high is None else f"{low:.3f}–{high:.3f}"]
+
     r = result.report
+    rows = {row["label"]: row for row in result.to_rows()}
     table = Table(title=result.headline(), title_justify="left", box=box.SIMPLE_HEAD)
-    for name in ("label", "P", "R", "F1", "n", "predicted", "ROC-AUC", "AP"):
+    c = result.calibration
+    ece = {} if c is None else dict(zip(c.label_names, c.ece_after.tolist()))
+    names = ("label", "P", "R", "F1", *(["F1 95% CI"] if result.intervals else []), "n", "predicted", "ROC-AUC", "AP")
+    names += ("ECE",) if ece else ()
+    for name in names:
         table.add_column(name, justify="left" if name == "label" else "right", no_wrap=True)
     for m in r.per_label:
         table.add_row(
@@ -129,10 +137,12 @@ def _print_evaluation(result) -> None:
             cell(m.precision),
             cell(m.recall),
             cell(m.f1),
+            *span(rows[m.name]),
             cell(m.support),
             cell(m.predicted),
             cell(m.auc),
             cell(m.ap),
+            *([cell(ece.get(m.name), 4)] if ece else []),
         )
     table.add_section()
     for avg in (r.macro, r.micro, r.weighted, r.samples):
@@ -141,14 +151,21 @@ def _print_evaluation(result) -> None:
             cell(avg.precision),
             cell(avg.recall),
             cell(avg.f1),
+            *span(rows[avg.name] if avg.name == "macro" else {}),
             cell(avg.support),
             "",
             cell(avg.auc),
             cell(avg.ap),
+            *([cell(c.macro_ece_after, 4) if avg.name == "macro" and c else ""] if ece else []),
             style="bold" if avg.name == "macro" else None,
         )
     console = make_console()
     console.print(table)
+    if result.intervals is not None:
+        console.print(result.interval_text(), highlight=False)
+    if c is not None:
+        raw = "" if set(c.methods) == {"none"} else f"; the raw model's scores: {c.macro_ece_before:.4f}"
+        console.print(f"macro ECE ({c.bins} bins) {c.macro_ece_after:.4f}{raw}", highlight=False)
     console.print(
         f"exact match {cell(r.exact_match)}; {result.thresholds.description}; "
         f"predictions {'from the cache' if result.predictions.from_cache else 'computed'}"
@@ -187,6 +204,7 @@ def report_command(
     ),
     max_samples: Optional[int] = Opt(None, min=1, help="Report on a seeded random subset (quick looks only)."),
     no_cache: bool = Opt(False, "--no-cache", help="Run the model even if cached predictions exist; store none."),
+    sort: Optional[str] = sort_option(),
     **options: Any,
 ) -> None:
     """Write RUN_DIR/report.md, a self-contained RUN_DIR/report.html and RUN_DIR/plots/*.png.
@@ -194,7 +212,7 @@ def report_command(
     Per-label results beside the paper's Tables 4 and 5, problematic classes, precision-recall
     curves, label confusion with examples, training curves, resources and the run config.
     """
-    from goemo.report import build_report  # matplotlib, numpy, scikit-learn
+    from goemo.report import ScoringOptions, build_report  # matplotlib, numpy, scikit-learn
 
     result = build_report(
         run_dir,
@@ -202,9 +220,8 @@ def report_command(
         source=data_source(options),
         compare=compare or (),
         data_analysis=data_analysis,
-        max_samples=max_samples,
-        settings=gather(RunSettings, options),
-        cache=not no_cache,
+        scoring=ScoringOptions(max_samples, gather(RunSettings, options), cache=not no_cache),
+        sort=sort,
     )
     s = result.scored
     tuned = f", {s.tuned.report.macro.f1:.3f} with dev-tuned thresholds" if s.tuned else ""

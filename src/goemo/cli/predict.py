@@ -85,7 +85,7 @@ def predict_command(
     """
     from goemo.data.records import Record
     from goemo.predict.classifier import EmotionClassifier  # numpy, and torch or onnxruntime when loaded
-    from goemo.predict.files import predict_file, write_predictions
+    from goemo.predict.files import BulkOptions, predict_file, write_predictions
     from goemo.predict.prediction_writer import Labelling, output_format
     from goemo.predict.shards import parse_shard
     from goemo.predict.stream import predict_records
@@ -117,9 +117,7 @@ def predict_command(
             input_file,
             output,
             labelling,
-            columns=(text_column, id_column),
-            shard=shard_k_n,
-            overwrite=overwrite,
+            BulkOptions(columns=(text_column, id_column), shard=shard_k_n, overwrite=overwrite),
             notify=lambda line: typer.echo(line, err=True),
         )
         if result.already_complete:

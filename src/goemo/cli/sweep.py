@@ -38,6 +38,7 @@ BASE_OPTIONS = (
     "dataset",
     "dataset_config",
     "model",
+    "init_from",
     "epochs",
     "max_train_samples",
     "max_eval_samples",
@@ -94,7 +95,7 @@ def sweep_command(
     epoch. Exits 1 when every trial this command ran failed, or when nothing ran and the
     study holds only failures.
     """
-    from goemo.sweeps.runner import prepare_sweep, route_optuna_logging, run_sweep  # optuna, sqlalchemy
+    from goemo.sweeps.runner import BaseOptions, prepare_sweep, route_optuna_logging, run_sweep  # optuna, sqlalchemy
 
     route_optuna_logging()
     overrides = {**given(TrainConfig, base), "eval_test": eval_test, **_parse_sets(set_)}
@@ -104,9 +105,7 @@ def sweep_command(
         count=count,
         storage=storage,
         study_name=study,
-        preset=preset,
-        base_config=base_config,
-        overrides=overrides,
+        base=BaseOptions(preset, base_config, overrides),
         trackers=trackers or [],
     )
     for note in sweep.spec.notes:

@@ -25,8 +25,8 @@ precision the predictor hands out and decides in, so the predictor and the predi
 at its threshold ``t``: the map is capped at ``T`` (its calibrated threshold, a float32 value)
 for ``p <= t`` and raised to the next float32 above ``T`` for ``p > t``, so ``g(p) > T`` exactly
 when the float32 probability is above ``t``, whatever flat stretch the fitted map has. An affine
-map is strictly increasing, so its decisions are the same up to rounding in the last bit of the
-logit (the folded weights compute ``a·z + b`` in float32).
+map is strictly increasing, so its decisions are the same up to rounding of the logit (the
+folded weights compute ``a·z + b`` in the model's precision: float32, or bf16 under autocast).
 
 This module needs numpy only, so the serving path applies a calibration without scikit-learn.
 
@@ -196,14 +196,19 @@ class Calibration:
                 out[:, j] = isotonic_map(p[:, j].astype(np.float32), m)
         return out
 
-    def logits(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated logits (float64) from raw ones: ``a·z + b`` per affine label, the logit of the
-        calibrated probability (clipped) per isotonic label; for losses computed from logits."""
-        z = self._check(logits)
-        out = z * self.scale + self.shift
-        iso = [j for j, m in enumerate(self.maps) if m.method == "isotonic"]
-        if iso:
-            out[:, iso] = logit(self.probabilities(z)[:, iso])
+    def uncalibrate_probs(self, probs: np.ndarray) -> np.ndarray | None:
+        """The raw model's probabilities back from calibrated ones (`calibrate_probs` undone), to show
+        a calibration's effect on any split; None when an isotonic map (a step function, not
+        invertible) is among the maps."""
+        if self.has_isotonic:
+            return None
+        p = np.asarray(probs, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != len(self.maps):
+            raise ModelError(f"probabilities of shape {p.shape} for a calibration of {len(self.maps)} labels")
+        out = p.copy()
+        affine = [j for j, m in enumerate(self.maps) if m.method in ("temperature", "platt")]
+        if affine:
+            out[:, affine] = sigmoid((logit(p[:, affine]) - self.shift[affine]) / self.scale[affine])
         return out
 
     def _probabilities(self, logits: np.ndarray, affine_done: bool, dtype: Any) -> np.ndarray:

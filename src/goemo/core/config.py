@@ -32,6 +32,7 @@ DEFAULT_DATA_DIR = "data/goemotions"
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 SELECT_METRICS = ("f1_macro", "val_loss", "auc_score", "auc_micro", "auc_macro", "f1_micro", "f1_macro_xtuned")
+SORT_KEYS = ("label", "precision", "recall", "f1", "support", "predicted", "auc", "ap")  # per-label table columns
 
 
 # Environment variables read as the defaults of the sample sizes: a quick run of any command
@@ -192,6 +193,13 @@ class TrainConfig:
     # model
     model: str = opt(
         "minilm", aliases=("--transformer-model",), help="Hub id, local folder, or 'minilm' (offline default)."
+    )
+    init_from: str | None = opt(
+        None,
+        path=True,
+        help="Start from this trained goemo model folder (e.g. runs/NAME/best): its encoder, tokenizer and "
+        "head type; its head too when the labels are the same (names and order), else a new head. "
+        "--model and --pooling are then not used.",
     )
     pooling: Literal["cls", "mean"] = opt("cls", help="cls (the architecture's own head) | mean")
     dropout: float = opt(0.1, help="Dropout before the classifier.")
@@ -376,6 +384,15 @@ class TrainConfig:
     def scoring_settings(self) -> RunSettings:
         """How this run's models score splits after training (teachers, sweep trials): its device and eval batch size."""
         return RunSettings(device=self.device, batch_size=self.eval_batch_size)
+
+    @property
+    def encoder_source(self) -> str:
+        """Where the encoder and its tokenizer come from: ``init_from`` when given, else ``model``.
+
+        >>> TrainConfig(model="minilm", init_from="runs/reproduce/best").encoder_source
+        'runs/reproduce/best'
+        """
+        return self.init_from or self.model
 
     @property
     def effective_head_lr(self) -> float:

@@ -129,6 +129,16 @@ def encoder_positions(encoder: dict[str, Any], where: str) -> tuple[int, int] | 
     return value, offset
 
 
+def is_output_layer(name: str) -> bool:
+    """Whether a weight's name is the classifier's output layer in the heads goemo saves and loads
+    (``classifier.weight``, ``classifier.out_proj.weight``, ``score.weight``, under any prefix).
+
+    >>> is_output_layer("classifier.out_proj.weight"), is_output_layer("pre_classifier.weight")
+    (True, False)
+    """
+    return _OUTPUT_LAYER.match(name) is not None
+
+
 def write_calibration(folder: str | Path, calibration: Calibration | None) -> Path:
     """Put ``calibration`` into the folder's ``config.json`` beside the thresholds (atomically); None removes it.
 
@@ -248,6 +258,18 @@ class ModelFolder:
         value = self.meta.get("training_config") or {}
         if not isinstance(value, dict):
             raise ModelError(f"{self.path / META_FILE}: training_config: expected an object")
+        return value
+
+    @property
+    def init_from(self) -> dict[str, Any] | None:
+        """What training started from (``goemo train --init-from``): ``path`` (the trained folder,
+        absolute), ``labels_kept`` (its head continued) and ``model`` (the encoder it was trained
+        from); None for a model that started from a plain encoder."""
+        value = self.meta.get("init_from")
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+            raise ModelError(f"{self.path / META_FILE}: init_from: expected an object with a path")
         return value
 
     @property

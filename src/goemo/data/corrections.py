@@ -133,12 +133,12 @@ def _csv_rows(path: Path, text: str, needed: tuple[str, ...]) -> list[tuple[int,
         has = ", ".join(header) if header else "none (the file is empty)"
         raise DataError(f"no {' or '.join(missing)} column (columns: {has})", path=path, line=1)
     rows = []
-    start = reader.line_num + 1
     try:
         for row in reader:
-            if any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                rows.append((start, row))
-            start = reader.line_num + 1
+            values = [v for v in row.values() if isinstance(v, str)]
+            if any(v.strip() for v in values):
+                # the reader skips blank lines and counts the lines of quoted fields: the record began here
+                rows.append((reader.line_num - sum(v.count("\n") for v in values), row))
     except csv.Error as e:
         raise DataError(f"not valid CSV ({e})", path=path, line=reader.line_num) from None
     return rows

@@ -13,8 +13,9 @@ does at its end (``TrainConfig.calibrate``). On a model folder they:
 4. re-express the thresholds the model decides by on the calibrated scale (``goemo.json``
    ``thresholds.per_label`` and ``thresholds.tuning``, and ``config.json``), so no decision
    changes (`goemo.core.calibration.Calibration.anchored`);
-5. cache the dev (and any other) probabilities under the new weights, mapped by the calibration,
-   so ``goemo evaluate`` scores the numbers training made without running the model again.
+5. nothing else: the prediction cache is keyed by the weights, so the next ``goemo evaluate`` runs
+   the new weights once (a cached probability is always what the model gives in its settings;
+   training, which calibrates its model in memory first, caches the calibrated model's own).
 
 All of it happens in a copy of the folder that replaces it in one rename
 (`goemo.core.fileio.atomic_directory`): a folder is calibrated or not, never half. The copy
@@ -49,13 +50,12 @@ from goemo.data.source import DataSource, read_split
 from goemo.data.split import Split
 from goemo.models.folding import fold_logit_affine
 from goemo.models.modeling import write_config_thresholds
-from goemo.predict.cache import Predictions, predict_split, store_predictions
+from goemo.predict.cache import Predictions, predict_split
 from goemo.predict.fastest import EXPORT_DIR
 from goemo.scoring.calibration import (
     CalibrationFit,
     CalibrationReport,
-    Method,
-    Selection,
+    CalibrationSettings,
     calibration_report,
     fit_calibration,
 )
@@ -87,15 +87,15 @@ def calibrate_folder(
     predictions: Predictions,
     *,
     others: Sequence[tuple[Split, Predictions]] = (),
-    method: Method = "auto",
-    selection: Selection = "per-label",
-    seed: int = 0,
+    settings: CalibrationSettings | None = None,
     dry_run: bool = False,
 ) -> CalibrationOutcome:
     """Calibrate ``folder`` on ``dev`` with its (uncalibrated) ``predictions`` (see the module's docstring).
 
-    ``others`` (e.g. the test split's predictions) are scored before and after, and cached under
-    the new weights. ``dry_run`` fits and scores without writing anything. A folder that is
+    ``others`` (e.g. the test split's predictions) are scored before and after (the after by the
+    maps, in numpy). ``settings`` says how the maps are chosen and fitted
+    (`goemo.scoring.calibration.CalibrationSettings`; default: per label, by cross-validated
+    log-loss). ``dry_run`` fits and scores without writing anything. A folder that is
     already calibrated is not touched: the outcome says ``already`` and holds its recorded maps.
     """
     opened = folder if isinstance(folder, ModelFolder) else ModelFolder.open(folder)
@@ -109,18 +109,14 @@ def calibrate_folder(
         dev.labels,
         logit(predictions.probs),
         opened.label_names,
-        method=method,
-        selection=selection,
-        seed=seed,
+        settings=settings,
         split_name=dev.name,
         split_checksum=dev.checksum(),
     )
     calibration, thresholds = fit.calibration.anchored(raw)
     reports = {}
-    calibrated = {}
     for split, preds in [(dev, predictions), *others]:
         after = calibration.calibrate_probs(preds.probs)
-        calibrated[split.name] = after
         reports[split.name] = calibration_report(
             split.labels, preds.probs, after, opened.label_names, calibration.methods, split=split.name
         )
@@ -130,11 +126,8 @@ def calibrate_folder(
     )
     if dry_run:
         return outcome
-    calibration = write_calibrated_folder(opened.path, calibration, reexpress=True)
-    for split, preds in [(dev, predictions), *others]:
-        if preds.settings:
-            store_predictions(opened.path, preds.settings, [(split, calibrated[split.name])])
-    outcome.calibration, outcome.written = calibration, True
+    outcome.calibration = write_calibrated_folder(opened.path, calibration, reexpress=True)
+    outcome.written = True
     return outcome
 
 
@@ -143,16 +136,13 @@ def calibrate_model(
     *,
     splits: Sequence[str] = (),
     source: DataSource | None = None,
-    method: Method = "auto",
-    selection: Selection = "per-label",
-    seed: int = 0,
+    settings: CalibrationSettings | None = None,
     dry_run: bool = False,
 ) -> CalibrationOutcome:
     """`calibrate_folder` on the model's own dev split, read as ``goemo evaluate`` reads it (the
     model's training data, or ``source``), with its cached predictions (else the model runs once).
 
-    ``splits`` (e.g. ``["test"]``) are scored before and after too, and their predictions cached
-    under the new weights. What ``goemo calibrate`` runs.
+    ``splits`` (e.g. ``["test"]``) are scored before and after too. What ``goemo calibrate`` runs.
 
         calibrate_model("runs/x/best", splits=["test"]).reports["test"].macro_ece_after
         # -> 0.0071
@@ -167,18 +157,19 @@ def calibrate_model(
         split = read_split(folder, name, source)
         loaded.append((split, predict_split(folder, split)))
     (dev, dev_preds), *others = loaded
-    return calibrate_folder(
-        folder, dev, dev_preds, others=others, method=method, selection=selection, seed=seed, dry_run=dry_run
-    )
+    return calibrate_folder(folder, dev, dev_preds, others=others, settings=settings, dry_run=dry_run)
 
 
-def write_calibrated_folder(folder: str | Path, calibration: Calibration, *, reexpress: bool) -> Calibration:
+def write_calibrated_folder(
+    folder: str | Path, calibration: Calibration, *, reexpress: bool, fold: bool | None = None
+) -> Calibration:
     """Apply a fitted, anchored ``calibration`` to ``folder`` in one atomic swap; returns it with ``folded`` set.
 
-    The affine maps go into the weights when they can (float32 PyTorch weights), else the record
-    says ``folded: false`` and the predictor applies them. ``reexpress``: map the thresholds of
-    ``goemo.json`` onto the calibrated scale (False when they already are, as at the end of
-    training, which tunes them on the raw scale and maps them itself).
+    The affine maps go into the weights when they can (float32 PyTorch weights; ``fold=None``),
+    else the record says ``folded: false`` and the predictor applies them; ``fold=True`` or
+    ``False`` decides (training folds the folder exactly when it folded its model in memory).
+    ``reexpress``: map the thresholds of ``goemo.json`` onto the calibrated scale (False when they
+    already are, as at the end of training, which tunes them on the raw scale and maps them itself).
     """
     opened = ModelFolder.open(folder)
     if opened.calibration is not None:
@@ -189,13 +180,16 @@ def write_calibrated_folder(folder: str | Path, calibration: Calibration, *, ree
         with atomic_directory(opened.path) as tmp:
             _link_contents(opened.path, tmp)
             folded = False
-            if opened.kind == "transformer" and any(m.method in ("temperature", "platt") for m in calibration.maps):
+            affine = any(m.method in ("temperature", "platt") for m in calibration.maps)
+            if opened.kind == "transformer" and affine and fold is not False:
                 try:
                     fold_logit_affine(tmp, calibration.scale, calibration.shift)
                     folded = True
                 except ModelError as e:
+                    if fold:
+                        raise
                     log.warning("%s: the affine maps stay outside the weights (%s)", opened.path, one_line(str(e)))
-            elif opened.kind == "transformer":
+            elif opened.kind == "transformer" and fold is not False:
                 folded = True  # nothing affine to fold: the weights are already what they should be
             calibration = replace(calibration, folded=folded)
             if reexpress:

@@ -25,13 +25,11 @@ from goemo.core.thresholds import ThresholdSpec, TunedThresholds
 from goemo.data.source import DataSource
 from goemo.evaluation.evaluate import EvaluationResult, evaluate
 from goemo.scoring.bootstrap import (
-    CONFIDENCE,
-    DEFAULT_RESAMPLES,
     BootstrapScores,
     PairedComparison,
+    Resampling,
     bootstrap_scores,
     paired_bootstrap,
-    resample_indices,
 )
 
 
@@ -89,18 +87,20 @@ def compare_models(
     *,
     source: DataSource | None = None,
     thresholds: ThresholdSpec = "tuned",
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    confidence: float = CONFIDENCE,
+    resampling: Resampling | None = None,
     max_samples: int | None = None,
 ) -> Comparison:
     """Score ``model_a`` and ``model_b`` (model or run folders) on ``split`` and compare them.
 
     ``thresholds`` applies to both: ``"tuned"`` (each model's own dev-tuned per-label thresholds,
     the default), ``"fixed"`` (each one's global threshold) or a number. Both must have been
-    scored on exactly the same texts, with the same labels.
+    scored on exactly the same texts, with the same labels. ``resampling`` (default: 1,000
+    resamples, seed 0, 95% intervals) is drawn once: the paired test and both models' own
+    intervals use the same resamples.
     """
-    if n_resamples < 1:
+    resampling = resampling or Resampling()
+    n_resamples, seed = resampling.n_resamples, resampling.seed
+    if resampling.indices is None and n_resamples < 1:
         raise EvaluationError(f"n_resamples={n_resamples}: expected at least 1 (1,000 or more for a real answer)")
     results = [
         evaluate(resolve_model_dir(m), split, source=source, thresholds=thresholds, max_samples=max_samples)
@@ -114,17 +114,12 @@ def compare_models(
         )
     if list(a.predictions.label_names) != list(b.predictions.label_names):
         raise EvaluationError(f"{a.model_dir} and {b.model_dir} predict different labels: they cannot be compared")
-    indices = resample_indices(len(a.labels), n_resamples, seed)
+    shared = resampling.fixed(len(a.labels))
     names = list(a.predictions.label_names)
     ta, tb = _threshold_array(a, len(names)), _threshold_array(b, len(names))
-    paired = paired_bootstrap(
-        a.labels, a.predictions.probs, b.predictions.probs, ta, tb, indices=indices, confidence=confidence
-    )
-    scores = [
-        bootstrap_scores(r.labels, r.predictions.probs, t, names, indices=indices, confidence=confidence)
-        for r, t in ((a, ta), (b, tb))
-    ]
-    return Comparison(a, b, scores[0], scores[1], paired, n_resamples, seed)
+    paired = paired_bootstrap(a.labels, a.predictions.probs, b.predictions.probs, ta, tb, resampling=shared)
+    scores = [bootstrap_scores(r.labels, r.predictions.probs, t, names, shared) for r, t in ((a, ta), (b, tb))]
+    return Comparison(a, b, scores[0], scores[1], paired, scores[0].n_resamples, seed)
 
 
 def _threshold_array(result: EvaluationResult, n_labels: int) -> np.ndarray:

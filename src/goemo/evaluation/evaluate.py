@@ -38,6 +38,8 @@ from goemo.core.thresholds import PAPER_THRESHOLDS, ThresholdChoice, ThresholdSp
 from goemo.data.source import DataSource, read_split
 from goemo.data.split import Split
 from goemo.predict.cache import Predictions, predict_split
+from goemo.scoring.bootstrap import DEFAULT_RESAMPLES, BootstrapScores, Resampling, bootstrap_scores
+from goemo.scoring.calibration import DEFAULT_BINS, CalibrationReport, calibration_report
 from goemo.scoring.metrics import MetricsReport, compute_metrics
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,27 @@ class EvaluationResult:
     predictions: Predictions
     labels: np.ndarray = field(repr=False)
     texts: list[str] = field(repr=False, default_factory=list)
+    intervals: BootstrapScores | None = None  # `add_intervals`
+    calibration: CalibrationReport | None = None  # `add_calibration`
+
+    def add_intervals(self, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> BootstrapScores | None:
+        """95% bootstrap intervals of macro-F1, macro ROC-AUC and each label's F1 at these thresholds
+        (`goemo.scoring.bootstrap`: the texts resampled ``n_resamples`` times, seeded), kept in
+        ``intervals`` and written by `to_dict`, `to_rows` and `to_markdown`.
+
+        Not computed by `evaluate` itself: a few seconds of work that callers scoring many threshold
+        choices do not all want. None for a projected taxonomy (its decisions are made before the
+        projection) and for ``n_resamples`` 0.
+        """
+        if self.projected or n_resamples < 1:
+            return None
+        value = self.thresholds.value
+        thresholds = value.values if isinstance(value, TunedThresholds) else value
+        names = list(self.predictions.label_names)
+        self.intervals = bootstrap_scores(
+            self.labels, self.predictions.probs, thresholds, names, Resampling(n_resamples=n_resamples, seed=seed)
+        )
+        return self.intervals
 
     @property
     def projected(self) -> bool:
@@ -89,6 +112,8 @@ class EvaluationResult:
                 "settings": self.predictions.settings,
             },
             "metrics": self.report.to_dict(),
+            "intervals": None if self.intervals is None else self.intervals.to_dict(),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     def to_rows(self) -> list[dict[str, Any]]:
@@ -103,11 +128,56 @@ class EvaluationResult:
                     t = f"per-label ({self.thresholds.tuned_on}), before projection"
             else:
                 t = float(thr)
-            rows.append({**row, "threshold": t})
+            rows.append({**row, "threshold": t} | self._f1_interval(row["label"]))
         return rows
 
+    def add_calibration(self, bins: int = DEFAULT_BINS) -> CalibrationReport | None:
+        """ECE (``bins`` equal-width bins), log-loss and reliability data per label of the scores, and
+        of the raw model's scores where the folder is calibrated (its maps undone,
+        `Calibration.uncalibrate_probs`); without a calibration, or with an isotonic map, the
+        "before" side is the same scores (methods ``none``). Kept in ``calibration`` and written by
+        `to_dict`; None for a projected taxonomy."""
+        if self.projected:
+            return None
+        after = np.asarray(self.predictions.probs, dtype=np.float64)
+        cal = ModelFolder.open(self.model_dir).calibration
+        raw = cal.uncalibrate_probs(after) if cal is not None else None
+        methods = cal.methods if cal is not None and raw is not None else ["none"] * after.shape[1]
+        self.calibration = calibration_report(
+            self.labels,
+            after if raw is None else raw,
+            after,
+            list(self.predictions.label_names),
+            methods,
+            split=self.split,
+            bins=bins,
+        )
+        return self.calibration
+
+    def _f1_interval(self, label: str) -> dict[str, float | None]:
+        """``f1_low`` / ``f1_high`` of a label's (or the macro average's) F1, when intervals were computed."""
+        if self.intervals is None:
+            return {}
+        i = self.intervals.f1_macro if label == "macro" else self.intervals.f1_per_label.get(label)
+        return {"f1_low": None if i is None else i.low, "f1_high": None if i is None else i.high}
+
+    def interval_text(self) -> str | None:
+        """One line: macro-F1 and macro ROC-AUC with their intervals, and how they were drawn."""
+        b = self.intervals
+        if b is None:
+            return None
+        return (
+            f"macro F1 {b.f1_macro}, macro ROC-AUC {b.auc_macro}: {b.confidence:.0%} bootstrap intervals "
+            f"({b.n_resamples:,} resamples of the {b.texts:,} texts, seed {b.seed})"
+        )
+
     def to_markdown(self, digits: int = 3) -> str:
-        return f"**{self.headline()}**\n\n" + self.report.to_markdown(digits)
+        text = f"**{self.headline()}**\n\n" + self.report.to_markdown(digits)
+        if self.intervals is None:
+            return text
+        rows = [f"| {name} | {i} |" for name, i in self.intervals.f1_per_label.items()]
+        table = "\n".join(["| label | F1 (95% interval) |", "|---|---:|", *rows])
+        return f"{text}\n{self.interval_text()}\n\n{table}\n"
 
 
 def evaluate(

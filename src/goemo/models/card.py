@@ -115,6 +115,7 @@ class CardFacts:
     selection: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     data_origin: dict[str, Any] | None = None  # `DataOrigin` as training saw it (a local path may not exist later)
+    intervals: dict[str, Any] | None = None  # `goemo.scoring.bootstrap.BootstrapScores.to_dict` of the per-label rows
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +133,7 @@ class CardFacts:
                 selection=dict(data.get("selection") or {}),
                 resources=dict(data.get("resources") or {}),
                 data_origin=dict(data["data_origin"]) if data.get("data_origin") else None,
+                intervals=dict(data["intervals"]) if data.get("intervals") else None,
             )
         except (TypeError, ValueError, AttributeError) as e:
             raise ModelError(f"goemo.json card: malformed ({e})") from None
@@ -262,7 +264,7 @@ def build_model_card(
         license=license,
         library_name="onnx" if export else "transformers",
         pipeline_tag="text-classification",
-        base_model=base_model(cfg.get("model")),
+        base_model=base_model(_encoder_name(folder, cfg)),
         datasets=[origin.hub_id] if origin.hub_id else None,
         tags=_tags(folder, goemotions, export),
         metrics=["f1", "roc_auc"],
@@ -361,6 +363,14 @@ def _eval_results(metrics: Mapping[str, Mapping[str, Any]], threshold: float, or
 # --------------------------------------------------------------------------- text
 
 
+def _encoder_name(folder: ModelFolder, cfg: Mapping[str, Any]) -> str | None:
+    """The encoder a model was trained from: ``--model``, or for ``--init-from`` the source's own."""
+    init = folder.init_from
+    if init is not None:
+        return init.get("model")
+    return cfg.get("model")
+
+
 def _title(
     name: str, folder: ModelFolder, cfg: Mapping[str, Any], export: ExportInfo | None, origin: DataOrigin
 ) -> str:
@@ -368,7 +378,7 @@ def _title(
         "mean": "goemo's mean-pooling head",
         "cls": "goemo's classification head (the encoder's pooler, dropout, linear)",
     }.get(_goemo_pooling(folder) or "", "its own classification head")
-    encoder = base_model(cfg.get("model")) or cfg.get("model") or "a transformer encoder"
+    encoder = base_model(_encoder_name(folder, cfg)) or _encoder_name(folder, cfg) or "a transformer encoder"
     if origin.goemotions:
         data = "GoEmotions (58k English Reddit comments, 27 emotions + neutral)"
     elif origin.kind == "hub":
@@ -385,6 +395,14 @@ def _title(
         f"gets its own sigmoid probability; a label is predicted when its probability is above its "
         f"threshold (`config.json` `thresholds`, tuned on the dev split).",
     ]
+    init = folder.init_from
+    if init is not None:
+        head = (
+            "its classification head continued (the same labels)"
+            if init.get("labels_kept")
+            else ("a new classification head for these labels")
+        )
+        lines += ["", f"Fine-tuned from `{init['path']}`: its encoder, with {head}."]
     if export is not None:
         kind = "int8 (dynamically quantised weights)" if export.quantize == "int8" else "fp32"
         lines += [
@@ -503,22 +521,42 @@ def _per_label(facts: CardFacts, folder: ModelFolder) -> str:
         return ""
     split = facts.per_label_split or "dev"
     counts = facts.train_label_counts
+    bands = facts.intervals or {}
+    per_label = bands.get("f1_per_label") or {}
     lines = [
         "## Per-label results",
         "",
         f"On the {split} split, at the per-label thresholds tuned on dev ({len(facts.per_label)} labels):",
         "",
-        "| label | threshold | precision | recall | F1 | ROC-AUC | support | train examples |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| label | threshold | precision | recall | F1 |"
+        + (" F1, 95% interval |" if bands else "")
+        + " ROC-AUC | support | train examples |",
+        "|---|---:|---:|---:|---:|" + ("---:|" if bands else "") + "---:|---:|---:|",
     ]
     for r in facts.per_label:
         train = f"{counts[r.label]:,}" if r.label in counts else "–"
+        band = f" {_span(per_label.get(r.label))} |" if bands else ""
         lines.append(
-            f"| {r.label} | {r.threshold:.3f} | {_num(r.precision)} | {_num(r.recall)} | {_num(r.f1)} | "
+            f"| {r.label} | {r.threshold:.3f} | {_num(r.precision)} | {_num(r.recall)} | {_num(r.f1)} |{band} "
             f"{_num(r.auc)} | {r.support:,} | {train} |"
         )
     lines += ["", "–: undefined on this split (no positive example)."]
+    if bands:
+        lines += [
+            "",
+            f"Macro F1 {_num(bands['f1_macro'].get('estimate'))} ({_span(bands['f1_macro'])}), macro ROC-AUC "
+            f"{_num(bands['auc_macro'].get('estimate'))} ({_span(bands['auc_macro'])}): "
+            f"{bands['confidence']:.0%} intervals of a percentile bootstrap, {bands['n_resamples']:,} resamples "
+            f"of the {bands['texts']:,} texts (seed {bands['seed']}).",
+        ]
     return "\n".join(lines)
+
+
+def _span(interval: Mapping[str, Any] | None) -> str:
+    """``0.505–0.556`` from a bootstrap interval's dict, ``–`` where undefined."""
+    if not interval or not _finite(interval.get("low")) or not _finite(interval.get("high")):
+        return "–"
+    return f"{interval['low']:.3f}–{interval['high']:.3f}"
 
 
 def _choices(folder: ModelFolder, selection: Mapping[str, Any], threshold: float) -> str:

@@ -24,10 +24,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
+from torch import nn
 
 from goemo.core.errors import ModelError
 from goemo.core.fileio import atomic_write_bytes
-from goemo.core.folder import ModelFolder
+from goemo.core.folder import ModelFolder, is_output_layer
 
 FOLDABLE_DTYPES = ("F32", "F64")
 
@@ -41,12 +42,7 @@ def fold_logit_affine(folder: str | Path, scale: np.ndarray, shift: np.ndarray) 
     """
     opened = ModelFolder.open(folder)
     layer = opened.output_layer()
-    a = np.asarray(scale, dtype=np.float64)
-    b = np.asarray(shift, dtype=np.float64)
-    if a.shape != (opened.num_labels,) or b.shape != (opened.num_labels,):
-        raise ModelError(f"scale and shift must have one value per label ({opened.num_labels})")
-    if not np.all(np.isfinite(a)) or not np.all(a > 0) or not np.all(np.isfinite(b)):
-        raise ModelError("scale must be finite and > 0, shift finite: a calibration must keep the labels' order")
+    a, b = _check_map(scale, shift, opened.num_labels)
     if layer.dtype not in FOLDABLE_DTYPES:
         raise ModelError(f"{layer.path}: {layer.weight} is {layer.dtype}; only float32 weights are folded")
     if layer.bias is None and np.any(b != 0):
@@ -54,10 +50,54 @@ def fold_logit_affine(folder: str | Path, scale: np.ndarray, shift: np.ndarray) 
     with safe_open(str(layer.path), framework="pt") as f:
         metadata = f.metadata()
     tensors = load_file(str(layer.path))
-    weight = tensors[layer.weight]
-    at = torch.from_numpy(a)
-    tensors[layer.weight] = (weight.to(torch.float64) * at[:, None]).to(weight.dtype).contiguous()
-    if layer.bias is not None:
-        bias = tensors[layer.bias]
-        tensors[layer.bias] = (bias.to(torch.float64) * at + torch.from_numpy(b)).to(bias.dtype).contiguous()
+    weight, bias = fold_tensors(tensors[layer.weight], tensors.get(layer.bias) if layer.bias else None, a, b)
+    tensors[layer.weight] = weight
+    if layer.bias is not None and bias is not None:
+        tensors[layer.bias] = bias
     return atomic_write_bytes(layer.path, save_tensors(tensors, metadata=metadata))
+
+
+def fold_into_module(model: nn.Module, scale: np.ndarray, shift: np.ndarray) -> str:
+    """`fold_logit_affine` on a model in memory (its last layer's parameters replaced in place), with
+    the same arithmetic, so the weights equal those of the folded file bit for bit. Returns the
+    weight's name. Training folds its best model so that its final scores are the saved model's.
+    """
+    params = dict(model.named_parameters())
+    names = [n for n, p in params.items() if is_output_layer(n) and p.ndim == 2 and p.shape[0] == len(scale)]
+    if len(names) != 1:
+        raise ModelError(f"{type(model).__name__}: {len(names)} classifier output layers with {len(scale)} rows")
+    a, b = _check_map(scale, shift, len(scale))
+    weight = params[names[0]]
+    bias = params.get(names[0].removesuffix(".weight") + ".bias")
+    if weight.dtype not in (torch.float32, torch.float64):
+        raise ModelError(f"{names[0]} is {weight.dtype}; only float32 weights are folded")
+    if bias is None and np.any(b != 0):
+        raise ModelError(f"{names[0]} has no bias to hold the calibration's shift")
+    new_weight, new_bias = fold_tensors(weight.detach(), None if bias is None else bias.detach(), a, b)
+    with torch.no_grad():
+        weight.copy_(new_weight)
+        if bias is not None and new_bias is not None:
+            bias.copy_(new_bias)
+    return names[0]
+
+
+def fold_tensors(
+    weight: torch.Tensor, bias: torch.Tensor | None, scale: np.ndarray, shift: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(a[:, None] * W, a * c + b)`` computed in float64 and returned in the tensors' own dtype and device."""
+    a = torch.from_numpy(np.asarray(scale, dtype=np.float64)).to(weight.device)
+    new_weight = (weight.to(torch.float64) * a[:, None]).to(weight.dtype).contiguous()
+    if bias is None:
+        return new_weight, None
+    b = torch.from_numpy(np.asarray(shift, dtype=np.float64)).to(bias.device)
+    return new_weight, (bias.to(torch.float64) * a + b).to(bias.dtype).contiguous()
+
+
+def _check_map(scale: np.ndarray, shift: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(scale, dtype=np.float64)
+    b = np.asarray(shift, dtype=np.float64)
+    if a.shape != (num_labels,) or b.shape != (num_labels,):
+        raise ModelError(f"scale and shift must have one value per label ({num_labels})")
+    if not np.all(np.isfinite(a)) or not np.all(a > 0) or not np.all(np.isfinite(b)):
+        raise ModelError("scale must be finite and > 0, shift finite: a calibration must keep the labels' order")
+    return a, b

@@ -28,6 +28,7 @@ client without goemo can decide as goemo does (`write_config_thresholds`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import os
@@ -65,12 +66,14 @@ __all__ = [
     "GoemoConfig",
     "GoemoForSequenceClassification",
     "LoadedModel",
+    "build_from_folder",
     "build_model",
     "build_tiny_model",
     "encoder_settings",
     "hub_cache_dir",
     "load_model",
     "load_tokenizer",
+    "model_pooling",
     "save_model",
     "write_config_thresholds",
 ]
@@ -308,6 +311,70 @@ def build_model(
             return AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
     except (OSError, ValueError) as e:
         raise _not_available(name, e) from None
+
+
+def build_from_folder(
+    folder: str | Path,
+    label_names: list[str],
+    dropout: float = 0.1,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, bool]:
+    """A classifier that starts from a trained model folder (``goemo train --init-from``), and
+    whether it kept the folder's head.
+
+    The architecture is the folder's: its encoder family and head (goemo's mean or first-token
+    head, or the family's own). With the folder's labels (the same names in the same order)
+    the whole model continues, head included. With any other label set the encoder's weights
+    are the folder's and the head is new, initialised as a fresh model's (the model's own
+    ``post_init``, under the caller's seed): the folder's head scored other labels, and even
+    one of the same size would start each new label from an unrelated one. ``dropout`` sets
+    the head's dropout as `build_model` does.
+
+        model, kept = build_from_folder("runs/reproduce/best", ["praise", "complaint", "question"])
+        kept
+        # -> False
+    """
+    path = str(folder)
+    source_labels = ModelFolder.open(path).label_names
+    kept = list(source_labels) == list(label_names)
+    kwargs = _from_pretrained_kwargs(path, trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(path, **kwargs)
+        _set_head_dropout(config, dropout)
+        with _quiet_transformers():
+            source = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
+    except (OSError, ValueError) as e:
+        raise _not_available(path, e) from None
+    if kept:
+        return source, True
+    if sorted(source_labels) == sorted(label_names):
+        log.info("%s has the same labels in another order: the head is new", path)
+    fresh_config = copy.deepcopy(source.config)
+    for key, value in _label_maps(label_names).items():
+        setattr(fresh_config, key, value)
+    with _quiet_transformers():
+        model = AutoModelForSequenceClassification.from_config(fresh_config, trust_remote_code=trust_remote_code)
+    model.base_model.load_state_dict(source.base_model.state_dict())  # the encoder's weights, all of them
+    return model, False
+
+
+def model_pooling(model: PreTrainedModel) -> str:
+    """``mean`` or ``cls``: how the classifier pools, as built (goemo's head says; any other pools the first token).
+
+    >>> model_pooling(build_tiny_model(["joy"], pooling="mean")), model_pooling(build_tiny_model(["joy"]))
+    ('mean', 'cls')
+    """
+    config = model.config
+    return str(config.pooling) if isinstance(config, GoemoConfig) else "cls"
+
+
+def _set_head_dropout(config: PretrainedConfig, dropout: float) -> None:
+    """Set ``--dropout`` where the head of a loaded classifier's config reads it (`CLS_HEAD_DROPOUT`)."""
+    if config.model_type == GoemoConfig.model_type:
+        config.classifier_dropout = dropout
+        return
+    for field in _own_head_dropout_fields(config, config) or ():
+        setattr(config, field, dropout)
 
 
 def _goemo_head(

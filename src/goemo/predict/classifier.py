@@ -62,6 +62,7 @@ from goemo.data.batching import EncodedSplit, encode_split
 from goemo.data.records import check_texts
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels, project_probs
+from goemo.predict.explain import Explanation, explain_texts
 from goemo.predict.fastest import BackendChoice, choose_fastest
 from goemo.predict.pieces import AGGREGATE, DEFAULT_RULE, MODES, PieceRule, Pieces, encode_pieces
 from goemo.predict.runner import (
@@ -137,6 +138,14 @@ class EmotionClassifier:
         long_text: str = "pieces",
         piece_rule: PieceRule = DEFAULT_RULE,
     ) -> None:
+        """The parts of a predictor, each already resolved; `load` builds them from a model folder.
+
+        Eleven parameters, each a part the predictor keeps as an attribute: the backend and its
+        tokenizer, the labels and their thresholds, how texts are batched and cut (``max_length``,
+        ``batch_size``, ``long_text``, ``piece_rule``), and where the model came from (``folder``,
+        ``choice``, ``calibration``). Only `load` and in-memory models (training's live scorer, the
+        tests' stand-in backends) call it; users go through `load` and its `RunSettings`.
+        """
         self._backend = backend
         self.tokenizer = tokenizer
         self.label_names = list(label_names)
@@ -595,6 +604,28 @@ class EmotionClassifier:
         if tax is None:
             return list(self.label_names), probs, on
         return list(tax.labels), project_probs(probs, self.label_names, tax), project_labels(on, self.label_names, tax)
+
+    def explain(
+        self, texts: Sequence[str], labels: Sequence[str] | str | None = None, *, method: str | None = None
+    ) -> list[Explanation]:
+        """Per text, the words behind each predicted label (or each of ``labels``), signed (`goemo.predict.explain`).
+
+        ``method``: ``occlusion`` (the default: every backend, one batched call) or
+        ``integrated-gradients`` (the torch backend, ``pip install 'goemo[explain]'``).
+
+            [e] = clf.explain(["thanks so much!"], labels=["gratitude"])
+            e.labels[0].top(1)[0].word
+            # -> 'thanks'
+        """
+        return explain_texts(
+            self,
+            texts,
+            labels,
+            method=method,
+            backend=self._backend,
+            tokenizer=self.tokenizer,
+            max_length=self.max_length,
+        )
 
     def label_names_for(self, taxonomy: str | None = None) -> list[str]:
         """The label names `predict_proba` columns stand for, with or without a taxonomy."""

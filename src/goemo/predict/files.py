@@ -52,16 +52,29 @@ class BulkResult:
     already_complete: bool = False  # the output was the complete output of this job: nothing done
 
 
+@dataclass(frozen=True)
+class BulkOptions:
+    """How `predict_file` reads and writes a file: the input's (text, id) ``columns`` (a CSV or
+    JSON Lines input; id None: row numbers), the ``chunk_size`` of texts read and labelled at a
+    time, the ``shard=(k, n)`` of an array job (only shard k of n, into
+    ``shard_path(output_path, k, n)``) and ``overwrite`` (replace an output that is not this job's).
+
+    ``chunk_size`` and ``columns`` are part of the job's identity: a resumed job must keep them.
+    """
+
+    columns: tuple[str, str | None] = ("text", None)
+    chunk_size: int = DEFAULT_CHUNK
+    shard: tuple[int, int] | None = None
+    overwrite: bool = False
+
+
 def predict_file(
     clf: EmotionClassifier,
     input_path: str | Path | None,
     output_path: str | Path | None = None,
     labelling: Labelling | None = None,
+    options: BulkOptions | None = None,
     *,
-    columns: tuple[str, str | None] = ("text", None),
-    chunk_size: int = DEFAULT_CHUNK,
-    shard: tuple[int, int] | None = None,
-    overwrite: bool = False,
     streams: tuple[TextIO | None, TextIO | None] = (None, None),
     notify: Callable[[str], None] | None = None,
 ) -> BulkResult:
@@ -70,18 +83,19 @@ def predict_file(
     An output file is written in place by whole records and resumed when the same job runs
     again (see the module's docstring); its progress file ``OUT.goemo-progress.json`` names
     the job and says when it is complete. An existing output of another job, or a file goemo
-    did not write, is refused unless ``overwrite``. From stdin (nothing to resume by) the
-    output is written atomically instead. ``shard=(k, n)`` labels only shard k of n into
-    ``shard_path(output_path, k, n)``. ``notify`` gets one-line news (resuming, complete).
-    ``columns`` are the (text, id) columns of a CSV or JSON Lines input (id None: row numbers);
+    did not write, is refused unless ``options.overwrite``. From stdin (nothing to resume by) the
+    output is written atomically instead. ``options`` (`BulkOptions`) also give the input's
+    columns, the chunk size and the shard. ``notify`` gets one-line news (resuming, complete);
     ``streams`` replace (stdin, stdout). A progress bar shows when stderr is a terminal.
 
-        predict_file(clf, "comments.csv", "labels.jsonl", columns=("body", "id")).records
+        predict_file(clf, "comments.csv", "labels.jsonl", options=BulkOptions(columns=("body", "id"))).records
         # -> 10000
     """
     say = notify or log.info
     labelling = labelling or Labelling()
-    text_column, id_column = columns
+    options = options or BulkOptions()
+    chunk_size, shard, overwrite = options.chunk_size, options.shard, options.overwrite
+    text_column, id_column = options.columns
     stdin, stdout = streams
     fmt = output_format(output_path)
     names = clf.label_names_for(labelling.taxonomy)
@@ -105,11 +119,11 @@ def predict_file(
     out = Path(output_path) if shard is None else shard_path(Path(output_path), *shard)
     sidecar = progress_path(out)
     remove_stale_temps(out)  # what an earlier goemo's atomic write, killed, left behind
-    options = {"text_column": text_column, "id_column": id_column, **labelling.decisions}
-    options |= {"all_scores": labelling.all_scores, "with_text": labelling.with_text}
+    job_options = {"text_column": text_column, "id_column": id_column, **labelling.decisions}
+    job_options |= {"all_scores": labelling.all_scores, "with_text": labelling.with_text}
     if labelling.spans:  # left out when off: a job started before --spans existed still resumes
-        options["spans"] = True
-    job = job_identity(clf, input_path, fmt, options, chunk_size)
+        job_options["spans"] = True
+    job = job_identity(clf, input_path, fmt, job_options, chunk_size)
     saved = None if overwrite else read_progress(sidecar)
     fresh = overwrite or not out.exists() or (saved is None and out.stat().st_size == 0)
     if not fresh:

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 from goemo.report.reference import paper_table
 
 if TYPE_CHECKING:
-    from goemo.report.builder import ReportResult, build_report
+    from goemo.report.builder import ReportResult, ScoringOptions, build_report
 
-__all__ = ["build_report", "ReportResult", "paper_table"]
+__all__ = ["build_report", "ReportResult", "ScoringOptions", "paper_table"]
 
 
 def __getattr__(name: str) -> Any:
     # The builder is imported on first use: it needs the report extra (matplotlib, scikit-learn)
     # and the evaluation stack, while `goemo.report.render` and `.reference` are plain Python that
     # light paths use (`goemo sweep-report` is imported by `goemo --help`).
-    if name in ("build_report", "ReportResult"):
+    if name in ("build_report", "ReportResult", "ScoringOptions"):
         from goemo.report import builder  # noqa: PLC0415  (optional extra: report)
 
         return getattr(builder, name)

@@ -3,10 +3,12 @@
 The report answers, in order: how does the model compare with the paper (Tables 4 and 5),
 which labels are problematic and why (F1 and ROC-AUC worst-first, precision-recall curves,
 threshold sweep), what does it say when it misses a label (label confusion with example
-texts), how did training go (curves, time, memory), and what exactly was run (config).
+texts, and the words behind a few errors), how did training go (curves, time, memory), and
+what exactly was run (config).
 
 Numbers are computed from cached test-set predictions (`goemo.predict.cache.predict_split`),
-so building a report a second time does not run the model. Two sets of thresholds are shown
+so building a report a second time does not run the model over the split (only over the few
+texts whose errors are explained, `goemo.report.explanations`). Two sets of thresholds are shown
 side by side: the paper's single 0.3, which is what makes the comparison with the paper
 fair, and the per-label thresholds tuned on the dev split during training. Nothing is ever
 tuned on the split being reported.
@@ -18,7 +20,7 @@ import datetime as _dt
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from goemo.evaluation.evaluate import (
 from goemo.predict.cache import Predictions, predict_split
 from goemo.report import plots
 from goemo.report.confusion import label_confusion, pair_examples
+from goemo.report.explanations import explained_errors_section
 from goemo.report.reference import PaperTable, citation, paper_table
 from goemo.report.render import (
     Bullets,
@@ -54,7 +57,8 @@ from goemo.report.render import (
     to_markdown,
 )
 from goemo.report.run_data import RunData
-from goemo.scoring.metrics import MetricsReport
+from goemo.scoring.bootstrap import Interval
+from goemo.scoring.metrics import MetricsReport, sort_labels
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,19 @@ class ScoredRun:
         return None if result is None else result.report.macro.f1
 
 
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How `build_report` scores the run and every run it compares (`score_run`): ``max_samples``
+    (a seeded random subset of the split, for quick looks), ``settings`` (how the model runs,
+    `goemo.core.run_settings.RunSettings`; default: the predictions training cached) and
+    ``cache`` (False runs the model even when cached predictions exist, and stores none).
+    """
+
+    max_samples: int | None = None
+    settings: RunSettings | None = None
+    cache: bool = True
+
+
 @dataclass
 class ReportResult:
     """Where the report went, and the evaluations it was built from."""
@@ -108,22 +125,21 @@ def score_run(
     run: RunData,
     split: str | Path,
     source: DataSource | None = None,
-    *,
-    max_samples: int | None = None,
-    settings: RunSettings | None = None,
-    cache: bool = True,
+    scoring: ScoringOptions | None = None,
 ) -> ScoredRun:
     """Predict (or read cached predictions) and score at 0.3, dev-tuned, and on the groupings.
 
-    The split comes from ``source``, by default the model's training data, as `goemo evaluate` reads it.
+    The split comes from ``source``, by default the model's training data, as `goemo evaluate` reads it;
+    ``scoring`` says how the model runs on it (`ScoringOptions`).
     """
+    scoring = scoring or ScoringOptions()
     folder = ModelFolder.open(run.model_dir)
     native = folder.taxonomy
     data = read_split(folder, split, source)
     full = len(data)
-    if max_samples:
-        data = data.sample(max_samples, seed=0)
-    preds = predict_split(folder, data, settings, cache=cache)
+    if scoring.max_samples:
+        data = data.sample(scoring.max_samples, seed=0)
+    preds = predict_split(folder, data, scoring.settings, cache=scoring.cache)
 
     def score(thresholds: Any, taxonomy: str, sweep: bool) -> EvaluationResult:
         kwargs = {} if sweep else {"sweep": None}
@@ -156,18 +172,20 @@ def build_report(
     source: DataSource | None = None,
     compare: Sequence[str | Path] = (),
     data_analysis: str | Path | None = None,
-    max_samples: int | None = None,
-    settings: RunSettings | None = None,
-    cache: bool = True,
+    scoring: ScoringOptions | None = None,
+    sort: str | None = None,
 ) -> ReportResult:
     """Write ``report.md``, ``report.html`` (self-contained) and ``plots/*.png`` into ``run_dir``.
 
     ``compare`` adds a side-by-side table of other runs scored on the same split.
     ``data_analysis`` is the folder of ``goemo stats --out`` (default: ``data-analysis``
     beside the run folder); its plots and sample page are included when it exists.
-    ``max_samples`` reports on a seeded random subset of the split (quick looks only).
-    ``source`` is where the split comes from (default: the model's training data); ``settings``
-    how the model runs (default: the predictions training cached).
+    ``source`` is where the split comes from (default: the model's training data); ``scoring``
+    (`ScoringOptions`) how each run is scored: a seeded random subset of the split
+    (``max_samples``, quick looks only), how the model runs (``settings``; default: the
+    predictions training cached) and whether the prediction cache is used. ``sort`` orders the per-label
+    tables by a column (`goemo.scoring.metrics.SORT_KEYS`; scores worst first, at the dev-tuned
+    thresholds where the run has them), so the problem classes lead.
 
         result = build_report("runs/minilm", compare=["runs/tiny"])
         result.html
@@ -176,9 +194,13 @@ def build_report(
     run = RunData.load(run_dir)
 
     def score_one(r: RunData) -> ScoredRun:
-        return score_run(r, split, source, max_samples=max_samples, settings=settings, cache=cache)
+        return score_run(r, split, source, scoring)
 
-    scored = score_one(run)
+    scored = score_one(run) if sort is None else _sorted_labels(score_one(run), sort)
+    for result in (scored.fixed, scored.tuned):
+        if result is not None:
+            result.add_intervals()  # 95%, 1,000 seeded resamples: the summary's and Table 4's intervals
+    scored.fixed.add_calibration()  # ECE and the reliability diagram: thresholds play no part
     compared = [score_one(RunData.load(other)) for other in compare]
     analysis = Path(data_analysis) if data_analysis is not None else run.path.parent / DATA_ANALYSIS_DIR
 
@@ -199,7 +221,9 @@ def build_report(
             *_paper_sections(scored),
             _problem_section(scored, images),
             _threshold_section(scored, images),
+            *([_calibration_section(scored, images)] if "reliability" in images else []),
             _confusion_section(scored, images, EXAMPLES_PER_PAIR),
+            _errors_section(scored),
             _training_section(run, images),
             _resources_section(run),
             _config_section(run),
@@ -253,6 +277,13 @@ def _figures(s: ScoredRun) -> dict[str, tuple[Any, str, str]]:
         f"Rows: true labels the model missed; columns: the wrong labels it predicted instead "
         f"(decisions: {_decision(s).thresholds.description}). Values: % of the row label's texts.",
     )
+    if s.fixed.calibration is not None:
+        out["reliability"] = (
+            plots.reliability_figure(s.fixed.calibration),
+            "Reliability diagram",
+            "Pooled over labels, 15 equal-width bins: how often a text carries a label, against the "
+            "probability the model gave it. The raw model's curve is shown where the folder is calibrated.",
+        )
     if s.run.epochs:
         out["training_curves"] = (
             plots.training_curves_figure(s.run.epochs, s.run.best_epoch),
@@ -339,17 +370,35 @@ def _summary_section(s: ScoredRun) -> Section:
                     ref.macro[2] if ref else None,
                 ]
             )
+    bands = (s.fixed.intervals, s.tuned.intervals if s.tuned else None)
+    if any(bands):
+        rows.insert(3, ["macro F1, 95% interval", *(_band(b.f1_macro if b else None) for b in bands), None])
+        rows.insert(9, ["macro ROC-AUC, 95% interval", *(_band(b.auc_macro if b else None) for b in bands), None])
     headers = ["metric", f"threshold {PAPER_THRESHOLD:g}", "dev-tuned thresholds", "paper (BERT-base, 0.3)"]
+    drawn = next((b for b in bands if b), None)
+    how = (
+        f" Intervals: {drawn.confidence:.0%} percentile bootstrap, {drawn.n_resamples:,} resamples of the texts "
+        f"(seed {drawn.seed}); where two runs' intervals overlap, call them on par (`goemo compare` tests the difference)."
+        if drawn
+        else ""
+    )
     return Section(
         "Summary",
         [
             Table(
                 headers,
                 rows,
-                caption=f"{s.data.name} split, {len(s.data):,} texts, taxonomy {s.taxonomy}. Paper: {citation()}.",
+                caption=f"{s.data.name} split, {len(s.data):,} texts, taxonomy {s.taxonomy}. Paper: {citation()}.{how}",
             ),
         ],
     )
+
+
+def _band(interval: Interval | None) -> str | None:
+    """``0.505–0.556``: an interval's ends, as the tables print them."""
+    if interval is None or interval.low is None or interval.high is None:
+        return None
+    return f"{interval.low:.3f}–{interval.high:.3f}"
 
 
 def _paper_sections(s: ScoredRun) -> list[Section]:
@@ -382,6 +431,19 @@ def _paper_sections(s: ScoredRun) -> list[Section]:
     return sections
 
 
+def _sorted_labels(scored: ScoredRun, key: str) -> ScoredRun:
+    """``scored`` with its per-label rows in ``key``'s order: the tuned scores' order where there are
+    some (what the reader acts on), the same order for the 0.3 rows."""
+    ranked = sort_labels((scored.tuned or scored.fixed).report.per_label, key)
+    position = {m.name: i for i, m in enumerate(ranked)}
+
+    def ordered(result: EvaluationResult) -> EvaluationResult:
+        rows = tuple(sorted(result.report.per_label, key=lambda m: position.get(m.name, len(position))))
+        return replace(result, report=replace(result.report, per_label=rows))
+
+    return replace(scored, fixed=ordered(scored.fixed), tuned=None if scored.tuned is None else ordered(scored.tuned))
+
+
 def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, paper: PaperTable | None) -> Table:
     tuned_by = {m.name: m for m in tuned.report.per_label} if tuned else {}
     per_label_t: dict[str, float] = {}
@@ -393,8 +455,9 @@ def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, pap
     headers += ["P @0.3", "R @0.3", "F1 @0.3"]
     if paper:
         headers += ["ΔF1 vs paper"]
+    bands = tuned.intervals if tuned else None
     if tuned:
-        headers += (["tuned t"] if per_label_t else []) + ["F1 tuned"]
+        headers += (["tuned t"] if per_label_t else []) + ["F1 tuned"] + (["F1 tuned, 95% interval"] if bands else [])
     headers += ["ROC-AUC"]
     rows: list[list[Any]] = []
     for m in fixed.per_label:
@@ -409,6 +472,7 @@ def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, pap
             if per_label_t:
                 row += [per_label_t.get(m.name)]
             row += [tuned_by[m.name].f1 if m.name in tuned_by else None]
+            row += [_band(bands.f1_per_label.get(m.name))] if bands else []
         row += [m.auc]
         rows.append(row)
     defined = [m for m in fixed.per_label if m.defined]
@@ -426,8 +490,8 @@ def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, pap
         if per_label_t:
             macro += [None]
             std += [None]
-        macro += [tuned.report.macro.f1]
-        std += [_std([m.f1 for m in tuned.report.per_label if m.defined])]
+        macro += [tuned.report.macro.f1] + ([_band(bands.f1_macro)] if bands else [])
+        std += [_std([m.f1 for m in tuned.report.per_label if m.defined])] + ([None] if bands else [])
     macro += [fixed.macro.auc]
     std += [_std([m.auc for m in defined if m.auc is not None])]
     rows += [macro, std]
@@ -468,6 +532,29 @@ def _problem_section(s: ScoredRun, images: dict[str, Image]) -> Section:
             images["pr_curves"],
         ],
     )
+
+
+def _calibration_section(s: ScoredRun, images: dict[str, Image]) -> Section:
+    """Expected calibration error per label and macro (15 bins), before and after the folder's calibration."""
+    c = s.fixed.calibration
+    assert c is not None  # the section is made only with the diagram
+    raw = set(c.methods) != {"none"}
+    headers = ["label", *(["method", "ECE, raw model"] if raw else []), "ECE", "log-loss"]
+    rows: list[list[Any]] = [
+        [r["label"], *([r["method"], r["ece_before"]] if raw else []), r["ece_after"], r["log_loss_after"]]
+        for r in c.rows()
+    ]
+    rows.append(
+        ["macro", *(["", c.macro_ece_before] if raw else []), c.macro_ece_after, float(c.log_loss_after.mean())]
+    )
+    how = (
+        "The folder is calibrated (fitted on dev at the end of training, or by goemo calibrate); the raw "
+        "model's scores are its maps undone."
+        if raw
+        else "The folder has no calibration (goemo calibrate fits one on dev)."
+    )
+    summary = Paragraph([f"Macro ECE on {c.split} ({c.texts:,} texts, {c.bins} bins): {c.macro_ece_after:.4f}. {how}"])
+    return Section("Calibration", [summary, images["reliability"], Table(headers, rows, digits=4)])
 
 
 def _threshold_section(s: ScoredRun, images: dict[str, Image]) -> Section:
@@ -541,6 +628,22 @@ def _confusion_section(s: ScoredRun, images: dict[str, Image], examples: int) ->
     elif not pairs:
         blocks.append(Paragraph(["No confusions: the model never predicted a wrong label for a missed one."]))
     return Section("Label confusion", blocks)
+
+
+def _errors_section(s: ScoredRun) -> Section:
+    """A few errors of the labels with the lowest F1, explained word by word (`goemo.report.explanations`)."""
+    decision = _decision(s)
+    defined = [m for m in decision.report.per_label if m.defined]
+    worst = [m.name for m in sorted(defined, key=lambda m: (m.f1, m.name))]
+    return explained_errors_section(
+        s.folder,
+        s.data,
+        s.predictions.probs,
+        s.predictions.settings,
+        decision.thresholds.value,
+        decision.thresholds.description,
+        worst,
+    )
 
 
 def _training_section(run: RunData, images: dict[str, Image]) -> Section:

@@ -21,6 +21,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve
 from goemo.core.fileio import atomic_write_bytes
 from goemo.core.thresholds import binarize
 from goemo.report.confusion import LabelConfusion
+from goemo.scoring.calibration import CalibrationReport
 from goemo.scoring.metrics import MetricsReport
 
 BAR = "#4C78A8"
@@ -353,4 +354,37 @@ def threshold_sweep_figure(
     _clean_axes(ax)
     _legend_outside(ax, "right")
     ax.set_title("Scores at each threshold of the paper's sweep", fontsize=10.5)
+    return fig
+
+
+def reliability_figure(report: CalibrationReport) -> Any:
+    """A reliability diagram pooled over labels: for each probability bin, the share of its (text,
+    label) pairs that carry the label against the bin's mean probability, for the raw model's
+    scores and the calibrated ones; on the diagonal, a probability means what it says."""
+    fig = new_figure(5.5, 5.0)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1, label="perfectly calibrated")
+    sides = [("after", report.reliability_after, COLORS[0])]
+    if set(report.methods) != {"none"}:
+        sides.insert(0, ("before", report.reliability_before, COLORS[1]))
+    for side, rel, color in sides:
+        if rel is None:
+            continue
+        keep = rel.all_counts > 0
+        ece = report.macro_ece_before if side == "before" else report.macro_ece_after
+        name = {"before": "raw model", "after": "scores as given"}[side]
+        ax.plot(
+            rel.all_confidence[keep],
+            rel.all_accuracy[keep],
+            marker="o",
+            markersize=4,
+            color=color,
+            label=f"{name} (macro ECE {ece:.4f})",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean probability in the bin")
+    ax.set_ylabel("share of the bin's pairs that carry the label")
+    _clean_axes(ax)
+    _legend_outside(ax)
     return fig

@@ -22,7 +22,23 @@ class Link:
     href: str
 
 
-Inline = Union[str, Link]
+@dataclass(frozen=True)
+class Mark:
+    """A word highlighted by a signed weight in [-1, 1] (an explanation's attribution, scaled by the largest).
+
+    HTML: a green (positive) or red (negative) background as strong as the weight, the number
+    in its title. Markdown has no colours: a strong positive word is bold, a strong negative
+    one italic.
+    """
+
+    text: str
+    weight: float
+    title: str = ""
+
+
+Inline = Union[str, Link, Mark]
+MARK_SHOWN_FROM = 0.15  # weaker marks are plain text
+_MARK_RGB = {True: (46, 160, 67), False: (209, 73, 91)}
 
 
 @dataclass
@@ -101,7 +117,13 @@ def _md_inline(parts: Sequence[Inline] | str) -> str:
         return parts
     out = []
     for p in parts:
-        out.append(f"[{p.text}]({p.href})" if isinstance(p, Link) else p)
+        if isinstance(p, Link):
+            out.append(f"[{p.text}]({p.href})")
+        elif isinstance(p, Mark):
+            strong = abs(p.weight) >= 0.5 and p.text.strip()
+            out.append((f"**{p.text}**" if p.weight > 0 else f"_{p.text}_") if strong else p.text)
+        else:
+            out.append(p)
     return "".join(out)
 
 
@@ -159,6 +181,7 @@ td.r,th.r{text-align:right;font-variant-numeric:tabular-nums}tr.b td{font-weight
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption,.caption{font-size:.85em;color:#555}p.note{font-size:.88em;color:#555;font-style:italic}
 nav a{margin-right:.8em}pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}
+mark{color:inherit;border-radius:3px;padding:0 1px}
 """
 
 
@@ -169,9 +192,22 @@ def _html_inline(parts: Sequence[Inline] | str) -> str:
     for p in parts:
         if isinstance(p, Link):
             out.append(f'<a href="{html.escape(p.href, quote=True)}">{html.escape(p.text)}</a>')
+        elif isinstance(p, Mark):
+            out.append(_html_mark(p))
         else:
             out.append(html.escape(p))
     return "".join(out)
+
+
+def _html_mark(mark: Mark) -> str:
+    weight = max(-1.0, min(1.0, float(mark.weight)))
+    title = f' title="{html.escape(mark.title, quote=True)}"' if mark.title else ""
+    if abs(weight) < MARK_SHOWN_FROM:
+        return f"<span{title}>{html.escape(mark.text)}</span>" if title else html.escape(mark.text)
+    r, g, b = _MARK_RGB[weight > 0]
+    cls = "pos" if weight > 0 else "neg"
+    style = f"background:rgba({r},{g},{b},{0.2 + 0.6 * abs(weight):.2f})"
+    return f'<mark class="{cls}" style="{style}"{title}>{html.escape(mark.text)}</mark>'
 
 
 def _html_block(block: Any) -> str:

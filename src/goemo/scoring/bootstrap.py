@@ -19,12 +19,15 @@ difference ``A - B`` is reported on the full split, with the percentile interval
 resampled differences, and a two-sided p-value: twice the fraction of resamples whose
 difference does not have the observed sign (``<= 0`` when A scored higher, ``>= 0`` when lower),
 capped at 1 (the "sign flip" paired bootstrap test; with 1,000 resamples the smallest value it
-can give is 0, reported as ``p < 0.002``). ``indices`` may be given to fix the resamples
-exactly, as the tests do.
+can give is 0, reported as ``p < 0.002``).
+
+How the texts are resampled is one value, `Resampling` (how many resamples, the seed, the
+interval's confidence, or the resamples themselves as ``indices``, as the tests give them), so
+the scores compared with each other (`goemo.evaluation.compare`) come from the same resamples.
 
 >>> y = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [0, 1]])
 >>> p = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6], [0.1, 0.2], [0.45, 0.4], [0.4, 0.7]])
->>> r = bootstrap_scores(y, p, 0.5, ["joy", "anger"], n_resamples=200)
+>>> r = bootstrap_scores(y, p, 0.5, ["joy", "anger"], Resampling(n_resamples=200))
 >>> r.f1_macro.estimate, r.auc_macro.estimate
 (0.9, 1.0)
 """
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -157,22 +160,60 @@ def resample_indices(n: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
     return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n), dtype=np.int64)
 
 
+@dataclass(frozen=True, eq=False)
+class Resampling:
+    """How the texts are resampled: ``n_resamples`` draws with replacement from a generator seeded
+    with ``seed`` (`resample_indices`), or exactly the rows of ``indices`` (``(resamples, texts)``
+    row numbers; ``n_resamples`` and ``seed`` are then unused), and the ``confidence`` of the
+    percentile intervals. `bootstrap_scores` and `paired_bootstrap` take it; `fixed` draws the
+    resamples once, so that several scores share them.
+
+    >>> Resampling(n_resamples=3, seed=1).fixed(5).indices.shape
+    (3, 5)
+    """
+
+    n_resamples: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    confidence: float = CONFIDENCE
+    indices: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.confidence < 1:
+            raise MetricsInputError(f"confidence={self.confidence}: expected a share between 0 and 1, e.g. 0.95")
+
+    def draw(self, n: int) -> np.ndarray:
+        """The ``(resamples, n)`` row numbers of the resampled texts: ``indices`` (checked), else a seeded draw."""
+        if self.indices is None:
+            return resample_indices(n, self.n_resamples, self.seed)
+        idx = np.asarray(self.indices, dtype=np.int64)
+        if idx.ndim != 2 or idx.shape[1] != n or idx.size == 0 or idx.min() < 0 or idx.max() >= n:
+            raise MetricsInputError(f"indices must be (resamples, {n}) row numbers of the texts")
+        return idx
+
+    def fixed(self, n: int) -> Resampling:
+        """The same resampling with its resamples of ``n`` texts drawn, to score several models on them."""
+        return replace(self, indices=self.draw(n))
+
+    @property
+    def recorded_seed(self) -> int | None:
+        """The seed the resamples came from; None when they were given as ``indices``."""
+        return None if self.indices is not None else self.seed
+
+
 def bootstrap_scores(
     y_true: np.ndarray,
     probs: np.ndarray,
     thresholds: Thresholds,
     label_names: Sequence[str],
-    *,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    confidence: float = CONFIDENCE,
-    indices: np.ndarray | None = None,
+    resampling: Resampling | None = None,
 ) -> BootstrapScores:
     """Macro-F1, macro ROC-AUC and per-label F1 at ``thresholds``, each with its bootstrap interval.
 
-    ``indices`` (``(resamples, texts)``) replaces the seeded draw (`resample_indices`).
+    ``resampling`` (default: 1,000 resamples, seed 0, 95%) says how the texts are resampled.
     """
-    y, p, idx = _inputs(y_true, probs, indices, n_resamples, seed)
+    resampling = resampling or Resampling()
+    confidence = resampling.confidence
+    y, p, idx = _inputs(y_true, probs, resampling)
     if len(label_names) != y.shape[1]:
         raise MetricsInputError(f"{len(label_names)} label names for {y.shape[1]} labels")
     decisions = binarize(p, as_thresholds(thresholds, y.shape[1]))
@@ -185,7 +226,7 @@ def bootstrap_scores(
         f1,
         len(y),
         len(idx),
-        None if indices is not None else seed,
+        resampling.recorded_seed,
         confidence,
     )
 
@@ -198,19 +239,18 @@ def paired_bootstrap(
     thresholds_b: Thresholds,
     *,
     metrics: Sequence[str] = METRICS,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    confidence: float = CONFIDENCE,
-    indices: np.ndarray | None = None,
+    resampling: Resampling | None = None,
 ) -> dict[str, PairedComparison]:
     """Model A against model B on the same texts, for each of ``metrics`` (``f1_macro``, ``auc_macro``).
 
-    Both are scored on the same resamples (``indices``, else `resample_indices` with ``seed``).
+    Both are scored on the same resamples, drawn as ``resampling`` says (default: 1,000, seed 0, 95%).
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise MetricsInputError(f"unknown metrics {unknown}: expected some of {', '.join(METRICS)}")
-    y, pa, idx = _inputs(y_true, probs_a, indices, n_resamples, seed)
+    resampling = resampling or Resampling()
+    confidence = resampling.confidence
+    y, pa, idx = _inputs(y_true, probs_a, resampling)
     pb = as_probs(probs_b)
     if pb.shape != pa.shape:
         raise MetricsInputError(f"the two models' probabilities differ in shape: {pa.shape} and {pb.shape}")
@@ -252,20 +292,12 @@ def sign_flip_p_value(observed: float, diffs: np.ndarray) -> float:
 # ---------------------------------------------------------------------------- the vectorised scores
 
 
-def _inputs(
-    y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray | None, n_resamples: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _inputs(y_true: np.ndarray, probs: np.ndarray, resampling: Resampling) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p = as_probs(probs)
     y = (np.asarray(y_true) > 0).astype(np.float64)
     if y.shape != p.shape:
         raise MetricsInputError(f"labels {y.shape} and probabilities {p.shape} must be (texts, labels) alike")
-    if indices is None:
-        idx = resample_indices(len(y), n_resamples, seed)
-    else:
-        idx = np.asarray(indices, dtype=np.int64)
-        if idx.ndim != 2 or idx.shape[1] != len(y) or idx.size == 0 or idx.min() < 0 or idx.max() >= len(y):
-            raise MetricsInputError(f"indices must be (resamples, {len(y)}) row numbers of the texts")
-    return y, p, idx
+    return y, p, resampling.draw(len(y))
 
 
 def _counts(indices: np.ndarray, n: int) -> np.ndarray:

@@ -83,32 +83,53 @@ class CalibrationFit:
     rule: str
 
 
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """How the maps are chosen and fitted: ``method`` (``auto``: chosen by cross-validated log-loss,
+    else that map for every label), ``selection`` (``per-label`` or one ``global`` method), the
+    cross-validation ``folds`` and their ``seed``. `fit_calibration` takes it, and
+    `goemo.evaluation.calibration.calibrate_model` passes it on from ``goemo calibrate``.
+
+    >>> CalibrationSettings(method="platt", seed=3).folds
+    5
+    """
+
+    method: Method = "auto"
+    selection: Selection = "per-label"
+    folds: int = CV_FOLDS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("auto", *METHODS[1:]):
+            raise ConfigError(f"method={self.method!r}: expected auto, temperature, platt or isotonic")
+        if self.selection not in ("per-label", "global"):
+            raise ConfigError(f"selection={self.selection!r}: expected per-label or global")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise ConfigError(f"folds={self.folds!r}: expected an integer >= 2")
+
+
 def fit_calibration(
     y_true: np.ndarray,
     logits: np.ndarray,
     label_names: Sequence[str],
     *,
-    method: Method = "auto",
-    selection: Selection = "per-label",
-    folds: int = CV_FOLDS,
-    seed: int = 0,
+    settings: CalibrationSettings | None = None,
     split_name: str = "dev",
     split_checksum: str | None = None,
 ) -> CalibrationFit:
     """Fit each label's calibration map on ``split_name``'s raw ``logits`` (see the module's docstring).
 
-    ``method`` other than ``"auto"`` fits that map for every label that has enough positives
-    (identity for the others), without the selection. Fitting on a test split is refused: its
-    scores would then flatter the calibration.
+    ``settings`` (default: ``auto``, per label, 5 folds, seed 0): a ``method`` other than
+    ``"auto"`` fits that map for every label that has enough positives (identity for the
+    others), without the selection. Fitting on a test split is refused: its scores would then
+    flatter the calibration.
     """
     if is_test_split(split_name):
         raise EvaluationError(
             f"a calibration is fitted on dev only, not on {split_name!r}: its ECE there would be optimistic"
         )
-    if method not in ("auto", *METHODS[1:]):
-        raise ConfigError(f"method={method!r}: expected auto, temperature, platt or isotonic")
-    if selection not in ("per-label", "global"):
-        raise ConfigError(f"selection={selection!r}: expected per-label or global")
+    settings = settings or CalibrationSettings()
+    method, selection, folds, seed = settings.method, settings.selection, settings.folds, settings.seed
     y, z = _check(y_true, logits, label_names)
     n, n_labels = z.shape
     if n < 2:

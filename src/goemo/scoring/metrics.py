@@ -49,6 +49,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from goemo.core.config import SORT_KEYS
 from goemo.core.errors import ConfigError, MetricsInputError, ThresholdLeakError
 from goemo.core.thresholds import (
     DEFAULT_GRID,
@@ -111,9 +112,6 @@ class LabelMetrics:
             "ap": json_float(self.ap),
             "note": self.note,
         }
-
-
-SORT_KEYS = ("label", "precision", "recall", "f1", "support", "predicted", "auc", "ap")
 
 
 def sort_labels(per_label: Sequence[LabelMetrics], key: str) -> tuple[LabelMetrics, ...]:

@@ -1,6 +1,7 @@
 """The REST API and web page around an `EmotionClassifier`.
 
-Routes: ``POST /predict``, ``GET /labels``, ``GET /health``, ``GET /`` (the web page, with
+Routes: ``POST /predict``, ``POST /explain`` (the words behind each emotion, by word occlusion
+through the same batcher, so it runs on every backend), ``GET /labels``, ``GET /health``, ``GET /`` (the web page, with
 its files under ``/static``) and FastAPI's ``/docs`` and ``/openapi.json``.
 
 Every request goes through one `MicroBatcher`, so texts from concurrent clients share a
@@ -21,7 +22,8 @@ Every error answers ``{"detail": "<one line>"}`` (the schema's ``Error``) so tha
   (``texts[3]: not valid Unicode text (lone surrogate at position 1)``); the limits are
   in the OpenAPI schema (``minItems``, ``maxItems``, ``maxLength``), but for the tokens of a
   request (``max_tokens``), which the model's tokenizer counts (off the event loop) before the
-  texts join the queue;
+  texts join the queue (for ``/explain``: each text's tokens times its words + 1, what the
+  occlusion makes the model read);
 - 503 with ``Retry-After``: the queue is full;
 - 500: a bug (the model raised something other than a `GoemoError`), logged once.
 
@@ -45,6 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from goemo.core.errors import ConfigError, GoemoError
+from goemo.predict.explain import OcclusionPlan, label_indices
 
 try:
     from fastapi import FastAPI, HTTPException, Request
@@ -59,10 +62,13 @@ from goemo.serve.error_responses import install_error_handlers
 from goemo.serve.guards import BodyReadTimeout, BodySizeLimit, HostCheck, disconnected
 from goemo.serve.limits import RETRY_AFTER_S, ServeLimits
 from goemo.serve.schemas import (
+    ExplainRequest,
+    ExplainResponse,
     HealthResponse,
     LabelsResponse,
     PredictRequest,
     PredictResponse,
+    explain_request_model,
     request_model,
     responses,
 )
@@ -133,6 +139,7 @@ def create_app(
     count_tokens = _token_counter(classifier)
     started = time.time()
     body_model = request_model(limits, len(label_names))
+    explain_model = explain_request_model(limits, label_names)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -160,33 +167,21 @@ def create_app(
     app.state.connections = None  # a `ConnectionGuard` when goemo's uvicorn set-up serves the app
     install_error_handlers(app)
 
-    async def predict(body: PredictRequest, request: Request) -> Any:
-        """Probabilities of every label and the selected labels, per text, in input order."""
-        texts = body.texts
-        try:
-            names = classifier.label_names_for(body.taxonomy) if body.taxonomy else label_names
-        except GoemoError as e:  # e.g. sentiment asked of a model trained on Ekman groups
-            raise HTTPException(422, f"taxonomy: {e}") from None
-        top_k = body.top_k if body.top_k is None else min(body.top_k, len(names))  # groups: fewer than labels
-        tokens = 0
-        if count_tokens is not None:  # a long text is scored whole, in pieces: its cost is its tokens
-            tokens = sum(await asyncio.to_thread(count_tokens, texts))
-            if tokens > limits.max_tokens:
-                raise HTTPException(
-                    422,
-                    f"too many tokens: {tokens:,} in one request; the limit is {limits.max_tokens:,} (--max-tokens)",
-                )
+    async def batch_of(texts: list[str], tokens: int, watcher: asyncio.Future) -> np.ndarray | None:
+        """Probabilities of ``texts`` (``tokens`` for the batcher's per-call limit) from one batcher job.
+
+        None when the client has gone (``watcher`` done).
+        """
         try:
             future = batcher.enqueue(texts, tokens)
         except QueueFullError as e:
             raise HTTPException(503, f"server busy: {e}", headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-        watcher = asyncio.ensure_future(disconnected(request))
         try:
             await asyncio.wait((future, watcher), return_when=asyncio.FIRST_COMPLETED)
             if not future.done() and watcher.exception() is None:
                 future.cancel()  # the client has gone: its texts leave the queue uncomputed
-                return Response(status_code=499)  # nobody reads it
-            probs = await future
+                return None
+            return await future
         except asyncio.CancelledError:
             if not future.cancelled() or _cancelling():
                 raise
@@ -198,9 +193,55 @@ def create_app(
         except Exception as e:  # a bug; the batcher already logged the traceback
             raise HTTPException(500, f"model failed: {type(e).__name__}: {e}") from None
         finally:
-            watcher.cancel()
             if not future.done():
                 future.cancel()
+
+    async def token_counts(texts: list[str]) -> list[int] | None:
+        """Each text's tokens, counted off the event loop; None when the classifier does not count them."""
+        if count_tokens is None:
+            return None
+        return list(await asyncio.to_thread(count_tokens, texts))
+
+    async def probabilities(
+        texts: list[str], request: Request, step: int, tokens: list[int] | None
+    ) -> np.ndarray | None:
+        """Probabilities of ``texts``, ``step`` texts per batcher job, one job after another; None: the client left.
+
+        ``/predict`` sends its texts as one job; ``/explain`` its many variants in jobs of
+        ``max_batch``, so it never holds more than that in the queue and requests of others
+        take turns with it. ``tokens``: each text's tokens (or an upper bound), for the
+        batcher's ``max_batch_tokens``.
+        """
+        watcher = asyncio.ensure_future(disconnected(request))
+        try:
+            parts = []
+            for at in range(0, len(texts), step):
+                cost = sum(tokens[at : at + step]) if tokens is not None else 0
+                part = await batch_of(texts[at : at + step], cost, watcher)
+                if part is None:
+                    return None
+                parts.append(part)
+            return np.concatenate(parts)
+        finally:
+            watcher.cancel()
+
+    async def predict(body: PredictRequest, request: Request) -> Any:
+        """Probabilities of every label and the selected labels, per text, in input order."""
+        texts = body.texts
+        try:
+            names = classifier.label_names_for(body.taxonomy) if body.taxonomy else label_names
+        except GoemoError as e:  # e.g. sentiment asked of a model trained on Ekman groups
+            raise HTTPException(422, f"taxonomy: {e}") from None
+        top_k = body.top_k if body.top_k is None else min(body.top_k, len(names))  # groups: fewer than labels
+        tokens = await token_counts(texts)  # a long text is scored whole, in pieces: its cost is its tokens
+        if tokens is not None and sum(tokens) > limits.max_tokens:
+            raise HTTPException(
+                422,
+                f"too many tokens: {sum(tokens):,} in one request; the limit is {limits.max_tokens:,} (--max-tokens)",
+            )
+        probs = await probabilities(texts, request, len(texts), tokens)
+        if probs is None:
+            return Response(status_code=499)  # nobody reads it
         # Labels are chosen per request: requests sharing a batch may ask for different options.
         chosen = classifier.predict_from_proba(probs, top_k=top_k, threshold=body.threshold, taxonomy=body.taxonomy)
         scores = classifier.decide(probs, taxonomy=body.taxonomy)[1] if body.taxonomy else probs
@@ -217,6 +258,40 @@ def create_app(
         summary="Emotions of one or more texts",
         responses=responses(400, 408, 413, 422, 503),
     )(predict)
+
+    async def explain(body: ExplainRequest, request: Request) -> Any:
+        """Per text, the words behind each predicted (or asked) label: word occlusion through the batcher."""
+        try:
+            asked = label_indices(label_names, body.labels)
+        except GoemoError as e:
+            raise HTTPException(422, str(e)) from None
+        plan = OcclusionPlan.of(body.texts)
+        tokens = await token_counts(list(plan.originals))
+        variant_tokens = None
+        if tokens is not None:
+            # Each text is scored once whole and once without each of its words: the model reads its tokens
+            # (at most) words + 1 times. That is the request's cost, held to the same limit as /predict's.
+            variant_tokens = tokens + [n for n, spans in zip(tokens, plan.spans) for _ in spans]
+            if sum(variant_tokens) > limits.max_tokens:
+                raise HTTPException(
+                    422,
+                    f"too many tokens to explain: {sum(variant_tokens):,} (each text's tokens times its words + 1); "
+                    f"the limit is {limits.max_tokens:,} (--max-tokens)",
+                )
+        probs = await probabilities(list(plan.texts), request, limits.max_batch, variant_tokens)
+        if probs is None:
+            return Response(status_code=499)
+        return {"results": [e.to_dict() for e in plan.finish(probs, label_names, thresholds, asked)]}
+
+    explain.__annotations__["body"] = explain_model
+    app.post(
+        "/explain",
+        response_model=ExplainResponse,
+        summary="The words behind each emotion of one or more texts",
+        description="Each word of each text is deleted in turn and every variant scored by the same model, "
+        "batched with other requests; a word's attribution is how much its deletion lowers the label's probability.",
+        responses=responses(400, 408, 413, 422, 503),
+    )(explain)
 
     @app.get(
         "/labels",

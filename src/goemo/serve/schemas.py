@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, create_model
@@ -43,22 +44,80 @@ class PredictRequest(BaseModel):
     )
 
 
+class ExplainRequest(BaseModel):
+    """Body of ``POST /explain``: the texts, and optionally which labels to explain; unknown keys are refused.
+
+    `create_app` serves a copy whose ``texts`` carry the app's limits, as for ``/predict``.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"texts": ["Thank you so much!"], "labels": ["gratitude", "joy"]}]},
+    )
+
+    texts: list[str] = Field(description="Texts to explain, in order.")
+    labels: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Labels to explain for every text (default: each text's predicted labels, else its most "
+        "probable one).",
+    )
+
+
+def _texts_field(limits: ServeLimits, what: str, tokens: str) -> Any:
+    """The ``texts`` field of a request model: its item and character limits, and ``tokens``, how tokens are limited."""
+    text = Annotated[str, StringConstraints(max_length=limits.max_chars)]
+    return (
+        list[text],
+        Field(
+            min_length=1,
+            max_length=limits.max_texts,
+            description=f"Texts to {what}, in order: 1 to {limits.max_texts}, "
+            f"each at most {limits.max_chars} characters of valid Unicode, {tokens}",
+        ),
+    )
+
+
+def explain_request_model(limits: ServeLimits, label_names: Sequence[str]) -> type[ExplainRequest]:
+    """`ExplainRequest` with this server's limits (the same as ``/predict``'s) and label names in its schema.
+
+    The names are the schema's ``enum``, so a client (or a fuzzer) reads which labels exist; the
+    app checks them itself, so that an unknown one is refused in one line naming it.
+    """
+    num_labels = len(label_names)
+    name = Annotated[str, Field(json_schema_extra={"enum": list(label_names)})]
+    return create_model(
+        "ExplainRequest",
+        __base__=ExplainRequest,
+        texts=_texts_field(
+            limits,
+            "explain",
+            f"each text's tokens times its words + 1 at most {limits.max_tokens} all together (the model "
+            "reads each text whole and without each of its words).",
+        ),
+        labels=(
+            list[name] | None,
+            Field(
+                None,
+                min_length=1,
+                max_length=num_labels,
+                description="Labels to explain for every text (default: each text's predicted labels, else its "
+                "most probable one).",
+            ),
+        ),
+    )
+
+
 def request_model(limits: ServeLimits, num_labels: int) -> type[PredictRequest]:
     """`PredictRequest` with this server's limits in its schema: what is validated is what is documented."""
-    text = Annotated[str, StringConstraints(max_length=limits.max_chars)]
     return create_model(
         "PredictRequest",
         __base__=PredictRequest,
-        texts=(
-            list[text],
-            Field(
-                min_length=1,
-                max_length=limits.max_texts,
-                description=f"Texts to classify, in order: 1 to {limits.max_texts}, "
-                f"each at most {limits.max_chars} characters of valid Unicode, all together at most "
-                f"{limits.max_tokens} tokens. A text longer than the model reads at once is scored in pieces "
-                "(sentences, else token windows), each label's score its highest in any piece.",
-            ),
+        texts=_texts_field(
+            limits,
+            "classify",
+            f"all together at most {limits.max_tokens} tokens. A text longer than the model reads at once is "
+            "scored in pieces (sentences, else token windows), each label's score its highest in any piece.",
         ),
         top_k=(
             Annotated[int, Strict(), Field(ge=1, le=num_labels), BeforeValidator(_whole_number)] | None,
@@ -83,6 +142,31 @@ class TextResult(BaseModel):
 
 class PredictResponse(BaseModel):
     results: list[TextResult]
+
+
+class WordAttributionModel(BaseModel):
+    word: str = Field(description="The word as written: text[start:end].")
+    start: int
+    end: int
+    attribution: float = Field(
+        description="Signed: how much deleting the word lowers the label's probability (negative: raises it)."
+    )
+
+
+class LabelExplanationModel(BaseModel):
+    label: str
+    score: float = Field(description="The label's probability on the whole text.")
+    method: str = Field(description="How the attributions were made: occlusion (delete each word, rescore).")
+    words: list[WordAttributionModel] = Field(description="Every word of the text, in order.")
+
+
+class ExplanationModel(BaseModel):
+    text: str
+    labels: list[LabelExplanationModel] = Field(description="One per explained label, highest score first.")
+
+
+class ExplainResponse(BaseModel):
+    results: list[ExplanationModel]
 
 
 class LabelsResponse(BaseModel):

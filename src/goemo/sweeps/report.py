@@ -64,6 +64,7 @@ class TrialRow:
     select_metric: str | None = None  # what picked best_epoch (the kept epoch)
     metric_best_epoch: int | None = None  # where the sweep metric itself peaked
     curve: list[dict[str, Any]] = field(default_factory=list)  # per-epoch records (CURVE_KEYS), from metrics.jsonl
+    interval: dict[str, Any] | None = None  # `goemo.scoring.bootstrap` figures training put in best/'s card facts
 
 
 @dataclass
@@ -252,6 +253,23 @@ def _trial_folder(sweep_dir: Path, row: TrialRow) -> Path | None:
     return local if local.is_dir() else None
 
 
+def _interval(folder: Path | None) -> dict[str, Any] | None:
+    """The trial's tuned macro-F1 with its 95% bootstrap interval and split, from ``best/goemo.json``
+    (training computes them at its end: `goemo.training.card_facts`); None where there are none."""
+    path = folder / "best" / "goemo.json" if folder else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text(encoding="utf-8")).get("card") or {}
+    except (OSError, ValueError):
+        return None
+    bands = card.get("intervals") or {}
+    f1 = bands.get("f1_macro") or {}
+    if f1.get("low") is None or f1.get("high") is None:
+        return None
+    return {"split": card.get("per_label_split"), **f1, "n_resamples": bands.get("n_resamples")}
+
+
 def _label_auc(
     sweep_dir: Path, rows: list[TrialRow], top: int
 ) -> tuple[dict[int, dict[str, float | None]], str | None]:
@@ -307,6 +325,7 @@ def _analyse(
     select = meta.get("select_metric") or meta.get("base_config", {}).get("select_metric") or metric
     for r in rows:
         r.curve = _curve(_trial_folder(sweep_dir, r), metric, select)
+        r.interval = _interval(_trial_folder(sweep_dir, r))
     no_effect = _no_effect(rows, param_names)
     importance, importance_note = _importance(study, rows, param_names, no_effect)
     label_auc, label_note = _label_auc(sweep_dir, rows, top)
@@ -696,6 +715,18 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
             items.append("dev: " + ", ".join(f"{k} {v:.4f}" for k, v in best.dev.items() if isinstance(v, float)))
         if best.test:
             items.append("test: " + ", ".join(f"{k} {v:.4f}" for k, v in best.test.items() if isinstance(v, float)))
+        if best.interval:
+            i = best.interval
+            level = [r.number for r in a.rows if r is not best and r.interval and r.interval["high"] >= i["low"]]
+            items.append(
+                f"{i['split']} macro-F1 at the dev-tuned thresholds {i['estimate']:.4f}, 95% interval "
+                f"{i['low']:.4f}–{i['high']:.4f} ({i['n_resamples']:,} bootstrap resamples of the texts); "
+                + (
+                    f"trial(s) {', '.join(map(str, level))} reach into it: on par with the best on these texts"
+                    if level
+                    else "no other trial's interval reaches it"
+                )
+            )
         sections.append(Section("Best trial", [Bullets(items)]))
     else:
         sections.append(Section("Best trial", [Paragraph(["No trial has completed yet."])]))
@@ -708,6 +739,7 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
         "kept epoch",
         "dev f1_macro",
         "dev auc_score",
+        "macro-F1 tuned, 95% interval",
         "time (s)",
         "run folder",
         "note",
@@ -734,6 +766,7 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
                 r.best_epoch,
                 r.dev.get("f1_macro"),
                 metric_value(r.dev, "auc_score"),  # auc_macro in summaries written before auc_score
+                f"{r.interval['low']:.4f}–{r.interval['high']:.4f} ({r.interval['split']})" if r.interval else None,
                 f"{r.duration_s:.1f}" if r.duration_s is not None else None,
                 _rel(r.run_dir, a.sweep_dir),
                 note,
@@ -747,7 +780,7 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
                 Table(
                     headers,
                     rows,
-                    align="rlr" + "r" * len(a.param_names) + "rrrrll",
+                    align="rlr" + "r" * len(a.param_names) + "rrrrrll",
                     digits=4,
                     bold_rows=bold,
                     caption=f"Sorted by {a.metric}, best first; pruned trials show their last reported value. "

@@ -65,7 +65,7 @@ import socket
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,6 +317,22 @@ def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorag
 # ---------------------------------------------------------------- sweep folder
 
 
+@dataclass(frozen=True)
+class BaseOptions:
+    """The training options every trial starts from, lowest to highest: defaults < ``preset`` <
+    the ``config_file`` YAML < ``overrides`` (option names as ``goemo train``'s; None values are
+    ignored), as `goemo.core.config.resolve_config` merges them. ``goemo sweep``'s ``--preset``,
+    ``--base-config``, and its training options and ``--set``.
+
+    >>> BaseOptions(preset="fast", overrides={"epochs": 1}).preset
+    'fast'
+    """
+
+    preset: str | None = None
+    config_file: str | Path | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class Sweep:
     """A resolved sweep: its folder, study, storage and the base training config of every trial."""
@@ -361,24 +377,24 @@ def prepare_sweep(
     count: int | None = None,
     storage: str | None = None,
     study_name: str | None = None,
-    preset: str | None = None,
-    base_config: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
+    base: BaseOptions | None = None,
     trackers: list[str] | tuple[str, ...] = (),
 ) -> Sweep:
     """Resolve everything a worker needs and write ``sweep.yaml`` and ``sweep.json``.
 
-    Base training options, lowest to highest: defaults < ``preset`` < ``base_config`` YAML <
-    the sweep config's fixed ``value:`` entries < ``overrides`` (the command line). A searched
-    parameter cannot also be given in ``overrides``. Running again on an existing folder checks
-    that it is the same sweep (so the same command resumes it).
+    Base training options (`BaseOptions`), lowest to highest: defaults < ``base.preset`` <
+    ``base.config_file`` YAML < the sweep config's fixed ``value:`` entries < ``base.overrides``
+    (the command line). A searched parameter cannot also be given in ``overrides``. Running
+    again on an existing folder checks that it is the same sweep (so the same command resumes it).
 
     ``select_metric`` (what picks each trial's kept epoch) follows the same order, but when
     none of them sets it, it is the sweep metric: the trial then keeps the epoch it is ranked by.
     """
     config_path = Path(config_path)
     spec = load_sweep_config(config_path)
-    overrides = {k: v for k, v in normalize_keys(dict(overrides or {}), "option").items() if v is not None}
+    base = base or BaseOptions()
+    preset, base_config = base.preset, base.config_file
+    overrides = {k: v for k, v in normalize_keys(dict(base.overrides), "option").items() if v is not None}
     clash = sorted(set(overrides) & set(spec.params))
     if clash:
         raise ConfigError(
@@ -388,12 +404,12 @@ def prepare_sweep(
     if blocked:
         raise ConfigError(f"{', '.join(blocked)}: set by the sweep for each trial, not as a base option")
     fixed = {**spec.fixed, **({"select_metric": spec.select_metric} if spec.select_metric else {})}
-    base = resolve_config(preset, base_config, {**fixed, **overrides})
+    config = resolve_config(preset, base_config, {**fixed, **overrides})
     chosen = "select_metric" in fixed or "select_metric" in overrides or _base_selects(preset, base_config, overrides)
     # A sweep chooses on dev; test scores beside every trial only invite choosing on test, so
     # trials skip test unless the command line asks for it (--eval-test).
-    base = base.replace(
-        select_metric=base.select_metric if chosen else spec.metric,
+    config = config.replace(
+        select_metric=config.select_metric if chosen else spec.metric,
         trackers=[],
         overwrite=False,
         resume=False,
@@ -412,7 +428,7 @@ def prepare_sweep(
         raise ConfigError(f"--count {n}: expected an integer >= 1")
     if spec.method == "grid" and n > len(spec.grid()):
         raise ConfigError(f"--count {n}: the grid has only {len(spec.grid())} points")
-    sweep = Sweep(sweep_dir, spec, study_name, storage_url, n, base, tracker_names, base.seed)
+    sweep = Sweep(sweep_dir, spec, study_name, storage_url, n, config, tracker_names, config.seed)
 
     sweep_dir.mkdir(parents=True, exist_ok=True)
     meta_path = sweep_dir / "sweep.json"

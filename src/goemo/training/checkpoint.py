@@ -37,7 +37,7 @@ from goemo.core.calibration import Calibration
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ModelError
 from goemo.core.fileio import atomic_directory, atomic_write_json
-from goemo.core.folder import write_meta
+from goemo.core.folder import ModelFolder, write_meta
 from goemo.core.run_folder import (
     CHECKPOINT_FIX,
     STATE_FILE,
@@ -69,6 +69,9 @@ def model_meta(
     metrics: dict,
     tuned: dict[str, Any] | None = None,
     cleaning: dict[str, Any] | None = None,
+    *,
+    pooling: str | None = None,
+    init_from: dict[str, Any] | None = None,
 ) -> dict:
     """``goemo.json``: what prediction, evaluation and reports need beside the weights.
 
@@ -78,6 +81,8 @@ def model_meta(
     ``thresholds.global`` is the fixed threshold (the paper's 0.3 by default);
     ``thresholds.per_label`` are tuned on ``thresholds.tuned_on`` (always a dev split) and
     ``thresholds.tuning`` keeps the provenance (`goemo.scoring.metrics.TunedThresholds.to_dict`).
+    ``pooling`` is the head's as built (default ``config.pooling``); ``init_from`` (`init_record`)
+    says which trained folder the weights started from, when one did.
 
     >>> model_meta(TrainConfig(), ["joy"], {}, {})["thresholds"]
     {'global': 0.3, 'per_label': None, 'tuned_on': None, 'tuning': None}
@@ -87,7 +92,7 @@ def model_meta(
         "label_names": label_names,
         "taxonomy": config.taxonomy,
         "max_length": config.max_length,
-        "pooling": config.pooling,
+        "pooling": pooling or config.pooling,
         "thresholds": {
             "global": config.threshold,
             "per_label": tuned["per_label"] if tuned else None,
@@ -99,7 +104,23 @@ def model_meta(
         "data_checksums": data_checksums,
         "cleaning": cleaning,
         "metrics": metrics,
+        **({"init_from": init_from} if init_from is not None else {}),
     }
+
+
+def init_record(folder: str | Path, labels_kept: bool) -> dict[str, Any]:
+    """``goemo.json`` ``init_from``: the trained folder a run started from (absolute), whether its
+    head was kept (the same labels) and the encoder it was itself trained from (None when unknown).
+
+    >>> init_record("/runs/source/best", False)
+    {'path': '/runs/source/best', 'labels_kept': False, 'model': None}
+    """
+    path = Path(folder).resolve()
+    model = None
+    if path.is_dir():
+        source = ModelFolder.open(path)
+        model = (source.init_from or {}).get("model") or source.training_config.get("model")
+    return {"path": str(path), "labels_kept": bool(labels_kept), "model": model}
 
 
 def save_checkpoint(
@@ -232,8 +253,8 @@ def finish_best(
 ) -> None:
     """Give ``best/`` its final ``goemo.json`` (headline numbers, tuned thresholds, the predictor
     ``settings``, the card's ``facts``), the same thresholds in ``config.json``, its calibration
-    (folded into the weights, recorded in ``config.json``; ``meta``'s thresholds are already on its
-    scale), its model card (``README.md``), and cache the probabilities those numbers came from,
+    (folded into the weights as it was into the model that scored ``predictions``, recorded in
+    ``config.json``; ``meta``'s thresholds are already on its scale), its model card (``README.md``), and cache the probabilities those numbers came from,
     keyed by ``settings``, so `goemo evaluate` / `ensemble` / `report` score these very numbers."""
     final = {**meta, "prediction": settings}
     if facts is not None:
@@ -241,6 +262,6 @@ def finish_best(
     write_meta(best_dir, final)
     write_config_thresholds(best_dir)  # before the cache: config.json is part of the weights' fingerprint
     if calibration is not None:  # (a finish cut short after calibrating scores the calibrated weights without one)
-        write_calibrated_folder(best_dir, calibration, reexpress=False)
+        write_calibrated_folder(best_dir, calibration, reexpress=False, fold=calibration.folded)
     write_model_card(best_dir, build_model_card(best_dir, summary, facts, model_ref=str(best_dir)))
     store_predictions(best_dir, settings, predictions)

@@ -9,6 +9,7 @@ fitted on dev (``calibrate``), and both splits are scored with them.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,16 +21,20 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import nn
 
-from goemo.core.calibration import Calibration
+from goemo.core.calibration import Calibration, logit
 from goemo.core.config import TrainConfig
+from goemo.core.errors import ModelError
 from goemo.core.thresholds import TunedThresholds, sigmoid
 from goemo.data.batching import EncodedSplit
 from goemo.data.split import Split
+from goemo.models.folding import fold_into_module
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.pieces import encode_pieces
 from goemo.predict.torch_backend import TorchBackend
-from goemo.scoring.calibration import CalibrationReport, calibration_report, fit_calibration
+from goemo.scoring.calibration import CalibrationReport, CalibrationSettings, calibration_report, fit_calibration
 from goemo.scoring.metrics import cross_tuned_f1_macro, is_test_split, summary, tune_thresholds
+
+log = logging.getLogger(__name__)
 
 LOWER_IS_BETTER = {"val_loss"}
 RAW_KEYS = ("val_loss", "f1_macro", "f1_macro_xtuned", "auc_macro")  # logged for the raw weights beside an average
@@ -204,12 +209,15 @@ def final_evaluation(
     """Score dev (and test, with ``eval_test``) with ``model`` (the best weights) at the fixed
     threshold and with per-label thresholds tuned on dev.
 
-    With ``calibrate``, a calibration is fitted on the dev logits, the thresholds (tuned on the
-    raw scale) are re-expressed on its scale, so no decision changes, and every number is computed
-    from the calibrated probabilities: the ones the saved model gives (`goemo.evaluation.calibration`).
+    With ``calibrate``, a calibration is fitted on the dev logits and the thresholds (tuned on the
+    raw scale) are re-expressed on its scale, so no decision changes. Its affine maps are folded
+    into ``model``'s last layer, in place and with the arithmetic that folds the saved weights
+    (`goemo.models.folding`), and dev and test are scored again: every number, and the
+    probabilities cached beside ``best/``, are then what the saved model gives in these settings.
     """
     keys = [key for key in ("dev", "test") if key in encoded and (key == "dev" or config.eval_test)]
     logits = {key: scorer.logits(model, encoded[key]) for key in keys}
+    raw = logits
     out = FinalScores({}, {}, None)
     if "dev" in logits:  # per-label thresholds come from dev only, never from test
         dev = encoded["dev"]
@@ -227,25 +235,39 @@ def final_evaluation(
                 scorer.label_names,
                 split_name="dev",
                 split_checksum=dev_checksum,
-                seed=config.seed,
+                settings=CalibrationSettings(seed=config.seed),
             )
-            out.calibration, values = fit.calibration.anchored(out.tuned.values)
+            fitted, values = fit.calibration.anchored(out.tuned.values)
             out.tuned = replace(out.tuned, values=values)
+            if any(m.method in ("temperature", "platt") for m in fitted.maps):
+                try:
+                    fold_into_module(scorer.accelerator.unwrap_model(model), fitted.scale, fitted.shift)
+                except ModelError as e:
+                    log.warning("the calibration's affine maps stay outside the weights (%s)", e)
+                else:
+                    fitted = replace(fitted, folded=True)
+                    logits = {key: scorer.logits(model, encoded[key]) for key in keys}  # the saved model's own
+            else:
+                fitted = replace(fitted, folded=True)  # nothing to fold: the weights are already the saved model's
+            out.calibration = fitted
     assert out.tuned is not None  # dev comes first
+    cal = out.calibration
     for key in keys:
         labels = encoded[key].labels
-        cal = out.calibration
-        probs = out.probs[key] = sigmoid(logits[key]) if cal is None else cal.probabilities(logits[key])
-        z = logits[key] if cal is None else cal.logits(logits[key])
+        if cal is None:
+            probs, z = sigmoid(logits[key]), logits[key]
+        else:
+            probs = cal.backend_probabilities(logits[key])
+            z = logit(probs)
+        out.probs[key] = probs
         out.metrics[key] = evaluate_logits(
             z, labels, config.threshold, split=key, shrink=config.threshold_shrink, probs=probs
         )
         out.metrics[key]["f1_macro_tuned"] = summary(labels, probs, out.tuned)["f1_macro"]
         if cal is not None:
             out.calibration_reports[key] = calibration_report(
-                labels, sigmoid(logits[key]), probs, scorer.label_names, cal.methods, split=key
+                labels, sigmoid(raw[key]), probs, scorer.label_names, cal.methods, split=key
             )
-    if out.calibration is not None and "dev" in out.calibration_reports:
-        info = {**out.calibration.info, "dev": out.calibration_reports["dev"].summary()}
-        out.calibration = replace(out.calibration, info=info)
+    if cal is not None and "dev" in out.calibration_reports:
+        out.calibration = replace(cal, info={**cal.info, "dev": out.calibration_reports["dev"].summary()})
     return out

@@ -37,10 +37,17 @@ from goemo.core.folder import ModelFolder
 from goemo.core.run_folder import TRAINER_STATE_FILE, RunFolder, corrupt_checkpoint
 from goemo.data.batching import collate, encode_split
 from goemo.data.split import Split
-from goemo.models.modeling import build_model, load_tokenizer
+from goemo.models.modeling import build_from_folder, build_model, load_tokenizer, model_pooling
 from goemo.training.accelerator import make_accelerator, mean_over_processes, plain_model
 from goemo.training.card_facts import card_facts
-from goemo.training.checkpoint import finish_best, load_best_weights, load_checkpoint, model_meta, save_checkpoint
+from goemo.training.checkpoint import (
+    finish_best,
+    init_record,
+    load_best_weights,
+    load_checkpoint,
+    model_meta,
+    save_checkpoint,
+)
 from goemo.training.data import clean_train, load_training_data, prepare_splits, train_batches
 from goemo.training.distill import batch_targets, soft_targets
 from goemo.training.ema import weight_average
@@ -154,13 +161,20 @@ def _train(
     checksums = {k: s.checksum() for k, s in splits.items()}
     with accelerator.main_process_first():  # one process predicts, the others read its cache
         soft = soft_targets(config, splits["train"])
-    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+    tokenizer = load_tokenizer(config.encoder_source, config.trust_remote_code)  # --init-from's own tokenizer
     with accelerator.main_process_first():  # one process fills the token cache, the others read it
         encoded = {k: encode_split(s, tokenizer, config.max_length, config.cache_dir) for k, s in splits.items()}
 
     # ---- model, batches, optimiser, loss, weight average
     set_seed(config.seed)
-    model = build_model(config.model, label_names, config.pooling, config.dropout, config.trust_remote_code)
+    if config.init_from:
+        model, labels_kept = build_from_folder(config.init_from, label_names, config.dropout, config.trust_remote_code)
+        init = init_record(config.init_from, labels_kept)
+        if main:
+            _log_init(init)
+    else:
+        model = build_model(config.model, label_names, config.pooling, config.dropout, config.trust_remote_code)
+        init = None
     if model.config.num_labels != len(label_names):
         raise ModelError(f"model has {model.config.num_labels} labels but the data has {len(label_names)}")
     sampler = train_batches(encoded["train"], config, accelerator.process_index, accelerator.num_processes)
@@ -200,6 +214,12 @@ def _train(
         emit({"event": "grad_norms", "epoch": epoch, "global_step": step, **grad_norms(plain), **watched.scalars})
         log_histograms(accelerator.trackers, watched.histograms, step)
 
+    pooling = model_pooling(model)  # the head built: --init-from's may differ from --pooling
+
+    def meta_of(metrics: dict[str, Any], tuned: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``goemo.json`` of a checkpoint (`model_meta`), with what the model started from."""
+        return model_meta(config, label_names, checksums, metrics, tuned, cleaned, pooling=pooling, init_from=init)
+
     def checkpoint(folder: Path, with_state: bool, metrics: dict[str, Any]) -> None:
         """``last/`` (with state) holds the raw weights training continues from; ``best/`` the weights evaluated."""
         if with_state and main:  # the records this checkpoint has seen; a resumed run writes the later ones again
@@ -207,14 +227,7 @@ def _train(
         training = {"state": state, "ema": ema} if with_state else None
         weights = model if with_state or ema is None else ema.module
         with watch("save"):
-            save_checkpoint(
-                folder,
-                accelerator,
-                weights,
-                tokenizer,
-                model_meta(config, label_names, checksums, metrics, cleaning=cleaned),
-                training,
-            )
+            save_checkpoint(folder, accelerator, weights, tokenizer, meta_of(metrics), training)
 
     state = TrainState()
     accelerator.init_trackers("goemo", config=config.to_dict())  # on the main process; see goemo.training.tracking
@@ -323,7 +336,7 @@ def _train(
         summary = run_summary(config, run.path, state.best_epoch, state.best_metric, state.history, final, resources)
         if main:
             headline = {"best_epoch": state.best_epoch, **final.metrics}
-            meta = model_meta(config, label_names, checksums, headline, final.tuned_dict(), cleaned)
+            meta = meta_of(headline, final.tuned_dict())
             facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold, config.to_dict())
             scored = {k: (splits[k].texts, encoded[k]) for k in final.probs}
             settings = scorer.recorded_settings(model, scored)
@@ -375,6 +388,13 @@ def _log_start(config: TrainConfig, accelerator, texts: int, labels: int, epochs
         accelerator.mixed_precision,
         accelerator.num_processes,
     )
+
+
+def _log_init(init: dict[str, Any]) -> None:
+    if init["labels_kept"]:
+        log.info("starting from %s: its encoder and head (the same labels)", init["path"])
+    else:
+        log.info("starting from %s: its encoder, with a new head for these labels", init["path"])
 
 
 def _log_epoch(record: dict[str, Any], seconds: float) -> None:

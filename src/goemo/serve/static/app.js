@@ -1,4 +1,5 @@
-// goemo web page: send the text to POST /predict and draw one bar per label.
+// goemo web page: send the text to POST /predict and draw one bar per label; a click on an
+// emotion asks POST /explain for the words behind it and colours them (green raises it, red lowers it).
 // Plain JS, no dependencies, so the page works offline.
 "use strict";
 
@@ -12,7 +13,10 @@ const EXAMPLES = [
 ];
 
 const $ = (id) => document.getElementById(id);
-const state = { thresholds: {}, maxChars: null, busy: false };
+const state = { thresholds: {}, maxChars: null, busy: false, text: null, explaining: 0 };
+const POSITIVE = [46, 160, 67];
+const NEGATIVE = [209, 73, 91];
+const SHOWN_FROM = 0.15; // words under this share of the strongest stay plain
 
 function showMessage(text, isError) {
   const el = $("message");
@@ -41,7 +45,12 @@ function render(result) {
     chosen.append(el("span", "chip none", "none above threshold"));
   }
   for (const { label, score } of result.labels) {
-    chosen.append(el("span", "chip", `${label} ${score.toFixed(2)}`));
+    const chip = el("button", "chip", `${label} ${score.toFixed(2)}`);
+    chip.type = "button";
+    chip.dataset.label = label;
+    chip.title = `Show the words behind ${label}`;
+    chip.addEventListener("click", () => explain(label));
+    chosen.append(chip);
   }
   const bars = $("bars");
   bars.replaceChildren();
@@ -51,6 +60,7 @@ function render(result) {
     const above = threshold !== undefined && score > threshold;
     const row = el("div", above ? "bar above" : "bar");
     row.setAttribute("role", "listitem");
+    row.tabIndex = 0;
     row.dataset.label = label;
     row.dataset.score = String(score);
     const track = el("div", "track");
@@ -64,10 +74,87 @@ function render(result) {
       track.append(tick);
     }
     row.append(el("span", "name", label), track, el("span", "value", score.toFixed(3)));
-    row.title = `${label}: ${score.toFixed(4)}` + (threshold !== undefined ? ` (threshold ${threshold.toFixed(2)})` : "");
+    row.title = `${label}: ${score.toFixed(4)}` + (threshold !== undefined ? ` (threshold ${threshold.toFixed(2)})` : "") +
+      " (click: the words behind it)";
+    row.addEventListener("click", () => explain(label));
+    row.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        explain(label);
+      }
+    });
     bars.append(row);
   }
+  $("why").hidden = true;
   $("output").hidden = false;
+}
+
+function wordColour(attribution, largest) {
+  const share = largest > 0 ? Math.abs(attribution) / largest : 0;
+  if (share < SHOWN_FROM) return null;
+  const [r, g, b] = attribution > 0 ? POSITIVE : NEGATIVE;
+  return `rgba(${r}, ${g}, ${b}, ${(0.2 + 0.6 * share).toFixed(3)})`;
+}
+
+function renderExplanation(text, explained) {
+  const box = $("explained");
+  box.replaceChildren();
+  const largest = Math.max(0, ...explained.words.map((w) => Math.abs(w.attribution)));
+  let at = 0;
+  for (const w of explained.words) {
+    if (w.start > at) box.append(document.createTextNode(text.slice(at, w.start)));
+    const colour = wordColour(w.attribution, largest);
+    const span = el("span", "word", text.slice(w.start, w.end));
+    if (colour) {
+      span.classList.add(w.attribution > 0 ? "pos" : "neg");
+      span.style.backgroundColor = colour;
+    }
+    span.dataset.attribution = String(w.attribution);
+    span.title = `${w.attribution >= 0 ? "+" : ""}${w.attribution.toFixed(3)}`;
+    box.append(span);
+    at = w.end;
+  }
+  if (at < text.length) box.append(document.createTextNode(text.slice(at)));
+  $("why-title").textContent = `Why ${explained.label} (${explained.score.toFixed(2)})`;
+  $("why-method").textContent =
+    explained.method === "occlusion" ? "number: how much deleting the word lowers the probability" : explained.method;
+  $("why").hidden = false;
+  $("why").scrollIntoView({ block: "nearest" });
+}
+
+function markSelected(label) {
+  for (const node of document.querySelectorAll("#chosen .chip[data-label], #bars .bar")) {
+    node.setAttribute("aria-pressed", String(node.dataset.label === label));
+  }
+}
+
+async function explain(label) {
+  const text = state.text;
+  if (text === null) return;
+  const ticket = ++state.explaining; // a later click wins over an earlier answer
+  markSelected(label);
+  document.body.dataset.explain = "busy";
+  showMessage(`Finding the words behind ${label}…`);
+  const started = performance.now();
+  try {
+    const response = await fetch("/explain", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ texts: [text], labels: [label] }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      throw new Error(body.detail || `server answered ${response.status}`);
+    }
+    if (ticket !== state.explaining || text !== state.text) return;
+    renderExplanation(text, body.results[0].labels[0]);
+    showMessage(`Explained in ${Math.round(performance.now() - started)} ms.`);
+    document.body.dataset.explain = "done";
+  } catch (err) {
+    if (ticket !== state.explaining) return;
+    showMessage(`Error: ${err.message}`, true);
+    document.body.dataset.explain = "error";
+  }
 }
 
 async function classify() {
@@ -91,6 +178,8 @@ async function classify() {
     if (!response.ok) {
       throw new Error(body.detail || `server answered ${response.status}`);
     }
+    state.text = text;
+    state.explaining++; // an explanation still on its way belongs to the earlier text
     render(body.results[0]);
     $("output").classList.remove("stale");
     showMessage(`Done in ${Math.round(performance.now() - started)} ms.`);
