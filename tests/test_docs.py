@@ -383,6 +383,8 @@ def run_page(page: str, work: Path, env: dict[str, str]) -> None:
         for block in page_blocks(page):
             if block.skip:
                 continue
+            if block.where in BY_HAND:
+                BY_HAND[block.where](work)
             log_file.write(f"\n===== {block.where} ({block.lang})\n{block.code}-----\n")
             log_file.flush()
             started, cpu = time.monotonic(), children_cpu_s()
@@ -559,6 +561,7 @@ PAGE_SETUP: dict[str, dict[str, str]] = {
     "README.md": {"runs/reproduce": "fast"},
     "docs/predict-and-serve.md": {"runs/goemo": "fast", "runs/reproduce": "fast"},
     "docs/evaluation.md": {"runs/minilm": "fast", "runs/tiny": "tiny"},
+    "docs/your-own-data.md": {"runs/reproduce": "fast"},
     # step 3 (--cuda) needs a GPU and is skipped: its run folder is made on the CPU instead
     "docs/coming-from-cluster-guide.md": {"runs/paper": "paper"},
     # made by the line before it, which needs the Hub
@@ -584,10 +587,12 @@ PAGE_MAKES = {
         "jobs/predict-merge.sh",
     ],
     "docs/data.md": ["runs/data-analysis/tensorboard", "runs/local/best"],
+    "docs/audit.md": ["runs/fast-corrected/best", "runs/fast-cleaned/best", "jobs/audit.sh"],
     "docs/evaluation.md": ["runs/minilm/report.html"],
     "docs/predict-and-serve.md": ["runs/goemo/best-onnx-int8/model.onnx"],
     "docs/python-api.md": ["runs/fast/best"],
     "docs/sweeps.md": ["runs/sweeps/wandb_report_sweep/sweep_report.html"],
+    "docs/your-own-data.md": ["runs/tickets-audit/review.html", "runs/tickets-plain/best", "letters-labels.jsonl"],
     "docs/training.md": [
         "runs/reproduce/report.html",
         "runs/distilled/best",
@@ -597,6 +602,25 @@ PAGE_MAKES = {
         "runs/tfidf/best",
         "runs/try/best",
     ],
+}
+
+
+def export_from_review_page(work: Path) -> None:
+    """What docs/audit.md's reader does in ``runs/audit/review.html`` before training on it: tick the
+    five surest rows and press both export buttons (the files the page's JavaScript writes)."""
+    with (work / "runs/audit/label_issues.csv").open(newline="", encoding="utf-8") as f:
+        rows = sorted(csv.DictReader(f), key=lambda row: int(row["rank"]))[:5]
+    write_csv(
+        work / "runs/audit/corrections.csv",
+        ["id", "label", "action"],
+        [[row["id"], row["label"], "add" if row["kind"] == "missing" else "remove"] for row in rows],
+    )
+    write_csv(work / "runs/audit/exclude.csv", ["id"], [[i] for i in dict.fromkeys(row["id"] for row in rows)])
+
+
+# What a reader does by hand (in a browser, say) before the block at PAGE:LINE.
+BY_HAND: dict[str, Callable[[Path], None]] = {
+    "docs/audit.md:86": export_from_review_page,
 }
 
 
@@ -683,6 +707,8 @@ def test_every_block_is_run_or_skipped_with_a_reason() -> None:
     """Directives parse, sit right before a block, and name a reason; bash blocks hold commands, not a session."""
     blocks = all_blocks()
     assert {b.page for b in blocks} >= {"README.md", "docs/coming-from-wandb-report.md"}
+    run_here = {b.where for b in blocks if not b.skip}
+    assert set(BY_HAND) <= run_here, f"BY_HAND names no block that runs: {sorted(set(BY_HAND) - run_here)}"
     for block in blocks:
         assert block.code.strip(), f"{block.where}: an empty block"
         if block.skip is not None:
