@@ -562,6 +562,7 @@ PAGE_SETUP: dict[str, dict[str, str]] = {
     "docs/predict-and-serve.md": {"runs/goemo": "fast", "runs/reproduce": "fast"},
     "docs/evaluation.md": {"runs/minilm": "fast", "runs/tiny": "tiny"},
     "docs/your-own-data.md": {"runs/reproduce": "fast"},
+    "docs/benchmarks.md": {"runs/reproduce": "fast"},
     # step 3 (--cuda) needs a GPU and is skipped: its run folder is made on the CPU instead
     "docs/coming-from-cluster-guide.md": {"runs/paper": "paper"},
     # made by the line before it, which needs the Hub
