@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -216,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "cache_dir": str(out / "cache"),
     }
-    config = resolve_config(args.preset, overrides=overrides)
+    # The audit reads the whole sample written above (--texts sizes it), even where
+    # GOEMO_MAX_TRAIN_SAMPLES would otherwise sample it again.
+    config = dataclasses.replace(resolve_config(args.preset, overrides=overrides), max_train_samples=None)
     t0 = time.perf_counter()
     result = run_audit(config, out / "audit", folds=args.folds)
     audit_s = time.perf_counter() - t0

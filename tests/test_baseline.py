@@ -266,3 +266,16 @@ def test_cli_fits_predicts_and_evaluates(tmp_path, shared_data):
     )
     assert bad.exit_code == 1 and bad.output.startswith("goemo: error:")
     assert not (tmp_path / "x").exists()  # nothing written before the data is read
+
+
+def test_cli_samples_by_goemo_max_train_samples_unless_told(tmp_path, shared_data, monkeypatch):
+    """The option's default is $GOEMO_MAX_TRAIN_SAMPLES, as for goemo train; the option wins."""
+    from goemo.cli import app
+
+    monkeypatch.setenv("GOEMO_MAX_TRAIN_SAMPLES", "200")
+    base = ["baseline", "tfidf", "--data-dir", str(shared_data), "--no-char"]
+    for extra, texts in (([], 200), (["--max-train-samples", "300"], 300)):
+        out = tmp_path / f"run-{texts}"
+        res = CliRunner().invoke(app, [*base, "--out", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "summary.json").read_text())["train_texts"] == texts

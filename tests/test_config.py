@@ -31,6 +31,35 @@ def test_precedence_defaults_preset_yaml_cli(tmp_path: Path) -> None:
     assert cfg.preset == "paper"
 
 
+def test_sample_sizes_default_to_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GOEMO_MAX_TRAIN_SAMPLES / GOEMO_MAX_EVAL_SAMPLES are defaults: a quick run of a command as written."""
+    assert TrainConfig().max_train_samples is None and TrainConfig().max_eval_samples is None
+    monkeypatch.setenv("GOEMO_MAX_TRAIN_SAMPLES", "300")
+    monkeypatch.setenv("GOEMO_MAX_EVAL_SAMPLES", " 100 ")
+    cfg = resolve_config("fast")
+    assert (cfg.max_train_samples, cfg.max_eval_samples) == (300, 100)
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("max_train_samples: 50\n")
+    cfg = resolve_config("fast", config_file=cfg_file, overrides={"max_eval_samples": 20})
+    assert (cfg.max_train_samples, cfg.max_eval_samples) == (50, 20)  # a file or an option wins
+    assert TrainConfig(**TrainConfig(max_train_samples=7).to_dict()).max_train_samples == 7  # config.yaml read back
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "many", "1.5"])
+def test_a_bad_sample_size_in_the_environment_is_refused_by_name(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOEMO_MAX_EVAL_SAMPLES", value)
+    with pytest.raises(ConfigError, match=f"GOEMO_MAX_EVAL_SAMPLES='{value}': expected a whole number >= 1"):
+        resolve_config("fast")
+
+
+def test_the_tfidf_baseline_reads_the_same_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from goemo.training.tfidf import TfidfConfig
+
+    assert TfidfConfig().max_train_samples is None
+    monkeypatch.setenv("GOEMO_MAX_TRAIN_SAMPLES", "120")
+    assert TfidfConfig().max_train_samples == 120 and TfidfConfig(max_train_samples=9).max_train_samples == 9
+
+
 def test_paper_preset_matches_the_paper() -> None:
     cfg = resolve_config("paper")
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.epochs, cfg.max_length, cfg.warmup_ratio, cfg.threshold) == (

@@ -178,7 +178,9 @@ def baseline_tfidf_command(
         True, "--balanced/--no-balanced", help="Weight each label's classes inversely to their frequency."
     ),
     threshold: float = Opt(0.3, min=0.0, max=1.0, help="Global threshold for the fixed-threshold scores."),
-    max_train_samples: Optional[int] = Opt(None, min=1, help="Fit on a random sample (quick runs)."),
+    max_train_samples: Optional[int] = Opt(
+        None, min=1, help="Fit on a random sample (quick runs; default $GOEMO_MAX_TRAIN_SAMPLES, else all)."
+    ),
     n_jobs: int = Opt(1, help="Labels fitted in parallel (-1: all cores)."),
     seed: int = Opt(0, help="Seed of the sample and of liblinear."),
     overwrite: bool = Opt(False, "--overwrite", help="Replace the run in --out."),
@@ -190,6 +192,8 @@ def baseline_tfidf_command(
     """
     from goemo.training.tfidf import TfidfConfig, fit_tfidf_baseline  # numpy, scikit-learn
 
+    # not given: TfidfConfig's default, $GOEMO_MAX_TRAIN_SAMPLES or every text
+    sample: dict[str, Any] = {} if max_train_samples is None else {"max_train_samples": max_train_samples}
     config = TfidfConfig(
         data_dir=str(data_dir),
         taxonomy=taxonomy,
@@ -202,9 +206,9 @@ def baseline_tfidf_command(
         class_weight="balanced" if balanced else None,
         threshold=threshold,
         seed=seed,
-        max_train_samples=max_train_samples,
         n_jobs=n_jobs,
         overwrite=overwrite,
+        **sample,
     )
     result = fit_tfidf_baseline(config)
     s = result.summary

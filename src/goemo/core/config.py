@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,31 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 SELECT_METRICS = ("f1_macro", "val_loss", "auc_score", "auc_micro", "auc_macro", "f1_micro", "f1_macro_xtuned")
 SORT_KEYS = ("label", "precision", "recall", "f1", "support", "predicted", "auc", "ap")  # per-label table columns
+
+
+# Environment variables read as the defaults of the sample sizes: a quick run of any command
+# as it is written (a job script's smoke test, the docs' own tests) without editing it.
+SAMPLE_SIZE_VARIABLES = {"max_train_samples": "GOEMO_MAX_TRAIN_SAMPLES", "max_eval_samples": "GOEMO_MAX_EVAL_SAMPLES"}
+
+
+def sample_size_from_env(variable: str) -> int | None:
+    """The sample size ``$variable`` asks for, or None (unset or empty): the default of a sample-size field.
+
+    Only a default: a preset, a YAML file or an option that sets the field wins. A value that is
+    not a whole number >= 1 is refused, naming the variable, rather than ignored.
+
+    >>> sample_size_from_env("GOEMO_MAX_TRAIN_SAMPLES")  # unset: no sample, all the texts
+    """
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{variable}={raw!r}: expected a whole number >= 1 (texts to sample), or unset")
+    return value
 
 
 # What `opt` records about each field (`fields_where` reads it).
@@ -146,8 +172,14 @@ class TrainConfig:
         None, data=True, help="Label column of CSV/JSONL files and of --dataset (default: labels, else label)."
     )
     taxonomy: str = opt("goemotions", data=True, help="goemotions | ekman | sentiment | grouping.json")
-    max_train_samples: int | None = opt(None, help="Train on a random sample (quick runs).")
-    max_eval_samples: int | None = opt(None, help="Evaluate on a random sample (quick runs).")
+    max_train_samples: int | None = opt(
+        default_factory=functools.partial(sample_size_from_env, SAMPLE_SIZE_VARIABLES["max_train_samples"]),
+        help="Train on a random sample (quick runs; default $GOEMO_MAX_TRAIN_SAMPLES, else all).",
+    )
+    max_eval_samples: int | None = opt(
+        default_factory=functools.partial(sample_size_from_env, SAMPLE_SIZE_VARIABLES["max_eval_samples"]),
+        help="Evaluate dev and test on a random sample (quick runs; default $GOEMO_MAX_EVAL_SAMPLES, else all).",
+    )
     exclude: str | None = opt(
         None,
         path=True,

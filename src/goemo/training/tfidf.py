@@ -34,6 +34,7 @@ settings, vocabulary and idf, so the loaded model's probabilities equal the fitt
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -46,6 +47,7 @@ import sklearn
 import yaml
 from joblib import effective_n_jobs
 
+from goemo.core.config import SAMPLE_SIZE_VARIABLES, sample_size_from_env
 from goemo.core.errors import ConfigError, RunFolderError
 from goemo.core.fileio import append_jsonl, atomic_directory, atomic_write_json, atomic_write_text
 from goemo.core.run_folder import LOCK_FILE, RunFolder
@@ -87,7 +89,10 @@ class TfidfConfig:
     max_iter: int = 1000
     threshold: float = 0.3
     seed: int = 0
-    max_train_samples: int | None = None
+    # default $GOEMO_MAX_TRAIN_SAMPLES, as for goemo train (goemo.core.config)
+    max_train_samples: int | None = field(
+        default_factory=functools.partial(sample_size_from_env, SAMPLE_SIZE_VARIABLES["max_train_samples"])
+    )
     n_jobs: int = 1
     overwrite: bool = False
     model: str = field(default="", init=False)  # a name for reports: tfidf-word+char-logreg or tfidf-word-logreg
