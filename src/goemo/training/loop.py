@@ -214,7 +214,7 @@ def _train(
         emit({"event": "grad_norms", "epoch": epoch, "global_step": step, **grad_norms(plain), **watched.scalars})
         log_histograms(accelerator.trackers, watched.histograms, step)
 
-    pooling = model_pooling(model)  # the head built: --init-from's may differ from --pooling
+    pooling = model_pooling(plain_model(accelerator, model))  # the head built: --init-from's may differ from --pooling
 
     def meta_of(metrics: dict[str, Any], tuned: dict[str, Any] | None = None) -> dict[str, Any]:
         """``goemo.json`` of a checkpoint (`model_meta`), with what the model started from."""
