@@ -25,6 +25,13 @@ def test_reproduce_end_to_end_with_a_tiny_model(tmp_path, shared_data) -> None:
     assert len(result.rows) == 6
     tuned = [r for r in result.rows if "dev" in r["thresholds"]]
     assert len(tuned) == 3  # the tuned rows say they come from dev
+    # 95% intervals for the model's own labels; a projected grouping has none (decided before projection)
+    for row in result.rows:
+        band = row["macro_f1_interval"]
+        if row["taxonomy"] == "goemotions":
+            assert band[0] <= row["macro_f1"] <= band[1]
+        else:
+            assert band is None
     meta = json.loads((result.run_dir / "best" / "goemo.json").read_text())
     assert meta["thresholds"]["tuned_on"] == "dev"
     assert result.report_html.is_file() and "Table 4" in result.report_html.read_text()

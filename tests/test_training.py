@@ -531,6 +531,8 @@ def test_cli_train_prints_the_one_screen_summary(tmp_path, shared_data) -> None:
     assert (saved["sentiment_reg"], saved["correlation_reg"]) == (0.5, 0.25)
     for needle in ("f1_macro", "best epoch 1", "train examples/s", "peak", "RSS", "hardware:", "cores", "model:"):
         assert needle in result.output, needle
+    bands = json.loads((tmp_path / "run" / "best" / "goemo.json").read_text())["card"]["intervals"]["f1_macro"]
+    assert f"95% interval of f1_macro_tuned on test: {bands['low']:.4f} to {bands['high']:.4f}" in result.output
     (epoch_line,) = [line for line in result.output.splitlines() if "epoch 1: train_loss" in line]
     assert " auc_score " in epoch_line and "auc_macro" not in result.output  # the name --select-metric takes
     again = CliRunner().invoke(app, args)  # the same folder again: one line, exit 1

@@ -75,6 +75,7 @@ def reproduce(
                 taxonomy=None if taxonomy == "goemotions" else taxonomy,
             )
             macro = scored.report.macro
+            bands = scored.add_intervals()  # 95%, 1,000 seeded resamples; None for a projected grouping
             rows.append(
                 {
                     "taxonomy": taxonomy,
@@ -82,6 +83,7 @@ def reproduce(
                     "macro_precision": macro.precision,
                     "macro_recall": macro.recall,
                     "macro_f1": macro.f1,
+                    "macro_f1_interval": None if bands is None else [bands.f1_macro.low, bands.f1_macro.high],
                     "paper_macro_f1": PAPER_MACRO_F1[taxonomy],
                 }
             )

@@ -24,6 +24,7 @@ from goemo.cli.common import Opt, app, command, make_console, sub_app
 from goemo.cli.options import plain, with_options
 from goemo.core.config import TrainConfig, resolve_config
 from goemo.core.errors import ConfigError
+from goemo.core.folder import ModelFolder
 from goemo.core.run_folder import RunFolder, launched_as_main
 from goemo.reproduce import reproduce
 
@@ -96,6 +97,16 @@ def _print_train_summary(summary: dict) -> None:
         console.print(
             f"GPU {gpu['device']} {gpu['name']}: peak allocated {gpu['peak_allocated_mb']:.0f} MiB, reserved {gpu['peak_reserved_mb']:.0f} MiB"
         )
+    facts = ModelFolder.open(Path(summary["run_dir"]) / "best").card_facts
+    bands = facts.get("intervals")
+    if (
+        bands and bands["f1_macro"].get("low") is not None
+    ):  # the model card's: training computed them on its scored split, at the tuned thresholds
+        f1 = bands["f1_macro"]
+        console.print(
+            f"{bands['confidence']:.0%} interval of f1_macro_tuned on {facts.get('per_label_split')}: "
+            f"{f1['low']:.4f} to {f1['high']:.4f} ({bands['n_resamples']:,} bootstrap resamples of {bands['texts']:,} texts)"
+        )
     console.print(f"model: {summary['run_dir']}/best")
 
 
@@ -130,16 +141,18 @@ def reproduce_command(
     }
     result = reproduce(preset, out, data_dir, source, overrides)
     table = Table(title=f"goemo reproduce --preset {preset}: test split, macro averages")
-    for col in ("taxonomy", "thresholds", "P", "R", "F1", "paper F1"):
+    for col in ("taxonomy", "thresholds", "P", "R", "F1", "F1 95% CI", "paper F1"):
         table.add_column(col, justify="left" if col in ("taxonomy", "thresholds") else "right")
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for row in result.rows:
+        band = row["macro_f1_interval"]
         table.add_row(
             row["taxonomy"],
             row["thresholds"],
             fmt(row["macro_precision"]),
             fmt(row["macro_recall"]),
             fmt(row["macro_f1"]),
+            "" if band is None or None in band else f"{band[0]:.3f}–{band[1]:.3f}",
             f"{row['paper_macro_f1']:.2f}",
         )
     console = make_console()
