@@ -24,7 +24,6 @@ from goemo.cli.common import Opt, app, command, make_console, sub_app
 from goemo.cli.options import plain, with_options
 from goemo.core.config import TrainConfig, resolve_config
 from goemo.core.errors import ConfigError
-from goemo.core.folder import ModelFolder
 from goemo.core.run_folder import RunFolder, launched_as_main
 from goemo.reproduce import reproduce
 
@@ -97,6 +96,8 @@ def _print_train_summary(summary: dict) -> None:
         console.print(
             f"GPU {gpu['device']} {gpu['name']}: peak allocated {gpu['peak_allocated_mb']:.0f} MiB, reserved {gpu['peak_reserved_mb']:.0f} MiB"
         )
+    from goemo.core.folder import ModelFolder  # noqa: PLC0415  (numpy: kept out of `goemo --help`)
+
     facts = ModelFolder.open(Path(summary["run_dir"]) / "best").card_facts
     bands = facts.get("intervals")
     if (

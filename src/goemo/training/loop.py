@@ -177,6 +177,7 @@ def _train(
         init = None
     if model.config.num_labels != len(label_names):
         raise ModelError(f"model has {model.config.num_labels} labels but the data has {len(label_names)}")
+    pooling = model_pooling(model)  # the head built (--init-from's may differ from --pooling), before DDP wraps it
     sampler = train_batches(encoded["train"], config, accelerator.process_index, accelerator.num_processes)
     batches_per_epoch = len(sampler)
     total_batches = math.ceil(config.epochs * batches_per_epoch)
@@ -213,8 +214,6 @@ def _train(
         watched = watch_stats(plain, config.watch, histograms=draws_histograms(accelerator.trackers))
         emit({"event": "grad_norms", "epoch": epoch, "global_step": step, **grad_norms(plain), **watched.scalars})
         log_histograms(accelerator.trackers, watched.histograms, step)
-
-    pooling = model_pooling(plain_model(accelerator, model))  # the head built: --init-from's may differ from --pooling
 
     def meta_of(metrics: dict[str, Any], tuned: dict[str, Any] | None = None) -> dict[str, Any]:
         """``goemo.json`` of a checkpoint (`model_meta`), with what the model started from."""
