@@ -184,11 +184,8 @@ class Calibration:
         """Calibrated probabilities (float64) from the raw model's probabilities, such as cached ones:
         identity labels keep theirs exactly, isotonic maps take them as they are, affine maps go
         through the logit (`logit`, clipped)."""
-        p = np.asarray(probs, dtype=np.float64)
-        if p.ndim != 2 or p.shape[1] != len(self.maps):
-            raise ModelError(f"probabilities of shape {p.shape} for a calibration of {len(self.maps)} labels")
+        p, affine = self._probs(probs), self._scaled_labels()
         out = p.copy()
-        affine = [j for j, m in enumerate(self.maps) if m.method in ("temperature", "platt")]
         if affine:
             out[:, affine] = sigmoid(logit(p[:, affine]) * self.scale[affine] + self.shift[affine])
         for j, m in enumerate(self.maps):
@@ -200,15 +197,23 @@ class Calibration:
         """The raw model's probabilities back from calibrated ones (`calibrate_probs` undone), to show
         a calibration's effect on any split; NaN in the columns of isotonic maps (step functions,
         not invertible)."""
-        p = np.asarray(probs, dtype=np.float64)
-        if p.ndim != 2 or p.shape[1] != len(self.maps):
-            raise ModelError(f"probabilities of shape {p.shape} for a calibration of {len(self.maps)} labels")
+        p, affine = self._probs(probs), self._scaled_labels()
         out = p.copy()
-        affine = [j for j, m in enumerate(self.maps) if m.method in ("temperature", "platt")]
         if affine:
             out[:, affine] = sigmoid((logit(p[:, affine]) - self.shift[affine]) / self.scale[affine])
         out[:, [j for j, m in enumerate(self.maps) if m.method == "isotonic"]] = np.nan
         return out
+
+    def _probs(self, probs: np.ndarray) -> np.ndarray:
+        """``probs`` as float64 ``(texts, labels)``, checked against the maps."""
+        p = np.asarray(probs, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != len(self.maps):
+            raise ModelError(f"probabilities of shape {p.shape} for a calibration of {len(self.maps)} labels")
+        return p
+
+    def _scaled_labels(self) -> list[int]:
+        """The labels whose map moves the logit (temperature, Platt): the ones an affine map changes."""
+        return [j for j, m in enumerate(self.maps) if m.method in ("temperature", "platt")]
 
     def _probabilities(self, logits: np.ndarray, affine_done: bool, dtype: Any) -> np.ndarray:
         z = self._check(logits)
