@@ -227,23 +227,32 @@ class OcclusionPlan:
             without = probs[at : at + len(spans)]
             at += len(spans)
             drops = row[None, :] - without  # (words, L): how much each word's deletion lowers each label
-            out.append(
-                Explanation(
-                    text,
-                    tuple(
-                        LabelExplanation(
-                            names[j],
-                            float(row[j]),
-                            "occlusion",
-                            tuple(
-                                WordAttribution(text[s:e], s, e, float(drops[w, j])) for w, (s, e) in enumerate(spans)
-                            ),
-                        )
-                        for j in labels
-                    ),
-                )
-            )
+            out.append(explanation(text, spans, row, names, "occlusion", [(j, drops[:, j]) for j in labels]))
         return out
+
+
+def explanation(
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    row: np.ndarray,
+    names: Sequence[str],
+    method: str,
+    per_label: Sequence[tuple[int, Sequence[float] | np.ndarray]],
+) -> Explanation:
+    """One text's `Explanation`: for each ``(label index, one number per word)``, the label's score in
+    ``row`` and its words as written (``spans``) with their numbers; what every method hands back."""
+    return Explanation(
+        text,
+        tuple(
+            LabelExplanation(
+                names[j],
+                float(row[j]),
+                method,
+                tuple(WordAttribution(text[s:e], s, e, float(a)) for (s, e), a in zip(spans, scores)),
+            )
+            for j, scores in per_label
+        ),
+    )
 
 
 def explain_occlusion(
@@ -299,20 +308,7 @@ def explain_texts(
     per_text = integrated_gradients(
         backend.model, tokenizer, texts, all_spans, chosen, max_length=int(max_length or 512)
     )
-    out = []
-    for text, spans, row, labels_of, word_scores in zip(texts, all_spans, probs, chosen, per_text):
-        out.append(
-            Explanation(
-                text,
-                tuple(
-                    LabelExplanation(
-                        names[j],
-                        float(row[j]),
-                        "integrated-gradients",
-                        tuple(WordAttribution(text[s:e], s, e, float(a)) for (s, e), a in zip(spans, scores)),
-                    )
-                    for j, scores in zip(labels_of, word_scores)
-                ),
-            )
-        )
-    return out
+    return [
+        explanation(text, spans, row, names, "integrated-gradients", list(zip(labels_of, word_scores)))
+        for text, spans, row, labels_of, word_scores in zip(texts, all_spans, probs, chosen, per_text)
+    ]
