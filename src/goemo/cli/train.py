@@ -96,17 +96,11 @@ def _print_train_summary(summary: dict) -> None:
         console.print(
             f"GPU {gpu['device']} {gpu['name']}: peak allocated {gpu['peak_allocated_mb']:.0f} MiB, reserved {gpu['peak_reserved_mb']:.0f} MiB"
         )
-    from goemo.core.folder import ModelFolder  # noqa: PLC0415  (numpy: kept out of `goemo --help`)
-
-    facts = ModelFolder.open(Path(summary["run_dir"]) / "best").card_facts
-    bands = facts.get("intervals")
-    if (
-        bands and bands["f1_macro"].get("low") is not None
-    ):  # the model card's: training computed them on its scored split, at the tuned thresholds
-        f1 = bands["f1_macro"]
+    band = summary.get("f1_macro_tuned_interval")  # training's, on its scored split at the tuned thresholds
+    if band and band.get("low") is not None:
         console.print(
-            f"{bands['confidence']:.0%} interval of f1_macro_tuned on {facts.get('per_label_split')}: "
-            f"{f1['low']:.4f} to {f1['high']:.4f} ({bands['n_resamples']:,} bootstrap resamples of {bands['texts']:,} texts)"
+            f"{band['confidence']:.0%} interval of f1_macro_tuned on {band['split']}: {band['low']:.4f} to "
+            f"{band['high']:.4f} ({band['n_resamples']:,} bootstrap resamples of {band['texts']:,} texts)"
         )
     console.print(f"model: {summary['run_dir']}/best")
 

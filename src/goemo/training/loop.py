@@ -337,6 +337,13 @@ def _train(
             headline = {"best_epoch": state.best_epoch, **final.metrics}
             meta = meta_of(headline, final.tuned_dict())
             facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold, config.to_dict())
+            if facts.intervals is not None:  # the headline's interval, in the summary a terminal shows
+                bands = facts.intervals
+                summary["f1_macro_tuned_interval"] = {
+                    "split": facts.per_label_split,
+                    **bands["f1_macro"],
+                    **{k: bands[k] for k in ("confidence", "n_resamples", "texts")},
+                }
             scored = {k: (splits[k].texts, encoded[k]) for k in final.probs}
             settings = scorer.recorded_settings(model, scored)
             finish_best(
