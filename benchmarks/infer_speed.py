@@ -9,7 +9,8 @@ model, timed end to end from Python strings to probabilities (tokenising include
     their own longest text, ``torch.inference_mode``, fp32 on CPU), plus the same with bf16
     autocast when the CPU supports it, to show why ``precision="auto"`` stays fp32 on CPU;
 (c) ``EmotionClassifier`` on the fp32 ONNX export (ONNX Runtime);
-(d) ``EmotionClassifier`` on the int8 ONNX export.
+(d) ``EmotionClassifier`` on the int8 ONNX export (each text run alone: dynamic int8 scales
+    activations over the whole input, so batched scores would move with the batch).
 
 It prints texts/s, the ratio to (a), and the largest probability difference from (b) fp32
 (for (a), over the texts that fit in 40 tokens; the others it truncates). Methods run in
@@ -233,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                 "length-sorted batches pad short Reddit comments to their own length instead of 40 tokens, "
                 "ONNX Runtime's optimised graph and kernels cut the rest, and int8 weights with per-channel scales halve the "
                 "matrix-product cost (macro-F1 stays within 0.01 of fp32: `tests/test_export.py`, and the README's ONNX section for a fine-tuned MiniLM). "
+                "The int8 graph runs each text alone, on its own tokens, so that its scores do not depend on the batch "
+                "([int8 scores and the batch](#int8-scores-and-the-batch)). "
                 + bf16_note,
                 "",
                 "Reproduce: `python benchmarks/infer_speed.py --write-docs docs/benchmarks.md` "

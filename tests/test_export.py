@@ -127,6 +127,16 @@ def test_int8_export_is_smaller_and_close(mean_head_dir: Path, cls_export: Path,
     assert np.abs(clf8.predict_proba(TEXTS) - ref).max() < 0.05  # close, though not bit-equal
 
 
+def test_int8_scores_of_a_text_do_not_depend_on_its_batch(mean_head_dir: Path, tmp_path: Path) -> None:
+    """Dynamic int8 scales activations over the whole input: the backend runs each text alone, so a
+    text gets the same scores alone, among short texts and beside a long one (other padding)."""
+    int8 = EmotionClassifier.load(export_onnx(mean_head_dir, tmp_path / "int8", quantize="int8").path, backend="auto")
+    long_text = " ".join(["an angry and very long sentence about everything that went wrong today"] * 3)
+    alone = np.concatenate([int8.predict_proba([t]) for t in TEXTS])
+    assert np.array_equal(int8.predict_proba(TEXTS), alone)
+    assert np.array_equal(int8.predict_proba([long_text, *TEXTS])[1:], alone)
+
+
 def test_export_card_says_onnx_and_carries_the_sources_numbers(cls_export: Path, tiny_model_dir: Path) -> None:
     card = ModelCard.load(cls_export / "README.md")
     data = card.data.to_dict()
