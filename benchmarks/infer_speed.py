@@ -235,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ONNX Runtime's optimised graph and kernels cut the rest, and int8 weights with per-channel scales halve the "
                 "matrix-product cost (macro-F1 stays within 0.01 of fp32: `tests/test_export.py`, and the README's ONNX section for a fine-tuned MiniLM). "
                 "The int8 graph runs each text alone, on its own tokens, so that its scores do not depend on the batch "
-                "([int8 scores and the batch](#int8-scores-and-the-batch)). "
-                + bf16_note,
+                "([int8 scores and the batch](#int8-scores-and-the-batch)). " + bf16_note,
                 "",
                 "Reproduce: `python benchmarks/infer_speed.py --write-docs docs/benchmarks.md` "
                 "(`--model runs/NAME/best` for a trained model, `--repeats 3` for steadier figures).",
