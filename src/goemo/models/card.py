@@ -218,11 +218,6 @@ def data_origin(training_config: Mapping[str, Any]) -> DataOrigin:
     return DataOrigin("goemotions", str(training_config.get("data_dir") or "data/goemotions"), "simplified")
 
 
-def trained_on_goemotions(training_config: Mapping[str, Any]) -> bool:
-    """Whether the run read GoEmotions itself (a GoEmotions folder or the Hub's go_emotions)."""
-    return data_origin(training_config).goemotions
-
-
 def build_model_card(
     folder: ModelFolder | str | Path,
     summary: Mapping[str, Any] | None = None,

@@ -33,7 +33,7 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -642,8 +642,3 @@ def fetch_model(name: str, cache_dir: str | Path | None = None) -> Path:
             f"check the network and the model id, or copy a local folder and pass its path"
         ) from None
     return Path(path)
-
-
-def iter_encoder_ids() -> Iterable[str]:
-    """Aliases usable offline, for help texts."""
-    return MODEL_ALIASES.keys()
