@@ -20,8 +20,9 @@ from transformers import AutoTokenizer
 import goemo.training.loop as loop
 from goemo.cli.sweep import BASE_OPTIONS
 from goemo.core.config import TrainConfig
-from goemo.core.errors import ModelError
+from goemo.core.errors import EvaluationError, ModelError
 from goemo.core.folder import ModelFolder
+from goemo.evaluation.evaluate import check_taxonomy
 from goemo.models.modeling import build_from_folder, build_tiny_model, model_pooling, resolve_model_name, save_model
 from goemo.training.preflight import check_init_from
 
@@ -107,6 +108,10 @@ def test_new_labels_get_a_new_head_on_the_source_encoder(tiny_model_dir: Path, t
     assert sorted(best.label_names) == sorted(OWN_LABELS)
     assert best.init_from == {"path": str(tiny_model_dir.resolve()), "labels_kept": False, "model": "tiny-random-bert"}
     assert "with a new classification head for these labels" in _card(result.best_dir)
+    # labels of its own: not GoEmotions, so no taxonomy claims it and nothing projects it onto groups
+    assert best.taxonomy == "own" and "(3 labels, labels of its own)" in _card(result.best_dir)
+    with pytest.raises(EvaluationError, match="labels of its own"):
+        check_taxonomy(best, "ekman")
     # the tokenizer is the source folder's
     assert AutoTokenizer.from_pretrained(result.best_dir).get_vocab() == (
         AutoTokenizer.from_pretrained(tiny_model_dir).get_vocab()

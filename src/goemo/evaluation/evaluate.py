@@ -37,6 +37,7 @@ from goemo.core.run_settings import RunSettings
 from goemo.core.thresholds import PAPER_THRESHOLDS, ThresholdChoice, ThresholdSpec, TunedThresholds
 from goemo.data.source import DataSource, read_split
 from goemo.data.split import Split
+from goemo.data.taxonomy import OWN_LABELS
 from goemo.predict.cache import Predictions, predict_split
 from goemo.scoring.bootstrap import DEFAULT_RESAMPLES, BootstrapScores, Resampling, bootstrap_scores
 from goemo.scoring.calibration import DEFAULT_BINS, CalibrationReport, calibration_report
@@ -273,6 +274,11 @@ def check_taxonomy(folder: ModelFolder, taxonomy: str | None) -> str:
     """The taxonomy to score in; only a fine-label (goemotions) model can be projected."""
     native = folder.taxonomy
     target = str(taxonomy or native)
+    if target != native and native == OWN_LABELS:
+        raise EvaluationError(
+            f"{folder.path} was trained on labels of its own, not GoEmotions': it is evaluated on them "
+            f"(--taxonomy groups the 28 GoEmotions labels)"
+        )
     if target != native and native != "goemotions":
         raise EvaluationError(
             f"{folder.path} was trained on the {native!r} taxonomy; it can be evaluated on {native!r} only "

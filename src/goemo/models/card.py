@@ -33,6 +33,7 @@ from goemo.core.errors import ModelError
 from goemo.core.fileio import atomic_write_text
 from goemo.core.folder import CARD_FILE, ModelFolder
 from goemo.core.thresholds import PAPER_THRESHOLD
+from goemo.data.taxonomy import labels_said
 
 # The hub model each offline alias is a copy of; the tiny random model has none.
 BASE_MODELS = {
@@ -385,7 +386,7 @@ def _title(
     lines = [
         f"# {name}",
         "",
-        f"A multi-label emotion classifier ({folder.num_labels} labels, taxonomy `{folder.taxonomy}`): "
+        f"A multi-label emotion classifier ({folder.num_labels} labels, {labels_said(folder.taxonomy, code=True)}): "
         f"`{encoder}` with {head}, fine-tuned on {data} with goemo. Each label "
         f"gets its own sigmoid probability; a label is predicted when its probability is above its "
         f"threshold (`config.json` `thresholds`, tuned on the dev split).",
