@@ -22,6 +22,7 @@ from goemo.cli.sweep import BASE_OPTIONS
 from goemo.core.config import TrainConfig
 from goemo.core.errors import EvaluationError, ModelError
 from goemo.core.folder import ModelFolder
+from goemo.data.source import read_split
 from goemo.evaluation.evaluate import check_taxonomy
 from goemo.models.modeling import build_from_folder, build_tiny_model, model_pooling, resolve_model_name, save_model
 from goemo.training.preflight import check_init_from
@@ -112,6 +113,7 @@ def test_new_labels_get_a_new_head_on_the_source_encoder(tiny_model_dir: Path, t
     assert best.taxonomy == "own" and "(3 labels, labels of its own)" in _card(result.best_dir)
     with pytest.raises(EvaluationError, match="labels of its own"):
         check_taxonomy(best, "ekman")
+    assert read_split(best, "dev").label_names == best.label_names  # its own data, read as recorded
     # the tokenizer is the source folder's
     assert AutoTokenizer.from_pretrained(result.best_dir).get_vocab() == (
         AutoTokenizer.from_pretrained(tiny_model_dir).get_vocab()

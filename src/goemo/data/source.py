@@ -36,7 +36,7 @@ from goemo.core.folder import ModelFolder
 from goemo.data.hf_datasets import describe, goemo_split_name, load_hf_dataset
 from goemo.data.io import OFFICIAL_SPLITS, load_goemotions, load_split, read_label_names
 from goemo.data.split import Split
-from goemo.data.taxonomy import load_taxonomy, project_labels
+from goemo.data.taxonomy import OWN_LABELS, load_taxonomy, project_labels
 
 DEFAULT_DATA_DIR = "data/goemotions"
 Kind = Literal["folder", "files", "dataset"]
@@ -160,7 +160,8 @@ class DataSource:
         return self.kind == "dataset" and not Path(str(self.dataset)).expanduser().exists()
 
     def with_taxonomy(self, taxonomy: str) -> DataSource:
-        return dataclasses.replace(self, taxonomy=taxonomy)
+        """The source read in ``taxonomy``; a model of labels of its own reads it as recorded."""
+        return self if taxonomy == OWN_LABELS else dataclasses.replace(self, taxonomy=taxonomy)
 
     def splits(self, names: Sequence[str] | None = None, label_names: Sequence[str] | None = None) -> dict[str, Split]:
         """The splits ``names`` (default: every split the source has), keyed by goemo's names.
