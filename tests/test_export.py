@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +137,25 @@ def test_int8_scores_of_a_text_do_not_depend_on_its_batch(mean_head_dir: Path, t
     alone = np.concatenate([int8.predict_proba([t]) for t in TEXTS])
     assert np.array_equal(int8.predict_proba(TEXTS), alone)
     assert np.array_equal(int8.predict_proba([long_text, *TEXTS])[1:], alone)
+    # a forked child (after the parent's pool has threads) makes its own pool instead of waiting on the parent's
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read)
+        os.write(write, int8.predict_proba(TEXTS).tobytes())
+        os._exit(0)
+    os.close(write)
+    for _ in range(600):  # 60 s at most: a child that waits on threads it does not have is killed
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child never got its int8 scores")
+    with os.fdopen(read, "rb") as pipe:
+        child = np.frombuffer(pipe.read(), dtype=np.float32).reshape(alone.shape)
+    assert np.array_equal(child, alone)
 
 
 def test_export_card_says_onnx_and_carries_the_sources_numbers(cls_export: Path, tiny_model_dir: Path) -> None:

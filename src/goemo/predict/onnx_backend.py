@@ -85,7 +85,8 @@ class OnnxBackend:
         self.precision = precision
         self._threads = threads
         # ONNX Runtime's Run is thread-safe and lets go of the GIL: texts run alone, in parallel
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="goemo-int8") if per_text else None
+        self._per_text = per_text
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process it was made in, the pool)
 
     @property
     def num_threads(self) -> int:
@@ -102,14 +103,20 @@ class OnnxBackend:
         batch run side by side, one core each (docs/benchmarks.md). fp32 graphs run the batch as
         it is.
         """
-        if self._pool is None:
+        if not self._per_text:
             return self._run(input_ids, attention_mask)
 
         def alone(row: int) -> np.ndarray:
             keep = attention_mask[row].astype(bool)  # its own tokens: padding on either side dropped
             return self._run(input_ids[row][keep][None, :], attention_mask[row][keep][None, :])[0]
 
-        return np.stack(list(self._pool.map(alone, range(len(input_ids)))))
+        return np.stack(list(self._threads_pool().map(alone, range(len(input_ids)))))
+
+    def _threads_pool(self) -> ThreadPoolExecutor:
+        """The pool of this process: a forked child does not inherit the parent's threads."""
+        if self._pool is None or self._pool[0] != os.getpid():
+            self._pool = (os.getpid(), ThreadPoolExecutor(self._threads, thread_name_prefix="goemo-int8"))
+        return self._pool[1]
 
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
