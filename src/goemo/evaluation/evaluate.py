@@ -274,12 +274,12 @@ def check_taxonomy(folder: ModelFolder, taxonomy: str | None) -> str:
     """The taxonomy to score in; only a fine-label (goemotions) model can be projected."""
     native = folder.taxonomy
     target = str(taxonomy or native)
-    if target != native and native == OWN_LABELS:
-        raise EvaluationError(
-            f"{folder.path} was trained on labels of its own, not GoEmotions': it is evaluated on them "
-            f"(--taxonomy groups the 28 GoEmotions labels)"
-        )
     if target != native and native != "goemotions":
+        if native == OWN_LABELS:
+            raise EvaluationError(
+                f"{folder.path} was trained on labels of its own, not GoEmotions': it is evaluated on them "
+                f"(--taxonomy groups the 28 GoEmotions labels)"
+            )
         raise EvaluationError(
             f"{folder.path} was trained on the {native!r} taxonomy; it can be evaluated on {native!r} only "
             f"(projection goes from the 28 fine labels to groups, not between groupings)"
