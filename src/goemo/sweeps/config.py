@@ -279,11 +279,9 @@ def parse_sweep_config(raw: dict[str, Any], origin: str = "sweep config") -> Swe
         raise ConfigError(f"{origin}: expected a mapping with method, metric and parameters")
     notes: list[str] = []
     known = {"method", "metric", "parameters", "early_terminate", "run_cap", "name", *IGNORED_KEYS}
-    unknown = sorted(set(raw) - known)
-    if unknown:
+    if unknown := sorted(set(raw) - known):
         raise ConfigError(f"{origin}: unknown key(s) {', '.join(unknown)} (valid: {', '.join(sorted(known))})")
-    ignored = [k for k in IGNORED_KEYS if k in raw]
-    if ignored:
+    if ignored := [k for k in IGNORED_KEYS if k in raw]:
         notes.append(f"ignored (they configure W&B's own agent): {', '.join(ignored)}")
 
     method = raw.get("method")

@@ -147,10 +147,8 @@ def _importance(
 ) -> tuple[dict[str, float] | None, str | None]:
     """fANOVA importances of the parameters that made a difference, or why there are none.
 
-    fANOVA splits the metric's variance among the parameters; in a small random sweep it hands
-    a share to a parameter that changed nothing, because its values happen to go with those of
-    one that did. Such parameters (`no_effect`) are left out, so the shares (summing to 1) go to
-    the others. Only what Optuna computes is shown: no number when it cannot.
+    In a small random sweep fANOVA hands a share to a parameter that changed nothing, because
+    its values happen to go with those of one that did: such parameters (`no_effect`) are left out.
     """
     import optuna  # noqa: PLC0415  (optional extra: sweep)
 
@@ -182,11 +180,10 @@ def _importance(
 
 def _no_effect(rows: list[TrialRow], params: list[str]) -> dict[str, str]:
     """Parameters whose changes gave bit-identical metrics: every pair of completed trials that
-    differ in that parameter alone scored exactly the same (and there is at least one such pair).
+    differ in that parameter alone (at least one pair) scored exactly the same.
 
     A parameter the model ignores (a dropout an architecture does not apply) is then named as
-    such instead of receiving a share of importance it never earned. Pairs that differ in
-    anything else say nothing about it, so a sweep without such pairs flags nothing.
+    such instead of receiving a share of importance it never earned.
     """
     done = [r for r in rows if r.scored]
     out = {}
@@ -245,11 +242,10 @@ def _trial_folder(sweep_dir: Path, row: TrialRow) -> Path | None:
 def _interval(folder: Path | None) -> dict[str, Any] | None:
     """The trial's tuned macro-F1 with its 95% bootstrap interval and split, from ``best/goemo.json``
     (training computes them at its end: `goemo.training.card_facts`); None where there are none."""
-    path = folder / "best" / "goemo.json" if folder else None
-    if path is None or not path.is_file():
+    if folder is None:
         return None
-    try:
-        card = json.loads(path.read_text(encoding="utf-8")).get("card") or {}
+    try:  # OSError: no such file
+        card = json.loads((folder / "best" / "goemo.json").read_text(encoding="utf-8")).get("card") or {}
     except (OSError, ValueError):
         return None
     bands = card.get("intervals") or {}
@@ -339,13 +335,11 @@ def _analyse(
 # ---------------------------------------------------------------- plots
 
 
-# Which panels are Optuna's own (`optuna.visualization.matplotlib`) and which are drawn here:
-# the history and the slice plots are Optuna's. The parallel coordinates, the importance bars and
-# the per-trial curves are drawn here, because Optuna's versions lack what W&B's panels show:
-# its parallel coordinates drop pruned trials (W&B draws early-terminated runs) and put the
-# metric first instead of last; its importance plot has no correlation bars and cannot flag a
-# parameter with no measurable effect; its intermediate-values plot shows the sweep metric only,
-# not the train and validation losses nor the epoch each trial kept.
+# The history and slice plots are Optuna's (`optuna.visualization.matplotlib`). The parallel
+# coordinates, importance bars and per-trial curves are drawn here, because Optuna's lack what
+# W&B's panels show: its parallel coordinates drop pruned trials and put the metric first; its
+# importance plot has no correlation bars and cannot flag a parameter with no measurable effect;
+# its intermediate-values plot has neither the losses nor the epoch each trial kept.
 
 
 def _tidy(ax: Any, title: str = "", grid: str | None = "both", hide: tuple[str, ...] = ("top", "right")) -> None:
@@ -366,9 +360,8 @@ def _legend_above(ax: Any, ncol: int = 1) -> None:
 def _optuna_figure(plot: Any, study: optuna.Study, **kwargs: Any) -> Any:
     """The figure an `optuna.visualization.matplotlib` function draws, on an Agg canvas of its own.
 
-    Optuna draws through pyplot and switches pyplot's global style to ggplot: the style stays
-    inside this call (the figure is drawn here, so its ticks get it too), and the figure leaves
-    pyplot's registry, which would otherwise keep every figure alive.
+    Optuna draws through pyplot and sets pyplot's global style to ggplot: the style stays inside
+    this call (drawn here, so the ticks get it too), and the figure leaves pyplot's registry.
     """
     import matplotlib.pyplot as plt  # noqa: PLC0415  (optional extra: report)
     import numpy as np  # noqa: PLC0415  (not at import: `goemo --help` imports this module)
@@ -410,9 +403,8 @@ def _auc_key(analysis: SweepAnalysis) -> str:
 def curves_figure(analysis: SweepAnalysis) -> Any:
     """Train loss, validation loss and validation AUC by epoch, every trial overlaid (W&B's run charts).
 
-    Each trial is one colour in every panel, the best trial drawn thicker; a dot marks the
-    epoch the trial kept (by its select metric), which is where its ranked value was read. A
-    sweep metric that is neither a loss nor an AUC gets a fourth panel.
+    One colour per trial, the best thicker; a dot marks the epoch the trial kept, where its ranked
+    value was read. A sweep metric that is neither a loss nor an AUC gets a fourth panel.
     """
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415  (optional extra: report)
 
@@ -435,8 +427,7 @@ def curves_figure(analysis: SweepAnalysis) -> Any:
             label = f"trial {row.number}{' (best)' if thick else ''}"
             label += "" if row.state == "COMPLETE" else f", {row.state.lower()}"
             ax.plot(*zip(*pts), color=color, marker="." if len(pts) <= 20 else None, label=label, **style)
-            kept = [v for e, v in pts if e == row.best_epoch]
-            if kept:
+            if kept := [v for e, v in pts if e == row.best_epoch]:
                 ax.scatter([row.best_epoch], kept, s=46, color=color, edgecolors="black", linewidths=0.8, zorder=4)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -450,12 +441,8 @@ def curves_figure(analysis: SweepAnalysis) -> Any:
 
 
 def _axis(values: list[Any], choices: list[Any] | None, log: bool) -> tuple[list[float], list[tuple[float, str]]]:
-    """Positions in [0, 1] for one parallel-coordinates axis, and its ticks (position, label).
-
-    Categorical parameters put each of their values on a tick (numbers in increasing order);
-    numeric ones are scaled from their lowest to their highest value (logarithmically for
-    log-scale parameters), with three labelled ticks.
-    """
+    """Positions in [0, 1] for one parallel-coordinates axis, and its ticks (position, label): a tick
+    per categorical value (numbers in increasing order), else three over the (log-)scaled range."""
     if choices is not None:
         numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
         order = sorted(choices) if numeric else list(choices)
@@ -479,9 +466,8 @@ _TICK_TEXT["bbox"] = {"facecolor": "white", "edgecolor": "none", "pad": 1.0}
 def parallel_figure(analysis: SweepAnalysis) -> Any:
     """Parallel coordinates: one vertical axis per parameter and one for the metric, a line per trial.
 
-    Lines are coloured by the metric (brighter = better), the best trial drawn on top in
-    black; pruned trials (their last reported value) are grey and dashed. W&B's sweep page
-    opens with this chart: it shows at a glance which values the good trials share.
+    Coloured by the metric (brighter = better), the best trial on top in black, pruned trials grey
+    and dashed. W&B's sweep page opens with this chart: which values the good trials share.
     """
     import matplotlib  # noqa: PLC0415  (optional extra: report)
     from matplotlib.cm import ScalarMappable  # noqa: PLC0415  (optional extra: report)
@@ -535,11 +521,8 @@ def parallel_figure(analysis: SweepAnalysis) -> Any:
 
 
 def importance_figure(analysis: SweepAnalysis) -> Any:
-    """fANOVA importance and correlation with the metric as bars, side by side (W&B's importance panel).
-
-    A parameter flagged as having no measurable effect gets no importance bar but the words
-    "no measurable effect"; missing numbers (too few trials, text values) say n/a.
-    """
+    """fANOVA importance and correlation with the metric as bars, side by side (W&B's importance
+    panel); a parameter with no measurable effect says so, missing numbers say n/a."""
     from goemo.report.plots import BAR, COLORS, GREY, new_figure  # noqa: PLC0415  (optional extra: report)
 
     imp = analysis.importance or {}
@@ -801,10 +784,8 @@ class SweepReport:
 def write_sweep_report(
     sweep_dir: str | Path, storage: str | None = None, study_name: str | None = None, top: int = 3
 ) -> SweepReport:
-    """Analyse a sweep and write ``sweep_report.md``, ``sweep_report.html`` and ``plots/sweep_*.png``.
-
-    The HTML page is self-contained (every plot inlined as a base64 PNG); the PNGs are also
-    written beside it for slides and the Markdown version.
+    """Analyse a sweep and write ``sweep_report.md``, ``sweep_report.html`` (self-contained: plots
+    inlined) and ``plots/sweep_*.png`` (for slides and the Markdown version).
 
         report = write_sweep_report("runs/sweeps/wandb_report_sweep")
         report.html
@@ -828,13 +809,8 @@ def write_sweep_report(
         figures["curves"] = curves_figure(analysis)
     if analysis.label_auc:
         figures["label_auc"] = label_auc_figure(analysis)
-    images: dict[str, tuple[str, bytes]] = {}
-    plots = []
-    for key, fig in figures.items():
-        src = f"plots/sweep_{key}.png"
-        png = png_bytes(fig)
-        plots.append(atomic_write_bytes(sweep_dir / src, png))
-        images[key] = (src, png)
+    images = {key: (f"plots/sweep_{key}.png", png_bytes(fig)) for key, fig in figures.items()}
+    plots = [atomic_write_bytes(sweep_dir / src, png) for src, png in images.values()]
     yaml_path = sweep_dir / "sweep.yaml"
     doc = build_document(analysis, images, yaml_path.read_text(encoding="utf-8") if yaml_path.is_file() else None)
     md = atomic_write_text(sweep_dir / "sweep_report.md", to_markdown(doc))

@@ -178,7 +178,8 @@ def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
 @contextlib.contextmanager
 def study_lock(url: str, study_name: str, timeout: float = 300.0) -> Iterator[None]:
     """Mutual exclusion between the workers of one study, wherever they run: a lock file beside
-    SQLite, an advisory lock on PostgreSQL and MySQL (released by the server if the holder dies)."""
+    SQLite, an advisory lock on PostgreSQL and MySQL (released by the server if the holder dies);
+    other databases get none, and a warning."""
     u = make_url(url)
     backend = u.get_backend_name()
     if backend == "sqlite":
@@ -337,13 +338,11 @@ def prepare_sweep(
     spec = load_sweep_config(config_path)
     base = base or BaseOptions()
     overrides = {k: v for k, v in normalize_keys(dict(base.overrides), "option").items() if v is not None}
-    clash = sorted(set(overrides) & set(spec.params))
-    if clash:
+    if clash := sorted(set(overrides) & set(spec.params)):
         raise ConfigError(
             f"{', '.join(clash)} searched by {config_path} and also given as an option; remove one of them"
         )
-    blocked = sorted(set(overrides) & {"output", "overwrite", "resume", "trackers"})
-    if blocked:
+    if blocked := sorted(set(overrides) & {"output", "overwrite", "resume", "trackers"}):
         raise ConfigError(f"{', '.join(blocked)}: set by the sweep for each trial, not as a base option")
     fixed = {**spec.fixed, **({"select_metric": spec.select_metric} if spec.select_metric else {})}
     config = resolve_config(base.preset, base.config_file, {**fixed, **overrides})
@@ -512,13 +511,10 @@ class Worker:
         self.study = study
         self.storage = storage
         self._data: dict[tuple, dict] = {}
-        self.outcomes: list[TrialOutcome] = []
 
     def run(self) -> list[TrialOutcome]:
         """Train trials until the queue is empty."""
-        while (outcome := self.run_next()) is not None:
-            self.outcomes.append(outcome)
-        return self.outcomes
+        return list(iter(self.run_next, None))
 
     def run_next(self) -> TrialOutcome | None:
         """Take the next waiting trial and train it; None when the queue is empty.
