@@ -253,11 +253,8 @@ def _metric(name: str, where: str) -> str:
 
 
 def _select_metric(entry: Any, where: str) -> str:
-    """``parameters.select_metric``: a fixed value only.
-
-    Searching it would rank trials whose kept epochs were chosen by different rules, which
-    answers no question about the other hyperparameters; the config refuses it instead.
-    """
+    """``parameters.select_metric``: a fixed value only. Searching it would rank trials whose kept
+    epochs were chosen by different rules, which answers no question about the other parameters."""
     if not isinstance(entry, dict) or "value" not in entry or entry.get("distribution") not in (None, "constant"):
         raise ConfigError(
             f"{where}: select_metric picks each trial's kept epoch and is fixed, not searched: "

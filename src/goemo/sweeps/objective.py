@@ -45,13 +45,8 @@ def best_epoch_by(epochs: Sequence[Mapping[str, Any]], metric: str, maximize: bo
     """
     if maximize is None:
         maximize = metric not in LOWER_IS_BETTER
-    best: tuple[float, int] | None = None
-    for record in epochs:
-        value = metric_value(record, metric)
-        if value is None or "epoch" not in record:
-            continue
-        if best is None or (value > best[0] if maximize else value < best[0]):
-            best = (value, int(record["epoch"]))
+    scored = [(v, int(r["epoch"])) for r in epochs if "epoch" in r and (v := metric_value(r, metric)) is not None]
+    best = (max if maximize else min)(scored, key=lambda pair: pair[0], default=None)  # the first of ties
     return None if best is None else best[1]
 
 

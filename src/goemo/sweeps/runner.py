@@ -442,12 +442,8 @@ def open_study(
             for trial in failed:  # Optuna's retry callback: same parameters, slot and run folder
                 _RetryCallback(max_retry=None)(study, trial)
         if failed:
-            log.info(
-                "study %s: %d failed trial(s) queued again (%s)",
-                sweep.study_name,
-                len(failed),
-                ", ".join(str(t.number) for t in failed),
-            )
+            numbers = ", ".join(str(t.number) for t in failed)
+            log.info("study %s: %d failed trial(s) queued again (%s)", sweep.study_name, len(failed), numbers)
         queued = {t.user_attrs["slot"] for t in study.get_trials(deepcopy=False) if "slot" in t.user_attrs}
         planned = sweep.spec.slot_params(sweep.count, sweep.seed)
         missing = [i for i in range(sweep.count) if i not in queued]
