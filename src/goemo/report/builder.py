@@ -17,10 +17,10 @@ tuned on the split being reported.
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,6 @@ from goemo.report.render import (
 from goemo.report.run_data import RunData
 from goemo.scoring.bootstrap import Interval
 from goemo.scoring.metrics import LabelMetrics, MetricsReport, sort_labels
-
-log = logging.getLogger(__name__)
 
 GROUPINGS = ("ekman", "sentiment")
 DATA_ANALYSIS_DIR = "data-analysis"
@@ -122,10 +120,7 @@ class ReportResult:
 
 
 def score_run(
-    run: RunData,
-    split: str | Path,
-    source: DataSource | None = None,
-    scoring: ScoringOptions | None = None,
+    run: RunData, split: str | Path, source: DataSource | None = None, scoring: ScoringOptions | None = None
 ) -> ScoredRun:
     """Predict (or read cached predictions) and score at 0.3, dev-tuned, and on the groupings.
 
@@ -188,10 +183,7 @@ def build_report(
         # -> PosixPath('runs/minilm/report.html')
     """
     run = RunData.load(run_dir)
-
-    def score_one(r: RunData) -> ScoredRun:
-        return score_run(r, split, source, scoring)
-
+    score_one = partial(score_run, split=split, source=source, scoring=scoring)
     scored = score_one(run) if sort is None else _sorted_labels(score_one(run), sort)
     for result in (scored.fixed, scored.tuned):
         if result is not None:
@@ -200,13 +192,11 @@ def build_report(
     compared = [score_one(RunData.load(other)) for other in compare]
     analysis = Path(data_analysis) if data_analysis is not None else run.path.parent / DATA_ANALYSIS_DIR
 
-    figures = _figures(scored)
-    plot_dir = run.path / "plots"
     images: dict[str, Image] = {}
     paths: dict[str, Path] = {}
-    for name, (fig, alt, caption) in figures.items():
+    for name, (fig, alt, caption) in _figures(scored).items():
         png = plots.png_bytes(fig)
-        paths[name] = atomic_write_bytes(plot_dir / f"{name}.png", png)
+        paths[name] = atomic_write_bytes(run.path / "plots" / f"{name}.png", png)
         images[name] = Image(f"plots/{name}.png", png, alt, caption)
 
     doc = Document(
