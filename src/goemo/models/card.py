@@ -561,19 +561,14 @@ def _choices(folder: ModelFolder, selection: Mapping[str, Any], threshold: float
 def _data_section(folder: ModelFolder, facts: CardFacts, origin: DataOrigin, cfg: Mapping[str, Any]) -> str:
     lines = ["## Training data", ""]
     configuration = f", configuration `{origin.config}`" if origin.config else ""
+    about = "English Reddit comments, each labelled by 3 or more raters with any of 27 emotions or neutral."
     if origin.kind == "goemotions":
-        lines.append(
-            f"[GoEmotions]({HUB_DATASETS}{GOEMOTIONS_DATASET}) (Demszky et al., 2020), the simplified "
-            "train / dev / test split: English Reddit comments, each labelled by 3 or more raters with any of "
-            "27 emotions or neutral."
-        )
+        link = f"[GoEmotions]({HUB_DATASETS}{GOEMOTIONS_DATASET})"
+        lines.append(f"{link} (Demszky et al., 2020), the simplified train / dev / test split: {about}")
     elif origin.kind == "hub":
         lines.append(f"The Hugging Face dataset [`{origin.name}`]({HUB_DATASETS}{origin.name}){configuration}.")
         if origin.goemotions:
-            lines.append(
-                "GoEmotions (Demszky et al., 2020): English Reddit comments, each labelled by 3 or more raters "
-                "with any of 27 emotions or neutral."
-            )
+            lines.append(f"GoEmotions (Demszky et al., 2020): {about}")
     elif origin.kind == "local":
         lines.append(f"A local dataset: `{origin.name}`{configuration} (not from the Hugging Face Hub).")
     else:

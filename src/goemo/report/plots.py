@@ -101,8 +101,7 @@ def f1_bars_figure(
     """
     rows = [m for m in fixed.per_label if m.defined]
     rows.sort(key=lambda m: (m.f1, m.name), reverse=True)  # barh draws bottom-up: best at the bottom
-    threshold = fixed.threshold if isinstance(fixed.threshold, float) else None
-    fixed_label = f"F1 at threshold {threshold:g}" if threshold is not None else "F1"
+    fixed_label = f"F1 at threshold {fixed.threshold:g}" if isinstance(fixed.threshold, float) else "F1"
     fig, ax = _label_bars(rows, [m.f1 for m in rows], "F1", label=fixed_label)
     tuned_f1 = {m.name: m.f1 for m in tuned.per_label if m.f1 is not None} if tuned is not None else {}
     markers = [
