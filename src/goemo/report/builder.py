@@ -35,27 +35,13 @@ from goemo.core.thresholds import PAPER_THRESHOLD, THRESHOLD_CONVENTION, binariz
 from goemo.data.source import DataSource, read_split
 from goemo.data.split import Split
 from goemo.data.taxonomy import labels_said, load_taxonomy
-from goemo.evaluation.evaluate import (
-    EvaluationResult,
-    score_predictions,
-)
+from goemo.evaluation.evaluate import EvaluationResult, score_predictions
 from goemo.predict.cache import Predictions, predict_split
 from goemo.report import plots
 from goemo.report.confusion import label_confusion, pair_examples
 from goemo.report.explanations import explained_errors_section
 from goemo.report.reference import PaperTable, citation, paper_table
-from goemo.report.render import (
-    Bullets,
-    Code,
-    Document,
-    Image,
-    Link,
-    Paragraph,
-    Section,
-    Table,
-    to_html,
-    to_markdown,
-)
+from goemo.report.render import Bullets, Code, Document, Image, Link, Paragraph, Section, Table, to_html, to_markdown
 from goemo.report.run_data import RunData
 from goemo.scoring.bootstrap import Interval
 from goemo.scoring.metrics import LabelMetrics, MetricsReport, sort_labels

@@ -150,11 +150,7 @@ def auc_bars_figure(report: MetricsReport, title: str = "") -> Any:
 
 
 def pr_curves_figure(
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    label_names: Sequence[str],
-    k: int = 4,
-    threshold: float = 0.3,
+    y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str], k: int = 4, threshold: float = 0.3
 ) -> Any:
     """Precision-recall curves of the ``k`` worst and ``k`` best labels by average precision.
 
