@@ -126,11 +126,8 @@ def _item(label: str, kind: str, explanation: Explanation, true: str, threshold:
     parts: list[Inline] = [head, *_marked(explanation.text, ex), "”"]
     support = [w for w in ex.top(TOP_WORDS) if w.attribution > 0]
     against = sorted((w for w in ex.words if w.attribution < 0), key=lambda w: w.attribution)[:TOP_WORDS]
-    said = []
-    if support:
-        said.append("for " + ", ".join(f"{w.word} {w.attribution:+.2f}" for w in support))
-    if against:
-        said.append("against " + ", ".join(f"{w.word} {w.attribution:+.2f}" for w in against))
+    sides = (("for", support), ("against", against))
+    said = [f"{side} " + ", ".join(f"{w.word} {w.attribution:+.2f}" for w in words) for side, words in sides if words]
     parts.append(f" ({'; '.join(said)})" if said else " (no word moves it)")
     return parts
 
