@@ -180,17 +180,15 @@ def write_calibrated_folder(
         with atomic_directory(opened.path) as tmp:
             _link_contents(opened.path, tmp)
             folded = False
-            affine = any(m.method in ("temperature", "platt") for m in calibration.maps)
-            if opened.kind == "transformer" and affine and fold is not False:
+            if opened.kind == "transformer" and fold is not False:
                 try:
-                    fold_logit_affine(tmp, calibration.scale, calibration.shift)
+                    if calibration.scaled_labels:  # else nothing affine to fold: the weights are already right
+                        fold_logit_affine(tmp, calibration.scale, calibration.shift)
                     folded = True
                 except ModelError as e:
                     if fold:
                         raise
                     log.warning("%s: the affine maps stay outside the weights (%s)", opened.path, one_line(str(e)))
-            elif opened.kind == "transformer" and fold is not False:
-                folded = True  # nothing affine to fold: the weights are already what they should be
             calibration = replace(calibration, folded=folded)
             if reexpress:
                 write_meta(tmp, reexpressed_meta(opened, calibration))
@@ -226,15 +224,16 @@ def reexpressed_meta(folder: ModelFolder, calibration: Calibration) -> dict[str,
 
 
 def _link_contents(source: Path, target: Path) -> None:
-    """Hard-link (or copy) everything in ``source`` into ``target`` but the stale CPU export."""
+    """Hard-link (or copy) everything in ``source`` into ``target`` but the stale CPU export; links stay links."""
     skip = {EXPORT_DIR, f"{EXPORT_DIR}.lock"}
-    for item in source.iterdir():
-        if item.name in skip:
-            continue
-        if item.is_dir() and not item.is_symlink():
-            shutil.copytree(item, target / item.name, copy_function=_link_or_copy, symlinks=True)
-        else:
-            _link_or_copy(str(item), str(target / item.name))
+    shutil.copytree(
+        source,
+        target,
+        symlinks=True,
+        ignore=lambda folder, names: skip if Path(folder) == source else set(),
+        copy_function=_link_or_copy,
+        dirs_exist_ok=True,
+    )
 
 
 def _link_or_copy(src: str, dst: str) -> str:
@@ -243,9 +242,6 @@ def _link_or_copy(src: str, dst: str) -> str:
     Every file goemo then changes is replaced by a new one (atomic writes rename), so the link
     never lets a change reach the old folder.
     """
-    if os.path.islink(src):
-        os.symlink(os.readlink(src), dst)
-        return dst
     try:
         os.link(src, dst)
     except OSError:

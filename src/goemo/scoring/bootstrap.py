@@ -35,6 +35,7 @@ the scores compared with each other (`goemo.evaluation.compare`) come from the s
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -344,11 +345,10 @@ def _weighted_auc(weights: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarr
 
 
 def _nanmean(values: np.ndarray) -> np.ndarray:
-    """Mean over labels of the defined values, per row; NaN for a row with none."""
-    defined = np.isfinite(values)
-    count = defined.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, np.where(defined, values, 0.0).sum(axis=1) / count, np.nan)
+    """Mean over labels of the defined values, per row; NaN for a row with none (no warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=1)
 
 
 def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -361,10 +361,7 @@ def _interval(estimate: float, resampled: np.ndarray, confidence: float) -> Inte
     values = resampled[np.isfinite(resampled)]
     if math.isnan(estimate):
         return Interval(None, None, None)
-    if not len(values):
-        return Interval(float(estimate), None, None)
-    low, high = _percentiles(values, confidence)
-    return Interval(float(estimate), low, high)
+    return Interval(float(estimate), *(_percentiles(values, confidence) if len(values) else (None, None)))
 
 
 def _none(value: float) -> float | None:

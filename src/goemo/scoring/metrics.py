@@ -36,7 +36,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -240,23 +240,10 @@ class MetricsReport:
 
     def to_rows(self) -> list[dict[str, Any]]:
         """One flat dict per label, then one per average (``label`` = "macro", ...), for CSV."""
-        rows = [m.to_dict() | {"label": m.name} for m in self.per_label]
-        for row in rows:
-            del row["name"]
-        for avg in (self.macro, self.micro, self.weighted, self.samples):
-            rows.append(
-                {
-                    "label": avg.name,
-                    "precision": json_float(avg.precision),
-                    "recall": json_float(avg.recall),
-                    "f1": json_float(avg.f1),
-                    "support": int(avg.support),
-                    "predicted": None,
-                    "auc": json_float(avg.auc),
-                    "ap": json_float(avg.ap),
-                    "note": _average_note(avg),
-                }
-            )
+        rows = [m.to_dict() | {"label": m.name} for m in self.per_label] + [
+            avg.to_dict() | {"label": avg.name, "predicted": None, "note": _average_note(avg)}
+            for avg in (self.macro, self.micro, self.weighted, self.samples)
+        ]
         return [{k: row[k] for k in _ROW_KEYS} for row in rows]
 
     def to_markdown(self, digits: int = 3) -> str:
@@ -517,7 +504,7 @@ def summary(
     auc_ok = defined & (support < y.shape[0])
     _, _, f1, _ = _prfs_per_label(y, pred)
     micro = _micro(y, p, pred)
-    auc_macro = _mean_or_none(_auc_per_label(y, p, auc_ok)[auc_ok])
+    auc_macro = _mean_or_none(_score_per_label(roc_auc_score, y, p, auc_ok)[auc_ok])
     return {
         "auc_micro": micro.auc,
         "auc_macro": auc_macro,
@@ -599,25 +586,14 @@ def _per_label(y: np.ndarray, p: np.ndarray, pred: np.ndarray, names: Sequence[s
     precision, recall, f1, support = _prfs_per_label(y, pred)
     defined = support > 0
     auc_ok = defined & (support < n)
-    auc = _auc_per_label(y, p, auc_ok)
-    ap = _ap_per_label(y, p, defined)
+    auc = _score_per_label(roc_auc_score, y, p, auc_ok)
+    ap = _score_per_label(average_precision_score, y, p, defined)
     predicted = pred.sum(axis=0)
     out = []
     for j, name in enumerate(names):
         if not defined[j]:
-            out.append(
-                LabelMetrics(
-                    name,
-                    None,
-                    None,
-                    None,
-                    0,
-                    int(predicted[j]),
-                    None,
-                    None,
-                    f"{NO_POSITIVES}: precision, recall, F1, AUC and AP undefined",
-                )
-            )
+            note = f"{NO_POSITIVES}: precision, recall, F1, AUC and AP undefined"
+            out.append(LabelMetrics(name, None, None, None, 0, int(predicted[j]), None, None, note))
             continue
         notes = []
         if predicted[j] == 0:
@@ -660,30 +636,18 @@ def _macro(per_label: Sequence[LabelMetrics]) -> Average:
 def _micro(y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> Average:
     positives = int(y.sum())
     negatives = int(y.size - positives)
-    yy, pp = _pad_single_column(y, pred)
     with _quiet():
-        precision, recall, f1, _ = precision_recall_fscore_support(yy, pp, average="micro", zero_division=0)
         auc = roc_auc_score(y, p, average="micro") if positives and negatives else None
         ap = average_precision_score(y, p, average="micro") if positives else None
-    return Average(
-        "micro",
-        float(precision),
-        float(recall) if positives else None,
-        float(f1) if positives else None,
-        support=positives,
-        auc=_float_or_none(auc),
-        ap=_float_or_none(ap),
-    )
+    return Average("micro", *_micro_prf(y, pred), support=positives, auc=_float_or_none(auc), ap=_float_or_none(ap))
 
 
 def _weighted(y: np.ndarray, pred: np.ndarray) -> Average:
     """Support-weighted: undefined labels have weight 0, so they drop out by construction."""
     positives = int(y.sum())
-    yy, pp = _pad_single_column(y, pred)
-    with _quiet():
-        precision, recall, f1, _ = precision_recall_fscore_support(yy, pp, average="weighted", zero_division=0)
     if not positives:
         return Average("weighted", None, None, None, support=0)
+    precision, recall, f1, _ = _prfs(y, pred, "weighted")
     return Average("weighted", float(precision), float(recall), float(f1), support=positives)
 
 
@@ -692,9 +656,7 @@ def _samples(y: np.ndarray, pred: np.ndarray) -> Average:
     rows = y.sum(axis=1) > 0
     if not rows.any():
         return Average("samples", None, None, None, support=0)
-    yy, pp = _pad_single_column(y[rows], pred[rows])
-    with _quiet():
-        precision, recall, f1, _ = precision_recall_fscore_support(yy, pp, average="samples", zero_division=0)
+    precision, recall, f1, _ = _prfs(y[rows], pred[rows], "samples")
     return Average("samples", float(precision), float(recall), float(f1), support=int(rows.sum()))
 
 
@@ -719,37 +681,30 @@ def _sweep(y: np.ndarray, p: np.ndarray, thresholds: Sequence[float]) -> list[Th
 
 
 def _micro_prf(y: np.ndarray, pred: np.ndarray) -> tuple[float, float | None, float | None]:
-    positives = int(y.sum())
-    yy, pp = _pad_single_column(y, pred)
-    with _quiet():
-        precision, recall, f1, _ = precision_recall_fscore_support(yy, pp, average="micro", zero_division=0)
-    if not positives:
+    precision, recall, f1, _ = _prfs(y, pred, "micro")
+    if not y.sum():
         return float(precision), None, None
     return float(precision), float(recall), float(f1)
 
 
-def _prfs_per_label(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    yy, pp = _pad_single_column(y, pred)
+def _prfs(y: np.ndarray, pred: np.ndarray, average: str | None) -> Any:
+    """scikit-learn's precision, recall, F1 and support (``zero_division=0``), single columns padded."""
     with _quiet():
-        precision, recall, f1, support = precision_recall_fscore_support(yy, pp, average=None, zero_division=0)
+        return precision_recall_fscore_support(*_pad_single_column(y, pred), average=average, zero_division=0)
+
+
+def _prfs_per_label(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     L = y.shape[1]
+    precision, recall, f1, support = _prfs(y, pred, None)
     return precision[:L], recall[:L], f1[:L], support[:L]
 
 
-def _auc_per_label(y: np.ndarray, p: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """ROC-AUC for the columns in ``ok`` (both classes present); NaN elsewhere."""
+def _score_per_label(score: Any, y: np.ndarray, p: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``score`` (ROC-AUC, average precision) per label for the columns in ``ok``; NaN elsewhere."""
     out = np.full(y.shape[1], np.nan)
     if ok.any():
         with _quiet():
-            out[ok] = np.atleast_1d(roc_auc_score(y[:, ok], p[:, ok], average=None))
-    return out
-
-
-def _ap_per_label(y: np.ndarray, p: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    out = np.full(y.shape[1], np.nan)
-    if ok.any():
-        with _quiet():
-            out[ok] = np.atleast_1d(average_precision_score(y[:, ok], p[:, ok], average=None))
+            out[ok] = np.atleast_1d(score(y[:, ok], p[:, ok], average=None))
     return out
 
 
@@ -919,14 +874,6 @@ def _threshold_table_markdown(rows: Sequence[ThresholdMetrics], digits: int) -> 
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        cells = (
-            r.macro_precision,
-            r.macro_recall,
-            r.macro_f1,
-            r.micro_precision,
-            r.micro_recall,
-            r.micro_f1,
-            r.exact_match,
-        )
+        cells = astuple(r)[1:]  # every field after the threshold, in the header's order
         lines.append(f"| {r.threshold:g} | " + " | ".join(_fmt(c, digits) for c in cells) + " |")
     return "\n".join(lines)
