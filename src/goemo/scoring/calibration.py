@@ -435,7 +435,7 @@ class CalibrationReport:
     @property
     def macro_ece_before(self) -> float:
         """Over the labels whose raw scores are known (NaN: an isotonic map that cannot be undone)."""
-        return float(np.nanmean(self.ece_before)) if not np.isnan(self.ece_before).all() else math.nan
+        return _known_mean(self.ece_before)
 
     @property
     def macro_ece_after(self) -> float:
@@ -448,9 +448,7 @@ class CalibrationReport:
             "ece_bins": self.bins,
             "macro_ece_before": json_float(self.macro_ece_before),
             "macro_ece_after": json_float(self.macro_ece_after),
-            "log_loss_before": json_float(
-                np.nanmean(self.log_loss_before) if not np.isnan(self.log_loss_before).all() else None
-            ),
+            "log_loss_before": json_float(_known_mean(self.log_loss_before)),
             "log_loss_after": json_float(np.mean(self.log_loss_after)),
         }
 
@@ -508,6 +506,11 @@ def calibration_report(
         reliability(y, p0, label_names, bins),
         reliability(y, p1, label_names, bins),
     )
+
+
+def _known_mean(values: np.ndarray) -> float:
+    """The mean of the values that are not NaN; NaN when none is."""
+    return float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
 
 
 def _as_pair(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -254,14 +254,12 @@ class MetricsReport:
         ]
         for m in self.per_label:
             name = f"{m.name} †" if not m.defined else m.name
-            cells = (m.precision, m.recall, m.f1, m.support, m.auc, m.ap)
-            lines.append(f"| {name} | " + " | ".join(_fmt(c, digits) for c in cells) + " |")
+            lines.append(_md_row(name, (m.precision, m.recall, m.f1, m.support, m.auc, m.ap), digits))
         for avg in (self.macro, self.micro, self.weighted, self.samples):
             label = f"**{avg.name}**"
             if avg.name == "macro" and avg.n_excluded and avg.n_labels is not None:
                 label += f" ({avg.n_labels} of {avg.n_labels + avg.n_excluded} labels)"
-            cells = (avg.precision, avg.recall, avg.f1, avg.support, avg.auc, avg.ap)
-            lines.append(f"| {label} | " + " | ".join(_fmt(c, digits) for c in cells) + " |")
+            lines.append(_md_row(label, (avg.precision, avg.recall, avg.f1, avg.support, avg.auc, avg.ap), digits))
         lines += [
             "",
             f"Exact match: {_fmt(self.exact_match, digits)} · {self._threshold_text()} · {self.n_examples} examples",
@@ -328,10 +326,7 @@ def tune_thresholds(
     _guard_split(split_name, allow_test, what="per-label thresholds")
     if not 0.0 <= shrink <= 1.0:
         raise ValueError(f"shrink={shrink!r}: expected a number in [0, 1]")
-    y, p, names = _check_inputs(y_true, probs, label_names)
-    g = _as_grid(grid)
-    f1 = _f1_curves(y, p, g)
-    defined = y.sum(axis=0) > 0
+    y, p, names, g, f1, defined = _tuning_inputs(y_true, probs, grid, label_names)
     values = np.full(y.shape[1], float(fallback))
     scores: list[float | None] = [None] * y.shape[1]
     for j in np.flatnonzero(defined):
@@ -378,12 +373,9 @@ def best_global_threshold(
     0.5
     """
     _guard_split(split_name, allow_test, what="a global threshold")
-    y, p, names = _check_inputs(y_true, probs, label_names)
-    defined = y.sum(axis=0) > 0
+    y, p, names, g, f1, defined = _tuning_inputs(y_true, probs, grid, label_names)
     if not defined.any():
         raise MetricsInputError("cannot tune a threshold: no label has a positive example")
-    g = _as_grid(grid)
-    f1 = _f1_curves(y, p, g)
     k = _pick(f1[defined].mean(axis=0), g)
     return TunedThresholds(
         values=np.full(y.shape[1], g[k]),
@@ -769,6 +761,15 @@ def _f1_curves(y: np.ndarray, p: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return f1
 
 
+def _tuning_inputs(
+    y_true: np.ndarray, probs: np.ndarray, grid: Sequence[float] | np.ndarray | None, names: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """Checked labels, probabilities, names and grid, the F1 curves on the grid, and the labels with positives."""
+    y, p, checked = _check_inputs(y_true, probs, names)
+    g = _as_grid(grid)
+    return y, p, checked, g, _f1_curves(y, p, g), y.sum(axis=0) > 0
+
+
 def _pick(scores: np.ndarray, grid: np.ndarray) -> int:
     """Index of the best score; ties go to the threshold closest to 0.5, then the smaller."""
     best = np.nanmax(scores)
@@ -873,7 +874,9 @@ def _threshold_table_markdown(rows: Sequence[ThresholdMetrics], digits: int) -> 
         "| threshold | macro P | macro R | macro F1 | micro P | micro R | micro F1 | exact match |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        cells = astuple(r)[1:]  # every field after the threshold, in the header's order
-        lines.append(f"| {r.threshold:g} | " + " | ".join(_fmt(c, digits) for c in cells) + " |")
+    lines += [_md_row(f"{r.threshold:g}", astuple(r)[1:], digits) for r in rows]  # the fields after the threshold
     return "\n".join(lines)
+
+
+def _md_row(first: str, cells: Sequence[Any], digits: int) -> str:
+    return f"| {first} | " + " | ".join(_fmt(c, digits) for c in cells) + " |"
