@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,6 @@ from goemo.core.errors import MetricsInputError
 from goemo.core.thresholds import Thresholds, as_probs, as_thresholds, binarize, json_float
 
 DEFAULT_RESAMPLES = 1000
-MIN_RESAMPLES = 1000  # what goemo reports by default; fewer are allowed for quick looks and tests
 CONFIDENCE = 0.95
 METRICS = ("f1_macro", "auc_macro")
 _CHUNK = 250  # resamples scored at once: bounds memory to a few (chunk x texts) float64 arrays
@@ -136,18 +135,9 @@ class PairedComparison:
         return f"no clear difference in {label}: {name_a} - {name_b} = {self.difference:+.4f} ({ci})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "a": json_float(self.a),
-            "b": json_float(self.b),
-            "difference": json_float(self.difference),
-            "low": json_float(self.low),
-            "high": json_float(self.high),
-            "p_value": json_float(self.p_value),
-            "n_resamples": self.n_resamples,
-            "confidence": self.confidence,
-            "significant": self.significant,
-        }
+        floats = ("a", "b", "difference", "low", "high", "p_value")
+        plain = {k: json_float(v) if k in floats else v for k, v in asdict(self).items()}
+        return plain | {"significant": self.significant}
 
 
 def resample_indices(n: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:

@@ -36,7 +36,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +101,7 @@ class LabelMetrics:
         return self.support > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "precision": json_float(self.precision),
-            "recall": json_float(self.recall),
-            "f1": json_float(self.f1),
-            "support": int(self.support),
-            "predicted": int(self.predicted),
-            "auc": json_float(self.auc),
-            "ap": json_float(self.ap),
-            "note": self.note,
-        }
+        return _plain(self)
 
 
 def sort_labels(per_label: Sequence[LabelMetrics], key: str) -> tuple[LabelMetrics, ...]:
@@ -150,17 +140,9 @@ class Average:
     n_labels_auc: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "precision": json_float(self.precision),
-            "recall": json_float(self.recall),
-            "f1": json_float(self.f1),
-            "support": int(self.support),
-            "auc": json_float(self.auc),
-            "ap": json_float(self.ap),
-            "n_labels": self.n_labels,
-            "n_excluded": self.n_excluded,
-            "n_labels_auc": self.n_labels_auc,
-        }
+        out = _plain(self)
+        del out["name"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -177,7 +159,7 @@ class ThresholdMetrics:
     exact_match: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: json_float(v) for k, v in self.__dict__.items()}
+        return _plain(self)
 
 
 @dataclass(frozen=True)
@@ -849,6 +831,17 @@ def _quiet() -> Iterator[None]:
 def _mean_or_none(values: Sequence[float | None] | np.ndarray) -> float | None:
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return float(np.mean(vals)) if vals else None
+
+
+def _plain(record: Any) -> dict[str, Any]:
+    """A result dataclass's fields in order, as JSON types: floats through `json_float` (NaN becomes None)."""
+    return {f.name: _json(getattr(record, f.name)) for f in fields(record)}
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        return json_float(value)
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
 
 
 def _float_or_none(value: Any) -> float | None:
