@@ -1,21 +1,14 @@
 """Calibrate a model folder on dev: fit, fold into the weights, record, re-express the thresholds.
 
 `calibrate_model` is what ``goemo calibrate`` runs and `write_calibrated_folder` what training
-does at its end (``TrainConfig.calibrate``). On a model folder they:
-
-1. fit each label's map on the dev probabilities (`goemo.scoring.calibration.fit_calibration`);
-2. fold the affine maps into the classifier's last layer (`goemo.models.folding`) when the folder
-   holds float32 PyTorch weights, so that plain transformers, an ONNX export and every backend
-   return calibrated scores; isotonic maps (and affine ones that cannot be folded) are applied
-   by the predictor;
-3. write the calibration record into ``config.json`` beside the thresholds
-   (`goemo.core.folder.write_calibration`; it says ``folded`` and keeps the raw thresholds);
-4. re-express the thresholds the model decides by on the calibrated scale (``goemo.json``
-   ``thresholds.per_label`` and ``thresholds.tuning``, and ``config.json``), so no decision
-   changes (`goemo.core.calibration.Calibration.anchored`);
-5. nothing else: the prediction cache is keyed by the weights, so the next ``goemo evaluate`` runs
-   the new weights once (a cached probability is always what the model gives in its settings;
-   training, which calibrates its model in memory first, caches the calibrated model's own).
+does at its end (``TrainConfig.calibrate``). They fit the maps on dev
+(`goemo.scoring.calibration.fit_calibration`), fold the affine ones into the weights where they
+can (`goemo.core.calibration` says when, `goemo.models.folding` how), write the record into
+``config.json`` (`goemo.core.folder.write_calibration`) and re-express the thresholds of
+``goemo.json`` and ``config.json`` on the calibrated scale, so no decision changes
+(`goemo.core.calibration.Calibration.anchored`). The prediction cache is keyed by the weights, so
+the next ``goemo evaluate`` runs the new weights once (training, which calibrates its model in
+memory first, caches the calibrated model's own).
 
 All of it happens in a copy of the folder that replaces it in one rename
 (`goemo.core.fileio.atomic_directory`): a folder is calibrated or not, never half. The copy

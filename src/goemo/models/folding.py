@@ -2,10 +2,8 @@
 
 A calibration's affine part turns each label's logit ``z`` into ``a·z + b``
 (`goemo.core.calibration`). The logits are the last layer's output ``z = W·h + c``, so the
-same map is a new last layer: ``W' = a[:, None] · W`` and ``c' = a · c + b``. Written into the
-folder's safetensors, every reader of the weights (plain transformers, the
-``text-classification`` pipeline, an ONNX export, goemo's backends) returns calibrated logits
-with no calibration code at all.
+same map is a new last layer: ``W' = a[:, None] · W`` and ``c' = a · c + b``, which every reader
+of the folder's safetensors then applies with no calibration code.
 
 The layer is found by name in the safetensors headers (`goemo.core.folder.ModelFolder.output_layer`):
 ``classifier`` for BERT, DistilBERT, ALBERT, DeBERTa and goemo's own head, ``classifier.out_proj``
