@@ -86,7 +86,6 @@ def fold_tensors(
 
 
 def _check_layer(name: str, dtype: object, foldable: tuple[object, ...], has_bias: bool, shift: np.ndarray) -> None:
-    """`ModelError` unless the layer is float32 (or float64) and has a bias wherever ``shift`` needs one."""
     if dtype not in foldable:
         raise ModelError(f"{name} is {dtype}; only float32 weights are folded")
     if not has_bias and np.any(shift != 0):

@@ -148,11 +148,8 @@ def fit_calibration(
         m, reason = chosen[j]
         fitted = _fit(m, z[:, j], y[:, j])
         if fitted is None:  # the full-dev fit left the slope range although every fold's did not
-            m, reason, fitted = (
-                "identity",
-                f"{m} on all of dev left the slope range {SCALE_RANGE}",
-                LabelMap("identity"),
-            )
+            reason = f"{m} on all of dev left the slope range {SCALE_RANGE}"
+            m, fitted = "identity", LabelMap("identity")
         maps.append(fitted)
         fits.append(LabelFit(name, int(positives[j]), int(negatives[j]), cv[j], m, reason))
     rule = _rule(method, selection, folds)
@@ -211,8 +208,7 @@ def _choose(cv: list[dict[str, float | None]], method: str, selection: str) -> l
 
 
 def _best(losses: Mapping[str, float]) -> tuple[str, str]:
-    """(the choice, the best affine map): the affine map with the lowest log-loss (the simpler on a
-    tie), or isotonic where its log-loss is `ISOTONIC_MARGIN` lower than that."""
+    """(choice, best affine map): the simpler affine map on a tie, isotonic only `ISOTONIC_MARGIN` lower."""
     affine = min((m for m in AFFINE_METHODS if m in losses), key=lambda m: (losses[m], AFFINE_METHODS.index(m)))
     if "isotonic" in losses and losses["isotonic"] < (1 - ISOTONIC_MARGIN) * losses[affine]:
         return "isotonic", affine
