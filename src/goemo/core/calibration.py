@@ -38,6 +38,7 @@ This module needs numpy only, so the serving path applies a calibration without 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -157,14 +158,16 @@ class Calibration:
 
     @property
     def has_isotonic(self) -> bool:
-        return any(m.method == "isotonic" for m in self.maps)
+        return "isotonic" in self.methods
+
+    @property
+    def scaled_labels(self) -> list[int]:
+        """The labels whose map moves the logit (temperature, Platt): the ones an affine map changes."""
+        return [j for j, m in enumerate(self.maps) if m.method in ("temperature", "platt")]
 
     def method_counts(self) -> dict[str, int]:
         """How many labels use each method, e.g. ``{"platt": 20, "temperature": 6, "identity": 2}``."""
-        counts: dict[str, int] = {}
-        for m in self.maps:
-            counts[m.method] = counts.get(m.method, 0) + 1
-        return counts
+        return dict(Counter(self.methods))
 
     # ------------------------------------------------------------------ applying
 
@@ -184,52 +187,43 @@ class Calibration:
         """Calibrated probabilities (float64) from the raw model's probabilities, such as cached ones:
         identity labels keep theirs exactly, isotonic maps take them as they are, affine maps go
         through the logit (`logit`, clipped)."""
-        p, affine = self._probs(probs), self._scaled_labels()
+        p, affine = self._matrix(probs, "probabilities"), self.scaled_labels
         out = p.copy()
         if affine:
             out[:, affine] = sigmoid(logit(p[:, affine]) * self.scale[affine] + self.shift[affine])
-        for j, m in enumerate(self.maps):
-            if m.method == "isotonic":
-                out[:, j] = isotonic_map(p[:, j].astype(np.float32), m)
-        return out
+        return self._isotonic(out, p)
 
     def uncalibrate_probs(self, probs: np.ndarray) -> np.ndarray:
         """The raw model's probabilities back from calibrated ones (`calibrate_probs` undone), to show
         a calibration's effect on any split; NaN in the columns of isotonic maps (step functions,
         not invertible)."""
-        p, affine = self._probs(probs), self._scaled_labels()
+        p, affine = self._matrix(probs, "probabilities"), self.scaled_labels
         out = p.copy()
         if affine:
             out[:, affine] = sigmoid((logit(p[:, affine]) - self.shift[affine]) / self.scale[affine])
         out[:, [j for j, m in enumerate(self.maps) if m.method == "isotonic"]] = np.nan
         return out
 
-    def _probs(self, probs: np.ndarray) -> np.ndarray:
-        """``probs`` as float64 ``(texts, labels)``, checked against the maps."""
-        p = np.asarray(probs, dtype=np.float64)
-        if p.ndim != 2 or p.shape[1] != len(self.maps):
-            raise ModelError(f"probabilities of shape {p.shape} for a calibration of {len(self.maps)} labels")
-        return p
+    def _matrix(self, values: np.ndarray, what: str) -> np.ndarray:
+        """``values`` as float64 ``(texts, labels)``, checked against the maps."""
+        a = np.asarray(values, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != len(self.maps):
+            raise ModelError(f"{what} of shape {a.shape} for a calibration of {len(self.maps)} labels")
+        return a
 
-    def _scaled_labels(self) -> list[int]:
-        """The labels whose map moves the logit (temperature, Platt): the ones an affine map changes."""
-        return [j for j, m in enumerate(self.maps) if m.method in ("temperature", "platt")]
+    def _isotonic(self, out: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """``out`` with each isotonic label's column replaced by its map of ``p``'s (taken as float32)."""
+        for j, m in enumerate(self.maps):
+            if m.method == "isotonic":
+                out[:, j] = isotonic_map(p[:, j].astype(np.float32), m)
+        return out
 
     def _probabilities(self, logits: np.ndarray, affine_done: bool, dtype: Any) -> np.ndarray:
-        z = self._check(logits)
+        z = self._matrix(logits, "logits")
         if not affine_done:
             z = z * self.scale + self.shift
         p = sigmoid(z).astype(dtype)
-        for j, m in enumerate(self.maps):
-            if m.method == "isotonic":
-                p[:, j] = isotonic_map(p[:, j].astype(np.float32), m)
-        return p
-
-    def _check(self, logits: np.ndarray) -> np.ndarray:
-        z = np.asarray(logits, dtype=np.float64)
-        if z.ndim != 2 or z.shape[1] != len(self.maps):
-            raise ModelError(f"logits of shape {z.shape} for a calibration of {len(self.maps)} labels")
-        return z
+        return self._isotonic(p, p)
 
     # ------------------------------------------------------------------ thresholds
 
@@ -239,9 +233,7 @@ class Calibration:
         An isotonic label's value is its pivot's ``T`` when ``raw`` is the threshold it was
         anchored at (`anchored`), so its decisions are exactly those of ``p > raw``.
         """
-        t = np.asarray(raw, dtype=np.float64)
-        if t.shape != (len(self.maps),):
-            raise ModelError(f"{t.shape} thresholds for a calibration of {len(self.maps)} labels")
+        t = self._vector(raw)
         out = np.empty_like(t)
         for j, m in enumerate(self.maps):
             if m.method == "identity":
@@ -269,9 +261,8 @@ class Calibration:
         >>> (isotonic_map(p, cal.maps[0]).astype(np.float32) > np.float32(t[0])).tolist()  # flat there, yet
         [False, True]
         """
-        raw = np.asarray(raw_thresholds, dtype=np.float32).astype(np.float64)
-        if raw.shape != (len(self.maps),):
-            raise ModelError(f"{raw.shape} thresholds for a calibration of {len(self.maps)} labels")
+        given = self._vector(raw_thresholds)
+        raw = given.astype(np.float32).astype(np.float64)
         maps = list(self.maps)
         for j, m in enumerate(maps):
             if m.method == "isotonic":
@@ -281,10 +272,15 @@ class Calibration:
                 if float(below) > value:  # round down, so that the capped side stays at or below T
                     below = np.nextafter(below, np.float32(0.0))
                 maps[j] = replace(m, pivot=(float(raw[j]), float(below)))
-        given = np.asarray(raw_thresholds, dtype=np.float64)
         info = {**self.info, "raw_thresholds": [float(v) for v in given]}
         anchored = Calibration(self.label_names, tuple(maps), self.folded, info)
         return anchored, anchored.map_thresholds(given)
+
+    def _vector(self, thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
+        t = np.asarray(thresholds, dtype=np.float64)
+        if t.shape != (len(self.maps),):
+            raise ModelError(f"{t.shape} thresholds for a calibration of {len(self.maps)} labels")
+        return t
 
     # ------------------------------------------------------------------ the record
 

@@ -1,21 +1,14 @@
 """Calibrate a model folder on dev: fit, fold into the weights, record, re-express the thresholds.
 
-`calibrate_folder` is what ``goemo calibrate`` runs and `write_calibrated_folder` what training
-does at its end (``TrainConfig.calibrate``). On a model folder they:
-
-1. fit each label's map on the dev probabilities (`goemo.scoring.calibration.fit_calibration`);
-2. fold the affine maps into the classifier's last layer (`goemo.models.folding`) when the folder
-   holds float32 PyTorch weights, so that plain transformers, an ONNX export and every backend
-   return calibrated scores; isotonic maps (and affine ones that cannot be folded) are applied
-   by the predictor;
-3. write the calibration record into ``config.json`` beside the thresholds
-   (`goemo.core.folder.write_calibration`; it says ``folded`` and keeps the raw thresholds);
-4. re-express the thresholds the model decides by on the calibrated scale (``goemo.json``
-   ``thresholds.per_label`` and ``thresholds.tuning``, and ``config.json``), so no decision
-   changes (`goemo.core.calibration.Calibration.anchored`);
-5. nothing else: the prediction cache is keyed by the weights, so the next ``goemo evaluate`` runs
-   the new weights once (a cached probability is always what the model gives in its settings;
-   training, which calibrates its model in memory first, caches the calibrated model's own).
+`calibrate_model` is what ``goemo calibrate`` runs and `write_calibrated_folder` what training
+does at its end (``TrainConfig.calibrate``). They fit the maps on dev
+(`goemo.scoring.calibration.fit_calibration`), fold the affine ones into the weights where they
+can (`goemo.core.calibration` says when, `goemo.models.folding` how), write the record into
+``config.json`` (`goemo.core.folder.write_calibration`) and re-express the thresholds of
+``goemo.json`` and ``config.json`` on the calibrated scale, so no decision changes
+(`goemo.core.calibration.Calibration.anchored`). The prediction cache is keyed by the weights, so
+the next ``goemo evaluate`` runs the new weights once (training, which calibrates its model in
+memory first, caches the calibrated model's own).
 
 All of it happens in a copy of the folder that replaces it in one rename
 (`goemo.core.fileio.atomic_directory`): a folder is calibrated or not, never half. The copy
@@ -24,8 +17,7 @@ next ``goemo predict`` or ``serve`` makes it again (its fingerprint would not ma
 A folder that is already calibrated is left as it is (`CalibrationOutcome.already`): the maps
 are never applied twice.
 
-    dev = DataSource.folder("data/goemotions").split("dev")
-    outcome = calibrate_folder("runs/x/best", dev, predict_split("runs/x/best", dev))
+    outcome = calibrate_model("runs/x/best", source=DataSource.folder("data/goemotions"))
     outcome.reports["dev"].macro_ece_before, outcome.reports["dev"].macro_ece_after
     # -> (0.0213, 0.0064)
 """
@@ -47,10 +39,9 @@ from goemo.core.errors import EvaluationError, ModelError, one_line
 from goemo.core.fileio import atomic_directory
 from goemo.core.folder import CONFIG_FILE, ModelFolder, write_calibration, write_meta
 from goemo.data.source import DataSource, read_split
-from goemo.data.split import Split
 from goemo.models.folding import fold_logit_affine
 from goemo.models.modeling import write_config_thresholds
-from goemo.predict.cache import Predictions, predict_split
+from goemo.predict.cache import predict_split
 from goemo.predict.fastest import EXPORT_DIR
 from goemo.scoring.calibration import (
     CalibrationFit,
@@ -65,7 +56,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CalibrationOutcome:
-    """What `calibrate_folder` did: the calibration, how each label's map was chosen, ECE per split."""
+    """What `calibrate_model` did: the calibration, how each label's map was chosen, ECE per split."""
 
     folder: Path
     calibration: Calibration
@@ -81,56 +72,6 @@ class CalibrationOutcome:
         return self.calibration.folded
 
 
-def calibrate_folder(
-    folder: str | Path | ModelFolder,
-    dev: Split,
-    predictions: Predictions,
-    *,
-    others: Sequence[tuple[Split, Predictions]] = (),
-    settings: CalibrationSettings | None = None,
-    dry_run: bool = False,
-) -> CalibrationOutcome:
-    """Calibrate ``folder`` on ``dev`` with its (uncalibrated) ``predictions`` (see the module's docstring).
-
-    ``others`` (e.g. the test split's predictions) are scored before and after (the after by the
-    maps, in numpy). ``settings`` says how the maps are chosen and fitted
-    (`goemo.scoring.calibration.CalibrationSettings`; default: per label, by cross-validated
-    log-loss). ``dry_run`` fits and scores without writing anything. A folder that is
-    already calibrated is not touched: the outcome says ``already`` and holds its recorded maps.
-    """
-    opened = folder if isinstance(folder, ModelFolder) else ModelFolder.open(folder)
-    existing = opened.calibration
-    if existing is not None:
-        return CalibrationOutcome(opened.path, existing, None, already=True)
-    for split, preds in [(dev, predictions), *others]:
-        _check_predictions(opened, split, preds)
-    raw = opened.thresholds(np.float64)
-    fit = fit_calibration(
-        dev.labels,
-        logit(predictions.probs),
-        opened.label_names,
-        settings=settings,
-        split_name=dev.name,
-        split_checksum=dev.checksum(),
-    )
-    calibration, thresholds = fit.calibration.anchored(raw)
-    reports = {}
-    for split, preds in [(dev, predictions), *others]:
-        after = calibration.calibrate_probs(preds.probs)
-        reports[split.name] = calibration_report(
-            split.labels, preds.probs, after, opened.label_names, calibration.methods, split=split.name
-        )
-    calibration = replace(calibration, info={**calibration.info, "dev": reports[dev.name].summary()})
-    outcome = CalibrationOutcome(
-        opened.path, calibration, fit, reports, thresholds_before=raw, thresholds_after=thresholds
-    )
-    if dry_run:
-        return outcome
-    outcome.calibration = write_calibrated_folder(opened.path, calibration, reexpress=True)
-    outcome.written = True
-    return outcome
-
-
 def calibrate_model(
     model: str | Path,
     *,
@@ -139,10 +80,14 @@ def calibrate_model(
     settings: CalibrationSettings | None = None,
     dry_run: bool = False,
 ) -> CalibrationOutcome:
-    """`calibrate_folder` on the model's own dev split, read as ``goemo evaluate`` reads it (the
-    model's training data, or ``source``), with its cached predictions (else the model runs once).
+    """Calibrate ``model`` on its own dev split (see the module's docstring): what ``goemo calibrate`` runs.
 
-    ``splits`` (e.g. ``["test"]``) are scored before and after too. What ``goemo calibrate`` runs.
+    The splits are read as ``goemo evaluate`` reads them (the model's training data, or ``source``),
+    with their cached predictions (else the model runs once). ``splits`` (e.g. ``["test"]``) are
+    scored before and after too (the after by the maps, in numpy). ``settings`` says how the maps
+    are chosen and fitted (`goemo.scoring.calibration.CalibrationSettings`; default: per label, by
+    cross-validated log-loss). ``dry_run`` fits and scores without writing anything. A folder that
+    is already calibrated is not touched: the outcome says ``already`` and holds its recorded maps.
 
         calibrate_model("runs/x/best", splits=["test"]).reports["test"].macro_ece_after
         # -> 0.0071
@@ -152,12 +97,39 @@ def calibrate_model(
         return CalibrationOutcome(folder.path, folder.calibration, None, already=True)
     if "dev" in splits:
         raise EvaluationError("the calibration is fitted on dev and always scored there: leave dev out of splits")
-    loaded = []
-    for name in ["dev", *splits]:
-        split = read_split(folder, name, source)
-        loaded.append((split, predict_split(folder, split)))
-    (dev, dev_preds), *others = loaded
-    return calibrate_folder(folder, dev, dev_preds, others=others, settings=settings, dry_run=dry_run)
+    loaded = [
+        (split, predict_split(folder, split)) for split in (read_split(folder, s, source) for s in ["dev", *splits])
+    ]
+    dev, predictions = loaded[0]
+    raw = folder.thresholds(np.float64)
+    fit = fit_calibration(
+        dev.labels,
+        logit(predictions.probs),
+        folder.label_names,
+        settings=settings,
+        split_name=dev.name,
+        split_checksum=dev.checksum(),
+    )
+    calibration, thresholds = fit.calibration.anchored(raw)
+    reports = {
+        split.name: calibration_report(
+            split.labels,
+            preds.probs,
+            calibration.calibrate_probs(preds.probs),
+            folder.label_names,
+            calibration.methods,
+            split=split.name,
+        )
+        for split, preds in loaded
+    }
+    calibration = replace(calibration, info={**calibration.info, "dev": reports[dev.name].summary()})
+    outcome = CalibrationOutcome(
+        folder.path, calibration, fit, reports, thresholds_before=raw, thresholds_after=thresholds
+    )
+    if not dry_run:
+        outcome.calibration = write_calibrated_folder(folder.path, calibration, reexpress=True)
+        outcome.written = True
+    return outcome
 
 
 def write_calibrated_folder(
@@ -180,17 +152,15 @@ def write_calibrated_folder(
         with atomic_directory(opened.path) as tmp:
             _link_contents(opened.path, tmp)
             folded = False
-            affine = any(m.method in ("temperature", "platt") for m in calibration.maps)
-            if opened.kind == "transformer" and affine and fold is not False:
+            if opened.kind == "transformer" and fold is not False:
                 try:
-                    fold_logit_affine(tmp, calibration.scale, calibration.shift)
+                    if calibration.scaled_labels:  # else nothing affine to fold: the weights are already right
+                        fold_logit_affine(tmp, calibration.scale, calibration.shift)
                     folded = True
                 except ModelError as e:
                     if fold:
                         raise
                     log.warning("%s: the affine maps stay outside the weights (%s)", opened.path, one_line(str(e)))
-            elif opened.kind == "transformer" and fold is not False:
-                folded = True  # nothing affine to fold: the weights are already what they should be
             calibration = replace(calibration, folded=folded)
             if reexpress:
                 write_meta(tmp, reexpressed_meta(opened, calibration))
@@ -226,15 +196,16 @@ def reexpressed_meta(folder: ModelFolder, calibration: Calibration) -> dict[str,
 
 
 def _link_contents(source: Path, target: Path) -> None:
-    """Hard-link (or copy) everything in ``source`` into ``target`` but the stale CPU export."""
+    """Hard-link (or copy) everything in ``source`` into ``target`` but the stale CPU export; links stay links."""
     skip = {EXPORT_DIR, f"{EXPORT_DIR}.lock"}
-    for item in source.iterdir():
-        if item.name in skip:
-            continue
-        if item.is_dir() and not item.is_symlink():
-            shutil.copytree(item, target / item.name, copy_function=_link_or_copy, symlinks=True)
-        else:
-            _link_or_copy(str(item), str(target / item.name))
+    shutil.copytree(
+        source,
+        target,
+        symlinks=True,
+        ignore=lambda folder, names: skip if Path(folder) == source else set(),
+        copy_function=_link_or_copy,
+        dirs_exist_ok=True,
+    )
 
 
 def _link_or_copy(src: str, dst: str) -> str:
@@ -243,20 +214,8 @@ def _link_or_copy(src: str, dst: str) -> str:
     Every file goemo then changes is replaced by a new one (atomic writes rename), so the link
     never lets a change reach the old folder.
     """
-    if os.path.islink(src):
-        os.symlink(os.readlink(src), dst)
-        return dst
     try:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
     return dst
-
-
-def _check_predictions(folder: ModelFolder, split: Split, preds: Predictions) -> None:
-    if list(preds.label_names) != folder.label_names or list(split.label_names) != folder.label_names:
-        raise EvaluationError(f"predictions or split {split.name!r} are not for {folder.path}'s labels")
-    if preds.probs.shape[0] != len(split) or preds.split_checksum != split.checksum():
-        raise EvaluationError(f"predictions were made for other data than split {split.name!r}")
-    if preds.model_fingerprint != folder.fingerprint:
-        raise EvaluationError(f"predictions for {split.name!r} were made by other weights than {folder.path}'s")

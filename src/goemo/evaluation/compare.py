@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from goemo.core.errors import EvaluationError
 from goemo.core.folder import META_FILE
-from goemo.core.thresholds import ThresholdSpec, TunedThresholds
+from goemo.core.thresholds import ThresholdSpec
 from goemo.data.source import DataSource
 from goemo.evaluation.evaluate import EvaluationResult, evaluate
 from goemo.scoring.bootstrap import (
@@ -116,14 +114,7 @@ def compare_models(
         raise EvaluationError(f"{a.model_dir} and {b.model_dir} predict different labels: they cannot be compared")
     shared = resampling.fixed(len(a.labels))
     names = list(a.predictions.label_names)
-    ta, tb = _threshold_array(a, len(names)), _threshold_array(b, len(names))
+    ta, tb = a.thresholds.value, b.thresholds.value  # a number or per-label TunedThresholds: both read as arrays
     paired = paired_bootstrap(a.labels, a.predictions.probs, b.predictions.probs, ta, tb, resampling=shared)
     scores = [bootstrap_scores(r.labels, r.predictions.probs, t, names, shared) for r, t in ((a, ta), (b, tb))]
     return Comparison(a, b, scores[0], scores[1], paired, scores[0].n_resamples, seed)
-
-
-def _threshold_array(result: EvaluationResult, n_labels: int) -> np.ndarray:
-    value = result.thresholds.value
-    if isinstance(value, TunedThresholds):
-        return np.asarray(value, dtype=np.float64)
-    return np.full(n_labels, float(value))

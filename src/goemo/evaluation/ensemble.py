@@ -126,14 +126,8 @@ class _Scoring:
 def _scores(
     y_dev: np.ndarray, p_dev: np.ndarray, y_eval: np.ndarray, p_eval: np.ndarray, how: _Scoring
 ) -> dict[str, Any]:
-    label_names, tune_split, threshold, project, shrink = (
-        how.label_names,
-        how.tune_split,
-        how.threshold,
-        how.project,
-        how.shrink,
-    )
-    tuned = tune_thresholds(y_dev, p_dev, split_name=tune_split, label_names=label_names, shrink=shrink)
+    label_names, threshold = how.label_names, how.threshold
+    tuned = tune_thresholds(y_dev, p_dev, split_name=how.tune_split, label_names=label_names, shrink=how.shrink)
     fixed = summary(y_eval, p_eval, threshold)
     out: dict[str, Any] = {
         "f1_macro": fixed["f1_macro"],
@@ -146,7 +140,7 @@ def _scores(
         "f1_macro_tuned": [b.f1_macro.low, b.f1_macro.high],
         "auc_macro": [b.auc_macro.low, b.auc_macro.high],
     }
-    if project:
+    if how.project:
         decided = binarize(p_eval, tuned.values)  # per fine label, then projected: as `goemo evaluate` does
         for name in PROJECTIONS:
             tax = load_taxonomy(name)

@@ -76,12 +76,9 @@ class EvaluationResult:
         """
         if self.projected or n_resamples < 1:
             return None
-        value = self.thresholds.value
-        thresholds = value.values if isinstance(value, TunedThresholds) else value
         names = list(self.predictions.label_names)
-        self.intervals = bootstrap_scores(
-            self.labels, self.predictions.probs, thresholds, names, Resampling(n_resamples=n_resamples, seed=seed)
-        )
+        resampling = Resampling(n_resamples=n_resamples, seed=seed)
+        self.intervals = bootstrap_scores(self.labels, self.predictions.probs, self.thresholds.value, names, resampling)
         return self.intervals
 
     @property

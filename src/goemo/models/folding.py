@@ -2,10 +2,8 @@
 
 A calibration's affine part turns each label's logit ``z`` into ``a·z + b``
 (`goemo.core.calibration`). The logits are the last layer's output ``z = W·h + c``, so the
-same map is a new last layer: ``W' = a[:, None] · W`` and ``c' = a · c + b``. Written into the
-folder's safetensors, every reader of the weights (plain transformers, the
-``text-classification`` pipeline, an ONNX export, goemo's backends) returns calibrated logits
-with no calibration code at all.
+same map is a new last layer: ``W' = a[:, None] · W`` and ``c' = a · c + b``, which every reader
+of the folder's safetensors then applies with no calibration code.
 
 The layer is found by name in the safetensors headers (`goemo.core.folder.ModelFolder.output_layer`):
 ``classifier`` for BERT, DistilBERT, ALBERT, DeBERTa and goemo's own head, ``classifier.out_proj``
@@ -43,10 +41,7 @@ def fold_logit_affine(folder: str | Path, scale: np.ndarray, shift: np.ndarray) 
     opened = ModelFolder.open(folder)
     layer = opened.output_layer()
     a, b = _check_map(scale, shift, opened.num_labels)
-    if layer.dtype not in FOLDABLE_DTYPES:
-        raise ModelError(f"{layer.path}: {layer.weight} is {layer.dtype}; only float32 weights are folded")
-    if layer.bias is None and np.any(b != 0):
-        raise ModelError(f"{layer.path}: {layer.weight} has no bias to hold the calibration's shift")
+    _check_layer(f"{layer.path}: {layer.weight}", layer.dtype, FOLDABLE_DTYPES, layer.bias is not None, b)
     with safe_open(str(layer.path), framework="pt") as f:
         metadata = f.metadata()
     tensors = load_file(str(layer.path))
@@ -69,10 +64,7 @@ def fold_into_module(model: nn.Module, scale: np.ndarray, shift: np.ndarray) -> 
     a, b = _check_map(scale, shift, len(scale))
     weight = params[names[0]]
     bias = params.get(names[0].removesuffix(".weight") + ".bias")
-    if weight.dtype not in (torch.float32, torch.float64):
-        raise ModelError(f"{names[0]} is {weight.dtype}; only float32 weights are folded")
-    if bias is None and np.any(b != 0):
-        raise ModelError(f"{names[0]} has no bias to hold the calibration's shift")
+    _check_layer(names[0], weight.dtype, (torch.float32, torch.float64), bias is not None, b)
     new_weight, new_bias = fold_tensors(weight.detach(), None if bias is None else bias.detach(), a, b)
     with torch.no_grad():
         weight.copy_(new_weight)
@@ -91,6 +83,13 @@ def fold_tensors(
         return new_weight, None
     b = torch.from_numpy(np.asarray(shift, dtype=np.float64)).to(bias.device)
     return new_weight, (bias.to(torch.float64) * a + b).to(bias.dtype).contiguous()
+
+
+def _check_layer(name: str, dtype: object, foldable: tuple[object, ...], has_bias: bool, shift: np.ndarray) -> None:
+    if dtype not in foldable:
+        raise ModelError(f"{name} is {dtype}; only float32 weights are folded")
+    if not has_bias and np.any(shift != 0):
+        raise ModelError(f"{name} has no bias to hold the calibration's shift")
 
 
 def _check_map(scale: np.ndarray, shift: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:

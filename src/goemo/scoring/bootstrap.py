@@ -35,8 +35,9 @@ the scores compared with each other (`goemo.evaluation.compare`) come from the s
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,6 @@ from goemo.core.errors import MetricsInputError
 from goemo.core.thresholds import Thresholds, as_probs, as_thresholds, binarize, json_float
 
 DEFAULT_RESAMPLES = 1000
-MIN_RESAMPLES = 1000  # what goemo reports by default; fewer are allowed for quick looks and tests
 CONFIDENCE = 0.95
 METRICS = ("f1_macro", "auc_macro")
 _CHUNK = 250  # resamples scored at once: bounds memory to a few (chunk x texts) float64 arrays
@@ -135,18 +135,9 @@ class PairedComparison:
         return f"no clear difference in {label}: {name_a} - {name_b} = {self.difference:+.4f} ({ci})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "a": json_float(self.a),
-            "b": json_float(self.b),
-            "difference": json_float(self.difference),
-            "low": json_float(self.low),
-            "high": json_float(self.high),
-            "p_value": json_float(self.p_value),
-            "n_resamples": self.n_resamples,
-            "confidence": self.confidence,
-            "significant": self.significant,
-        }
+        floats = ("a", "b", "difference", "low", "high", "p_value")
+        plain = {k: json_float(v) if k in floats else v for k, v in asdict(self).items()}
+        return plain | {"significant": self.significant}
 
 
 def resample_indices(n: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
@@ -344,11 +335,10 @@ def _weighted_auc(weights: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarr
 
 
 def _nanmean(values: np.ndarray) -> np.ndarray:
-    """Mean over labels of the defined values, per row; NaN for a row with none."""
-    defined = np.isfinite(values)
-    count = defined.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, np.where(defined, values, 0.0).sum(axis=1) / count, np.nan)
+    """Mean over labels of the defined values, per row; NaN for a row with none (no warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=1)
 
 
 def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -361,10 +351,7 @@ def _interval(estimate: float, resampled: np.ndarray, confidence: float) -> Inte
     values = resampled[np.isfinite(resampled)]
     if math.isnan(estimate):
         return Interval(None, None, None)
-    if not len(values):
-        return Interval(float(estimate), None, None)
-    low, high = _percentiles(values, confidence)
-    return Interval(float(estimate), low, high)
+    return Interval(float(estimate), *(_percentiles(values, confidence) if len(values) else (None, None)))
 
 
 def _none(value: float) -> float | None:

@@ -38,7 +38,7 @@ of texts, of ``|fraction positive - mean probability|``. Macro ECE is the mean o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -148,11 +148,8 @@ def fit_calibration(
         m, reason = chosen[j]
         fitted = _fit(m, z[:, j], y[:, j])
         if fitted is None:  # the full-dev fit left the slope range although every fold's did not
-            m, reason, fitted = (
-                "identity",
-                f"{m} on all of dev left the slope range {SCALE_RANGE}",
-                LabelMap("identity"),
-            )
+            reason = f"{m} on all of dev left the slope range {SCALE_RANGE}"
+            m, fitted = "identity", LabelMap("identity")
         maps.append(fitted)
         fits.append(LabelFit(name, int(positives[j]), int(negatives[j]), cv[j], m, reason))
     rule = _rule(method, selection, folds)
@@ -190,10 +187,7 @@ def _choose(cv: list[dict[str, float | None]], method: str, selection: str) -> l
             for m in METHODS
             if any(row.get(m) is not None for row in cv)
         }
-        affine = min((m for m in AFFINE_METHODS if m in totals), key=lambda m: (totals[m], AFFINE_METHODS.index(m)))
-        best = affine
-        if "isotonic" in totals and totals["isotonic"] < (1 - ISOTONIC_MARGIN) * totals[affine]:
-            best = "isotonic"
+        best, _ = _best(totals)
         return [
             (best, "chosen for all labels")
             if row.get(best) is not None
@@ -203,14 +197,22 @@ def _choose(cv: list[dict[str, float | None]], method: str, selection: str) -> l
     out = []
     for row in cv:
         usable = {m: v for m, v in row.items() if v is not None}
-        affine = min((m for m in AFFINE_METHODS if m in usable), key=lambda m: (usable[m], AFFINE_METHODS.index(m)))
+        best, affine = _best(usable)
         if len(usable) == 1:
             out.append(("identity", f"fewer than {MIN_POSITIVES} dev positives or negatives"))
-        elif "isotonic" in usable and usable["isotonic"] < (1 - ISOTONIC_MARGIN) * usable[affine]:
+        elif best == "isotonic":
             out.append(("isotonic", f"cross-validated log-loss {ISOTONIC_MARGIN:.0%}+ below {affine}'s"))
         else:
             out.append((affine, "lowest cross-validated log-loss of the affine maps"))
     return out
+
+
+def _best(losses: Mapping[str, float]) -> tuple[str, str]:
+    """(choice, best affine map): the simpler affine map on a tie, isotonic only `ISOTONIC_MARGIN` lower."""
+    affine = min((m for m in AFFINE_METHODS if m in losses), key=lambda m: (losses[m], AFFINE_METHODS.index(m)))
+    if "isotonic" in losses and losses["isotonic"] < (1 - ISOTONIC_MARGIN) * losses[affine]:
+        return "isotonic", affine
+    return affine, affine
 
 
 def _cv_log_loss(
@@ -261,7 +263,7 @@ def _platt_loss(params: np.ndarray, z: np.ndarray, target: np.ndarray) -> tuple[
     """Mean soft-target log-loss of ``sigmoid(a·z + b)`` and its gradient in ``(a, b)``."""
     s = params[0] * z + params[1]
     residual = sigmoid(s) - target
-    return float(np.mean(np.logaddexp(0.0, s) - target * s)), np.array([np.mean(residual * z), np.mean(residual)])
+    return _soft_log_loss(target, s), np.array([np.mean(residual * z), np.mean(residual)])
 
 
 def _centred_isotonic(z: np.ndarray, y: np.ndarray) -> LabelMap:
@@ -317,15 +319,11 @@ def log_loss(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
 
 
-def _bins(probs: np.ndarray, bins: int) -> np.ndarray:
-    """Equal-width bin of each probability: ``[0, 1/B), …, [(B-1)/B, 1]`` (1.0 in the last)."""
-    return np.minimum((probs * bins).astype(np.int64), bins - 1)
-
-
 def _binned(y: np.ndarray, p: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per label and bin (``(L, bins)`` each): text counts, sum of labels, sum of probabilities."""
+    """Per label and equal-width bin (``[0, 1/B), …, [(B-1)/B, 1]``; ``(L, bins)`` each): text counts,
+    sum of labels, sum of probabilities."""
     n_labels = p.shape[1]
-    idx = (_bins(p, bins) + np.arange(n_labels) * bins).ravel()
+    idx = (np.minimum((p * bins).astype(np.int64), bins - 1) + np.arange(n_labels) * bins).ravel()
     size = n_labels * bins
     counts = np.bincount(idx, minlength=size).reshape(n_labels, bins)
     positives = np.bincount(idx, weights=y.ravel(), minlength=size).reshape(n_labels, bins)
@@ -365,23 +363,19 @@ class Reliability:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; an empty bin's accuracy and confidence are None."""
 
-        def values(a: np.ndarray) -> list[float | None]:
-            return [json_float(v) for v in a]
+        def part(accuracy: np.ndarray, confidence: np.ndarray, counts: np.ndarray) -> dict[str, list[Any]]:
+            return {
+                "accuracy": [json_float(v) for v in accuracy],
+                "confidence": [json_float(v) for v in confidence],
+                "counts": [int(c) for c in counts],
+            }
 
         return {
             "bins": len(self.centres),
-            "centres": values(self.centres),
-            "all": {
-                "accuracy": values(self.all_accuracy),
-                "confidence": values(self.all_confidence),
-                "counts": [int(c) for c in self.all_counts],
-            },
+            "centres": [json_float(v) for v in self.centres],
+            "all": part(self.all_accuracy, self.all_confidence, self.all_counts),
             "labels": {
-                name: {
-                    "accuracy": values(self.accuracy[j]),
-                    "confidence": values(self.confidence[j]),
-                    "counts": [int(c) for c in self.counts[j]],
-                }
+                name: part(self.accuracy[j], self.confidence[j], self.counts[j])
                 for j, name in enumerate(self.label_names)
             },
         }
@@ -437,7 +431,7 @@ class CalibrationReport:
     @property
     def macro_ece_before(self) -> float:
         """Over the labels whose raw scores are known (NaN: an isotonic map that cannot be undone)."""
-        return float(np.nanmean(self.ece_before)) if not np.isnan(self.ece_before).all() else math.nan
+        return _known_mean(self.ece_before)
 
     @property
     def macro_ece_after(self) -> float:
@@ -450,9 +444,7 @@ class CalibrationReport:
             "ece_bins": self.bins,
             "macro_ece_before": json_float(self.macro_ece_before),
             "macro_ece_after": json_float(self.macro_ece_after),
-            "log_loss_before": json_float(
-                np.nanmean(self.log_loss_before) if not np.isnan(self.log_loss_before).all() else None
-            ),
+            "log_loss_before": json_float(_known_mean(self.log_loss_before)),
             "log_loss_after": json_float(np.mean(self.log_loss_after)),
         }
 
@@ -510,6 +502,11 @@ def calibration_report(
         reliability(y, p0, label_names, bins),
         reliability(y, p1, label_names, bins),
     )
+
+
+def _known_mean(values: np.ndarray) -> float:
+    """The mean of the values that are not NaN; NaN when none is."""
+    return float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
 
 
 def _as_pair(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +101,7 @@ class LabelMetrics:
         return self.support > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "precision": json_float(self.precision),
-            "recall": json_float(self.recall),
-            "f1": json_float(self.f1),
-            "support": int(self.support),
-            "predicted": int(self.predicted),
-            "auc": json_float(self.auc),
-            "ap": json_float(self.ap),
-            "note": self.note,
-        }
+        return _plain(self)
 
 
 def sort_labels(per_label: Sequence[LabelMetrics], key: str) -> tuple[LabelMetrics, ...]:
@@ -150,17 +140,9 @@ class Average:
     n_labels_auc: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "precision": json_float(self.precision),
-            "recall": json_float(self.recall),
-            "f1": json_float(self.f1),
-            "support": int(self.support),
-            "auc": json_float(self.auc),
-            "ap": json_float(self.ap),
-            "n_labels": self.n_labels,
-            "n_excluded": self.n_excluded,
-            "n_labels_auc": self.n_labels_auc,
-        }
+        out = _plain(self)
+        del out["name"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -177,7 +159,7 @@ class ThresholdMetrics:
     exact_match: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: json_float(v) for k, v in self.__dict__.items()}
+        return _plain(self)
 
 
 @dataclass(frozen=True)
@@ -240,23 +222,10 @@ class MetricsReport:
 
     def to_rows(self) -> list[dict[str, Any]]:
         """One flat dict per label, then one per average (``label`` = "macro", ...), for CSV."""
-        rows = [m.to_dict() | {"label": m.name} for m in self.per_label]
-        for row in rows:
-            del row["name"]
-        for avg in (self.macro, self.micro, self.weighted, self.samples):
-            rows.append(
-                {
-                    "label": avg.name,
-                    "precision": json_float(avg.precision),
-                    "recall": json_float(avg.recall),
-                    "f1": json_float(avg.f1),
-                    "support": int(avg.support),
-                    "predicted": None,
-                    "auc": json_float(avg.auc),
-                    "ap": json_float(avg.ap),
-                    "note": _average_note(avg),
-                }
-            )
+        rows = [m.to_dict() | {"label": m.name} for m in self.per_label] + [
+            avg.to_dict() | {"label": avg.name, "predicted": None, "note": _average_note(avg)}
+            for avg in (self.macro, self.micro, self.weighted, self.samples)
+        ]
         return [{k: row[k] for k in _ROW_KEYS} for row in rows]
 
     def to_markdown(self, digits: int = 3) -> str:
@@ -267,14 +236,12 @@ class MetricsReport:
         ]
         for m in self.per_label:
             name = f"{m.name} †" if not m.defined else m.name
-            cells = (m.precision, m.recall, m.f1, m.support, m.auc, m.ap)
-            lines.append(f"| {name} | " + " | ".join(_fmt(c, digits) for c in cells) + " |")
+            lines.append(_md_row(name, (m.precision, m.recall, m.f1, m.support, m.auc, m.ap), digits))
         for avg in (self.macro, self.micro, self.weighted, self.samples):
             label = f"**{avg.name}**"
             if avg.name == "macro" and avg.n_excluded and avg.n_labels is not None:
                 label += f" ({avg.n_labels} of {avg.n_labels + avg.n_excluded} labels)"
-            cells = (avg.precision, avg.recall, avg.f1, avg.support, avg.auc, avg.ap)
-            lines.append(f"| {label} | " + " | ".join(_fmt(c, digits) for c in cells) + " |")
+            lines.append(_md_row(label, (avg.precision, avg.recall, avg.f1, avg.support, avg.auc, avg.ap), digits))
         lines += [
             "",
             f"Exact match: {_fmt(self.exact_match, digits)} · {self._threshold_text()} · {self.n_examples} examples",
@@ -341,10 +308,7 @@ def tune_thresholds(
     _guard_split(split_name, allow_test, what="per-label thresholds")
     if not 0.0 <= shrink <= 1.0:
         raise ValueError(f"shrink={shrink!r}: expected a number in [0, 1]")
-    y, p, names = _check_inputs(y_true, probs, label_names)
-    g = _as_grid(grid)
-    f1 = _f1_curves(y, p, g)
-    defined = y.sum(axis=0) > 0
+    y, p, names, g, f1, defined = _tuning_inputs(y_true, probs, grid, label_names)
     values = np.full(y.shape[1], float(fallback))
     scores: list[float | None] = [None] * y.shape[1]
     for j in np.flatnonzero(defined):
@@ -391,12 +355,9 @@ def best_global_threshold(
     0.5
     """
     _guard_split(split_name, allow_test, what="a global threshold")
-    y, p, names = _check_inputs(y_true, probs, label_names)
-    defined = y.sum(axis=0) > 0
+    y, p, names, g, f1, defined = _tuning_inputs(y_true, probs, grid, label_names)
     if not defined.any():
         raise MetricsInputError("cannot tune a threshold: no label has a positive example")
-    g = _as_grid(grid)
-    f1 = _f1_curves(y, p, g)
     k = _pick(f1[defined].mean(axis=0), g)
     return TunedThresholds(
         values=np.full(y.shape[1], g[k]),
@@ -517,7 +478,7 @@ def summary(
     auc_ok = defined & (support < y.shape[0])
     _, _, f1, _ = _prfs_per_label(y, pred)
     micro = _micro(y, p, pred)
-    auc_macro = _mean_or_none(_auc_per_label(y, p, auc_ok)[auc_ok])
+    auc_macro = _mean_or_none(_score_per_label(roc_auc_score, y, p, auc_ok)[auc_ok])
     return {
         "auc_micro": micro.auc,
         "auc_macro": auc_macro,
@@ -599,25 +560,14 @@ def _per_label(y: np.ndarray, p: np.ndarray, pred: np.ndarray, names: Sequence[s
     precision, recall, f1, support = _prfs_per_label(y, pred)
     defined = support > 0
     auc_ok = defined & (support < n)
-    auc = _auc_per_label(y, p, auc_ok)
-    ap = _ap_per_label(y, p, defined)
+    auc = _score_per_label(roc_auc_score, y, p, auc_ok)
+    ap = _score_per_label(average_precision_score, y, p, defined)
     predicted = pred.sum(axis=0)
     out = []
     for j, name in enumerate(names):
         if not defined[j]:
-            out.append(
-                LabelMetrics(
-                    name,
-                    None,
-                    None,
-                    None,
-                    0,
-                    int(predicted[j]),
-                    None,
-                    None,
-                    f"{NO_POSITIVES}: precision, recall, F1, AUC and AP undefined",
-                )
-            )
+            note = f"{NO_POSITIVES}: precision, recall, F1, AUC and AP undefined"
+            out.append(LabelMetrics(name, None, None, None, 0, int(predicted[j]), None, None, note))
             continue
         notes = []
         if predicted[j] == 0:
@@ -660,30 +610,18 @@ def _macro(per_label: Sequence[LabelMetrics]) -> Average:
 def _micro(y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> Average:
     positives = int(y.sum())
     negatives = int(y.size - positives)
-    yy, pp = _pad_single_column(y, pred)
     with _quiet():
-        precision, recall, f1, _ = precision_recall_fscore_support(yy, pp, average="micro", zero_division=0)
         auc = roc_auc_score(y, p, average="micro") if positives and negatives else None
         ap = average_precision_score(y, p, average="micro") if positives else None
-    return Average(
-        "micro",
-        float(precision),
-        float(recall) if positives else None,
-        float(f1) if positives else None,
-        support=positives,
-        auc=_float_or_none(auc),
-        ap=_float_or_none(ap),
-    )
+    return Average("micro", *_micro_prf(y, pred), support=positives, auc=_float_or_none(auc), ap=_float_or_none(ap))
 
 
 def _weighted(y: np.ndarray, pred: np.ndarray) -> Average:
     """Support-weighted: undefined labels have weight 0, so they drop out by construction."""
     positives = int(y.sum())
-    yy, pp = _pad_single_column(y, pred)
-    with _quiet():
-        precision, recall, f1, _ = precision_recall_fscore_support(yy, pp, average="weighted", zero_division=0)
     if not positives:
         return Average("weighted", None, None, None, support=0)
+    precision, recall, f1, _ = _prfs(y, pred, "weighted")
     return Average("weighted", float(precision), float(recall), float(f1), support=positives)
 
 
@@ -692,9 +630,7 @@ def _samples(y: np.ndarray, pred: np.ndarray) -> Average:
     rows = y.sum(axis=1) > 0
     if not rows.any():
         return Average("samples", None, None, None, support=0)
-    yy, pp = _pad_single_column(y[rows], pred[rows])
-    with _quiet():
-        precision, recall, f1, _ = precision_recall_fscore_support(yy, pp, average="samples", zero_division=0)
+    precision, recall, f1, _ = _prfs(y[rows], pred[rows], "samples")
     return Average("samples", float(precision), float(recall), float(f1), support=int(rows.sum()))
 
 
@@ -719,37 +655,30 @@ def _sweep(y: np.ndarray, p: np.ndarray, thresholds: Sequence[float]) -> list[Th
 
 
 def _micro_prf(y: np.ndarray, pred: np.ndarray) -> tuple[float, float | None, float | None]:
-    positives = int(y.sum())
-    yy, pp = _pad_single_column(y, pred)
-    with _quiet():
-        precision, recall, f1, _ = precision_recall_fscore_support(yy, pp, average="micro", zero_division=0)
-    if not positives:
+    precision, recall, f1, _ = _prfs(y, pred, "micro")
+    if not y.sum():
         return float(precision), None, None
     return float(precision), float(recall), float(f1)
 
 
-def _prfs_per_label(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    yy, pp = _pad_single_column(y, pred)
+def _prfs(y: np.ndarray, pred: np.ndarray, average: str | None) -> Any:
+    """scikit-learn's precision, recall, F1 and support (``zero_division=0``), single columns padded."""
     with _quiet():
-        precision, recall, f1, support = precision_recall_fscore_support(yy, pp, average=None, zero_division=0)
+        return precision_recall_fscore_support(*_pad_single_column(y, pred), average=average, zero_division=0)
+
+
+def _prfs_per_label(y: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     L = y.shape[1]
+    precision, recall, f1, support = _prfs(y, pred, None)
     return precision[:L], recall[:L], f1[:L], support[:L]
 
 
-def _auc_per_label(y: np.ndarray, p: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """ROC-AUC for the columns in ``ok`` (both classes present); NaN elsewhere."""
+def _score_per_label(score: Any, y: np.ndarray, p: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``score`` (ROC-AUC, average precision) per label for the columns in ``ok``; NaN elsewhere."""
     out = np.full(y.shape[1], np.nan)
     if ok.any():
         with _quiet():
-            out[ok] = np.atleast_1d(roc_auc_score(y[:, ok], p[:, ok], average=None))
-    return out
-
-
-def _ap_per_label(y: np.ndarray, p: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    out = np.full(y.shape[1], np.nan)
-    if ok.any():
-        with _quiet():
-            out[ok] = np.atleast_1d(average_precision_score(y[:, ok], p[:, ok], average=None))
+            out[ok] = np.atleast_1d(score(y[:, ok], p[:, ok], average=None))
     return out
 
 
@@ -812,6 +741,15 @@ def _f1_curves(y: np.ndarray, p: np.ndarray, grid: np.ndarray) -> np.ndarray:
         tp = positives[j] - np.searchsorted(np.sort(column[y[:, j] == 1]), grid, side="right")
         f1[j] = 2.0 * tp / (predicted + positives[j])
     return f1
+
+
+def _tuning_inputs(
+    y_true: np.ndarray, probs: np.ndarray, grid: Sequence[float] | np.ndarray | None, names: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """Checked labels, probabilities, names and grid, the F1 curves on the grid, and the labels with positives."""
+    y, p, checked = _check_inputs(y_true, probs, names)
+    g = _as_grid(grid)
+    return y, p, checked, g, _f1_curves(y, p, g), y.sum(axis=0) > 0
 
 
 def _pick(scores: np.ndarray, grid: np.ndarray) -> int:
@@ -895,6 +833,17 @@ def _mean_or_none(values: Sequence[float | None] | np.ndarray) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _plain(record: Any) -> dict[str, Any]:
+    """A result dataclass's fields in order, as JSON types: floats through `json_float` (NaN becomes None)."""
+    return {f.name: _json(getattr(record, f.name)) for f in fields(record)}
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        return json_float(value)
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+
+
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -918,15 +867,9 @@ def _threshold_table_markdown(rows: Sequence[ThresholdMetrics], digits: int) -> 
         "| threshold | macro P | macro R | macro F1 | micro P | micro R | micro F1 | exact match |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        cells = (
-            r.macro_precision,
-            r.macro_recall,
-            r.macro_f1,
-            r.micro_precision,
-            r.micro_recall,
-            r.micro_f1,
-            r.exact_match,
-        )
-        lines.append(f"| {r.threshold:g} | " + " | ".join(_fmt(c, digits) for c in cells) + " |")
+    lines += [_md_row(f"{r.threshold:g}", astuple(r)[1:], digits) for r in rows]  # the fields after the threshold
     return "\n".join(lines)
+
+
+def _md_row(first: str, cells: Sequence[Any], digits: int) -> str:
+    return f"| {first} | " + " | ".join(_fmt(c, digits) for c in cells) + " |"
