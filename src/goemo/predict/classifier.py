@@ -84,6 +84,26 @@ def choose_backend(folder: ModelFolder, backend: str) -> str:
     return "fastest" if backend == "fastest" else "torch"
 
 
+def ranked_choices(
+    scores: np.ndarray, on: np.ndarray, *, top_k: int | None = None, threshold: float | None = None
+) -> list[list[int]]:
+    """Per text, its chosen labels' indices, highest score first (ties: lower index first), as
+    `EmotionClassifier.predict` decides them from `EmotionClassifier.decide`'s ``scores`` and ``on``.
+
+    The whole chunk is sorted at once, which keeps the per-text Python work to slicing a list.
+    """
+    chosen = on.astype(bool)
+    if top_k is not None and threshold is None:
+        chosen[:] = True
+    # Chosen labels sort first (-score <= 0 < 1), by score, highest first; stable: ties by index.
+    order = np.argsort(np.where(chosen, -scores, np.float32(1.0)), axis=1, kind="stable")
+    counts = chosen.sum(axis=1)
+    if top_k is not None:
+        counts = np.minimum(counts, int(top_k))
+    width = int(counts.max()) if len(counts) else 0  # most texts carry one or two labels: convert only those
+    return [row[:c] for row, c in zip(order[:, :width].tolist(), counts.tolist())]
+
+
 class EmotionClassifier:
     """A model ready to label texts. Thread-safe: concurrent calls share the model; tokenisation (a
     fast tokenizer keeps per-call state) is serialised.
@@ -125,10 +145,8 @@ class EmotionClassifier:
         self.max_length = max_length
         self.batch_size = batch_size
         self.folder = folder
-        # How `load` chose the backend (None when built directly): the export run and why.
-        self.choice = choice
-        # The folder's calibration: the parts not folded into the weights are applied after the sigmoid.
-        self.calibration = calibration
+        self.choice = choice  # how `load` chose the backend (None when built directly)
+        self.calibration = calibration  # its unfolded parts are applied after the sigmoid
         if calibration is not None and list(calibration.label_names) != self.label_names:
             raise ModelError("the calibration's labels are not the model's")
         self.long_text = long_text
@@ -229,9 +247,7 @@ class EmotionClassifier:
     @property
     def runs_from(self) -> Path | None:
         """The folder the backend loaded: `path`, or the CPU export made from it (``backend="fastest"``)."""
-        if self.choice is not None:
-            return self.choice.folder.path
-        return self.path
+        return self.choice.folder.path if self.choice is not None else self.path
 
     def describe(self) -> str:
         """What runs, in one line: for the first log line of ``goemo predict`` and ``goemo serve``, and ``/health``.
@@ -256,15 +272,11 @@ class EmotionClassifier:
             return "texts read whole (TF-IDF)"
         if self.long_text == "truncate":
             return f"texts over {self.max_length} tokens: truncated"
-        capacity = self.max_length - self._special_tokens
+        count = getattr(self.tokenizer, "num_special_tokens_to_add", None)
+        capacity = self.max_length - (int(count(pair=False)) if callable(count) else 2)
         return (
             f"texts over {self.max_length} tokens: pieces ({self.piece_rule.describe(capacity)}), {AGGREGATE} of logits"
         )
-
-    @property
-    def _special_tokens(self) -> int:
-        count = getattr(self.tokenizer, "num_special_tokens_to_add", None)
-        return int(count(pair=False)) if callable(count) else 2
 
     @property
     def path(self) -> Path | None:
@@ -487,30 +499,9 @@ class EmotionClassifier:
             raise ConfigError(f"top_k={top_k!r}: expected an integer >= 1")
         if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
             raise ConfigError(f"threshold={threshold!r}: expected a number in [0, 1]")
-        names, scores, chosen = self.choose(probs, top_k=top_k, threshold=threshold, taxonomy=taxonomy)
-        return [[{"label": names[j], "score": float(row[j])} for j in idx] for row, idx in zip(scores, chosen)]
-
-    def choose(
-        self,
-        probs: np.ndarray,
-        top_k: int | None = None,
-        threshold: float | None = None,
-        taxonomy: str | None = None,
-    ) -> tuple[list[str], np.ndarray, list[list[int]]]:
-        """(label names, scores, per text its chosen labels' indices, highest score first; ties: lower
-        index first): `predict_from_proba`'s decisions, unchecked, for a whole chunk at once, whose one
-        sort keeps the per-text Python work to slicing a list (bulk labelling's formatting)."""
         names, scores, on = self.decide(probs, threshold=threshold, taxonomy=taxonomy)
-        chosen = on.astype(bool)
-        if top_k is not None and threshold is None:
-            chosen[:] = True
-        # Chosen labels sort first (-score <= 0 < 1), by score, highest first; stable: ties by index.
-        order = np.argsort(np.where(chosen, -scores, np.float32(1.0)), axis=1, kind="stable")
-        counts = chosen.sum(axis=1)
-        if top_k is not None:
-            counts = np.minimum(counts, int(top_k))
-        width = int(counts.max()) if len(counts) else 0  # most texts carry one or two labels: convert only those
-        return names, scores, [row[:c] for row, c in zip(order[:, :width].tolist(), counts.tolist())]
+        chosen = ranked_choices(scores, on, top_k=top_k, threshold=threshold)
+        return [[{"label": names[j], "score": float(row[j])} for j in idx] for row, idx in zip(scores, chosen)]
 
     def decide(
         self, probs: np.ndarray, threshold: float | None = None, taxonomy: str | None = None

@@ -244,14 +244,8 @@ def write_export_folder(
     tokenizer.save_pretrained(tmp)
     import onnx  # noqa: PLC0415  (optional extra: onnx)
 
-    opset_used = next(
-        (
-            o.version
-            for o in onnx.load(str(tmp / ONNX_FILE), load_external_data=False).opset_import
-            if o.domain in ("", "ai.onnx")
-        ),
-        None,
-    )
+    graph_opsets = onnx.load(str(tmp / ONNX_FILE), load_external_data=False).opset_import
+    opset_used = next((o.version for o in graph_opsets if o.domain in ("", "ai.onnx")), None)
     meta["onnx"] = {
         "source": str(source),
         "opset": opset_used,

@@ -19,7 +19,7 @@ import numpy as np
 
 from goemo.core.errors import ConfigError
 from goemo.data.records import Record
-from goemo.predict.classifier import EmotionClassifier
+from goemo.predict.classifier import EmotionClassifier, ranked_choices
 
 Format = Literal["jsonl", "csv"]
 
@@ -86,9 +86,10 @@ def decide_chunk(
     threshold: float | None = None,
     taxonomy: str | None = None,
 ) -> tuple[np.ndarray, list[list[int]]]:
-    """(scores, chosen label indices per text, highest score first): `EmotionClassifier.choose`."""
-    _, scores, chosen = clf.choose(probs, top_k=top_k, threshold=threshold, taxonomy=taxonomy)
-    return scores, chosen
+    """(scores, chosen label indices per text, highest score first): `EmotionClassifier.predict_from_proba`'s
+    decisions (`ranked_choices`), unchecked."""
+    _, scores, on = clf.decide(probs, threshold=threshold, taxonomy=taxonomy)
+    return scores, ranked_choices(scores, on, top_k=top_k, threshold=threshold)
 
 
 def _csv_lines(rows: Sequence[Sequence[str]]) -> str:
