@@ -8,16 +8,15 @@ Texts with no input file to resume by are written atomically instead (`write_pre
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from tqdm import tqdm
 
@@ -199,14 +198,17 @@ def predict_file(
     return BulkResult(out, labelled, done, count)
 
 
-@contextlib.contextmanager
-def _bar(show: bool, total: Callable[[], int | None], initial: int) -> Iterator[Any]:
-    """A tqdm bar on stderr when ``show`` (a terminal), else none; ``total`` is counted only then."""
-    if not show:
-        yield None
-        return
-    with tqdm(total=total(), initial=initial, unit="texts", desc="predict", file=sys.stderr, dynamic_ncols=True) as bar:
-        yield bar
+def _bar(show: bool, total: Callable[[], int | None], initial: int) -> tqdm:
+    """A tqdm bar on stderr when ``show`` (a terminal), else a silent one; ``total`` is counted only then."""
+    return tqdm(
+        total=total() if show else None,
+        initial=initial,
+        unit="texts",
+        desc="predict",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not show,
+    )
 
 
 def write_predictions(
