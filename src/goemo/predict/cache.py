@@ -47,11 +47,8 @@ PREDICTIONS_DIR = "predictions"
 
 @dataclass(frozen=True)
 class Predictions:
-    """Sigmoid probabilities (float64) of one model on one split, in the model's label order.
-
-    ``from_cache`` tells whether the model ran; ``cache_path`` is where they are stored
-    (None when caching was off); ``settings`` are the predictor settings that made them.
-    """
+    """Probabilities (float64) of one model on one split, in the model's label order; ``cache_path``
+    None when caching was off; ``settings`` the predictor settings that made them."""
 
     probs: np.ndarray
     label_names: tuple[str, ...]

@@ -62,11 +62,8 @@ class WordAttribution:
 
 @dataclass(frozen=True)
 class LabelExplanation:
-    """The words behind one label of one text: ``score`` is the label's probability on the whole text.
-
-    ``method`` says what the numbers are: ``occlusion`` in probability (the drop when the word
-    is deleted), ``integrated-gradients`` in logit units.
-    """
+    """The words behind one label of one text: ``score`` is the label's probability on the whole text;
+    the numbers are in probability (``occlusion``) or logit units (``integrated-gradients``)."""
 
     label: str
     score: float
@@ -148,11 +145,8 @@ def label_indices(names: Sequence[str], labels: Sequence[str] | str | None) -> l
 
 
 def chosen_labels(probs: np.ndarray, thresholds: np.ndarray, asked: list[int] | None) -> list[list[int]]:
-    """Per text, the labels to explain: those asked for, else those above their thresholds, highest first.
-
-    A text with no label above its threshold gets its most probable one, so that every text
-    has something to show.
-    """
+    """Per text, the labels to explain: those asked for, else those above their thresholds, highest
+    first, else its most probable one, so that every text has something to show."""
     if asked is not None:
         return [sorted(asked, key=lambda j: -row[j]) for row in probs]
     # Compared in float32, as `EmotionClassifier.decide` does: the labels explained are the labels predicted.

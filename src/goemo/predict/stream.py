@@ -44,11 +44,8 @@ def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
 
 
 def _background(items: Iterator[Any], depth: int, name: str) -> Iterator[Any]:
-    """Iterate ``items`` in a thread, at most ``depth`` items ahead; its exceptions are raised here.
-
-    Closing the returned generator (or an exception in the consumer) stops the thread at the
-    next item and closes ``items`` there, so an open input file is closed too.
-    """
+    """Iterate ``items`` in a thread, at most ``depth`` items ahead, raising its exceptions here; closing
+    the generator stops the thread at the next item and closes ``items`` (and an open input file)."""
     q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
