@@ -1,21 +1,16 @@
 """Probabilities of a model on a labelled split, computed by the predictor once and cached on disk.
 
-Running the model is the expensive part of evaluation; everything after it (metrics at any
-threshold, taxonomy projection, plots) is cheap numpy. So probabilities are stored as a plain
-``.npz`` (no pickle) under the run's ``predictions/`` folder, keyed by the sha256 of the
-weights and config, the split's checksum and the predictor's settings (backend, device type,
-precision, batch size, max length, long-text mode): retraining the model, changing one text or asking for
-another precision can never return stale numbers, and the same settings always return the
-same numbers.
+Running the model is the expensive part of evaluation; everything after it is cheap numpy. So
+probabilities are stored as a plain ``.npz`` (no pickle) under the run's ``predictions/`` folder,
+keyed by the sha256 of the weights and config, the split's checksum and the predictor's settings
+(backend, device type, precision, batch size, max length, long-text mode): stale numbers can
+never come back, and the same settings always give the same numbers.
 
-Training stores the dev and test probabilities its summary and per-label thresholds come
-from, with its predictor's settings recorded in ``goemo.json`` (``prediction``). A call that
-leaves the settings at their defaults reads those first, so ``goemo evaluate``, ``report`` and
-``ensemble`` score exactly the numbers training reported, without loading the model. Training
-scores the truncated token ids it trains on, recorded as ``long_text: pieces`` when no text it
-scored was longer than its max length (pieces would have given the same numbers), else as
-``truncate``; a recorded ``prediction`` without ``long_text`` (from before goemo scored long
-texts in pieces) means ``truncate`` too.
+Training stores the dev and test probabilities its summary and thresholds come from, with its
+settings in ``goemo.json`` (``prediction``); a call with default settings reads those first, so
+``evaluate``, ``report`` and ``ensemble`` score exactly what training reported. Training scores
+truncated token ids: recorded as ``long_text: pieces`` when no text it scored was too long (the
+same numbers), else ``truncate``; a record without ``long_text`` (older) means ``truncate``.
 
     preds = predict_split("runs/tiny/best", test_split)
     preds.probs.shape, preds.from_cache, preds.settings["precision"]
@@ -52,11 +47,8 @@ PREDICTIONS_DIR = "predictions"
 
 @dataclass(frozen=True)
 class Predictions:
-    """Sigmoid probabilities (float64) of one model on one split, in the model's label order.
-
-    ``from_cache`` tells whether the model ran; ``cache_path`` is where they are stored
-    (None when caching was off); ``settings`` are the predictor settings that made them.
-    """
+    """Probabilities (float64) of one model on one split, in the model's label order; ``cache_path``
+    None when caching was off; ``settings`` the predictor settings that made them."""
 
     probs: np.ndarray
     label_names: tuple[str, ...]
@@ -73,10 +65,8 @@ def model_fingerprint(model_dir: str | Path) -> str:
 
 
 def default_predictions_dir(model_dir: str | Path) -> Path:
-    """``RUN/predictions`` when the model sits in a run folder (``RUN/best``), else beside it.
-
-    A run folder is recognised by its ``config.yaml``, ``summary.json`` or ``metrics.jsonl``.
-    """
+    """``RUN/predictions`` when the model sits in a run folder (``RUN/best``: a ``config.yaml``,
+    ``summary.json`` or ``metrics.jsonl`` beside it), else beside the model."""
     folder = Path(model_dir).resolve()
     run = folder.parent
     if any((run / name).is_file() for name in ("config.yaml", "summary.json", "metrics.jsonl")):
@@ -95,14 +85,11 @@ def predict_split(
 ) -> Predictions:
     """Probabilities of ``model`` for every text of ``split``, through `EmotionClassifier` (cached).
 
-    ``settings`` left at their defaults (`RunSettings.is_default`) mean: the predictions
-    training cached, when the folder records them and they are cached; else the folder's own
-    backend (``auto``: scores never depend on the machine), ``auto`` precision, training's
-    batch size (128 when none is recorded) and training's long-text mode: ``pieces``, as every
-    verb labels, unless training truncated a text it scored (``goemo.json`` ``prediction``
-    says; a record without ``long_text``, from before pieces, means ``truncate``). Other
-    settings score long texts in pieces unless ``long_text="truncate"``. A loaded `EmotionClassifier` is used as it is.
-    ``cache=False`` runs the model and stores nothing.
+    Default ``settings`` (`RunSettings.is_default`) mean the predictions training cached, when
+    there are some; else the folder's own backend (``auto``: scores never depend on the machine),
+    ``auto`` precision, training's batch size (else 128) and long-text mode. Other settings score
+    long texts in pieces unless ``long_text="truncate"``. A loaded `EmotionClassifier` is used as
+    it is. ``cache=False`` runs the model and stores nothing.
 
         predict_split("runs/tiny/best", test, RunSettings(precision="fp32"), cache=False).from_cache
         # -> False
@@ -110,10 +97,8 @@ def predict_split(
     clf = model if isinstance(model, EmotionClassifier) else None
     if isinstance(model, EmotionClassifier):
         folder = model.folder
-    elif isinstance(model, ModelFolder):
-        folder = model
     else:
-        folder = ModelFolder.open(model)
+        folder = model if isinstance(model, ModelFolder) else ModelFolder.open(model)
     if folder is None:
         raise EvaluationError("predict_split needs a classifier loaded from a model folder")
     _ = folder.max_length  # a malformed goemo.json fails whether or not the predictions are cached
@@ -158,11 +143,8 @@ def store_predictions(
 ) -> None:
     """Cache each ``(split, probs)`` as ``model_dir``'s predictions made with ``settings``.
 
-    Training calls this with the dev and test probabilities its report and per-label
-    thresholds come from (and records ``settings`` in ``goemo.json``), so later evaluations
-    read those very numbers instead of running the model again in another precision: per-label
-    thresholds re-tuned on dev moved by up to 0.007 of test macro-F1 between bf16 (training)
-    and fp32 dev probabilities, so without this one model had two scores.
+    Training's dev and test probabilities, so later evaluations read those very numbers: thresholds
+    re-tuned on fp32 dev probabilities moved test macro-F1 by up to 0.007 from training's bf16 ones.
     """
     folder = ModelFolder.open(model_dir)
     where = default_predictions_dir(folder.path)
@@ -207,11 +189,8 @@ def _write_cache(
 def _read_cache(
     path: Path, split: Split, folder: ModelFolder, checksum: str, settings: dict[str, Any]
 ) -> Predictions | None:
-    """The cached predictions at ``path``, or None when absent, damaged or not this model's and split's.
-
-    A damaged file (truncated, overwritten) costs one warning and a model run, whose result
-    replaces it atomically, so the next call reads the rebuilt file.
-    """
+    """The cached predictions at ``path``, or None when absent, damaged (one warning; the model's run
+    replaces it) or not this model's and split's."""
     if not path.is_file():
         return None
     try:

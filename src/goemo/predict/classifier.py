@@ -1,42 +1,20 @@
 """The one predictor: `EmotionClassifier` turns texts into probabilities and decisions.
 
-Every command that runs a model goes through it: training's per-epoch scoring (around its
-live model), ``goemo evaluate``, ``report`` and ``ensemble`` (through the prediction cache,
-`goemo.predict.cache`), ``goemo predict`` and ``goemo serve``. Its backends:
-
-* ``torch``: the transformers model (`goemo.predict.torch_backend`), fp32 or bf16/fp16 autocast;
-* ``onnx``: an export's ``model.onnx`` under ONNX Runtime (`goemo.predict.onnx_backend`), no torch;
-* ``tfidf``: the TF-IDF baseline (`goemo.predict.tfidf_backend`), no tokenizer, no torch.
-
-``backend="auto"`` (the default here, and what evaluation, reports and training's cached
-predictions use) follows the folder's kind (`goemo.core.folder.ModelFolder.kind`): the
-numbers a model is scored with never change with the machine. ``backend="fastest"`` (the
-default of ``goemo predict`` and ``goemo serve``) picks the fastest the folder and hardware
-allow (`goemo.predict.fastest`): on a CPU the folder's int8 ONNX export, made once and
-checked on dev (else its fp32 export), on a GPU torch in bf16.
+Every command that runs a model goes through it (training's per-epoch scoring, ``evaluate``,
+``report``, ``ensemble`` through `goemo.predict.cache`, ``predict``, ``serve``), so one text
+gets one answer everywhere. Backends: ``torch`` (`goemo.predict.torch_backend`), ``onnx``
+(`goemo.predict.onnx_backend`, no torch) and ``tfidf`` (`goemo.predict.tfidf_backend`).
+``backend="auto"`` follows the folder's kind, so the numbers a model is scored with never change
+with the machine; ``backend="fastest"`` (``goemo predict`` and ``serve``) picks the fastest the
+folder and hardware allow (`goemo.predict.fastest`).
 
 Precision, batch size, max length and the long-text mode are explicit settings (`settings`),
-part of the prediction-cache key, so two commands with the same settings give identical
-probabilities.
-
-Speed comes from the shape of the work: texts are tokenised once without padding, sorted by
-length and cut into batches padded only to their own longest text
-(`goemo.predict.runner.logits_in_order`); outputs are put back in input order.
-
-A text longer than ``max_length`` tokens is scored piece by piece (``long_text="pieces"``, the
-default): its sentences, or token windows where a sentence is too long, scored in the same
-batches as short texts, each label's logit the max over the pieces (`goemo.predict.pieces`);
-`predict_spans` says which piece carries which label. ``long_text="truncate"`` reads the first
-``max_length`` tokens only, and says how many texts it truncated.
-
-Decisions use the folder's thresholds (per label, tuned on dev, when present; else its
-global threshold; else 0.5) and goemo's strict convention ``probability > threshold``
-(`goemo.core.thresholds.binarize`).
-
-A calibrated folder (`goemo.core.calibration`) has its affine maps folded into its weights; the
-parts that are not (isotonic maps, or affine maps of an ONNX or TF-IDF folder) are applied after
-the sigmoid (`EmotionClassifier.probabilities`). `predict_logits` returns the backend's logits,
-before those parts.
+part of the prediction-cache key. Texts are tokenised once, sorted by length and batched
+(`goemo.predict.runner.logits_in_order`). A text over ``max_length`` tokens is scored piece by
+piece, each label's logit the max over the pieces (`goemo.predict.pieces`), or truncated
+(``long_text="truncate"``). Decisions use the folder's thresholds and the strict
+``probability > threshold`` (`goemo.core.thresholds.binarize`). The calibration parts not folded
+into the weights are applied after the sigmoid (`EmotionClassifier.probabilities`).
 
     clf = EmotionClassifier.load("runs/goemo/best")
     clf.predict(["I love it, thank you!"])
@@ -49,7 +27,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +45,6 @@ from goemo.predict.fastest import BackendChoice, choose_fastest
 from goemo.predict.pieces import AGGREGATE, DEFAULT_RULE, MODES, PieceRule, Pieces, encode_pieces
 from goemo.predict.runner import (
     Gather,
-    TokenBackend,
     check_max_length,
     choose_max_length,
     encode_texts,
@@ -77,17 +54,12 @@ from goemo.predict.runner import (
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "fastest", "torch", "onnx", "tfidf"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 DEFAULT_BATCH_SIZE = 128
 
 
 def choose_backend(folder: ModelFolder, backend: str) -> str:
-    """The backend ``backend`` asks for, checked against what the folder holds.
-
-    ``auto``: the folder's kind. ``fastest``: the same for a TF-IDF model or an ONNX export,
-    else ``"fastest"``, which `goemo.predict.fastest.choose_fastest` resolves with the device.
-    """
+    """The backend ``backend`` asks for, checked against what the folder holds: ``auto`` the folder's
+    kind; ``fastest`` the same for a TF-IDF model or ONNX export, else ``"fastest"`` (`choose_fastest`)."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r}: expected {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
     kind = folder.kind
@@ -112,11 +84,29 @@ def choose_backend(folder: ModelFolder, backend: str) -> str:
     return "fastest" if backend == "fastest" else "torch"
 
 
-class EmotionClassifier:
-    """A model ready to label texts: backend, tokenizer, label names, thresholds and settings.
+def ranked_choices(
+    scores: np.ndarray, on: np.ndarray, *, top_k: int | None = None, threshold: float | None = None
+) -> list[list[int]]:
+    """Per text, its chosen labels' indices, highest score first (ties: lower index first), as
+    `EmotionClassifier.predict` decides them from `EmotionClassifier.decide`'s ``scores`` and ``on``.
 
-    Thread-safe: concurrent calls (a web server's workers) share the model; tokenisation,
-    whose fast tokenizer keeps per-call state, is serialised.
+    The whole chunk is sorted at once, which keeps the per-text Python work to slicing a list.
+    """
+    chosen = on.astype(bool)
+    if top_k is not None and threshold is None:
+        chosen[:] = True
+    # Chosen labels sort first (-score <= 0 < 1), by score, highest first; stable: ties by index.
+    order = np.argsort(np.where(chosen, -scores, np.float32(1.0)), axis=1, kind="stable")
+    counts = chosen.sum(axis=1)
+    if top_k is not None:
+        counts = np.minimum(counts, int(top_k))
+    width = int(counts.max()) if len(counts) else 0  # most texts carry one or two labels: convert only those
+    return [row[:c] for row, c in zip(order[:, :width].tolist(), counts.tolist())]
+
+
+class EmotionClassifier:
+    """A model ready to label texts. Thread-safe: concurrent calls share the model; tokenisation (a
+    fast tokenizer keeps per-call state) is serialised.
 
         clf = EmotionClassifier.load("runs/goemo/best", backend="onnx")
         clf.predict_proba(["so happy for you", "ugh"]).shape
@@ -138,14 +128,8 @@ class EmotionClassifier:
         long_text: str = "pieces",
         piece_rule: PieceRule = DEFAULT_RULE,
     ) -> None:
-        """The parts of a predictor, each already resolved; `load` builds them from a model folder.
-
-        Eleven parameters, each a part the predictor keeps as an attribute: the backend and its
-        tokenizer, the labels and their thresholds, how texts are batched and cut (``max_length``,
-        ``batch_size``, ``long_text``, ``piece_rule``), and where the model came from (``folder``,
-        ``choice``, ``calibration``). Only `load` and in-memory models (training's live scorer, the
-        tests' stand-in backends) call it; users go through `load` and its `RunSettings`.
-        """
+        """The parts of a predictor, each resolved: `load` builds them from a folder; training's live
+        scorer and tests' stand-in backends call it directly."""
         self._backend = backend
         self.tokenizer = tokenizer
         self.label_names = list(label_names)
@@ -161,10 +145,8 @@ class EmotionClassifier:
         self.max_length = max_length
         self.batch_size = batch_size
         self.folder = folder
-        # How `load` chose the backend (None when built directly): the export run and why.
-        self.choice = choice
-        # The folder's calibration: the parts not folded into the weights are applied after the sigmoid.
-        self.calibration = calibration
+        self.choice = choice  # how `load` chose the backend (None when built directly)
+        self.calibration = calibration  # its unfolded parts are applied after the sigmoid
         if calibration is not None and list(calibration.label_names) != self.label_names:
             raise ModelError("the calibration's labels are not the model's")
         self.long_text = long_text
@@ -180,23 +162,14 @@ class EmotionClassifier:
     ) -> EmotionClassifier:
         """Open a model folder (``runs/X/best``, an ONNX export of one, or a TF-IDF baseline).
 
-        ``settings`` (a `goemo.core.run_settings.RunSettings`), or its fields as keywords
-        (``backend="onnx"``, ``device="cpu"``, ``precision``, ``batch_size``, ``max_length``,
-        ``num_threads``, ``long_text``), say how the model runs. The default backend is ``fastest``, as for
-        ``goemo predict`` and ``goemo serve``, so one text gets one answer from every door: on a
-        CPU the folder's int8 ONNX export when that keeps dev macro-F1 within 0.005 of fp32,
-        else its fp32 export, made once and cached (`goemo.predict.fastest`); torch bf16 on CUDA;
-        torch fp32 without onnxruntime. An explicit ``precision`` keeps torch.
-        ``backend="auto"`` runs the folder as it is: ``model.onnx`` for an export, the PyTorch
-        weights otherwise, the TF-IDF model for a baseline. ``max_length`` defaults to the length
-        the model was trained with. ``precision="auto"`` is bf16 on CUDA and fp32 on CPU
-        (`goemo.predict.device.resolve_precision`); an ONNX graph runs in the precision it was
-        exported with. ``num_threads`` sets the CPU threads of the backend (default: all cores).
-        ``long_text``: ``pieces`` (the default) scores a text longer than ``max_length`` piece by
-        piece, ``truncate`` reads its first ``max_length`` tokens only.
-
-        With ``fastest``, logs what runs in one line (`describe`) at INFO, so that the first line
-        of ``goemo predict`` and ``goemo serve`` says it; other backends log it at DEBUG.
+        ``settings`` (a `goemo.core.run_settings.RunSettings`), or its fields as keywords, say how
+        it runs. The default backend is ``fastest``, as for ``goemo predict`` and ``serve``, so
+        one text gets one answer from every door (`goemo.predict.fastest`); an explicit
+        ``precision`` keeps torch. ``backend="auto"`` runs the folder as it is. ``max_length``
+        defaults to the trained length; ``precision="auto"`` is bf16 on CUDA, fp32 on CPU; an
+        ONNX graph runs in its exported precision. ``long_text``: ``pieces`` (default) or
+        ``truncate``. What runs is logged in one line (`describe`): at INFO with ``fastest``,
+        where it is news, else at DEBUG.
 
             clf = EmotionClassifier.load("runs/goemo/best")
             clf.backend, clf.precision
@@ -204,66 +177,50 @@ class EmotionClassifier:
         """
         run = RunSettings.of(settings, **options)
         backend = run.backend or "fastest"
-        device, precision, max_length = run.device, run.precision or "auto", run.max_length
-        batch_size = run.batch_size or DEFAULT_BATCH_SIZE
-        long_text = run.long_text or "pieces"
+        device, max_length = run.device, run.max_length
         folder = path if isinstance(path, ModelFolder) else ModelFolder.open(path)
         chosen = choose_backend(folder, backend)
-        names = folder.label_names
+        choice: BackendChoice | None = None
+        runner: Any
+        tokenizer: Any = None
         if chosen == "tfidf":
             from goemo.predict.tfidf_backend import TfidfBackend  # noqa: PLC0415  (optional extra: scikit-learn, only for this kind)
 
             if device not in ("auto", "cpu"):
                 log.warning("%s is a TF-IDF model: it runs on the CPU, not %s", folder.path, device)
-            tfidf = TfidfBackend(folder)
-            clf = cls(
-                tfidf,
-                None,
-                names,
-                folder.thresholds(),
-                max_length=0,
-                batch_size=batch_size,
-                folder=folder,
-                calibration=folder.calibration,
-                long_text=long_text,
-            )
-            log.log(logging.INFO if backend == "fastest" else logging.DEBUG, "%s", clf.describe())
-            return clf
-        check_max_length(folder, max_length)  # before the weights load: a bad length fails fast
-        choice: BackendChoice | None = None
-        runs, run_precision = folder, str(precision)  # the CPU export and its precision when `fastest` picked it
-        if chosen == "fastest":
-            # a damaged folder fails here in one line, as it would under torch, not after an export attempt
-            folder.thresholds()
-            folder.check_weights()
-            folder.check_tokenizer()
-            choice = choose_fastest(folder, run)
-            chosen, runs, device, run_precision = choice.backend, choice.folder, choice.device, choice.precision
-        runner: TokenBackend
-        tokenizer: Any
-        if chosen == "torch":
-            from goemo.predict.torch_backend import load_torch_backend  # noqa: PLC0415  (optional extra: torch, only for this backend)
-
-            runner, tokenizer = load_torch_backend(runs, run.replace(device=device, precision=run_precision))
+            runner, max_length = TfidfBackend(folder), 0
         else:
-            from goemo.predict.onnx_backend import load_onnx_backend  # noqa: PLC0415  (optional extra: onnx, onnxruntime)
+            check_max_length(folder, max_length)  # before the weights load: a bad length fails fast
+            runs, run_precision = folder, run.precision or "auto"  # the CPU export when `fastest` picked it
+            if chosen == "fastest":
+                # a damaged folder fails here in one line, as it would under torch, not after an export attempt
+                folder.thresholds()
+                folder.check_weights()
+                folder.check_tokenizer()
+                choice = choose_fastest(folder, run)
+                chosen, runs, device, run_precision = choice.backend, choice.folder, choice.device, choice.precision
+            runs_with = run.replace(device=device, precision=run_precision)
+            if chosen == "torch":
+                from goemo.predict.torch_backend import load_torch_backend  # noqa: PLC0415  (optional extra: torch, only for this backend)
 
-            runner, tokenizer = load_onnx_backend(runs, run.replace(device=device, precision=run_precision))
-        max_length = choose_max_length(folder, tokenizer, max_length)
+                runner, tokenizer = load_torch_backend(runs, runs_with)
+            else:
+                from goemo.predict.onnx_backend import load_onnx_backend  # noqa: PLC0415  (optional extra: onnx, onnxruntime)
+
+                runner, tokenizer = load_onnx_backend(runs, runs_with)
+            max_length = choose_max_length(folder, tokenizer, max_length)
         clf = cls(
             runner,
             tokenizer,
-            names,
+            folder.label_names,
             folder.thresholds(),
             max_length=max_length,
-            batch_size=batch_size,
+            batch_size=run.batch_size or DEFAULT_BATCH_SIZE,
             folder=folder,
             choice=choice,
             calibration=folder.calibration,
-            long_text=long_text,
+            long_text=run.long_text or "pieces",
         )
-        # The chosen backend is news (the first line of `goemo predict` and `goemo serve`); an
-        # asked-for one is not, and evaluation logs its own line.
         log.log(logging.INFO if backend == "fastest" else logging.DEBUG, "%s", clf.describe())
         return clf
 
@@ -290,9 +247,7 @@ class EmotionClassifier:
     @property
     def runs_from(self) -> Path | None:
         """The folder the backend loaded: `path`, or the CPU export made from it (``backend="fastest"``)."""
-        if self.choice is not None:
-            return self.choice.folder.path
-        return self.path
+        return self.choice.folder.path if self.choice is not None else self.path
 
     def describe(self) -> str:
         """What runs, in one line: for the first log line of ``goemo predict`` and ``goemo serve``, and ``/health``.
@@ -317,23 +272,15 @@ class EmotionClassifier:
             return "texts read whole (TF-IDF)"
         if self.long_text == "truncate":
             return f"texts over {self.max_length} tokens: truncated"
-        capacity = self.max_length - self._special_tokens
+        count = getattr(self.tokenizer, "num_special_tokens_to_add", None)
+        capacity = self.max_length - (int(count(pair=False)) if callable(count) else 2)
         return (
             f"texts over {self.max_length} tokens: pieces ({self.piece_rule.describe(capacity)}), {AGGREGATE} of logits"
         )
 
     @property
-    def _special_tokens(self) -> int:
-        count = getattr(self.tokenizer, "num_special_tokens_to_add", None)
-        return int(count(pair=False)) if callable(count) else 2
-
-    @property
     def path(self) -> Path | None:
         return self.folder.path if self.folder is not None else None
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self.folder.meta if self.folder is not None else {}
 
     @property
     def num_labels(self) -> int:
@@ -369,11 +316,7 @@ class EmotionClassifier:
             return encode_texts(texts, self.tokenizer, self.max_length)
 
     def encode_pieces(self, texts: Sequence[str], encoded: EncodedSplit | None = None) -> Pieces:
-        """The pieces the model reads of ``texts`` (`goemo.predict.pieces`): one per text that fits,
-        several per longer text (``long_text="pieces"``), else the text truncated.
-
-        ``encoded``: their truncated token ids when already at hand (a split's token cache).
-        """
+        """The pieces the model reads of ``texts`` (`goemo.predict.pieces.encode_pieces`), counted for ``/health``."""
         with self._tokenizer_lock:
             pieces = encode_pieces(texts, self.tokenizer, self.max_length, self.long_text, self.piece_rule, encoded)
             counts = self.long_text_counts
@@ -388,11 +331,8 @@ class EmotionClassifier:
         return self.logits_for_encoded(pieces.encoded)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens of each whole text, special tokens included (what a server's token limit counts).
-
-        Texts longer than `max_length` count whole, though ``long_text="truncate"`` reads fewer.
-        A TF-IDF model has no tokens: its texts count 0.
-        """
+        """Tokens of each whole text, special tokens included: what a server's token limit counts
+        (a TF-IDF model's texts count 0)."""
         if self.tokenizer is None:
             return [0] * len(texts)
         with self._tokenizer_lock:
@@ -406,25 +346,22 @@ class EmotionClassifier:
             )
         return [int(n) for n in out["length"]]
 
-    def _report_truncation(self, pieces: Pieces) -> None:
-        if pieces.truncated:
+    def report_truncation(self, truncated: int, count: int, modes: str = "long_text='truncate'; 'pieces'") -> None:
+        """One log line: how many texts of ``count`` truncation cut short (``modes`` as the caller spells them)."""
+        if truncated:
             log.info(
-                "%d of %d texts were longer than %d tokens and truncated (long_text='truncate'; "
-                "'pieces' scores all of each text)",
-                pieces.truncated,
-                len(pieces),
+                "%d of %d texts were longer than %d tokens and truncated (%s scores all of each text)",
+                truncated,
+                count,
                 self.max_length,
+                modes,
             )
 
     def logits_for_encoded(
         self, encoded: EncodedSplit, *, rank: int = 0, world_size: int = 1, gather: Gather | None = None
     ) -> np.ndarray:
-        """Logits ``(n, L)`` float32 of already tokenised texts, in input order.
-
-        With ``world_size > 1`` (training on several processes) each process runs a disjoint
-        share of the length-sorted batches and ``gather`` collects the (index, logits) pairs,
-        which are put back by index, so no example is duplicated or dropped.
-        """
+        """Logits ``(n, L)`` float32 of already tokenised texts, in input order; with ``world_size > 1``
+        (training on several processes) `goemo.predict.runner.logits_in_order` shares the batches out."""
         return logits_in_order(
             self._backend,
             encoded,
@@ -437,28 +374,27 @@ class EmotionClassifier:
         )
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
-        """The backend's logits ``(n, L)`` float32, in input order (length-sorted batches inside).
+        """The backend's logits ``(n, L)`` float32, in input order, before the calibration's unfolded parts.
 
-        For a calibrated folder these are before the calibration's unfolded parts (`probabilities`).
         A text longer than `max_length` tokens gets, per label, the highest logit of its pieces
         (``long_text="pieces"``), else the logits of its first `max_length` tokens.
         """
         texts = check_texts(texts)
-        if not self._backend.takes_tokens:
-            return self._backend.logits(texts)
-        if not texts:
+        if self._backend.takes_tokens and not texts:
             return np.zeros((0, self.num_labels), dtype=np.float32)
-        pieces = self.encode_pieces(texts)
-        self._report_truncation(pieces)
-        return pieces.aggregate(self.logits_for_pieces(pieces))
+        return self._text_logits(texts)
 
     def split_logits(self, split: Split, token_cache_dir: str | Path | None = None) -> np.ndarray:
         """`predict_logits` for a labelled split, reading token ids from the token cache."""
         if not self._backend.takes_tokens:
             return self._backend.logits(split.texts)
-        encoded = encode_split(split, self.tokenizer, self.max_length, token_cache_dir)
-        pieces = self.encode_pieces(split.texts, encoded)
-        self._report_truncation(pieces)
+        return self._text_logits(split.texts, encode_split(split, self.tokenizer, self.max_length, token_cache_dir))
+
+    def _text_logits(self, texts: Sequence[str], encoded: EncodedSplit | None = None) -> np.ndarray:
+        if not self._backend.takes_tokens:
+            return self._backend.logits(texts)
+        pieces = self.encode_pieces(texts, encoded)
+        self.report_truncation(pieces.truncated, len(pieces))
         return pieces.aggregate(self.logits_for_pieces(pieces))
 
     def predict_proba(self, texts: Sequence[str], taxonomy: str | None = None) -> np.ndarray:
@@ -471,15 +407,12 @@ class EmotionClassifier:
             # -> 0.87
         """
         probs = self.probabilities(self.predict_logits(texts), np.float32)
-        tax = self._taxonomy(taxonomy) if taxonomy is not None else None
+        tax = self._taxonomy(taxonomy)
         return probs if tax is None else project_probs(probs, self.label_names, tax)
 
     def probabilities(self, logits: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
-        """Probabilities from this classifier's logits: the sigmoid, then the calibration's parts that
-        are not folded into the weights (none for an uncalibrated folder), in ``dtype``.
-
-        Every path from logits to probabilities (`predict_proba`, the prediction cache, bulk
-        labelling) goes through here, so they all apply the same calibration.
+        """Probabilities from this classifier's logits: the sigmoid, then the calibration's unfolded parts,
+        in ``dtype``. Every path from logits to probabilities goes through here: one calibration.
 
             clf.probabilities(clf.predict_logits(["yay"]))
         """
@@ -496,12 +429,9 @@ class EmotionClassifier:
     ) -> list[dict[str, Any]]:
         """Per text, its labels (as `predict` gives them) and its pieces: where each label sits.
 
-        Each piece is ``{"start", "end", "labels"}``: its characters ``text[start:end]`` and the
-        labels it carries on its own, decided as the text's are (its thresholds, ``top_k``,
-        ``taxonomy``). A text that fits `max_length` is one piece, the whole text; a longer one
-        has a piece per sentence or token window (``long_text="pieces"``), or one piece ending
-        where truncation stopped reading (``"truncate"``). The text's score for a label is the
-        highest of its pieces', so a label above threshold for the text is so in some piece.
+        Each piece is ``{"start", "end", "labels"}``: its characters and the labels it carries on
+        its own, decided as the text's are. A text's score is the highest of its pieces', so a
+        label the text carries is above threshold in some piece.
 
             clf.predict_spans(["Great film. The ending made me so sad."])
             # -> [{'labels': [{'label': 'admiration', 'score': 0.71}, {'label': 'sadness', 'score': 0.66}],
@@ -516,7 +446,7 @@ class EmotionClassifier:
                 {"labels": row, "pieces": [{"start": 0, "end": len(t), "labels": row}]} for t, row in zip(texts, labels)
             ]
         pieces = self.encode_pieces(texts)
-        self._report_truncation(pieces)
+        self.report_truncation(pieces.truncated, len(pieces))
         piece_probs = self.probabilities(self.logits_for_pieces(pieces), np.float32)
         text_probs = pieces.aggregate(piece_probs)  # monotone per label: the max of the maps is the map of the max
         text_labels = self.predict_from_proba(text_probs, **decisions)
@@ -543,12 +473,10 @@ class EmotionClassifier:
     ) -> list[list[dict[str, Any]]]:
         """Per text, the predicted emotions as ``{"label", "score"}`` dicts, highest score first.
 
-        By default a label is predicted when its probability is above its own threshold
-        (strictly). ``threshold`` replaces every label's threshold; ``top_k`` returns the k
-        highest-scoring labels whatever their score, or, with ``threshold`` too, at most k of
-        those above it. With ``taxonomy="ekman"`` (or ``"sentiment"``, or a grouping file) the
-        labels are groups: a group's score is the max of its members' probabilities, and a
-        group is predicted when any member is above its own threshold.
+        A label is predicted when its probability is above its own threshold (strictly);
+        ``threshold`` replaces every label's; ``top_k`` gives the k highest whatever their score,
+        or with ``threshold``, at most k above it. With ``taxonomy`` (``"ekman"``, ``"sentiment"``,
+        a grouping file) a group scores its members' max and is on when any member is.
 
             clf.predict(["thanks so much!"], top_k=2)
             # -> [[{'label': 'gratitude', 'score': 0.96}, {'label': 'admiration', 'score': 0.08}]]
@@ -562,11 +490,8 @@ class EmotionClassifier:
         threshold: float | None = None,
         taxonomy: str | None = None,
     ) -> list[list[dict[str, Any]]]:
-        """`predict` on probabilities already computed with `predict_proba` (no taxonomy there).
-
-        Lets a caller score many requests' texts in one batch, then decide per request with
-        that request's own ``top_k`` and ``threshold``.
-        """
+        """`predict` on probabilities from `predict_proba` (no taxonomy there): a server scores many
+        requests in one batch, then decides each with its own ``top_k`` and ``threshold``."""
         probs = np.asarray(probs, dtype=np.float32)
         if probs.ndim != 2 or probs.shape[1] != self.num_labels:
             raise ConfigError(f"probs must have shape (n, {self.num_labels}), got {probs.shape}")
@@ -575,24 +500,14 @@ class EmotionClassifier:
         if threshold is not None and not (0.0 <= float(threshold) <= 1.0):
             raise ConfigError(f"threshold={threshold!r}: expected a number in [0, 1]")
         names, scores, on = self.decide(probs, threshold=threshold, taxonomy=taxonomy)
-        if top_k is not None and threshold is None:
-            on = np.ones_like(on)
-        results: list[list[dict[str, Any]]] = []
-        for row_scores, row_on in zip(scores, on):
-            chosen = np.flatnonzero(row_on)
-            chosen = chosen[np.argsort(-row_scores[chosen], kind="stable")]
-            if top_k is not None:
-                chosen = chosen[: int(top_k)]
-            results.append([{"label": names[j], "score": float(row_scores[j])} for j in chosen])
-        return results
+        chosen = ranked_choices(scores, on, top_k=top_k, threshold=threshold)
+        return [[{"label": names[j], "score": float(row[j])} for j in idx] for row, idx in zip(scores, chosen)]
 
     def decide(
         self, probs: np.ndarray, threshold: float | None = None, taxonomy: str | None = None
     ) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(label names, scores, 0/1 decisions) for fine-label probabilities, optionally grouped.
-
-        A group is on when any member is above its threshold, so grouping never changes which
-        texts carry an emotion, only how finely it is named.
+        """(label names, scores, 0/1 decisions) for fine-label probabilities, optionally grouped: a group
+        is on when any member is, so grouping changes only how finely an emotion is named.
 
             names, scores, on = clf.decide(clf.predict_proba(["yay"]), taxonomy="ekman")
         """
@@ -600,7 +515,7 @@ class EmotionClassifier:
         # is float32(0.3) > 0.3 in float64, and must not count as above a threshold of 0.3.
         t = self.thresholds if threshold is None else np.float32(threshold)
         on = binarize(probs, t) if len(probs) else np.zeros(probs.shape, np.uint8)
-        tax = self._taxonomy(taxonomy) if taxonomy is not None else None
+        tax = self._taxonomy(taxonomy)
         if tax is None:
             return list(self.label_names), probs, on
         return list(tax.labels), project_probs(probs, self.label_names, tax), project_labels(on, self.label_names, tax)
@@ -608,10 +523,8 @@ class EmotionClassifier:
     def explain(
         self, texts: Sequence[str], labels: Sequence[str] | str | None = None, *, method: str | None = None
     ) -> list[Explanation]:
-        """Per text, the words behind each predicted label (or each of ``labels``), signed (`goemo.predict.explain`).
-
-        ``method``: ``occlusion`` (the default: every backend, one batched call) or
-        ``integrated-gradients`` (the torch backend, ``pip install 'goemo[explain]'``).
+        """Per text, the words behind each predicted label (or each of ``labels``), signed
+        (`goemo.predict.explain`): ``method`` ``occlusion`` (default) or ``integrated-gradients`` (torch).
 
             [e] = clf.explain(["thanks so much!"], labels=["gratitude"])
             e.labels[0].top(1)[0].word
@@ -629,11 +542,13 @@ class EmotionClassifier:
 
     def label_names_for(self, taxonomy: str | None = None) -> list[str]:
         """The label names `predict_proba` columns stand for, with or without a taxonomy."""
-        tax = self._taxonomy(taxonomy) if taxonomy is not None else None
+        tax = self._taxonomy(taxonomy)
         return list(self.label_names) if tax is None else list(tax.labels)
 
-    def _taxonomy(self, taxonomy: str) -> Taxonomy | None:
-        """The target taxonomy, or None when the model already predicts exactly its labels."""
+    def _taxonomy(self, taxonomy: str | None) -> Taxonomy | None:
+        """The target taxonomy, or None when there is none or the model already predicts exactly its labels."""
+        if taxonomy is None:
+            return None
         tax = load_taxonomy(taxonomy)
         if list(tax.labels) == self.label_names:
             return None

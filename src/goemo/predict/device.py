@@ -1,7 +1,4 @@
-"""Device and precision: one vocabulary (auto | fp32 | bf16 | fp16) for training and prediction.
-
-Training hands the answer to Accelerate (``"no"`` for fp32); prediction to `TorchBackend`.
-"""
+"""Device and precision: one vocabulary (auto | fp32 | bf16 | fp16) for training and prediction."""
 
 from __future__ import annotations
 
@@ -36,11 +33,9 @@ def cpu_has_bf16() -> bool:
 def resolve_precision(precision: str, device: str, *, training: bool = False) -> str:
     """``fp32`` | ``bf16`` | ``fp16`` for ``device``; ``auto`` picks the fastest that is safe.
 
-    On CUDA, auto is bf16 (fp16 on GPUs without bf16). On a CPU, auto is bf16 for training
-    where the CPU has native bf16 (the `fast` preset trains 1.6x faster), and fp32 for
-    prediction: bf16 autocast was measured *slower* than fp32 for MiniLM at inference, even
-    with AVX512-BF16, as the per-call casts of the weights cost more than the products save
-    (docs/benchmarks.md, "Inference speed"). Asking for bf16 explicitly still gets it.
+    On CUDA, bf16 (fp16 without bf16). On a CPU, bf16 for training where the CPU has it natively
+    (1.6x faster), fp32 for prediction: there bf16 autocast measured *slower*, the weights' casts
+    costing more than the products save (docs/benchmarks.md, "Inference speed").
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r}: expected {', '.join(PRECISIONS)}")

@@ -1,28 +1,18 @@
 """Why the model said it: a signed attribution for every word of a text, per label.
 
-An explanation (`Explanation`) holds, per text and per label, the words as the user wrote
-them (with their character spans) and a signed number each: positive when the word raises
-the label's probability, negative when it lowers it, with the label's probability on the
-whole text and the method that made the numbers. Two methods:
+An `Explanation` holds, per text and label, the words as written (with their character spans)
+and a signed number each: positive when the word raises the label's probability. Two methods:
 
-* ``occlusion`` (the default): each word deleted in turn, every variant of every text scored
-  in one `predict_proba` call through the very predictor that labels the text, so it works on
-  every backend (torch, ONNX, TF-IDF). A word's attribution is the label's probability on the
-  whole text less its probability without the word. One call gives every label's numbers.
-* ``integrated-gradients``: captum's `LayerIntegratedGradients` on the word embeddings of a
-  torch model (`goemo.predict.explain_gradients`, the ``explain`` extra), summed over each
-  word's sub-word pieces; in logit units.
+* ``occlusion`` (the default): each word deleted in turn, every variant of every text scored in
+  one `predict_proba` call through the predictor itself, so it works on every backend; a word's
+  number is the probability the label loses without it.
+* ``integrated-gradients``: captum on a torch model's word embeddings
+  (`goemo.predict.explain_gradients`, the ``explain`` extra), in logit units.
 
-Occlusion is the default because it runs on every backend and its number reads plainly (the
-probability the label loses without the word). ``benchmarks/explain_faithfulness.py`` measures
-how faithful each method is: how much deleting the words it ranks highest lowers the label's
-probability, against deleting as many random words (docs/benchmarks.md, "Explanations"). On the
-`make run` model: occlusion 5.5 times random at 65 ms a text, integrated gradients 5.4 times at
-419 ms, so occlusion is the default on the measured figures, not only for its reach.
-
-Words are runs of letters and digits (with inner apostrophes: ``can't`` is one word) and runs
-of other non-space characters (``!!!``, ``:)``, an emoji), so punctuation, which carries
-emotion in Reddit comments, gets its own number.
+Occlusion is the default for its reach, its plain reading and the measured figures
+(``benchmarks/explain_faithfulness.py``, docs/benchmarks.md "Explanations": 5.5 times random at
+65 ms a text, against 5.4 times at 419 ms). Words are runs of letters and digits (``can't`` is one)
+and runs of other non-space characters (``!!!``, ``:)``, an emoji): punctuation carries emotion.
 
     clf = EmotionClassifier.load("runs/goemo/best")
     [e] = clf.explain(["Thank you so much!"])
@@ -34,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -67,16 +57,13 @@ class WordAttribution:
     attribution: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"word": self.word, "start": self.start, "end": self.end, "attribution": self.attribution}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
 class LabelExplanation:
-    """The words behind one label of one text: ``score`` is the label's probability on the whole text.
-
-    ``method`` says what the numbers are: ``occlusion`` in probability (the drop when the word
-    is deleted), ``integrated-gradients`` in logit units.
-    """
+    """The words behind one label of one text: ``score`` is the label's probability on the whole text;
+    the numbers are in probability (``occlusion``) or logit units (``integrated-gradients``)."""
 
     label: str
     score: float
@@ -89,12 +76,7 @@ class LabelExplanation:
         return [self.words[i] for i in order[:k]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "score": self.score,
-            "method": self.method,
-            "words": [w.to_dict() for w in self.words],
-        }
+        return {**asdict(self), "words": [w.to_dict() for w in self.words]}
 
 
 @dataclass(frozen=True)
@@ -163,11 +145,8 @@ def label_indices(names: Sequence[str], labels: Sequence[str] | str | None) -> l
 
 
 def chosen_labels(probs: np.ndarray, thresholds: np.ndarray, asked: list[int] | None) -> list[list[int]]:
-    """Per text, the labels to explain: those asked for, else those above their thresholds, highest first.
-
-    A text with no label above its threshold gets its most probable one, so that every text
-    has something to show.
-    """
+    """Per text, the labels to explain: those asked for, else those above their thresholds, highest
+    first, else its most probable one, so that every text has something to show."""
     if asked is not None:
         return [sorted(asked, key=lambda j: -row[j]) for row in probs]
     # Compared in float32, as `EmotionClassifier.decide` does: the labels explained are the labels predicted.
@@ -181,13 +160,6 @@ def chosen_labels(probs: np.ndarray, thresholds: np.ndarray, asked: list[int] | 
     return out
 
 
-def check_method(method: str | None) -> str:
-    method = method or DEFAULT_METHOD
-    if method not in METHODS:
-        raise ConfigError(f"method={method!r}: expected {' or '.join(METHODS)}")
-    return method
-
-
 # ----------------------------------------------------------------------------- occlusion
 
 
@@ -195,8 +167,7 @@ def check_method(method: str | None) -> str:
 class OcclusionPlan:
     """The texts to score for an occlusion: the originals first, then each text without each of its words.
 
-    Built apart from the scoring so that a caller with its own way of scoring (the server's
-    micro-batcher) scores `texts` itself and hands the probabilities to `finish`.
+    Apart from the scoring, so that the server's micro-batcher scores `texts` and hands them to `finish`.
     """
 
     originals: tuple[str, ...]
@@ -239,8 +210,7 @@ def explanation(
     method: str,
     per_label: Sequence[tuple[int, Sequence[float] | np.ndarray]],
 ) -> Explanation:
-    """One text's `Explanation`: for each ``(label index, one number per word)``, the label's score in
-    ``row`` and its words as written (``spans``) with their numbers; what every method hands back."""
+    """One text's `Explanation` from ``(label index, one number per word)`` pairs, for every method."""
     return Explanation(
         text,
         tuple(
@@ -281,12 +251,11 @@ def explain_texts(
     tokenizer: Any = None,
     max_length: int | None = None,
 ) -> list[Explanation]:
-    """Explanations of ``texts`` by ``method`` (default `DEFAULT_METHOD`); what `EmotionClassifier.explain` runs.
-
-    ``integrated-gradients`` needs the torch ``backend`` of the scorer (its ``model``), its
-    ``tokenizer`` and ``max_length``; the scores it reports are still the scorer's probabilities.
-    """
-    method = check_method(method)
+    """Explanations of ``texts`` by ``method`` (`EmotionClassifier.explain`); ``integrated-gradients``
+    needs the scorer's torch ``backend``, ``tokenizer`` and ``max_length``, and reports its probabilities."""
+    method = method or DEFAULT_METHOD
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r}: expected {' or '.join(METHODS)}")
     if method == "occlusion":
         return explain_occlusion(scorer, texts, labels)
     if getattr(backend, "name", None) != "torch" or getattr(backend, "model", None) is None:

@@ -1,17 +1,11 @@
 """Integrated gradients on a torch model's word embeddings (captum), summed into the words of the text.
 
-`goemo.predict.explain` calls it for ``method="integrated-gradients"``; it needs torch and
-captum (``pip install 'goemo[explain]'``), so it is kept apart from the backend-independent
-occlusion and never imported by the serving path.
-
-Per (text, label) pair: captum's `LayerIntegratedGradients` integrates the gradient of the
-label's logit along the straight line from a baseline to the text in the space of the
-embedding layer's output (``model.get_input_embeddings()``), the baseline being the same
-token ids with every non-special token replaced by the padding token. A token's attribution
-is the sum over the embedding dimensions; a word's is the sum over the tokens that start
-inside it (``return_offsets_mapping``), so the sub-word pieces of ``unbelievable`` add up to
-one number for the word as written. By completeness the pieces sum to the logit on the text
-less the logit on the baseline (up to the integral's approximation, `IG_STEPS` points).
+Kept apart from occlusion, and from the serving path, for its extra (``goemo[explain]``). Per
+(text, label): captum's `LayerIntegratedGradients` integrates the gradient of the label's logit
+from a baseline (the same ids, every non-special token the padding token) to the text, in the
+embedding layer's output space. A token's attribution is the sum over embedding dimensions; a
+word's, over the tokens that start inside it, so ``unbelievable``'s sub-word pieces add up to
+one number. By completeness they sum to the logit on the text less the logit on the baseline.
 """
 
 from __future__ import annotations

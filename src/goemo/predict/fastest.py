@@ -1,29 +1,18 @@
 """The fastest backend a model folder and this machine allow: what `goemo predict` and `goemo serve` run.
 
-`goemo.predict.classifier.EmotionClassifier.load` with ``backend="fastest"`` asks
-`choose_fastest`, which decides, in this order:
+`choose_fastest` decides, in this order: a TF-IDF baseline or an ONNX export runs as itself; an
+explicit ``precision``, or a CUDA or MPS device, runs torch as asked; on a CPU with the ONNX tools,
+the folder's CPU export (`ensure_cpu_export`), made once: int8 when its dev macro-F1 at the
+model's thresholds is within `INT8_MAX_F1_DROP` of the fp32 graph's, else fp32 (no dev split:
+fp32); otherwise torch fp32.
 
-* a TF-IDF baseline runs as itself, an ONNX export (``model.onnx``) under ONNX Runtime;
-* an explicit ``precision`` (fp32, bf16, fp16), a CUDA or MPS device: torch, as asked
-  (``auto`` on CUDA is bf16 autocast, fp16 on GPUs without bf16);
-* on a CPU with onnx, onnxruntime and onnxscript installed: the folder's CPU export
-  (`ensure_cpu_export`), made once and then reused: int8 when its dev macro-F1 at the model's
-  thresholds is within `INT8_MAX_F1_DROP` (0.005) of the fp32 graph's, else the fp32 graph
-  (exact within float error: the export refuses a graph more than 1e-4 from PyTorch);
-  without a dev split to check int8 against, fp32;
-* otherwise (no onnxruntime, or an architecture the exporter cannot follow): torch fp32.
+The export lives in ``FOLDER/.onnx-cpu/`` (hidden, so ``goemo push`` leaves it out) or, for a
+read-only folder, under ``~/.cache/goemo/exports/<fingerprint>/``; its ``goemo.json`` records the
+source weights' fingerprint (retrained weights are exported again), the dev figures and the
+verdict. A ``flock`` beside it makes two processes starting together export once.
 
-The export lives in the model folder (``FOLDER/.onnx-cpu/``, hidden so that ``goemo push``
-leaves it out), or, when the folder is read-only, under the goemo cache
-(``~/.cache/goemo/exports/<fingerprint>/``). Its ``goemo.json`` records the fingerprint of
-the weights it came from (a retrained folder is exported again), the dev figures and the
-verdict (`goemo.core.folder.ModelFolder.cpu_export`). An exclusive ``flock`` on a lock file
-beside it makes two processes that start together (two server workers) export once: the
-second waits, then reuses the first one's export.
-
-Why int8 by default: on a CPU it halves MiniLM's latency (docs/benchmarks.md); why the check:
-on a small or unusual model the quantisation error can move decisions, and a prediction
-service must not get silently worse for being faster.
+Why int8: on a CPU it halves MiniLM's latency (docs/benchmarks.md); why the check: on a small or
+unusual model quantisation can move decisions, and a service must not get worse for being faster.
 
     choose_fastest(ModelFolder.open("runs/x/best"), "cpu").note
     # -> 'int8 kept: dev macro-F1 0.531 vs fp32 0.533 (5426 texts)'
@@ -102,11 +91,8 @@ def missing_onnx_tools() -> list[str]:
 
 
 def cuda_available() -> bool:
-    """Whether torch sees a CUDA GPU; without an NVIDIA driver on the machine, answered without importing torch.
-
-    Importing torch costs seconds and hundreds of MiB per process, which a server worker running
-    the ONNX export never needs.
-    """
+    """Whether torch sees a CUDA GPU; with no NVIDIA driver, answered without importing torch
+    (seconds and hundreds of MiB that a server worker running the ONNX export never needs)."""
     if sys.platform.startswith("linux"):  # elsewhere, only torch can tell
         driver = Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia*")) or Path("/dev/dxg").exists()
         if not driver:
@@ -133,11 +119,10 @@ def choose_fastest(
     max_f1_drop: float = INT8_MAX_F1_DROP,
     cache_root: str | Path | None = None,
 ) -> BackendChoice:
-    """The fastest backend ``folder`` and this machine allow (see the module's docstring for the order).
+    """The fastest backend ``folder`` and this machine allow (the module's docstring says the order).
 
-    Making the CPU export is the only slow step (a minute for a MiniLM on 2 cores, once per
-    weights); it is logged as it goes. A failed export logs a warning and falls back to torch.
-    Only the device, precision and threads of ``settings`` count here.
+    Making the CPU export is the only slow step (once per weights), logged as it goes; a failed
+    export logs a warning and falls back to torch.
     """
     run = settings or RunSettings()
     device, precision, num_threads = run.device, run.precision or "auto", run.num_threads
@@ -177,10 +162,6 @@ def export_locations(folder: ModelFolder, cache_root: str | Path | None = None) 
     return [folder.path / EXPORT_DIR, root / folder.fingerprint[:32]]
 
 
-def _lock_path(location: Path) -> Path:
-    return location.with_name(location.name + ".lock")
-
-
 def read_cpu_export(location: Path, fingerprint: str) -> CpuExport | None:
     """The export at ``location`` when it is whole and was made from weights with ``fingerprint``, else None."""
     if not (location / ONNX_FILE).is_file():
@@ -205,11 +186,7 @@ def read_cpu_export(location: Path, fingerprint: str) -> CpuExport | None:
 
 @contextlib.contextmanager
 def _exclusive(lock: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock`` (created if needed); wait, saying so, while another process holds it.
-
-    Raises OSError when the lock file cannot be opened for writing: the caller's sign that the
-    place is read-only.
-    """
+    """Hold an exclusive ``flock`` on ``lock`` (created if needed); wait, saying so, while another process holds it."""
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
@@ -239,11 +216,8 @@ def ensure_cpu_export(
     cache_root: str | Path | None = None,
     num_threads: int | None = None,
 ) -> CpuExport:
-    """The CPU export of ``folder``: reused when one from these weights exists, else made once (locked).
-
-    ``max_f1_drop`` is the most dev macro-F1 int8 may lose against fp32 and still be kept
-    (`INT8_MAX_F1_DROP`); it applies when the export is made, and the verdict is recorded.
-    """
+    """The CPU export of ``folder``: reused when one from these weights exists, else made once (locked),
+    keeping int8 when it loses at most ``max_f1_drop`` dev macro-F1."""
     fingerprint = folder.fingerprint
     locations = export_locations(folder, cache_root)
     for location in locations:
@@ -256,7 +230,7 @@ def ensure_cpu_export(
             log.info("%s is not writable; the CPU export goes under %s", location.parent, locations[-1].parent)
             continue
         try:
-            with _exclusive(_lock_path(location), f"the CPU export {location}"):
+            with _exclusive(location.with_name(location.name + ".lock"), f"the CPU export {location}"):
                 found = read_cpu_export(location, fingerprint)  # made by the process we waited for
                 if found is not None:
                     log.info("reusing the CPU export %s, just made by another process (%s)", location, found.verdict)
@@ -276,7 +250,7 @@ def _make_cpu_export(
     start = time.perf_counter()
     try:  # the weights as torch would load them: a damaged folder is the user's one-line error, not a fallback
         model, tokenizer = onnx_export.load_source(folder.path)
-        choose_max_length(folder, tokenizer, None)
+        max_length = choose_max_length(folder, tokenizer, None)
         folder.check_vocabulary(len(tokenizer))
     except GoemoError as e:
         raise UnusableSource(e) from e
@@ -309,7 +283,6 @@ def _make_cpu_export(
                 precision, graph = "fp32", graphs.fp32
                 verdict = f"no dev split to check int8 against ({dev_source}): fp32 ONNX"
             else:
-                max_length = choose_max_length(folder, tokenizer, None)
                 f1 = {}
                 log.info("checking the int8 graph against fp32 on %d dev texts", len(dev))
                 with _check_progress(2 * len(dev)) as bar:
@@ -387,10 +360,8 @@ def _counted(backend: Callable[[np.ndarray, np.ndarray], np.ndarray], bar: tqdm)
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Macro F1 over the labels with positives, as `goemo.scoring.metrics` reports it (0 F1 where nothing is right).
-
-    Computed here with numpy so that serving never imports the scoring stack (scikit-learn).
-    """
+    """Macro F1 over the labels with positives, as `goemo.scoring.metrics` reports it, in numpy so
+    that serving never imports the scoring stack (scikit-learn)."""
     y, p = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)
     tp = (y & p).sum(axis=0)
     fp = (~y & p).sum(axis=0)
@@ -403,12 +374,8 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def find_dev_split(folder: ModelFolder) -> tuple[Split | None, str]:
-    """The dev split the model was trained with (`goemo.data.source.model_source`), and where it is.
-
-    ``(None, why not)`` when it cannot be read or is not that split any more (its checksum
-    differs from ``data_checksums.dev``): the check then does not guess with other data.
-    A Hugging Face dataset counts only as a local folder or file (the Hub is never asked).
-    """
+    """The dev split the model was trained with (`goemo.data.source.model_source`), and where it is;
+    ``(None, why not)`` when it is unreadable, changed (checksum) or on the Hub: no guessing with other data."""
     source = model_source(folder).with_taxonomy(folder.taxonomy)
     where = source.describe()
     if source.is_hub_dataset:

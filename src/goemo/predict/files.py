@@ -8,16 +8,15 @@ Texts with no input file to resume by are written atomically instead (`write_pre
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from tqdm import tqdm
 
@@ -54,13 +53,9 @@ class BulkResult:
 
 @dataclass(frozen=True)
 class BulkOptions:
-    """How `predict_file` reads and writes a file: the input's (text, id) ``columns`` (a CSV or
-    JSON Lines input; id None: row numbers), the ``chunk_size`` of texts read and labelled at a
-    time, the ``shard=(k, n)`` of an array job (only shard k of n, into
-    ``shard_path(output_path, k, n)``) and ``overwrite`` (replace an output that is not this job's).
-
-    ``chunk_size`` and ``columns`` are part of the job's identity: a resumed job must keep them.
-    """
+    """How `predict_file` reads and writes: the input's (text, id) ``columns`` (id None: row numbers),
+    the ``chunk_size`` labelled at a time (both part of the job's identity), an array job's
+    ``shard=(k, n)`` (into `shard_path`) and ``overwrite`` (replace an output that is not this job's)."""
 
     columns: tuple[str, str | None] = ("text", None)
     chunk_size: int = DEFAULT_CHUNK
@@ -80,13 +75,10 @@ def predict_file(
 ) -> BulkResult:
     """Label every text of a file (or stdin) into JSON Lines or CSV on ``output_path`` (or stdout).
 
-    An output file is written in place by whole records and resumed when the same job runs
-    again (see the module's docstring); its progress file ``OUT.goemo-progress.json`` names
-    the job and says when it is complete. An existing output of another job, or a file goemo
-    did not write, is refused unless ``options.overwrite``. From stdin (nothing to resume by) the
-    output is written atomically instead. ``options`` (`BulkOptions`) also give the input's
-    columns, the chunk size and the shard. ``notify`` gets one-line news (resuming, complete);
-    ``streams`` replace (stdin, stdout). A progress bar shows when stderr is a terminal.
+    An output file is written in place and resumed when the same job runs again
+    (`goemo.predict.progress`); another job's output, or a file goemo did not write, is refused
+    unless ``options.overwrite``. From stdin (nothing to resume by) it is written atomically.
+    ``notify`` gets one-line news (resuming, complete); ``streams`` replace (stdin, stdout).
 
         predict_file(clf, "comments.csv", "labels.jsonl", options=BulkOptions(columns=("body", "id"))).records
         # -> 10000
@@ -206,14 +198,17 @@ def predict_file(
     return BulkResult(out, labelled, done, count)
 
 
-@contextlib.contextmanager
-def _bar(show: bool, total: Callable[[], int | None], initial: int) -> Iterator[Any]:
-    """A tqdm bar on stderr when ``show`` (a terminal), else none; ``total`` is counted only then."""
-    if not show:
-        yield None
-        return
-    with tqdm(total=total(), initial=initial, unit="texts", desc="predict", file=sys.stderr, dynamic_ncols=True) as bar:
-        yield bar
+def _bar(show: bool, total: Callable[[], int | None], initial: int) -> tqdm:
+    """A tqdm bar on stderr when ``show`` (a terminal), else a silent one; ``total`` is counted only then."""
+    return tqdm(
+        total=total() if show else None,
+        initial=initial,
+        unit="texts",
+        desc="predict",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not show,
+    )
 
 
 def write_predictions(
@@ -227,9 +222,8 @@ def write_predictions(
 ) -> int:
     """Label records with no input file to resume by (texts as arguments, stdin) into a file, atomically.
 
-    The file appears whole or not at all. An existing non-empty file is replaced only with
-    ``overwrite``; a progress file beside it (of a file job) is removed, since the output is
-    no longer that job's.
+    An existing non-empty file is replaced only with ``overwrite``; a file job's progress file
+    beside it is removed, since the output is no longer that job's.
     """
     out = Path(output_path)
     fmt = output_format(out)

@@ -1,8 +1,4 @@
-"""The ONNX Runtime backend: logits of a ``model.onnx`` written by ``goemo export``.
-
-Needs onnxruntime and numpy only, so an exported model predicts and serves where torch is
-not installed.
-"""
+"""The ONNX Runtime backend: logits of a ``model.onnx`` written by ``goemo export``, without torch."""
 
 from __future__ import annotations
 
@@ -25,11 +21,8 @@ except ImportError:  # the `onnx` extra; reported when an ONNX folder is opened
 
 
 def physical_cores() -> int:
-    """CPU cores this process may run on, counting hyper-threads of one core once.
-
-    ONNX Runtime's own default for its intra-op threads; set explicitly, so that `OnnxBackend.num_threads`
-    (shown by ``/health`` and the first log line) is the number the session really uses.
-    """
+    """CPU cores this process may run on, hyper-threads of one core counted once: ONNX Runtime's own
+    default, set explicitly so that `OnnxBackend.num_threads` (``/health``) is what the session uses."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     cores = set()
     for cpu in cpus:
@@ -96,12 +89,10 @@ class OnnxBackend:
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Logits of a batch. An int8 graph runs each text alone, on its own tokens.
 
-        Dynamic int8 quantisation takes each activation's scale from the whole input tensor, so
-        in a batch a text's scores would move with its neighbours and its padding (up to 0.125
-        on the `make run` model, flipping 22 of 8,400 decisions): in a server, one request would
-        change another's answer. Alone, a text gets one answer in every batch; the texts of a
-        batch run side by side, one core each (docs/benchmarks.md). fp32 graphs run the batch as
-        it is.
+        Dynamic int8 quantisation takes each activation's scale from the whole input tensor, so in
+        a batch a text's scores would move with its neighbours and padding (up to 0.125 on the `make
+        run` model): one request would change another's answer. Alone, a text gets one answer in
+        every batch; a batch's texts run side by side, one core each (docs/benchmarks.md).
         """
         if not self._per_text:
             return self._run(input_ids, attention_mask)

@@ -1,26 +1,13 @@
 """Export a model folder to ONNX (optionally int8-quantised) for fast CPU serving without PyTorch.
 
-The core of ``goemo export`` (`goemo.export` is its app-layer face) and of the CPU export the
-predictor makes by itself (`goemo.predict.fastest`): it lives in the predict layer because
-`EmotionClassifier.load(..., backend="fastest")` calls it, and the predictor cannot import
-an app module.
-
-The graph is written by torch's own exporter (``torch.onnx.export(..., dynamo=True)``, which
-needs ``onnxscript``) with dynamic batch and sequence axes: inputs ``input_ids`` and
-``attention_mask`` (int64, ``(batch, sequence)``), output ``logits`` (float32,
-``(batch, labels)``). Both heads export: the architecture's own ``*ForSequenceClassification``
-and goemo's mean-pooling head.
-
-``quantize="int8"`` applies ONNX Runtime's dynamic quantisation (weights of MatMul/Gemm
-stored as int8, activations quantised on the fly), which needs no calibration data and
-roughly halves CPU latency for BERT-sized encoders (figures in docs/benchmarks.md).
-
-The exported folder is a complete model folder for `goemo.predict.classifier.EmotionClassifier`:
-``model.onnx``, tokenizer files, ``config.json`` (labels and the decision thresholds, for
-clients without goemo), ``goemo.json`` (labels, thresholds, max length, plus an ``onnx`` entry:
-opset, quantisation, and the measured largest probability difference from the PyTorch model on
-a few probe texts) and ``README.md``, a model card saying it is an ONNX export (int8 or fp32),
-with an ONNX Runtime snippet (`goemo.models.card`).
+The core of ``goemo export`` and of the CPU export the predictor makes itself
+(`goemo.predict.fastest`), hence in the predict layer. The graph comes from torch's own exporter
+(``dynamo=True``, needs ``onnxscript``) with dynamic batch and sequence axes: inputs
+``input_ids`` and ``attention_mask`` (int64), output ``logits`` (float32). ``quantize="int8"``
+is ONNX Runtime's dynamic quantisation: no calibration data, and roughly half the CPU latency
+(docs/benchmarks.md). The exported folder is a complete model folder: ``model.onnx``, tokenizer,
+``config.json``, ``goemo.json`` (with an ``onnx`` entry: opset, quantisation, and the largest
+probability difference from PyTorch on probe texts) and a model card.
 
     result = export_onnx("runs/goemo/best", quantize="int8")
     result.path
@@ -30,6 +17,7 @@ with an ONNX Runtime snippet (`goemo.models.card`).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import shutil
 import tempfile
@@ -55,7 +43,7 @@ from goemo.predict.torch_backend import TorchBackend
 log = logging.getLogger(__name__)
 
 QUANTIZE_CHOICES = ("int8",)
-ONNX_TOOLS = ("onnx", "onnxruntime", "onnxscript")
+ONNX_TOOLS = ("onnx", "onnxruntime", "onnxscript")  # as `goemo.predict.fastest`, which imports this module
 # Varied lengths and content: the parity check must cover padding inside a batch.
 PROBE_TEXTS = (
     "I love this so much, thank you!",
@@ -102,27 +90,9 @@ class LogitsOnly(torch.nn.Module):
         return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def missing_onnx_tools() -> list[str]:
-    """The ONNX packages an export needs that are not importable (empty when all are)."""
-    missing = []
-    for module in ONNX_TOOLS:
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    return missing
-
-
-def _import_onnx_tools() -> None:
-    missing = missing_onnx_tools()
-    if missing:
-        raise ModelError(f"ONNX export needs {', '.join(missing)}: pip install 'goemo[onnx]'")
-
-
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The exporter logs optional-operator notes (e.g. 'torchvision is not installed') and
-    deprecation warnings that say nothing about this export; keep them out of the user's way."""
+    """Silence the exporter's notes and deprecation warnings, which say nothing about this export."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir", "torch._dynamo")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -165,13 +135,9 @@ def _export_graph(model: Any, tokenizer: Any, path: Path, opset: int | None) -> 
 def _quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 quantisation with one scale per output channel, after ONNX Runtime's pre-processing.
 
-    Per-channel scales halve the probability error of per-tensor ones on MiniLM (mean
-    |Δp| 0.012 vs 0.025 against fp32 on 400 dev texts) at no measurable speed cost; with
-    per-tensor scales macro-F1 moved by up to 0.018, with per-channel by under 0.006.
-
-    Symbolic shape inference cannot follow the exporter's ``Min(512, sequence)`` position
-    slicing, so it is skipped; the remaining pre-processing (graph optimisation, ONNX shape
-    inference) still runs, and quantisation falls back to the raw graph if it fails.
+    Per-channel scales halve per-tensor ones' probability error on MiniLM (mean |Δp| 0.012 vs
+    0.025; macro-F1 moved under 0.006 vs up to 0.018) at no measured speed cost. Symbolic shape
+    inference cannot follow the exporter's ``Min(512, sequence)`` slicing, so it is skipped.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415  (optional extra: onnx)
     from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415  (optional extra: onnx)
@@ -227,12 +193,9 @@ def load_source(model_dir: Path) -> tuple[Any, Any]:
 def build_graphs(
     model: Any, tokenizer: Any, work: Path, *, opset: int | None, max_fp32_diff: float, int8: bool, target: Path
 ) -> Graphs:
-    """Write the fp32 graph (and with ``int8``, its quantised copy) into the scratch folder ``work``.
-
-    A fp32 graph whose probabilities differ from PyTorch's by more than ``max_fp32_diff`` on the
-    probe texts is refused: that would be an exporter bug, and serving it would silently
-    change predictions.
-    """
+    """Write the fp32 graph (and with ``int8``, its quantised copy) into the scratch folder ``work``,
+    refusing one more than ``max_fp32_diff`` from PyTorch on the probe texts: an exporter bug that
+    would silently change predictions."""
     fp32 = work / ONNX_FILE
     _export_graph(model, tokenizer, fp32, opset)
     diff32 = _max_prob_diff(model, tokenizer, fp32)
@@ -260,13 +223,9 @@ def write_export_folder(
     model_ref: str,
     extra: dict[str, Any] | None = None,
 ) -> float:
-    """Fill the (temporary) export folder ``tmp``: ``graph`` moved in as model.onnx, config,
-    tokenizer, goemo.json (with ``extra`` entries) and model card. Returns the graph's probe difference
-    from PyTorch (``diff`` when already measured).
-
-    Nine parameters: the two export paths (`export_onnx`, `goemo.predict.fastest`) each hold
-    these in different shapes, and this is the one place they become a folder.
-    """
+    """Fill the (temporary) export folder ``tmp`` around ``graph``: the one place both export paths
+    (`export_onnx`, `goemo.predict.fastest`) become a folder. Returns the graph's probe difference
+    from PyTorch (``diff`` when already measured)."""
     shutil.move(str(graph), tmp / ONNX_FILE)
     if diff is None:
         diff = _max_prob_diff(model, tokenizer, tmp / ONNX_FILE)
@@ -278,14 +237,8 @@ def write_export_folder(
     tokenizer.save_pretrained(tmp)
     import onnx  # noqa: PLC0415  (optional extra: onnx)
 
-    opset_used = next(
-        (
-            o.version
-            for o in onnx.load(str(tmp / ONNX_FILE), load_external_data=False).opset_import
-            if o.domain in ("", "ai.onnx")
-        ),
-        None,
-    )
+    graph_opsets = onnx.load(str(tmp / ONNX_FILE), load_external_data=False).opset_import
+    opset_used = next((o.version for o in graph_opsets if o.domain in ("", "ai.onnx")), None)
     meta["onnx"] = {
         "source": str(source),
         "opset": opset_used,
@@ -313,18 +266,22 @@ def export_onnx(
     overwrite: bool = False,
     max_fp32_diff: float = 1e-4,
 ) -> ExportResult:
-    """Write an ONNX model folder next to (or at ``out_dir``) a goemo model folder.
-
-    A fp32 export whose probabilities differ from PyTorch's by more than ``max_fp32_diff``
-    on the probe texts is refused (nothing is written): that would be an exporter bug, and
-    serving it would silently change predictions.
+    """Write an ONNX model folder next to (or at ``out_dir``) a goemo model folder; refused as
+    `build_graphs` says (nothing is written).
 
         export_onnx("runs/goemo/best", "models/goemo-onnx")
         # -> ExportResult(path=PosixPath('models/goemo-onnx'), ..., max_abs_prob_diff=3.1e-07, ...)
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ConfigError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZE_CHOICES)} or none")
-    _import_onnx_tools()
+    missing = []
+    for module in ONNX_TOOLS:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ModelError(f"ONNX export needs {', '.join(missing)}: pip install 'goemo[onnx]'")
     model_dir = Path(model_dir)
     check_exportable(model_dir)
     out = Path(out_dir) if out_dir is not None else default_output(model_dir, quantize)

@@ -1,27 +1,16 @@
 """Long texts scored piece by piece: sentences, else overlapping token windows, from one tokenisation.
 
-A model reads at most ``max_length`` tokens (special tokens included); GoEmotions comments fit,
-but a review, an e-mail or a transcript does not, and truncation silently drops the rest. So a
-text longer than that is cut into pieces, each piece is scored like a short text (in the same
-length-sorted batches), and a label's score for the text is the highest of its pieces' (the max
-of the logits: an emotion said once is said, however long the text around it).
+Truncation silently drops the end of a review, an e-mail or a transcript. So a text longer than
+``max_length`` tokens is cut into pieces, each scored like a short text (in the same
+length-sorted batches), and a label's score is the highest of its pieces' (an emotion said once
+is said, however long the text around it). A long text is cut at sentence ends (`sentence_starts`),
+and a sentence too long for the model, or a text with none, into 32-token windows overlapping by
+half, cut only between words (sizes measured best in docs/benchmarks.md, "Long texts").
 
-How a long text is cut (`PieceRule`):
-
-- at sentence ends: ``. ! ? …`` (repeated, then closing quotes or brackets) followed by a space,
-  and line breaks (`sentence_starts`). Each sentence is one piece, scored alone;
-- a sentence longer than the model takes, and a text with no sentence end at all (transcripts,
-  chat logs, lower-cased text without punctuation), is read in windows of 32 tokens, each
-  overlapping the next by half, cut only between words. The sizes are the ones measured best in
-  docs/benchmarks.md, "Long texts".
-
-Texts are tokenised once, truncated, as every text is (`goemo.data.batching.tokenize_texts`); only
-those that fill ``max_length`` are tokenised again, whole, with the tokenizer's offset mapping,
-which gives each token's characters: that one tokenisation gives the token counts, the sentence a
-token falls in, and each piece's character span ``[start, end)``. A piece's token ids are a slice
-of the text's, between the text's own special tokens, so nothing is tokenised per sentence. A text
-that fits is left exactly as it is: its token ids, its batch and its scores are those of
-truncation (tested).
+Texts are tokenised once, truncated; only those that fill ``max_length`` are tokenised again,
+whole, with offsets, which give the sentence of each token and each piece's characters. A
+piece's ids are a slice of its text's, between the text's special tokens. A text that fits is
+left exactly as truncation gives it (tested).
 
 >>> rule = PieceRule()
 >>> rule.window, rule.overlap, rule.sentences
@@ -40,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from goemo.data.batching import EncodedSplit, tokenize_texts
+from goemo.data.batching import EncodedSplit
+from goemo.predict.runner import encode_texts
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +47,9 @@ _SENTENCE_END = re.compile(r"""[.!?…]+["'”’»)\]]*\s+|\n\s*""")
 
 @dataclass(frozen=True)
 class PieceRule:
-    """How a long text is cut: at sentence ends (``sentences``), then windows of ``window`` tokens
-    (not counting special tokens; at most what ``max_length`` leaves) overlapping by ``overlap``.
-
-    ``PieceRule(sentences=False)`` cuts every long text into windows alone;
-    ``PieceRule(sentences=False, window=10**9, overlap=0)`` into back-to-back windows as long as
-    the model takes (the benchmark's "64-token windows").
+    """How a long text is cut: at sentence ends (``sentences``), then windows of ``window`` content
+    tokens (at most what ``max_length`` leaves) overlapping by ``overlap``; the benchmark's
+    back-to-back windows are ``PieceRule(sentences=False, window=10**9, overlap=0)``.
     """
 
     sentences: bool = True
@@ -135,10 +122,8 @@ def windows(begin: int, end: int, size: int, step: int, word_start: np.ndarray) 
 def piece_ranges(
     text: str, starts: np.ndarray, word_start: np.ndarray, capacity: int, rule: PieceRule = DEFAULT_RULE
 ) -> list[tuple[int, int]]:
-    """Ranges of content tokens (special tokens left out) that are the pieces of ``text``.
-
-    ``starts``: each token's first character (the offset mapping); ``word_start``: whether a
-    token begins a word; ``capacity``: the most tokens a piece may hold.
+    """Ranges of content tokens that are the pieces of ``text``, from each token's first character
+    (``starts``), whether it begins a word, and the most tokens a piece holds (``capacity``).
 
     >>> piece_ranges("Ab. Cd", np.array([0, 1, 4]), np.ones(3, bool), capacity=8)
     [(0, 2), (2, 3)]
@@ -163,13 +148,10 @@ def piece_ranges(
 
 @dataclass
 class Pieces:
-    """The pieces of a list of texts, ready for the model: token ids, owner text, character spans.
-
-    ``encoded`` holds one row of token ids per piece, the pieces of one text next to each other
-    and in text order; ``first[i]:first[i + 1]`` are text ``i``'s pieces; ``spans`` each
-    piece's characters ``[start, end)`` in its text. A text that fits is one piece, its whole
-    text. ``long`` counts the texts longer than ``max_length`` tokens; in ``truncate`` mode
-    those were truncated, and their one span ends where the model stopped reading.
+    """The pieces of a list of texts, ready for the model: ``encoded`` one row of token ids per piece,
+    in text order; ``first[i]:first[i + 1]`` text ``i``'s pieces; ``spans`` their characters
+    ``[start, end)``. ``long`` counts the texts over ``max_length`` tokens (in ``truncate`` mode:
+    truncated, their one span ending where the model stopped reading).
     """
 
     encoded: EncodedSplit
@@ -184,11 +166,6 @@ class Pieces:
     @property
     def num_pieces(self) -> int:
         return len(self.encoded)
-
-    @property
-    def owner(self) -> np.ndarray:
-        """The text each piece belongs to."""
-        return np.repeat(np.arange(len(self)), np.diff(self.first))
 
     @property
     def truncated(self) -> int:
@@ -213,12 +190,8 @@ def encode_pieces(
     rule: PieceRule = DEFAULT_RULE,
     encoded: EncodedSplit | None = None,
 ) -> Pieces:
-    """The `Pieces` of ``texts`` for a model that reads ``max_length`` tokens.
-
-    ``encoded``: the texts' token ids truncated to ``max_length`` when already at hand (the
-    token cache of a split); else they are tokenised here. Texts that fill ``max_length`` are
-    tokenised again, whole, with offsets (texts of very many characters only that once): those
-    longer are cut (``mode="pieces"``) or counted and left truncated (``"truncate"``).
+    """The `Pieces` of ``texts`` for a model that reads ``max_length`` tokens; ``encoded``: their
+    truncated token ids when at hand (a split's token cache).
 
         pieces = encode_pieces(["short", "long " * 300], tokenizer, 64)
         len(pieces), pieces.num_pieces, pieces.long
@@ -236,8 +209,7 @@ def encode_pieces(
         if fast and mode == "pieces":
             skipped = np.fromiter((len(t) > LIKELY_LONG * max_length for t in texts), dtype=bool, count=n)
         first = [("" if skip else t) for t, skip in zip(texts, skipped)] if skipped.any() else texts
-        flat, offsets = tokenize_texts(first, tokenizer, max_length)
-        encoded = EncodedSplit(flat, offsets, np.zeros((len(offsets) - 1, 0), np.float32))
+        encoded = encode_texts(first, tokenizer, max_length)
     whole = np.array([[0, len(t)] for t in texts], dtype=np.int64).reshape(n, 2)
     again = np.flatnonzero((encoded.lengths >= max_length) | skipped)
     if not len(again) or not fast:
@@ -286,26 +258,20 @@ def encode_pieces(
     spans_out: list[np.ndarray] = []
     lengths_out: list[np.ndarray] = []
     counts = np.ones(n, dtype=np.int64)
-    text_lengths = encoded.lengths
-    start = 0
-    for i in sorted(replace):  # the texts between two replaced ones go over as one block of rows
+    text_lengths, start = encoded.lengths, 0
+    for i in [*sorted(replace), n]:  # the texts between two replaced ones go over as one block of rows
         rows_out.append(encoded.flat_ids[encoded.offsets[start] : encoded.offsets[i]])
         spans_out.append(whole[start:i])
         lengths_out.append(text_lengths[start:i])
-        rows, piece_spans = replace[i]
-        rows_out.extend(rows)
-        spans_out.append(np.asarray(piece_spans, dtype=np.int64).reshape(-1, 2))
-        lengths_out.append(np.array([len(r) for r in rows], dtype=np.int64))
-        counts[i] = len(rows)
-        start = i + 1
-    rows_out.append(encoded.flat_ids[encoded.offsets[start] :])
-    spans_out.append(whole[start:])
-    lengths_out.append(text_lengths[start:])
-    piece_lengths = np.concatenate(lengths_out)
-    offsets = np.zeros(len(piece_lengths) + 1, dtype=np.int64)
-    np.cumsum(piece_lengths, out=offsets[1:])
-    first_piece = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=first_piece[1:])
+        if i < n:
+            rows, piece_spans = replace[i]
+            rows_out.extend(rows)
+            spans_out.append(np.asarray(piece_spans, dtype=np.int64).reshape(-1, 2))
+            lengths_out.append(np.array([len(r) for r in rows], dtype=np.int64))
+            counts[i] = len(rows)
+            start = i + 1
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths_out))]).astype(np.int64)
+    first_piece = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     flat = np.concatenate(rows_out).astype(np.int32, copy=False)
-    ids_of_pieces = EncodedSplit(flat, offsets, np.zeros((len(piece_lengths), 0), np.float32))
+    ids_of_pieces = EncodedSplit(flat, offsets, np.zeros((len(offsets) - 1, 0), np.float32))
     return Pieces(ids_of_pieces, first_piece, np.concatenate(spans_out), mode, long)

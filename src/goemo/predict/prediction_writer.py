@@ -19,19 +19,16 @@ import numpy as np
 
 from goemo.core.errors import ConfigError
 from goemo.data.records import Record
-from goemo.predict.classifier import EmotionClassifier
+from goemo.predict.classifier import EmotionClassifier, ranked_choices
 
 Format = Literal["jsonl", "csv"]
 
 
 @dataclass(frozen=True)
 class Labelling:
-    """What a labelling job decides and writes per text, passed whole from the CLI to the writer.
-
-    ``top_k``, ``threshold`` and ``taxonomy`` decide the labels as `EmotionClassifier.predict`
-    does; ``all_scores`` adds every label's probability and ``with_text`` the text itself;
-    ``spans`` (JSON Lines only) the pieces the model read, each with its characters
-    ``[start, end)`` and its own labels, decided the same way (`EmotionClassifier.predict_spans`).
+    """What a labelling job decides and writes per text: ``top_k``, ``threshold`` and ``taxonomy`` as
+    for `EmotionClassifier.predict`; ``all_scores`` every label's probability; ``with_text`` the
+    text; ``spans`` (JSON Lines) its pieces and their labels (`EmotionClassifier.predict_spans`).
 
     >>> Labelling(top_k=3).decisions
     {'top_k': 3, 'threshold': None, 'taxonomy': None}
@@ -89,30 +86,15 @@ def decide_chunk(
     threshold: float | None = None,
     taxonomy: str | None = None,
 ) -> tuple[np.ndarray, list[list[int]]]:
-    """(scores, chosen label indices per text, highest score first): `EmotionClassifier.predict_from_proba`, vectorised.
-
-    The same decisions and the same order (ties: lower index first); sorting the whole chunk
-    at once keeps the per-text Python work to slicing a list.
-    """
+    """(scores, chosen label indices per text, highest score first): `EmotionClassifier.predict_from_proba`'s
+    decisions (`ranked_choices`), unchecked."""
     _, scores, on = clf.decide(probs, threshold=threshold, taxonomy=taxonomy)
-    chosen = on.astype(bool)
-    if top_k is not None and threshold is None:
-        chosen[:] = True
-    # Chosen labels sort first (-score <= 0 < 1), by score, highest first; stable: ties by index.
-    order = np.argsort(np.where(chosen, -scores, np.float32(1.0)), axis=1, kind="stable")
-    counts = chosen.sum(axis=1)
-    if top_k is not None:
-        counts = np.minimum(counts, int(top_k))
-    width = int(counts.max()) if len(counts) else 0  # most texts carry one or two labels: convert only those
-    return scores, [row[:c] for row, c in zip(order[:, :width].tolist(), counts.tolist())]
+    return scores, ranked_choices(scores, on, top_k=top_k, threshold=threshold)
 
 
 def _csv_lines(rows: Sequence[Sequence[str]]) -> str:
-    r"""CSV rows, each ending in ``\n``, that every CSV reader splits as they were written.
-
-    The ``csv`` module quotes a field holding the line terminator (``\n``) but not a bare
-    ``\r``, which readers (the ``csv`` module's own included) take for the end of a line; a
-    row holding one is quoted whole. Rare, so looked for once in the chunk's text.
+    r"""CSV rows, each ending in ``\n``, that every CSV reader splits as they were written: the ``csv``
+    module leaves a bare ``\r`` unquoted, which readers take for a line end, so such a (rare) row is quoted whole.
 
     >>> _csv_lines([["1", "a\rb"], ["2", "c"]])
     '"1","a\rb"\n2,c\n'
@@ -130,22 +112,10 @@ def _csv_lines(rows: Sequence[Sequence[str]]) -> str:
     return buf.getvalue()
 
 
-def _lines(lines: list[str]) -> str:
-    """One record a line, each ending in a newline, the last included.
-
-    A chunk whose last line lacked its newline would join the next chunk's first record
-    onto it: two records on one line, and a resume that counts lines would count one.
-    """
-    return "\n".join(lines) + "\n" if lines else ""
-
-
 class PredictionWriter:
-    """Writes predictions as JSON Lines or CSV, one record per text, one ``write`` per chunk.
-
-    A chunk is formatted into one string and written with one ``write`` call, so a file
-    sink never holds part of a chunk's records unless the process died inside that call.
-    The CSV header goes out with the first chunk (``header=False``: a resumed file has it).
-    """
+    """Writes predictions as JSON Lines or CSV, one record per text, one ``write`` per chunk (so a
+    file holds part of a chunk only if the process died inside that call); the CSV header goes out
+    with the first chunk (``header=False``: a resumed file has it)."""
 
     def __init__(
         self,
@@ -167,8 +137,7 @@ class PredictionWriter:
         self.with_text = with_text
         self.spans = spans
         self._header_pending = fmt == "csv" and header
-        # JSON Lines are built from pieces encoded once: the label names never change, and the
-        # encoder's ``encode`` of one string is a single C call. The bytes are exactly those of
+        # JSON Lines are built from label names encoded once; the bytes are exactly those of
         # ``json.dumps(record, ensure_ascii=False)`` (tested), at a fraction of its per-record cost.
         self._string = json.JSONEncoder(ensure_ascii=False).encode
         self._label_heads = [f'{{"label": {self._string(n)}, "score": ' for n in self.label_names]
@@ -208,57 +177,29 @@ class PredictionWriter:
         piece_rows = None
         if self.spans and pieces is not None:
             piece_rows = np.round(pieces.scores.astype(np.float64), 6).tolist()
-        finite = np.isfinite(scores).all() and (pieces is None or np.isfinite(pieces.scores).all())
-        if not finite:  # NaN/inf from a broken model: the encoder's own spelling
-            return self._format_slowly(records, rounded, chosen, pieces, piece_rows)
+        if not (np.isfinite(scores).all() and (pieces is None or np.isfinite(pieces.scores).all())):
+            # NaN/inf from a broken model: the encoder's own spelling (a finite float's str is its repr)
+            rounded = [[self._string(p) for p in row] for row in rounded]
+            piece_rows = [[self._string(p) for p in row] for row in piece_rows] if piece_rows is not None else None
         string, heads, keys = self._string, self._label_heads, self._score_keys
         lines = []
         for i, (record, row, idx) in enumerate(zip(records, rounded, chosen)):
             line = '{"id": ' + string(record.id)
             if self.with_text:
                 line += ', "text": ' + string(record.text)
-            line += ', "labels": [' + ", ".join([f"{heads[j]}{row[j]!r}}}" for j in idx]) + "]"
+            line += ', "labels": [' + ", ".join([f"{heads[j]}{row[j]}}}" for j in idx]) + "]"
             if self.all_scores:
-                line += ', "scores": {' + ", ".join([f"{k}{p!r}" for k, p in zip(keys, row)]) + "}"
+                line += ', "scores": {' + ", ".join([f"{k}{p}" for k, p in zip(keys, row)]) + "}"
             if pieces is not None and piece_rows is not None:
                 parts = []
                 for j in range(int(pieces.first[i]), int(pieces.first[i + 1])):
-                    labels = ", ".join([f"{heads[k]}{piece_rows[j][k]!r}}}" for k in pieces.chosen[j]])
+                    labels = ", ".join([f"{heads[k]}{piece_rows[j][k]}}}" for k in pieces.chosen[j]])
                     start, end = pieces.spans[j]
                     parts.append(f'{{"start": {int(start)}, "end": {int(end)}, "labels": [{labels}]}}')
                 line += ', "pieces": [' + ", ".join(parts) + "]"
             lines.append(line + "}")
-        return _lines(lines)
-
-    def _format_slowly(
-        self,
-        records: Sequence[Record],
-        rounded: list[list[float]],
-        chosen: Sequence[Sequence[int]],
-        pieces: PieceLabels | None = None,
-        piece_rows: list[list[float]] | None = None,
-    ) -> str:
-        """JSON Lines through the encoder, object by object: the reference `format_chunk` equals."""
-        names, dumps = self.label_names, json.JSONEncoder(ensure_ascii=False).encode
-        lines = []
-        for i, (record, row, idx) in enumerate(zip(records, rounded, chosen)):
-            obj: dict[str, Any] = {"id": record.id}
-            if self.with_text:
-                obj["text"] = record.text
-            obj["labels"] = [{"label": names[j], "score": row[j]} for j in idx]
-            if self.all_scores:
-                obj["scores"] = dict(zip(names, row))
-            if pieces is not None and piece_rows is not None:
-                obj["pieces"] = [
-                    {
-                        "start": int(pieces.spans[j][0]),
-                        "end": int(pieces.spans[j][1]),
-                        "labels": [{"label": names[k], "score": piece_rows[j][k]} for k in pieces.chosen[j]],
-                    }
-                    for j in range(int(pieces.first[i]), int(pieces.first[i + 1]))
-                ]
-            lines.append(dumps(obj))
-        return _lines(lines)
+        # every line ends in a newline, the last included: else the next chunk's first record would join it
+        return "\n".join(lines) + "\n" if lines else ""
 
     def write_chunk(
         self,

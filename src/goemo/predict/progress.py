@@ -1,14 +1,11 @@
 """A bulk job's output file: written by whole records, named by its progress file, resumed where it ends.
 
-``--output`` is written in place, one ``write`` of whole records per chunk (CSV: whole rows,
-the header once), so at every moment the file holds only whole records, except possibly a
-torn last one after a hard kill. Beside it, ``OUT.goemo-progress.json`` (written atomically)
-names the job: the input (size, modification time), the model (fingerprint, thresholds), the
-backend settings and the options. A rerun of the same job resumes (`resume_point`): the torn
-tail is cut, the ids of the records already written are checked against the input's, and
-labelling goes on from the last whole chunk, so a resumed output is the byte-for-byte output
-of an uninterrupted run (every chunk is labelled in the same company). When the job ends,
-the progress file says ``complete`` with the output's record count and size.
+``--output`` is written in place, one ``write`` of whole records per chunk, so it holds only
+whole records, except a torn last one after a hard kill. ``OUT.goemo-progress.json`` names the
+job: input (size, modification time), model (fingerprint, thresholds), settings and options. A
+rerun of the same job resumes (`resume_point`): the torn tail is cut, the ids written are checked
+against the input's, and labelling goes on from the last whole chunk, so a resumed output is
+byte for byte an uninterrupted run's (every chunk labelled in the same company).
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from goemo.core.errors import RunFolderError
 from goemo.data.records import Record
@@ -39,11 +36,8 @@ def progress_path(output: str | Path) -> Path:
 
 
 class AppendFile:
-    """A file written by whole chunks: each ``write`` is one ``os.write`` loop of the chunk's bytes.
-
-    Opened on the first write (``start`` runs just before), so a job that fails on its first
-    chunk leaves nothing behind.
-    """
+    """A file written by whole chunks, each one ``os.write`` loop; opened on the first write (``start``
+    runs just before), so a job that fails on its first chunk leaves nothing behind."""
 
     def __init__(self, path: Path, *, truncate: bool, start: Callable[[], None] | None = None) -> None:
         self.path = path
@@ -82,12 +76,8 @@ class AppendFile:
 
 
 def scan_output(path: Path, fmt: Format, header: str) -> Iterator[tuple[int, str]]:
-    """(end offset, id) of each whole record of a goemo predict output, CSV header skipped.
-
-    A record is whole when its line end was written (CSV: a line end outside quotes); the torn
-    rest of a killed write is not yielded. Anything that is not a record goemo predict writes
-    is refused: a file we did not write must never be appended to.
-    """
+    """(end offset, id) of each whole record of a goemo predict output (`whole_records`), CSV header
+    skipped; anything goemo predict does not write is refused: a file we did not write is never appended to."""
     offset = 0
     with open(path, "rb") as f:
         if fmt == "jsonl":
@@ -106,41 +96,40 @@ def scan_output(path: Path, fmt: Format, header: str) -> Iterator[tuple[int, str
                 yield offset, rid
             return
         expected = header.encode("utf-8")
-        record = b""
-        quoted = False
-        number = 0
-        for line in f:
-            record += line
-            quoted ^= line.count(b'"') % 2 == 1
-            if quoted or not line.endswith(b"\n"):
-                continue
+        for number, record in enumerate(whole_records(f)):
             offset += len(record)
-            number += 1
-            if number == 1:
+            if number == 0:
                 if record != expected:
                     raise RunFolderError(
                         f"{path}: its header ({record.decode('utf-8', 'replace').strip()}) is not the one this job "
                         f"writes ({header.strip()}); --overwrite to replace the file"
                     )
-            else:
-                try:
-                    rid = next(csv.reader([record.decode("utf-8")]))[0]
-                except (ValueError, IndexError, csv.Error):
-                    raise RunFolderError(
-                        f"{path}: record {number - 1}: not a record goemo predict writes; --overwrite to replace the file"
-                    ) from None
-                yield offset, rid
+                continue
+            try:
+                rid = next(csv.reader([record.decode("utf-8")]))[0]
+            except (ValueError, IndexError, csv.Error):
+                raise RunFolderError(
+                    f"{path}: record {number}: not a record goemo predict writes; --overwrite to replace the file"
+                ) from None
+            yield offset, rid
+
+
+def whole_records(f: IO[bytes]) -> Iterator[bytes]:
+    """The records of one of our outputs, bytes as written: lines joined while a quote is open (a CSV
+    field holding a line break); a torn last record, its line end never written, is left out."""
+    record, quoted = b"", False
+    for line in f:
+        record += line
+        quoted ^= line.count(b'"') % 2 == 1
+        if not quoted and line.endswith(b"\n"):
+            yield record
             record = b""
 
 
 def count_records(path: Path, fmt: Format) -> int:
     """Whole records of one of our outputs (the CSV header not counted)."""
-    records, quoted = 0, False
     with open(path, "rb") as f:
-        for line in f:
-            quoted ^= line.count(b'"') % 2 == 1
-            records += not quoted and line.endswith(b"\n")
-    return max(records - (fmt == "csv"), 0)
+        return max(sum(1 for _ in whole_records(f)) - (fmt == "csv"), 0)
 
 
 def read_progress(path: Path) -> dict[str, Any] | None:
@@ -202,10 +191,8 @@ def resume_point(
 ) -> tuple[int, int, Iterator[Record], bool]:
     """(records kept, bytes kept, the input records still to label, complete?) for a partial output.
 
-    Walks the output's whole records beside the input's, checking that their ids agree, then
-    keeps what lies before the last whole chunk: the records of a torn chunk are labelled
-    again with their whole chunk, as an uninterrupted run labels them. The records since the
-    last chunk boundary (fewer than a chunk) are held to be labelled again.
+    Walks the output's records beside the input's, checking their ids, and keeps what lies before
+    the last whole chunk: a torn chunk's records are labelled again with their whole chunk.
     """
     head = header.encode("utf-8")
     base = 0

@@ -1,21 +1,17 @@
 """Running a token backend over texts: the max length to truncate to, and length-sorted batches.
 
-`goemo.predict.classifier.EmotionClassifier` runs every model through `logits_in_order`; the
-ONNX export's parity check and the CPU export's dev check (`goemo.predict.onnx_export`,
-`goemo.predict.fastest`) run their graphs through the very same function, so what they
-measure is what ``goemo predict`` and ``goemo serve`` will compute. It lives below the
-classifier because the export code, which the classifier itself calls to make its CPU export,
-cannot import the classifier back.
-
-Speed comes from the shape of the work: texts are tokenised once without padding, sorted by
-length and cut into batches padded only to their own longest text
+The classifier, the ONNX export's parity check and the CPU export's dev check all run their
+graphs through `logits_in_order`, so what the checks measure is what ``goemo predict`` and
+``goemo serve`` compute. It lives below the classifier because the export code, which the
+classifier calls, cannot import the classifier back. Texts are tokenised once without padding,
+sorted by length and cut into batches padded to their own longest text
 (`goemo.data.batching.eval_batches`); outputs are put back in input order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -33,27 +29,10 @@ _UNSET_TOKENIZER_LIMIT = 10**9
 Gather = Callable[[list[Any]], list[Any]]
 
 
-class TokenBackend(Protocol):
-    """Logits ``(b, L)`` float32 for a padded batch of token ids (torch, ONNX)."""
-
-    name: str
-    device: str
-    precision: str
-    takes_tokens: bool
-
-    @property
-    def num_threads(self) -> int: ...
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
-
-
 def check_max_length(folder: ModelFolder, max_length: int | None) -> None:
-    """Refuse a max length the model cannot take, from ``config.json`` alone (before anything loads).
-
-    Asked for (``max_length``): at most the encoder's positions (`ModelFolder.position_limit`,
-    ``max_position_embeddings`` less RoBERTa's offset), else `ConfigError`. Saved in the
-    folder (``goemo.json``): the same limit, else `ModelError` naming the file and field. Either
-    way the first long text can no longer crash a run half-way.
+    """Refuse a max length the model cannot take, from ``config.json`` alone (before anything loads),
+    so that the first long text cannot crash a run half-way: asked for, a `ConfigError`; saved in
+    ``goemo.json``, a `ModelError` naming the file and field (`ModelFolder.max_length`).
 
         check_max_length(ModelFolder.open("runs/x/best"), 1000)
         # -> Traceback (most recent call last):
@@ -80,11 +59,8 @@ def tokenizer_limit(tokenizer: Any, where: str = "tokenizer_config.json") -> int
 
 
 def choose_max_length(folder: ModelFolder, tokenizer: Any, max_length: int | None) -> int:
-    """The max length to truncate to: the one asked for, else the folder's, else the most the model takes.
-
-    Each is checked against the tokenizer's own limit too (`check_max_length` has checked the
-    encoder's positions): asked for, a `ConfigError`; saved in ``goemo.json``, a `ModelError`.
-    """
+    """The max length to truncate to: the one asked for, else the folder's, else the most the model
+    takes; checked against the tokenizer's own limit too, with `check_max_length`'s errors."""
     check_max_length(folder, max_length)
     limit = tokenizer_limit(tokenizer, str(folder.path / "tokenizer_config.json"))
     source = f"{folder.path / 'tokenizer_config.json'} model_max_length"
@@ -121,9 +97,8 @@ def logits_in_order(
 ) -> np.ndarray:
     """Logits ``(n, L)`` float32 of already tokenised texts, in input order.
 
-    With ``world_size > 1`` (training on several processes) each process runs a disjoint
-    share of the length-sorted batches and ``gather`` collects the (index, logits) pairs,
-    which are put back by index, so no example is duplicated or dropped.
+    With ``world_size > 1`` (training on several processes) each process runs its share of the
+    batches and ``gather`` collects the (index, logits) pairs, put back by index: none lost or doubled.
     """
     parts_idx, parts_out = [], []
     for idx in eval_batches(encoded.lengths, batch_size, rank, world_size):

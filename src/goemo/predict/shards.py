@@ -1,9 +1,7 @@
 """Scale-out: one input cut into contiguous shards for an array job, and the shards merged back.
 
-``shard=(k, n)`` labels one contiguous range of the input, cut at chunk boundaries
-(`shard_range`), into `shard_path`; `merge_predictions` joins the n shards in input order.
-Cut at chunk boundaries, the shards' chunks are those of an unsharded run, so the merged
-file equals the unsharded output.
+Shards are cut at chunk boundaries (`shard_range`), so their chunks are those of an unsharded
+run and the merged file (`merge_predictions`) equals the unsharded output.
 """
 
 from __future__ import annotations
@@ -19,17 +17,22 @@ from typing import Any
 from goemo.core.errors import ConfigError, RunFolderError
 from goemo.core.fileio import atomic_open, atomic_write_json
 from goemo.predict.prediction_writer import output_format
-from goemo.predict.progress import count_records, job_difference, progress_doc, progress_path, read_progress
+from goemo.predict.progress import (
+    count_records,
+    job_difference,
+    progress_doc,
+    progress_path,
+    read_progress,
+    whole_records,
+)
 from goemo.predict.stream import DEFAULT_CHUNK
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
 def shard_path(output: Path, k: int, n: int) -> Path:
-    """Where shard ``k`` of ``n`` of ``output`` is written: ``labels.jsonl`` -> ``labels.shard-3-of-8.jsonl``.
-
-    Part of the cluster contract: ``goemo predict --output OUT --shard K/N`` writes here and
-    ``goemo merge-predictions --output OUT --shards N`` reads from here.
+    """Where shard ``k`` of ``n`` of ``output`` is written (``goemo predict --shard K/N``) and read
+    (``goemo merge-predictions --shards N``): part of the cluster contract.
 
     >>> shard_path(Path("out/labels.jsonl"), 3, 8).as_posix()
     'out/labels.shard-3-of-8.jsonl'
@@ -59,10 +62,7 @@ def _check_shard(k: int, n: int) -> None:
 
 
 def shard_range(total: int, k: int, n: int, chunk_size: int = DEFAULT_CHUNK) -> tuple[int, int]:
-    """Records ``[start, end)`` (0-based) of shard ``k`` of ``n`` in an input of ``total`` records.
-
-    Contiguous ranges of whole chunks, as even as chunks allow: every chunk of a shard is a
-    chunk an unsharded run would label, so the merged shards equal the unsharded output.
+    """Records ``[start, end)`` (0-based) of shard ``k`` of ``n``: whole chunks, as even as chunks allow.
 
     >>> [shard_range(10, k, 3, chunk_size=2) for k in (1, 2, 3)]
     [(0, 2), (2, 6), (6, 10)]
@@ -100,12 +100,10 @@ def merge_predictions(
 ) -> MergeResult:
     """Join the ``shards`` shard files of ``output`` (`shard_path`) in input order, atomically.
 
-    Every shard must be complete (its progress file says so, and its size is the one it
-    recorded), of the same job, and the shards' ranges must tile the input, else one line
-    names the first shard that is missing or incomplete. ``output`` appears whole or not at
-    all, with a progress file like an unsharded run's, so ``goemo predict`` on it says it is
-    complete. Shard files are removed only with ``remove_shards``, once the merge is written.
-    Running it again after a merge says so and does nothing (or removes the shards).
+    Every shard must be complete, unchanged since, of the same job, and the ranges must tile
+    the input, else one line names the first shard at fault. ``output`` gets a progress file
+    like an unsharded run's. Shards are removed only with ``remove_shards``, after the merge;
+    a second run after a merge does nothing (or removes the shards).
 
         merge_predictions("labels.jsonl", 8).records
         # -> 1000000
@@ -184,14 +182,8 @@ def merge_predictions(
 
 def _first_record(path: Path) -> bytes:
     """The first CSV record of a file, bytes as written (the header)."""
-    record, quoted = b"", False
     with open(path, "rb") as f:
-        for line in f:
-            record += line
-            quoted ^= line.count(b'"') % 2 == 1
-            if not quoted:
-                break
-    return record
+        return next(whole_records(f), b"")
 
 
 def _remove_shards(parts: Sequence[Path]) -> int:

@@ -1,18 +1,11 @@
-"""Labelling a stream of records chunk by chunk, in input order, with bounded memory.
+"""Labelling a stream of records chunk by chunk, in input order, with memory bounded by the chunk size.
 
-On an accelerator three stages overlap, as a pipeline: a reader thread reads, checks and
-tokenises the next chunks of texts while the calling thread runs the model on the current
-one, and a writer thread decides the labels of the previous one, formats it and appends it;
-the CPU is free while the device computes, so the reading and writing cost (almost) nothing.
-On a CPU the model keeps every core busy and the stages run in turn in one thread: threads
-beside it only contend for the cores and the GIL (docs/benchmarks.md, "Bulk labelling").
-Either way memory is bounded by the chunk size (the queues hold at most ``PREFETCH`` chunks
-each), whatever the size of the input.
-
-A text longer than the model's max length is cut into pieces when its chunk is tokenised
-(`goemo.predict.pieces`); its pieces are scored in the chunk's length-sorted batches with the
-short texts, so a file of mixed lengths keeps the throughput of short texts in tokens per
-second. With ``Labelling(spans=True)`` each record also lists its pieces and their labels.
+On an accelerator three stages overlap: a reader thread reads and tokenises the next chunks, the
+calling thread runs the model, and a writer thread decides, formats and appends the previous
+chunk; the CPU is free while the device computes. On a CPU the model keeps every core busy and
+the stages run in turn in one thread: threads beside it only contend for the cores and the GIL
+(docs/benchmarks.md, "Bulk labelling"). A long text's pieces (`goemo.predict.pieces`) are scored
+in its chunk's length-sorted batches with the short texts.
 """
 
 from __future__ import annotations
@@ -51,11 +44,8 @@ def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
 
 
 def _background(items: Iterator[Any], depth: int, name: str) -> Iterator[Any]:
-    """Iterate ``items`` in a thread, at most ``depth`` items ahead; its exceptions are raised here.
-
-    Closing the returned generator (or an exception in the consumer) stops the thread at the
-    next item and closes ``items`` there, so an open input file is closed too.
-    """
+    """Iterate ``items`` in a thread, at most ``depth`` items ahead, raising its exceptions here; closing
+    the generator stops the thread at the next item and closes ``items`` (and an open input file)."""
     q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -144,6 +134,18 @@ class _BackgroundWriter:
         self._thread.join()
 
 
+class _InlineWriter:
+    """`_BackgroundWriter`'s interface, writing in the calling thread (on a CPU: no threads beside the model)."""
+
+    def __init__(self, write: Callable[[Any], None]) -> None:
+        self.put = write
+
+    def close(self) -> None:
+        pass
+
+    abort = close
+
+
 def _encoded_chunks(
     clf: EmotionClassifier, records: Iterable[Record], size: int
 ) -> Iterator[tuple[list[Record], Pieces | None]]:
@@ -186,15 +188,9 @@ def predict_records(
 ) -> int:
     """Label a stream of records chunk by chunk, writing each chunk in input order; returns the count.
 
-    ``labelling`` decides the labels (its ``top_k``, ``threshold``, ``taxonomy``); the writer
-    already knows what else to write.
-
-    With ``overlap`` (the default when the model runs on an accelerator), reading and
-    tokenising (a thread ahead), the model (this thread) and deciding, formatting and writing
-    (a thread behind) overlap; each queue holds at most ``prefetch`` chunks, so at most
-    ``2 * prefetch + 3`` chunks are in memory at once. On a CPU the model already keeps every
-    core busy, and threads beside it only contend for the cores and the GIL (measured in
-    docs/benchmarks.md, "Bulk labelling"), so the stages run one after another in this thread.
+    ``labelling`` decides the labels; the writer knows what else to write. With ``overlap`` (the
+    default on an accelerator) the three stages run in threads (the module's docstring), each
+    queue holding at most ``prefetch`` chunks: at most ``2 * prefetch + 3`` chunks in memory.
 
         n = predict_records(clf, read_records("in.txt"), PredictionWriter(sys.stdout, "jsonl", clf.label_names))
     """
@@ -216,19 +212,14 @@ def predict_records(
         if progress is not None:
             progress.update(len(chunk))
 
-    count = truncated = 0
     if overlap is None:
         overlap = clf.settings["device"] != "cpu"
-    if not overlap:
-        for chunk, pieces in _encoded_chunks(clf, records, chunk_size):
-            write(_probabilities(clf, chunk, pieces, labelling.spans))
-            count += len(chunk)
-            truncated += pieces.truncated if pieces is not None else 0
-        writer.finish()
-        _report_truncation(clf, truncated, count)
-        return count
-    chunks = _background(_encoded_chunks(clf, records, chunk_size), prefetch, "goemo-predict-read")
-    sink = _BackgroundWriter(write, prefetch)
+    chunks = _encoded_chunks(clf, records, chunk_size)
+    sink: _BackgroundWriter | _InlineWriter = _InlineWriter(write)
+    if overlap:
+        chunks = _background(chunks, prefetch, "goemo-predict-read")
+        sink = _BackgroundWriter(write, prefetch)
+    count = truncated = 0
     try:
         for chunk, pieces in chunks:
             sink.put(_probabilities(clf, chunk, pieces, labelling.spans))
@@ -247,17 +238,5 @@ def predict_records(
     finally:
         chunks.close()  # type: ignore[attr-defined]  # a generator: stops the reader thread
     writer.finish()
-    _report_truncation(clf, truncated, count)
+    clf.report_truncation(truncated, count, "--long-text truncate; pieces")
     return count
-
-
-def _report_truncation(clf: EmotionClassifier, truncated: int, count: int) -> None:
-    """One log line for the whole job: how many texts ``--long-text truncate`` cut short."""
-    if truncated:
-        log.info(
-            "%d of %d texts were longer than %d tokens and truncated (--long-text truncate; "
-            "pieces scores all of each text)",
-            truncated,
-            count,
-            clf.max_length,
-        )

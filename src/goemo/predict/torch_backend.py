@@ -1,8 +1,5 @@
-"""The PyTorch backend: logits of a transformers model for padded token-id batches.
-
-Used by `EmotionClassifier` for a saved model folder and by the training loop for its
-live model, so training's per-epoch scores and ``goemo predict`` run the same code.
-"""
+"""The PyTorch backend: logits of a transformers model for padded token-id batches; training's live
+model runs through it too, so its per-epoch scores and ``goemo predict`` run the same code."""
 
 from __future__ import annotations
 
@@ -20,11 +17,7 @@ from goemo.predict.device import autocast_dtype, resolve_device, resolve_precisi
 
 
 class TorchBackend:
-    """Logits from a PyTorch model under ``torch.inference_mode`` and optional bf16/fp16 autocast.
-
-    The model must be in eval mode (a loaded folder is; the training loop switches its model
-    around each evaluation).
-    """
+    """Logits from a PyTorch model in eval mode under ``torch.inference_mode`` and optional autocast."""
 
     name = "torch"
     takes_tokens = True
@@ -37,7 +30,7 @@ class TorchBackend:
 
     @property
     def num_threads(self) -> int:
-        """torch's intra-op CPU threads now (process-wide: `set_threads` or torch's default)."""
+        """torch's intra-op CPU threads now (process-wide)."""
         return int(torch.get_num_threads())
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -52,16 +45,11 @@ class TorchBackend:
         return logits.float().cpu().numpy()
 
 
-def set_threads(num_threads: int | None) -> None:
-    """CPU threads of torch's kernels (None: leave torch's default, all cores)."""
-    if num_threads:
-        torch.set_num_threads(num_threads)
-
-
 def load_torch_backend(folder: ModelFolder, settings: RunSettings) -> tuple[TorchBackend, Any]:
     """The torch backend and tokenizer of a model folder, on the settings' device in eval mode."""
     dev = resolve_device(settings.device)
-    set_threads(settings.num_threads)
+    if settings.num_threads:  # else torch's default, all cores
+        torch.set_num_threads(settings.num_threads)
     folder.check_weights()  # truncated files, config.json edited against the weights: one clear line
     folder.check_tokenizer()
     try:
