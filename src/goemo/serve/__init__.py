@@ -44,7 +44,7 @@ from goemo.predict.fastest import cuda_available
 from goemo.serve.batcher import BatcherStats, MicroBatcher, QueueFullError
 from goemo.serve.connections import ConnectionGuard, resolve_connections, throttle_uvicorn_warnings
 from goemo.serve.limits import ServeLimits
-from goemo.serve.workers import SPEC_ENV, run_workers
+from goemo.serve.workers import SPEC_ENV, run_workers, signal_handlers
 
 __all__ = [
     "create_app",
@@ -163,7 +163,6 @@ def background_server(
     limits = limits or _limits_of(app)
     config = uvicorn_config(app, limits, log_level="warning", access_log=False)
     sock = bind_socket(host, port, config.backlog)
-    bound_host, bound_port = sock.getsockname()[:2]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="goemo-server", daemon=True)
     thread.start()
@@ -173,7 +172,7 @@ def background_server(
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise GoemoError(f"the server did not start within {timeout:.0f} s")
             time.sleep(0.02)
-        yield f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+        yield _url(sock)
     finally:
         server.should_exit = True
         thread.join(timeout)
@@ -273,8 +272,7 @@ def _served_limits(limits: ServeLimits, host: str) -> ServeLimits:
     """``limits`` with the address bound to among the allowed Host names (a specific non-loopback one)."""
     if _is_loopback_bind(host) or _is_wildcard_bind(host) or host in limits.allowed_hosts:
         return limits
-    shown = f"[{host}]" if ":" in host else host
-    return dataclasses.replace(limits, allowed_hosts=(*limits.allowed_hosts, shown))
+    return dataclasses.replace(limits, allowed_hosts=(*limits.allowed_hosts, _shown(host)))
 
 
 def _warn_if_exposed(host: str) -> None:
@@ -284,27 +282,8 @@ def _warn_if_exposed(host: str) -> None:
             "listening on %s, reachable from other machines: the API has no authentication; "
             "put a reverse proxy with authentication in front of it (requests must name this "
             "server in their Host header: add names with --allowed-host)",
-            f"[{host}]" if ":" in host else host,
+            _shown(host),
         )
-
-
-@contextmanager
-def _sigterm_exits_cleanly() -> Iterator[None]:
-    """SIGTERM ends the server gracefully and the process with 0, as Ctrl-C does.
-
-    Uvicorn shuts down on SIGTERM and then raises the signal again for whatever handler was
-    there before it started; with the default one the process dies with 143 after a clean
-    shutdown. A handler that does nothing in its place lets `run_server` return. Only the
-    main thread can set signal handlers; elsewhere nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_server(
@@ -364,10 +343,14 @@ def run_server(
         sock.close()
 
 
+def _shown(host: str) -> str:
+    """A host as a URL or Host header names it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def _url(sock: socket.socket) -> str:
     bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    return f"http://{shown}:{bound_port}"
+    return f"http://{_shown(bound_host)}:{bound_port}"
 
 
 def serve_on(sock: socket.socket, spec: WorkerSpec) -> None:
@@ -416,5 +399,7 @@ def serve_app(
     from goemo.serve.server import DrainingServer  # noqa: PLC0415  (optional extra: serve, uvicorn)
 
     config = uvicorn_config(app, limits or _limits_of(app), log_level=log_level, access_log=access_log)
-    with _sigterm_exits_cleanly():
+    # Uvicorn shuts down on SIGTERM, then raises it again for the handler there before it started:
+    # with the default one the process would die with 143 after a clean shutdown, so that one does nothing.
+    with signal_handlers(lambda signum, frame: None, signal.SIGTERM):
         DrainingServer(config).run(sockets=[sock])
