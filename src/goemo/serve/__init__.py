@@ -8,15 +8,8 @@ functions do.
     from goemo.serve import run_server
     run_server("runs/x/best", port=8000, limits=ServeLimits(max_texts=16))
 
-Both run uvicorn hardened against slow and abandoned clients (`uvicorn_config`): a cap on
-open connections below the open-file limit, deadlines for request heads and bodies, and a
-bounded keep-alive and listen backlog, all read from `ServeLimits`. SIGTERM or Ctrl-C drains
-first: every request already in is answered before the server stops (`serve_app`).
-
-Shaped for the hardware: the model runs in one thread beside the event loop with its CPU
-threads set so that the loop always has a core (`default_num_threads`), on a CPU in
-length-sorted chunks of `CPU_CHUNK` texts (`load_for_serving`); ``workers=N`` runs N such
-processes on one socket (`goemo.serve.workers`), each with its share of the cores.
+Uvicorn runs hardened against slow and abandoned clients (`uvicorn_config`) and drains on
+SIGTERM (`serve_app`); the model's threads leave the event loop a core (`default_num_threads`).
 """
 
 from __future__ import annotations
@@ -107,12 +100,8 @@ def uvicorn_config(
     """The ``uvicorn.Config`` goemo serves with: ``limits``' connection settings applied.
 
     Uvicorn's own settings give the keep-alive timeout, the listen backlog and
-    ``limit_concurrency``; its HTTP protocol is wrapped in a `ConnectionGuard` for the cap on
-    open connections, the deadline on request heads (the body's deadline is the app's
-    `goemo.serve.guards.BodyReadTimeout`), JSON answers to malformed requests and the drain
-    on shutdown (run by `goemo.serve.server.DrainingServer`). The guard is also put on
-    ``app.state.connections``, so that ``/health`` shows its counters. Uvicorn's warnings
-    that a client can repeat at will are one line per 10 s (`throttle_uvicorn_warnings`).
+    ``limit_concurrency``; the rest is a `ConnectionGuard` around its HTTP protocol, put on
+    ``app.state.connections`` too, so that ``/health`` shows its counters.
 
         config = uvicorn_config(create_app(clf), ServeLimits(max_connections=500))
         DrainingServer(config).run(sockets=[bind_socket("127.0.0.1", 8000, config.backlog)])
@@ -389,10 +378,7 @@ def serve_app(
 
     What each process of `run_server` runs once its model is loaded: uvicorn as
     `uvicorn_config` sets it up (``limits`` default to the app's own, for an app from
-    `create_app`). On SIGTERM or Ctrl-C, every request already in, or on its way in, is
-    answered (with ``Connection: close``) before anything is closed, for at most
-    ``limits.drain_timeout_s``; a connection opened meanwhile gets a JSON 503 with
-    ``Retry-After``; then the app shuts down and this returns (SIGTERM too: exit status 0).
+    `create_app`), stopped by `goemo.serve.server.DrainingServer` (`ConnectionGuard.drain`).
 
         serve_app(create_app(clf), bind_socket("127.0.0.1", 8000))
     """

@@ -302,13 +302,7 @@ class ConnectionGuard:
         return type(f"Guarded{inner.__name__}", (_Guarded,), {"guard": self, "inner_class": inner})
 
     def stats(self) -> dict[str, int | float]:
-        return {
-            "open": self.open,
-            "max_connections": self.max_connections,
-            "refused": self.refused,
-            "head_timeouts": self.head_timeouts,
-            "malformed": self.malformed,
-        }
+        return {k: getattr(self, k) for k in ("open", "max_connections", "refused", "head_timeouts", "malformed")}
 
 
 class _WatchedTransport:
