@@ -272,7 +272,7 @@ class ConnectionGuard:
         deadline = loop.time() + timeout_s
         self.draining = True
         for connection in list(self.live):
-            connection.wind_down_unless_arriving()
+            connection.wind_down()
         waiting = self.in_flight()
         if waiting:
             log.info(
@@ -405,8 +405,8 @@ class _Guarded(asyncio.Protocol):
             self._inner.data_received(data)
         finally:
             self._parsing = False
-        if self.guard.draining and self._state != _HEAD:
-            self._wind_down()  # the head came in while the server drains: answer it, then close
+        if self.guard.draining:
+            self.wind_down()  # the head came in while the server drains: answer it, then close
 
     def eof_received(self) -> bool | None:
         if self._inner is None:
@@ -449,14 +449,12 @@ class _Guarded(asyncio.Protocol):
             self._disarm()
         return data
 
-    def wind_down_unless_arriving(self) -> None:
-        """The server drains: finish the request being handled and close; a head still due is waited for."""
-        if self._state != _HEAD:
-            self._wind_down()
+    def wind_down(self) -> None:
+        """The server drains: close once the answer is out (uvicorn's ``shutdown``: at once when idle).
 
-    def _wind_down(self) -> None:
-        """Ask the inner protocol to close once its answer is out (uvicorn's ``shutdown``: at once when idle)."""
-        if self._wound_down or self._inner is None:
+        A connection whose request head is still due is left to finish it first.
+        """
+        if self._state == _HEAD or self._wound_down or self._inner is None:
             return
         self._wound_down = True
         shutdown = getattr(self._inner, "shutdown", None)  # what uvicorn's own shutdown calls on each connection
