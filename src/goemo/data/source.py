@@ -163,6 +163,22 @@ class DataSource:
         """The source read in ``taxonomy``; a model of labels of its own reads it as recorded."""
         return self if taxonomy == OWN_LABELS else dataclasses.replace(self, taxonomy=taxonomy)
 
+    def model_taxonomy(self, label_names: Sequence[str]) -> str:
+        """What a model trained on this source records: `taxonomy` when its labels are that
+        taxonomy's, else `OWN_LABELS`. A model of one's own labels is not GoEmotions: no paper
+        table is set beside it and nothing projects it onto Ekman or sentiment groups.
+
+        >>> DataSource.folder("no/such/folder").model_taxonomy(["billing", "delivery"])
+        'own'
+        >>> DataSource.folder("no/such/folder", "ekman").model_taxonomy(load_taxonomy("ekman").labels)
+        'ekman'
+        """
+        try:
+            labels = load_taxonomy(self.taxonomy, self.data_dir).labels
+        except ConfigError:  # a grouping file that is gone: the labels say nothing about it
+            return OWN_LABELS
+        return self.taxonomy if tuple(label_names) == labels else OWN_LABELS
+
     def splits(self, names: Sequence[str] | None = None, label_names: Sequence[str] | None = None) -> dict[str, Split]:
         """The splits ``names`` (default: every split the source has), keyed by goemo's names.
 

@@ -95,23 +95,6 @@ def load_taxonomy(name: str | Path = "goemotions", data_dir: str | Path | None =
     return tax
 
 
-def model_taxonomy(name: str, label_names: Sequence[str], data_dir: str | Path | None = None) -> str:
-    """What a model trained with ``taxonomy: name`` records: ``name`` when its labels are that
-    taxonomy's, else `OWN_LABELS`. A model of one's own labels is not GoEmotions: no paper
-    table is set beside it and nothing projects it onto Ekman or sentiment groups.
-
-    >>> model_taxonomy("goemotions", ["billing", "delivery"])
-    'own'
-    >>> model_taxonomy("ekman", load_taxonomy("ekman").labels)
-    'ekman'
-    """
-    try:
-        labels = load_taxonomy(name, data_dir).labels
-    except ConfigError:  # a grouping file that is gone: the labels say nothing about it
-        return OWN_LABELS
-    return str(name) if tuple(label_names) == labels else OWN_LABELS
-
-
 def labels_said(taxonomy: str, code: bool = False) -> str:
     """How cards and reports name a model's label set: its taxonomy, or labels of its own.
 
