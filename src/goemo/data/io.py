@@ -31,7 +31,7 @@ import numpy as np
 
 from goemo.core.errors import ConfigError, DataError, json_problem
 from goemo.data.split import Split
-from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels
+from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_split
 
 logger = logging.getLogger(__name__)
 
@@ -683,10 +683,5 @@ def load_goemotions(
     out: dict[str, Split] = {}
     for split_name in splits:
         split = read_goemotions_tsv(data_dir / f"{split_name}.tsv", names, name=split_name)
-        out[split_name] = _project(split, target) if target.groups is not None else split
+        out[split_name] = project_split(split, target)
     return out
-
-
-def _project(split: Split, target: Taxonomy) -> Split:
-    labels = project_labels(split.labels, split.label_names, target)
-    return Split(split.texts, split.ids, labels, list(target.labels), split.name, split.source)

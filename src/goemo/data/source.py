@@ -36,7 +36,7 @@ from goemo.core.folder import ModelFolder
 from goemo.data.hf_datasets import describe, goemo_split_name, load_hf_dataset
 from goemo.data.io import OFFICIAL_SPLITS, load_goemotions, load_split, read_label_names
 from goemo.data.split import Split
-from goemo.data.taxonomy import OWN_LABELS, load_taxonomy, project_labels
+from goemo.data.taxonomy import OWN_LABELS, load_taxonomy, project_split
 
 DEFAULT_DATA_DIR = "data/goemotions"
 Kind = Literal["folder", "files", "dataset"]
@@ -230,10 +230,9 @@ class DataSource:
         else:
             split = load_split(path, label_names=names, text_column=self.text_column, label_column=self.label_column)
         split = dataclasses.replace(split, name=key)
-        if tax.groups is None or list(split.label_names) == list(tax.labels):  # already in the grouping
+        if list(split.label_names) == list(tax.labels):  # already in the grouping
             return split
-        labels = project_labels(split.labels, split.label_names, tax)
-        return Split(split.texts, split.ids, labels, list(tax.labels), key, split.source)
+        return project_split(split, tax)
 
 
 def model_source(folder: ModelFolder) -> DataSource:

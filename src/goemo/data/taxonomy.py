@@ -7,6 +7,7 @@ so a user-supplied grouping file works exactly like the built-in ones.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from goemo.core.errors import ConfigError, DataError, json_problem
+from goemo.data.split import Split
 
 BUILTIN = ("goemotions", "ekman", "sentiment")
 NEUTRAL = "neutral"
@@ -123,6 +125,14 @@ def project_labels(labels: np.ndarray, source_labels: Sequence[str], target: Tax
     """Map a multi-hot matrix to ``target``: a group is on when any of its members is on."""
     m = target.membership(source_labels)
     return ((labels.astype(np.int32) @ m) > 0).astype(np.uint8)
+
+
+def project_split(split: Split, target: Taxonomy) -> Split:
+    """``split`` with its labels mapped to ``target`` (`project_labels`); a flat ``target`` keeps it as it is."""
+    if target.groups is None:
+        return split
+    labels = project_labels(split.labels, split.label_names, target)
+    return dataclasses.replace(split, labels=labels, label_names=list(target.labels))
 
 
 def project_probs(probs: np.ndarray, source_labels: Sequence[str], target: Taxonomy) -> np.ndarray:
