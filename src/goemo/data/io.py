@@ -393,20 +393,15 @@ def read_csv(
         raise DataError("empty file (expected a header row)", path=path)
     for column in header:
         text.check(column, header_line, "header")
-    _check_header(header, cols, path, header_line)
-    records = _csv_records(rows, header, text)
-    return _build(path, records, cols)
-
-
-def _check_header(header: list[str], cols: _Columns, path: Path, line: int) -> None:
     for column in cols.required():
         if column not in header:
             raise DataError(
                 f"no column {column!r} in the header (columns: {', '.join(header)})",
                 path=path,
-                line=line,
+                line=header_line,
                 field=column,
             )
+    return _build(path, _csv_records(rows, header, text), cols)
 
 
 def _csv_records(

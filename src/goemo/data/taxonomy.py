@@ -57,10 +57,6 @@ class Taxonomy:
         return m
 
 
-def _read_label_names(text: str) -> tuple[str, ...]:
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
-
-
 def load_taxonomy(name: str | Path = "goemotions", data_dir: str | Path | None = None) -> Taxonomy:
     """Load a built-in taxonomy by name, or a grouping JSON file ``{"group": [labels...]}``.
 
@@ -75,7 +71,7 @@ def load_taxonomy(name: str | Path = "goemotions", data_dir: str | Path | None =
             return (base / filename).read_text(encoding="utf-8-sig")
         return resources.files("goemo").joinpath("labels", filename).read_text(encoding="utf-8")
 
-    fine = _read_label_names(read("emotions.txt"))
+    fine = tuple(line.strip() for line in read("emotions.txt").splitlines() if line.strip())
     key = str(name)
     if key == "goemotions":
         return Taxonomy("goemotions", fine)
