@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -120,3 +121,24 @@ def test_training_records_its_source_and_old_folders_fall_back(tiny_model_dir: P
     rebuilt = model_source(ModelFolder.open(old))
     assert rebuilt.kind == "folder" and Path(str(rebuilt.data_dir)).resolve() == Path(record["data_dir"])
     assert len(read_split(ModelFolder.open(old), "dev")) == 5426
+
+
+def test_data_dir_is_a_parameter_of_at_most_five_library_functions() -> None:
+    """Issue 28: a folder of data is named by a `DataSource`, not by a ``data_dir`` threaded through."""
+    src = Path(source_module.__file__).parents[1]
+    hits = [
+        f"{path.relative_to(src)}:{node.name}"
+        for path in src.rglob("*.py")
+        if "cli" not in path.relative_to(src).parts
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and "data_dir" in [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+    ]
+    assert len(hits) <= 5, hits
+
+
+def test_model_taxonomy_reads_the_source_folder_labels(tmp_path: Path) -> None:
+    """A folder's own emotions.txt decides whether a model's labels are the taxonomy's."""
+    (tmp_path / "emotions.txt").write_text("billing\ndelivery\n", encoding="utf-8")
+    assert DataSource.folder(tmp_path).model_taxonomy(["billing", "delivery"]) == "goemotions"
+    assert DataSource.folder("no/such/folder").model_taxonomy(["billing", "delivery"]) == "own"

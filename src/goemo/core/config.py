@@ -394,10 +394,6 @@ class TrainConfig:
         """
         return self.init_from or self.model
 
-    @property
-    def effective_head_lr(self) -> float:
-        return self.head_lr if self.head_lr is not None else self.lr
-
 
 # Presets hold only what differs from the defaults; the paper's values are from
 # Demszky et al. (2020), section 5.1, and the W&B report's from its sweep config.

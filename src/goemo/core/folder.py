@@ -474,9 +474,9 @@ class ModelFolder:
         """
         shapes: dict[str, list[int]] = {}
         for path in sorted(self.path.glob("*.safetensors")):
-            for name, shape in _safetensors_shapes(path).items():
-                shapes[name] = shape
-                self._check_tensor(path, name, shape)
+            for name, info in _safetensors_header(path).items():
+                shapes[name] = list(info["shape"])
+                self._check_tensor(path, name, shapes[name])
         self._check_layers(shapes)
 
     def output_layer(self) -> OutputLayer:
@@ -620,17 +620,8 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _safetensors_header(path: Path) -> dict[str, Any]:
-    """Tensor name -> ``{"dtype", "shape", "data_offsets"}`` of a whole safetensors file (checked as
-    `_safetensors_shapes` checks it), without ``__metadata__``."""
-    _safetensors_shapes(path)
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n).decode("utf-8"))
-    return {k: v for k, v in header.items() if k != "__metadata__"}
-
-
-def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape from a safetensors header, checking that the file holds every byte it promises.
+    """Tensor name -> ``{"dtype", "shape", "data_offsets"}`` from a safetensors header, without
+    ``__metadata__``, checking that the file holds every byte it promises.
 
     The format: 8 bytes little-endian header length N, N bytes of JSON
     (``{name: {"dtype", "shape", "data_offsets": [begin, end]}}``), then the tensor bytes.
@@ -653,11 +644,9 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
         raise ModelError(f"{path}: cannot read: {e.strerror or e}") from None
     if not isinstance(header, dict):
         raise ModelError(f"{path}: damaged: its header is not a JSON object")
-    shapes: dict[str, list[int]] = {}
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
+    for name, info in tensors.items():
         try:
             dtype, shape, (begin, stop) = info["dtype"], list(info["shape"]), info["data_offsets"]
             if not all(isinstance(d, int) and d >= 0 for d in shape) or not 0 <= begin <= stop:
@@ -667,7 +656,6 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
         width = _SAFETENSORS_DTYPE_BYTES.get(dtype)
         if width is not None and stop - begin != math.prod(shape) * width:
             raise ModelError(f"{path}: {name}: {stop - begin:,} bytes for a {dtype} tensor of shape {shape}")
-        shapes[name] = shape
         end = max(end, stop)
     if 8 + n + end != size:
         have = size - 8 - n
@@ -676,7 +664,7 @@ def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
             if have < end
             else f"{path}: damaged: {have - end:,} bytes after the last tensor"
         )
-    return shapes
+    return tensors
 
 
 def _probability(value: Any, where: str) -> float:

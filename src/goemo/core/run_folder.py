@@ -357,7 +357,7 @@ class RunFolder:
             return
         note = f"{self.path}: previous attempt stopped before its first checkpoint; starting again"
         try:
-            changed = self._changed_settings(config)
+            changed = self.changed_settings(config)
         except RunFolderError:  # an unreadable config of an attempt that trained nothing: replaced anyway
             changed = None
         if changed:
@@ -369,7 +369,7 @@ class RunFolder:
         self.metrics_path.unlink(missing_ok=True)
 
     def _check_same_run(self, config: TrainConfig) -> None:
-        details = self._changed_settings(config)
+        details = self.changed_settings(config)
         if details:
             raise RunFolderError(
                 f"cannot resume {self.path}: settings differ from the saved run ({details}); "
@@ -377,14 +377,9 @@ class RunFolder:
             )
 
     def changed_settings(self, config: TrainConfig) -> str:
-        """``"lr: 1e-05 -> 3e-05, ..."``: what ``config`` changes of the saved run's settings, less
-        the resumable ones; empty when nothing (or no run was saved). ``goemo audit`` asks it before
-        reusing a finished fold."""
-        return self._changed_settings(config)
-
-    def _changed_settings(self, config: TrainConfig) -> str:
         """``"lr: 1e-05 -> 3e-05, ..."``: the saved config's settings that ``config`` changes, less the
-        resumable ones; empty when none (or no config was saved). `RunFolderError` when unreadable."""
+        resumable ones; empty when none (or no config was saved). `RunFolderError` when unreadable.
+        ``goemo audit`` asks it before reusing a finished fold."""
         if not self.config_path.is_file():
             return ""
         try:

@@ -33,7 +33,7 @@ import numpy as np
 
 from goemo.core.errors import ConfigError, DataError, json_problem
 from goemo.data.split import Split
-from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels
+from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_split
 
 logger = logging.getLogger(__name__)
 
@@ -104,16 +104,12 @@ def load_hf_dataset(
     target = taxonomy if isinstance(taxonomy, Taxonomy) else load_taxonomy(taxonomy)
     out: dict[str, Split] = {}
     for key, raw in rows.items():
-        labels = columns.matrix(raw, names)
-        split_names = list(names)
-        if target.groups is not None:
-            try:
-                labels = project_labels(labels, names, target)
-            except ConfigError as e:
-                raise ConfigError(f"dataset {where}: --taxonomy {target.name}: {e}") from None
-            split_names = list(target.labels)
-        out[key] = Split(raw.texts, raw.ids, labels, split_names, key, raw.source)
-        logger.debug("read %d rows, %d labels from %s", len(raw.texts), len(split_names), raw.source)
+        split = Split(raw.texts, raw.ids, columns.matrix(raw, names), list(names), key, raw.source)
+        try:
+            out[key] = project_split(split, target)
+        except ConfigError as e:
+            raise ConfigError(f"dataset {where}: --taxonomy {target.name}: {e}") from None
+        logger.debug("read %d rows, %d labels from %s", len(raw.texts), out[key].num_labels, raw.source)
     return out
 
 

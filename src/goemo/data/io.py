@@ -31,7 +31,7 @@ import numpy as np
 
 from goemo.core.errors import ConfigError, DataError, json_problem
 from goemo.data.split import Split
-from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_labels
+from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_split
 
 logger = logging.getLogger(__name__)
 
@@ -393,20 +393,15 @@ def read_csv(
         raise DataError("empty file (expected a header row)", path=path)
     for column in header:
         text.check(column, header_line, "header")
-    _check_header(header, cols, path, header_line)
-    records = _csv_records(rows, header, text)
-    return _build(path, records, cols)
-
-
-def _check_header(header: list[str], cols: _Columns, path: Path, line: int) -> None:
     for column in cols.required():
         if column not in header:
             raise DataError(
                 f"no column {column!r} in the header (columns: {', '.join(header)})",
                 path=path,
-                line=line,
+                line=header_line,
                 field=column,
             )
+    return _build(path, _csv_records(rows, header, text), cols)
 
 
 def _csv_records(
@@ -683,10 +678,5 @@ def load_goemotions(
     out: dict[str, Split] = {}
     for split_name in splits:
         split = read_goemotions_tsv(data_dir / f"{split_name}.tsv", names, name=split_name)
-        out[split_name] = _project(split, target) if target.groups is not None else split
+        out[split_name] = project_split(split, target)
     return out
-
-
-def _project(split: Split, target: Taxonomy) -> Split:
-    labels = project_labels(split.labels, split.label_names, target)
-    return Split(split.texts, split.ids, labels, list(target.labels), split.name, split.source)

@@ -36,7 +36,7 @@ from goemo.core.folder import ModelFolder
 from goemo.data.hf_datasets import describe, goemo_split_name, load_hf_dataset
 from goemo.data.io import OFFICIAL_SPLITS, load_goemotions, load_split, read_label_names
 from goemo.data.split import Split
-from goemo.data.taxonomy import OWN_LABELS, load_taxonomy, project_labels
+from goemo.data.taxonomy import OWN_LABELS, load_taxonomy, project_split
 
 DEFAULT_DATA_DIR = "data/goemotions"
 Kind = Literal["folder", "files", "dataset"]
@@ -163,6 +163,22 @@ class DataSource:
         """The source read in ``taxonomy``; a model of labels of its own reads it as recorded."""
         return self if taxonomy == OWN_LABELS else dataclasses.replace(self, taxonomy=taxonomy)
 
+    def model_taxonomy(self, label_names: Sequence[str]) -> str:
+        """What a model trained on this source records: `taxonomy` when its labels are that
+        taxonomy's, else `OWN_LABELS`. A model of one's own labels is not GoEmotions: no paper
+        table is set beside it and nothing projects it onto Ekman or sentiment groups.
+
+        >>> DataSource.folder("no/such/folder").model_taxonomy(["billing", "delivery"])
+        'own'
+        >>> DataSource.folder("no/such/folder", "ekman").model_taxonomy(load_taxonomy("ekman").labels)
+        'ekman'
+        """
+        try:
+            labels = load_taxonomy(self.taxonomy, self.data_dir).labels
+        except ConfigError:  # a grouping file that is gone: the labels say nothing about it
+            return OWN_LABELS
+        return self.taxonomy if tuple(label_names) == labels else OWN_LABELS
+
     def splits(self, names: Sequence[str] | None = None, label_names: Sequence[str] | None = None) -> dict[str, Split]:
         """The splits ``names`` (default: every split the source has), keyed by goemo's names.
 
@@ -214,10 +230,9 @@ class DataSource:
         else:
             split = load_split(path, label_names=names, text_column=self.text_column, label_column=self.label_column)
         split = dataclasses.replace(split, name=key)
-        if tax.groups is None or list(split.label_names) == list(tax.labels):  # already in the grouping
+        if list(split.label_names) == list(tax.labels):  # already in the grouping
             return split
-        labels = project_labels(split.labels, split.label_names, tax)
-        return Split(split.texts, split.ids, labels, list(tax.labels), key, split.source)
+        return project_split(split, tax)
 
 
 def model_source(folder: ModelFolder) -> DataSource:

@@ -7,6 +7,7 @@ so a user-supplied grouping file works exactly like the built-in ones.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from goemo.core.errors import ConfigError, DataError, json_problem
+from goemo.data.split import Split
 
 BUILTIN = ("goemotions", "ekman", "sentiment")
 NEUTRAL = "neutral"
@@ -55,10 +57,6 @@ class Taxonomy:
         return m
 
 
-def _read_label_names(text: str) -> tuple[str, ...]:
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
-
-
 def load_taxonomy(name: str | Path = "goemotions", data_dir: str | Path | None = None) -> Taxonomy:
     """Load a built-in taxonomy by name, or a grouping JSON file ``{"group": [labels...]}``.
 
@@ -73,7 +71,7 @@ def load_taxonomy(name: str | Path = "goemotions", data_dir: str | Path | None =
             return (base / filename).read_text(encoding="utf-8-sig")
         return resources.files("goemo").joinpath("labels", filename).read_text(encoding="utf-8")
 
-    fine = _read_label_names(read("emotions.txt"))
+    fine = tuple(line.strip() for line in read("emotions.txt").splitlines() if line.strip())
     key = str(name)
     if key == "goemotions":
         return Taxonomy("goemotions", fine)
@@ -93,23 +91,6 @@ def load_taxonomy(name: str | Path = "goemotions", data_dir: str | Path | None =
     tax = Taxonomy(key, tuple(groups), groups)
     tax.membership(fine)  # validate that every member is a known fine label
     return tax
-
-
-def model_taxonomy(name: str, label_names: Sequence[str], data_dir: str | Path | None = None) -> str:
-    """What a model trained with ``taxonomy: name`` records: ``name`` when its labels are that
-    taxonomy's, else `OWN_LABELS`. A model of one's own labels is not GoEmotions: no paper
-    table is set beside it and nothing projects it onto Ekman or sentiment groups.
-
-    >>> model_taxonomy("goemotions", ["billing", "delivery"])
-    'own'
-    >>> model_taxonomy("ekman", load_taxonomy("ekman").labels)
-    'ekman'
-    """
-    try:
-        labels = load_taxonomy(name, data_dir).labels
-    except ConfigError:  # a grouping file that is gone: the labels say nothing about it
-        return OWN_LABELS
-    return str(name) if tuple(label_names) == labels else OWN_LABELS
 
 
 def labels_said(taxonomy: str, code: bool = False) -> str:
@@ -140,6 +121,14 @@ def project_labels(labels: np.ndarray, source_labels: Sequence[str], target: Tax
     """Map a multi-hot matrix to ``target``: a group is on when any of its members is on."""
     m = target.membership(source_labels)
     return ((labels.astype(np.int32) @ m) > 0).astype(np.uint8)
+
+
+def project_split(split: Split, target: Taxonomy) -> Split:
+    """``split`` with its labels mapped to ``target`` (`project_labels`); a flat ``target`` keeps it as it is."""
+    if target.groups is None:
+        return split
+    labels = project_labels(split.labels, split.label_names, target)
+    return dataclasses.replace(split, labels=labels, label_names=list(target.labels))
 
 
 def project_probs(probs: np.ndarray, source_labels: Sequence[str], target: Taxonomy) -> np.ndarray:

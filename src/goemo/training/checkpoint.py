@@ -48,7 +48,6 @@ from goemo.core.run_folder import (
 )
 from goemo.data.source import DataSource
 from goemo.data.split import Split
-from goemo.data.taxonomy import model_taxonomy
 from goemo.evaluation.calibration import write_calibrated_folder
 from goemo.models.card import CardFacts, build_model_card, write_model_card
 from goemo.models.modeling import save_model, write_config_thresholds
@@ -91,7 +90,7 @@ def model_meta(
     return {
         "goemo_version": __version__,
         "label_names": label_names,
-        "taxonomy": model_taxonomy(config.taxonomy, label_names, config.data_dir),
+        "taxonomy": DataSource.from_config(config.to_dict()).model_taxonomy(label_names),
         "max_length": config.max_length,
         "pooling": pooling or config.pooling,
         "thresholds": {

@@ -54,7 +54,6 @@ from goemo.core.run_folder import LOCK_FILE, RunFolder
 from goemo.core.thresholds import sigmoid
 from goemo.data.source import DataSource
 from goemo.data.split import Split
-from goemo.data.taxonomy import model_taxonomy
 from goemo.models.tfidf import KIND, TfidfModel
 from goemo.scoring.metrics import summary as metric_summary
 from goemo.scoring.metrics import tune_thresholds
@@ -264,7 +263,7 @@ def _fit_and_write(
 
     meta = {
         "goemo_version": __import__("goemo").__version__,
-        "taxonomy": model_taxonomy(config.taxonomy, splits["train"].label_names, config.data_dir),
+        "taxonomy": DataSource.folder(config.data_dir, config.taxonomy).model_taxonomy(splits["train"].label_names),
         "pooling": "bag-of-words",
         "thresholds": {
             "global": config.threshold,
