@@ -1,13 +1,7 @@
-"""``goemo export``: an ONNX model folder (optionally int8-quantised) for fast CPU serving without PyTorch.
+"""``goemo export``: an ONNX model folder (optionally int8) for CPU serving without PyTorch.
 
-The export itself lives in `goemo.predict.onnx_export`, below the predictor, because the
-predictor makes a CPU export by itself when `goemo predict` and `goemo serve` pick the fastest
-backend (`goemo.predict.fastest`); this app-layer module is the command's entry point and
-keeps the names it has always offered.
-
-    result = export_onnx("runs/goemo/best", quantize="int8")
-    result.path
-    # -> PosixPath('runs/goemo/best-onnx-int8')
+The export lives in `goemo.predict.onnx_export`, below the predictor, which makes CPU exports
+by itself; this is the command's public face.
 """
 
 from __future__ import annotations

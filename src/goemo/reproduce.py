@@ -1,9 +1,7 @@
 """`goemo reproduce`: the whole paper path in one call, with nothing tuned on test.
 
-Data check (download + sha256, or a local copy) -> train (resuming if interrupted) ->
-select the best epoch on dev -> per-label thresholds tuned on dev (done by training) ->
-evaluate on test at the paper's 0.3 and with the dev thresholds -> project to Ekman and
-sentiment -> the Table 4 / Table 5 report.
+Data check -> train (resuming) -> best epoch and thresholds on dev -> test at 0.3 and at the
+dev thresholds -> Ekman and sentiment projections -> the Table 4 / Table 5 report.
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
-"""The audit's review page: one self-contained HTML file (no network, no server) to go through
-the suspected label errors and export the ones a person agrees with.
+"""The audit's review page: one self-contained HTML file to check suspected label errors.
 
-Each row is one flagged (text, label) pair with the text and its other given labels, its score
-and kind; the page filters by label and kind, searches the texts, sorts, and keeps a checkbox
-per row. Two buttons save files the training command reads as they are:
-
-* **corrections CSV** (``id,label,action``): checked *missing* rows become ``add``, *spurious*
-  rows ``remove``: ``goemo train --corrections FILE``;
-* **ids CSV** (``id``): the checked rows' texts, to drop: ``goemo train --exclude FILE``.
-
-The data sits in the page as JSON; the functions that filter, sort and write the files sit in
-their own script block (``id="audit-logic"``) with no DOM access, so tests run them in Node.
+Checked rows export as ``goemo train --corrections`` (``id,label,action``) or ``--exclude``
+(``id``) files. The logic sits in its own script block (``id="audit-logic"``) with no DOM
+access, so tests run it in Node.
 """
 
 from __future__ import annotations
@@ -162,11 +154,7 @@ def render_review_page(
     label_names: Sequence[str],
     about: Mapping[str, Any],
 ) -> str:
-    """The review page as one HTML string.
-
-    ``issues``: rows with ``rank, id, text, label, given, score, probability, kind, labels`` (the
-    text's given labels); ``summary``: `goemo.audit.quality.LabelQuality.summary` rows;
-    ``about``: ``texts``, ``folds``, ``split``, ``source`` for the heading.
+    """The review page as one HTML string, from `issue_rows`-style rows and `LabelQuality.summary` rows.
 
     >>> "<script" in render_review_page([], [], ["joy"], {"texts": 0, "folds": 3, "split": "train", "source": "x"})
     True

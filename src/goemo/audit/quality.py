@@ -1,40 +1,13 @@
 """Label-quality scores from out-of-fold probabilities, in the manner of confident learning.
 
-Confident learning (Northcutt, Jiang and Chuang, JAIR 2021) finds label errors by comparing a
-model's out-of-sample confidence with a per-class threshold learnt from the same predictions:
-the threshold of class j is the mean predicted probability of j over the examples labelled j,
-and an example whose confidence in another class reaches that class's threshold is counted as
-probably mislabelled. goemo's data is multi-label, so each label is its own two-class problem
-(the label applies, or it does not), as in cleanlab's multi-label mode:
-
-* ``t_j`` = mean out-of-fold probability of label j over the texts that carry it;
-* ``a_j`` = mean out-of-fold probability of label j over the texts that do not (so
-  ``1 - a_j`` is the threshold of the class "j does not apply").
-
-A pair (text i, label j) is flagged
-
-* **missing** when j is not given and ``p_ij >= t_j`` (the model is as sure j applies as it is,
-  on average, for texts that do carry j);
-* **spurious** when j is given and ``1 - p_ij >= 1 - a_j``, that is ``p_ij <= a_j`` (the model
-  is as sure j does not apply as it is, on average, for texts without j).
-
-**The score** ranks the pairs by how sure the model is that the given value is wrong: the
-normalized margin of confident learning, ``p(other value) - p(given value)``, that is
-
-* ``2 p_ij - 1`` when j is not given (the model's case for adding it);
-* ``1 - 2 p_ij`` when j is given (its case for removing it).
-
-It runs from -1 (the model agrees with the label, certainly) to 1 (it is certain the label is
-wrong); ranking by it is ranking by self-confidence, ``p(given value)``, lowest first, which is
-cleanlab's default order for the issues it finds. The thresholds decide what is flagged, the
-score the order. A threshold-adjusted score (the log-odds past ``t_j`` or ``a_j``) was measured
-and ranked planted errors worse: it discards how rare a label is, and a rare label given to a
-text is more often wrong (docs/benchmarks.md, "Label audit: planted errors").
-
-A label no text carries has no ``t_j``: nothing is flagged missing for it (and likewise for a
-label every text carries). This is the per-example part of confident learning; the estimate of
-the joint noise distribution and pruning by it are left out, as goemo hands the ranked pairs to
-a person rather than dropping them itself.
+Confident learning (Northcutt, Jiang and Chuang, JAIR 2021), per label as in cleanlab's
+multi-label mode (formulas: docs/audit.md): ``t_j`` and ``a_j`` are the mean out-of-fold
+probability of label j over the texts that carry it and those that do not. A pair is flagged
+**missing** when j is not given and ``p_ij >= t_j``, **spurious** when given and ``p_ij <= a_j``.
+The thresholds decide what is flagged; the normalized margin ``p(other value) - p(given
+value)`` decides the order (a threshold-adjusted score ranked planted errors worse: it
+discards how rare a label is, docs/benchmarks.md). The joint noise estimate and pruning are
+left out: a person gets the ranked pairs.
 
 >>> import numpy as np
 >>> given = np.array([[1, 0], [1, 0], [0, 1], [0, 0]], dtype=np.uint8)
@@ -57,12 +30,7 @@ KINDS = ("missing", "spurious")
 
 @dataclass(frozen=True)
 class LabelQuality:
-    """Per-(text, label) scores of one audited split; see the module docstring for the formulas.
-
-    ``given`` (n, L) 0/1 labels, ``probs`` (n, L) out-of-fold probabilities, ``present_mean``
-    (``t_j``) and ``absent_mean`` (``a_j``) per label, ``score`` (n, L) the normalized margin,
-    ``flagged`` (n, L) the pairs past their label's threshold.
-    """
+    """Per-(text, label) scores of one audited split: ``present_mean`` is ``t_j``, ``absent_mean`` ``a_j``."""
 
     label_names: list[str]
     given: np.ndarray
@@ -83,11 +51,7 @@ class LabelQuality:
         return [(int(rows[k]), int(cols[k])) for k in order]
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per label: its counts, thresholds, how many pairs are flagged of each kind, and rates.
-
-        ``suspected_rate`` is flagged pairs / texts; ``missing_rate`` is per text without the
-        label and ``spurious_rate`` per text with it.
-        """
+        """One row per label: counts, thresholds, flagged pairs per kind, and rates (missing per text without it)."""
         n = len(self.given)
         carried = self.given.sum(axis=0).astype(int)
         missing = (self.flagged & (self.given == 0)).sum(axis=0).astype(int)
@@ -114,11 +78,7 @@ class LabelQuality:
 
 
 def label_quality(given: np.ndarray, probs: np.ndarray, label_names: Sequence[str]) -> LabelQuality:
-    """Score every (text, label) pair of ``given`` against out-of-fold ``probs`` (same shape).
-
-    ``probs`` must be out of sample (each text predicted by a model that never trained on it):
-    in-sample probabilities echo the labels and hide their errors.
-    """
+    """Score every (text, label) pair of ``given`` against out-of-sample ``probs`` (in-sample ones echo the labels)."""
     given = np.asarray(given, dtype=np.uint8)
     probs = np.asarray(probs, dtype=np.float32)
     if given.shape != probs.shape or given.ndim != 2:

@@ -1,32 +1,11 @@
 """``goemo audit``: cross-fitted fold models, their out-of-fold probabilities, and the audit folder.
 
-Every text of the audited split (default: train) is put in one of K folds by a hash of its id
-(`goemo.data.folds.fold_of`, the folds ``--holdout-fold`` uses). Fold model k is an ordinary
-goemo run, trained with ``holdout_fold=k`` on the other folds, in ``OUT/folds/fold-k/``; it
-then predicts fold k, the texts it never saw, into ``OUT/folds/fold-k/out_of_fold.npz``.
-Scoring (`score_audit`) gathers the K files, so every text has a probability from a model that
-never trained on it, and ranks every (text, label) pair (`goemo.audit.quality`).
-
-Nothing is trained twice: a fold whose run finished with the same settings on the same texts
-is reused; one that was killed resumes from its ``last/`` (``--resume``); one trained with other
-settings or on other texts is refused (``--overwrite`` trains it again). On a cluster, each fold
-is one array task (`train_fold`, ``goemo audit --fold K``) and a last job scores
-(``goemo audit --score-only``); ``goemo cluster render --stage audit --array K`` writes both.
-
-The audit folder::
-
-    OUT/label_issues.csv   flagged pairs: id, text, label, given, score, kind, rank, probability
-    OUT/review.html        the review page (filters, checkboxes, a corrections export)
-    OUT/summary.csv        per label: counts, thresholds, flagged pairs, suspected rates
-    OUT/summary.json       the same, with the totals and what was audited
-    OUT/out_of_fold.npz    ids, given labels and out-of-fold probabilities of every text
-    OUT/audit.json         the settings and the data the audit ran with
-    OUT/folds/fold-k/      fold k's run folder (best/, last/, config.yaml, ...) and its out_of_fold.npz
-
-    from goemo.core.config import resolve_config
-    result = run_audit(resolve_config("fast", overrides={"epochs": 1}), "runs/audit", folds=3)
-    result.flagged
-    # -> {'missing': 1840, 'spurious': 912}
+Texts go to K folds by a hash of their id (`goemo.data.folds.fold_of`, as ``--holdout-fold``).
+Fold model k is an ordinary run in ``OUT/folds/fold-k/`` trained without fold k, which it then
+predicts into ``out_of_fold.npz``; `score_audit` gathers the K files and ranks every pair.
+Nothing is trained twice: a finished fold with the same settings and texts is reused, a killed
+one resumes, another is refused (``--overwrite`` trains it again). The folder's files are
+listed in docs/audit.md.
 """
 
 from __future__ import annotations
@@ -72,11 +51,7 @@ ISSUE_COLUMNS = ("id", "text", "label", "given", "score", "kind", "rank", "proba
 
 @dataclass(frozen=True)
 class AuditData:
-    """What an audit reads: the texts it scores, and the split its fold models select on.
-
-    ``select`` is dev, or train when dev itself is audited (a fold model must not choose its
-    epoch on the texts it is about to predict).
-    """
+    """The texts an audit scores, and the split its fold models select on (train when dev is audited)."""
 
     audited: Split
     select: Split
@@ -110,15 +85,7 @@ class AuditResult:
 
 
 def load_audit_data(config: TrainConfig, split: str = "train") -> AuditData:
-    """The audited split and the selection split, read from the config's data source (`DataSource`).
-
-    ``--exclude`` / ``--corrections`` clean the train split (`goemo.training.data.clean_train`),
-    so they go with auditing train only; ``max_train_samples`` audits a seeded sample of the split.
-
-        data = load_audit_data(TrainConfig(data_dir="data/goemotions"), "train")
-        len(data.audited), data.select.name
-        # -> (43410, 'dev')
-    """
+    """The audited and the selection split from the config's data source (cleaned and sampled as training would)."""
     source = DataSource.from_config(config.to_dict())
     select = "train" if split == "dev" else "dev"
     if (config.exclude or config.corrections) and split != "train":
@@ -154,11 +121,7 @@ def fold_dir(out: str | Path, fold: int) -> Path:
 
 
 def fold_config(config: TrainConfig, out: str | Path, fold: int, folds: int) -> TrainConfig:
-    """The training config of fold ``fold``: ``config`` holding that fold out, in its own run folder.
-
-    The cleaning files are not passed on: the audit cleans the split once, before the folds
-    (`load_audit_data`), and each fold's ``goemo.json`` checksums the texts it trained on.
-    """
+    """``config`` holding fold ``fold`` out, in its own run folder; the split is already cleaned (`load_audit_data`)."""
     return config.replace(
         holdout_fold=fold,
         num_folds=folds,
@@ -172,16 +135,13 @@ def fold_config(config: TrainConfig, out: str | Path, fold: int, folds: int) -> 
 def train_fold(
     config: TrainConfig, out: str | Path, fold: int, folds: int = DEFAULT_FOLDS, data: AuditData | None = None
 ) -> FoldResult:
-    """Train (or reuse, or resume) fold ``fold`` of ``folds``, then predict the texts it held out.
-
-    train_fold(TrainConfig(preset="fast"), "runs/audit", 0, 5)
-    """
+    """Train (or reuse, or resume) fold ``fold`` of ``folds``, then predict the texts it held out."""
     _check_folds(fold, folds)
     started = time.perf_counter()
     data = data or load_audit_data(config, "train")
     fc = fold_config(config, out, fold, folds)
     run = RunFolder(fc.output)
-    expected = _fold_training_checksum(fc, data)
+    expected = prepare_splits(fc, _fold_splits(data))["train"].checksum()  # as the loop will record it
     trained = True
     if config.overwrite:
         train(fc, splits=_fold_splits(data))
@@ -200,10 +160,7 @@ def train_fold(
 
 
 def run_audit(config: TrainConfig, out: str | Path, folds: int = DEFAULT_FOLDS, split: str = "train") -> AuditResult:
-    """Every fold (`train_fold`, one after another), then the scores (`score_audit`).
-
-    A killed audit run again with the same settings continues where it stopped.
-    """
+    """Every fold (`train_fold`), then the scores (`score_audit`); run again, it continues where it stopped."""
     _check_folds(0, folds)
     data = load_audit_data(config, split)
     for k in range(folds):
@@ -221,11 +178,7 @@ def score_audit(
 ) -> AuditResult:
     """Gather the folds' out-of-fold probabilities, score every pair and write the audit folder.
 
-    Every fold must have predicted its held-out texts, with these settings, on these texts;
-    the error names the folds still to run.
-
-        score_audit(TrainConfig(preset="fast"), "runs/audit", 5).files["issues"]
-        # -> PosixPath('runs/audit/label_issues.csv')
+    Every fold must have predicted its held-out texts with these settings; the error names the folds to run.
     """
     _check_folds(0, folds)
     out = Path(out)
@@ -270,11 +223,6 @@ def _fold_splits(data: AuditData) -> dict[str, Split]:
     return {"train": data.audited, "dev": data.select}
 
 
-def _fold_training_checksum(fc: TrainConfig, data: AuditData) -> str:
-    """The checksum fold training will record for its training texts (`prepare_splits`, as the loop runs it)."""
-    return prepare_splits(fc, _fold_splits(data))["train"].checksum()
-
-
 def _held_out(data: AuditData, fold: int, folds: int) -> Split:
     rows = np.flatnonzero(fold_of(data.audited.ids, folds) == fold)
     return data.audited.subset(rows, name=f"{data.split}-fold{fold}of{folds}")
@@ -312,15 +260,14 @@ def _predict_fold(config: TrainConfig, run: RunFolder, part: Split) -> None:
         probs = np.asarray(preds.probs, dtype=np.float32)
     else:
         probs = np.zeros((0, part.num_labels), dtype=np.float32)
+    _write_npz(path, part, probs=probs, checksum=np.array(part.checksum()), model=np.array(folder.fingerprint))
+
+
+def _write_npz(path: Path, split: Split, **arrays: Any) -> None:
+    """``arrays`` beside the split's ids and label names, atomically."""
     buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        ids=np.array([str(i) for i in part.ids], dtype=str),
-        probs=probs,
-        label_names=np.array(part.label_names, dtype=str),
-        checksum=np.array(part.checksum()),
-        model=np.array(folder.fingerprint),
-    )
+    ids = np.array([str(i) for i in split.ids], dtype=str)
+    np.savez(buffer, ids=ids, label_names=np.array(split.label_names, dtype=str), **arrays)
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -344,11 +291,7 @@ def _read_oof(path: Path, part: Split, label_names: Sequence[str], fingerprint: 
 
 
 def issue_rows(quality: LabelQuality, split: Split) -> list[dict[str, Any]]:
-    """The flagged pairs, surest first, as ``label_issues.csv`` rows (plus the text's given labels).
-
-    issue_rows(label_quality(split.labels, probs, split.label_names), split)[0]["kind"]
-    # -> 'spurious'
-    """
+    """The flagged pairs, surest first, as ``label_issues.csv`` rows (plus the text's given labels)."""
     rows = []
     for rank, (i, j) in enumerate(quality.ranking(), start=1):
         rows.append(
@@ -401,18 +344,8 @@ def _write_outputs(config: TrainConfig, out: Path, folds: int, data: AuditData, 
         writer.writeheader()
         writer.writerows(summary)
     atomic_write_json(files["summary_json"], {**about, "per_label": summary})
-    page_about = {**about, "source": data.source.describe()}
-    atomic_write_text(files["page"], render_review_page(rows, summary, audited.label_names, page_about))
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        ids=np.array([str(i) for i in audited.ids], dtype=str),
-        labels=audited.labels,
-        probs=quality.probs,
-        score=quality.score,
-        label_names=np.array(audited.label_names, dtype=str),
-    )
-    atomic_write_bytes(files["probabilities"], buffer.getvalue())
+    atomic_write_text(files["page"], render_review_page(rows, summary, audited.label_names, about))
+    _write_npz(files["probabilities"], audited, labels=audited.labels, probs=quality.probs, score=quality.score)
     record = {
         **about,
         "data_source": data.source.to_record(),

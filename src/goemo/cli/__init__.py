@@ -1,22 +1,8 @@
 """The `goemo` command line: each verb parses options and calls one library function.
 
 One module per group of verbs, each registering its commands on the one Typer `app`
-(`goemo.cli.common`, which also holds ``--debug`` and the error policy):
-
-- `goemo.cli.data`: download, stats, fetch-model
-- `goemo.cli.train`: train (options generated from `TrainConfig`), reproduce, baseline tfidf
-- `goemo.cli.audit`: audit (which labels are wrong; training options as train's)
-- `goemo.cli.evaluate`: evaluate, report, ensemble
-- `goemo.cli.calibrate`: calibrate (a model's scores, on dev)
-- `goemo.cli.compare`: compare (two models, paired bootstrap)
-- `goemo.cli.predict`: predict, export, serve
-- `goemo.cli.explain`: explain (the words behind each emotion)
-- `goemo.cli.hub`: push (a model folder to the Hugging Face Hub)
-- `goemo.cli.sweep`: sweep, sweep-report
-- `goemo.cli.cluster`: cluster render
-
-Errors from the library (`GoemoError`) become one line on stderr and exit code 1;
-``--debug`` shows the traceback instead. Usage errors exit 2 (Typer's default).
+(`goemo.cli.common`, which also holds ``--debug`` and the error policy). Modules that pull
+numpy, torch or the web stack are imported inside the commands, so ``goemo --help`` stays fast.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""``goemo calibrate``: calibrate a model's scores on dev (`goemo.evaluation.calibration.calibrate_model`).
-
-The calibration modules (numpy, scikit-learn, and torch when a model runs or its weights are
-folded) are imported inside the command, so that ``goemo --help`` stays fast.
-"""
+"""``goemo calibrate``: calibrate a model's scores on dev (`goemo.evaluation.calibration.calibrate_model`)."""
 
 from __future__ import annotations
 

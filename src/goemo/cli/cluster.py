@@ -1,7 +1,4 @@
-"""``goemo cluster render``: SGE and Slurm job scripts for each stage of the cluster workflow.
-
-Every import here is cheap, so all are at the top.
-"""
+"""``goemo cluster render``: SGE and Slurm job scripts for each stage of the cluster workflow."""
 
 from __future__ import annotations
 

@@ -40,11 +40,9 @@ LOG_WIDTH = 400  # columns of a console that writes to a file or pipe: wide enou
 
 
 def make_console(stderr: bool = False) -> Console:
-    """The rich Console every verb prints its tables with.
+    """The rich Console every verb prints its tables with: a terminal's width, else `LOG_WIDTH` (or ``$COLUMNS``).
 
-    On a terminal it has the terminal's width. Elsewhere (a job's log file, a pipe, a test
-    runner) rich would assume 80 columns and cut table cells to ``f1_mac…``; such output is
-    read later, whole, so it gets `LOG_WIDTH` columns, or ``$COLUMNS`` when that is set.
+    Elsewhere rich would assume 80 columns and cut a log file's table cells to ``f1_mac…``.
 
     >>> make_console().width >= 80
     True

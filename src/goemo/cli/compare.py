@@ -1,8 +1,4 @@
-"""``goemo compare``: does model A beat model B? (`goemo.evaluation.compare.compare_models`).
-
-The evaluation and bootstrap modules (numpy, scikit-learn, torch when a model runs) are imported
-inside the command, so that ``goemo --help`` stays fast.
-"""
+"""``goemo compare``: does model A beat model B? (`goemo.evaluation.compare.compare_models`)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""``goemo download``, ``goemo stats`` and ``goemo fetch-model``: the data and the models to train on.
-
-Library modules that pull numpy, the HTTP stack or transformers are imported inside the
-command that needs them, so that ``goemo --help`` stays fast; everything else is imported here.
-"""
+"""``goemo download``, ``goemo stats`` and ``goemo fetch-model``: the data and the models to train on."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""``goemo evaluate``, ``goemo report`` and ``goemo ensemble``: scoring model folders on a split.
-
-The evaluation and report modules (numpy, scikit-learn, matplotlib, and torch when a model
-runs) are imported inside the commands, so that ``goemo --help`` stays fast; everything else
-is imported here.
-"""
+"""``goemo evaluate``, ``goemo report`` and ``goemo ensemble``: scoring model folders on a split."""
 
 from __future__ import annotations
 
@@ -131,34 +126,19 @@ def _print_evaluation(result) -> None:
     names += ("ECE",) if ece else ()
     for name in names:
         table.add_column(name, justify="left" if name == "label" else "right", no_wrap=True)
+
+    def add_row(name: str, m: Any, interval: dict[str, Any], predicted: str, ece_cell: str, **style: Any) -> None:
+        scores = (cell(m.precision), cell(m.recall), cell(m.f1), *span(interval), cell(m.support), predicted)
+        table.add_row(name, *scores, cell(m.auc), cell(m.ap), *([ece_cell] if ece else []), **style)
+
     for m in r.per_label:
-        table.add_row(
-            m.name + ("" if m.defined else " †"),
-            cell(m.precision),
-            cell(m.recall),
-            cell(m.f1),
-            *span(rows[m.name]),
-            cell(m.support),
-            cell(m.predicted),
-            cell(m.auc),
-            cell(m.ap),
-            *([cell(ece.get(m.name), 4)] if ece else []),
-        )
+        name = m.name + ("" if m.defined else " †")
+        add_row(name, m, rows[m.name], cell(m.predicted), cell(ece.get(m.name), 4))
     table.add_section()
     for avg in (r.macro, r.micro, r.weighted, r.samples):
-        table.add_row(
-            avg.name,
-            cell(avg.precision),
-            cell(avg.recall),
-            cell(avg.f1),
-            *span(rows[avg.name] if avg.name == "macro" else {}),
-            cell(avg.support),
-            "",
-            cell(avg.auc),
-            cell(avg.ap),
-            *([cell(c.macro_ece_after, 4) if avg.name == "macro" and c else ""] if ece else []),
-            style="bold" if avg.name == "macro" else None,
-        )
+        macro = avg.name == "macro"
+        ece_cell = cell(c.macro_ece_after, 4) if macro and c else ""
+        add_row(avg.name, avg, rows[avg.name] if macro else {}, "", ece_cell, style="bold" if macro else None)
     console = make_console()
     console.print(table)
     if result.intervals is not None:

@@ -1,8 +1,4 @@
-"""``goemo explain``: the words behind each emotion a model finds, highlighted in the terminal or as JSON.
-
-The model and explanation code (numpy, torch or onnxruntime, captum) is imported inside the
-command, so that ``goemo --help`` stays fast.
-"""
+"""``goemo explain``: the words behind each emotion a model finds, highlighted in the terminal or as JSON."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""``goemo push``: share a model folder on the Hugging Face Hub (`goemo.models.hub.push_model`).
-
-huggingface_hub (and its HTTP stack) is imported inside the command, so ``goemo --help`` stays fast.
-"""
+"""``goemo push``: share a model folder on the Hugging Face Hub (`goemo.models.hub.push_model`)."""
 
 from __future__ import annotations
 

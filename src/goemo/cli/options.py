@@ -1,14 +1,9 @@
 """Command-line options generated from dataclass fields: one declaration per option.
 
-`goemo.core.config.TrainConfig` (``goemo train``), `goemo.core.run_settings.RunSettings` (every
-verb that runs a model) and `goemo.core.run_settings.DataOptions` (every verb that reads a
-split) declare their options as field metadata: a help text, and a ``cli`` name when the
-option is not ``--field-name``. `with_options` turns those fields into Typer options and
-`gather` turns the parsed values back into the dataclass, so an option has one name, one type
-and one help text in every verb that takes it.
-
-Every generated option defaults to ``None``, "not given", so that the dataclass's own defaults
-(or, for training, defaults < --preset < --config YAML < the command line) decide.
+`TrainConfig`, `RunSettings` and `DataOptions` declare their options as field metadata (a help
+text, a ``cli`` name when not ``--field-name``); `with_options` turns the fields into Typer
+options and `gather` the parsed values back into the dataclass. Every generated option
+defaults to ``None``, "not given", so the dataclass's own defaults (or the presets) decide.
 """
 
 from __future__ import annotations
@@ -28,8 +23,7 @@ _TYPER_KEYS = ("min", "max", "metavar")  # field metadata passed to typer.Option
 
 
 def option_declarations(f: dataclasses.Field, hint: Any = None) -> tuple[str, ...]:
-    """The option names of a field: ``--field-name``, ``--x/--no-x`` for booleans, or what its
-    ``cli`` metadata says, then its ``aliases``.
+    """The option names of a field: ``--field-name``, ``--x/--no-x`` for booleans, or its ``cli``; then ``aliases``.
 
     >>> from goemo.core.config import TrainConfig
     >>> fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -101,11 +95,8 @@ def with_options(
 ) -> Callable:
     """Give ``func(own options..., **options)`` one more option per field of each of ``classes``.
 
-    The function's own parameters come first; the fields follow, sorted by ``order`` when
-    given. ``only`` keeps the fields it names (``goemo sweep`` takes a few training options);
-    fields named in ``skip`` are left out (a verb that sets them itself, as ``goemo audit``
-    sets each fold's ``--output`` and ``--holdout-fold``). Typer reads the result through
-    ``__signature__`` and ``__annotations__``, the standard way to describe a signature.
+    The own parameters come first, then the fields (sorted by ``order``; only those in ``only``;
+    none of ``skip``). Typer reads the result through ``__signature__`` and ``__annotations__``.
     """
     skipped = set(skip)
 

@@ -1,8 +1,4 @@
-"""``goemo predict``, ``goemo export`` and ``goemo serve``: using a trained model.
-
-The inference, export and serving modules (numpy, torch or onnxruntime, the web server) are
-imported inside the commands, so that ``goemo --help`` stays fast; everything else is imported here.
-"""
+"""``goemo predict``, ``goemo export`` and ``goemo serve``: using a trained model."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""``goemo sweep`` and ``goemo sweep-report``: hyperparameter sweeps over training runs.
-
-The sweep runner (Optuna, SQLAlchemy, and training) is imported inside ``goemo sweep``, so that
-``goemo --help`` stays fast; everything else is imported here.
-"""
+"""``goemo sweep`` and ``goemo sweep-report``: hyperparameter sweeps over training runs."""
 
 from __future__ import annotations
 

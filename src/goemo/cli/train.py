@@ -1,15 +1,7 @@
 """``goemo train``, ``goemo reproduce`` and ``goemo baseline tfidf``: making models.
 
-``goemo train`` has one option per `TrainConfig` field, generated from the field's metadata
-(`goemo.core.config.opt`): its name (``--field-name`` unless the metadata names it), its
-type (the field's, ``Path`` for paths, repeatable for lists, ``--x/--no-x`` for booleans),
-its help and the default shown in it. Every generated option defaults to ``None``, "not
-given", so that `resolve_config` keeps the precedence defaults < --preset < --config YAML <
-the command line. A new field is a new option; tests/test_cli_train.py fails on a field
-without help or without an option.
-
-Training, torch and numpy are imported inside the commands, so that ``goemo --help`` stays
-fast; everything else is imported here.
+``goemo train`` has one option per `TrainConfig` field (`goemo.cli.options`), each defaulting to
+"not given", so that `resolve_config` keeps defaults < --preset < --config YAML < the command line.
 """
 
 from __future__ import annotations

@@ -1,28 +1,15 @@
 """Build, save and load multi-label classifiers on any Hugging Face encoder.
 
-Two heads:
+Two heads. ``cls``: the architecture's own ``*ForSequenceClassification``, loadable with plain
+transformers; for families whose own head reuses the encoder's ``hidden_dropout_prob``
+(SqueezeBERT, MPNet) goemo's head with ``pooling="cls"`` instead, so that ``--dropout`` sets
+the classifier's dropout only (`CLS_HEAD_DROPOUT`). ``mean``: masked mean pooling + dropout +
+linear (`GoemoForSequenceClassification`), for sentence-embedding encoders trained that way;
+saving ships ``modeling_goemo.py`` and ``auto_map``, so plain transformers loads it with
+``trust_remote_code=True``, while goemo registers the classes and never runs the folder's copy.
 
-* ``cls``: the architecture's own ``*ForSequenceClassification`` (BERT's pooler + linear,
-  RoBERTa's CLS head, …). Saved folders load with plain transformers, no goemo code. For the
-  families whose own head has no dropout setting of its own (SqueezeBERT, MPNet: theirs reuse the
-  encoder's ``hidden_dropout_prob``) goemo's head with ``pooling="cls"`` is used instead, so that
-  ``--dropout`` sets the classifier's dropout and nothing else (`CLS_HEAD_DROPOUT`).
-* ``mean``: masked mean pooling + dropout + linear (`GoemoForSequenceClassification`, defined in
-  the self-contained `goemo.models.modeling_goemo`). Sentence-embedding encoders such as
-  all-MiniLM-L6-v2 were trained with mean pooling, so their CLS/pooler output is a poor
-  starting point. Saving copies ``modeling_goemo.py`` into the folder and writes ``auto_map``
-  into ``config.json``, so plain transformers loads it with ``trust_remote_code=True``, as any
-  Hub model with custom code; importing this module registers the classes with the Auto
-  classes, so goemo loads the same folders with ``trust_remote_code=False`` and never runs the
-  folder's copy of the code.
-
-Hub ids load from the Hugging Face cache; ``TRANSFORMERS_CACHE``, which transformers 5 and
-huggingface_hub no longer read, is honoured as that cache (`hub_cache_dir`).
-
-Both save ``problem_type="multi_label_classification"``, ``id2label`` and the decision
-thresholds (``thresholds`` in label order, ``thresholds_tuned_on``, ``threshold_convention``)
-in ``config.json``, so that the text-classification pipeline applies a sigmoid per label and a
-client without goemo can decide as goemo does (`write_config_thresholds`).
+``config.json`` also gets the decision thresholds (`write_config_thresholds`), so a client
+without goemo decides as goemo does. ``TRANSFORMERS_CACHE`` is honoured (`hub_cache_dir`).
 """
 
 from __future__ import annotations
@@ -80,12 +67,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# How ``--dropout`` reaches the classifier of ``pooling="cls"``, per encoder family (``config.model_type``):
-# the config fields that the family's own ``*ForSequenceClassification`` head reads for its dropout
-# (and nothing else does), read off transformers 5's modeling files; ``GOEMO_HEAD`` where the own
-# head has no such field, because it reuses the encoder's ``hidden_dropout_prob``: setting that would
-# change every encoder layer's dropout too, so goemo's head (pooler or first token + dropout +
-# linear, `GoemoForSequenceClassification` with ``pooling="cls"``) is used instead.
+# Per encoder family: the config fields only its own classifier head reads for its dropout (from
+# transformers 5's modeling files); ``GOEMO_HEAD`` where the head reuses ``hidden_dropout_prob``,
+# which would change every encoder layer too, so goemo's ``pooling="cls"`` head is used instead.
 GOEMO_HEAD: tuple[str, ...] = ()
 CLS_HEAD_DROPOUT: dict[str, tuple[str, ...]] = {
     "bert": ("classifier_dropout",),  # dropout(pooler output) -> linear; None falls back to hidden_dropout_prob
@@ -134,11 +118,7 @@ def resolve_model_name(name: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers; False at once when ``HF_HUB_OFFLINE`` is set.
-
-    Asked once per process so that an offline machine fails (or falls back to the cache)
-    in seconds instead of sitting through huggingface_hub's retries with backoff.
-    """
+    """Whether the hub answers (False when ``HF_HUB_OFFLINE``); asked once, so offline fails in seconds, not retries."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", "no", ""):
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
@@ -156,15 +136,9 @@ _HUB_CACHE_VARIABLES = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
 def hub_cache_dir() -> str | None:
     """The hub cache to pass as ``cache_dir``: ``TRANSFORMERS_CACHE`` when set, else None (the hub's default).
 
-    transformers 4 read ``TRANSFORMERS_CACHE``; transformers 5 and huggingface_hub do not, so a
-    model fetched into it by older tooling (or a site profile that still exports it) would be
-    "not in the cache". goemo passes it as ``cache_dir`` to every hub load and to `fetch_model`.
-    ``HF_HUB_CACHE`` (or its older name ``HUGGINGFACE_HUB_CACHE``), if also set, wins: it is the
-    current name of the same setting and what huggingface_hub itself uses. ``HF_HOME`` loses to
-    both, as it did in transformers 4. One line says which cache is used, once per process.
-
-        hub_cache_dir()
-        # -> '/shared/transformers-cache'
+    transformers 5 and huggingface_hub no longer read ``TRANSFORMERS_CACHE``, so a model fetched
+    into it by older tooling would be "not in the cache". ``HF_HUB_CACHE`` (or
+    ``HUGGINGFACE_HUB_CACHE``) wins when also set; ``HF_HOME`` loses, as in transformers 4.
     """
     legacy = os.environ.get("TRANSFORMERS_CACHE", "").strip()
     if not legacy:
@@ -178,7 +152,7 @@ def hub_cache_dir() -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def _announce_hub_cache(legacy: str, current: str | None, current_value: str | None) -> None:
-    """The one line about ``TRANSFORMERS_CACHE``, once per process and setting (hence the cache)."""
+    """The one line about ``TRANSFORMERS_CACHE``, once per process and setting."""
     if current is None:
         log.info(
             "TRANSFORMERS_CACHE=%s is used as the Hugging Face hub cache; HF_HUB_CACHE / HF_HOME are the current names",
@@ -202,14 +176,19 @@ def _from_pretrained_kwargs(path: str, trust_remote_code: bool) -> dict[str, Any
     return kwargs
 
 
-def _not_available(name: str, err: Exception) -> ModelError:
-    if Path(name).exists():
-        return ModelError(f"cannot load model from folder {name}: {err}")
-    return ModelError(
-        f"model {name!r} is not in the Hugging Face cache ({hub_cache_dir() or HF_HUB_CACHE}) and the hub "
-        f"cannot be reached; on a machine with network run `goemo fetch-model {name}` (honours HF_HOME, "
-        f"HF_HUB_CACHE and TRANSFORMERS_CACHE), or pass a local folder or the offline alias 'minilm'"
-    )
+@contextlib.contextmanager
+def _loading(name: str) -> Iterator[None]:
+    """A failed load as one line: the folder's own error, or how to get the model into the cache."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        if Path(name).exists():
+            raise ModelError(f"cannot load model from folder {name}: {e}") from None
+        raise ModelError(
+            f"model {name!r} is not in the Hugging Face cache ({hub_cache_dir() or HF_HUB_CACHE}) and the hub "
+            f"cannot be reached; on a machine with network run `goemo fetch-model {name}` (honours HF_HOME, "
+            f"HF_HUB_CACHE and TRANSFORMERS_CACHE), or pass a local folder or the offline alias 'minilm'"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -232,13 +211,7 @@ CONFIG_THRESHOLD_CONVENTION = "prob > threshold"
 
 
 def register_auto_classes() -> None:
-    """Make the Auto classes (and so `pipeline`) know goemo's head, and have saving ship its code.
-
-    ``AutoConfig.register`` / ``AutoModelForSequenceClassification.register`` let goemo load its
-    folders without ``trust_remote_code`` (transformers prefers a registered class to a folder's
-    ``auto_map``). ``register_for_auto_class`` makes ``save_pretrained`` copy
-    ``modeling_goemo.py`` beside the weights and write ``auto_map`` into ``config.json``.
-    """
+    """Let the Auto classes load goemo's head without ``trust_remote_code``, and saving ship its code and ``auto_map``."""
     try:
         AutoConfig.register(GoemoConfig.model_type, GoemoConfig)
         AutoModelForSequenceClassification.register(GoemoConfig, GoemoForSequenceClassification)
@@ -263,10 +236,8 @@ def _label_maps(label_names: list[str]) -> dict[str, Any]:
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The encoder's tokenizer (fast, Rust-backed), with a one-line error when unavailable."""
     path = resolve_model_name(name)
-    try:
+    with _loading(name):
         return AutoTokenizer.from_pretrained(path, **_from_pretrained_kwargs(path, trust_remote_code))
-    except (OSError, ValueError) as e:
-        raise _not_available(name, e) from None
 
 
 def build_model(
@@ -285,7 +256,7 @@ def build_model(
     path = resolve_model_name(name)
     maps = _label_maps(label_names)
     kwargs = _from_pretrained_kwargs(path, trust_remote_code)
-    try:
+    with _loading(name):
         existing = AutoConfig.from_pretrained(path, **kwargs)
         _check_label_count(path, existing, label_names)
         if existing.model_type == GoemoConfig.model_type:  # continue from a goemo mean-pool checkpoint
@@ -309,8 +280,6 @@ def build_model(
             setattr(config, field, dropout)
         with _quiet_transformers():  # the "classifier newly initialised" report is expected here
             return AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
-    except (OSError, ValueError) as e:
-        raise _not_available(name, e) from None
 
 
 def build_from_folder(
@@ -319,32 +288,21 @@ def build_from_folder(
     dropout: float = 0.1,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, bool]:
-    """A classifier that starts from a trained model folder (``goemo train --init-from``), and
-    whether it kept the folder's head.
+    """A classifier that starts from a trained model folder (``--init-from``), and whether it kept its head.
 
-    The architecture is the folder's: its encoder family and head (goemo's mean or first-token
-    head, or the family's own). With the folder's labels (the same names in the same order)
-    the whole model continues, head included. With any other label set the encoder's weights
-    are the folder's and the head is new, initialised as a fresh model's (the model's own
-    ``post_init``, under the caller's seed): the folder's head scored other labels, and even
-    one of the same size would start each new label from an unrelated one. ``dropout`` sets
-    the head's dropout as `build_model` does.
-
-        model, kept = build_from_folder("runs/reproduce/best", ["praise", "complaint", "question"])
-        kept
-        # -> False
+    With the folder's labels in the same order the whole model continues. With any other label
+    set only the encoder is the folder's and the head is new (seeded ``post_init``): the old
+    head scored other labels, and reusing one of the same size would map labels arbitrarily.
     """
     path = str(folder)
     source_labels = ModelFolder.open(path).label_names
     kept = list(source_labels) == list(label_names)
     kwargs = _from_pretrained_kwargs(path, trust_remote_code)
-    try:
+    with _loading(path):
         config = AutoConfig.from_pretrained(path, **kwargs)
         _set_head_dropout(config, dropout)
         with _quiet_transformers():
             source = AutoModelForSequenceClassification.from_pretrained(path, config=config, **kwargs)
-    except (OSError, ValueError) as e:
-        raise _not_available(path, e) from None
     if kept:
         return source, True
     if sorted(source_labels) == sorted(label_names):
@@ -359,7 +317,7 @@ def build_from_folder(
 
 
 def model_pooling(model: PreTrainedModel) -> str:
-    """``mean`` or ``cls``: how the classifier pools, as built (goemo's head says; any other pools the first token).
+    """``mean`` or ``cls``: how the classifier pools (goemo's head says; any other pools the first token).
 
     >>> model_pooling(build_tiny_model(["joy"], pooling="mean")), model_pooling(build_tiny_model(["joy"]))
     ('mean', 'cls')
@@ -390,10 +348,8 @@ def _goemo_head(
 def _own_head_dropout_fields(config: PretrainedConfig, existing: PretrainedConfig) -> tuple[str, ...] | None:
     """The config fields to set to ``--dropout`` for the family's own head; None: use goemo's head instead.
 
-    `CLS_HEAD_DROPOUT` decides for the families it names; one line says which way was taken. A
-    family outside it gets the first classifier-dropout field its config declares, or a warning
-    that its own dropout applies. A classifier checkpoint of a `GOEMO_HEAD` family (continuing a
-    fine-tuned model) keeps its own trained head, with a warning, rather than lose it.
+    Other families get their first declared classifier-dropout field. A fine-tuned checkpoint of
+    a `GOEMO_HEAD` family keeps its trained head (with a warning) rather than lose it.
     """
     family = config.model_type
     fields = CLS_HEAD_DROPOUT.get(family)
@@ -407,8 +363,7 @@ def _own_head_dropout_fields(config: PretrainedConfig, existing: PretrainedConfi
     if fields:
         log.info("%s: --dropout sets %s of its own head", family, ", ".join(fields))
         return fields
-    archs = getattr(existing, "architectures", None) or []
-    if any(a.endswith("ForSequenceClassification") for a in archs):
+    if _is_classifier(existing):
         log.warning(
             "%s: continuing the checkpoint's own classification head, whose dropout is the encoder's "
             "hidden_dropout_prob; --dropout does not apply",
@@ -418,29 +373,22 @@ def _own_head_dropout_fields(config: PretrainedConfig, existing: PretrainedConfi
     return None
 
 
-def _id2label(config: PretrainedConfig) -> dict[int, str]:
-    """``config.id2label`` with int keys; ``num_labels`` is its length.
+def _is_classifier(config: PretrainedConfig) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in getattr(config, "architectures", None) or [])
 
-    `PretrainedConfig` fills the map (two labels by default) and makes its keys ints when it
-    is created, but types it as possibly missing or keyed by strings (as in ``config.json``).
-    """
+
+def _label_list(config: PretrainedConfig) -> list[str]:
+    """``config.id2label`` in index order (its keys are typed as possibly strings, as in ``config.json``)."""
     labels = config.id2label
     if labels is None:
         raise ModelError(f"{config.model_type or type(config).__name__} config has no id2label")
-    return {int(k): v for k, v in labels.items()}
+    return [v for _, v in sorted((int(k), v) for k, v in labels.items())]
 
 
 def _check_label_count(path: str, existing: PretrainedConfig, label_names: list[str]) -> None:
-    """Continuing from a classifier checkpoint needs the same label count as the data.
-
-    Without this check transformers fails deep inside weight loading with a tensor-shape
-    message that does not say which labels disagree.
-    """
-    archs = getattr(existing, "architectures", None) or []
-    is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
-    if is_classifier and existing.num_labels != len(label_names):
-        labels = _id2label(existing)
-        have = [labels[i] for i in range(min(3, len(labels)))]
+    """Continuing a classifier checkpoint needs the data's label count (else transformers fails on a tensor shape)."""
+    if _is_classifier(existing) and existing.num_labels != len(label_names):
+        have = _label_list(existing)[:3]
         raise ModelError(
             f"checkpoint {path} has {existing.num_labels} labels ({', '.join(map(str, have))}, …) but the data has "
             f"{len(label_names)} ({', '.join(label_names[:3])}, …); use a checkpoint trained on these labels "
@@ -455,11 +403,7 @@ def _tiny_encoder_config() -> BertConfig:
 
 
 def encoder_settings(name: str, trust_remote_code: bool = False) -> dict[str, Any]:
-    """The ``config.json`` settings of the encoder `build_model` would build on (hub id, folder or
-    alias), read without its weights: what training checks its options against before its first step.
-
-    A goemo mean-pooling folder's encoder is the one nested in its config. `ModelError` (as
-    `build_model`'s) when the model is not there.
+    """The ``config.json`` of the encoder `build_model` would build on, without its weights (for preflight checks).
 
     >>> encoder_settings("tiny-random-bert")["max_position_embeddings"]
     512
@@ -467,10 +411,8 @@ def encoder_settings(name: str, trust_remote_code: bool = False) -> dict[str, An
     if name.lower() == TINY_MODEL:
         return _tiny_encoder_config().to_dict()
     path = resolve_model_name(name)
-    try:
+    with _loading(name):
         settings = AutoConfig.from_pretrained(path, **_from_pretrained_kwargs(path, trust_remote_code)).to_dict()
-    except (OSError, ValueError) as e:
-        raise _not_available(name, e) from None
     if settings.get("model_type") == GoemoConfig.model_type and isinstance(settings.get("encoder"), dict):
         return settings["encoder"]
     return settings
@@ -499,8 +441,7 @@ class LoadedModel:
 
     @property
     def label_names(self) -> list[str]:
-        labels = _id2label(self.model.config)
-        return [labels[i] for i in range(len(labels))]
+        return _label_list(self.model.config)
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu", trust_remote_code: bool = False) -> LoadedModel:
@@ -508,12 +449,10 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", trust_rem
     path = Path(folder)
     name = resolve_model_name(str(folder))
     kwargs = _from_pretrained_kwargs(name, trust_remote_code)
-    try:
+    with _loading(name):
         with _quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as e:
-        raise _not_available(name, e) from None
     model.to(device).eval()
     return LoadedModel(model, tokenizer, path)
 
@@ -524,39 +463,26 @@ def save_model(
     folder: str | Path,
     meta: dict[str, Any],
 ) -> None:
-    """Write weights (safetensors), config, tokenizer and `goemo.json` into ``folder``.
+    """Write weights (safetensors), config, tokenizer and `goemo.json` into ``folder`` (the caller makes it atomic).
 
-    ``config.json`` gets the thresholds of ``meta`` (`write_config_thresholds`) and no calibration
-    record (one inherited from a calibrated checkpoint no longer fits the weights); goemo's
-    mean-pooling head also gets ``modeling_goemo.py`` and ``auto_map``, so the folder loads
-    without goemo. The caller makes the folder atomic (`goemo.core.fileio.atomic_directory`).
+    ``config.json`` gets the thresholds and no calibration record (one inherited from a
+    calibrated checkpoint no longer fits the weights).
     """
     folder = Path(folder)
     if "label_names" not in meta:
-        labels = _id2label(model.config)
-        meta = {**meta, "label_names": [labels[i] for i in range(len(labels))]}
+        meta = {**meta, "label_names": _label_list(model.config)}
     with _quiet_transformers():
         model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_meta(folder, meta)
     write_config_thresholds(folder)
     if CALIBRATION_KEY in ModelFolder.open(folder).config:
-        # a model trained on from a calibrated checkpoint carries its record in model.config; the
-        # weights have moved since, so it no longer applies (training calibrates best/ anew)
         write_calibration(folder, None)
 
 
 def config_thresholds(folder: ModelFolder) -> dict[str, Any]:
-    """The decision fields ``config.json`` carries for clients without goemo, from ``goemo.json``.
-
-    ``thresholds``: one per label in ``id2label`` order, the dev-tuned ones where there are any,
-    else the global threshold repeated (exactly what `ModelFolder.thresholds` gives goemo);
-    ``thresholds_tuned_on``: the split they were tuned on (``"dev"``) or None;
-    ``threshold_convention``: ``"prob > threshold"``.
-
-        config_thresholds(ModelFolder.open("runs/reproduce/best"))["thresholds_tuned_on"]
-        # -> 'dev'
-    """
+    """The decision fields ``config.json`` carries for clients without goemo: `ModelFolder.thresholds` per label,
+    the split they were tuned on (or None), and the convention ``"prob > threshold"``."""
     tuned = folder.tuned
     return {
         "thresholds": [round(float(t), 6) for t in folder.thresholds()],
@@ -566,11 +492,7 @@ def config_thresholds(folder: ModelFolder) -> dict[str, Any]:
 
 
 def write_config_thresholds(folder: str | Path) -> Path:
-    """Put `config_thresholds` of ``goemo.json`` into the folder's ``config.json`` (atomically).
-
-    Called whenever goemo writes a model folder (`save_model`, the end of training, an export),
-    after ``goemo.json``: ``config.json`` then always agrees with what goemo decides by.
-    """
+    """Put `config_thresholds` into ``config.json`` (atomically), after every write of ``goemo.json``."""
     opened = ModelFolder.open(folder)
     config = dict(opened.config)
     if not config:
@@ -600,9 +522,7 @@ def parameter_groups(
 ) -> list[dict[str, Any]]:
     """AdamW groups: the new head at ``head_lr``; encoder block i at ``lr * layer_decay**(top - i)``.
 
-    A higher rate for the freshly initialised head and gently lower ones for the lower
-    (more general) encoder layers is the discriminative fine-tuning recipe of ULMFiT /
-    Sun et al. 2019; biases and norms get no weight decay, as in BERT.
+    Discriminative fine-tuning (ULMFiT, Sun et al. 2019); biases and norms get no weight decay, as in BERT.
     """
     prefix = model.base_model_prefix + "."
     num_layers = getattr(model.config, "num_hidden_layers", None)
@@ -624,11 +544,9 @@ def parameter_groups(
 
 
 def fetch_model(name: str, cache_dir: str | Path | None = None) -> Path:
-    """Download a hub model's config, tokenizer and safetensors weights into the HF cache.
+    """Download a hub model's config, tokenizer and safetensors weights into the HF cache (`hub_cache_dir`).
 
-    For clusters whose GPU nodes have no network: run this on a login/CPU node first, with
-    ``HF_HOME`` on shared storage, then train with ``HF_HUB_OFFLINE=1``. ``cache_dir``, when
-    given, wins over the environment; else the cache is the one training reads (`hub_cache_dir`).
+    For GPU nodes without network: fetch on a login node, then train with ``HF_HUB_OFFLINE=1``.
     """
     if name.lower() in MODEL_ALIASES or Path(name).is_dir():
         return Path(resolve_model_name(name))

@@ -1,10 +1,4 @@
-"""The Accelerator of one training run, and the model it trains without its wrappers.
-
-Accelerate chooses the device, the mixed precision and the processes, so the same loop runs on a
-CPU, one GPU and many. This module asks it for what the config names (with goemo's clear error
-when a device is missing) and lets one Python process train many times with different settings:
-a sweep, a notebook and the test suite all do.
-"""
+"""The Accelerator of one training run (one process may train many times), and the model without its wrappers."""
 
 from __future__ import annotations
 
@@ -23,16 +17,16 @@ from goemo.predict.device import resolve_device, resolve_precision
 def make_accelerator(config: TrainConfig, log_with: Sequence[GeneralTracker] = ()) -> Accelerator:
     """An Accelerator for the config's device and precision, with a clear error when the device is not there.
 
-    ``log_with`` are the run's trackers (`goemo.training.tracking.make_trackers`); the loop starts
-    them with ``accelerator.init_trackers`` once the run folder is ready.
-
     >>> accelerator = make_accelerator(TrainConfig(device="cpu", precision="fp32"))
     >>> accelerator.device.type, accelerator.mixed_precision
     ('cpu', 'no')
     """
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device, training=True)
-    _forget_the_previous_run()
+    # Accelerate refuses a second Accelerator with another precision or device in one process (a
+    # sweep, a notebook, the tests); clear the per-run state, keeping the process group. No public
+    # way exists in Accelerate 1.15 (its own tests call this): check it when upgrading.
+    AcceleratorState._reset_state()
     return Accelerator(
         cpu=device == "cpu",
         mixed_precision="no" if precision == "fp32" else precision,
@@ -42,27 +36,8 @@ def make_accelerator(config: TrainConfig, log_with: Sequence[GeneralTracker] = (
     )
 
 
-def _forget_the_previous_run() -> None:
-    """Let this run use its own mixed precision and device, whatever a run before it in this process used.
-
-    Accelerate keeps one AcceleratorState per process and refuses a second ``Accelerator`` with
-    another ``mixed_precision`` (or ``cpu=True`` after a GPU run): "AcceleratorState has already
-    been initialized and cannot be changed, restart your runtime". A sweep, a notebook or the test
-    suite trains many times in one process, so the per-run part of that state is cleared first;
-    the distributed part (PartialState: the process group) stays as it is.
-
-    Accelerate (1.15) has no public way to do this: ``AcceleratorState._reset_state`` is private
-    (Accelerate's own tests call it between runs). It is kept in this one place; check it when
-    upgrading Accelerate.
-    """
-    AcceleratorState._reset_state()
-
-
 def plain_model(accelerator: Accelerator, model: nn.Module) -> nn.Module:
-    """The module whose parameters train, without the DDP and torch.compile wrappers.
-
-    Two unwraps: a compiled model inside DDP keeps its compile wrapper through the first.
-    """
+    """The module whose parameters train: two unwraps, as a compiled model inside DDP keeps its compile wrapper."""
     return accelerator.unwrap_model(accelerator.unwrap_model(model), keep_torch_compile=False)
 
 

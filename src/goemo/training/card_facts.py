@@ -1,14 +1,4 @@
-"""What training measured that the model card shows (`goemo.models.card.CardFacts`).
-
-The card builder in `goemo.models.card` takes plain data and computes nothing; the per-label
-precision / recall / F1 / ROC-AUC at the dev-tuned thresholds, and their bootstrap intervals, are
-computed here, at the end of training, from the probabilities the summary came from
-(`goemo.scoring.metrics.compute_metrics`, `goemo.scoring.bootstrap`).
-
-    facts = card_facts(splits, final.probs, final.tuned, summary)
-    facts.per_label_split, len(facts.per_label)
-    # -> ('test', 28)
-"""
+"""What training measured that the model card shows (`goemo.models.card.CardFacts`), which computes nothing itself."""
 
 from __future__ import annotations
 
@@ -47,12 +37,9 @@ def card_facts(
     threshold: float = 0.3,
     training_config: Mapping[str, Any] | None = None,
 ) -> CardFacts:
-    """Per-label rows on test when it was scored (else dev) at the dev-tuned thresholds (else
-    ``threshold``), split sizes, training label counts, the epoch selection and the resources.
+    """Per-label rows on test (else dev) at the tuned thresholds, sizes, label counts, selection and resources.
 
-    With ``training_config``, also where the data came from (`goemo.models.card.DataOrigin`),
-    judged now, while a local dataset's path still exists: a card made later, elsewhere (an
-    export's), names the same source.
+    With ``training_config``, also where the data came from, judged now, while a local path still exists.
     """
     split = "test" if "test" in probs else "dev"
     chosen = tuned if tuned is not None else threshold

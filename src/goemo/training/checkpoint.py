@@ -1,14 +1,9 @@
 """Checkpoints: ``best/`` (the weights that were evaluated) and ``last/`` (everything needed to resume).
 
-What is saved and what is restored must stay a matched pair, because resuming replays exactly
-what an uninterrupted run would have done and the tests demand bit-identical weights. ``last/``
-holds Accelerate's state (`Accelerator.save_state`: optimizer, scheduler, gradient scaler, the RNG
-state of every process), the raw weights, the weight average (``ema.safetensors``) and its count
-(``training_state.pt``), and the loop's position (``trainer_state.json``). Both folders are model
-folders (``goemo.json`` from `model_meta`), written atomically: a kill leaves the previous one.
-
-The weight average is not handed to ``register_for_checkpointing``: Accelerate pickles such objects
-and loads them with ``weights_only=False``; goemo keeps its tensors in safetensors.
+Saving and restoring must stay a matched pair: resuming is bit-identical to an uninterrupted run.
+``last/`` holds Accelerate's state (optimizer, scheduler, scaler, every process's RNG), the raw
+weights, the weight average in safetensors (not ``register_for_checkpointing``, which pickles)
+and the loop's position. Both are model folders, written atomically.
 """
 
 from __future__ import annotations
@@ -75,15 +70,6 @@ def model_meta(
 ) -> dict:
     """``goemo.json``: what prediction, evaluation and reports need beside the weights.
 
-    ``cleaning`` is what ``--exclude`` / ``--corrections`` did to the training split
-    (`goemo.training.data.Cleaning.to_record`), or None.
-
-    ``thresholds.global`` is the fixed threshold (the paper's 0.3 by default);
-    ``thresholds.per_label`` are tuned on ``thresholds.tuned_on`` (always a dev split) and
-    ``thresholds.tuning`` keeps the provenance (`goemo.scoring.metrics.TunedThresholds.to_dict`).
-    ``pooling`` is the head's as built (default ``config.pooling``); ``init_from`` (`init_record`)
-    says which trained folder the weights started from, when one did.
-
     >>> model_meta(TrainConfig(), ["joy"], {}, {})["thresholds"]
     {'global': 0.3, 'per_label': None, 'tuned_on': None, 'tuning': None}
     """
@@ -109,8 +95,7 @@ def model_meta(
 
 
 def init_record(folder: str | Path, labels_kept: bool) -> dict[str, Any]:
-    """``goemo.json`` ``init_from``: the trained folder a run started from (absolute), whether its
-    head was kept (the same labels) and the encoder it was itself trained from (None when unknown).
+    """``goemo.json`` ``init_from``: the folder a run started from, whether its head was kept, and its encoder.
 
     >>> init_record("/runs/source/best", False)
     {'path': '/runs/source/best', 'labels_kept': False, 'model': None}
@@ -131,9 +116,7 @@ def save_checkpoint(
     meta: dict[str, Any],
     training: dict[str, Any] | None,
 ) -> None:
-    """Write a model folder atomically; with ``training`` (``state``, ``ema``), also what resuming needs:
-    Accelerate's state (`Accelerator.save_state`: the prepared optimizer, scheduler and gradient scaler,
-    each process's RNG state), the weight average and its count, and the loop's position.
+    """Write a model folder atomically; with ``training`` (``state``, ``ema``), also what resuming needs.
 
     Every process must call this: each writes its own RNG state into the main process's folder.
     """
@@ -156,11 +139,9 @@ def save_checkpoint(
 
 
 def load_checkpoint(folder: Path, accelerator: Accelerator, model: nn.Module, ema=None) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` wrote into ``last/`` (safe loaders only); return the
-    loop's saved position (the fields of `goemo.training.loop.TrainState`).
+    """Restore what `save_checkpoint` wrote into ``last/`` (safe loaders only); return the loop's position.
 
-    A missing, truncated or foreign file raises `RunFolderError` naming it (one line, saying how to
-    start again), never a loader's traceback; weights that do not fit the model raise `ModelError`.
+    A damaged file raises a one-line `RunFolderError` naming it; weights that do not fit, `ModelError`.
     """
     position = read_trainer_state(folder)
     weights_path = folder / WEIGHTS_FILE
@@ -219,9 +200,8 @@ def _fit(path: Path, restore: Callable[[], Any]) -> None:
 
 @contextmanager
 def _accelerate_state(accelerator: Accelerator) -> Iterator[None]:
-    """Accelerate's save_state/load_state without the model's weights (``last/`` is a model folder:
-    goemo writes and reads its ``model.safetensors``, with the plain model's names rather than those of
-    its DDP or compile wrappers), and without a log line for each file."""
+    """Accelerate's save_state/load_state without the weights (goemo writes them under the plain model's names)
+    and without a log line per file."""
     handles = [
         accelerator.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear()),
         accelerator.register_load_state_pre_hook(lambda models, input_dir: models.clear()),
@@ -251,11 +231,8 @@ def finish_best(
     *,
     calibration: Calibration | None = None,
 ) -> None:
-    """Give ``best/`` its final ``goemo.json`` (headline numbers, tuned thresholds, the predictor
-    ``settings``, the card's ``facts``), the same thresholds in ``config.json``, its calibration
-    (folded into the weights as it was into the model that scored ``predictions``, recorded in
-    ``config.json``; ``meta``'s thresholds are already on its scale), its model card (``README.md``), and cache the probabilities those numbers came from,
-    keyed by ``settings``, so `goemo evaluate` / `ensemble` / `report` score these very numbers."""
+    """Give ``best/`` its final ``goemo.json``, thresholds in ``config.json``, its calibration and model card,
+    and cache the probabilities keyed by ``settings``, so `goemo evaluate` scores these very numbers."""
     final = {**meta, "prediction": settings}
     if facts is not None:
         final["card"] = facts.to_dict()

@@ -1,9 +1,7 @@
-"""The splits a run trains on: read them, clean the training split, leave out a cross-fitting
-fold, sample them, check them, and batch the training texts.
+"""The splits a run trains on: read, cleaned, without a held-out fold, sampled, checked, batched.
 
-Kept apart from the loop because the sweep runner reads the data once for all of its trials
-(`load_training_data`) and the loop then narrows each trial's copy (`clean_train`,
-`prepare_splits`); both must see exactly the texts training used.
+Apart from the loop because the sweep runner reads the data once for all its trials and the
+loop narrows each trial's copy; both must see exactly the texts training used.
 """
 
 from __future__ import annotations
@@ -25,14 +23,7 @@ from goemo.data.split import Split
 
 
 def load_training_data(config: TrainConfig) -> dict[str, Split]:
-    """The splits the config's data source names (`goemo.data.source.DataSource.from_config`).
-
-    A source that has no dev split is refused here: the dev split selects the model.
-
-        splits = load_training_data(TrainConfig(data_dir="data/goemotions"))
-        sorted(splits)
-        # -> ['dev', 'test', 'train']
-    """
+    """The splits the config's data source names; one without a dev split is refused (dev selects the model)."""
     source = DataSource.from_config(config.to_dict())
     if source.kind == "files" and "dev" not in source.files:
         raise ConfigError("--dev FILE is needed with --train (model selection uses the dev split)")
@@ -49,12 +40,10 @@ def load_training_data(config: TrainConfig) -> dict[str, Split]:
 
 @dataclasses.dataclass(frozen=True)
 class Cleaning:
-    """What ``--exclude`` and ``--corrections`` did to the training split; kept in ``goemo.json``
-    (``cleaning``) and said on the model card, so a cleaned model names what cleaned it.
+    """What ``--exclude`` and ``--corrections`` did to the training split, kept in ``goemo.json`` and the card.
 
-    ``labels_changed`` counts the labels that differ from the file's data (``added`` +
-    ``removed``) on the texts kept; a correction that asks for what the data already holds
-    changes nothing and is counted in ``unchanged``.
+    ``labels_changed`` (``added`` + ``removed``) counts the texts kept; a correction the data
+    already holds is ``unchanged``.
     """
 
     texts_excluded: int = 0
@@ -84,15 +73,9 @@ class Cleaning:
 def clean_train(config: TrainConfig, splits: dict[str, Split]) -> Cleaning | None:
     """Apply ``config.exclude`` and ``config.corrections`` to ``splits["train"]`` (written back); None without them.
 
-    Only the training split is cleaned: dev and test keep their labels, so a cleaned model is
-    scored on the same texts as any other. Every id and label the files name must exist in the
-    training split (before any fold is held out or any sample drawn), else a `DataError` names
-    the file, line and field: a typo would otherwise clean nothing, silently. Corrections apply
-    to every text with that id; excluded texts are then dropped.
-
-        cleaning = clean_train(TrainConfig(exclude="drop.txt"), splits)
-        cleaning.texts_excluded
-        # -> 12
+    Dev and test keep their labels, so a cleaned model is scored as any other. An id or label
+    the files name that the split lacks is a `DataError` naming file, line and field: a typo
+    would otherwise clean nothing, silently.
     """
     if not config.exclude and not config.corrections:
         return None
@@ -164,11 +147,7 @@ def _names(names: Sequence[str], shown: int = 8) -> str:
 
 
 def prepare_splits(config: TrainConfig, splits: dict[str, Split]) -> dict[str, Split]:
-    """``splits`` as this run trains on them: without the held-out fold, sampled, checked.
-
-    The narrowed splits are written back into ``splits`` (and it is returned): a caller that
-    passed its own dict, like the sweep runner, sees the dev texts training scored.
-    """
+    """``splits`` narrowed as this run trains on them, written back, so a caller sees the texts training scored."""
     if "train" not in splits or "dev" not in splits:
         raise ConfigError("training needs a 'train' and a 'dev' split")
     if config.holdout_fold is not None:  # a cross-fitted teacher: its predictions on this fold are out of sample
@@ -188,9 +167,5 @@ def prepare_splits(config: TrainConfig, splits: dict[str, Split]) -> dict[str, S
 
 
 def train_batches(train: EncodedSplit, config: TrainConfig, rank: int = 0, world_size: int = 1) -> LengthBucketBatches:
-    """This process's share of the length-bucketed training batches.
-
-    The order is a function of (seed, epoch) alone, so a resumed run replays it exactly
-    (``set_epoch(epoch, start=batches_done)``).
-    """
+    """This process's share of the length-bucketed batches, ordered by (seed, epoch) alone: resuming replays it."""
     return LengthBucketBatches(train.lengths, config.batch_size, seed=config.seed, rank=rank, world_size=world_size)

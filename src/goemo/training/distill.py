@@ -1,13 +1,9 @@
 """Distillation: training towards the mean probabilities of teacher models (``--teacher``).
 
-A seed ensemble scores better than any of its members, and its averaged probabilities carry
-what the members agree on (how likely "annoyance" is beside "anger") that the 0/1 labels, a
-few raters' picks, do not. A student trained towards them keeps part of the ensemble's gain at
-the cost of one model.
-
-Cross-fitting: a teacher that trained on a text predicts it in-sample, too confidently. A teacher
-trained with ``--holdout-fold k`` never saw fold k, so each training text can get its
-probability from the teachers that held its fold out (`cross_fitted_probabilities`).
+An ensemble's averaged probabilities carry what 0/1 labels do not (how likely "annoyance" is
+beside "anger"); a student keeps part of its gain for the cost of one model. A teacher predicts
+texts it trained on too confidently, so teachers trained with ``--holdout-fold`` each give only
+their held-out fold (`cross_fitted_probabilities`).
 """
 
 from __future__ import annotations
@@ -32,11 +28,7 @@ def soft_targets(config: TrainConfig, train_split: Split) -> torch.Tensor | None
 
 
 def batch_targets(batch: dict[str, np.ndarray], soft: torch.Tensor | None, alpha: float) -> torch.Tensor:
-    """The targets of one batch: its 0/1 labels, mixed ``alpha`` : 1 - ``alpha`` with the teachers' probabilities.
-
-    BCE is linear in its target, so one loss on the mixed target is the weighted sum of the loss
-    on the labels and the loss on the teachers' probabilities (with focal loss nearly so: the
-    modulating factor is computed from the same mixed target).
+    """The targets of one batch: its 0/1 labels mixed with the teachers' probabilities (BCE is linear in its target).
 
     >>> batch = {"labels": np.array([[1.0, 0.0]], dtype=np.float32), "index": np.array([0])}
     >>> batch_targets(batch, torch.tensor([[0.5, 0.5]]), 0.5)
@@ -49,16 +41,7 @@ def batch_targets(batch: dict[str, np.ndarray], soft: torch.Tensor | None, alpha
 
 
 def teacher_probabilities(config: TrainConfig, train_split: Split) -> np.ndarray | None:
-    """The mean probability of ``config.teachers`` on every training text, or None without teachers.
-
-    The teachers' predictions go through `goemo.predict.cache.predict_split`, so they are cached
-    in each teacher's folder and a resumed or repeated run does not recompute them. Only the
-    train split is ever predicted.
-
-        soft = teacher_probabilities(TrainConfig(teachers=["runs/a/best", "runs/b/best"]), train)
-        soft.shape
-        # -> (43410, 28)
-    """
+    """The mean probability of ``config.teachers`` on every training text (cached in each teacher), or None."""
     if not config.teachers:
         return None
     wanted = list(train_split.label_names)
@@ -95,12 +78,7 @@ def holdout(saved: dict[str, Any]) -> tuple[int, int] | None:
 def cross_fitted_probabilities(
     config: TrainConfig, train_split: Split, folds: dict[str, tuple[int, int] | None]
 ) -> np.ndarray:
-    """Each training text's mean probability over the teachers that never saw it.
-
-    Mixing in a teacher that trained on every text would bring back the in-sample predictions
-    cross-fitting is there to avoid, so either every teacher held a fold out or none did, and
-    every fold needs at least one teacher. Each teacher predicts only its own fold.
-    """
+    """Each training text's mean probability over the teachers that never saw it (every fold needs one)."""
     full = sorted(t for t, f in folds.items() if f is None)
     if full:
         raise ConfigError(

@@ -1,9 +1,7 @@
 """The weight average (EMA): with ``ema_decay`` set it is what gets evaluated, selected and saved as best/.
 
-An exponential moving average of the weights is often better than the weights at any one step,
-and costs one copy of the model. The raw weights keep training (and are still scored every epoch,
-as the ``raw_*`` metrics, so one run shows what the average adds); ``last/ema.safetensors`` lets a
-resumed run average on from where it stopped (`goemo.training.checkpoint`).
+Often better than the weights at any one step, for one copy of the model. The raw weights keep
+training and are still scored (``raw_*`` metrics), so one run shows what the average adds.
 """
 
 from __future__ import annotations
@@ -35,11 +33,9 @@ def weight_average(model: nn.Module, decay: float | None) -> AveragedModel | Non
 
 
 def ema_update(decay: float) -> Callable:
-    """An exponential moving average whose decay ramps up as (1 + n) / (10 + n) to ``decay``.
+    """An exponential moving average whose decay ramps up as (1 + n) / (10 + n) to ``decay`` (as TensorFlow's).
 
-    Without the ramp (torch's own `get_ema_multi_avg_fn`), a 0.999 average after one epoch of
-    1,357 steps still gives a quarter of its weight to the first step: the pretrained encoder
-    with a random head. The ramp is TensorFlow's ExponentialMovingAverage(num_updates).
+    Without the ramp, a 0.999 average after one epoch still weighs the random head's first step a quarter.
 
     >>> update = ema_update(0.99)
     >>> average = [torch.zeros(2)]

@@ -1,10 +1,7 @@
-"""The numbers training computes: every epoch on dev, and at the end with the best weights.
+"""The numbers training computes: cheap ones every epoch on dev, and at the end with the best weights.
 
-The logits come from the predictor (`LiveScorer`, the same `EmotionClassifier` path as
-``goemo predict`` on a saved folder), so training reports what prediction will give. Per epoch
-the numbers must be cheap (no threshold sweep): they are logged, and the selection metric picks
-``best/``. At the end, per-label thresholds are tuned on dev (never on test), a calibration is
-fitted on dev (``calibrate``), and both splits are scored with them.
+The logits come from the predictor (`LiveScorer`), so training reports what prediction will give.
+At the end, thresholds are tuned and a calibration fitted on dev (never test), and both splits scored.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ from goemo.core.config import TrainConfig
 from goemo.core.errors import ModelError
 from goemo.core.thresholds import TunedThresholds, sigmoid
 from goemo.data.batching import EncodedSplit
-from goemo.data.split import Split
 from goemo.models.folding import fold_into_module
 from goemo.predict.classifier import EmotionClassifier
 from goemo.predict.pieces import encode_pieces
@@ -41,21 +37,13 @@ RAW_KEYS = ("val_loss", "f1_macro", "f1_macro_xtuned", "auc_macro")  # logged fo
 
 
 class LiveScorer:
-    """The predictor around the model being trained: the same path as `goemo predict` on a saved folder.
-
-    It scores in the training precision, so the probabilities cached beside ``best/`` at the
-    end are the ones training reported; every process scores its share of a split.
-    """
+    """The predictor around the model being trained, in the training precision; each process scores its share."""
 
     def __init__(
         self, accelerator: Accelerator, tokenizer: Any, label_names: Sequence[str], config: TrainConfig
     ) -> None:
-        self.accelerator, self.tokenizer, self.label_names, self.config = (
-            accelerator,
-            tokenizer,
-            list(label_names),
-            config,
-        )
+        self.accelerator, self.tokenizer, self.config = accelerator, tokenizer, config
+        self.label_names = list(label_names)
         self.precision = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
 
     def classifier(self, model: nn.Module) -> EmotionClassifier:
@@ -74,13 +62,8 @@ class LiveScorer:
     def recorded_settings(
         self, model: nn.Module, scored: Mapping[str, tuple[Sequence[str], EncodedSplit]]
     ) -> dict[str, Any]:
-        """The settings of the probabilities training caches (``goemo.json`` ``prediction``).
-
-        Training scores the truncated token ids it trains on. When no text it scored is longer
-        than ``max_length`` (GoEmotions at 64 tokens: none), pieces would have given the very
-        same probabilities, bit for bit, so they are recorded as ``long_text: pieces``, the
-        labelling default, and `goemo evaluate` finds them; else as ``truncate``, which they are.
-        """
+        """The settings of the probabilities training caches: ``long_text: pieces`` when no scored text was
+        truncated (pieces would give the same bits, and `goemo evaluate` finds them), else ``truncate``."""
         settings = self.classifier(model).settings
         long = sum(
             encode_pieces(texts, self.tokenizer, self.config.max_length, "truncate", encoded=encoded).long
@@ -89,8 +72,7 @@ class LiveScorer:
         return {**settings, "long_text": "truncate" if long else "pieces"}
 
     def logits(self, model: nn.Module, split: EncodedSplit) -> np.ndarray:
-        """Logits of every text of ``split``, each process scoring its share (gathered in input order);
-        ``model`` is put in eval mode for it and back after."""
+        """Logits of every text of ``split`` (gathered in input order), ``model`` in eval mode meanwhile."""
         was_training = model.training
         model.eval()
         try:
@@ -114,10 +96,8 @@ def evaluate_logits(
 ) -> dict[str, float]:
     """Loss and the per-epoch headline metrics from logits (cheap: no threshold sweep).
 
-    The cross-tuned F1 tunes thresholds on part of ``split`` (with ``shrink``, as the final
-    tuning will), so it is left out for a test split. ``probs``, when given, are the
-    probabilities the metrics are computed from (a calibration's, exactly as they are cached)
-    instead of ``sigmoid(logits)``.
+    The cross-tuned F1 tunes on part of ``split``, so a test split has none. ``probs`` (a
+    calibration's) replace ``sigmoid(logits)`` when given.
 
     >>> y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
     >>> m = evaluate_logits(np.where(y > 0, 2.0, -2.0).astype(np.float32), y, 0.3, split="test")
@@ -155,9 +135,6 @@ def dev_metrics(
 def is_better(metric: str, value: float, best: float | None) -> bool:
     """Whether ``value`` of ``metric`` beats ``best`` (lower loss, higher anything else); NaN never wins.
 
-    Every `goemo.core.config.SELECT_METRICS` name but ``val_loss`` is a score (``auc_score``, the
-    W&B report's macro ROC-AUC, included), so only the loss is in `LOWER_IS_BETTER`.
-
     >>> is_better("f1_macro", 0.4, 0.3), is_better("val_loss", 0.4, 0.3), is_better("f1_macro", float("nan"), None)
     (True, False, False)
     >>> is_better("auc_score", 0.7, 0.6)
@@ -190,14 +167,6 @@ class FinalScores:
         """``{"dev/f1_macro": …, "test/auc_micro": …}``: the metrics as one flat dict, for the trackers."""
         return {f"{split}/{name}": value for split, values in self.metrics.items() for name, value in values.items()}
 
-    def tuned_dict(self) -> dict[str, Any] | None:
-        """The tuned thresholds as ``goemo.json`` stores them, or None."""
-        return None if self.tuned is None else self.tuned.to_dict()
-
-    def predictions(self, splits: dict[str, Split]) -> list[tuple[Split, np.ndarray]]:
-        """``(split, probabilities)`` of every split scored, for the predictions cache."""
-        return [(splits[key], probs) for key, probs in self.probs.items()]
-
 
 def final_evaluation(
     scorer: LiveScorer,
@@ -206,14 +175,11 @@ def final_evaluation(
     config: TrainConfig,
     dev_checksum: str | None = None,
 ) -> FinalScores:
-    """Score dev (and test, with ``eval_test``) with ``model`` (the best weights) at the fixed
-    threshold and with per-label thresholds tuned on dev.
+    """Score dev (and test, with ``eval_test``) with the best weights, at the fixed and the dev-tuned thresholds.
 
-    With ``calibrate``, a calibration is fitted on the dev logits and the thresholds (tuned on the
-    raw scale) are re-expressed on its scale, so no decision changes. Its affine maps are folded
-    into ``model``'s last layer, in place and with the arithmetic that folds the saved weights
-    (`goemo.models.folding`), and dev and test are scored again: every number, and the
-    probabilities cached beside ``best/``, are then what the saved model gives in these settings.
+    With ``calibrate``, a calibration fitted on dev re-expresses the thresholds (no decision
+    changes) and its affine maps are folded into ``model`` as into the saved weights, so every
+    number is what the saved model gives.
     """
     keys = [key for key in ("dev", "test") if key in encoded and (key == "dev" or config.eval_test)]
     logits = {key: scorer.logits(model, encoded[key]) for key in keys}

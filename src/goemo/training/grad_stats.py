@@ -1,22 +1,10 @@
 """What training logs about the weights and their gradients: the ``grad_norms`` event and ``--watch``.
 
-Vanishing gradients in the lower layers or an exploding head show up here before they show in the
-loss. Gradient norms per layer group (`grad_norms`) are always logged, every ``--watch-every``
-optimiser steps (default ``--log-every``) and at the last step of every epoch, so even a run of a
-few steps logs them once per epoch. ``--watch gradients|parameters|all`` adds what ``wandb.watch``
-logs: per layer group the min/max/mean/std of the gradients and/or the weights (plus the weights'
-norm) as numbers in the same event, for ``metrics.jsonl`` and every tracker, and one
-`Histogram` per parameter tensor (``gradients/<name>``, ``parameters/<name>``, wandb.watch's
-names and 64 bins), which only the trackers that draw histograms get (TensorBoard, W&B; see
-`goemo.training.tracking.log_histograms`), never ``metrics.jsonl``.
-
-The cost is bounded: nothing is computed between those steps, and each tensor (detached, as
-float32) is reduced where it lives, one at a time, to five numbers and 64 counts, which alone go
-to the CPU: no copy of the model is made, on the host or on the device (the largest extra
-allocation is one tensor's squares), and a GPU run does not wait on copying its weights to the
-host. On a CPU, ``--watch all`` on BERT-base (110M weights) takes a few seconds per logged step
-(2-10 s measured on a shared 2-core machine, most of it the histograms), the order of one
-training step there: at ``--watch-every 100`` about 1% of training time.
+Vanishing gradients in the lower layers or an exploding head show up here before the loss shows
+them. ``--watch`` adds what ``wandb.watch`` logs (docs/training.md, "Watching gradients and
+weights"). The cost is bounded: each tensor is reduced where it lives, one at a time, to five
+numbers and 64 counts, which alone go to the CPU (no copy of the model); ``--watch all`` on
+BERT-base costs about one CPU training step per logged step.
 """
 
 from __future__ import annotations
@@ -43,11 +31,7 @@ _KINDS: dict[str | None, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Histogram:
-    """One tensor's values in `HISTOGRAM_BINS` equal bins, with what TensorBoard's raw histogram needs.
-
-    ``edges`` has one more entry than ``counts`` (numpy's convention); non-finite values are
-    left out (``num`` counts the ones binned).
-    """
+    """One tensor's finite values in equal bins (``edges``: one more than ``counts``), as TensorBoard's raw histogram."""
 
     counts: np.ndarray
     edges: np.ndarray
@@ -69,8 +53,7 @@ class WatchStats:
 def layer_groups(model: nn.Module) -> dict[str, str]:
     """The layer group of each named parameter: ``embeddings``, ``layer_<i>``, ``encoder_top`` or ``head``.
 
-    Groups follow the encoder's depth (`goemo.models.modeling.layer_index`, as layer-wise
-    learning rates do); anything outside the base model, and its pooler, is the head.
+    As layer-wise learning rates group them; anything outside the base model, and its pooler, is the head.
 
     >>> layer_groups(nn.Linear(2, 1))
     {'weight': 'head', 'bias': 'head'}
@@ -109,37 +92,13 @@ def grad_norms(model: nn.Module) -> dict[str, float]:
 
 @dataclass
 class _Reduced:
-    """One tensor's count, sum, sum of squares, min and max (NaN or inf when it holds some)."""
+    """Count, sum, sum of squares, min and max of one tensor or, summed with `add`, of a layer group."""
 
-    n: int
-    sum: float
-    sum_squares: float
-    min: float
-    max: float
-
-
-def _reduce(values: torch.Tensor) -> _Reduced:
-    """A few passes over a flat float32 tensor where it lives; only five numbers leave the device.
-
-    float32 sums: PyTorch reduces pairwise, as exact as float64 here and several times faster
-    (``dot`` and ``vector_norm`` are faster still, but off by up to 0.3% on 23M values).
-    """
-    lo, hi = torch.aminmax(values)
-    return _Reduced(
-        n=values.numel(),
-        sum=float(values.sum()),
-        sum_squares=float(values.square().sum()),
-        min=float(lo),
-        max=float(hi),
-    )
-
-
-class _Totals:
-    """Running count, sum, sum of squares, min and max of one layer group."""
-
-    def __init__(self) -> None:
-        self.n, self.sum, self.sum_squares = 0, 0.0, 0.0
-        self.min, self.max = math.inf, -math.inf
+    n: int = 0
+    sum: float = 0.0
+    sum_squares: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
 
     def add(self, r: _Reduced) -> None:
         self.n += r.n
@@ -154,11 +113,14 @@ class _Totals:
         return {"min": self.min, "max": self.max, "mean": mean, "std": std}
 
 
-def histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS, reduced: _Reduced | None = None) -> Histogram | None:
-    """`Histogram` of a tensor's finite values (counted where the tensor lives), or None when it has none.
+def _reduce(values: torch.Tensor) -> _Reduced:
+    """Five numbers of a flat float32 tensor, reduced where it lives (pairwise float32 sums: exact enough, fast)."""
+    lo, hi = torch.aminmax(values)
+    return _Reduced(values.numel(), float(values.sum()), float(values.square().sum()), float(lo), float(hi))
 
-    Equal bins from the smallest to the largest value (numpy's rule: one value ``v`` spans
-    ``v ± 0.5``); ``reduced`` (its `_reduce`) saves a pass when the caller has it.
+
+def histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS, reduced: _Reduced | None = None) -> Histogram | None:
+    """`Histogram` of a tensor's finite values (counted where it lives; one value ``v`` spans ``v ± 0.5``), or None.
 
     >>> h = histogram(torch.tensor([0.0, 1.0, 1.0, float("nan")]), bins=2)
     >>> h.counts.tolist(), h.edges.tolist(), h.num, h.sum_squares
@@ -193,14 +155,8 @@ def histogram(values: torch.Tensor, bins: int = HISTOGRAM_BINS, reduced: _Reduce
 
 
 def watch_stats(model: nn.Module, watch: Watch | None, histograms: bool = True) -> WatchStats:
-    """What ``--watch`` adds at one logging moment, from the gradients and/or the weights as they are.
-
-    Numbers per layer group (`layer_groups`): ``grad_stats/<group>/{min,max,mean,std}`` for the
-    gradients (their norm is `grad_norms`'s ``grad_norm/<group>``), and ``param_norm/<group>``
-    with ``param_stats/<group>/{min,max,mean,std}`` for the weights. With ``histograms``, one
-    `Histogram` per parameter tensor, ``gradients/<name>`` and ``parameters/<name>`` (the
-    caller asks for them only when a tracker draws them). Called before the optimiser step, so
-    the weights are the ones the step starts from. ``watch=None`` gives nothing.
+    """What ``--watch`` adds at one logging moment: per layer group ``grad_stats/…``, ``param_norm/…`` and
+    ``param_stats/…``, and with ``histograms`` one `Histogram` per tensor (only when a tracker draws them).
 
     >>> head = nn.Linear(2, 1)
     >>> with torch.no_grad():
@@ -215,14 +171,14 @@ def watch_stats(model: nn.Module, watch: Watch | None, histograms: bool = True) 
         return out
     groups = layer_groups(model)
     for kind in kinds:
-        totals: dict[str, _Totals] = {}
+        totals: dict[str, _Reduced] = {}
         for name, p in model.named_parameters():
             tensor = p.grad if kind == "gradients" else p
             if tensor is None or tensor.numel() == 0:
                 continue
             values = tensor.detach().reshape(-1).float()  # a copy only for bf16/fp16 weights
             reduced = _reduce(values)
-            totals.setdefault(groups[name], _Totals()).add(reduced)
+            totals.setdefault(groups[name], _Reduced()).add(reduced)
             if histograms and (h := histogram(values, reduced=reduced)) is not None:
                 out.histograms[f"{kind}/{name}"] = h
         prefix = "grad_stats" if kind == "gradients" else "param_stats"

@@ -1,17 +1,11 @@
 """The training loop: one readable Accelerate loop for CPU, one GPU and many.
 
-Read `train` top to bottom: check the run before its folder is touched (`.preflight`: the
-trackers, the folder, the encoder, the data), then (`_train`, once the run folder is locked)
-prepare the run folder, tokenise the data, build the model, then for each epoch train,
-evaluate on dev, and checkpoint (``best/`` by the selection metric, ``last/`` with everything needed to resume). Finally evaluate the best weights on dev and test
-and write ``summary.json``. Each part it calls lives in its own module beside it, so the loop
-stays one screenful of what happens in which order: the Accelerator (`goemo.training.accelerator`),
-the splits (`.data`), the loss (`.losses`), the optimiser (`.optim`), distillation (`.distill`), the
-weight average (`.ema`), checkpoints (`.checkpoint`), gradient norms and ``--watch`` (`.grad_stats`), the
-metrics (`.epoch_metrics`), ``summary.json`` (`.summary`) and the dashboards (`.tracking`).
-
-Resuming replays exactly what an uninterrupted run would have done: batch order is a
-function of (seed, epoch), and ``last/`` holds the optimizer, scheduler, RNG and position.
+Read `train` top to bottom: checks before the run folder is touched (`.preflight`), then
+tokenise, build the model, and per epoch train, evaluate on dev and checkpoint (``best/`` by the
+selection metric, ``last/`` to resume); finally score the best weights and write
+``summary.json``. Each part lives in its own module beside it, so the loop stays the order of
+events. Resuming replays an uninterrupted run exactly: batch order is a function of (seed,
+epoch), and ``last/`` holds the optimizer, scheduler, RNG and position.
 """
 
 from __future__ import annotations
@@ -109,20 +103,13 @@ def train(
 ) -> TrainResult:
     """Fine-tune ``config.model`` on the config's data and write a run folder.
 
-    ``splits`` (``{"train": …, "dev": …, "test"?: …}``) replaces reading files, for use from
-    Python (it gets the splits back as training sampled them). ``callbacks`` get every record
-    written to metrics.jsonl (sweep pruning); an exception raised by one ends training.
-
-        from goemo import TrainConfig, train
-        result = train(TrainConfig(data_dir="data/goemotions", epochs=1, output="runs/try"))
-        result.summary["test"]["f1_macro"]
+    ``splits`` (``{"train": …, "dev": …, "test"?: …}``) replaces reading files. ``callbacks``
+    get every record written to metrics.jsonl (sweep pruning); one that raises ends training.
     """
     started, watch = time.perf_counter(), Stopwatch()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    # Before the run folder is touched (goemo.training.preflight): the dashboards (a typo or a
-    # missing package), a folder in use or holding another run, the encoder against max_length,
-    # and the data, read and checked as training will use it.
+    # Before the run folder is touched: the trackers, the folder, the encoder, the data.
     accelerator = make_accelerator(config, make_trackers(config.trackers, Path(config.output)))
     run = RunFolder(config.output)
     if accelerator.is_main_process:
@@ -171,7 +158,12 @@ def _train(
         model, labels_kept = build_from_folder(config.init_from, label_names, config.dropout, config.trust_remote_code)
         init = init_record(config.init_from, labels_kept)
         if main:
-            _log_init(init)
+            kept = (
+                "its encoder and head (the same labels)"
+                if labels_kept
+                else "its encoder, with a new head for these labels"
+            )
+            log.info("starting from %s: %s", init["path"], kept)
     else:
         model = build_model(config.model, label_names, config.pooling, config.dropout, config.trust_remote_code)
         init = None
@@ -192,12 +184,10 @@ def _train(
     scorer = LiveScorer(accelerator, tokenizer, label_names, config)
 
     def write(record: dict[str, Any]) -> None:
-        """One event to metrics.jsonl (main process only)."""
         if main:
             append_jsonl(run.metrics_path, record)
 
     def notify(record: dict[str, Any]) -> None:
-        """One event to the trackers and the callbacks (main process only)."""
         if main:
             accelerator.log(record)
             for cb in callbacks:
@@ -208,15 +198,13 @@ def _train(
         notify(record)
 
     def log_gradients(epoch: int, step: int) -> None:
-        """The ``grad_norms`` event (with ``--watch``'s numbers) and ``--watch``'s histograms, before
-        the optimiser step clips the gradients; histograms only where a tracker draws them."""
+        """``grad_norms`` and ``--watch``'s numbers and histograms, before the optimiser step clips the gradients."""
         plain = plain_model(accelerator, model)
         watched = watch_stats(plain, config.watch, histograms=draws_histograms(accelerator.trackers))
         emit({"event": "grad_norms", "epoch": epoch, "global_step": step, **grad_norms(plain), **watched.scalars})
         log_histograms(accelerator.trackers, watched.histograms, step)
 
     def meta_of(metrics: dict[str, Any], tuned: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``goemo.json`` of a checkpoint (`model_meta`), with what the model started from."""
         return model_meta(config, label_names, checksums, metrics, tuned, cleaned, pooling=pooling, init_from=init)
 
     def checkpoint(folder: Path, with_state: bool, metrics: dict[str, Any]) -> None:
@@ -235,7 +223,8 @@ def _train(
             state = TrainState.restore(load_checkpoint(resume_from, accelerator, model, ema), resume_from)
             if main:
                 run.rewind_metrics(state.metrics_bytes)
-            _log_resume(run.path, state)
+            pos = (state.epoch + 1, state.batch_in_epoch, state.global_step)
+            log.info("resuming %s at epoch %d, batch %d (step %d)", run.path, *pos)
             emit({"event": "resume", "epoch": state.epoch, "global_step": state.global_step})
         if main:
             _log_start(config, accelerator, len(splits["train"]), len(label_names), num_epochs, batches_per_epoch)
@@ -249,7 +238,14 @@ def _train(
             sampler.set_epoch(epoch, start=state.batch_in_epoch)
             if state.batch_in_epoch == 0:
                 state.loss_sum, state.loss_count = 0.0, 0
-            bar = _progress_bar(epoch, num_epochs, epoch_batches, state.batch_in_epoch, accelerator)
+            bar = tqdm(
+                total=epoch_batches,
+                initial=state.batch_in_epoch,
+                desc=f"epoch {epoch + 1}/{num_epochs}",
+                disable=not accelerator.is_local_main_process,
+                dynamic_ncols=True,
+                leave=False,
+            )
             t0, seen = time.perf_counter(), 0
             for batch_idx in sampler:
                 if state.batch_in_epoch >= epoch_batches:
@@ -335,7 +331,7 @@ def _train(
         summary = run_summary(config, run.path, state.best_epoch, state.best_metric, state.history, final, resources)
         if main:
             headline = {"best_epoch": state.best_epoch, **final.metrics}
-            meta = meta_of(headline, final.tuned_dict())
+            meta = meta_of(headline, None if final.tuned is None else final.tuned.to_dict())
             facts = card_facts(splits, final.probs, final.tuned, summary, config.threshold, config.to_dict())
             if facts.intervals is not None:  # the headline's interval, in the summary a terminal shows
                 bands = facts.intervals
@@ -350,7 +346,7 @@ def _train(
                 run.best_dir,
                 meta,
                 settings,
-                final.predictions(splits),
+                [(splits[k], probs) for k, probs in final.probs.items()],
                 facts,
                 summary,
                 calibration=final.calibration,
@@ -365,23 +361,6 @@ def _train(
     return TrainResult(run.path, run.best_dir, summary, main)
 
 
-def _progress_bar(epoch: int, num_epochs: int, batches: int, done: int, accelerator) -> tqdm:
-    return tqdm(
-        total=batches,
-        initial=done,
-        desc=f"epoch {epoch + 1}/{num_epochs}",
-        disable=not accelerator.is_local_main_process,
-        dynamic_ncols=True,
-        leave=False,
-    )
-
-
-def _log_resume(path: Path, state: TrainState) -> None:
-    log.info(
-        "resuming %s at epoch %d, batch %d (step %d)", path, state.epoch + 1, state.batch_in_epoch, state.global_step
-    )
-
-
 def _log_start(config: TrainConfig, accelerator, texts: int, labels: int, epochs: int, batches_per_epoch: int) -> None:
     log.info(
         "training %s on %d texts (%d labels): %d epochs x %d steps, %s, precision %s, %d process(es)",
@@ -394,13 +373,6 @@ def _log_start(config: TrainConfig, accelerator, texts: int, labels: int, epochs
         accelerator.mixed_precision,
         accelerator.num_processes,
     )
-
-
-def _log_init(init: dict[str, Any]) -> None:
-    if init["labels_kept"]:
-        log.info("starting from %s: its encoder and head (the same labels)", init["path"])
-    else:
-        log.info("starting from %s: its encoder, with a new head for these labels", init["path"])
 
 
 def _log_epoch(record: dict[str, Any], seconds: float) -> None:

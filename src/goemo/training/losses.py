@@ -1,9 +1,4 @@
-"""The training loss: BCE on logits, and the options the config adds to it.
-
-One function builds the loss from the config and the training labels, so every option
-(per-label positive weights, focal modulation, label smoothing, the paper's label-relation
-regularisers) is visible in one place and testable without a training run.
-"""
+"""The training loss: BCE on logits and every option the config adds, in one place, testable without training."""
 
 from __future__ import annotations
 
@@ -21,10 +16,7 @@ from goemo.training.label_relations import correlation_relations, relation_penal
 def loss_function(
     config: TrainConfig, train_labels: np.ndarray, label_names: Sequence[str]
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """BCE on logits, optionally with per-label positive weights, focal modulation, smoothing,
-    and the paper's label-relation regularisers (`goemo.training.label_relations`).
-
-    Its constant tensors follow the logits to their device on the first call.
+    """BCE on logits, with positive weights, focal modulation, smoothing and label-relation terms when set.
 
     >>> loss = loss_function(TrainConfig(), np.zeros((4, 2), dtype=np.uint8), ["a", "b"])
     >>> round(float(loss(torch.zeros(1, 2), torch.zeros(1, 2))), 4)  # log 2

@@ -1,9 +1,4 @@
-"""The optimiser and its schedule: AdamW over goemo's parameter groups, linear warm-up then decay.
-
-The parameter groups (`goemo.models.modeling.parameter_groups`) carry the head's own learning
-rate, layer-wise decay and which weights get weight decay; this module only turns them into
-the optimiser and scheduler the loop steps, and checkpoints save and restore.
-"""
+"""The optimiser and its schedule: AdamW over `goemo.models.modeling.parameter_groups`, linear warm-up then decay."""
 
 from __future__ import annotations
 
@@ -21,12 +16,7 @@ from goemo.models.modeling import parameter_groups
 def make_optimizer(
     model: PreTrainedModel, config: TrainConfig, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over the model's parameter groups, and a linear schedule warming up over
-    ``warmup_ratio`` of ``total_steps`` optimiser steps.
-
-        from goemo.models.modeling import build_tiny_model
-        optimizer, scheduler = make_optimizer(build_tiny_model(["joy"]), TrainConfig(), 100)
-    """
+    """AdamW over the model's parameter groups, warming up linearly over ``warmup_ratio`` of ``total_steps``."""
     groups = parameter_groups(model, config.lr, config.head_lr, config.layer_decay, config.weight_decay)
     optimizer = adamw(groups, config.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
@@ -36,8 +26,7 @@ def make_optimizer(
 def optimizer_step(
     accelerator: Accelerator, model: nn.Module, optimizer, scheduler, max_grad_norm: float | None
 ) -> None:
-    """One optimiser step on the accumulated gradients: clip them (``max_grad_norm``), step the
-    optimiser and the schedule, clear the gradients."""
+    """One optimiser step on the accumulated gradients: clip, step optimiser and schedule, clear."""
     if max_grad_norm:
         accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()

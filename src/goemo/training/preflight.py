@@ -1,22 +1,9 @@
 """What can be known wrong about a training run before its first step, checked before its folder is touched.
 
-A setting the encoder cannot take used to surface only at the end: ``--max-length 4000`` on a
-512-position encoder trains happily on short texts, then the saved ``best/`` is refused (by the
-model card, by ``goemo predict``), so a whole run, or every trial of a sweep, is spent for a
-folder that cannot be used. `goemo.training.loop.train`, which the sweep runner also calls for
-each trial, checks the run's configuration before it takes the folder, in this order:
-
-- the option values themselves (`TrainConfig.validate`, on construction: metric names, ranges);
-- the trackers' names and packages (`goemo.training.tracking.check_trackers`);
-- the folder: in use by another run, or holding one without ``--resume``/``--overwrite``
-  (`goemo.core.run_folder.RunFolder.check_start`; ``goemo train`` asks before importing torch);
-- the folder of ``--init-from``: a trained classifier with PyTorch weights, labels and a
-  tokenizer (`check_init_from`);
-- the encoder: that it is there (hub cache or folder), and that ``max_length`` fits its positions
-  and its tokenizer's own limit (`check_encoder`);
-- the data source: read and checked as the run will use it (`goemo.training.data`).
-
-Each failure is one `GoemoError` line; nothing is written to the run folder.
+Otherwise ``--max-length 4000`` on a 512-position encoder trains happily on short texts and
+only the saved ``best/`` is refused, a whole run (or sweep) spent. `goemo.training.loop.train`
+checks, in order, the trackers, the folder, ``--init-from`` (`check_init_from`), the encoder
+(`check_encoder`) and the data; each failure is one `GoemoError` line.
 """
 
 from __future__ import annotations
@@ -31,13 +18,7 @@ from goemo.predict.runner import tokenizer_limit
 
 
 def check_init_from(config: TrainConfig) -> None:
-    """Refuse an ``--init-from`` folder that is not a trained classifier goemo can continue from.
-
-    It must be a folder with ``config.json``, PyTorch weights (safetensors, whole and fitting
-    ``config.json``), label names (``id2label``) and a tokenizer: what ``goemo train`` writes as
-    ``runs/NAME/best``, or any Hugging Face classification checkpoint. An ONNX export, a TF-IDF
-    model or a bare encoder is refused with one line saying what to use instead. Reads headers
-    and JSON only (no weights loaded).
+    """Refuse an ``--init-from`` folder that is not a trained classifier (weights, labels, tokenizer); no weights loaded.
 
     >>> check_init_from(TrainConfig(init_from="runs/no-such-run/best"))
     Traceback (most recent call last):
@@ -79,13 +60,8 @@ def check_init_from(config: TrainConfig) -> None:
 
 
 def check_encoder(config: TrainConfig) -> None:
-    """Refuse a ``max_length`` the encoder cannot take, from its ``config.json`` and tokenizer (no weights loaded).
-
-    The encoder is ``--init-from``'s when given (checked first, `check_init_from`), else ``--model``'s.
-
-    The limit is the encoder's positions (``max_position_embeddings``, less RoBERTa's offset) and,
-    when smaller, the tokenizer's ``model_max_length``: the same limits a saved model folder is
-    held to, so a run that passes here leaves a ``best/`` that ``goemo predict`` takes.
+    """Refuse a ``max_length`` the encoder (``--init-from``'s, else ``--model``'s) cannot take: the limits a saved
+    folder is held to (positions less RoBERTa's offset, the tokenizer's ``model_max_length``).
 
     >>> check_encoder(TrainConfig(model="tiny-random-bert", max_length=4000))
     Traceback (most recent call last):

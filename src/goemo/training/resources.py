@@ -1,8 +1,4 @@
-"""What a run cost: wall time, throughput, peak memory, and the hardware it ran on.
-
-Users on shared clusters size their job requests from these numbers (the seed read
-``maxvmem`` from ``qacct``), so every run records them in ``summary.json``.
-"""
+"""What a run cost (time, peak memory, hardware), in ``summary.json``: cluster users size job requests from it."""
 
 from __future__ import annotations
 

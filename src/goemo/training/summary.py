@@ -1,8 +1,4 @@
-"""``summary.json``: a run's headline numbers and what they cost, in one dict.
-
-The CLI prints it as the one-screen summary, sweeps read their objective from it, reports and
-benchmarks quote it; building it apart from the loop keeps its shape in one place.
-"""
+"""``summary.json``: a run's headline numbers and what they cost; the CLI, sweeps and reports read it."""
 
 from __future__ import annotations
 

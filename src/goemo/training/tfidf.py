@@ -1,35 +1,15 @@
 """TF-IDF + one-vs-rest logistic regression: the fast, CPU-only baseline every model must beat.
 
-A neural model's macro-F1 means little without a cheap reference on the same data, the same
-thresholds protocol and the same report. This module fits one: TF-IDF of word 1-2-grams and of
-character 2-5-grams within words (sublinear tf; the character block catches misspellings,
-elongations and word pieces such as "lol"/"loool"), and one L2 logistic regression per label
-(liblinear, ``class_weight="balanced"`` so rare labels such as grief are not drowned by their
-negatives), with per-label thresholds tuned on dev exactly as `goemo.training.loop` does. It fits
-the full training split in about a minute on two CPU cores, five seconds without the
-character block (``char_ngrams=False``).
+A neural model's macro-F1 means little without a cheap reference on the same data, thresholds
+protocol and report. Word 1-2-grams and in-word character 2-5-grams (misspellings, "loool"),
+sublinear tf, one L2 logistic regression per label (balanced class weights, so rare labels are
+not drowned by their negatives), thresholds tuned on dev as `goemo.training.loop` does.
 
-The result is a model folder like a fine-tuned model's, so ``goemo evaluate``, ``goemo
-report``, ``goemo predict``, ``goemo serve`` and `goemo.predict.classifier.EmotionClassifier` take it
-unchanged (they dispatch on ``goemo.json``'s ``"kind": "tfidf"``). It holds no pickle:
-
-- ``goemo.json``: label names, taxonomy, thresholds (global and dev-tuned per label), the
-  vectorizer and classifier settings, data checksums, headline metrics, ``"kind": "tfidf"``;
-- ``tfidf.npz``: ``idf_word`` and ``idf_char`` (one value per term), ``coef`` (L, V) and
-  ``intercept`` (L,), float64, read with ``np.load(allow_pickle=False)``;
-- ``vocabulary.json``: per block, term -> column (``coef``'s columns: the word block, then the
-  char block);
-- ``config.json``: ``id2label``/``label2id`` as in a transformers folder (for tools that list
-  a model's labels); it is *not* loadable by ``transformers.pipeline``.
-
-Loading rebuilds each `sklearn.feature_extraction.text.TfidfVectorizer` from the saved
-settings, vocabulary and idf, so the loaded model's probabilities equal the fitted model's.
-
-    result = fit_tfidf_baseline(TfidfConfig(data_dir="data/goemotions", output="runs/tfidf"))
-    result.summary["test"]["f1_macro_tuned"]
-    # -> 0.45
-    EmotionClassifier.load("runs/tfidf/best").predict(["thanks a lot!"])
-    # -> [[{'label': 'gratitude', 'score': 0.93}]]
+The result is a model folder like a fine-tuned model's (``"kind": "tfidf"`` in ``goemo.json``),
+so every verb and `goemo.predict.classifier.EmotionClassifier` take it. It holds no pickle:
+``tfidf.npz`` (idf per block, ``coef``, ``intercept``), ``vocabulary.json`` (term -> column per
+block) and a ``config.json`` with the label maps only (not loadable by transformers); loading
+rebuilds each `TfidfVectorizer` from its settings, so probabilities equal the fitted model's.
 """
 
 from __future__ import annotations
@@ -64,11 +44,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TfidfConfig:
-    """Settings of `fit_tfidf_baseline`; saved as the run's ``config.yaml``.
-
-    Defaults were chosen on the dev split only (docs/benchmarks.md, "TF-IDF baseline"):
-    word 1-2-grams and char_wb 2-5-grams seen in at least 2 training texts, sublinear tf,
-    C = 2 and balanced class weights.
+    """Settings of `fit_tfidf_baseline`, saved as ``config.yaml``; defaults chosen on dev only (docs/benchmarks.md).
 
     >>> TfidfConfig(char_ngrams=False).vectorizer_settings()["word"]["ngram_range"]
     [1, 2]
@@ -120,11 +96,7 @@ class TfidfConfig:
             raise ConfigError(f"max_train_samples={self.max_train_samples}: expected an integer >= 1")
 
     def vectorizer_settings(self) -> dict[str, dict[str, Any]]:
-        """Per feature block (``word``, and ``char`` when on), the `TfidfVectorizer` keyword arguments.
-
-        JSON-safe: ``goemo.json`` stores them and `TfidfModel.load` rebuilds from them. Each
-        block is L2-normalised on its own and the blocks are concatenated, in this order.
-        """
+        """Per feature block (``word``, ``char``), `TfidfVectorizer`'s arguments: JSON-safe, stored in ``goemo.json``."""
         common = {
             "lowercase": True,
             "strip_accents": "unicode",
@@ -200,14 +172,8 @@ def _prepare_run_dir(path: Path, overwrite: bool) -> None:
 def fit_tfidf_baseline(config: TfidfConfig, splits: dict[str, Split] | None = None) -> BaselineResult:
     """Fit on train, tune per-label thresholds on dev, score dev and test, write the run folder.
 
-    ``splits`` (``{"train", "dev", "test"?}``) replaces reading ``config.data_dir``. Nothing
-    is chosen on test: thresholds come from dev (`goemo.scoring.metrics.tune_thresholds`, which
-    refuses a test split) and test is only scored. Writes ``config.yaml``, ``metrics.jsonl``
-    (one epoch record, so ``goemo report`` draws its training table), ``summary.json`` and
-    ``best/`` (the model folder) under ``config.output``.
-
-        result = fit_tfidf_baseline(TfidfConfig(output="/tmp/tfidf"), splits)
-        result.summary["dev"]["f1_macro"], result.summary["fit_time_s"]
+    ``splits`` replaces reading ``config.data_dir``. Nothing is chosen on test. ``metrics.jsonl``
+    gets one epoch record, so ``goemo report`` draws its training table.
     """
     started = time.perf_counter()
     if splits is None:

@@ -1,49 +1,13 @@
-"""Experiment trackers: TensorBoard, MLflow and Weights & Biases, all optional, on Accelerate's tracker API.
+"""Experiment trackers (TensorBoard, MLflow, W&B), all optional, on Accelerate's tracker API.
 
-Training always writes ``metrics.jsonl`` itself (the ``jsonl`` tracker, goemo's own). The
-dashboards are Accelerate's own integrations (`accelerate.tracking`): the loop builds them with
-`make_trackers`, hands them to ``Accelerator(log_with=...)``, starts them with
-``accelerator.init_trackers`` once the run folder is ready, sends every event with
-``accelerator.log`` and finishes them with `close_trackers` (``accelerator.get_tracker("wandb",
-unwrap=True)`` gives the W&B run itself). What goemo adds sits in `GoemoTracker`, a
-`GeneralTracker` around each of Accelerate's:
-
-- every event under the same metric names in every dashboard, so a curve is called
-  ``val_loss`` everywhere (`metric_items`, table below);
-- where each one writes (below), with sweep trials grouped under their sweep's name;
-- a tracker that fails (to import, to start, to log) never ends a training run: it is dropped
-  with one warning line and training goes on;
-- a run that fails is marked failed where the backend records it (MLflow status, W&B exit code).
-
-=================  =======================================================  ===========
-event              metric names                                             step
-=================  =======================================================  ===========
-``epoch``          ``train_loss val_loss auc_micro auc_macro auc_score       global step
-                   f1_micro f1_macro lr epoch epoch_time_s examples_per_s``
-``step``           ``step/train_loss step/lr`` (every ``log_every`` steps)   global step
-``grad_norms``     ``grad_norm/embeddings grad_norm/layer_0 … grad_norm/head``  global step
-                   (every ``watch_every`` steps and at each epoch's last);
-                   with ``--watch`` also ``grad_stats/<group>/{min,max,mean,std}``,
-                   ``param_norm/<group>``, ``param_stats/<group>/…``
-``summary``        ``dev/f1_macro test/auc_micro …`` (final, best weights)   last step
-=================  =======================================================  ===========
-
-``auc_score`` is ``auc_macro`` under the W&B report's name for it. With ``--watch``,
-TensorBoard and W&B also get a histogram per parameter tensor at the ``grad_norms`` steps
-(`log_histograms`: ``gradients/<name>``, ``parameters/<name>``, as ``wandb.watch`` names them);
-MLflow, which draws no histograms, and ``metrics.jsonl`` get the per-group numbers only.
-``goemo stats --tracker`` logs a data sample as a table (`log_dataset`).
-
-Where they write, by default: TensorBoard to ``RUN/tensorboard/``; MLflow to the SQLite
-store ``runs/mlflow.db`` beside the run folder (``SWEEP/mlflow.db`` for sweep trials, in the
-experiment named after the sweep) or to ``MLFLOW_TRACKING_URI``; W&B online when logged in
-(``wandb login`` or ``WANDB_API_KEY``) and offline into ``RUN/wandb/`` otherwise or with
-``WANDB_MODE=offline``. A tracker whose package is missing is refused up front, with the extra
-to install, before the run folder is touched (`check_trackers`).
-
-The sweep runner and ``goemo stats`` open trackers without an Accelerator: `build_trackers`
-starts them as ``init_trackers`` would (with Accelerate's process state, which they need),
-and ``tracker.log(record)`` takes goemo's event records directly.
+Training always writes ``metrics.jsonl`` itself (the ``jsonl`` tracker). The dashboards are
+Accelerate's own integrations: the loop builds them with `make_trackers`, hands them to
+``Accelerator(log_with=...)``, starts them with ``init_trackers``, logs with ``accelerator.log``
+and ends them with `close_trackers`. `GoemoTracker` wraps each one so that every dashboard gets
+the same metric names (`metric_items`; the table is in docs/training.md, "Tracking"), sweep
+trials are grouped under their sweep, a failing tracker is dropped with one warning instead of
+ending training, and a failed run is marked failed where the backend records it. The sweep
+runner and ``goemo stats`` open trackers without an Accelerator (`build_trackers`).
 """
 
 from __future__ import annotations
@@ -68,7 +32,7 @@ log = logging.getLogger(__name__)
 
 TRACKERS = ("jsonl", "tensorboard", "mlflow", "wandb")
 INSTALL_HINT = "pip install 'goemo[track]'"
-_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+
 _SKIP_KEYS = {"event", "global_step", "best"}
 _STEP_KEYS = {"train_loss": "step/train_loss", "lr": "step/lr"}
 
@@ -77,10 +41,7 @@ _STEP_KEYS = {"train_loss": "step/train_loss", "lr": "step/lr"}
 
 
 def check_trackers(names: list[str] | tuple[str, ...]) -> list[str]:
-    """The trackers to build besides ``jsonl``, after checking names and packages.
-
-    Called before any training starts (by `goemo.training.loop.train` and by sweeps before
-    their first trial), so a typo or a missing package costs seconds, not an epoch.
+    """The trackers to build besides ``jsonl``; checked before training, so a typo costs seconds, not an epoch.
 
     >>> check_trackers(["jsonl"])
     []
@@ -97,13 +58,13 @@ def check_trackers(names: list[str] | tuple[str, ...]) -> list[str]:
         if name != "jsonl" and name not in wanted:
             wanted.append(name)
     for name in wanted:
-        if importlib.util.find_spec(_PACKAGES[name]) is None:
-            raise ConfigError(f"tracker {name!r} needs the {_PACKAGES[name]} package: {INSTALL_HINT}")
+        if importlib.util.find_spec(name) is None:  # each tracker's package has its name
+            raise ConfigError(f"tracker {name!r} needs the {name} package: {INSTALL_HINT}")
     return wanted
 
 
 def metric_items(record: dict[str, Any]) -> dict[str, float]:
-    """The numbers of one training event, under the names every tracker uses (table above).
+    """The numbers of one training event, under the names every tracker uses.
 
     >>> metric_items({"event": "epoch", "epoch": 1, "global_step": 9, "val_loss": 0.2, "best": True})
     {'epoch': 1.0, 'val_loss': 0.2}
@@ -126,10 +87,7 @@ def metric_items(record: dict[str, Any]) -> dict[str, float]:
 
 
 def sweep_folder(run_dir: Path) -> Path | None:
-    """The sweep folder when ``run_dir`` is a sweep trial (``SWEEP/trials/N``), else None.
-
-    Trials of one sweep share one MLflow store and experiment and one W&B group.
-    """
+    """The sweep folder when ``run_dir`` is a sweep trial (``SWEEP/trials/N``): its trials share one store."""
     run_dir = Path(run_dir)
     if run_dir.parent.name == "trials" and (run_dir.parent.parent / "sweep.yaml").is_file():
         return run_dir.parent.parent
@@ -145,11 +103,7 @@ def sweep_name(sweep_dir: Path) -> str:
 
 
 def mlflow_uri(run_dir: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else a SQLite store beside the run (or in its sweep).
-
-    One store per folder of runs means one ``mlflow ui`` shows them all side by side:
-    ``runs/a`` and ``runs/b`` both log to ``sqlite:///…/runs/mlflow.db``.
-    """
+    """``MLFLOW_TRACKING_URI``, else a SQLite store beside the run (or its sweep): one ``mlflow ui`` shows them all."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     home = sweep_folder(run_dir) or Path(run_dir).resolve().parent
@@ -178,10 +132,8 @@ def _flat_params(config: dict[str, Any]) -> dict[str, str]:
 class GoemoTracker(GeneralTracker):
     """One of Accelerate's trackers, fed goemo's events, that never ends a training run.
 
-    ``Accelerator.log`` calls each tracker in turn and lets an exception through, which would
-    end training for a dashboard's hiccup; here the first failure of the tracker (to start, to
-    store the config, to log) becomes one warning and the tracker is dropped for the run.
-    Subclasses adjust a backend where goemo needs more than Accelerate does.
+    ``Accelerator.log`` lets a tracker's exception through, which would end training for a
+    dashboard's hiccup; here its first failure becomes one warning and the tracker is dropped.
     """
 
     requires_logging_directory = False  # each is built with its own folder
@@ -206,8 +158,7 @@ class GoemoTracker(GeneralTracker):
         self._guard("store the config", self._store, values)
 
     def log(self, values: dict, step: int | None = None, **kwargs: Any) -> None:
-        """Log one goemo event record (a dict with ``event``: its `metric_items` at its
-        ``global_step``, or at the last step seen), or plain ``values`` at ``step``."""
+        """Log a goemo event record (its `metric_items` at its ``global_step``), or plain ``values`` at ``step``."""
         event = values.get("event")
         if event is not None:
             if isinstance(values.get("global_step"), int):
@@ -217,12 +168,12 @@ class GoemoTracker(GeneralTracker):
             self._guard("log", self._log, event, values, step, kwargs)
 
     def log_histograms(self, histograms: Mapping[str, Histogram], step: int) -> None:
-        """Draw one histogram per tag at ``step``, where the backend draws histograms (else nothing)."""
+        """One histogram per tag at ``step``, where the backend draws them."""
         if histograms and self.takes_histograms:
             self._guard("log histograms", self._log_histograms, histograms, step)
 
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int = 0) -> None:
-        """Show a table of ``rows`` under ``name``, where the backend shows tables (else nothing)."""
+        """A table of ``rows`` under ``name``, where the backend shows tables."""
         self._guard("log a table", self._log_table, name, columns, rows, step)
 
     def finish(self, failed: bool = False) -> None:
@@ -251,8 +202,6 @@ class GoemoTracker(GeneralTracker):
             )
             return False
 
-    # What subclasses may change; by default Accelerate's tracker does it.
-
     def _start(self) -> None:
         self.inner.start()
 
@@ -273,12 +222,7 @@ class GoemoTracker(GeneralTracker):
 
 
 class _TensorBoard(GoemoTracker):
-    """Accelerate's TensorBoard tracker, which also draws histograms and shows tables as text.
-
-    Through the tracker's own ``SummaryWriter``: ``add_histogram_raw`` (the 64 bins already
-    counted, so no tensor is held for TensorBoard) and ``add_text`` with a markdown table, which
-    TensorBoard's Text tab renders.
-    """
+    """Accelerate's TensorBoard tracker, plus histograms (already binned: no tensor held) and tables as markdown text."""
 
     takes_histograms = True
 
@@ -303,7 +247,7 @@ class _TensorBoard(GoemoTracker):
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A markdown table (pipes and backslashes escaped, line breaks as spaces): TensorBoard's text view of a table.
+    """A markdown table (pipes and backslashes escaped, line breaks as spaces).
 
     >>> print(markdown_table(["text", "labels"], [["a|b", "joy"]]))
     | text | labels |
@@ -321,12 +265,10 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 class _Mlflow(GoemoTracker):
-    """Accelerate's MLflow tracker, pointed at goemo's store for the run's lifetime.
+    """Accelerate's MLflow tracker, pointed at goemo's store for the run's lifetime only.
 
-    Accelerate's tracker uses MLflow's process-wide tracking URI, and ``mlflow.set_tracking_uri``
-    also sets ``MLFLOW_TRACKING_URI`` in the environment: left there, the next run in the
-    process (a sweep trial, a notebook cell) would log into this run's store. So the URI is set
-    at start and unset at the end, unless the user chose one.
+    ``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI``: left set, the next run in the
+    process would log into this run's store, so it is unset at the end (unless the user chose one).
     """
 
     def __init__(self, inner: MLflowTracker, uri: str, run_dir: Path) -> None:
@@ -370,11 +312,10 @@ class _Mlflow(GoemoTracker):
 
 
 class _Wandb(GoemoTracker):
-    """Accelerate's W&B tracker, writing to the run's own W&B run object.
+    """Accelerate's W&B tracker, writing to its own run (``reinit="create_new"``), so config and summary go there.
 
-    The run is made with ``reinit="create_new"`` (other W&B runs in the process are left alone),
-    so the module-level ``wandb.config`` Accelerate would store the config in is not this run's:
-    the config goes to ``run.config``. The final scores go to the run's summary, not its history.
+    The module-level ``wandb.config`` Accelerate would use is not this run's. Final scores go to
+    the run's summary, not its history.
     """
 
     takes_histograms = True
@@ -398,14 +339,8 @@ class _Wandb(GoemoTracker):
             self.inner.log(values, step=step, **kwargs)
 
     def _log_histograms(self, histograms: Mapping[str, Histogram], step: int) -> None:
-        """``wandb.Histogram`` per tensor, logged to this run at ``step``: what ``wandb.watch`` logs.
-
-        Not ``run.watch`` itself: its hooks log to the global ``wandb.run``, which a run made
-        with ``reinit="create_new"`` never becomes, so the first hooked forward pass raises
-        (``'NoneType' object has no attribute '_log'``, wandb 0.31) and would end training; it
-        also counts evaluation batches towards ``log_freq``. Logged here, the histograms go to
-        this run, at the ``grad_norms`` steps, under ``wandb.watch``'s names and bins.
-        """
+        """What ``wandb.watch`` logs, logged to this run: ``run.watch``'s hooks log to the global
+        ``wandb.run``, which this run never becomes, so its first hooked pass would raise."""
         import wandb  # noqa: PLC0415  (optional extra: track)
 
         values = {
@@ -423,15 +358,8 @@ class _Wandb(GoemoTracker):
 # ---------------------------------------------------------------- building, starting, closing
 
 
-def _tensorboard(run_dir: Path, sweep: Path | None, run_name: str) -> GoemoTracker:
-    """Event files in ``RUN/tensorboard/``: ``tensorboard --logdir runs`` shows every run."""
-    return _TensorBoard(TensorBoardTracker("tensorboard", run_dir))
-
-
 def _mlflow(run_dir: Path, sweep: Path | None, run_name: str) -> GoemoTracker:
-    """One MLflow run per training run. Sweep trials go to the experiment named after the sweep,
-    other runs to ``goemo`` (``MLFLOW_EXPERIMENT_NAME``, when set, wins: Accelerate reads it).
-    View with ``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``."""
+    """One MLflow run per training run, in experiment ``goemo`` or the sweep's (``MLFLOW_EXPERIMENT_NAME`` wins)."""
     own_store = not os.environ.get("MLFLOW_TRACKING_URI")
     artifacts = ((sweep or run_dir.parent) / "mlartifacts").resolve().as_uri() if own_store else None
     experiment = sweep_name(sweep) if sweep else "goemo"
@@ -457,20 +385,15 @@ def _wandb(run_dir: Path, sweep: Path | None, run_name: str) -> GoemoTracker:
     return _Wandb(inner, note)
 
 
-_BUILDERS = {"tensorboard": _tensorboard, "mlflow": _mlflow, "wandb": _wandb}
+_BUILDERS = {  # (run_dir, sweep, run_name) -> tracker; TensorBoard writes RUN/tensorboard/
+    "tensorboard": lambda run_dir, sweep, run_name: _TensorBoard(TensorBoardTracker("tensorboard", run_dir)),
+    "mlflow": _mlflow,
+    "wandb": _wandb,
+}
 
 
 def make_trackers(names: Sequence[str], run_dir: Path) -> list[GoemoTracker]:
-    """The named trackers for the run in ``run_dir``, not started yet: for ``Accelerator(log_with=...)``.
-
-    Building one touches no file and imports no backend, so it may happen before the run
-    folder is prepared; ``accelerator.init_trackers`` (or `build_trackers`) starts them.
-
-        make_trackers(["jsonl"], Path("runs/x"))
-        # -> []
-        [t.name for t in make_trackers(["jsonl", "tensorboard"], Path("runs/x"))]
-        # -> ['tensorboard']
-    """
+    """The named trackers for ``run_dir``, not started (no file touched): for ``Accelerator(log_with=...)``."""
     run_dir = Path(run_dir)
     sweep = sweep_folder(run_dir)
     run_name = f"trial-{run_dir.name}" if sweep else run_dir.name
@@ -478,16 +401,10 @@ def make_trackers(names: Sequence[str], run_dir: Path) -> list[GoemoTracker]:
 
 
 def build_trackers(names: list[str], run_dir: Path, config: dict[str, Any]) -> list[GoemoTracker]:
-    """Open the named trackers for one run without an Accelerator (``jsonl`` needs nothing:
-    training writes it), as ``accelerator.init_trackers`` would: start each, store ``config``.
+    """Start the named trackers without an Accelerator, as ``init_trackers`` would, storing ``config``.
 
-        trackers = build_trackers(["jsonl", "tensorboard"], Path("runs/x"), {"lr": 1e-4})
-        trackers[0].log({"event": "epoch", "epoch": 1, "global_step": 10, "val_loss": 0.12})
-        close_trackers(trackers)
-
-    Accelerate's trackers log through Accelerate's logger, which raises until Accelerate's
-    process state exists; an Accelerator makes it, and so does ``PartialState()`` here. Without
-    it a tracker that does not make it itself (W&B's) fails to start, alone or listed first.
+    Accelerate's logger raises until its process state exists, so ``PartialState()`` makes it
+    (else W&B's tracker fails to start).
     """
     trackers = make_trackers(names, run_dir)
     if trackers:
@@ -499,16 +416,12 @@ def build_trackers(names: list[str], run_dir: Path, config: dict[str, Any]) -> l
 
 
 def draws_histograms(trackers: Sequence[GeneralTracker]) -> bool:
-    """Whether any of ``trackers`` draws histograms: the loop computes them only then (they cost a CPU copy)."""
+    """Whether any tracker draws histograms: the loop computes them only then (they cost a CPU copy)."""
     return any(isinstance(t, GoemoTracker) and t.takes_histograms and not t.broken for t in trackers)
 
 
 def log_histograms(trackers: Sequence[GeneralTracker], histograms: Mapping[str, Histogram], step: int) -> None:
-    """Hand ``--watch``'s histograms to every tracker that draws them (TensorBoard, W&B) at ``step``.
-
-    Accelerate's ``log`` takes numbers only, so histograms take this path beside it; call it on
-    the main process, as ``accelerator.log`` logs there only.
-    """
+    """Hand ``--watch``'s histograms to every tracker (``accelerator.log`` takes numbers only); main process only."""
     for tracker in trackers:
         if isinstance(tracker, GoemoTracker):
             tracker.log_histograms(histograms, step)
@@ -523,18 +436,9 @@ def log_dataset(
     config: dict[str, Any],
     table: str = "data_sample",
 ) -> list[str]:
-    """Log a data analysis to the named trackers as one run in ``out_dir``; the names of those that took it.
+    """``goemo stats --tracker``: ``rows`` as a table and ``figures`` as scalars at step 0, as one run in ``out_dir``.
 
-    What ``goemo stats --out DIR --tracker …`` does: the sample's ``rows`` as a table named
-    ``table`` (a ``wandb.Table`` in W&B, a markdown table in TensorBoard's Text tab; MLflow shows
-    no tables) and ``figures`` (the stats' key numbers) as scalars, all at step 0, with
-    ``config`` as the run's config. The run is ``DIR/tensorboard/``, ``DIR/wandb/`` (offline
-    unless logged in), MLflow's store beside ``DIR``, as for a training run in ``DIR``. A tracker
-    that fails is dropped with one warning, as in training.
-
-        log_dataset(["tensorboard"], Path("runs/data-analysis"), ["text", "labels"], [["hi", "joy"]],
-                    {"train/texts": 1.0}, {"seed": 0})
-        # -> ['tensorboard']
+    Returns the names of the trackers that took it (a failing one is dropped, as in training).
     """
     trackers = build_trackers(list(names), Path(out_dir), config)
     failed = True
@@ -549,12 +453,7 @@ def log_dataset(
 
 
 def close_trackers(trackers: Sequence[GeneralTracker], failed: bool = False) -> None:
-    """Finish every tracker, marking the runs failed where the backend records it.
-
-    Training calls this on ``accelerator.trackers`` rather than ``accelerator.end_training()``,
-    which also destroys the process group: `goemo.training.loop.train` may run again in the
-    same process, and under ``torchrun`` its processes still meet after the trackers close.
-    """
+    """Finish every tracker, marking failed runs; unlike ``end_training()`` it keeps the process group."""
     for tracker in trackers:
         if isinstance(tracker, GoemoTracker):
             tracker.finish(failed=failed)
