@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError, DataError
-from goemo.data.hf_datasets import load_hf_dataset, load_hf_split
+from goemo.data.hf_datasets import load_hf_dataset
 from goemo.data.io import load_goemotions
 from goemo.data.split import Split
 from goemo.evaluation.ensemble import evaluate_ensemble
@@ -76,7 +76,7 @@ def test_a_dataset_without_validation_cannot_train(go_emotions_dataset, tmp_path
     with pytest.raises(ConfigError, match="has splits train; training needs validation too"):
         load_training_data(TrainConfig(dataset=str(only_train)))
     with pytest.raises(ConfigError, match=r"has no 'test' split \(it has train\)"):
-        load_hf_split(only_train, "test")
+        load_hf_dataset(only_train, splits=["test"])
 
 
 def test_a_hub_id_goes_to_load_dataset_unchanged(go_emotions_dataset, monkeypatch) -> None:
@@ -89,7 +89,7 @@ def test_a_hub_id_goes_to_load_dataset_unchanged(go_emotions_dataset, monkeypatc
         return datasets.load_from_disk(str(path))
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    test = load_hf_split("go_emotions", "test", "simplified")
+    test = load_hf_dataset("go_emotions", "simplified", splits=["test"])["test"]
     assert calls == [("go_emotions", "simplified")]
     assert test.source == "dataset go_emotions/simplified:test"
     _same(test, rows["test"])
