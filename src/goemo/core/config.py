@@ -526,7 +526,6 @@ def resolve_config(
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r} (available: {', '.join(PRESETS)})")
         values.update(PRESETS[name])
-        values["preset"] = name
     values.update(file_values)
     values.update(given)
     # every config holds the default data_dir (TrainConfig.validate ignores it): one given here clashes
