@@ -379,12 +379,10 @@ def _multi_hot(value: Any, width: int, rows: _Rows, i: int) -> list[int]:
             f"expected a multi-hot list of {width} values 0/1, got {len(value)} values "
             "(a list of label ids needs the column cast to Sequence(ClassLabel(names=...)))",
         )
-    out = []
     for v in value:
         if v not in (0, 1):
             raise _row_error(rows, i, f"expected 0 or 1 in a multi-hot list, got {v!r}")
-        out.append(int(v))
-    return out
+    return [int(v) for v in value]
 
 
 def _tokens(value: Any, rows: _Rows, i: int) -> list[str]:

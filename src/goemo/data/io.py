@@ -67,9 +67,7 @@ class _Text:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        data = _read_bytes(path)
-        if data.startswith(codecs.BOM_UTF8):
-            data = data[len(codecs.BOM_UTF8) :]
+        data = _read_bytes(path).removeprefix(codecs.BOM_UTF8)
         try:
             self.text = data.decode("utf-8")
             self.clean = True
@@ -445,9 +443,7 @@ def read_jsonl(
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Decode each line on its own, so a bad byte or bad JSON is reported on its own line."""
-    data = _read_bytes(path)
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
+    data = _read_bytes(path).removeprefix(codecs.BOM_UTF8)
     for number, raw in enumerate(data.split(b"\n"), start=1):
         raw = raw.rstrip(b"\r")
         if not raw.strip():
