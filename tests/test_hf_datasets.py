@@ -212,6 +212,11 @@ def test_bad_columns_and_labels_name_the_column(go_emotions_dataset, tmp_path: P
             r"labels: row 0: expected 0 or 1 in a multi-hot list, got 2",
         ),
         "plain-ids": ({"text": ["a"], "labels": [3]}, r"column 'labels' holds label ids but no label names"),
+        "bad-json": ({"text": ["a"], "labels": ["[joy"]}, r"labels: row 0: invalid JSON list: Expecting value at"),
+        "huge-id": (  # int() refuses the digits: a clean line, as io's readers give, not a ValueError
+            {"text": ["a"], "labels": ["[" + "9" * 5000 + "]"]},
+            r"labels: row 0: invalid JSON list: a number of more than 4,300 digits",
+        ),
     }
     for name, (columns, message) in bad.items():
         with pytest.raises((ConfigError, DataError), match=message) as caught:

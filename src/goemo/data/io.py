@@ -527,10 +527,7 @@ def _id_value(record: Mapping[str, Any], key: str, path: Path, line: int) -> str
 
 
 def split_label_list(value: Any, fail: Callable[[str], DataError]) -> Any:
-    """A label-list string as a list (a JSON list, or comma-separated names or ids); None as ``[]``.
-
-    Other values come back as they are, for the caller to check. ``fail(problem)`` makes the
-    error for a string that opens a JSON list but is not one.
+    """A label-list string as a list (JSON, or comma-separated); None as ``[]``; other values as they are.
 
     >>> split_label_list(" joy,love ", DataError), split_label_list('["joy"]', DataError)
     (['joy', 'love'], ['joy'])
