@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from goemo.cli import app
 from goemo.cli.options import option_declarations
-from goemo.core.config import PRESETS, SELECT_METRICS, TrainConfig, field_types, opt, resolve_config
+from goemo.core.config import PRESETS, SELECT_METRICS, TrainConfig, opt, resolve_config
 from goemo.core.errors import ConfigError
 
 runner = CliRunner()
@@ -146,7 +146,7 @@ _FILE_SOURCES = {"data_dir", "train_file", "dev_file", "test_file"}
 
 @pytest.mark.parametrize("left_out", [_DATASET_FIELDS, _FILE_SOURCES], ids=["files", "dataset"])
 def test_every_option_reaches_its_field(trained, left_out: set[str]) -> None:
-    types_ = field_types()
+    types_ = typing.get_type_hints(TrainConfig)
     values = {
         name: _example(name, types_[name], f.default if f.default is not dataclasses.MISSING else f.default_factory())
         for name, f in FIELDS.items()

@@ -10,7 +10,8 @@ import pytest
 
 from goemo.core.config import TrainConfig
 from goemo.core.errors import DataError
-from goemo.data.corrections import file_sha256, read_corrections, read_exclusions
+from goemo.data.corrections import read_corrections, read_exclusions
+from goemo.data.download import sha256_file
 from goemo.data.split import Split
 from goemo.training.data import clean_train
 
@@ -92,8 +93,8 @@ def test_exclude_and_correct_change_only_the_train_split(tmp_path: Path) -> None
     # t1 lost joy and gained fear; t2 already had anger (unchanged); t3's change went with t3
     assert (cleaning.texts_excluded, cleaning.labels_changed, cleaning.added, cleaning.removed) == (1, 2, 1, 1)
     assert cleaning.unchanged == 1
-    assert cleaning.exclude == {"file": str(drop.resolve()), "sha256": file_sha256(drop)}
-    assert cleaning.corrections is not None and cleaning.corrections["sha256"] == file_sha256(fixes)
+    assert cleaning.exclude == {"file": str(drop.resolve()), "sha256": sha256_file(drop)}
+    assert cleaning.corrections is not None and cleaning.corrections["sha256"] == sha256_file(fixes)
     assert cleaning.describe().startswith("cleaned with: 1 texts excluded, 2 labels changed (1 added, 1 removed)")
 
 

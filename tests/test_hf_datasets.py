@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from goemo.cli import app
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError, DataError
-from goemo.data.hf_datasets import load_hf_dataset, load_hf_split
+from goemo.data.hf_datasets import load_hf_dataset
 from goemo.data.io import load_goemotions
 from goemo.data.split import Split
 from goemo.evaluation.ensemble import evaluate_ensemble
@@ -76,7 +76,7 @@ def test_a_dataset_without_validation_cannot_train(go_emotions_dataset, tmp_path
     with pytest.raises(ConfigError, match="has splits train; training needs validation too"):
         load_training_data(TrainConfig(dataset=str(only_train)))
     with pytest.raises(ConfigError, match=r"has no 'test' split \(it has train\)"):
-        load_hf_split(only_train, "test")
+        load_hf_dataset(only_train, splits=["test"])
 
 
 def test_a_hub_id_goes_to_load_dataset_unchanged(go_emotions_dataset, monkeypatch) -> None:
@@ -89,7 +89,7 @@ def test_a_hub_id_goes_to_load_dataset_unchanged(go_emotions_dataset, monkeypatc
         return datasets.load_from_disk(str(path))
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    test = load_hf_split("go_emotions", "test", "simplified")
+    test = load_hf_dataset("go_emotions", "simplified", splits=["test"])["test"]
     assert calls == [("go_emotions", "simplified")]
     assert test.source == "dataset go_emotions/simplified:test"
     _same(test, rows["test"])
@@ -212,6 +212,11 @@ def test_bad_columns_and_labels_name_the_column(go_emotions_dataset, tmp_path: P
             r"labels: row 0: expected 0 or 1 in a multi-hot list, got 2",
         ),
         "plain-ids": ({"text": ["a"], "labels": [3]}, r"column 'labels' holds label ids but no label names"),
+        "bad-json": ({"text": ["a"], "labels": ["[joy"]}, r"labels: row 0: invalid JSON list: Expecting value at"),
+        "huge-id": (  # int() refuses the digits: a clean line, as io's readers give, not a ValueError
+            {"text": ["a"], "labels": ["[" + "9" * 5000 + "]"]},
+            r"labels: row 0: invalid JSON list: a number of more than 4,300 digits",
+        ),
     }
     for name, (columns, message) in bad.items():
         with pytest.raises((ConfigError, DataError), match=message) as caught:

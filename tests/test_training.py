@@ -681,7 +681,7 @@ def test_cli_teachers_reach_the_config_and_a_missing_one_is_named(tmp_path, shar
 
 def test_a_cleaned_model_records_what_cleaned_it(tiny_config, goemotions_splits, tmp_path) -> None:
     """--exclude and --corrections change the training texts (only those) and say so in goemo.json and the card."""
-    from goemo.data.corrections import file_sha256
+    from goemo.data.download import sha256_file
     from goemo.training.data import clean_train, prepare_splits
 
     full = goemotions_splits["train"]
@@ -698,8 +698,8 @@ def test_a_cleaned_model_records_what_cleaned_it(tiny_config, goemotions_splits,
     record = meta["cleaning"]
     grief = full.label_names.index("grief")
     assert record["texts_excluded"] == 2 and record["labels_changed"] == 1 + int(kept.labels[3, grief] == 0)
-    assert record["exclude"] == {"file": str(drop.resolve()), "sha256": file_sha256(drop)}
-    assert record["corrections"]["sha256"] == file_sha256(fixes)
+    assert record["exclude"] == {"file": str(drop.resolve()), "sha256": sha256_file(drop)}
+    assert record["corrections"]["sha256"] == sha256_file(fixes)
     assert meta["training_config"]["exclude"] == str(drop) and meta["training_config"]["corrections"] == str(fixes)
     splits = {"train": full, "dev": goemotions_splits["dev"]}
     clean_train(cleaned, splits)
@@ -707,7 +707,7 @@ def test_a_cleaned_model_records_what_cleaned_it(tiny_config, goemotions_splits,
     assert meta["data_checksums"]["dev"] == goemotions_splits["dev"].sample(50, seed=config.seed).checksum()
     card = (result.best_dir / "README.md").read_text(encoding="utf-8")
     assert f"Cleaned with: 2 texts excluded, {record['labels_changed']} labels changed" in card
-    assert f"`{drop.resolve()}` sha256 `{file_sha256(drop)}`" in card and file_sha256(fixes) in card
+    assert f"`{drop.resolve()}` sha256 `{sha256_file(drop)}`" in card and sha256_file(fixes) in card
     plain = train(config.replace(output=tiny_config.output + "-plain"))
     assert json.loads((plain.best_dir / "goemo.json").read_text())["cleaning"] is None
     assert "Cleaned with" not in (plain.best_dir / "README.md").read_text(encoding="utf-8")

@@ -15,11 +15,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal
 
 import yaml
@@ -449,16 +446,6 @@ _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 @functools.cache
-def field_types() -> Mapping[str, Any]:
-    """Each `TrainConfig` field's type, resolved (the annotations are strings in this module).
-
-    >>> field_types()["max_grad_norm"]
-    float | None
-    """
-    hints = typing.get_type_hints(TrainConfig)
-    return MappingProxyType({f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)})
-
-
 def fields_where(key: str, value: Any = True) -> tuple[str, ...]:
     """Names of the `TrainConfig` fields whose metadata ``key`` (see `opt`) equals ``value``, in field order.
 
@@ -539,7 +526,6 @@ def resolve_config(
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r} (available: {', '.join(PRESETS)})")
         values.update(PRESETS[name])
-        values["preset"] = name
     values.update(file_values)
     values.update(given)
     # every config holds the default data_dir (TrainConfig.validate ignores it): one given here clashes

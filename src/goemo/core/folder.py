@@ -193,7 +193,7 @@ class ModelFolder:
         """``"tfidf"`` (goemo.json says so), ``"onnx"`` (an export) or ``"transformer"`` (safetensors)."""
         if self.meta.get("kind") == TFIDF_KIND:
             return "tfidf"
-        if (self.path / ONNX_FILE).is_file():
+        if self.has_onnx:
             return "onnx"
         if self.has_torch_weights:
             return "transformer"
@@ -255,10 +255,7 @@ class ModelFolder:
 
     @property
     def training_config(self) -> dict[str, Any]:
-        value = self.meta.get("training_config") or {}
-        if not isinstance(value, dict):
-            raise ModelError(f"{self.path / META_FILE}: training_config: expected an object")
-        return value
+        return self._object("training_config")
 
     @property
     def init_from(self) -> dict[str, Any] | None:
@@ -274,13 +271,11 @@ class ModelFolder:
 
     @property
     def data_checksums(self) -> dict[str, str]:
-        value = self.meta.get("data_checksums") or {}
-        return value if isinstance(value, dict) else {}
+        return self._object("data_checksums", strict=False)
 
     @property
     def metrics(self) -> dict[str, Any]:
-        value = self.meta.get("metrics") or {}
-        return value if isinstance(value, dict) else {}
+        return self._object("metrics", strict=False)
 
     @property
     def max_length(self) -> int | None:
@@ -367,23 +362,27 @@ class ModelFolder:
         and ``dev_check`` (the dev macro-F1 of int8 and fp32 at the model's thresholds), so a
         later start reuses the export and reports the same figures without measuring again.
         """
-        value = self.meta.get(CPU_EXPORT_KEY) or {}
-        if not isinstance(value, dict):
-            raise ModelError(f"{self.path / META_FILE}: {CPU_EXPORT_KEY}: expected an object")
-        return value
+        return self._object(CPU_EXPORT_KEY)
 
     @property
     def prediction_settings(self) -> dict[str, Any]:
         """The predictor settings of the probabilities training cached (precision, batch size), {} if none."""
-        value = self.meta.get("prediction") or {}
-        return value if isinstance(value, dict) else {}
+        return self._object("prediction", strict=False)
 
     @property
     def card_facts(self) -> dict[str, Any]:
         """What training measured for the model card (``goemo.json`` ``card``: per-label rows, split
         sizes, label counts, resources; `goemo.models.card.CardFacts`), {} if none."""
-        value = self.meta.get("card") or {}
-        return value if isinstance(value, dict) else {}
+        return self._object("card", strict=False)
+
+    def _object(self, key: str, strict: bool = True) -> dict[str, Any]:
+        """``goemo.json``'s object ``key`` ({} when absent); another value is a `ModelError`, or {} unless ``strict``."""
+        value = self.meta.get(key) or {}
+        if isinstance(value, dict):
+            return value
+        if strict:
+            raise ModelError(f"{self.path / META_FILE}: {key}: expected an object")
+        return {}
 
     @cached_property
     def calibration(self) -> Calibration | None:
@@ -398,13 +397,13 @@ class ModelFolder:
     @property
     def global_threshold(self) -> float:
         """The fixed threshold the model reports at (the paper's 0.3 unless it says otherwise)."""
-        value = self._thresholds_entry().get("global")
+        value = self._object("thresholds").get("global")
         return PAPER_THRESHOLD if value is None else _probability(value, f"{self.path / META_FILE}: thresholds.global")
 
     @cached_property
     def tuned(self) -> TunedThresholds | None:
         """The dev-tuned per-label thresholds with their provenance, or None."""
-        tuning = self._thresholds_entry().get("tuning")
+        tuning = self._object("thresholds").get("tuning")
         if not tuning or not tuning.get("per_label"):
             return None
         where = f"{self.path / META_FILE}: thresholds.tuning"
@@ -423,7 +422,7 @@ class ModelFolder:
         where a sigmoid is undecided. float32 is the precision the predictor decides in; float64
         gives the values ``goemo.json`` holds.
         """
-        entry = self._thresholds_entry()
+        entry = self._object("thresholds")
         where = f"{self.path / META_FILE}: thresholds"
         default = entry.get("global")
         default = DEFAULT_THRESHOLD if default is None else _probability(default, f"{where}.global")
@@ -454,12 +453,6 @@ class ModelFolder:
             split_checksum=split_checksum,
             tuned_split_checksum=self.data_checksums.get(tuned.split) if tuned is not None else None,
         )
-
-    def _thresholds_entry(self) -> dict[str, Any]:
-        value = self.meta.get("thresholds") or {}
-        if not isinstance(value, dict):
-            raise ModelError(f"{self.path / META_FILE}: thresholds: expected an object")
-        return value
 
     # ------------------------------------------------------------------ integrity
 

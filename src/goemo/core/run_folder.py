@@ -296,13 +296,11 @@ class RunFolder:
         if not self.path.is_dir():
             return
         RunLock(self.lock_path).check_free()
-        if config.overwrite:
-            return
-        if config.resume:
-            if self.has_checkpoint():
-                self._check_same_run(config)
-            return
-        if self.has_checkpoint() or self.best_dir.exists() or _has_epoch_record(self.metrics_path):
+        if config.resume and self.has_checkpoint():
+            self._check_same_run(config)
+        elif not (config.resume or config.overwrite) and (
+            self.has_checkpoint() or self.best_dir.exists() or _has_epoch_record(self.metrics_path)
+        ):
             raise self._holds_a_run()
 
     def prepare(self, config: TrainConfig, is_main: bool = True) -> Path | None:

@@ -167,10 +167,7 @@ def as_thresholds(thresholds: Thresholds, n_labels: int) -> np.ndarray:
 
 
 def json_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else value
+    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

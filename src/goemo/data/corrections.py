@@ -21,7 +21,6 @@ Correction(id='abc', label='joy', action='add', line=2)
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +47,6 @@ class Correction:
     label: str
     action: str
     line: int
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes: recorded with a cleaned model, so it says which file cleaned it."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_exclusions(path: str | Path) -> list[Excluded]:

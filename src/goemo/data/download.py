@@ -83,11 +83,8 @@ def sha256_file(path: str | Path) -> str:
     sha256_file("data/goemotions/emotions.txt")
     # -> '45c3ef86782d2a4d7fedcd6d8c111aa0d0e94720689bd164fac94fefb4495a89'
     """
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def download(

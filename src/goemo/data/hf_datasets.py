@@ -21,7 +21,6 @@ dataset is read, so prediction and ``goemo --help`` never pay for it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -31,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from goemo.core.errors import ConfigError, DataError, json_problem
+from goemo.core.errors import ConfigError, DataError
+from goemo.data.io import split_label_list
 from goemo.data.split import Split
 from goemo.data.taxonomy import Taxonomy, load_taxonomy, project_split
 
@@ -111,24 +111,6 @@ def load_hf_dataset(
             raise ConfigError(f"dataset {where}: --taxonomy {target.name}: {e}") from None
         logger.debug("read %d rows, %d labels from %s", len(raw.texts), out[key].num_labels, raw.source)
     return out
-
-
-def load_hf_split(
-    name: str | Path,
-    split: str,
-    config: str | None = None,
-    **options: Any,
-) -> Split:
-    """One split of a Hugging Face dataset (``"dev"`` or ``"validation"``, ``"test"``, ...).
-
-    ``options`` are those of `load_hf_dataset`.
-
-        test = load_hf_split("go_emotions", "test", "simplified")
-        test.name, len(test)
-        # -> ('test', 5427)
-    """
-    key = goemo_split_name(split)
-    return load_hf_dataset(name, config, splits=[key], **options)[key]
 
 
 def open_hf_dataset(name: str | Path, config: str | None = None, *, cache_dir: str | Path | None = None) -> Any:
@@ -397,27 +379,15 @@ def _multi_hot(value: Any, width: int, rows: _Rows, i: int) -> list[int]:
             f"expected a multi-hot list of {width} values 0/1, got {len(value)} values "
             "(a list of label ids needs the column cast to Sequence(ClassLabel(names=...)))",
         )
-    out = []
     for v in value:
         if v not in (0, 1):
             raise _row_error(rows, i, f"expected 0 or 1 in a multi-hot list, got {v!r}")
-        out.append(int(v))
-    return out
+    return [int(v) for v in value]
 
 
-def _tokens(value: Any, rows: _Rows, i: int | None) -> list[str]:
+def _tokens(value: Any, rows: _Rows, i: int) -> list[str]:
     """Label names from a list of strings, a JSON-list string or a comma-separated string."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise _row_error(rows, i, f"invalid JSON list: {json_problem(e)}") from None
-        else:
-            value = text.split(",") if text else []
+    value = split_label_list(value, lambda problem: _row_error(rows, i, problem))
     if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
         raise _row_error(rows, i, f"expected label names, got {_got(value)}")
     tokens = [str(v).strip() for v in value]
@@ -435,8 +405,8 @@ def _resolve(token: str, index: dict[str, int], rows: _Rows, i: int) -> int:
     raise _row_error(rows, i, f"unknown label {token!r} (known: {_short(list(index))})")
 
 
-def _row_error(rows: _Rows, i: int | None, problem: str) -> DataError:
-    return DataError(problem if i is None else f"row {i}: {problem}", path=rows.source, field=rows.column)
+def _row_error(rows: _Rows, i: int, problem: str) -> DataError:
+    return DataError(f"row {i}: {problem}", path=rows.source, field=rows.column)
 
 
 def _got(value: Any) -> str:

@@ -23,7 +23,7 @@ import logging
 import re
 import reprlib
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,7 @@ class _Text:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        data = _read_bytes(path)
-        if data.startswith(codecs.BOM_UTF8):
-            data = data[len(codecs.BOM_UTF8) :]
+        data = _read_bytes(path).removeprefix(codecs.BOM_UTF8)
         try:
             self.text = data.decode("utf-8")
             self.clean = True
@@ -445,9 +443,7 @@ def read_jsonl(
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Decode each line on its own, so a bad byte or bad JSON is reported on its own line."""
-    data = _read_bytes(path)
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
+    data = _read_bytes(path).removeprefix(codecs.BOM_UTF8)
     for number, raw in enumerate(data.split(b"\n"), start=1):
         raw = raw.rstrip(b"\r")
         if not raw.strip():
@@ -530,22 +526,29 @@ def _id_value(record: Mapping[str, Any], key: str, path: Path, line: int) -> str
     return check_unicode(str(value), path, line, key)
 
 
-def _label_tokens(value: Any, path: Path, line: int, field: str) -> list[str]:
-    """Label names or ids as strings, from a list, a JSON-list string or a comma-separated string."""
+def split_label_list(value: Any, fail: Callable[[str], DataError]) -> Any:
+    """A label-list string as a list (JSON, or comma-separated); None as ``[]``; other values as they are.
+
+    >>> split_label_list(" joy,love ", DataError), split_label_list('["joy"]', DataError)
+    (['joy', 'love'], ['joy'])
+    """
     if value is None:
         return []
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped.startswith("["):
-            try:
-                value = loads_json(stripped)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON list: {json_problem(e)}", path=path, line=line, field=field) from None
-        elif not stripped:
-            return []
-        else:
-            value = stripped.split(",")
-    elif isinstance(value, int) and not isinstance(value, bool):
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return loads_json(text)
+        except json.JSONDecodeError as e:
+            raise fail(f"invalid JSON list: {json_problem(e)}") from None
+    return text.split(",") if text else []
+
+
+def _label_tokens(value: Any, path: Path, line: int, field: str) -> list[str]:
+    """Label names or ids as strings, from a list, a JSON-list string or a comma-separated string."""
+    value = split_label_list(value, lambda problem: DataError(problem, path=path, line=line, field=field))
+    if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list):
         raise DataError(f"expected a list of labels, got {type(value).__name__}", path=path, line=line, field=field)

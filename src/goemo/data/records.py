@@ -40,12 +40,6 @@ class Record:
     text: str
 
 
-def _open_text(path: Path) -> TextIO:
-    if not path.is_file():
-        raise DataError("file not found", path=path)
-    return open(path, encoding="utf-8-sig", newline="")
-
-
 def read_records(
     path: str | Path | None,
     text_column: str = "text",
@@ -70,7 +64,9 @@ def read_records(
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".csv", ".jsonl", ".json"):
         raise DataError(f"unsupported input type {suffix or '(none)'}: expected .txt, .csv or .jsonl", path=path)
-    with _open_text(path) as f:
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    with open(path, encoding="utf-8-sig", newline="") as f:
         try:
             if suffix == ".txt":
                 if id_column:

@@ -117,9 +117,7 @@ class DataStats:
 
     def csv_rows(self) -> list[dict[str, Any]]:
         """One dict per split and per (split, label), all with the keys of `CSV_FIELDS`."""
-        rows: list[dict[str, Any]] = []
-        for s in self.splits.values():
-            rows.append(_split_csv_row(s))
+        rows = [_split_csv_row(s) for s in self.splits.values()]
         for s in self.splits.values():
             for lab in s.labels:
                 row: dict[str, Any] = dict.fromkeys(CSV_FIELDS, "")

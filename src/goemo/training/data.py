@@ -16,7 +16,8 @@ import numpy as np
 from goemo.core.config import TrainConfig
 from goemo.core.errors import ConfigError, DataError
 from goemo.data.batching import EncodedSplit, LengthBucketBatches
-from goemo.data.corrections import file_sha256, read_corrections, read_exclusions
+from goemo.data.corrections import read_corrections, read_exclusions
+from goemo.data.download import sha256_file
 from goemo.data.folds import fold_of
 from goemo.data.source import DataSource
 from goemo.data.split import Split
@@ -91,7 +92,7 @@ def clean_train(config: TrainConfig, splits: dict[str, Split]) -> Cleaning | Non
         path = Path(config.exclude)
         for entry in read_exclusions(path):
             drop.update(_rows_of(rows, entry.id, path, entry.line))
-        record["exclude"] = {"file": str(path.resolve()), "sha256": file_sha256(path)}
+        record["exclude"] = {"file": str(path.resolve()), "sha256": sha256_file(path)}
     changed: dict[tuple[int, int], str] = {}
     unchanged = 0
     if config.corrections:
@@ -112,7 +113,7 @@ def clean_train(config: TrainConfig, splits: dict[str, Split]) -> Cleaning | Non
                     continue
                 labels[i, j] = value
                 changed[(i, j)] = fix.action
-        record["corrections"] = {"file": str(path.resolve()), "sha256": file_sha256(path)}
+        record["corrections"] = {"file": str(path.resolve()), "sha256": sha256_file(path)}
     keep = np.array([i for i in range(len(train)) if i not in drop], dtype=np.int64)
     kept_changes = [action for (i, _), action in changed.items() if i not in drop]
     cleaned = Split(
