@@ -52,9 +52,12 @@ _MEM = re.compile(r"^(\d+)\s*([KMGT])(?:i?B)?$", re.IGNORECASE)
 _JOB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _QUEUE = re.compile(r"^[A-Za-z0-9_.,@*:-]+$")
 _WORD = re.compile(r"^[A-Za-z0-9_.+/:=@-]+$")
-_VAR = re.compile(r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
-# In a goemo argument: an escaped dollar, a variable, or a dollar / backquote that would be anything else.
-_ARG_TOKEN = re.compile(r"\\\$|\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)|[$`]")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+# In a path: a variable ($NAME, ${NAME}), else a character that double quotes must escape.
+_PATH_TOKEN = re.compile(rf'\$(?:\{{(?P<braced>{_NAME})\}}|(?P<bare>{_NAME}))|["\\`$]')
+# In a goemo argument: an escaped dollar, a variable, a dollar / backquote that would be anything else
+# (refused), else a character that double quotes must escape.
+_ARG_TOKEN = re.compile(rf'(?P<literal>\\\$)|\$(?:\{{(?P<braced>{_NAME})\}}|(?P<bare>{_NAME}))|(?P<refused>[$`])|["\\]')
 _CONDA_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _MB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 
@@ -308,17 +311,13 @@ def _normalise_mem(mem: str) -> str:
     return f"{int(m.group(1))}{m.group(2).upper()}"
 
 
-def _mem_mb(mem: str) -> float:
-    m = _MEM.match(mem)
-    assert m is not None
-    return int(m.group(1)) * _MB[m.group(2).upper()]
-
-
 def _per_slot(mem: str, slots: int) -> str:
     """SGE counts h_vmem/mem_free per slot: the node's amount divided by its slots, rounded up."""
     if slots == 1:
         return mem
-    mb = math.ceil(_mem_mb(mem) / slots)
+    m = _MEM.match(mem)
+    assert m is not None
+    mb = math.ceil(int(m.group(1)) * _MB[m.group(2).upper()] / slots)
     return f"{mb // 1024}G" if mb % 1024 == 0 else f"{mb}M"
 
 
@@ -343,17 +342,17 @@ def shell_path(path: str) -> str:
     """
     if path == "~" or path.startswith("~/"):
         path = "$HOME" + path[1:]
-    out, pos = [], 0
-    for m in _VAR.finditer(path):
-        out.append(_escape_dq(path[pos : m.start()]))
-        out.append("${" + m.group(0).strip("${}") + "}")
-        pos = m.end()
-    out.append(_escape_dq(path[pos:]))
-    return '"' + "".join(out) + '"'
+    return _double_quoted(path, _PATH_TOKEN)
 
 
-def _escape_dq(text: str) -> str:
-    return re.sub(r'(["\\`$])', r"\\\1", text)
+def _double_quoted(text: str, tokens: re.Pattern[str]) -> str:
+    """``text`` in double quotes: each match of ``tokens`` a variable (``${NAME}``), a literal ``\\$``, or escaped."""
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group("braced") or m.group("bare")
+        return "${" + name + "}" if name else "\\$" if m.group().startswith("\\$") else "\\" + m.group()
+
+    return '"' + tokens.sub(one, text) + '"'
 
 
 def shell_arg(arg: str) -> str:
@@ -371,23 +370,13 @@ def shell_arg(arg: str) -> str:
     """
     if "$" not in arg and "`" not in arg:
         return shlex.quote(arg)
-    out, pos = [], 0
-    for m in _ARG_TOKEN.finditer(arg):
-        token = m.group(0)
-        if token in ("$", "`"):
-            raise ConfigError(
-                f"goemo argument {arg!r}: only $NAME and ${{NAME}} are expanded on the node; "
-                "command substitution ($(...), backquotes) and other $ forms are refused (write \\$ for a literal $)"
-            )
-        out.append(_escape_dq(arg[pos : m.start()]))
-        out.append("\\$" if token == "\\$" else "${" + token.strip("${}") + "}")
-        pos = m.end()
-    out.append(_escape_dq(arg[pos:]))
-    return '"' + "".join(out) + '"'
-
-
-def _quote_args(args: list[str] | tuple[str, ...]) -> str:
-    return " ".join(shell_arg(a) for a in args)
+    refused = next((m for m in _ARG_TOKEN.finditer(arg) if m.group("refused")), None)
+    if refused is not None:
+        raise ConfigError(
+            f"goemo argument {arg!r}: only $NAME and ${{NAME}} are expanded on the node; "
+            "command substitution ($(...), backquotes) and other $ forms are refused (write \\$ for a literal $)"
+        )
+    return _double_quoted(arg, _ARG_TOKEN)
 
 
 def _option_value(args: tuple[str, ...], name: str) -> str | None:
@@ -433,7 +422,7 @@ def _stage_command(spec: JobSpec, warnings: list[str]) -> dict[str, Any]:
         data_arg = '--data-dir "$GOEMO_DATA"'
     else:
         data_arg = ""
-    quoted = " ".join(x for x in (_quote_args(args), data_arg) if x)
+    quoted = " ".join(x for x in (*(shell_arg(a) for a in args), data_arg) if x)
     ctx: dict[str, Any] = {"args": quoted}
     if spec.stage == "sweep":
         storage = _option_value(args, "--storage")
@@ -525,12 +514,7 @@ def _launch(spec: JobSpec) -> dict[str, Any]:
     """How train starts: plain goemo, accelerate on one node, or accelerate on every node."""
     gpus, nodes = spec.gpus or 0, spec.nodes
     threads = max(1, (spec.cpus or 1) // max(gpus, 1))
-    if nodes > 1:
-        mode = "multi_node"
-    elif gpus > 1:
-        mode = "multi_gpu"
-    else:
-        mode = "single"
+    mode = "multi_node" if nodes > 1 else "multi_gpu" if gpus > 1 else "single"
     return {"mode": mode, "num_processes": gpus * nodes, "threads": threads}
 
 

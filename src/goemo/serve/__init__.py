@@ -8,15 +8,8 @@ functions do.
     from goemo.serve import run_server
     run_server("runs/x/best", port=8000, limits=ServeLimits(max_texts=16))
 
-Both run uvicorn hardened against slow and abandoned clients (`uvicorn_config`): a cap on
-open connections below the open-file limit, deadlines for request heads and bodies, and a
-bounded keep-alive and listen backlog, all read from `ServeLimits`. SIGTERM or Ctrl-C drains
-first: every request already in is answered before the server stops (`serve_app`).
-
-Shaped for the hardware: the model runs in one thread beside the event loop with its CPU
-threads set so that the loop always has a core (`default_num_threads`), on a CPU in
-length-sorted chunks of `CPU_CHUNK` texts (`load_for_serving`); ``workers=N`` runs N such
-processes on one socket (`goemo.serve.workers`), each with its share of the cores.
+Uvicorn runs hardened against slow and abandoned clients (`uvicorn_config`) and drains on
+SIGTERM (`serve_app`); the model's threads leave the event loop a core (`default_num_threads`).
 """
 
 from __future__ import annotations
@@ -44,7 +37,7 @@ from goemo.predict.fastest import cuda_available
 from goemo.serve.batcher import BatcherStats, MicroBatcher, QueueFullError
 from goemo.serve.connections import ConnectionGuard, resolve_connections, throttle_uvicorn_warnings
 from goemo.serve.limits import ServeLimits
-from goemo.serve.workers import SPEC_ENV, run_workers
+from goemo.serve.workers import SPEC_ENV, run_workers, signal_handlers
 
 __all__ = [
     "create_app",
@@ -107,12 +100,8 @@ def uvicorn_config(
     """The ``uvicorn.Config`` goemo serves with: ``limits``' connection settings applied.
 
     Uvicorn's own settings give the keep-alive timeout, the listen backlog and
-    ``limit_concurrency``; its HTTP protocol is wrapped in a `ConnectionGuard` for the cap on
-    open connections, the deadline on request heads (the body's deadline is the app's
-    `goemo.serve.guards.BodyReadTimeout`), JSON answers to malformed requests and the drain
-    on shutdown (run by `goemo.serve.server.DrainingServer`). The guard is also put on
-    ``app.state.connections``, so that ``/health`` shows its counters. Uvicorn's warnings
-    that a client can repeat at will are one line per 10 s (`throttle_uvicorn_warnings`).
+    ``limit_concurrency``; the rest is a `ConnectionGuard` around its HTTP protocol, put on
+    ``app.state.connections`` too, so that ``/health`` shows its counters.
 
         config = uvicorn_config(create_app(clf), ServeLimits(max_connections=500))
         DrainingServer(config).run(sockets=[bind_socket("127.0.0.1", 8000, config.backlog)])
@@ -163,7 +152,6 @@ def background_server(
     limits = limits or _limits_of(app)
     config = uvicorn_config(app, limits, log_level="warning", access_log=False)
     sock = bind_socket(host, port, config.backlog)
-    bound_host, bound_port = sock.getsockname()[:2]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="goemo-server", daemon=True)
     thread.start()
@@ -173,7 +161,7 @@ def background_server(
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise GoemoError(f"the server did not start within {timeout:.0f} s")
             time.sleep(0.02)
-        yield f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+        yield _url(sock)
     finally:
         server.should_exit = True
         thread.join(timeout)
@@ -273,8 +261,7 @@ def _served_limits(limits: ServeLimits, host: str) -> ServeLimits:
     """``limits`` with the address bound to among the allowed Host names (a specific non-loopback one)."""
     if _is_loopback_bind(host) or _is_wildcard_bind(host) or host in limits.allowed_hosts:
         return limits
-    shown = f"[{host}]" if ":" in host else host
-    return dataclasses.replace(limits, allowed_hosts=(*limits.allowed_hosts, shown))
+    return dataclasses.replace(limits, allowed_hosts=(*limits.allowed_hosts, _shown(host)))
 
 
 def _warn_if_exposed(host: str) -> None:
@@ -284,27 +271,8 @@ def _warn_if_exposed(host: str) -> None:
             "listening on %s, reachable from other machines: the API has no authentication; "
             "put a reverse proxy with authentication in front of it (requests must name this "
             "server in their Host header: add names with --allowed-host)",
-            f"[{host}]" if ":" in host else host,
+            _shown(host),
         )
-
-
-@contextmanager
-def _sigterm_exits_cleanly() -> Iterator[None]:
-    """SIGTERM ends the server gracefully and the process with 0, as Ctrl-C does.
-
-    Uvicorn shuts down on SIGTERM and then raises the signal again for whatever handler was
-    there before it started; with the default one the process dies with 143 after a clean
-    shutdown. A handler that does nothing in its place lets `run_server` return. Only the
-    main thread can set signal handlers; elsewhere nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_server(
@@ -364,10 +332,14 @@ def run_server(
         sock.close()
 
 
+def _shown(host: str) -> str:
+    """A host as a URL or Host header names it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def _url(sock: socket.socket) -> str:
     bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    return f"http://{shown}:{bound_port}"
+    return f"http://{_shown(bound_host)}:{bound_port}"
 
 
 def serve_on(sock: socket.socket, spec: WorkerSpec) -> None:
@@ -406,15 +378,14 @@ def serve_app(
 
     What each process of `run_server` runs once its model is loaded: uvicorn as
     `uvicorn_config` sets it up (``limits`` default to the app's own, for an app from
-    `create_app`). On SIGTERM or Ctrl-C, every request already in, or on its way in, is
-    answered (with ``Connection: close``) before anything is closed, for at most
-    ``limits.drain_timeout_s``; a connection opened meanwhile gets a JSON 503 with
-    ``Retry-After``; then the app shuts down and this returns (SIGTERM too: exit status 0).
+    `create_app`), stopped by `goemo.serve.server.DrainingServer` (`ConnectionGuard.drain`).
 
         serve_app(create_app(clf), bind_socket("127.0.0.1", 8000))
     """
     from goemo.serve.server import DrainingServer  # noqa: PLC0415  (optional extra: serve, uvicorn)
 
     config = uvicorn_config(app, limits or _limits_of(app), log_level=log_level, access_log=access_log)
-    with _sigterm_exits_cleanly():
+    # Uvicorn shuts down on SIGTERM, then raises it again for the handler there before it started:
+    # with the default one the process would die with 143 after a clean shutdown, so that one does nothing.
+    with signal_handlers(lambda signum, frame: None, signal.SIGTERM):
         DrainingServer(config).run(sockets=[sock])

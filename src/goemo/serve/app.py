@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -95,12 +95,6 @@ class Classifier(Protocol):
     def label_names_for(self, taxonomy: str | None = None) -> list[str]: ...
 
 
-def _token_counter(classifier: Any) -> Callable[[Sequence[str]], list[int]] | None:
-    """The classifier's ``count_tokens`` (`EmotionClassifier.count_tokens`), if it has one."""
-    count = getattr(classifier, "count_tokens", None)
-    return count if callable(count) else None
-
-
 def create_app(
     classifier: Classifier,
     limits: ServeLimits | None = None,
@@ -136,7 +130,7 @@ def create_app(
         max_queue=limits.max_queue,
         max_batch_tokens=limits.max_tokens,
     )
-    count_tokens = _token_counter(classifier)
+    count_tokens = getattr(classifier, "count_tokens", None)  # `EmotionClassifier.count_tokens`
     started = time.time()
     body_model = request_model(limits, len(label_names))
     explain_model = explain_request_model(limits, label_names)
@@ -198,7 +192,7 @@ def create_app(
 
     async def token_counts(texts: list[str]) -> list[int] | None:
         """Each text's tokens, counted off the event loop; None when the classifier does not count them."""
-        if count_tokens is None:
+        if not callable(count_tokens):
             return None
         return list(await asyncio.to_thread(count_tokens, texts))
 

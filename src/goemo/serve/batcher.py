@@ -111,14 +111,14 @@ class MicroBatcher:
         max_queue: int = 4096,
         max_batch_tokens: int | None = None,
     ) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
-        if max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
-        if max_batch_tokens is not None and max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
+        for name, value, low in (
+            ("max_batch", max_batch, 1),
+            ("max_wait_ms", max_wait_ms, 0),
+            ("max_queue", max_queue, 1),
+            ("max_batch_tokens", 1 if max_batch_tokens is None else max_batch_tokens, 1),
+        ):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
         self.predict_proba = predict_proba
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
@@ -216,17 +216,15 @@ class MicroBatcher:
     def _given_up(self, job: _Job) -> None:
         """Done callback: a request cancelled while still queued no longer counts as waiting."""
         if job.queued and job.future.cancelled():
-            job.queued = False
-            self._pending -= len(job.texts)
-            self.stats.abandoned += 1
+            self._take(job)
 
     def _take(self, job: _Job) -> bool:
-        """The worker takes ``job`` off the queue; False when its caller has already given up."""
+        """``job`` leaves the queue; False when its caller has already given up (counted as abandoned)."""
         if not job.queued:
             return False
         job.queued = False
         self._pending -= len(job.texts)
-        if job.future.done():  # cancelled, its done callback not run yet
+        if job.future.done():  # cancelled (from `_given_up`, or its done callback not run yet)
             self.stats.abandoned += 1
             return False
         return True
@@ -307,24 +305,34 @@ class MicroBatcher:
             self.stats.abandoned += len(batch) - len(live)
             if not live:
                 continue
-            all_texts = [t for job in live for t in job.texts]
-            self._last_batch_texts = len(all_texts)
-            started = time.perf_counter()
-            try:
-                probs = await self._call(all_texts)
-            except Exception as e:  # the worker must outlive a failing batch
-                if len(live) == 1:
-                    self._fail(live[0], e)
-                else:
-                    await self._isolate(live, e)
-                continue
-            self._record(live, len(all_texts), time.perf_counter() - started, sum(job.tokens for job in live))
-            start = 0
-            for job in live:
-                rows = probs[start : start + len(job.texts)]
-                start += len(job.texts)
-                if not job.future.done():
-                    job.future.set_result(rows)
+            self._last_batch_texts = sum(len(job.texts) for job in live)
+            await self._run_batch(live)
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        """One model call for ``jobs``, each caller handed its rows; a failing batch is re-run one request at a time."""
+        texts = [t for job in jobs for t in job.texts]
+        started = time.perf_counter()
+        try:
+            probs = await self._call(texts)
+        except Exception as e:  # the worker must outlive a failing batch
+            if len(jobs) == 1:
+                self._fail(jobs[0], e)
+            else:
+                await self._isolate(jobs, e)
+            return
+        s = self.stats
+        s.requests += len(jobs)
+        s.texts += len(texts)
+        s.tokens += sum(job.tokens for job in jobs)
+        s.batches += 1
+        s.largest_batch = max(s.largest_batch, len(texts))
+        s.model_seconds += time.perf_counter() - started
+        start = 0
+        for job in jobs:
+            rows = probs[start : start + len(job.texts)]
+            start += len(job.texts)
+            if not job.future.done():
+                job.future.set_result(rows)
 
     async def _isolate(self, jobs: list[_Job], error: Exception) -> None:
         """A batched call raised: run each request alone, so that only the guilty one fails."""
@@ -334,21 +342,4 @@ class MicroBatcher:
             if job.future.done():
                 self.stats.abandoned += 1
                 continue
-            started = time.perf_counter()
-            try:
-                probs = await self._call(job.texts)
-            except Exception as e:
-                self._fail(job, e)
-                continue
-            self._record([job], len(job.texts), time.perf_counter() - started, job.tokens)
-            if not job.future.done():
-                job.future.set_result(probs)
-
-    def _record(self, jobs: list[_Job], texts: int, seconds: float, tokens: int = 0) -> None:
-        s = self.stats
-        s.requests += len(jobs)
-        s.texts += texts
-        s.tokens += tokens
-        s.batches += 1
-        s.largest_batch = max(s.largest_batch, texts)
-        s.model_seconds += seconds
+            await self._run_batch([job])

@@ -36,7 +36,7 @@ import resource
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from goemo.core.errors import ConfigError
 from goemo.serve.limits import RETRY_AFTER_S
@@ -122,22 +122,19 @@ class Throttled:
         self._last = -float("inf")
         self._held = 0
 
-    def admit(self) -> int | None:
-        """Count one event: how many events a line written now stands for, or None while the interval runs."""
+    def line(self, msg: str) -> str | None:
+        """Count one event: ``msg`` as a line written now (with the events it stands for), or None while the interval runs."""
         self._held += 1
         now = time.monotonic()
         if now - self._last < self.interval_s:
             return None
         count, self._last, self._held = self._held, now, 0
-        return count
+        return msg if count == 1 else f"{msg} ({count} times since the last such line)"
 
     def warning(self, msg: str, *args: Any) -> None:
-        count = self.admit()
-        if count is None:
-            return
-        if count > 1:
-            msg += f" ({count} times since the last such line)"
-        self.logger.warning(msg, *args)
+        line = self.line(msg)
+        if line is not None:
+            self.logger.warning(line, *args)
 
 
 # Warnings uvicorn writes once per request or connection, which a client can repeat at will
@@ -166,13 +163,10 @@ class ThrottledLines(logging.Filter):
         if not isinstance(record.msg, str):
             return True
         throttle = next((t for prefix, t in self.throttles.items() if record.msg.startswith(prefix)), None)
-        if throttle is None:
-            return True
-        count = throttle.admit()
-        if count is None:
+        line = record.msg if throttle is None else throttle.line(record.msg)
+        if line is None:
             return False
-        if count > 1:
-            record.msg = f"{record.msg} ({count} times since the last such line)"
+        record.msg = line
         return True
 
 
@@ -278,7 +272,7 @@ class ConnectionGuard:
         deadline = loop.time() + timeout_s
         self.draining = True
         for connection in list(self.live):
-            connection.wind_down_unless_arriving()
+            connection.wind_down()
         waiting = self.in_flight()
         if waiting:
             log.info(
@@ -308,20 +302,13 @@ class ConnectionGuard:
         return type(f"Guarded{inner.__name__}", (_Guarded,), {"guard": self, "inner_class": inner})
 
     def stats(self) -> dict[str, int | float]:
-        return {
-            "open": self.open,
-            "max_connections": self.max_connections,
-            "refused": self.refused,
-            "head_timeouts": self.head_timeouts,
-            "malformed": self.malformed,
-        }
+        return {k: getattr(self, k) for k in ("open", "max_connections", "refused", "head_timeouts", "malformed")}
 
 
-class _WatchedTransport(asyncio.Transport):
-    """The connection's transport as the inner protocol sees it: writes are reported first."""
+class _WatchedTransport:
+    """The connection's transport as the inner protocol sees it: writes are reported first, the rest forwarded."""
 
     def __init__(self, transport: asyncio.Transport, on_write: Callable[[bytes], bytes]) -> None:
-        super().__init__()
         self._transport = transport
         self._on_write = on_write
 
@@ -334,47 +321,8 @@ class _WatchedTransport(asyncio.Transport):
         for data in list_of_data:
             self.write(data)
 
-    def write_eof(self) -> None:
-        self._transport.write_eof()
-
-    def can_write_eof(self) -> bool:
-        return self._transport.can_write_eof()
-
-    def abort(self) -> None:
-        self._transport.abort()
-
-    def close(self) -> None:
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
-
-    def pause_reading(self) -> None:
-        self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._transport.resume_reading()
-
-    def is_reading(self) -> bool:
-        return self._transport.is_reading()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._transport.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size()
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._transport.get_write_buffer_limits()
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._transport.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._transport.get_protocol()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _Guarded(asyncio.Protocol):
@@ -435,7 +383,7 @@ class _Guarded(asyncio.Protocol):
         guard.open += 1
         guard.live.add(self)
         self._inner = self.inner_class(*self._args, **self._kwargs)
-        self._inner.connection_made(_WatchedTransport(transport, self._written))
+        self._inner.connection_made(cast(asyncio.Transport, _WatchedTransport(transport, self._written)))
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -457,8 +405,8 @@ class _Guarded(asyncio.Protocol):
             self._inner.data_received(data)
         finally:
             self._parsing = False
-        if self.guard.draining and self._state != _HEAD:
-            self._wind_down()  # the head came in while the server drains: answer it, then close
+        if self.guard.draining:
+            self.wind_down()  # the head came in while the server drains: answer it, then close
 
     def eof_received(self) -> bool | None:
         if self._inner is None:
@@ -501,14 +449,12 @@ class _Guarded(asyncio.Protocol):
             self._disarm()
         return data
 
-    def wind_down_unless_arriving(self) -> None:
-        """The server drains: finish the request being handled and close; a head still due is waited for."""
-        if self._state != _HEAD:
-            self._wind_down()
+    def wind_down(self) -> None:
+        """The server drains: close once the answer is out (uvicorn's ``shutdown``: at once when idle).
 
-    def _wind_down(self) -> None:
-        """Ask the inner protocol to close once its answer is out (uvicorn's ``shutdown``: at once when idle)."""
-        if self._wound_down or self._inner is None:
+        A connection whose request head is still due is left to finish it first.
+        """
+        if self._state == _HEAD or self._wound_down or self._inner is None:
             return
         self._wound_down = True
         shutdown = getattr(self._inner, "shutdown", None)  # what uvicorn's own shutdown calls on each connection

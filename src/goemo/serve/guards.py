@@ -87,11 +87,8 @@ class BodyTooLarge(StarletteHTTPException):
     """Raised from ``receive`` when the streamed body passes the limit; FastAPI re-raises it as a 413."""
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, _too_large_message(max_bytes), headers={"Connection": "close"})
-
-
-def _too_large_message(max_bytes: int) -> str:
-    return f"request body is larger than the limit of {max_bytes:,} bytes (--max-body-bytes)"
+        detail = f"request body is larger than the limit of {max_bytes:,} bytes (--max-body-bytes)"
+        super().__init__(413, detail, headers={"Connection": "close"})
 
 
 _TWICE_FRAMED = (
@@ -104,24 +101,14 @@ class BodyTimedOut(StarletteHTTPException):
     """Raised from ``receive`` when the body is not complete in time; answered 408, connection closed."""
 
     def __init__(self, timeout_s: float) -> None:
-        super().__init__(408, _timeout_message(timeout_s), headers={"Connection": "close"})
-
-
-def _timeout_message(timeout_s: float) -> str:
-    return f"request body not received within {timeout_s:g} s (--body-timeout)"
+        detail = f"request body not received within {timeout_s:g} s (--body-timeout)"
+        super().__init__(408, detail, headers={"Connection": "close"})
 
 
 async def _run_guarded(
-    app: Any,
-    scope: dict,
-    receive: Any,
-    send: Any,
-    guarded_receive: Any,
-    error: type[Exception],
-    status: int,
-    detail: str,
+    app: Any, scope: dict, receive: Any, send: Any, guarded_receive: Any, error: type[StarletteHTTPException]
 ) -> None:
-    """Run ``app`` with ``guarded_receive``; when it raises ``error`` before the response started, answer ``status``.
+    """Run ``app`` with ``guarded_receive``; when it raises ``error`` before the response started, answer it.
 
     The app's own HTTPException handler normally answers the error; this catches it when it
     escapes (raised outside a route, e.g. while Starlette reads the body for validation).
@@ -135,10 +122,10 @@ async def _run_guarded(
 
     try:
         await app(scope, guarded_receive, tracking_send)
-    except error:
+    except error as e:
         if started:
             raise
-        await error_response(status, detail)(scope, receive, send)
+        await error_response(e.status_code, e.detail)(scope, receive, send)
 
 
 class BodySizeLimit:
@@ -179,7 +166,7 @@ class BodySizeLimit:
                 await error_response(400, f"Content-Length is not a number: {declared[:40]!r}")(scope, receive, send)
                 return
             if size > self.max_bytes:
-                await error_response(413, _too_large_message(self.max_bytes))(scope, receive, send)
+                await error_response(413, BodyTooLarge(self.max_bytes).detail)(scope, receive, send)
                 return
         received = 0
 
@@ -192,9 +179,7 @@ class BodySizeLimit:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        await _run_guarded(
-            self.app, scope, receive, send, limited_receive, BodyTooLarge, 413, _too_large_message(self.max_bytes)
-        )
+        await _run_guarded(self.app, scope, receive, send, limited_receive, BodyTooLarge)
 
 
 class BodyReadTimeout:
@@ -230,9 +215,7 @@ class BodyReadTimeout:
                 complete = True
             return message
 
-        await _run_guarded(
-            self.app, scope, receive, send, timed_receive, BodyTimedOut, 408, _timeout_message(self.timeout_s)
-        )
+        await _run_guarded(self.app, scope, receive, send, timed_receive, BodyTimedOut)
 
 
 async def disconnected(request: Request) -> None:

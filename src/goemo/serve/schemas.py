@@ -44,6 +44,11 @@ class PredictRequest(BaseModel):
     )
 
 
+_LABELS_DESCRIPTION = (
+    "Labels to explain for every text (default: each text's predicted labels, else its most probable one)."
+)
+
+
 class ExplainRequest(BaseModel):
     """Body of ``POST /explain``: the texts, and optionally which labels to explain; unknown keys are refused.
 
@@ -56,12 +61,7 @@ class ExplainRequest(BaseModel):
     )
 
     texts: list[str] = Field(description="Texts to explain, in order.")
-    labels: list[str] | None = Field(
-        None,
-        min_length=1,
-        description="Labels to explain for every text (default: each text's predicted labels, else its most "
-        "probable one).",
-    )
+    labels: list[str] | None = Field(None, min_length=1, description=_LABELS_DESCRIPTION)
 
 
 def _texts_field(limits: ServeLimits, what: str, tokens: str) -> Any:
@@ -97,13 +97,7 @@ def explain_request_model(limits: ServeLimits, label_names: Sequence[str]) -> ty
         ),
         labels=(
             list[name] | None,
-            Field(
-                None,
-                min_length=1,
-                max_length=num_labels,
-                description="Labels to explain for every text (default: each text's predicted labels, else its "
-                "most probable one).",
-            ),
+            Field(None, min_length=1, max_length=num_labels, description=_LABELS_DESCRIPTION),
         ),
     )
 
@@ -218,11 +212,9 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         422: "The body is not the expected JSON, or a text or option is over a limit; `detail` names it.",
         503: "Server busy (the queue or the connection cap is full): retry after `Retry-After` seconds.",
     }
-    out: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
-        out[code] = {"model": Error, "description": what[code]}
-        if code == 503:
-            out[code]["headers"] = {
-                "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
-            }
+    out: dict[int | str, dict[str, Any]] = {code: {"model": Error, "description": what[code]} for code in codes}
+    if 503 in out:
+        out[503]["headers"] = {
+            "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+        }
     return out

@@ -1,12 +1,5 @@
 """`DrainingServer`: uvicorn's server, which answers the requests in flight before it stops.
 
-Uvicorn, told to stop (SIGTERM, Ctrl-C), first closes its listening socket and every
-connection that is not in the middle of a request: a request still in the kernel's queues,
-or whose head is half read, is cut off unanswered (44 of 390 in flight under load), and
-connections waiting in the listen backlog are reset. `DrainingServer` runs the connection
-guard's drain (`goemo.serve.connections.ConnectionGuard.drain`) before that, for at most
-its ``drain_timeout_s``, then lets uvicorn shut down as usual within what is left of it.
-
 Needs the ``serve`` extra (uvicorn); `goemo.serve` imports this module only when it serves.
 """
 
@@ -23,7 +16,11 @@ from goemo.serve.connections import ConnectionGuard
 class DrainingServer(uvicorn.Server):
     """``uvicorn.Server`` whose shutdown first drains the requests in flight.
 
-    The guard is the one `goemo.serve.uvicorn_config` wraps the HTTP protocol with
+    Uvicorn, told to stop, first closes its listening socket and every connection not in the
+    middle of a request: a request still in the kernel's queues, or whose head is half read, is
+    cut off unanswered (44 of 390 in flight under load). This runs the guard's drain
+    (`goemo.serve.connections.ConnectionGuard.drain`) first, then uvicorn's shutdown within
+    what is left of ``drain_timeout_s``. The guard is the one `goemo.serve.uvicorn_config` wraps the HTTP protocol with
     (``config.http.guard``); without one this is uvicorn's server unchanged.
 
         DrainingServer(uvicorn_config(app, limits)).run(sockets=[sock])

@@ -21,8 +21,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from goemo.core.errors import GoemoError
 
@@ -35,17 +36,20 @@ MAX_WORKERS = 256
 
 
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` instead of killing the parent (main thread only)."""
+def signal_handlers(handler: Callable[[int, Any], None], *signums: signal.Signals) -> Iterator[None]:
+    """``handler`` for ``signums`` inside the block, the previous handlers after it.
+
+    Only the main thread can set signal handlers; elsewhere nothing changes.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, handler) for sig in signums}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _stop_all(procs: Sequence[subprocess.Popen], timeout_s: float) -> None:
@@ -81,7 +85,8 @@ def run_workers(
     stop = stop or threading.Event()
     procs: list[subprocess.Popen] = []
     failed: subprocess.Popen | None = None
-    with _stop_on_signals(stop):
+    # SIGTERM and SIGINT set ``stop`` instead of killing the parent
+    with signal_handlers(lambda signum, frame: stop.set(), signal.SIGTERM, signal.SIGINT):
         try:
             for env in envs:
                 procs.append(

@@ -1,19 +1,15 @@
 """Sweep configs in W&B's format, checked and translated to goemo's names and to Optuna.
 
-A W&B sweep config (``method``, ``metric``, ``parameters``, ``early_terminate``, ``run_cap``)
-becomes a `SweepSpec`: each searched parameter a `ParamSpec` that knows its Optuna
-suggestion and its grid points; ``value:`` entries become fixed training options. W&B's
-parameter names are goemo's aliases (`goemo.core.config.ALIASES`: ``learning_rate`` -> ``lr``,
-``tokenizer_max_len`` -> ``max_length``); the metric is a key of goemo's per-epoch record
-(``auc_score``, the W&B report's name, is one: macro ROC-AUC), other common spellings map to
-one (`METRIC_ALIASES`: ``auc``, ``roc_auc`` -> ``auc_macro``, ``eval_loss`` -> ``val_loss``).
-Everything W&B accepts that goemo cannot honour is refused with the reason, or ignored with a note.
+A W&B sweep config becomes a `SweepSpec`: each searched parameter a `ParamSpec` that knows its
+Optuna suggestion and its grid points; ``value:`` entries become fixed training options. W&B's
+parameter names are goemo's aliases (`goemo.core.config.ALIASES`); the metric is a key of goemo's
+per-epoch record (``auc_score``, the W&B report's name, is macro ROC-AUC) or one of
+`METRIC_ALIASES`. What W&B accepts and goemo cannot honour is refused with the reason, or
+ignored with a note.
 
-Selection and optimisation are separate (`goemo.sweeps.objective`): the sweep optimises
-``metric`` across trials, while each trial keeps its best epoch by its own ``select_metric``,
-given as a fixed parameter, ``select_metric: {value: val_loss}`` (a W&B agent would pass it
-to the program like any other value). Without one, the base options' (a preset's) or else the
-sweep metric itself selects.
+The sweep optimises ``metric`` across trials, while each trial keeps its best epoch by its own
+``select_metric: {value: val_loss}`` (fixed, as a W&B agent would pass it to the program), else
+the base options', else the sweep metric (`goemo.sweeps.objective`).
 """
 
 from __future__ import annotations
@@ -40,19 +36,10 @@ METHODS = ("grid", "random", "bayes")
 # scikit-learn's ``roc_auc_score`` (and so the report) computes by default, the macro average:
 # ``auc_macro``, the same number as ``auc_score``; only ``micro_auc`` asks for the micro one.
 METRIC_ALIASES = {
-    "auc": "auc_macro",
-    "roc_auc": "auc_macro",
-    "val_auc": "auc_macro",
-    "eval_auc": "auc_macro",
-    "macro_auc": "auc_macro",
-    "micro_auc": "auc_micro",
-    "eval_loss": "val_loss",
-    "validation_loss": "val_loss",
-    "valid_loss": "val_loss",
-    "f1": "f1_macro",
-    "macro_f1": "f1_macro",
-    "eval_f1": "f1_macro",
-    "micro_f1": "f1_micro",
+    **dict.fromkeys(("auc", "roc_auc", "val_auc", "eval_auc", "macro_auc"), "auc_macro"),
+    **dict.fromkeys(("eval_loss", "validation_loss", "valid_loss"), "val_loss"),
+    **dict.fromkeys(("f1", "macro_f1", "eval_f1"), "f1_macro"),
+    **{"micro_auc": "auc_micro", "micro_f1": "f1_micro"},
 }
 # Top-level keys of a W&B sweep config that only mean something to W&B's own agent.
 IGNORED_KEYS = ("program", "command", "project", "entity", "description", "controller", "job", "image_uri")
@@ -77,36 +64,28 @@ class ParamSpec:
     source: str  # the name in the config file
     kind: str  # "categorical" | "float" | "int"
     values: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
+    low: float = 0.0  # the range of "float" and "int" parameters
+    high: float = 0.0
     log: bool = False
     step: float | None = None
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "categorical":
             return trial.suggest_categorical(self.name, list(self.values))
-        low, high = self._range()
         if self.kind == "int":
-            return trial.suggest_int(self.name, int(low), int(high), step=int(self.step or 1))
-        return trial.suggest_float(self.name, low, high, log=self.log, step=self.step)
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1))
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
 
     def grid_values(self) -> list[Any]:
         """The points a grid sweep visits (W&B grids take ``values`` and ``int_uniform`` ranges)."""
         if self.kind == "categorical":
             return list(self.values)
         if self.kind == "int":
-            low, high = self._range()
-            return list(range(int(low), int(high) + 1, int(self.step or 1)))
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         raise ConfigError(
             f"parameters.{self.source}: a grid needs a list of values, not a continuous range; "
             f"use values: [...] or method: random|bayes"
         )
-
-    def _range(self) -> tuple[float, float]:
-        """``(low, high)`` of an "int" or "float" parameter (the parser always sets both)."""
-        if self.low is None or self.high is None:
-            raise ConfigError(f"parameters.{self.source}: a {self.kind} range needs both min and max")
-        return self.low, self.high
 
     def describe(self) -> str:
         if self.kind == "categorical":
@@ -140,20 +119,16 @@ class SweepSpec:
         names = list(self.params)
         return [dict(zip(names, combo)) for combo in itertools.product(*(self.params[n].grid_values() for n in names))]
 
-    def is_discrete(self) -> bool:
-        return all(p.kind == "categorical" or (p.kind == "int") for p in self.params.values())
-
     def slot_params(self, count: int, seed: int | None) -> list[dict[str, Any]]:
         """The parameters fixed in each of ``count`` slots ({} = left to the sampler).
 
-        A grid puts one grid point in each slot. A random sweep over a finite space (only
-        ``values`` and integer ranges, as in the W&B report) draws points without replacement
-        while there are unused ones, so no run repeats another; W&B's agent draws with
-        replacement. Continuous random and bayes sweeps leave every slot to the sampler.
+        A grid puts one point in each slot. A random sweep over a finite space draws points
+        without replacement while there are unused ones, so no run repeats another (W&B's
+        agent draws with replacement). Continuous and bayes sweeps leave slots to the sampler.
         """
         if self.method == "grid":
             return self.grid()[:count]
-        if self.method == "random" and self.is_discrete():
+        if self.method == "random" and all(p.kind in ("categorical", "int") for p in self.params.values()):
             size = math.prod(len(p.grid_values()) for p in self.params.values())
             if size <= 100_000:
                 points = self.grid()
@@ -173,9 +148,7 @@ class SweepSpec:
 
         if self.method == "grid":
             return _grid_sampler({n: p.grid_values() for n, p in self.params.items()}, seed)
-        if self.method == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed)
+        return {"random": optuna.samplers.RandomSampler, "bayes": optuna.samplers.TPESampler}[self.method](seed=seed)
 
     def pruner(self) -> optuna.pruners.BasePruner:
         import optuna  # noqa: PLC0415  (optional extra: sweep; `goemo --help` imports this module)
@@ -280,11 +253,8 @@ def _metric(name: str, where: str) -> str:
 
 
 def _select_metric(entry: Any, where: str) -> str:
-    """``parameters.select_metric``: a fixed value only.
-
-    Searching it would rank trials whose kept epochs were chosen by different rules, which
-    answers no question about the other hyperparameters; the config refuses it instead.
-    """
+    """``parameters.select_metric``: a fixed value only. Searching it would rank trials whose kept
+    epochs were chosen by different rules, which answers no question about the other parameters."""
     if not isinstance(entry, dict) or "value" not in entry or entry.get("distribution") not in (None, "constant"):
         raise ConfigError(
             f"{where}: select_metric picks each trial's kept epoch and is fixed, not searched: "
@@ -306,11 +276,9 @@ def parse_sweep_config(raw: dict[str, Any], origin: str = "sweep config") -> Swe
         raise ConfigError(f"{origin}: expected a mapping with method, metric and parameters")
     notes: list[str] = []
     known = {"method", "metric", "parameters", "early_terminate", "run_cap", "name", *IGNORED_KEYS}
-    unknown = sorted(set(raw) - known)
-    if unknown:
+    if unknown := sorted(set(raw) - known):
         raise ConfigError(f"{origin}: unknown key(s) {', '.join(unknown)} (valid: {', '.join(sorted(known))})")
-    ignored = [k for k in IGNORED_KEYS if k in raw]
-    if ignored:
+    if ignored := [k for k in IGNORED_KEYS if k in raw]:
         notes.append(f"ignored (they configure W&B's own agent): {', '.join(ignored)}")
 
     method = raw.get("method")
@@ -372,18 +340,7 @@ def parse_sweep_config(raw: dict[str, Any], origin: str = "sweep config") -> Swe
     if run_cap is not None and (not isinstance(run_cap, int) or run_cap < 1):
         raise ConfigError(f"{origin}: run_cap: expected an integer >= 1, got {run_cap!r}")
     spec = SweepSpec(
-        method=method,
-        metric_name=metric_name,
-        metric=metric,
-        direction=direction,
-        params=params,
-        fixed=fixed,
-        early_terminate=et,
-        run_cap=run_cap,
-        name=raw.get("name"),
-        notes=notes,
-        raw=raw,
-        select_metric=select_metric,
+        method, metric_name, metric, direction, params, fixed, et, run_cap, raw.get("name"), notes, raw, select_metric
     )
     if method == "grid":
         spec.grid()  # raises for continuous ranges

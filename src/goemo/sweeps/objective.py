@@ -1,19 +1,11 @@
 """What a sweep trial is worth: the sweep metric at the epoch the trial kept.
 
-A sweep separates two choices that a single training run makes with one metric:
-
-* *selection*, inside a trial: which epoch becomes the trial's ``best/`` model. Training
-  makes it with the trial's ``select_metric`` (the W&B report keeps the epoch with the lowest
-  validation loss);
-* *optimisation*, across trials: which hyperparameters win. Optuna makes it with the sweep's
-  ``metric`` (the W&B report maximises ``auc_score``).
-
-So a trial's objective is the sweep metric read at the epoch the trial kept, not the sweep
-metric's own best epoch: the number Optuna compares is then the score of the model the
-trial actually hands over. When both metrics are the same, this is the best value over the
-epochs, as before. These functions work on plain epoch records (the ``event == "epoch"``
-lines of ``metrics.jsonl``), so they need neither Optuna nor training and are unit-tested
-with made-up records.
+A sweep separates two choices that a single training run makes with one metric: *selection*,
+inside a trial (which epoch becomes ``best/``: by the trial's ``select_metric``; the W&B report
+keeps the lowest validation loss), and *optimisation*, across trials (which hyperparameters win:
+by the sweep's ``metric``; the W&B report maximises ``auc_score``). So the number Optuna compares
+is the score of the model the trial hands over. These functions work on plain epoch records
+(``metrics.jsonl``), so they need neither Optuna nor training.
 """
 
 from __future__ import annotations
@@ -53,13 +45,8 @@ def best_epoch_by(epochs: Sequence[Mapping[str, Any]], metric: str, maximize: bo
     """
     if maximize is None:
         maximize = metric not in LOWER_IS_BETTER
-    best: tuple[float, int] | None = None
-    for record in epochs:
-        value = metric_value(record, metric)
-        if value is None or "epoch" not in record:
-            continue
-        if best is None or (value > best[0] if maximize else value < best[0]):
-            best = (value, int(record["epoch"]))
+    scored = [(v, int(r["epoch"])) for r in epochs if "epoch" in r and (v := metric_value(r, metric)) is not None]
+    best = (max if maximize else min)(scored, key=lambda pair: pair[0], default=None)  # the first of ties
     return None if best is None else best[1]
 
 

@@ -1,25 +1,22 @@
 """`goemo sweep-report`: what a sweep found, as ``sweep_report.md``, ``sweep_report.html`` and plots.
 
-It answers the questions of W&B's sweep panels, from the Optuna study and the trials' run
-folders alone (no account, no network): which trial is best and where its model is; how every
-trial did (sorted by the metric, failures with their errors); how each trial trained (train
-loss, validation loss and validation AUC by epoch, every trial overlaid, from its
-``metrics.jsonl``, the epoch it kept marked); which hyperparameters matter (Optuna's fANOVA
-importance and each parameter's linear correlation with the metric, as bars, as W&B's
-parameter-importance panel shows, with parameters that made no measurable difference flagged
-instead of ranked); how the metric moves with the parameters (a parallel-coordinates plot, and
-Optuna's slice and optimization-history plots); and, for the best few trials side by side, the dev ROC-AUC of
-every class, worst first (the W&B report's "problematic classes by AUC"). The per-class numbers
-come from each trial's ``dev_metrics.json``, written by the sweep worker from the trial's best model.
+It answers the questions of W&B's sweep panels from the Optuna study and the trials' run folders
+alone (no account, no network): the best trial and its model; every trial, sorted by the metric;
+per-trial training curves (from ``metrics.jsonl``, the kept epoch marked); which hyperparameters
+matter (fANOVA importance and correlation, parameters with no measurable effect flagged instead of
+ranked); parallel coordinates, Optuna's slice and history plots; and the best trials' dev ROC-AUC
+per class, worst first (from each trial's ``dev_metrics.json``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import os
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +62,11 @@ class TrialRow:
     metric_best_epoch: int | None = None  # where the sweep metric itself peaked
     curve: list[dict[str, Any]] = field(default_factory=list)  # per-epoch records (CURVE_KEYS), from metrics.jsonl
     interval: dict[str, Any] | None = None  # `goemo.scoring.bootstrap` figures training put in best/'s card facts
+
+    @property
+    def scored(self) -> bool:
+        """Completed with a finite value: a trial the analysis can rank."""
+        return self.state == "COMPLETE" and self.value is not None and math.isfinite(self.value)
 
 
 @dataclass
@@ -116,22 +118,19 @@ def _row(t: optuna.trial.FrozenTrial) -> TrialRow:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
     from goemo.sweeps.runner import worker_gone  # noqa: PLC0415  (optional extra: sweep)
 
+    keys = ("run_dir", "error", "retry_of", "best_epoch", "select_metric", "metric_best_epoch")
+    attrs: dict[str, Any] = {key: t.user_attrs.get(key) for key in keys}
     return TrialRow(
         number=t.number,
         state=t.state.name,
         value=value,
         params=dict(t.params),
         worker_gone=t.state.name == "RUNNING" and worker_gone(t),
-        run_dir=t.user_attrs.get("run_dir"),
-        error=t.user_attrs.get("error"),
-        retry_of=t.user_attrs.get("retry_of"),
-        best_epoch=t.user_attrs.get("best_epoch"),
         epochs_reported=len(t.intermediate_values),
         duration_s=duration,
         dev=t.user_attrs.get("dev") or {},
         test=t.user_attrs.get("test") or {},
-        select_metric=t.user_attrs.get("select_metric"),
-        metric_best_epoch=t.user_attrs.get("metric_best_epoch"),
+        **attrs,
     )
 
 
@@ -148,14 +147,12 @@ def _importance(
 ) -> tuple[dict[str, float] | None, str | None]:
     """fANOVA importances of the parameters that made a difference, or why there are none.
 
-    fANOVA splits the metric's variance among the parameters; in a small random sweep it hands
-    a share to a parameter that changed nothing, because its values happen to go with those of
-    one that did. Such parameters (`no_effect`) are left out, so the shares (summing to 1) go to
-    the others. Only what Optuna computes is shown: no number when it cannot.
+    In a small random sweep fANOVA hands a share to a parameter that changed nothing, because
+    its values happen to go with those of one that did: such parameters (`no_effect`) are left out.
     """
     import optuna  # noqa: PLC0415  (optional extra: sweep)
 
-    values = [r.value for r in rows if r.state == "COMPLETE" and r.value is not None and math.isfinite(r.value)]
+    values = [r.value for r in rows if r.scored]
     if len(values) < 2:
         return None, f"importance needs at least 2 completed trials ({len(values)} so far)"
     if len(set(values)) == 1:
@@ -183,23 +180,22 @@ def _importance(
 
 def _no_effect(rows: list[TrialRow], params: list[str]) -> dict[str, str]:
     """Parameters whose changes gave bit-identical metrics: every pair of completed trials that
-    differ in that parameter alone scored exactly the same (and there is at least one such pair).
+    differ in that parameter alone (at least one pair) scored exactly the same.
 
     A parameter the model ignores (a dropout an architecture does not apply) is then named as
-    such instead of receiving a share of importance it never earned. Pairs that differ in
-    anything else say nothing about it, so a sweep without such pairs flags nothing.
+    such instead of receiving a share of importance it never earned.
     """
-    done = [r for r in rows if r.state == "COMPLETE" and r.value is not None and math.isfinite(r.value)]
+    done = [r for r in rows if r.scored]
     out = {}
     for name in params:
-        pairs = []
-        for i, a in enumerate(done):
-            for b in done[i + 1 :]:
-                if name not in a.params or name not in b.params or a.params[name] == b.params[name]:
-                    continue
-                others = [p for p in params if p != name]
-                if all(a.params.get(p) == b.params.get(p) for p in others):
-                    pairs.append((a, b))
+        pairs = [
+            (a, b)
+            for a, b in itertools.combinations(done, 2)
+            if name in a.params
+            and name in b.params
+            and a.params[name] != b.params[name]
+            and all(a.params.get(p) == b.params.get(p) for p in params if p != name)
+        ]
         if pairs and all(a.value == b.value for a, b in pairs):
             a, b = pairs[0]
             out[name] = (
@@ -214,15 +210,10 @@ def _curve(folder: Path | None, metric: str, select: str) -> list[dict[str, Any]
     if folder is None:
         return []
     keys = dict.fromkeys((*CURVE_KEYS, metric, select))
-    out = []
-    for record in epoch_records(folder / "metrics.jsonl"):
-        point: dict[str, Any] = {"epoch": int(record["epoch"])}
-        for key in keys:
-            value = metric_value(record, key)
-            if value is not None:
-                point[key] = value
-        out.append(point)
-    return out
+    return [
+        {"epoch": int(record["epoch"]), **{k: v for k in keys if (v := metric_value(record, k)) is not None}}
+        for record in epoch_records(folder / "metrics.jsonl")
+    ]
 
 
 def _correlation(rows: list[TrialRow], name: str) -> float | None:
@@ -230,12 +221,7 @@ def _correlation(rows: list[TrialRow], name: str) -> float | None:
     import numpy as np  # noqa: PLC0415  (not at import: `goemo --help` imports this module)
 
     pairs = [
-        (float(r.params[name]), r.value)
-        for r in rows
-        if r.state == "COMPLETE"
-        and r.value is not None
-        and math.isfinite(r.value)
-        and isinstance(r.params.get(name), (int, float))
+        (float(r.params[name]), r.value) for r in rows if r.scored and isinstance(r.params.get(name), (int, float))
     ]
     if len(pairs) < 3:
         return None
@@ -256,11 +242,10 @@ def _trial_folder(sweep_dir: Path, row: TrialRow) -> Path | None:
 def _interval(folder: Path | None) -> dict[str, Any] | None:
     """The trial's tuned macro-F1 with its 95% bootstrap interval and split, from ``best/goemo.json``
     (training computes them at its end: `goemo.training.card_facts`); None where there are none."""
-    path = folder / "best" / "goemo.json" if folder else None
-    if path is None or not path.is_file():
+    if folder is None:
         return None
-    try:
-        card = json.loads(path.read_text(encoding="utf-8")).get("card") or {}
+    try:  # OSError: no such file
+        card = json.loads((folder / "best" / "goemo.json").read_text(encoding="utf-8")).get("card") or {}
     except (OSError, ValueError):
         return None
     bands = card.get("intervals") or {}
@@ -283,9 +268,7 @@ def _label_auc(
             continue
         per_label = json.loads(path.read_text(encoding="utf-8")).get("per_label", [])
         out[row.number] = {m["name"]: m.get("auc") for m in per_label}
-    note = None
-    if missing:
-        note = f"no dev_metrics.json on this machine for trial(s) {', '.join(map(str, missing))}"
+    note = f"no dev_metrics.json on this machine for trial(s) {', '.join(map(str, missing))}" if missing else None
     return out, note
 
 
@@ -310,22 +293,18 @@ def _analyse(
     trials = study.get_trials(deepcopy=False)
     maximize = study.direction.name == "MAXIMIZE"
     rows = sorted((_row(t) for t in trials), key=lambda r: _sort_key(r, maximize))
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
+    counts = dict(Counter(r.state for r in rows))
     param_names = list(meta.get("parameters", {})) or sorted({p for r in rows for p in r.params})
     log_params = sorted({name for t in trials for name, d in t.distributions.items() if getattr(d, "log", False)})
     choices: dict[str, list[Any]] = {}
-    for t in trials:
-        for name, d in t.distributions.items():
-            values = getattr(d, "choices", None)  # CategoricalDistribution's, without importing Optuna here
-            if values is not None and name not in choices:
-                choices[name] = list(values)
+    for name, d in (item for t in trials for item in t.distributions.items()):
+        if hasattr(d, "choices"):  # CategoricalDistribution's, without importing Optuna here
+            choices.setdefault(name, list(d.choices))
     metric = meta.get("metric", "value")
     select = meta.get("select_metric") or meta.get("base_config", {}).get("select_metric") or metric
     for r in rows:
-        r.curve = _curve(_trial_folder(sweep_dir, r), metric, select)
-        r.interval = _interval(_trial_folder(sweep_dir, r))
+        folder = _trial_folder(sweep_dir, r)
+        r.curve, r.interval = _curve(folder, metric, select), _interval(folder)
     no_effect = _no_effect(rows, param_names)
     importance, importance_note = _importance(study, rows, param_names, no_effect)
     label_auc, label_note = _label_auc(sweep_dir, rows, top)
@@ -356,21 +335,33 @@ def _analyse(
 # ---------------------------------------------------------------- plots
 
 
-# Which panels are Optuna's own (`optuna.visualization.matplotlib`) and which are drawn here:
-# the history and the slice plots are Optuna's. The parallel coordinates, the importance bars and
-# the per-trial curves are drawn here, because Optuna's versions lack what W&B's panels show:
-# its parallel coordinates drop pruned trials (W&B draws early-terminated runs) and put the
-# metric first instead of last; its importance plot has no correlation bars and cannot flag a
-# parameter with no measurable effect; its intermediate-values plot shows the sweep metric only,
-# not the train and validation losses nor the epoch each trial kept.
+# The history and slice plots are Optuna's (`optuna.visualization.matplotlib`). The parallel
+# coordinates, importance bars and per-trial curves are drawn here, because Optuna's lack what
+# W&B's panels show: its parallel coordinates drop pruned trials and put the metric first; its
+# importance plot has no correlation bars and cannot flag a parameter with no measurable effect;
+# its intermediate-values plot has neither the losses nor the epoch each trial kept.
+
+
+def _tidy(ax: Any, title: str = "", grid: str | None = "both", hide: tuple[str, ...] = ("top", "right")) -> None:
+    """The look of every panel drawn here: its title, no frame on the ``hide`` sides, a light grid on ``grid``."""
+    if title:
+        ax.set_title(title, fontsize=10.5)
+    if grid:
+        ax.grid(axis=grid, alpha=0.3)
+    for side in hide:
+        ax.spines[side].set_visible(False)
+
+
+def _legend_above(ax: Any, ncol: int = 1) -> None:
+    """A frameless legend centred above the axes, where it covers no line or bar."""
+    ax.legend(frameon=False, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol)
 
 
 def _optuna_figure(plot: Any, study: optuna.Study, **kwargs: Any) -> Any:
     """The figure an `optuna.visualization.matplotlib` function draws, on an Agg canvas of its own.
 
-    Optuna draws through pyplot and switches pyplot's global style to ggplot: the style stays
-    inside this call (the figure is drawn here, so its ticks get it too), and the figure leaves
-    pyplot's registry, which would otherwise keep every figure alive.
+    Optuna draws through pyplot and sets pyplot's global style to ggplot: the style stays inside
+    this call (drawn here, so the ticks get it too), and the figure leaves pyplot's registry.
     """
     import matplotlib.pyplot as plt  # noqa: PLC0415  (optional extra: report)
     import numpy as np  # noqa: PLC0415  (not at import: `goemo --help` imports this module)
@@ -412,9 +403,8 @@ def _auc_key(analysis: SweepAnalysis) -> str:
 def curves_figure(analysis: SweepAnalysis) -> Any:
     """Train loss, validation loss and validation AUC by epoch, every trial overlaid (W&B's run charts).
 
-    Each trial is one colour in every panel, the best trial drawn thicker; a dot marks the
-    epoch the trial kept (by its select metric), which is where its ranked value was read. A
-    sweep metric that is neither a loss nor an AUC gets a fourth panel.
+    One colour per trial, the best thicker; a dot marks the epoch the trial kept, where its ranked
+    value was read. A sweep metric that is neither a loss nor an AUC gets a fourth panel.
     """
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415  (optional extra: report)
 
@@ -432,46 +422,27 @@ def curves_figure(analysis: SweepAnalysis) -> Any:
             pts = [(p["epoch"], p[key]) for p in row.curve if key in p]
             if not pts:
                 continue
-            color = COLORS[i % len(COLORS)]
-            thick = row.number == best
-            ax.plot(
-                *zip(*pts),
-                color=color,
-                lw=2.4 if thick else 1.2,
-                alpha=1.0 if thick else 0.8,
-                marker="." if len(pts) <= 20 else None,
-                zorder=3 if thick else 2,
-                label=f"trial {row.number}"
-                + (" (best)" if thick else "")
-                + ("" if row.state == "COMPLETE" else f", {row.state.lower()}"),
-            )
-            kept = [v for e, v in pts if e == row.best_epoch]
-            if kept:
+            color, thick = COLORS[i % len(COLORS)], row.number == best
+            style = {"lw": 2.4, "alpha": 1.0, "zorder": 3} if thick else {"lw": 1.2, "alpha": 0.8, "zorder": 2}
+            label = f"trial {row.number}{' (best)' if thick else ''}"
+            label += "" if row.state == "COMPLETE" else f", {row.state.lower()}"
+            ax.plot(*zip(*pts), color=color, marker="." if len(pts) <= 20 else None, label=label, **style)
+            if kept := [v for e, v in pts if e == row.best_epoch]:
                 ax.scatter([row.best_epoch], kept, s=46, color=color, edgecolors="black", linewidths=0.8, zorder=4)
-        title = {"train_loss": "train loss", "val_loss": "validation loss"}.get(key, f"validation {key}")
-        ax.set_title(title, fontsize=10.5)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+        _tidy(ax, {"train_loss": "train loss", "val_loss": "validation loss"}.get(key, f"validation {key}"))
     handles, labels = axes[0].get_legend_handles_labels()
     if handles and len(handles) <= 16:
         fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
-    fig.suptitle(
-        f"Per-trial curves (dot: the epoch each trial kept, by {analysis.select_metric or analysis.metric})",
-        fontsize=11,
-    )
+    select = analysis.select_metric or analysis.metric
+    fig.suptitle(f"Per-trial curves (dot: the epoch each trial kept, by {select})", fontsize=11)
     return fig
 
 
 def _axis(values: list[Any], choices: list[Any] | None, log: bool) -> tuple[list[float], list[tuple[float, str]]]:
-    """Positions in [0, 1] for one parallel-coordinates axis, and its ticks (position, label).
-
-    Categorical parameters put each of their values on a tick (numbers in increasing order);
-    numeric ones are scaled from their lowest to their highest value (logarithmically for
-    log-scale parameters), with three labelled ticks.
-    """
+    """Positions in [0, 1] for one parallel-coordinates axis, and its ticks (position, label): a tick
+    per categorical value (numbers in increasing order), else three over the (log-)scaled range."""
     if choices is not None:
         numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
         order = sorted(choices) if numeric else list(choices)
@@ -488,20 +459,15 @@ def _axis(values: list[Any], choices: list[Any] | None, log: bool) -> tuple[list
 
 
 # Tick labels of the parallel-coordinates axes: on a white patch above the lines, so a line never hides one.
-_TICK_TEXT: dict[str, Any] = {
-    "fontsize": 7.5,
-    "color": "#333",
-    "zorder": 6,
-    "bbox": {"facecolor": "white", "edgecolor": "none", "pad": 1.0},
-}
+_TICK_TEXT: dict[str, Any] = {"fontsize": 7.5, "color": "#333", "zorder": 6}
+_TICK_TEXT["bbox"] = {"facecolor": "white", "edgecolor": "none", "pad": 1.0}
 
 
 def parallel_figure(analysis: SweepAnalysis) -> Any:
     """Parallel coordinates: one vertical axis per parameter and one for the metric, a line per trial.
 
-    Lines are coloured by the metric (brighter = better), the best trial drawn on top in
-    black; pruned trials (their last reported value) are grey and dashed. W&B's sweep page
-    opens with this chart: it shows at a glance which values the good trials share.
+    Coloured by the metric (brighter = better), the best trial on top in black, pruned trials grey
+    and dashed. W&B's sweep page opens with this chart: which values the good trials share.
     """
     import matplotlib  # noqa: PLC0415  (optional extra: report)
     from matplotlib.cm import ScalarMappable  # noqa: PLC0415  (optional extra: report)
@@ -509,32 +475,23 @@ def parallel_figure(analysis: SweepAnalysis) -> Any:
 
     from goemo.report.plots import GREY, new_figure  # noqa: PLC0415  (optional extra: report)
 
-    names = [n for n in analysis.param_names]
-    rows = [
-        r
-        for r in analysis.rows
-        if r.state in ("COMPLETE", "PRUNED")
-        and r.value is not None
-        and math.isfinite(r.value)
-        and all(n in r.params for n in names)
-    ]
+    names = analysis.param_names
+    rows = [r for r in analysis.rows if r.state in ("COMPLETE", "PRUNED") and r.value is not None]
+    rows = [r for r in rows if math.isfinite(r.value or 0.0) and all(n in r.params for n in names)]
+    values = [float(v) for r in rows if (v := r.value) is not None]  # all of them: rows have values
     columns = [*names, analysis.metric]
     fig = new_figure(max(5.0, 1.9 * len(columns) + 1.5), 3.8)
     ax = fig.add_subplot()
     positions: list[list[float]] = []
-    for name in names:
-        pos, ticks = _axis(
-            [r.params[name] for r in rows], analysis.param_choices.get(name), name in analysis.log_params
-        )
+    for x, name in enumerate(columns):  # the parameters' axes, ticks on their left; the metric's, on its right
+        metric = x == len(names)
+        raw = values if metric else [r.params[name] for r in rows]
+        pos, ticks = _axis(raw, None if metric else analysis.param_choices.get(name), name in analysis.log_params)
         positions.append(pos)
-        x = len(positions) - 1
         for y, label in ticks:
-            ax.text(x - 0.04, y, label, ha="right", va="center", **_TICK_TEXT)
-    values = [float(v) for r in rows if (v := r.value) is not None]  # all of them: rows have values
-    pos, ticks = _axis(values, None, False)
-    positions.append(pos)
-    for y, label in ticks:
-        ax.text(len(columns) - 1 + 0.04, y, label, ha="left", va="center", **_TICK_TEXT)
+            ax.text(
+                x + (0.04 if metric else -0.04), y, label, ha="left" if metric else "right", va="center", **_TICK_TEXT
+            )
     maximize = analysis.direction == "maximize"
     norm = Normalize(min(values), max(values)) if values and min(values) < max(values) else Normalize(0, 1)
     cmap = matplotlib.colormaps["viridis" if maximize else "viridis_r"]
@@ -556,20 +513,16 @@ def parallel_figure(analysis: SweepAnalysis) -> Any:
     ax.set_xlim(-0.45, len(columns) - 0.55)
     ax.set_ylim(-0.06, 1.06)
     ax.set_yticks([])
-    for side in ("top", "right", "left"):
-        ax.spines[side].set_visible(False)
+    _tidy(ax, grid=None, hide=("top", "right", "left"))
     if best is not None:
-        ax.legend(frameon=False, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+        _legend_above(ax)
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=analysis.metric, shrink=0.9)
     return fig
 
 
 def importance_figure(analysis: SweepAnalysis) -> Any:
-    """fANOVA importance and correlation with the metric as bars, side by side (W&B's importance panel).
-
-    A parameter flagged as having no measurable effect gets no importance bar but the words
-    "no measurable effect"; missing numbers (too few trials, text values) say n/a.
-    """
+    """fANOVA importance and correlation with the metric as bars, side by side (W&B's importance
+    panel); a parameter with no measurable effect says so, missing numbers say n/a."""
     from goemo.report.plots import BAR, COLORS, GREY, new_figure  # noqa: PLC0415  (optional extra: report)
 
     imp = analysis.importance or {}
@@ -589,28 +542,20 @@ def importance_figure(analysis: SweepAnalysis) -> Any:
         if corr is None:
             right.text(0.02, i, "n/a", va="center", fontsize=8, color=GREY)
         else:
-            right.barh(i, corr, color=COLORS[2] if corr >= 0 else COLORS[4], height=0.6)
+            up = corr >= 0
+            right.barh(i, corr, color=COLORS[2] if up else COLORS[4], height=0.6)
             right.text(
-                corr + (0.03 if corr >= 0 else -0.03),
-                i,
-                f"{corr:+.2f}",
-                va="center",
-                ha="left" if corr >= 0 else "right",
-                fontsize=8,
+                corr + (0.03 if up else -0.03), i, f"{corr:+.2f}", va="center", ha="left" if up else "right", fontsize=8
             )
     left.set_yticks(y, names)
     left.invert_yaxis()
     left.set_xlim(0, 1.1)
-    left.set_title("importance (fANOVA)", fontsize=10.5)
     if analysis.importance is None and analysis.importance_note:
         left.set_xlabel(analysis.importance_note[:70], fontsize=7.5, color=GREY)
     right.set_xlim(-1.15, 1.15)
     right.axvline(0, color="#777", lw=0.8)
-    right.set_title(f"correlation with {analysis.metric}", fontsize=10.5)
-    for ax in (left, right):
-        ax.grid(axis="x", alpha=0.3)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+    _tidy(left, "importance (fANOVA)", grid="x")
+    _tidy(right, f"correlation with {analysis.metric}", grid="x")
     return fig
 
 
@@ -626,29 +571,20 @@ def label_auc_figure(analysis: SweepAnalysis) -> Any:
     ax = fig.add_subplot()
     height = 0.8 / max(1, len(trials))
     y = np.arange(len(labels))
+    middle = height * (len(trials) - 1) / 2  # of each label's group of bars
     for i, number in enumerate(trials):
         aucs = [analysis.label_auc[number].get(name) for name in labels]
         vals = [a if a is not None else 0.0 for a in aucs]
         ax.barh(y + i * height, vals, height=height, color=COLORS[i % len(COLORS)], label=f"trial {number}")
-        if i == 0:
-            for j, auc in enumerate(aucs):
-                if auc is None:
-                    ax.text(
-                        0.01,
-                        j + height * (len(trials) - 1) / 2,
-                        "n/a (no positive example)",
-                        va="center",
-                        fontsize=7,
-                        color="#666",
-                    )
-    ax.set_yticks(y + height * (len(trials) - 1) / 2, labels, fontsize=8)
+        for j in (j for j, auc in enumerate(aucs) if auc is None and i == 0):
+            ax.text(0.01, j + middle, "n/a (no positive example)", va="center", fontsize=7, color="#666")
+    ax.set_yticks(y + middle, labels, fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0.5, color="#999", lw=0.8, ls="--")
     ax.set_xlim(0, 1)
     ax.set_xlabel("dev ROC-AUC")
-    ax.legend(frameon=False, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=max(1, len(trials)))
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    _legend_above(ax, ncol=max(1, len(trials)))
+    _tidy(ax, grid=None)
     return fig
 
 
@@ -677,6 +613,11 @@ def _rel(path: str | None, base: Path) -> str | None:
         return path
 
 
+def _images(images: dict[str, tuple[str, bytes]], *figures: tuple[str, str, str]) -> list[Any]:
+    """The ``(key, alt, caption)`` figures that were drawn, as report images, in that order."""
+    return [Image(*images[key], alt=alt, caption=caption) for key, alt, caption in figures if key in images]
+
+
 def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]], sweep_yaml: str | None):
     """The report as a `goemo.report.render.Document` (rendered to Markdown and HTML)."""
     a = analysis
@@ -700,8 +641,8 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
     if a.notes:
         intro.append(Paragraph(["Config notes: " + "; ".join(a.notes) + "."], note=True))
 
-    sections = []
     best = a.best
+    best_blocks: list[Any] = [Paragraph(["No trial has completed yet."])]
     if best is not None:
         rel = _rel(best.run_dir, a.sweep_dir) or f"trials/{best.number}"
         kept_by = f", kept by {select}" if select != a.metric else ""
@@ -711,52 +652,34 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
             "parameters: " + ", ".join(f"{k} = {_fmt_param(v)}" for k, v in best.params.items()),
             ["run folder: ", Link(rel, rel), "; model: ", Link(f"{rel}/best", f"{rel}/best")],
         ]
-        if best.dev:
-            items.append("dev: " + ", ".join(f"{k} {v:.4f}" for k, v in best.dev.items() if isinstance(v, float)))
-        if best.test:
-            items.append("test: " + ", ".join(f"{k} {v:.4f}" for k, v in best.test.items() if isinstance(v, float)))
-        if best.interval:
-            i = best.interval
+        for split, scores in (("dev", best.dev), ("test", best.test)):
+            if scores:
+                items.append(
+                    f"{split}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float))
+                )
+        if i := best.interval:
             level = [r.number for r in a.rows if r is not best and r.interval and r.interval["high"] >= i["low"]]
+            reach = f"trial(s) {', '.join(map(str, level))} reach into it: on par with the best on these texts"
             items.append(
                 f"{i['split']} macro-F1 at the dev-tuned thresholds {i['estimate']:.4f}, 95% interval "
                 f"{i['low']:.4f}–{i['high']:.4f} ({i['n_resamples']:,} bootstrap resamples of the texts); "
-                + (
-                    f"trial(s) {', '.join(map(str, level))} reach into it: on par with the best on these texts"
-                    if level
-                    else "no other trial's interval reaches it"
-                )
+                + (reach if level else "no other trial's interval reaches it")
             )
-        sections.append(Section("Best trial", [Bullets(items)]))
-    else:
-        sections.append(Section("Best trial", [Paragraph(["No trial has completed yet."])]))
+        best_blocks = [Bullets(items)]
+    sections = [Section("Best trial", best_blocks)]
 
-    headers = [
-        "trial",
-        "state",
-        a.metric,
-        *a.param_names,
-        "kept epoch",
-        "dev f1_macro",
-        "dev auc_score",
-        "macro-F1 tuned, 95% interval",
-        "time (s)",
-        "run folder",
-        "note",
-    ]
+    headers = ["trial", "state", a.metric, *a.param_names, "kept epoch", "dev f1_macro", "dev auc_score"]
+    headers += ["macro-F1 tuned, 95% interval", "time (s)", "run folder", "note"]
     rows = []
     for r in a.rows:
-        note = ""
-        if r.retry_of is not None:
-            note = f"retry of {r.retry_of}"
-        if r.error:
-            note = (note + "; " if note else "") + r.error.splitlines()[0][:80]
-        if r.state == "PRUNED":
-            note = (note + "; " if note else "") + f"pruned after {r.epochs_reported} epoch(s)"
-        if r.worker_gone:
-            note = (note + "; " if note else "") + "worker ended: the same sweep command resumes it"
-        if r.state == "COMPLETE" and r.metric_best_epoch is not None and r.metric_best_epoch != r.best_epoch:
-            note = (note + "; " if note else "") + f"{a.metric} peaked at epoch {r.metric_best_epoch}"
+        peaked = r.state == "COMPLETE" and r.metric_best_epoch is not None and r.metric_best_epoch != r.best_epoch
+        notes = [
+            f"retry of {r.retry_of}" if r.retry_of is not None else None,
+            r.error.splitlines()[0][:80] if r.error else None,
+            f"pruned after {r.epochs_reported} epoch(s)" if r.state == "PRUNED" else None,
+            "worker ended: the same sweep command resumes it" if r.worker_gone else None,
+            f"{a.metric} peaked at epoch {r.metric_best_epoch}" if peaked else None,
+        ]
         rows.append(
             [
                 r.number,
@@ -769,120 +692,80 @@ def build_document(analysis: SweepAnalysis, images: dict[str, tuple[str, bytes]]
                 f"{r.interval['low']:.4f}–{r.interval['high']:.4f} ({r.interval['split']})" if r.interval else None,
                 f"{r.duration_s:.1f}" if r.duration_s is not None else None,
                 _rel(r.run_dir, a.sweep_dir),
-                note,
+                "; ".join(n for n in notes if n is not None),
             ]
         )
-    bold = frozenset({0}) if best is not None else frozenset()
-    sections.append(
-        Section(
-            "Trials",
-            [
-                Table(
-                    headers,
-                    rows,
-                    align="rlr" + "r" * len(a.param_names) + "rrrrrll",
-                    digits=4,
-                    bold_rows=bold,
-                    caption=f"Sorted by {a.metric}, best first; pruned trials show their last reported value. "
-                    f"Kept epoch: the one each trial kept as best/, by {select}.",
-                ),
-            ],
-        )
+    caption = (
+        f"Sorted by {a.metric}, best first; pruned trials show their last reported value. "
+        f"Kept epoch: the one each trial kept as best/, by {select}."
     )
+    align = "rlr" + "r" * len(a.param_names) + "rrrrrll"
+    bold = frozenset({0}) if best is not None else frozenset()
+    sections.append(Section("Trials", [Table(headers, rows, align=align, digits=4, bold_rows=bold, caption=caption)]))
 
-    if "curves" in images:
-        src, png = images["curves"]
-        caption = (
-            f"Train loss, validation loss and validation {_auc_key(a)} by epoch, one colour per trial (best: thick), "
-            f"from each trial's metrics.jsonl; the dot is the epoch the trial kept (by {select})."
-        )
-        sections.append(Section("Training curves", [Image(src, png, alt="sweep curves", caption=caption)]))
+    caption = (
+        f"Train loss, validation loss and validation {_auc_key(a)} by epoch, one colour per trial (best: thick), "
+        f"from each trial's metrics.jsonl; the dot is the epoch the trial kept (by {select})."
+    )
+    if curves := _images(images, ("curves", "sweep curves", caption)):
+        sections.append(Section("Training curves", curves))
 
     imp_rows = [
         [p, "no measurable effect" if p in a.no_effect else (a.importance or {}).get(p), a.correlation.get(p)]
         for p in sorted(a.param_names, key=lambda p: -(a.importance or {}).get(p, -1.0))
     ]
-    imp_blocks: list[Any] = [
-        Table(["parameter", "importance (fANOVA)", f"correlation with {a.metric}"], imp_rows, digits=3)
-    ]
-    imp_blocks.append(
-        Paragraph(
-            [
-                "Importance: Optuna's fANOVA evaluator (share of the metric's variance explained by each parameter, "
-                "summing to 1). Correlation: Pearson correlation of the parameter's raw value with the metric over "
-                "completed trials (n/a for text values or fewer than 3 trials), as in W&B's parameter-importance panel."
-                + (f" {a.importance_note[:1].upper()}{a.importance_note[1:]}." if a.importance_note else "")
-            ],
-            note=True,
-        )
+    about = (
+        "Importance: Optuna's fANOVA evaluator (share of the metric's variance explained by each parameter, "
+        "summing to 1). Correlation: Pearson correlation of the parameter's raw value with the metric over "
+        "completed trials (n/a for text values or fewer than 3 trials), as in W&B's parameter-importance panel."
+        + (f" {a.importance_note[:1].upper()}{a.importance_note[1:]}." if a.importance_note else "")
     )
+    imp_blocks: list[Any] = [
+        Table(["parameter", "importance (fANOVA)", f"correlation with {a.metric}"], imp_rows, digits=3),
+        Paragraph([about], note=True),
+    ]
     if a.no_effect:
         imp_blocks.append(
             Bullets([f"{p}: no measurable effect: {why}; it gets no importance." for p, why in a.no_effect.items()])
         )
-    if "importance" in images:
-        src, png = images["importance"]
-        imp_blocks.append(
-            Image(src, png, alt="sweep importance", caption="Importance (fANOVA) and correlation with the metric.")
-        )
+    imp_blocks += _images(
+        images, ("importance", "sweep importance", "Importance (fANOVA) and correlation with the metric.")
+    )
     sections.append(Section("Parameter importance", imp_blocks))
 
-    plot_blocks = []
-    for key, caption in (
-        (
-            "parallel",
-            f"Parallel coordinates: each completed trial is a line through its parameter values to its {a.metric} "
-            "(colour: the metric, brighter is better; black: the best trial; grey dashed: pruned).",
-        ),
-        ("params", "Optuna's slice plot: each completed trial against each searched parameter (colour: trial number)."),
-        ("history", "Optuna's optimization history: the metric of each completed trial and the best so far."),
-    ):
-        if key in images:
-            src, png = images[key]
-            plot_blocks.append(Image(src, png, alt=f"sweep {key}", caption=caption))
+    captions = {
+        "parallel": f"Parallel coordinates: each completed trial is a line through its parameter values to its "
+        f"{a.metric} (colour: the metric, brighter is better; black: the best trial; grey dashed: pruned).",
+        "params": "Optuna's slice plot: each completed trial against each searched parameter (colour: trial number).",
+        "history": "Optuna's optimization history: the metric of each completed trial and the best so far.",
+    }
+    plot_blocks = _images(images, *[(key, f"sweep {key}", caption) for key, caption in captions.items()])
     sections.append(Section("Parameters and the metric", plot_blocks or [Paragraph(["No completed trial to plot."])]))
 
     auc_blocks: list[Any] = []
     if a.label_auc:
         trials = list(a.label_auc)
-        labels = _labels_worst_first(a)
-        auc_rows = [[name, *[a.label_auc[t].get(name) for t in trials]] for name in labels]
-        auc_blocks.append(
-            Table(
-                ["label", *[f"trial {t}" for t in trials]],
-                auc_rows,
-                digits=3,
-                caption=f"Dev ROC-AUC per class, worst first for trial {trials[0]} (n/a: no positive example in the dev data).",
-            )
+        auc_rows = [[name, *[a.label_auc[t].get(name) for t in trials]] for name in _labels_worst_first(a)]
+        caption = (
+            f"Dev ROC-AUC per class, worst first for trial {trials[0]} (n/a: no positive example in the dev data)."
         )
-        if "label_auc" in images:
-            src, png = images["label_auc"]
-            auc_blocks.append(Image(src, png, alt="per-class AUC", caption="Per-class dev ROC-AUC of the best trials."))
+        auc_blocks.append(Table(["label", *[f"trial {t}" for t in trials]], auc_rows, digits=3, caption=caption))
+        auc_blocks += _images(images, ("label_auc", "per-class AUC", "Per-class dev ROC-AUC of the best trials."))
     if a.label_auc_note or not a.label_auc:
         auc_blocks.append(Paragraph([a.label_auc_note or "No completed trial yet."], note=True))
     sections.append(Section("Per-class AUC of the best trials", auc_blocks))
 
-    failed = [r for r in a.rows if r.state == "FAIL"]
-    if failed:
+    if failed := [r for r in a.rows if r.state == "FAIL"]:
         fail_rows = [
             [r.number, ", ".join(f"{k}={_fmt_param(v)}" for k, v in r.params.items()), (r.error or "")[:300]]
             for r in failed
         ]
-        sections.append(
-            Section(
-                "Failed trials",
-                [
-                    Table(["trial", "parameters", "error"], fail_rows, align="lll"),
-                    Paragraph(
-                        [
-                            "Tracebacks are in trials/N/error.txt. Interrupted trials were queued again (see the retry "
-                            "trials above); running the sweep command again retries the trials that only failed."
-                        ],
-                        note=True,
-                    ),
-                ],
-            )
+        how = (
+            "Tracebacks are in trials/N/error.txt. Interrupted trials were queued again (see the retry "
+            "trials above); running the sweep command again retries the trials that only failed."
         )
+        table = Table(["trial", "parameters", "error"], fail_rows, align="lll")
+        sections.append(Section("Failed trials", [table, Paragraph([how], note=True)]))
     if sweep_yaml:
         sections.append(Section("Sweep config", [Code(sweep_yaml, summary="sweep.yaml")]))
     return Document(f"Sweep report: {a.study_name}", intro, sections)
@@ -901,10 +784,8 @@ class SweepReport:
 def write_sweep_report(
     sweep_dir: str | Path, storage: str | None = None, study_name: str | None = None, top: int = 3
 ) -> SweepReport:
-    """Analyse a sweep and write ``sweep_report.md``, ``sweep_report.html`` and ``plots/sweep_*.png``.
-
-    The HTML page is self-contained (every plot inlined as a base64 PNG); the PNGs are also
-    written beside it for slides and the Markdown version.
+    """Analyse a sweep and write ``sweep_report.md``, ``sweep_report.html`` (self-contained: plots
+    inlined) and ``plots/sweep_*.png`` (for slides and the Markdown version).
 
         report = write_sweep_report("runs/sweeps/wandb_report_sweep")
         report.html
@@ -928,13 +809,8 @@ def write_sweep_report(
         figures["curves"] = curves_figure(analysis)
     if analysis.label_auc:
         figures["label_auc"] = label_auc_figure(analysis)
-    images: dict[str, tuple[str, bytes]] = {}
-    plots = []
-    for key, fig in figures.items():
-        src = f"plots/sweep_{key}.png"
-        png = png_bytes(fig)
-        plots.append(atomic_write_bytes(sweep_dir / src, png))
-        images[key] = (src, png)
+    images = {key: (f"plots/sweep_{key}.png", png_bytes(fig)) for key, fig in figures.items()}
+    plots = [atomic_write_bytes(sweep_dir / src, png) for src, png in images.values()]
     yaml_path = sweep_dir / "sweep.yaml"
     doc = build_document(analysis, images, yaml_path.read_text(encoding="utf-8") if yaml_path.is_file() else None)
     md = atomic_write_text(sweep_dir / "sweep_report.md", to_markdown(doc))

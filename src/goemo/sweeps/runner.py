@@ -1,51 +1,32 @@
 """Hyperparameter sweeps: a W&B sweep config run by Optuna, from one laptop to many machines.
 
-The config file (read by `goemo.sweeps.config`) is the one W&B users already have
-(``method``, ``metric``, ``parameters``, ``early_terminate``); parameter names may be W&B's
-or goemo's (`goemo.core.config.ALIASES`: ``learning_rate`` -> ``lr``, ``tokenizer_max_len`` ->
-``max_length``, …) and the metric is a key of goemo's per-epoch record (``auc_score`` is one;
-`METRIC_ALIASES` maps other spellings). Optuna is the engine: ``grid`` -> `GridSampler`, ``random`` ->
-`RandomSampler`, ``bayes`` -> `TPESampler`, ``early_terminate: hyperband`` ->
-`HyperbandPruner` fed the sweep metric once per epoch.
+The config (`goemo.sweeps.config`) is the one W&B users have; parameter names may be W&B's or
+goemo's (`goemo.core.config.ALIASES`) and the metric is a key of goemo's per-epoch record
+(`METRIC_ALIASES` maps other spellings). ``grid``/``random``/``bayes`` -> Optuna's
+`GridSampler`/`RandomSampler`/`TPESampler`; ``early_terminate: hyperband`` -> `HyperbandPruner`
+fed the sweep metric once per epoch. A trial keeps its best epoch by its ``select_metric``; its
+objective is the sweep metric at that epoch (`goemo.sweeps.objective`).
 
-A trial keeps its best epoch by its own ``select_metric`` (``parameters.select_metric:
-{value: val_loss}``, else the base options', else the sweep metric); its objective, the value
-Optuna ranks, is the sweep metric at that kept epoch (`goemo.sweeps.objective`).
+How trials are shared out and survive crashes (Optuna's public API throughout):
 
-How the trials are shared out, and why it survives crashes (all through Optuna's public API):
+* Creating the study puts ``count`` *slots* in its queue (`Study.enqueue_trial`; a grid puts one
+  point in each, so it is covered exactly). A worker runs `Study.optimize` one trial at a time
+  (Optuna takes the next waiting trial atomically and keeps its heartbeat) and stops when the
+  queue is empty, so any number of workers on any machines share one storage and run ``count``.
+* A trial that raises is recorded FAIL with its error (user attribute ``error``, traceback in
+  ``trials/<n>/error.txt``) and the worker goes on. The next start of the command queues every
+  slot holding only failures again, so fixing the cause and rerunning retries them.
+  ``goemo sweep`` exits non-zero when none of the trials it ran succeeded (`SweepResult.verdict`).
+* A trial whose worker died is found RUNNING: on the same host its process is gone and it is
+  failed at once; elsewhere its heartbeat stops and `optuna.storages.fail_stale_trials` fails
+  it. Optuna's retry callback then queues it again (at most ``MAX_RETRIES`` times) and the retry
+  resumes from its last checkpoint in the same run folder; Ctrl-C does the same.
+* Looking for a slot happens under a lock (a lock file beside SQLite, an advisory lock on
+  PostgreSQL and MySQL) until Optuna has taken the trial: with an empty queue `Study.optimize`
+  makes a new trial, so two workers must never both see the last slot free.
 
-* When the study is created, ``count`` *slots* are put in its queue with `Study.enqueue_trial`
-  (Optuna's WAITING trials; for a grid each slot holds one grid point, so the grid is covered
-  exactly). A worker runs `Study.optimize` for one trial at a time: Optuna takes the next
-  waiting trial atomically and keeps its heartbeat while it trains as a normal run folder
-  ``SWEEP/trials/<n>/``. The worker stops when the queue is empty. Any number of workers on
-  any number of machines can run the same command against one storage: they split the slots
-  and the total is exactly ``count``.
-* A trial that raises (bad hyperparameters, out of memory, …) is recorded as FAIL with its
-  error (user attribute ``error``, traceback in ``trials/<n>/error.txt``); the worker logs
-  one line and goes on. The next start of the command queues every slot that holds only
-  failures again (`RetryHeartbeatStaleTrialCallback`, the same parameters and run folder),
-  so fixing the cause and running the same command retries them.
-  `SweepResult.ran` lists what this machine's workers ran; ``goemo sweep`` exits non-zero
-  when none of those succeeded (an array job must not report success for a sweep that only
-  crashed) and 0 when some did, or when nothing was left to run (other workers hold the rest,
-  or the study is complete).
-* A trial whose worker died (SIGKILL, power cut) is found RUNNING by the next worker that
-  looks for a slot. On the same host its process id is gone: it is marked FAIL
-  (``interrupted``) at once. Elsewhere its Optuna heartbeat stops, and after the grace period
-  `optuna.storages.fail_stale_trials` marks it FAIL. Either way Optuna's retry callback
-  (`RetryHeartbeatStaleTrialCallback`) queues its parameters again, up to ``MAX_RETRIES``
-  times, and the retry resumes from the trial's last checkpoint in the same run folder. So a
-  killed sweep finishes with the same command. Ctrl-C fails the running trial and queues it
-  again the same way.
-* Looking for a slot happens under a lock (a lock file beside a SQLite database, an advisory
-  lock on PostgreSQL and MySQL), held until Optuna has taken the waiting trial: when the
-  queue is empty `Study.optimize` would make a new trial instead, so two workers must never
-  both see the last slot free.
-
-Files: ``SWEEP/sweep.yaml`` (the config, verbatim), ``SWEEP/sweep.json`` (what was resolved:
-study, storage, metric, base training config), ``SWEEP/study.db`` (default storage),
-``SWEEP/trials/<n>/`` (run folders, plus ``dev_metrics.json`` with per-label dev scores).
+Files: ``SWEEP/sweep.yaml`` (the config), ``SWEEP/sweep.json`` (what was resolved),
+``SWEEP/study.db`` (default storage), ``SWEEP/trials/<n>/`` (run folders, plus ``dev_metrics.json``).
 """
 
 from __future__ import annotations
@@ -53,18 +34,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import gc
 import hashlib
 import json
 import logging
 import math
 import multiprocessing
+import operator
 import os
 import re
 import socket
 import time
 import traceback
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,10 +98,6 @@ MAX_RETRIES = 2  # a trial whose worker died is queued again at most this many t
 # ---------------------------------------------------------------- storage, study and lock
 
 
-def default_storage(sweep_dir: Path) -> str:
-    return f"sqlite:///{(Path(sweep_dir) / 'study.db').resolve()}"
-
-
 def _hide_password(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -127,21 +107,15 @@ def _hide_password(url: str) -> str:
 
 # Optuna 4.9 renamed the retry callback and the storage's keyword for it (the old names still
 # work, with a FutureWarning, until 6.0); the project allows Optuna 4.0 and up.
-_RetryCallback: type[optuna.storages.RetryHeartbeatStaleTrialCallback] | type[optuna.storages.RetryFailedTrialCallback]
-if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
-    _RetryCallback = optuna.storages.RetryHeartbeatStaleTrialCallback
-    _STALE_CALLBACK_KW = "heartbeat_stale_trial_callback"
-else:  # pragma: no cover - Optuna < 4.9
-    _RetryCallback = optuna.storages.RetryFailedTrialCallback
-    _STALE_CALLBACK_KW = "failed_trial_callback"
+_NEW_RETRY = hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+_RetryCallback = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", optuna.storages.RetryFailedTrialCallback)
+_STALE_CALLBACK_KW = "heartbeat_stale_trial_callback" if _NEW_RETRY else "failed_trial_callback"
 
 
-@contextlib.contextmanager
-def _quiet_experimental() -> Iterator[None]:
-    """Optuna's heartbeat and retry API is marked experimental; say so once in the docs, not per call."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
+# Optuna's heartbeat and retry API is marked experimental; say so once in the docs, not per call.
+_quiet_experimental = functools.partial(
+    warnings.catch_warnings, action="ignore", category=optuna.exceptions.ExperimentalWarning
+)
 
 
 def retried_trial(trial: FrozenTrial) -> int | None:
@@ -159,13 +133,8 @@ def _retry_history(trial: FrozenTrial) -> list[int]:
 
 
 def _retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
-    """Queue a trial that ended without a result (FAIL) again, through Optuna's retry callback.
-
-    The callback adds a WAITING trial with the same parameters and user attributes (so the
-    same slot and run folder) and records the series (`retried_trial`). A trial already
-    retried ``MAX_RETRIES`` times is not queued again: something (e.g. the OOM killer) keeps
-    killing it.
-    """
+    """Queue a FAIL trial again through Optuna's retry callback (same parameters, slot and run
+    folder), unless it was retried ``MAX_RETRIES`` times already: something keeps killing it."""
     attempts = len(_retry_history(trial)) + 1
     if attempts > MAX_RETRIES:
         log.warning("trial %d %s; not queued again (interrupted %d times)", trial.number, reason, attempts)
@@ -175,28 +144,21 @@ def _retry(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
     log.warning("trial %d %s; its parameters are queued again", trial.number, reason)
 
 
-def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-    """The storage's heartbeat-stale callback: `fail_stale_trials` has just marked ``trial`` FAIL."""
-    _retry(study, trial, "lost its heartbeat (worker gone)")
-
-
 def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage that tolerates several worker processes.
 
-    With ``heartbeat``, Optuna records each running trial's heartbeat every ``HEARTBEAT_S``
-    seconds while `Study.optimize` runs it; a trial silent for ``GRACE_S`` seconds is failed by
-    the next worker's `optuna.storages.fail_stale_trials` and queued again (`_retry_stale`).
-    SQLite waits up to 2 minutes for a lock instead of failing at once; creating the tables
-    is retried, since two workers starting together may both try.
+    With ``heartbeat``, a trial silent for ``GRACE_S`` seconds is failed by the next worker's
+    `optuna.storages.fail_stale_trials` and queued again. SQLite waits up to 2 minutes for a
+    lock instead of failing at once; creating the tables is retried, since two workers starting
+    together may both try.
     """
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": 120}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
+    engine_kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    )
     kwargs: dict[str, Any] = {}
     if heartbeat:
-        kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S, _STALE_CALLBACK_KW: _retry_stale}
+        stale = functools.partial(_retry, reason="lost its heartbeat (worker gone)")
+        kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S, _STALE_CALLBACK_KW: stale}
     for attempt in range(5):
         try:
             with _quiet_experimental():
@@ -215,24 +177,18 @@ def open_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
 
 @contextlib.contextmanager
 def study_lock(url: str, study_name: str, timeout: float = 300.0) -> Iterator[None]:
-    """Mutual exclusion between the workers of one study, wherever they run.
-
-    A lock file beside a SQLite database; an advisory lock for PostgreSQL and MySQL (released
-    by the server if the holder dies). Other databases get no lock and a warning.
-    """
+    """Mutual exclusion between the workers of one study, wherever they run: a lock file beside
+    SQLite, an advisory lock on PostgreSQL and MySQL (released by the server if the holder dies);
+    other databases get none, and a warning."""
     u = make_url(url)
     backend = u.get_backend_name()
     if backend == "sqlite":
         if not u.database or u.database == ":memory:":
             yield
             return
-        lock_path = Path(u.database + ".lock")
-        with open(lock_path, "a+") as f:
+        with open(u.database + ".lock", "a+") as f:  # closing the file releases the lock
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            yield
         return
     if backend not in ("postgresql", "mysql", "mariadb"):
         warnings.warn(f"no cross-worker lock for {backend}: start one worker before the others", stacklevel=2)
@@ -261,36 +217,29 @@ def study_lock(url: str, study_name: str, timeout: float = 300.0) -> Iterator[No
         engine.dispose()
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def worker_gone(trial: FrozenTrial) -> bool:
     """True when a RUNNING trial was taken by a process on this host that no longer exists
     (killed, or stopped with SIGTERM): nothing will finish it until a worker starts again."""
     pid = trial.user_attrs.get("pid")
     if trial.user_attrs.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
         return False
-    return not _process_alive(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, but another user's
+        pass
+    return False
 
 
-def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
     """Mark RUNNING trials whose worker is gone as FAIL and queue them again; call under the lock.
 
-    Same host: the recorded process id no longer exists (found at once, without waiting for
-    the heartbeat's grace period). Other hosts: the Optuna heartbeat is older than the grace
-    period (`optuna.storages.fail_stale_trials`, which runs the storage's retry callback).
-    ``storage`` is the one the study was opened with: a dead worker's trial is not this
-    process's `optuna.Trial`, so its ``error`` attribute is written through the storage.
+    Same host: the process id is gone (found at once, without waiting for the heartbeat's grace
+    period); other hosts: `optuna.storages.fail_stale_trials`. A dead worker's trial is no
+    `optuna.Trial` here, so its ``error`` is written through ``storage`` (the study's).
     """
     host = socket.gethostname()
-    recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
         started = t.datetime_start.timestamp() if t.datetime_start else time.time()
@@ -308,10 +257,8 @@ def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorag
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
             continue  # finished meanwhile (by its worker or another one)
         _retry(study, failed, reason)
-        recovered.append(t.number)
     with _quiet_experimental():
         optuna.storages.fail_stale_trials(study)
-    return recovered
 
 
 # ---------------------------------------------------------------- sweep folder
@@ -319,10 +266,8 @@ def recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorag
 
 @dataclass(frozen=True)
 class BaseOptions:
-    """The training options every trial starts from, lowest to highest: defaults < ``preset`` <
-    the ``config_file`` YAML < ``overrides`` (option names as ``goemo train``'s; None values are
-    ignored), as `goemo.core.config.resolve_config` merges them. ``goemo sweep``'s ``--preset``,
-    ``--base-config``, and its training options and ``--set``.
+    """The training options every trial starts from (``goemo sweep``'s ``--preset``,
+    ``--base-config``, training options and ``--set``; None values in ``overrides`` are ignored).
 
     >>> BaseOptions(preset="fast", overrides={"epochs": 1}).preset
     'fast'
@@ -351,6 +296,7 @@ class Sweep:
         return self.sweep_dir / "trials"
 
     def meta(self) -> dict[str, Any]:
+        """What ``sweep.json`` records (the storage without its password)."""
         return {
             "study": self.study_name,
             "storage": _hide_password(self.storage_url),
@@ -382,30 +328,25 @@ def prepare_sweep(
 ) -> Sweep:
     """Resolve everything a worker needs and write ``sweep.yaml`` and ``sweep.json``.
 
-    Base training options (`BaseOptions`), lowest to highest: defaults < ``base.preset`` <
-    ``base.config_file`` YAML < the sweep config's fixed ``value:`` entries < ``base.overrides``
-    (the command line). A searched parameter cannot also be given in ``overrides``. Running
-    again on an existing folder checks that it is the same sweep (so the same command resumes it).
-
-    ``select_metric`` (what picks each trial's kept epoch) follows the same order, but when
-    none of them sets it, it is the sweep metric: the trial then keeps the epoch it is ranked by.
+    Base training options, lowest to highest: defaults < ``base.preset`` < ``base.config_file``
+    YAML < the sweep config's fixed ``value:`` entries < ``base.overrides`` (the command line).
+    Running again on an existing folder checks that it is the same sweep (so the same command
+    resumes it). When none of them sets ``select_metric``, it is the sweep metric: the trial
+    then keeps the epoch it is ranked by.
     """
     config_path = Path(config_path)
     spec = load_sweep_config(config_path)
     base = base or BaseOptions()
-    preset, base_config = base.preset, base.config_file
     overrides = {k: v for k, v in normalize_keys(dict(base.overrides), "option").items() if v is not None}
-    clash = sorted(set(overrides) & set(spec.params))
-    if clash:
+    if clash := sorted(set(overrides) & set(spec.params)):
         raise ConfigError(
             f"{', '.join(clash)} searched by {config_path} and also given as an option; remove one of them"
         )
-    blocked = sorted(set(overrides) & {"output", "overwrite", "resume", "trackers"})
-    if blocked:
+    if blocked := sorted(set(overrides) & {"output", "overwrite", "resume", "trackers"}):
         raise ConfigError(f"{', '.join(blocked)}: set by the sweep for each trial, not as a base option")
     fixed = {**spec.fixed, **({"select_metric": spec.select_metric} if spec.select_metric else {})}
-    config = resolve_config(preset, base_config, {**fixed, **overrides})
-    chosen = "select_metric" in fixed or "select_metric" in overrides or _base_selects(preset, base_config, overrides)
+    config = resolve_config(base.preset, base.config_file, {**fixed, **overrides})
+    chosen = "select_metric" in {**fixed, **overrides} or _base_selects(base.preset, base.config_file, overrides)
     # A sweep chooses on dev; test scores beside every trial only invite choosing on test, so
     # trials skip test unless the command line asks for it (--eval-test).
     config = config.replace(
@@ -422,7 +363,7 @@ def prepare_sweep(
         study_name = json.loads(saved_meta.read_text(encoding="utf-8")).get("study")  # resuming that folder
     study_name = study_name or spec.name or config_path.stem
     sweep_dir = Path(output) if output else Path("runs") / "sweeps" / study_name
-    storage_url = storage or default_storage(sweep_dir)
+    storage_url = storage or f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
     n = count if count is not None else spec.default_count()
     if n < 1:
         raise ConfigError(f"--count {n}: expected an integer >= 1")
@@ -447,8 +388,7 @@ def _base_selects(preset: str | None, base_config: str | Path | None, overrides:
 
 
 def _check_same_sweep(saved: dict[str, Any], sweep: Sweep, path: Path) -> None:
-    now = sweep.meta()
-    now = json.loads(json.dumps(now))  # compare as stored (tuples are lists in JSON)
+    now = json.loads(json.dumps(sweep.meta()))  # compare as stored (tuples are lists in JSON)
     keys = ("study", "method", "metric", "direction", "parameters", "fixed", "early_terminate")
     diffs = [k for k in keys if saved.get(k) != now[k]]
     old_base, new_base = saved.get("base_config", {}), now["base_config"]
@@ -469,10 +409,8 @@ def open_study(
 ) -> optuna.Study:
     """Create or load the study and top its queue up to ``sweep.count`` slots (under the lock).
 
-    Each slot is a `Study.enqueue_trial` with user attribute ``slot`` (its index); a retry
-    carries its trial's ``slot`` too, so the slots already queued are the distinct indices.
-    With ``retry_failed``, a slot whose trials all failed is queued again (`_failed_slots`):
-    running the same command after fixing what made trials fail retries them.
+    Each slot is an enqueued trial with user attribute ``slot`` (retries carry it too). With
+    ``retry_failed``, slots whose trials all failed are queued again: rerunning retries them.
     """
     storage = storage if storage is not None else open_storage(sweep.storage_url)
     with study_lock(sweep.storage_url, sweep.study_name):
@@ -504,12 +442,8 @@ def open_study(
             for trial in failed:  # Optuna's retry callback: same parameters, slot and run folder
                 _RetryCallback(max_retry=None)(study, trial)
         if failed:
-            log.info(
-                "study %s: %d failed trial(s) queued again (%s)",
-                sweep.study_name,
-                len(failed),
-                ", ".join(str(t.number) for t in failed),
-            )
+            numbers = ", ".join(str(t.number) for t in failed)
+            log.info("study %s: %d failed trial(s) queued again (%s)", sweep.study_name, len(failed), numbers)
         queued = {t.user_attrs["slot"] for t in study.get_trials(deepcopy=False) if "slot" in t.user_attrs}
         planned = sweep.spec.slot_params(sweep.count, sweep.seed)
         missing = [i for i in range(sweep.count) if i not in queued]
@@ -521,10 +455,9 @@ def open_study(
 
 
 def _failed_slots(study: optuna.Study) -> list[FrozenTrial]:
-    """The last trial of each slot that has only failed trials (none completed, pruned, running or waiting).
+    """The last trial of each slot that has only failed trials: no result and nobody on it.
 
-    Such a slot holds no result and nobody is working on it: a new start of the sweep command
-    retries it, with no limit (`MAX_RETRIES` bounds retries of interrupted trials within a run).
+    A new start retries it with no limit (`MAX_RETRIES` bounds retries within a run).
     """
     last: dict[int, FrozenTrial] = {}
     settled = set()
@@ -566,8 +499,7 @@ class Worker:
     """Takes slots from the study until none is left, training each as a run folder.
 
     The data is read once per worker and shared by its trials (unless a trial changes the
-    data options, e.g. ``taxonomy``). ``storage`` is the one ``study`` was opened with
-    (`recover_interrupted` writes a dead worker's trial through it).
+    data options, e.g. ``taxonomy``). ``storage`` is the one ``study`` was opened with.
     """
 
     def __init__(self, sweep: Sweep, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
@@ -575,32 +507,22 @@ class Worker:
         self.study = study
         self.storage = storage
         self._data: dict[tuple, dict] = {}
-        self.outcomes: list[TrialOutcome] = []
 
-    def run(self, max_trials: int | None = None) -> list[TrialOutcome]:
-        """Train trials until the queue is empty (or ``max_trials`` were trained here)."""
-        while max_trials is None or len(self.outcomes) < max_trials:
-            outcome = self.run_next()
-            if outcome is None:
-                break
-            self.outcomes.append(outcome)
-        return self.outcomes
+    def run(self) -> list[TrialOutcome]:
+        """Train trials until the queue is empty."""
+        return list(iter(self.run_next, None))
 
     def run_next(self) -> TrialOutcome | None:
         """Take the next waiting trial and train it; None when the queue is empty.
 
-        The study lock is held from looking at the queue until Optuna has taken the trial
-        (the objective releases it first thing), because `Study.optimize` makes a new trial
-        when none is waiting: two workers must not both see the last one. `Study.optimize`
-        keeps the trial's heartbeat while it trains, and records how it ended: the value,
-        PRUNED (`optuna.TrialPruned`) or FAIL (any other exception: the objective records it
-        in the ``error`` user attribute and `catch` lets the worker go on).
+        The study lock is held until Optuna has taken the trial (the objective releases it),
+        because `Study.optimize` makes a new trial when none is waiting. `Study.optimize` keeps
+        the heartbeat and records the value, PRUNED or FAIL (`catch` lets the worker go on).
         """
-        lock = contextlib.ExitStack()
-        lock.enter_context(study_lock(self.sweep.storage_url, self.sweep.study_name))
         ran: list[TrialOutcome] = []
         taken: list[int] = []
-        try:
+        with contextlib.ExitStack() as lock:  # closed early by the objective, once Optuna has taken the trial
+            lock.enter_context(study_lock(self.sweep.storage_url, self.sweep.study_name))
             recover_interrupted(self.study, self.storage)
             if not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 return None
@@ -624,15 +546,11 @@ class Worker:
                     raise
                 log.warning("trial %d: its result could not be recorded (%s: %s)", ran[0].number, type(e).__name__, e)
                 ran[0] = dataclasses.replace(ran[0], state=_frozen(self.study, ran[0].number).state.name)
-        finally:
-            lock.close()
         if not ran:  # the queue was empty after all (`_QueueEmpty`)
             return None
-        if ran[0].state == "FAIL":
-            gc.collect()  # after an out-of-memory error the next trial needs the memory back
-            with contextlib.suppress(Exception):
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+        if ran[0].state == "FAIL":  # after an out-of-memory error the next trial needs the memory back
+            gc.collect()
+            torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
         return ran[0]
 
     def _splits(self, config: TrainConfig) -> dict:
@@ -708,8 +626,7 @@ class Worker:
     ) -> tuple[float | None, dict, list[dict[str, Any]]]:
         """Train one trial: its objective (`kept_value`), its summary, and its epoch records.
 
-        Each epoch reports the sweep metric to Optuna (the pruner judges the trial on it);
-        the objective is the sweep metric at the epoch training kept by ``select_metric``.
+        Each epoch reports the sweep metric to Optuna, whose pruner judges the trial on it.
         """
         config = self.sweep.base.replace(**params, output=str(run_dir))
         resume = RunFolder(run_dir).has_checkpoint()
@@ -747,9 +664,8 @@ class Worker:
         for tracker in trackers:
             final = {f"{k}/{m}": v for k in ("dev", "test") if k in summary for m, v in summary[k].items()}
             tracker.log({"event": "summary", **final})
-        write_dev_metrics(
-            result.best_dir, splits["dev"], config, run_dir / "dev_metrics.json"
-        )  # dev as train sampled it
+        # dev as train sampled it
+        write_dev_metrics(result.best_dir, splits["dev"], config, run_dir / "dev_metrics.json")
         # metrics.jsonl holds every epoch, also those before a resume (the callback saw only the later ones)
         epochs = epoch_records(run_dir / "metrics.jsonl") or seen
         return kept_value(epochs, metric, summary.get("best_epoch")), summary, epochs
@@ -758,10 +674,8 @@ class Worker:
         """Record why a trial failed; `Study.optimize` then marks it FAIL."""
         message = f"{type(e).__name__}: {e}"[:2000]
         log.warning("trial %d failed: %s", number, failure_line(e))  # Optuna's traceback: at DEBUG
-        try:
+        with contextlib.suppress(OSError):
             atomic_write_text(run_dir / "error.txt", "".join(traceback.format_exception(e)))
-        except OSError:
-            pass
         try:
             trial.set_user_attr("error", message)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -785,15 +699,13 @@ def failure_line(e: BaseException) -> str:
 def write_dev_metrics(best_dir: Path, dev, config: TrainConfig, path: Path) -> dict[str, Any]:
     """Per-label dev scores of a trial's best model, for the sweep report's per-class AUC.
 
-    ``dev`` is the exact dev sample the trial was evaluated on (as `train` left it). The
-    probabilities go through `goemo.predict.cache.predict_split`, so they are also cached in the
-    trial's ``predictions/`` for a later ``goemo report`` of that trial.
+    ``dev`` is the dev sample the trial was evaluated on; `predict_split` also caches the
+    probabilities in the trial's ``predictions/`` for a later ``goemo report`` of it.
     """
     preds = predict_split(best_dir, dev, config.scoring_settings(), token_cache_dir=config.cache_dir)
-    report = compute_metrics(
+    out = compute_metrics(
         dev.labels, preds.probs, dev.label_names, thresholds=config.threshold, sweep=None, split="dev"
-    )
-    out = report.to_dict()
+    ).to_dict()
     atomic_write_json(path, out)
     return out
 
@@ -818,25 +730,17 @@ class SweepResult:
     ran: list[TrialOutcome] = field(default_factory=list)  # every local worker's (--workers K)
 
     def failure_reasons(self) -> list[tuple[str, int]]:
-        """The first line of each failed trial's error among `ran`, counted, most frequent first.
-
-        The first line names the exception and its message (``ConfigError: dropout=1.5: ...``,
-        ``OutOfMemoryError: CUDA out of memory ...``); tracebacks stay in ``trials/N/error.txt``.
-        """
-        counts: dict[str, int] = {}
-        for o in self.ran:
-            if o.state == "FAIL":
-                line = ((o.error or "").strip().splitlines() or ["(no error recorded)"])[0][:200]
-                counts[line] = counts.get(line, 0) + 1
-        return sorted(counts.items(), key=lambda kv: -kv[1])
+        """The first line of each failed trial's error among `ran` (the exception and its
+        message; tracebacks stay in ``trials/N/error.txt``), counted, most frequent first."""
+        errors = [(o.error or "").strip() for o in self.ran if o.state == "FAIL"]
+        return Counter((e.splitlines() or ["(no error recorded)"])[0][:200] for e in errors).most_common()
 
     def verdict(self) -> tuple[int, list[str]]:
         """The worker's exit status and the lines that explain it.
 
-        0 when at least one of the trials run here succeeded (completed or pruned: pruning is
-        the search working) or when nothing was left to run; 1 when every one failed, so a
-        job array or a CI step does not report success for a sweep that only crashed, and 1
-        when nothing ran and the study holds only failures.
+        1 when every trial run here failed (pruned is success: the search working), so a job
+        array does not report success for a sweep that only crashed, or when nothing ran and
+        the study holds only failures; else 0.
         """
         if not self.ran:
             total = sum(self.counts.values())
@@ -854,30 +758,19 @@ class SweepResult:
         return 0, []
 
 
-def _objective_value(trial: FrozenTrial) -> float:
-    """The value of a COMPLETE trial (Optuna records one for each in a single-objective study)."""
-    if trial.value is None:
-        raise RuntimeError(f"trial {trial.number} is COMPLETE but has no value (a multi-objective study?)")
-    return trial.value
-
-
 def summarize(
     sweep: Sweep, study: optuna.Study, outcomes: Sequence[TrialOutcome] = (), ran: Sequence[TrialOutcome] | None = None
 ) -> SweepResult:
+    """The study's state counts and best trial, with the outcomes of this machine's workers."""
     trials = study.get_trials(deepcopy=False)
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = None
-    if complete:
-        pick = max if sweep.spec.direction == "maximize" else min
-        best = pick(complete, key=_objective_value)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    pick = max if sweep.spec.direction == "maximize" else min
+    best = pick(complete, key=operator.attrgetter("value"), default=None)
     return SweepResult(
         sweep.sweep_dir,
         sweep.study_name,
         _hide_password(sweep.storage_url),
-        counts,
+        dict(Counter(t.state.name for t in trials)),
         best.number if best else None,
         best.value if best else None,
         dict(best.params) if best else {},
@@ -888,19 +781,15 @@ def summarize(
 
 
 def _outcomes_of(study: optuna.Study, pids: set[int], since: float) -> list[TrialOutcome]:
-    """The trials that worker processes ``pids`` on this host took since ``since`` (a timestamp).
-
-    Only slots and retries count: a trial `Study.optimize` made when the queue was empty
-    (`_QueueEmpty`) is no trial of the sweep.
-    """
+    """The trials (slots and retries, not `_QueueEmpty` ones) that worker processes ``pids`` on
+    this host took since ``since`` (a timestamp)."""
     host, out = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         if a.get("host") != host or a.get("pid") not in pids or not ("slot" in a or "retry_of" in a):
             continue
-        if t.datetime_start is None or t.datetime_start.timestamp() < since - 2:
-            continue
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+        started = t.datetime_start is not None and t.datetime_start.timestamp() >= since - 2
+        if started and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
             out.append(TrialOutcome(t.number, t.state.name, t.value, dict(t.params), a.get("run_dir"), a.get("error")))
     return out
 
@@ -909,10 +798,9 @@ _OPTUNA_TRIAL_FAILED = re.compile(r"Trial \d+ failed\b")
 
 
 class _OptunaRecords(logging.Handler):
-    """Passes Optuna's log records to the root logger's handlers, as propagation would, except
-    the two warnings Optuna logs for each failed trial (one with the full traceback): those go
-    at DEBUG. The worker says why a trial failed in one line of its own (`failure_line`), and
-    the traceback is also in ``trials/<n>/error.txt``."""
+    """Passes Optuna's log records to the root logger's handlers, as propagation would, but the
+    two warnings Optuna logs per failed trial (one a traceback) at DEBUG: the worker says why in
+    one line (`failure_line`), and the traceback is in ``trials/<n>/error.txt``."""
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno == logging.WARNING and _OPTUNA_TRIAL_FAILED.match(record.getMessage()):
@@ -962,27 +850,21 @@ def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
         if base.num_threads is None and base.device != "cuda":
             # CPU workers share the cores instead of each taking all of them.
             base = base.replace(num_threads=max(1, (os.cpu_count() or 1) // workers))
-        gpus = _gpu_count()
+        sweep = dataclasses.replace(sweep, base=base)
+        gpus = torch.cuda.device_count()
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
         ctx = multiprocessing.get_context("spawn")
         for i in range(1, workers):  # this process is worker 0 on the first GPU; the others spread out
             env = {"CUDA_VISIBLE_DEVICES": ids[i % gpus]} if gpus > 1 else {}
-            p = ctx.Process(
-                target=_worker_process,
-                args=(dataclasses.replace(sweep, base=base), env),
-                name=f"goemo-sweep-worker-{i}",
-            )
-            p.start()
-            procs.append(p)
-        sweep = dataclasses.replace(sweep, base=base)
+            procs.append(ctx.Process(target=_worker_process, args=(sweep, env), name=f"goemo-sweep-worker-{i}"))
+            procs[-1].start()
     try:
         outcomes = Worker(sweep, study, storage).run()
     finally:
         for p in procs:
             p.join()
-    failed = [p.name for p in procs if p.exitcode not in (0, None)]
-    if failed:
+    if failed := [p.name for p in procs if p.exitcode not in (0, None)]:
         log.warning("worker process(es) %s ended with an error; run the command again to finish", ", ".join(failed))
     ran = list(outcomes)
     if procs:
@@ -990,13 +872,6 @@ def run_sweep(sweep: Sweep, workers: int = 1) -> SweepResult:
         children = {p.pid for p in procs if p.pid is not None}
         ran += [o for o in _outcomes_of(study, children, since) if o.number not in mine]
     return summarize(sweep, study, outcomes, sorted(ran, key=lambda o: o.number))
-
-
-def _gpu_count() -> int:
-    try:
-        return torch.cuda.device_count()
-    except Exception:
-        return 0
 
 
 def load_sweep(
