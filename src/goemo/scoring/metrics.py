@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, field, fields
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -563,30 +564,14 @@ def _per_label(y: np.ndarray, p: np.ndarray, pred: np.ndarray, names: Sequence[s
     auc = _score_per_label(roc_auc_score, y, p, auc_ok)
     ap = _score_per_label(average_precision_score, y, p, defined)
     predicted = pred.sum(axis=0)
+    reasons = (NEVER_PREDICTED, f"{NO_NEGATIVES}: AUC undefined")
+    undefined = f"{NO_POSITIVES}: precision, recall, F1, AUC and AP undefined"
     out = []
     for j, name in enumerate(names):
-        if not defined[j]:
-            note = f"{NO_POSITIVES}: precision, recall, F1, AUC and AP undefined"
-            out.append(LabelMetrics(name, None, None, None, 0, int(predicted[j]), None, None, note))
-            continue
-        notes = []
-        if predicted[j] == 0:
-            notes.append(NEVER_PREDICTED)
-        if not auc_ok[j]:
-            notes.append(f"{NO_NEGATIVES}: AUC undefined")
-        out.append(
-            LabelMetrics(
-                name,
-                float(precision[j]),
-                float(recall[j]),
-                float(f1[j]),
-                int(support[j]),
-                int(predicted[j]),
-                float(auc[j]) if auc_ok[j] else None,
-                float(ap[j]),
-                "; ".join(notes) or None,
-            )
-        )
+        prec, rec, f1_j = (float(s[j]) if defined[j] else None for s in (precision, recall, f1))
+        note = "; ".join(compress(reasons, (predicted[j] == 0, not auc_ok[j]))) if defined[j] else undefined
+        auc_j, ap_j = float(auc[j]) if auc_ok[j] else None, float(ap[j]) if defined[j] else None
+        out.append(LabelMetrics(name, prec, rec, f1_j, int(support[j]), int(predicted[j]), auc_j, ap_j, note or None))
     return tuple(out)
 
 
@@ -787,23 +772,30 @@ def _grid_summary(g: np.ndarray) -> tuple[float, float, int]:
 # --------------------------------------------------------------------------- internals: validation
 
 
+def check_scores(
+    y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``y_true`` as an array and ``probs`` as float64, checked as every scorer needs them: probabilities
+    (`as_probs`), labels of their shape, one label name (if given) per column."""
+    y = np.asarray(y_true)
+    p = as_probs(probs)
+    if y.shape != p.shape:
+        raise MetricsInputError(f"y_true has shape {y.shape} but probs has shape {p.shape}")
+    if label_names is not None and len(label_names) != y.shape[1]:
+        raise MetricsInputError(f"{len(label_names)} label names for {y.shape[1]} label columns")
+    return y, p
+
+
 def _check_inputs(
     y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str] | None
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    y = np.asarray(y_true)
-    p = as_probs(probs)
-    if y.ndim != 2:
-        raise MetricsInputError(f"y_true must be a 2-D (examples, labels) 0/1 matrix, got shape {y.shape}")
-    if y.shape != p.shape:
-        raise MetricsInputError(f"y_true has shape {y.shape} but probs has shape {p.shape}")
+    y, p = check_scores(y_true, probs, label_names)
     if y.shape[0] == 0:
         raise MetricsInputError("no examples to evaluate (0 rows)")
     if not np.isin(y, (0, 1)).all():
         others = sorted(set(np.unique(y).tolist()) - {0, 1})[:5]
         raise MetricsInputError(f"y_true must hold only 0 and 1, found {others}")
     names = tuple(label_names) if label_names is not None else tuple(f"label_{j}" for j in range(y.shape[1]))
-    if len(names) != y.shape[1]:
-        raise MetricsInputError(f"{len(names)} label names for {y.shape[1]} label columns")
     return y.astype(np.uint8), p, tuple(str(n) for n in names)
 
 
