@@ -157,10 +157,6 @@ class Calibration:
         return [m.method for m in self.maps]
 
     @property
-    def has_isotonic(self) -> bool:
-        return "isotonic" in self.methods
-
-    @property
     def scaled_labels(self) -> list[int]:
         """The labels whose map moves the logit (temperature, Platt): the ones an affine map changes."""
         return [j for j, m in enumerate(self.maps) if m.method in ("temperature", "platt")]

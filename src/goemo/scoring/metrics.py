@@ -309,7 +309,9 @@ def tune_thresholds(
     _guard_split(split_name, allow_test, what="per-label thresholds")
     if not 0.0 <= shrink <= 1.0:
         raise ValueError(f"shrink={shrink!r}: expected a number in [0, 1]")
-    y, p, names, g, f1, defined = _tuning_inputs(y_true, probs, grid, label_names)
+    y, p, names = _check_inputs(y_true, probs, label_names)
+    g = _as_grid(grid)
+    f1, defined = _f1_curves(y, p, g), y.sum(axis=0) > 0
     values = np.full(y.shape[1], float(fallback))
     scores: list[float | None] = [None] * y.shape[1]
     for j in np.flatnonzero(defined):
@@ -337,42 +339,6 @@ def tune_thresholds(
     )
 
 
-def best_global_threshold(
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    grid: Sequence[float] | np.ndarray | None = None,
-    *,
-    split_name: str,
-    label_names: Sequence[str] | None = None,
-    allow_test: bool = False,
-) -> TunedThresholds:
-    """The one threshold (shared by all labels) that maximises macro F1 over defined labels.
-
-    Same leakage guard and tie rule as `tune_thresholds`; ``global_value`` holds the float.
-
-    >>> y = np.array([[1, 0], [0, 1], [0, 0]])
-    >>> p = np.array([[0.8, 0.1], [0.3, 0.6], [0.2, 0.2]])
-    >>> best_global_threshold(y, p, split_name="dev").global_value
-    0.5
-    """
-    _guard_split(split_name, allow_test, what="a global threshold")
-    y, p, names, g, f1, defined = _tuning_inputs(y_true, probs, grid, label_names)
-    if not defined.any():
-        raise MetricsInputError("cannot tune a threshold: no label has a positive example")
-    k = _pick(f1[defined].mean(axis=0), g)
-    return TunedThresholds(
-        values=np.full(y.shape[1], g[k]),
-        label_names=names,
-        kind="global",
-        split=str(split_name),
-        forced=is_test_split(split_name),
-        score=float(f1[defined, k].mean()),
-        scores=tuple(float(f1[j, k]) if defined[j] else None for j in range(y.shape[1])),
-        fallback=float(g[k]),
-        grid=_grid_summary(g),
-    )
-
-
 # --------------------------------------------------------------------------- metrics
 
 
@@ -391,7 +357,7 @@ def compute_metrics(
     ``taxonomy`` (e.g. "ekman") evaluates fine-label probabilities on coarser groups: decisions
     are made per fine label with ``thresholds`` and then projected (a group is on when any
     member is), and a group's score for AUC/AP is its members' max probability. ``sweep``
-    adds the per-threshold table (`threshold_table`); pass ``None`` to skip it.
+    adds the per-threshold table (``at_thresholds``); pass ``None`` to skip it.
 
     >>> y = np.array([[1, 0], [0, 1], [1, 1]])
     >>> p = np.array([[0.9, 0.2], [0.4, 0.7], [0.6, 0.3]])
@@ -435,23 +401,6 @@ def compute_metrics(
         at_thresholds=tuple(_sweep(y, p, sweep)) if sweep is not None else (),
         notes=tuple(_notes(y, pred, per_label, taxonomy is not None and _is_per_label(thresholds))),
     )
-
-
-def threshold_table(
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    thresholds: Sequence[float] = PAPER_THRESHOLDS,
-) -> list[ThresholdMetrics]:
-    """Macro/micro P/R/F1 and exact match at each global threshold (the paper's sweep).
-
-    Shows how sensitive the scores are to the threshold, which a single number hides.
-
-    >>> rows = threshold_table(np.array([[1, 0], [0, 1]]), np.array([[0.9, 0.2], [0.4, 0.7]]))
-    >>> len(rows), rows[5].threshold, rows[5].micro_f1
-    (12, 0.5, 1.0)
-    """
-    y, p, _ = _check_inputs(y_true, probs, None)
-    return _sweep(y, p, thresholds)
 
 
 def summary(
@@ -726,15 +675,6 @@ def _f1_curves(y: np.ndarray, p: np.ndarray, grid: np.ndarray) -> np.ndarray:
         tp = positives[j] - np.searchsorted(np.sort(column[y[:, j] == 1]), grid, side="right")
         f1[j] = 2.0 * tp / (predicted + positives[j])
     return f1
-
-
-def _tuning_inputs(
-    y_true: np.ndarray, probs: np.ndarray, grid: Sequence[float] | np.ndarray | None, names: Sequence[str] | None
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
-    """Checked labels, probabilities, names and grid, the F1 curves on the grid, and the labels with positives."""
-    y, p, checked = _check_inputs(y_true, probs, names)
-    g = _as_grid(grid)
-    return y, p, checked, g, _f1_curves(y, p, g), y.sum(axis=0) > 0
 
 
 def _pick(scores: np.ndarray, grid: np.ndarray) -> int:
