@@ -131,7 +131,14 @@ def fit_calibration(
         )
     settings = settings or CalibrationSettings()
     method, selection, folds, seed = settings.method, settings.selection, settings.folds, settings.seed
-    y, z = _check(y_true, logits, label_names)
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or np.shape(y_true) != z.shape or z.shape[1] != len(label_names):
+        raise MetricsInputError(
+            f"labels {np.shape(y_true)}, logits {z.shape} and {len(label_names)} label names do not fit together"
+        )
+    if not np.all(np.isfinite(z)):
+        raise MetricsInputError("logits must be finite numbers")
+    y = (np.asarray(y_true) > 0).astype(np.float64)
     n, n_labels = z.shape
     if n < 2:
         raise MetricsInputError(f"a calibration needs at least 2 texts, got {n}")
@@ -240,7 +247,8 @@ def _fit(method: str, z: np.ndarray, y: np.ndarray) -> LabelMap | None:
         return LabelMap("identity")
     if method == "isotonic":
         return _centred_isotonic(z, y)
-    target = _platt_targets(y)
+    pos, neg = float(y.sum()), float(len(y) - y.sum())  # Platt's (1999) smoothed targets
+    target = np.where(y > 0, (pos + 1.0) / (pos + 2.0), 1.0 / (neg + 2.0))
     if method == "temperature":
         lo, hi = (math.log(v) for v in SCALE_RANGE)
         found = minimize_scalar(
@@ -292,13 +300,6 @@ def _in_range(scale: float, strict: bool = False) -> bool:
     if strict:  # a bounded minimiser that stops at a bound found no optimum inside
         return lo * 1.001 < scale < hi / 1.001
     return lo <= scale <= hi
-
-
-def _platt_targets(y: np.ndarray) -> np.ndarray:
-    """Platt's (1999) smoothed targets: ``(N+ + 1) / (N+ + 2)`` for positives, ``1 / (N- + 2)`` for negatives."""
-    pos = float(y.sum())
-    neg = float(len(y) - pos)
-    return np.where(y > 0, (pos + 1.0) / (pos + 2.0), 1.0 / (neg + 2.0))
 
 
 def _soft_log_loss(target: np.ndarray, z: np.ndarray) -> float:
@@ -506,15 +507,3 @@ def calibration_report(
 def _known_mean(values: np.ndarray) -> float:
     """The mean of the values that are not NaN; NaN when none is."""
     return float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
-
-
-def _check(y_true: np.ndarray, logits: np.ndarray, label_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true)
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2 or y.shape != z.shape or z.shape[1] != len(label_names):
-        raise MetricsInputError(
-            f"labels {y.shape}, logits {z.shape} and {len(label_names)} label names do not fit together"
-        )
-    if not np.all(np.isfinite(z)):
-        raise MetricsInputError("logits must be finite numbers")
-    return (y > 0).astype(np.float64), z
