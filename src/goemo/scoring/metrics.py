@@ -253,7 +253,12 @@ class MetricsReport:
         if self.notes:
             lines += [""] + [f"- {note}" for note in self.notes]
         if self.at_thresholds:
-            lines += ["", _threshold_table_markdown(self.at_thresholds, digits)]
+            lines += [
+                "",
+                "| threshold | macro P | macro R | macro F1 | micro P | micro R | micro F1 | exact match |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            lines += [_md_row(f"{r.threshold:g}", astuple(r)[1:], digits) for r in self.at_thresholds]
         return "\n".join(lines) + "\n"
 
     def _threshold_text(self) -> str:
@@ -334,7 +339,7 @@ def tune_thresholds(
         scores=tuple(scores),
         fallback=float(fallback),
         fallback_labels=tuple(n for n, d in zip(names, defined) if not d),
-        grid=_grid_summary(g),
+        grid=(float(g.min()), float(g.max()), int(g.size)),
         shrink=float(shrink),
     )
 
@@ -383,12 +388,13 @@ def compute_metrics(
         )
         names, tax_name = tax.labels, tax.name
     per_label = _per_label(y, p, pred, names)
+    labelled = y.sum(axis=1) > 0
     return MetricsReport(
         per_label=per_label,
         macro=_macro(per_label),
         micro=_micro(y, p, pred),
-        weighted=_weighted(y, pred),
-        samples=_samples(y, pred),
+        weighted=_sklearn_average("weighted", y, pred, int(y.sum())),
+        samples=_sklearn_average("samples", y[labelled], pred[labelled], int(labelled.sum())),
         exact_match=float(accuracy_score(y, pred)),
         threshold=float(t[0]) if not _is_per_label(thresholds) else tuple(map(float, t)),
         n_examples=int(y.shape[0]),
@@ -545,27 +551,18 @@ def _micro(y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> Average:
     positives = int(y.sum())
     negatives = int(y.size - positives)
     with _quiet():
-        auc = roc_auc_score(y, p, average="micro") if positives and negatives else None
-        ap = average_precision_score(y, p, average="micro") if positives else None
-    return Average("micro", *_micro_prf(y, pred), support=positives, auc=_float_or_none(auc), ap=_float_or_none(ap))
+        auc = float(roc_auc_score(y, p, average="micro")) if positives and negatives else None
+        ap = float(average_precision_score(y, p, average="micro")) if positives else None
+    return Average("micro", *_micro_prf(y, pred), support=positives, auc=auc, ap=ap)
 
 
-def _weighted(y: np.ndarray, pred: np.ndarray) -> Average:
-    """Support-weighted: undefined labels have weight 0, so they drop out by construction."""
-    positives = int(y.sum())
-    if not positives:
-        return Average("weighted", None, None, None, support=0)
-    precision, recall, f1, _ = _prfs(y, pred, "weighted")
-    return Average("weighted", float(precision), float(recall), float(f1), support=positives)
-
-
-def _samples(y: np.ndarray, pred: np.ndarray) -> Average:
-    """Per-example P/R/F1 averaged over the examples that have at least one true label."""
-    rows = y.sum(axis=1) > 0
-    if not rows.any():
-        return Average("samples", None, None, None, support=0)
-    precision, recall, f1, _ = _prfs(y[rows], pred[rows], "samples")
-    return Average("samples", float(precision), float(recall), float(f1), support=int(rows.sum()))
+def _sklearn_average(average: str, y: np.ndarray, pred: np.ndarray, support: int) -> Average:
+    """scikit-learn's ``weighted`` (by support: undefined labels have weight 0, so they drop out by
+    construction) or ``samples`` (per example; pass the examples with at least one true label) average."""
+    if not support:
+        return Average(average, None, None, None, support=0)
+    precision, recall, f1, _ = _prfs(y, pred, average)
+    return Average(average, float(precision), float(recall), float(f1), support=support)
 
 
 def _sweep(y: np.ndarray, p: np.ndarray, thresholds: Sequence[float]) -> list[ThresholdMetrics]:
@@ -705,10 +702,6 @@ def _as_grid(grid: Sequence[float] | np.ndarray | None) -> np.ndarray:
     return np.unique(g)
 
 
-def _grid_summary(g: np.ndarray) -> tuple[float, float, int]:
-    return float(g.min()), float(g.max()), int(g.size)
-
-
 # --------------------------------------------------------------------------- internals: validation
 
 
@@ -776,10 +769,6 @@ def _json(value: Any) -> Any:
     return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
 
 
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def _fmt(value: Any, digits: int) -> str:
     if value is None:
         return "n/a"
@@ -792,15 +781,6 @@ def _average_note(avg: Average) -> str | None:
     if avg.name == "macro" and avg.n_excluded:
         return f"mean over {avg.n_labels} defined labels; {avg.n_excluded} undefined label(s) excluded"
     return None
-
-
-def _threshold_table_markdown(rows: Sequence[ThresholdMetrics], digits: int) -> str:
-    lines = [
-        "| threshold | macro P | macro R | macro F1 | micro P | micro R | micro F1 | exact match |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [_md_row(f"{r.threshold:g}", astuple(r)[1:], digits) for r in rows]  # the fields after the threshold
-    return "\n".join(lines)
 
 
 def _md_row(first: str, cells: Sequence[Any], digits: int) -> str:
