@@ -74,10 +74,6 @@ class LabelMap:
     blend: float = ISOTONIC_BLEND
     pivot: tuple[float, float] | None = None
 
-    @property
-    def affine(self) -> bool:
-        return self.method in AFFINE_METHODS
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method}
         if self.method in ("temperature", "platt"):
