@@ -25,10 +25,8 @@ from goemo.data.taxonomy import load_taxonomy
 from goemo.scoring.metrics import (
     NO_NEGATIVES,
     NO_POSITIVES,
-    best_global_threshold,
     compute_metrics,
     summary,
-    threshold_table,
     tune_thresholds,
 )
 
@@ -259,7 +257,7 @@ def test_tune_thresholds_finds_the_known_best_per_label():
 def test_shrink_pulls_each_tuned_threshold_towards_the_best_global_one():
     names = ["t1", "t2", "t3"]
     own = tune_thresholds(Y_TUNE, P_TUNE, split_name="dev", label_names=names, fallback=0.42)
-    pooled = best_global_threshold(Y_TUNE, P_TUNE, split_name="dev").global_value  # 0.39
+    pooled = 0.39  # the best global threshold (test_shrink_1_is_the_threshold_that_maximises_macro_f1)
     half = tune_thresholds(Y_TUNE, P_TUNE, split_name="dev", label_names=names, fallback=0.42, shrink=0.5)
     # t1: (0.34 + 0.39) / 2, t3: (0.5 + 0.39) / 2; t2 has no positive and keeps the fallback
     assert half.values.tolist() == pytest.approx([0.365, 0.42, 0.445])
@@ -286,14 +284,13 @@ def test_tie_break_rule_closest_to_half_then_smaller():
     assert tune_thresholds(y, p, [0.4, 0.6], split_name="dev").values[0] == 0.4  # equidistant
 
 
-def test_best_global_threshold_maximises_macro_f1():
+def test_shrink_1_is_the_threshold_that_maximises_macro_f1():
     # macro F1 over t1, t3: [.30,.35): (6/7 + 4/5)/2 = .829; [.36,.40): (4/6 + 1)/2 = .833 (best)
-    g = best_global_threshold(Y_TUNE, P_TUNE, split_name="dev")
-    assert g.global_value == pytest.approx(0.39)
+    g = tune_thresholds(Y_TUNE, P_TUNE, split_name="dev", fallback=0.39, shrink=1.0)
     assert g.score == pytest.approx((4 / 6 + 1) / 2)
     assert np.asarray(g).tolist() == pytest.approx([0.39] * 3)
     r = compute_metrics(Y_TUNE, P_TUNE, thresholds=g, sweep=None)
-    assert r.threshold == pytest.approx(0.39) and r.macro.f1 == pytest.approx(g.score)
+    assert r.threshold == pytest.approx((0.39,) * 3) and r.macro.f1 == pytest.approx(g.score)
 
 
 @pytest.mark.parametrize("name", ["test", "TEST", "data/test.tsv", "goemotions-test"])
@@ -301,8 +298,6 @@ def test_tuning_on_test_split_is_refused(name):
     with pytest.raises(ThresholdLeakError) as err:
         tune_thresholds(Y_TUNE, P_TUNE, split_name=name)
     assert isinstance(err.value, GoemoError) and "allow_test" in str(err.value)
-    with pytest.raises(ThresholdLeakError):
-        best_global_threshold(Y_TUNE, P_TUNE, split_name=name)
 
 
 def test_forced_test_tuning_is_recorded_in_the_report():
@@ -336,7 +331,7 @@ def test_thresholds_for_other_labels_are_rejected():
 
 
 def test_paper_threshold_table():
-    rows = threshold_table(Y, P)
+    rows = compute_metrics(Y, P, NAMES).at_thresholds
     assert len(rows) == 12 and tuple(r.threshold for r in rows) == PAPER_THRESHOLDS
     at = {r.threshold: r for r in rows}
     # 0.0: every cell predicted -> micro P 5/12, R 1; no row exact
@@ -346,8 +341,6 @@ def test_paper_threshold_table():
     assert (at[0.5].macro_f1, at[0.5].micro_f1, at[0.5].exact_match) == pytest.approx((1.3 / 3, 0.6, 0.25))
     # 0.99: nothing predicted -> precision 0 (zero_division=0), recall 0
     assert (at[0.99].micro_precision, at[0.99].micro_recall, at[0.99].macro_f1) == (0.0, 0.0, 0.0)
-    report = compute_metrics(Y, P, NAMES)
-    assert [r.macro_f1 for r in report.at_thresholds] == pytest.approx([r.macro_f1 for r in rows])
 
 
 # --------------------------------------------------------------------------- output formats

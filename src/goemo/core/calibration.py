@@ -74,10 +74,6 @@ class LabelMap:
     blend: float = ISOTONIC_BLEND
     pivot: tuple[float, float] | None = None
 
-    @property
-    def affine(self) -> bool:
-        return self.method in AFFINE_METHODS
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method}
         if self.method in ("temperature", "platt"):
@@ -155,10 +151,6 @@ class Calibration:
     @property
     def methods(self) -> list[str]:
         return [m.method for m in self.maps]
-
-    @property
-    def has_isotonic(self) -> bool:
-        return "isotonic" in self.methods
 
     @property
     def scaled_labels(self) -> list[int]:

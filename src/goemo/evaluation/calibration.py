@@ -64,8 +64,6 @@ class CalibrationOutcome:
     reports: dict[str, CalibrationReport] = field(default_factory=dict)
     already: bool = False
     written: bool = False  # False for a dry run and an already calibrated folder
-    thresholds_before: np.ndarray | None = None
-    thresholds_after: np.ndarray | None = None
 
     @property
     def folded(self) -> bool:
@@ -101,7 +99,6 @@ def calibrate_model(
         (split, predict_split(folder, split)) for split in (read_split(folder, s, source) for s in ["dev", *splits])
     ]
     dev, predictions = loaded[0]
-    raw = folder.thresholds(np.float64)
     fit = fit_calibration(
         dev.labels,
         logit(predictions.probs),
@@ -110,7 +107,7 @@ def calibrate_model(
         split_name=dev.name,
         split_checksum=dev.checksum(),
     )
-    calibration, thresholds = fit.calibration.anchored(raw)
+    calibration = fit.calibration.anchored(folder.thresholds(np.float64))[0]
     reports = {
         split.name: calibration_report(
             split.labels,
@@ -123,9 +120,7 @@ def calibrate_model(
         for split, preds in loaded
     }
     calibration = replace(calibration, info={**calibration.info, "dev": reports[dev.name].summary()})
-    outcome = CalibrationOutcome(
-        folder.path, calibration, fit, reports, thresholds_before=raw, thresholds_after=thresholds
-    )
+    outcome = CalibrationOutcome(folder.path, calibration, fit, reports)
     if not dry_run:
         outcome.calibration = write_calibrated_folder(folder.path, calibration, reexpress=True)
         outcome.written = True

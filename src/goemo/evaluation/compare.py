@@ -100,11 +100,10 @@ def compare_models(
     n_resamples, seed = resampling.n_resamples, resampling.seed
     if resampling.indices is None and n_resamples < 1:
         raise EvaluationError(f"n_resamples={n_resamples}: expected at least 1 (1,000 or more for a real answer)")
-    results = [
+    a, b = (
         evaluate(resolve_model_dir(m), split, source=source, thresholds=thresholds, max_samples=max_samples)
         for m in (model_a, model_b)
-    ]
-    a, b = results
+    )
     if a.predictions.split_checksum != b.predictions.split_checksum:
         raise EvaluationError(
             f"{a.model_dir} and {b.model_dir} were scored on different texts for {split!r} (each reads its own "

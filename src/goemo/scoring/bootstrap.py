@@ -44,6 +44,7 @@ import numpy as np
 
 from goemo.core.errors import MetricsInputError
 from goemo.core.thresholds import Thresholds, as_probs, as_thresholds, binarize, json_float
+from goemo.scoring.metrics import check_scores
 
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -204,9 +205,7 @@ def bootstrap_scores(
     """
     resampling = resampling or Resampling()
     confidence = resampling.confidence
-    y, p, idx = _inputs(y_true, probs, resampling)
-    if len(label_names) != y.shape[1]:
-        raise MetricsInputError(f"{len(label_names)} label names for {y.shape[1]} labels")
+    y, p, idx = _inputs(y_true, probs, resampling, label_names)
     decisions = binarize(p, as_thresholds(thresholds, y.shape[1]))
     full = _scores(np.ones((1, len(y))), y, p, decisions)
     resampled = _resampled_scores(idx, y, p, decisions)
@@ -283,12 +282,11 @@ def sign_flip_p_value(observed: float, diffs: np.ndarray) -> float:
 # ---------------------------------------------------------------------------- the vectorised scores
 
 
-def _inputs(y_true: np.ndarray, probs: np.ndarray, resampling: Resampling) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    p = as_probs(probs)
-    y = (np.asarray(y_true) > 0).astype(np.float64)
-    if y.shape != p.shape:
-        raise MetricsInputError(f"labels {y.shape} and probabilities {p.shape} must be (texts, labels) alike")
-    return y, p, resampling.draw(len(y))
+def _inputs(
+    y_true: np.ndarray, probs: np.ndarray, resampling: Resampling, label_names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y, p = check_scores(y_true, probs, label_names)
+    return (y > 0).astype(np.float64), p, resampling.draw(len(y))
 
 
 def _counts(indices: np.ndarray, n: int) -> np.ndarray:

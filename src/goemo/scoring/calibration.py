@@ -50,6 +50,7 @@ from sklearn.model_selection import KFold
 from goemo.core.calibration import AFFINE_METHODS, METHODS, PROB_CLIP, Calibration, LabelMap
 from goemo.core.errors import ConfigError, EvaluationError, MetricsInputError
 from goemo.core.thresholds import is_test_split, json_float, sigmoid
+from goemo.scoring.metrics import check_scores
 
 DEFAULT_BINS = 15
 CV_FOLDS = 5
@@ -130,7 +131,14 @@ def fit_calibration(
         )
     settings = settings or CalibrationSettings()
     method, selection, folds, seed = settings.method, settings.selection, settings.folds, settings.seed
-    y, z = _check(y_true, logits, label_names)
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or np.shape(y_true) != z.shape or z.shape[1] != len(label_names):
+        raise MetricsInputError(
+            f"labels {np.shape(y_true)}, logits {z.shape} and {len(label_names)} label names do not fit together"
+        )
+    if not np.all(np.isfinite(z)):
+        raise MetricsInputError("logits must be finite numbers")
+    y = (np.asarray(y_true) > 0).astype(np.float64)
     n, n_labels = z.shape
     if n < 2:
         raise MetricsInputError(f"a calibration needs at least 2 texts, got {n}")
@@ -239,7 +247,8 @@ def _fit(method: str, z: np.ndarray, y: np.ndarray) -> LabelMap | None:
         return LabelMap("identity")
     if method == "isotonic":
         return _centred_isotonic(z, y)
-    target = _platt_targets(y)
+    pos, neg = float(y.sum()), float(len(y) - y.sum())  # Platt's (1999) smoothed targets
+    target = np.where(y > 0, (pos + 1.0) / (pos + 2.0), 1.0 / (neg + 2.0))
     if method == "temperature":
         lo, hi = (math.log(v) for v in SCALE_RANGE)
         found = minimize_scalar(
@@ -293,13 +302,6 @@ def _in_range(scale: float, strict: bool = False) -> bool:
     return lo <= scale <= hi
 
 
-def _platt_targets(y: np.ndarray) -> np.ndarray:
-    """Platt's (1999) smoothed targets: ``(N+ + 1) / (N+ + 2)`` for positives, ``1 / (N- + 2)`` for negatives."""
-    pos = float(y.sum())
-    neg = float(len(y) - pos)
-    return np.where(y > 0, (pos + 1.0) / (pos + 2.0), 1.0 / (neg + 2.0))
-
-
 def _soft_log_loss(target: np.ndarray, z: np.ndarray) -> float:
     """Mean cross-entropy of soft targets against ``sigmoid(z)``, computed from logits (stable)."""
     return float(np.mean(np.logaddexp(0.0, z) - target * z))
@@ -338,7 +340,7 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
     >>> expected_calibration_error(y, np.array([[0.9], [0.1], [0.6], [0.6]]), bins=10).round(3).tolist()
     [0.1]
     """
-    y, p = _as_pair(y_true, probs)
+    y, p = check_scores(y_true, probs)
     if len(p) == 0:
         return np.full(p.shape[1], np.nan)
     _, positives, confidence = _binned(y, p, bins)
@@ -390,9 +392,7 @@ def reliability(
     >>> r.centres.tolist(), r.accuracy.tolist(), r.counts.tolist()
     ([0.25, 0.75], [[0.0, 1.0]], [[1, 1]])
     """
-    y, p = _as_pair(y_true, probs)
-    if len(label_names) != p.shape[1]:
-        raise MetricsInputError(f"{len(label_names)} label names for {p.shape[1]} columns")
+    y, p = check_scores(y_true, probs, label_names)
     counts, positives, confidence = _binned(y, p, bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         accuracy = positives / counts
@@ -483,8 +483,8 @@ def calibration_report(
     bins: int = DEFAULT_BINS,
 ) -> CalibrationReport:
     """ECE, log-loss and reliability data of ``before`` and ``after`` probabilities on one split."""
-    y, p0 = _as_pair(y_true, before)
-    _, p1 = _as_pair(y_true, after)
+    y, p0 = check_scores(y_true, before)
+    _, p1 = check_scores(y_true, after)
     losses = [
         np.array([log_loss(y[:, j], p[:, j]) for j in range(p.shape[1])]) if len(p) else np.full(p.shape[1], np.nan)
         for p in (p0, p1)
@@ -507,25 +507,3 @@ def calibration_report(
 def _known_mean(values: np.ndarray) -> float:
     """The mean of the values that are not NaN; NaN when none is."""
     return float(np.nanmean(values)) if not np.isnan(values).all() else math.nan
-
-
-def _as_pair(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true, dtype=np.float64)
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or y.shape != p.shape:
-        raise MetricsInputError(f"labels {y.shape} and probabilities {p.shape} must be (texts, labels) alike")
-    if p.size and (not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0):
-        raise MetricsInputError("probabilities must be numbers in [0, 1]")
-    return y, p
-
-
-def _check(y_true: np.ndarray, logits: np.ndarray, label_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y_true)
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2 or y.shape != z.shape or z.shape[1] != len(label_names):
-        raise MetricsInputError(
-            f"labels {y.shape}, logits {z.shape} and {len(label_names)} label names do not fit together"
-        )
-    if not np.all(np.isfinite(z)):
-        raise MetricsInputError("logits must be finite numbers")
-    return (y > 0).astype(np.float64), z

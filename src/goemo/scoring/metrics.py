@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, field, fields
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,12 @@ class MetricsReport:
         if self.notes:
             lines += [""] + [f"- {note}" for note in self.notes]
         if self.at_thresholds:
-            lines += ["", _threshold_table_markdown(self.at_thresholds, digits)]
+            lines += [
+                "",
+                "| threshold | macro P | macro R | macro F1 | micro P | micro R | micro F1 | exact match |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            lines += [_md_row(f"{r.threshold:g}", astuple(r)[1:], digits) for r in self.at_thresholds]
         return "\n".join(lines) + "\n"
 
     def _threshold_text(self) -> str:
@@ -308,7 +314,9 @@ def tune_thresholds(
     _guard_split(split_name, allow_test, what="per-label thresholds")
     if not 0.0 <= shrink <= 1.0:
         raise ValueError(f"shrink={shrink!r}: expected a number in [0, 1]")
-    y, p, names, g, f1, defined = _tuning_inputs(y_true, probs, grid, label_names)
+    y, p, names = _check_inputs(y_true, probs, label_names)
+    g = _as_grid(grid)
+    f1, defined = _f1_curves(y, p, g), y.sum(axis=0) > 0
     values = np.full(y.shape[1], float(fallback))
     scores: list[float | None] = [None] * y.shape[1]
     for j in np.flatnonzero(defined):
@@ -331,44 +339,8 @@ def tune_thresholds(
         scores=tuple(scores),
         fallback=float(fallback),
         fallback_labels=tuple(n for n, d in zip(names, defined) if not d),
-        grid=_grid_summary(g),
+        grid=(float(g.min()), float(g.max()), int(g.size)),
         shrink=float(shrink),
-    )
-
-
-def best_global_threshold(
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    grid: Sequence[float] | np.ndarray | None = None,
-    *,
-    split_name: str,
-    label_names: Sequence[str] | None = None,
-    allow_test: bool = False,
-) -> TunedThresholds:
-    """The one threshold (shared by all labels) that maximises macro F1 over defined labels.
-
-    Same leakage guard and tie rule as `tune_thresholds`; ``global_value`` holds the float.
-
-    >>> y = np.array([[1, 0], [0, 1], [0, 0]])
-    >>> p = np.array([[0.8, 0.1], [0.3, 0.6], [0.2, 0.2]])
-    >>> best_global_threshold(y, p, split_name="dev").global_value
-    0.5
-    """
-    _guard_split(split_name, allow_test, what="a global threshold")
-    y, p, names, g, f1, defined = _tuning_inputs(y_true, probs, grid, label_names)
-    if not defined.any():
-        raise MetricsInputError("cannot tune a threshold: no label has a positive example")
-    k = _pick(f1[defined].mean(axis=0), g)
-    return TunedThresholds(
-        values=np.full(y.shape[1], g[k]),
-        label_names=names,
-        kind="global",
-        split=str(split_name),
-        forced=is_test_split(split_name),
-        score=float(f1[defined, k].mean()),
-        scores=tuple(float(f1[j, k]) if defined[j] else None for j in range(y.shape[1])),
-        fallback=float(g[k]),
-        grid=_grid_summary(g),
     )
 
 
@@ -390,7 +362,7 @@ def compute_metrics(
     ``taxonomy`` (e.g. "ekman") evaluates fine-label probabilities on coarser groups: decisions
     are made per fine label with ``thresholds`` and then projected (a group is on when any
     member is), and a group's score for AUC/AP is its members' max probability. ``sweep``
-    adds the per-threshold table (`threshold_table`); pass ``None`` to skip it.
+    adds the per-threshold table (``at_thresholds``); pass ``None`` to skip it.
 
     >>> y = np.array([[1, 0], [0, 1], [1, 1]])
     >>> p = np.array([[0.9, 0.2], [0.4, 0.7], [0.6, 0.3]])
@@ -416,12 +388,13 @@ def compute_metrics(
         )
         names, tax_name = tax.labels, tax.name
     per_label = _per_label(y, p, pred, names)
+    labelled = y.sum(axis=1) > 0
     return MetricsReport(
         per_label=per_label,
         macro=_macro(per_label),
         micro=_micro(y, p, pred),
-        weighted=_weighted(y, pred),
-        samples=_samples(y, pred),
+        weighted=_sklearn_average("weighted", y, pred, int(y.sum())),
+        samples=_sklearn_average("samples", y[labelled], pred[labelled], int(labelled.sum())),
         exact_match=float(accuracy_score(y, pred)),
         threshold=float(t[0]) if not _is_per_label(thresholds) else tuple(map(float, t)),
         n_examples=int(y.shape[0]),
@@ -434,23 +407,6 @@ def compute_metrics(
         at_thresholds=tuple(_sweep(y, p, sweep)) if sweep is not None else (),
         notes=tuple(_notes(y, pred, per_label, taxonomy is not None and _is_per_label(thresholds))),
     )
-
-
-def threshold_table(
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    thresholds: Sequence[float] = PAPER_THRESHOLDS,
-) -> list[ThresholdMetrics]:
-    """Macro/micro P/R/F1 and exact match at each global threshold (the paper's sweep).
-
-    Shows how sensitive the scores are to the threshold, which a single number hides.
-
-    >>> rows = threshold_table(np.array([[1, 0], [0, 1]]), np.array([[0.9, 0.2], [0.4, 0.7]]))
-    >>> len(rows), rows[5].threshold, rows[5].micro_f1
-    (12, 0.5, 1.0)
-    """
-    y, p, _ = _check_inputs(y_true, probs, None)
-    return _sweep(y, p, thresholds)
 
 
 def summary(
@@ -563,30 +519,14 @@ def _per_label(y: np.ndarray, p: np.ndarray, pred: np.ndarray, names: Sequence[s
     auc = _score_per_label(roc_auc_score, y, p, auc_ok)
     ap = _score_per_label(average_precision_score, y, p, defined)
     predicted = pred.sum(axis=0)
+    reasons = (NEVER_PREDICTED, f"{NO_NEGATIVES}: AUC undefined")
+    undefined = f"{NO_POSITIVES}: precision, recall, F1, AUC and AP undefined"
     out = []
     for j, name in enumerate(names):
-        if not defined[j]:
-            note = f"{NO_POSITIVES}: precision, recall, F1, AUC and AP undefined"
-            out.append(LabelMetrics(name, None, None, None, 0, int(predicted[j]), None, None, note))
-            continue
-        notes = []
-        if predicted[j] == 0:
-            notes.append(NEVER_PREDICTED)
-        if not auc_ok[j]:
-            notes.append(f"{NO_NEGATIVES}: AUC undefined")
-        out.append(
-            LabelMetrics(
-                name,
-                float(precision[j]),
-                float(recall[j]),
-                float(f1[j]),
-                int(support[j]),
-                int(predicted[j]),
-                float(auc[j]) if auc_ok[j] else None,
-                float(ap[j]),
-                "; ".join(notes) or None,
-            )
-        )
+        prec, rec, f1_j = (float(s[j]) if defined[j] else None for s in (precision, recall, f1))
+        note = "; ".join(compress(reasons, (predicted[j] == 0, not auc_ok[j]))) if defined[j] else undefined
+        auc_j, ap_j = float(auc[j]) if auc_ok[j] else None, float(ap[j]) if defined[j] else None
+        out.append(LabelMetrics(name, prec, rec, f1_j, int(support[j]), int(predicted[j]), auc_j, ap_j, note or None))
     return tuple(out)
 
 
@@ -611,27 +551,18 @@ def _micro(y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> Average:
     positives = int(y.sum())
     negatives = int(y.size - positives)
     with _quiet():
-        auc = roc_auc_score(y, p, average="micro") if positives and negatives else None
-        ap = average_precision_score(y, p, average="micro") if positives else None
-    return Average("micro", *_micro_prf(y, pred), support=positives, auc=_float_or_none(auc), ap=_float_or_none(ap))
+        auc = float(roc_auc_score(y, p, average="micro")) if positives and negatives else None
+        ap = float(average_precision_score(y, p, average="micro")) if positives else None
+    return Average("micro", *_micro_prf(y, pred), support=positives, auc=auc, ap=ap)
 
 
-def _weighted(y: np.ndarray, pred: np.ndarray) -> Average:
-    """Support-weighted: undefined labels have weight 0, so they drop out by construction."""
-    positives = int(y.sum())
-    if not positives:
-        return Average("weighted", None, None, None, support=0)
-    precision, recall, f1, _ = _prfs(y, pred, "weighted")
-    return Average("weighted", float(precision), float(recall), float(f1), support=positives)
-
-
-def _samples(y: np.ndarray, pred: np.ndarray) -> Average:
-    """Per-example P/R/F1 averaged over the examples that have at least one true label."""
-    rows = y.sum(axis=1) > 0
-    if not rows.any():
-        return Average("samples", None, None, None, support=0)
-    precision, recall, f1, _ = _prfs(y[rows], pred[rows], "samples")
-    return Average("samples", float(precision), float(recall), float(f1), support=int(rows.sum()))
+def _sklearn_average(average: str, y: np.ndarray, pred: np.ndarray, support: int) -> Average:
+    """scikit-learn's ``weighted`` (by support: undefined labels have weight 0, so they drop out by
+    construction) or ``samples`` (per example; pass the examples with at least one true label) average."""
+    if not support:
+        return Average(average, None, None, None, support=0)
+    precision, recall, f1, _ = _prfs(y, pred, average)
+    return Average(average, float(precision), float(recall), float(f1), support=support)
 
 
 def _sweep(y: np.ndarray, p: np.ndarray, thresholds: Sequence[float]) -> list[ThresholdMetrics]:
@@ -743,15 +674,6 @@ def _f1_curves(y: np.ndarray, p: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return f1
 
 
-def _tuning_inputs(
-    y_true: np.ndarray, probs: np.ndarray, grid: Sequence[float] | np.ndarray | None, names: Sequence[str] | None
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
-    """Checked labels, probabilities, names and grid, the F1 curves on the grid, and the labels with positives."""
-    y, p, checked = _check_inputs(y_true, probs, names)
-    g = _as_grid(grid)
-    return y, p, checked, g, _f1_curves(y, p, g), y.sum(axis=0) > 0
-
-
 def _pick(scores: np.ndarray, grid: np.ndarray) -> int:
     """Index of the best score; ties go to the threshold closest to 0.5, then the smaller."""
     best = np.nanmax(scores)
@@ -780,30 +702,33 @@ def _as_grid(grid: Sequence[float] | np.ndarray | None) -> np.ndarray:
     return np.unique(g)
 
 
-def _grid_summary(g: np.ndarray) -> tuple[float, float, int]:
-    return float(g.min()), float(g.max()), int(g.size)
-
-
 # --------------------------------------------------------------------------- internals: validation
+
+
+def check_scores(
+    y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``y_true`` as an array and ``probs`` as float64, checked as every scorer needs them: probabilities
+    (`as_probs`), labels of their shape, one label name (if given) per column."""
+    y = np.asarray(y_true)
+    p = as_probs(probs)
+    if y.shape != p.shape:
+        raise MetricsInputError(f"y_true has shape {y.shape} but probs has shape {p.shape}")
+    if label_names is not None and len(label_names) != y.shape[1]:
+        raise MetricsInputError(f"{len(label_names)} label names for {y.shape[1]} label columns")
+    return y, p
 
 
 def _check_inputs(
     y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str] | None
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    y = np.asarray(y_true)
-    p = as_probs(probs)
-    if y.ndim != 2:
-        raise MetricsInputError(f"y_true must be a 2-D (examples, labels) 0/1 matrix, got shape {y.shape}")
-    if y.shape != p.shape:
-        raise MetricsInputError(f"y_true has shape {y.shape} but probs has shape {p.shape}")
+    y, p = check_scores(y_true, probs, label_names)
     if y.shape[0] == 0:
         raise MetricsInputError("no examples to evaluate (0 rows)")
     if not np.isin(y, (0, 1)).all():
         others = sorted(set(np.unique(y).tolist()) - {0, 1})[:5]
         raise MetricsInputError(f"y_true must hold only 0 and 1, found {others}")
     names = tuple(label_names) if label_names is not None else tuple(f"label_{j}" for j in range(y.shape[1]))
-    if len(names) != y.shape[1]:
-        raise MetricsInputError(f"{len(names)} label names for {y.shape[1]} label columns")
     return y.astype(np.uint8), p, tuple(str(n) for n in names)
 
 
@@ -844,10 +769,6 @@ def _json(value: Any) -> Any:
     return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
 
 
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def _fmt(value: Any, digits: int) -> str:
     if value is None:
         return "n/a"
@@ -860,15 +781,6 @@ def _average_note(avg: Average) -> str | None:
     if avg.name == "macro" and avg.n_excluded:
         return f"mean over {avg.n_labels} defined labels; {avg.n_excluded} undefined label(s) excluded"
     return None
-
-
-def _threshold_table_markdown(rows: Sequence[ThresholdMetrics], digits: int) -> str:
-    lines = [
-        "| threshold | macro P | macro R | macro F1 | micro P | micro R | micro F1 | exact match |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [_md_row(f"{r.threshold:g}", astuple(r)[1:], digits) for r in rows]  # the fields after the threshold
-    return "\n".join(lines)
 
 
 def _md_row(first: str, cells: Sequence[Any], digits: int) -> str:

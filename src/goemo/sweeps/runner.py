@@ -198,21 +198,19 @@ def study_lock(url: str, study_name: str, timeout: float = 300.0) -> Iterator[No
     key = int.from_bytes(hashlib.sha256(f"goemo-sweep:{study_name}".encode()).digest()[:8], "big", signed=True)
     try:
         with engine.connect() as conn:
+            params: dict[str, Any]
             if backend == "postgresql":
                 conn.execute(text(f"SET lock_timeout = '{int(timeout)}s'"))
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                try:
-                    yield
-                finally:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                unlock, params = "SELECT pg_advisory_unlock(:k)", {"k": key}
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), params)
             else:
-                got = conn.execute(text("SELECT GET_LOCK(:k, :t)"), {"k": str(key), "t": int(timeout)}).scalar()
-                if got != 1:
+                unlock, params = "SELECT RELEASE_LOCK(:k)", {"k": str(key)}
+                if conn.execute(text("SELECT GET_LOCK(:k, :t)"), {**params, "t": int(timeout)}).scalar() != 1:
                     raise ConfigError(f"could not lock study {study_name} within {timeout:.0f}s")
-                try:
-                    yield
-                finally:
-                    conn.execute(text("SELECT RELEASE_LOCK(:k)"), {"k": str(key)})
+            try:
+                yield
+            finally:
+                conn.execute(text(unlock), params)
     finally:
         engine.dispose()
 
