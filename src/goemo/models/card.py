@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,35 +56,11 @@ INDEX_METRICS = (
     ("auc_macro", "roc_auc", "Macro ROC-AUC", "macro"),
 )
 HUB_SPLITS = {"dev": "validation", "test": "test"}  # goemo's split names -> the Hub dataset's
-CONFIG_KEYS = (
-    "model",
-    "pooling",
-    "max_length",
-    "epochs",
-    "batch_size",
-    "grad_accum",
-    "lr",
-    "head_lr",
-    "layer_decay",
-    "weight_decay",
-    "warmup_ratio",
-    "dropout",
-    "loss",
-    "focal_gamma",
-    "pos_weight",
-    "label_smoothing",
-    "ema_decay",
-    "max_grad_norm",
-    "threshold",
-    "threshold_shrink",
-    "select_metric",
-    "precision",
-    "seed",
-    "taxonomy",
-    "max_train_samples",
-    "max_eval_samples",
-    "preset",
-)
+CONFIG_KEYS = tuple(
+    "model pooling max_length epochs batch_size grad_accum lr head_lr layer_decay weight_decay warmup_ratio dropout "
+    "loss focal_gamma pos_weight label_smoothing ema_decay max_grad_norm threshold threshold_shrink select_metric "
+    "precision seed taxonomy max_train_samples max_eval_samples preset".split()
+)  # the training options the card's configuration table shows, in this order
 EXAMPLE_TEXT = "Thank you so much, this made my day!"
 
 
@@ -331,29 +308,28 @@ def _tags(folder: ModelFolder, goemotions: bool, export: ExportInfo | None) -> l
 
 
 def _eval_results(metrics: Mapping[str, Mapping[str, Any]], threshold: float, origin: DataOrigin) -> list[EvalResult]:
-    out = []
-    for split, values in metrics.items():
-        for key, metric_type, metric_name, metric_config in INDEX_METRICS:
-            value = values.get(key)
-            if not isinstance(value, (int, float)) or not _finite(value):
-                continue
-            out.append(
-                EvalResult(
-                    task_type="text-classification",
-                    task_name="Multi-label emotion classification",
-                    dataset_type=origin.hub_id or "custom",
-                    dataset_name="GoEmotions"
-                    if origin.goemotions
-                    else origin.hub_id or Path(origin.name.rstrip("/\\")).name or origin.name,
-                    dataset_config=origin.config if origin.hub_id else None,
-                    dataset_split=HUB_SPLITS.get(split, split),
-                    metric_type=metric_type,
-                    metric_value=float(value),
-                    metric_name=metric_name.format(t=threshold),
-                    metric_config=metric_config.format(t=threshold),
-                )
-            )
-    return out
+    on_data = partial(
+        EvalResult,
+        task_type="text-classification",
+        task_name="Multi-label emotion classification",
+        dataset_type=origin.hub_id or "custom",
+        dataset_name="GoEmotions"
+        if origin.goemotions
+        else origin.hub_id or Path(origin.name.rstrip("/\\")).name or origin.name,
+        dataset_config=origin.config if origin.hub_id else None,
+    )
+    return [
+        on_data(
+            dataset_split=HUB_SPLITS.get(split, split),
+            metric_type=metric_type,
+            metric_value=float(values[key]),
+            metric_name=metric_name.format(t=threshold),
+            metric_config=metric_config.format(t=threshold),
+        )
+        for split, values in metrics.items()
+        for key, metric_type, metric_name, metric_config in INDEX_METRICS
+        if _finite(values.get(key))
+    ]
 
 
 # --------------------------------------------------------------------------- text
@@ -393,11 +369,8 @@ def _title(
     ]
     init = folder.init_from
     if init is not None:
-        head = (
-            "its classification head continued (the same labels)"
-            if init.get("labels_kept")
-            else ("a new classification head for these labels")
-        )
+        kept = "its classification head continued (the same labels)"
+        head = kept if init.get("labels_kept") else "a new classification head for these labels"
         lines += ["", f"Fine-tuned from `{init['path']}`: its encoder, with {head}."]
     if export is not None:
         kind = "int8 (dynamically quantised weights)" if export.quantize == "int8" else "fp32"
@@ -588,19 +561,14 @@ def _choices(folder: ModelFolder, selection: Mapping[str, Any], threshold: float
 def _data_section(folder: ModelFolder, facts: CardFacts, origin: DataOrigin, cfg: Mapping[str, Any]) -> str:
     lines = ["## Training data", ""]
     configuration = f", configuration `{origin.config}`" if origin.config else ""
+    about = "English Reddit comments, each labelled by 3 or more raters with any of 27 emotions or neutral."
     if origin.kind == "goemotions":
-        lines.append(
-            f"[GoEmotions]({HUB_DATASETS}{GOEMOTIONS_DATASET}) (Demszky et al., 2020), the simplified "
-            "train / dev / test split: English Reddit comments, each labelled by 3 or more raters with any of "
-            "27 emotions or neutral."
-        )
+        link = f"[GoEmotions]({HUB_DATASETS}{GOEMOTIONS_DATASET})"
+        lines.append(f"{link} (Demszky et al., 2020), the simplified train / dev / test split: {about}")
     elif origin.kind == "hub":
         lines.append(f"The Hugging Face dataset [`{origin.name}`]({HUB_DATASETS}{origin.name}){configuration}.")
         if origin.goemotions:
-            lines.append(
-                "GoEmotions (Demszky et al., 2020): English Reddit comments, each labelled by 3 or more raters "
-                "with any of 27 emotions or neutral."
-            )
+            lines.append(f"GoEmotions (Demszky et al., 2020): {about}")
     elif origin.kind == "local":
         lines.append(f"A local dataset: `{origin.name}`{configuration} (not from the Hugging Face Hub).")
     else:

@@ -17,10 +17,10 @@ tuned on the split being reported.
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,32 +35,16 @@ from goemo.core.thresholds import PAPER_THRESHOLD, THRESHOLD_CONVENTION, binariz
 from goemo.data.source import DataSource, read_split
 from goemo.data.split import Split
 from goemo.data.taxonomy import labels_said, load_taxonomy
-from goemo.evaluation.evaluate import (
-    EvaluationResult,
-    score_predictions,
-)
+from goemo.evaluation.evaluate import EvaluationResult, score_predictions
 from goemo.predict.cache import Predictions, predict_split
 from goemo.report import plots
 from goemo.report.confusion import label_confusion, pair_examples
 from goemo.report.explanations import explained_errors_section
 from goemo.report.reference import PaperTable, citation, paper_table
-from goemo.report.render import (
-    Bullets,
-    Code,
-    Document,
-    Image,
-    Link,
-    Paragraph,
-    Section,
-    Table,
-    to_html,
-    to_markdown,
-)
+from goemo.report.render import Bullets, Code, Document, Image, Link, Paragraph, Section, Table, to_html, to_markdown
 from goemo.report.run_data import RunData
 from goemo.scoring.bootstrap import Interval
-from goemo.scoring.metrics import MetricsReport, sort_labels
-
-log = logging.getLogger(__name__)
+from goemo.scoring.metrics import LabelMetrics, MetricsReport, sort_labels
 
 GROUPINGS = ("ekman", "sentiment")
 DATA_ANALYSIS_DIR = "data-analysis"
@@ -122,10 +106,7 @@ class ReportResult:
 
 
 def score_run(
-    run: RunData,
-    split: str | Path,
-    source: DataSource | None = None,
-    scoring: ScoringOptions | None = None,
+    run: RunData, split: str | Path, source: DataSource | None = None, scoring: ScoringOptions | None = None
 ) -> ScoredRun:
     """Predict (or read cached predictions) and score at 0.3, dev-tuned, and on the groupings.
 
@@ -152,17 +133,13 @@ def score_run(
     except EvaluationError as e:  # no tuned thresholds, or they were tuned on this very split
         note = str(e)
     scored = ScoredRun(run, folder, data, preds, fixed, tuned, note, sampled_from=full if len(data) < full else None)
-    if native == "goemotions" and data.label_names == _goemotions_labels():
+    if native == "goemotions" and data.label_names == list(load_taxonomy("goemotions").labels):
         for tax in GROUPINGS:
             scored.groups[tax] = (
                 score(PAPER_THRESHOLD, tax, False),
                 score("tuned", tax, False) if tuned is not None else None,
             )
     return scored
-
-
-def _goemotions_labels() -> list[str]:
-    return list(load_taxonomy("goemotions").labels)
 
 
 def build_report(
@@ -192,10 +169,7 @@ def build_report(
         # -> PosixPath('runs/minilm/report.html')
     """
     run = RunData.load(run_dir)
-
-    def score_one(r: RunData) -> ScoredRun:
-        return score_run(r, split, source, scoring)
-
+    score_one = partial(score_run, split=split, source=source, scoring=scoring)
     scored = score_one(run) if sort is None else _sorted_labels(score_one(run), sort)
     for result in (scored.fixed, scored.tuned):
         if result is not None:
@@ -204,13 +178,11 @@ def build_report(
     compared = [score_one(RunData.load(other)) for other in compare]
     analysis = Path(data_analysis) if data_analysis is not None else run.path.parent / DATA_ANALYSIS_DIR
 
-    figures = _figures(scored)
-    plot_dir = run.path / "plots"
     images: dict[str, Image] = {}
     paths: dict[str, Path] = {}
-    for name, (fig, alt, caption) in figures.items():
+    for name, (fig, alt, caption) in _figures(scored).items():
         png = plots.png_bytes(fig)
-        paths[name] = atomic_write_bytes(plot_dir / f"{name}.png", png)
+        paths[name] = atomic_write_bytes(run.path / "plots" / f"{name}.png", png)
         images[name] = Image(f"plots/{name}.png", png, alt, caption)
 
     doc = Document(
@@ -303,44 +275,38 @@ def _decision(s: ScoredRun) -> EvaluationResult:
 
 def _intro(s: ScoredRun) -> list[Any]:
     cfg = s.folder.meta.get("training_config") or s.run.config
-    model = cfg.get("model", "?")
     pooling = s.folder.meta.get("pooling") or cfg.get("pooling", "?")
     sample = f" (a seeded random sample of its {s.sampled_from:,})" if s.sampled_from else ""
-    thresholds = [
-        f"Thresholds: the paper's single threshold {PAPER_THRESHOLD:g} ({THRESHOLD_CONVENTION}) wherever the "
-        f"paper is compared"
-    ]
-    if s.tuned is not None:
-        thresholds.append(
-            f", and {s.tuned.thresholds.description} during training (stored in best/goemo.json). "
-            f"They were tuned on {s.tuned.thresholds.tuned_on}, never on {s.data.name}."
-        )
-    else:
-        thresholds.append(f". Dev-tuned per-label thresholds are not shown: {s.tuned_note}")
+    thresholds = (
+        f", and {s.tuned.thresholds.description} during training (stored in best/goemo.json). "
+        f"They were tuned on {s.tuned.thresholds.tuned_on}, never on {s.data.name}."
+        if s.tuned is not None
+        else f". Dev-tuned per-label thresholds are not shown: {s.tuned_note}"
+    )
     out = [
         Paragraph(
-            [
-                f"Model {s.run.model_dir} ({model}, {pooling} pooling, {labels_said(s.taxonomy)}), "
-                f"evaluated on the {s.data.name} split, {len(s.data):,} texts{sample}. "
-                f"Generated by goemo {_version()} on {_dt.date.today().isoformat()}."
-            ]
+            f"Model {s.run.model_dir} ({cfg.get('model', '?')}, {pooling} pooling, {labels_said(s.taxonomy)}), "
+            f"evaluated on the {s.data.name} split, {len(s.data):,} texts{sample}. "
+            f"Generated by goemo {goemo.__version__} on {_dt.date.today().isoformat()}."
         ),
-        Paragraph(["".join(thresholds)]),
+        Paragraph(
+            f"Thresholds: the paper's single threshold {PAPER_THRESHOLD:g} ({THRESHOLD_CONVENTION}) wherever the "
+            f"paper is compared{thresholds}"
+        ),
     ]
     card = s.run.model_dir / CARD_FILE
     if card.is_file():
         rel = _rel(card, s.run.path)
-        out.append(
-            Paragraph(
-                [
-                    "Model card (how to load it with plain transformers or goemo, per-label scores, data, "
-                    "limitations; the README.md `goemo push` uploads to the Hugging Face Hub): ",
-                    Link(rel, rel),
-                    ".",
-                ]
-            )
-        )
+        about = "how to load it with plain transformers or goemo, per-label scores, data, limitations"
+        upload = "the README.md `goemo push` uploads to the Hugging Face Hub"
+        out.append(Paragraph([f"Model card ({about}; {upload}): ", Link(rel, rel), "."]))
     return out
+
+
+def _paper_f1(taxonomy: str) -> float | None:
+    """The paper's macro F1 for ``taxonomy`` (Tables 4 and 5), None where it has none."""
+    ref = paper_table(taxonomy)
+    return ref.macro[2] if ref else None
 
 
 def _summary_section(s: ScoredRun) -> Section:
@@ -359,17 +325,11 @@ def _summary_section(s: ScoredRun) -> Section:
         ["micro ROC-AUC (no threshold)", f.micro.auc, f.micro.auc if t else None, None],
         ["macro average precision (no threshold)", f.macro.ap, f.macro.ap if t else None, None],
     ]
-    for tax in GROUPINGS:
-        if tax in s.groups:
-            ref = paper_table(tax)
-            rows.append(
-                [
-                    f"{tax} macro F1 (projected)",
-                    s.macro_f1(tax),
-                    s.macro_f1(tax, tuned=True),
-                    ref.macro[2] if ref else None,
-                ]
-            )
+    rows += [
+        [f"{tax} macro F1 (projected)", s.macro_f1(tax), s.macro_f1(tax, tuned=True), _paper_f1(tax)]
+        for tax in GROUPINGS
+        if tax in s.groups
+    ]
     bands = (s.fixed.intervals, s.tuned.intervals if s.tuned else None)
     if any(bands):
         rows.insert(3, ["macro F1, 95% interval", *(_band(b.f1_macro if b else None) for b in bands), None])
@@ -382,16 +342,8 @@ def _summary_section(s: ScoredRun) -> Section:
         if drawn
         else ""
     )
-    return Section(
-        "Summary",
-        [
-            Table(
-                headers,
-                rows,
-                caption=f"{s.data.name} split, {len(s.data):,} texts, {labels_said(s.taxonomy)}. Paper: {citation()}.{how}",
-            ),
-        ],
-    )
+    caption = f"{s.data.name} split, {len(s.data):,} texts, {labels_said(s.taxonomy)}. Paper: {citation()}.{how}"
+    return Section("Summary", [Table(headers, rows, caption=caption)])
 
 
 def _band(interval: Interval | None) -> str | None:
@@ -408,25 +360,20 @@ def _paper_sections(s: ScoredRun) -> list[Section]:
         "ekman": "Ekman groups beside the paper (Table 5)",
         "sentiment": "Sentiment groups beside the paper (Table 5)",
     }.get(s.taxonomy, "Per-label results")
-    sections = [Section(title, [_paper_table_block(s.fixed.report, s.tuned, native)])]
-    if native is not None:
-        sections[0].blocks.append(Paragraph([native.verification], note=True))
+    sections = [Section(title, _paper_blocks(s.fixed.report, s.tuned, native))]
     if s.groups:
         blocks: list[Any] = [
             Paragraph(
-                [
-                    "The 28-label model scored on the paper's coarser groupings without retraining: a group's "
-                    "probability is the max of its members' (so a group is predicted exactly when one of its "
-                    "members is), as in Table 5."
-                ]
+                "The 28-label model scored on the paper's coarser groupings without retraining: a group's "
+                "probability is the max of its members' (so a group is predicted exactly when one of its "
+                "members is), as in Table 5."
             )
         ]
         for tax, (fixed, tuned) in s.groups.items():
-            ref = paper_table(tax)
-            blocks.append(Paragraph([f"{tax.capitalize()} grouping:"]))
-            blocks.append(_paper_table_block(fixed.report, tuned, ref))
-            if ref is not None:
-                blocks.append(Paragraph([ref.verification], note=True))
+            blocks += [
+                Paragraph(f"{tax.capitalize()} grouping:"),
+                *_paper_blocks(fixed.report, tuned, paper_table(tax)),
+            ]
         sections.append(Section("Ekman and sentiment groupings beside the paper (Table 5)", blocks))
     return sections
 
@@ -444,67 +391,51 @@ def _sorted_labels(scored: ScoredRun, key: str) -> ScoredRun:
     return replace(scored, fixed=ordered(scored.fixed), tuned=None if scored.tuned is None else ordered(scored.tuned))
 
 
-def _paper_table_block(fixed: MetricsReport, tuned: EvaluationResult | None, paper: PaperTable | None) -> Table:
-    tuned_by = {m.name: m for m in tuned.report.per_label} if tuned else {}
-    per_label_t: dict[str, float] = {}
-    if tuned is not None and not tuned.projected:
-        per_label_t = tuned.thresholds.value.by_label()  # type: ignore[union-attr]
-    headers = ["label", "n"]
+def _paper_blocks(fixed: MetricsReport, tuned: EvaluationResult | None, paper: PaperTable | None) -> list[Any]:
+    """The per-label table beside the paper's (Table 4 or 5), and the paper's note on how it was checked.
+
+    Built as columns (header, one value per label, the macro row's, the std row's) kept only
+    where they apply, so every row gets the same cells.
+    """
+    labels, defined = fixed.per_label, [m for m in fixed.per_label if m.defined]
+    refs = [paper.labels.get(m.name) if paper else None for m in labels]
+    cols: list[tuple[str, list[Any], Any, Any]] = [("n", [m.support for m in labels], fixed.macro.support, None)]
     if paper:
-        headers += ["paper P", "paper R", "paper F1"]
-    headers += ["P @0.3", "R @0.3", "F1 @0.3"]
+        cols += [
+            (f"paper {k}", [r[i] if r else None for r in refs], paper.macro[i], paper.std[i])
+            for i, k in enumerate(("P", "R", "F1"))
+        ]
+    for k, a in (("P", "precision"), ("R", "recall"), ("F1", "f1")):
+        values = [getattr(m, a) for m in labels]
+        cols.append((f"{k} @0.3", values, getattr(fixed.macro, a), _std([getattr(m, a) for m in defined])))
     if paper:
-        headers += ["ΔF1 vs paper"]
-    bands = tuned.intervals if tuned else None
+        delta = [_delta(m.f1, r) for m, r in zip(labels, refs)]
+        cols.append(("ΔF1 vs paper", delta, _delta(fixed.macro.f1, paper.macro), None))
     if tuned:
-        headers += (["tuned t"] if per_label_t else []) + ["F1 tuned"] + (["F1 tuned, 95% interval"] if bands else [])
-    headers += ["ROC-AUC"]
-    rows: list[list[Any]] = []
-    for m in fixed.per_label:
-        row: list[Any] = [m.name, m.support]
-        ref = paper.labels.get(m.name) if paper else None
-        if paper:
-            row += list(ref) if ref else [None, None, None]
-        row += [m.precision, m.recall, m.f1]
-        if paper:
-            row += [_signed(m.f1 - ref[2]) if ref and m.f1 is not None else None]
-        if tuned:
-            if per_label_t:
-                row += [per_label_t.get(m.name)]
-            row += [tuned_by[m.name].f1 if m.name in tuned_by else None]
-            row += [_band(bands.f1_per_label.get(m.name))] if bands else []
-        row += [m.auc]
-        rows.append(row)
-    defined = [m for m in fixed.per_label if m.defined]
-    macro: list[Any] = ["macro average", fixed.macro.support]
-    std: list[Any] = ["std across labels", None]
-    if paper:
-        macro += list(paper.macro)
-        std += list(paper.std)
-    macro += [fixed.macro.precision, fixed.macro.recall, fixed.macro.f1]
-    std += [_std([m.precision for m in defined]), _std([m.recall for m in defined]), _std([m.f1 for m in defined])]
-    if paper:
-        macro += [_signed(fixed.macro.f1 - paper.macro[2]) if fixed.macro.f1 is not None else None]
-        std += [None]
-    if tuned:
+        by_name = {m.name: m.f1 for m in tuned.report.per_label}
+        per_label_t = {} if tuned.projected else tuned.thresholds.value.by_label()  # type: ignore[union-attr]
         if per_label_t:
-            macro += [None]
-            std += [None]
-        macro += [tuned.report.macro.f1] + ([_band(bands.f1_macro)] if bands else [])
-        std += [_std([m.f1 for m in tuned.report.per_label if m.defined])] + ([None] if bands else [])
-    macro += [fixed.macro.auc]
-    std += [_std([m.auc for m in defined if m.auc is not None])]
-    rows += [macro, std]
+            cols.append(("tuned t", [per_label_t.get(m.name) for m in labels], None, None))
+        tuned_std = _std([m.f1 for m in tuned.report.per_label if m.defined])
+        cols.append(("F1 tuned", [by_name.get(m.name) for m in labels], tuned.report.macro.f1, tuned_std))
+        if bands := tuned.intervals:
+            per_label = [_band(bands.f1_per_label.get(m.name)) for m in labels]
+            cols.append(("F1 tuned, 95% interval", per_label, _band(bands.f1_macro), None))
+    cols.append(("ROC-AUC", [m.auc for m in labels], fixed.macro.auc, _std([m.auc for m in defined])))
+    rows = [[m.name, *values] for m, *values in zip(labels, *(c[1] for c in cols))]
+    rows += [["macro average", *(c[2] for c in cols)], ["std across labels", *(c[3] for c in cols)]]
     caption = (
         "n: positive examples in the split. @0.3: predicted when prob > 0.3, the paper's setting."
         + (" Tuned: per-label thresholds tuned on dev." if tuned else "")
         + (f" Paper: {paper.table} of {paper.citation}, BERT-base on the test split." if paper else "")
     )
-    return Table(headers, rows, caption=caption, bold_rows=frozenset({len(rows) - 2}))
+    table = Table(["label", *(c[0] for c in cols)], rows, caption=caption, bold_rows=frozenset({len(rows) - 2}))
+    return [table, Paragraph([paper.verification], note=True)] if paper else [table]
 
 
-def _signed(value: float) -> str:
-    return f"{value:+.3f}"
+def _delta(f1: float | None, paper: Sequence[float] | None) -> str | None:
+    """F1 minus the paper's (its third number), signed; None where either is missing."""
+    return None if f1 is None or not paper else f"{f1 - paper[2]:+.3f}"
 
 
 def _std(values: Sequence[float | None]) -> float | None:
@@ -512,26 +443,21 @@ def _std(values: Sequence[float | None]) -> float | None:
     return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
 
 
+def _worst(result: EvaluationResult) -> list[LabelMetrics]:
+    """The labels with a defined F1, lowest F1 first (ties by name)."""
+    return sorted((m for m in result.report.per_label if m.defined), key=lambda m: (m.f1, m.name))
+
+
 def _problem_section(s: ScoredRun, images: dict[str, Image]) -> Section:
     defined = [m for m in s.fixed.report.per_label if m.defined]
-    worst = sorted(defined, key=lambda m: (m.f1, m.name))[:5]
-    never = [m.name for m in defined if m.predicted == 0]
-    items: list[str] = ["Lowest F1 at 0.3: " + ", ".join(f"{m.name} {m.f1:.2f} (n={m.support})" for m in worst) + "."]
-    if never:
+    worst = _worst(s.fixed)[:5]
+    items = ["Lowest F1 at 0.3: " + ", ".join(f"{m.name} {m.f1:.2f} (n={m.support})" for m in worst) + "."]
+    if never := [m.name for m in defined if m.predicted == 0]:
         items.append(f"Never predicted at 0.3: {', '.join(never)}.")
-    with_auc = [(m.auc, m) for m in defined if m.auc is not None]
-    low_auc = [m for _, m in sorted(with_auc, key=lambda pair: pair[0])[:3]]
-    if low_auc:
+    if low_auc := sorted((m for m in defined if m.auc is not None), key=lambda m: m.auc or 0.0)[:3]:
         items.append("Lowest ROC-AUC: " + ", ".join(f"{m.name} {m.auc:.2f}" for m in low_auc) + ".")
-    return Section(
-        "Problematic classes",
-        [
-            Bullets(items),
-            images["per_label_f1"],
-            images["per_label_auc"],
-            images["pr_curves"],
-        ],
-    )
+    figures = [images[k] for k in ("per_label_f1", "per_label_auc", "pr_curves")]
+    return Section("Problematic classes", [Bullets(items), *figures])
 
 
 def _calibration_section(s: ScoredRun, images: dict[str, Image]) -> Section:
@@ -558,37 +484,27 @@ def _calibration_section(s: ScoredRun, images: dict[str, Image]) -> Section:
     return Section("Calibration", [summary, images["reliability"], Table(headers, rows, digits=4)])
 
 
+# The threshold sweep table's columns: header -> `goemo.scoring.metrics.ThresholdMetrics` field.
+SWEEP_COLUMNS = {
+    "macro P": "macro_precision",
+    "macro R": "macro_recall",
+    "macro F1": "macro_f1",
+    "micro P": "micro_precision",
+    "micro R": "micro_recall",
+    "micro F1": "micro_f1",
+    "exact match": "exact_match",
+}
+
+
 def _threshold_section(s: ScoredRun, images: dict[str, Image]) -> Section:
     rows = [
-        [
-            r.threshold,
-            r.macro_precision,
-            r.macro_recall,
-            r.macro_f1,
-            r.micro_precision,
-            r.micro_recall,
-            r.micro_f1,
-            r.exact_match,
-        ]
-        for r in s.fixed.report.at_thresholds
+        [f"{r.threshold:g}", *(getattr(r, k) for k in SWEEP_COLUMNS.values())] for r in s.fixed.report.at_thresholds
     ]
-    headers = ["threshold", "macro P", "macro R", "macro F1", "micro P", "micro R", "micro F1", "exact match"]
-    table = Table(
-        headers,
-        [[f"{r[0]:g}", *r[1:]] for r in rows],
-        caption="One global threshold for every label, the paper's list of thresholds.",
-    )
-    blocks: list[Any] = [images["threshold_sweep"], table]
+    caption = "One global threshold for every label, the paper's list of thresholds."
+    blocks: list[Any] = [images["threshold_sweep"], Table(["threshold", *SWEEP_COLUMNS], rows, caption=caption)]
     if s.tuned is not None:
-        blocks.insert(
-            0,
-            Paragraph(
-                [
-                    f"Macro F1 with the dev-tuned per-label thresholds: {s.tuned.report.macro.f1:.3f} "
-                    f"(at 0.3: {s.fixed.report.macro.f1:.3f})."
-                ]
-            ),
-        )
+        f1s = f"{s.tuned.report.macro.f1:.3f} (at 0.3: {s.fixed.report.macro.f1:.3f})"
+        blocks.insert(0, Paragraph(f"Macro F1 with the dev-tuned per-label thresholds: {f1s}."))
     return Section("Threshold sweep", blocks)
 
 
@@ -596,12 +512,10 @@ def _confusion_section(s: ScoredRun, images: dict[str, Image], examples: int) ->
     decision = _decision(s)
     y, p, names = s.data.labels, s.predictions.probs, s.predictions.label_names
     pred = binarize(p, decision.thresholds.value)
-    conf = label_confusion(y, pred, names)
-    pairs = conf.top_pairs(10)
-    rows = [[a, b, n, rate * 100] for a, b, n, rate in pairs]
+    pairs = label_confusion(y, pred, names).top_pairs(10)
     table = Table(
         ["true label (missed)", "predicted instead", "texts", "% of true label's texts"],
-        rows,
+        [[a, b, n, rate * 100] for a, b, n, rate in pairs],
         digits=1,
         caption=f"Decisions: {decision.thresholds.description}.",
     )
@@ -616,66 +530,56 @@ def _confusion_section(s: ScoredRun, images: dict[str, Image], examples: int) ->
             items.append(f"{a} → {b}: “{text}” (true: {true}; predicted: {said}; p({b}) = {p[i, index[b]]:.2f})")
     blocks: list[Any] = [
         Paragraph(
-            [
-                "For each true label the model missed, the labels it predicted instead (labels the text "
-                "does not carry); the last column counts misses with no wrong label at all."
-            ]
+            "For each true label the model missed, the labels it predicted instead (labels the text "
+            "does not carry); the last column counts misses with no wrong label at all."
         ),
         images["label_confusion"],
         table,
     ]
     if items:
-        blocks += [Paragraph(["Examples of the most frequent confusions (most confident first):"]), Bullets(items)]
+        blocks += [Paragraph("Examples of the most frequent confusions (most confident first):"), Bullets(items)]
     elif not pairs:
-        blocks.append(Paragraph(["No confusions: the model never predicted a wrong label for a missed one."]))
+        blocks.append(Paragraph("No confusions: the model never predicted a wrong label for a missed one."))
     return Section("Label confusion", blocks)
 
 
 def _errors_section(s: ScoredRun) -> Section:
     """A few errors of the labels with the lowest F1, explained word by word (`goemo.report.explanations`)."""
-    decision = _decision(s)
-    defined = [m for m in decision.report.per_label if m.defined]
-    worst = [m.name for m in sorted(defined, key=lambda m: (m.f1, m.name))]
-    return explained_errors_section(
-        s.folder,
-        s.data,
-        s.predictions.probs,
-        s.predictions.settings,
-        decision.thresholds.value,
-        decision.thresholds.description,
-        worst,
-    )
+    d = _decision(s)
+    worst = [m.name for m in _worst(d)]
+    args = (s.predictions.probs, s.predictions.settings, d.thresholds.value, d.thresholds.description, worst)
+    return explained_errors_section(s.folder, s.data, *args)
+
+
+EPOCH_KEYS = (
+    "train_loss",
+    "val_loss",
+    "auc_micro",
+    "auc_macro",
+    "f1_micro",
+    "f1_macro",
+    "epoch_time_s",
+    "examples_per_s",
+)
 
 
 def _training_section(run: RunData, images: dict[str, Image]) -> Section:
     if not run.epochs:
-        return Section("Training", [Paragraph([f"No per-epoch records in {run.path / 'metrics.jsonl'}."])])
-    keys = [
-        "train_loss",
-        "val_loss",
-        "auc_micro",
-        "auc_macro",
-        "f1_micro",
-        "f1_macro",
-        "epoch_time_s",
-        "examples_per_s",
-    ]
+        return Section("Training", [Paragraph(f"No per-epoch records in {run.path / 'metrics.jsonl'}.")])
     rows = [
-        [str(r["epoch"]) + (" *" if r["epoch"] == run.best_epoch else ""), *(_num(r.get(k)) for k in keys)]
+        [str(r["epoch"]) + (" *" if r["epoch"] == run.best_epoch else ""), *(_num(r.get(k)) for k in EPOCH_KEYS)]
         for r in run.epochs
     ]
     select = run.summary.get("select_metric", "the selection metric")
     if select == "auc_score":  # the W&B report's name for macro ROC-AUC, shown here as auc_macro
         select = "auc_score (macro ROC-AUC: the auc_macro column)"
-    table = Table(
-        ["epoch", *keys],
-        rows,
-        digits=4,
-        caption=f"* best epoch by {select} on dev "
-        f"(weights kept in best/). Dev metrics at the training threshold "
-        f"{run.summary.get('threshold', run.config.get('threshold', '?'))}.",
+    threshold = run.summary.get("threshold", run.config.get("threshold", "?"))
+    caption = (
+        f"* best epoch by {select} on dev (weights kept in best/). Dev metrics at the training threshold {threshold}."
     )
-    return Section("Training", [images["training_curves"], table])
+    return Section(
+        "Training", [images["training_curves"], Table(["epoch", *EPOCH_KEYS], rows, digits=4, caption=caption)]
+    )
 
 
 def _num(value: Any) -> Any:
@@ -687,7 +591,7 @@ def _num(value: Any) -> Any:
 def _resources_section(run: RunData) -> Section:
     res = run.summary.get("resources") or {}
     if not res:
-        return Section("Resources", [Paragraph([f"No resource summary in {run.path / 'summary.json'}."])])
+        return Section("Resources", [Paragraph(f"No resource summary in {run.path / 'summary.json'}.")])
     epochs = res.get("epoch_time_s") or []
     speed = [v for r in run.epochs if (v := r.get("examples_per_s"))]
     rows: list[list[Any]] = [
@@ -700,16 +604,15 @@ def _resources_section(run: RunData) -> Section:
         ["precision", res.get("precision")],
         ["processes", res.get("num_processes")],
     ]
-    for gpu in res.get("gpu_memory") or []:
-        rows.append(
-            [
-                f"GPU {gpu.get('device', '')} {gpu.get('name', '')}".strip(),
-                f"peak allocated {gpu.get('peak_allocated_mb', 0):,.0f} MiB, "
-                f"reserved {gpu.get('peak_reserved_mb', 0):,.0f} MiB",
-            ]
-        )
-    for key, value in (res.get("hardware") or {}).items():
-        rows.append([f"hardware: {key}", str(value)])
+    rows += [
+        [
+            f"GPU {gpu.get('device', '')} {gpu.get('name', '')}".strip(),
+            f"peak allocated {gpu.get('peak_allocated_mb', 0):,.0f} MiB, "
+            f"reserved {gpu.get('peak_reserved_mb', 0):,.0f} MiB",
+        ]
+        for gpu in res.get("gpu_memory") or []
+    ]
+    rows += [[f"hardware: {key}", str(value)] for key, value in (res.get("hardware") or {}).items()]
     return Section("Resources", [Table(["", "value"], rows, align="ll")])
 
 
@@ -721,56 +624,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds:,.1f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
 
 
+CONFIG_KEYS = tuple(
+    "model pooling taxonomy epochs lr head_lr batch_size max_length loss pos_weight ema_decay threshold "
+    "select_metric seed max_train_samples".split()
+)  # the options the report's configuration table shows; the whole config.yaml follows it
+
+
 def _config_section(run: RunData) -> Section:
     if not run.config_text:
-        return Section("Run configuration", [Paragraph([f"No config.yaml in {run.path}."])])
-    keys = [
-        "model",
-        "pooling",
-        "taxonomy",
-        "epochs",
-        "lr",
-        "head_lr",
-        "batch_size",
-        "max_length",
-        "loss",
-        "pos_weight",
-        "ema_decay",
-        "threshold",
-        "select_metric",
-        "seed",
-        "max_train_samples",
-    ]
-    rows = [[k, _cfg(run.config.get(k))] for k in keys if k in run.config]
-    return Section(
-        "Run configuration",
-        [
-            Table(["option", "value"], rows, align="ll"),
-            Code(run.config_text, summary="config.yaml (all options)"),
-        ],
-    )
-
-
-def _cfg(value: Any) -> str:
-    return "none" if value is None else str(value)
+        return Section("Run configuration", [Paragraph(f"No config.yaml in {run.path}.")])
+    rows = [[k, "none" if run.config[k] is None else str(run.config[k])] for k in CONFIG_KEYS if k in run.config]
+    code = Code(run.config_text, summary="config.yaml (all options)")
+    return Section("Run configuration", [Table(["option", "value"], rows, align="ll"), code])
 
 
 def _data_section(analysis: Path, run_dir: Path) -> Section:
     title = "Data exploration"
     if not analysis.is_dir():
-        return Section(
-            title,
-            [
-                Paragraph(
-                    [
-                        f"No data analysis found in {analysis}; `goemo stats --out {analysis}` writes one "
-                        f"(label frequencies, co-occurrence, a 1,000-record sample page)."
-                    ],
-                    note=True,
-                )
-            ],
+        missing = (
+            f"No data analysis found in {analysis}; `goemo stats --out {analysis}` writes one "
+            f"(label frequencies, co-occurrence, a 1,000-record sample page)."
         )
-    blocks: list[Any] = [Paragraph([f"From `goemo stats --out {analysis}`."])]
+        return Section(title, [Paragraph(missing, note=True)])
+    blocks: list[Any] = [Paragraph(f"From `goemo stats --out {analysis}`.")]
     for name, alt in (
         ("label_frequency.png", "Label frequency per split"),
         ("cooccurrence.png", "Label co-occurrence on the training split"),
@@ -778,98 +654,49 @@ def _data_section(analysis: Path, run_dir: Path) -> Section:
         path = analysis / name
         if path.is_file():
             blocks.append(Image(_rel(path, run_dir), path.read_bytes(), alt, alt + "."))
-    samples = sorted(analysis.glob("sample_*.html"))
-    if samples:
-        blocks.append(
-            Paragraph(
-                [
-                    "Browse a random sample of the data (with a filter box): ",
-                    *_join_links([Link(p.name, _rel(p, run_dir)) for p in samples]),
-                ]
-            )
-        )
+    if samples := sorted(analysis.glob("sample_*.html")):
+        links = [x for i, p in enumerate(samples) for x in ([", "] if i else []) + [Link(p.name, _rel(p, run_dir))]]
+        blocks.append(Paragraph(["Browse a random sample of the data (with a filter box): ", *links]))
     return Section(title, blocks)
-
-
-def _join_links(links: list[Link]) -> list[Any]:
-    out: list[Any] = []
-    for i, link in enumerate(links):
-        out += ([", "] if i else []) + [link]
-    return out
 
 
 def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
 
+# The comparison table's columns: header, and a run's value.
+COMPARISON_COLUMNS: tuple[tuple[str, Callable[[ScoredRun], Any]], ...] = (
+    ("run", lambda r: r.run.name),
+    ("model", lambda r: (r.folder.meta.get("training_config") or r.run.config).get("model")),
+    ("taxonomy", lambda r: r.taxonomy),
+    ("best epoch", lambda r: r.run.best_epoch),
+    ("macro P @0.3", lambda r: r.fixed.report.macro.precision),
+    ("macro R @0.3", lambda r: r.fixed.report.macro.recall),
+    ("macro F1 @0.3", lambda r: r.fixed.report.macro.f1),
+    ("macro F1 tuned", lambda r: r.tuned.report.macro.f1 if r.tuned else None),
+    ("micro F1 @0.3", lambda r: r.fixed.report.micro.f1),
+    ("macro ROC-AUC", lambda r: r.fixed.report.macro.auc),
+    ("exact match @0.3", lambda r: r.fixed.report.exact_match),
+    ("ekman F1 @0.3", lambda r: r.macro_f1("ekman")),
+    ("sentiment F1 @0.3", lambda r: r.macro_f1("sentiment")),
+    ("wall time", lambda r: _seconds((r.run.summary.get("resources") or {}).get("wall_time_s"))),
+)
+
+
 def _comparison_section(s: ScoredRun, others: list[ScoredRun]) -> Section:
-    headers = [
-        "run",
-        "model",
-        "taxonomy",
-        "best epoch",
-        "macro P @0.3",
-        "macro R @0.3",
-        "macro F1 @0.3",
-        "macro F1 tuned",
-        "micro F1 @0.3",
-        "macro ROC-AUC",
-        "exact match @0.3",
-        "ekman F1 @0.3",
-        "sentiment F1 @0.3",
-        "wall time",
-    ]
-    rows: list[list[Any]] = []
-    for r in [s, *others]:
-        f = r.fixed.report
-        cfg = r.folder.meta.get("training_config") or r.run.config
-        rows.append(
-            [
-                r.run.name,
-                cfg.get("model"),
-                r.taxonomy,
-                r.run.best_epoch,
-                f.macro.precision,
-                f.macro.recall,
-                f.macro.f1,
-                r.tuned.report.macro.f1 if r.tuned else None,
-                f.micro.f1,
-                f.macro.auc,
-                f.exact_match,
-                r.macro_f1("ekman"),
-                r.macro_f1("sentiment"),
-                _seconds((r.run.summary.get("resources") or {}).get("wall_time_s")),
-            ]
-        )
+    headers = [h for h, _ in COMPARISON_COLUMNS]
+    rows = [[get(r) for _, get in COMPARISON_COLUMNS] for r in [s, *others]]
     paper = paper_table("goemotions")
-    ek, se = paper_table("ekman"), paper_table("sentiment")
-    rows.append(
-        [
-            "paper",
-            "BERT-base",
-            "goemotions",
-            None,
-            *(paper.macro if paper else (None,) * 3),
-            None,
-            None,
-            None,
-            None,
-            ek.macro[2] if ek else None,
-            se.macro[2] if se else None,
-            None,
-        ]
+    macro = dict(zip(headers[4:7], paper.macro)) if paper else {}  # Table 4's macro P, R, F1
+    groupings = {"ekman F1 @0.3": _paper_f1("ekman"), "sentiment F1 @0.3": _paper_f1("sentiment")}  # Table 5's
+    from_paper = {"run": "paper", "model": "BERT-base", "taxonomy": "goemotions", **macro, **groupings}
+    rows.append([from_paper.get(h) for h in headers])
+    caption = (
+        f"All runs scored on the same {s.data.name} texts ({len(s.data):,}). Macro values of a run's "
+        f"own taxonomy; ekman/sentiment by projection for 28-label models."
     )
     return Section(
-        "Comparison of runs",
-        [
-            Table(
-                headers,
-                rows,
-                align="lll" + "r" * (len(headers) - 3),
-                caption=f"All runs scored on the same {s.data.name} texts ({len(s.data):,}). Macro values of a run's "
-                f"own taxonomy; ekman/sentiment by projection for 28-label models.",
-            ),
-        ],
+        "Comparison of runs", [Table(headers, rows, align="lll" + "r" * (len(headers) - 3), caption=caption)]
     )
 
 
@@ -885,21 +712,9 @@ def _notes_section(s: ScoredRun) -> Section:
     items += [n for n in s.fixed.report.notes if not n.startswith("Threshold convention")]
     ref = paper_table(s.taxonomy)
     if ref is not None:
-        items.append(
-            [
-                "Paper numbers: ",
-                Link(citation(), ref.url),
-                ", stored in goemo/report/paper_reference.json with how each table was checked.",
-            ]
-        )
+        where = ", stored in goemo/report/paper_reference.json with how each table was checked."
+        items.append(["Paper numbers: ", Link(citation(), ref.url), where])
     cache = s.predictions.cache_path
-    items.append(
-        f"Predictions: {'read from the cache' if s.predictions.from_cache else 'computed by running the model'}"
-        + (f" ({cache})" if cache else "")
-        + "."
-    )
+    how = "read from the cache" if s.predictions.from_cache else "computed by running the model"
+    items.append(f"Predictions: {how}" + (f" ({cache})" if cache else "") + ".")
     return Section("About these numbers", [Bullets(items)])
-
-
-def _version() -> str:
-    return goemo.__version__

@@ -39,16 +39,9 @@ class LabelConfusion:
     def top_pairs(self, k: int = 10, min_count: int = 1) -> list[tuple[str, str, int, float]]:
         """The ``k`` most frequent (true, predicted instead, count, rate) pairs; "nothing" excluded."""
         L = len(self.label_names)
-        c = self.counts[:, :L]
-        order = np.argsort(-c, axis=None, kind="stable")
-        out: list[tuple[str, str, int, float]] = []
-        rates = self.rates
-        for flat in order:
-            i, j = divmod(int(flat), L)
-            if len(out) >= k or c[i, j] < max(min_count, 1):
-                break
-            out.append((self.label_names[i], self.label_names[j], int(c[i, j]), float(rates[i, j])))
-        return out
+        c, rates, names = self.counts[:, :L], self.rates, self.label_names
+        top = [divmod(int(flat), L) for flat in np.argsort(-c, axis=None, kind="stable")[: max(k, 0)]]
+        return [(names[i], names[j], int(c[i, j]), float(rates[i, j])) for i, j in top if c[i, j] >= max(min_count, 1)]
 
 
 def label_confusion(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str]) -> LabelConfusion:

@@ -89,10 +89,11 @@ def explained_errors_section(
         explained = dict(zip(rows, clf.explain([data.texts[i] for i in rows], labels=labels)))
     except GoemoError as e:
         return Section(TITLE, [intro, Paragraph([f"Not explained: {e}"], note=True)])
+    t = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(names),))
     items: list[Sequence[Inline]] = []
     for label, kind, i in cases:
-        ex = next(x for x in explained[i].labels if x.label == label)
-        items.append(_item(label, kind, explained[i], ex, data, names, i, thresholds))
+        true = ", ".join(n for n, v in zip(names, data.labels[i]) if v) or "none"
+        items.append(_item(label, kind, explained[i], true, t[names.index(label)]))
     return Section(TITLE, [intro, Bullets(items)])
 
 
@@ -118,27 +119,15 @@ def _predictor(folder: ModelFolder, used: dict[str, Any]) -> EmotionClassifier:
         return EmotionClassifier.load(folder, RunSettings(backend="auto", max_length=used.get("max_length")))
 
 
-def _item(
-    label: str,
-    kind: str,
-    explanation: Explanation,
-    ex: LabelExplanation,
-    data: Split,
-    names: list[str],
-    i: int,
-    thresholds: Any,
-) -> list[Inline]:
-    true = ", ".join(n for n, v in zip(names, data.labels[i]) if v) or "none"
-    t = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(names),))[names.index(label)]
-    head = f"{label}, {kind} (p = {ex.score:.2f}, threshold {t:.2f}; true: {true}): “"
+def _item(label: str, kind: str, explanation: Explanation, true: str, threshold: float) -> list[Inline]:
+    """One explained error: the text with its words marked, and the words that pushed most each way."""
+    ex = next(x for x in explanation.labels if x.label == label)
+    head = f"{label}, {kind} (p = {ex.score:.2f}, threshold {threshold:.2f}; true: {true}): “"
     parts: list[Inline] = [head, *_marked(explanation.text, ex), "”"]
     support = [w for w in ex.top(TOP_WORDS) if w.attribution > 0]
     against = sorted((w for w in ex.words if w.attribution < 0), key=lambda w: w.attribution)[:TOP_WORDS]
-    said = []
-    if support:
-        said.append("for " + ", ".join(f"{w.word} {w.attribution:+.2f}" for w in support))
-    if against:
-        said.append("against " + ", ".join(f"{w.word} {w.attribution:+.2f}" for w in against))
+    sides = (("for", support), ("against", against))
+    said = [f"{side} " + ", ".join(f"{w.word} {w.attribution:+.2f}" for w in words) for side, words in sides if words]
     parts.append(f" ({'; '.join(said)})" if said else " (no word moves it)")
     return parts
 

@@ -50,38 +50,37 @@ def save_png(fig: Any, path: str | Path) -> Path:
     return atomic_write_bytes(Path(path), png_bytes(fig))
 
 
-def _clean_axes(ax: Any) -> None:
+def _finish(ax: Any, legend: str = "below", ncol: int = 1, grid: str | None = "both") -> None:
+    """The look every plot shares: no top or right spine, a light grid behind the data, the legend outside.
+
+    Legends go outside the axes: inside, they end up covering bars or curves on some model.
+    """
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.set_axisbelow(True)
-
-
-def _label_height(n: int) -> float:
-    return 1.9 + 0.27 * n
-
-
-def _legend_outside(ax: Any, where: str = "below", ncol: int = 1) -> None:
-    """Legends go outside the axes: inside, they end up covering bars or curves on some model."""
+    if grid:
+        ax.grid(axis=grid, alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return
-    if where == "above":
-        ax.legend(
-            handles,
-            labels,
-            loc="lower left",
-            bbox_to_anchor=(0.0, 1.01),
-            ncol=ncol,
-            fontsize=8,
-            frameon=False,
-            borderaxespad=0.0,
-        )
-    elif where == "right":
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-    else:
-        ax.legend(
-            handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, fontsize=8, frameon=False
-        )
+    where = {
+        "above": dict(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=ncol, borderaxespad=0.0),
+        "right": dict(loc="upper left", bbox_to_anchor=(1.02, 1.0)),
+        "below": dict(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol),
+    }[legend]
+    ax.legend(handles, labels, fontsize=8, frameon=False, **where)  # type: ignore[arg-type]
+
+
+def _label_bars(rows: Sequence[Any], values: Sequence[Any], xlabel: str, **bar: Any) -> tuple[Any, Any]:
+    """A figure of horizontal bars, one per label (``rows``, bottom-up), its height grown with their number."""
+    n = len(rows)
+    fig = new_figure(8.5, 1.9 + 0.27 * n)
+    ax = fig.subplots()
+    ax.barh(np.arange(n), values, height=0.7, color=BAR, **bar)
+    ax.set_yticks(np.arange(n), [f"{m.name} ({m.support:,})" for m in rows], fontsize=8.5)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlabel(f"{xlabel} (label name: positive examples in the split)")
+    return fig, ax
 
 
 # --------------------------------------------------------------------------- per-label bars
@@ -102,49 +101,22 @@ def f1_bars_figure(
     """
     rows = [m for m in fixed.per_label if m.defined]
     rows.sort(key=lambda m: (m.f1, m.name), reverse=True)  # barh draws bottom-up: best at the bottom
-    n = len(rows)
-    fig = new_figure(8.5, _label_height(n))
-    ax = fig.subplots()
-    y = np.arange(n)
-    threshold = fixed.threshold if isinstance(fixed.threshold, float) else None
-    fixed_label = f"F1 at threshold {threshold:g}" if threshold is not None else "F1"
-    ax.barh(y, [m.f1 for m in rows], height=0.7, color=BAR, label=fixed_label)
-    if tuned is not None:
-        by_name = {m.name: m for m in tuned.per_label}
-        ty = [
-            (i, by_name[m.name].f1) for i, m in enumerate(rows) if m.name in by_name and by_name[m.name].f1 is not None
-        ]
-        if ty:
-            ax.scatter(
-                [v for _, v in ty],
-                [i for i, _ in ty],
-                marker="D",
-                s=22,
-                color=TUNED,
-                zorder=3,
-                label="F1 at dev-tuned per-label thresholds",
-            )
-    if paper_f1:
-        py = [(i, paper_f1[m.name]) for i, m in enumerate(rows) if m.name in paper_f1]
-        if py:
-            ax.scatter(
-                [v for _, v in py],
-                [i for i, _ in py],
-                marker="|",
-                s=160,
-                linewidths=2.2,
-                color=PAPER,
-                zorder=4,
-                label="paper (BERT-base, threshold 0.3)",
-            )
-    ax.set_yticks(y, [f"{m.name} ({m.support:,})" for m in rows], fontsize=8.5)
-    ax.set_ylim(-0.6, n - 0.4)
+    fixed_label = f"F1 at threshold {fixed.threshold:g}" if isinstance(fixed.threshold, float) else "F1"
+    fig, ax = _label_bars(rows, [m.f1 for m in rows], "F1", label=fixed_label)
+    tuned_f1 = {m.name: m.f1 for m in tuned.per_label if m.f1 is not None} if tuned is not None else {}
+    markers = [
+        (tuned_f1, dict(marker="D", s=22, color=TUNED, zorder=3, label="F1 at dev-tuned per-label thresholds")),
+        (
+            paper_f1 or {},
+            dict(marker="|", s=160, linewidths=2.2, color=PAPER, zorder=4, label="paper (BERT-base, threshold 0.3)"),
+        ),
+    ]
+    for f1, style in markers:
+        if at := [(i, f1[m.name]) for i, m in enumerate(rows) if m.name in f1]:
+            ax.scatter([v for _, v in at], [i for i, _ in at], **style)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("F1 (label name: positive examples in the split)")
-    ax.grid(axis="x", alpha=0.3)
-    _clean_axes(ax)
-    _legend_outside(ax, "above", ncol=3)
-    excluded = len(fixed.per_label) - n
+    _finish(ax, "above", ncol=3, grid="x")
+    excluded = len(fixed.per_label) - len(rows)
     note = f"; {excluded} label(s) without positives left out" if excluded else ""
     fig.suptitle(
         title or f"Per-label F1, worst first ({fixed.split or 'split'}, {fixed.n_examples:,} texts{note})",
@@ -161,23 +133,14 @@ def auc_bars_figure(report: MetricsReport, title: str = "") -> Any:
     """
     rows = [m for m in report.per_label if m.auc is not None]
     rows.sort(key=lambda m: (m.auc, m.name), reverse=True)
-    n = len(rows)
-    fig = new_figure(8.5, _label_height(n))
-    ax = fig.subplots()
-    y = np.arange(n)
     values = [m.auc for m in rows if m.auc is not None]  # all of them: rows hold only labels with an AUC
-    ax.barh(y, values, height=0.7, color=BAR)
-    for yy, v in zip(y, values):
+    fig, ax = _label_bars(rows, values, "ROC-AUC")
+    for yy, v in enumerate(values):
         ax.text(v + 0.006, yy, f"{v:.3f}", va="center", fontsize=7, color="#333333")
     ax.axvline(0.5, color=PAPER, linestyle="--", linewidth=1, label="chance (0.5)")
-    ax.set_yticks(y, [f"{m.name} ({m.support:,})" for m in rows], fontsize=8.5)
-    ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlim(0, 1.07)  # room for the value of a bar near 1
     ax.set_xticks(np.linspace(0, 1, 6))
-    ax.set_xlabel("ROC-AUC (label name: positive examples in the split)")
-    ax.grid(axis="x", alpha=0.3)
-    _clean_axes(ax)
-    _legend_outside(ax, "above")
+    _finish(ax, "above", grid="x")
     macro = f"macro {report.macro.auc:.3f}" if report.macro.auc is not None else ""
     fig.suptitle(title or f"Per-label ROC-AUC, worst first ({macro})", fontsize=10.5)
     return fig
@@ -187,11 +150,7 @@ def auc_bars_figure(report: MetricsReport, title: str = "") -> Any:
 
 
 def pr_curves_figure(
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    label_names: Sequence[str],
-    k: int = 4,
-    threshold: float = 0.3,
+    y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str], k: int = 4, threshold: float = 0.3
 ) -> Any:
     """Precision-recall curves of the ``k`` worst and ``k`` best labels by average precision.
 
@@ -212,24 +171,15 @@ def pr_curves_figure(
         for c, j in enumerate(labels):
             precision, recall, _ = precision_recall_curve(y[:, j], p[:, j])
             color = COLORS[c % len(COLORS)]
-            ax.plot(
-                recall,
-                precision,
-                color=color,
-                linewidth=1.6,
-                label=f"{label_names[j]} (AP {ap[j]:.2f}, n={int(y[:, j].sum())})",
-            )
+            name = f"{label_names[j]} (AP {ap[j]:.2f}, n={int(y[:, j].sum())})"
+            ax.plot(recall, precision, color=color, linewidth=1.6, label=name)
             tp = int((pred[:, j] & (y[:, j] == 1)).sum())
             npred = int(pred[:, j].sum())
             r_op = tp / max(int(y[:, j].sum()), 1)
             p_op = tp / npred if npred else 0.0
             ax.plot([r_op], [p_op], "o", color=color, markersize=6, markeredgecolor="white")
-        ax.set_xlim(0, 1.01)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("recall")
-        ax.grid(alpha=0.3)
-        _clean_axes(ax)
-        _legend_outside(ax, "below", ncol=2)
+        ax.set(xlim=(0, 1.01), ylim=(0, 1.02), xlabel="recall")
+        _finish(ax, ncol=2)
         ax.set_title(f"{len(labels)} {which} labels by average precision", fontsize=10.5)
     axes[0].set_ylabel("precision")
     fig.suptitle(f"Precision-recall curves (dots: operating point at threshold {threshold:g})", fontsize=11)
@@ -261,15 +211,8 @@ def confusion_figure(conf: LabelConfusion, title: str = "") -> Any:
         for j in range(L + 1):
             v = shown[i, j]
             if np.isfinite(v) and v >= 3.0:
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6.5,
-                    color="white" if v > 0.6 * vmax else "#222222",
-                )
+                color = "white" if v > 0.6 * vmax else "#222222"
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6.5, color=color)
     ax.set_xticks(range(L + 1), conf.columns, rotation=55, ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_yticks(range(L), [f"{n} ({s:,})" for n, s in zip(conf.label_names, conf.support)], fontsize=8)
     ax.axvline(L - 0.5, color="#555555", linewidth=0.8)
@@ -306,9 +249,7 @@ def training_curves_figure(epochs: Sequence[Mapping[str, Any]], best_epoch: int 
         ax.set_title(title, fontsize=10.5)
         ax.set_xlabel("epoch")
         ax.set_xticks(x if len(x) <= 12 else x[:: max(1, len(x) // 10)])
-        ax.grid(alpha=0.3)
-        _clean_axes(ax)
-        _legend_outside(ax, "below", ncol=3)
+        _finish(ax, ncol=3)
     return fig
 
 
@@ -320,39 +261,16 @@ def threshold_sweep_figure(
     fig = new_figure(9.5, 4.2)
     ax = fig.subplots()
     t = [r.threshold for r in rows]
-    series = [
-        ("macro_f1", "macro F1"),
-        ("micro_f1", "micro F1"),
-        ("macro_precision", "macro precision"),
-        ("macro_recall", "macro recall"),
-    ]
-    for c, (key, name) in enumerate(series):
-        values = [getattr(r, key) for r in rows]
-        pts = [(a, b) for a, b in zip(t, values) if b is not None]
-        ax.plot(
-            [a for a, _ in pts],
-            [b for _, b in pts],
-            marker="o",
-            markersize=4,
-            color=COLORS[c],
-            label=name,
-            linestyle="-" if "f1" in key else ":",
-        )
+    for c, key in enumerate(("macro_f1", "micro_f1", "macro_precision", "macro_recall")):
+        pts = [(a, b) for a, b in zip(t, (getattr(r, key) for r in rows)) if b is not None]
+        style = dict(marker="o", markersize=4, color=COLORS[c], linestyle="-" if "f1" in key else ":")
+        ax.plot([a for a, _ in pts], [b for _, b in pts], label=key.replace("_", " ").replace("f1", "F1"), **style)
     ax.axvline(paper_threshold, color=GREY, linestyle="--", linewidth=1, label=f"paper's threshold {paper_threshold:g}")
     if tuned_macro_f1 is not None:
-        ax.axhline(
-            tuned_macro_f1,
-            color=TUNED,
-            linestyle="-.",
-            linewidth=1,
-            label=f"macro F1, dev-tuned thresholds ({tuned_macro_f1:.3f})",
-        )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("global threshold (predicted when prob > threshold)")
-    ax.grid(alpha=0.3)
-    _clean_axes(ax)
-    _legend_outside(ax, "right")
+        name = f"macro F1, dev-tuned thresholds ({tuned_macro_f1:.3f})"
+        ax.axhline(tuned_macro_f1, color=TUNED, linestyle="-.", linewidth=1, label=name)
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="global threshold (predicted when prob > threshold)")
+    _finish(ax, "right")
     ax.set_title("Scores at each threshold of the paper's sweep", fontsize=10.5)
     return fig
 
@@ -364,27 +282,17 @@ def reliability_figure(report: CalibrationReport) -> Any:
     fig = new_figure(5.5, 5.0)
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", linewidth=1, label="perfectly calibrated")
-    sides = [("after", report.reliability_after, COLORS[0])]
+    sides = [("scores as given", report.reliability_after, report.macro_ece_after, COLORS[0])]
     if set(report.methods) != {"none"}:
-        sides.insert(0, ("before", report.reliability_before, COLORS[1]))
-    for side, rel, color in sides:
-        if rel is None:
-            continue
-        keep = rel.all_counts > 0
-        ece = report.macro_ece_before if side == "before" else report.macro_ece_after
-        name = {"before": "raw model", "after": "scores as given"}[side]
-        ax.plot(
-            rel.all_confidence[keep],
-            rel.all_accuracy[keep],
-            marker="o",
-            markersize=4,
-            color=color,
-            label=f"{name} (macro ECE {ece:.4f})",
-        )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("mean probability in the bin")
+        sides.insert(0, ("raw model", report.reliability_before, report.macro_ece_before, COLORS[1]))
+    for name, rel, ece, color in sides:
+        if rel is not None:
+            keep = rel.all_counts > 0
+            label = f"{name} (macro ECE {ece:.4f})"
+            ax.plot(
+                rel.all_confidence[keep], rel.all_accuracy[keep], marker="o", markersize=4, color=color, label=label
+            )
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean probability in the bin")
     ax.set_ylabel("share of the bin's pairs that carry the label")
-    _clean_axes(ax)
-    _legend_outside(ax)
+    _finish(ax, grid=None)
     return fig

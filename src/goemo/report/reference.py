@@ -38,10 +38,6 @@ class PaperTable:
     citation: str
     url: str
 
-    def f1(self, label: str) -> float | None:
-        row = self.labels.get(label)
-        return None if row is None else row[2]
-
 
 @lru_cache(maxsize=1)
 def _data() -> dict[str, Any]:

@@ -154,8 +154,7 @@ def _md_block(block: Any) -> str:
         text = f"![{block.alt}]({block.src})"
         return f"{text}\n\n*{block.caption}*" if block.caption else text
     if isinstance(block, Code):
-        fence = "```"
-        return f"{fence}yaml\n{block.text.rstrip()}\n{fence}"
+        return f"```yaml\n{block.text.rstrip()}\n```"
     raise TypeError(f"unknown block {type(block).__name__}")
 
 
