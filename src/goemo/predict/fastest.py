@@ -279,13 +279,16 @@ def _make_cpu_export(
                 graphs.fp32_diff,
             )
             dev_check: dict[str, Any] = {}
+            precision, graph = "fp32", graphs.fp32
             if dev is None or graphs.int8 is None:
-                precision, graph = "fp32", graphs.fp32
                 verdict = f"no dev split to check int8 against ({dev_source}): fp32 ONNX"
             else:
                 f1 = {}
                 log.info("checking the int8 graph against fp32 on %d dev texts", len(dev))
-                with _check_progress(2 * len(dev)) as bar:
+                # A bar over both graphs' texts, on a terminal only.
+                with tqdm(
+                    total=2 * len(dev), unit="texts", desc="int8 check", file=sys.stderr, disable=None, leave=False
+                ) as bar:
                     for name, path in (("fp32", graphs.fp32), ("int8", graphs.int8)):
                         probs = probs_of_texts(
                             _counted(OnnxBackend(path, "cpu", num_threads, name), bar),
@@ -301,10 +304,8 @@ def _make_cpu_export(
                 drop = f1["fp32"] - f1["int8"]
                 figures = f"dev macro-F1 {f1['int8']:.3f} vs fp32 {f1['fp32']:.3f}"
                 if drop <= max_f1_drop:
-                    precision, graph = "int8", graphs.int8
-                    verdict = figures
+                    precision, graph, verdict = "int8", graphs.int8, figures
                 else:
-                    precision, graph = "fp32", graphs.fp32
                     verdict = f"int8 rejected, {figures} (drop {drop:.3f} > {max_f1_drop:g}): fp32 ONNX"
                 dev_check = {
                     "split": dev_source,
@@ -341,11 +342,6 @@ def _make_cpu_export(
 
 
 # ---------------------------------------------------------------------------- the dev check
-
-
-def _check_progress(total: int) -> tqdm:
-    """A bar on stderr over the dev check's texts (both graphs), shown on a terminal only."""
-    return tqdm(total=total, unit="texts", desc="int8 check", file=sys.stderr, disable=None, leave=False)
 
 
 def _counted(backend: Callable[[np.ndarray, np.ndarray], np.ndarray], bar: tqdm) -> Callable[..., np.ndarray]:
