@@ -285,10 +285,7 @@ def _make_cpu_export(
             else:
                 f1 = {}
                 log.info("checking the int8 graph against fp32 on %d dev texts", len(dev))
-                # A bar over both graphs' texts, on a terminal only.
-                with tqdm(
-                    total=2 * len(dev), unit="texts", desc="int8 check", file=sys.stderr, disable=None, leave=False
-                ) as bar:
+                with _check_progress(2 * len(dev)) as bar:
                     for name, path in (("fp32", graphs.fp32), ("int8", graphs.int8)):
                         probs = probs_of_texts(
                             _counted(OnnxBackend(path, "cpu", num_threads, name), bar),
@@ -342,6 +339,11 @@ def _make_cpu_export(
 
 
 # ---------------------------------------------------------------------------- the dev check
+
+
+def _check_progress(total: int) -> tqdm:
+    """A bar on stderr over the dev check's texts (both graphs), shown on a terminal only."""
+    return tqdm(total=total, unit="texts", desc="int8 check", file=sys.stderr, disable=None, leave=False)
 
 
 def _counted(backend: Callable[[np.ndarray, np.ndarray], np.ndarray], bar: tqdm) -> Callable[..., np.ndarray]:
