@@ -251,7 +251,7 @@ def build_model_card(
             _title(name, folder, cfg, export, origin),
             _usage(folder, ref, export),
             _results(metrics, threshold),
-            _per_label(facts, folder),
+            _per_label(facts),
             _choices(folder, selection, threshold),
             _data_section(folder, facts, origin, cfg),
             _config_section(cfg),
@@ -485,7 +485,7 @@ def _results(metrics: Mapping[str, Mapping[str, Any]], threshold: float) -> str:
     return "\n".join(lines)
 
 
-def _per_label(facts: CardFacts, folder: ModelFolder) -> str:
+def _per_label(facts: CardFacts) -> str:
     if not facts.per_label:
         return ""
     split = facts.per_label_split or "dev"

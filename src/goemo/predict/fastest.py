@@ -279,8 +279,8 @@ def _make_cpu_export(
                 graphs.fp32_diff,
             )
             dev_check: dict[str, Any] = {}
+            precision, graph = "fp32", graphs.fp32
             if dev is None or graphs.int8 is None:
-                precision, graph = "fp32", graphs.fp32
                 verdict = f"no dev split to check int8 against ({dev_source}): fp32 ONNX"
             else:
                 f1 = {}
@@ -301,10 +301,8 @@ def _make_cpu_export(
                 drop = f1["fp32"] - f1["int8"]
                 figures = f"dev macro-F1 {f1['int8']:.3f} vs fp32 {f1['fp32']:.3f}"
                 if drop <= max_f1_drop:
-                    precision, graph = "int8", graphs.int8
-                    verdict = figures
+                    precision, graph, verdict = "int8", graphs.int8, figures
                 else:
-                    precision, graph = "fp32", graphs.fp32
                     verdict = f"int8 rejected, {figures} (drop {drop:.3f} > {max_f1_drop:g}): fp32 ONNX"
                 dev_check = {
                     "split": dev_source,

@@ -63,7 +63,6 @@ class ExportResult:
     """Where the export went and how close it is to the PyTorch model."""
 
     path: Path
-    onnx_path: Path
     quantize: str | None
     size_bytes: int
     max_abs_prob_diff: float
@@ -310,5 +309,4 @@ def export_onnx(
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    onnx_path = out / ONNX_FILE
-    return ExportResult(out, onnx_path, quantize, onnx_path.stat().st_size, diff, time.perf_counter() - start)
+    return ExportResult(out, quantize, (out / ONNX_FILE).stat().st_size, diff, time.perf_counter() - start)

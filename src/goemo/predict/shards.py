@@ -149,12 +149,10 @@ def merge_predictions(
         docs.append(doc)
     if docs[-1]["shard"]["end"] != docs[-1]["shard"]["total"]:
         raise RunFolderError(f"shard {shards} of {shards}: does not end at the last record")
-    header = b""
-    if fmt == "csv":
-        header = _first_record(parts[0])
-        for k, part in enumerate(parts[1:], start=2):
-            if _first_record(part) != header:
-                raise RunFolderError(f"shard {k} of {shards} ({part}): its header differs from shard 1's")
+    header = _first_record(parts[0]) if fmt == "csv" else b""
+    for k, part in enumerate(parts[1:], start=2):
+        if fmt == "csv" and _first_record(part) != header:
+            raise RunFolderError(f"shard {k} of {shards} ({part}): its header differs from shard 1's")
     size = sum(p.stat().st_size for p in parts) - len(header) * (shards - 1)
     total = docs[0]["shard"]["total"]
     atomic_write_json(

@@ -15,7 +15,9 @@ import itertools
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -85,53 +87,42 @@ def _background(items: Iterator[Any], depth: int, name: str) -> Iterator[Any]:
 
 
 class _BackgroundWriter:
-    """Runs ``write(item)`` for each item put, in order, in a thread, at most ``depth`` items behind."""
+    """Runs ``write(item)`` for each item put, in order, in a thread, at most ``depth`` items behind.
+
+    A failed write skips the rest (the output ends with whole chunks) and is raised at a later put
+    or at close.
+    """
 
     def __init__(self, write: Callable[[Any], None], depth: int) -> None:
         self._write = write
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._abort = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="goemo-predict-write", daemon=True)
-        self._thread.start()
+        self._depth = depth
+        self._failed = False
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="goemo-predict-write")
+        self._pending: deque[Future[None]] = deque()
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None or self._abort.is_set():
-                return
-            try:
-                self._write(item)
-            except BaseException as e:  # raised in the caller at its next put or close
-                self._error = e
-                return
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
+    def _run(self, item: Any) -> None:
+        if self._failed:
+            return
+        try:
+            self._write(item)
+        except BaseException:
+            self._failed = True
+            raise
 
     def put(self, item: Any) -> None:
-        while True:
-            self._check()
-            with contextlib.suppress(queue.Full):
-                self._queue.put(item, timeout=0.1)
-                return
+        self._pending.append(self._pool.submit(self._run, item))
+        while len(self._pending) > self._depth + 1:  # + 1: the write in progress
+            self._pending.popleft().result()
 
     def close(self) -> None:
         """Wait until everything put is written; raise the writer's error, if any."""
-        self.put(None)
-        self._thread.join()
-        self._check()
+        self._pool.shutdown()
+        for done in self._pending:
+            done.result()
 
     def abort(self) -> None:
         """Stop after the write in progress (a write is whole chunks: the output stays whole)."""
-        self._abort.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._queue.get_nowait()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
-        self._thread.join()
+        self._pool.shutdown(cancel_futures=True)
 
 
 class _InlineWriter:

@@ -36,12 +36,12 @@ class LabelConfusion:
     def columns(self) -> tuple[str, ...]:
         return (*self.label_names, NOTHING)
 
-    def top_pairs(self, k: int = 10, min_count: int = 1) -> list[tuple[str, str, int, float]]:
+    def top_pairs(self, k: int = 10) -> list[tuple[str, str, int, float]]:
         """The ``k`` most frequent (true, predicted instead, count, rate) pairs; "nothing" excluded."""
         L = len(self.label_names)
         c, rates, names = self.counts[:, :L], self.rates, self.label_names
         top = [divmod(int(flat), L) for flat in np.argsort(-c, axis=None, kind="stable")[: max(k, 0)]]
-        return [(names[i], names[j], int(c[i, j]), float(rates[i, j])) for i, j in top if c[i, j] >= max(min_count, 1)]
+        return [(names[i], names[j], int(c[i, j]), float(rates[i, j])) for i, j in top if c[i, j]]
 
 
 def label_confusion(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str]) -> LabelConfusion:

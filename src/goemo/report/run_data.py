@@ -40,8 +40,8 @@ class RunData:
         return None if value is None else int(value)
 
     @classmethod
-    def load(cls, path: str | Path, model: str = "best") -> RunData:
-        """Open ``path`` (a run folder) and its model sub-folder ``model`` (best or last).
+    def load(cls, path: str | Path) -> RunData:
+        """Open ``path`` (a run folder) and its best model.
 
         run = RunData.load("runs/tiny")
         [r["epoch"] for r in run.epochs]
@@ -50,11 +50,9 @@ class RunData:
         run = Path(path)
         if not run.is_dir():
             raise RunFolderError(f"{run}: no such run folder")
-        model_dir = run / model
+        model_dir = run / "best"
         if not (model_dir / "config.json").is_file():
-            raise RunFolderError(
-                f"{run}: no trained model in {model}/ (expected a run folder written by `goemo train`)"
-            )
+            raise RunFolderError(f"{run}: no trained model in best/ (expected a run folder written by `goemo train`)")
         out = cls(run, model_dir)
         config_path = run / "config.yaml"
         if config_path.is_file():
