@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+import goemo
 from goemo.cli import app
 from goemo.core.errors import ConfigError
 from goemo.core.run_settings import DataOptions, RunSettings
@@ -71,3 +73,34 @@ def test_python_and_the_command_line_give_one_answer_for_one_text(tiny_model_dir
     line = json.loads(res.stdout.strip().splitlines()[-1])
     cli_scores = np.array([line["scores"][name] for name in clf.label_names], dtype=np.float32)
     np.testing.assert_allclose(clf.predict_proba([text])[0], cli_scores, atol=1e-5)
+
+
+def _library_functions() -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef, list[str]]]:
+    """Every function of src/goemo outside cli/, with the names of its parameters (self and cls left out)."""
+    src = Path(goemo.__file__).parent
+    out = []
+    for path in sorted(src.rglob("*.py")):
+        if "cli" in path.relative_to(src).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+                names += [x.arg for x in (a.vararg, a.kwarg) if x is not None]
+                out.append(
+                    (f"{path.relative_to(src)}:{node.name}", node, [n for n in names if n not in ("self", "cls")])
+                )
+    return out
+
+
+def test_how_a_model_runs_is_one_value_not_loose_parameters() -> None:
+    """Issue 28: ``device`` in at most 5 library signatures; at most 3 functions take more than 8
+    parameters, each saying why in its docstring (the count is written out there)."""
+    functions = _library_functions()
+    with_device = [name for name, _, params in functions if "device" in params]
+    assert len(with_device) <= 5, with_device
+    long = [(name, node, params) for name, node, params in functions if len(params) > 8]
+    assert len(long) <= 3, [name for name, _, _ in long]
+    words = {9: "Nine", 10: "Ten", 11: "Eleven", 12: "Twelve"}
+    for name, node, params in long:
+        assert f"{words.get(len(params), len(params))} parameters" in (ast.get_docstring(node) or ""), name

@@ -14,6 +14,7 @@ from goemo.core.errors import ConfigError, DataError
 from goemo.core.folder import ModelFolder
 from goemo.data import source as source_module
 from goemo.data.source import DataSource, model_source, read_split, resolve_source
+from goemo.data.taxonomy import load_taxonomy
 
 CSV_HEAD = "text,labels\n"
 
@@ -137,8 +138,12 @@ def test_data_dir_is_a_parameter_of_at_most_five_library_functions() -> None:
     assert len(hits) <= 5, hits
 
 
-def test_model_taxonomy_reads_the_source_folder_labels(tmp_path: Path) -> None:
-    """A folder's own emotions.txt decides whether a model's labels are the taxonomy's."""
+def test_a_folder_of_its_own_labels_is_not_goemotions(tmp_path: Path) -> None:
+    """A data folder whose emotions.txt names other labels trains a model of its own labels: no
+    paper table beside it, no projection onto Ekman (found: it was recorded as ``goemotions``)."""
     (tmp_path / "emotions.txt").write_text("billing\ndelivery\n", encoding="utf-8")
-    assert DataSource.folder(tmp_path).model_taxonomy(["billing", "delivery"]) == "goemotions"
+    assert DataSource.folder(tmp_path).model_taxonomy(["billing", "delivery"]) == "own"
+    goemotions = load_taxonomy("goemotions").labels
+    (tmp_path / "emotions.txt").write_text("\n".join(goemotions) + "\n", encoding="utf-8")
+    assert DataSource.folder(tmp_path).model_taxonomy(goemotions) == "goemotions"
     assert DataSource.folder("no/such/folder").model_taxonomy(["billing", "delivery"]) == "own"

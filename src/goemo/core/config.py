@@ -92,7 +92,7 @@ def opt(
       layout (`NOT_SWEEPABLE_FIELDS`).
     - ``no_cli``: the reason a field is kept off the command line (none is, today).
 
-    Its keyword parameters are the metadata's keys, one each, so that a field's declaration
+    Eleven parameters: the default, its factory, and the metadata's keys, one each, so that a field's declaration
     reads as a sentence and a misspelt key is a TypeError at import, not a silent no-op.
 
     >>> f = next(f for f in dataclasses.fields(TrainConfig) if f.name == "lr")

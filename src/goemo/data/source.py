@@ -166,7 +166,9 @@ class DataSource:
     def model_taxonomy(self, label_names: Sequence[str]) -> str:
         """What a model trained on this source records: `taxonomy` when its labels are that
         taxonomy's, else `OWN_LABELS`. A model of one's own labels is not GoEmotions: no paper
-        table is set beside it and nothing projects it onto Ekman or sentiment groups.
+        table is set beside it and nothing projects it onto Ekman or sentiment groups. The labels
+        are compared with the taxonomy as goemo ships it: a data folder's own ``emotions.txt``
+        names the labels of that folder, not GoEmotions'.
 
         >>> DataSource.folder("no/such/folder").model_taxonomy(["billing", "delivery"])
         'own'
@@ -174,7 +176,7 @@ class DataSource:
         'ekman'
         """
         try:
-            labels = load_taxonomy(self.taxonomy, self.data_dir).labels
+            labels = load_taxonomy(self.taxonomy).labels
         except ConfigError:  # a grouping file that is gone: the labels say nothing about it
             return OWN_LABELS
         return self.taxonomy if tuple(label_names) == labels else OWN_LABELS

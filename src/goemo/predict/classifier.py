@@ -129,7 +129,13 @@ class EmotionClassifier:
         piece_rule: PieceRule = DEFAULT_RULE,
     ) -> None:
         """The parts of a predictor, each resolved: `load` builds them from a folder; training's live
-        scorer and tests' stand-in backends call it directly."""
+        scorer and tests' stand-in backends call it directly.
+
+        Eleven parameters, each a part the predictor keeps: the backend and its tokenizer, the labels
+        and their thresholds, how texts are batched and cut (``max_length``, ``batch_size``,
+        ``long_text``, ``piece_rule``), and where the model came from (``folder``, ``choice``,
+        ``calibration``). Users go through `load` and its `RunSettings`.
+        """
         self._backend = backend
         self.tokenizer = tokenizer
         self.label_names = list(label_names)

@@ -222,9 +222,12 @@ def write_export_folder(
     model_ref: str,
     extra: dict[str, Any] | None = None,
 ) -> float:
-    """Fill the (temporary) export folder ``tmp`` around ``graph``: the one place both export paths
-    (`export_onnx`, `goemo.predict.fastest`) become a folder. Returns the graph's probe difference
-    from PyTorch (``diff`` when already measured)."""
+    """Fill the (temporary) export folder ``tmp`` around ``graph``. Returns the graph's probe
+    difference from PyTorch (``diff`` when already measured).
+
+    Nine parameters: the two export paths (`export_onnx`, `goemo.predict.fastest`) each hold
+    these in different shapes, and this is the one place they become a folder.
+    """
     shutil.move(str(graph), tmp / ONNX_FILE)
     if diff is None:
         diff = _max_prob_diff(model, tokenizer, tmp / ONNX_FILE)
