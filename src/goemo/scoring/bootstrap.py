@@ -35,7 +35,6 @@ the scores compared with each other (`goemo.evaluation.compare`) come from the s
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -44,7 +43,7 @@ import numpy as np
 
 from goemo.core.errors import MetricsInputError
 from goemo.core.thresholds import Thresholds, as_probs, as_thresholds, binarize, json_float
-from goemo.scoring.metrics import check_scores
+from goemo.scoring.metrics import check_scores, defined_mean
 
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -313,7 +312,7 @@ def _scores(weights: np.ndarray, y: np.ndarray, p: np.ndarray, decisions: np.nda
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.where(tp + fn > 0, 2.0 * tp / (2.0 * tp + fp + fn), np.nan)
     auc = np.column_stack([_weighted_auc(weights, y[:, j], p[:, j]) for j in range(y.shape[1])])
-    return {"f1": f1, "f1_macro": _nanmean(f1), "auc": auc, "auc_macro": _nanmean(auc)}
+    return {"f1": f1, "f1_macro": defined_mean(f1, axis=1), "auc": auc, "auc_macro": defined_mean(auc, axis=1)}
 
 
 def _weighted_auc(weights: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -330,13 +329,6 @@ def _weighted_auc(weights: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarr
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
     return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
-
-
-def _nanmean(values: np.ndarray) -> np.ndarray:
-    """Mean over labels of the defined values, per row; NaN for a row with none (no warning)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(values, axis=1)
 
 
 def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:

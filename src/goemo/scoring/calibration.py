@@ -50,7 +50,7 @@ from sklearn.model_selection import KFold
 from goemo.core.calibration import AFFINE_METHODS, METHODS, PROB_CLIP, Calibration, LabelMap
 from goemo.core.errors import ConfigError, EvaluationError, MetricsInputError
 from goemo.core.thresholds import is_test_split, json_float, sigmoid
-from goemo.scoring.metrics import check_scores
+from goemo.scoring.metrics import check_scores, defined_mean
 
 DEFAULT_BINS = 15
 CV_FOLDS = 5
@@ -431,7 +431,7 @@ class CalibrationReport:
     @property
     def macro_ece_before(self) -> float:
         """Over the labels whose raw scores are known (NaN: an isotonic map that cannot be undone)."""
-        return _known_mean(self.ece_before)
+        return float(defined_mean(self.ece_before))
 
     @property
     def macro_ece_after(self) -> float:
@@ -444,7 +444,7 @@ class CalibrationReport:
             "ece_bins": self.bins,
             "macro_ece_before": json_float(self.macro_ece_before),
             "macro_ece_after": json_float(self.macro_ece_after),
-            "log_loss_before": json_float(_known_mean(self.log_loss_before)),
+            "log_loss_before": json_float(float(defined_mean(self.log_loss_before))),
             "log_loss_after": json_float(np.mean(self.log_loss_after)),
         }
 
@@ -502,8 +502,3 @@ def calibration_report(
         reliability(y, p0, label_names, bins),
         reliability(y, p1, label_names, bins),
     )
-
-
-def _known_mean(values: np.ndarray) -> float:
-    """The mean of the values that are not NaN; NaN when none is."""
-    return float(np.nanmean(values)) if not np.isnan(values).all() else math.nan

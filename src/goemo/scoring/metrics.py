@@ -705,6 +705,20 @@ def _as_grid(grid: Sequence[float] | np.ndarray | None) -> np.ndarray:
 # --------------------------------------------------------------------------- internals: validation
 
 
+def defined_mean(values: np.ndarray, axis: int | None = None) -> Any:
+    """The mean of the values that are not NaN (per row with ``axis=1``); NaN where none is.
+
+    A label with no positives has no AUC or ECE: the mean is over the labels that have one,
+    without numpy's all-NaN warning.
+
+    >>> float(defined_mean(np.array([0.5, np.nan, 0.7]))), float(defined_mean(np.array([np.nan])))
+    (0.6, nan)
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
 def check_scores(
     y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
